@@ -1,0 +1,9 @@
+//! ikehub protocol core: wire formats, crypto suites, ESP/AH security associations, the profile
+//! model and the security policy database. Sans-IO: no sockets, threads, clock or OS RNG here;
+//! time and randomness are passed in by the caller (see `../shared/DESIGN.md`).
+
+pub mod config;
+pub mod crypto;
+pub mod esp;
+pub mod spd;
+pub mod wire;
