@@ -1,0 +1,414 @@
+//! Batched UDP sockets for IKE (500) and ESP-in-UDP (RFC 3948, 4500).
+//!
+//! Each shard owns one socket of a `SO_REUSEPORT` group on the same address and port; a
+//! reuseport cBPF program ([`UdpBatchSocket::steer_by_spi`]) sends IKE to socket 0 and ESP
+//! to the socket of the shard that owns the SPI.
+
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::batch::{BatchRecv, BatchSend, Dest, PacketBatch};
+use super::bpf;
+
+/// Path-MTU discovery mode of a socket (`IP_MTU_DISCOVER`, ip(7)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PmtuDisc {
+    /// Never set DF; the kernel fragments (`IP_PMTUDISC_DONT`).
+    Dont,
+    /// Per-route PMTU discovery (`IP_PMTUDISC_WANT`).
+    Want,
+    /// Always set DF; datagrams larger than the known path MTU fail with EMSGSIZE
+    /// (`IP_PMTUDISC_DO`).
+    Do,
+    /// Set DF but ignore the learned path MTU, only the device MTU limits
+    /// (`IP_PMTUDISC_PROBE`).
+    Probe,
+}
+
+impl PmtuDisc {
+    fn raw(self) -> libc::c_int {
+        match self {
+            PmtuDisc::Dont => libc::IP_PMTUDISC_DONT,
+            PmtuDisc::Want => libc::IP_PMTUDISC_WANT,
+            PmtuDisc::Do => libc::IP_PMTUDISC_DO,
+            PmtuDisc::Probe => libc::IP_PMTUDISC_PROBE,
+        }
+    }
+}
+
+/// Options for [`UdpBatchSocket::bind`].
+#[derive(Clone, Debug, Default)]
+pub struct UdpOptions {
+    /// Join a `SO_REUSEPORT` group (one socket per shard on the same address and port).
+    pub reuse_port: bool,
+    /// Bind to this device (`SO_BINDTODEVICE`, needs CAP_NET_RAW).
+    pub device: Option<String>,
+    /// `IP_MTU_DISCOVER` for IPv4 sockets.
+    pub pmtu: Option<PmtuDisc>,
+    /// `SO_RCVBUF` in bytes (the kernel doubles it).
+    pub recv_buffer: Option<usize>,
+    /// `SO_SNDBUF` in bytes (the kernel doubles it).
+    pub send_buffer: Option<usize>,
+}
+
+/// A non-blocking UDP socket with `recvmmsg`/`sendmmsg` batch I/O; register it with
+/// `tokio::io::unix::AsyncFd`.
+#[derive(Debug)]
+pub struct UdpBatchSocket {
+    sock: Socket,
+}
+
+fn context(e: io::Error, what: std::fmt::Arguments<'_>) -> io::Error {
+    io::Error::new(e.kind(), format!("{what}: {e}"))
+}
+
+impl UdpBatchSocket {
+    /// Creates a non-blocking UDP socket with `opts` and binds it to `addr`.
+    pub fn bind(addr: SocketAddr, opts: &UdpOptions) -> io::Result<Self> {
+        let domain = Domain::for_address(addr);
+        let sock = Socket::new(
+            domain,
+            Type::DGRAM.nonblocking().cloexec(),
+            Some(Protocol::UDP),
+        )
+        .map_err(|e| context(e, format_args!("creating UDP socket for {addr}")))?;
+        if opts.reuse_port {
+            sock.set_reuse_port(true)
+                .map_err(|e| context(e, format_args!("SO_REUSEPORT on {addr}")))?;
+        }
+        if let Some(dev) = &opts.device {
+            sock.bind_device(Some(dev.as_bytes()))
+                .map_err(|e| context(e, format_args!("SO_BINDTODEVICE {dev} for {addr}")))?;
+        }
+        if let Some(n) = opts.recv_buffer {
+            sock.set_recv_buffer_size(n)?;
+        }
+        if let Some(n) = opts.send_buffer {
+            sock.set_send_buffer_size(n)?;
+        }
+        let this = Self { sock };
+        if let (Some(mode), SocketAddr::V4(_)) = (opts.pmtu, addr) {
+            this.set_mtu_discover(mode)?;
+        }
+        this.sock
+            .bind(&SockAddr::from(addr))
+            .map_err(|e| context(e, format_args!("binding UDP {addr}")))?;
+        Ok(this)
+    }
+
+    /// Binds `count` sockets of one `SO_REUSEPORT` group on `addr` (port 0 picks a free
+    /// port for all of them). Socket `k` of the result is index `k` of the kernel's group,
+    /// the index [`steer_by_spi`](Self::steer_by_spi) returns.
+    pub fn bind_group(addr: SocketAddr, count: usize, opts: &UdpOptions) -> io::Result<Vec<Self>> {
+        let opts = UdpOptions {
+            reuse_port: true,
+            ..opts.clone()
+        };
+        let mut socks: Vec<Self> = Vec::with_capacity(count);
+        let mut addr = addr;
+        for _ in 0..count {
+            let s = Self::bind(addr, &opts)?;
+            addr = s.local_addr()?;
+            socks.push(s);
+        }
+        Ok(socks)
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> io::Result<SocketAddr> {
+        self.sock
+            .local_addr()?
+            .as_socket()
+            .ok_or_else(|| io::Error::other("UDP socket has a non-IP local address"))
+    }
+
+    /// Sets `IP_MTU_DISCOVER` (IPv4).
+    pub fn set_mtu_discover(&self, mode: PmtuDisc) -> io::Result<()> {
+        setsockopt_int(
+            self.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            mode.raw(),
+        )
+    }
+
+    /// The path MTU the kernel currently knows for the connected peer (`IP_MTU`); only
+    /// meaningful on a connected socket.
+    pub fn path_mtu(&self) -> io::Result<u32> {
+        getsockopt_int(self.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU).map(|v| v as u32)
+    }
+
+    /// Installs the reuseport program that steers IKE (non-ESP marker) to socket 0 and ESP
+    /// to socket `SPI % shards` of this socket's group; call once, after the whole group is
+    /// bound (see [`bpf`] for the exact semantics).
+    pub fn steer_by_spi(&self, shards: u32) -> io::Result<()> {
+        bpf::attach_reuseport_cbpf(self, &bpf::reuseport_spi_program(shards))
+            .map_err(|e| context(e, format_args!("SO_ATTACH_REUSEPORT_CBPF")))
+    }
+
+    /// Sends one datagram (IKE and other control traffic).
+    pub fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<usize> {
+        self.sock.send_to(buf, &SockAddr::from(dst))
+    }
+
+    /// Receives one datagram (control traffic, tests).
+    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout; recv only writes.
+        let uninit = unsafe {
+            std::slice::from_raw_parts_mut(
+                buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
+                buf.len(),
+            )
+        };
+        let (n, from) = self.sock.recv_from(uninit)?;
+        let from = from
+            .as_socket()
+            .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
+        Ok((n, from))
+    }
+
+    /// `recvmmsg` into the free slots of `batch`: each packet's address is its source.
+    pub fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        loop {
+            match batch.recvmmsg(self.as_raw_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+
+    /// `sendmmsg` of packets `from..len()` of `batch`, each to its slot address. Returns how
+    /// many the kernel took; use [`send_all`](super::send_all) for the retry/drop rules.
+    pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
+        batch.sendmmsg(self.as_raw_fd(), from, Dest::SlotAddr)
+    }
+}
+
+impl BatchRecv for UdpBatchSocket {
+    fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        UdpBatchSocket::recv_batch(self, batch)
+    }
+}
+
+impl BatchSend for UdpBatchSocket {
+    fn send_from(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
+        self.send_batch(batch, from)
+    }
+}
+
+impl AsRawFd for UdpBatchSocket {
+    fn as_raw_fd(&self) -> RawFd {
+        self.sock.as_raw_fd()
+    }
+}
+
+impl AsFd for UdpBatchSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
+    }
+}
+
+pub(super) fn setsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+    val: libc::c_int,
+) -> io::Result<()> {
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&val as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+pub(super) fn getsockopt_int(
+    fd: RawFd,
+    level: libc::c_int,
+    opt: libc::c_int,
+) -> io::Result<libc::c_int> {
+    let mut val: libc::c_int = 0;
+    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: passes a pointer to a live c_int and its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd,
+            level,
+            opt,
+            (&mut val as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(val)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::io::batch::send_all;
+    use std::time::{Duration, Instant};
+
+    fn loopback() -> SocketAddr {
+        "127.0.0.1:0".parse().unwrap()
+    }
+
+    /// Receives into `batch` until `want` datagrams arrived or a second passed.
+    fn recv_until(sock: &UdpBatchSocket, batch: &mut PacketBatch, want: usize) {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while batch.len() < want && Instant::now() < deadline {
+            match sock.recv_batch(batch) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn mmsg_round_trip_on_loopback() {
+        let rx = UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap();
+        let tx = UdpBatchSocket::bind(
+            loopback(),
+            &UdpOptions {
+                pmtu: Some(PmtuDisc::Do),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+        let dst = rx.local_addr().unwrap();
+        let mut out = PacketBatch::new(16, 2048, 64);
+        let mut inb = PacketBatch::new(16, 2048, 64);
+        let base = inb.packet_ptr_for_test();
+
+        for round in 0..3u8 {
+            out.clear();
+            inb.clear();
+            for k in 0..16u8 {
+                let len = 1 + (k as usize) * 100;
+                let mut data = vec![k; len];
+                data[0] = round;
+                out.push(&data, Some(dst)).unwrap();
+            }
+            let mut cursor = 0;
+            send_all(&tx, &mut out, &mut cursor, |i, e| {
+                panic!("packet {i} dropped: {e}")
+            })
+            .unwrap();
+            assert_eq!(cursor, 16);
+            recv_until(&rx, &mut inb, 16);
+            assert_eq!(inb.len(), 16);
+            for k in 0..16 {
+                assert_eq!(inb.packet(k), out.packet(k));
+                assert_eq!(inb.addr(k), Some(tx.local_addr().unwrap()));
+                assert!(!inb.is_truncated(k));
+                assert_eq!(inb.front_room(k), 64, "headroom kept for prepending");
+            }
+            assert_eq!(
+                inb.packet_ptr_for_test(),
+                base,
+                "arena reused, not reallocated"
+            );
+        }
+        // Nothing waiting: WouldBlock, so AsyncFd::try_io clears readiness.
+        inb.clear();
+        assert_eq!(
+            rx.recv_batch(&mut inb).unwrap_err().kind(),
+            io::ErrorKind::WouldBlock
+        );
+    }
+
+    #[test]
+    fn oversized_datagram_is_marked_truncated() {
+        let rx = UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap();
+        let tx = UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap();
+        tx.send_to(&[7u8; 300], rx.local_addr().unwrap()).unwrap();
+        let mut inb = PacketBatch::new(2, 256, 56);
+        recv_until(&rx, &mut inb, 1);
+        assert_eq!(inb.len(), 1);
+        assert!(inb.is_truncated(0));
+        assert_eq!(inb.packet(0).len(), 200);
+    }
+
+    /// REUSEPORT group of 2 on 127.0.0.1: the cBPF program sees the UDP payload at offset 0,
+    /// returns the socket index; IKE (marker) and runts go to socket 0, ESP to SPI % 2.
+    #[test]
+    fn reuseport_cbpf_steers_by_spi() {
+        let group = UdpBatchSocket::bind_group(loopback(), 2, &UdpOptions::default()).unwrap();
+        let port = group[0].local_addr().unwrap();
+        assert_eq!(group[1].local_addr().unwrap(), port);
+        group[0].steer_by_spi(2).unwrap();
+
+        let tx = UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap();
+        let mut out = PacketBatch::new(32, 256, 0);
+        let spis: [u32; 8] = [
+            256,
+            257,
+            1111,
+            2222,
+            0xdead_beef,
+            0x8000_0000,
+            3,
+            4_000_000_001,
+        ];
+        for spi in spis {
+            let mut p = [0u8; 24];
+            p[..4].copy_from_slice(&spi.to_be_bytes());
+            p[4..8].copy_from_slice(&1u32.to_be_bytes());
+            out.push(&p, Some(port)).unwrap();
+        }
+        // IKE on 4500: the non-ESP marker then an ISAKMP header.
+        let mut ike = [0u8; 32];
+        ike[4] = 0xaa;
+        out.push(&ike, Some(port)).unwrap();
+        // NAT-keepalive: one 0xff byte, too short for the load: program aborts, returns 0.
+        out.push(&[0xff], Some(port)).unwrap();
+        let mut cursor = 0;
+        send_all(&tx, &mut out, &mut cursor, |i, e| panic!("packet {i}: {e}")).unwrap();
+
+        let mut got = [PacketBatch::new(32, 256, 0), PacketBatch::new(32, 256, 0)];
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while got[0].len() + got[1].len() < out.len() && Instant::now() < deadline {
+            for (s, b) in group.iter().zip(got.iter_mut()) {
+                let _ = s.recv_batch(b);
+            }
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let first_word =
+            |p: &[u8]| (p.len() >= 4).then(|| u32::from_be_bytes([p[0], p[1], p[2], p[3]]));
+        let on: Vec<Vec<Option<u32>>> = got
+            .iter()
+            .map(|b| b.iter().map(|(p, _)| first_word(p)).collect())
+            .collect();
+        let mut want0: Vec<Option<u32>> = spis
+            .iter()
+            .filter(|s| *s % 2 == 0)
+            .map(|s| Some(*s))
+            .collect();
+        want0.extend([Some(0), None]);
+        let want1: Vec<Option<u32>> = spis
+            .iter()
+            .filter(|s| *s % 2 == 1)
+            .map(|s| Some(*s))
+            .collect();
+        assert_eq!(on[0], want0, "socket 0: even SPIs, IKE, keepalive");
+        assert_eq!(on[1], want1, "socket 1: odd SPIs");
+    }
+}
