@@ -612,6 +612,13 @@ pub(super) fn std_to_sockaddr(
 mod tests {
     use super::*;
 
+    impl PacketBatch {
+        /// Address of the arena, to check that nothing reallocated it.
+        pub(crate) fn packet_ptr_for_test(&self) -> *const u8 {
+            self.buf.as_ptr()
+        }
+    }
+
     #[test]
     fn push_prepend_append_advance() {
         let mut b = PacketBatch::new(4, 256, 32);
@@ -663,13 +670,5 @@ mod tests {
             let len = std_to_sockaddr(a, &mut ss);
             assert_eq!(sockaddr_to_std(&ss, len), Some(a));
         }
-    }
-}
-
-#[cfg(test)]
-impl PacketBatch {
-    /// Address of the arena, to check that nothing reallocated it.
-    pub(crate) fn packet_ptr_for_test(&self) -> *const u8 {
-        self.buf.as_ptr()
     }
 }

@@ -69,20 +69,30 @@ pub fn reuseport_spi_program(shards: u32) -> Vec<libc::sock_filter> {
     ]
 }
 
-/// Which IPsec protocol a raw socket filter looks at: where the SPI sits after the IP header.
+/// The IPsec protocol a raw socket carries, and where its SPI sits after the IP header.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SpiAt {
-    /// ESP (RFC 4303 §2): the SPI is the first word of the ESP header.
+pub enum IpsecProto {
+    /// ESP, IP protocol 50 (RFC 4303 §2): the SPI is the first word of the ESP header.
     Esp,
-    /// AH (RFC 4302 §2): next header, payload length, reserved, then the SPI at offset 4.
+    /// AH, IP protocol 51 (RFC 4302 §2): next header, payload length, reserved, then the
+    /// SPI at offset 4.
     Ah,
 }
 
-impl SpiAt {
-    fn offset(self) -> u32 {
+impl IpsecProto {
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
         match self {
-            SpiAt::Esp => 0,
-            SpiAt::Ah => 4,
+            IpsecProto::Esp => 50,
+            IpsecProto::Ah => 51,
+        }
+    }
+
+    /// Offset of the SPI from the end of the IP header.
+    pub fn spi_offset(self) -> u32 {
+        match self {
+            IpsecProto::Esp => 0,
+            IpsecProto::Ah => 4,
         }
     }
 }
@@ -98,11 +108,14 @@ impl SpiAt {
 /// accept: ret #0xffffffff   ; whole packet
 /// drop:   ret #0
 /// ```
-pub fn raw_spi_filter(at: SpiAt, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
+pub fn raw_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
     let n = shards.max(1);
     vec![
         stmt(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0),
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_IND, at.offset()),
+        stmt(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_IND,
+            proto.spi_offset(),
+        ),
         stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
         jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 0, 1),
         stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),
@@ -160,7 +173,7 @@ mod tests {
         let p = reuseport_spi_program(3);
         assert_eq!(p.len(), 5);
         assert_eq!(p[2].k, 3);
-        let f = raw_spi_filter(SpiAt::Ah, 1, 4);
+        let f = raw_spi_filter(IpsecProto::Ah, 1, 4);
         assert_eq!(f[1].k, 4);
         assert_eq!(f[3].k, 1);
     }

@@ -5,8 +5,19 @@
 
 pub mod batch;
 pub mod bpf;
+pub mod link;
+pub mod raw;
+pub mod route;
 pub mod udp;
 
+#[cfg(test)]
+mod testns;
+
 pub use batch::{BatchRecv, BatchSend, PacketBatch, send_all};
-pub use bpf::{SpiAt, spi_shard};
+pub use bpf::{IpsecProto, spi_shard};
+pub use link::{
+    interface_index, interface_mtu, mtu_of_address, set_interface_mtu, set_interface_up,
+};
+pub use raw::{RawReceiver, RawSender, Share};
+pub use route::{Ipv4Route, Netlink, RouteError, RouteGuard};
 pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};
