@@ -37,12 +37,15 @@ fn ioctl(
     // SAFETY: `req` is a valid ifreq for these SIOC*IF* requests.
     if unsafe { libc::ioctl(fd, op, req as *mut libc::ifreq) } < 0 {
         let e = io::Error::last_os_error();
-        let msg = if e.raw_os_error() == Some(libc::ENODEV) {
-            format!("{what} {name}: no such device")
+        // ENODEV becomes NotFound, so callers can tell a missing interface from the rest.
+        return Err(if e.raw_os_error() == Some(libc::ENODEV) {
+            io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{what} {name}: no such device"),
+            )
         } else {
-            format!("{what} {name}: {e}")
-        };
-        return Err(io::Error::new(e.kind(), msg));
+            io::Error::new(e.kind(), format!("{what} {name}: {e}"))
+        });
     }
     Ok(())
 }
@@ -203,6 +206,7 @@ mod tests {
     fn bad_names_are_reported() {
         let e = interface_mtu("no-such-if0").unwrap_err();
         assert_eq!(e.to_string(), "MTU of no-such-if0: no such device");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
         assert!(interface_mtu("a-name-far-too-long").is_err());
         assert!(interface_with_address("192.0.2.254".parse().unwrap()).is_err());
     }

@@ -8,6 +8,7 @@ pub mod bpf;
 pub mod link;
 pub mod raw;
 pub mod route;
+pub mod tun;
 pub mod udp;
 
 #[cfg(test)]
@@ -20,4 +21,5 @@ pub use link::{
 };
 pub use raw::{RawReceiver, RawSender, Share};
 pub use route::{Ipv4Route, Netlink, RouteError, RouteGuard};
+pub use tun::{TunConfig, TunDevice, TunQueue};
 pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};

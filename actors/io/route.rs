@@ -246,8 +246,8 @@ impl Netlink {
 
     fn ifindex(&self, route: &Ipv4Route) -> Result<u32, RouteError> {
         // SIOCGIFINDEX on the netlink socket itself answers in its namespace.
-        link::interface_index_on(&self.fd, &route.dev).map_err(|e| match e.raw_os_error() {
-            Some(libc::ENODEV) => RouteError::NoDevice {
+        link::interface_index_on(&self.fd, &route.dev).map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => RouteError::NoDevice {
                 route: route.clone(),
             },
             _ => RouteError::Io(e),
