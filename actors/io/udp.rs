@@ -411,4 +411,51 @@ mod tests {
         assert_eq!(on[0], want0, "socket 0: even SPIs, IKE, keepalive");
         assert_eq!(on[1], want1, "socket 1: odd SPIs");
     }
+
+    /// The shard's loop shape: readiness from tokio, batches from `recvmmsg`.
+    #[test]
+    fn drives_with_tokio_asyncfd() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let rx = crate::io::register(
+                UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap(),
+            )
+            .unwrap();
+            let tx = crate::io::register(
+                UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap(),
+            )
+            .unwrap();
+            let dst = rx.get_ref().local_addr().unwrap();
+            let mut out = PacketBatch::new(8, 512, 64);
+            for k in 0..8u8 {
+                out.push(&[k; 40], Some(dst)).unwrap();
+            }
+            let mut cursor = 0;
+            loop {
+                let mut w = tx.writable().await.unwrap();
+                match w
+                    .try_io(|s| send_all(s.get_ref(), &mut out, &mut cursor, |_, e| panic!("{e}")))
+                {
+                    Ok(r) => break r.unwrap(),
+                    Err(_would_block) => continue,
+                }
+            }
+            let mut inb = PacketBatch::new(8, 512, 64);
+            let recv = async {
+                while inb.len() < 8 {
+                    let mut r = rx.readable().await.unwrap();
+                    if let Ok(res) = r.try_io(|s| s.get_ref().recv_batch(&mut inb)) {
+                        res.unwrap();
+                    }
+                }
+            };
+            tokio::time::timeout(Duration::from_secs(2), recv)
+                .await
+                .expect("datagrams within 2 s");
+            assert!(inb.iter().enumerate().all(|(k, (p, _))| p == [k as u8; 40]));
+        });
+    }
 }
