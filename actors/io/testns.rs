@@ -12,7 +12,13 @@ pub(crate) fn root_or_skip(test: &str) -> bool {
     if std::env::var("CI").as_deref() == Ok("true") {
         panic!("{test}: needs root, and CI=true forbids skipping");
     }
-    eprintln!("skipping {test}: needs root (run as root, or with CI=true to make this fatal)");
+    // Written to the stderr handle directly: libtest captures `eprintln!` of passing tests,
+    // and a skip must be visible.
+    use std::io::Write;
+    let _ = writeln!(
+        io::stderr().lock(),
+        "skipping {test}: needs root (under CI=true this is a failure)"
+    );
     false
 }
 

@@ -458,4 +458,41 @@ mod tests {
             assert!(inb.iter().enumerate().all(|(k, (p, _))| p == [k as u8; 40]));
         });
     }
+
+    /// Root + namespace: SO_BINDTODEVICE, and IP_MTU_DISCOVER=DO turning an oversized
+    /// datagram into EMSGSIZE (what the ESP-in-UDP path relies on to learn it must fragment
+    /// or send ICMP fragmentation-needed), while DONT lets the kernel fragment it.
+    #[test]
+    fn bind_device_and_pmtu_modes_in_netns() {
+        crate::io::testns::in_netns("bind_device_and_pmtu_modes_in_netns", || {
+            crate::io::link::set_interface_mtu("lo", 1500).unwrap();
+            let opts = UdpOptions {
+                device: Some("lo".into()),
+                pmtu: Some(PmtuDisc::Do),
+                ..Default::default()
+            };
+            let group =
+                UdpBatchSocket::bind_group("127.0.0.1:4500".parse().unwrap(), 2, &opts).unwrap();
+            let tx = UdpBatchSocket::bind(loopback(), &opts).unwrap();
+            let dst = group[0].local_addr().unwrap();
+            let e = tx.send_to(&[0u8; 1500 - 28 + 1], dst).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{e}");
+            tx.send_to(&[0u8; 1500 - 28], dst).unwrap();
+            tx.set_mtu_discover(PmtuDisc::Dont).unwrap();
+            tx.send_to(&[0u8; 3000], dst).unwrap();
+            let mut sizes = Vec::new();
+            let deadline = Instant::now() + Duration::from_secs(1);
+            while sizes.len() < 2 && Instant::now() < deadline {
+                for s in &group {
+                    let mut b = PacketBatch::new(4, 4096, 0);
+                    if s.recv_batch(&mut b).is_ok() {
+                        sizes.extend(b.iter().map(|(p, _)| p.len()));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            sizes.sort();
+            assert_eq!(sizes, vec![1472, 3000], "fragmented datagram reassembled");
+        });
+    }
 }
