@@ -180,6 +180,9 @@ impl Netlink {
         if rc < 0 {
             return Err(io::Error::last_os_error());
         }
+        // The kernel always answers a request with NLM_F_ACK; the timeout only bounds a
+        // wait that would otherwise hang the control path on a lost answer.
+        socket2::SockRef::from(&fd).set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
         // Extended acks carry a human-readable reason ("Invalid prefsrc address"); older
         // kernels without them still work.
         let _ = super::udp::setsockopt_int(fd.as_raw_fd(), libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
