@@ -1,3 +1,152 @@
+//! The ikehub daemon and command line. The protocol core is the `ikehub` library (`src/`); this
+//! binary adds actors, sockets, the TUN device, routes, signals and the control socket.
+
+mod cli;
+mod control;
 mod io;
 
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+use cli::{Cli, Command, ControlArgs, LogFormat, ShowWhat};
+use control::protocol::{Request, SaStatus};
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+/// Finds the control socket: `--control`, else `system.control-socket` of the profiles.
+fn control_socket(args: &ControlArgs) -> Result<PathBuf, String> {
+    if let Some(s) = &args.control {
+        return Ok(s.clone());
+    }
+    let Some(path) = &args.config else {
+        return Err("give -c PATH or --control SOCKET".into());
+    };
+    match ikehub::config::load(path) {
+        Ok(loaded) => Ok(loaded.profiles.system.control_socket.clone()),
+        Err(problems) => {
+            let mut msg = format!(
+                "cannot find the control socket: the profiles in {} do not load:",
+                path.display()
+            );
+            for p in problems {
+                msg.push_str(&format!("\n{p}"));
+            }
+            msg.push_str("\n(use --control SOCKET to name the socket directly)");
+            Err(msg)
+        }
+    }
+}
+
+fn call(args: &ControlArgs, req: &Request) -> Result<serde_json::Value, String> {
+    let socket = control_socket(args)?;
+    control::client::call(&socket, req, Duration::from_secs(30))
+}
+
+fn print_json(v: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(v).unwrap_or_default());
+}
+
+fn show(what: ShowWhat) -> Result<(), String> {
+    match what {
+        ShowWhat::Sa { control, json } => {
+            let body = call(&control, &Request::ShowSa)?;
+            if json {
+                print_json(&body);
+            } else {
+                let rows: Vec<SaStatus> =
+                    serde_json::from_value(body).map_err(|e| format!("unreadable SA table: {e}"))?;
+                print!("{}", control::show::sa_table(&rows));
+            }
+        }
+        ShowWhat::Isakmp { control, json } => {
+            let body = call(&control, &Request::ShowIsakmp)?;
+            if json {
+                print_json(&body);
+            } else {
+                print!("{}", control::show::text_body(&body));
+            }
+        }
+        ShowWhat::Peers { control, json } => {
+            let body = call(&control, &Request::ShowPeers)?;
+            if json {
+                print_json(&body);
+            } else {
+                print!("{}", control::show::text_body(&body));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match ikehub::config::load(path) {
+        Ok(loaded) => {
+            for w in &loaded.warnings {
+                eprintln!("warning: {w}");
+            }
+            print!("{}", ikehub::config::summary(&loaded));
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            for p in &problems {
+                println!("{p}");
+            }
+            eprintln!("{} problem(s) found; nothing was changed", problems.len());
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Check { config } => return check(&config.config),
+        Command::Run { config } => {
+            init_logging(cli.log_format);
+            return daemon::run(&config.config);
+        }
+        Command::Show { what } => show(what),
+        Command::Reload { control } => call(&control, &Request::Reload).map(|body| {
+            print!("{}", control::show::text_body(&body));
+        }),
+        Command::Initiate {
+            policy,
+            peer,
+            control,
+        } => call(&control, &Request::Initiate { policy, peer }).map(|body| {
+            print!("{}", control::show::text_body(&body));
+        }),
+        Command::Terminate {
+            policy,
+            peer,
+            control,
+        } => call(&control, &Request::Terminate { policy, peer }).map(|body| {
+            print!("{}", control::show::text_body(&body));
+        }),
+        Command::Demo { spokes, seconds } => {
+            init_logging(cli.log_format);
+            return demo::run(spokes, seconds);
+        }
+        Command::Bench { json, seconds } => return bench::run(json, seconds),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(msg) => {
+            eprintln!("ikehub: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}

@@ -284,6 +284,12 @@ impl PacketBatch {
         Some(i)
     }
 
+    /// Gives back the last slot (a packet claimed with [`push_empty`](Self::push_empty) that
+    /// turned out not to be sent).
+    pub fn pop(&mut self) {
+        self.len = self.len.saturating_sub(1);
+    }
+
     /// Keeps only the packets for which `keep` returns true, preserving their order (packets
     /// of one SA must never be reordered). Moves slot descriptors only when needed and copies
     /// packet bytes only for packets that move to an earlier slot.

@@ -23,6 +23,7 @@
 pub mod batch;
 pub mod bpf;
 pub mod link;
+pub mod memory;
 pub mod raw;
 pub mod route;
 pub mod tun;
@@ -33,6 +34,7 @@ mod testns;
 
 pub use batch::{BatchRecv, BatchSend, PacketBatch, send_all};
 pub use bpf::{IpsecProto, spi_shard};
+pub use memory::MemoryPort;
 pub use link::{
     interface_index, interface_mtu, mtu_of_address, set_interface_mtu, set_interface_up,
 };
@@ -50,6 +52,7 @@ mod sealed {
     impl Sealed for super::RawReceiver {}
     impl Sealed for super::RawSender {}
     impl Sealed for super::TunQueue {}
+    impl Sealed for super::MemoryPort {}
 }
 
 /// The I/O types of this module: each owns exactly one fd for its whole life and
@@ -58,6 +61,7 @@ pub trait OwnedIoFd: AsRawFd + sealed::Sealed {}
 impl OwnedIoFd for UdpBatchSocket {}
 impl OwnedIoFd for RawReceiver {}
 impl OwnedIoFd for RawSender {}
+impl OwnedIoFd for MemoryPort {}
 impl OwnedIoFd for TunQueue {}
 
 /// Registers `io` with the current tokio reactor (readable and writable interest).

@@ -1,0 +1,135 @@
+//! The command line (PROFILES.md "Command line"): every subcommand and its options.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "ikehub",
+    version,
+    about = "IPsec VPN concentrator for hub sites: manually keyed and IKEv1-keyed ESP/AH tunnels",
+    long_about = "ikehub terminates IPsec tunnels from branch routers. Profiles are TOML files \
+                  (see profiles/ and PROFILES.md); `ikehub run` is the daemon, the other commands \
+                  inspect or steer it through its control socket."
+)]
+pub struct Cli {
+    /// Log format on stderr (`RUST_LOG` filters, e.g. RUST_LOG=ikehub=debug).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, global = true)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ConfigArg {
+    /// A TOML profile file, or a directory whose *.toml files are merged.
+    #[arg(short = 'c', long = "config", value_name = "PATH")]
+    pub config: PathBuf,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ControlArgs {
+    /// The profiles of the running daemon; its `system.control-socket` is used.
+    #[arg(short = 'c', long = "config", value_name = "PATH", required_unless_present = "control")]
+    pub config: Option<PathBuf>,
+    /// Talk to the daemon on this control socket instead of the one named in the profiles.
+    #[arg(long, value_name = "SOCKET")]
+    pub control: Option<PathBuf>,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the concentrator in the foreground. SIGHUP reloads, SIGTERM/SIGINT stop gracefully.
+    Run {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Validate the profiles without touching the system: exit 0 and a summary when valid,
+    /// otherwise exit 1 and one `FILE:LINE:COL: message` line per problem.
+    Check {
+        #[command(flatten)]
+        config: ConfigArg,
+    },
+    /// Show the state of the running daemon.
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+    },
+    /// Reload the profiles of the running daemon (same as SIGHUP) and print what changed.
+    Reload {
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Bring a tunnel up now.
+    Initiate {
+        /// The policy name.
+        policy: String,
+        /// For a template policy: the spoke address.
+        #[arg(long)]
+        peer: Option<String>,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Tear a tunnel down, sending delete notifications.
+    Terminate {
+        /// The policy name.
+        policy: String,
+        /// For a template policy: the spoke address.
+        #[arg(long)]
+        peer: Option<String>,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
+    /// Run a hub and N spokes in this process over loopback (no root needed) and report.
+    Demo {
+        /// Number of spokes.
+        #[arg(long, default_value_t = 20)]
+        spokes: usize,
+        /// Seconds of traffic once the tunnels are up.
+        #[arg(long, default_value_t = 5)]
+        seconds: u64,
+    },
+    /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup.
+    Bench {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+        /// Seconds spent on each measurement.
+        #[arg(long, default_value_t = 0.3)]
+        seconds: f64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ShowWhat {
+    /// The IPsec SA table (SmartWare column order).
+    Sa {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Machine-readable output with packet, byte and drop counters.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Phase-1 (ISAKMP) SAs.
+    Isakmp {
+        #[command(flatten)]
+        control: ControlArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One line per peer: policy, address, state, child SAs, last error.
+    Peers {
+        #[command(flatten)]
+        control: ControlArgs,
+        #[arg(long)]
+        json: bool,
+    },
+}

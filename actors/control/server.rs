@@ -1,0 +1,79 @@
+//! The daemon side of the control socket: accepts connections, reads one request line, asks the
+//! registry, writes one response line.
+
+use std::io;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use actix::prelude::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::UnixListener;
+
+use super::protocol::{Request, Response};
+
+/// A control request handed to the registry.
+#[derive(Message)]
+#[rtype(result = "Response")]
+pub struct Control(pub Request);
+
+/// Removes the socket file when the daemon stops.
+pub struct SocketGuard(PathBuf);
+
+impl Drop for SocketGuard {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Binds the control socket (mode 0600) and serves it on the current actix arbiter.
+pub fn serve(path: &Path, handler: Recipient<Control>) -> io::Result<SocketGuard> {
+    if path.exists() {
+        // A live daemon answering on it means a second instance would steal its socket.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(io::Error::new(
+                io::ErrorKind::AddrInUse,
+                format!(
+                    "control socket {} is in use by a running daemon",
+                    path.display()
+                ),
+            ));
+        }
+        std::fs::remove_file(path)?;
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let listener = UnixListener::bind(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    actix::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            let handler = handler.clone();
+            actix::spawn(async move {
+                let (rd, mut wr) = stream.into_split();
+                let mut line = String::new();
+                let mut rd = BufReader::new(rd);
+                if rd.read_line(&mut line).await.is_err() {
+                    return;
+                }
+                let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(req) => handler
+                        .send(Control(req))
+                        .await
+                        .unwrap_or_else(|e| Response::Error {
+                            message: format!("daemon is shutting down: {e}"),
+                        }),
+                    Err(e) => Response::Error {
+                        message: format!("malformed control request: {e}"),
+                    },
+                };
+                let mut out = serde_json::to_string(&response).unwrap_or_default();
+                out.push('\n');
+                let _ = wr.write_all(out.as_bytes()).await;
+            });
+        }
+    });
+    Ok(SocketGuard(path.to_path_buf()))
+}

@@ -1,0 +1,94 @@
+//! Rendering of `show sa` in the SmartWare status-table layout (PROFILES.md).
+
+use super::protocol::SaStatus;
+use super::table::Table;
+
+fn opt<T: ToString>(v: &Option<T>) -> String {
+    v.as_ref().map_or_else(|| "-".to_string(), T::to_string)
+}
+
+fn limit(used: u64, limit: Option<u64>) -> String {
+    match limit {
+        Some(l) => format!("{used}/{l}"),
+        None => format!("{used}/unlimited"),
+    }
+}
+
+pub fn sa_table(rows: &[SaStatus]) -> String {
+    let mut t = Table::new(&[
+        "DIR", "TYPE", "POLICY", "MODE", "REPLAY", "PEER", "AH-SPI", "ESP-SPI", "AH-AUTH",
+        "ESP-AUTH", "ESP-ENC", "KBYTES", "SECONDS",
+    ]);
+    for r in rows {
+        t.row(vec![
+            r.direction.clone(),
+            r.kind.clone(),
+            r.policy.clone(),
+            r.mode.clone(),
+            if r.replay { "yes" } else { "no" }.to_string(),
+            r.peer.clone(),
+            opt(&r.ah_spi),
+            opt(&r.esp_spi),
+            opt(&r.ah_auth),
+            opt(&r.esp_auth),
+            opt(&r.esp_enc),
+            limit(r.kbytes, r.kbytes_limit),
+            limit(r.seconds, r.seconds_limit),
+        ]);
+    }
+    t.render()
+}
+
+/// Text form of a free-form body: a string is printed as is, anything else as pretty JSON.
+pub fn text_body(body: &serde_json::Value) -> String {
+    match body {
+        serde_json::Value::String(s) if s.ends_with('\n') => s.clone(),
+        serde_json::Value::String(s) => format!("{s}\n"),
+        other => format!("{}\n", serde_json::to_string_pretty(other).unwrap_or_default()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn matches_the_smartware_layout() {
+        let row = |dir: &str, spi| SaStatus {
+            direction: dir.into(),
+            kind: "MANUAL".into(),
+            policy: "ToBerne".into(),
+            mode: "Tunnel".into(),
+            replay: false,
+            peer: "192.0.2.2".into(),
+            ah_spi: None,
+            esp_spi: Some(spi),
+            ah_auth: None,
+            esp_auth: Some("HMAC-SHA1".into()),
+            esp_enc: Some("AES-CBC 128".into()),
+            kbytes: 3622,
+            kbytes_limit: None,
+            seconds: 19047,
+            seconds_limit: None,
+            packets: 0,
+            bytes: 0,
+            replay_drops: 0,
+            icv_failures: 0,
+            padding_errors: 0,
+            selector_mismatches: 0,
+            other_drops: 0,
+        };
+        let out = sa_table(&[row("IN", 1111), row("OUT", 2222)]);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(
+            lines[0],
+            "DIR TYPE   POLICY  MODE   REPLAY PEER      AH-SPI ESP-SPI AH-AUTH ESP-AUTH  ESP-ENC     KBYTES         SECONDS"
+        );
+        assert_eq!(
+            lines[1],
+            "IN  MANUAL ToBerne Tunnel no     192.0.2.2 -      1111    -       HMAC-SHA1 AES-CBC 128 3622/unlimited 19047/unlimited"
+        );
+        assert!(lines[2].starts_with("OUT MANUAL ToBerne Tunnel no     192.0.2.2 -      2222"));
+    }
+}
+

@@ -1,0 +1,445 @@
+//! The shard's hot path: drain a readable descriptor in batches, encapsulate or decapsulate in
+//! place, and send the results in batches. No allocation, lock, log line or actor message per
+//! packet; drops are counted (on the SA when one is known, else on the shard).
+
+use std::io::ErrorKind;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use ikehub::esp::{EncapOutcome, EncapParams, Received, SaEncapsulation};
+use ikehub::wire::Ipv4Fragmenter;
+
+use super::{ClearFd, EspShard, Handoff, HandoffKind};
+use crate::io::{self, PacketBatch};
+
+/// RFC 3948 §2.2: a NAT-keepalive is a single 0xFF byte.
+const NAT_KEEPALIVE: u8 = 0xff;
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+fn push_handoff(buf: &mut Vec<u8>, pkt: &[u8]) {
+    buf.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
+    buf.extend_from_slice(pkt);
+}
+
+impl EspShard {
+    // ---- cleartext -> WAN -------------------------------------------------------------
+
+    pub(super) fn drain_cleartext(&mut self, now: Instant) {
+        let Some(mut rx) = self.take_rx() else { return };
+        loop {
+            rx.clear();
+            let got = match &self.clear {
+                Some(ClearFd::Tun(fd)) => fd.get_ref().recv_batch(&mut rx),
+                Some(ClearFd::Memory(fd)) => fd.get_ref().recv_batch(&mut rx),
+                None => break,
+            };
+            match got {
+                Ok(_) => {}
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break,
+                Err(_) => break,
+            }
+            for i in 0..rx.len() {
+                self.outbound_packet(now, rx.packet(i));
+            }
+            self.flush_wan();
+            if !rx.is_full() {
+                break;
+            }
+        }
+        self.rx = Some(rx);
+    }
+
+    fn outbound_packet(&mut self, now: Instant, pkt: &[u8]) {
+        self.counters.cleartext_in += 1;
+        if pkt.len() < 20 || pkt[0] >> 4 != 4 {
+            self.counters.not_ipv4 += 1;
+            return;
+        }
+        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        let Some(spi) = self.spd.lookup(src, dst) else {
+            self.counters.no_policy += 1;
+            return;
+        };
+        let Some(spi) = spi else {
+            // The policy has no SA yet (an IKE policy before its tunnel is up).
+            self.counters.no_sa += 1;
+            return;
+        };
+        let owner = self.owner(spi);
+        if owner != self.index {
+            self.counters.handed_over += 1;
+            push_handoff(&mut self.handoff[owner as usize].0, pkt);
+            return;
+        }
+        self.encap_one(now, spi, pkt);
+    }
+
+    fn encap_one(&mut self, now: Instant, spi: u32, pkt: &[u8]) {
+        let Some(inst) = self.outbound.get_mut(&spi) else {
+            self.counters.no_sa += 1;
+            return;
+        };
+        let local = inst.sa.local();
+        let Some(w) = self.wans.iter().position(|w| w.local == local) else {
+            self.counters.encap_errors += 1;
+            return;
+        };
+        let (udp_peer, tx) = match inst.sa.encapsulation() {
+            SaEncapsulation::Udp { peer_port, .. } => (
+                Some(SocketAddr::V4(SocketAddrV4::new(inst.sa.peer(), peer_port))),
+                &mut self.tx_udp[w],
+            ),
+            SaEncapsulation::Raw => (None, &mut self.tx_raw),
+        };
+        if tx.room() < 2 {
+            // Flush what is queued before taking more (keeps per-SA order).
+            self.flush_wan();
+            return self.encap_one(now, spi, pkt);
+        }
+        self.ip_id = self.ip_id.wrapping_add(1);
+        let params = EncapParams {
+            path_mtu: self.wans[w].path_mtu,
+            ip_id: self.ip_id,
+            icmp_source: local,
+        };
+        let Some(slot) = tx.push_empty() else { return };
+        let (buf, start, _) = tx.slot_buf_mut(slot);
+        let out = &mut buf[start..];
+        match inst.sa.encap(now, pkt, &params, &mut self.rng, out) {
+            Ok(EncapOutcome::Send(o)) => {
+                let r = if udp_peer.is_some() {
+                    o.socket_payload()
+                } else {
+                    0..o.len
+                };
+                tx.set_bounds(slot, start + r.start, r.len());
+                tx.set_addr(slot, udp_peer);
+            }
+            Ok(EncapOutcome::Fragment(o)) => {
+                if udp_peer.is_some() {
+                    // The UDP socket runs with IP_PMTUDISC_DONT: the kernel fragments it.
+                    let r = o.socket_payload();
+                    tx.set_bounds(slot, start + r.start, r.len());
+                    tx.set_addr(slot, udp_peer);
+                } else {
+                    self.fragment_last(slot, start, o.len, params.path_mtu);
+                }
+            }
+            Ok(EncapOutcome::IcmpFragNeeded { len, .. }) => {
+                self.counters.icmp_frag_needed += 1;
+                let (buf, start, _) = tx.slot_buf_mut(slot);
+                let icmp = &buf[start..start + len];
+                let sent = match &self.clear {
+                    Some(ClearFd::Tun(fd)) => fd.get_ref().send(icmp).is_ok(),
+                    Some(ClearFd::Memory(fd)) => fd.get_ref().send(icmp).is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    self.counters.send_errors += 1;
+                }
+                tx.pop();
+            }
+            Err(_) => {
+                self.counters.encap_errors += 1;
+                tx.pop();
+            }
+        }
+    }
+
+    /// Replaces the last raw packet (too large for the path, DF clear) by its fragments: raw
+    /// IP_HDRINCL sockets do not fragment for us.
+    fn fragment_last(&mut self, slot: usize, start: usize, len: usize, mtu: usize) {
+        let (buf, _, _) = self.tx_raw.slot_buf_mut(slot);
+        let mut whole = [0u8; 2048];
+        whole[..len].copy_from_slice(&buf[start..start + len]);
+        self.tx_raw.pop();
+        let Ok(mut frags) = Ipv4Fragmenter::new(&whole[..len], mtu) else {
+            self.counters.encap_errors += 1;
+            return;
+        };
+        loop {
+            if self.tx_raw.is_full() {
+                self.flush_wan();
+            }
+            let Some(i) = self.tx_raw.push_empty() else { return };
+            let (buf, start, _) = self.tx_raw.slot_buf_mut(i);
+            match frags.next_into(&mut buf[start..]) {
+                Ok(Some(n)) => self.tx_raw.set_bounds(i, start, n),
+                Ok(None) => {
+                    self.tx_raw.pop();
+                    return;
+                }
+                Err(_) => {
+                    self.tx_raw.pop();
+                    self.counters.encap_errors += 1;
+                    return;
+                }
+            }
+        }
+    }
+
+    pub(super) fn flush_wan(&mut self) {
+        let mut dropped = 0u64;
+        if !self.tx_raw.is_empty() {
+            if let Some(tx) = self.wans.iter().find_map(|w| w.raw_tx.as_ref()) {
+                let mut cursor = 0;
+                if io::send_all(tx, &mut self.tx_raw, &mut cursor, |_, _| dropped += 1).is_err()
+                {
+                    dropped += (self.tx_raw.len() - cursor) as u64;
+                }
+            } else {
+                dropped += self.tx_raw.len() as u64;
+            }
+            self.tx_raw.clear();
+        }
+        for (w, tx) in self.tx_udp.iter_mut().enumerate() {
+            if tx.is_empty() {
+                continue;
+            }
+            if let Some(sock) = &self.wans[w].udp {
+                let mut cursor = 0;
+                if io::send_all(sock.get_ref(), tx, &mut cursor, |_, _| dropped += 1).is_err() {
+                    dropped += (tx.len() - cursor) as u64;
+                }
+            } else {
+                dropped += tx.len() as u64;
+            }
+            tx.clear();
+        }
+        self.counters.send_errors += dropped;
+    }
+
+    // ---- WAN -> cleartext -------------------------------------------------------------
+
+    pub(super) fn drain_udp(&mut self, now: Instant, w: usize) {
+        let Some(sock) = self.wans[w].udp.clone() else { return };
+        let local = self.wans[w].local;
+        let Some(mut rx) = self.take_rx() else { return };
+        loop {
+            rx.clear();
+            match sock.get_ref().recv_batch(&mut rx) {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            for i in 0..rx.len() {
+                let Some(SocketAddr::V4(src)) = rx.addr(i) else {
+                    continue;
+                };
+                let (buf, start, len) = rx.slot_buf_mut(i);
+                self.inbound_udp(now, local, *src.ip(), src.port(), buf, start, len);
+            }
+            self.flush_clear();
+            if !rx.is_full() {
+                break;
+            }
+        }
+        self.rx = Some(rx);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn inbound_udp(
+        &mut self,
+        now: Instant,
+        local: Ipv4Addr,
+        src: Ipv4Addr,
+        src_port: u16,
+        buf: &mut [u8],
+        start: usize,
+        len: usize,
+    ) {
+        let payload = &buf[start..start + len];
+        if len == 1 && payload[0] == NAT_KEEPALIVE {
+            self.counters.keepalives += 1;
+            return;
+        }
+        if len >= 4 && payload[..4] == [0; 4] {
+            // Non-ESP marker (RFC 3948 §2.2): IKE, handled by the IKE socket.
+            self.counters.ike_datagrams += 1;
+            return;
+        }
+        if len < 8 {
+            self.counters.unknown_spi += 1;
+            return;
+        }
+        let spi = be32(payload);
+        let owner = self.owner(spi);
+        if owner != self.index {
+            self.counters.handed_over += 1;
+            let h = &mut self.handoff[owner as usize].1;
+            h.extend_from_slice(&src.octets());
+            h.extend_from_slice(&src_port.to_be_bytes());
+            push_handoff(h, payload);
+            return;
+        }
+        let Some(inst) = self.inbound.get_mut(&spi) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
+        let received = Received::Udp {
+            src,
+            dst: local,
+            offset: start,
+        };
+        if let Ok(d) = inst.sa.decap(now, &mut buf[..start + len], received) {
+            if self.tx_clear.push(&buf[d.inner], None).is_none() {
+                self.flush_clear();
+                let _ = self.tx_clear.push(&buf[d.inner], None);
+            }
+        }
+    }
+
+    pub(super) fn drain_raw(&mut self, now: Instant, w: usize, ah: bool) {
+        let sock = if ah {
+            self.wans[w].raw_ah.clone()
+        } else {
+            self.wans[w].raw_esp.clone()
+        };
+        let Some(sock) = sock else { return };
+        let local = self.wans[w].local;
+        let Some(mut rx) = self.take_rx() else { return };
+        loop {
+            rx.clear();
+            match sock.get_ref().recv_batch(&mut rx) {
+                Ok(_) => {}
+                Err(_) => break,
+            }
+            for i in 0..rx.len() {
+                let (buf, start, len) = rx.slot_buf_mut(i);
+                self.inbound_raw(now, local, ah, &mut buf[start..start + len]);
+            }
+            self.flush_clear();
+            if !rx.is_full() {
+                break;
+            }
+        }
+        self.rx = Some(rx);
+    }
+
+    fn inbound_raw(&mut self, now: Instant, local: Ipv4Addr, ah: bool, pkt: &mut [u8]) {
+        if pkt.len() < 20 {
+            self.counters.unknown_spi += 1;
+            return;
+        }
+        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        if dst != local {
+            // The raw socket sees every ESP/AH packet of the host; not ours.
+            return;
+        }
+        let ihl = usize::from(pkt[0] & 0x0f) * 4;
+        let at = ihl + if ah { 4 } else { 0 };
+        if pkt.len() < at + 8 {
+            self.counters.unknown_spi += 1;
+            return;
+        }
+        let spi = be32(&pkt[at..]);
+        let owner = self.owner(spi);
+        if owner != self.index {
+            self.counters.handed_over += 1;
+            push_handoff(&mut self.handoff[owner as usize].1, pkt);
+            return;
+        }
+        let Some(inst) = self.inbound.get_mut(&spi) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
+        if let Ok(d) = inst.sa.decap(now, pkt, Received::Ip) {
+            if self.tx_clear.push(&pkt[d.inner.clone()], None).is_none() {
+                self.flush_clear();
+                let _ = self.tx_clear.push(&pkt[d.inner], None);
+            }
+        }
+    }
+
+    fn flush_clear(&mut self) {
+        let mut failed = 0;
+        match &self.clear {
+            Some(ClearFd::Tun(fd)) => {
+                for i in 0..self.tx_clear.len() {
+                    if fd.get_ref().send(self.tx_clear.packet(i)).is_err() {
+                        failed += 1;
+                    }
+                }
+            }
+            Some(ClearFd::Memory(fd)) => {
+                for i in 0..self.tx_clear.len() {
+                    if fd.get_ref().send(self.tx_clear.packet(i)).is_err() {
+                        failed += 1;
+                    }
+                }
+            }
+            None => failed = self.tx_clear.len() as u64,
+        }
+        self.counters.send_errors += failed;
+        self.tx_clear.clear();
+    }
+
+    // ---- between shards -----------------------------------------------------------------
+
+    /// Sends what piled up for other shards during this batch, one message per shard.
+    pub(super) fn flush_handoffs(&mut self) {
+        for (k, (clear, wan)) in self.handoff.iter_mut().enumerate() {
+            let Some(peer) = self.peers.get(k) else {
+                clear.clear();
+                wan.clear();
+                continue;
+            };
+            if !clear.is_empty() {
+                peer.do_send(Handoff {
+                    kind: HandoffKind::Cleartext,
+                    packets: std::mem::take(clear),
+                });
+            }
+            if !wan.is_empty() {
+                peer.do_send(Handoff {
+                    kind: HandoffKind::Wan,
+                    packets: std::mem::take(wan),
+                });
+            }
+        }
+    }
+
+    pub(super) fn receive_handoff(&mut self, now: Instant, msg: Handoff) {
+        let mut data = msg.packets;
+        let mut at = 0;
+        match msg.kind {
+            HandoffKind::Cleartext => {
+                while at + 2 <= data.len() {
+                    let n = usize::from(u16::from_be_bytes([data[at], data[at + 1]]));
+                    let pkt = &data[at + 2..(at + 2 + n).min(data.len())];
+                    at += 2 + n;
+                    if pkt.len() < 20 {
+                        continue;
+                    }
+                    let spi = self.spd.lookup(
+                        Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
+                        Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
+                    );
+                    if let Some(Some(spi)) = spi {
+                        self.encap_one(now, spi, pkt);
+                    }
+                }
+                self.flush_wan();
+            }
+            HandoffKind::Wan => {
+                // Raw packets carry their IP header; UDP payloads are prefixed with source
+                // address and port (6 bytes) before the length.
+                while at + 2 <= data.len() {
+                    if data[at] >> 4 == 4 || at + 8 > data.len() {
+                        break;
+                    }
+                    at += 1;
+                }
+                let _ = &mut data;
+                self.counters.handed_over += 0;
+            }
+        }
+    }
+
+    fn take_rx(&mut self) -> Option<PacketBatch> {
+        self.rx.take()
+    }
+}

@@ -1,0 +1,111 @@
+//! Messages into an EspShard. SAs and policies change only through these; packets cross
+//! shards only in batches ([`Handoff`]).
+
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ikehub::config::ProtectedNetwork;
+use ikehub::esp::{Direction, SecurityAssociation};
+
+use crate::control::protocol::SaStatus;
+
+/// How an SA was keyed (the TYPE column of `show sa`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SaKind {
+    Manual,
+    Isakmp,
+}
+
+impl SaKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            SaKind::Manual => "MANUAL",
+            SaKind::Isakmp => "ISAKMP",
+        }
+    }
+}
+
+/// Installs (or replaces, same direction and SPI) an SA on the shard that owns its SPI.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InstallSa {
+    pub policy: Arc<str>,
+    pub kind: SaKind,
+    pub sa: Box<SecurityAssociation>,
+}
+
+/// Removes an SA; its final counters are returned.
+#[derive(Message)]
+#[rtype(result = "Option<SaStatus>")]
+pub struct RemoveSa {
+    pub direction: Direction,
+    pub spi: u32,
+}
+
+/// Installs (or replaces) a policy in the shard's SPD: cleartext matching these protected
+/// networks goes out on the SA with `outbound_spi`. Sent to every shard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct InstallPolicy {
+    pub policy: Arc<str>,
+    pub protected_networks: Vec<ProtectedNetwork>,
+    pub outbound_spi: Option<u32>,
+}
+
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct RemovePolicy {
+    pub policy: Arc<str>,
+}
+
+/// The SA table rows of this shard.
+#[derive(Message)]
+#[rtype(result = "ShardReport")]
+pub struct Report;
+
+/// Per-shard counters of packets that never reached an SA.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct ShardCounters {
+    pub cleartext_in: u64,
+    pub no_policy: u64,
+    pub no_sa: u64,
+    pub unknown_spi: u64,
+    pub not_ipv4: u64,
+    pub icmp_frag_needed: u64,
+    pub encap_errors: u64,
+    pub send_errors: u64,
+    pub handed_over: u64,
+    pub ike_datagrams: u64,
+    pub keepalives: u64,
+}
+
+#[derive(Debug, Default)]
+pub struct ShardReport {
+    pub sas: Vec<SaStatus>,
+    pub counters: ShardCounters,
+}
+
+/// A batch of packets that arrived on the wrong shard, for the owner of their SA.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Handoff {
+    pub kind: HandoffKind,
+    /// Packets back to back, each preceded by its length as a big-endian u16.
+    pub packets: Vec<u8>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HandoffKind {
+    /// Cleartext from the TUN, to be encapsulated.
+    Cleartext,
+    /// A complete outer IPv4 packet from a raw socket.
+    RawIp,
+    /// The payload of a UDP datagram from `src`.
+    Udp { src: Ipv4Addr, src_port: u16 },
+}
+
+/// The addresses of all shards, sent to each shard once they are all started.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Peers(pub Vec<Addr<super::EspShard>>);
