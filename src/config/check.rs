@@ -34,7 +34,7 @@ impl<'a> Check<'a> {
 
     /// A key the table must have; reported at the table's name when missing.
     pub fn required<'v, T>(&self, v: &'v Option<At<T>>, key: &str) -> Option<&'v At<T>> {
-        if v.is_none() {
+        if v.is_none() && !self.sink.was_refused(&self.path, key) {
             self.error(&self.loc, format_args!("missing key `{key}`"));
         }
         v.as_ref()

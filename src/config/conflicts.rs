@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 
 use super::diagnostic::{Loc, Sink};
-use super::model::Interface;
-use super::network::ProtectedNetwork;
+use super::model::{Interface, PeerSpec};
+use super::network::{NetworkSpec, ProtectedNetwork};
 use super::raw::{self, Named, RawInterface};
 
 /// An SPI written in a manual policy.
@@ -30,6 +30,8 @@ pub(crate) struct SelectorUse {
     pub policy: String,
     pub network: ProtectedNetwork,
     pub loc: Loc,
+    /// `Some(peer)` for a template policy (peer block or `any`).
+    pub template: Option<PeerSpec>,
 }
 
 #[derive(Debug, Default)]
@@ -65,7 +67,10 @@ fn sockets(raw_ifaces: &[Named<RawInterface>], ifaces: &BTreeMap<String, Interfa
                 continue;
             }
             let pa = [a.ike_port, a.nat_t_port];
-            if let Some(p) = [b.ike_port, b.nat_t_port].into_iter().find(|p| pa.contains(p)) {
+            if let Some(p) = [b.ike_port, b.nat_t_port]
+                .into_iter()
+                .find(|p| pa.contains(p))
+            {
                 sink.error(
                     &rj.loc,
                     format!(
@@ -105,13 +110,22 @@ fn spis(all: &[SpiUse], sink: &Sink) {
             let scope = if b.inbound {
                 format!("inbound {} SPIs must be unique per interface", b.proto)
             } else {
-                format!("outbound {} SPIs must be unique per interface and peer", b.proto)
+                format!(
+                    "outbound {} SPIs must be unique per interface and peer",
+                    b.proto
+                )
             };
             sink.error(
                 &second.loc,
                 format!(
                     "{}: {} {} is already used by {} {} on interface {} (at {}); {scope}",
-                    second.policy, second.key, second.spi, first.policy, first.key, b.interface, first.loc
+                    second.policy,
+                    second.key,
+                    second.spi,
+                    first.policy,
+                    first.key,
+                    b.interface,
+                    first.loc
                 ),
             );
         }
@@ -128,6 +142,14 @@ fn spis(all: &[SpiUse], sink: &Sink) {
 ///
 /// Checked over all policies, not per interface: the cleartext side is one tunnel device, so a
 /// packet from it is looked up against every policy.
+///
+/// Template policies (peer a block or `any`) hold no security policy entry of their own: each
+/// spoke that authenticates gets entries for the networks it negotiated (equal to or narrower
+/// than the template's), and the registry must check those against the existing entries with
+/// this same rule when the spoke comes up. So a template is checked here only against other
+/// templates whose peers overlap (a spoke could then match either), not against policies with
+/// one peer address; that is what lets the PROFILES.md example (a manual ToBerne and a template
+/// Branches with the same networks) load.
 pub fn ambiguous(a: &ProtectedNetwork, b: &ProtectedNetwork) -> bool {
     a.overlaps(b) && !a.is_more_specific_than(b) && !b.is_more_specific_than(a)
 }
@@ -136,7 +158,12 @@ fn overlaps(all: &[SelectorUse], sink: &Sink) {
     let mut reported = std::collections::BTreeSet::new();
     for (j, b) in all.iter().enumerate() {
         for a in &all[..j] {
-            if a.policy == b.policy || !ambiguous(&a.network, &b.network) {
+            let comparable = match (&a.template, &b.template) {
+                (None, None) => true,
+                (Some(pa), Some(pb)) => peers_overlap(pa, pb),
+                _ => false,
+            };
+            if a.policy == b.policy || !comparable || !ambiguous(&a.network, &b.network) {
                 continue;
             }
             if !reported.insert((a.policy.clone(), b.policy.clone())) {
@@ -160,6 +187,20 @@ fn overlaps(all: &[SelectorUse], sink: &Sink) {
                 ),
             );
         }
+    }
+}
+
+fn peers_overlap(a: &PeerSpec, b: &PeerSpec) -> bool {
+    let block = |p: &PeerSpec| match p {
+        PeerSpec::Any => Some(NetworkSpec::ANY),
+        PeerSpec::Block(b) => Some(*b),
+        PeerSpec::Address(IpAddr::V4(a)) => Some(NetworkSpec::Host(*a)),
+        PeerSpec::Address(IpAddr::V6(_)) => None,
+    };
+    match (block(a), block(b)) {
+        (Some(x), Some(y)) => x.overlaps(&y),
+        // IPv6 peers: only `any` or the very same address overlap.
+        _ => matches!(a, PeerSpec::Any) || matches!(b, PeerSpec::Any) || a == b,
     }
 }
 

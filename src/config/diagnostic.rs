@@ -94,25 +94,44 @@ impl fmt::Display for Loc {
 /// Collects diagnostics while the profiles are read and checked, so that every problem is
 /// reported at once instead of only the first.
 #[derive(Debug, Default)]
-pub(crate) struct Sink(RefCell<Vec<Diagnostic>>);
+pub(crate) struct Sink {
+    all: RefCell<Vec<Diagnostic>>,
+    /// (table path, key) of values already refused for their type, so that they are not
+    /// reported a second time as missing.
+    refused: RefCell<std::collections::BTreeSet<(String, String)>>,
+}
 
 impl Sink {
+    pub fn refused(&self, path: &str, key: &str) {
+        self.refused
+            .borrow_mut()
+            .insert((path.to_string(), key.to_string()));
+    }
+
+    pub fn was_refused(&self, path: &str, key: &str) -> bool {
+        self.refused
+            .borrow()
+            .contains(&(path.to_string(), key.to_string()))
+    }
+
     pub fn error(&self, loc: &Loc, message: impl Into<String>) {
-        self.0.borrow_mut().push(Diagnostic::error(loc, message));
+        self.all.borrow_mut().push(Diagnostic::error(loc, message));
     }
 
     pub fn warning(&self, loc: &Loc, message: impl Into<String>) {
-        self.0.borrow_mut().push(Diagnostic::warning(loc, message));
+        self.all
+            .borrow_mut()
+            .push(Diagnostic::warning(loc, message));
     }
 
     pub fn has_errors(&self) -> bool {
-        self.0.borrow().iter().any(|d| !d.is_warning())
+        self.all.borrow().iter().any(|d| !d.is_warning())
     }
 
     /// Errors and warnings, each sorted by place (in the order the files were given) and
     /// deduplicated.
     pub fn finish(self, file_order: &[PathBuf]) -> (Vec<Diagnostic>, Vec<Diagnostic>) {
-        let mut all = self.0.into_inner();
+        let mut all = self.all.into_inner();
         let rank = |d: &Diagnostic| {
             file_order
                 .iter()

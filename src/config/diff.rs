@@ -31,7 +31,11 @@ impl PolicyChanges {
                 Some(_) => c.changed.push(name.clone()),
             }
         }
-        c.removed = old.keys().filter(|k| !new.contains_key(*k)).cloned().collect();
+        c.removed = old
+            .keys()
+            .filter(|k| !new.contains_key(*k))
+            .cloned()
+            .collect();
         c
     }
 
@@ -181,5 +185,138 @@ impl fmt::Display for ProfileDiff {
             writeln!(f, "needs restart (kept as before until then): {r}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::config::load_sources;
+
+    const BASE: &str = r#"
+[system]
+control-socket = "/tmp/a.sock"
+shards = 2
+
+[interface.wan]
+address = "192.0.2.1"
+
+[ipsec-transform.T]
+esp-encryption = "aes-cbc-128"
+esp-authentication = "hmac-sha1"
+
+[ipsec-transform.U]
+esp-encryption = "aes-cbc-256"
+esp-authentication = "hmac-sha256"
+
+[isakmp-transform.I]
+encryption = "aes-cbc-128"
+hash = "sha1"
+dh-group = 14
+
+[ipsec-policy-manual.A]
+interface = "wan"
+peer = "192.0.2.2"
+transform = "T"
+protected-network = [ { local = "198.51.100.0/24", remote = "203.0.113.0/24" } ]
+inbound = { esp-spi = 1000, esp-encryption-key = "00112233445566778899aabbccddeeff", esp-authentication-key = "0102030405060708090a0b0c0d0e0f1011121314" }
+outbound = { esp-spi = 2000, esp-encryption-key = "00112233445566778899aabbccddeeff", esp-authentication-key = "0102030405060708090a0b0c0d0e0f1011121314" }
+
+[ipsec-policy-manual.B]
+interface = "wan"
+peer = "192.0.2.3"
+transform = "T"
+protected-network = [ { local = "198.51.100.0/24", remote = "203.0.114.0/24" } ]
+inbound = { esp-spi = 1001, esp-encryption-key = "00112233445566778899aabbccddeeff", esp-authentication-key = "0102030405060708090a0b0c0d0e0f1011121314" }
+outbound = { esp-spi = 2001, esp-encryption-key = "00112233445566778899aabbccddeeff", esp-authentication-key = "0102030405060708090a0b0c0d0e0f1011121314" }
+
+[ipsec-policy-isakmp.S]
+interface = "wan"
+peer = "any"
+preshared-key = "secret"
+isakmp-transform = ["I"]
+ipsec-transform = ["U"]
+protected-network = [ { local = "198.51.100.0/24", remote = "10.0.0.0/8" } ]
+"#;
+
+    fn profiles(text: &str) -> Profiles {
+        match load_sources(vec![(
+            PathBuf::from("/nonexistent/p.toml"),
+            text.to_string(),
+        )]) {
+            Ok(l) => l.profiles,
+            Err(e) => panic!("{e:#?}"),
+        }
+    }
+
+    #[test]
+    fn identical_snapshots_do_not_differ() {
+        let d = diff(&profiles(BASE), &profiles(BASE));
+        assert!(d.is_empty(), "{d:#?}");
+        assert_eq!(d.manual.unchanged, ["A", "B"]);
+        assert_eq!(d.isakmp.unchanged, ["S"]);
+    }
+
+    #[test]
+    fn added_removed_and_changed_keys() {
+        let new = BASE
+            // A: a different inbound key.
+            .replacen(
+                "inbound = { esp-spi = 1000, esp-encryption-key = \"0011",
+                "inbound = { esp-spi = 1000, esp-encryption-key = \"ff11",
+                1,
+            )
+            // B removed, C added.
+            .replace("[ipsec-policy-manual.B]", "[ipsec-policy-manual.C]");
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(d.manual.changed, ["A"]);
+        assert_eq!(d.manual.added, ["C"]);
+        assert_eq!(d.manual.removed, ["B"]);
+        assert!(d.manual.unchanged.is_empty());
+        assert_eq!(d.isakmp.unchanged, ["S"]);
+        assert!(d.needs_restart.is_empty());
+        assert!(d.to_string().contains("added C; removed B; changed A"));
+    }
+
+    #[test]
+    fn a_changed_transform_changes_its_policies() {
+        let new = BASE.replace(
+            "esp-encryption = \"aes-cbc-256\"",
+            "esp-encryption = \"aes-cbc-192\"",
+        );
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(d.isakmp.changed, ["S"]);
+        assert_eq!(d.manual.unchanged, ["A", "B"]);
+        assert_eq!(d.transforms_changed, ["ipsec-transform.U"]);
+
+        let new = BASE.replace("dh-group = 14", "dh-group = 15");
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(d.isakmp.changed, ["S"]);
+        assert_eq!(d.transforms_changed, ["isakmp-transform.I"]);
+    }
+
+    #[test]
+    fn system_interface_and_tunnel_device_need_restart() {
+        let new = BASE
+            .replace("shards = 2", "shards = 3")
+            .replace(
+                "address = \"192.0.2.1\"",
+                "address = \"192.0.2.1\"\nike-port = 5000",
+            )
+            .replace("[system]", "[tunnel-device]\nmtu = 1300\n\n[system]");
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(
+            d.needs_restart,
+            [
+                NeedsRestart::System("shards"),
+                NeedsRestart::Interface("wan".into(), Change::Changed),
+                NeedsRestart::TunnelDevice(Change::Added),
+            ]
+        );
+        assert!(d.manual.is_empty() && d.isakmp.is_empty());
+        assert!(!d.is_empty());
+        assert_eq!(d.needs_restart[1].to_string(), "interface.wan changed");
     }
 }

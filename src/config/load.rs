@@ -67,7 +67,10 @@ pub fn load_sources(sources: Vec<(PathBuf, String)>) -> Result<Loaded, Vec<Diagn
         let (doc, errs) = DeTable::parse_recoverable(&src.text);
         for e in &errs {
             let loc = src.loc(e.span().map_or(0, |s| s.start));
-            sink.error(&loc, format!("TOML syntax error: {}", first_line(e.message())));
+            sink.error(
+                &loc,
+                format!("TOML syntax error: {}", first_line(e.message())),
+            );
         }
         docs.push(doc);
     }
@@ -148,12 +151,42 @@ fn merge(files: Vec<RawFile>, sink: &Sink) -> Merged {
     let mut tunnel_device = Vec::new();
     for f in files {
         add(raw::SYSTEM, &mut system, f.system, sink, true);
-        add(raw::TUNNEL_DEVICE, &mut tunnel_device, f.tunnel_device, sink, true);
+        add(
+            raw::TUNNEL_DEVICE,
+            &mut tunnel_device,
+            f.tunnel_device,
+            sink,
+            true,
+        );
         add(raw::INTERFACE, &mut m.interfaces, f.interfaces, sink, false);
-        add(raw::IPSEC_TRANSFORM, &mut m.ipsec_transforms, f.ipsec_transforms, sink, false);
-        add(raw::ISAKMP_TRANSFORM, &mut m.isakmp_transforms, f.isakmp_transforms, sink, false);
-        add(raw::MANUAL_POLICY, &mut m.manual_policies, f.manual_policies, sink, false);
-        add(raw::ISAKMP_POLICY, &mut m.isakmp_policies, f.isakmp_policies, sink, false);
+        add(
+            raw::IPSEC_TRANSFORM,
+            &mut m.ipsec_transforms,
+            f.ipsec_transforms,
+            sink,
+            false,
+        );
+        add(
+            raw::ISAKMP_TRANSFORM,
+            &mut m.isakmp_transforms,
+            f.isakmp_transforms,
+            sink,
+            false,
+        );
+        add(
+            raw::MANUAL_POLICY,
+            &mut m.manual_policies,
+            f.manual_policies,
+            sink,
+            false,
+        );
+        add(
+            raw::ISAKMP_POLICY,
+            &mut m.isakmp_policies,
+            f.isakmp_policies,
+            sink,
+            false,
+        );
     }
     m.system = system.into_iter().next();
     m.tunnel_device = tunnel_device.into_iter().next();

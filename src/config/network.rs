@@ -58,7 +58,9 @@ impl NetworkSpec {
             Self::Host(a) => Some((a, 32)),
             Self::Subnet { prefix, .. } => Some((self.first(), prefix)),
             Self::Range { start, end } => {
-                let size = u32::from(end).wrapping_sub(u32::from(start)).wrapping_add(1);
+                let size = u32::from(end)
+                    .wrapping_sub(u32::from(start))
+                    .wrapping_add(1);
                 if size.is_power_of_two() && u32::from(start) % size == 0 {
                     Some((start, 32 - size.trailing_zeros() as u8))
                 } else {
@@ -147,7 +149,8 @@ impl ProtectedNetwork {
     /// the same set: `self` is more specific and wins the policy lookup (see
     /// `config::conflicts::ambiguous` for the rule the validator enforces).
     pub fn is_more_specific_than(&self, other: &ProtectedNetwork) -> bool {
-        let same = |a: &NetworkSpec, b: &NetworkSpec| a.first() == b.first() && a.last() == b.last();
+        let same =
+            |a: &NetworkSpec, b: &NetworkSpec| a.first() == b.first() && a.last() == b.last();
         other.local.covers(&self.local)
             && other.remote.covers(&self.remote)
             && !(same(&self.local, &other.local) && same(&self.remote, &other.remote))

@@ -88,10 +88,7 @@ fn interface<'m>(
 /// A peer or endpoint address: unicast, same family as the interface, not the interface itself.
 fn peer_address(c: &Check<'_>, at: &At<String>, a: IpAddr, iface: Option<&Interface>) -> bool {
     if a.is_unspecified() || a.is_multicast() || a == IpAddr::from([255, 255, 255, 255]) {
-        c.error(
-            &at.loc,
-            format_args!("peer {a} is not a unicast address"),
-        );
+        c.error(&at.loc, format_args!("peer {a} is not a unicast address"));
         return false;
     }
     if let Some(i) = iface {
@@ -133,6 +130,11 @@ fn protected_networks(
     for pn in &at.value {
         let side = |key: &str, v: &Option<At<String>>| -> Option<NetworkSpec> {
             let Some(v) = v else {
+                if c.sink
+                    .was_refused(&c.path, &format!("protected-network.{key}"))
+                {
+                    return None;
+                }
                 c.error(
                     &pn.loc,
                     format_args!(
@@ -151,7 +153,9 @@ fn protected_networks(
         };
         let (local, remote) = (side("local", &pn.local), side("remote", &pn.remote));
         match (local, remote) {
-            (Some(local), Some(remote)) => out.push((ProtectedNetwork { local, remote }, pn.loc.clone())),
+            (Some(local), Some(remote)) => {
+                out.push((ProtectedNetwork { local, remote }, pn.loc.clone()))
+            }
             _ => ok = false,
         }
     }
@@ -163,7 +167,10 @@ fn hex_key(s: &str) -> Result<Vec<u8>, String> {
         .strip_prefix("0x")
         .or_else(|| s.strip_prefix("0X"))
         .unwrap_or(s);
-    if let Some((i, ch)) = digits.char_indices().find(|(_, ch)| !ch.is_ascii_hexdigit()) {
+    if let Some((i, ch)) = digits
+        .char_indices()
+        .find(|(_, ch)| !ch.is_ascii_hexdigit())
+    {
         return Err(format!(
             "is not hexadecimal (`{ch}` at character {})",
             i + 1 + (s.len() - digits.len())
@@ -184,116 +191,175 @@ fn hex_key(s: &str) -> Result<Vec<u8>, String> {
         .collect())
 }
 
+/// Whether the transform needs a key or SPI; `Unknown` when the transform did not resolve (the
+/// value is then only checked for itself: hex, SPI range).
+#[derive(Clone, Copy)]
+enum Need<T> {
+    Yes(T),
+    No,
+    Unknown,
+}
+
+impl<T> Need<T> {
+    fn of(
+        transform: Option<&IpsecTransform>,
+        f: impl FnOnce(&IpsecTransform) -> Option<T>,
+    ) -> Self {
+        match transform {
+            None => Self::Unknown,
+            Some(t) => f(t).map_or(Self::No, Self::Yes),
+        }
+    }
+}
+
 /// Checks of one direction (`inbound` / `outbound`) of a manual policy against its transform.
 struct Direction<'c, 'a> {
     c: &'c Check<'a>,
     dir: &'static str,
     table: &'c At<RawManualKeys>,
-    transform: &'c IpsecTransform,
+    transform: Option<&'c IpsecTransform>,
 }
 
 impl Direction<'_, '_> {
-    /// A key the transform needs (`Some(algorithm name, length)`) or must not have (`None`).
-    fn key(&self, key: &str, raw: &Option<At<String>>, need: Option<(&str, usize)>, unused: &str) -> Option<Option<KeyBytes>> {
-        let t = &self.transform.name;
+    fn transform_name(&self) -> &str {
+        self.transform.map_or("?", |t| t.name.as_str())
+    }
+
+    fn missing(&self, key: &str, why: std::fmt::Arguments<'_>) {
+        // A value refused for its type was reported already.
+        if !self
+            .c
+            .sink
+            .was_refused(&self.c.path, &format!("{}.{key}", self.dir))
+        {
+            self.c.error(
+                &self.table.loc,
+                format_args!("missing {}.{key}: {why}", self.dir),
+            );
+        }
+    }
+
+    /// A key the transform needs (`Yes(algorithm name, length)`) or must not have (`No`).
+    fn key(
+        &self,
+        key: &str,
+        raw: &Option<At<String>>,
+        need: Need<(&str, usize)>,
+        unused: &str,
+    ) -> Option<Option<KeyBytes>> {
+        let t = self.transform_name();
         let dir = self.dir;
         match (raw, need) {
-            (None, None) => Some(None),
-            (Some(at), None) => {
+            (None, Need::No) => Some(None),
+            (None, Need::Unknown) => None,
+            (Some(at), Need::No) => {
                 self.c.error(
                     &at.loc,
                     format_args!("{dir}.{key} is set but transform {t} {unused}; remove it"),
                 );
                 None
             }
-            (None, Some((alg, len))) => {
-                self.c.error(
-                    &self.table.loc,
-                    format_args!("missing {dir}.{key}: transform {t} uses {alg}, which needs a {len}-byte key"),
+            (None, Need::Yes((alg, len))) => {
+                self.missing(
+                    key,
+                    format_args!("transform {t} uses {alg}, which needs a {len}-byte key"),
                 );
                 None
             }
-            (Some(at), Some((alg, len))) => match hex_key(at.value.trim()) {
-                Err(why) => {
+            (Some(at), need) => match (hex_key(at.value.trim()), need) {
+                (Err(why), _) => {
                     self.c.error(&at.loc, format_args!("{dir}.{key} {why}"));
                     None
                 }
-                Ok(bytes) if bytes.len() != len => {
+                (Ok(bytes), Need::Yes((alg, len))) if bytes.len() != len => {
                     self.c.error(
                         &at.loc,
                         format_args!("{dir}.{key} is {} bytes, {alg} needs {len}", bytes.len()),
                     );
                     None
                 }
-                Ok(bytes) => Some(Some(KeyBytes(bytes))),
+                (Ok(bytes), _) => Some(Some(KeyBytes(bytes))),
             },
         }
     }
 
-    fn spi(&self, key: &str, raw: &Option<At<i64>>, proto: Option<&str>) -> Option<Option<u32>> {
-        let t = &self.transform.name;
+    fn spi(&self, key: &str, raw: &Option<At<i64>>, proto: Need<&str>) -> Option<Option<u32>> {
+        let t = self.transform_name();
         let dir = self.dir;
-        match (raw, proto) {
-            (None, None) => Some(None),
-            (Some(at), None) => {
+        let at = match (raw, proto) {
+            (None, Need::No) => return Some(None),
+            (None, Need::Unknown) => return None,
+            (Some(at), Need::No) => {
                 let other = if key.starts_with("esp") { "ESP" } else { "AH" };
                 self.c.error(
                     &at.loc,
                     format_args!("{dir}.{key} is set but transform {t} uses no {other}; remove it"),
                 );
-                None
+                return None;
             }
-            (None, Some(proto)) => {
+            (None, Need::Yes(proto)) => {
+                self.missing(key, format_args!("transform {t} uses {proto}"));
+                return None;
+            }
+            (Some(at), _) => at,
+        };
+        match at.value {
+            0 => {
                 self.c.error(
-                    &self.table.loc,
-                    format_args!("missing {dir}.{key}: transform {t} uses {proto}"),
+                    &at.loc,
+                    format_args!(
+                        "{dir}.{key} 0 is not a valid SPI (RFC 4303 §2.1 reserves 0 for local use)"
+                    ),
                 );
                 None
             }
-            (Some(at), Some(_)) => match at.value {
-                0 => {
-                    self.c.error(
-                        &at.loc,
-                        format_args!("{dir}.{key} 0 is not a valid SPI (RFC 4303 §2.1 reserves 0 for local use)"),
-                    );
-                    None
-                }
-                1..=255 => {
-                    self.c.error(
-                        &at.loc,
-                        format_args!(
-                            "{dir}.{key} {} is reserved: SPIs 1..=255 are reserved by IANA (RFC 4303 §2.1); use 256..=4294967295",
-                            at.value
-                        ),
-                    );
-                    None
-                }
-                v if v > i64::from(u32::MAX) || v < 0 => {
-                    self.c.error(
-                        &at.loc,
-                        format_args!("{dir}.{key} {v} is out of range: SPIs are 256..=4294967295"),
-                    );
-                    None
-                }
-                v => Some(Some(v as u32)),
-            },
+            1..=255 => {
+                self.c.error(
+                    &at.loc,
+                    format_args!(
+                        "{dir}.{key} {} is reserved: SPIs 1..=255 are reserved by IANA (RFC 4303 §2.1); use 256..=4294967295",
+                        at.value
+                    ),
+                );
+                None
+            }
+            v if v > i64::from(u32::MAX) || v < 0 => {
+                self.c.error(
+                    &at.loc,
+                    format_args!("{dir}.{key} {v} is out of range: SPIs are 256..=4294967295"),
+                );
+                None
+            }
+            v => Some(Some(v as u32)),
         }
     }
 
     fn keys(&self) -> Option<ManualKeys> {
         let r = &self.table.value;
         let t = self.transform;
-        let esp = t.esp;
-        let enc = esp
-            .map(|e| e.encryption)
-            .filter(|e| *e != EncrAlgorithm::Null)
-            .map(|e| (e.name(), e.key_len()));
-        let auth = esp
-            .map(|e| e.authentication)
-            .filter(|a| *a != AuthAlgorithm::None)
-            .map(|a| (a.name(), a.key_len()));
-        let ah = t.ah.map(|a| (a.name(), a.key_len()));
-        let esp_spi = self.spi("esp-spi", &r.esp_spi, esp.map(|_| "ESP"));
+        let esp = Need::of(t, |t| t.esp);
+        let enc = Need::of(t, |t| {
+            t.esp
+                .map(|e| e.encryption)
+                .filter(|e| *e != EncrAlgorithm::Null)
+                .map(|e| (e.name(), e.key_len()))
+        });
+        let auth = Need::of(t, |t| {
+            t.esp
+                .map(|e| e.authentication)
+                .filter(|a| *a != AuthAlgorithm::None)
+                .map(|a| (a.name(), a.key_len()))
+        });
+        let ah = Need::of(t, |t| t.ah.map(|a| (a.name(), a.key_len())));
+        let esp_spi = self.spi(
+            "esp-spi",
+            &r.esp_spi,
+            match esp {
+                Need::Yes(_) => Need::Yes("ESP"),
+                Need::No => Need::No,
+                Need::Unknown => Need::Unknown,
+            },
+        );
         let esp_encryption_key = self.key(
             "esp-encryption-key",
             &r.esp_encryption_key,
@@ -306,9 +372,21 @@ impl Direction<'_, '_> {
             auth,
             "uses no ESP authentication",
         );
-        let ah_spi = self.spi("ah-spi", &r.ah_spi, t.ah.map(|_| "AH"));
-        let ah_authentication_key =
-            self.key("ah-authentication-key", &r.ah_authentication_key, ah, "uses no AH");
+        let ah_spi = self.spi(
+            "ah-spi",
+            &r.ah_spi,
+            match ah {
+                Need::Yes(_) => Need::Yes("AH"),
+                Need::No => Need::No,
+                Need::Unknown => Need::Unknown,
+            },
+        );
+        let ah_authentication_key = self.key(
+            "ah-authentication-key",
+            &r.ah_authentication_key,
+            ah,
+            "uses no AH",
+        );
         Some(ManualKeys {
             esp_spi: esp_spi?,
             esp_encryption_key: esp_encryption_key?,
@@ -349,8 +427,9 @@ pub(crate) fn manual(
     let c = Check::new(sink, path.clone(), &n.loc);
     let b = &n.body;
     let iface = interface(&c, &b.interface, names);
-    let peer = c.required(&b.peer, "peer").and_then(|at| {
-        match at.value.trim().parse::<IpAddr>() {
+    let peer = c
+        .required(&b.peer, "peer")
+        .and_then(|at| match at.value.trim().parse::<IpAddr>() {
             Ok(a) => peer_address(&c, at, a, iface).then_some(a),
             Err(_) => {
                 c.error(
@@ -362,8 +441,7 @@ pub(crate) fn manual(
                 );
                 None
             }
-        }
-    });
+        });
     let transform = c.required(&b.transform, "transform").and_then(|at| {
         resolve(
             &c,
@@ -378,7 +456,8 @@ pub(crate) fn manual(
         None => Some(Encapsulation::Esp),
         Some(at) => c.word("encapsulation", at, &ENCAPSULATIONS),
     };
-    if let (Some(Encapsulation::Udp), Some(t), Some(at)) = (encapsulation, transform, &b.encapsulation)
+    if let (Some(Encapsulation::Udp), Some(t), Some(at)) =
+        (encapsulation, transform, &b.encapsulation)
         && t.ah.is_some()
     {
         c.error(
@@ -415,11 +494,12 @@ pub(crate) fn manual(
             dirs.push(None);
             continue;
         };
-        let Some(t) = transform else {
-            dirs.push(None);
-            continue;
+        let d = Direction {
+            c: &c,
+            dir,
+            table,
+            transform: transform.map(|t| &**t),
         };
-        let d = Direction { c: &c, dir, table, transform: t };
         if let (Some(i), Some(p)) = (iface, peer) {
             d.record(&path, i, p, uses);
         }
@@ -431,6 +511,7 @@ pub(crate) fn manual(
                 policy: path.clone(),
                 network: *pn,
                 loc: loc.clone(),
+                template: None,
             });
         }
     }
@@ -482,6 +563,11 @@ fn preshared_key(c: &Check<'_>, b: &raw::RawIsakmpPolicy) -> Option<KeyBytes> {
             None
         }
         (None, None) => {
+            if c.sink.was_refused(&c.path, "preshared-key")
+                || c.sink.was_refused(&c.path, "preshared-key-file")
+            {
+                return None;
+            }
             c.error(
                 &c.loc,
                 "missing key `preshared-key` (or `preshared-key-file`): exactly one of the two is needed",
@@ -536,7 +622,10 @@ fn transform_list<T>(
 ) -> Option<Vec<Arc<T>>> {
     let at = c.required(raw, key)?;
     if at.value.is_empty() {
-        c.error(&at.loc, format_args!("{key} is empty: name at least one {kind}"));
+        c.error(
+            &at.loc,
+            format_args!("{key} is empty: name at least one {kind}"),
+        );
         return None;
     }
     let mut out = Vec::new();
@@ -544,7 +633,10 @@ fn transform_list<T>(
     let mut seen = BTreeSet::new();
     for name in &at.value {
         if !seen.insert(name.value.as_str()) {
-            c.error(&name.loc, format_args!("{key} lists `{}` twice", name.value));
+            c.error(
+                &name.loc,
+                format_args!("{key} lists `{}` twice", name.value),
+            );
             ok = false;
             continue;
         }
@@ -591,7 +683,10 @@ pub(crate) fn isakmp(
         Some(at) => c.group("pfs-group", at, &def::DH_GROUPS, true),
     };
     if let (Some(Some(1)), Some(at)) = (pfs_group, &b.pfs_group) {
-        c.warning(&at.loc, "pfs-group 1 (768-bit MODP) is weak; use group 14 or higher");
+        c.warning(
+            &at.loc,
+            "pfs-group 1 (768-bit MODP) is weak; use group 14 or higher",
+        );
     }
     let initiate = match &b.initiate {
         None => Some(Initiate::OnDemand),
@@ -606,7 +701,10 @@ pub(crate) fn isakmp(
              (a block or \"any\"), whose spokes must initiate",
         );
     }
-    let nat_traversal = b.nat_traversal.as_ref().map_or(def::NAT_TRAVERSAL, |a| a.value);
+    let nat_traversal = b
+        .nat_traversal
+        .as_ref()
+        .map_or(def::NAT_TRAVERSAL, |a| a.value);
     if nat_traversal
         && let Some(ts) = &ipsec_transforms
         && let Some(t) = ts.iter().find(|t| t.ah.is_some())
@@ -637,8 +735,16 @@ pub(crate) fn isakmp(
                     )
                     .map(|s| s as u64),
             };
-            let interval = secs("interval-seconds", &d.interval_seconds, def::DPD_INTERVAL_SECONDS);
-            let timeout = secs("timeout-seconds", &d.timeout_seconds, def::DPD_TIMEOUT_SECONDS);
+            let interval = secs(
+                "interval-seconds",
+                &d.interval_seconds,
+                def::DPD_INTERVAL_SECONDS,
+            );
+            let timeout = secs(
+                "timeout-seconds",
+                &d.timeout_seconds,
+                def::DPD_TIMEOUT_SECONDS,
+            );
             match (interval, timeout) {
                 (Some(i), Some(t)) if t < i => {
                     let loc = d.timeout_seconds.as_ref().map_or(&at.loc, |a| &a.loc);
@@ -660,12 +766,14 @@ pub(crate) fn isakmp(
         }
     };
     let networks = protected_networks(&c, &b.protected_network);
-    if let Some(nets) = &networks {
+    if let (Some(nets), Some(peer)) = (&networks, peer) {
+        let template = (!matches!(peer, PeerSpec::Address(_))).then_some(peer);
         for (pn, loc) in nets {
             uses.selectors.push(SelectorUse {
                 policy: path.clone(),
                 network: *pn,
                 loc: loc.clone(),
+                template,
             });
         }
     }

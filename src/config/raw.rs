@@ -173,20 +173,33 @@ pub(crate) fn read_file(src: &SourceFile, doc: &DeTable<'_>, sink: &Sink) -> Raw
             SYSTEM => {
                 if let Some(t) = cx.table_of(name, value) {
                     let body = read_system(&mut cx.fields(name, t));
-                    out.system.push(Named { name: name.into(), loc, body });
+                    out.system.push(Named {
+                        name: name.into(),
+                        loc,
+                        body,
+                    });
                 }
             }
             TUNNEL_DEVICE => {
                 if let Some(t) = cx.table_of(name, value) {
                     let body = read_tunnel_device(&mut cx.fields(name, t));
-                    out.tunnel_device.push(Named { name: name.into(), loc, body });
+                    out.tunnel_device.push(Named {
+                        name: name.into(),
+                        loc,
+                        body,
+                    });
                 }
             }
             INTERFACE => cx.named(name, value, &mut out.interfaces, read_interface),
-            IPSEC_TRANSFORM => cx.named(name, value, &mut out.ipsec_transforms, read_ipsec_transform),
-            ISAKMP_TRANSFORM => {
-                cx.named(name, value, &mut out.isakmp_transforms, read_isakmp_transform)
+            IPSEC_TRANSFORM => {
+                cx.named(name, value, &mut out.ipsec_transforms, read_ipsec_transform)
             }
+            ISAKMP_TRANSFORM => cx.named(
+                name,
+                value,
+                &mut out.isakmp_transforms,
+                read_isakmp_transform,
+            ),
             MANUAL_POLICY => cx.named(name, value, &mut out.manual_policies, read_manual_policy),
             ISAKMP_POLICY => cx.named(name, value, &mut out.isakmp_policies, read_isakmp_policy),
             other => sink.error(
@@ -314,7 +327,10 @@ fn read_isakmp_policy(f: &mut Fields<'_, '_>) -> RawIsakmpPolicy {
 /// Table entries in the order they were written (the map itself is sorted by key).
 fn sorted<'a, 'i>(
     t: &'a DeTable<'i>,
-) -> Vec<(&'a Spanned<std::borrow::Cow<'i, str>>, &'a Spanned<DeValue<'i>>)> {
+) -> Vec<(
+    &'a Spanned<std::borrow::Cow<'i, str>>,
+    &'a Spanned<DeValue<'i>>,
+)> {
     let mut v: Vec<_> = t.iter().collect();
     v.sort_by_key(|(k, _)| k.span().start);
     v
@@ -438,6 +454,8 @@ impl<'t, 'i> Fields<'t, 'i> {
     }
 
     fn wrong_type(&self, key: &str, v: &Spanned<DeValue<'_>>, expected: &str) {
+        self.sink
+            .refused(&self.path, &format!("{}{key}", self.key_prefix));
         self.sink.error(
             &self.loc(v.span().start),
             format!(
@@ -471,7 +489,14 @@ impl<'t, 'i> Fields<'t, 'i> {
                 Ok(value) => Some(At { value, loc }),
                 Err(_) => {
                     self.sink
-                        .error(&loc, format!("{}: {}{key} {i} is out of range", self.path, self.key_prefix));
+                        .refused(&self.path, &format!("{}{key}", self.key_prefix));
+                    self.sink.error(
+                        &loc,
+                        format!(
+                            "{}: {}{key} {i} is out of range",
+                            self.path, self.key_prefix
+                        ),
+                    );
                     None
                 }
             },
@@ -511,7 +536,14 @@ impl<'t, 'i> Fields<'t, 'i> {
                 }),
                 Err(_) => {
                     self.sink
-                        .error(&loc, format!("{}: {}{key} {i} is out of range", self.path, self.key_prefix));
+                        .refused(&self.path, &format!("{}{key}", self.key_prefix));
+                    self.sink.error(
+                        &loc,
+                        format!(
+                            "{}: {}{key} {i} is out of range",
+                            self.path, self.key_prefix
+                        ),
+                    );
                     None
                 }
             },

@@ -26,7 +26,11 @@ fn peer(p: &PeerSpec) -> String {
 pub fn summary(loaded: &Loaded) -> String {
     let p = &loaded.profiles;
     let mut s = String::new();
-    let files: Vec<String> = loaded.files.iter().map(|f| f.display().to_string()).collect();
+    let files: Vec<String> = loaded
+        .files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
     let _ = writeln!(s, "profiles valid: {}", files.join(", "));
     let _ = writeln!(
         s,
@@ -42,7 +46,10 @@ pub fn summary(loaded: &Loaded) -> String {
                 "{} {}{} (IKE {}, NAT-T {})",
                 i.name,
                 i.address,
-                i.device.as_ref().map(|d| format!(" on {d}")).unwrap_or_default(),
+                i.device
+                    .as_ref()
+                    .map(|d| format!(" on {d}"))
+                    .unwrap_or_default(),
                 i.ike_port,
                 i.nat_t_port
             )
@@ -56,8 +63,14 @@ pub fn summary(loaded: &Loaded) -> String {
                 "tunnel device: {} mtu {}{}, routes {}",
                 t.name,
                 t.mtu,
-                t.source_address.map(|a| format!(" source {a}")).unwrap_or_default(),
-                if t.routes { "installed" } else { "not installed" }
+                t.source_address
+                    .map(|a| format!(" source {a}"))
+                    .unwrap_or_default(),
+                if t.routes {
+                    "installed"
+                } else {
+                    "not installed"
+                }
             );
         }
         None => {
@@ -98,18 +111,26 @@ pub fn summary(loaded: &Loaded) -> String {
             peer(&i.peer),
             format!(
                 "{} + {}",
-                names(i.isakmp_transforms.iter().map(|t| t.name.as_str()).collect()),
+                names(
+                    i.isakmp_transforms
+                        .iter()
+                        .map(|t| t.name.as_str())
+                        .collect()
+                ),
                 names(i.ipsec_transforms.iter().map(|t| t.name.as_str()).collect())
             ),
             networks(&i.protected_networks),
-            if i.nat_traversal { "esp, udp behind NAT" } else { "esp" }.into(),
+            if i.nat_traversal {
+                "esp, udp behind NAT"
+            } else {
+                "esp"
+            }
+            .into(),
         ]);
     }
     if !rows.is_empty() {
-        let header = [
-            "POLICY", "KIND", "PEER", "TRANSFORM", "PROTECTED", "ENCAP",
-        ]
-        .map(String::from);
+        let header =
+            ["POLICY", "KIND", "PEER", "TRANSFORM", "PROTECTED", "ENCAP"].map(String::from);
         let mut widths = [0usize; 6];
         for r in std::iter::once(&header).chain(&rows) {
             for (w, c) in widths.iter_mut().zip(r) {

@@ -45,10 +45,16 @@ const HASHES: [(&str, HashAlgorithm); 3] = [
 pub(crate) fn validate(m: &Merged, sink: &Sink) -> Option<Profiles> {
     let system = system(m.system.as_ref(), sink);
     let interfaces = collect(&m.interfaces, |n| interface(n, sink));
-    let tunnel_device = m.tunnel_device.as_ref().and_then(|t| tunnel_device(t, sink));
-    let ipsec_transforms = collect(&m.ipsec_transforms, |n| ipsec_transform(n, sink).map(Arc::new));
-    let isakmp_transforms =
-        collect(&m.isakmp_transforms, |n| isakmp_transform(n, sink).map(Arc::new));
+    let tunnel_device = m
+        .tunnel_device
+        .as_ref()
+        .and_then(|t| tunnel_device(t, sink));
+    let ipsec_transforms = collect(&m.ipsec_transforms, |n| {
+        ipsec_transform(n, sink).map(Arc::new)
+    });
+    let isakmp_transforms = collect(&m.isakmp_transforms, |n| {
+        isakmp_transform(n, sink).map(Arc::new)
+    });
 
     let names = policy::Names {
         interfaces: &interfaces,
@@ -56,7 +62,11 @@ pub(crate) fn validate(m: &Merged, sink: &Sink) -> Option<Profiles> {
         isakmp_transforms: &isakmp_transforms,
         interface_defined: m.interfaces.iter().map(|n| n.name.as_str()).collect(),
         ipsec_transform_defined: m.ipsec_transforms.iter().map(|n| n.name.as_str()).collect(),
-        isakmp_transform_defined: m.isakmp_transforms.iter().map(|n| n.name.as_str()).collect(),
+        isakmp_transform_defined: m
+            .isakmp_transforms
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect(),
     };
     let mut uses = conflicts::Uses::default();
     let manual_policies = collect(&m.manual_policies, |n| {
@@ -81,7 +91,10 @@ pub(crate) fn validate(m: &Merged, sink: &Sink) -> Option<Profiles> {
     })
 }
 
-fn collect<R, T>(raw: &[Named<R>], mut f: impl FnMut(&Named<R>) -> Option<T>) -> BTreeMap<String, T> {
+fn collect<R, T>(
+    raw: &[Named<R>],
+    mut f: impl FnMut(&Named<R>) -> Option<T>,
+) -> BTreeMap<String, T> {
     raw.iter()
         .filter_map(|n| f(n).map(|t| (n.name.clone(), t)))
         .collect()
@@ -141,7 +154,9 @@ fn check_device_name(c: &Check<'_>, key: &str, at: &At<String>) -> bool {
         && v.len() <= 15
         && v != "."
         && v != ".."
-        && !v.chars().any(|ch| ch == '/' || ch.is_whitespace() || ch.is_control());
+        && !v
+            .chars()
+            .any(|ch| ch == '/' || ch.is_whitespace() || ch.is_control());
     if !ok {
         c.error(
             &at.loc,
@@ -186,9 +201,10 @@ fn interface(n: &Named<raw::RawInterface>, sink: &Sink) -> Option<Interface> {
             }
         }
     });
-    let device = b.device.as_ref().and_then(|at| {
-        check_device_name(&c, "device", at).then(|| at.value.clone())
-    });
+    let device = b
+        .device
+        .as_ref()
+        .and_then(|at| check_device_name(&c, "device", at).then(|| at.value.clone()));
     let ike_port = port(&c, "ike-port", &b.ike_port, def::IKE_PORT);
     let nat_t_port = port(&c, "nat-t-port", &b.nat_t_port, def::NAT_T_PORT);
     if let (Some(i), Some(t)) = (ike_port, nat_t_port)
@@ -253,9 +269,17 @@ fn tunnel_device(n: &Named<raw::RawTunnelDevice>, sink: &Sink) -> Option<TunnelD
     })
 }
 
-fn algorithm<T: Copy>(c: &Check<'_>, key: &str, at: &Option<At<String>>, words: &[(&str, T)]) -> Option<T> {
+fn algorithm<T: Copy>(
+    c: &Check<'_>,
+    key: &str,
+    at: &Option<At<String>>,
+    words: &[(&str, T)],
+) -> Option<T> {
     match at {
-        None => words.iter().find(|(w, _)| *w == def::ALGORITHM).map(|(_, t)| *t),
+        None => words
+            .iter()
+            .find(|(w, _)| *w == def::ALGORITHM)
+            .map(|(_, t)| *t),
         Some(at) => c.word(key, at, words),
     }
 }
@@ -279,8 +303,18 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
     let c = Check::new(sink, n.path(raw::IPSEC_TRANSFORM), &n.loc);
     let b = &n.body;
     let encryption = algorithm(&c, "esp-encryption", &b.esp_encryption, &ESP_ENCRYPTION);
-    let authentication = algorithm(&c, "esp-authentication", &b.esp_authentication, &AUTHENTICATION);
-    let ah = algorithm(&c, "ah-authentication", &b.ah_authentication, &AUTHENTICATION);
+    let authentication = algorithm(
+        &c,
+        "esp-authentication",
+        &b.esp_authentication,
+        &AUTHENTICATION,
+    );
+    let ah = algorithm(
+        &c,
+        "ah-authentication",
+        &b.ah_authentication,
+        &AUTHENTICATION,
+    );
     let mode = match &b.mode {
         None => Some(Mode::Tunnel),
         Some(at) => c.word("mode", at, &MODES),
@@ -312,7 +346,10 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
     };
     let (encryption, authentication, ah) = (encryption?, authentication?, ah?);
 
-    if encryption == EncrAlgorithm::Null && authentication == AuthAlgorithm::None && ah == AuthAlgorithm::None {
+    if encryption == EncrAlgorithm::Null
+        && authentication == AuthAlgorithm::None
+        && ah == AuthAlgorithm::None
+    {
         c.error(
             &n.loc,
             "protects nothing: esp-encryption, esp-authentication and ah-authentication are all `none` \
@@ -321,7 +358,10 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
         return None;
     }
     let at = |v: &Option<At<String>>| v.as_ref().map_or_else(|| n.loc.clone(), |a| a.loc.clone());
-    if encryption != EncrAlgorithm::Null && authentication == AuthAlgorithm::None && ah == AuthAlgorithm::None {
+    if encryption != EncrAlgorithm::Null
+        && authentication == AuthAlgorithm::None
+        && ah == AuthAlgorithm::None
+    {
         c.warning(
             &at(&b.esp_encryption),
             "ESP encryption without esp-authentication or AH: packets can be altered undetected \
@@ -346,12 +386,11 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
         }
     }
     // esp none + none with AH set: an AH-only transform, no ESP at all.
-    let esp = (encryption != EncrAlgorithm::Null || authentication != AuthAlgorithm::None).then_some(
-        EspTransform {
+    let esp = (encryption != EncrAlgorithm::Null || authentication != AuthAlgorithm::None)
+        .then_some(EspTransform {
             encryption,
             authentication,
-        },
-    );
+        });
     Some(IpsecTransform {
         name: n.name.clone(),
         esp,
