@@ -1130,3 +1130,66 @@ fn toberne_pair_mirrors() {
     );
     assert_eq!(a.transform, b.transform);
 }
+
+#[test]
+fn top_level_key_outside_any_table() {
+    let text = format!("shards = 4\n{BASE}");
+    one_error(
+        &text,
+        "^shards = 4",
+        &["unknown top-level key (keys belong in a table such as [system]) `shards`"],
+    );
+}
+
+#[test]
+fn transport_mode_protects_only_the_endpoints() {
+    let text = manual(&manual_ok_lines(1111, 2222)).replace(
+        "esp-authentication = \"hmac-sha1\"",
+        "esp-authentication = \"hmac-sha1\"\nmode = \"transport\"",
+    );
+    one_error(
+        &text,
+        "protected-network = [ ^{",
+        &[
+            "transform T uses transport mode",
+            "protected-network must be { local = \"192.0.2.1\", remote = \"192.0.2.2\" }",
+        ],
+    );
+    loads(&text.replace(
+        "local = \"198.51.100.0/24\", remote = \"203.0.113.0/24\"",
+        "local = \"192.0.2.1\", remote = \"192.0.2.2/32\"",
+    ));
+}
+
+#[test]
+fn peer_must_match_the_interface() {
+    let text = manual(
+        &manual_ok_lines(1111, 2222).replace("peer = \"192.0.2.2\"", "peer = \"2001:db8::2\""),
+    );
+    one_error(
+        &text,
+        "peer = ^\"2001:db8::2\"",
+        &["peer 2001:db8::2 and interface wan (192.0.2.1) are of different IP versions"],
+    );
+    let text = manual(
+        &manual_ok_lines(1111, 2222).replace("peer = \"192.0.2.2\"", "peer = \"192.0.2.1\""),
+    );
+    one_error(
+        &text,
+        "peer = ^\"192.0.2.1\"",
+        &["peer 192.0.2.1 is the address of interface wan itself"],
+    );
+}
+
+#[test]
+fn two_interfaces_cannot_share_a_socket() {
+    let text = format!(
+        "{BASE}\n[interface.second]\naddress = \"192.0.2.1\"\nike-port = 4500\nnat-t-port = 4501\n"
+    );
+    one_error(
+        &text,
+        "[interface.^second]",
+        &["interface.second: address 192.0.2.1 port 4500 is already bound by interface.wan (at "],
+    );
+    loads(&text.replace("ike-port = 4500", "ike-port = 5500"));
+}

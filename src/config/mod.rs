@@ -4,7 +4,9 @@
 //! ```text
 //! load(path) ──▶ load.rs    files, TOML syntax, merge (a name defined twice is refused)
 //!                raw.rs     spanned tables ─▶ raw structs; unknown keys, wrong types
-//!                validate.rs / policy.rs   values, words, defaults, names, keys, SPIs
+//!                reader.rs  (the spanned-table reader raw.rs uses)
+//!                validate.rs   values, words, defaults of system, interfaces, transforms
+//!                policy.rs, manual.rs, keys.rs, isakmp.rs   policies: names, keys, SPIs
 //!                conflicts.rs              SPIs twice, ambiguous protected networks, sockets
 //!            ──▶ Loaded { profiles, warnings, files }  or  Vec<Diagnostic> (all problems)
 //! ```
@@ -14,11 +16,15 @@ pub mod conflicts;
 pub mod defaults;
 pub mod diagnostic;
 pub mod diff;
+mod isakmp;
+mod keys;
 pub mod load;
+mod manual;
 pub mod model;
 pub mod network;
 mod policy;
 mod raw;
+mod reader;
 mod span;
 pub mod summary;
 mod validate;

@@ -13,8 +13,8 @@ use super::defaults as def;
 use super::diagnostic::{Loc, Sink};
 use super::load::Merged;
 use super::model::*;
-use super::policy;
 use super::raw::{self, At, Named};
+use super::{isakmp, manual, policy};
 use crate::crypto::{AuthAlgorithm, EncrAlgorithm};
 
 pub(crate) const ESP_ENCRYPTION: [(&str, EncrAlgorithm); 6] = [
@@ -70,10 +70,10 @@ pub(crate) fn validate(m: &Merged, sink: &Sink) -> Option<Profiles> {
     };
     let mut uses = conflicts::Uses::default();
     let manual_policies = collect(&m.manual_policies, |n| {
-        policy::manual(n, &names, &mut uses, sink).map(Arc::new)
+        manual::manual(n, &names, &mut uses, sink).map(Arc::new)
     });
     let isakmp_policies = collect(&m.isakmp_policies, |n| {
-        policy::isakmp(n, &names, &mut uses, sink).map(Arc::new)
+        isakmp::isakmp(n, &names, &mut uses, sink).map(Arc::new)
     });
     conflicts::check(&m.interfaces, &interfaces, &uses, sink);
 
