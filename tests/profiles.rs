@@ -1193,3 +1193,35 @@ fn two_interfaces_cannot_share_a_socket() {
     );
     loads(&text.replace("ike-port = 4500", "ike-port = 5500"));
 }
+
+#[test]
+fn ah_and_esp_bundle_needs_both_spis_and_all_keys() {
+    let bundle = |inbound: &str| {
+        manual(&format!(
+            "interface = \"wan\"\npeer = \"192.0.2.2\"\ntransform = \"B\"\n\
+             protected-network = [ {{ local = \"198.51.100.0/24\", remote = \"203.0.113.0/24\" }} ]\n\
+             inbound = {{ {inbound} }}\n\
+             outbound = {{ esp-spi = 2000, ah-spi = 2000, esp-encryption-key = \"{KEY16}{KEY16}\", ah-authentication-key = \"{KEY20}\" }}\n\
+             \n[ipsec-transform.B]\nesp-encryption = \"aes-cbc-256\"\nah-authentication = \"hmac-sha1\"\n"
+        ))
+    };
+    let l = loads(&bundle(&format!(
+        "esp-spi = 1000, ah-spi = 1000, esp-encryption-key = \"{KEY16}{KEY16}\", ah-authentication-key = \"{KEY20}\""
+    )));
+    let m = &l.profiles.manual_policies["M"];
+    assert_eq!(
+        (m.inbound.esp_spi, m.inbound.ah_spi),
+        (Some(1000), Some(1000))
+    );
+    assert_eq!(m.inbound.esp_encryption_key.as_ref().unwrap().0.len(), 32);
+    assert_eq!(m.inbound.esp_authentication_key, None);
+
+    let text = bundle(&format!(
+        "esp-spi = 1000, esp-encryption-key = \"{KEY16}{KEY16}\", ah-authentication-key = \"{KEY20}\""
+    ));
+    one_error(
+        &text,
+        "inbound = ^{",
+        &["missing inbound.ah-spi: transform B uses AH"],
+    );
+}
