@@ -58,7 +58,9 @@ impl NetworkSpec {
             Self::Host(a) => Some((a, 32)),
             Self::Subnet { prefix, .. } => Some((self.first(), prefix)),
             Self::Range { start, end } => {
-                let size = u32::from(end).wrapping_sub(u32::from(start)).wrapping_add(1);
+                let size = u32::from(end)
+                    .wrapping_sub(u32::from(start))
+                    .wrapping_add(1);
                 if size.is_power_of_two() && u32::from(start) % size == 0 {
                     Some((start, 32 - size.trailing_zeros() as u8))
                 } else {
@@ -135,6 +137,31 @@ impl fmt::Display for NetworkSpec {
 pub struct ProtectedNetwork {
     pub local: NetworkSpec,
     pub remote: NetworkSpec,
+}
+
+impl ProtectedNetwork {
+    /// True when some packet could match both: the two overlap on the local and the remote side.
+    pub fn overlaps(&self, other: &ProtectedNetwork) -> bool {
+        self.local.overlaps(&other.local) && self.remote.overlaps(&other.remote)
+    }
+
+    /// True when every (local, remote) pair of `self` is also in `other` and the two are not
+    /// the same set: `self` is more specific and wins the policy lookup (see
+    /// `config::conflicts::ambiguous` for the rule the validator enforces).
+    pub fn is_more_specific_than(&self, other: &ProtectedNetwork) -> bool {
+        let same =
+            |a: &NetworkSpec, b: &NetworkSpec| a.first() == b.first() && a.last() == b.last();
+        other.local.covers(&self.local)
+            && other.remote.covers(&self.remote)
+            && !(same(&self.local, &other.local) && same(&self.remote, &other.remote))
+    }
+
+    /// How many (local, remote) address pairs the selector holds: among several matching
+    /// policies the SPD picks the smallest, which is the most specific one.
+    pub fn size(&self) -> u128 {
+        let n = |s: &NetworkSpec| u128::from(u32::from(s.last()) - u32::from(s.first())) + 1;
+        n(&self.local) * n(&self.remote)
+    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,444 @@
+//! From the merged raw tables to the validated `Profiles` snapshot: values in range, words from
+//! their lists, defaults applied. Policies are checked in `policy`, conflicts between policies
+//! (SPIs, overlapping protected networks, sockets) in `conflicts`.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use super::check::Check;
+use super::conflicts;
+use super::defaults as def;
+use super::diagnostic::{Loc, Sink};
+use super::load::Merged;
+use super::model::*;
+use super::raw::{self, At, Named};
+use super::{isakmp, manual, policy};
+use crate::crypto::{AuthAlgorithm, EncrAlgorithm};
+
+pub(crate) const ESP_ENCRYPTION: [(&str, EncrAlgorithm); 6] = [
+    ("none", EncrAlgorithm::Null),
+    ("des", EncrAlgorithm::Des),
+    ("3des", EncrAlgorithm::TripleDes),
+    ("aes-cbc-128", EncrAlgorithm::AesCbc128),
+    ("aes-cbc-192", EncrAlgorithm::AesCbc192),
+    ("aes-cbc-256", EncrAlgorithm::AesCbc256),
+];
+
+const AUTHENTICATION: [(&str, AuthAlgorithm); 4] = [
+    ("none", AuthAlgorithm::None),
+    ("hmac-md5", AuthAlgorithm::HmacMd5),
+    ("hmac-sha1", AuthAlgorithm::HmacSha1),
+    ("hmac-sha256", AuthAlgorithm::HmacSha256),
+];
+
+const MODES: [(&str, Mode); 2] = [("tunnel", Mode::Tunnel), ("transport", Mode::Transport)];
+
+const HASHES: [(&str, HashAlgorithm); 3] = [
+    ("md5", HashAlgorithm::Md5),
+    ("sha1", HashAlgorithm::Sha1),
+    ("sha256", HashAlgorithm::Sha256),
+];
+
+/// Checks everything; `None` (with the problems in `sink`) when something could not be built.
+pub(crate) fn validate(m: &Merged, sink: &Sink) -> Option<Profiles> {
+    let system = system(m.system.as_ref(), sink);
+    let interfaces = collect(&m.interfaces, |n| interface(n, sink));
+    let tunnel_device = m
+        .tunnel_device
+        .as_ref()
+        .and_then(|t| tunnel_device(t, sink));
+    let ipsec_transforms = collect(&m.ipsec_transforms, |n| {
+        ipsec_transform(n, sink).map(Arc::new)
+    });
+    let isakmp_transforms = collect(&m.isakmp_transforms, |n| {
+        isakmp_transform(n, sink).map(Arc::new)
+    });
+
+    let names = policy::Names {
+        interfaces: &interfaces,
+        ipsec_transforms: &ipsec_transforms,
+        isakmp_transforms: &isakmp_transforms,
+        interface_defined: m.interfaces.iter().map(|n| n.name.as_str()).collect(),
+        ipsec_transform_defined: m.ipsec_transforms.iter().map(|n| n.name.as_str()).collect(),
+        isakmp_transform_defined: m
+            .isakmp_transforms
+            .iter()
+            .map(|n| n.name.as_str())
+            .collect(),
+    };
+    let mut uses = conflicts::Uses::default();
+    let manual_policies = collect(&m.manual_policies, |n| {
+        manual::manual(n, &names, &mut uses, sink).map(Arc::new)
+    });
+    let isakmp_policies = collect(&m.isakmp_policies, |n| {
+        isakmp::isakmp(n, &names, &mut uses, sink).map(Arc::new)
+    });
+    conflicts::check(&m.interfaces, &interfaces, &uses, sink);
+
+    if sink.has_errors() {
+        return None;
+    }
+    Some(Profiles {
+        system: system?,
+        interfaces,
+        tunnel_device,
+        ipsec_transforms,
+        isakmp_transforms,
+        manual_policies,
+        isakmp_policies,
+    })
+}
+
+fn collect<R, T>(
+    raw: &[Named<R>],
+    mut f: impl FnMut(&Named<R>) -> Option<T>,
+) -> BTreeMap<String, T> {
+    raw.iter()
+        .filter_map(|n| f(n).map(|t| (n.name.clone(), t)))
+        .collect()
+}
+
+/// A path from a profile: relative paths are taken from the directory of the file they are
+/// written in, so that `-c` works from any working directory.
+pub(crate) fn profile_path(at: &At<String>) -> PathBuf {
+    let p = Path::new(&at.value);
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        at.loc.dir().join(p)
+    }
+}
+
+fn system(raw: Option<&Named<raw::RawSystem>>, sink: &Sink) -> Option<System> {
+    let default = raw::RawSystem::default();
+    let (body, loc) = match raw {
+        Some(n) => (&n.body, n.loc.clone()),
+        None => (&default, Loc::file_start(Path::new("-"))),
+    };
+    let c = Check::new(sink, raw::SYSTEM.to_string(), &loc);
+    let control_socket = match &body.control_socket {
+        None => PathBuf::from(def::CONTROL_SOCKET),
+        Some(at) if at.value.trim().is_empty() => {
+            c.error(&at.loc, "control-socket must not be empty");
+            PathBuf::new()
+        }
+        Some(at) => profile_path(at),
+    };
+    let shards = match &body.shards {
+        None => def::SHARDS,
+        Some(at) => c.range(
+            "shards",
+            at,
+            0,
+            1024,
+            "0 (one per CPU core) to 1024 forwarding shards",
+        )?,
+    };
+    let shards = if shards == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        shards as usize
+    };
+    Some(System {
+        control_socket,
+        shards,
+    })
+}
+
+/// Linux network interface names: 1..=15 bytes (IFNAMSIZ - 1), no `/`, no white space.
+fn check_device_name(c: &Check<'_>, key: &str, at: &At<String>) -> bool {
+    let v = &at.value;
+    let ok = !v.is_empty()
+        && v.len() <= 15
+        && v != "."
+        && v != ".."
+        && !v
+            .chars()
+            .any(|ch| ch == '/' || ch.is_whitespace() || ch.is_control());
+    if !ok {
+        c.error(
+            &at.loc,
+            format_args!(
+                "{key} `{v}` is not a valid network device name (1 to 15 characters, no `/` or spaces)"
+            ),
+        );
+    }
+    ok
+}
+
+fn port(c: &Check<'_>, key: &str, at: &Option<At<i64>>, default: u16) -> Option<u16> {
+    match at {
+        None => Some(default),
+        Some(at) => c
+            .range(key, at, 1, 65535, "UDP ports are 1..=65535")
+            .map(|p| p as u16),
+    }
+}
+
+fn interface(n: &Named<raw::RawInterface>, sink: &Sink) -> Option<Interface> {
+    let c = Check::new(sink, n.path(raw::INTERFACE), &n.loc);
+    let b = &n.body;
+    let address = c.required(&b.address, "address").and_then(|at| {
+        match at.value.trim().parse::<IpAddr>() {
+            Ok(a) if a.is_unspecified() || a.is_multicast() => {
+                c.error(
+                    &at.loc,
+                    format_args!(
+                        "address {a} must be a unicast address of this host (the local IKE and ESP endpoint)"
+                    ),
+                );
+                None
+            }
+            Ok(a) => Some(a),
+            Err(_) => {
+                c.error(
+                    &at.loc,
+                    format_args!("address `{}` is not an IP address", at.value),
+                );
+                None
+            }
+        }
+    });
+    let device = b
+        .device
+        .as_ref()
+        .and_then(|at| check_device_name(&c, "device", at).then(|| at.value.clone()));
+    let ike_port = port(&c, "ike-port", &b.ike_port, def::IKE_PORT);
+    let nat_t_port = port(&c, "nat-t-port", &b.nat_t_port, def::NAT_T_PORT);
+    if let (Some(i), Some(t)) = (ike_port, nat_t_port)
+        && i == t
+    {
+        let loc = b
+            .nat_t_port
+            .as_ref()
+            .or(b.ike_port.as_ref())
+            .map_or_else(|| n.loc.clone(), |a| a.loc.clone());
+        c.error(
+            &loc,
+            format_args!("ike-port and nat-t-port are both {i}; they must differ (RFC 3947 switches to the NAT-T port)"),
+        );
+    }
+    Some(Interface {
+        name: n.name.clone(),
+        address: address?,
+        device,
+        ike_port: ike_port?,
+        nat_t_port: nat_t_port?,
+    })
+}
+
+fn tunnel_device(n: &Named<raw::RawTunnelDevice>, sink: &Sink) -> Option<TunnelDevice> {
+    let c = Check::new(sink, raw::TUNNEL_DEVICE.to_string(), &n.loc);
+    let b = &n.body;
+    let name = match &b.name {
+        None => Some(def::TUNNEL_NAME.to_string()),
+        Some(at) => check_device_name(&c, "name", at).then(|| at.value.clone()),
+    };
+    let mtu = match &b.mtu {
+        None => Some(def::TUNNEL_MTU),
+        Some(at) => c
+            .range(
+                "mtu",
+                at,
+                def::TUNNEL_MTU_MIN,
+                def::TUNNEL_MTU_MAX,
+                "576..=9000 bytes",
+            )
+            .map(|m| m as u16),
+    };
+    let source_address = match &b.source_address {
+        None => Some(None),
+        Some(at) => match at.value.trim().parse::<IpAddr>() {
+            Ok(a) => Some(Some(a)),
+            Err(_) => {
+                c.error(
+                    &at.loc,
+                    format_args!("source-address `{}` is not an IP address", at.value),
+                );
+                None
+            }
+        },
+    };
+    Some(TunnelDevice {
+        name: name?,
+        mtu: mtu?,
+        source_address: source_address?,
+        routes: b.routes.as_ref().map_or(def::TUNNEL_ROUTES, |at| at.value),
+    })
+}
+
+fn algorithm<T: Copy>(
+    c: &Check<'_>,
+    key: &str,
+    at: &Option<At<String>>,
+    words: &[(&str, T)],
+) -> Option<T> {
+    match at {
+        None => words
+            .iter()
+            .find(|(w, _)| *w == def::ALGORITHM)
+            .map(|(_, t)| *t),
+        Some(at) => c.word(key, at, words),
+    }
+}
+
+fn lifetime_seconds(c: &Check<'_>, at: &Option<At<i64>>, default: u64) -> Option<u64> {
+    match at {
+        None => Some(default),
+        Some(at) => c
+            .range(
+                "lifetime-seconds",
+                at,
+                1,
+                i64::from(u32::MAX),
+                "a lifetime must be at least 1 second",
+            )
+            .map(|s| s as u64),
+    }
+}
+
+fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<IpsecTransform> {
+    let c = Check::new(sink, n.path(raw::IPSEC_TRANSFORM), &n.loc);
+    let b = &n.body;
+    let encryption = algorithm(&c, "esp-encryption", &b.esp_encryption, &ESP_ENCRYPTION);
+    let authentication = algorithm(
+        &c,
+        "esp-authentication",
+        &b.esp_authentication,
+        &AUTHENTICATION,
+    );
+    let ah = algorithm(
+        &c,
+        "ah-authentication",
+        &b.ah_authentication,
+        &AUTHENTICATION,
+    );
+    let mode = match &b.mode {
+        None => Some(Mode::Tunnel),
+        Some(at) => c.word("mode", at, &MODES),
+    };
+    let lifetime_seconds = lifetime_seconds(&c, &b.lifetime_seconds, def::IPSEC_LIFETIME_SECONDS);
+    let lifetime_kilobytes = match &b.lifetime_kilobytes {
+        None => Some(def::IPSEC_LIFETIME_KILOBYTES),
+        Some(at) => c
+            .range(
+                "lifetime-kilobytes",
+                at,
+                0,
+                i64::MAX / 1024,
+                "0 (no volume limit) or more kilobytes",
+            )
+            .map(|k| k as u64),
+    };
+    let replay_window = match &b.replay_window {
+        None => Some(None),
+        Some(at) => c
+            .range(
+                "replay-window",
+                at,
+                0,
+                def::REPLAY_WINDOW_MAX,
+                "0..=4096 packets (0 disables anti-replay)",
+            )
+            .map(|w| Some(w as u32)),
+    };
+    let (encryption, authentication, ah) = (encryption?, authentication?, ah?);
+
+    if encryption == EncrAlgorithm::Null
+        && authentication == AuthAlgorithm::None
+        && ah == AuthAlgorithm::None
+    {
+        c.error(
+            &n.loc,
+            "protects nothing: esp-encryption, esp-authentication and ah-authentication are all `none` \
+             (ESP with neither encryption nor authentication is refused, RFC 4303 §3.2)",
+        );
+        return None;
+    }
+    let at = |v: &Option<At<String>>| v.as_ref().map_or_else(|| n.loc.clone(), |a| a.loc.clone());
+    if encryption != EncrAlgorithm::Null
+        && authentication == AuthAlgorithm::None
+        && ah == AuthAlgorithm::None
+    {
+        c.warning(
+            &at(&b.esp_encryption),
+            "ESP encryption without esp-authentication or AH: packets can be altered undetected \
+             (RFC 4303 §3.2); add esp-authentication",
+        );
+    }
+    if encryption.is_weak() {
+        c.warning(
+            &at(&b.esp_encryption),
+            "esp-encryption des is weak (56-bit key, broken by brute force); use aes-cbc-128 or better",
+        );
+    }
+    for (key, alg, v) in [
+        ("esp-authentication", authentication, &b.esp_authentication),
+        ("ah-authentication", ah, &b.ah_authentication),
+    ] {
+        if alg.is_weak() {
+            c.warning(
+                &at(v),
+                format_args!("{key} hmac-md5 is weak; use hmac-sha1 or hmac-sha256"),
+            );
+        }
+    }
+    // esp none + none with AH set: an AH-only transform, no ESP at all.
+    let esp = (encryption != EncrAlgorithm::Null || authentication != AuthAlgorithm::None)
+        .then_some(EspTransform {
+            encryption,
+            authentication,
+        });
+    Some(IpsecTransform {
+        name: n.name.clone(),
+        esp,
+        ah: (ah != AuthAlgorithm::None).then_some(ah),
+        mode: mode?,
+        lifetime_seconds: lifetime_seconds?,
+        lifetime_kilobytes: lifetime_kilobytes?,
+        replay_window: replay_window?,
+    })
+}
+
+fn isakmp_transform(n: &Named<raw::RawIsakmpTransform>, sink: &Sink) -> Option<IsakmpTransform> {
+    let c = Check::new(sink, n.path(raw::ISAKMP_TRANSFORM), &n.loc);
+    let b = &n.body;
+    // ISAKMP messages are always encrypted after the key exchange: `none` is not offered.
+    let encryption = c
+        .required(&b.encryption, "encryption")
+        .and_then(|at| c.word("encryption", at, &ESP_ENCRYPTION[1..]));
+    let hash = c
+        .required(&b.hash, "hash")
+        .and_then(|at| c.word("hash", at, &HASHES));
+    let dh_group = c
+        .required(&b.dh_group, "dh-group")
+        .and_then(|at| c.group("dh-group", at, &def::DH_GROUPS, false))
+        .flatten();
+    let lifetime_seconds = lifetime_seconds(&c, &b.lifetime_seconds, def::ISAKMP_LIFETIME_SECONDS);
+    if let (Some(e), Some(at)) = (encryption, &b.encryption)
+        && e.is_weak()
+    {
+        c.warning(
+            &at.loc,
+            "encryption des is weak (56-bit key, broken by brute force); use aes-cbc-128 or better",
+        );
+    }
+    if let (Some(HashAlgorithm::Md5), Some(at)) = (hash, &b.hash) {
+        c.warning(&at.loc, "hash md5 is weak; use sha1 or sha256");
+    }
+    if let (Some(1), Some(at)) = (dh_group, &b.dh_group) {
+        c.warning(
+            &at.loc,
+            "dh-group 1 (768-bit MODP) is weak; use group 14 or higher",
+        );
+    }
+    Some(IsakmpTransform {
+        name: n.name.clone(),
+        encryption: encryption?,
+        hash: hash?,
+        dh_group: dh_group?,
+        lifetime_seconds: lifetime_seconds?,
+    })
+}
