@@ -19,13 +19,6 @@ use super::algorithm::EncrAlgorithm;
 /// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).
 pub const BATCH_LANES: usize = 8;
 
-/// One packet of a batch encryption: CBC-encrypt `data` in place, chained from `iv`.
-#[derive(Debug)]
-pub struct CbcJob<'a> {
-    pub iv: &'a [u8],
-    pub data: &'a mut [u8],
-}
-
 enum Inner {
     Null,
     Des(Des),
@@ -113,28 +106,28 @@ impl EspCipher {
         }
     }
 
-    /// CBC-encrypts several packets. For AES the packets' blocks are interleaved, one block
-    /// of up to [`BATCH_LANES`] packets per cipher call, so the pipelined AES-NI path is used
-    /// although CBC is serial within one packet (DESIGN.md "The hot path"). Every job is
-    /// checked before anything is encrypted; on error nothing has been changed.
-    pub fn encrypt_cbc_batch(&self, jobs: &mut [CbcJob<'_>]) -> Result<(), CryptoError> {
-        let bs = self.block_len();
-        for j in jobs.iter() {
-            if j.iv.len() != self.iv_len() {
-                return Err(CryptoError::IvLength);
-            }
-            if j.data.len() % bs != 0 {
+    /// CBC-encrypts several packets in place; each buffer holds the IV (`iv_len()` bytes)
+    /// followed by the plaintext, which is how ESP lays them out. For AES the packets' blocks
+    /// are interleaved, one block of up to [`BATCH_LANES`] packets per cipher call, so the
+    /// pipelined AES-NI path is used although CBC is serial within one packet (DESIGN.md "The
+    /// hot path"). Every buffer is checked before anything is encrypted; on error nothing has
+    /// been changed.
+    pub fn encrypt_cbc_batch(&self, packets: &mut [&mut [u8]]) -> Result<(), CryptoError> {
+        let (bs, ivl) = (self.block_len(), self.iv_len());
+        for p in packets.iter() {
+            if p.len() < ivl || (p.len() - ivl) % bs != 0 {
                 return Err(CryptoError::NotBlockAligned);
             }
         }
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Aes128(c) => cbc_encrypt_interleaved(c, jobs),
-            Inner::Aes192(c) => cbc_encrypt_interleaved(c, jobs),
-            Inner::Aes256(c) => cbc_encrypt_interleaved(c, jobs),
+            Inner::Aes128(c) => cbc_encrypt_interleaved(c, packets),
+            Inner::Aes192(c) => cbc_encrypt_interleaved(c, packets),
+            Inner::Aes256(c) => cbc_encrypt_interleaved(c, packets),
             _ => {
-                for j in jobs.iter_mut() {
-                    self.encrypt_cbc(j.iv, j.data)?;
+                for p in packets.iter_mut() {
+                    let (iv, data) = p.split_at_mut(ivl);
+                    self.encrypt_cbc(iv, data)?;
                 }
                 Ok(())
             }
@@ -182,24 +175,25 @@ fn cbc_decrypt<C: BlockCipherDecrypt>(
 
 fn cbc_encrypt_interleaved<C: BlockCipherEncrypt>(
     c: &C,
-    jobs: &mut [CbcJob<'_>],
+    packets: &mut [&mut [u8]],
 ) -> Result<(), CryptoError> {
     let bs = C::BlockSize::USIZE;
-    for group in jobs.chunks_mut(BATCH_LANES) {
+    for group in packets.chunks_mut(BATCH_LANES) {
         let mut chain: [Block<C>; BATCH_LANES] = Default::default();
-        let mut max_blocks = 0;
-        for (i, j) in group.iter().enumerate() {
-            chain[i] = Block::<C>::try_from(j.iv).map_err(|_| CryptoError::IvLength)?;
-            max_blocks = max_blocks.max(j.data.len() / bs);
+        let mut max_len = 0;
+        for (i, p) in group.iter().enumerate() {
+            chain[i].copy_from_slice(&p[..bs]);
+            max_len = max_len.max(p.len());
         }
         let mut lanes: [Block<C>; BATCH_LANES] = Default::default();
         let mut owner = [0usize; BATCH_LANES];
-        for step in 0..max_blocks {
-            let at = step * bs;
+        // Block positions include the IV block, so plaintext starts at `bs`.
+        let mut at = bs;
+        while at < max_len {
             let mut k = 0;
-            for (i, j) in group.iter().enumerate() {
-                if at < j.data.len() {
-                    lanes[k].copy_from_slice(&j.data[at..at + bs]);
+            for (i, p) in group.iter().enumerate() {
+                if at < p.len() {
+                    lanes[k].copy_from_slice(&p[at..at + bs]);
                     xor_into(&mut lanes[k], &chain[i]);
                     owner[k] = i;
                     k += 1;
@@ -207,9 +201,10 @@ fn cbc_encrypt_interleaved<C: BlockCipherEncrypt>(
             }
             c.encrypt_blocks(&mut lanes[..k]);
             for (lane, &i) in lanes[..k].iter().zip(owner[..k].iter()) {
-                group[i].data[at..at + bs].copy_from_slice(lane);
+                group[i][at..at + bs].copy_from_slice(lane);
                 chain[i].copy_from_slice(lane);
             }
+            at += bs;
         }
     }
     Ok(())

@@ -13,7 +13,7 @@ pub mod integrity;
 #[cfg(test)]
 mod kat;
 
-pub use self::cipher::{BATCH_LANES, CbcJob, EspCipher};
+pub use self::cipher::{BATCH_LANES, EspCipher};
 pub use algorithm::{AuthAlgorithm, EncrAlgorithm};
 pub use integrity::Integrity;
 
