@@ -140,8 +140,11 @@ fn batch_matches_single_packet_encryption() {
     // 19 packets of 1..7 blocks (lanes drop out as packets end) through the interleaved path
     // must equal the single-packet path; then the RFC 3602 / SP 800-38A AES vectors, two
     // copies per batch.
-    let k = EspCipher::new(EncrAlgorithm::AesCbc128, &hex("56e47a38c5598974bc46903dba290349"))
-        .unwrap();
+    let k = EspCipher::new(
+        EncrAlgorithm::AesCbc128,
+        &hex("56e47a38c5598974bc46903dba290349"),
+    )
+    .unwrap();
     let mut bufs: Vec<Vec<u8>> = (0..19)
         .map(|i| {
             let mut v = vec![i as u8; 16];
@@ -162,7 +165,9 @@ fn batch_matches_single_packet_encryption() {
         let mut a = hex(c.iv);
         a.extend(&c.plain);
         let mut b = a.clone();
-        cipher.encrypt_cbc_batch(&mut [&mut a[..], &mut b[..]]).unwrap();
+        cipher
+            .encrypt_cbc_batch(&mut [&mut a[..], &mut b[..]])
+            .unwrap();
         assert_eq!(a[16..], hex(c.cipher), "{}", c.name);
         assert_eq!(b[16..], hex(c.cipher), "{}", c.name);
     }

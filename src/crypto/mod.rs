@@ -11,7 +11,7 @@ pub mod cipher;
 pub mod integrity;
 
 #[cfg(test)]
-mod kat;
+pub(crate) mod kat;
 
 pub use self::cipher::{BATCH_LANES, EspCipher};
 pub use algorithm::{AuthAlgorithm, EncrAlgorithm};

@@ -131,7 +131,7 @@ impl AhRepr {
     /// Writes the header with a zeroed ICV field (the ICV is computed over it zeroed).
     pub fn emit(&self, buf: &mut [u8]) -> Result<()> {
         let len = self.buffer_len();
-        if len % 4 != 0 || len / 4 < 3 || len / 4 - 2 > 255 {
+        if !len.is_multiple_of(4) || len / 4 < 3 || len / 4 - 2 > 255 {
             return Err(Error::Malformed);
         }
         if buf.len() < len {

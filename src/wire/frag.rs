@@ -118,7 +118,10 @@ impl<'a> Ipv4Fragmenter<'a> {
             out[..hl].copy_from_slice(self.header);
         } else {
             out[..ipv4::HEADER_LEN].copy_from_slice(&self.header[..ipv4::HEADER_LEN]);
-            write_copied_options(&self.header[ipv4::HEADER_LEN..], &mut out[ipv4::HEADER_LEN..hl]);
+            write_copied_options(
+                &self.header[ipv4::HEADER_LEN..],
+                &mut out[ipv4::HEADER_LEN..hl],
+            );
         }
         out[hl..len].copy_from_slice(&self.payload[self.offset..self.offset + chunk]);
         let frag_offset = self.base_offset + self.offset;

@@ -194,7 +194,19 @@ mod tests {
         assert_eq!(ip.protocol(), IpProtocol::ICMP);
         let icmp = Icmpv4Packet::new_checked(ip.payload()).unwrap();
         assert!(icmp.verify_checksum());
-        assert_eq!(&ip.payload()[..8], &[3, 4, icmp.checksum().to_be_bytes()[0], icmp.checksum().to_be_bytes()[1], 0, 0, 0x05, 0x9e]);
+        assert_eq!(
+            &ip.payload()[..8],
+            &[
+                3,
+                4,
+                icmp.checksum().to_be_bytes()[0],
+                icmp.checksum().to_be_bytes()[1],
+                0,
+                0,
+                0x05,
+                0x9e
+            ]
+        );
         assert_eq!(icmp.next_hop_mtu(), 1438);
         assert_eq!(&icmp.data()[..28], &orig[..28]);
         // Too small an output buffer is an error, not a panic.
