@@ -1,5 +1,31 @@
 //! Cipher suites behind one small interface, and the batch paths the hot loop uses.
+//!
+//! * [`EspCipher`]: ESP encryption (NULL, DES, 3DES, AES-CBC-128/192/256), CBC in place on
+//!   caller buffers with a caller-supplied IV, plus [`EspCipher::encrypt_cbc_batch`] which
+//!   interleaves AES blocks of several packets.
+//! * [`Integrity`]: HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA-256-128 over one or more slices, with
+//!   constant-time verification.
 
 pub mod algorithm;
+pub mod cipher;
+pub mod integrity;
 
+#[cfg(test)]
+pub(crate) mod kat;
+
+pub use self::cipher::{BATCH_LANES, EspCipher};
 pub use algorithm::{AuthAlgorithm, EncrAlgorithm};
+pub use integrity::Integrity;
+
+/// A caller passed a key, IV or buffer of the wrong size.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum CryptoError {
+    #[error("key is {got} bytes, the algorithm needs {expected}")]
+    KeyLength { expected: usize, got: usize },
+    #[error("IV has the wrong length")]
+    IvLength,
+    #[error("data is not a multiple of the cipher block size")]
+    NotBlockAligned,
+    #[error("ICV buffer has the wrong length")]
+    IcvLength,
+}

@@ -1,1 +1,126 @@
-//! placeholder
+//! IPsec security associations: ESP (RFC 4303) and AH (RFC 4302), tunnel and transport mode,
+//! raw or RFC 3948 UDP encapsulation, anti-replay, lifetimes and counters.
+//!
+//! Sans-IO like the rest of the core: [`SecurityAssociation::encap`] and
+//! [`SecurityAssociation::decap`] work on caller buffers, take the time and the RNG from the
+//! caller, and return what to do with the result.
+//!
+//! * Outbound: build the SA with [`SecurityAssociation::new`] from [`SaParams`] (direction
+//!   [`Direction::Outbound`]); for each cleartext packet call `encap` (or `encap_batch` for a
+//!   batch read from the TUN) with an [`EncapParams`]; the [`EncapOutcome`] says whether to send
+//!   the packet, fragment it first, or write an ICMP "fragmentation needed" back to the TUN.
+//! * Inbound: build with [`Direction::Inbound`], find it by SPI (`crate::spd::SpiTable`) and call
+//!   `decap` on the received bytes ([`Received::Ip`] for a raw socket, [`Received::Udp`] for
+//!   the payload of a UDP 4500 datagram). `Ok` gives the range of the cleartext packet in the
+//!   buffer; `Err` gives the [`DropReason`], already counted on the SA.
+
+pub mod counters;
+mod decap;
+mod encap;
+pub mod replay;
+pub mod sa;
+
+#[cfg(test)]
+mod tests;
+
+pub use counters::SaCounters;
+pub use decap::{Decapsulated, Received};
+pub use encap::{EncapJob, EncapOutcome, EncapParams, OuterPacket};
+pub use replay::ReplayWindow;
+pub use sa::{
+    AhKeys, Direction, EspKeys, LifetimeLimits, LifetimeState, SaEncapsulation, SaError, SaParams,
+    SecurityAssociation,
+};
+
+use crate::wire;
+
+/// Why an inbound packet was dropped. Every reason is counted on the SA
+/// ([`SaCounters::record_drop`] maps it to a counter).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
+pub enum DropReason {
+    /// Some header or the ESP/AH payload is shorter than it must be.
+    #[error("truncated packet")]
+    Truncated,
+    /// A header field is invalid (bad IPv4 version or lengths, AH ICV length not ours, ...).
+    #[error("malformed packet")]
+    Malformed,
+    /// The outer packet is not of the protocol this SA carries (ESP, AH or UDP).
+    #[error("unexpected outer protocol")]
+    WrongProtocol,
+    /// The SPI in the packet is not this SA's.
+    #[error("SPI does not belong to this SA")]
+    SpiMismatch,
+    /// An outer fragment: reassemble before decapsulation (RFC 4303 §3.4.1).
+    #[error("outer fragment")]
+    Fragment,
+    /// Sequence number already seen or left of the window (RFC 4303 §3.4.3).
+    #[error("replayed sequence number")]
+    Replayed,
+    /// The ICV did not verify (RFC 4303 §3.4.4, RFC 4302 §3.4.4).
+    #[error("ICV verification failed")]
+    IcvFailure,
+    /// The ciphertext is not a multiple of the cipher block size.
+    #[error("ciphertext not a multiple of the block size")]
+    BadLength,
+    /// Pad length larger than the decrypted payload.
+    #[error("bad pad length")]
+    BadPadLength,
+    /// Padding bytes are not 1, 2, 3, ... (RFC 4303 §2.4).
+    #[error("bad padding bytes")]
+    BadPadding,
+    /// Next header is neither IPv4 (tunnel) nor a protocol transport mode can carry.
+    #[error("unknown next header")]
+    UnknownNextHeader,
+    /// An ESP dummy packet (next header 59, RFC 4303 §2.6): dropped silently by design.
+    #[error("dummy packet")]
+    Dummy,
+    /// The decapsulated packet is not a valid IPv4 packet.
+    #[error("inner packet malformed")]
+    InnerMalformed,
+    /// Inner addresses outside the SA's protected networks (RFC 4301 §5.2).
+    #[error("inner packet outside the SA's protected networks")]
+    SelectorMismatch,
+    /// The SA reached its hard lifetime.
+    #[error("SA expired")]
+    Expired,
+    /// Called on an outbound SA, or a transport-mode UDP packet with no headroom to rebuild
+    /// the IP header, or an IPv6 inner packet (not yet supported).
+    #[error("not supported")]
+    Unsupported,
+}
+
+impl From<wire::Error> for DropReason {
+    fn from(e: wire::Error) -> Self {
+        match e {
+            wire::Error::Truncated => DropReason::Truncated,
+            _ => DropReason::Malformed,
+        }
+    }
+}
+
+/// Why a cleartext packet could not be encapsulated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum EncapError {
+    #[error("SA reached its hard lifetime")]
+    Expired,
+    /// RFC 4303 §3.3.3: without ESN the counter must not cycle; the SA must be replaced.
+    #[error("sequence number space exhausted")]
+    SequenceOverflow,
+    #[error("output buffer too small")]
+    BufferTooSmall,
+    #[error("cleartext packet is not a valid IPv4 packet: {0}")]
+    InnerMalformed(wire::Error),
+    /// The cleartext packet is IPv6 (not yet supported) or not IP at all.
+    #[error("cleartext packet is not IPv4")]
+    InnerNotIpv4,
+    /// Transport mode protects the hosts' own traffic: inner addresses must be local/peer.
+    #[error("transport mode packet is not between the SA's endpoints")]
+    TransportAddressMismatch,
+    /// Transport mode applies to whole datagrams only (RFC 4301 §4.1).
+    #[error("transport mode cannot carry a fragment")]
+    TransportFragment,
+    #[error("the encapsulated packet would exceed 65535 bytes")]
+    TooLarge,
+    #[error("encap called on an inbound SA")]
+    WrongDirection,
+}

@@ -1,0 +1,211 @@
+//! ESP encryption transforms: ESP-NULL (RFC 2410), DES-CBC and 3DES-CBC (RFC 2405, RFC 2451)
+//! and AES-CBC (RFC 3602). CBC runs in place on caller buffers with a caller-supplied IV.
+//!
+//! The key schedule is computed once per SA; the block-cipher types zeroize it on drop (the
+//! `zeroize` feature of `aes` and `des`).
+
+use aes::{Aes128, Aes192, Aes256};
+use cipher::array::Array;
+use cipher::typenum::Unsigned;
+use cipher::{
+    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, InnerIvInit, KeyInit,
+};
+use des::{Des, TdesEde3};
+
+use super::CryptoError;
+use super::algorithm::EncrAlgorithm;
+
+/// How many packets' blocks go through the block cipher together on the batch path. AES-NI
+/// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).
+pub const BATCH_LANES: usize = 8;
+
+enum Inner {
+    Null,
+    Des(Des),
+    TripleDes(TdesEde3),
+    Aes128(Aes128),
+    Aes192(Aes192),
+    Aes256(Aes256),
+}
+
+/// A keyed ESP cipher.
+pub struct EspCipher {
+    alg: EncrAlgorithm,
+    inner: Inner,
+}
+
+impl std::fmt::Debug for EspCipher {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "EspCipher({})", self.alg.name())
+    }
+}
+
+impl EspCipher {
+    /// Keys the cipher; `key` must have exactly `alg.key_len()` bytes.
+    pub fn new(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
+        if key.len() != alg.key_len() {
+            return Err(CryptoError::KeyLength {
+                expected: alg.key_len(),
+                got: key.len(),
+            });
+        }
+        let bad = |_| CryptoError::KeyLength {
+            expected: alg.key_len(),
+            got: key.len(),
+        };
+        let inner = match alg {
+            EncrAlgorithm::Null => Inner::Null,
+            EncrAlgorithm::Des => Inner::Des(Des::new_from_slice(key).map_err(bad)?),
+            EncrAlgorithm::TripleDes => {
+                Inner::TripleDes(TdesEde3::new_from_slice(key).map_err(bad)?)
+            }
+            EncrAlgorithm::AesCbc128 => Inner::Aes128(Aes128::new_from_slice(key).map_err(bad)?),
+            EncrAlgorithm::AesCbc192 => Inner::Aes192(Aes192::new_from_slice(key).map_err(bad)?),
+            EncrAlgorithm::AesCbc256 => Inner::Aes256(Aes256::new_from_slice(key).map_err(bad)?),
+        };
+        Ok(Self { alg, inner })
+    }
+
+    pub fn algorithm(&self) -> EncrAlgorithm {
+        self.alg
+    }
+
+    /// Block size the ciphertext must be a multiple of (1 for ESP-NULL).
+    pub fn block_len(&self) -> usize {
+        self.alg.block_len()
+    }
+
+    /// Explicit IV length carried in each ESP packet (0 for ESP-NULL).
+    pub fn iv_len(&self) -> usize {
+        self.alg.iv_len()
+    }
+
+    /// CBC-encrypts `data` in place. `iv` must be `iv_len()` bytes and `data` a multiple of
+    /// the block size.
+    pub fn encrypt_cbc(&self, iv: &[u8], data: &mut [u8]) -> Result<(), CryptoError> {
+        match &self.inner {
+            Inner::Null => Ok(()),
+            Inner::Des(c) => cbc_encrypt(c, iv, data),
+            Inner::TripleDes(c) => cbc_encrypt(c, iv, data),
+            Inner::Aes128(c) => cbc_encrypt(c, iv, data),
+            Inner::Aes192(c) => cbc_encrypt(c, iv, data),
+            Inner::Aes256(c) => cbc_encrypt(c, iv, data),
+        }
+    }
+
+    /// CBC-decrypts `data` in place (blocks are decrypted in parallel: CBC decryption is not
+    /// chained through the cipher).
+    pub fn decrypt_cbc(&self, iv: &[u8], data: &mut [u8]) -> Result<(), CryptoError> {
+        match &self.inner {
+            Inner::Null => Ok(()),
+            Inner::Des(c) => cbc_decrypt(c, iv, data),
+            Inner::TripleDes(c) => cbc_decrypt(c, iv, data),
+            Inner::Aes128(c) => cbc_decrypt(c, iv, data),
+            Inner::Aes192(c) => cbc_decrypt(c, iv, data),
+            Inner::Aes256(c) => cbc_decrypt(c, iv, data),
+        }
+    }
+
+    /// CBC-encrypts several packets in place; each buffer holds the IV (`iv_len()` bytes)
+    /// followed by the plaintext, which is how ESP lays them out. For AES the packets' blocks
+    /// are interleaved, one block of up to [`BATCH_LANES`] packets per cipher call, so the
+    /// pipelined AES-NI path is used although CBC is serial within one packet (DESIGN.md "The
+    /// hot path"). Every buffer is checked before anything is encrypted; on error nothing has
+    /// been changed.
+    pub fn encrypt_cbc_batch(&self, packets: &mut [&mut [u8]]) -> Result<(), CryptoError> {
+        let (bs, ivl) = (self.block_len(), self.iv_len());
+        for p in packets.iter() {
+            if p.len() < ivl || (p.len() - ivl) % bs != 0 {
+                return Err(CryptoError::NotBlockAligned);
+            }
+        }
+        match &self.inner {
+            Inner::Null => Ok(()),
+            Inner::Aes128(c) => cbc_encrypt_interleaved(c, packets),
+            Inner::Aes192(c) => cbc_encrypt_interleaved(c, packets),
+            Inner::Aes256(c) => cbc_encrypt_interleaved(c, packets),
+            _ => {
+                for p in packets.iter_mut() {
+                    let (iv, data) = p.split_at_mut(ivl);
+                    self.encrypt_cbc(iv, data)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+fn xor_into<N: cipher::array::ArraySize>(a: &mut Array<u8, N>, b: &Array<u8, N>) {
+    for (x, y) in a.iter_mut().zip(b.iter()) {
+        *x ^= *y;
+    }
+}
+
+fn cbc_encrypt<C: BlockCipherEncrypt>(
+    c: &C,
+    iv: &[u8],
+    data: &mut [u8],
+) -> Result<(), CryptoError> {
+    let mut prev = Block::<C>::try_from(iv).map_err(|_| CryptoError::IvLength)?;
+    let (blocks, rest) = Block::<C>::slice_as_chunks_mut(data);
+    if !rest.is_empty() {
+        return Err(CryptoError::NotBlockAligned);
+    }
+    for b in blocks {
+        xor_into(b, &prev);
+        c.encrypt_block(b);
+        prev.copy_from_slice(b);
+    }
+    Ok(())
+}
+
+fn cbc_decrypt<C: BlockCipherDecrypt>(
+    c: &C,
+    iv: &[u8],
+    data: &mut [u8],
+) -> Result<(), CryptoError> {
+    let iv = Block::<C>::try_from(iv).map_err(|_| CryptoError::IvLength)?;
+    let (blocks, rest) = Block::<C>::slice_as_chunks_mut(data);
+    if !rest.is_empty() {
+        return Err(CryptoError::NotBlockAligned);
+    }
+    cbc::Decryptor::<&C>::inner_iv_init(c, &iv).decrypt_blocks(blocks);
+    Ok(())
+}
+
+fn cbc_encrypt_interleaved<C: BlockCipherEncrypt>(
+    c: &C,
+    packets: &mut [&mut [u8]],
+) -> Result<(), CryptoError> {
+    let bs = C::BlockSize::USIZE;
+    for group in packets.chunks_mut(BATCH_LANES) {
+        let mut chain: [Block<C>; BATCH_LANES] = Default::default();
+        let mut max_len = 0;
+        for (i, p) in group.iter().enumerate() {
+            chain[i].copy_from_slice(&p[..bs]);
+            max_len = max_len.max(p.len());
+        }
+        let mut lanes: [Block<C>; BATCH_LANES] = Default::default();
+        let mut owner = [0usize; BATCH_LANES];
+        // Block positions include the IV block, so plaintext starts at `bs`.
+        let mut at = bs;
+        while at < max_len {
+            let mut k = 0;
+            for (i, p) in group.iter().enumerate() {
+                if at < p.len() {
+                    lanes[k].copy_from_slice(&p[at..at + bs]);
+                    xor_into(&mut lanes[k], &chain[i]);
+                    owner[k] = i;
+                    k += 1;
+                }
+            }
+            c.encrypt_blocks(&mut lanes[..k]);
+            for (lane, &i) in lanes[..k].iter().zip(owner[..k].iter()) {
+                group[i][at..at + bs].copy_from_slice(lane);
+                chain[i].copy_from_slice(lane);
+            }
+            at += bs;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,303 @@
+//! Inbound processing (RFC 4303 §3.4, RFC 4302 §3.4): verify, check replay, decrypt, check
+//! padding and selectors, and hand back where the cleartext packet is.
+//!
+//! Order matters: the anti-replay check (read-only) and every ICV verification come before
+//! any state changes; the replay windows are committed only once all ICVs checked out, and
+//! decryption happens only after that (RFC 4303 §3.4.3-3.4.4). Every failure is a
+//! [`DropReason`] counted on the SA; nothing a peer sends can panic this code.
+
+use std::net::Ipv4Addr;
+use std::ops::Range;
+use std::time::Instant;
+
+use crate::config::Mode;
+use crate::wire::{self, AhPacket, EspPacket, IpProtocol, Ipv4Packet, UdpPacket, ipv4};
+
+use super::DropReason;
+use super::replay::ReplayError;
+use super::sa::{Direction, LifetimeState, SecurityAssociation};
+
+/// What the buffer given to [`SecurityAssociation::decap`] holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Received {
+    /// A complete outer IPv4 packet as a raw socket delivers it (protocol 50, 51, or 17 for
+    /// UDP-encapsulated ESP).
+    Ip,
+    /// The payload of a UDP datagram (RFC 3948, non-ESP marker already checked) starting at
+    /// `offset` in the buffer; `src`/`dst` are the datagram's outer addresses. The bytes
+    /// before `offset` are free headroom: transport mode needs 20 of them to rebuild the IP
+    /// header in front of the payload.
+    Udp {
+        src: Ipv4Addr,
+        dst: Ipv4Addr,
+        offset: usize,
+    },
+}
+
+/// A successfully decapsulated packet.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Decapsulated {
+    /// The cleartext IPv4 packet is `buffer[inner]`, ready to be written to the TUN.
+    pub inner: Range<usize>,
+    /// Sequence number of the outermost header (AH in a bundle, else ESP).
+    pub sequence_number: u32,
+}
+
+impl SecurityAssociation {
+    /// Decapsulates a received packet in place. On success the SA's replay window and
+    /// counters are updated; on failure the drop is counted and nothing else changes.
+    pub fn decap(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+        received: Received,
+    ) -> Result<Decapsulated, DropReason> {
+        let r = self.decap_inner(now, packet, received);
+        match &r {
+            Ok(d) => self.counters.record_ok(d.inner.len()),
+            Err(e) => self.counters.record_drop(*e),
+        }
+        r
+    }
+
+    fn decap_inner(
+        &mut self,
+        now: Instant,
+        packet: &mut [u8],
+        received: Received,
+    ) -> Result<Decapsulated, DropReason> {
+        if self.direction != Direction::Inbound {
+            return Err(DropReason::Unsupported);
+        }
+        if self.lifetime_state(now) == LifetimeState::HardExpired {
+            return Err(DropReason::Expired);
+        }
+
+        // 1. The outer framing: where the IPsec part is, the outer header if any.
+        let (ip_hdr_len, mut start, end, outer_src, outer_dst, proto) = match received {
+            Received::Ip => {
+                let ip = Ipv4Packet::new_checked(&packet[..])?;
+                if ip.is_fragment() {
+                    return Err(DropReason::Fragment);
+                }
+                let hl = ip.header_len();
+                let end = usize::from(ip.total_len());
+                let (src, dst) = (ip.src_addr(), ip.dst_addr());
+                match ip.protocol() {
+                    IpProtocol::UDP => {
+                        let udp = UdpPacket::new_checked(&packet[hl..end])?;
+                        let uend = hl + usize::from(udp.len());
+                        (
+                            hl,
+                            hl + wire::udp::HEADER_LEN,
+                            uend,
+                            src,
+                            dst,
+                            IpProtocol::ESP,
+                        )
+                    }
+                    p => (hl, hl, end, src, dst, p),
+                }
+            }
+            Received::Udp { src, dst, offset } => {
+                if offset > packet.len() {
+                    return Err(DropReason::Truncated);
+                }
+                (0, offset, packet.len(), src, dst, IpProtocol::ESP)
+            }
+        };
+
+        // 2. Verify everything before changing anything.
+        let mut ah_seq = None;
+        let mut next = proto;
+        if let Some(ah) = &self.ah {
+            if proto != IpProtocol::AH || ip_hdr_len == 0 {
+                return Err(DropReason::WrongProtocol);
+            }
+            let p = AhPacket::new_checked(&packet[start..end])?;
+            if p.spi() != ah.spi {
+                return Err(DropReason::SpiMismatch);
+            }
+            let icv_len = ah.integ.icv_len();
+            if p.header_len() != wire::ah::FIXED_LEN + icv_len {
+                return Err(DropReason::Malformed);
+            }
+            let seq = p.sequence_number();
+            ah.replay.check(seq).map_err(replay_drop)?;
+            // RFC 4302 §3.4.3: ICV over the header with mutable fields zeroed, AH with a zero
+            // ICV field, and the rest.
+            let mut hdr = [0u8; ipv4::MAX_HEADER_LEN];
+            hdr[..ip_hdr_len].copy_from_slice(&packet[..ip_hdr_len]);
+            ipv4::zero_mutable_fields(&mut hdr[..ip_hdr_len]);
+            let zeros = [0u8; 32];
+            let icv_at = start + wire::ah::FIXED_LEN;
+            let ok = ah.integ.verify(
+                &[
+                    &hdr[..ip_hdr_len],
+                    &packet[start..icv_at],
+                    &zeros[..icv_len],
+                    &packet[icv_at + icv_len..end],
+                ],
+                &packet[icv_at..icv_at + icv_len],
+            );
+            if !ok {
+                return Err(DropReason::IcvFailure);
+            }
+            next = p.next_header();
+            start = icv_at + icv_len;
+            ah_seq = Some(seq);
+        } else if proto == IpProtocol::AH {
+            return Err(DropReason::WrongProtocol);
+        }
+
+        let mut esp_seq = None;
+        let mut payload = start..end;
+        if let Some(esp) = &self.esp {
+            if next != IpProtocol::ESP {
+                return Err(DropReason::WrongProtocol);
+            }
+            let p = EspPacket::new_checked(&packet[start..end])?;
+            if p.spi() != esp.spi {
+                return Err(DropReason::SpiMismatch);
+            }
+            let (iv_len, icv_len, bs) = (
+                esp.cipher.iv_len(),
+                esp.integ.icv_len(),
+                esp.cipher.block_len(),
+            );
+            let fixed = wire::esp::HEADER_LEN + iv_len + icv_len;
+            if end - start < fixed + wire::esp::TRAILER_LEN {
+                return Err(DropReason::Truncated);
+            }
+            let ct_len = end - start - fixed;
+            if !ct_len.is_multiple_of(bs) {
+                return Err(DropReason::BadLength);
+            }
+            let seq = p.sequence_number();
+            esp.replay.check(seq).map_err(replay_drop)?;
+            let icv_at = end - icv_len;
+            if !esp
+                .integ
+                .verify(&[&packet[start..icv_at]], &packet[icv_at..end])
+            {
+                return Err(DropReason::IcvFailure);
+            }
+            esp_seq = Some(seq);
+            payload = start + wire::esp::HEADER_LEN + iv_len..icv_at;
+        }
+
+        // 3. Authenticated: commit the replay windows (RFC 4303 §3.4.3). Without any
+        // integrity (encryption-only ESP, RFC 4303 §3.2 allows it) there is nothing that
+        // authenticates the sequence number, so commit only once the packet fully decoded.
+        let authenticated =
+            self.ah.is_some() || self.esp.as_ref().is_some_and(|e| e.integ.icv_len() > 0);
+        if authenticated {
+            self.commit_replay(ah_seq, esp_seq);
+        }
+
+        // 4. Decrypt and strip the ESP trailer.
+        if let Some(esp) = &self.esp {
+            let iv_at = payload.start - esp.cipher.iv_len();
+            let (iv, ct) = packet[iv_at..payload.end].split_at_mut(esp.cipher.iv_len());
+            esp.cipher
+                .decrypt_cbc(iv, ct)
+                .map_err(|_| DropReason::BadLength)?;
+            let ct_end = payload.end;
+            let pad_len = usize::from(packet[ct_end - 2]);
+            next = IpProtocol(packet[ct_end - 1]);
+            if pad_len + wire::esp::TRAILER_LEN > payload.len() {
+                return Err(DropReason::BadPadLength);
+            }
+            let pad_start = ct_end - wire::esp::TRAILER_LEN - pad_len;
+            // RFC 4303 §2.4: the receiver should check the padding is 1, 2, 3, ...
+            let pad_ok = packet[pad_start..ct_end - 2]
+                .iter()
+                .enumerate()
+                .all(|(i, b)| usize::from(*b) == i + 1);
+            if !pad_ok {
+                return Err(DropReason::BadPadding);
+            }
+            payload.end = pad_start;
+        }
+        if next == IpProtocol::NO_NEXT_HEADER {
+            return Err(DropReason::Dummy);
+        }
+
+        // 5. Rebuild / locate the inner packet and check it against the selectors.
+        let inner = match self.mode {
+            Mode::Tunnel => {
+                match next {
+                    IpProtocol::IPV4 => {}
+                    IpProtocol::IPV6 => return Err(DropReason::Unsupported),
+                    _ => return Err(DropReason::UnknownNextHeader),
+                }
+                let ip = Ipv4Packet::new_checked(&packet[payload.clone()])
+                    .map_err(|_| DropReason::InnerMalformed)?;
+                // TFC padding (RFC 4303 §2.7) may follow the inner packet: trim to its length.
+                payload.start..payload.start + usize::from(ip.total_len())
+            }
+            Mode::Transport => {
+                let body = payload.len();
+                let hl = if ip_hdr_len > 0 {
+                    ip_hdr_len
+                } else {
+                    ipv4::HEADER_LEN
+                };
+                if payload.start < hl {
+                    return Err(DropReason::Unsupported);
+                }
+                let total = hl + body;
+                let total16 = u16::try_from(total).map_err(|_| DropReason::Malformed)?;
+                let at = payload.start - hl;
+                if ip_hdr_len > 0 {
+                    packet.copy_within(0..hl, at);
+                } else {
+                    crate::wire::Ipv4Repr {
+                        src_addr: outer_src,
+                        dst_addr: outer_dst,
+                        protocol: next,
+                        payload_len: body,
+                        ttl: 64,
+                        tos: 0,
+                        ident: 0,
+                        dont_frag: false,
+                        more_frags: false,
+                        frag_offset: 0,
+                    }
+                    .emit(&mut packet[at..])?;
+                }
+                let mut ip = Ipv4Packet::new_unchecked(&mut packet[at..at + hl]);
+                ip.set_protocol(next);
+                ip.set_total_len(total16);
+                ip.fill_checksum();
+                at..at + total
+            }
+        };
+        let ip = Ipv4Packet::new_unchecked(&packet[inner.clone()]);
+        if !self.selectors_allow(ip.src_addr(), ip.dst_addr()) {
+            return Err(DropReason::SelectorMismatch);
+        }
+        if !authenticated {
+            self.commit_replay(ah_seq, esp_seq);
+        }
+        Ok(Decapsulated {
+            inner,
+            sequence_number: ah_seq.or(esp_seq).unwrap_or(0),
+        })
+    }
+}
+
+impl SecurityAssociation {
+    fn commit_replay(&mut self, ah_seq: Option<u32>, esp_seq: Option<u32>) {
+        if let (Some(a), Some(s)) = (&mut self.ah, ah_seq) {
+            a.replay.commit(s);
+        }
+        if let (Some(e), Some(s)) = (&mut self.esp, esp_seq) {
+            e.replay.commit(s);
+        }
+    }
+}
+
+fn replay_drop(_: ReplayError) -> DropReason {
+    DropReason::Replayed
+}

@@ -1,0 +1,473 @@
+//! SA parameters, construction (with the checks RFC 4301/4303 require) and state.
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use crate::config::{KeyBytes, Mode, ProtectedNetwork};
+use crate::crypto::{AuthAlgorithm, CryptoError, EncrAlgorithm, EspCipher, Integrity};
+
+use super::counters::SaCounters;
+use super::replay::{MAX_WINDOW, ReplayWindow};
+
+/// Which way the SA carries traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Direction {
+    Inbound,
+    Outbound,
+}
+
+/// How the outer packets travel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum SaEncapsulation {
+    /// IP protocol 50 (ESP) or 51 (AH).
+    Raw,
+    /// RFC 3948 ESP-in-UDP between these ports (4500 on both sides unless NAT changed them).
+    Udp { local_port: u16, peer_port: u16 },
+}
+
+/// The ESP half of an SA: SPI, algorithms, keys (wiped when the params are dropped).
+#[derive(Clone, Debug)]
+pub struct EspKeys {
+    pub spi: u32,
+    pub encryption: EncrAlgorithm,
+    pub encryption_key: KeyBytes,
+    pub authentication: AuthAlgorithm,
+    pub authentication_key: KeyBytes,
+}
+
+/// The AH half of an SA.
+#[derive(Clone, Debug)]
+pub struct AhKeys {
+    pub spi: u32,
+    pub authentication: AuthAlgorithm,
+    pub authentication_key: KeyBytes,
+}
+
+/// Hard lifetime limits; `None` = unlimited (manual SAs never expire).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LifetimeLimits {
+    pub seconds: Option<u64>,
+    pub kilobytes: Option<u64>,
+}
+
+impl LifetimeLimits {
+    pub const UNLIMITED: Self = Self {
+        seconds: None,
+        kilobytes: None,
+    };
+
+    /// From profile values where 0 means "no limit".
+    pub fn from_profile(seconds: u64, kilobytes: u64) -> Self {
+        Self {
+            seconds: (seconds != 0).then_some(seconds),
+            kilobytes: (kilobytes != 0).then_some(kilobytes),
+        }
+    }
+}
+
+/// Where an SA stands against its lifetime. The soft limit is 90% of the hard one (the IKE
+/// layer re-keys at soft expiry; RFC 2401 §4.4.2.1 leaves the margin to the implementation).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum LifetimeState {
+    Alive,
+    SoftExpired,
+    HardExpired,
+}
+
+/// Everything needed to build an SA (manual keys from a profile, or keying material derived by
+/// quick mode).
+#[derive(Clone, Debug)]
+pub struct SaParams {
+    pub direction: Direction,
+    pub mode: Mode,
+    pub esp: Option<EspKeys>,
+    pub ah: Option<AhKeys>,
+    /// Our outer address (the interface address).
+    pub local: IpAddr,
+    /// The peer's outer address.
+    pub peer: IpAddr,
+    pub encapsulation: SaEncapsulation,
+    /// Anti-replay window in packets for inbound SAs, 0 = off.
+    pub replay_window: u32,
+    pub lifetime: LifetimeLimits,
+    /// Traffic selectors: `local` is our side, `remote` the peer's. Inbound inner packets must
+    /// come from a remote network and go to the local network of the same pair (RFC 4301
+    /// §5.2). An empty list accepts any inner addresses.
+    pub protected_networks: Vec<ProtectedNetwork>,
+}
+
+/// Why an SA could not be built.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SaError {
+    #[error("the SA has neither ESP nor AH")]
+    NoTransform,
+    /// RFC 4303 §3.2: ESP with NULL encryption and no integrity must not be used.
+    #[error("ESP with neither encryption nor authentication is not allowed")]
+    EspNullNull,
+    #[error("AH needs an authentication algorithm")]
+    AhWithoutAuthentication,
+    #[error("{what} key is {got} bytes, the algorithm needs {expected}")]
+    KeyLength {
+        what: &'static str,
+        expected: usize,
+        got: usize,
+    },
+    /// SPIs 1-255 are reserved by IANA and 0 is never sent (RFC 4303 §2.1).
+    #[error("SPI {0} is reserved")]
+    ReservedSpi(u32),
+    #[error("replay window {0} is larger than {MAX_WINDOW}")]
+    ReplayWindowTooLarge(u32),
+    /// Only IPv4 outer addresses are implemented so far.
+    #[error("IPv6 SA endpoints are not supported yet")]
+    Ipv6Unsupported,
+    /// RFC 3948 defines UDP encapsulation for ESP only; AH cannot cross a NAT.
+    #[error("AH cannot be UDP-encapsulated (RFC 3948 covers ESP only)")]
+    AhOverUdp,
+}
+
+#[derive(Debug)]
+pub(crate) struct EspState {
+    pub spi: u32,
+    pub cipher: EspCipher,
+    pub integ: Integrity,
+    pub seq: u32,
+    pub replay: ReplayWindow,
+}
+
+#[derive(Debug)]
+pub(crate) struct AhState {
+    pub spi: u32,
+    pub integ: Integrity,
+    pub seq: u32,
+    pub replay: ReplayWindow,
+}
+
+/// One direction of an IPsec SA (or SA bundle when the transform names AH and ESP: RFC 4301
+/// §4.5, ESP applied first, AH outside).
+#[derive(Debug)]
+pub struct SecurityAssociation {
+    pub(crate) direction: Direction,
+    pub(crate) mode: Mode,
+    pub(crate) local: Ipv4Addr,
+    pub(crate) peer: Ipv4Addr,
+    pub(crate) encapsulation: SaEncapsulation,
+    pub(crate) esp: Option<EspState>,
+    pub(crate) ah: Option<AhState>,
+    pub(crate) lifetime: LifetimeLimits,
+    pub(crate) created: Instant,
+    pub(crate) counters: SaCounters,
+    pub(crate) protected: Vec<ProtectedNetwork>,
+}
+
+fn key_err(what: &'static str) -> impl Fn(CryptoError) -> SaError {
+    move |e| match e {
+        CryptoError::KeyLength { expected, got } => SaError::KeyLength {
+            what,
+            expected,
+            got,
+        },
+        _ => SaError::KeyLength {
+            what,
+            expected: 0,
+            got: 0,
+        },
+    }
+}
+
+fn exact(what: &'static str, expected: usize, key: &KeyBytes) -> Result<(), SaError> {
+    if key.0.len() != expected {
+        return Err(SaError::KeyLength {
+            what,
+            expected,
+            got: key.0.len(),
+        });
+    }
+    Ok(())
+}
+
+fn check_spi(spi: u32) -> Result<(), SaError> {
+    if spi < 256 {
+        return Err(SaError::ReservedSpi(spi));
+    }
+    Ok(())
+}
+
+impl SecurityAssociation {
+    /// Builds an SA, checking the combination (no ESP-NULL-NULL, no AH over UDP), SPIs and
+    /// exact key lengths. `now` is the creation time lifetimes count from. Keys are expanded
+    /// here once (AES/DES key schedules, HMAC pads); the per-packet path does no key setup.
+    pub fn new(params: SaParams, now: Instant) -> Result<Self, SaError> {
+        let (IpAddr::V4(local), IpAddr::V4(peer)) = (params.local, params.peer) else {
+            return Err(SaError::Ipv6Unsupported);
+        };
+        if params.esp.is_none() && params.ah.is_none() {
+            return Err(SaError::NoTransform);
+        }
+        if params.replay_window > MAX_WINDOW {
+            return Err(SaError::ReplayWindowTooLarge(params.replay_window));
+        }
+        let window = match params.direction {
+            Direction::Inbound => params.replay_window,
+            Direction::Outbound => 0,
+        };
+        let esp = match &params.esp {
+            None => None,
+            Some(k) => {
+                if k.encryption == EncrAlgorithm::Null && k.authentication == AuthAlgorithm::None {
+                    return Err(SaError::EspNullNull);
+                }
+                check_spi(k.spi)?;
+                exact("ESP encryption", k.encryption.key_len(), &k.encryption_key)?;
+                exact(
+                    "ESP authentication",
+                    k.authentication.key_len(),
+                    &k.authentication_key,
+                )?;
+                Some(EspState {
+                    spi: k.spi,
+                    cipher: EspCipher::new(k.encryption, &k.encryption_key.0)
+                        .map_err(key_err("ESP encryption"))?,
+                    integ: Integrity::new(k.authentication, &k.authentication_key.0)
+                        .map_err(key_err("ESP authentication"))?,
+                    seq: 0,
+                    replay: ReplayWindow::new(window),
+                })
+            }
+        };
+        let ah = match &params.ah {
+            None => None,
+            Some(k) => {
+                if k.authentication == AuthAlgorithm::None {
+                    return Err(SaError::AhWithoutAuthentication);
+                }
+                if matches!(params.encapsulation, SaEncapsulation::Udp { .. }) {
+                    return Err(SaError::AhOverUdp);
+                }
+                check_spi(k.spi)?;
+                exact(
+                    "AH authentication",
+                    k.authentication.key_len(),
+                    &k.authentication_key,
+                )?;
+                Some(AhState {
+                    spi: k.spi,
+                    integ: Integrity::new(k.authentication, &k.authentication_key.0)
+                        .map_err(key_err("AH authentication"))?,
+                    seq: 0,
+                    replay: ReplayWindow::new(window),
+                })
+            }
+        };
+        Ok(Self {
+            direction: params.direction,
+            mode: params.mode,
+            local,
+            peer,
+            encapsulation: params.encapsulation,
+            esp,
+            ah,
+            lifetime: params.lifetime,
+            created: now,
+            counters: SaCounters::default(),
+            protected: params.protected_networks,
+        })
+    }
+
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    pub fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    pub fn local(&self) -> Ipv4Addr {
+        self.local
+    }
+
+    pub fn peer(&self) -> Ipv4Addr {
+        self.peer
+    }
+
+    pub fn encapsulation(&self) -> SaEncapsulation {
+        self.encapsulation
+    }
+
+    /// ESP SPI, if the SA has ESP.
+    pub fn esp_spi(&self) -> Option<u32> {
+        self.esp.as_ref().map(|e| e.spi)
+    }
+
+    /// AH SPI, if the SA has AH.
+    pub fn ah_spi(&self) -> Option<u32> {
+        self.ah.as_ref().map(|a| a.spi)
+    }
+
+    /// The SPI packets of this SA arrive with on the outside: AH's in a bundle, else ESP's.
+    /// Inbound SAs are looked up by this one.
+    pub fn outer_spi(&self) -> u32 {
+        self.ah
+            .as_ref()
+            .map(|a| a.spi)
+            .or(self.esp.as_ref().map(|e| e.spi))
+            .unwrap_or(0)
+    }
+
+    pub fn esp_encryption(&self) -> Option<EncrAlgorithm> {
+        self.esp.as_ref().map(|e| e.cipher.algorithm())
+    }
+
+    pub fn esp_authentication(&self) -> Option<AuthAlgorithm> {
+        self.esp.as_ref().map(|e| e.integ.algorithm())
+    }
+
+    pub fn ah_authentication(&self) -> Option<AuthAlgorithm> {
+        self.ah.as_ref().map(|a| a.integ.algorithm())
+    }
+
+    /// Anti-replay window size (0 = not checked; `show sa` REPLAY column).
+    pub fn replay_window(&self) -> u32 {
+        self.esp
+            .as_ref()
+            .map(|e| e.replay.size())
+            .or(self.ah.as_ref().map(|a| a.replay.size()))
+            .unwrap_or(0)
+    }
+
+    /// The last sequence number sent (outbound) or the highest accepted (inbound).
+    pub fn sequence_number(&self) -> u32 {
+        match self.direction {
+            Direction::Outbound => self
+                .esp
+                .as_ref()
+                .map_or(0, |e| e.seq)
+                .max(self.ah.as_ref().map_or(0, |a| a.seq)),
+            Direction::Inbound => self
+                .esp
+                .as_ref()
+                .map_or(0, |e| e.replay.top())
+                .max(self.ah.as_ref().map_or(0, |a| a.replay.top())),
+        }
+    }
+
+    pub fn protected_networks(&self) -> &[ProtectedNetwork] {
+        &self.protected
+    }
+
+    pub fn counters(&self) -> &SaCounters {
+        &self.counters
+    }
+
+    pub fn lifetime(&self) -> LifetimeLimits {
+        self.lifetime
+    }
+
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// Time since creation (`show sa` SECONDS column).
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.created)
+    }
+
+    /// Kilobytes carried so far (`show sa` KBYTES column).
+    pub fn kilobytes(&self) -> u64 {
+        self.counters.bytes / 1024
+    }
+
+    /// Soft/hard expiry against the seconds and kilobyte limits; manual SAs (no limits) are
+    /// always `Alive`.
+    pub fn lifetime_state(&self, now: Instant) -> LifetimeState {
+        let age = self.age(now).as_secs();
+        let kb = self.kilobytes();
+        let mut state = LifetimeState::Alive;
+        for (used, limit) in [(age, self.lifetime.seconds), (kb, self.lifetime.kilobytes)] {
+            if let Some(l) = limit {
+                if used >= l {
+                    return LifetimeState::HardExpired;
+                }
+                if used.saturating_mul(10) >= l.saturating_mul(9) {
+                    state = LifetimeState::SoftExpired;
+                }
+            }
+        }
+        state
+    }
+
+    /// RFC 4301 §5.2: is this inner (src, dst) allowed by one protected-network pair, seen
+    /// from the direction of the SA? Inbound: src remote, dst local; outbound: the reverse.
+    pub fn selectors_allow(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+        if self.protected.is_empty() {
+            return true;
+        }
+        self.protected.iter().any(|p| match self.direction {
+            Direction::Inbound => p.remote.contains(src) && p.local.contains(dst),
+            Direction::Outbound => p.local.contains(src) && p.remote.contains(dst),
+        })
+    }
+
+    /// Per-packet overhead of this SA's outer headers for an inner packet of `inner_len`
+    /// bytes whose IP header is `inner_hdr_len` (transport mode keeps that header).
+    pub(crate) fn layout(&self, inner_len: usize, inner_hdr_len: usize) -> Layout {
+        let (ip_hdr, payload) = match self.mode {
+            Mode::Tunnel => (crate::wire::ipv4::HEADER_LEN, inner_len),
+            Mode::Transport => (inner_hdr_len, inner_len - inner_hdr_len),
+        };
+        let udp = match self.encapsulation {
+            SaEncapsulation::Udp { .. } => crate::wire::udp::HEADER_LEN,
+            SaEncapsulation::Raw => 0,
+        };
+        let ah = self
+            .ah
+            .as_ref()
+            .map_or(0, |a| crate::wire::ah::FIXED_LEN + a.integ.icv_len());
+        let (iv, pad, icv, esp_len) = match &self.esp {
+            Some(e) => {
+                // RFC 4303 §2.4: pad so that payload + pad + 2 fills whole cipher blocks and
+                // ends on a 4-byte boundary.
+                let align = e.cipher.block_len().max(4);
+                let body = payload + 2;
+                let pad = (align - body % align) % align;
+                let iv = e.cipher.iv_len();
+                let icv = e.integ.icv_len();
+                (iv, pad, icv, 8 + iv + body + pad + icv)
+            }
+            None => (0, 0, 0, payload),
+        };
+        Layout {
+            ip_hdr,
+            udp,
+            ah,
+            iv,
+            payload,
+            pad,
+            icv,
+            total: ip_hdr + udp + ah + esp_len,
+        }
+    }
+}
+
+/// Sizes of the parts of one outbound packet.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Layout {
+    pub ip_hdr: usize,
+    pub udp: usize,
+    pub ah: usize,
+    pub iv: usize,
+    pub payload: usize,
+    pub pad: usize,
+    pub icv: usize,
+    pub total: usize,
+}
+
+impl Layout {
+    pub fn ah_off(&self) -> usize {
+        self.ip_hdr + self.udp
+    }
+
+    /// Start of the ESP header (or of the payload for AH-only).
+    pub fn esp_off(&self) -> usize {
+        self.ah_off() + self.ah
+    }
+}
