@@ -1,9 +1,15 @@
 //! The ikehub daemon and command line. The protocol core is the `ikehub` library (`src/`); this
 //! binary adds actors, sockets, the TUN device, routes, signals and the control socket.
 
+mod bench;
 mod cli;
 mod control;
+mod daemon;
+mod demo;
 mod io;
+mod registry;
+mod routes;
+mod shard;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

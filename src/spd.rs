@@ -62,8 +62,8 @@ fn mask(prefix: u8) -> u32 {
     }
 }
 
-/// Splits [first, last] into the minimal list of CIDR blocks.
-fn cidrs(n: &NetworkSpec) -> impl Iterator<Item = (u32, u8)> {
+/// Splits a protected network into the minimal list of CIDR blocks (for routes and the index).
+pub fn cidrs(n: &NetworkSpec) -> impl Iterator<Item = (u32, u8)> {
     let mut start = u64::from(u32::from(n.first()));
     let end = u64::from(u32::from(n.last()));
     std::iter::from_fn(move || {

@@ -270,6 +270,8 @@ impl EspShard {
         if owner != self.index {
             self.counters.handed_over += 1;
             let h = &mut self.handoff[owner as usize].1;
+            h.push(1);
+            h.extend_from_slice(&local.octets());
             h.extend_from_slice(&src.octets());
             h.extend_from_slice(&src_port.to_be_bytes());
             push_handoff(h, payload);
@@ -285,7 +287,7 @@ impl EspShard {
             offset: start,
         };
         if let Ok(d) = inst.sa.decap(now, &mut buf[..start + len], received) {
-            if self.tx_clear.push(&buf[d.inner], None).is_none() {
+            if self.tx_clear.push(&buf[d.inner.clone()], None).is_none() {
                 self.flush_clear();
                 let _ = self.tx_clear.push(&buf[d.inner], None);
             }
@@ -339,7 +341,11 @@ impl EspShard {
         let owner = self.owner(spi);
         if owner != self.index {
             self.counters.handed_over += 1;
-            push_handoff(&mut self.handoff[owner as usize].1, pkt);
+            let h = &mut self.handoff[owner as usize].1;
+            h.push(0);
+            h.extend_from_slice(&local.octets());
+            h.extend_from_slice(&[0; 6]);
+            push_handoff(h, pkt);
             return;
         }
         let Some(inst) = self.inbound.get_mut(&spi) else {
@@ -409,8 +415,9 @@ impl EspShard {
             HandoffKind::Cleartext => {
                 while at + 2 <= data.len() {
                     let n = usize::from(u16::from_be_bytes([data[at], data[at + 1]]));
-                    let pkt = &data[at + 2..(at + 2 + n).min(data.len())];
-                    at += 2 + n;
+                    let end = (at + 2 + n).min(data.len());
+                    let pkt = &data[at + 2..end];
+                    at = end;
                     if pkt.len() < 20 {
                         continue;
                     }
@@ -425,16 +432,27 @@ impl EspShard {
                 self.flush_wan();
             }
             HandoffKind::Wan => {
-                // Raw packets carry their IP header; UDP payloads are prefixed with source
-                // address and port (6 bytes) before the length.
-                while at + 2 <= data.len() {
-                    if data[at] >> 4 == 4 || at + 8 > data.len() {
-                        break;
+                const HDR: usize = 1 + 4 + 4 + 2 + 2;
+                while at + HDR <= data.len() {
+                    let udp = data[at] == 1;
+                    let local = Ipv4Addr::new(data[at + 1], data[at + 2], data[at + 3], data[at + 4]);
+                    let src = Ipv4Addr::new(data[at + 5], data[at + 6], data[at + 7], data[at + 8]);
+                    let n = usize::from(u16::from_be_bytes([data[at + 11], data[at + 12]]));
+                    let start = at + HDR;
+                    let end = (start + n).min(data.len());
+                    at = end;
+                    if udp {
+                        // Decapsulate in place: the record header before the payload is free
+                        // headroom for transport mode.
+                        let len = end - start;
+                        let src_port = u16::from_be_bytes([data[start - 4], data[start - 3]]);
+                        self.inbound_udp(now, local, src, src_port, &mut data[..end], start, len);
+                    } else {
+                        let ah = data.get(start + 9) == Some(&51);
+                        self.inbound_raw(now, local, ah, &mut data[start..end]);
                     }
-                    at += 1;
                 }
-                let _ = &mut data;
-                self.counters.handed_over += 0;
+                self.flush_clear();
             }
         }
     }

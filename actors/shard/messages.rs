@@ -1,7 +1,6 @@
 //! Messages into an EspShard. SAs and policies change only through these; packets cross
 //! shards only in batches ([`Handoff`]).
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -97,12 +96,11 @@ pub struct Handoff {
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum HandoffKind {
-    /// Cleartext from the TUN, to be encapsulated.
+    /// Cleartext from the cleartext device, to be encapsulated: `[len u16][packet]`.
     Cleartext,
-    /// A complete outer IPv4 packet from a raw socket.
-    RawIp,
-    /// The payload of a UDP datagram from `src`.
-    Udp { src: Ipv4Addr, src_port: u16 },
+    /// Packets from the WAN whose SPI another shard owns:
+    /// `[flag u8: 0 raw IP, 1 UDP][local 4][src 4][src port 2][len u16][bytes]`.
+    Wan,
 }
 
 /// The addresses of all shards, sent to each shard once they are all started.

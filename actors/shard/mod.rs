@@ -4,6 +4,7 @@
 
 mod forward;
 pub mod messages;
+mod policies;
 mod ready;
 
 use std::collections::HashMap;
@@ -14,13 +15,13 @@ use std::time::Instant;
 
 use actix::prelude::*;
 use ikehub::esp::{Direction, SecurityAssociation};
-use ikehub::spd::Spd;
 use rand::rngs::StdRng;
 use tokio::io::unix::AsyncFd;
 
 use crate::control::protocol::SaStatus;
 use crate::io::{self, MemoryPort, PacketBatch, RawReceiver, RawSender, TunQueue, UdpBatchSocket};
 pub use messages::*;
+use policies::ShardPolicies;
 use ready::{Readable, Source};
 
 /// The cleartext side of a shard.
@@ -42,7 +43,8 @@ pub struct WanSockets {
 }
 
 pub struct ShardIo {
-    pub cleartext: Cleartext,
+    /// `None` when the daemon runs without a tunnel device.
+    pub cleartext: Option<Cleartext>,
     pub wans: Vec<WanSockets>,
 }
 
@@ -76,11 +78,10 @@ pub struct EspShard {
     peers: Vec<Addr<EspShard>>,
     outbound: HashMap<u32, Installed>,
     inbound: HashMap<u32, Installed>,
-    spd: Spd<Arc<str>>,
-    policy_spi: HashMap<Arc<str>, u32>,
-    rx: PacketBatch,
+    spd: ShardPolicies,
+    rx: Option<PacketBatch>,
     tx_raw: PacketBatch,
-    tx_udp: PacketBatch,
+    tx_udp: Vec<PacketBatch>,
     tx_clear: PacketBatch,
     handoff: Vec<(Vec<u8>, Vec<u8>)>,
     rng: StdRng,
@@ -100,11 +101,10 @@ impl EspShard {
             peers: Vec::new(),
             outbound: HashMap::new(),
             inbound: HashMap::new(),
-            spd: Spd::new(),
-            policy_spi: HashMap::new(),
-            rx: PacketBatch::new(64, 2048, 128),
+            spd: ShardPolicies::default(),
+            rx: Some(PacketBatch::new(64, 2048, 128)),
             tx_raw: PacketBatch::new(96, 2048, 0),
-            tx_udp: PacketBatch::new(96, 2048, 0),
+            tx_udp: Vec::new(),
             tx_clear: PacketBatch::new(64, 2048, 0),
             handoff: (0..count).map(|_| (Vec::new(), Vec::new())).collect(),
             rng: rand::make_rng(),
@@ -180,12 +180,13 @@ impl EspShard {
             return Ok(());
         };
         match io.cleartext {
-            Cleartext::Tun(q) => {
+            None => {}
+            Some(Cleartext::Tun(q)) => {
                 let fd = Rc::new(io::register(q)?);
                 ctx.add_stream(Readable::new(fd.clone(), Source::Cleartext));
                 self.clear = Some(ClearFd::Tun(fd));
             }
-            Cleartext::Memory(m) => {
+            Some(Cleartext::Memory(m)) => {
                 let fd = Rc::new(io::register(m)?);
                 ctx.add_stream(Readable::new(fd.clone(), Source::Cleartext));
                 self.clear = Some(ClearFd::Memory(fd));
@@ -216,6 +217,7 @@ impl EspShard {
                 wan.raw_ah = Some(fd);
             }
             self.wans.push(wan);
+            self.tx_udp.push(PacketBatch::new(96, 2048, 0));
         }
         Ok(())
     }
@@ -286,13 +288,8 @@ impl Handler<RemoveSa> for EspShard {
 impl Handler<InstallPolicy> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: InstallPolicy, _: &mut Context<Self>) {
-        self.spd.remove(&msg.policy);
         self.spd
-            .insert(msg.policy.clone(), &msg.protected_networks, msg.outbound_spi);
-        match msg.outbound_spi {
-            Some(spi) => self.policy_spi.insert(msg.policy, spi),
-            None => self.policy_spi.remove(&msg.policy),
-        };
+            .install(msg.policy, msg.protected_networks, msg.outbound_spi);
     }
 }
 
@@ -300,7 +297,6 @@ impl Handler<RemovePolicy> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: RemovePolicy, _: &mut Context<Self>) {
         self.spd.remove(&msg.policy);
-        self.policy_spi.remove(&msg.policy);
     }
 }
 

@@ -17,8 +17,10 @@
 pub mod counters;
 mod decap;
 mod encap;
+pub mod manual;
 pub mod replay;
 pub mod sa;
+pub mod suite;
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,250 @@
+//! `ikehub run`: load the profiles, build the tunnel device, the WAN sockets and the shards,
+//! start the registry and the control socket, and run until SIGTERM/SIGINT.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ikehub::config::{Encapsulation, Profiles};
+use tracing::{error, info, warn};
+
+use crate::control;
+use crate::io::{
+    self, IpsecProto, PmtuDisc, RawReceiver, RawSender, Share, TunConfig, TunDevice,
+    UdpBatchSocket, UdpOptions,
+};
+use crate::registry::{ReloadSignal, Registry};
+use crate::routes::Routes;
+use crate::shard::{Cleartext, EspShard, ShardIo, WanSockets};
+
+/// What must live until the daemon exits (dropping it removes the socket file).
+struct Running {
+    _control: control::server::SocketGuard,
+}
+
+pub fn run(path: &Path) -> ExitCode {
+    let loaded = match ikehub::config::load(path) {
+        Ok(l) => l,
+        Err(problems) => {
+            for p in &problems {
+                eprintln!("{p}");
+            }
+            eprintln!("ikehub: {} problem(s) in the profiles; not started", problems.len());
+            return ExitCode::from(1);
+        }
+    };
+    for w in &loaded.warnings {
+        warn!("{w}");
+    }
+    let profiles = Arc::new(loaded.profiles);
+    let sys = System::new();
+    let booted = sys.block_on(async {
+        let r = boot(profiles.clone(), path);
+        if let Ok((_, registry)) = &r {
+            watch_signals(registry.clone());
+        }
+        r
+    });
+    let (running, _registry) = match booted {
+        Ok(b) => b,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("ikehub: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    info!(
+        "ikehub running: {} manual and {} IKE policies, {} shards",
+        profiles.manual_policies.len(),
+        profiles.isakmp_policies.len(),
+        profiles.system.shards
+    );
+    let result = sys.run();
+    drop(running);
+    info!("ikehub stopped");
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ikehub: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn watch_signals(registry: Addr<Registry>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    actix::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    info!("SIGHUP: reloading profiles");
+                    registry.do_send(ReloadSignal);
+                }
+            }
+        }
+        info!("stopping");
+        System::current().stop();
+    });
+}
+
+fn v4(addr: IpAddr, what: &str) -> Result<Ipv4Addr, String> {
+    match addr {
+        IpAddr::V4(a) => Ok(a),
+        IpAddr::V6(_) => Err(format!("{what}: IPv6 is not supported by the data plane yet")),
+    }
+}
+
+fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>), String> {
+    let n = profiles.system.shards.max(1);
+    let manual = profiles.manual_policies.values();
+
+    // The cleartext side.
+    let (queues, routes) = match &profiles.tunnel_device {
+        Some(td) => {
+            let tun = TunDevice::create(&TunConfig {
+                name: td.name.clone(),
+                mtu: td.mtu,
+                queues: n,
+                address: None,
+            })
+            .map_err(|e| format!("cannot create the tunnel device: {e}"))?;
+            let src = match td.source_address {
+                Some(a) => Some(v4(a, "tunnel-device.source-address")?),
+                None => None,
+            };
+            let routes = if td.routes {
+                Routes::new(&td.name, src).map_err(|e| format!("netlink: {e}"))?
+            } else {
+                Routes::disabled()
+            };
+            info!("tunnel device {} up with {n} queues, MTU {}", td.name, td.mtu);
+            (tun.into_queues(), routes)
+        }
+        None => {
+            if profiles.manual_policies.is_empty() && profiles.isakmp_policies.is_empty() {
+                (Vec::new(), Routes::disabled())
+            } else {
+                return Err("a [tunnel-device] table is needed to carry the policies' cleartext"
+                    .into());
+            }
+        }
+    };
+
+    // The WAN sockets, per interface and shard.
+    let mut per_shard: Vec<Vec<WanSockets>> = (0..n).map(|_| Vec::new()).collect();
+    for iface in profiles.interfaces.values() {
+        let local = v4(iface.address, &format!("interface.{}", iface.name))?;
+        let uses = |f: &dyn Fn(&ikehub::config::ManualPolicy) -> bool| {
+            manual
+                .clone()
+                .any(|p| p.interface == iface.name && f(p))
+        };
+        let needs_udp = uses(&|p| p.encapsulation == Encapsulation::Udp);
+        let needs_raw = uses(&|p| p.encapsulation == Encapsulation::Esp);
+        let needs_ah = uses(&|p| p.transform.ah.is_some());
+        let device = iface.device.as_deref();
+        let path_mtu = io::mtu_of_address(iface.address)
+            .map(|(_, m)| m as usize)
+            .unwrap_or(1500);
+        let mut udp = if needs_udp {
+            let group = UdpBatchSocket::bind_group(
+                SocketAddr::new(iface.address, iface.nat_t_port),
+                n,
+                &UdpOptions {
+                    reuse_port: true,
+                    device: iface.device.clone(),
+                    pmtu: Some(PmtuDisc::Dont),
+                    recv_buffer: Some(4 << 20),
+                    send_buffer: Some(4 << 20),
+                },
+            )
+            .map_err(|e| {
+                format!(
+                    "interface.{}: cannot bind UDP {}:{}: {e}",
+                    iface.name, iface.address, iface.nat_t_port
+                )
+            })?;
+            if n > 1 {
+                group[0]
+                    .steer_by_spi(n as u32)
+                    .map_err(|e| format!("interface.{}: SPI steering: {e}", iface.name))?;
+            }
+            group.into_iter().map(Some).collect()
+        } else {
+            (0..n).map(|_| None).collect::<Vec<_>>()
+        };
+        for (k, wans) in per_shard.iter_mut().enumerate() {
+            let share = Some(Share {
+                shard: k as u32,
+                shards: n as u32,
+            });
+            let raw_err = |e: std::io::Error| {
+                format!(
+                    "interface.{}: raw IP sockets (needs root or CAP_NET_RAW): {e}",
+                    iface.name
+                )
+            };
+            wans.push(WanSockets {
+                local,
+                path_mtu,
+                udp: udp[k].take(),
+                raw_esp: if needs_raw {
+                    Some(RawReceiver::new(IpsecProto::Esp, share, device).map_err(raw_err)?)
+                } else {
+                    None
+                },
+                raw_ah: if needs_raw && needs_ah {
+                    Some(RawReceiver::new(IpsecProto::Ah, share, device).map_err(raw_err)?)
+                } else {
+                    None
+                },
+                raw_tx: if needs_raw {
+                    Some(RawSender::new(device).map_err(raw_err)?)
+                } else {
+                    None
+                },
+            });
+        }
+        info!(
+            "interface {} ({local}): path MTU {path_mtu}, raw ESP {needs_raw}, AH {needs_ah}, \
+             UDP {}",
+            iface.name,
+            if needs_udp {
+                iface.nat_t_port.to_string()
+            } else {
+                "off".into()
+            }
+        );
+    }
+
+    let mut queues = queues.into_iter();
+    let ios: Vec<ShardIo> = per_shard
+        .into_iter()
+        .map(|wans| ShardIo {
+            cleartext: queues.next().map(Cleartext::Tun),
+            wans,
+        })
+        .collect();
+    let shards = EspShard::start_all(ios);
+    let registry = Registry::new(profiles.clone(), path.to_path_buf(), shards, routes).start();
+    let control = control::server::serve(&profiles.system.control_socket, registry.clone().recipient())
+        .map_err(|e| {
+            format!(
+                "control socket {}: {e}",
+                profiles.system.control_socket.display()
+            )
+        })?;
+    Ok((Running { _control: control }, registry))
+}

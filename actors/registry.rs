@@ -1,0 +1,286 @@
+//! The Registry: owns the current validated profile snapshot, installs the SAs and policies of
+//! manual policies into the shards, answers the control socket, and applies reloads as a diff
+//! (untouched policies keep their SAs and lose no packet).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::prelude::*;
+use ikehub::config::{self, ManualPolicy, Profiles};
+use ikehub::esp::{Direction, SecurityAssociation, manual};
+use tracing::{error, info, warn};
+
+use crate::control::protocol::{Request, Response, SaStatus};
+use crate::control::server::Control;
+use crate::routes::Routes;
+use crate::shard::{EspShard, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, Report, SaKind};
+
+/// The SPIs of an installed manual policy.
+#[derive(Clone, Copy, Debug)]
+struct InstalledSpis {
+    inbound: u32,
+    outbound: u32,
+}
+
+pub struct Registry {
+    profiles: Arc<Profiles>,
+    config_path: PathBuf,
+    shards: Vec<Addr<EspShard>>,
+    installed: BTreeMap<String, InstalledSpis>,
+    routes: Routes,
+}
+
+/// SIGHUP.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ReloadSignal;
+
+impl Registry {
+    pub fn new(
+        profiles: Arc<Profiles>,
+        config_path: PathBuf,
+        shards: Vec<Addr<EspShard>>,
+        routes: Routes,
+    ) -> Self {
+        Registry {
+            profiles,
+            config_path,
+            shards,
+            installed: BTreeMap::new(),
+            routes,
+        }
+    }
+
+    fn shard_of(&self, spi: u32) -> &Addr<EspShard> {
+        &self.shards[crate::io::spi_shard(spi, self.shards.len() as u32) as usize]
+    }
+
+    fn install_manual(&mut self, policy: &ManualPolicy) -> Result<(), String> {
+        let Some(iface) = self.profiles.interfaces.get(&policy.interface) else {
+            return Err(format!("interface {} is not defined", policy.interface));
+        };
+        let now = Instant::now();
+        let build = |dir| {
+            SecurityAssociation::new(manual::sa_params(policy, iface, dir), now)
+                .map_err(|e| format!("ipsec-policy-manual.{}: {e}", policy.name))
+        };
+        let inbound = build(Direction::Inbound)?;
+        let outbound = build(Direction::Outbound)?;
+        let spis = InstalledSpis {
+            inbound: inbound.outer_spi(),
+            outbound: outbound.outer_spi(),
+        };
+        let name: Arc<str> = Arc::from(policy.name.as_str());
+        self.shard_of(spis.inbound).do_send(InstallSa {
+            policy: name.clone(),
+            kind: SaKind::Manual,
+            sa: Box::new(inbound),
+        });
+        self.shard_of(spis.outbound).do_send(InstallSa {
+            policy: name.clone(),
+            kind: SaKind::Manual,
+            sa: Box::new(outbound),
+        });
+        for s in &self.shards {
+            s.do_send(InstallPolicy {
+                policy: name.clone(),
+                protected_networks: policy.protected_networks.clone(),
+                outbound_spi: Some(spis.outbound),
+            });
+        }
+        for pn in &policy.protected_networks {
+            if let Err(e) = self.routes.add(&policy.name, &pn.remote) {
+                warn!(policy = %policy.name, "route to {}: {e}", pn.remote);
+            }
+        }
+        self.installed.insert(policy.name.clone(), spis);
+        info!(
+            policy = %policy.name,
+            peer = %policy.peer,
+            "manual SAs installed: inbound SPI {}, outbound SPI {}",
+            spis.inbound,
+            spis.outbound
+        );
+        Ok(())
+    }
+
+    fn remove_manual(&mut self, name: &str) {
+        let Some(spis) = self.installed.remove(name) else {
+            return;
+        };
+        let policy: Arc<str> = Arc::from(name);
+        for s in &self.shards {
+            s.do_send(RemovePolicy {
+                policy: policy.clone(),
+            });
+        }
+        self.shard_of(spis.inbound).do_send(RemoveSa {
+            direction: Direction::Inbound,
+            spi: spis.inbound,
+        });
+        self.shard_of(spis.outbound).do_send(RemoveSa {
+            direction: Direction::Outbound,
+            spi: spis.outbound,
+        });
+        self.routes.remove_policy(name);
+        info!(policy = %name, "manual SAs removed");
+    }
+
+    /// Installs every manual policy of the current snapshot; notes IKE policies.
+    pub fn install_all(&mut self) {
+        let policies: Vec<Arc<ManualPolicy>> =
+            self.profiles.manual_policies.values().cloned().collect();
+        for p in policies {
+            if let Err(e) = self.install_manual(&p) {
+                error!(policy = %p.name, "cannot install: {e}");
+            }
+        }
+        for p in self.profiles.isakmp_policies.values() {
+            warn!(
+                policy = %p.name,
+                "ipsec-policy-isakmp.{}: IKE keying is not available in this build yet; the \
+                 policy is validated but brings up no tunnel",
+                p.name
+            );
+        }
+    }
+
+    fn reload(&mut self) -> Result<String, String> {
+        let loaded = config::load(&self.config_path).map_err(|problems| {
+            let mut msg = String::from("the new profiles were refused; the running ones stay:\n");
+            for p in problems {
+                msg.push_str(&format!("{p}\n"));
+            }
+            msg
+        })?;
+        for w in &loaded.warnings {
+            warn!("{w}");
+        }
+        let new = Arc::new(loaded.profiles);
+        let diff = config::diff(&self.profiles, &new);
+        self.profiles = new.clone();
+        for name in diff.manual.removed.iter().chain(&diff.manual.changed) {
+            self.remove_manual(name);
+        }
+        let mut problems = Vec::new();
+        for name in diff.manual.added.iter().chain(&diff.manual.changed) {
+            if let Some(p) = new.manual_policies.get(name).cloned()
+                && let Err(e) = self.install_manual(&p)
+            {
+                problems.push(e);
+            }
+        }
+        info!("reload applied:\n{diff}");
+        let mut out = diff.to_string();
+        for p in problems {
+            out.push_str(&format!("error: {p}\n"));
+        }
+        Ok(out)
+    }
+
+    fn show_peers(&self) -> serde_json::Value {
+        let mut rows = Vec::new();
+        for p in self.profiles.manual_policies.values() {
+            let up = self.installed.contains_key(&p.name);
+            rows.push(serde_json::json!({
+                "policy": p.name,
+                "type": "MANUAL",
+                "peer": p.peer.to_string(),
+                "state": if up { "installed" } else { "failed" },
+                "child_sas": if up { 2 } else { 0 },
+                "last_error": null,
+            }));
+        }
+        for p in self.profiles.isakmp_policies.values() {
+            rows.push(serde_json::json!({
+                "policy": p.name,
+                "type": "ISAKMP",
+                "peer": format!("{:?}", p.peer),
+                "state": "down",
+                "child_sas": 0,
+                "last_error": "IKE keying is not available in this build yet",
+            }));
+        }
+        serde_json::Value::Array(rows)
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _ctx: &mut Context<Self>) {
+        self.install_all();
+    }
+}
+
+impl Handler<ReloadSignal> for Registry {
+    type Result = ();
+    fn handle(&mut self, _: ReloadSignal, _: &mut Context<Self>) {
+        match self.reload() {
+            Ok(_) => {}
+            Err(e) => error!("SIGHUP reload refused: {e}"),
+        }
+    }
+}
+
+impl Handler<Control> for Registry {
+    type Result = ResponseFuture<Response>;
+
+    fn handle(&mut self, msg: Control, _: &mut Context<Self>) -> Self::Result {
+        let immediate = |r: Response| -> ResponseFuture<Response> { Box::pin(async move { r }) };
+        match msg.0 {
+            Request::ShowSa => {
+                let shards = self.shards.clone();
+                Box::pin(async move {
+                    let mut rows: Vec<SaStatus> = Vec::new();
+                    for s in shards {
+                        if let Ok(report) = s.send(Report).await {
+                            rows.extend(report.sas);
+                        }
+                    }
+                    rows.sort_by(|a, b| {
+                        (&a.policy, &a.direction, a.esp_spi, a.ah_spi).cmp(&(
+                            &b.policy,
+                            &b.direction,
+                            b.esp_spi,
+                            b.ah_spi,
+                        ))
+                    });
+                    match serde_json::to_value(rows) {
+                        Ok(body) => Response::Ok { body },
+                        Err(e) => Response::Error {
+                            message: e.to_string(),
+                        },
+                    }
+                })
+            }
+            Request::ShowIsakmp => immediate(Response::Ok {
+                body: serde_json::Value::Array(Vec::new()),
+            }),
+            Request::ShowPeers => immediate(Response::Ok {
+                body: self.show_peers(),
+            }),
+            Request::Reload => immediate(match self.reload() {
+                Ok(text) => Response::Ok {
+                    body: serde_json::Value::String(text),
+                },
+                Err(message) => Response::Error { message },
+            }),
+            Request::Initiate { policy, .. } | Request::Terminate { policy, .. } => {
+                let message = if self.profiles.manual_policies.contains_key(&policy) {
+                    format!(
+                        "{policy} is manually keyed: its SAs are installed for as long as the \
+                         profile names them"
+                    )
+                } else if self.profiles.isakmp_policies.contains_key(&policy) {
+                    format!("{policy}: IKE keying is not available in this build yet")
+                } else {
+                    format!("no policy named {policy}")
+                };
+                immediate(Response::Error { message })
+            }
+        }
+    }
+}
