@@ -9,7 +9,7 @@
 //! elsewhere such tests print what is missing and return early.
 //!
 //! Each test binary uses a different subset of these helpers.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod daemon;
 pub mod iperf;
