@@ -58,7 +58,9 @@ impl NetworkSpec {
             Self::Host(a) => Some((a, 32)),
             Self::Subnet { prefix, .. } => Some((self.first(), prefix)),
             Self::Range { start, end } => {
-                let size = u32::from(end).wrapping_sub(u32::from(start)).wrapping_add(1);
+                let size = u32::from(end)
+                    .wrapping_sub(u32::from(start))
+                    .wrapping_add(1);
                 if size.is_power_of_two() && u32::from(start) % size == 0 {
                     Some((start, 32 - size.trailing_zeros() as u8))
                 } else {
