@@ -93,9 +93,49 @@ fn ah_wrong_auth_key_drops_then_fixed_key_recovers() {
 fn start_pair(sites: &TwoSites, a: &ManualPair, b: &ManualPair) -> (Daemon, Daemon) {
     let da = Daemon::start(&sites.a, "A", |dir| a.profile(Side::A, dir));
     let db = Daemon::start(&sites.b, "B", |dir| b.profile(Side::B, dir));
-    wait_for_route(&sites.a, A_HOST, B_HOST, TUN, ROUTE_TIMEOUT);
-    wait_for_route(&sites.b, B_HOST, A_HOST, TUN, ROUTE_TIMEOUT);
+    wait_until_up(&sites.a, &da, Side::A);
+    wait_until_up(&sites.b, &db, Side::B);
     (da, db)
+}
+
+/// Ready for traffic: the route to the other side's host goes through the TUN device and
+/// `show sa` lists both SAs of the policy.
+fn wait_until_up(ns: &common::Netns, d: &Daemon, side: Side) {
+    let other = match side {
+        Side::A => Side::B,
+        Side::B => Side::A,
+    };
+    wait_for_route(
+        ns,
+        ManualPair::host(side),
+        ManualPair::host(other),
+        TUN,
+        ROUTE_TIMEOUT,
+    );
+    let up = common::poll_until(ROUTE_TIMEOUT, || {
+        let r = rows(d);
+        let has = |dir: &str| r.iter().any(|x| x.policy == POLICY && x.direction == dir);
+        (has("IN") && has("OUT")).then_some(())
+    });
+    assert!(
+        up.is_some(),
+        "{side:?}: SAs of {POLICY} not listed: {:#?}",
+        rows(d)
+    );
+}
+
+/// Counters may be published with a delay: waits (bounded) until every SA of both sides shows
+/// at least `expected` packets, then returns the rows (the caller asserts exact values).
+fn rows_after_traffic(da: &Daemon, db: &Daemon, expected: u64) -> (Vec<SaRow>, Vec<SaRow>) {
+    let _ = common::poll_until(Duration::from_secs(5), || {
+        let (ra, rb) = (rows(da), rows(db));
+        ra.iter()
+            .chain(&rb)
+            .filter(|r| r.policy == POLICY)
+            .all(|r| r.packets >= expected)
+            .then_some(())
+    });
+    (rows(da), rows(db))
 }
 
 fn rows(d: &Daemon) -> Vec<SaRow> {
@@ -124,10 +164,10 @@ fn tunnel_case(tag: &str, transform: Transform, encap: Encapsulation) {
     );
 
     // Each ping: one request and one reply, so every SA carried 2 x PINGS packets.
-    let (ra, rb) = (rows(&da), rows(&db));
+    let expected = u64::from(2 * PINGS);
+    let (ra, rb) = rows_after_traffic(&da, &db, expected);
     check_sa_rows(&ra, &pair, Side::A);
     check_sa_rows(&rb, &pair, Side::B);
-    let expected = u64::from(2 * PINGS);
     for (name, r) in [
         ("A OUT", row(&ra, POLICY, "OUT")),
         ("A IN", row(&ra, POLICY, "IN")),
@@ -167,6 +207,12 @@ fn tunnel_case(tag: &str, transform: Transform, encap: Encapsulation) {
         res.bytes_received
     );
     assert!(res.bytes_received > 0, "iperf3 carried nothing: {res:?}");
+    // The KBYTES column moves as traffic flows.
+    let out = row(&rows(&da), POLICY, "OUT").clone();
+    assert!(
+        out.kbytes > 0 && out.packets > expected,
+        "A OUT after iperf3: {out:#?}"
+    );
 
     assert!(da.is_running(), "daemon A died; log:\n{}", da.log());
     assert!(db.is_running(), "daemon B died; log:\n{}", db.log());
@@ -282,9 +328,12 @@ fn wrong_key_case(tag: &str, transform: Transform, encap: Encapsulation) {
     let status = db.stop();
     eprintln!("{tag}: daemon B stopped: {status:?}");
     let db = Daemon::start(&sites.b, "B-fixed", |dir| pair.profile(Side::B, dir));
-    wait_for_route(&sites.b, B_HOST, A_HOST, TUN, ROUTE_TIMEOUT);
+    wait_until_up(&sites.b, &db, Side::B);
     let loss = ping(&sites.a, A_HOST, B_HOST, 10);
     assert_eq!(loss, 0.0, "traffic did not come back with the right key");
+    let _ = common::poll_until(Duration::from_secs(5), || {
+        (row(&rows(&db), POLICY, "IN").packets >= 10).then_some(())
+    });
     let r = row(&rows(&db), POLICY, "IN").clone();
     assert_eq!((r.packets, r.icv_failures), (10, 0), "{r:#?}");
 }
@@ -368,6 +417,21 @@ fn tshark_decrypts_reference_esp_packet() {
         auth_key: &akey,
     };
     packets.push(refpkt::ah_packet(a, b, &ah, 4, &inner));
+    // The AH+ESP bundle (RFC 4301: outer IP | AH | ESP | inner): Wireshark decrypts the ESP
+    // under the AH with the first SA of the table.
+    let e = &entries[0];
+    let iv = [0x11u8; 16];
+    let p = EspParams {
+        spi: e.spi,
+        seq: 2,
+        encr: e.encryption,
+        encr_key: &e.encryption_key,
+        auth: e.authentication,
+        auth_key: &e.authentication_key,
+        iv: &iv,
+    };
+    let esp = refpkt::esp_payload(&p, 4, &inner);
+    packets.push(refpkt::ah_packet(a, b, &ah, 50, &esp));
 
     let dir = TempDir::new("refpkt");
     let pcap = dir.join("reference.pcap");
@@ -375,6 +439,7 @@ fn tshark_decrypts_reference_esp_packet() {
     let ws = WiresharkConfig::new(&entries);
     let decoded = decode_ipsec(&pcap, &ws);
     assert_eq!(decoded.len(), packets.len(), "{decoded:#?}");
+    // zip stops after the ESP packets; the AH and AH+ESP ones are checked below.
     for (p, (spi, udp, good)) in decoded.iter().zip(&expect) {
         let ctx = format!("{p:#?}");
         assert_eq!(p.esp_spi, Some(*spi), "{ctx}");
@@ -388,12 +453,30 @@ fn tshark_decrypts_reference_esp_packet() {
             assert_eq!(p.icmp_type, Some(8), "{ctx}");
         }
     }
-    let ah = decoded.last().expect("AH packet");
+    let [.., ah, bundle] = decoded.as_slice() else {
+        panic!("{decoded:#?}")
+    };
     assert_eq!(ah.ah_spi, Some(0x2000), "{ah:#?}");
+    assert_eq!(ah.esp_spi, None, "{ah:#?}");
     assert_eq!(
         (ah.inner_src.as_deref(), ah.inner_proto),
         (Some(A_HOST), Some(1)),
         "{ah:#?}"
+    );
+    assert_eq!(
+        (bundle.ah_spi, bundle.esp_spi),
+        (Some(0x2000), Some(0x1000)),
+        "{bundle:#?}"
+    );
+    assert_eq!(bundle.esp_icv_good, Some(true), "{bundle:#?}");
+    assert_eq!(
+        (
+            bundle.inner_src.as_deref(),
+            bundle.inner_dst.as_deref(),
+            bundle.icmp_type
+        ),
+        (Some(A_HOST), Some(B_HOST), Some(8)),
+        "{bundle:#?}"
     );
 
     // And without the SA table tshark cannot see inside: the check above is not vacuous.
