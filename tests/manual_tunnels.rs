@@ -607,3 +607,66 @@ fn harness_profiles_are_consistent() {
         }
     }
 }
+
+/// A stand-in for `ikehub` (shell script: `run` brings up a TUN device with a route and waits
+/// for SIGTERM, `show sa --json` prints two rows) drives the Daemon guard, the readiness and
+/// route waits, the `show sa` shape and the clean-up, without the real daemon.
+#[test]
+fn harness_daemon_guard_with_stand_in() {
+    if !common::require_env_or_skip(&["ip", "ping"]) {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("stand-in");
+    let bin = dir.join("ikehub-stand-in");
+    let json_row = |dir: &str, spi: u32| {
+        format!(
+            r#"{{"direction":"{dir}","type":"MANUAL","policy":"{POLICY}","mode":"Tunnel","replay":false,"peer":"{B_WAN}","ah_spi":null,"esp_spi":{spi},"ah_auth":null,"esp_auth":"HMAC-SHA1","esp_enc":"AES-CBC 128","kbytes":0,"kbytes_limit":null,"seconds":1,"seconds_limit":null,"packets":0,"bytes":0,"replay_drops":0,"icv_failures":0,"padding_errors":0,"selector_mismatches":0,"other_drops":0}}"#
+        )
+    };
+    let script = format!(
+        r#"#!/bin/bash
+set -e
+case "$1 $2" in
+"run -c")
+    sock=$(sed -n 's/^control-socket = "\(.*\)"/\1/p' "$3")
+    ip tuntap add dev {TUN} mode tun
+    ip link set {TUN} up
+    ip route add 203.0.113.0/24 dev {TUN} src {A_HOST}
+    trap 'ip link del {TUN}; rm -f "$sock"; echo stopped >&2; exit 0' TERM
+    touch "$sock"
+    echo "stand-in running" >&2
+    while :; do sleep 0.1; done ;;
+"show sa")
+    sock=$(sed -n 's/^control-socket = "\(.*\)"/\1/p' "$5")
+    [ -e "$sock" ] || exit 1
+    echo '[{in},{out}]' ;;
+*) exit 2 ;;
+esac
+"#,
+        in = json_row("IN", 1111),
+        out = json_row("OUT", 2222),
+    );
+    std::fs::write(&bin, script).unwrap();
+    std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let sites = TwoSites::new("stand-in");
+    let pair = ManualPair::new(AES128_SHA1, Encapsulation::Esp);
+    let d = Daemon::spawn_with(&bin, &sites.a, "stand-in", |dir| pair.profile(Side::A, dir))
+        .wait_ready();
+    wait_until_up(&sites.a, &d, Side::A);
+    let rows = rows(&d);
+    assert_eq!(row(&rows, POLICY, "IN").esp_spi, Some(1111));
+    assert_eq!(row(&rows, POLICY, "OUT").esp_spi, Some(2222));
+    // Nobody reads the TUN device: the ping is lost, and `ping` reports it as 100%.
+    assert_eq!(ping(&sites.a, A_HOST, B_HOST, 2), 100.0);
+    let status = d.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "stand-in did not stop on SIGTERM: {status:?}"
+    );
+    assert!(
+        !sites.a.ip(&["-br", "link"]).contains(TUN),
+        "TUN device left behind"
+    );
+}

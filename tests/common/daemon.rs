@@ -16,6 +16,7 @@ pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Daemon {
     label: String,
+    bin: PathBuf,
     netns: String,
     child: Option<Child>,
     config: PathBuf,
@@ -37,6 +38,16 @@ impl Daemon {
 
     /// Like [`Daemon::start`] without waiting for the control socket.
     pub fn spawn(ns: &Netns, label: &str, profile: impl FnOnce(&Path) -> String) -> Daemon {
+        Daemon::spawn_with(&ikehub_bin(), ns, label, profile)
+    }
+
+    /// [`Daemon::spawn`] with another binary (the harness's self-test uses a stand-in script).
+    pub fn spawn_with(
+        bin: &Path,
+        ns: &Netns,
+        label: &str,
+        profile: impl FnOnce(&Path) -> String,
+    ) -> Daemon {
         let dir = TempDir::new(&format!("daemon-{label}"));
         let config = dir.join("ikehub.toml");
         std::fs::write(&config, profile(dir.path()))
@@ -45,7 +56,7 @@ impl Daemon {
         let log_file =
             File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
         let log_file2 = log_file.try_clone().expect("dup log file");
-        let mut cmd = ns.command(ikehub_bin());
+        let mut cmd = ns.command(bin);
         cmd.arg("run").arg("-c").arg(&config);
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
@@ -55,9 +66,10 @@ impl Daemon {
             .stdout(log_file)
             .stderr(log_file2)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", ikehub_bin().display()));
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
         Daemon {
             label: label.to_string(),
+            bin: bin.to_path_buf(),
             netns: ns.name().to_string(),
             child: Some(child),
             config,
@@ -115,7 +127,7 @@ impl Daemon {
     pub fn cli(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &self.netns])
-            .arg(ikehub_bin())
+            .arg(&self.bin)
             .args(args)
             .arg("-c")
             .arg(&self.config)
