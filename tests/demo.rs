@@ -1,0 +1,56 @@
+//! `ikehub demo`, the embedded default, must work for an ordinary user: a hub and 20 spokes in
+//! one unprivileged process over loopback, exit 0 and a summary on stdout.
+//!
+//! As root the binary is copied to a world-readable temp dir and run through `setpriv` as
+//! `nobody`; as any other user it runs directly. No skipping: this runs everywhere.
+
+mod common;
+
+use std::time::Duration;
+
+use common::unpriv::{output_with_timeout, unprivileged_command, world_executable_copy};
+
+/// Start-up + 5 s of traffic + summary, with plenty of room for a slow shared machine.
+const DEMO_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[test]
+fn demo_20_spokes_unprivileged_exits_0_with_summary() {
+    let (_dir, bin) = world_executable_copy(&common::ikehub_bin());
+    let mut cmd = unprivileged_command(&bin);
+    cmd.args(["demo", "--spokes", "20", "--seconds", "5"]);
+    let out = output_with_timeout(&mut cmd, DEMO_TIMEOUT)
+        .unwrap_or_else(|| panic!("ikehub demo did not finish within {DEMO_TIMEOUT:?}"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let ctx = format!("{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
+    assert!(out.status.success(), "ikehub demo failed: {ctx}");
+    // The summary table: tunnels up, setup rate, packets/bytes each way, errors (PROFILES.md).
+    let lower = stdout.to_lowercase();
+    assert!(
+        lower.contains("tunnel"),
+        "no summary (no word 'tunnel') on stdout: {ctx}"
+    );
+    assert!(
+        stdout.contains("20"),
+        "summary does not mention the 20 spokes: {ctx}"
+    );
+}
+
+/// The unprivileged path itself: a copied binary runs as `nobody` (uid 65534) when we are root.
+#[test]
+fn harness_runs_copied_binary_unprivileged() {
+    let id = common::find_tool("id").expect("id (coreutils)");
+    let (_dir, bin) = world_executable_copy(&id);
+    let mut cmd = unprivileged_command(&bin);
+    cmd.arg("-u");
+    let out = output_with_timeout(&mut cmd, Duration::from_secs(30)).expect("id -u finished");
+    assert!(out.status.success(), "{out:?}");
+    let uid: u32 = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("uid");
+    assert_ne!(uid, 0, "still root");
+    if common::is_root() {
+        assert_eq!(uid, 65534, "expected nobody");
+    }
+}
