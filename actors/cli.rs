@@ -125,6 +125,14 @@ pub enum ShowWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Per-shard counters of packets dropped before they reached an SA (no policy, unknown
+    /// SPI, send errors...) and of IKE datagrams and NAT keepalives seen on the ESP path.
+    Counters {
+        #[command(flatten)]
+        control: ControlArgs,
+        #[arg(long)]
+        json: bool,
+    },
     /// One line per peer: policy, address, state, child SAs, last error.
     Peers {
         #[command(flatten)]

@@ -85,6 +85,14 @@ fn show(what: ShowWhat) -> Result<(), String> {
                 print!("{}", control::show::text_body(&body));
             }
         }
+        ShowWhat::Counters { control, json } => {
+            let body = call(&control, &Request::ShowCounters)?;
+            if json {
+                print_json(&body);
+            } else {
+                print!("{}", control::show::counters_table(&body));
+            }
+        }
         ShowWhat::Peers { control, json } => {
             let body = call(&control, &Request::ShowPeers)?;
             if json {

@@ -256,6 +256,23 @@ impl Handler<Control> for Registry {
                     }
                 })
             }
+            Request::ShowCounters => {
+                let shards = self.shards.clone();
+                Box::pin(async move {
+                    let mut per_shard = Vec::new();
+                    for (i, s) in shards.iter().enumerate() {
+                        if let Ok(report) = s.send(Report).await {
+                            per_shard.push(serde_json::json!({
+                                "shard": i,
+                                "counters": report.counters,
+                            }));
+                        }
+                    }
+                    Response::Ok {
+                        body: serde_json::Value::Array(per_shard),
+                    }
+                })
+            }
             Request::ShowIsakmp => immediate(Response::Ok {
                 body: serde_json::Value::Array(Vec::new()),
             }),

@@ -9,6 +9,7 @@ pub enum Request {
     ShowSa,
     ShowIsakmp,
     ShowPeers,
+    ShowCounters,
     Reload,
     Initiate { policy: String, peer: Option<String> },
     Terminate { policy: String, peer: Option<String> },

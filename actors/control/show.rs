@@ -48,6 +48,33 @@ pub fn text_body(body: &serde_json::Value) -> String {
     }
 }
 
+/// `show counters`: one row per shard, one column per counter.
+pub fn counters_table(body: &serde_json::Value) -> String {
+    let rows = body.as_array().cloned().unwrap_or_default();
+    let Some(first) = rows
+        .first()
+        .and_then(|r| r.get("counters"))
+        .and_then(|c| c.as_object())
+    else {
+        return "no shards\n".to_string();
+    };
+    let names: Vec<String> = first.keys().cloned().collect();
+    let mut out = String::new();
+    for name in &names {
+        out.push_str(&format!("{name:<18}"));
+        for r in &rows {
+            let v = r["counters"][name.as_str()].as_u64().unwrap_or(0);
+            out.push_str(&format!(" {v:>12}"));
+        }
+        out.push('\n');
+    }
+    let mut header = format!("{:<18}", "COUNTER");
+    for r in &rows {
+        header.push_str(&format!(" {:>12}", format!("SHARD-{}", r["shard"])));
+    }
+    format!("{header}\n{out}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

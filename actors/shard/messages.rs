@@ -13,14 +13,12 @@ use crate::control::protocol::SaStatus;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaKind {
     Manual,
-    Isakmp,
 }
 
 impl SaKind {
     pub fn label(self) -> &'static str {
         match self {
             SaKind::Manual => "MANUAL",
-            SaKind::Isakmp => "ISAKMP",
         }
     }
 }
@@ -64,7 +62,7 @@ pub struct RemovePolicy {
 pub struct Report;
 
 /// Per-shard counters of packets that never reached an SA.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct ShardCounters {
     pub cleartext_in: u64,
     pub no_policy: u64,

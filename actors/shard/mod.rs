@@ -87,7 +87,6 @@ pub struct EspShard {
     rng: StdRng,
     ip_id: u16,
     counters: ShardCounters,
-    started: Instant,
 }
 
 impl EspShard {
@@ -110,7 +109,6 @@ impl EspShard {
             rng: rand::make_rng(),
             ip_id: (index as u16).wrapping_mul(0x2f1d),
             counters: ShardCounters::default(),
-            started: Instant::now(),
         }
     }
 
