@@ -38,7 +38,12 @@ pub struct ConfigArg {
 #[derive(Args, Debug, Clone)]
 pub struct ControlArgs {
     /// The profiles of the running daemon; its `system.control-socket` is used.
-    #[arg(short = 'c', long = "config", value_name = "PATH", required_unless_present = "control")]
+    #[arg(
+        short = 'c',
+        long = "config",
+        value_name = "PATH",
+        required_unless_present = "control"
+    )]
     pub config: Option<PathBuf>,
     /// Talk to the daemon on this control socket instead of the one named in the profiles.
     #[arg(long, value_name = "SOCKET")]

@@ -15,7 +15,7 @@ use crate::io::{
     self, IpsecProto, PmtuDisc, RawReceiver, RawSender, Share, TunConfig, TunDevice,
     UdpBatchSocket, UdpOptions,
 };
-use crate::registry::{ReloadSignal, Registry};
+use crate::registry::{Registry, ReloadSignal};
 use crate::routes::Routes;
 use crate::shard::{Cleartext, EspShard, ShardIo, WanSockets};
 
@@ -31,7 +31,10 @@ pub fn run(path: &Path) -> ExitCode {
             for p in &problems {
                 eprintln!("{p}");
             }
-            eprintln!("ikehub: {} problem(s) in the profiles; not started", problems.len());
+            eprintln!(
+                "ikehub: {} problem(s) in the profiles; not started",
+                problems.len()
+            );
             return ExitCode::from(1);
         }
     };
@@ -102,7 +105,9 @@ fn watch_signals(registry: Addr<Registry>) {
 fn v4(addr: IpAddr, what: &str) -> Result<Ipv4Addr, String> {
     match addr {
         IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(format!("{what}: IPv6 is not supported by the data plane yet")),
+        IpAddr::V6(_) => Err(format!(
+            "{what}: IPv6 is not supported by the data plane yet"
+        )),
     }
 }
 
@@ -129,15 +134,19 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             } else {
                 Routes::disabled()
             };
-            info!("tunnel device {} up with {n} queues, MTU {}", td.name, td.mtu);
+            info!(
+                "tunnel device {} up with {n} queues, MTU {}",
+                td.name, td.mtu
+            );
             (tun.into_queues(), routes)
         }
         None => {
             if profiles.manual_policies.is_empty() && profiles.isakmp_policies.is_empty() {
                 (Vec::new(), Routes::disabled())
             } else {
-                return Err("a [tunnel-device] table is needed to carry the policies' cleartext"
-                    .into());
+                return Err(
+                    "a [tunnel-device] table is needed to carry the policies' cleartext".into(),
+                );
             }
         }
     };
@@ -147,9 +156,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
     for iface in profiles.interfaces.values() {
         let local = v4(iface.address, &format!("interface.{}", iface.name))?;
         let uses = |f: &dyn Fn(&ikehub::config::ManualPolicy) -> bool| {
-            manual
-                .clone()
-                .any(|p| p.interface == iface.name && f(p))
+            manual.clone().any(|p| p.interface == iface.name && f(p))
         };
         let needs_udp = uses(&|p| p.encapsulation == Encapsulation::Udp);
         let needs_raw = uses(&|p| p.encapsulation == Encapsulation::Esp);
@@ -239,12 +246,15 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
         .collect();
     let shards = EspShard::start_all(ios);
     let registry = Registry::new(profiles.clone(), path.to_path_buf(), shards, routes).start();
-    let control = control::server::serve(&profiles.system.control_socket, registry.clone().recipient())
-        .map_err(|e| {
-            format!(
-                "control socket {}: {e}",
-                profiles.system.control_socket.display()
-            )
-        })?;
+    let control = control::server::serve(
+        &profiles.system.control_socket,
+        registry.clone().recipient(),
+    )
+    .map_err(|e| {
+        format!(
+            "control socket {}: {e}",
+            profiles.system.control_socket.display()
+        )
+    })?;
     Ok((Running { _control: control }, registry))
 }

@@ -72,8 +72,8 @@ fn show(what: ShowWhat) -> Result<(), String> {
             if json {
                 print_json(&body);
             } else {
-                let rows: Vec<SaStatus> =
-                    serde_json::from_value(body).map_err(|e| format!("unreadable SA table: {e}"))?;
+                let rows: Vec<SaStatus> = serde_json::from_value(body)
+                    .map_err(|e| format!("unreadable SA table: {e}"))?;
                 print!("{}", control::show::sa_table(&rows));
             }
         }

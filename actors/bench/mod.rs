@@ -184,7 +184,10 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
     let lookup = bench_lookups(budget);
     let report = Report { esp, lookup };
     if json {
-        println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&report).unwrap_or_default()
+        );
     } else {
         println!("ESP/AH per core (MB/s of cleartext; packets/s)");
         println!(

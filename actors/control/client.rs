@@ -8,7 +8,11 @@ use std::time::Duration;
 use super::protocol::{Request, Response};
 
 /// Sends one request and returns the body of an `Ok` response, or an operator-readable error.
-pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<serde_json::Value, String> {
+pub fn call(
+    socket: &Path,
+    request: &Request,
+    timeout: Duration,
+) -> Result<serde_json::Value, String> {
     let mut stream = UnixStream::connect(socket).map_err(|e| {
         format!(
             "no ikehub daemon answers on {}: {e} (is `ikehub run` running with this config?)",
@@ -29,7 +33,10 @@ pub fn call(socket: &Path, request: &Request, timeout: Duration) -> Result<serde
         .read_line(&mut reply)
         .map_err(|e| format!("the daemon on {} did not answer: {e}", socket.display()))?;
     if reply.is_empty() {
-        return Err(format!("the daemon on {} closed the connection", socket.display()));
+        return Err(format!(
+            "the daemon on {} closed the connection",
+            socket.display()
+        ));
     }
     match serde_json::from_str::<Response>(&reply) {
         Ok(Response::Ok { body }) => Ok(body),

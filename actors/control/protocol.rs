@@ -11,8 +11,14 @@ pub enum Request {
     ShowPeers,
     ShowCounters,
     Reload,
-    Initiate { policy: String, peer: Option<String> },
-    Terminate { policy: String, peer: Option<String> },
+    Initiate {
+        policy: String,
+        peer: Option<String>,
+    },
+    Terminate {
+        policy: String,
+        peer: Option<String>,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

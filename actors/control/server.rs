@@ -59,12 +59,14 @@ pub fn serve(path: &Path, handler: Recipient<Control>) -> io::Result<SocketGuard
                     return;
                 }
                 let response = match serde_json::from_str::<Request>(&line) {
-                    Ok(req) => handler
-                        .send(Control(req))
-                        .await
-                        .unwrap_or_else(|e| Response::Error {
-                            message: format!("daemon is shutting down: {e}"),
-                        }),
+                    Ok(req) => {
+                        handler
+                            .send(Control(req))
+                            .await
+                            .unwrap_or_else(|e| Response::Error {
+                                message: format!("daemon is shutting down: {e}"),
+                            })
+                    }
                     Err(e) => Response::Error {
                         message: format!("malformed control request: {e}"),
                     },

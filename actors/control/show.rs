@@ -44,7 +44,10 @@ pub fn text_body(body: &serde_json::Value) -> String {
     match body {
         serde_json::Value::String(s) if s.ends_with('\n') => s.clone(),
         serde_json::Value::String(s) => format!("{s}\n"),
-        other => format!("{}\n", serde_json::to_string_pretty(other).unwrap_or_default()),
+        other => format!(
+            "{}\n",
+            serde_json::to_string_pretty(other).unwrap_or_default()
+        ),
     }
 }
 
@@ -118,4 +121,3 @@ mod tests {
         assert!(lines[2].starts_with("OUT MANUAL ToBerne Tunnel no     192.0.2.2 -      2222"));
     }
 }
-

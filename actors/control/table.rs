@@ -54,9 +54,6 @@ mod tests {
     fn aligns_columns() {
         let mut t = Table::new(&["DIR", "POLICY", "SECONDS"]);
         t.row(vec!["IN".into(), "ToBerne".into(), "1/unlimited".into()]);
-        assert_eq!(
-            t.render(),
-            "DIR POLICY  SECONDS\nIN  ToBerne 1/unlimited\n"
-        );
+        assert_eq!(t.render(), "DIR POLICY  SECONDS\nIN  ToBerne 1/unlimited\n");
     }
 }

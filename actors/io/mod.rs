@@ -34,10 +34,10 @@ mod testns;
 
 pub use batch::{BatchRecv, BatchSend, PacketBatch, send_all};
 pub use bpf::{IpsecProto, spi_shard};
-pub use memory::MemoryPort;
 pub use link::{
     interface_index, interface_mtu, mtu_of_address, set_interface_mtu, set_interface_up,
 };
+pub use memory::MemoryPort;
 pub use raw::{RawReceiver, RawSender, Share};
 pub use route::{Ipv4Route, Netlink, RouteError, RouteGuard};
 pub use tun::{TunConfig, TunDevice, TunQueue};

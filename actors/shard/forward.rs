@@ -165,7 +165,9 @@ impl EspShard {
             if self.tx_raw.is_full() {
                 self.flush_wan();
             }
-            let Some(i) = self.tx_raw.push_empty() else { return };
+            let Some(i) = self.tx_raw.push_empty() else {
+                return;
+            };
             let (buf, start, _) = self.tx_raw.slot_buf_mut(i);
             match frags.next_into(&mut buf[start..]) {
                 Ok(Some(n)) => self.tx_raw.set_bounds(i, start, n),
@@ -187,8 +189,7 @@ impl EspShard {
         if !self.tx_raw.is_empty() {
             if let Some(tx) = self.wans.iter().find_map(|w| w.raw_tx.as_ref()) {
                 let mut cursor = 0;
-                if io::send_all(tx, &mut self.tx_raw, &mut cursor, |_, _| dropped += 1).is_err()
-                {
+                if io::send_all(tx, &mut self.tx_raw, &mut cursor, |_, _| dropped += 1).is_err() {
                     dropped += (self.tx_raw.len() - cursor) as u64;
                 }
             } else {
@@ -216,7 +217,9 @@ impl EspShard {
     // ---- WAN -> cleartext -------------------------------------------------------------
 
     pub(super) fn drain_udp(&mut self, now: Instant, w: usize) {
-        let Some(sock) = self.wans[w].udp.clone() else { return };
+        let Some(sock) = self.wans[w].udp.clone() else {
+            return;
+        };
         let local = self.wans[w].local;
         let Some(mut rx) = self.take_rx() else { return };
         loop {
@@ -287,10 +290,7 @@ impl EspShard {
             offset: start,
         };
         if let Ok(d) = inst.sa.decap(now, &mut buf[..start + len], received) {
-            if self.tx_clear.push(&buf[d.inner.clone()], None).is_none() {
-                self.flush_clear();
-                let _ = self.tx_clear.push(&buf[d.inner], None);
-            }
+            self.queue_cleartext(&buf[d.inner]);
         }
     }
 
@@ -353,9 +353,16 @@ impl EspShard {
             return;
         };
         if let Ok(d) = inst.sa.decap(now, pkt, Received::Ip) {
-            if self.tx_clear.push(&pkt[d.inner.clone()], None).is_none() {
-                self.flush_clear();
-                let _ = self.tx_clear.push(&pkt[d.inner], None);
+            self.queue_cleartext(&pkt[d.inner]);
+        }
+    }
+
+    /// Queues a decapsulated packet for the cleartext device, flushing when the batch is full.
+    fn queue_cleartext(&mut self, pkt: &[u8]) {
+        if self.tx_clear.push(pkt, None).is_none() {
+            self.flush_clear();
+            if self.tx_clear.push(pkt, None).is_none() {
+                self.counters.send_errors += 1;
             }
         }
     }
@@ -435,7 +442,8 @@ impl EspShard {
                 const HDR: usize = 1 + 4 + 4 + 2 + 2;
                 while at + HDR <= data.len() {
                     let udp = data[at] == 1;
-                    let local = Ipv4Addr::new(data[at + 1], data[at + 2], data[at + 3], data[at + 4]);
+                    let local =
+                        Ipv4Addr::new(data[at + 1], data[at + 2], data[at + 3], data[at + 4]);
                     let src = Ipv4Addr::new(data[at + 5], data[at + 6], data[at + 7], data[at + 8]);
                     let n = usize::from(u16::from_be_bytes([data[at + 11], data[at + 12]]));
                     let start = at + HDR;

@@ -226,7 +226,10 @@ impl Actor for EspShard {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         if let Err(e) = self.register(ctx) {
-            tracing::error!(shard = self.index, "cannot register the shard's sockets: {e}");
+            tracing::error!(
+                shard = self.index,
+                "cannot register the shard's sockets: {e}"
+            );
             ctx.stop();
         }
     }

@@ -108,7 +108,10 @@ pub fn tunnel_pair<R: CryptoRng + ?Sized>(
             lifetime: LifetimeLimits::UNLIMITED,
             protected_networks: ep.protected_networks.clone(),
         };
-        (params(Direction::Outbound, from), params(Direction::Inbound, to))
+        (
+            params(Direction::Outbound, from),
+            params(Direction::Inbound, to),
+        )
     };
     let ab = direction(a, b, spi_ab);
     let ba = direction(b, a, spi_ba);
