@@ -42,7 +42,9 @@ fn control_socket(args: &ControlArgs) -> Result<PathBuf, String> {
     };
     match ikehub::config::load(path) {
         Ok(loaded) => Ok(loaded.profiles.system.control_socket.clone()),
-        Err(problems) => {
+        // The profiles on disk may be broken (an operator about to `reload` them): the socket
+        // is still found when `system.control-socket` itself can be read.
+        Err(problems) => lenient_control_socket(path).ok_or_else(|| {
             let mut msg = format!(
                 "cannot find the control socket: the profiles in {} do not load:",
                 path.display()
@@ -51,9 +53,28 @@ fn control_socket(args: &ControlArgs) -> Result<PathBuf, String> {
                 msg.push_str(&format!("\n{p}"));
             }
             msg.push_str("\n(use --control SOCKET to name the socket directly)");
-            Err(msg)
+            msg
+        }),
+    }
+}
+
+/// `system.control-socket` read from files that do not validate (or the default when no
+/// readable file sets it); `None` when a file is not even TOML.
+fn lenient_control_socket(path: &std::path::Path) -> Option<PathBuf> {
+    let files = ikehub::config::profile_files(path).ok()?;
+    for f in files {
+        let table: toml::Table = std::fs::read_to_string(&f).ok()?.parse().ok()?;
+        if let Some(s) = table
+            .get("system")
+            .and_then(|s| s.get("control-socket"))
+            .and_then(|s| s.as_str())
+        {
+            let p = PathBuf::from(s);
+            let dir = f.parent().unwrap_or(std::path::Path::new("."));
+            return Some(if p.is_relative() { dir.join(p) } else { p });
         }
     }
+    Some(PathBuf::from(ikehub::config::defaults::CONTROL_SOCKET))
 }
 
 fn call(args: &ControlArgs, req: &Request) -> Result<serde_json::Value, String> {
