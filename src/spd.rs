@@ -36,8 +36,11 @@ pub struct PolicyId(pub u32);
 /// ("none yet" triggers an IKE acquire for on-demand policies).
 #[derive(Clone, Debug)]
 pub struct Policy<H> {
+    /// The profile name (`ipsec-policy-manual.NAME`).
     pub name: String,
+    /// Its protected-network pairs (local = our side).
     pub networks: Vec<ProtectedNetwork>,
+    /// The outbound SA handle, `None` until one is installed.
     pub outbound: Option<H>,
 }
 
@@ -102,6 +105,7 @@ impl<H> Default for Spd<H> {
 }
 
 impl<H> Spd<H> {
+    /// An empty database.
     pub fn new() -> Self {
         Self {
             policies: Vec::new(),
@@ -135,14 +139,17 @@ impl<H> Spd<H> {
         PolicyId(id)
     }
 
+    /// Number of policies.
     pub fn len(&self) -> usize {
         self.policies.len()
     }
 
+    /// True without policies.
     pub fn is_empty(&self) -> bool {
         self.policies.is_empty()
     }
 
+    /// The policy with this id.
     pub fn get(&self, id: PolicyId) -> Option<&Policy<H>> {
         self.policies.get(id.0 as usize)
     }
@@ -227,12 +234,14 @@ impl<V> Default for SpiTable<V> {
 }
 
 impl<V> SpiTable<V> {
+    /// An empty table.
     pub fn new() -> Self {
         Self {
             map: HashMap::default(),
         }
     }
 
+    /// An empty table with room for `n` SAs.
     pub fn with_capacity(n: usize) -> Self {
         Self {
             map: HashMap::with_capacity_and_hasher(n, BuildHasherDefault::default()),
@@ -244,30 +253,37 @@ impl<V> SpiTable<V> {
         self.map.insert(spi, sa)
     }
 
+    /// Removes the SA of `spi`.
     pub fn remove(&mut self, spi: u32) -> Option<V> {
         self.map.remove(&spi)
     }
 
+    /// The SA of `spi` (no allocation, one hash probe).
     pub fn get(&self, spi: u32) -> Option<&V> {
         self.map.get(&spi)
     }
 
+    /// The SA of `spi`, mutable (decap needs `&mut`).
     pub fn get_mut(&mut self, spi: u32) -> Option<&mut V> {
         self.map.get_mut(&spi)
     }
 
+    /// Number of SAs.
     pub fn len(&self) -> usize {
         self.map.len()
     }
 
+    /// True without SAs.
     pub fn is_empty(&self) -> bool {
         self.map.is_empty()
     }
 
+    /// All (SPI, SA) pairs (`show sa`).
     pub fn iter(&self) -> impl Iterator<Item = (u32, &V)> {
         self.map.iter().map(|(k, v)| (*k, v))
     }
 
+    /// All (SPI, SA) pairs, mutable.
     pub fn iter_mut(&mut self) -> impl Iterator<Item = (u32, &mut V)> {
         self.map.iter_mut().map(|(k, v)| (*k, v))
     }

@@ -12,9 +12,13 @@ pub struct SaCounters {
     pub packets: u64,
     /// Inner bytes of those packets.
     pub bytes: u64,
+    /// Replayed or too old sequence numbers.
     pub replay_drops: u64,
+    /// ESP or AH ICV did not verify.
     pub icv_failures: u64,
+    /// Bad padding bytes or pad length.
     pub padding_errors: u64,
+    /// Inner packet outside the protected networks.
     pub selector_mismatches: u64,
     /// Every other drop: truncated or malformed input, wrong SPI, fragments, dummy packets,
     /// expired SA, ...

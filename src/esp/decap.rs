@@ -28,8 +28,11 @@ pub enum Received {
     /// before `offset` are free headroom: transport mode needs 20 of them to rebuild the IP
     /// header in front of the payload.
     Udp {
+        /// Outer source (the peer, possibly NATed).
         src: Ipv4Addr,
+        /// Outer destination (our address).
         dst: Ipv4Addr,
+        /// Where the UDP payload starts in the buffer.
         offset: usize,
     },
 }

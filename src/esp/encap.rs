@@ -67,20 +67,29 @@ pub enum EncapOutcome {
     /// ICMP "fragmentation needed" (RFC 1191) announcing `mtu`, the largest inner packet that
     /// fits; write it back into the cleartext side. Nothing was sent and no sequence number
     /// was used.
-    IcmpFragNeeded { len: usize, mtu: u16 },
+    IcmpFragNeeded {
+        /// Length of the ICMP packet in `out`.
+        len: usize,
+        /// The next-hop MTU announced.
+        mtu: u16,
+    },
 }
 
 /// One packet of [`SecurityAssociation::encap_batch`].
 #[derive(Debug)]
 pub struct EncapJob<'a> {
+    /// The cleartext IPv4 packet.
     pub inner: &'a [u8],
+    /// Where the outer packet (or ICMP) is written.
     pub out: &'a mut [u8],
+    /// Outer IPv4 identification.
     pub ip_id: u16,
     /// Filled by `encap_batch`.
     pub result: Result<EncapOutcome, EncapError>,
 }
 
 impl<'a> EncapJob<'a> {
+    /// A job whose result is not yet known.
     pub fn new(inner: &'a [u8], out: &'a mut [u8], ip_id: u16) -> Self {
         Self {
             inner,

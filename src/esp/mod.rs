@@ -37,7 +37,7 @@ pub use sa::{
 use crate::wire;
 
 /// Why an inbound packet was dropped. Every reason is counted on the SA
-/// ([`SaCounters::record_drop`] maps it to a counter).
+/// in one of the [`SaCounters`] fields.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DropReason {
     /// Some header or the ESP/AH payload is shorter than it must be.
@@ -103,13 +103,16 @@ impl From<wire::Error> for DropReason {
 /// Why a cleartext packet could not be encapsulated.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum EncapError {
+    /// The SA reached its hard lifetime.
     #[error("SA reached its hard lifetime")]
     Expired,
     /// RFC 4303 §3.3.3: without ESN the counter must not cycle; the SA must be replaced.
     #[error("sequence number space exhausted")]
     SequenceOverflow,
+    /// The output buffer cannot hold the outer packet (or the ICMP message).
     #[error("output buffer too small")]
     BufferTooSmall,
+    /// The cleartext packet failed to parse.
     #[error("cleartext packet is not a valid IPv4 packet: {0}")]
     InnerMalformed(wire::Error),
     /// The cleartext packet is IPv6 (not yet supported) or not IP at all.
@@ -121,8 +124,10 @@ pub enum EncapError {
     /// Transport mode applies to whole datagrams only (RFC 4301 §4.1).
     #[error("transport mode cannot carry a fragment")]
     TransportFragment,
+    /// The encapsulated packet would exceed the IPv4 maximum.
     #[error("the encapsulated packet would exceed 65535 bytes")]
     TooLarge,
+    /// `encap` on an inbound SA.
     #[error("encap called on an inbound SA")]
     WrongDirection,
 }

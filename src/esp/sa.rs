@@ -12,7 +12,9 @@ use super::replay::{MAX_WINDOW, ReplayWindow};
 /// Which way the SA carries traffic.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Direction {
+    /// Decapsulates packets from the peer.
     Inbound,
+    /// Encapsulates packets to the peer.
     Outbound,
 }
 
@@ -22,35 +24,51 @@ pub enum SaEncapsulation {
     /// IP protocol 50 (ESP) or 51 (AH).
     Raw,
     /// RFC 3948 ESP-in-UDP between these ports (4500 on both sides unless NAT changed them).
-    Udp { local_port: u16, peer_port: u16 },
+    Udp {
+        /// Our UDP port (the interface's nat-t-port).
+        local_port: u16,
+        /// The peer's UDP port (as seen, after NAT).
+        peer_port: u16,
+    },
 }
 
 /// The ESP half of an SA: SPI, algorithms, keys (wiped when the params are dropped).
 #[derive(Clone, Debug)]
 pub struct EspKeys {
+    /// SPI of this direction (the receiver's choice).
     pub spi: u32,
+    /// ESP encryption (may be `Null` when authentication is set).
     pub encryption: EncrAlgorithm,
+    /// Exactly `encryption.key_len()` bytes.
     pub encryption_key: KeyBytes,
+    /// ESP integrity (may be `None` when encryption is set).
     pub authentication: AuthAlgorithm,
+    /// Exactly `authentication.key_len()` bytes.
     pub authentication_key: KeyBytes,
 }
 
 /// The AH half of an SA.
 #[derive(Clone, Debug)]
 pub struct AhKeys {
+    /// SPI of this direction.
     pub spi: u32,
+    /// AH integrity (never `None`).
     pub authentication: AuthAlgorithm,
+    /// Exactly `authentication.key_len()` bytes.
     pub authentication_key: KeyBytes,
 }
 
 /// Hard lifetime limits; `None` = unlimited (manual SAs never expire).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct LifetimeLimits {
+    /// Hard limit on age in seconds.
     pub seconds: Option<u64>,
+    /// Hard limit on inner kilobytes carried.
     pub kilobytes: Option<u64>,
 }
 
 impl LifetimeLimits {
+    /// No limits (manual SAs).
     pub const UNLIMITED: Self = Self {
         seconds: None,
         kilobytes: None,
@@ -69,8 +87,11 @@ impl LifetimeLimits {
 /// layer re-keys at soft expiry; RFC 2401 §4.4.2.1 leaves the margin to the implementation).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum LifetimeState {
+    /// Below 90% of every limit.
     Alive,
+    /// Past 90% of a limit: time to re-key.
     SoftExpired,
+    /// A limit reached: the SA refuses to carry traffic.
     HardExpired,
 }
 
@@ -78,17 +99,23 @@ pub enum LifetimeState {
 /// quick mode).
 #[derive(Clone, Debug)]
 pub struct SaParams {
+    /// Inbound or outbound.
     pub direction: Direction,
+    /// Tunnel or transport mode.
     pub mode: Mode,
+    /// The ESP transform and keys, if the transform uses ESP.
     pub esp: Option<EspKeys>,
+    /// The AH transform and key, if the transform uses AH (bundle when both are set).
     pub ah: Option<AhKeys>,
     /// Our outer address (the interface address).
     pub local: IpAddr,
     /// The peer's outer address.
     pub peer: IpAddr,
+    /// Raw IP or RFC 3948 UDP.
     pub encapsulation: SaEncapsulation,
     /// Anti-replay window in packets for inbound SAs, 0 = off.
     pub replay_window: u32,
+    /// Hard lifetime limits (soft = 90%).
     pub lifetime: LifetimeLimits,
     /// Traffic selectors: `local` is our side, `remote` the peer's. Inbound inner packets must
     /// come from a remote network and go to the local network of the same pair (RFC 4301
@@ -108,8 +135,11 @@ pub enum SaError {
     AhWithoutAuthentication,
     #[error("{what} key is {got} bytes, the algorithm needs {expected}")]
     KeyLength {
+        /// Which key.
         what: &'static str,
+        /// Length the algorithm needs.
         expected: usize,
+        /// Length given.
         got: usize,
     },
     /// SPIs 1-255 are reserved by IANA and 0 is never sent (RFC 4303 §2.1).
@@ -273,22 +303,27 @@ impl SecurityAssociation {
         })
     }
 
+    /// Inbound or outbound.
     pub fn direction(&self) -> Direction {
         self.direction
     }
 
+    /// Tunnel or transport.
     pub fn mode(&self) -> Mode {
         self.mode
     }
 
+    /// Our outer address.
     pub fn local(&self) -> Ipv4Addr {
         self.local
     }
 
+    /// The peer's outer address.
     pub fn peer(&self) -> Ipv4Addr {
         self.peer
     }
 
+    /// Raw or UDP encapsulation.
     pub fn encapsulation(&self) -> SaEncapsulation {
         self.encapsulation
     }
@@ -313,14 +348,17 @@ impl SecurityAssociation {
             .unwrap_or(0)
     }
 
+    /// ESP encryption algorithm (`show sa` ESP-ENC).
     pub fn esp_encryption(&self) -> Option<EncrAlgorithm> {
         self.esp.as_ref().map(|e| e.cipher.algorithm())
     }
 
+    /// ESP integrity algorithm (`show sa` ESP-AUTH).
     pub fn esp_authentication(&self) -> Option<AuthAlgorithm> {
         self.esp.as_ref().map(|e| e.integ.algorithm())
     }
 
+    /// AH integrity algorithm (`show sa` AH-AUTH).
     pub fn ah_authentication(&self) -> Option<AuthAlgorithm> {
         self.ah.as_ref().map(|a| a.integ.algorithm())
     }
@@ -350,18 +388,22 @@ impl SecurityAssociation {
         }
     }
 
+    /// The traffic selectors.
     pub fn protected_networks(&self) -> &[ProtectedNetwork] {
         &self.protected
     }
 
+    /// Packet, byte and drop counters.
     pub fn counters(&self) -> &SaCounters {
         &self.counters
     }
 
+    /// The configured hard limits.
     pub fn lifetime(&self) -> LifetimeLimits {
         self.lifetime
     }
 
+    /// When the SA was built.
     pub fn created(&self) -> Instant {
         self.created
     }
