@@ -12,6 +12,8 @@ mod common;
 
 use std::time::Duration;
 
+use serde_json::Value;
+
 use common::netns::{A_HOST, A_WAN, B_HOST, B_WAN, WAN_DEV, wait_for_route};
 use common::refpkt::{self, AhParams, EspParams};
 use common::sa::{SaRow, parse_rows, row};
@@ -336,6 +338,79 @@ fn wrong_key_case(tag: &str, transform: Transform, encap: Encapsulation) {
     });
     let r = row(&rows(&db), POLICY, "IN").clone();
     assert_eq!((r.packets, r.icv_failures), (10, 0), "{r:#?}");
+}
+
+/// Hostile input on the WAN side: ESP packets with an unknown SPI, truncated ESP headers, and
+/// garbage under a known SPI are dropped and counted (per shard or on the SA), the daemon
+/// survives, and the tunnel keeps carrying traffic.
+#[test]
+fn hostile_esp_input_is_dropped_counted_and_survived() {
+    if !common::require_env_or_skip(TOOLS) || !common::require_env_or_skip(&["python3"]) {
+        return;
+    }
+    let pair = ManualPair::new(AES128_SHA1, Encapsulation::Esp);
+    let sites = TwoSites::new("hostile");
+    let (mut da, db) = start_pair(&sites, &pair, &pair);
+    let known = pair.b_to_a.esp_spi.expect("ESP transform");
+    // From B's namespace, straight onto A's raw ESP socket (the kernel adds the IP header).
+    let script = format!(
+        "import socket, struct\n\
+         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)\n\
+         for i in range(5):\n\
+         \x20   s.sendto(struct.pack('>II', 0x77770000 + i, 1) + bytes(64), ('{A_WAN}', 0))\n\
+         for n in range(0, 8):\n\
+         \x20   s.sendto(bytes([0x77] * n), ('{A_WAN}', 0))\n\
+         for i in range(3):\n\
+         \x20   s.sendto(struct.pack('>II', {known}, 100 + i) + bytes(range(60)), ('{A_WAN}', 0))\n"
+    );
+    let out = sites
+        .b
+        .command("python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3 runs");
+    assert!(out.status.success(), "sender failed: {out:?}");
+
+    let counters = || -> (u64, Value) {
+        let out = da
+            .cli(&["show", "counters", "--json"])
+            .output()
+            .expect("ikehub show counters runs");
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        let unknown = v
+            .as_array()
+            .map(|shards| {
+                shards
+                    .iter()
+                    .map(|s| s["counters"]["unknown_spi"].as_u64().unwrap_or(0))
+                    .sum()
+            })
+            .unwrap_or(0);
+        (unknown, v)
+    };
+    let seen = common::poll_until(Duration::from_secs(5), || {
+        let (unknown, _) = counters();
+        (unknown >= 13).then_some(unknown)
+    });
+    assert_eq!(
+        seen,
+        Some(13),
+        "5 unknown SPIs + 8 truncated headers must be counted: {:#}",
+        counters().1
+    );
+    let r = common::poll_until(Duration::from_secs(5), || {
+        let r = row(&rows(&da), POLICY, "IN").clone();
+        (r.icv_failures >= 3).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("garbage under SPI {known} not counted: {:#?}", rows(&da)));
+    assert_eq!((r.icv_failures, r.packets), (3, 0), "{r:#?}");
+    assert!(da.is_running(), "daemon A died; log:\n{}", da.log());
+    assert_eq!(
+        ping(&sites.a, A_HOST, B_HOST, 5),
+        0.0,
+        "tunnel broken after bad input"
+    );
+    drop(db);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -98,26 +98,41 @@ impl IpsecProto {
 }
 
 /// Socket filter for raw IPv4 socket `shard` of `shards`: accept only packets whose SPI
-/// satisfies `SPI % shards == shard`.
+/// satisfies `SPI % shards == shard`. Packets too short to hold an SPI go to shard 0, which
+/// counts them as malformed (a filter that could not read them would drop them uncounted).
 ///
 /// ```text
-/// ldxb 4*([0]&0xf)   ; X = IPv4 header length (BPF_MSH)
-/// ld   [x+off]       ; A = SPI (off = 0 for ESP, 4 for AH)
-/// mod  #N
-/// jeq  #shard, accept, drop
+///        ldxb 4*([0]&0xf)   ; X = IPv4 header length (BPF_MSH)
+///        ld   len           ; A = packet length
+///        sub  x             ; A = bytes after the IP header
+///        jge  #off+4, spi, short
+/// spi:   ld   [x+off]       ; A = SPI (off = 0 for ESP, 4 for AH)
+///        mod  #N
+///        jeq  #shard, accept, drop
+/// short: ret  #(shard == 0 ? 0xffffffff : 0)
 /// accept: ret #0xffffffff   ; whole packet
 /// drop:   ret #0
 /// ```
 pub fn raw_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
     let n = shards.max(1);
+    let short = if shard == 0 { u32::MAX } else { 0 };
     vec![
         stmt(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0),
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN, 0),
+        stmt(libc::BPF_ALU | libc::BPF_SUB | libc::BPF_X, 0),
+        jump(
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+            proto.spi_offset() + 4,
+            0,
+            3,
+        ),
         stmt(
             libc::BPF_LD | libc::BPF_W | libc::BPF_IND,
             proto.spi_offset(),
         ),
         stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
-        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 0, 1),
+        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 1, 2),
+        stmt(libc::BPF_RET | libc::BPF_K, short),
         stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),
         stmt(libc::BPF_RET | libc::BPF_K, 0),
     ]
@@ -174,7 +189,11 @@ mod tests {
         assert_eq!(p.len(), 5);
         assert_eq!(p[2].k, 3);
         let f = raw_spi_filter(IpsecProto::Ah, 1, 4);
-        assert_eq!(f[1].k, 4);
-        assert_eq!(f[3].k, 1);
+        assert_eq!(f[3].k, 8, "length check covers the AH SPI");
+        assert_eq!(f[4].k, 4, "AH SPI offset");
+        assert_eq!(f[5].k, 4, "modulus");
+        assert_eq!(f[6].k, 1, "shard");
+        assert_eq!(f[7].k, 0, "short packets only on shard 0");
+        assert_eq!(raw_spi_filter(IpsecProto::Esp, 0, 4)[7].k, u32::MAX);
     }
 }
