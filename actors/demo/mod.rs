@@ -148,7 +148,11 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
         return ExitCode::from(2);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let shards = cores.clamp(1, 4);
+    let shards = std::env::var("IKEHUB_DEMO_SHARDS")
+        .ok()
+        .and_then(|s| s.parse::<usize>().ok())
+        .unwrap_or(cores)
+        .clamp(1, 4);
     let nofile = raise_nofile();
     // One socket per spoke, n WAN sockets, 2n MemoryPort ends, epoll/eventfds of the threads.
     let needed = spokes as u64 + 3 * shards as u64 + 64;
@@ -221,6 +225,12 @@ struct HubErrors {
     no_policy: u64,
     send_errors: u64,
     encap_errors: u64,
+    /// Packets the hub's inbound SAs accepted and its outbound SAs encapsulated.
+    decapsulated: u64,
+    encapsulated: u64,
+    handed_over: u64,
+    /// Cleartext packets the shards read from their MemoryPorts.
+    cleartext_in: u64,
 }
 
 async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubErrors) {
@@ -236,20 +246,25 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
             errs.padding += sa.padding_errors;
             errs.selector += sa.selector_mismatches;
             errs.other += sa.other_drops;
-            let Some(i) = sa
+            let i = sa
                 .policy
                 .strip_prefix("spoke-")
                 .and_then(|x| x.parse::<usize>().ok())
-                .filter(|&i| (1..=n).contains(&i))
-            else {
-                continue;
-            };
+                .filter(|&i| (1..=n).contains(&i));
+            if sa.direction == "IN" {
+                errs.decapsulated += sa.packets;
+            } else {
+                errs.encapsulated += sa.packets;
+            }
+            let Some(i) = i else { continue };
             if sa.direction == "IN" {
                 sides[i - 1].inbound = true;
             } else {
                 sides[i - 1].outbound = true;
             }
         }
+        errs.cleartext_in += r.counters.cleartext_in;
+        errs.handed_over += r.counters.handed_over;
         errs.unknown_spi += r.counters.unknown_spi;
         errs.no_policy += r.counters.no_policy + r.counters.no_sa;
         errs.send_errors += r.counters.send_errors;
@@ -517,6 +532,13 @@ async fn demo(
         ),
     );
     line(
+        "hub SAs decapsulated / echoes read / encap",
+        format!(
+            "{} / {} / {} packets",
+            hub_errs.decapsulated, hub_errs.cleartext_in, hub_errs.encapsulated
+        ),
+    );
+    line(
         "hub -> spoke (delivered to spokes)",
         format!(
             "{} packets, {} bytes ({:.2} MB/s)",
@@ -524,6 +546,10 @@ async fn demo(
             t.down_bytes,
             mb(t.down_bytes) / secs
         ),
+    );
+    line(
+        "hub packets handed between shards",
+        hub_errs.handed_over.to_string(),
     );
     line(
         "hub SA errors ICV / replay / padding",
