@@ -95,7 +95,7 @@ impl EspShard {
             ),
             SaEncapsulation::Raw => (None, &mut self.tx_raw),
         };
-        if tx.room() < 2 {
+        if tx.is_full() {
             // Flush what is queued before taking more (keeps per-SA order).
             self.flush_wan();
             return self.encap_one(now, spi, pkt);
