@@ -8,7 +8,8 @@ use aes::{Aes128, Aes192, Aes256};
 use cipher::array::Array;
 use cipher::typenum::Unsigned;
 use cipher::{
-    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, InnerIvInit, KeyInit,
+    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit,
+    KeyInit,
 };
 use des::{Des, TdesEde3};
 
@@ -146,16 +147,14 @@ fn cbc_encrypt<C: BlockCipherEncrypt>(
     iv: &[u8],
     data: &mut [u8],
 ) -> Result<(), CryptoError> {
-    let mut prev = Block::<C>::try_from(iv).map_err(|_| CryptoError::IvLength)?;
+    let iv = Block::<C>::try_from(iv).map_err(|_| CryptoError::IvLength)?;
     let (blocks, rest) = Block::<C>::slice_as_chunks_mut(data);
     if !rest.is_empty() {
         return Err(CryptoError::NotBlockAligned);
     }
-    for b in blocks {
-        xor_into(b, &prev);
-        c.encrypt_block(b);
-        prev.copy_from_slice(b);
-    }
+    // One backend dispatch for the whole packet: calling `encrypt_block` per block pays the
+    // run-time AES-NI detection and backend set-up on every 16 bytes.
+    cbc::Encryptor::<&C>::inner_iv_init(c, &iv).encrypt_blocks(blocks);
     Ok(())
 }
 
