@@ -199,6 +199,22 @@ impl PacketBatch {
         (&mut self.buf[base..base + self.slot_size], s.start, s.len)
     }
 
+    /// The whole slots of packets `first..first + count`, one disjoint buffer each, so a batch
+    /// of packets can be written at once (multi-buffer encryption).
+    ///
+    /// # Panics
+    /// If the range is not within the claimed packets.
+    pub fn slots_mut(&mut self, first: usize, count: usize) -> std::slice::ChunksExactMut<'_, u8> {
+        assert!(first + count <= self.len, "slots beyond the batch");
+        let ss = self.slot_size;
+        self.buf[first * ss..(first + count) * ss].chunks_exact_mut(ss)
+    }
+
+    /// Free slots left.
+    pub fn free_slots(&self) -> usize {
+        self.slots.len() - self.len
+    }
+
     /// Sets where packet `i` starts inside its slot and how long it is.
     ///
     /// # Panics

@@ -6,11 +6,19 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use ikehub::esp::{EncapOutcome, EncapParams, Received, SaEncapsulation};
+use ikehub::esp::{EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
 use ikehub::wire::Ipv4Fragmenter;
 
 use super::{ClearFd, EspShard, Handoff, HandoffKind};
 use crate::io::{self, PacketBatch};
+
+/// Cleartext packets read per batch (the size of the shard's receive batch).
+pub(super) const MAX_RX: usize = 64;
+/// Packets of one SA encrypted together.
+const ENCAP_BATCH: usize = 32;
+/// An upper bound of what encapsulation adds (outer IPv4 + UDP + AH + ESP header, IV,
+/// padding, ICVs): a cleartext packet within `path MTU - MAX_OVERHEAD` always fits.
+const MAX_OVERHEAD: usize = 20 + 8 + 28 + 8 + 16 + 17 + 16;
 
 /// RFC 3948 §2.2: a NAT-keepalive is a single 0xFF byte.
 const NAT_KEEPALIVE: u8 = 0xff;
@@ -41,9 +49,7 @@ impl EspShard {
                 Err(e) if e.kind() == ErrorKind::WouldBlock => break,
                 Err(_) => break,
             }
-            for i in 0..rx.len() {
-                self.outbound_packet(now, rx.packet(i));
-            }
+            self.encap_received(now, &rx);
             self.flush_wan();
             if !rx.is_full() {
                 break;
@@ -52,30 +58,165 @@ impl EspShard {
         self.rx = Some(rx);
     }
 
-    fn outbound_packet(&mut self, now: Instant, pkt: &[u8]) {
+    /// Encapsulates a batch of cleartext packets: each SA's packets of the batch are
+    /// encrypted together (interleaved AES-CBC across packets), in their arrival order.
+    /// Packets that may not fit the path go one by one through [`encap_one`](Self::encap_one),
+    /// which handles ICMP fragmentation-needed and outer fragmentation; the gathering of an
+    /// SA's packets stops at such a packet so the SA's order is kept.
+    fn encap_received(&mut self, now: Instant, rx: &PacketBatch) {
+        let n = rx.len().min(MAX_RX);
+        let mut spis = [0u32; MAX_RX];
+        let mut slow = [false; MAX_RX];
+        for (i, spi) in spis.iter_mut().enumerate().take(n) {
+            let pkt = rx.packet(i);
+            if let Some((s, w)) = self.classify(pkt) {
+                *spi = s;
+                slow[i] = pkt.len() + MAX_OVERHEAD > self.wans[w].path_mtu;
+            }
+        }
+        let mut done = [false; MAX_RX];
+        for i in 0..n {
+            if spis[i] == 0 || done[i] {
+                continue;
+            }
+            let spi = spis[i];
+            if slow[i] {
+                done[i] = true;
+                self.encap_one(now, spi, rx.packet(i));
+                continue;
+            }
+            let mut group = [0usize; ENCAP_BATCH];
+            let mut k = 0;
+            for j in i..n {
+                if done[j] || spis[j] != spi {
+                    continue;
+                }
+                if slow[j] || k == ENCAP_BATCH {
+                    break;
+                }
+                group[k] = j;
+                k += 1;
+                done[j] = true;
+            }
+            self.encap_group(now, spi, rx, &group[..k]);
+        }
+    }
+
+    /// Looks up the policy of a cleartext packet. Returns the outbound SPI and the WAN index
+    /// when this shard encapsulates it; counts and drops it, or queues it for its owner shard.
+    fn classify(&mut self, pkt: &[u8]) -> Option<(u32, usize)> {
         self.counters.cleartext_in += 1;
         if pkt.len() < 20 || pkt[0] >> 4 != 4 {
             self.counters.not_ipv4 += 1;
-            return;
+            return None;
         }
         let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
         let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
         let Some(spi) = self.spd.lookup(src, dst) else {
             self.counters.no_policy += 1;
-            return;
+            return None;
         };
         let Some(spi) = spi else {
             // The policy has no SA yet (an IKE policy before its tunnel is up).
             self.counters.no_sa += 1;
-            return;
+            return None;
         };
         let owner = self.owner(spi);
         if owner != self.index {
             self.counters.handed_over += 1;
             push_handoff(&mut self.handoff[owner as usize].0, pkt);
-            return;
+            return None;
         }
-        self.encap_one(now, spi, pkt);
+        let Some(inst) = self.outbound.get(&spi) else {
+            self.counters.no_sa += 1;
+            return None;
+        };
+        let local = inst.sa.local();
+        match self.wans.iter().position(|w| w.local == local) {
+            Some(w) => Some((spi, w)),
+            None => {
+                self.counters.encap_errors += 1;
+                None
+            }
+        }
+    }
+
+    fn encap_group(&mut self, now: Instant, spi: u32, rx: &PacketBatch, group: &[usize]) {
+        let k = group.len();
+        let Some(inst) = self.outbound.get(&spi) else {
+            self.counters.no_sa += k as u64;
+            return;
+        };
+        let local = inst.sa.local();
+        let Some(w) = self.wans.iter().position(|w| w.local == local) else {
+            self.counters.encap_errors += k as u64;
+            return;
+        };
+        let udp_peer = match inst.sa.encapsulation() {
+            SaEncapsulation::Udp { peer_port, .. } => {
+                Some(SocketAddr::V4(SocketAddrV4::new(inst.sa.peer(), peer_port)))
+            }
+            SaEncapsulation::Raw => None,
+        };
+        let needs_flush = match udp_peer {
+            Some(_) => self.tx_udp[w].free_slots() < k,
+            None => self.tx_raw.free_slots() < k,
+        };
+        if needs_flush {
+            self.flush_wan();
+        }
+        let path_mtu = self.wans[w].path_mtu;
+        let Some(inst) = self.outbound.get_mut(&spi) else {
+            return;
+        };
+        let tx = match udp_peer {
+            Some(_) => &mut self.tx_udp[w],
+            None => &mut self.tx_raw,
+        };
+        let first = tx.len();
+        for _ in 0..k {
+            tx.push_empty();
+        }
+        let start = tx.headroom();
+        let mut results: [Option<EncapOutcome>; ENCAP_BATCH] = [None; ENCAP_BATCH];
+        {
+            let mut jobs: [EncapJob<'_>; ENCAP_BATCH] =
+                std::array::from_fn(|_| EncapJob::new(&[], &mut [], 0));
+            for ((job, &i), slot) in jobs.iter_mut().zip(group).zip(tx.slots_mut(first, k)) {
+                self.ip_id = self.ip_id.wrapping_add(1);
+                *job = EncapJob::new(rx.packet(i), &mut slot[start..], self.ip_id);
+            }
+            inst.sa
+                .encap_batch(now, &mut jobs[..k], path_mtu, local, &mut self.rng);
+            for (r, job) in results.iter_mut().zip(&jobs[..k]) {
+                *r = job.result.ok();
+            }
+        }
+        let mut failed = false;
+        for (t, result) in results.iter().take(k).enumerate() {
+            let slot = first + t;
+            match result {
+                Some(EncapOutcome::Send(o)) | Some(EncapOutcome::Fragment(o))
+                    if udp_peer.is_some() =>
+                {
+                    // Over UDP the kernel fragments (IP_PMTUDISC_DONT) if it must.
+                    let r = o.socket_payload();
+                    tx.set_bounds(slot, start + r.start, r.len());
+                    tx.set_addr(slot, udp_peer);
+                }
+                Some(EncapOutcome::Send(o)) => tx.set_bounds(slot, start, o.len),
+                _ => {
+                    // Only packets that fit the path come here, so anything else is an error
+                    // (expired SA, sequence space exhausted, malformed cleartext).
+                    self.counters.encap_errors += 1;
+                    tx.set_bounds(slot, start, 0);
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            tx.retain(|p, _| !p.is_empty());
+        }
     }
 
     fn encap_one(&mut self, now: Instant, spi: u32, pkt: &[u8]) {
