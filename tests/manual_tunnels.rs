@@ -340,6 +340,73 @@ fn wrong_key_case(tag: &str, transform: Transform, encap: Encapsulation) {
     assert_eq!((r.packets, r.icv_failures), (10, 0), "{r:#?}");
 }
 
+/// Path MTU handling (RFC 4301 §8, RFC 1191): with the WAN link's MTU lowered, a large
+/// cleartext packet without DF is carried in outer fragments (the raw socket cannot fragment
+/// for us), and one with DF is answered by an ICMP fragmentation-needed written back into the
+/// tunnel device, so the sender learns the tunnel's MTU; smaller DF packets still pass.
+#[test]
+fn path_mtu_fragments_without_df_and_sends_icmp_with_df() {
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    let pair = ManualPair::new(AES128_SHA1, Encapsulation::Esp);
+    let sites = TwoSites::new("pmtu");
+    for ns in [&sites.a, &sites.b] {
+        ns.ip(&["link", "set", WAN_DEV, "mtu", "1280"]);
+    }
+    let (mut da, db) = start_pair(&sites, &pair, &pair);
+    let big_ping = |df: &str, size: &str| {
+        sites
+            .a
+            .command("ping")
+            .args(["-n", "-q", "-c", "3", "-i", "0.2", "-W", "2", "-w", "8"])
+            .args(["-M", df, "-s", size, "-I", A_HOST, B_HOST])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ping runs")
+    };
+    // 1300 bytes of payload: too large for a 1280-byte path once encapsulated.
+    let out = big_ping("dont", "1300");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        common::netns::parse_ping_loss(&text),
+        Some(0.0),
+        "fragmented ESP did not get through:\n{text}{}\nA:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        da.log()
+    );
+    let out = big_ping("do", "1300");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !out.status.success(),
+        "a DF packet larger than the path got through:\n{text}"
+    );
+    let counted = common::poll_until(Duration::from_secs(5), || {
+        let out = da.cli(&["show", "counters", "--json"]).output().ok()?;
+        let v: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let n: u64 = v
+            .as_array()?
+            .iter()
+            .map(|s| s["counters"]["icmp_frag_needed"].as_u64().unwrap_or(0))
+            .sum();
+        (n > 0).then_some(n)
+    });
+    assert!(
+        counted.is_some(),
+        "no ICMP fragmentation-needed counted:\n{text}"
+    );
+    // Below the tunnel's MTU, DF packets pass.
+    let out = big_ping("do", "1000");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(common::netns::parse_ping_loss(&text), Some(0.0), "{text}");
+    assert!(da.is_running(), "daemon A died; log:\n{}", da.log());
+    drop(db);
+}
+
 /// Hostile input on the WAN side: ESP packets with an unknown SPI, truncated ESP headers, and
 /// garbage under a known SPI are dropped and counted (per shard or on the SA), the daemon
 /// survives, and the tunnel keeps carrying traffic.
