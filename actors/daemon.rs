@@ -1,6 +1,7 @@
 //! `ikehub run`: load the profiles, build the tunnel device, the WAN sockets and the shards,
 //! start the registry and the control socket, and run until SIGTERM/SIGINT.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
@@ -15,9 +16,12 @@ use crate::io::{
     self, IpsecProto, PmtuDisc, RawReceiver, RawSender, Share, TunConfig, TunDevice,
     UdpBatchSocket, UdpOptions,
 };
-use crate::registry::{Registry, ReloadSignal};
+use crate::ike::router::IkeRouter;
+use crate::ike::socket::IkeSockets;
+use crate::ike::spis::HostSpis;
+use crate::registry::{Registry, ReloadSignal, Shutdown};
 use crate::routes::Routes;
-use crate::shard::{Cleartext, EspShard, ShardIo, WanSockets};
+use crate::shard::{Cleartext, ConnectIke, EspShard, ShardIo, WanSockets};
 
 /// What must live until the daemon exits (dropping it removes the socket file).
 struct Running {
@@ -97,7 +101,13 @@ fn watch_signals(registry: Addr<Registry>) {
                 }
             }
         }
-        info!("stopping");
+        info!("stopping: deleting SAs with IKE peers");
+        // Deletes go out first; a peer that does not answer does not hold us up.
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(1500),
+            registry.send(Shutdown),
+        )
+        .await;
         System::current().stop();
     });
 }
@@ -152,15 +162,26 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
     };
 
     // The WAN sockets, per interface and shard.
+    let mut ike_sockets: HashMap<IpAddr, IkeSockets> = HashMap::new();
     let mut per_shard: Vec<Vec<WanSockets>> = (0..n).map(|_| Vec::new()).collect();
     for iface in profiles.interfaces.values() {
         let local = v4(iface.address, &format!("interface.{}", iface.name))?;
         let uses = |f: &dyn Fn(&ikehub::config::ManualPolicy) -> bool| {
             manual.clone().any(|p| p.interface == iface.name && f(p))
         };
-        let needs_udp = uses(&|p| p.encapsulation == Encapsulation::Udp);
-        let needs_raw = uses(&|p| p.encapsulation == Encapsulation::Esp);
-        let needs_ah = uses(&|p| p.transform.ah.is_some());
+        let ike_here: Vec<_> = profiles
+            .isakmp_policies
+            .values()
+            .filter(|p| p.interface == iface.name)
+            .collect();
+        let ike_ah = ike_here
+            .iter()
+            .any(|p| p.ipsec_transforms.iter().any(|t| t.ah.is_some()));
+        // IKE policies need the NAT-T port for IKE itself and for UDP-encapsulated ESP, and
+        // raw ESP/AH for peers that are not behind a NAT.
+        let needs_udp = uses(&|p| p.encapsulation == Encapsulation::Udp) || !ike_here.is_empty();
+        let needs_raw = uses(&|p| p.encapsulation == Encapsulation::Esp) || !ike_here.is_empty();
+        let needs_ah = uses(&|p| p.transform.ah.is_some()) || ike_ah;
         let device = iface.device.as_deref();
         let path_mtu = io::mtu_of_address(iface.address)
             .map(|(_, m)| m as usize)
@@ -188,6 +209,20 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                     .steer_by_spi(n as u32)
                     .map_err(|e| format!("interface.{}: SPI steering: {e}", iface.name))?;
             }
+            if !ike_here.is_empty() {
+                let sockets = IkeSockets::bind(
+                    SocketAddr::new(iface.address, iface.ike_port),
+                    SocketAddr::new(iface.address, iface.nat_t_port),
+                    Some(&group[0]),
+                )
+                .map_err(|e| {
+                    format!(
+                        "interface.{}: cannot bind IKE on {}:{}: {e}",
+                        iface.name, iface.address, iface.ike_port
+                    )
+                })?;
+                ike_sockets.insert(iface.address, sockets);
+            }
             group.into_iter().map(Some).collect()
         } else {
             (0..n).map(|_| None).collect::<Vec<_>>()
@@ -205,6 +240,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             };
             wans.push(WanSockets {
                 local,
+                nat_t_port: iface.nat_t_port,
                 path_mtu,
                 udp: udp[k].take(),
                 raw_esp: if needs_raw {
@@ -245,7 +281,43 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
         })
         .collect();
     let shards = EspShard::start_all(ios);
-    let registry = Registry::new(profiles.clone(), path.to_path_buf(), shards, routes).start();
+    let spis = Arc::new(HostSpis::default());
+    for p in profiles.manual_policies.values() {
+        for spi in [p.inbound.esp_spi, p.inbound.ah_spi].into_iter().flatten() {
+            spis.reserve(spi);
+        }
+    }
+    let router = if profiles.isakmp_policies.is_empty() {
+        None
+    } else {
+        let router = IkeRouter::new(
+            profiles.clone(),
+            ike_sockets.clone(),
+            shards.clone(),
+            spis.clone(),
+        )
+        .start();
+        for sockets in ike_sockets.values() {
+            sockets
+                .spawn_reader(router.clone().recipient())
+                .map_err(|e| format!("IKE socket {}: {e}", sockets.ike_addr))?;
+        }
+        for s in &shards {
+            s.do_send(ConnectIke {
+                ike: router.clone().recipient(),
+                acquire: router.clone().recipient(),
+            });
+        }
+        Some(router)
+    };
+    let registry = Registry::new(
+        profiles.clone(),
+        path.to_path_buf(),
+        shards,
+        routes,
+        router,
+    )
+    .start();
     let control = control::server::serve(
         &profiles.system.control_socket,
         registry.clone().recipient(),

@@ -6,6 +6,7 @@ mod cli;
 mod control;
 mod daemon;
 mod demo;
+mod ike;
 mod io;
 mod registry;
 mod routes;

@@ -8,12 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use actix::prelude::*;
-use ikehub::config::{self, ManualPolicy, Profiles};
+use ikehub::config::{self, IsakmpPolicy, ManualPolicy, PeerSpec, Profiles};
 use ikehub::esp::{Direction, SecurityAssociation, manual};
 use tracing::{error, info, warn};
 
 use crate::control::protocol::{Request, Response, SaStatus};
 use crate::control::server::Control;
+use crate::ike::router::{self, IkeRouter, ListPeers, TerminateAll};
 use crate::routes::Routes;
 use crate::shard::{EspShard, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, Report, SaKind};
 
@@ -30,7 +31,13 @@ pub struct Registry {
     shards: Vec<Addr<EspShard>>,
     installed: BTreeMap<String, InstalledSpis>,
     routes: Routes,
+    ike: Option<Addr<IkeRouter>>,
 }
+
+/// SIGTERM/SIGINT: IKE peers send their deletes; answered once they were asked to.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
 
 /// SIGHUP.
 #[derive(Message)]
@@ -43,6 +50,7 @@ impl Registry {
         config_path: PathBuf,
         shards: Vec<Addr<EspShard>>,
         routes: Routes,
+        ike: Option<Addr<IkeRouter>>,
     ) -> Self {
         Registry {
             profiles,
@@ -50,6 +58,7 @@ impl Registry {
             shards,
             installed: BTreeMap::new(),
             routes,
+            ike,
         }
     }
 
@@ -106,6 +115,27 @@ impl Registry {
         Ok(())
     }
 
+    /// An IKE policy's place in the SPD before any SA exists (its cleartext then triggers an
+    /// Acquire), and routes to its remote networks. Template policies get their SPD entries
+    /// per spoke, when each spoke's SAs come up.
+    fn install_isakmp(&mut self, policy: &IsakmpPolicy) {
+        if matches!(policy.peer, PeerSpec::Address(_)) {
+            let name: Arc<str> = Arc::from(policy.name.as_str());
+            for s in &self.shards {
+                s.do_send(InstallPolicy {
+                    policy: name.clone(),
+                    protected_networks: policy.protected_networks.clone(),
+                    outbound_spi: None,
+                });
+            }
+        }
+        for pn in &policy.protected_networks {
+            if let Err(e) = self.routes.add(&policy.name, &pn.remote) {
+                warn!(policy = %policy.name, "route to {}: {e}", pn.remote);
+            }
+        }
+    }
+
     fn remove_manual(&mut self, name: &str) {
         let Some(spis) = self.installed.remove(name) else {
             return;
@@ -137,13 +167,10 @@ impl Registry {
                 error!(policy = %p.name, "cannot install: {e}");
             }
         }
-        for p in self.profiles.isakmp_policies.values() {
-            warn!(
-                policy = %p.name,
-                "ipsec-policy-isakmp.{}: IKE keying is not available in this build yet; the \
-                 policy is validated but brings up no tunnel",
-                p.name
-            );
+        let ike: Vec<Arc<IsakmpPolicy>> =
+            self.profiles.isakmp_policies.values().cloned().collect();
+        for p in ike {
+            self.install_isakmp(&p);
         }
     }
 
@@ -193,16 +220,6 @@ impl Registry {
                 "last_error": null,
             }));
         }
-        for p in self.profiles.isakmp_policies.values() {
-            rows.push(serde_json::json!({
-                "policy": p.name,
-                "type": "ISAKMP",
-                "peer": format!("{:?}", p.peer),
-                "state": "down",
-                "child_sas": 0,
-                "last_error": "IKE keying is not available in this build yet",
-            }));
-        }
         serde_json::Value::Array(rows)
     }
 }
@@ -212,6 +229,25 @@ impl Actor for Registry {
 
     fn started(&mut self, _ctx: &mut Context<Self>) {
         self.install_all();
+    }
+}
+
+enum Kind {
+    Initiate,
+    Other,
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: Shutdown, _: &mut Context<Self>) -> Self::Result {
+        let ike = self.ike.clone();
+        Box::pin(async move {
+            if let Some(r) = ike {
+                let _ = r.send(TerminateAll).await;
+                // Give the peer actors a moment to put their deletes on the wire.
+                tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            }
+        })
     }
 }
 
@@ -229,6 +265,10 @@ impl Handler<Control> for Registry {
     type Result = ResponseFuture<Response>;
 
     fn handle(&mut self, msg: Control, _: &mut Context<Self>) -> Self::Result {
+        let msg_kind = match &msg.0 {
+            Request::Initiate { .. } => Kind::Initiate,
+            _ => Kind::Other,
+        };
         let immediate = |r: Response| -> ResponseFuture<Response> { Box::pin(async move { r }) };
         match msg.0 {
             Request::ShowSa => {
@@ -273,26 +313,83 @@ impl Handler<Control> for Registry {
                     }
                 })
             }
-            Request::ShowIsakmp => immediate(Response::Ok {
-                body: serde_json::Value::Array(Vec::new()),
-            }),
-            Request::ShowPeers => immediate(Response::Ok {
-                body: self.show_peers(),
-            }),
+            Request::ShowIsakmp => {
+                let ike = self.ike.clone();
+                Box::pin(async move {
+                    let rows = match ike {
+                        Some(r) => r.send(ListPeers).await.unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    let rows: Vec<_> = rows.into_iter().filter(|r| r.transform.is_some()).collect();
+                    Response::Ok {
+                        body: serde_json::to_value(rows).unwrap_or_default(),
+                    }
+                })
+            }
+            Request::ShowPeers => {
+                let ike = self.ike.clone();
+                let mut manual = self.show_peers();
+                Box::pin(async move {
+                    if let Some(r) = ike
+                        && let Ok(rows) = r.send(ListPeers).await
+                        && let serde_json::Value::Array(list) = &mut manual
+                    {
+                        for row in rows {
+                            list.push(serde_json::json!({
+                                "policy": row.policy,
+                                "type": "ISAKMP",
+                                "peer": row.peer,
+                                "state": row.state,
+                                "child_sas": row.child_sas,
+                                "last_error": row.last_error,
+                            }));
+                        }
+                    }
+                    Response::Ok { body: manual }
+                })
+            }
             Request::Reload => immediate(match self.reload() {
                 Ok(text) => Response::Ok {
                     body: serde_json::Value::String(text),
                 },
                 Err(message) => Response::Error { message },
             }),
+            Request::Initiate { policy, peer } | Request::Terminate { policy, peer }
+                if self.profiles.isakmp_policies.contains_key(&policy) =>
+            {
+                let up = matches!(msg_kind, Kind::Initiate);
+                let Some(ike) = self.ike.clone() else {
+                    return immediate(Response::Error {
+                        message: "IKE is not running".into(),
+                    });
+                };
+                let peer = match peer.map(|p| p.parse::<std::net::IpAddr>()) {
+                    Some(Ok(p)) => Some(p),
+                    Some(Err(e)) => {
+                        return immediate(Response::Error {
+                            message: format!("--peer: {e}"),
+                        });
+                    }
+                    None => None,
+                };
+                Box::pin(async move {
+                    match ike.send(router::Command { policy, peer, up }).await {
+                        Ok(Ok(text)) => Response::Ok {
+                            body: serde_json::Value::String(text),
+                        },
+                        Ok(Err(message)) => Response::Error { message },
+                        Err(e) => Response::Error {
+                            message: e.to_string(),
+                        },
+                    }
+                })
+            }
             Request::Initiate { policy, .. } | Request::Terminate { policy, .. } => {
                 let message = if self.profiles.manual_policies.contains_key(&policy) {
                     format!(
                         "{policy} is manually keyed: its SAs are installed for as long as the \
                          profile names them"
                     )
-                } else if self.profiles.isakmp_policies.contains_key(&policy) {
-                    format!("{policy}: IKE keying is not available in this build yet")
                 } else {
                     format!("no policy named {policy}")
                 };

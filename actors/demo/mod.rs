@@ -302,6 +302,7 @@ async fn demo(
             cleartext: Some(Cleartext::Memory(hub_end)),
             wans: vec![WanSockets {
                 local: HUB_WAN,
+                nat_t_port: hub_port,
                 path_mtu: 1500,
                 udp: Some(udp),
                 raw_esp: None,

@@ -117,8 +117,10 @@ impl EspShard {
             return None;
         };
         let Some(spi) = spi else {
-            // The policy has no SA yet (an IKE policy before its tunnel is up).
+            // The policy has no SA yet (an IKE policy before its tunnel is up): drop the
+            // packet and ask for one (RFC 4301 §5.1: the SPD entry triggers keying).
             self.counters.no_sa += 1;
+            self.acquire(src, dst);
             return None;
         };
         let owner = self.owner(spi);
@@ -401,8 +403,16 @@ impl EspShard {
             return;
         }
         if len >= 4 && payload[..4] == [0; 4] {
-            // Non-ESP marker (RFC 3948 §2.2): IKE, handled by the IKE socket.
+            // Non-ESP marker (RFC 3948 §2.2): IKE, for the IKE router.
             self.counters.ike_datagrams += 1;
+            if let Some(ike) = &self.ike {
+                ike.do_send(crate::ike::IkeDatagram {
+                    local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
+                    from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
+                    nat_t: true,
+                    bytes: payload[4..].to_vec(),
+                });
+            }
             return;
         }
         if len < 8 {
@@ -604,6 +614,32 @@ impl EspShard {
                 self.flush_clear();
             }
         }
+    }
+
+    /// Asks the IKE router for an SA for the policy covering `src -> dst`, at most once a
+    /// second per policy.
+    fn acquire(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+        let Some(recipient) = &self.acquire else {
+            return;
+        };
+        let Some(policy) = self.spd.name_of(src, dst) else {
+            return;
+        };
+        let now = Instant::now();
+        if let Some(t) = self.last_acquire.get(&policy)
+            && now.duration_since(*t) < std::time::Duration::from_secs(1)
+        {
+            return;
+        }
+        self.last_acquire.insert(policy.clone(), now);
+        recipient.do_send(crate::ike::Acquire { policy, src, dst });
+    }
+
+    fn nat_t_port(&self, local: Ipv4Addr) -> u16 {
+        self.wans
+            .iter()
+            .find(|w| w.local == local)
+            .map_or(4500, |w| w.nat_t_port)
     }
 
     fn take_rx(&mut self) -> Option<PacketBatch> {

@@ -13,12 +13,14 @@ use crate::control::protocol::SaStatus;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SaKind {
     Manual,
+    Isakmp,
 }
 
 impl SaKind {
     pub fn label(self) -> &'static str {
         match self {
             SaKind::Manual => "MANUAL",
+            SaKind::Isakmp => "ISAKMP",
         }
     }
 }
@@ -47,6 +49,15 @@ pub struct RemoveSa {
 pub struct InstallPolicy {
     pub policy: Arc<str>,
     pub protected_networks: Vec<ProtectedNetwork>,
+    pub outbound_spi: Option<u32>,
+}
+
+/// Points an installed policy at another outbound SA (or at none: the policy then waits for
+/// a new SA and its cleartext triggers an Acquire).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPolicySa {
+    pub policy: Arc<str>,
     pub outbound_spi: Option<u32>,
 }
 
@@ -99,6 +110,14 @@ pub enum HandoffKind {
     /// Packets from the WAN whose SPI another shard owns:
     /// `[flag u8: 0 raw IP, 1 UDP][local 4][src 4][src port 2][len u16][bytes]`.
     Wan,
+}
+
+/// Where a shard sends IKE datagrams that arrive on its NAT-T socket, and Acquires.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ConnectIke {
+    pub ike: Recipient<crate::ike::IkeDatagram>,
+    pub acquire: Recipient<crate::ike::Acquire>,
 }
 
 /// The addresses of all shards, sent to each shard once they are all started.

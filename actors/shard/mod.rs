@@ -34,6 +34,7 @@ pub enum Cleartext {
 /// that happens on the shard's own thread).
 pub struct WanSockets {
     pub local: Ipv4Addr,
+    pub nat_t_port: u16,
     /// Largest outer packet the path takes (the device MTU).
     pub path_mtu: usize,
     pub udp: Option<UdpBatchSocket>,
@@ -50,6 +51,7 @@ pub struct ShardIo {
 
 pub(crate) struct Wan {
     local: Ipv4Addr,
+    nat_t_port: u16,
     path_mtu: usize,
     udp: Option<Rc<AsyncFd<UdpBatchSocket>>>,
     raw_esp: Option<Rc<AsyncFd<RawReceiver>>>,
@@ -87,6 +89,10 @@ pub struct EspShard {
     rng: StdRng,
     ip_id: u16,
     counters: ShardCounters,
+    ike: Option<Recipient<crate::ike::IkeDatagram>>,
+    acquire: Option<Recipient<crate::ike::Acquire>>,
+    /// When each policy last sent an Acquire (at most one a second per policy).
+    last_acquire: HashMap<Arc<str>, Instant>,
 }
 
 impl EspShard {
@@ -109,6 +115,9 @@ impl EspShard {
             rng: rand::make_rng(),
             ip_id: (index as u16).wrapping_mul(0x2f1d),
             counters: ShardCounters::default(),
+            ike: None,
+            acquire: None,
+            last_acquire: HashMap::new(),
         }
     }
 
@@ -193,6 +202,7 @@ impl EspShard {
         for (w, sockets) in io.wans.into_iter().enumerate() {
             let mut wan = Wan {
                 local: sockets.local,
+                nat_t_port: sockets.nat_t_port,
                 path_mtu: sockets.path_mtu,
                 udp: None,
                 raw_esp: None,
@@ -252,6 +262,14 @@ impl StreamHandler<Source> for EspShard {
     }
 }
 
+impl Handler<ConnectIke> for EspShard {
+    type Result = ();
+    fn handle(&mut self, msg: ConnectIke, _: &mut Context<Self>) {
+        self.ike = Some(msg.ike);
+        self.acquire = Some(msg.acquire);
+    }
+}
+
 impl Handler<Peers> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: Peers, _: &mut Context<Self>) {
@@ -291,6 +309,13 @@ impl Handler<InstallPolicy> for EspShard {
     fn handle(&mut self, msg: InstallPolicy, _: &mut Context<Self>) {
         self.spd
             .install(msg.policy, msg.protected_networks, msg.outbound_spi);
+    }
+}
+
+impl Handler<SetPolicySa> for EspShard {
+    type Result = ();
+    fn handle(&mut self, msg: SetPolicySa, _: &mut Context<Self>) {
+        self.spd.set_outbound(&msg.policy, msg.outbound_spi);
     }
 }
 

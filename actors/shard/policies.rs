@@ -30,6 +30,15 @@ impl ShardPolicies {
         self.rebuild();
     }
 
+    /// Changes only the outbound SA of a policy; false when the policy is not installed.
+    pub fn set_outbound(&mut self, name: &str, spi: Option<u32>) -> bool {
+        let (Some(entry), Some(id)) = (self.named.get_mut(name), self.ids.get(name)) else {
+            return false;
+        };
+        entry.1 = spi;
+        self.spd.set_outbound(*id, spi)
+    }
+
     pub fn remove(&mut self, name: &str) {
         if self.named.remove(name).is_some() {
             self.rebuild();
@@ -52,5 +61,14 @@ impl ShardPolicies {
     /// `None`: no policy covers the packet; `Some(None)`: a policy does but has no SA yet.
     pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Option<u32>> {
         self.spd.lookup(src, dst).map(|(_, p)| p.outbound)
+    }
+
+    /// The name of the policy covering a packet (for an Acquire; not on the hot path).
+    pub fn name_of(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Arc<str>> {
+        let (id, _) = self.spd.lookup(src, dst)?;
+        self.ids
+            .iter()
+            .find(|(_, v)| **v == id)
+            .map(|(k, _)| k.clone())
     }
 }

@@ -1,0 +1,401 @@
+//! PeerActor: one per IKE peer, a thin driver around the sans-IO `IkeSession`. After every input
+//! it drains events (installing and removing SAs in the shards, so an SA pair is in place
+//! before the message that lets the peer use it leaves), then transmits, then re-arms its one
+//! timer only when the deadline moved.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ikehub::esp::{Direction, SecurityAssociation};
+use ikehub::ike::{ChildSaInfo, Event, IkeSession, SpiPair};
+use serde::Serialize;
+use tracing::{Span, info, info_span, warn};
+
+use super::IkeDatagram;
+use super::socket::IkeSockets;
+use crate::io::spi_shard;
+use crate::shard::{
+    EspShard, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, SaKind, SetPolicySa,
+};
+
+/// What `show isakmp` and `show peers` print for a peer.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PeerStatus {
+    pub policy: String,
+    pub peer: String,
+    pub state: String,
+    pub initiator_cookie: Option<String>,
+    pub responder_cookie: Option<String>,
+    pub transform: Option<String>,
+    pub age_seconds: Option<u64>,
+    pub lifetime_seconds: Option<u64>,
+    pub child_sas: usize,
+    pub last_error: Option<String>,
+}
+
+/// Start an exchange now (`ikehub initiate`, an Acquire from a shard, a permanent policy).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Initiate;
+
+/// Delete everything with notifications and stop (`ikehub terminate`, SIGTERM, reload).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Terminate;
+
+#[derive(Message)]
+#[rtype(result = "PeerStatus")]
+pub struct GetStatus;
+
+/// Tells the router the actor is gone (it may rebuild it).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct PeerStopped {
+    pub peer: std::net::IpAddr,
+    pub policy: String,
+    pub failed: bool,
+}
+
+struct Isakmp {
+    icky: [u8; 8],
+    rcky: [u8; 8],
+    suite: String,
+    since: Instant,
+    lifetime: Option<Duration>,
+}
+
+pub struct PeerActor {
+    session: IkeSession,
+    /// SPD key: the policy name, or `policy@peer` for a spoke of a template policy.
+    spd_key: Arc<str>,
+    policy: String,
+    peer: SocketAddr,
+    sockets: IkeSockets,
+    shards: Vec<Addr<EspShard>>,
+    stopped_to: Recipient<PeerStopped>,
+    children: BTreeMap<u32, SpiPair>,
+    current_outbound: Option<u32>,
+    isakmp: Option<Isakmp>,
+    last_error: Option<String>,
+    timer: Option<(Instant, SpawnHandle)>,
+    span: Span,
+    failed: bool,
+    /// The policy entry in the SPD outlives this actor (a configured single-peer policy whose
+    /// cleartext must keep triggering Acquires); template spokes' entries go with the actor.
+    keep_policy: bool,
+}
+
+impl PeerActor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        session: IkeSession,
+        policy: String,
+        spd_key: Arc<str>,
+        peer: SocketAddr,
+        sockets: IkeSockets,
+        shards: Vec<Addr<EspShard>>,
+        stopped_to: Recipient<PeerStopped>,
+        keep_policy: bool,
+    ) -> Self {
+        let span = info_span!("peer", policy = %policy, peer = %peer.ip());
+        PeerActor {
+            session,
+            spd_key,
+            policy,
+            peer,
+            sockets,
+            shards,
+            stopped_to,
+            children: BTreeMap::new(),
+            current_outbound: None,
+            isakmp: None,
+            last_error: None,
+            timer: None,
+            span,
+            failed: false,
+            keep_policy,
+        }
+    }
+
+    fn shard(&self, spi: u32) -> &Addr<EspShard> {
+        &self.shards[spi_shard(spi, self.shards.len() as u32) as usize]
+    }
+
+    fn install(&mut self, info: ChildSaInfo) {
+        let now = Instant::now();
+        let spis = info.spis();
+        let (inbound, outbound) = match (
+            SecurityAssociation::new(info.inbound.clone(), now),
+            SecurityAssociation::new(info.outbound.clone(), now),
+        ) {
+            (Ok(i), Ok(o)) => (i, o),
+            (Err(e), _) | (_, Err(e)) => {
+                warn!("negotiated SA cannot be built: {e}");
+                self.last_error = Some(format!("negotiated SA cannot be built: {e}"));
+                return;
+            }
+        };
+        let policy: Arc<str> = self.spd_key.clone();
+        self.shard(spis.inbound).do_send(InstallSa {
+            policy: policy.clone(),
+            kind: SaKind::Isakmp,
+            sa: Box::new(inbound),
+        });
+        self.shard(spis.outbound).do_send(InstallSa {
+            policy: policy.clone(),
+            kind: SaKind::Isakmp,
+            sa: Box::new(outbound),
+        });
+        for s in &self.shards {
+            s.do_send(InstallPolicy {
+                policy: policy.clone(),
+                protected_networks: info.protected_networks.clone(),
+                outbound_spi: Some(spis.outbound),
+            });
+        }
+        self.children.insert(spis.inbound, spis);
+        self.current_outbound = Some(spis.outbound);
+        info!(
+            "child SA up: {} inbound SPI {} outbound SPI {}",
+            info.suite, spis.inbound, spis.outbound
+        );
+    }
+
+    fn remove(&mut self, spis: SpiPair, why: &str) {
+        self.shard(spis.inbound).do_send(RemoveSa {
+            direction: Direction::Inbound,
+            spi: spis.inbound,
+        });
+        self.shard(spis.outbound).do_send(RemoveSa {
+            direction: Direction::Outbound,
+            spi: spis.outbound,
+        });
+        self.children.remove(&spis.inbound);
+        if self.current_outbound == Some(spis.outbound) {
+            // Fall back to another live pair, else the policy waits for a new SA.
+            self.current_outbound = self.children.values().last().map(|p| p.outbound);
+            for s in &self.shards {
+                s.do_send(SetPolicySa {
+                    policy: self.spd_key.clone(),
+                    outbound_spi: self.current_outbound,
+                });
+            }
+        }
+        info!(
+            "child SA removed ({why}): inbound SPI {} outbound SPI {}",
+            spis.inbound, spis.outbound
+        );
+    }
+
+    fn on_event(&mut self, ev: Event) {
+        match ev {
+            Event::ChildSaEstablished(info) => self.install(info),
+            Event::ChildSaRekeyed { old, new } => {
+                info!(
+                    "child SA re-keyed: old inbound SPI {} stays until deleted",
+                    old.inbound
+                );
+                self.install(new);
+            }
+            Event::ChildSaExpired(spis) => self.remove(spis, "expired"),
+            Event::ChildSaDeleted { spis, reason } => self.remove(spis, &reason),
+            Event::IsakmpSaEstablished {
+                initiator_cookie,
+                responder_cookie,
+                suite,
+                lifetime,
+                initiator,
+            } => {
+                info!(
+                    "ISAKMP SA up ({}): {suite}",
+                    if initiator { "initiator" } else { "responder" }
+                );
+                self.last_error = None;
+                self.isakmp = Some(Isakmp {
+                    icky: initiator_cookie,
+                    rcky: responder_cookie,
+                    suite,
+                    since: Instant::now(),
+                    lifetime,
+                });
+            }
+            Event::IsakmpSaDeleted {
+                initiator_cookie,
+                reason,
+                ..
+            } => {
+                info!("ISAKMP SA down: {reason}");
+                if self
+                    .isakmp
+                    .as_ref()
+                    .is_some_and(|s| s.icky == initiator_cookie)
+                {
+                    self.isakmp = None;
+                }
+            }
+            Event::PeerDead => {
+                warn!("peer declared dead (no DPD answer)");
+                self.last_error = Some("peer dead: no answer to dead peer detection".into());
+                self.failed = true;
+            }
+            Event::Failed { reason, notify } => {
+                match notify {
+                    Some(n) => warn!("{reason} ({n:?})"),
+                    None => warn!("{reason}"),
+                }
+                self.last_error = Some(reason);
+                self.failed = true;
+            }
+            Event::InitialContact => info!("peer reports initial contact: old SAs removed"),
+            Event::NatDetected {
+                local_behind_nat,
+                peer_behind_nat,
+            } => info!(
+                "NAT detection: we are {}behind NAT, the peer is {}behind NAT",
+                if local_behind_nat { "" } else { "not " },
+                if peer_behind_nat { "" } else { "not " }
+            ),
+            Event::PeerPortChanged(addr) => {
+                info!("peer now at {addr}");
+                self.peer = addr;
+            }
+        }
+    }
+
+    /// Events, then transmits, then the timer (DESIGN.md: PeerActor).
+    fn drive(&mut self, ctx: &mut Context<Self>) {
+        let span = self.span.clone();
+        let _enter = span.enter();
+        while let Some(ev) = self.session.poll_event() {
+            self.on_event(ev);
+        }
+        while let Some(t) = self.session.poll_transmit() {
+            if let Err(e) = self.sockets.send(t.destination, t.nat_t, &t.bytes) {
+                warn!("cannot send IKE to {}: {e}", t.destination);
+            }
+        }
+        if self.session.is_closed() {
+            ctx.stop();
+            return;
+        }
+        let deadline = self.session.poll_timeout();
+        if deadline != self.timer.as_ref().map(|(d, _)| *d) {
+            if let Some((_, h)) = self.timer.take() {
+                ctx.cancel_future(h);
+            }
+            if let Some(d) = deadline {
+                let wait = d.saturating_duration_since(Instant::now());
+                let h = ctx.run_later(wait, |act, ctx| {
+                    act.timer = None;
+                    act.session.handle_timeout(Instant::now());
+                    act.drive(ctx);
+                });
+                self.timer = Some((d, h));
+            }
+        }
+    }
+
+    fn status(&self) -> PeerStatus {
+        let now = Instant::now();
+        PeerStatus {
+            policy: self.policy.clone(),
+            peer: self.peer.to_string(),
+            state: if self.isakmp.is_some() {
+                if self.children.is_empty() {
+                    "phase1-up".into()
+                } else {
+                    "up".into()
+                }
+            } else if self.last_error.is_some() {
+                "failed".into()
+            } else {
+                "connecting".into()
+            },
+            initiator_cookie: self.isakmp.as_ref().map(|s| hex(&s.icky)),
+            responder_cookie: self.isakmp.as_ref().map(|s| hex(&s.rcky)),
+            transform: self.isakmp.as_ref().map(|s| s.suite.clone()),
+            age_seconds: self
+                .isakmp
+                .as_ref()
+                .map(|s| now.duration_since(s.since).as_secs()),
+            lifetime_seconds: self
+                .isakmp
+                .as_ref()
+                .and_then(|s| s.lifetime.map(|l| l.as_secs())),
+            child_sas: self.children.len(),
+            last_error: self.last_error.clone(),
+        }
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl Actor for PeerActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.drive(ctx);
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let pairs: Vec<SpiPair> = self.children.values().copied().collect();
+        for p in pairs {
+            self.remove(p, "peer actor stopped");
+        }
+        for s in &self.shards {
+            if self.keep_policy {
+                s.do_send(SetPolicySa {
+                    policy: self.spd_key.clone(),
+                    outbound_spi: None,
+                });
+            } else {
+                s.do_send(RemovePolicy {
+                    policy: self.spd_key.clone(),
+                });
+            }
+        }
+        self.stopped_to.do_send(PeerStopped {
+            peer: self.peer.ip(),
+            policy: self.policy.clone(),
+            failed: self.failed,
+        });
+    }
+}
+
+impl Handler<IkeDatagram> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: IkeDatagram, ctx: &mut Context<Self>) {
+        self.session
+            .handle_datagram(Instant::now(), msg.from, msg.nat_t, &msg.bytes);
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Initiate> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Initiate, ctx: &mut Context<Self>) {
+        self.session.initiate(Instant::now());
+        self.drive(ctx);
+    }
+}
+
+impl Handler<Terminate> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        self.session.delete_all(Instant::now());
+        self.drive(ctx);
+        ctx.stop();
+    }
+}
+
+impl Handler<GetStatus> for PeerActor {
+    type Result = MessageResult<GetStatus>;
+    fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.status())
+    }
+}

@@ -1,0 +1,379 @@
+//! IkeRouter: routes IKE datagrams to the PeerActor of their peer, admits unknown initiators
+//! only when an `ipsec-policy-isakmp` covers their address (before any state or DH work), turns
+//! Acquires into initiations, starts permanent policies, and rebuilds a peer actor that stopped
+//! (with backoff when it keeps failing).
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
+use ikehub::ike::{IkeSession, PeerConfig};
+use tracing::{info, warn};
+
+use super::peer::{GetStatus, Initiate, PeerActor, PeerStatus, PeerStopped, Terminate};
+use super::socket::IkeSockets;
+use super::spis::HostSpis;
+use super::{Acquire, IkeDatagram};
+use crate::shard::EspShard;
+
+/// Drops the router counts (`show counters` adds them to the shards').
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct RouterCounters {
+    pub ike_datagrams: u64,
+    pub refused_unknown_peer: u64,
+    pub refused_malformed_first_message: u64,
+    pub peers_started: u64,
+    pub peers_restarted: u64,
+}
+
+struct Peer {
+    addr: Addr<PeerActor>,
+    policy: String,
+}
+
+pub struct IkeRouter {
+    profiles: Arc<Profiles>,
+    /// Per interface (by its local address).
+    sockets: HashMap<IpAddr, IkeSockets>,
+    shards: Vec<Addr<EspShard>>,
+    spis: Arc<HostSpis>,
+    peers: HashMap<IpAddr, Peer>,
+    /// Consecutive failures per peer address, for the restart backoff.
+    failures: HashMap<IpAddr, u32>,
+    counters: RouterCounters,
+    last_refusal_log: Option<Instant>,
+}
+
+/// All peers' status rows.
+#[derive(Message)]
+#[rtype(result = "Vec<PeerStatus>")]
+pub struct ListPeers;
+
+/// `ikehub initiate` / `terminate`.
+#[derive(Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct Command {
+    pub policy: String,
+    pub peer: Option<IpAddr>,
+    pub up: bool,
+}
+
+#[derive(Message)]
+#[rtype(result = "RouterCounters")]
+pub struct GetCounters;
+
+/// Graceful shutdown: every peer sends its deletes.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TerminateAll;
+
+impl IkeRouter {
+    pub fn new(
+        profiles: Arc<Profiles>,
+        sockets: HashMap<IpAddr, IkeSockets>,
+        shards: Vec<Addr<EspShard>>,
+        spis: Arc<HostSpis>,
+    ) -> Self {
+        IkeRouter {
+            profiles,
+            sockets,
+            shards,
+            spis,
+            peers: HashMap::new(),
+            failures: HashMap::new(),
+            counters: RouterCounters::default(),
+            last_refusal_log: None,
+        }
+    }
+
+    /// The policy that admits `ip` on the interface with address `local`: a policy naming the
+    /// address wins over a block, a block over `any`; among blocks the smallest.
+    fn admitting_policy(&self, local: IpAddr, ip: IpAddr) -> Option<Arc<IsakmpPolicy>> {
+        let iface = self
+            .profiles
+            .interfaces
+            .values()
+            .find(|i| i.address == local)?;
+        let mut best: Option<(u64, &Arc<IsakmpPolicy>)> = None;
+        for p in self.profiles.isakmp_policies.values() {
+            if p.interface != iface.name {
+                continue;
+            }
+            let rank = match (&p.peer, ip) {
+                (PeerSpec::Address(a), _) if *a == ip => 0,
+                (PeerSpec::Block(b), IpAddr::V4(v4)) if b.contains(v4) => {
+                    1 + u64::from(u32::from(b.last()) - u32::from(b.first()))
+                }
+                (PeerSpec::Any, _) => u64::MAX,
+                _ => continue,
+            };
+            if best.is_none_or(|(r, _)| rank < r) {
+                best = Some((rank, p));
+            }
+        }
+        best.map(|(_, p)| p.clone())
+    }
+
+    fn spawn_peer(
+        &mut self,
+        policy: &Arc<IsakmpPolicy>,
+        local: IpAddr,
+        peer_ip: IpAddr,
+        initiator: bool,
+        ctx: &mut Context<Self>,
+    ) -> Option<Addr<PeerActor>> {
+        let iface = self.profiles.interfaces.get(&policy.interface)?;
+        let sockets = self.sockets.get(&local)?.clone();
+        let config = Arc::new(PeerConfig::from_policy(policy, iface));
+        let local_addr = SocketAddr::new(local, iface.ike_port);
+        let peer_addr = SocketAddr::new(peer_ip, iface.ike_port);
+        let now = Instant::now();
+        let rng = Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()));
+        let session = if initiator {
+            IkeSession::new_initiator(config, self.spis.clone(), local_addr, peer_addr, now, rng)
+        } else {
+            IkeSession::new_responder(config, self.spis.clone(), local_addr, peer_addr, now, rng)
+        };
+        let template = !matches!(policy.peer, PeerSpec::Address(_));
+        let spd_key: Arc<str> = if template {
+            Arc::from(format!("{}@{peer_ip}", policy.name))
+        } else {
+            Arc::from(policy.name.as_str())
+        };
+        let actor = PeerActor::new(
+            session,
+            policy.name.clone(),
+            spd_key,
+            peer_addr,
+            sockets,
+            self.shards.clone(),
+            ctx.address().recipient(),
+            !template,
+        )
+        .start();
+        self.counters.peers_started += 1;
+        self.peers.insert(
+            peer_ip,
+            Peer {
+                addr: actor.clone(),
+                policy: policy.name.clone(),
+            },
+        );
+        Some(actor)
+    }
+
+    fn log_refusal(&mut self, msg: String) {
+        // At most one line per second: a flood must not become a log flood.
+        let now = Instant::now();
+        if self
+            .last_refusal_log
+            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
+        {
+            self.last_refusal_log = Some(now);
+            warn!("{msg}");
+        }
+    }
+
+    /// Starts the initiators of permanent single-peer policies.
+    pub fn start_permanent(&mut self, ctx: &mut Context<Self>) {
+        let policies: Vec<Arc<IsakmpPolicy>> = self
+            .profiles
+            .isakmp_policies
+            .values()
+            .filter(|p| p.initiate == InitiateMode::Permanent)
+            .cloned()
+            .collect();
+        for p in policies {
+            let PeerSpec::Address(peer) = p.peer else {
+                continue;
+            };
+            let Some(local) = self.profiles.interfaces.get(&p.interface).map(|i| i.address)
+            else {
+                continue;
+            };
+            if !self.peers.contains_key(&peer) {
+                info!(policy = %p.name, %peer, "permanent policy: initiating");
+                if let Some(a) = self.spawn_peer(&p, local, peer, true, ctx) {
+                    a.do_send(Initiate);
+                }
+            }
+        }
+    }
+}
+
+impl Actor for IkeRouter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.start_permanent(ctx);
+    }
+}
+
+impl Handler<IkeDatagram> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: IkeDatagram, ctx: &mut Context<Self>) {
+        self.counters.ike_datagrams += 1;
+        let ip = msg.from.ip();
+        if let Some(p) = self.peers.get(&ip) {
+            p.addr.do_send(msg);
+            return;
+        }
+        let Some(policy) = self.admitting_policy(msg.local.ip(), ip) else {
+            self.counters.refused_unknown_peer += 1;
+            self.log_refusal(format!(
+                "IKE from {} refused: no ipsec-policy-isakmp on {} admits this address",
+                msg.from,
+                msg.local.ip()
+            ));
+            return;
+        };
+        if let Err(e) = ikehub::ike::peek_first_message(&msg.bytes) {
+            self.counters.refused_malformed_first_message += 1;
+            self.log_refusal(format!(
+                "IKE from {} dropped: not the first message of an exchange: {e}",
+                msg.from
+            ));
+            return;
+        }
+        if let Some(actor) = self.spawn_peer(&policy, msg.local.ip(), ip, false, ctx) {
+            actor.do_send(msg);
+        }
+    }
+}
+
+impl Handler<Acquire> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: Acquire, ctx: &mut Context<Self>) {
+        let Some(policy) = self.profiles.isakmp_policies.get(&*msg.policy).cloned() else {
+            return;
+        };
+        if policy.initiate == InitiateMode::Never {
+            return;
+        }
+        let PeerSpec::Address(peer) = policy.peer else {
+            // A template policy cannot initiate: it does not know which spoke to call.
+            return;
+        };
+        if let Some(p) = self.peers.get(&peer) {
+            p.addr.do_send(Initiate);
+            return;
+        }
+        let Some(local) = self
+            .profiles
+            .interfaces
+            .get(&policy.interface)
+            .map(|i| i.address)
+        else {
+            return;
+        };
+        info!(policy = %policy.name, %peer, "on-demand: traffic {} -> {} initiates", msg.src, msg.dst);
+        if let Some(a) = self.spawn_peer(&policy, local, peer, true, ctx) {
+            a.do_send(Initiate);
+        }
+    }
+}
+
+impl Handler<PeerStopped> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: PeerStopped, ctx: &mut Context<Self>) {
+        if self
+            .peers
+            .get(&msg.peer)
+            .is_some_and(|p| p.policy == msg.policy && !p.addr.connected())
+        {
+            self.peers.remove(&msg.peer);
+        }
+        let Some(policy) = self.profiles.isakmp_policies.get(&msg.policy).cloned() else {
+            return;
+        };
+        if policy.initiate != InitiateMode::Permanent {
+            return;
+        }
+        let n = self.failures.entry(msg.peer).or_default();
+        *n = if msg.failed { n.saturating_add(1) } else { 0 };
+        // 1 s, 2 s, 4 s ... up to 60 s between attempts of a peer that keeps failing.
+        let wait = Duration::from_secs(1u64 << (*n).min(6)).min(Duration::from_secs(60));
+        self.counters.peers_restarted += 1;
+        ctx.run_later(wait, |act, ctx| act.start_permanent(ctx));
+    }
+}
+
+impl Handler<ListPeers> for IkeRouter {
+    type Result = ResponseFuture<Vec<PeerStatus>>;
+    fn handle(&mut self, _: ListPeers, _: &mut Context<Self>) -> Self::Result {
+        let addrs: Vec<Addr<PeerActor>> = self.peers.values().map(|p| p.addr.clone()).collect();
+        Box::pin(async move {
+            let mut rows = Vec::new();
+            for a in addrs {
+                if let Ok(s) = a.send(GetStatus).await {
+                    rows.push(s);
+                }
+            }
+            rows.sort_by(|a, b| (&a.policy, &a.peer).cmp(&(&b.policy, &b.peer)));
+            rows
+        })
+    }
+}
+
+impl Handler<Command> for IkeRouter {
+    type Result = Result<String, String>;
+    fn handle(&mut self, msg: Command, ctx: &mut Context<Self>) -> Self::Result {
+        let Some(policy) = self.profiles.isakmp_policies.get(&msg.policy).cloned() else {
+            return Err(format!("no ipsec-policy-isakmp named {}", msg.policy));
+        };
+        let peer = match (msg.peer, policy.peer) {
+            (Some(p), _) => p,
+            (None, PeerSpec::Address(a)) => a,
+            (None, _) => {
+                return Err(format!(
+                    "{} is a template policy: name the spoke with --peer ADDR",
+                    msg.policy
+                ));
+            }
+        };
+        if msg.up {
+            if let Some(p) = self.peers.get(&peer) {
+                p.addr.do_send(Initiate);
+                return Ok(format!("{}: initiating with {peer}", msg.policy));
+            }
+            let local = self
+                .profiles
+                .interfaces
+                .get(&policy.interface)
+                .map(|i| i.address)
+                .ok_or("interface missing")?;
+            let a = self
+                .spawn_peer(&policy, local, peer, true, ctx)
+                .ok_or("cannot start the peer")?;
+            a.do_send(Initiate);
+            Ok(format!("{}: initiating with {peer}", msg.policy))
+        } else {
+            match self.peers.get(&peer) {
+                Some(p) => {
+                    p.addr.do_send(Terminate);
+                    Ok(format!("{}: deleting the SAs with {peer}", msg.policy))
+                }
+                None => Err(format!("{}: nothing is up with {peer}", msg.policy)),
+            }
+        }
+    }
+}
+
+impl Handler<GetCounters> for IkeRouter {
+    type Result = MessageResult<GetCounters>;
+    fn handle(&mut self, _: GetCounters, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(self.counters.clone())
+    }
+}
+
+impl Handler<TerminateAll> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, _: TerminateAll, _: &mut Context<Self>) {
+        for p in self.peers.values() {
+            p.addr.do_send(Terminate);
+        }
+    }
+}
