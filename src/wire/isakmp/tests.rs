@@ -620,7 +620,7 @@ fn header_checks() {
     assert_eq!(
         Message::decode(&long),
         Err(DecodeError::TrailingBytes {
-            what: "ikehub::wire::isakmp::message::Message",
+            what: "datagram after the ISAKMP length",
             count: 1
         })
     );
@@ -740,4 +740,13 @@ fn error_messages_read_well() {
     let e = decode_payloads(PayloadType::NONCE, &hex("00 00 0010 00")).unwrap_err();
     assert_eq!(e.to_string(), "truncated: needed 12 bytes, 1 left");
     assert_eq!(e.notify_type(), NotifyType::PAYLOAD_MALFORMED);
+}
+
+#[test]
+fn non_esp_marker() {
+    let m = main_mode_1_bytes();
+    let on_4500 = [&[0u8; 4][..], &m].concat();
+    assert_eq!(strip_non_esp_marker(&on_4500), Some(&m[..]));
+    assert_eq!(strip_non_esp_marker(&[0xff]), None);
+    assert_eq!(strip_non_esp_marker(&[0, 0, 0x10, 0x01, 0, 0, 0, 1]), None);
 }
