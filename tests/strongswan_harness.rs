@@ -299,6 +299,70 @@ fn ike_scan_against_strongswan() {
     );
 }
 
+/// Short lifetimes on both ends (phase 2 rekeyed every ~10 s with PFS, phase 1 renewed by
+/// reauthentication after ~20 s) while pings flow: the baseline for the ikehub rekey tests.
+#[test]
+fn strongswan_to_strongswan_short_lifetimes_rekey() {
+    if !require_strongswan_or_skip(&["ip", "ping"]) {
+        return;
+    }
+    let started = Instant::now();
+    let sites = TwoSites::new("swrekey");
+    let cfg_a = SwanConfig::ikev1_psk(A_WAN, B_WAN, PSK)
+        .proposals(&["aes256-sha256-modp2048"])
+        .esp_proposals(&["aes128-sha1-modp1024"])
+        .ts(A_NET, B_NET)
+        .child_lifetime(10, 15, 2)
+        .ike_lifetime(20, 5, 2);
+    // Different lifetimes at B, so both ends take turns at rekeying.
+    let cfg_b = cfg_a
+        .mirrored()
+        .child_lifetime(12, 17, 2)
+        .ike_lifetime(24, 5, 2);
+    let a = Charon::start(&sites.a, "a", &cfg_a);
+    let b = Charon::start(&sites.b, "b", &cfg_b);
+    a.initiate("net", 15).unwrap_or_else(|e| panic!("{e}"));
+    let c0 = a.wait_child_installed("net", Duration::from_secs(5));
+    assert_eq!(c0.dh_group.as_deref(), Some("MODP_1024"), "PFS group");
+    let ike0 = a.sas().into_iter().next().expect("IKE_SA");
+    assert_eq!(ike0.dh_group, "MODP_2048");
+
+    // 600 echo requests 50 ms apart: 30 s across about three phase-2 rekeys and one or two
+    // phase-1 reauthentications.
+    let loss = ping(&sites.a, A_HOST, B_HOST, 600);
+    let c1 = a.wait_child_installed("net", Duration::from_secs(5));
+    let ike1 = a.sas().into_iter().next().expect("IKE_SA after the rekeys");
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let (log_a, log_b) = (a.log(), b.log());
+    const CHILD_UP: &str = "established with SPIs";
+    const IKE_UP: &str = "] established between";
+    println!(
+        "over 30 s: A logged {} CHILD_SAs and {} IKE_SAs established, B {} and {}; \
+         ping loss {loss}% of 600",
+        count(&log_a, CHILD_UP),
+        count(&log_a, IKE_UP),
+        count(&log_b, CHILD_UP),
+        count(&log_b, IKE_UP),
+    );
+    println!("A after 30 s:\n{}", a.list_sas());
+    assert_ne!(c1.spi_in, c0.spi_in, "phase 2 was not rekeyed");
+    assert_ne!(ike1.uniqueid, ike0.uniqueid, "phase 1 was not renewed");
+    assert!(
+        count(&log_a, CHILD_UP) >= 3 && count(&log_a, IKE_UP) >= 2,
+        "too few CHILD_SAs for 30 s of 10-12 s lifetimes"
+    );
+    assert!(loss <= 1.0, "{loss}% of 600 pings lost across rekeys");
+    // Old SAs are deleted, not piled up: with renewals overlapping, look for a moment (within
+    // one child lifetime) with at most 2 IKE_SAs and 3 CHILD_SAs.
+    let lean = poll_until(Duration::from_secs(12), || {
+        let sas = a.sas();
+        let children: usize = sas.iter().map(|s| s.children.len()).sum();
+        (sas.len() <= 2 && children <= 3).then_some(())
+    });
+    assert!(lean.is_some(), "SAs pile up:\n{}", a.list_sas());
+    println!("test took {:.1} s", started.elapsed().as_secs_f64());
+}
+
 /// The ike-scan output parser on recorded output (no root needed).
 #[test]
 fn ike_scan_output_parser() {

@@ -13,6 +13,15 @@
 //!   in its NAT-D payloads, phase 1 floats from port 500 to 4500 after message 4 of main mode,
 //!   and ESP is RFC 3948 ESP-in-UDP on 4500 (`swanctl --list-sas` says `TUNNEL-in-UDP`,
 //!   `nat-remote = yes`, `nat-any = yes`; the peer logs "remote host is behind NAT").
+//!   Verified: the plugin forces this even with `encap = no` (it declares that it requires UDP
+//!   encapsulation, and charon then fakes NAT-D regardless), so a strongSwan peer here *always*
+//!   looks NATed to ikehub: ikehub must float to 4500 and use ESP-in-UDP with it.
+//! * **No on-demand (trap) with kernel-libipsec**: `start_action = trap` installs the route
+//!   into `ipsec0`, but libipsec 5.9.8 drops the first packet ("could not find an outbound
+//!   IPsec SA for reqid {1}, dropping packet") and never sends an acquire to charon, so nothing
+//!   is negotiated. strongSwan-initiated tests use [`Charon::initiate`] or `start_action =
+//!   start`; with `start` charon initiates while loading, so start the responder first or the
+//!   first main-mode message is lost and retransmitted after `retransmit_timeout` (4 s).
 //! * **The plugin list** (`charon.load`, which replaces `load_modular`, so the host's
 //!   `/etc/strongswan.d` plugin snippets do not matter): [`CHARON_PLUGINS`]. `openssl` provides
 //!   3DES/DES and the MODP groups beside `gmp`; this build has no `des` or `curve25519` plugin;
@@ -54,6 +63,20 @@
 //! * **swanctl.conf**: one connection with one child; the PSK is in
 //!   `secrets { ike-NAME { id-1 = LOCAL_ID  id-2 = REMOTE_ID  secret = "..." } }`; ids are the
 //!   IKE addresses unless set ([`SwanConfig::local_id`]).
+//! * **Rekeying** (verified with ~10-20 s lifetimes, `strongswan_to_strongswan_short_lifetimes_rekey`):
+//!   child `rekey_time`/`life_time`/`rand_time` renew phase 2 by a new quick mode (with the PFS
+//!   group of `esp_proposals`; `--list-sas` then shows `.../MODP_1024` on the CHILD_SA and the
+//!   old one as `REKEYED` until deleted); connection `rekey_time` (+ `over_time`, `rand_time`)
+//!   renews phase 1 by a full new main mode, after which the responder logs "detected reauth
+//!   of existing IKE_SA, adopting N children" and the old ISAKMP SA is deleted. Zero pings
+//!   were lost strongSwan↔strongSwan. Both ends rekey on their own timers, so give them
+//!   different lifetimes to have both initiate renewals.
+//! * **Wrong PSK** (initiator right, responder wrong): the responder cannot decrypt main mode
+//!   message 5 ("invalid HASH_V1 payload length, decryption failed?", "message parsing
+//!   failed") and stays silent; the initiator retransmits and gives up ("giving up after N
+//!   retransmits", "establishing IKE_SA failed, peer not responding"). With the default
+//!   retransmit settings that takes ~165 s; [`SwanConfig::retransmit`]`(2, 1.0, 1.5)` makes
+//!   it ~5 s. [`Charon::reload`] with the corrected PSK then lets the next initiate succeed.
 //! * `swanctl --initiate --child NAME --timeout N` blocks until the CHILD_SA is up (exit 0) or
 //!   fails (exit non-zero, log on stdout); with MODP1024 on this machine that takes ~20 ms.
 //!   `swanctl --list-sas --pretty` is parsed into [`IkeSa`] / [`ChildSa`] ([`parse_list_sas`]).
@@ -117,7 +140,8 @@ pub enum StartAction {
     None,
     /// Initiate as soon as the configuration is loaded.
     Start,
-    /// Install a trap policy: the first matching packet initiates (on-demand).
+    /// Install a trap policy: the first matching packet initiates (on-demand). Does NOT work
+    /// with kernel-libipsec 5.9.8 (no acquire; see the module doc).
     Trap,
 }
 
@@ -156,7 +180,7 @@ pub struct SwanConfig {
     pub remote_ts: Vec<String>,
     /// `tunnel` (default) or `transport`.
     pub mode: String,
-    /// Force UDP encapsulation (`encap`); must stay true with kernel-libipsec in 5.9.8.
+    /// Force UDP encapsulation (`encap`); kernel-libipsec 5.9.8 forces it anyway.
     pub encap: bool,
     pub aggressive: bool,
     /// `unique`: no (default), never, replace, keep.
