@@ -27,6 +27,12 @@
 //!   3DES/DES and the MODP groups beside `gmp`; this build has no `des` or `curve25519` plugin;
 //!   no certificate plugins (`pem`, `x509`, `pkcs1`...) are needed for PSK. `kdf` is required by
 //!   5.9.8 for its PRF+ (charon warns without it). `updown` is loaded but no script is configured.
+//!   Verified strongSwan↔strongSwan with this list: IKE `3des-md5-modp1024`,
+//!   `aes128-sha1-modp1024`, `aes192-sha1-modp1536`, `aes256-sha256-modp2048`,
+//!   `des-sha1-modp768` (group 1); ESP `3des-md5`, `des-md5`, `aes128-sha1`, `aes192-sha1`,
+//!   `aes128-sha256`, `aes256-sha256`, with and without a PFS group. ESP `sha256` is
+//!   HMAC-SHA2-256-128 (RFC 4868, 16-byte ICV; `--list-sas` says `HMAC_SHA2_256_128`), not the
+//!   pre-RFC 96-bit truncation (that would need `sha256_96 = yes` on the child).
 //! * **Private /run**: charon's pid file path is compiled in (`/run/charon.pid`), and a second
 //!   charon refuses to start if it finds a live one. Each charon therefore gets a private mount
 //!   namespace with its own directory bound over `/run`:
