@@ -1,6 +1,6 @@
 //! `ikehub bench`: quick measurements of this machine with the real data-plane code: ESP/AH
 //! encap and decap MB/s on one core per suite and packet size, and SA / policy lookup rates
-//! at 10, 1k and 100k entries. Criterion benches in `benches/` are the careful version.
+//! at 10, 1k and 100k entries, and Diffie-Hellman operations per group. Criterion benches in `benches/` are the careful version.
 
 mod measure;
 pub mod packet;
@@ -15,6 +15,7 @@ use ikehub::esp::suite::{BENCH_SUITES, Endpoint, Suite, tunnel_pair};
 use ikehub::esp::{
     EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation, SecurityAssociation,
 };
+use ikehub::ike::dh::{DhGroup, DhPrivate};
 use ikehub::spd::{Policy, Spd, SpiTable};
 use serde::Serialize;
 
@@ -48,9 +49,22 @@ struct LookupResult {
 }
 
 #[derive(Serialize)]
+struct DhResult {
+    group: u16,
+    bits: usize,
+    /// g^x mod p (a key pair) per second.
+    keygen_per_s: f64,
+    /// (g^y)^x mod p with the peer's value checked, per second.
+    shared_secret_per_s: f64,
+    /// One modular exponentiation, in milliseconds.
+    modexp_ms: f64,
+}
+
+#[derive(Serialize)]
 struct Report {
     esp: Vec<EspResult>,
     lookup: Vec<LookupResult>,
+    dh: Vec<DhResult>,
 }
 
 fn endpoints() -> (Endpoint, Endpoint) {
@@ -176,6 +190,35 @@ fn bench_lookups(budget: Duration) -> Vec<LookupResult> {
     out
 }
 
+/// Modular exponentiations per DH group: a main mode costs each side two (its key pair and the
+/// shared secret), which bounds the handshake rate of one core.
+fn bench_dh(budget: Duration) -> Vec<DhResult> {
+    let mut rng: rand::rngs::StdRng = rand::make_rng();
+    let mut out = Vec::new();
+    for id in [1u16, 2, 5, 14] {
+        let Some(group) = DhGroup::from_id(id) else {
+            continue;
+        };
+        let keygen = ops_per_sec(budget, || {
+            let x = DhPrivate::generate(group, &mut rng);
+            black_box(x.public_value());
+        });
+        let peer = DhPrivate::generate(group, &mut rng).public_value();
+        let mine = DhPrivate::generate(group, &mut rng);
+        let shared = ops_per_sec(budget, || {
+            black_box(mine.shared_secret(&peer).is_ok());
+        });
+        out.push(DhResult {
+            group: id,
+            bits: group.bits(),
+            keygen_per_s: keygen,
+            shared_secret_per_s: shared,
+            modexp_ms: 1000.0 / shared,
+        });
+    }
+    out
+}
+
 pub fn run(json: bool, seconds: f64) -> ExitCode {
     let budget = Duration::from_secs_f64(seconds.clamp(0.01, 60.0));
     let mut esp = Vec::new();
@@ -199,7 +242,8 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         }
     }
     let lookup = bench_lookups(budget);
-    let report = Report { esp, lookup };
+    let dh = bench_dh(budget);
+    let report = Report { esp, lookup, dh };
     if json {
         println!(
             "{}",
@@ -227,6 +271,21 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         println!("{:<28} {:>8} {:>14}", "LOOKUP", "ENTRIES", "LOOKUPS/S");
         for l in &report.lookup {
             println!("{:<28} {:>8} {:>14.0}", l.table, l.entries, l.lookups_per_s);
+        }
+        println!();
+        println!(
+            "{:<8} {:>5} {:>10} {:>14} {:>10}",
+            "DH", "BITS", "KEYGEN/S", "SHARED/S", "MODEXP-MS"
+        );
+        for d in &report.dh {
+            println!(
+                "{:<8} {:>5} {:>10.0} {:>14.0} {:>10.3}",
+                format!("group {}", d.group),
+                d.bits,
+                d.keygen_per_s,
+                d.shared_secret_per_s,
+                d.modexp_ms
+            );
         }
     }
     ExitCode::SUCCESS

@@ -12,10 +12,12 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod ikescan;
 pub mod iperf;
 pub mod netns;
 pub mod refpkt;
 pub mod sa;
+pub mod strongswan;
 pub mod tunnel;
 pub mod unpriv;
 pub mod wireshark;
