@@ -5,5 +5,6 @@
 pub mod config;
 pub mod crypto;
 pub mod esp;
+pub mod ike;
 pub mod spd;
 pub mod wire;
