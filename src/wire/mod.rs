@@ -13,6 +13,7 @@ pub mod frag;
 pub mod icmp;
 pub mod ip;
 pub mod ipv4;
+pub mod isakmp;
 pub mod udp;
 
 #[cfg(test)]
