@@ -12,3 +12,4 @@ pub mod error;
 pub mod events;
 pub mod proposal;
 pub(crate) mod retransmit;
+pub(crate) mod sa_payload;

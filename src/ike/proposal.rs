@@ -236,6 +236,10 @@ impl fmt::Display for Phase2Suite {
     }
 }
 
+/// A peer's offer decoded: the suite, or the description of something we cannot run
+/// (e.g. `Blowfish-CBC-SHA1-modp1024`), kept for the reason text.
+pub type Offer<T> = Result<T, String>;
+
 fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
     let v: Vec<String> = items.into_iter().map(|t| t.to_string()).collect();
     if v.is_empty() {
@@ -243,6 +247,23 @@ fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
     } else {
         v.join(", ")
     }
+}
+
+fn describe<T: fmt::Display>(o: &Offer<T>) -> String {
+    match o {
+        Ok(t) => t.to_string(),
+        Err(d) => d.clone(),
+    }
+}
+
+/// Whether a suite the responder chose is one we offered (initiator side).
+pub fn phase1_matches(offered: &Phase1Suite, chosen: &Phase1Suite) -> bool {
+    offered.same_algorithms(chosen)
+}
+
+/// Whether a suite the responder chose is one we offered (initiator side).
+pub fn phase2_matches(offered: &Phase2Suite, chosen: &Phase2Suite) -> bool {
+    offered.same_algorithms(chosen)
 }
 
 /// The phase-1 transform a responder chose: index into the peer's offer and the suite we run
@@ -266,11 +287,14 @@ fn min_life(offered: Option<u64>, ours: Option<u64>) -> Option<u64> {
 pub fn select_phase1(
     policy: &str,
     ours: &[Phase1Suite],
-    offered: &[Phase1Suite],
+    offered: &[Offer<Phase1Suite>],
 ) -> Result<Phase1Choice, String> {
     for our in ours {
-        if let Some(i) = offered.iter().position(|o| o.same_algorithms(our)) {
-            let o = offered[i];
+        if let Some(i) = offered
+            .iter()
+            .position(|o| o.as_ref().is_ok_and(|o| o.same_algorithms(our)))
+        {
+            let Ok(o) = offered[i] else { continue };
             return Ok(Phase1Choice {
                 offered_index: i,
                 suite: Phase1Suite {
@@ -283,7 +307,7 @@ pub fn select_phase1(
     }
     Err(format!(
         "no proposal chosen: peer offered {}, policy {policy} accepts {}",
-        list(offered),
+        list(offered.iter().map(describe)),
         list(ours)
     ))
 }
@@ -303,11 +327,14 @@ pub struct Phase2Choice {
 pub fn select_phase2(
     policy: &str,
     ours: &[Phase2Suite],
-    offered: &[Phase2Suite],
+    offered: &[Offer<Phase2Suite>],
 ) -> Result<Phase2Choice, String> {
     for (oi, our) in ours.iter().enumerate() {
-        if let Some(i) = offered.iter().position(|o| o.same_algorithms(our)) {
-            let o = offered[i];
+        if let Some(i) = offered
+            .iter()
+            .position(|o| o.as_ref().is_ok_and(|o| o.same_algorithms(our)))
+        {
+            let Ok(o) = offered[i] else { continue };
             let s = min_life(o.lifetime_seconds, our.lifetime_seconds);
             let k = min_life(o.lifetime_kilobytes, our.lifetime_kilobytes);
             return Ok(Phase2Choice {
@@ -324,7 +351,7 @@ pub fn select_phase2(
     }
     Err(format!(
         "no proposal chosen: peer offered {}, policy {policy} accepts {}",
-        list(offered),
+        list(offered.iter().map(describe)),
         list(ours)
     ))
 }
@@ -351,8 +378,13 @@ mod tests {
             p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 2, 28800),
         ];
         let offered = [
-            p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 2, 3600),
-            p1(EncrAlgorithm::AesCbc256, HashAlgorithm::Sha256, 14, 86400),
+            Ok(p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 2, 3600)),
+            Ok(p1(
+                EncrAlgorithm::AesCbc256,
+                HashAlgorithm::Sha256,
+                14,
+                86400,
+            )),
         ];
         let c = select_phase1("P", &ours, &offered).unwrap();
         assert_eq!(c.offered_index, 1);
@@ -366,7 +398,12 @@ mod tests {
     #[test]
     fn mismatch_reason_names_both_sides() {
         let ours = [p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 14, 28800)];
-        let offered = [p1(EncrAlgorithm::TripleDes, HashAlgorithm::Md5, 2, 28800)];
+        let offered = [Ok(p1(
+            EncrAlgorithm::TripleDes,
+            HashAlgorithm::Md5,
+            2,
+            28800,
+        ))];
         let e = select_phase1("ToBerne", &ours, &offered).unwrap_err();
         assert_eq!(
             e,
@@ -388,7 +425,7 @@ mod tests {
         let mut offered = ours;
         offered[0].lifetime_seconds = Some(7200);
         offered[0].encap = EncapMode::UdpTunnel;
-        let c = select_phase2("P", &ours, &offered).unwrap();
+        let c = select_phase2("P", &ours, &[Ok(offered[0])]).unwrap();
         assert!(c.lifetime_shortened);
         assert_eq!(c.suite.lifetime_seconds, Some(3600));
         assert_eq!(c.suite.encap, EncapMode::UdpTunnel);
