@@ -21,9 +21,7 @@ pub(crate) fn network_id(n: &NetworkSpec) -> Identification {
     match *n {
         NetworkSpec::Host(a) => Identification::new(IdValue::Ipv4Addr(a)),
         NetworkSpec::Subnet { prefix, .. } => Identification::ipv4_subnet(n.first(), prefix),
-        NetworkSpec::Range { start, end } => {
-            Identification::new(IdValue::Ipv4Range { start, end })
-        }
+        NetworkSpec::Range { start, end } => Identification::new(IdValue::Ipv4Range { start, end }),
     }
 }
 
@@ -96,7 +94,11 @@ mod tests {
 
     #[test]
     fn each_form_round_trips() {
-        for s in ["198.51.100.7", "198.51.100.0/24", "198.51.100.10-198.51.100.20"] {
+        for s in [
+            "198.51.100.7",
+            "198.51.100.0/24",
+            "198.51.100.10-198.51.100.20",
+        ] {
             let n: NetworkSpec = s.parse().unwrap();
             assert_eq!(id_network(&network_id(&n)).unwrap(), n, "{s}");
         }

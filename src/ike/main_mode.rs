@@ -136,7 +136,10 @@ fn nonce_ok(n: &[u8]) -> IkeResult<()> {
     if (8..=256).contains(&n.len()) {
         Ok(())
     } else {
-        Err(IkeError::malformed(format!("nonce of {} bytes (RFC 2409 §5: 8 to 256)", n.len())))
+        Err(IkeError::malformed(format!(
+            "nonce of {} bytes (RFC 2409 §5: 8 to 256)",
+            n.len()
+        )))
     }
 }
 
@@ -180,7 +183,11 @@ impl MainMode {
             keys: None,
             caps: PeerCapabilities::default(),
             nat: None,
-            retransmit: Some(Retransmit::new(msg.clone(), ctx.now, &ctx.config.retransmit)),
+            retransmit: Some(Retransmit::new(
+                msg.clone(),
+                ctx.now,
+                &ctx.config.retransmit,
+            )),
             expires: ctx.now + ctx.config.retransmit.total(),
             initial_contact,
             got_initial_contact: false,
@@ -251,7 +258,11 @@ impl MainMode {
     }
 
     fn nat_t_variant(&self, cfg: &PeerConfig) -> Option<proposal::NatTVariant> {
-        if cfg.nat.enabled { self.caps.nat_t } else { None }
+        if cfg.nat.enabled {
+            self.caps.nat_t
+        } else {
+            None
+        }
     }
 
     /// A message of this exchange (cookies matched). `plain` is `Err(ciphertext)` when the
@@ -270,16 +281,23 @@ impl MainMode {
             (MmState::SentId, Err(c)) => self.i_on_id(ctx, header_in, &c),
             (MmState::RepliedSa, Ok(m)) => self.r_on_ke(ctx, m, to, from),
             (MmState::RepliedKe, Err(c)) => self.r_on_id(ctx, header_in, &c),
-            (s, _) => Err(IkeError::drop(format!("unexpected main mode message in state {s:?}"))),
+            (s, _) => Err(IkeError::drop(format!(
+                "unexpected main mode message in state {s:?}"
+            ))),
         }
     }
 
     // ---- initiator ----------------------------------------------------------------------
 
-    fn i_on_sa(&mut self, ctx: &mut Ctx<'_>, m2: Parsed, peer: SocketAddr, local: SocketAddr) -> IkeResult<MmStep> {
+    fn i_on_sa(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m2: Parsed,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> IkeResult<MmStep> {
         message::check(MM_SA, &m2.payloads, "main mode message 2")?;
-        let Some(Payload::Sa(sa)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
-        else {
+        let Some(Payload::Sa(sa)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_))) else {
             return Err(IkeError::malformed("message 2 without SA"));
         };
         let chosen = sa_payload::phase1_chosen(sa)?;
@@ -290,14 +308,20 @@ impl MainMode {
         {
             return Err(IkeError::notify(
                 NotifyType::NO_PROPOSAL_CHOSEN,
-                format!("responder chose {chosen}, which policy {} did not offer", ctx.config.policy),
+                format!(
+                    "responder chose {chosen}, which policy {} did not offer",
+                    ctx.config.policy
+                ),
             ));
         }
         self.cky_r = m2.header.responder_cookie;
         self.caps = PeerCapabilities::from_payloads(&m2.payloads);
         self.suite = Some(chosen);
         let group = DhGroup::from_id(chosen.group).ok_or_else(|| {
-            IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, format!("DH group {} unsupported", chosen.group))
+            IkeError::notify(
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!("DH group {} unsupported", chosen.group),
+            )
         })?;
         let dh = DhPrivate::generate(group, &mut *ctx.rng);
         self.g_xi = dh.public_value();
@@ -321,16 +345,26 @@ impl MainMode {
             ));
         }
         let msg = message::plain(header(self.cky_i, self.cky_r, Flags::NONE), payloads);
-        self.retransmit = Some(Retransmit::new(msg.clone(), ctx.now, &ctx.config.retransmit));
+        self.retransmit = Some(Retransmit::new(
+            msg.clone(),
+            ctx.now,
+            &ctx.config.retransmit,
+        ));
         self.set_state(MmState::SentKe);
         Ok(MmStep::Send(msg))
     }
 
     fn derive(&mut self, ctx: &Ctx<'_>, peer_ke: &[u8]) -> IkeResult<()> {
         let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
-        let dh = self.dh.as_ref().ok_or_else(|| IkeError::fatal("no DH value"))?;
+        let dh = self
+            .dh
+            .as_ref()
+            .ok_or_else(|| IkeError::fatal("no DH value"))?;
         let g_xy = dh.shared_secret(peer_ke).map_err(|e| {
-            IkeError::notify(NotifyType::INVALID_KEY_INFORMATION, format!("peer's KE refused: {e}"))
+            IkeError::notify(
+                NotifyType::INVALID_KEY_INFORMATION,
+                format!("peer's KE refused: {e}"),
+            )
         })?;
         let keys = Phase1Keys::derive_psk(
             &ctx.config.preshared_key.0,
@@ -346,15 +380,34 @@ impl MainMode {
                 g_xr: &self.g_xr,
             },
         );
-        let iv = IvChain::from_keys(&keys).map_err(|e| IkeError::fatal(format!("phase-1 cipher: {e}")))?;
+        let iv = IvChain::from_keys(&keys)
+            .map_err(|e| IkeError::fatal(format!("phase-1 cipher: {e}")))?;
         self.keys = Some((keys, iv));
         Ok(())
     }
 
-    fn i_on_ke(&mut self, ctx: &mut Ctx<'_>, m4: Parsed, to: SocketAddr, from: SocketAddr) -> IkeResult<MmStep> {
+    fn i_on_ke(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m4: Parsed,
+        to: SocketAddr,
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
         message::check(MM_KE, &m4.payloads, "main mode message 4")?;
-        let ke = m4.first(|p| match p { Payload::KeyExchange(k) => Some(k), _ => None }).cloned().unwrap_or_default();
-        let nr = m4.first(|p| match p { Payload::Nonce(n) => Some(n), _ => None }).cloned().unwrap_or_default();
+        let ke = m4
+            .first(|p| match p {
+                Payload::KeyExchange(k) => Some(k),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        let nr = m4
+            .first(|p| match p {
+                Payload::Nonce(n) => Some(n),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
         nonce_ok(&nr)?;
         self.g_xr = ke.clone();
         self.nr = nr;
@@ -367,8 +420,18 @@ impl MainMode {
         let id_payload = Payload::Identification(id);
         let mut idii_b = Vec::new();
         id_payload.encode_body(&mut idii_b);
-        let (keys, _) = self.keys.as_ref().ok_or_else(|| IkeError::fatal("no keys"))?;
-        let hash_i = keys.hash_i(&self.g_xi, &self.g_xr, &self.cky_i, &self.cky_r, &self.sai_b, &idii_b);
+        let (keys, _) = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| IkeError::fatal("no keys"))?;
+        let hash_i = keys.hash_i(
+            &self.g_xi,
+            &self.g_xr,
+            &self.cky_i,
+            &self.cky_r,
+            &self.sai_b,
+            &idii_b,
+        );
         let mut payloads = vec![id_payload, Payload::Hash(hash_i.as_bytes().to_vec())];
         if self.initial_contact {
             payloads.push(Payload::Notification(Notification::isakmp(
@@ -382,31 +445,66 @@ impl MainMode {
             return Err(IkeError::fatal("no keys"));
         };
         let msg = message::encrypted(header(self.cky_i, self.cky_r, Flags::NONE), &payloads, iv);
-        self.retransmit = Some(Retransmit::new(msg.clone(), ctx.now, &ctx.config.retransmit));
+        self.retransmit = Some(Retransmit::new(
+            msg.clone(),
+            ctx.now,
+            &ctx.config.retransmit,
+        ));
         self.set_state(MmState::SentId);
         Ok(MmStep::Send(msg))
     }
 
     /// Decrypts and authenticates message 5 or 6; commits the IV only when HASH verifies.
     fn open_id(&mut self, h: Header, c: &[u8], what: &str) -> IkeResult<(Parsed, Vec<u8>)> {
-        let (keys, iv) = self.keys.as_mut().ok_or_else(|| IkeError::fatal("no keys"))?;
+        let (keys, iv) = self
+            .keys
+            .as_mut()
+            .ok_or_else(|| IkeError::fatal("no keys"))?;
         let auth_failed = |why: String| {
             IkeError::notify(
                 NotifyType::AUTHENTICATION_FAILED,
                 format!("{what} {why}: the pre-shared keys of the two ends differ"),
             )
         };
-        let m = message::decrypt(h, c, iv).map_err(|e| auth_failed(format!("did not decrypt to valid payloads ({})", e.reason)))?;
+        let m = message::decrypt(h, c, iv).map_err(|e| {
+            auth_failed(format!("did not decrypt to valid payloads ({})", e.reason))
+        })?;
         message::check(MM_ID, &m.payloads, what).map_err(|e| auth_failed(e.reason))?;
-        let id_b = m.body_of(PayloadType::IDENTIFICATION).map(<[u8]>::to_vec).unwrap_or_default();
-        let got = m.first(|p| match p { Payload::Hash(x) => Some(x), _ => None }).cloned().unwrap_or_default();
+        let id_b = m
+            .body_of(PayloadType::IDENTIFICATION)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let got = m
+            .first(|p| match p {
+                Payload::Hash(x) => Some(x),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
         let expect = if self.initiator {
-            keys.hash_r(&self.g_xi, &self.g_xr, &self.cky_i, &self.cky_r, &self.sai_b, &id_b)
+            keys.hash_r(
+                &self.g_xi,
+                &self.g_xr,
+                &self.cky_i,
+                &self.cky_r,
+                &self.sai_b,
+                &id_b,
+            )
         } else {
-            keys.hash_i(&self.g_xi, &self.g_xr, &self.cky_i, &self.cky_r, &self.sai_b, &id_b)
+            keys.hash_i(
+                &self.g_xi,
+                &self.g_xr,
+                &self.cky_i,
+                &self.cky_r,
+                &self.sai_b,
+                &id_b,
+            )
         };
         if !expect.ct_eq(&got) {
-            return Err(auth_failed(format!("carries a wrong {}", if self.initiator { "HASH_R" } else { "HASH_I" })));
+            return Err(auth_failed(format!(
+                "carries a wrong {}",
+                if self.initiator { "HASH_R" } else { "HASH_I" }
+            )));
         }
         if let Some(p) = m.pending {
             iv.commit(p);
@@ -424,17 +522,39 @@ impl MainMode {
 
     // ---- responder ----------------------------------------------------------------------
 
-    fn r_on_ke(&mut self, ctx: &mut Ctx<'_>, m3: Parsed, to: SocketAddr, from: SocketAddr) -> IkeResult<MmStep> {
+    fn r_on_ke(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m3: Parsed,
+        to: SocketAddr,
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
         message::check(MM_KE, &m3.payloads, "main mode message 3")?;
         let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
-        let ke = m3.first(|p| match p { Payload::KeyExchange(k) => Some(k), _ => None }).cloned().unwrap_or_default();
-        let ni = m3.first(|p| match p { Payload::Nonce(n) => Some(n), _ => None }).cloned().unwrap_or_default();
+        let ke = m3
+            .first(|p| match p {
+                Payload::KeyExchange(k) => Some(k),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        let ni = m3
+            .first(|p| match p {
+                Payload::Nonce(n) => Some(n),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
         nonce_ok(&ni)?;
-        let group = DhGroup::from_id(suite.group)
-            .ok_or_else(|| IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, "DH group unsupported"))?;
+        let group = DhGroup::from_id(suite.group).ok_or_else(|| {
+            IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, "DH group unsupported")
+        })?;
         // Check the peer's value before spending an exponentiation on ours.
         group.check_public(&ke).map_err(|e| {
-            IkeError::notify(NotifyType::INVALID_KEY_INFORMATION, format!("peer's KE refused: {e}"))
+            IkeError::notify(
+                NotifyType::INVALID_KEY_INFORMATION,
+                format!("peer's KE refused: {e}"),
+            )
         })?;
         let dh = DhPrivate::generate(group, &mut *ctx.rng);
         self.g_xr = dh.public_value();
@@ -447,7 +567,10 @@ impl MainMode {
             Payload::KeyExchange(self.g_xr.clone()),
             Payload::Nonce(self.nr.clone()),
         ];
-        let nat_d_in = m3.payloads.iter().any(|p| matches!(p, Payload::NatD { .. }));
+        let nat_d_in = m3
+            .payloads
+            .iter()
+            .any(|p| matches!(p, Payload::NatD { .. }));
         if let (Some(v), true) = (self.nat_t_variant(ctx.config), nat_d_in) {
             self.nat = nat_t::detect(suite.hash, &self.cky_i, &self.cky_r, &m3.payloads, to, from);
             let salt = ctx.cookie();
@@ -473,8 +596,18 @@ impl MainMode {
         let id_payload = Payload::Identification(endpoint_id(ctx.local.ip()));
         let mut idir_b = Vec::new();
         id_payload.encode_body(&mut idir_b);
-        let (keys, _) = self.keys.as_ref().ok_or_else(|| IkeError::fatal("no keys"))?;
-        let hash_r = keys.hash_r(&self.g_xi, &self.g_xr, &self.cky_i, &self.cky_r, &self.sai_b, &idir_b);
+        let (keys, _) = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| IkeError::fatal("no keys"))?;
+        let hash_r = keys.hash_r(
+            &self.g_xi,
+            &self.g_xr,
+            &self.cky_i,
+            &self.cky_r,
+            &self.sai_b,
+            &idir_b,
+        );
         let mut payloads = vec![id_payload, Payload::Hash(hash_r.as_bytes().to_vec())];
         if self.initial_contact {
             payloads.push(Payload::Notification(Notification::isakmp(
@@ -536,8 +669,19 @@ impl MainMode {
 /// (RFC 2408 §5: sent in the clear before keys exist, or when the peer's keys differ).
 pub(crate) fn plain_notify(cky_i: [u8; 8], cky_r: [u8; 8], t: NotifyType, msg_id: u32) -> Vec<u8> {
     message::plain(
-        Header::new(cky_i, cky_r, ExchangeType::INFORMATIONAL, Flags::NONE, msg_id),
-        vec![Payload::Notification(Notification::isakmp(t, cky_i, cky_r, Vec::new()))],
+        Header::new(
+            cky_i,
+            cky_r,
+            ExchangeType::INFORMATIONAL,
+            Flags::NONE,
+            msg_id,
+        ),
+        vec![Payload::Notification(Notification::isakmp(
+            t,
+            cky_i,
+            cky_r,
+            Vec::new(),
+        ))],
     )
 }
 

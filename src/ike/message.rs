@@ -25,7 +25,11 @@ const fn may(ty: PayloadType) -> Rule {
     Rule { ty, min: 0, max: 1 }
 }
 const fn any(ty: PayloadType) -> Rule {
-    Rule { ty, min: 0, max: 255 }
+    Rule {
+        ty,
+        min: 0,
+        max: 255,
+    }
 }
 
 use PayloadType as P;
@@ -87,10 +91,16 @@ pub(crate) fn check(table: &[Rule], payloads: &[Payload], what: &str) -> IkeResu
     for r in table {
         let n = payloads.iter().filter(|p| p.payload_type() == r.ty).count();
         if n < usize::from(r.min) {
-            return Err(IkeError::malformed(format!("{what} lacks a {} payload", r.ty)));
+            return Err(IkeError::malformed(format!(
+                "{what} lacks a {} payload",
+                r.ty
+            )));
         }
         if n > usize::from(r.max) {
-            return Err(IkeError::malformed(format!("{what} carries {n} {} payloads", r.ty)));
+            return Err(IkeError::malformed(format!(
+                "{what} carries {n} {} payloads",
+                r.ty
+            )));
         }
     }
     for p in payloads {
@@ -105,7 +115,9 @@ pub(crate) fn check(table: &[Rule], payloads: &[Payload], what: &str) -> IkeResu
             ));
         }
         if !matches!(p, Payload::Unknown { .. }) {
-            return Err(IkeError::malformed(format!("{what} carries an unexpected {t} payload")));
+            return Err(IkeError::malformed(format!(
+                "{what} carries an unexpected {t} payload"
+            )));
         }
     }
     Ok(())
@@ -138,7 +150,12 @@ impl Parsed {
     }
 }
 
-fn from_raw(header: Header, raw: &[RawPayload<'_>], chain: &[u8], pending: Option<PendingIv>) -> IkeResult<Parsed> {
+fn from_raw(
+    header: Header,
+    raw: &[RawPayload<'_>],
+    chain: &[u8],
+    pending: Option<PendingIv>,
+) -> IkeResult<Parsed> {
     let mut payloads = Vec::with_capacity(raw.len());
     let mut bodies = Vec::with_capacity(raw.len());
     for r in raw {
@@ -161,7 +178,8 @@ fn from_raw(header: Header, raw: &[RawPayload<'_>], chain: &[u8], pending: Optio
 /// Decodes a datagram's header and, for a plaintext message, its payloads. Encrypted
 /// messages come back with `Err(ciphertext)` in the second slot.
 pub(crate) fn decode(bytes: &[u8]) -> IkeResult<(Header, Result<Parsed, Vec<u8>>)> {
-    let msg = Message::decode(bytes).map_err(|e| IkeError::drop(format!("undecodable datagram: {e}")))?;
+    let msg =
+        Message::decode(bytes).map_err(|e| IkeError::drop(format!("undecodable datagram: {e}")))?;
     match msg.body {
         crate::wire::isakmp::Body::Encrypted(c) => Ok((msg.header, Err(c))),
         crate::wire::isakmp::Body::Payloads(_) => {

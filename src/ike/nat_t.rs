@@ -57,7 +57,12 @@ impl PeerCapabilities {
 }
 
 /// NAT-D = HASH(CKY-I | CKY-R | IP | Port) with the negotiated hash (RFC 3947 §3.2).
-pub(crate) fn nat_d(hash: HashAlgorithm, cky_i: &[u8; 8], cky_r: &[u8; 8], addr: SocketAddr) -> Vec<u8> {
+pub(crate) fn nat_d(
+    hash: HashAlgorithm,
+    cky_i: &[u8; 8],
+    cky_r: &[u8; 8],
+    addr: SocketAddr,
+) -> Vec<u8> {
     let ip = match addr.ip() {
         IpAddr::V4(a) => a.octets().to_vec(),
         IpAddr::V6(a) => a.octets().to_vec(),
@@ -167,13 +172,41 @@ mod tests {
         let a: SocketAddr = "192.0.2.1:500".parse().unwrap();
         let b: SocketAddr = "192.0.2.2:500".parse().unwrap();
         let (ci, cr) = ([1; 8], [2; 8]);
-        let sent = nat_d_payloads(NatTVariant::Rfc3947, HashAlgorithm::Sha1, &ci, &cr, b, a, false, [0; 8]);
+        let sent = nat_d_payloads(
+            NatTVariant::Rfc3947,
+            HashAlgorithm::Sha1,
+            &ci,
+            &cr,
+            b,
+            a,
+            false,
+            [0; 8],
+        );
         let out = detect(HashAlgorithm::Sha1, &ci, &cr, &sent, b, a).unwrap();
         assert!(!out.any());
         let natted: SocketAddr = "203.0.113.5:40000".parse().unwrap();
         let out = detect(HashAlgorithm::Sha1, &ci, &cr, &sent, b, natted).unwrap();
-        assert_eq!(out, NatOutcome { local_behind_nat: false, peer_behind_nat: true });
-        let forced = nat_d_payloads(NatTVariant::Rfc3947, HashAlgorithm::Sha1, &ci, &cr, b, a, true, [9; 8]);
-        assert!(detect(HashAlgorithm::Sha1, &ci, &cr, &forced, b, a).unwrap().peer_behind_nat);
+        assert_eq!(
+            out,
+            NatOutcome {
+                local_behind_nat: false,
+                peer_behind_nat: true
+            }
+        );
+        let forced = nat_d_payloads(
+            NatTVariant::Rfc3947,
+            HashAlgorithm::Sha1,
+            &ci,
+            &cr,
+            b,
+            a,
+            true,
+            [9; 8],
+        );
+        assert!(
+            detect(HashAlgorithm::Sha1, &ci, &cr, &forced, b, a)
+                .unwrap()
+                .peer_behind_nat
+        );
     }
 }

@@ -85,7 +85,13 @@ pub(crate) enum QmStep {
 }
 
 fn qm_header(sa: &IsakmpSa, msg_id: u32) -> Header {
-    Header::new(sa.cky_i, sa.cky_r, ExchangeType::QUICK_MODE, Flags::ENCRYPTION, msg_id)
+    Header::new(
+        sa.cky_i,
+        sa.cky_r,
+        ExchangeType::QUICK_MODE,
+        Flags::ENCRYPTION,
+        msg_id,
+    )
 }
 
 fn our_suites(ctx: &Ctx<'_>, nat: Option<NatTVariant>) -> Vec<(Phase2Suite, usize)> {
@@ -99,7 +105,12 @@ fn our_suites(ctx: &Ctx<'_>, nat: Option<NatTVariant>) -> Vec<(Phase2Suite, usiz
         .collect()
 }
 
-fn reserve(ctx: &mut Ctx<'_>, env: &QmEnv<'_>, s: &Phase2Suite, reserved: &mut Vec<u32>) -> SuiteSpis {
+fn reserve(
+    ctx: &mut Ctx<'_>,
+    env: &QmEnv<'_>,
+    s: &Phase2Suite,
+    reserved: &mut Vec<u32>,
+) -> SuiteSpis {
     let mut take = |ctx: &mut Ctx<'_>| {
         let spi = env.spis.allocate(ctx.u32());
         reserved.push(spi);
@@ -116,7 +127,9 @@ fn verify(sa: &mut IsakmpSa, m: &Parsed, expect: &[u8], what: &str) -> IkeResult
     let got = message::leading_hash(m, what)?;
     let ok = super::nat_t::ct_eq(expect, &got);
     if !ok {
-        return Err(IkeError::drop(format!("{what}: HASH does not verify (forged or corrupted)")));
+        return Err(IkeError::drop(format!(
+            "{what}: HASH does not verify (forged or corrupted)"
+        )));
     }
     if let Some(p) = m.pending {
         sa.iv.commit(p);
@@ -133,7 +146,8 @@ struct Keying<'a> {
 
 impl Keying<'_> {
     fn km(&self, proto: ProtocolId, spi: u32, len: usize) -> super::keys::Keymat {
-        self.keys.keymat(self.g_qm_xy, proto.0, spi, self.ni, self.nr, len)
+        self.keys
+            .keymat(self.g_qm_xy, proto.0, spi, self.ni, self.nr, len)
     }
 
     fn params(
@@ -212,8 +226,24 @@ impl Keying<'_> {
         network: ProtectedNetwork,
     ) -> IkeResult<ChildSaInfo> {
         Ok(ChildSaInfo {
-            inbound: self.params(ctx, env, Direction::Inbound, suite, ours, transform, network)?,
-            outbound: self.params(ctx, env, Direction::Outbound, suite, theirs, transform, network)?,
+            inbound: self.params(
+                ctx,
+                env,
+                Direction::Inbound,
+                suite,
+                ours,
+                transform,
+                network,
+            )?,
+            outbound: self.params(
+                ctx,
+                env,
+                Direction::Outbound,
+                suite,
+                theirs,
+                transform,
+                network,
+            )?,
             policy: ctx.config.policy.clone(),
             protected_networks: vec![network],
             suite: suite.to_string(),
@@ -222,11 +252,17 @@ impl Keying<'_> {
     }
 }
 
-fn pfs_secret(dh: &Option<DhPrivate>, ke: Option<&Vec<u8>>) -> IkeResult<Option<super::dh::SharedSecret>> {
+fn pfs_secret(
+    dh: &Option<DhPrivate>,
+    ke: Option<&Vec<u8>>,
+) -> IkeResult<Option<super::dh::SharedSecret>> {
     match (dh, ke) {
         (None, None) => Ok(None),
         (Some(dh), Some(ke)) => dh.shared_secret(ke).map(Some).map_err(|e| {
-            IkeError::notify(NotifyType::INVALID_KEY_INFORMATION, format!("peer's PFS KE refused: {e}"))
+            IkeError::notify(
+                NotifyType::INVALID_KEY_INFORMATION,
+                format!("peer's PFS KE refused: {e}"),
+            )
         }),
         (Some(_), None) => Err(IkeError::notify(
             NotifyType::NO_PROPOSAL_CHOSEN,
@@ -261,7 +297,9 @@ fn nonce_of(m: &Parsed) -> IkeResult<Vec<u8>> {
     }
 }
 
-fn ids_of(m: &Parsed) -> IkeResult<Option<(crate::config::NetworkSpec, crate::config::NetworkSpec)>> {
+fn ids_of(
+    m: &Parsed,
+) -> IkeResult<Option<(crate::config::NetworkSpec, crate::config::NetworkSpec)>> {
     let ids: Vec<_> = m
         .payloads
         .iter()
@@ -315,12 +353,14 @@ impl QuickMode {
         let ni = ctx.random(NONCE_LEN);
         let dh = match ctx.config.pfs_group {
             Some(g) => Some(DhPrivate::generate(
-                DhGroup::from_id(g).ok_or_else(|| IkeError::fatal(format!("PFS group {g} unsupported")))?,
+                DhGroup::from_id(g)
+                    .ok_or_else(|| IkeError::fatal(format!("PFS group {g} unsupported")))?,
                 &mut *ctx.rng,
             )),
             None => None,
         };
-        let sa_offer = sa_payload::phase2_offer(&offers.iter().map(|(s, p, _)| (*s, *p)).collect::<Vec<_>>());
+        let sa_offer =
+            sa_payload::phase2_offer(&offers.iter().map(|(s, p, _)| (*s, *p)).collect::<Vec<_>>());
         let mut rest = vec![Payload::Sa(sa_offer), Payload::Nonce(ni.clone())];
         if let Some(dh) = &dh {
             rest.push(Payload::KeyExchange(dh.public_value()));
@@ -334,7 +374,10 @@ impl QuickMode {
             let (iv, keys_hash) = (&mut sa.iv, hash);
             message::hashed(h, &rest, keys_hash, iv)
         };
-        debug!(msg_id = format_args!("{msg_id:08x}"), "quick mode: initiating for {} <-> {}", network.local, network.remote);
+        debug!(
+            msg_id = format_args!("{msg_id:08x}"),
+            "quick mode: initiating for {} <-> {}", network.local, network.remote
+        );
         Ok((
             Self {
                 msg_id,
@@ -349,7 +392,11 @@ impl QuickMode {
                 nr: Vec::new(),
                 dh,
                 ids_sent: true,
-                retransmit: Some(Retransmit::new(msg.clone(), ctx.now, &ctx.config.retransmit)),
+                retransmit: Some(Retransmit::new(
+                    msg.clone(),
+                    ctx.now,
+                    &ctx.config.retransmit,
+                )),
                 reserved,
             },
             msg,
@@ -369,7 +416,8 @@ impl QuickMode {
         verify(sa, m1, expect.as_bytes(), "quick mode message 1")?;
         sa.note_message_id(msg_id);
         message::check(QM_SA, &m1.payloads, "quick mode message 1")?;
-        let Some(Payload::Sa(offer)) = m1.payloads.iter().find(|p| matches!(p, Payload::Sa(_))) else {
+        let Some(Payload::Sa(offer)) = m1.payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
+        else {
             return Err(IkeError::malformed("quick mode message 1 without SA"));
         };
         let ni = nonce_of(m1)?;
@@ -384,12 +432,27 @@ impl QuickMode {
         let suite = choice.suite;
         // Identities: IDci is the initiator's side (our remote), IDcr ours.
         let (ids, proposed) = match ids_of(m1)? {
-            Some((ci, cr)) => (true, ProtectedNetwork { local: cr, remote: ci }),
+            Some((ci, cr)) => (
+                true,
+                ProtectedNetwork {
+                    local: cr,
+                    remote: ci,
+                },
+            ),
             None => {
                 let (Some(l), Some(r)) = (host(ctx.local.ip()), host(env.peer.ip())) else {
-                    return Err(IkeError::notify(NotifyType::INVALID_ID_INFORMATION, "IPv6 endpoints"));
+                    return Err(IkeError::notify(
+                        NotifyType::INVALID_ID_INFORMATION,
+                        "IPv6 endpoints",
+                    ));
                 };
-                (false, ProtectedNetwork { local: l, remote: r })
+                (
+                    false,
+                    ProtectedNetwork {
+                        local: l,
+                        remote: r,
+                    },
+                )
             }
         };
         let Some(network) = match_proposed(&ctx.config.protected_networks, proposed) else {
@@ -406,7 +469,8 @@ impl QuickMode {
         };
         let dh = match suite.pfs_group {
             Some(g) => Some(DhPrivate::generate(
-                DhGroup::from_id(g).ok_or_else(|| IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, "PFS group"))?,
+                DhGroup::from_id(g)
+                    .ok_or_else(|| IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, "PFS group"))?,
                 &mut *ctx.rng,
             )),
             None => None,
@@ -444,13 +508,21 @@ impl QuickMode {
                 protocol_id: proto,
                 spi: spi.to_be_bytes().to_vec(),
                 message_type: NotifyType::RESPONDER_LIFETIME,
-                data: sa_payload::lifetime_attributes(suite.lifetime_seconds, suite.lifetime_kilobytes),
+                data: sa_payload::lifetime_attributes(
+                    suite.lifetime_seconds,
+                    suite.lifetime_kilobytes,
+                ),
             }));
         }
         let ni_b = ni.clone();
         let keys = &sa.keys;
         let h = qm_header(sa, msg_id);
-        let msg = message::hashed(h, &rest, |r| keys.qm_hash2(msg_id, &ni_b, r).as_bytes().to_vec(), &mut sa.iv);
+        let msg = message::hashed(
+            h,
+            &rest,
+            |r| keys.qm_hash2(msg_id, &ni_b, r).as_bytes().to_vec(),
+            &mut sa.iv,
+        );
         debug!(msg_id = format_args!("{msg_id:08x}"), suite = %suite, "quick mode: responding");
         let qm = Self {
             msg_id,
@@ -465,7 +537,11 @@ impl QuickMode {
             nr,
             dh: None,
             ids_sent: ids,
-            retransmit: Some(Retransmit::new(msg.clone(), ctx.now, &ctx.config.retransmit)),
+            retransmit: Some(Retransmit::new(
+                msg.clone(),
+                ctx.now,
+                &ctx.config.retransmit,
+            )),
             reserved,
         };
         Ok((qm, QmStep::Reply(Box::new(child), msg)))
@@ -491,20 +567,33 @@ impl QuickMode {
         }
     }
 
-    fn i_on_reply(&mut self, ctx: &mut Ctx<'_>, env: &QmEnv<'_>, sa: &mut IsakmpSa, m2: &Parsed) -> IkeResult<QmStep> {
+    fn i_on_reply(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        env: &QmEnv<'_>,
+        sa: &mut IsakmpSa,
+        m2: &Parsed,
+    ) -> IkeResult<QmStep> {
         let expect = sa.keys.qm_hash2(self.msg_id, &self.ni, &m2.after_first);
         verify(sa, m2, expect.as_bytes(), "quick mode message 2")?;
         message::check(QM_SA, &m2.payloads, "quick mode message 2")?;
-        let Some(Payload::Sa(reply)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_))) else {
+        let Some(Payload::Sa(reply)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
+        else {
             return Err(IkeError::malformed("quick mode message 2 without SA"));
         };
         let nr = nonce_of(m2)?;
         let offers = sa_payload::phase2_offers(reply)?;
         let [chosen] = offers.as_slice() else {
-            return Err(IkeError::notify(NotifyType::BAD_PROPOSAL_SYNTAX, "responder chose more than one proposal"));
+            return Err(IkeError::notify(
+                NotifyType::BAD_PROPOSAL_SYNTAX,
+                "responder chose more than one proposal",
+            ));
         };
         let suite = chosen.suite.clone().map_err(|d| {
-            IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, format!("responder chose {d}, which we did not offer"))
+            IkeError::notify(
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!("responder chose {d}, which we did not offer"),
+            )
         })?;
         let Some((ours, our_spis, transform)) = self
             .offers
@@ -514,7 +603,10 @@ impl QuickMode {
         else {
             return Err(IkeError::notify(
                 NotifyType::NO_PROPOSAL_CHOSEN,
-                format!("responder chose {suite}, which policy {} did not offer", ctx.config.policy),
+                format!(
+                    "responder chose {suite}, which policy {} did not offer",
+                    ctx.config.policy
+                ),
             ));
         };
         if let Some((ci, cr)) = ids_of(m2)?
@@ -543,7 +635,8 @@ impl QuickMode {
                     suite.lifetime_seconds = Some(suite.lifetime_seconds.map_or(s, |o| o.min(s)));
                 }
                 if let Some(k) = k {
-                    suite.lifetime_kilobytes = Some(suite.lifetime_kilobytes.map_or(k, |o| o.min(k)));
+                    suite.lifetime_kilobytes =
+                        Some(suite.lifetime_kilobytes.map_or(k, |o| o.min(k)));
                 }
                 debug!("quick mode: responder lifetime {s:?} s / {k:?} KB");
             }
@@ -556,7 +649,15 @@ impl QuickMode {
             ni: &self.ni,
             nr: &nr,
         }
-        .child(ctx, env, &suite, our_spis, chosen.spis, transform, self.network)?;
+        .child(
+            ctx,
+            env,
+            &suite,
+            our_spis,
+            chosen.spis,
+            transform,
+            self.network,
+        )?;
         // Release what we reserved for the offers that were not chosen.
         for s in self.reserved.drain(..) {
             if Some(s) != our_spis.esp && Some(s) != our_spis.ah {
@@ -565,7 +666,11 @@ impl QuickMode {
         }
         self.nr = nr;
         let h3 = sa.keys.qm_hash3(self.msg_id, &self.ni, &self.nr);
-        let msg = message::encrypted(qm_header(sa, self.msg_id), &[Payload::Hash(h3.as_bytes().to_vec())], &mut sa.iv);
+        let msg = message::encrypted(
+            qm_header(sa, self.msg_id),
+            &[Payload::Hash(h3.as_bytes().to_vec())],
+            &mut sa.iv,
+        );
         sa.iv.forget(self.msg_id);
         self.retransmit = None;
         let _ = self.ids_sent;

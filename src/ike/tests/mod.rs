@@ -1,0 +1,4 @@
+//! Sessions against sessions on virtual time (DESIGN.md convention 8).
+
+mod handshake;
+mod harness;
