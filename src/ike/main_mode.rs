@@ -296,7 +296,9 @@ impl MainMode {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> IkeResult<MmStep> {
-        message::check(MM_SA, &m2.payloads, "main mode message 2")?;
+        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
+        message::check(MM_SA, &m2.payloads, "main mode message 2")
+            .map_err(|e| IkeError::drop(e.reason))?;
         let Some(Payload::Sa(sa)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_))) else {
             return Err(IkeError::malformed("message 2 without SA"));
         };
@@ -393,7 +395,9 @@ impl MainMode {
         to: SocketAddr,
         from: SocketAddr,
     ) -> IkeResult<MmStep> {
-        message::check(MM_KE, &m4.payloads, "main mode message 4")?;
+        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
+        message::check(MM_KE, &m4.payloads, "main mode message 4")
+            .map_err(|e| IkeError::drop(e.reason))?;
         let ke = m4
             .first(|p| match p {
                 Payload::KeyExchange(k) => Some(k),
@@ -529,7 +533,9 @@ impl MainMode {
         to: SocketAddr,
         from: SocketAddr,
     ) -> IkeResult<MmStep> {
-        message::check(MM_KE, &m3.payloads, "main mode message 3")?;
+        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
+        message::check(MM_KE, &m3.payloads, "main mode message 3")
+            .map_err(|e| IkeError::drop(e.reason))?;
         let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
         let ke = m3
             .first(|p| match p {

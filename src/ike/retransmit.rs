@@ -62,7 +62,7 @@ pub(crate) struct ReplyCache {
 }
 
 impl ReplyCache {
-    const KEEP: usize = 2;
+    const KEEP: usize = 16;
 
     /// Remembers that `request` was answered with `reply` (`None`: handled, no answer).
     pub fn store(&mut self, request: &[u8], reply: Option<Vec<u8>>) {

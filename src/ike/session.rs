@@ -601,6 +601,8 @@ impl IkeSession {
                     if mm.state == MmState::SentId {
                         self.decide_nat(now, i);
                     }
+                    // A duplicate of the answer we just took is dropped quietly.
+                    self.replies.store(bytes, None);
                 } else {
                     if mm.state == MmState::RepliedKe {
                         self.decide_nat(now, i);
