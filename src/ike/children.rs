@@ -35,11 +35,24 @@ impl IkeSession {
         let life = info.lifetime;
         let r = self.rng.next_u32();
         let old = rekey_of.or_else(|| {
-            self.children
+            let cands: Vec<&Child> = self
+                .children
                 .iter()
                 .filter(|c| c.network == network && !c.redundant)
-                .min_by_key(|c| c.replaced_by.is_some())
-                .map(|c| c.spis)
+                .collect();
+            // A fresh successor whose predecessor is still in its grace period: the peer
+            // re-keyed that predecessor too (simultaneous re-key).
+            let present = |s: SpiPair| self.children.iter().any(|c| c.spis == s);
+            cands
+                .iter()
+                .find(|c| c.replaced_by.is_none() && c.rekey_of.is_some_and(present))
+                .and_then(|c| c.rekey_of)
+                .or_else(|| {
+                    cands
+                        .iter()
+                        .find(|c| c.replaced_by.is_none())
+                        .map(|c| c.spis)
+                })
         });
         let child = Child {
             spis,

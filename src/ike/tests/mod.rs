@@ -3,3 +3,4 @@
 mod handshake;
 mod harness;
 mod reliability;
+mod timelines;
