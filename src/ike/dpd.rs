@@ -28,8 +28,6 @@ pub(crate) struct DpdState {
     outstanding: Option<(Instant, Instant)>,
     /// Sequence numbers sent this round (an ACK for any of them counts).
     sent: Vec<u32>,
-    /// Highest R-U-THERE sequence number from the peer (RFC 3706 §7: reject old ones).
-    pub peer_seq: Option<u32>,
 }
 
 impl DpdState {
@@ -42,7 +40,6 @@ impl DpdState {
             next_seq: (first_seq & 0x7fff_ffff).max(1),
             outstanding: None,
             sent: Vec::new(),
-            peer_seq: None,
         }
     }
 

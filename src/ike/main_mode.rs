@@ -19,7 +19,7 @@ use rand::CryptoRng;
 use tracing::debug;
 
 use crate::wire::isakmp::{
-    ExchangeType, Flags, Header, Notification, NotifyType, Payload, PayloadType, SaPayload,
+    ExchangeType, Flags, Header, Notification, NotifyType, Payload, PayloadType,
 };
 
 use super::cipher::IvChain;
@@ -251,10 +251,6 @@ impl MainMode {
     /// Send INITIAL-CONTACT in message 6 (responder, first contact of the session).
     pub fn set_initial_contact(&mut self, on: bool) {
         self.initial_contact = on;
-    }
-
-    pub fn suite(&self) -> Option<Phase1Suite> {
-        self.suite
     }
 
     fn nat_t_variant(&self, cfg: &PeerConfig) -> Option<proposal::NatTVariant> {
@@ -663,12 +659,6 @@ impl MainMode {
             used_ids: Vec::new(),
         })
     }
-
-    /// Our SA offer's body, for the plaintext-notify path.
-    #[allow(dead_code)]
-    pub fn offer(&self) -> &[u8] {
-        &self.sai_b
-    }
 }
 
 /// A plaintext informational carrying one error notify about an ISAKMP SA being negotiated
@@ -690,6 +680,3 @@ pub(crate) fn plain_notify(cky_i: [u8; 8], cky_r: [u8; 8], t: NotifyType, msg_id
         ))],
     )
 }
-
-#[allow(dead_code)]
-fn _unused(_: SaPayload) {}

@@ -159,7 +159,7 @@ fn from_raw(
     let mut payloads = Vec::with_capacity(raw.len());
     let mut bodies = Vec::with_capacity(raw.len());
     for r in raw {
-        payloads.push(r.decode().map_err(|e| IkeError::malformed(e))?);
+        payloads.push(r.decode().map_err(IkeError::malformed)?);
         bodies.push(r.body.to_vec());
     }
     let after_first = match (raw.get(1), raw.last()) {
@@ -184,8 +184,8 @@ pub(crate) fn decode(bytes: &[u8]) -> IkeResult<(Header, Result<Parsed, Vec<u8>>
         crate::wire::isakmp::Body::Encrypted(c) => Ok((msg.header, Err(c))),
         crate::wire::isakmp::Body::Payloads(_) => {
             let chain = &bytes[crate::wire::isakmp::HEADER_LEN..];
-            let raw = split_payloads(msg.header.next_payload, chain)
-                .map_err(|e| IkeError::malformed(e))?;
+            let raw =
+                split_payloads(msg.header.next_payload, chain).map_err(IkeError::malformed)?;
             Ok((msg.header, Ok(from_raw(msg.header, &raw, chain, None)?)))
         }
     }

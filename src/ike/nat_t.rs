@@ -74,6 +74,7 @@ pub(crate) fn nat_d(
 
 /// The two NAT-D payloads of messages 3/4: first the peer as we address it, then ourselves
 /// (deliberately wrong with `force`: strongSwan's `forceencaps`, so both sides encapsulate).
+#[allow(clippy::too_many_arguments)]
 pub(crate) fn nat_d_payloads(
     variant: NatTVariant,
     hash: HashAlgorithm,

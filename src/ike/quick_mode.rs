@@ -11,14 +11,14 @@
 //! before the message that lets the peer use it leaves (see `events`).
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tracing::debug;
 
 use crate::config::{KeyBytes, ProtectedNetwork};
 use crate::esp::{AhKeys, Direction, EspKeys, LifetimeLimits, SaEncapsulation, SaParams};
 use crate::wire::isakmp::{
-    ExchangeType, Flags, Header, Notification, NotifyType, Payload, PayloadType, ProtocolId,
+    ExchangeType, Flags, Header, Notification, NotifyType, Payload, ProtocolId,
 };
 
 use super::config::SpiAllocator;
@@ -150,6 +150,7 @@ impl Keying<'_> {
             .keymat(self.g_qm_xy, proto.0, spi, self.ni, self.nr, len)
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn params(
         &self,
         ctx: &Ctx<'_>,
@@ -324,11 +325,6 @@ fn ids_of(
 }
 
 impl QuickMode {
-    fn set_state(&mut self, to: QmState) {
-        debug!(msg_id = format_args!("{:08x}", self.msg_id), from = ?self.state, to = ?to, "quick mode");
-        self.state = to;
-    }
-
     /// Initiator: message 1 for `network`.
     pub fn initiate(
         ctx: &mut Ctx<'_>,
@@ -676,11 +672,4 @@ impl QuickMode {
         let _ = self.ids_sent;
         Ok(QmStep::Done(Box::new(child), msg))
     }
-
-    pub fn expired(&self, _now: Instant) -> bool {
-        false
-    }
 }
-
-#[allow(dead_code)]
-fn _types(_: PayloadType) {}

@@ -93,7 +93,7 @@ mod tests {
         let t0 = Instant::now();
         let mut r = Retransmit::new(vec![1], t0, &cfg);
         let mut resends = Vec::new();
-        let mut t = t0;
+        let mut t;
         loop {
             t = r.deadline;
             match r.on_timeout(t, &cfg) {

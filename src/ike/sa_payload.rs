@@ -226,10 +226,11 @@ pub(crate) fn decode_phase1_transform(t: &Transform) -> Offer<Phase1Suite> {
     })
 }
 
+/// A phase-1 offer with its (proposal, transform) position in the SA payload.
+pub(crate) type Phase1Offer = ((usize, usize), Offer<Phase1Suite>);
+
 /// Every transform of every ISAKMP proposal of a message-1 SA, with its position.
-pub(crate) fn phase1_offers(
-    sa: &SaPayload,
-) -> Result<Vec<((usize, usize), Offer<Phase1Suite>)>, IkeError> {
+pub(crate) fn phase1_offers(sa: &SaPayload) -> Result<Vec<Phase1Offer>, IkeError> {
     if sa.doi != Doi::IPSEC {
         return Err(IkeError::notify(
             crate::wire::isakmp::NotifyType::DOI_NOT_SUPPORTED,

@@ -81,12 +81,14 @@ fn every_phase1_combination_agrees() {
     }
 }
 
+type Suite = (
+    Option<(EncrAlgorithm, AuthAlgorithm)>,
+    Option<AuthAlgorithm>,
+);
+
 #[test]
 fn every_phase2_suite_agrees_with_and_without_pfs() {
-    let mut suites: Vec<(
-        Option<(EncrAlgorithm, AuthAlgorithm)>,
-        Option<AuthAlgorithm>,
-    )> = Vec::new();
+    let mut suites: Vec<Suite> = Vec::new();
     for e in [
         EncrAlgorithm::Des,
         EncrAlgorithm::TripleDes,
