@@ -9,12 +9,15 @@
 //!   `hash(last phase-1 CBC output block | M-ID)` truncated, then chains within that exchange.
 //!   Starting it never changes the phase-1 IV.
 //!
-//! Padding (RFC 2409 §5.3): the body is padded to the block size with zero octets, and
-//! always by at least one octet, whose last byte holds the number of padding octets before
-//! it. Receivers (strongSwan, racoon, Cisco, and ikehub) do not interpret padding: the
-//! payload chain and its length fields say where the payloads end. So [`IvChain::decrypt`]
-//! returns the whole decrypted body and the payload parser must ignore bytes after the
-//! last payload (strongSwan pads with zeros only, without the count; both are accepted).
+//! Padding: RFC 2409 is self-contradictory. Appendix B says each message is padded to the
+//! block size with 0x00 octets; §5.3 says padding is always present and its last octet counts
+//! the others. libreswan documents the conflict and follows Appendix B (zeros, only up to the
+//! block boundary), as strongSwan does; every receiver, ikehub included, ignores what follows
+//! the last payload, since the payload chain's length fields say where the payloads end. So
+//! [`IvChain::encrypt`] pads with zeros to the next block boundary (nothing when aligned), and
+//! [`IvChain::decrypt`] returns the whole decrypted body: the payload parser must accept and
+//! ignore trailing bytes after the payload whose Next Payload is NONE, whatever their value
+//! (a §5.3-style peer ends them with a count byte).
 //!
 //! Committing: [`IvChain::decrypt`] does not touch the chain. It returns the plaintext and a
 //! [`PendingIv`]; the caller verifies the message (HASH payload, or in main mode the
@@ -189,18 +192,16 @@ impl IvChain {
         self.exchanges.push((msg_id, iv));
     }
 
-    /// Pads (RFC 2409 §5.3) and encrypts a message body (the payloads after the ISAKMP
-    /// header) for exchange `msg_id`, and advances that exchange's IV. The result is what
-    /// follows the header on the wire; the header's length field covers it.
+    /// Pads with zeros to the block size (Appendix B) and encrypts a message body (the
+    /// payloads after the ISAKMP header) for exchange `msg_id`, and advances that exchange's
+    /// IV. The result is what follows the header on the wire; the header's length field covers
+    /// it. An empty body is encrypted as one block of zeros.
     pub fn encrypt(&mut self, msg_id: u32, plaintext: &[u8]) -> Vec<u8> {
         let bs = self.block_len();
-        // At least one octet of padding; zeros, then the count of the zeros.
-        let pad = bs - plaintext.len() % bs;
-        let mut out = Vec::with_capacity(plaintext.len() + pad);
+        let padded = plaintext.len().next_multiple_of(bs).max(bs);
+        let mut out = Vec::with_capacity(padded);
         out.extend_from_slice(plaintext);
-        out.resize(plaintext.len() + pad, 0);
-        let last = out.len() - 1;
-        out[last] = (pad - 1) as u8;
+        out.resize(padded, 0);
         let iv = self.iv_for(msg_id);
         // Cannot fail: the IV is block-sized and the data block-aligned.
         if self.cipher.encrypt_cbc(iv.as_bytes(), &mut out).is_err() {

@@ -300,7 +300,8 @@ impl DhPrivate {
         loop {
             rng.fill_bytes(&mut buf[64 - bytes..]);
             let x = U512::from_be_slice(&buf[..]);
-            // Public outcome of a negligible event: a variable-time check is fine.
+            // `Uint` comparison is constant-time; only the outcome of a negligible event (a
+            // redraw) could show.
             if x > U512::ONE {
                 return Self { group, x };
             }
