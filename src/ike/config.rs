@@ -198,3 +198,46 @@ mod tests {
         assert_eq!(r.total(), Duration::from_secs(31));
     }
 }
+
+#[cfg(test)]
+mod from_policy_tests {
+    use super::*;
+    use crate::config::{NetworkSpec, PeerSpec};
+
+    #[test]
+    fn built_from_profile() {
+        let iface = Interface {
+            name: "wan".into(),
+            address: "192.0.2.1".parse().unwrap(),
+            device: None,
+            ike_port: 500,
+            nat_t_port: 4501,
+        };
+        let pol = IsakmpPolicy {
+            name: "Branches".into(),
+            interface: "wan".into(),
+            peer: PeerSpec::Any,
+            preshared_key: KeyBytes(b"k".to_vec()),
+            isakmp_transforms: Vec::new(),
+            ipsec_transforms: Vec::new(),
+            pfs_group: Some(14),
+            initiate: Initiate::Never,
+            nat_traversal: false,
+            dpd: Some(Dpd {
+                interval_seconds: 30,
+                timeout_seconds: 120,
+            }),
+            protected_networks: vec![ProtectedNetwork {
+                local: NetworkSpec::ANY,
+                remote: NetworkSpec::ANY,
+            }],
+        };
+        let c = PeerConfig::from_policy(&pol, &iface);
+        assert_eq!(c.policy, "Branches");
+        assert_eq!(c.pfs_group, Some(14));
+        assert!(!c.nat.enabled);
+        assert_eq!(c.nat.nat_t_port, 4501);
+        assert_eq!(c.retransmit.max_tries, 5);
+        assert_eq!(c.default_replay_window, 64);
+    }
+}

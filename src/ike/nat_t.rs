@@ -211,3 +211,25 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+mod caps_tests {
+    use super::*;
+
+    #[test]
+    fn rfc_preferred_over_drafts_and_draft_alone_is_draft() {
+        let both = vendor_ids(true, true);
+        let c = PeerCapabilities::from_payloads(&both);
+        assert_eq!(c.nat_t, Some(NatTVariant::Rfc3947));
+        assert!(c.dpd);
+        let draft = [Payload::VendorId(vendor::NAT_T_DRAFT_02_N.to_vec())];
+        let c = PeerCapabilities::from_payloads(&draft);
+        assert_eq!(c.nat_t, Some(NatTVariant::Draft));
+        // Draft peers get the 61443 encapsulation mode.
+        assert_eq!(
+            super::super::proposal::EncapMode::for_mode(crate::config::Mode::Tunnel, c.nat_t)
+                .value(),
+            61443
+        );
+    }
+}
