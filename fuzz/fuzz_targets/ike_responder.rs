@@ -1,0 +1,10 @@
+//! A real initiator and a responder session with a hostile network between them: every datagram
+//! may be dropped, duplicated, bit-flipped, truncated or replaced by input bytes, and time jumps.
+//! No input may make either session panic (DESIGN.md: garbage never panics).
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ikehub::ike::fuzz_support::run(data);
+});

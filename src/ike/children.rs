@@ -1,0 +1,244 @@
+//! Child SA bookkeeping: installation, re-keying at the soft lifetime, the grace period before
+//! the replaced pair is deleted, and simultaneous re-keys.
+//!
+//! Simultaneous re-keys (both ends start a quick mode for the same pair): both new pairs are
+//! installed; the one whose exchange has the lower initiator nonce Ni is redundant (the rule of
+//! RFC 7296 §2.8.1 applied to IKEv1). Both ends reach the same verdict since both know both
+//! nonces; the end that initiated the redundant exchange deletes it at once, the other waits for
+//! that delete (or the pair's hard expiry) and never re-keys it. One pair survives.
+//!
+//! A responder cannot tell a re-key from a new child in IKEv1; a new pair with the same
+//! selectors as an installed one that has no successor yet is taken as its re-key.
+
+use std::time::{Duration, Instant};
+
+use tracing::debug;
+
+use crate::config::{Initiate, ProtectedNetwork};
+use crate::wire::isakmp::{Delete, Payload, ProtocolId};
+
+use super::events::{ChildSaInfo, Event, SpiPair};
+use super::session::{Child, IkeSession, soft_deadline};
+
+impl IkeSession {
+    pub(crate) fn add_child(
+        &mut self,
+        now: Instant,
+        info: ChildSaInfo,
+        network: ProtectedNetwork,
+        rekey_of: Option<SpiPair>,
+        we_initiated: bool,
+        ni: Vec<u8>,
+    ) {
+        let spis = info.spis();
+        let rk = self.config.rekey;
+        let life = info.lifetime;
+        let r = self.rng.next_u32();
+        let old = rekey_of.or_else(|| {
+            let cands: Vec<&Child> = self
+                .children
+                .iter()
+                .filter(|c| c.network == network && !c.redundant)
+                .collect();
+            // A fresh successor whose predecessor is still in its grace period: the peer
+            // re-keyed that predecessor too (simultaneous re-key).
+            let present = |s: SpiPair| self.children.iter().any(|c| c.spis == s);
+            cands
+                .iter()
+                .find(|c| c.replaced_by.is_none() && c.rekey_of.is_some_and(present))
+                .and_then(|c| c.rekey_of)
+                .or_else(|| {
+                    cands
+                        .iter()
+                        .find(|c| c.replaced_by.is_none())
+                        .map(|c| c.spis)
+                })
+        });
+        let child = Child {
+            spis,
+            network,
+            soft: life.map(|l| soft_deadline(now, l, rk.soft_percent, rk.jitter_percent, r)),
+            hard: life.map(|l| now + l),
+            rekeying: false,
+            replaced_by: None,
+            rekey_of: old,
+            redundant: false,
+            we_initiated,
+            ni,
+            delete_at: None,
+            traffic: false,
+            info,
+        };
+        let mut sibling = None;
+        if let Some(o) = old
+            && let Some(oc) = self.children.iter_mut().find(|c| c.spis == o)
+        {
+            sibling = oc.replaced_by;
+            if sibling.is_none() {
+                oc.replaced_by = Some(spis);
+                // The end that asked for the re-key deletes the old pair after the grace
+                // period; the other keeps it until that delete or its hard expiry.
+                if we_initiated {
+                    oc.delete_at = Some(now + rk.grace);
+                }
+            } else if we_initiated {
+                oc.delete_at.get_or_insert(now + rk.grace);
+            }
+        }
+        let event = match old {
+            Some(o) => Event::ChildSaRekeyed {
+                old: o,
+                new: child.info.clone(),
+            },
+            None => Event::ChildSaEstablished(child.info.clone()),
+        };
+        self.emit(event);
+        self.children.push(child);
+        if let Some(s) = sibling {
+            self.resolve_duplicate(now, s, spis);
+        }
+    }
+
+    /// Two pairs replace the same one: keep the one from the exchange with the higher Ni.
+    fn resolve_duplicate(&mut self, now: Instant, a: SpiPair, b: SpiPair) {
+        let (Some(ca), Some(cb)) = (
+            self.children.iter().find(|c| c.spis == a),
+            self.children.iter().find(|c| c.spis == b),
+        ) else {
+            return;
+        };
+        let loser = if ca.ni < cb.ni { a } else { b };
+        debug!("simultaneous re-key: {loser:?} is redundant");
+        let Some(lc) = self.children.iter_mut().find(|c| c.spis == loser) else {
+            return;
+        };
+        lc.redundant = true;
+        let ours = lc.we_initiated;
+        let winner = if loser == a { b } else { a };
+        if let Some(old) = lc.rekey_of
+            && let Some(oc) = self.children.iter_mut().find(|c| c.spis == old)
+        {
+            oc.replaced_by = Some(winner);
+        }
+        if ours {
+            self.delete_child(now, loser, "redundant after a simultaneous re-key", true);
+        }
+    }
+
+    /// Removes a pair, tells the daemon, and (when `notify`) the peer.
+    pub(crate) fn delete_child(&mut self, now: Instant, spis: SpiPair, reason: &str, notify: bool) {
+        let Some(i) = self.children.iter().position(|c| c.spis == spis) else {
+            return;
+        };
+        let c = self.children.remove(i);
+        if notify && let Some(si) = self.active_sa().or(self.isakmp.len().checked_sub(1)) {
+            // RFC 2408 §3.15: we name our inbound SPIs, which the peer sends to.
+            let mut payloads = Vec::new();
+            if let Some(e) = &c.info.inbound.esp {
+                payloads.push(Payload::Delete(Delete::ipsec(
+                    ProtocolId::IPSEC_ESP,
+                    &[e.spi],
+                )));
+            }
+            if let Some(a) = &c.info.inbound.ah {
+                payloads.push(Payload::Delete(Delete::ipsec(
+                    ProtocolId::IPSEC_AH,
+                    &[a.spi],
+                )));
+            }
+            self.send_info(now, si, payloads);
+        }
+        self.release(&c);
+        self.emit(Event::ChildSaDeleted {
+            spis,
+            reason: reason.to_string(),
+        });
+    }
+
+    pub(crate) fn child_timers(&mut self, now: Instant) {
+        // Hard expiry and the end of grace periods.
+        let due: Vec<(SpiPair, bool)> = self
+            .children
+            .iter()
+            .filter_map(|c| {
+                if c.hard.is_some_and(|t| now >= t) {
+                    Some((c.spis, true))
+                } else if c.delete_at.is_some_and(|t| now >= t) {
+                    Some((c.spis, false))
+                } else {
+                    None
+                }
+            })
+            .collect();
+        for (spis, expired) in due {
+            if expired {
+                let Some(i) = self.children.iter().position(|c| c.spis == spis) else {
+                    continue;
+                };
+                let c = &self.children[i];
+                let notify = c.replaced_by.is_none() || c.we_initiated;
+                self.delete_child_quiet(now, spis, notify);
+                self.emit(Event::ChildSaExpired(spis));
+            } else {
+                self.delete_child(
+                    now,
+                    spis,
+                    "replaced by its re-key (grace period over)",
+                    true,
+                );
+            }
+        }
+        // Soft expiry: re-key.
+        let may_initiate = self.config.initiate != Initiate::Never;
+        let permanent = self.config.initiate == Initiate::Permanent;
+        let soft: Vec<(SpiPair, ProtectedNetwork)> = self
+            .children
+            .iter_mut()
+            .filter(|c| {
+                !c.rekeying
+                    && c.replaced_by.is_none()
+                    && !c.redundant
+                    && c.soft.is_some_and(|t| now >= t)
+            })
+            .filter_map(|c| {
+                c.rekeying = true;
+                (may_initiate && (permanent || c.traffic || c.we_initiated))
+                    .then_some((c.spis, c.network))
+            })
+            .collect();
+        for (spis, network) in soft {
+            debug!("child {spis:?}: soft lifetime, re-keying");
+            self.start_quick_mode(now, network, Some(spis));
+        }
+    }
+
+    /// Removes a pair with a delete to the peer but reports it as expired (the caller emits).
+    fn delete_child_quiet(&mut self, now: Instant, spis: SpiPair, notify: bool) {
+        let Some(i) = self.children.iter().position(|c| c.spis == spis) else {
+            return;
+        };
+        let c = self.children.remove(i);
+        if notify && let Some(si) = self.active_sa() {
+            let mut payloads = Vec::new();
+            if let Some(e) = &c.info.inbound.esp {
+                payloads.push(Payload::Delete(Delete::ipsec(
+                    ProtocolId::IPSEC_ESP,
+                    &[e.spi],
+                )));
+            }
+            if let Some(a) = &c.info.inbound.ah {
+                payloads.push(Payload::Delete(Delete::ipsec(
+                    ProtocolId::IPSEC_AH,
+                    &[a.spi],
+                )));
+            }
+            self.send_info(now, si, payloads);
+        }
+        self.release(&c);
+    }
+
+    #[allow(dead_code)]
+    pub(crate) fn grace(&self) -> Duration {
+        self.config.rekey.grace
+    }
+}

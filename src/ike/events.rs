@@ -1,0 +1,110 @@
+//! What the session tells the daemon (`IkeSession::poll_event`).
+//!
+//! Ordering guarantee: an input (`handle_datagram`, `handle_timeout`, ...) queues its events and
+//! its transmits together; the daemon drains `poll_event` before `poll_transmit`
+//! (DESIGN.md: PeerActor drains events, then transmits, then re-arms the timer, or any order as
+//! long as the events of one input are applied before its transmits). A child SA pair is
+//! announced by [`Event::ChildSaEstablished`] in the same input that queues quick-mode message 2
+//! (responder) or message 3 (initiator), so with that drain order the SAs are installed in the
+//! shards before the peer can send on them.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::config::ProtectedNetwork;
+use crate::esp::SaParams;
+use crate::wire::isakmp::NotifyType;
+
+/// The SPIs that identify one child SA pair in the shards: the outer SPI of each direction (AH's
+/// in an AH+ESP bundle, else ESP's), as `SecurityAssociation::outer_spi` returns it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct SpiPair {
+    /// Our SPI: packets from the peer carry it.
+    pub inbound: u32,
+    /// The peer's SPI: packets to the peer carry it.
+    pub outbound: u32,
+}
+
+/// A negotiated child SA pair, ready to be installed.
+#[derive(Clone, Debug)]
+pub struct ChildSaInfo {
+    /// Built with `SecurityAssociation::new(inbound, now)`.
+    pub inbound: SaParams,
+    pub outbound: SaParams,
+    /// The policy's name.
+    pub policy: String,
+    /// The selectors as negotiated (IDci/IDcr; narrower than the policy's when the peer asked).
+    pub protected_networks: Vec<ProtectedNetwork>,
+    /// Operator-readable suite, e.g. `ESP-AES128-SHA1-nopfs tunnel`.
+    pub suite: String,
+    /// Hard lifetime in seconds of the pair (also in `inbound.lifetime`).
+    pub lifetime: Option<Duration>,
+}
+
+impl ChildSaInfo {
+    pub fn spis(&self) -> SpiPair {
+        SpiPair {
+            inbound: outer_spi(&self.inbound),
+            outbound: outer_spi(&self.outbound),
+        }
+    }
+}
+
+pub(crate) fn outer_spi(p: &SaParams) -> u32 {
+    p.ah.as_ref()
+        .map(|a| a.spi)
+        .or(p.esp.as_ref().map(|e| e.spi))
+        .unwrap_or(0)
+}
+
+/// Something the daemon must act on or log.
+#[derive(Clone, Debug)]
+pub enum Event {
+    /// Phase 1 completed (first one, or a phase-1 re-key).
+    IsakmpSaEstablished {
+        initiator_cookie: [u8; 8],
+        responder_cookie: [u8; 8],
+        /// Operator-readable suite, e.g. `AES128-SHA1-modp2048`.
+        suite: String,
+        lifetime: Option<Duration>,
+        /// We initiated it.
+        initiator: bool,
+    },
+    /// An ISAKMP SA is gone (deleted by either side, expired, or replaced after a re-key).
+    IsakmpSaDeleted {
+        initiator_cookie: [u8; 8],
+        responder_cookie: [u8; 8],
+        reason: String,
+    },
+    /// Install this SA pair.
+    ChildSaEstablished(ChildSaInfo),
+    /// A re-key of `old` completed: install `new`; `old` stays installed until its own
+    /// `ChildSaDeleted`/`ChildSaExpired` (after the grace period) so no packet in flight is lost.
+    ChildSaRekeyed { old: SpiPair, new: ChildSaInfo },
+    /// The pair reached its hard lifetime: remove it.
+    ChildSaExpired(SpiPair),
+    /// The pair was deleted (by us or by the peer): remove it.
+    ChildSaDeleted { spis: SpiPair, reason: String },
+    /// DPD got no answer within the timeout: every SA of the session is gone (their
+    /// `ChildSaDeleted` events come first); the session is closed.
+    PeerDead,
+    /// An exchange failed. When no SA is left the session is closed (`IkeSession::is_closed`).
+    Failed {
+        /// In operator terms, e.g. "no proposal chosen: peer offered 3DES-MD5-modp1024, policy
+        /// ToBerne accepts AES128-SHA1-modp2048".
+        reason: String,
+        /// The notify sent or received, if any.
+        notify: Option<NotifyType>,
+    },
+    /// The peer says it has no state from before (RFC 2407 §4.6.3.3): remove SAs with this peer
+    /// that other sessions still hold. The session's own older SAs are already reported deleted.
+    InitialContact,
+    /// NAT-D outcome of phase 1 (RFC 3947 §3.2).
+    NatDetected {
+        local_behind_nat: bool,
+        peer_behind_nat: bool,
+    },
+    /// The peer's address or port changed (NAT rebinding, or the float to the NAT-T port):
+    /// UDP-encapsulated SAs must send there.
+    PeerPortChanged(SocketAddr),
+}

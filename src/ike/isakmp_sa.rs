@@ -1,0 +1,88 @@
+//! An established ISAKMP SA (phase 1 done): its keys, IV chain, what the peer supports, its
+//! lifetime, and the message IDs in use.
+
+use std::time::{Duration, Instant};
+
+use super::cipher::IvChain;
+use super::keys::Phase1Keys;
+use super::nat_t::PeerCapabilities;
+use super::proposal::Phase1Suite;
+
+pub(crate) struct IsakmpSa {
+    pub cky_i: [u8; 8],
+    pub cky_r: [u8; 8],
+    /// We sent main-mode message 1.
+    pub initiator: bool,
+    pub suite: Phase1Suite,
+    pub keys: Phase1Keys,
+    pub iv: IvChain,
+    pub caps: PeerCapabilities,
+    pub established: Instant,
+    /// Re-key (initiator only) at this time.
+    pub soft: Option<Instant>,
+    /// Deleted at this time.
+    pub hard: Option<Instant>,
+    /// A successor is established: this one is deleted then (grace period).
+    pub retire_at: Option<Instant>,
+    /// A re-key main mode is running for it.
+    pub rekeying: bool,
+    /// Message IDs used in this SA (RFC 2408 §3.1: unique per exchange).
+    pub used_ids: Vec<u32>,
+}
+
+impl std::fmt::Debug for IsakmpSa {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IsakmpSa")
+            .field("cky_i", &hex(&self.cky_i))
+            .field("cky_r", &hex(&self.cky_r))
+            .field("suite", &self.suite.to_string())
+            .finish()
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+impl IsakmpSa {
+    pub fn cookies(&self) -> ([u8; 8], [u8; 8]) {
+        (self.cky_i, self.cky_r)
+    }
+
+    pub fn matches(&self, cky_i: &[u8; 8], cky_r: &[u8; 8]) -> bool {
+        &self.cky_i == cky_i && &self.cky_r == cky_r
+    }
+
+    pub fn lifetime(&self) -> Option<Duration> {
+        self.suite.lifetime_seconds.map(Duration::from_secs)
+    }
+
+    /// Usable for new exchanges.
+    pub fn active(&self) -> bool {
+        self.retire_at.is_none()
+    }
+
+    /// A fresh message ID: random, non-zero, unused in this SA.
+    pub fn new_message_id(&mut self, mut draw: impl FnMut() -> u32) -> u32 {
+        loop {
+            let id = draw();
+            if id != 0 && !self.used_ids.contains(&id) {
+                if self.used_ids.len() >= 256 {
+                    self.used_ids.remove(0);
+                }
+                self.used_ids.push(id);
+                return id;
+            }
+        }
+    }
+
+    /// Remembers a message ID the peer chose.
+    pub fn note_message_id(&mut self, id: u32) {
+        if !self.used_ids.contains(&id) {
+            if self.used_ids.len() >= 256 {
+                self.used_ids.remove(0);
+            }
+            self.used_ids.push(id);
+        }
+    }
+}

@@ -1,0 +1,682 @@
+//! Main mode with pre-shared keys (RFC 2409 §5, §5.4), initiator and responder side by side.
+//!
+//! ```text
+//!  Initiator                              Responder
+//!  1  HDR, SA, VID*                  -->
+//!                                    <--  2  HDR, SA, VID*
+//!  3  HDR, KE, Ni, NAT-D, NAT-D      -->
+//!                                    <--  4  HDR, KE, Nr, NAT-D, NAT-D
+//!  5  HDR*, IDii, HASH_I [, N(IC)]   -->     (from port 4500 when a NAT was detected)
+//!                                    <--  6  HDR*, IDir, HASH_R [, N(IC)]
+//! ```
+//! The payload tables are `message::MM_SA`, `MM_KE`, `MM_ID`. Keys are derived as soon as
+//! both nonces and KE values are known (responder: on message 3, initiator: on message 4).
+
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use rand::CryptoRng;
+use tracing::debug;
+
+use crate::wire::isakmp::{
+    ExchangeType, Flags, Header, Notification, NotifyType, Payload, PayloadType,
+};
+
+use super::cipher::IvChain;
+use super::config::PeerConfig;
+use super::dh::{DhGroup, DhPrivate};
+use super::error::{IkeError, IkeResult};
+use super::identity::endpoint_id;
+use super::isakmp_sa::{IsakmpSa, hex};
+use super::keys::{Phase1Inputs, Phase1Keys};
+use super::message::{self, MM_ID, MM_KE, MM_SA, Parsed};
+use super::nat_t::{self, NatOutcome, PeerCapabilities};
+use super::proposal::{self, Phase1Suite};
+use super::retransmit::Retransmit;
+use super::sa_payload;
+
+/// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
+pub(crate) const NONCE_LEN: usize = 32;
+
+/// Where a main mode stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum MmState {
+    /// Initiator: message 1 sent, waiting for 2.
+    SentSa,
+    /// Initiator: message 3 sent, waiting for 4.
+    SentKe,
+    /// Initiator: message 5 sent, waiting for 6.
+    SentId,
+    /// Responder: message 2 sent, waiting for 3.
+    RepliedSa,
+    /// Responder: message 4 sent, waiting for 5.
+    RepliedKe,
+}
+
+/// The inputs every exchange needs from the session.
+pub(crate) struct Ctx<'a> {
+    pub config: &'a PeerConfig,
+    pub rng: &'a mut (dyn CryptoRng + Send),
+    pub now: Instant,
+    /// Our IKE address (interface address, IKE port).
+    pub local: SocketAddr,
+}
+
+impl Ctx<'_> {
+    pub fn random(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0; n];
+        self.rng.fill_bytes(&mut v);
+        v
+    }
+
+    pub fn u32(&mut self) -> u32 {
+        self.rng.next_u32()
+    }
+
+    pub fn cookie(&mut self) -> [u8; 8] {
+        loop {
+            let mut c = [0u8; 8];
+            self.rng.fill_bytes(&mut c);
+            if c != [0; 8] {
+                return c;
+            }
+        }
+    }
+
+    pub fn our_suites(&self) -> Vec<Phase1Suite> {
+        self.config
+            .isakmp_transforms
+            .iter()
+            .map(|t| Phase1Suite::from_profile(t))
+            .collect()
+    }
+}
+
+pub(crate) struct MainMode {
+    pub cky_i: [u8; 8],
+    pub cky_r: [u8; 8],
+    pub initiator: bool,
+    pub state: MmState,
+    /// SAi_b: the body of the initiator's SA payload, as sent/received (HASH_I/HASH_R input).
+    sai_b: Vec<u8>,
+    suite: Option<Phase1Suite>,
+    dh: Option<DhPrivate>,
+    g_xi: Vec<u8>,
+    g_xr: Vec<u8>,
+    ni: Vec<u8>,
+    nr: Vec<u8>,
+    keys: Option<(Phase1Keys, IvChain)>,
+    pub caps: PeerCapabilities,
+    /// NAT-D outcome (message 3 for the responder, 4 for the initiator).
+    pub nat: Option<NatOutcome>,
+    pub retransmit: Option<Retransmit>,
+    /// Responder: give up when the initiator goes silent.
+    pub expires: Instant,
+    /// Send INITIAL-CONTACT in message 5/6.
+    initial_contact: bool,
+    /// The peer sent INITIAL-CONTACT.
+    pub got_initial_contact: bool,
+    /// Replaces an established ISAKMP SA (phase-1 re-key).
+    pub rekey: bool,
+}
+
+/// What one step of a main mode produced.
+pub(crate) enum MmStep {
+    /// Send (initiator: the next request, with retransmission; responder: the reply).
+    Send(Vec<u8>),
+    /// Phase 1 is done; `Some` is message 6 for the responder to send.
+    Established(Box<IsakmpSa>, Option<Vec<u8>>),
+}
+
+fn header(cky_i: [u8; 8], cky_r: [u8; 8], flags: Flags) -> Header {
+    Header::new(cky_i, cky_r, ExchangeType::MAIN_MODE, flags, 0)
+}
+
+fn nonce_ok(n: &[u8]) -> IkeResult<()> {
+    if (8..=256).contains(&n.len()) {
+        Ok(())
+    } else {
+        Err(IkeError::malformed(format!(
+            "nonce of {} bytes (RFC 2409 §5: 8 to 256)",
+            n.len()
+        )))
+    }
+}
+
+fn vids(cfg: &PeerConfig) -> Vec<Payload> {
+    nat_t::vendor_ids(cfg.nat.enabled, cfg.dpd.is_some())
+}
+
+impl MainMode {
+    fn set_state(&mut self, to: MmState) {
+        debug!(
+            cky_i = %hex(&self.cky_i),
+            from = ?self.state,
+            to = ?to,
+            "main mode"
+        );
+        self.state = to;
+    }
+
+    /// Initiator: message 1.
+    pub fn initiate(ctx: &mut Ctx<'_>, rekey: bool, initial_contact: bool) -> (Self, Vec<u8>) {
+        let cky_i = ctx.cookie();
+        let sa = sa_payload::phase1_offer(&ctx.our_suites());
+        let sa_payload = Payload::Sa(sa);
+        let mut sai_b = Vec::new();
+        sa_payload.encode_body(&mut sai_b);
+        let mut payloads = vec![sa_payload];
+        payloads.extend(vids(ctx.config));
+        let msg = message::plain(header(cky_i, [0; 8], Flags::NONE), payloads);
+        let mm = Self {
+            cky_i,
+            cky_r: [0; 8],
+            initiator: true,
+            state: MmState::SentSa,
+            sai_b,
+            suite: None,
+            dh: None,
+            g_xi: Vec::new(),
+            g_xr: Vec::new(),
+            ni: Vec::new(),
+            nr: Vec::new(),
+            keys: None,
+            caps: PeerCapabilities::default(),
+            nat: None,
+            retransmit: Some(Retransmit::new(
+                msg.clone(),
+                ctx.now,
+                &ctx.config.retransmit,
+            )),
+            expires: ctx.now + ctx.config.retransmit.total(),
+            initial_contact,
+            got_initial_contact: false,
+            rekey,
+        };
+        debug!(cky_i = %hex(&cky_i), "main mode: initiating");
+        (mm, msg)
+    }
+
+    /// Responder: message 1 in, message 2 out. `Err` carries the notify to answer with (the
+    /// session sends it under `cky_r` from the error path).
+    pub fn respond(ctx: &mut Ctx<'_>, m1: &Parsed, cky_r: [u8; 8]) -> IkeResult<(Self, Vec<u8>)> {
+        message::check(MM_SA, &m1.payloads, "main mode message 1")?;
+        let Some(Payload::Sa(offer)) = m1.payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
+        else {
+            return Err(IkeError::malformed("main mode message 1 without SA"));
+        };
+        let offers = sa_payload::phase1_offers(offer)?;
+        let list: Vec<_> = offers.iter().map(|(_, o)| o.clone()).collect();
+        let choice = proposal::select_phase1(&ctx.config.policy, &ctx.our_suites(), &list)
+            .map_err(|r| IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, r))?;
+        let at = offers[choice.offered_index].0;
+        let reply_sa = sa_payload::phase1_reply(offer, at)
+            .ok_or_else(|| IkeError::malformed("chosen transform vanished"))?;
+        let sai_b = m1
+            .body_of(PayloadType::SA)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let caps = PeerCapabilities::from_payloads(&m1.payloads);
+        let mut payloads = vec![Payload::Sa(reply_sa)];
+        payloads.extend(vids(ctx.config));
+        let cky_i = m1.header.initiator_cookie;
+        let msg = message::plain(header(cky_i, cky_r, Flags::NONE), payloads);
+        debug!(cky_i = %hex(&cky_i), suite = %choice.suite, "main mode: responding");
+        Ok((
+            Self {
+                cky_i,
+                cky_r,
+                initiator: false,
+                state: MmState::RepliedSa,
+                sai_b,
+                suite: Some(choice.suite),
+                dh: None,
+                g_xi: Vec::new(),
+                g_xr: Vec::new(),
+                ni: Vec::new(),
+                nr: Vec::new(),
+                keys: None,
+                caps,
+                nat: None,
+                retransmit: None,
+                expires: ctx.now + ctx.config.retransmit.total(),
+                initial_contact: false,
+                got_initial_contact: false,
+                rekey: false,
+            },
+            msg,
+        ))
+    }
+
+    /// Send INITIAL-CONTACT in message 6 (responder, first contact of the session).
+    pub fn set_initial_contact(&mut self, on: bool) {
+        self.initial_contact = on;
+    }
+
+    fn nat_t_variant(&self, cfg: &PeerConfig) -> Option<proposal::NatTVariant> {
+        if cfg.nat.enabled {
+            self.caps.nat_t
+        } else {
+            None
+        }
+    }
+
+    /// A message of this exchange (cookies matched). `plain` is `Err(ciphertext)` when the
+    /// message is encrypted. `to`/`from`: the datagram's addresses (NAT-D).
+    pub fn on_message(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        header_in: Header,
+        plain: Result<Parsed, Vec<u8>>,
+        to: SocketAddr,
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
+        match (self.state, plain) {
+            (MmState::SentSa, Ok(m)) => self.i_on_sa(ctx, m, from, to),
+            (MmState::SentKe, Ok(m)) => self.i_on_ke(ctx, m, to, from),
+            (MmState::SentId, Err(c)) => self.i_on_id(ctx, header_in, &c),
+            (MmState::RepliedSa, Ok(m)) => self.r_on_ke(ctx, m, to, from),
+            (MmState::RepliedKe, Err(c)) => self.r_on_id(ctx, header_in, &c),
+            (s, _) => Err(IkeError::drop(format!(
+                "unexpected main mode message in state {s:?}"
+            ))),
+        }
+    }
+
+    // ---- initiator ----------------------------------------------------------------------
+
+    fn i_on_sa(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m2: Parsed,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> IkeResult<MmStep> {
+        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
+        message::check(MM_SA, &m2.payloads, "main mode message 2")
+            .map_err(|e| IkeError::drop(e.reason))?;
+        let Some(Payload::Sa(sa)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_))) else {
+            return Err(IkeError::malformed("message 2 without SA"));
+        };
+        let chosen = sa_payload::phase1_chosen(sa)?;
+        if !ctx
+            .our_suites()
+            .iter()
+            .any(|o| proposal::phase1_matches(o, &chosen))
+        {
+            return Err(IkeError::notify(
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!(
+                    "responder chose {chosen}, which policy {} did not offer",
+                    ctx.config.policy
+                ),
+            ));
+        }
+        self.cky_r = m2.header.responder_cookie;
+        self.caps = PeerCapabilities::from_payloads(&m2.payloads);
+        self.suite = Some(chosen);
+        let group = DhGroup::from_id(chosen.group).ok_or_else(|| {
+            IkeError::notify(
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!("DH group {} unsupported", chosen.group),
+            )
+        })?;
+        let dh = DhPrivate::generate(group, &mut *ctx.rng);
+        self.g_xi = dh.public_value();
+        self.dh = Some(dh);
+        self.ni = ctx.random(NONCE_LEN);
+        let mut payloads = vec![
+            Payload::KeyExchange(self.g_xi.clone()),
+            Payload::Nonce(self.ni.clone()),
+        ];
+        if let Some(v) = self.nat_t_variant(ctx.config) {
+            let salt: [u8; 8] = ctx.cookie();
+            payloads.extend(nat_t::nat_d_payloads(
+                v,
+                chosen.hash,
+                &self.cky_i,
+                &self.cky_r,
+                peer,
+                local,
+                ctx.config.nat.force_encapsulation,
+                salt,
+            ));
+        }
+        let msg = message::plain(header(self.cky_i, self.cky_r, Flags::NONE), payloads);
+        self.retransmit = Some(Retransmit::new(
+            msg.clone(),
+            ctx.now,
+            &ctx.config.retransmit,
+        ));
+        self.set_state(MmState::SentKe);
+        Ok(MmStep::Send(msg))
+    }
+
+    fn derive(&mut self, ctx: &Ctx<'_>, peer_ke: &[u8]) -> IkeResult<()> {
+        let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
+        let dh = self
+            .dh
+            .as_ref()
+            .ok_or_else(|| IkeError::fatal("no DH value"))?;
+        let g_xy = dh.shared_secret(peer_ke).map_err(|e| {
+            IkeError::notify(
+                NotifyType::INVALID_KEY_INFORMATION,
+                format!("peer's KE refused: {e}"),
+            )
+        })?;
+        let keys = Phase1Keys::derive_psk(
+            &ctx.config.preshared_key.0,
+            &Phase1Inputs {
+                hash: suite.hash,
+                encr: suite.encryption,
+                ni_b: &self.ni,
+                nr_b: &self.nr,
+                g_xy: g_xy.as_bytes(),
+                cky_i: &self.cky_i,
+                cky_r: &self.cky_r,
+                g_xi: &self.g_xi,
+                g_xr: &self.g_xr,
+            },
+        );
+        let iv = IvChain::from_keys(&keys)
+            .map_err(|e| IkeError::fatal(format!("phase-1 cipher: {e}")))?;
+        self.keys = Some((keys, iv));
+        Ok(())
+    }
+
+    fn i_on_ke(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m4: Parsed,
+        to: SocketAddr,
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
+        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
+        message::check(MM_KE, &m4.payloads, "main mode message 4")
+            .map_err(|e| IkeError::drop(e.reason))?;
+        let ke = m4
+            .first(|p| match p {
+                Payload::KeyExchange(k) => Some(k),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        let nr = m4
+            .first(|p| match p {
+                Payload::Nonce(n) => Some(n),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        nonce_ok(&nr)?;
+        self.g_xr = ke.clone();
+        self.nr = nr;
+        self.derive(ctx, &ke)?;
+        let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
+        if self.nat_t_variant(ctx.config).is_some() {
+            self.nat = nat_t::detect(suite.hash, &self.cky_i, &self.cky_r, &m4.payloads, to, from);
+        }
+        let id = endpoint_id(ctx.local.ip());
+        let id_payload = Payload::Identification(id);
+        let mut idii_b = Vec::new();
+        id_payload.encode_body(&mut idii_b);
+        let (keys, _) = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| IkeError::fatal("no keys"))?;
+        let hash_i = keys.hash_i(
+            &self.g_xi,
+            &self.g_xr,
+            &self.cky_i,
+            &self.cky_r,
+            &self.sai_b,
+            &idii_b,
+        );
+        let mut payloads = vec![id_payload, Payload::Hash(hash_i.as_bytes().to_vec())];
+        if self.initial_contact {
+            payloads.push(Payload::Notification(Notification::isakmp(
+                NotifyType::INITIAL_CONTACT,
+                self.cky_i,
+                self.cky_r,
+                Vec::new(),
+            )));
+        }
+        let Some((_, iv)) = self.keys.as_mut() else {
+            return Err(IkeError::fatal("no keys"));
+        };
+        let msg = message::encrypted(header(self.cky_i, self.cky_r, Flags::NONE), &payloads, iv);
+        self.retransmit = Some(Retransmit::new(
+            msg.clone(),
+            ctx.now,
+            &ctx.config.retransmit,
+        ));
+        self.set_state(MmState::SentId);
+        Ok(MmStep::Send(msg))
+    }
+
+    /// Decrypts and authenticates message 5 or 6; commits the IV only when HASH verifies.
+    fn open_id(&mut self, h: Header, c: &[u8], what: &str) -> IkeResult<(Parsed, Vec<u8>)> {
+        let (keys, iv) = self
+            .keys
+            .as_mut()
+            .ok_or_else(|| IkeError::fatal("no keys"))?;
+        let auth_failed = |why: String| {
+            IkeError::notify(
+                NotifyType::AUTHENTICATION_FAILED,
+                format!("{what} {why}: the pre-shared keys of the two ends differ"),
+            )
+        };
+        let m = message::decrypt(h, c, iv).map_err(|e| {
+            auth_failed(format!("did not decrypt to valid payloads ({})", e.reason))
+        })?;
+        message::check(MM_ID, &m.payloads, what).map_err(|e| auth_failed(e.reason))?;
+        let id_b = m
+            .body_of(PayloadType::IDENTIFICATION)
+            .map(<[u8]>::to_vec)
+            .unwrap_or_default();
+        let got = m
+            .first(|p| match p {
+                Payload::Hash(x) => Some(x),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        let expect = if self.initiator {
+            keys.hash_r(
+                &self.g_xi,
+                &self.g_xr,
+                &self.cky_i,
+                &self.cky_r,
+                &self.sai_b,
+                &id_b,
+            )
+        } else {
+            keys.hash_i(
+                &self.g_xi,
+                &self.g_xr,
+                &self.cky_i,
+                &self.cky_r,
+                &self.sai_b,
+                &id_b,
+            )
+        };
+        if !expect.ct_eq(&got) {
+            return Err(auth_failed(format!(
+                "carries a wrong {}",
+                if self.initiator { "HASH_R" } else { "HASH_I" }
+            )));
+        }
+        if let Some(p) = m.pending {
+            iv.commit(p);
+        }
+        self.got_initial_contact |= m.payloads.iter().any(|p| {
+            matches!(p, Payload::Notification(n) if n.message_type == NotifyType::INITIAL_CONTACT)
+        });
+        Ok((m, id_b))
+    }
+
+    fn i_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
+        self.open_id(h, c, "main mode message 6")?;
+        Ok(MmStep::Established(Box::new(self.finish(ctx)?), None))
+    }
+
+    // ---- responder ----------------------------------------------------------------------
+
+    fn r_on_ke(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        m3: Parsed,
+        to: SocketAddr,
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
+        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
+        message::check(MM_KE, &m3.payloads, "main mode message 3")
+            .map_err(|e| IkeError::drop(e.reason))?;
+        let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
+        let ke = m3
+            .first(|p| match p {
+                Payload::KeyExchange(k) => Some(k),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        let ni = m3
+            .first(|p| match p {
+                Payload::Nonce(n) => Some(n),
+                _ => None,
+            })
+            .cloned()
+            .unwrap_or_default();
+        nonce_ok(&ni)?;
+        let group = DhGroup::from_id(suite.group).ok_or_else(|| {
+            IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, "DH group unsupported")
+        })?;
+        // Check the peer's value before spending an exponentiation on ours.
+        group.check_public(&ke).map_err(|e| {
+            IkeError::notify(
+                NotifyType::INVALID_KEY_INFORMATION,
+                format!("peer's KE refused: {e}"),
+            )
+        })?;
+        let dh = DhPrivate::generate(group, &mut *ctx.rng);
+        self.g_xr = dh.public_value();
+        self.g_xi = ke.clone();
+        self.dh = Some(dh);
+        self.ni = ni;
+        self.nr = ctx.random(NONCE_LEN);
+        self.derive(ctx, &ke)?;
+        let mut payloads = vec![
+            Payload::KeyExchange(self.g_xr.clone()),
+            Payload::Nonce(self.nr.clone()),
+        ];
+        let nat_d_in = m3
+            .payloads
+            .iter()
+            .any(|p| matches!(p, Payload::NatD { .. }));
+        if let (Some(v), true) = (self.nat_t_variant(ctx.config), nat_d_in) {
+            self.nat = nat_t::detect(suite.hash, &self.cky_i, &self.cky_r, &m3.payloads, to, from);
+            let salt = ctx.cookie();
+            payloads.extend(nat_t::nat_d_payloads(
+                v,
+                suite.hash,
+                &self.cky_i,
+                &self.cky_r,
+                from,
+                to,
+                ctx.config.nat.force_encapsulation,
+                salt,
+            ));
+        }
+        let msg = message::plain(header(self.cky_i, self.cky_r, Flags::NONE), payloads);
+        self.expires = ctx.now + ctx.config.retransmit.total();
+        self.set_state(MmState::RepliedKe);
+        Ok(MmStep::Send(msg))
+    }
+
+    fn r_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
+        self.open_id(h, c, "main mode message 5")?;
+        let id_payload = Payload::Identification(endpoint_id(ctx.local.ip()));
+        let mut idir_b = Vec::new();
+        id_payload.encode_body(&mut idir_b);
+        let (keys, _) = self
+            .keys
+            .as_ref()
+            .ok_or_else(|| IkeError::fatal("no keys"))?;
+        let hash_r = keys.hash_r(
+            &self.g_xi,
+            &self.g_xr,
+            &self.cky_i,
+            &self.cky_r,
+            &self.sai_b,
+            &idir_b,
+        );
+        let mut payloads = vec![id_payload, Payload::Hash(hash_r.as_bytes().to_vec())];
+        if self.initial_contact {
+            payloads.push(Payload::Notification(Notification::isakmp(
+                NotifyType::INITIAL_CONTACT,
+                self.cky_i,
+                self.cky_r,
+                Vec::new(),
+            )));
+        }
+        let Some((_, iv)) = self.keys.as_mut() else {
+            return Err(IkeError::fatal("no keys"));
+        };
+        let msg = message::encrypted(header(self.cky_i, self.cky_r, Flags::NONE), &payloads, iv);
+        Ok(MmStep::Established(Box::new(self.finish(ctx)?), Some(msg)))
+    }
+
+    fn finish(&mut self, ctx: &mut Ctx<'_>) -> IkeResult<IsakmpSa> {
+        let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
+        let (keys, iv) = self.keys.take().ok_or_else(|| IkeError::fatal("no keys"))?;
+        self.dh = None;
+        let now = ctx.now;
+        let life = suite.lifetime_seconds.map(std::time::Duration::from_secs);
+        let rk = ctx.config.rekey;
+        let soft = life.map(|l| {
+            let base = l * u32::from(rk.soft_percent) / 100;
+            let jitter_max = l * u32::from(rk.jitter_percent) / 100;
+            let jitter = if jitter_max.is_zero() {
+                std::time::Duration::ZERO
+            } else {
+                jitter_max.mul_f64(f64::from(ctx.rng.next_u32()) / f64::from(u32::MAX))
+            };
+            now + base.saturating_sub(jitter)
+        });
+        Ok(IsakmpSa {
+            cky_i: self.cky_i,
+            cky_r: self.cky_r,
+            initiator: self.initiator,
+            suite,
+            keys,
+            iv,
+            caps: self.caps,
+            established: now,
+            soft: if self.initiator { soft } else { None },
+            hard: life.map(|l| now + l),
+            retire_at: None,
+            rekeying: false,
+            used_ids: Vec::new(),
+        })
+    }
+}
+
+/// A plaintext informational carrying one error notify about an ISAKMP SA being negotiated
+/// (RFC 2408 §5: sent in the clear before keys exist, or when the peer's keys differ).
+pub(crate) fn plain_notify(cky_i: [u8; 8], cky_r: [u8; 8], t: NotifyType, msg_id: u32) -> Vec<u8> {
+    message::plain(
+        Header::new(
+            cky_i,
+            cky_r,
+            ExchangeType::INFORMATIONAL,
+            Flags::NONE,
+            msg_id,
+        ),
+        vec![Payload::Notification(Notification::isakmp(
+            t,
+            cky_i,
+            cky_r,
+            Vec::new(),
+        ))],
+    )
+}

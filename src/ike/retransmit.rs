@@ -1,0 +1,118 @@
+//! Reliability of an exchange over UDP (RFC 2408 §5: the sender of a request retransmits; the
+//! receiver of a retransmitted request answers with the reply it already sent, without computing
+//! it again, which for main mode would mean a second Diffie-Hellman and a different answer).
+
+use std::time::Instant;
+
+use super::config::RetransmitConfig;
+
+/// A request we wait an answer for.
+#[derive(Clone, Debug)]
+pub(crate) struct Retransmit {
+    /// The ISAKMP message as first sent (without the non-ESP marker).
+    pub message: Vec<u8>,
+    /// Transmissions so far.
+    pub sent: u32,
+    /// When the current wait ends.
+    pub deadline: Instant,
+}
+
+/// What the timer says.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum RetransmitAction {
+    /// Not yet.
+    Wait,
+    /// Send `message` again.
+    Resend,
+    /// `max_tries` transmissions went unanswered.
+    GiveUp,
+}
+
+impl Retransmit {
+    /// Starts the timer after the first transmission at `now`.
+    pub fn new(message: Vec<u8>, now: Instant, cfg: &RetransmitConfig) -> Self {
+        Self {
+            message,
+            sent: 1,
+            deadline: now + cfg.wait(0),
+        }
+    }
+
+    /// Called when the timer may have fired. The new deadline counts from the old one, so the
+    /// schedule does not drift with late timer callbacks.
+    pub fn on_timeout(&mut self, now: Instant, cfg: &RetransmitConfig) -> RetransmitAction {
+        if now < self.deadline {
+            return RetransmitAction::Wait;
+        }
+        if self.sent >= cfg.max_tries.max(1) {
+            return RetransmitAction::GiveUp;
+        }
+        self.deadline += cfg.wait(self.sent);
+        self.sent += 1;
+        RetransmitAction::Resend
+    }
+}
+
+/// The last request an exchange answered and the answer: a byte-identical request gets the
+/// same answer again (RFC 2408 §5 retransmission), before any decryption, so that a duplicate
+/// never advances the IV chain or runs the key exchange twice.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ReplyCache {
+    entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+}
+
+impl ReplyCache {
+    const KEEP: usize = 16;
+
+    /// Remembers that `request` was answered with `reply` (`None`: handled, no answer).
+    pub fn store(&mut self, request: &[u8], reply: Option<Vec<u8>>) {
+        if self.entries.len() >= Self::KEEP {
+            self.entries.remove(0);
+        }
+        self.entries.push((request.to_vec(), reply));
+    }
+
+    /// `Some(answer)` when `request` was seen before (the answer may be "none").
+    pub fn lookup(&self, request: &[u8]) -> Option<Option<&[u8]>> {
+        self.entries
+            .iter()
+            .rev()
+            .find(|(r, _)| r.as_slice() == request)
+            .map(|(_, a)| a.as_deref())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn schedule_is_exact() {
+        let cfg = RetransmitConfig::default();
+        let t0 = Instant::now();
+        let mut r = Retransmit::new(vec![1], t0, &cfg);
+        let mut resends = Vec::new();
+        let mut t;
+        loop {
+            t = r.deadline;
+            match r.on_timeout(t, &cfg) {
+                RetransmitAction::Resend => resends.push((t - t0).as_secs()),
+                RetransmitAction::GiveUp => break,
+                RetransmitAction::Wait => unreachable!(),
+            }
+        }
+        assert_eq!(resends, [1, 3, 7, 15]);
+        assert_eq!(t - t0, Duration::from_secs(31));
+    }
+
+    #[test]
+    fn reply_cache_answers_duplicates() {
+        let mut c = ReplyCache::default();
+        c.store(b"req1", Some(b"rep1".to_vec()));
+        c.store(b"req2", None);
+        assert_eq!(c.lookup(b"req1"), Some(Some(&b"rep1"[..])));
+        assert_eq!(c.lookup(b"req2"), Some(None));
+        assert_eq!(c.lookup(b"req3"), None);
+    }
+}

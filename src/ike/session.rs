@@ -1,0 +1,1145 @@
+//! `IkeSession`: the sans-IO driver of everything IKE does with one peer (DESIGN.md "The sans-IO
+//! core"). The daemon's PeerActor feeds it datagrams, timeouts and requests, and drains
+//! `poll_event` (first), `poll_transmit`, then `poll_timeout`.
+//!
+//! Datagrams: `Transmit::bytes` is the UDP payload exactly as it must be sent; when
+//! `source_port_nat_t` is set it already starts with the non-ESP marker (RFC 3948 §2.2), or is
+//! a one-byte NAT-keepalive. `handle_datagram` accepts payloads from the NAT-T port with or
+//! without the marker.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::CryptoRng;
+use tracing::{debug, info, warn};
+
+use crate::config::{Initiate, ProtectedNetwork};
+use crate::wire::isakmp::{ExchangeType, NotifyType, peek_header};
+
+use super::config::{PeerConfig, SpiAllocator};
+use super::dpd::DpdState;
+use super::error::IkeError;
+use super::events::{ChildSaInfo, Event, SpiPair};
+use super::isakmp_sa::{IsakmpSa, hex};
+use super::main_mode::{Ctx, MainMode, MmState, MmStep, plain_notify};
+use super::message;
+use super::nat_t::{self, NatOutcome};
+use super::proposal::NatTVariant;
+use super::quick_mode::{QmEnv, QmState, QmStep, QuickMode};
+use super::retransmit::{ReplyCache, RetransmitAction};
+
+/// A datagram to send.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    pub destination: SocketAddr,
+    /// Send from the interface's NAT-T port (4500) instead of the IKE port.
+    pub source_port_nat_t: bool,
+    /// The UDP payload, non-ESP marker included when `source_port_nat_t`.
+    pub bytes: Vec<u8>,
+}
+
+/// A child SA to negotiate (on-demand Acquire, permanent policy, or `ikehub initiate`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ChildRequest {
+    /// One of the policy's protected-network pairs (or a narrower one inside it).
+    pub network: ProtectedNetwork,
+}
+
+/// What `peek_first_message` learns from a datagram without any cryptography.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstMessageInfo {
+    pub initiator_cookie: [u8; 8],
+    pub exchange: ExchangeType,
+    /// Main-mode message 1: responder cookie and message ID zero. Only these (and aggressive
+    /// mode, which the session refuses) should create a responder session.
+    pub main_mode_start: bool,
+    pub aggressive: bool,
+}
+
+/// The cheap check the daemon runs on a datagram from an unknown peer before creating a
+/// responder session: header only, no DH, no allocation.
+pub fn peek_first_message(bytes: &[u8]) -> Result<FirstMessageInfo, IkeError> {
+    let bytes = bytes
+        .strip_prefix(&nat_t::NON_ESP_MARKER[..])
+        .unwrap_or(bytes);
+    let h = peek_header(bytes).map_err(|e| IkeError::drop(format!("not ISAKMP: {e}")))?;
+    if h.version() != crate::wire::isakmp::VERSION_1_0 {
+        return Err(IkeError::drop(format!(
+            "ISAKMP version {:#04x}",
+            h.version()
+        )));
+    }
+    let first = h.responder_cookie() == [0; 8] && h.message_id() == 0;
+    Ok(FirstMessageInfo {
+        initiator_cookie: h.initiator_cookie(),
+        exchange: h.exchange_type(),
+        main_mode_start: first && h.exchange_type() == ExchangeType::MAIN_MODE,
+        aggressive: first && h.exchange_type() == ExchangeType::AGGRESSIVE,
+    })
+}
+
+/// One installed child SA pair and its renewal state.
+pub(crate) struct Child {
+    pub info: ChildSaInfo,
+    pub spis: SpiPair,
+    /// The selectors (what a re-key asks for again).
+    pub network: ProtectedNetwork,
+    pub soft: Option<Instant>,
+    pub hard: Option<Instant>,
+    /// A re-key exchange was started for it (by us).
+    pub rekeying: bool,
+    /// Its successor, once installed.
+    pub replaced_by: Option<SpiPair>,
+    /// The pair it replaced.
+    pub rekey_of: Option<SpiPair>,
+    /// Loser of a simultaneous re-key: never re-keyed, deleted by its creator.
+    pub redundant: bool,
+    /// We sent its quick-mode message 1.
+    pub we_initiated: bool,
+    /// Ni of the exchange that made it (simultaneous re-key tie-break).
+    pub ni: Vec<u8>,
+    /// End of the grace period after its replacement: we send its delete then.
+    pub delete_at: Option<Instant>,
+    /// The daemon reported inbound traffic on it.
+    pub traffic: bool,
+}
+
+/// The IKEv1 state machine of one peer.
+pub struct IkeSession {
+    pub(crate) config: Arc<PeerConfig>,
+    pub(crate) rng: Box<dyn CryptoRng + Send>,
+    pub(crate) spis: Arc<dyn SpiAllocator>,
+    pub(crate) local: SocketAddr,
+    pub(crate) peer: SocketAddr,
+    /// IKE moved to the NAT-T ports (RFC 3947 §4).
+    pub(crate) nat_t_active: bool,
+    /// NAT-T dialect once UDP encapsulation is decided.
+    pub(crate) nat_variant: Option<NatTVariant>,
+    pub(crate) nat: Option<NatOutcome>,
+    pub(crate) main_modes: Vec<MainMode>,
+    pub(crate) isakmp: Vec<IsakmpSa>,
+    pub(crate) quick_modes: Vec<QuickMode>,
+    pub(crate) children: Vec<Child>,
+    /// Child SAs waiting for an ISAKMP SA: (selectors, pair it re-keys).
+    pub(crate) pending: Vec<(ProtectedNetwork, Option<SpiPair>)>,
+    pub(crate) replies: ReplyCache,
+    pub(crate) dpd: Option<DpdState>,
+    pub(crate) keepalive_at: Option<Instant>,
+    pub(crate) transmits: VecDeque<Transmit>,
+    pub(crate) events: VecDeque<Event>,
+    /// An ISAKMP SA existed before (INITIAL-CONTACT only on first contact).
+    pub(crate) had_isakmp: bool,
+    pub(crate) closed: bool,
+}
+
+impl std::fmt::Debug for IkeSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("IkeSession")
+            .field("policy", &self.config.policy)
+            .field("peer", &self.peer)
+            .field("isakmp", &self.isakmp)
+            .field("children", &self.children.len())
+            .finish()
+    }
+}
+
+impl IkeSession {
+    fn new(
+        config: Arc<PeerConfig>,
+        local: SocketAddr,
+        peer: SocketAddr,
+        rng: Box<dyn CryptoRng + Send>,
+        spis: Arc<dyn SpiAllocator>,
+    ) -> Self {
+        Self {
+            config,
+            rng,
+            spis,
+            local,
+            peer,
+            nat_t_active: false,
+            nat_variant: None,
+            nat: None,
+            main_modes: Vec::new(),
+            isakmp: Vec::new(),
+            quick_modes: Vec::new(),
+            children: Vec::new(),
+            pending: Vec::new(),
+            replies: ReplyCache::default(),
+            dpd: None,
+            keepalive_at: None,
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+            had_isakmp: false,
+            closed: false,
+        }
+    }
+
+    /// A session that starts main mode now (message 1 is queued). `local` is our interface
+    /// address with the IKE port, `peer` the peer's (port 500 normally).
+    pub fn new_initiator(
+        config: Arc<PeerConfig>,
+        local: SocketAddr,
+        peer: SocketAddr,
+        now: Instant,
+        rng: Box<dyn CryptoRng + Send>,
+        spis: Arc<dyn SpiAllocator>,
+    ) -> Self {
+        let mut s = Self::new(config, local, peer, rng, spis);
+        s.start_main_mode(now, false);
+        s
+    }
+
+    /// A session for a peer whose main-mode message 1 just arrived (pass it to
+    /// `handle_datagram` next). Create it only after `peek_first_message` and the policy's
+    /// address check: the first message costs no DH, message 3 does.
+    pub fn new_responder(
+        config: Arc<PeerConfig>,
+        local: SocketAddr,
+        peer: SocketAddr,
+        _now: Instant,
+        rng: Box<dyn CryptoRng + Send>,
+        spis: Arc<dyn SpiAllocator>,
+    ) -> Self {
+        Self::new(config, local, peer, rng, spis)
+    }
+
+    // ---- outputs ----------------------------------------------------------------------------
+
+    /// The next datagram to send. Drain `poll_event` first (see `events`).
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<Event> {
+        self.events.pop_front()
+    }
+
+    /// When `handle_timeout` must be called next (`None`: nothing scheduled).
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.closed {
+            return None;
+        }
+        let mut t: Option<Instant> = None;
+        let mut at = |x: Option<Instant>| {
+            if let Some(x) = x {
+                t = Some(t.map_or(x, |t| t.min(x)));
+            }
+        };
+        for mm in &self.main_modes {
+            at(mm.retransmit.as_ref().map(|r| r.deadline));
+            if !mm.initiator {
+                at(Some(mm.expires));
+            }
+        }
+        for qm in &self.quick_modes {
+            at(qm.retransmit.as_ref().map(|r| r.deadline));
+        }
+        for sa in &self.isakmp {
+            if !sa.rekeying {
+                at(sa.soft);
+            }
+            at(sa.hard);
+            at(sa.retire_at);
+        }
+        for c in &self.children {
+            if !c.rekeying && c.replaced_by.is_none() && !c.redundant {
+                at(c.soft);
+            }
+            at(c.hard);
+            at(c.delete_at);
+        }
+        if !self.isakmp.is_empty() {
+            at(self.dpd.as_ref().map(DpdState::deadline));
+        }
+        at(self.keepalive_at);
+        t
+    }
+
+    /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
+    pub fn is_closed(&self) -> bool {
+        self.closed
+            || (self.main_modes.is_empty()
+                && self.isakmp.is_empty()
+                && self.quick_modes.is_empty()
+                && self.children.is_empty()
+                && self.pending.is_empty())
+    }
+
+    /// The peer's current address (changes with the NAT-T float and NAT rebinding).
+    pub fn peer(&self) -> SocketAddr {
+        self.peer
+    }
+
+    /// The established child SA pairs.
+    pub fn child_sas(&self) -> Vec<SpiPair> {
+        self.children.iter().map(|c| c.spis).collect()
+    }
+
+    /// The established ISAKMP SAs: (initiator cookie, responder cookie, suite).
+    pub fn isakmp_sas(&self) -> Vec<([u8; 8], [u8; 8], String)> {
+        self.isakmp
+            .iter()
+            .map(|s| (s.cky_i, s.cky_r, s.suite.to_string()))
+            .collect()
+    }
+
+    // ---- helpers ----------------------------------------------------------------------------
+
+    pub(crate) fn send(&mut self, msg: Vec<u8>) {
+        let bytes = if self.nat_t_active {
+            let mut b = Vec::with_capacity(4 + msg.len());
+            b.extend_from_slice(&nat_t::NON_ESP_MARKER);
+            b.extend_from_slice(&msg);
+            b
+        } else {
+            msg
+        };
+        self.transmits.push_back(Transmit {
+            destination: self.peer,
+            source_port_nat_t: self.nat_t_active,
+            bytes,
+        });
+    }
+
+    pub(crate) fn emit(&mut self, e: Event) {
+        match &e {
+            Event::Failed { reason, notify } => {
+                warn!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
+            }
+            other => info!(policy = %self.config.policy, peer = %self.peer, "{other:?}"),
+        }
+        self.events.push_back(e);
+    }
+
+    pub(crate) fn fail(&mut self, e: &IkeError) {
+        self.emit(Event::Failed {
+            reason: e.reason.clone(),
+            notify: e.notify,
+        });
+    }
+
+    /// Our address as the peer sees the exchange: NAT-T port after floating.
+    pub(crate) fn local_addr(&self, to_nat_t: bool) -> SocketAddr {
+        let mut a = self.local;
+        if to_nat_t {
+            a.set_port(self.config.nat.nat_t_port);
+        }
+        a
+    }
+
+    pub(crate) fn start_main_mode(&mut self, now: Instant, rekey: bool) {
+        let config = Arc::clone(&self.config);
+        let ic = !self.had_isakmp;
+        let mut ctx = Ctx {
+            config: &config,
+            rng: &mut *self.rng,
+            now,
+            local: self.local,
+        };
+        let (mm, msg) = MainMode::initiate(&mut ctx, rekey, ic);
+        self.main_modes.push(mm);
+        self.send(msg);
+    }
+
+    /// The newest usable ISAKMP SA.
+    pub(crate) fn active_sa(&self) -> Option<usize> {
+        self.isakmp.iter().rposition(IsakmpSa::active)
+    }
+
+    // ---- inputs -----------------------------------------------------------------------------
+
+    /// Negotiates a child SA for `req` (no-op when one exists or is being negotiated for the
+    /// same selectors). Starts main mode first when no ISAKMP SA is up.
+    pub fn initiate_child(&mut self, now: Instant, req: ChildRequest) {
+        if self.closed {
+            return;
+        }
+        let busy = self
+            .children
+            .iter()
+            .any(|c| c.network == req.network && c.replaced_by.is_none() && !c.redundant)
+            || self
+                .quick_modes
+                .iter()
+                .any(|q| q.initiator && q.network == req.network)
+            || self.pending.iter().any(|(n, _)| *n == req.network);
+        if busy {
+            return;
+        }
+        self.pending.push((req.network, None));
+        self.run_pending(now);
+    }
+
+    /// The daemon saw inbound ESP/AH on `inbound_spi` (or on any SA of the peer when `None`):
+    /// the peer is alive (DPD probes only an idle peer) and the pair is in use.
+    pub fn note_inbound_traffic(&mut self, now: Instant, inbound_spi: Option<u32>) {
+        if let Some(d) = &mut self.dpd {
+            d.activity(now);
+        }
+        for c in &mut self.children {
+            if inbound_spi.is_none_or(|s| s == c.spis.inbound) {
+                c.traffic = true;
+            }
+        }
+    }
+
+    /// The daemon's SA reached its soft kilobyte limit: re-key it now.
+    pub fn child_soft_expired(&mut self, now: Instant, inbound_spi: u32) {
+        if let Some(c) = self
+            .children
+            .iter_mut()
+            .find(|c| c.spis.inbound == inbound_spi)
+        {
+            c.soft = Some(now);
+            c.traffic = true;
+        }
+        self.handle_timeout(now);
+    }
+
+    /// Starts what waits for an ISAKMP SA, or the main mode that brings one up.
+    pub(crate) fn run_pending(&mut self, now: Instant) {
+        if self.pending.is_empty() {
+            return;
+        }
+        match self.active_sa() {
+            Some(_) => {
+                for (net, rekey_of) in std::mem::take(&mut self.pending) {
+                    self.start_quick_mode(now, net, rekey_of);
+                }
+            }
+            None => {
+                if !self.main_modes.iter().any(|m| m.initiator) {
+                    self.start_main_mode(now, false);
+                }
+            }
+        }
+    }
+
+    pub(crate) fn start_quick_mode(
+        &mut self,
+        now: Instant,
+        network: ProtectedNetwork,
+        rekey_of: Option<SpiPair>,
+    ) {
+        let Some(i) = self.active_sa() else {
+            self.pending.push((network, rekey_of));
+            return;
+        };
+        let config = Arc::clone(&self.config);
+        let spis = Arc::clone(&self.spis);
+        let env = QmEnv {
+            spis: &*spis,
+            nat: self.nat_variant,
+            peer: self.peer,
+        };
+        let mut ctx = Ctx {
+            config: &config,
+            rng: &mut *self.rng,
+            now,
+            local: self.local,
+        };
+        match QuickMode::initiate(&mut ctx, &env, &mut self.isakmp[i], network, rekey_of) {
+            Ok((qm, msg)) => {
+                self.quick_modes.push(qm);
+                self.send(msg);
+            }
+            Err(e) => self.fail(&e),
+        }
+    }
+
+    /// A datagram from the peer. `to_port_is_nat_t`: it arrived on our NAT-T port.
+    pub fn handle_datagram(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to_port_is_nat_t: bool,
+        bytes: &[u8],
+    ) {
+        if self.closed {
+            return;
+        }
+        let bytes = if to_port_is_nat_t {
+            match nat_t::strip_marker(bytes) {
+                Some(b) => b,
+                None => return,
+            }
+        } else {
+            bytes
+        };
+        if let Some(reply) = self.replies.lookup(bytes) {
+            debug!(peer = %from, "retransmitted request: answering with the stored reply");
+            if let Some(r) = reply.map(<[u8]>::to_vec) {
+                self.send(r);
+            }
+            return;
+        }
+        let Ok(h) = peek_header(bytes) else {
+            debug!(peer = %from, "dropped: not an ISAKMP datagram");
+            return;
+        };
+        let to = self.local_addr(to_port_is_nat_t);
+        match h.exchange_type() {
+            ExchangeType::MAIN_MODE => self.on_main_mode(now, from, to, to_port_is_nat_t, bytes),
+            ExchangeType::AGGRESSIVE => self.refuse_aggressive(bytes),
+            ExchangeType::QUICK_MODE => self.on_quick_mode(now, from, to_port_is_nat_t, bytes),
+            ExchangeType::INFORMATIONAL => {
+                self.on_informational(now, from, to_port_is_nat_t, bytes)
+            }
+            t => debug!(peer = %from, "dropped: exchange type {t} not supported"),
+        }
+        self.run_pending(now);
+    }
+
+    fn refuse_aggressive(&mut self, bytes: &[u8]) {
+        let Ok(h) = peek_header(bytes) else { return };
+        if h.responder_cookie() != [0; 8] {
+            return;
+        }
+        let cky_r = Ctx {
+            config: &self.config.clone(),
+            rng: &mut *self.rng,
+            now: Instant::now(),
+            local: self.local,
+        }
+        .cookie();
+        let id = self.rng.next_u32();
+        self.send(plain_notify(
+            h.initiator_cookie(),
+            cky_r,
+            NotifyType::INVALID_EXCHANGE_TYPE,
+            id,
+        ));
+        let e = IkeError::notify(
+            NotifyType::INVALID_EXCHANGE_TYPE,
+            format!(
+                "aggressive mode refused (policy {}): with pre-shared keys it sends a hash of the \
+                 key in the clear that can be cracked offline; configure the peer for main mode",
+                self.config.policy
+            ),
+        );
+        self.fail(&e);
+    }
+
+    fn on_main_mode(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        to: SocketAddr,
+        nat_port: bool,
+        bytes: &[u8],
+    ) {
+        let (h, body) = match message::decode(bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(peer = %from, "main mode: {}", e.reason);
+                return;
+            }
+        };
+        let idx = self.main_modes.iter().position(|m| {
+            m.cky_i == h.initiator_cookie
+                && (m.cky_r == h.responder_cookie || (m.initiator && m.state == MmState::SentSa))
+        });
+        let config = Arc::clone(&self.config);
+        let Some(i) = idx else {
+            // A new initiator: message 1 only.
+            if h.responder_cookie != [0; 8] || h.message_id != 0 {
+                debug!(peer = %from, "main mode: unknown cookies, dropped");
+                return;
+            }
+            if self
+                .main_modes
+                .iter()
+                .any(|m| m.cky_i == h.initiator_cookie)
+            {
+                return;
+            }
+            if self.main_modes.iter().filter(|m| !m.initiator).count() >= config.max_half_open {
+                warn!(peer = %from, "main mode: too many half-open exchanges, message 1 dropped");
+                return;
+            }
+            let Ok(m1) = body else { return };
+            let mut ctx = Ctx {
+                config: &config,
+                rng: &mut *self.rng,
+                now,
+                local: self.local,
+            };
+            let cky_r = ctx.cookie();
+            match MainMode::respond(&mut ctx, &m1, cky_r) {
+                Ok((mut mm, msg)) => {
+                    mm.set_initial_contact(!self.had_isakmp);
+                    self.main_modes.push(mm);
+                    self.replies.store(bytes, Some(msg.clone()));
+                    self.send(msg);
+                }
+                Err(e) => {
+                    if let Some(n) = e.notify {
+                        let id = self.rng.next_u32();
+                        self.send(plain_notify(h.initiator_cookie, cky_r, n, id));
+                    }
+                    self.fail(&e);
+                }
+            }
+            return;
+        };
+        let mut ctx = Ctx {
+            config: &config,
+            rng: &mut *self.rng,
+            now,
+            local: self.local,
+        };
+        let result = self.main_modes[i].on_message(&mut ctx, h, body, to, from);
+        match result {
+            Ok(MmStep::Send(msg)) => {
+                let mm = &self.main_modes[i];
+                if mm.initiator {
+                    // RFC 3947 §4: after message 4, a detected NAT moves IKE to port 4500.
+                    if mm.state == MmState::SentId {
+                        self.decide_nat(now, i);
+                    }
+                    // A duplicate of the answer we just took is dropped quietly.
+                    self.replies.store(bytes, None);
+                } else {
+                    if mm.state == MmState::RepliedKe {
+                        self.decide_nat(now, i);
+                    }
+                    self.replies.store(bytes, Some(msg.clone()));
+                }
+                self.send(msg);
+            }
+            Ok(MmStep::Established(sa, reply)) => {
+                let mm = self.main_modes.remove(i);
+                if !mm.initiator && nat_port && !self.nat_t_active && mm.caps.nat_t.is_some() {
+                    // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or
+                    // forces encapsulation: answer there and encapsulate from now on.
+                    self.nat_t_active = true;
+                    self.nat_variant = self.nat_variant.or(mm.caps.nat_t);
+                }
+                if nat_port && from != self.peer {
+                    self.peer = from;
+                }
+                if let Some(r) = reply {
+                    self.replies.store(bytes, Some(r.clone()));
+                    self.send(r);
+                } else {
+                    self.replies.store(bytes, None);
+                }
+                self.isakmp_established(now, *sa, mm.got_initial_contact, mm.rekey);
+            }
+            Err(e) if !e.fatal => debug!(peer = %from, "main mode: dropped: {}", e.reason),
+            Err(e) => {
+                let mm = self.main_modes.remove(i);
+                if let Some(n) = e.notify {
+                    let id = self.rng.next_u32();
+                    self.send(plain_notify(mm.cky_i, mm.cky_r, n, id));
+                }
+                self.fail(&e);
+            }
+        }
+    }
+
+    /// After NAT-D: decide UDP encapsulation and the float (RFC 3947 §3.2, §4).
+    fn decide_nat(&mut self, now: Instant, i: usize) {
+        let mm = &self.main_modes[i];
+        let Some(mut outcome) = mm.nat else { return };
+        // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
+        outcome.local_behind_nat |= self.config.nat.force_encapsulation;
+        let variant = mm.caps.nat_t;
+        self.nat = Some(outcome);
+        self.emit(Event::NatDetected {
+            local_behind_nat: outcome.local_behind_nat,
+            peer_behind_nat: outcome.peer_behind_nat,
+        });
+        if outcome.any() {
+            self.nat_variant = variant;
+            if self.main_modes[i].initiator && !self.nat_t_active {
+                self.nat_t_active = true;
+                let mut p = self.peer;
+                p.set_port(self.config.nat.nat_t_port);
+                self.peer = p;
+            }
+            if outcome.local_behind_nat {
+                self.keepalive_at = Some(now + self.config.nat.keepalive_interval);
+            }
+        }
+    }
+
+    fn isakmp_established(
+        &mut self,
+        now: Instant,
+        sa: IsakmpSa,
+        initial_contact: bool,
+        rekey: bool,
+    ) {
+        let (cky_i, cky_r) = sa.cookies();
+        self.emit(Event::IsakmpSaEstablished {
+            initiator_cookie: cky_i,
+            responder_cookie: cky_r,
+            suite: sa.suite.to_string(),
+            lifetime: sa.lifetime(),
+            initiator: sa.initiator,
+        });
+        if initial_contact && self.had_isakmp {
+            self.initial_contact(now, None);
+        } else if initial_contact {
+            self.emit(Event::InitialContact);
+        }
+        // The older ISAKMP SAs go after the grace period (phase-1 re-key, either side).
+        let grace = self.config.rekey.isakmp_grace;
+        for old in self.isakmp.iter_mut().filter(|s| s.retire_at.is_none()) {
+            old.retire_at = Some(now + grace);
+        }
+        let _ = rekey;
+        if let (Some(d), true) = (&self.config.dpd, sa.caps.dpd) {
+            if self.dpd.is_none() {
+                let seq = self.rng.next_u32();
+                self.dpd = Some(DpdState::new(d, now, seq));
+            } else if let Some(dpd) = &mut self.dpd {
+                dpd.activity(now);
+            }
+        }
+        self.isakmp.push(sa);
+        self.had_isakmp = true;
+        if self.config.initiate == Initiate::Permanent
+            && self.children.is_empty()
+            && self.quick_modes.is_empty()
+            && self.pending.is_empty()
+            && self.isakmp.last().is_some_and(|s| s.initiator)
+        {
+            for n in self.config.protected_networks.clone() {
+                self.pending.push((n, None));
+            }
+        }
+        self.run_pending(now);
+    }
+
+    /// INITIAL-CONTACT (RFC 2407 §4.6.3.3): the peer lost all state; everything we hold from
+    /// before `keep` (cookies of the SA that carried it) is stale.
+    pub(crate) fn initial_contact(&mut self, _now: Instant, keep: Option<([u8; 8], [u8; 8])>) {
+        for c in std::mem::take(&mut self.children) {
+            self.release(&c);
+            self.emit(Event::ChildSaDeleted {
+                spis: c.spis,
+                reason: "peer sent INITIAL-CONTACT (it restarted)".into(),
+            });
+        }
+        let newest = keep.or(self.isakmp.last().map(IsakmpSa::cookies));
+        let (keep_sa, old): (Vec<_>, Vec<_>) = std::mem::take(&mut self.isakmp)
+            .into_iter()
+            .partition(|s| Some(s.cookies()) == newest);
+        for s in old {
+            self.emit(Event::IsakmpSaDeleted {
+                initiator_cookie: s.cky_i,
+                responder_cookie: s.cky_r,
+                reason: "peer sent INITIAL-CONTACT (it restarted)".into(),
+            });
+        }
+        self.isakmp = keep_sa;
+        self.emit(Event::InitialContact);
+    }
+
+    pub(crate) fn release(&self, c: &Child) {
+        if let Some(e) = &c.info.inbound.esp {
+            self.spis.release(e.spi);
+        }
+        if let Some(a) = &c.info.inbound.ah {
+            self.spis.release(a.spi);
+        }
+    }
+
+    fn on_quick_mode(&mut self, now: Instant, from: SocketAddr, nat_port: bool, bytes: &[u8]) {
+        let (h, body) = match message::decode(bytes) {
+            Ok(x) => x,
+            Err(e) => {
+                debug!(peer = %from, "quick mode: {}", e.reason);
+                return;
+            }
+        };
+        let Err(cipher) = body else {
+            debug!(peer = %from, "quick mode: unencrypted message dropped");
+            return;
+        };
+        let Some(si) = self
+            .isakmp
+            .iter()
+            .position(|s| s.matches(&h.initiator_cookie, &h.responder_cookie))
+        else {
+            debug!(peer = %from, "quick mode: no ISAKMP SA {}/{}", hex(&h.initiator_cookie), hex(&h.responder_cookie));
+            return;
+        };
+        let m = match message::decrypt(h, &cipher, &self.isakmp[si].iv) {
+            Ok(m) => m,
+            Err(e) => {
+                debug!(peer = %from, "quick mode: dropped: {}", e.reason);
+                return;
+            }
+        };
+        let config = Arc::clone(&self.config);
+        let spis = Arc::clone(&self.spis);
+        let env = QmEnv {
+            spis: &*spis,
+            nat: self.nat_variant,
+            peer: self.peer,
+        };
+        let mut ctx = Ctx {
+            config: &config,
+            rng: &mut *self.rng,
+            now,
+            local: self.local,
+        };
+        let qi = self.quick_modes.iter().position(|q| {
+            q.msg_id == h.message_id
+                && q.cky_i == h.initiator_cookie
+                && q.cky_r == h.responder_cookie
+        });
+        let result = match qi {
+            Some(qi) => self.quick_modes[qi]
+                .on_message(&mut ctx, &env, &mut self.isakmp[si], &m)
+                .map(|s| (None, s)),
+            None => {
+                if self.isakmp[si].used_ids.contains(&h.message_id) {
+                    debug!(peer = %from, "quick mode: stale message ID {:08x}", h.message_id);
+                    return;
+                }
+                QuickMode::respond(&mut ctx, &env, &mut self.isakmp[si], &m)
+                    .map(|(q, s)| (Some(q), s))
+            }
+        };
+        match result {
+            Ok((new_qm, step)) => {
+                self.authenticated(now, from, nat_port);
+                match step {
+                    QmStep::Reply(child, msg) => {
+                        let Some(qm) = new_qm else { return };
+                        self.add_child(now, *child, qm.network, None, false, qm.ni.clone());
+                        self.quick_modes.push(qm);
+                        self.replies.store(bytes, Some(msg.clone()));
+                        self.send(msg);
+                    }
+                    QmStep::Done(child, msg) => {
+                        let Some(qi) = qi else { return };
+                        let qm = self.quick_modes.remove(qi);
+                        self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni.clone());
+                        self.replies.store(bytes, Some(msg.clone()));
+                        self.send(msg);
+                    }
+                    QmStep::Confirmed => {
+                        if let Some(qi) = qi {
+                            self.quick_modes.remove(qi);
+                        }
+                        self.replies.store(bytes, None);
+                    }
+                }
+            }
+            Err(e) if !e.fatal => debug!(peer = %from, "quick mode: dropped: {}", e.reason),
+            Err(e) => {
+                // The message was authenticated (HASH verified) before any fatal error.
+                if let Some(n) = e.notify {
+                    let (ci, cr) = self.isakmp[si].cookies();
+                    self.send_info(
+                        now,
+                        si,
+                        vec![crate::wire::isakmp::Payload::Notification(
+                            crate::wire::isakmp::Notification::isakmp(n, ci, cr, Vec::new()),
+                        )],
+                    );
+                }
+                if let Some(qi) = qi {
+                    let qm = self.quick_modes.remove(qi);
+                    for s in qm.reserved {
+                        self.spis.release(s);
+                    }
+                }
+                self.fail(&e);
+            }
+        }
+    }
+
+    /// An authenticated message came from `from`: follow a NAT rebinding (RFC 3947 §4).
+    pub(crate) fn authenticated(&mut self, now: Instant, from: SocketAddr, nat_port: bool) {
+        if let Some(d) = &mut self.dpd {
+            d.activity(now);
+        }
+        if nat_port && self.nat_t_active && from != self.peer {
+            self.peer = from;
+            self.emit(Event::PeerPortChanged(from));
+        }
+    }
+
+    // ---- timers -----------------------------------------------------------------------------
+
+    /// Time passed: retransmissions, expiry, re-keying, DPD, keepalives.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        self.main_mode_timers(now);
+        self.quick_mode_timers(now);
+        self.isakmp_timers(now);
+        self.child_timers(now);
+        self.dpd_timer(now);
+        if let Some(t) = self.keepalive_at
+            && now >= t
+        {
+            self.transmits.push_back(Transmit {
+                destination: self.peer,
+                source_port_nat_t: true,
+                bytes: nat_t::NAT_KEEPALIVE.to_vec(),
+            });
+            self.keepalive_at = Some(t + self.config.nat.keepalive_interval);
+        }
+        self.run_pending(now);
+    }
+
+    fn main_mode_timers(&mut self, now: Instant) {
+        let cfg = self.config.retransmit;
+        let mut i = 0;
+        while i < self.main_modes.len() {
+            let mm = &mut self.main_modes[i];
+            let state = mm.state;
+            let action = match &mut mm.retransmit {
+                Some(r) if mm.initiator => r.on_timeout(now, &cfg),
+                _ if !mm.initiator && now >= mm.expires => RetransmitAction::GiveUp,
+                _ => RetransmitAction::Wait,
+            };
+            match action {
+                RetransmitAction::Wait => i += 1,
+                RetransmitAction::Resend => {
+                    let msg = mm
+                        .retransmit
+                        .as_ref()
+                        .map(|r| r.message.clone())
+                        .unwrap_or_default();
+                    self.send(msg);
+                    i += 1;
+                }
+                RetransmitAction::GiveUp => {
+                    let mm = self.main_modes.remove(i);
+                    let reason = if mm.initiator {
+                        let n = match state {
+                            MmState::SentSa => 1,
+                            MmState::SentKe => 3,
+                            _ => 5,
+                        };
+                        format!(
+                            "main mode: no answer from {} to message {n} after {} tries over {} s{}",
+                            self.peer,
+                            cfg.max_tries,
+                            cfg.total().as_secs(),
+                            if n == 5 {
+                                " (a pre-shared key mismatch looks like this too)"
+                            } else {
+                                ""
+                            }
+                        )
+                    } else {
+                        format!(
+                            "main mode: initiator {} went silent after our message {}",
+                            self.peer,
+                            if state == MmState::RepliedSa { 2 } else { 4 }
+                        )
+                    };
+                    self.fail(&IkeError::fatal(reason));
+                }
+            }
+        }
+    }
+
+    fn quick_mode_timers(&mut self, now: Instant) {
+        let cfg = self.config.retransmit;
+        let mut i = 0;
+        while i < self.quick_modes.len() {
+            let qm = &mut self.quick_modes[i];
+            let action = match &mut qm.retransmit {
+                Some(r) => r.on_timeout(now, &cfg),
+                None => RetransmitAction::Wait,
+            };
+            match action {
+                RetransmitAction::Wait => i += 1,
+                RetransmitAction::Resend => {
+                    let msg = qm
+                        .retransmit
+                        .as_ref()
+                        .map(|r| r.message.clone())
+                        .unwrap_or_default();
+                    self.send(msg);
+                    i += 1;
+                }
+                RetransmitAction::GiveUp => {
+                    let qm = self.quick_modes.remove(i);
+                    if qm.state == QmState::SentReply {
+                        // The pair is installed and the initiator may be using it; only the
+                        // confirmation was lost.
+                        debug!("quick mode {:08x}: no message 3, keeping the SA", qm.msg_id);
+                        continue;
+                    }
+                    for s in &qm.reserved {
+                        self.spis.release(*s);
+                    }
+                    if let Some(old) = qm.rekey_of
+                        && let Some(c) = self.children.iter_mut().find(|c| c.spis == old)
+                    {
+                        c.rekeying = false;
+                        c.soft = None;
+                    }
+                    self.fail(&IkeError::fatal(format!(
+                        "quick mode for {} <-> {}: no answer from {} after {} tries over {} s",
+                        qm.network.local,
+                        qm.network.remote,
+                        self.peer,
+                        cfg.max_tries,
+                        cfg.total().as_secs()
+                    )));
+                }
+            }
+        }
+    }
+
+    fn isakmp_timers(&mut self, now: Instant) {
+        // Re-key (initiator of the SA only, so both ends never race).
+        let rekey = self.isakmp.iter().position(|s| {
+            s.active() && !s.rekeying && s.soft.is_some_and(|t| now >= t) && s.initiator
+        });
+        if let Some(i) = rekey {
+            self.isakmp[i].rekeying = true;
+            let wanted = self.config.initiate == Initiate::Permanent || !self.children.is_empty();
+            if wanted && !self.main_modes.iter().any(|m| m.initiator) {
+                debug!(
+                    "ISAKMP SA {}: soft lifetime, re-keying",
+                    hex(&self.isakmp[i].cky_i)
+                );
+                self.start_main_mode(now, true);
+            }
+        }
+        let mut i = 0;
+        while i < self.isakmp.len() {
+            let s = &self.isakmp[i];
+            let expired = s.hard.is_some_and(|t| now >= t);
+            let retired = s.retire_at.is_some_and(|t| now >= t);
+            if expired || retired {
+                let reason = if retired {
+                    "replaced by a newer ISAKMP SA"
+                } else {
+                    "lifetime expired"
+                };
+                self.delete_isakmp(now, i, reason);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    fn dpd_timer(&mut self, now: Instant) {
+        if self.isakmp.is_empty() {
+            return;
+        }
+        let Some(d) = &mut self.dpd else { return };
+        match d.on_timeout(now) {
+            super::dpd::DpdAction::Nothing => {}
+            super::dpd::DpdAction::Probe(seq) => {
+                if let Some(i) = self.active_sa().or(self.isakmp.len().checked_sub(1)) {
+                    let (ci, cr) = self.isakmp[i].cookies();
+                    debug!("DPD: R-U-THERE {seq}");
+                    self.send_info(
+                        now,
+                        i,
+                        vec![crate::wire::isakmp::Payload::Notification(
+                            crate::wire::isakmp::Notification::dpd(false, ci, cr, seq),
+                        )],
+                    );
+                }
+            }
+            super::dpd::DpdAction::Dead => self.peer_dead(),
+        }
+    }
+
+    fn peer_dead(&mut self) {
+        let timeout = self.config.dpd.map_or(0, |d| d.timeout_seconds);
+        for c in std::mem::take(&mut self.children) {
+            self.release(&c);
+            self.emit(Event::ChildSaDeleted {
+                spis: c.spis,
+                reason: format!("peer dead (no DPD answer within {timeout} s)"),
+            });
+        }
+        for s in std::mem::take(&mut self.isakmp) {
+            self.emit(Event::IsakmpSaDeleted {
+                initiator_cookie: s.cky_i,
+                responder_cookie: s.cky_r,
+                reason: "peer dead".into(),
+            });
+        }
+        for q in std::mem::take(&mut self.quick_modes) {
+            for s in q.reserved {
+                self.spis.release(s);
+            }
+        }
+        self.main_modes.clear();
+        self.pending.clear();
+        self.emit(Event::PeerDead);
+        self.closed = true;
+    }
+
+    /// Graceful shutdown: delete notifications for every SA, then the session is closed.
+    pub fn delete_all(&mut self, now: Instant) {
+        if self.closed {
+            return;
+        }
+        let children: Vec<SpiPair> = self.children.iter().map(|c| c.spis).collect();
+        for spis in children {
+            self.delete_child(now, spis, "deleted locally (shutdown or terminate)", true);
+        }
+        while !self.isakmp.is_empty() {
+            self.delete_isakmp(now, 0, "deleted locally (shutdown or terminate)");
+        }
+        self.terminate(now);
+    }
+
+    /// Drops everything without telling the peer (the daemon removes the SAs on the events).
+    pub fn terminate(&mut self, _now: Instant) {
+        for c in std::mem::take(&mut self.children) {
+            self.release(&c);
+            self.emit(Event::ChildSaDeleted {
+                spis: c.spis,
+                reason: "terminated locally".into(),
+            });
+        }
+        for s in std::mem::take(&mut self.isakmp) {
+            self.emit(Event::IsakmpSaDeleted {
+                initiator_cookie: s.cky_i,
+                responder_cookie: s.cky_r,
+                reason: "terminated locally".into(),
+            });
+        }
+        for q in std::mem::take(&mut self.quick_modes) {
+            for s in q.reserved {
+                self.spis.release(s);
+            }
+        }
+        self.main_modes.clear();
+        self.pending.clear();
+        self.closed = true;
+    }
+}
+
+/// Soft deadline of a lifetime: `soft_percent` of it, minus up to `jitter_percent` at random.
+pub(crate) fn soft_deadline(
+    now: Instant,
+    life: Duration,
+    soft_percent: u8,
+    jitter_percent: u8,
+    r: u32,
+) -> Instant {
+    let base = life * u32::from(soft_percent) / 100;
+    let jmax = life * u32::from(jitter_percent) / 100;
+    let jitter = if jmax.is_zero() {
+        Duration::ZERO
+    } else {
+        jmax.mul_f64(f64::from(r) / f64::from(u32::MAX))
+    };
+    now + base.saturating_sub(jitter)
+}

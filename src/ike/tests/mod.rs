@@ -1,0 +1,6 @@
+//! Sessions against sessions on virtual time (DESIGN.md convention 8).
+
+mod handshake;
+mod harness;
+mod reliability;
+mod timelines;

@@ -1,0 +1,415 @@
+//! Exact timelines on virtual time: DPD, child and ISAKMP re-keying, NAT-T.
+
+use std::time::Duration;
+
+use super::harness::*;
+use crate::config::Dpd;
+use crate::esp::SaEncapsulation;
+use crate::ike::Event;
+use crate::ike::proposal::EncapMode;
+
+fn time_of(p: &Pair, side: usize, f: impl Fn(&Event) -> bool) -> Vec<Duration> {
+    p.sides[side]
+        .events
+        .iter()
+        .filter(|(_, e)| f(e))
+        .map(|(t, _)| *t)
+        .collect()
+}
+
+fn ms(d: Duration) -> u128 {
+    d.as_millis()
+}
+
+fn dpd_pair(seed: u64) -> Pair {
+    let mut a = config("ToB", true);
+    let mut b = config("ToA", false);
+    let d = Dpd {
+        interval_seconds: 30,
+        timeout_seconds: 120,
+    };
+    a.dpd = Some(d);
+    b.dpd = Some(d);
+    Pair::new(a, b, seed)
+}
+
+#[test]
+fn dpd_declares_a_silent_peer_dead_on_time() {
+    let mut p = dpd_pair(200);
+    // Main mode and quick mode pass (datagrams 0..9), then the network dies.
+    p.filter = Box::new(|i, _, _| if i < 9 { vec![Duration::ZERO] } else { vec![] });
+    p.run_until(400.0);
+    let est = time_of(&p, 0, |e| matches!(e, Event::ChildSaEstablished(_)))[0];
+    // A's last sign of life from B is quick-mode message 2 (when A installs the pair).
+    let probes: Vec<u128> = p
+        .log
+        .iter()
+        .filter(|l| l.1 == 0 && l.0 > est + Duration::from_secs(1))
+        .map(|l| ms(l.0 - est))
+        .collect();
+    assert_eq!(probes, [30_000, 60_000, 90_000, 120_000]);
+    let dead = time_of(&p, 0, |e| matches!(e, Event::PeerDead));
+    assert_eq!(
+        dead.iter().map(|d| ms(*d - est)).collect::<Vec<_>>(),
+        [150_000]
+    );
+    // Its SAs were reported deleted before PeerDead.
+    assert!(p.installed(0).is_empty());
+    assert!(p.sides[0].s.is_closed());
+    // B's last sign of life is quick-mode message 3, 10 ms later.
+    let dead_b = time_of(&p, 1, |e| matches!(e, Event::PeerDead));
+    assert_eq!(
+        dead_b.iter().map(|d| ms(*d - est)).collect::<Vec<_>>(),
+        [150_010]
+    );
+}
+
+#[test]
+fn dpd_probes_only_an_idle_peer_and_acks_keep_it_alive() {
+    let mut p = dpd_pair(201);
+    p.run_until(1.0);
+    let after_setup = p.log.len();
+    // ESP traffic reported every 10 s: no probe at all.
+    for k in 1..=20 {
+        p.run_until(f64::from(k) * 10.0);
+        let now = p.now;
+        p.sides[0].s.note_inbound_traffic(now, None);
+        p.sides[1].s.note_inbound_traffic(now, None);
+    }
+    assert_eq!(
+        p.log.len(),
+        after_setup,
+        "probes sent although traffic flowed"
+    );
+    // Idle from 200 s: probes every 30 s (plus the round trip), each answered; nobody dies.
+    p.run_until(400.0);
+    assert!(p.log.len() > after_setup + 4);
+    assert!(time_of(&p, 0, |e| matches!(e, Event::PeerDead)).is_empty());
+    assert!(time_of(&p, 1, |e| matches!(e, Event::PeerDead)).is_empty());
+    assert_eq!(p.installed(0).len(), 1);
+    // The first probe went out exactly 30 s after the last traffic report.
+    let first = p.log[after_setup].0;
+    assert_eq!(ms(first), 230_000);
+}
+
+fn rekey_pair(seed: u64, life: u64) -> Pair {
+    let mut a = config("ToB", true);
+    let mut b = config("ToA", false);
+    for c in [&mut a, &mut b] {
+        let mut t = (*c.ipsec_transforms[0]).clone();
+        t.lifetime_seconds = life;
+        c.ipsec_transforms = vec![std::sync::Arc::new(t)];
+        c.rekey.jitter_percent = 0;
+        c.rekey.grace = Duration::from_secs(5);
+    }
+    Pair::new(a, b, seed)
+}
+
+#[test]
+fn child_rekey_timeline_is_exact() {
+    let mut p = rekey_pair(300, 100);
+    p.run_until(200.0);
+    let est = time_of(&p, 0, |e| matches!(e, Event::ChildSaEstablished(_)))[0];
+    let rel = |v: Vec<Duration>| v.iter().map(|d| ms(*d - est)).collect::<Vec<_>>();
+    // A re-keys at 90% (jitter off); the new pair is installed one round trip later, and
+    // again 90 s after that.
+    assert_eq!(
+        rel(time_of(&p, 0, |e| matches!(
+            e,
+            Event::ChildSaRekeyed { .. }
+        ))),
+        [90_020, 180_040]
+    );
+    // B installs it when it answers (10 ms earlier).
+    assert_eq!(
+        rel(time_of(&p, 1, |e| matches!(
+            e,
+            Event::ChildSaRekeyed { .. }
+        ))),
+        [90_010, 180_030]
+    );
+    // The old pair is deleted after the 5 s grace period, never expired.
+    assert_eq!(
+        rel(time_of(&p, 0, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        ))),
+        [95_020, 185_040]
+    );
+    assert_eq!(
+        rel(time_of(&p, 1, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        ))),
+        [95_030, 185_050]
+    );
+    assert!(time_of(&p, 0, |e| matches!(e, Event::ChildSaExpired(_))).is_empty());
+    let a = p.installed(0);
+    let b = p.installed(1);
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_crosswise(&a[0], &b[0]);
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+    // The SPIs of the deleted pairs went back to the allocator.
+    assert_eq!(p.sides[0].spis.live.lock().unwrap().len(), 1);
+    assert_eq!(p.sides[1].spis.live.lock().unwrap().len(), 1);
+}
+
+#[test]
+fn simultaneous_rekey_leaves_one_pair() {
+    let mut p = rekey_pair(301, 1000);
+    p.run_until(10.0);
+    let now = p.now;
+    let a_in = p.installed(0)[0].spis().inbound;
+    let b_in = p.installed(1)[0].spis().inbound;
+    // Both ends hit their soft kilobyte limit at the same moment.
+    p.sides[0].s.child_soft_expired(now, a_in);
+    p.sides[1].s.child_soft_expired(now, b_in);
+    p.run_until(30.0);
+    let a = p.installed(0);
+    let b = p.installed(1);
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "A {:?}\nB {:?}",
+        p.events(0),
+        p.events(1)
+    );
+    assert_crosswise(&a[0], &b[0]);
+    assert_ne!(a[0].spis().inbound, a_in);
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+}
+
+#[test]
+fn isakmp_rekey_replaces_phase1_and_children_keep_working() {
+    let mut a = config("ToB", true);
+    let mut b = config("ToA", false);
+    for c in [&mut a, &mut b] {
+        let mut t = (*c.isakmp_transforms[0]).clone();
+        t.lifetime_seconds = 200;
+        c.isakmp_transforms = vec![std::sync::Arc::new(t)];
+        c.rekey.jitter_percent = 0;
+    }
+    let mut p = Pair::new(a, b, 302);
+    p.run_until(400.0);
+    let est = time_of(&p, 0, |e| matches!(e, Event::IsakmpSaEstablished { .. }));
+    assert_eq!(est.len(), 3, "{:?}", p.events(0));
+    // Re-keyed at 90% of 200 s after each establishment (message 6 arrives 50 ms after start).
+    assert_eq!(ms(est[1] - est[0]), 180_000 + 60);
+    let deleted = time_of(&p, 0, |e| matches!(e, Event::IsakmpSaDeleted { .. }));
+    assert_eq!(deleted.len(), 2);
+    assert_eq!(ms(deleted[0] - est[1]), 10_000);
+    assert_eq!(p.sides[0].s.isakmp_sas().len(), 1);
+    assert_eq!(p.sides[1].s.isakmp_sas().len(), 1);
+    assert_eq!(
+        p.sides[0].s.isakmp_sas()[0].0,
+        p.sides[1].s.isakmp_sas()[0].0
+    );
+    // A new child under the new ISAKMP SA.
+    let now = p.now;
+    p.sides[0].s.initiate_child(
+        now,
+        crate::ike::ChildRequest {
+            network: net("10.1.9.0/24", "10.2.9.0/24"),
+        },
+    );
+    p.run_until(405.0);
+    assert_eq!(p.installed(0).len(), 2);
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+}
+
+#[test]
+fn nat_detected_floats_to_4500_and_encapsulates() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 400);
+    p.nat_a = true;
+    p.run_until(65.0);
+    let na: Vec<_> = p
+        .events(0)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::NatDetected {
+                local_behind_nat,
+                peer_behind_nat,
+            } => Some((*local_behind_nat, *peer_behind_nat)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(na, [(true, false)]);
+    let nb: Vec<_> = p
+        .events(1)
+        .into_iter()
+        .filter_map(|e| match e {
+            Event::NatDetected {
+                local_behind_nat,
+                peer_behind_nat,
+            } => Some((*local_behind_nat, *peer_behind_nat)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(nb, [(false, true)]);
+    // Messages 1-4 on 500, from message 5 on 4500 (both directions).
+    for (i, l) in p.log.iter().enumerate().take(9) {
+        assert_eq!(l.3, i >= 4, "datagram {i}");
+        assert_eq!(
+            l.2.port() % 10000,
+            if i >= 4 { 4500 } else { 500 },
+            "datagram {i}"
+        );
+    }
+    let a = p.installed(0);
+    let b = p.installed(1);
+    assert_crosswise(&a[0], &b[0]);
+    assert_eq!(
+        a[0].outbound.encapsulation,
+        SaEncapsulation::Udp {
+            local_port: 4500,
+            peer_port: 4500
+        }
+    );
+    // B sends to the NAT's mapping of A's port 4500.
+    assert_eq!(
+        b[0].outbound.encapsulation,
+        SaEncapsulation::Udp {
+            local_port: 4500,
+            peer_port: 14500
+        }
+    );
+    assert_eq!(p.sides[1].s.peer(), addr(NAT_IP, 14500));
+    assert!(a[0].suite.contains("tunnel"));
+    let _ = EncapMode::UdpTunnel;
+    // NAT keepalives from A (behind the NAT) every 20 s, one byte 0xFF, on 4500.
+    let ka: Vec<u128> = p
+        .log
+        .iter()
+        .filter(|l| l.1 == 0 && l.4 == 1)
+        .map(|l| l.0.as_millis())
+        .collect();
+    assert_eq!(ka.len(), 3, "{ka:?}");
+    assert_eq!(ka[1] - ka[0], 20_000);
+}
+
+#[test]
+fn forced_encapsulation_without_nat_uses_udp_tunnel_mode() {
+    // strongSwan with kernel-libipsec forces NAT-T: its NAT-D for itself never matches.
+    let mut a = config("ToB", true);
+    a.nat.force_encapsulation = true;
+    let mut p = Pair::new(a, config("ToA", false), 401);
+    p.run_until(5.0);
+    let a = p.installed(0);
+    let b = p.installed(1);
+    assert_eq!(
+        (a.len(), b.len()),
+        (1, 1),
+        "{:?} {:?}",
+        p.failures(0),
+        p.failures(1)
+    );
+    assert_crosswise(&a[0], &b[0]);
+    assert_eq!(
+        b[0].outbound.encapsulation,
+        SaEncapsulation::Udp {
+            local_port: 4500,
+            peer_port: 4500
+        }
+    );
+    assert_eq!(
+        a[0].outbound.encapsulation,
+        SaEncapsulation::Udp {
+            local_port: 4500,
+            peer_port: 4500
+        }
+    );
+    assert!(p.events(1).iter().any(|e| matches!(
+        e,
+        Event::NatDetected {
+            peer_behind_nat: true,
+            ..
+        }
+    )));
+
+    // And the other way round: the responder forces, the initiator sees "the peer is NATed".
+    let mut b = config("ToA", false);
+    b.nat.force_encapsulation = true;
+    let mut p = Pair::new(config("ToB", true), b, 402);
+    p.run_until(5.0);
+    let a = p.installed(0);
+    let b = p.installed(1);
+    assert_eq!((a.len(), b.len()), (1, 1));
+    assert_crosswise(&a[0], &b[0]);
+    assert_eq!(
+        a[0].inbound.encapsulation,
+        SaEncapsulation::Udp {
+            local_port: 4500,
+            peer_port: 4500
+        }
+    );
+}
+
+#[test]
+fn no_nat_t_when_disabled() {
+    let mut a = config("ToB", true);
+    a.nat.enabled = false;
+    let mut p = Pair::new(a, config("ToA", false), 403);
+    p.nat_a = true;
+    p.run_until(5.0);
+    let b = p.installed(1);
+    assert_eq!(b.len(), 1);
+    assert_eq!(b[0].outbound.encapsulation, SaEncapsulation::Raw);
+    assert!(p.log.iter().all(|l| !l.3));
+}
+
+#[test]
+fn delete_all_removes_everything_on_both_sides() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 404);
+    p.run_until(5.0);
+    let now = p.now;
+    p.sides[0].s.delete_all(now);
+    p.run_until(6.0);
+    assert!(p.installed(0).is_empty());
+    assert!(p.installed(1).is_empty(), "{:?}", p.events(1));
+    assert!(p.sides[1].s.isakmp_sas().is_empty());
+    assert!(p.events(1).iter().any(
+        |e| matches!(e, Event::ChildSaDeleted { reason, .. } if reason == "deleted by the peer")
+    ));
+}
+
+#[test]
+fn initial_contact_after_restart_clears_old_state() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 405);
+    p.run_until(5.0);
+    assert_eq!(p.installed(1).len(), 1);
+    // A restarts: a new initiator session (no deletes sent) talks to the same B session.
+    let now = p.now;
+    let a = IkeSessionFactory::initiator(config("ToB", true), now, 77);
+    p.sides[0].s = a;
+    p.sides[0].events.clear();
+    p.run_until(10.0);
+    assert!(
+        p.events(1)
+            .iter()
+            .any(|e| matches!(e, Event::InitialContact))
+    );
+    let b = p.installed(1);
+    assert_eq!(b.len(), 1, "{:?}", p.events(1));
+    assert_crosswise(&p.installed(0)[0], &b[0]);
+}
+
+struct IkeSessionFactory;
+
+impl IkeSessionFactory {
+    fn initiator(
+        c: crate::ike::PeerConfig,
+        now: std::time::Instant,
+        seed: u64,
+    ) -> crate::ike::IkeSession {
+        crate::ike::IkeSession::new_initiator(
+            std::sync::Arc::new(c),
+            addr(A_IP, 500),
+            addr(B_IP, 500),
+            now,
+            Box::new(<rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(
+                seed,
+            )),
+            CountingSpis::new(0x3000_0000),
+        )
+    }
+}
