@@ -212,7 +212,6 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             if !ike_here.is_empty() {
                 let sockets = IkeSockets::bind(
                     SocketAddr::new(iface.address, iface.ike_port),
-                    SocketAddr::new(iface.address, iface.nat_t_port),
                     Some(&group[0]),
                 )
                 .map_err(|e| {

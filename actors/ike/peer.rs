@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ikehub::esp::{Direction, SecurityAssociation};
-use ikehub::ike::{ChildSaInfo, Event, IkeSession, SpiPair};
+use ikehub::config::ProtectedNetwork;
+use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
 
@@ -86,6 +87,9 @@ pub struct PeerActor {
     /// The policy entry in the SPD outlives this actor (a configured single-peer policy whose
     /// cleartext must keep triggering Acquires); template spokes' entries go with the actor.
     keep_policy: bool,
+    /// The policy's protected networks: what an initiation asks child SAs for.
+    networks: Vec<ProtectedNetwork>,
+    had_input: bool,
 }
 
 impl PeerActor {
@@ -99,6 +103,7 @@ impl PeerActor {
         shards: Vec<Addr<EspShard>>,
         stopped_to: Recipient<PeerStopped>,
         keep_policy: bool,
+        networks: Vec<ProtectedNetwork>,
     ) -> Self {
         let span = info_span!("peer", policy = %policy, peer = %peer.ip());
         PeerActor {
@@ -117,6 +122,8 @@ impl PeerActor {
             span,
             failed: false,
             keep_policy,
+            networks,
+            had_input: false,
         }
     }
 
@@ -241,11 +248,8 @@ impl PeerActor {
                 self.last_error = Some("peer dead: no answer to dead peer detection".into());
                 self.failed = true;
             }
-            Event::Failed { reason, notify } => {
-                match notify {
-                    Some(n) => warn!("{reason} ({n:?})"),
-                    None => warn!("{reason}"),
-                }
+            Event::Failed { reason, .. } => {
+                // The session logged it (with the notify); `show peers` shows it.
                 self.last_error = Some(reason);
                 self.failed = true;
             }
@@ -273,11 +277,13 @@ impl PeerActor {
             self.on_event(ev);
         }
         while let Some(t) = self.session.poll_transmit() {
-            if let Err(e) = self.sockets.send(t.destination, t.nat_t, &t.bytes) {
+            tracing::debug!(to = %t.destination, nat_t = t.source_port_nat_t, len = t.bytes.len(), "IKE send");
+            if let Err(e) = self.sockets.send(t.destination, t.source_port_nat_t, &t.bytes) {
                 warn!("cannot send IKE to {}: {e}", t.destination);
             }
         }
-        if self.session.is_closed() {
+        // A responder session is empty until its first datagram is handled.
+        if self.session.is_closed() && self.had_input {
             ctx.stop();
             return;
         }
@@ -370,6 +376,7 @@ impl Actor for PeerActor {
 impl Handler<IkeDatagram> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: IkeDatagram, ctx: &mut Context<Self>) {
+        self.had_input = true;
         self.session
             .handle_datagram(Instant::now(), msg.from, msg.nat_t, &msg.bytes);
         self.drive(ctx);
@@ -379,7 +386,11 @@ impl Handler<IkeDatagram> for PeerActor {
 impl Handler<Initiate> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Initiate, ctx: &mut Context<Self>) {
-        self.session.initiate(Instant::now());
+        self.had_input = true;
+        let now = Instant::now();
+        for network in self.networks.clone() {
+            self.session.initiate_child(now, ChildRequest { network });
+        }
         self.drive(ctx);
     }
 }
@@ -387,7 +398,9 @@ impl Handler<Initiate> for PeerActor {
 impl Handler<Terminate> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
+        self.had_input = true;
         self.session.delete_all(Instant::now());
+        self.failed = false;
         self.drive(ctx);
         ctx.stop();
     }

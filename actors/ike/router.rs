@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
-use ikehub::ike::{IkeSession, PeerConfig};
-use tracing::{info, warn};
+use ikehub::ike::{IkeSession, PeerConfig, SpiAllocator};
+use tracing::{debug, info, warn};
 
 use super::peer::{GetStatus, Initiate, PeerActor, PeerStatus, PeerStopped, Terminate};
 use super::socket::IkeSockets;
@@ -122,6 +122,9 @@ impl IkeRouter {
         policy: &Arc<IsakmpPolicy>,
         local: IpAddr,
         peer_ip: IpAddr,
+        // A responder answers where the first message came from; an initiator calls the
+        // peer's IKE port.
+        peer_port: Option<u16>,
         initiator: bool,
         ctx: &mut Context<Self>,
     ) -> Option<Addr<PeerActor>> {
@@ -129,13 +132,14 @@ impl IkeRouter {
         let sockets = self.sockets.get(&local)?.clone();
         let config = Arc::new(PeerConfig::from_policy(policy, iface));
         let local_addr = SocketAddr::new(local, iface.ike_port);
-        let peer_addr = SocketAddr::new(peer_ip, iface.ike_port);
+        let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
         let now = Instant::now();
-        let rng = Box::new(rand::rngs::StdRng::from_rng(&mut rand::rng()));
+        let rng: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
+        let spis: Arc<dyn SpiAllocator> = self.spis.clone();
         let session = if initiator {
-            IkeSession::new_initiator(config, self.spis.clone(), local_addr, peer_addr, now, rng)
+            IkeSession::new_initiator(config, local_addr, peer_addr, now, rng, spis)
         } else {
-            IkeSession::new_responder(config, self.spis.clone(), local_addr, peer_addr, now, rng)
+            IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
         };
         let template = !matches!(policy.peer, PeerSpec::Address(_));
         let spd_key: Arc<str> = if template {
@@ -152,6 +156,7 @@ impl IkeRouter {
             self.shards.clone(),
             ctx.address().recipient(),
             !template,
+            policy.protected_networks.clone(),
         )
         .start();
         self.counters.peers_started += 1;
@@ -196,7 +201,7 @@ impl IkeRouter {
             };
             if !self.peers.contains_key(&peer) {
                 info!(policy = %p.name, %peer, "permanent policy: initiating");
-                if let Some(a) = self.spawn_peer(&p, local, peer, true, ctx) {
+                if let Some(a) = self.spawn_peer(&p, local, peer, None, true, ctx) {
                     a.do_send(Initiate);
                 }
             }
@@ -217,6 +222,7 @@ impl Handler<IkeDatagram> for IkeRouter {
     fn handle(&mut self, msg: IkeDatagram, ctx: &mut Context<Self>) {
         self.counters.ike_datagrams += 1;
         let ip = msg.from.ip();
+        debug!(from = %msg.from, nat_t = msg.nat_t, len = msg.bytes.len(), "IKE datagram");
         if let Some(p) = self.peers.get(&ip) {
             p.addr.do_send(msg);
             return;
@@ -238,7 +244,7 @@ impl Handler<IkeDatagram> for IkeRouter {
             ));
             return;
         }
-        if let Some(actor) = self.spawn_peer(&policy, msg.local.ip(), ip, false, ctx) {
+        if let Some(actor) = self.spawn_peer(&policy, msg.local.ip(), ip, Some(msg.from.port()), false, ctx) {
             actor.do_send(msg);
         }
     }
@@ -270,7 +276,7 @@ impl Handler<Acquire> for IkeRouter {
             return;
         };
         info!(policy = %policy.name, %peer, "on-demand: traffic {} -> {} initiates", msg.src, msg.dst);
-        if let Some(a) = self.spawn_peer(&policy, local, peer, true, ctx) {
+        if let Some(a) = self.spawn_peer(&policy, local, peer, None, true, ctx) {
             a.do_send(Initiate);
         }
     }
@@ -346,7 +352,7 @@ impl Handler<Command> for IkeRouter {
                 .map(|i| i.address)
                 .ok_or("interface missing")?;
             let a = self
-                .spawn_peer(&policy, local, peer, true, ctx)
+                .spawn_peer(&policy, local, peer, None, true, ctx)
                 .ok_or("cannot start the peer")?;
             a.do_send(Initiate);
             Ok(format!("{}: initiating with {peer}", msg.policy))

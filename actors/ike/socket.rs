@@ -13,22 +13,17 @@ use tracing::warn;
 
 use super::IkeDatagram;
 
-/// RFC 3948 §2.2.
-pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
-
 #[derive(Clone, Debug)]
 pub struct IkeSockets {
     pub ike: Arc<UdpSocket>,
     pub nat_t: Option<Arc<UdpSocket>>,
     pub ike_addr: SocketAddr,
-    pub nat_t_addr: SocketAddr,
 }
 
 impl IkeSockets {
     /// Binds the IKE port. `nat_t` is the shard-0 NAT-T socket to send on (duplicated here).
     pub fn bind(
         ike_addr: SocketAddr,
-        nat_t_addr: SocketAddr,
         nat_t: Option<&impl AsRawFd>,
     ) -> io::Result<Self> {
         let ike = UdpSocket::bind(ike_addr)?;
@@ -49,11 +44,11 @@ impl IkeSockets {
             ike: Arc::new(ike),
             nat_t,
             ike_addr,
-            nat_t_addr,
         })
     }
 
-    /// Sends one IKE message; on the NAT-T port behind the non-ESP marker.
+    /// Sends one IKE datagram (from the NAT-T port it already starts with the non-ESP marker:
+    /// the session adds it).
     pub fn send(&self, to: SocketAddr, nat_t: bool, bytes: &[u8]) -> io::Result<()> {
         if nat_t {
             let Some(s) = &self.nat_t else {
@@ -62,10 +57,7 @@ impl IkeSockets {
                     "no NAT-T socket on this interface",
                 ));
             };
-            let mut buf = Vec::with_capacity(bytes.len() + 4);
-            buf.extend_from_slice(&NON_ESP_MARKER);
-            buf.extend_from_slice(bytes);
-            s.send_to(&buf, to).map(|_| ())
+            s.send_to(bytes, to).map(|_| ())
         } else {
             self.ike.send_to(bytes, to).map(|_| ())
         }

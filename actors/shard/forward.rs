@@ -410,7 +410,8 @@ impl EspShard {
                     local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
                     from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
                     nat_t: true,
-                    bytes: payload[4..].to_vec(),
+                    // With its non-ESP marker: the session checks and strips it.
+                    bytes: payload.to_vec(),
                 });
             }
             return;

@@ -158,7 +158,7 @@ impl EspShard {
             kind: i.kind.label().to_string(),
             policy: i.policy.to_string(),
             mode: sa.mode().display_name().to_string(),
-            replay: sa.direction() == Direction::Inbound && sa.replay_window() > 0,
+            replay: sa.anti_replay(),
             peer: sa.peer().to_string(),
             ah_spi: sa.ah_spi(),
             esp_spi: sa.esp_spi(),

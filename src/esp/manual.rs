@@ -45,10 +45,7 @@ pub fn sa_params(policy: &ManualPolicy, interface: &Interface, direction: Direct
         local: interface.address,
         peer: policy.peer,
         encapsulation,
-        replay_window: match direction {
-            Direction::Inbound => t.replay_window.unwrap_or(0),
-            Direction::Outbound => 0,
-        },
+        replay_window: t.replay_window.unwrap_or(0),
         lifetime: LifetimeLimits::UNLIMITED,
         protected_networks: policy.protected_networks.clone(),
     }

@@ -113,7 +113,8 @@ pub struct SaParams {
     pub peer: IpAddr,
     /// Raw IP or RFC 3948 UDP.
     pub encapsulation: SaEncapsulation,
-    /// Anti-replay window in packets for inbound SAs, 0 = off.
+    /// Anti-replay window in packets, 0 = off. Only an inbound SA keeps a window; an outbound
+    /// one just reports the setting (`show sa` REPLAY).
     pub replay_window: u32,
     /// Hard lifetime limits (soft = 90%).
     pub lifetime: LifetimeLimits,
@@ -187,6 +188,7 @@ pub struct SecurityAssociation {
     pub(crate) created: Instant,
     pub(crate) counters: SaCounters,
     pub(crate) protected: Vec<ProtectedNetwork>,
+    pub(crate) anti_replay: bool,
 }
 
 fn key_err(what: &'static str) -> impl Fn(CryptoError) -> SaError {
@@ -300,6 +302,7 @@ impl SecurityAssociation {
             created: now,
             counters: SaCounters::default(),
             protected: params.protected_networks,
+            anti_replay: params.replay_window > 0,
         })
     }
 
@@ -363,7 +366,13 @@ impl SecurityAssociation {
         self.ah.as_ref().map(|a| a.integ.algorithm())
     }
 
-    /// Anti-replay window size (0 = not checked; `show sa` REPLAY column).
+    /// Whether the SA pair runs with anti-replay (`show sa` REPLAY column): the receiving side
+    /// checks the window, the sending side promises never to cycle the counter.
+    pub fn anti_replay(&self) -> bool {
+        self.anti_replay
+    }
+
+    /// Anti-replay window size of an inbound SA (0 = not checked; 0 for outbound SAs).
     pub fn replay_window(&self) -> u32 {
         self.esp
             .as_ref()

@@ -484,7 +484,7 @@ impl IkeSession {
         let to = self.local_addr(to_port_is_nat_t);
         match h.exchange_type() {
             ExchangeType::MAIN_MODE => self.on_main_mode(now, from, to, to_port_is_nat_t, bytes),
-            ExchangeType::AGGRESSIVE => self.refuse_aggressive(bytes),
+            ExchangeType::AGGRESSIVE => self.refuse_aggressive(from, bytes),
             ExchangeType::QUICK_MODE => self.on_quick_mode(now, from, to_port_is_nat_t, bytes),
             ExchangeType::INFORMATIONAL => {
                 self.on_informational(now, from, to_port_is_nat_t, bytes)
@@ -494,10 +494,13 @@ impl IkeSession {
         self.run_pending(now);
     }
 
-    fn refuse_aggressive(&mut self, bytes: &[u8]) {
+    fn refuse_aggressive(&mut self, from: SocketAddr, bytes: &[u8]) {
         let Ok(h) = peek_header(bytes) else { return };
         if h.responder_cookie() != [0; 8] {
             return;
+        }
+        if !self.nat_t_active {
+            self.peer = from;
         }
         let cky_r = Ctx {
             config: &self.config.clone(),
@@ -562,6 +565,11 @@ impl IkeSession {
                 return;
             }
             let Ok(m1) = body else { return };
+            // A new exchange is answered where it came from (the peer may have restarted on
+            // another port; the daemon routes by address).
+            if !self.nat_t_active {
+                self.peer = from;
+            }
             let mut ctx = Ctx {
                 config: &config,
                 rng: &mut *self.rng,
