@@ -308,7 +308,7 @@ impl PeerActor {
         let now = Instant::now();
         PeerStatus {
             policy: self.policy.clone(),
-            peer: self.peer.to_string(),
+            peer: self.session.peer().to_string(),
             state: if self.isakmp.is_some() {
                 if self.children.is_empty() {
                     "phase1-up".into()

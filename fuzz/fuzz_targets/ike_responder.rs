@@ -6,5 +6,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ikehub::ike::fuzz_support::run(data);
+    ikehub::ike::fuzz_support::run(std::time::Instant::now(), data);
 });

@@ -1,12 +1,12 @@
 //! What the session tells the daemon (`IkeSession::poll_event`).
 //!
 //! Ordering guarantee: an input (`handle_datagram`, `handle_timeout`, ...) queues its events and
-//! its transmits together; the daemon drains `poll_event` before `poll_transmit`
-//! (DESIGN.md: PeerActor drains events, then transmits, then re-arms the timer, or any order as
-//! long as the events of one input are applied before its transmits). A child SA pair is
-//! announced by [`Event::ChildSaEstablished`] in the same input that queues quick-mode message 2
-//! (responder) or message 3 (initiator), so with that drain order the SAs are installed in the
-//! shards before the peer can send on them.
+//! its transmits together, and a child SA pair is announced by [`Event::ChildSaEstablished`] /
+//! [`Event::ChildSaRekeyed`] in the same input that queues quick-mode message 2 (responder) or
+//! message 3 (initiator). The daemon must therefore drain `poll_event` (and apply InstallSa)
+//! *before* `poll_transmit` after every input; then the SAs are in the shards before the peer can
+//! send on them. (DESIGN.md lists the PeerActor's drain order as transmit, timeout, event: for
+//! IKE-keyed SAs it must be event, transmit, timeout.)
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -69,9 +69,9 @@ fn cfg(a: bool) -> PeerConfig {
     }
 }
 
-/// Runs one hostile exchange described by `data`.
-pub fn run(data: &[u8]) {
-    let t0 = Instant::now();
+/// Runs one hostile exchange described by `data`, on virtual time from `t0` (the caller reads
+/// the clock: the core never does).
+pub fn run(t0: Instant, data: &[u8]) {
     let mut now = t0;
     let a_addr: SocketAddr = ([192, 0, 2, 1], 500).into();
     let b_addr: SocketAddr = ([192, 0, 2, 2], 500).into();
@@ -181,7 +181,7 @@ mod tests {
                     *b = 0;
                 }
             }
-            super::run(&data);
+            super::run(std::time::Instant::now(), &data);
         }
     }
 }

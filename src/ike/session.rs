@@ -484,7 +484,7 @@ impl IkeSession {
         let to = self.local_addr(to_port_is_nat_t);
         match h.exchange_type() {
             ExchangeType::MAIN_MODE => self.on_main_mode(now, from, to, to_port_is_nat_t, bytes),
-            ExchangeType::AGGRESSIVE => self.refuse_aggressive(from, bytes),
+            ExchangeType::AGGRESSIVE => self.refuse_aggressive(now, from, bytes),
             ExchangeType::QUICK_MODE => self.on_quick_mode(now, from, to_port_is_nat_t, bytes),
             ExchangeType::INFORMATIONAL => {
                 self.on_informational(now, from, to_port_is_nat_t, bytes)
@@ -494,7 +494,7 @@ impl IkeSession {
         self.run_pending(now);
     }
 
-    fn refuse_aggressive(&mut self, from: SocketAddr, bytes: &[u8]) {
+    fn refuse_aggressive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
         let Ok(h) = peek_header(bytes) else { return };
         if h.responder_cookie() != [0; 8] {
             return;
@@ -505,7 +505,7 @@ impl IkeSession {
         let cky_r = Ctx {
             config: &self.config.clone(),
             rng: &mut *self.rng,
-            now: Instant::now(),
+            now,
             local: self.local,
         }
         .cookie();
