@@ -51,7 +51,7 @@ fn p1_3des_md5() -> IsakmpTransform {
     IsakmpTransform::new("P1_3DES_MD5", IkeEncr::TripleDes, IkeHash::Md5, 2)
 }
 
-/// Case 1 (and 6, 9): the contract's default, ikehub responder only.
+/// Case 1 (and 6): the contract's default, ikehub responder only.
 fn profile_default() -> IkeProfile {
     IkeProfile::site_a(PSK)
 }
@@ -106,6 +106,13 @@ fn profile_short_lifetimes() -> IkeProfile {
         .isakmp(&[common::ike::p1_aes128_sha1_g2().lifetime(60)])
         .esp(&[common::ike::p2_aes128_sha1().lifetime(30)])
         .initiate(Initiate::Permanent)
+}
+
+/// Case 9: the default suite on demand, so that both strongSwan (first) and `ikehub initiate`
+/// (second) can bring it up. (Whether `ikehub initiate` overrides `initiate = "never"` is not
+/// assumed anywhere.)
+fn profile_on_demand() -> IkeProfile {
+    IkeProfile::site_a(PSK).initiate(Initiate::OnDemand)
 }
 
 /// Case 8: ikehub initiates at start (and again after its restart).
@@ -240,6 +247,14 @@ fn assert_alive(d: &mut Daemon) {
 /// strongSwan initiates and ikehub's SAs show up; for [`ike::apply_fix`].
 fn swan_brings_up(swan: &Charon) -> impl FnMut(&Daemon) -> Result<(), String> + '_ {
     move |d: &Daemon| {
+        // A leftover IKE_SA (e.g. one the daemon forgot when it was restarted) would be reused
+        // for the quick mode: start from scratch.
+        if !swan.sas().is_empty() {
+            let _ = swan.terminate_ike(CONN);
+            poll_until(Duration::from_secs(10), || {
+                swan.sas().is_empty().then_some(())
+            });
+        }
         swan.initiate(CHILD, INITIATE_TIMEOUT)?;
         poll_until(Duration::from_secs(10), || child_pair(&sa_rows(d), POLICY))
             .map(|_| ())
@@ -857,7 +872,7 @@ fn tshark_dissects_ikehub_isakmp_cleanly() {
         return;
     }
     let sites = TwoSites::new("ike-ws");
-    let profile = profile_default();
+    let profile = profile_on_demand();
     let mut cap = Capture::start(&sites.a, WAN_DEV);
     let mut d = start_ikehub(&sites, "A", &profile);
     let swan = Charon::start(&sites.b, "b", &profile.swan_peer());
@@ -968,6 +983,72 @@ fn tshark_dissects_ikehub_isakmp_cleanly() {
     );
 }
 
+// ----- harness self-tests ---------------------------------------------------------------------
+
+/// The checks of [`tshark_dissects_ikehub_isakmp_cleanly`] applied to strongSwan talking to
+/// strongSwan: well-formed IKEv1 (main mode, quick mode, deletes, ESP-in-UDP) passes them, so
+/// a failure with ikehub is ikehub's.
+#[test]
+fn harness_strongswan_pair_dissects_cleanly() {
+    if !require_strongswan_or_skip(&["ip", "ping", "tcpdump", "tshark"]) {
+        return;
+    }
+    let sites = TwoSites::new("ike-wsbase");
+    let mut cap = Capture::start(&sites.a, WAN_DEV);
+    // strongSwan in A with the connection strongSwan in B has with ikehub, mirrored.
+    let cfg_a = profile_default().swan_peer().mirrored();
+    let a = Charon::start(&sites.a, "a", &cfg_a);
+    let b = Charon::start(&sites.b, "b", &profile_default().swan_peer());
+    a.initiate(CHILD, INITIATE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ping(&sites.a, A_HOST, B_HOST, 3), 0.0);
+    a.terminate_ike(CONN).unwrap_or_else(|e| panic!("{e}"));
+    a.wait_no_sas(Duration::from_secs(10));
+    b.wait_no_sas(Duration::from_secs(10));
+    let pcap = cap.finish().to_path_buf();
+    for src in [A_WAN, B_WAN] {
+        let sent = ike::decode_udp_from(&pcap, src, &[]);
+        let isakmp = sent.iter().filter(|p| p.is_isakmp()).count();
+        assert!(isakmp >= 4, "{src}: {sent:#?}");
+        let odd: Vec<_> = sent
+            .iter()
+            .filter(|p| {
+                !(p.is_isakmp() || p.esp_spi.is_some() || p.is_keepalive())
+                    || p.malformed
+                    || !p.warnings().is_empty()
+            })
+            .collect();
+        assert!(odd.is_empty(), "{src}: {odd:#?}");
+        println!(
+            "{src}: {isakmp} ISAKMP, {} ESP-in-UDP, expert items {:?}",
+            sent.iter().filter(|p| p.esp_spi.is_some()).count(),
+            sent.iter()
+                .flat_map(|p| p.expert.clone())
+                .collect::<Vec<_>>()
+        );
+    }
+    // A deliberately broken datagram is caught by the same checks.
+    let dir = common::TempDir::new("broken-isakmp");
+    let mut isakmp = vec![0u8; 28];
+    isakmp[8] = 1;
+    isakmp[16] = 1; // next payload: SA
+    isakmp[17] = 0x10;
+    isakmp[18] = EXCH_MAIN_MODE;
+    isakmp[27] = 60; // length 60, but the SA payload that follows is cut short
+    isakmp.extend_from_slice(&[0, 0, 0, 40]);
+    let a = common::refpkt::addr(A_WAN);
+    let b = common::refpkt::addr(B_WAN);
+    let pkt = common::refpkt::ipv4(a, b, 17, 1, &common::refpkt::udp(500, 500, &isakmp));
+    let file = dir.join("broken.pcap");
+    std::fs::write(&file, common::refpkt::pcap_raw_ip(&[pkt])).expect("writing pcap");
+    let sent = ike::decode_udp_from(&file, A_WAN, &[]);
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert!(
+        sent[0].malformed && !sent[0].warnings().is_empty(),
+        "{sent:#?}"
+    );
+}
+
 // ----- no root needed -------------------------------------------------------------------------
 
 /// Every profile this file runs passes `ikehub check` (the part of the contract that works
@@ -983,6 +1064,7 @@ fn interop_profiles_pass_ikehub_check() {
         ("wrong-psk", profile_wrong_psk()),
         ("short-lifetimes", profile_short_lifetimes()),
         ("permanent", profile_permanent()),
+        ("on-demand", profile_on_demand()),
     ];
     for (label, p) in &profiles {
         let summary = ike::assert_profile_checks(label, p);
@@ -1027,6 +1109,13 @@ fn ike_helpers_parse_recorded_output() {
     ));
     assert!(!ike::mentions("proposal chosen", "no proposal chosen"));
     assert_eq!(squash("AES128-SHA1-modp1024"), "aes128sha1modp1024");
+    let coloured =
+        "\x1b[2m2026-11-27T11:28:35Z\x1b[0m \x1b[33m WARN\x1b[0m ToBerne: no proposal chosen";
+    assert_eq!(
+        ike::strip_ansi(coloured),
+        "2026-11-27T11:28:35Z  WARN ToBerne: no proposal chosen"
+    );
+    assert_eq!(ike::warn_lines(coloured).len(), 1);
     let row: ike::IsakmpRow = serde_json::from_str(
         r#"{"policy":"ToBerne","peer":"192.0.2.2:4500","state":"up",
             "initiator_cookie":"A10237B62551B1B5","responder_cookie":"0xccf524faf45d8c39",

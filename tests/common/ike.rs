@@ -531,6 +531,7 @@ impl IkeProfile {
 
 /// `ikehub check -c FILE` on `profile` (written to a temp file); panics with the problems
 /// unless it exits 0. Returns the summary. Needs no root.
+#[track_caller]
 pub fn assert_profile_checks(label: &str, profile: &IkeProfile) -> String {
     let dir = TempDir::new("ike-check");
     let text = profile.toml(dir.path());
@@ -640,21 +641,30 @@ fn parse_array<T: for<'de> Deserialize<'de>>(what: &str, v: &Value) -> Vec<T> {
 
 /// `show sa --json` rows; panics (with the daemon's log, via the guard) if the daemon does not
 /// answer.
+#[track_caller]
 pub fn sa_rows(d: &Daemon) -> Vec<SaRow> {
-    let v = show_json(d, "sa").unwrap_or_else(|e| panic!("daemon {}: {e}", d.label()));
-    parse_rows(&v)
+    match show_json(d, "sa") {
+        Ok(v) => parse_rows(&v),
+        Err(e) => panic!("daemon {}: {e}", d.label()),
+    }
 }
 
 /// `show isakmp --json` rows (panics if the daemon does not answer or the shape is wrong).
+#[track_caller]
 pub fn isakmp_rows(d: &Daemon) -> Vec<IsakmpRow> {
-    let v = show_json(d, "isakmp").unwrap_or_else(|e| panic!("daemon {}: {e}", d.label()));
-    parse_array("isakmp", &v)
+    match show_json(d, "isakmp") {
+        Ok(v) => parse_array("isakmp", &v),
+        Err(e) => panic!("daemon {}: {e}", d.label()),
+    }
 }
 
 /// `show peers --json` rows.
+#[track_caller]
 pub fn peer_rows(d: &Daemon) -> Vec<PeerRow> {
-    let v = show_json(d, "peers").unwrap_or_else(|e| panic!("daemon {}: {e}", d.label()));
-    parse_array("peers", &v)
+    match show_json(d, "peers") {
+        Ok(v) => parse_array("peers", &v),
+        Err(e) => panic!("daemon {}: {e}", d.label()),
+    }
 }
 
 /// The `show peers` row of `policy`, if any.
@@ -682,17 +692,20 @@ pub fn child_pair(rows: &[SaRow], policy: &str) -> Option<(SaRow, SaRow)> {
 
 /// Waits until `show sa` lists an ISAKMP IN and OUT SA of `policy`; returns them (IN, OUT).
 /// Panics after `timeout` with the three views of the daemon.
+#[track_caller]
 pub fn wait_child_sas(d: &Daemon, policy: &str, timeout: Duration) -> (SaRow, SaRow) {
-    poll_until(timeout, || child_pair(&sa_rows(d), policy)).unwrap_or_else(|| {
-        panic!(
+    match poll_until(timeout, || child_pair(&sa_rows(d), policy)) {
+        Some(pair) => pair,
+        None => panic!(
             "daemon {}: no ISAKMP IN/OUT SAs of {policy} after {timeout:?}\n{}",
             d.label(),
             views(d)
-        )
-    })
+        ),
+    }
 }
 
 /// Waits until `show sa` lists no ISAKMP SA of `policy`; panics after `timeout`.
+#[track_caller]
 pub fn wait_no_child_sas(d: &Daemon, policy: &str, timeout: Duration) {
     let gone = poll_until(timeout, || {
         let rows = sa_rows(d);
@@ -717,14 +730,16 @@ pub fn phase1_up(d: &Daemon, policy: &str) -> Option<IsakmpRow> {
 }
 
 /// Waits until `show isakmp` shows an "up" phase-1 SA of `policy`.
+#[track_caller]
 pub fn wait_phase1_up(d: &Daemon, policy: &str, timeout: Duration) -> IsakmpRow {
-    poll_until(timeout, || phase1_up(d, policy)).unwrap_or_else(|| {
-        panic!(
+    match poll_until(timeout, || phase1_up(d, policy)) {
+        Some(row) => row,
+        None => panic!(
             "daemon {}: no phase-1 SA of {policy} in state \"up\" after {timeout:?}\n{}",
             d.label(),
             views(d)
-        )
-    })
+        ),
+    }
 }
 
 /// `show sa`, `show isakmp` and `show peers` (JSON, or the error), for failure messages.
@@ -795,6 +810,7 @@ pub enum Applied {
 /// for the SAs); if reload fails or the tunnel still does not come up, the daemon is
 /// restarted with the corrected profile (reload of a changed isakmp policy may not be
 /// implemented yet) and `bring_up` must succeed then. Returns the daemon that runs now.
+#[track_caller]
 pub fn apply_fix(
     ns: &Netns,
     d: Daemon,
@@ -842,7 +858,7 @@ pub fn daemon_pid(ns: &Netns, d: &Daemon) -> Option<i32> {
                     .split(|b| *b == 0)
                     .map(|a| String::from_utf8_lossy(a).into_owned())
                     .collect();
-                args.iter().any(|a| a == "run") && args.iter().any(|a| *a == config)
+                args.iter().any(|a| a == "run") && args.contains(&config)
             })
             .unwrap_or(false)
     })
@@ -850,6 +866,7 @@ pub fn daemon_pid(ns: &Netns, d: &Daemon) -> Option<i32> {
 
 /// SIGKILLs the daemon (a crash: no delete notifications) and waits until it is gone. The
 /// guard stays usable for its log.
+#[track_caller]
 pub fn kill_daemon(ns: &Netns, d: &mut Daemon) {
     let pid = daemon_pid(ns, d)
         .unwrap_or_else(|| panic!("daemon {}: its process is not in {}", d.label(), ns.name()));
@@ -861,9 +878,29 @@ pub fn kill_daemon(ns: &Netns, d: &mut Daemon) {
 
 // ----- text matching -----------------------------------------------------------------------
 
-/// Lower case, `-` and `_` turned into spaces, runs of spaces collapsed.
+/// `text` without ANSI escape sequences (`ESC [ ... letter`): the daemon's text log may be
+/// coloured even when written to a file.
+pub fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\x1b' && chars.peek() == Some(&'[') {
+            chars.next();
+            for d in chars.by_ref() {
+                if d.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Lower case, `-` and `_` turned into spaces, runs of spaces collapsed, ANSI colours removed.
 pub fn normalize(text: &str) -> String {
-    let t: String = text
+    let t: String = strip_ansi(text)
         .to_lowercase()
         .chars()
         .map(|c| if c == '-' || c == '_' { ' ' } else { c })
@@ -873,7 +910,8 @@ pub fn normalize(text: &str) -> String {
 
 /// Lower-case letters and digits only: "AES-128 / SHA1" -> "aes128sha1".
 pub fn squash(text: &str) -> String {
-    text.chars()
+    strip_ansi(text)
+        .chars()
         .filter(char::is_ascii_alphanumeric)
         .map(|c| c.to_ascii_lowercase())
         .collect()
@@ -896,17 +934,20 @@ pub fn mentions_any(text: &str, phrases: &[&str]) -> bool {
     phrases.iter().any(|p| mentions(text, p))
 }
 
-/// The lines of `text` that mention one of `phrases`.
+/// The lines of `text` that mention one of `phrases` (ANSI colours removed).
 pub fn lines_mentioning(text: &str, phrases: &[&str]) -> Vec<String> {
-    text.lines()
+    strip_ansi(text)
+        .lines()
         .filter(|l| mentions_any(l, phrases))
         .map(str::to_string)
         .collect()
 }
 
-/// Lines of a log at WARN or ERROR (tracing's text format: the level word on the line).
+/// Lines of a log at WARN or ERROR (tracing's text format: the level word on the line; JSON:
+/// `"level":"WARN"`), ANSI colours removed.
 pub fn warn_lines(log: &str) -> Vec<String> {
-    log.lines()
+    strip_ansi(log)
+        .lines()
         .filter(|l| l.contains("WARN") || l.contains("ERROR"))
         .map(str::to_string)
         .collect()
@@ -948,6 +989,7 @@ impl PingRun {
 
 /// `ping -i INTERVAL -c COUNT -I src dst` in `ns` (not quiet: the replied sequence numbers are
 /// parsed), bounded by a deadline of `count * interval + 5` s.
+#[track_caller]
 pub fn ping_run(ns: &Netns, src: &str, dst: &str, count: u32, interval: f64) -> PingRun {
     let deadline = (f64::from(count) * interval + 5.0).ceil() as u32;
     let out = ns
@@ -1006,6 +1048,7 @@ pub fn parse_ping_run(output: &str) -> PingRun {
 /// detect the NAT, float to 4500 and use ESP-in-UDP, and the far end sees the translated ports.
 /// Only flows this host opens are translated (replies follow conntrack), so the host behind
 /// the NAT must be the initiator. Removed with the namespace.
+#[track_caller]
 pub fn port_nat(ns: &Netns, dev: &str, addr: &str, ike: u16, natt: u16) {
     let rules = format!(
         "table ip ikehub_test_nat {{\n\
