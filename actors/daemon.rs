@@ -12,13 +12,13 @@ use ikehub::config::{Encapsulation, Profiles};
 use tracing::{error, info, warn};
 
 use crate::control;
+use crate::ike::router::IkeRouter;
+use crate::ike::socket::IkeSockets;
+use crate::ike::spis::HostSpis;
 use crate::io::{
     self, IpsecProto, PmtuDisc, RawReceiver, RawSender, Share, TunConfig, TunDevice,
     UdpBatchSocket, UdpOptions,
 };
-use crate::ike::router::IkeRouter;
-use crate::ike::socket::IkeSockets;
-use crate::ike::spis::HostSpis;
 use crate::registry::{Registry, ReloadSignal, Shutdown};
 use crate::routes::Routes;
 use crate::shard::{Cleartext, ConnectIke, EspShard, ShardIo, WanSockets};
@@ -309,14 +309,8 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
         }
         Some(router)
     };
-    let registry = Registry::new(
-        profiles.clone(),
-        path.to_path_buf(),
-        shards,
-        routes,
-        router,
-    )
-    .start();
+    let registry =
+        Registry::new(profiles.clone(), path.to_path_buf(), shards, routes, router).start();
     let control = control::server::serve(
         &profiles.system.control_socket,
         registry.clone().recipient(),

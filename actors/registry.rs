@@ -167,8 +167,7 @@ impl Registry {
                 error!(policy = %p.name, "cannot install: {e}");
             }
         }
-        let ike: Vec<Arc<IsakmpPolicy>> =
-            self.profiles.isakmp_policies.values().cloned().collect();
+        let ike: Vec<Arc<IsakmpPolicy>> = self.profiles.isakmp_policies.values().cloned().collect();
         for p in ike {
             self.install_isakmp(&p);
         }

@@ -439,7 +439,8 @@ fn ikehub_on_demand_3des_md5_modp1024() {
         t0.elapsed().as_millis()
     );
     assert!(
-        run.transmitted == 20 && run.replied_all(16, 20),
+        // With -w, ping's -c counts replies: a lost first request means one more is sent.
+        run.transmitted >= 20 && run.replied_all(run.transmitted - 4, run.transmitted),
         "the on-demand tunnel did not carry the last pings:\n{}\n{}",
         run.output,
         views(&d)

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ikehub::esp::{Direction, SecurityAssociation};
 use ikehub::config::ProtectedNetwork;
+use ikehub::esp::{Direction, SecurityAssociation};
 use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
@@ -58,6 +58,8 @@ pub struct PeerStopped {
     pub peer: std::net::IpAddr,
     pub policy: String,
     pub failed: bool,
+    /// The last state, kept by the router so `show peers` still says why a peer is down.
+    pub status: PeerStatus,
 }
 
 struct Isakmp {
@@ -248,9 +250,16 @@ impl PeerActor {
                 self.last_error = Some("peer dead: no answer to dead peer detection".into());
                 self.failed = true;
             }
-            Event::Failed { reason, .. } => {
-                // The session logged it (with the notify); `show peers` shows it.
-                self.last_error = Some(reason);
+            Event::Failed { reason, notify } => {
+                // The session logged it (with the notify); `show peers` shows it, led by the
+                // notify's name when the reason does not already say it.
+                let squash = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], " ");
+                self.last_error = Some(match notify {
+                    Some(n) if !squash(&reason).contains(&squash(&n.to_string())) => {
+                        format!("{n}: {reason}")
+                    }
+                    _ => reason,
+                });
                 self.failed = true;
             }
             Event::InitialContact => info!("peer reports initial contact: old SAs removed"),
@@ -278,7 +287,10 @@ impl PeerActor {
         }
         while let Some(t) = self.session.poll_transmit() {
             tracing::debug!(to = %t.destination, nat_t = t.source_port_nat_t, len = t.bytes.len(), "IKE send");
-            if let Err(e) = self.sockets.send(t.destination, t.source_port_nat_t, &t.bytes) {
+            if let Err(e) = self
+                .sockets
+                .send(t.destination, t.source_port_nat_t, &t.bytes)
+            {
                 warn!("cannot send IKE to {}: {e}", t.destination);
             }
         }
@@ -345,10 +357,15 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, "peer actor started");
         self.drive(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let mut status = self.status();
+        status.state = if self.failed { "failed" } else { "down" }.into();
+        tracing::debug!(parent: &self.span, last_error = ?self.last_error, "peer actor stopped");
+        status.child_sas = 0;
         let pairs: Vec<SpiPair> = self.children.values().copied().collect();
         for p in pairs {
             self.remove(p, "peer actor stopped");
@@ -369,6 +386,7 @@ impl Actor for PeerActor {
             peer: self.peer.ip(),
             policy: self.policy.clone(),
             failed: self.failed,
+            status,
         });
     }
 }

@@ -25,6 +25,7 @@ pub struct RouterCounters {
     pub ike_datagrams: u64,
     pub refused_unknown_peer: u64,
     pub refused_malformed_first_message: u64,
+    pub refused_not_first_message: u64,
     pub peers_started: u64,
     pub peers_restarted: u64,
 }
@@ -45,6 +46,8 @@ pub struct IkeRouter {
     failures: HashMap<IpAddr, u32>,
     counters: RouterCounters,
     last_refusal_log: Option<Instant>,
+    /// The last status of peers whose actor is gone (why a tunnel is down).
+    history: HashMap<IpAddr, PeerStatus>,
 }
 
 /// All peers' status rows.
@@ -86,6 +89,7 @@ impl IkeRouter {
             failures: HashMap::new(),
             counters: RouterCounters::default(),
             last_refusal_log: None,
+            history: HashMap::new(),
         }
     }
 
@@ -195,7 +199,11 @@ impl IkeRouter {
             let PeerSpec::Address(peer) = p.peer else {
                 continue;
             };
-            let Some(local) = self.profiles.interfaces.get(&p.interface).map(|i| i.address)
+            let Some(local) = self
+                .profiles
+                .interfaces
+                .get(&p.interface)
+                .map(|i| i.address)
             else {
                 continue;
             };
@@ -236,15 +244,29 @@ impl Handler<IkeDatagram> for IkeRouter {
             ));
             return;
         };
-        if let Err(e) = ikehub::ike::peek_first_message(&msg.bytes) {
-            self.counters.refused_malformed_first_message += 1;
-            self.log_refusal(format!(
-                "IKE from {} dropped: not the first message of an exchange: {e}",
-                msg.from
-            ));
-            return;
+        match ikehub::ike::peek_first_message(&msg.bytes) {
+            Ok(info) if info.main_mode_start || info.aggressive => {}
+            Ok(_) => {
+                // A late message of an exchange that is over (e.g. retransmissions after a
+                // failure): no state is created for it.
+                self.counters.refused_not_first_message += 1;
+                debug!(from = %msg.from, "IKE dropped: no exchange with this peer");
+                return;
+            }
+            Err(e) => {
+                self.counters.refused_malformed_first_message += 1;
+                self.log_refusal(format!("IKE from {} dropped: {e}", msg.from));
+                return;
+            }
         }
-        if let Some(actor) = self.spawn_peer(&policy, msg.local.ip(), ip, Some(msg.from.port()), false, ctx) {
+        if let Some(actor) = self.spawn_peer(
+            &policy,
+            msg.local.ip(),
+            ip,
+            Some(msg.from.port()),
+            false,
+            ctx,
+        ) {
             actor.do_send(msg);
         }
     }
@@ -285,6 +307,7 @@ impl Handler<Acquire> for IkeRouter {
 impl Handler<PeerStopped> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: PeerStopped, ctx: &mut Context<Self>) {
+        self.history.insert(msg.peer, msg.status.clone());
         if self
             .peers
             .get(&msg.peer)
@@ -311,8 +334,29 @@ impl Handler<ListPeers> for IkeRouter {
     type Result = ResponseFuture<Vec<PeerStatus>>;
     fn handle(&mut self, _: ListPeers, _: &mut Context<Self>) -> Self::Result {
         let addrs: Vec<Addr<PeerActor>> = self.peers.values().map(|p| p.addr.clone()).collect();
+        // Peers without a live actor: their last status, or for a configured single-peer
+        // policy never tried yet, an idle row, so every configured peer is listed.
+        let mut quiet: Vec<PeerStatus> = self
+            .history
+            .iter()
+            .filter(|(ip, _)| !self.peers.contains_key(ip))
+            .map(|(_, s)| s.clone())
+            .collect();
+        for p in self.profiles.isakmp_policies.values() {
+            if let PeerSpec::Address(ip) = p.peer
+                && !self.peers.contains_key(&ip)
+                && !self.history.contains_key(&ip)
+            {
+                quiet.push(PeerStatus {
+                    policy: p.name.clone(),
+                    peer: ip.to_string(),
+                    state: "idle".into(),
+                    ..PeerStatus::default()
+                });
+            }
+        }
         Box::pin(async move {
-            let mut rows = Vec::new();
+            let mut rows = quiet;
             for a in addrs {
                 if let Ok(s) = a.send(GetStatus).await {
                     rows.push(s);

@@ -22,10 +22,7 @@ pub struct IkeSockets {
 
 impl IkeSockets {
     /// Binds the IKE port. `nat_t` is the shard-0 NAT-T socket to send on (duplicated here).
-    pub fn bind(
-        ike_addr: SocketAddr,
-        nat_t: Option<&impl AsRawFd>,
-    ) -> io::Result<Self> {
+    pub fn bind(ike_addr: SocketAddr, nat_t: Option<&impl AsRawFd>) -> io::Result<Self> {
         let ike = UdpSocket::bind(ike_addr)?;
         ike.set_nonblocking(true)?;
         let nat_t = match nat_t {
