@@ -2,6 +2,7 @@
 //! encap and decap MB/s on one core per suite and packet size, and SA / policy lookup rates
 //! at 10, 1k and 100k entries, and Diffie-Hellman operations per group. Criterion benches in `benches/` are the careful version.
 
+mod handshake;
 mod measure;
 pub mod packet;
 
@@ -58,6 +59,8 @@ struct DhResult {
     shared_secret_per_s: f64,
     /// One modular exponentiation, in milliseconds.
     modexp_ms: f64,
+    /// Main mode + quick mode, both ends on this core.
+    handshakes_per_s: f64,
 }
 
 #[derive(Serialize)]
@@ -208,12 +211,20 @@ fn bench_dh(budget: Duration) -> Vec<DhResult> {
         let shared = ops_per_sec(budget, || {
             black_box(mine.shared_secret(&peer).is_ok());
         });
+        let handshakes = match handshake::handshakes_per_sec(id, budget) {
+            Ok(h) => h,
+            Err(e) => {
+                eprintln!("ikehub bench: group {id} handshake failed: {e}");
+                0.0
+            }
+        };
         out.push(DhResult {
             group: id,
             bits: group.bits(),
             keygen_per_s: keygen,
             shared_secret_per_s: shared,
             modexp_ms: 1000.0 / shared,
+            handshakes_per_s: handshakes,
         });
     }
     out
@@ -274,19 +285,25 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         }
         println!();
         println!(
-            "{:<8} {:>5} {:>10} {:>14} {:>10}",
-            "DH", "BITS", "KEYGEN/S", "SHARED/S", "MODEXP-MS"
+            "{:<8} {:>5} {:>10} {:>14} {:>10} {:>13}",
+            "DH", "BITS", "KEYGEN/S", "SHARED/S", "MODEXP-MS", "HANDSHAKES/S"
         );
         for d in &report.dh {
             println!(
-                "{:<8} {:>5} {:>10.0} {:>14.0} {:>10.3}",
+                "{:<8} {:>5} {:>10.0} {:>14.0} {:>10.3} {:>13.0}",
                 format!("group {}", d.group),
                 d.bits,
                 d.keygen_per_s,
                 d.shared_secret_per_s,
-                d.modexp_ms
+                d.modexp_ms,
+                d.handshakes_per_s
             );
         }
+        println!();
+        println!(
+            "HANDSHAKES/S: main mode + quick mode, both ends on one core (a responding hub does \
+             about half the work)"
+        );
     }
     ExitCode::SUCCESS
 }
