@@ -1135,3 +1135,45 @@ fn ike_helpers_parse_recorded_output() {
     .expect("contract shape");
     assert_eq!(peer.kind, "ISAKMP");
 }
+
+// ----- 10. dead peer detection (RFC 3706) ---------------------------------------------------
+
+/// The tunnel is up and idle; strongSwan dies without a word (SIGKILL): ikehub's R-U-THERE
+/// probes go unanswered, the peer is declared dead after the DPD timeout, its SAs are removed
+/// and `show peers` says why. While strongSwan was alive, its own DPD probes were answered.
+#[test]
+fn dead_peer_detected_and_sas_cleared() {
+    if !require_strongswan_or_skip(&["ip", "ping"]) {
+        return;
+    }
+    let sites = TwoSites::new("ike-dpd");
+    let profile = profile_default().dpd(2, 6);
+    let d = start_ikehub(&sites, "A", &profile);
+    let swan_cfg = profile.swan_peer().dpd(2, 30, "clear");
+    let mut swan = Charon::start(&sites.b, "b", &swan_cfg);
+    swan.initiate(CHILD, INITIATE_TIMEOUT)
+        .unwrap_or_else(|e| panic!("strongSwan could not initiate: {e}\n{}", views(&d)));
+    wait_up(&sites, &d, &swan);
+    // Idle for a few DPD intervals: both ends probe and answer, nothing goes down.
+    std::thread::sleep(Duration::from_secs(7));
+    assert!(
+        child_pair(&sa_rows(&d), POLICY).is_some(),
+        "the tunnel went down while the peer was alive:\n{}",
+        views(&d)
+    );
+    swan.kill();
+    let gone = poll_until(Duration::from_secs(25), || {
+        child_pair(&sa_rows(&d), POLICY).is_none().then_some(())
+    });
+    assert!(
+        gone.is_some(),
+        "SAs of a dead peer were not removed:\n{}",
+        views(&d)
+    );
+    let peer = wait_last_error(&d, POLICY, &["dead"], Duration::from_secs(5));
+    assert!(
+        peer.is_some(),
+        "show peers does not say the peer is dead:\n{}",
+        views(&d)
+    );
+}

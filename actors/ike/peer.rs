@@ -19,7 +19,7 @@ use super::IkeDatagram;
 use super::socket::IkeSockets;
 use crate::io::spi_shard;
 use crate::shard::{
-    EspShard, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, SaKind, SetPolicySa,
+    EspShard, GetSaUsage, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, SaKind, SetPolicySa,
 };
 
 /// What `show isakmp` and `show peers` print for a peer.
@@ -92,6 +92,20 @@ pub struct PeerActor {
     /// The policy's protected networks: what an initiation asks child SAs for.
     networks: Vec<ProtectedNetwork>,
     had_input: bool,
+    /// Inbound packets last seen per child (by inbound SPI), to tell the session about traffic.
+    seen_packets: BTreeMap<u32, u64>,
+}
+
+/// How often a peer asks the shards whether its SAs carried traffic (DPD probes only an idle
+/// peer, RFC 3706 §5) or reached their kilobyte soft limit.
+const USAGE_POLL: Duration = Duration::from_secs(10);
+
+/// Traffic and soft-lifetime news from the shards about one child.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Usage {
+    inbound_spi: u32,
+    usage: crate::shard::SaUsage,
 }
 
 impl PeerActor {
@@ -126,6 +140,7 @@ impl PeerActor {
             keep_policy,
             networks,
             had_input: false,
+            seen_packets: BTreeMap::new(),
         }
     }
 
@@ -183,6 +198,7 @@ impl PeerActor {
             spi: spis.outbound,
         });
         self.children.remove(&spis.inbound);
+        self.seen_packets.remove(&spis.inbound);
         if self.current_outbound == Some(spis.outbound) {
             // Fall back to another live pair, else the policy waits for a new SA.
             self.current_outbound = self.children.values().last().map(|p| p.outbound);
@@ -358,6 +374,7 @@ impl Actor for PeerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         tracing::debug!(parent: &self.span, "peer actor started");
+        ctx.run_interval(USAGE_POLL, |act, ctx| act.poll_usage(ctx));
         self.drive(ctx);
     }
 
@@ -388,6 +405,40 @@ impl Actor for PeerActor {
             failed: self.failed,
             status,
         });
+    }
+}
+
+impl PeerActor {
+    fn poll_usage(&mut self, ctx: &mut Context<Self>) {
+        for spis in self.children.values() {
+            let inbound_spi = spis.inbound;
+            self.shard(inbound_spi)
+                .send(GetSaUsage { inbound_spi })
+                .into_actor(self)
+                .map(move |r, _act, ctx: &mut Context<Self>| {
+                    if let Ok(Some(usage)) = r {
+                        ctx.notify(Usage { inbound_spi, usage });
+                    }
+                })
+                .spawn(ctx);
+        }
+    }
+}
+
+impl Handler<Usage> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, msg: Usage, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        let seen = self.seen_packets.entry(msg.inbound_spi).or_default();
+        if msg.usage.packets > *seen {
+            *seen = msg.usage.packets;
+            self.session
+                .note_inbound_traffic(now, Some(msg.inbound_spi));
+        }
+        if msg.usage.soft_expired {
+            self.session.child_soft_expired(now, msg.inbound_spi);
+        }
+        self.drive(ctx);
     }
 }
 

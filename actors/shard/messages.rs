@@ -67,6 +67,21 @@ pub struct RemovePolicy {
     pub policy: Arc<str>,
 }
 
+/// Usage of an inbound SA, for dead peer detection (traffic means the peer is alive) and the
+/// kilobyte soft lifetime (the IKE session re-keys). `None` when the SA is not here.
+#[derive(Message)]
+#[rtype(result = "Option<SaUsage>")]
+pub struct GetSaUsage {
+    pub inbound_spi: u32,
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct SaUsage {
+    pub packets: u64,
+    /// 90% of the kilobyte limit is used (the soft limit, as for seconds in the session).
+    pub soft_expired: bool,
+}
+
 /// The SA table rows of this shard.
 #[derive(Message)]
 #[rtype(result = "ShardReport")]

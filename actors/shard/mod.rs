@@ -326,6 +326,22 @@ impl Handler<RemovePolicy> for EspShard {
     }
 }
 
+impl Handler<GetSaUsage> for EspShard {
+    type Result = Option<SaUsage>;
+    fn handle(&mut self, msg: GetSaUsage, _: &mut Context<Self>) -> Option<SaUsage> {
+        let i = self.inbound.get(&msg.inbound_spi)?;
+        Some(SaUsage {
+            packets: i.sa.counters().packets,
+            // Only the volume limit: the session tracks the time limits itself.
+            soft_expired: i
+                .sa
+                .lifetime()
+                .kilobytes
+                .is_some_and(|kb| i.sa.kilobytes() * 10 >= kb * 9),
+        })
+    }
+}
+
 impl Handler<Report> for EspShard {
     type Result = MessageResult<Report>;
     fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
