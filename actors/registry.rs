@@ -14,7 +14,7 @@ use tracing::{error, info, warn};
 
 use crate::control::protocol::{Request, Response, SaStatus};
 use crate::control::server::Control;
-use crate::ike::router::{self, IkeRouter, ListPeers, TerminateAll};
+use crate::ike::router::{self, IkeRouter, ListPeers, TerminateAll, UpdateProfiles};
 use crate::routes::Routes;
 use crate::shard::{EspShard, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, Report, SaKind};
 
@@ -136,6 +136,18 @@ impl Registry {
         }
     }
 
+    /// Takes a removed or changed IKE policy out of the SPD and its routes out of the kernel
+    /// (its peers are told to delete their SAs by the router).
+    fn remove_isakmp(&mut self, name: &str) {
+        let policy: Arc<str> = Arc::from(name);
+        for s in &self.shards {
+            s.do_send(RemovePolicy {
+                policy: policy.clone(),
+            });
+        }
+        self.routes.remove_policy(name);
+    }
+
     fn remove_manual(&mut self, name: &str) {
         let Some(spis) = self.installed.remove(name) else {
             return;
@@ -196,6 +208,40 @@ impl Registry {
                 && let Err(e) = self.install_manual(&p)
             {
                 problems.push(e);
+            }
+        }
+        let ike_stop: Vec<String> = diff
+            .isakmp
+            .removed
+            .iter()
+            .chain(&diff.isakmp.changed)
+            .cloned()
+            .collect();
+        for name in &ike_stop {
+            self.remove_isakmp(name);
+        }
+        let ike_start: Vec<String> = diff
+            .isakmp
+            .added
+            .iter()
+            .chain(&diff.isakmp.changed)
+            .cloned()
+            .collect();
+        match &self.ike {
+            Some(router) => router.do_send(UpdateProfiles {
+                profiles: new.clone(),
+                stop: ike_stop,
+            }),
+            None if !ike_start.is_empty() => problems.push(
+                "IKE policies were added to a daemon started without any: restart ikehub to \
+                 open the IKE sockets"
+                    .to_string(),
+            ),
+            None => {}
+        }
+        for name in &ike_start {
+            if let Some(p) = new.isakmp_policies.get(name).cloned() {
+                self.install_isakmp(&p);
             }
         }
         info!("reload applied:\n{diff}");

@@ -68,6 +68,15 @@ pub struct Command {
 #[rtype(result = "RouterCounters")]
 pub struct GetCounters;
 
+/// A reload: the new profiles, and the policies whose peers must delete their SAs (removed or
+/// changed; a changed permanent policy then starts again with its new settings).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct UpdateProfiles {
+    pub profiles: Arc<Profiles>,
+    pub stop: Vec<String>,
+}
+
 /// Graceful shutdown: every peer sends its deletes.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -416,6 +425,20 @@ impl Handler<GetCounters> for IkeRouter {
     type Result = MessageResult<GetCounters>;
     fn handle(&mut self, _: GetCounters, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.counters.clone())
+    }
+}
+
+impl Handler<UpdateProfiles> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: UpdateProfiles, ctx: &mut Context<Self>) {
+        self.profiles = msg.profiles;
+        for p in self.peers.values() {
+            if msg.stop.contains(&p.policy) {
+                p.addr.do_send(Terminate);
+            }
+        }
+        self.history.retain(|_, s| !msg.stop.contains(&s.policy));
+        self.start_permanent(ctx);
     }
 }
 
