@@ -93,6 +93,8 @@ pub struct EspShard {
     acquire: Option<Recipient<crate::ike::Acquire>>,
     /// When each policy last sent an Acquire (at most one a second per policy).
     last_acquire: HashMap<Arc<str>, Instant>,
+    /// Drop counters at the last summary log line.
+    logged_drops: [u64; 10],
 }
 
 impl EspShard {
@@ -118,6 +120,7 @@ impl EspShard {
             ike: None,
             acquire: None,
             last_acquire: HashMap::new(),
+            logged_drops: [0; 10],
         }
     }
 
@@ -231,6 +234,65 @@ impl EspShard {
     }
 }
 
+/// Per-packet problems are counted always and logged at most once per interval per shard, as
+/// a summary (a flood of bad packets must not become a flood of log lines).
+const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl EspShard {
+    fn log_drops(&mut self) {
+        let c = &self.counters;
+        let (mut icv, mut replay, mut padding, mut selector, mut other) = (0, 0, 0, 0, 0);
+        for i in self.inbound.values() {
+            let sc = i.sa.counters();
+            icv += sc.icv_failures;
+            replay += sc.replay_drops;
+            padding += sc.padding_errors;
+            selector += sc.selector_mismatches;
+            other += sc.other_drops;
+        }
+        let now = [
+            c.unknown_spi,
+            c.no_policy,
+            c.not_ipv4,
+            c.encap_errors,
+            c.send_errors,
+            icv,
+            replay,
+            padding,
+            selector,
+            other,
+        ];
+        let names = [
+            "unknown SPI",
+            "no policy",
+            "not IPv4",
+            "encapsulation errors",
+            "send errors",
+            "ICV failures",
+            "replayed",
+            "bad padding",
+            "outside the SA's protected networks",
+            "other malformed",
+        ];
+        let mut parts = Vec::new();
+        for ((n, before), name) in now.iter().zip(self.logged_drops.iter()).zip(names) {
+            if n > before {
+                parts.push(format!("{} {name}", n - before));
+            }
+        }
+        if !parts.is_empty() {
+            tracing::warn!(
+                shard = self.index,
+                "packets dropped in the last {} s: {} (`ikehub show counters` and `show sa \
+                 --json` have the totals)",
+                DROP_LOG_INTERVAL.as_secs(),
+                parts.join(", ")
+            );
+        }
+        self.logged_drops = now;
+    }
+}
+
 impl Actor for EspShard {
     type Context = Context<Self>;
 
@@ -242,6 +304,7 @@ impl Actor for EspShard {
             );
             ctx.stop();
         }
+        ctx.run_interval(DROP_LOG_INTERVAL, |act, _| act.log_drops());
     }
 }
 
