@@ -93,6 +93,15 @@ pub enum Command {
         #[command(flatten)]
         control: ControlArgs,
     },
+    /// Test hook: make the peer actor of ADDR panic (the daemon must run with
+    /// IKEHUB_TEST_FAULTS=1). Proves supervision; never needed in operation.
+    #[command(hide = true)]
+    InjectFault {
+        /// The peer's address.
+        peer: String,
+        #[command(flatten)]
+        control: ControlArgs,
+    },
     /// Run a hub and N spokes in this process over loopback (no root needed) and report.
     Demo {
         /// Number of spokes.

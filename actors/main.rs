@@ -174,6 +174,10 @@ fn main() -> ExitCode {
         } => call(&control, &Request::Terminate { policy, peer }).map(|body| {
             print!("{}", control::show::text_body(&body));
         }),
+        Command::InjectFault { peer, control } => call(&control, &Request::InjectFault { peer })
+            .map(|body| {
+                print!("{}", control::show::text_body(&body));
+            }),
         Command::Demo { spokes, seconds } => {
             init_logging(cli.log_format);
             return demo::run(spokes, seconds);

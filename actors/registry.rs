@@ -358,6 +358,24 @@ impl Handler<Control> for Registry {
                     }
                 })
             }
+            Request::InjectFault { peer } => {
+                let (Some(ike), Ok(peer)) = (self.ike.clone(), peer.parse()) else {
+                    return immediate(Response::Error {
+                        message: "no IKE, or not an address".into(),
+                    });
+                };
+                Box::pin(async move {
+                    match ike.send(router::InjectFault { peer }).await {
+                        Ok(Ok(text)) => Response::Ok {
+                            body: serde_json::Value::String(text),
+                        },
+                        Ok(Err(message)) => Response::Error { message },
+                        Err(e) => Response::Error {
+                            message: e.to_string(),
+                        },
+                    }
+                })
+            }
             Request::ShowIsakmp => {
                 let ike = self.ike.clone();
                 Box::pin(async move {

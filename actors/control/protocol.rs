@@ -19,6 +19,10 @@ pub enum Request {
         policy: String,
         peer: Option<String>,
     },
+    /// Test hook (`IKEHUB_TEST_FAULTS=1` on the daemon): make a peer actor panic.
+    InjectFault {
+        peer: String,
+    },
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]

@@ -51,6 +51,23 @@ pub struct Terminate;
 #[rtype(result = "PeerStatus")]
 pub struct GetStatus;
 
+/// The child SA pairs a peer has installed in the shards: the router keeps the list so that
+/// if the actor dies without cleaning up (a panic), no SA is left behind.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ChildrenChanged {
+    pub peer: std::net::IpAddr,
+    pub spd_key: Arc<str>,
+    pub keep_policy: bool,
+    pub children: Vec<SpiPair>,
+}
+
+/// Test-only fault injection (`IKEHUB_TEST_FAULTS=1`): the actor panics, as a bug would make
+/// it, so the supervision path can be tested.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Panic;
+
 /// Tells the router the actor is gone (it may rebuild it).
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -78,7 +95,7 @@ pub struct PeerActor {
     peer: SocketAddr,
     sockets: IkeSockets,
     shards: Vec<Addr<EspShard>>,
-    stopped_to: Recipient<PeerStopped>,
+    router: Addr<super::router::IkeRouter>,
     children: BTreeMap<u32, SpiPair>,
     current_outbound: Option<u32>,
     isakmp: Option<Isakmp>,
@@ -94,6 +111,8 @@ pub struct PeerActor {
     had_input: bool,
     /// Inbound packets last seen per child (by inbound SPI), to tell the session about traffic.
     seen_packets: BTreeMap<u32, u64>,
+    /// Told to the router before this actor goes: it stopped cleanly and cleaned up.
+    clean_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// How often a peer asks the shards whether its SAs carried traffic (DPD probes only an idle
@@ -117,9 +136,10 @@ impl PeerActor {
         peer: SocketAddr,
         sockets: IkeSockets,
         shards: Vec<Addr<EspShard>>,
-        stopped_to: Recipient<PeerStopped>,
+        router: Addr<super::router::IkeRouter>,
         keep_policy: bool,
         networks: Vec<ProtectedNetwork>,
+        clean_stop: Arc<std::sync::atomic::AtomicBool>,
     ) -> Self {
         let span = info_span!("peer", policy = %policy, peer = %peer.ip());
         PeerActor {
@@ -129,7 +149,7 @@ impl PeerActor {
             peer,
             sockets,
             shards,
-            stopped_to,
+            router,
             children: BTreeMap::new(),
             current_outbound: None,
             isakmp: None,
@@ -141,6 +161,7 @@ impl PeerActor {
             networks,
             had_input: false,
             seen_packets: BTreeMap::new(),
+            clean_stop,
         }
     }
 
@@ -182,6 +203,12 @@ impl PeerActor {
         }
         self.children.insert(spis.inbound, spis);
         self.current_outbound = Some(spis.outbound);
+        self.router.do_send(ChildrenChanged {
+            peer: self.peer.ip(),
+            spd_key: self.spd_key.clone(),
+            keep_policy: self.keep_policy,
+            children: self.children.values().copied().collect(),
+        });
         info!(
             "child SA up: {} inbound SPI {} outbound SPI {}",
             info.suite, spis.inbound, spis.outbound
@@ -199,6 +226,12 @@ impl PeerActor {
         });
         self.children.remove(&spis.inbound);
         self.seen_packets.remove(&spis.inbound);
+        self.router.do_send(ChildrenChanged {
+            peer: self.peer.ip(),
+            spd_key: self.spd_key.clone(),
+            keep_policy: self.keep_policy,
+            children: self.children.values().copied().collect(),
+        });
         if self.current_outbound == Some(spis.outbound) {
             // Fall back to another live pair, else the policy waits for a new SA.
             self.current_outbound = self.children.values().last().map(|p| p.outbound);
@@ -379,6 +412,18 @@ impl Actor for PeerActor {
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        if std::thread::panicking() {
+            // A bug: actix still runs `stopped` while unwinding, so clean up as usual and let
+            // the router rebuild the peer (with backoff when it keeps failing).
+            tracing::error!(
+                parent: &self.span,
+                "peer actor died (internal error): removing its SAs; the router rebuilds it"
+            );
+            self.failed = true;
+            self.last_error = Some("internal error: the peer's actor died and was rebuilt".into());
+        }
+        self.clean_stop
+            .store(true, std::sync::atomic::Ordering::Release);
         let mut status = self.status();
         status.state = if self.failed { "failed" } else { "down" }.into();
         tracing::debug!(parent: &self.span, last_error = ?self.last_error, "peer actor stopped");
@@ -399,7 +444,7 @@ impl Actor for PeerActor {
                 });
             }
         }
-        self.stopped_to.do_send(PeerStopped {
+        self.router.do_send(PeerStopped {
             peer: self.peer.ip(),
             policy: self.policy.clone(),
             failed: self.failed,
@@ -472,6 +517,17 @@ impl Handler<Terminate> for PeerActor {
         self.failed = false;
         self.drive(ctx);
         ctx.stop();
+    }
+}
+
+impl Handler<Panic> for PeerActor {
+    type Result = ();
+    #[allow(clippy::panic)]
+    fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
+        panic!(
+            "fault injected into the peer actor of {} (test hook)",
+            self.peer
+        );
     }
 }
 

@@ -13,11 +13,15 @@ use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles}
 use ikehub::ike::{IkeSession, PeerConfig, SpiAllocator};
 use tracing::{debug, info, warn};
 
-use super::peer::{GetStatus, Initiate, PeerActor, PeerStatus, PeerStopped, Terminate};
+use super::peer::{
+    ChildrenChanged, GetStatus, Initiate, Panic, PeerActor, PeerStatus, PeerStopped, Terminate,
+};
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
 use super::{Acquire, IkeDatagram};
-use crate::shard::EspShard;
+use crate::shard::{EspShard, RemovePolicy, RemoveSa, SetPolicySa};
+use ikehub::esp::Direction;
+use ikehub::ike::SpiPair;
 
 /// Drops the router counts (`show counters` adds them to the shards').
 #[derive(Clone, Debug, Default, serde::Serialize)]
@@ -28,11 +32,18 @@ pub struct RouterCounters {
     pub refused_not_first_message: u64,
     pub peers_started: u64,
     pub peers_restarted: u64,
+    pub peers_died: u64,
 }
 
 struct Peer {
     addr: Addr<PeerActor>,
     policy: String,
+    /// What the actor installed (it reports every change), removed by the router if the actor
+    /// dies without doing it itself.
+    children: Vec<SpiPair>,
+    spd_key: Option<(Arc<str>, bool)>,
+    /// Set by the actor when it stops cleanly (it then cleans up itself).
+    clean_stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
 pub struct IkeRouter {
@@ -160,6 +171,7 @@ impl IkeRouter {
         } else {
             Arc::from(policy.name.as_str())
         };
+        let clean_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = PeerActor::new(
             session,
             policy.name.clone(),
@@ -167,9 +179,10 @@ impl IkeRouter {
             peer_addr,
             sockets,
             self.shards.clone(),
-            ctx.address().recipient(),
+            ctx.address(),
             !template,
             policy.protected_networks.clone(),
+            clean_stop.clone(),
         )
         .start();
         self.counters.peers_started += 1;
@@ -178,6 +191,9 @@ impl IkeRouter {
             Peer {
                 addr: actor.clone(),
                 policy: policy.name.clone(),
+                children: Vec::new(),
+                spd_key: None,
+                clean_stop,
             },
         );
         Some(actor)
@@ -226,11 +242,113 @@ impl IkeRouter {
     }
 }
 
+impl IkeRouter {
+    /// Supervision: a peer actor that died without stopping cleanly (a panic) has its SAs and
+    /// policy removed here, its death recorded, and is rebuilt like one that stopped.
+    fn reap(&mut self, ctx: &mut Context<Self>) {
+        let dead: Vec<IpAddr> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| {
+                !p.addr.connected() && !p.clean_stop.load(std::sync::atomic::Ordering::Acquire)
+            })
+            .map(|(ip, _)| *ip)
+            .collect();
+        for ip in dead {
+            let Some(p) = self.peers.remove(&ip) else {
+                continue;
+            };
+            warn!(
+                policy = %p.policy,
+                peer = %ip,
+                "peer actor died; removing its {} child SA pair(s) and starting over",
+                p.children.len()
+            );
+            let n = self.shards.len() as u32;
+            for c in &p.children {
+                self.shards[crate::io::spi_shard(c.inbound, n) as usize].do_send(RemoveSa {
+                    direction: Direction::Inbound,
+                    spi: c.inbound,
+                });
+                self.shards[crate::io::spi_shard(c.outbound, n) as usize].do_send(RemoveSa {
+                    direction: Direction::Outbound,
+                    spi: c.outbound,
+                });
+                self.spis.release(c.inbound);
+            }
+            if let Some((key, keep)) = &p.spd_key {
+                for s in &self.shards {
+                    if *keep {
+                        s.do_send(SetPolicySa {
+                            policy: key.clone(),
+                            outbound_spi: None,
+                        });
+                    } else {
+                        s.do_send(RemovePolicy {
+                            policy: key.clone(),
+                        });
+                    }
+                }
+            }
+            self.counters.peers_died += 1;
+            self.history.insert(
+                ip,
+                PeerStatus {
+                    policy: p.policy.clone(),
+                    peer: ip.to_string(),
+                    state: "failed".into(),
+                    last_error: Some("the peer's actor died (internal error); restarted".into()),
+                    ..PeerStatus::default()
+                },
+            );
+            ctx.notify(PeerStopped {
+                peer: ip,
+                policy: p.policy,
+                failed: true,
+                status: PeerStatus::default(),
+            });
+        }
+    }
+}
+
 impl Actor for IkeRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_permanent(ctx);
+        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.reap(ctx));
+    }
+}
+
+impl Handler<ChildrenChanged> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: ChildrenChanged, _: &mut Context<Self>) {
+        if let Some(p) = self.peers.get_mut(&msg.peer) {
+            p.children = msg.children;
+            p.spd_key = Some((msg.spd_key, msg.keep_policy));
+        }
+    }
+}
+
+/// Test-only: make the peer actor of `peer` panic (`IKEHUB_TEST_FAULTS=1`).
+#[derive(Message)]
+#[rtype(result = "Result<String, String>")]
+pub struct InjectFault {
+    pub peer: IpAddr,
+}
+
+impl Handler<InjectFault> for IkeRouter {
+    type Result = Result<String, String>;
+    fn handle(&mut self, msg: InjectFault, _: &mut Context<Self>) -> Self::Result {
+        if std::env::var("IKEHUB_TEST_FAULTS").as_deref() != Ok("1") {
+            return Err("fault injection is disabled (set IKEHUB_TEST_FAULTS=1 for tests)".into());
+        }
+        let p = self
+            .peers
+            .get(&msg.peer)
+            .ok_or_else(|| format!("no peer actor for {}", msg.peer))?;
+        p.addr.do_send(Panic);
+        Ok(format!("peer actor of {} told to panic", msg.peer))
     }
 }
 

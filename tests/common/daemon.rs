@@ -41,11 +41,32 @@ impl Daemon {
         Daemon::spawn_with(&ikehub_bin(), ns, label, profile)
     }
 
+    /// [`Daemon::start`] with extra environment variables for the daemon (e.g. the test-only
+    /// `IKEHUB_TEST_FAULTS=1`).
+    pub fn start_with_env(
+        ns: &Netns,
+        label: &str,
+        env: &[(&str, &str)],
+        profile: impl FnOnce(&Path) -> String,
+    ) -> Daemon {
+        Daemon::spawn_env(&ikehub_bin(), ns, label, env, profile).wait_ready()
+    }
+
     /// [`Daemon::spawn`] with another binary (the harness's self-test uses a stand-in script).
     pub fn spawn_with(
         bin: &Path,
         ns: &Netns,
         label: &str,
+        profile: impl FnOnce(&Path) -> String,
+    ) -> Daemon {
+        Daemon::spawn_env(bin, ns, label, &[], profile)
+    }
+
+    fn spawn_env(
+        bin: &Path,
+        ns: &Netns,
+        label: &str,
+        env: &[(&str, &str)],
         profile: impl FnOnce(&Path) -> String,
     ) -> Daemon {
         let dir = TempDir::new(&format!("daemon-{label}"));
@@ -61,6 +82,7 @@ impl Daemon {
         if std::env::var_os("RUST_LOG").is_none() {
             cmd.env("RUST_LOG", "info");
         }
+        cmd.envs(env.iter().copied());
         let child = cmd
             .stdin(Stdio::null())
             .stdout(log_file)
