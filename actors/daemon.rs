@@ -12,7 +12,7 @@ use ikehub::config::{Encapsulation, Profiles};
 use tracing::{error, info, warn};
 
 use crate::control;
-use crate::ike::router::IkeRouter;
+use crate::ike::router::start_router;
 use crate::ike::socket::IkeSockets;
 use crate::ike::spis::HostSpis;
 use crate::io::{
@@ -21,7 +21,7 @@ use crate::io::{
 };
 use crate::registry::{Registry, ReloadSignal, Shutdown};
 use crate::routes::Routes;
-use crate::shard::{Cleartext, ConnectIke, EspShard, ShardIo, WanSockets};
+use crate::shard::{Cleartext, EspShard, ShardIo, WanSockets};
 
 /// What must live until the daemon exits (dropping it removes the socket file).
 struct Running {
@@ -289,25 +289,12 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
     let router = if profiles.isakmp_policies.is_empty() {
         None
     } else {
-        let router = IkeRouter::new(
+        Some(start_router(
             profiles.clone(),
-            ike_sockets.clone(),
-            shards.clone(),
+            ike_sockets,
+            &shards,
             spis.clone(),
-        )
-        .start();
-        for sockets in ike_sockets.values() {
-            sockets
-                .spawn_reader(router.clone().recipient())
-                .map_err(|e| format!("IKE socket {}: {e}", sockets.ike_addr))?;
-        }
-        for s in &shards {
-            s.do_send(ConnectIke {
-                ike: router.clone().recipient(),
-                acquire: router.clone().recipient(),
-            });
-        }
-        Some(router)
+        )?)
     };
     let registry =
         Registry::new(profiles.clone(), path.to_path_buf(), shards, routes, router).start();

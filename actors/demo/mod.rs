@@ -1,50 +1,50 @@
-//! `ikehub demo`: a hub and N spokes in one unprivileged process over loopback, keyed manually
-//! (the IKE issue switches it to IKE).
+//! `ikehub demo`: a hub and N spokes in one unprivileged process over loopback, every tunnel
+//! keyed by IKE (main mode + quick mode, pre-shared key, group 14).
 //!
-//! * The hub is the real data plane: `min(cores, 4)` [`EspShard`]s, WAN = a REUSEPORT UDP group
-//!   on `127.0.0.1:<high port>` steered by SPI, cleartext = one [`MemoryPort`] per shard whose
-//!   far end is the hub "LAN" (host 198.51.100.1), driven by [`lan::echo`].
-//! * Spoke `i` is simulated: one UDP socket on its own 127.x address, its own SA pair
-//!   (AES-128-CBC/HMAC-SHA1, UDP encapsulation, replay window 64), protecting one host in
-//!   198.18.0.0/15; all spokes run as tasks on a small tokio runtime ([`spoke::run`]).
-//! * Traffic: each spoke keeps a small window of tagged packets to the hub LAN host in flight;
-//!   the LAN side counts them and echoes them back through the hub to the spoke, which checks
-//!   them. After `seconds` of traffic a summary goes to stdout; exit 0 only if every tunnel
-//!   carried traffic both ways without ICV, replay or padding errors.
+//! * The hub is the real daemon code: `min(cores, 4)` [`EspShard`]s, WAN = a REUSEPORT UDP group
+//!   on `127.0.0.1:<high port Q>` (the NAT-T port) steered by SPI, cleartext = one
+//!   [`MemoryPort`] per shard whose far end is the hub "LAN" (host 198.51.100.1), driven by
+//!   [`lan::echo`]; IKE = the real `IkeRouter` on `127.0.0.1:<high port P>` with one template
+//!   policy admitting the block of spoke addresses, one `PeerActor` per spoke ([`hub`]).
+//! * Spoke `i` is simulated: one UDP socket on its own 127.x address for IKE and ESP-in-UDP, an
+//!   initiator `IkeSession` that asks for its own host in 198.18.0.0/15 ([`spoke::run`]); all
+//!   spokes run as tasks on a small tokio runtime, at most [`SETUP_SLOTS`] handshakes at a time.
+//! * Traffic: once every tunnel is up, each spoke keeps a small window of tagged packets to the
+//!   hub LAN host in flight; the LAN side counts them and echoes them back through the hub to
+//!   the spoke, which checks them. After `seconds` of traffic a summary goes to stdout; exit 0
+//!   only if every tunnel came up by IKE and carried traffic both ways without ICV, replay or
+//!   padding errors.
 
+mod hub;
 mod lan;
 mod spoke;
 mod stats;
 
-use std::collections::HashSet;
 use std::io::Write;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ikehub::config::{NetworkSpec, ProtectedNetwork};
-use ikehub::esp::suite::{BENCH_SUITES, Endpoint, random_spi, tunnel_pair};
-use ikehub::esp::{SaEncapsulation, SecurityAssociation};
-use rand::rngs::StdRng;
-use tokio::sync::watch;
+use ikehub::config::NetworkSpec;
+use tokio::sync::{Semaphore, watch};
 
-use crate::io::{self, MemoryPort, PmtuDisc, UdpBatchSocket, UdpOptions};
-use crate::shard::{
-    Cleartext, EspShard, InstallPolicy, InstallSa, Report, SaKind, ShardIo, WanSockets,
-};
-use spoke::{Phase, Spoke};
-use stats::{LanStats, SpokeStats, Totals};
+use crate::ike::router::GetCounters;
+use crate::ike::spis::HostSpis;
+use crate::shard::{EspShard, Report};
+use spoke::{Env, Phase, Spoke};
+use stats::{LanStats, SetupStats, SpokeStats, Totals};
 
 /// The hub's LAN host, the far end of every tunnel.
 pub const HUB_LAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
 const HUB_WAN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
 /// 254 usable values per octet (.0 and .255 skipped), two /16s in 198.18.0.0/15.
 const MAX_SPOKES: usize = 2 * 254 * 254;
-const REPLAY_WINDOW: u32 = 64;
-/// Spokes whose SAs are installed between two acknowledgements from the shards.
-const SETUP_CHUNK: usize = 64;
+/// IKE handshakes in flight at the same time (a spoke holds a slot from main-mode message 1
+/// until its child SA is up): enough to keep the hub busy, few enough that a slow hub does not
+/// make thousands of spokes retransmit at once.
+pub const SETUP_SLOTS: usize = 64;
 
 /// (w, y, z) of spoke `i`: its WAN address is 127.(1+w).y.z, its host 198.(18+w).y.z.
 fn octets(i: usize) -> (u8, u8, u8) {
@@ -71,6 +71,16 @@ pub fn spoke_of_host(host: [u8; 4], spokes: usize) -> Option<usize> {
         return None;
     }
     let i = usize::from(b - 18) * 254 * 254 + usize::from(y - 1) * 254 + usize::from(z - 1);
+    (i < spokes).then_some(i)
+}
+
+/// The spoke whose WAN address is `addr`, if any.
+fn spoke_of_addr(addr: Ipv4Addr, spokes: usize) -> Option<usize> {
+    let [a, b, y, z] = addr.octets();
+    if a != 127 || !(1..=2).contains(&b) || !(1..=254).contains(&y) || !(1..=254).contains(&z) {
+        return None;
+    }
+    let i = usize::from(b - 1) * 254 * 254 + usize::from(y - 1) * 254 + usize::from(z - 1);
     (i < spokes).then_some(i)
 }
 
@@ -102,40 +112,11 @@ fn raise_nofile() -> u64 {
     lim.rlim_cur
 }
 
-/// Binds the hub's REUSEPORT group on the first free port from 40000 + pid % 10000 upward.
-fn bind_hub(n: usize) -> Result<(u16, Vec<UdpBatchSocket>), String> {
-    let start = 40000 + (std::process::id() % 10000) as u16;
-    let opts = UdpOptions {
-        reuse_port: true,
-        device: None,
-        pmtu: Some(PmtuDisc::Dont),
-        recv_buffer: Some(4 << 20),
-        send_buffer: Some(4 << 20),
-    };
-    let mut last = String::new();
-    for port in (start..=u16::MAX).chain(40000..start).take(500) {
-        let addr = SocketAddr::new(IpAddr::V4(HUB_WAN), port);
-        // Probe without SO_REUSEPORT first, so we never join someone else's group.
-        match std::net::UdpSocket::bind(addr) {
-            Ok(probe) => drop(probe),
-            Err(e) => {
-                last = e.to_string();
-                continue;
-            }
-        }
-        match UdpBatchSocket::bind_group(addr, n, &opts) {
-            Ok(group) => {
-                if n > 1 {
-                    group[0]
-                        .steer_by_spi(n as u32)
-                        .map_err(|e| format!("SPI steering on the hub's UDP group: {e}"))?;
-                }
-                return Ok((port, group));
-            }
-            Err(e) => last = e.to_string(),
-        }
-    }
-    Err(format!("no free UDP port for the hub on {HUB_WAN}: {last}"))
+/// How long the IKE setup of `n` spokes may take before the demo carries on without the rest:
+/// a generous multiple of what a slow shared 2-core machine needs (~4 group-14 modexps per
+/// tunnel in this one process), plus the session's own give-up time.
+fn setup_allowance(n: usize) -> Duration {
+    Duration::from_secs(45 + (n / 20) as u64)
 }
 
 pub fn run(spokes: usize, seconds: u64) -> ExitCode {
@@ -154,8 +135,9 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
         .unwrap_or(cores)
         .clamp(1, 4);
     let nofile = raise_nofile();
-    // One socket per spoke, n WAN sockets, 2n MemoryPort ends, epoll/eventfds of the threads.
-    let needed = spokes as u64 + 3 * shards as u64 + 64;
+    // One socket per spoke, n WAN sockets, 2n MemoryPort ends, the IKE socket and its NAT-T
+    // dup, epoll/eventfds of the threads.
+    let needed = spokes as u64 + 3 * shards as u64 + 66;
     if needed > nofile {
         eprintln!(
             "ikehub demo: {spokes} spokes need about {needed} open files but the limit is \
@@ -166,7 +148,7 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
     }
 
     // The hard overall deadline: setup allowance + traffic + margin.
-    let deadline = Duration::from_secs(seconds + 60 + (spokes / 50) as u64);
+    let deadline = setup_allowance(spokes) + Duration::from_secs(seconds + 60);
     std::thread::spawn(move || {
         std::thread::sleep(deadline);
         eprintln!(
@@ -246,11 +228,14 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
             errs.padding += sa.padding_errors;
             errs.selector += sa.selector_mismatches;
             errs.other += sa.other_drops;
+            // SPD keys of template spokes are `spokes@<spoke address>`; only IKE-keyed SAs count.
             let i = sa
                 .policy
-                .strip_prefix("spoke-")
-                .and_then(|x| x.parse::<usize>().ok())
-                .filter(|&i| (1..=n).contains(&i));
+                .strip_prefix(hub::POLICY)
+                .and_then(|x| x.strip_prefix('@'))
+                .and_then(|x| x.parse::<Ipv4Addr>().ok())
+                .and_then(|a| spoke_of_addr(a, n))
+                .filter(|_| sa.kind == "ISAKMP");
             if sa.direction == "IN" {
                 errs.decapsulated += sa.packets;
             } else {
@@ -258,9 +243,9 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
             }
             let Some(i) = i else { continue };
             if sa.direction == "IN" {
-                sides[i - 1].inbound = true;
+                sides[i].inbound = true;
             } else {
-                sides[i - 1].outbound = true;
+                sides[i].outbound = true;
             }
         }
         errs.cleartext_in += r.counters.cleartext_in;
@@ -285,159 +270,109 @@ async fn demo(
 ) -> Result<bool, String> {
     let begin = Instant::now();
     eprintln!(
-        "ikehub demo: hub with {shard_count} shard(s) on {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s)"
+        "ikehub demo: hub with {shard_count} shard(s) on {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s) \
+         keyed by IKE (main + quick mode, PSK, group 14)"
     );
 
     // ---- the hub --------------------------------------------------------------------------
-    let (hub_port, group) = bind_hub(shard_count)?;
-    let hub = SocketAddrV4::new(HUB_WAN, hub_port);
     let stats: Arc<[SpokeStats]> = (0..n).map(|_| SpokeStats::default()).collect();
     let lan_stats = Arc::new(LanStats::default());
-    let mut ios = Vec::with_capacity(shard_count);
-    for udp in group {
-        let (hub_end, lan_end) =
-            MemoryPort::pair().map_err(|e| format!("cannot create a memory port: {e}"))?;
-        actix::spawn(lan::echo(lan_end, stats.clone(), lan_stats.clone()));
-        ios.push(ShardIo {
-            cleartext: Some(Cleartext::Memory(hub_end)),
-            wans: vec![WanSockets {
-                local: HUB_WAN,
-                nat_t_port: hub_port,
-                path_mtu: 1500,
-                udp: Some(udp),
-                raw_esp: None,
-                raw_ah: None,
-                raw_tx: None,
-            }],
-        });
-    }
-    let shards = EspShard::start_all(ios);
-    eprintln!("hub listening on UDP {hub}");
-
-    // ---- the tunnels ----------------------------------------------------------------------
-    let suite = &BENCH_SUITES[0]; // esp-aes128-sha1
-    let mut rng: StdRng = rand::make_rng();
-    let mut used_spis: HashSet<u32> = HashSet::with_capacity(2 * n);
-    let mut fresh_spi = |rng: &mut StdRng| loop {
-        let s = random_spi(rng);
-        if used_spis.insert(s) {
-            return s;
-        }
+    let block = NetworkSpec::Range {
+        start: spoke_addr(0),
+        end: spoke_addr(n - 1),
     };
-    let mut spokes_ready: Vec<Spoke> = Vec::with_capacity(n);
-    let setup_start = Instant::now();
-    let mut last_print = Instant::now();
+    let hub = hub::start(shard_count, block, stats.clone(), lan_stats.clone())?;
+    eprintln!(
+        "hub: IKE on UDP {}, NAT-T/ESP-in-UDP on UDP {}, template policy `{}` admits {}-{}",
+        hub.ike,
+        hub.nat_t,
+        hub::POLICY,
+        spoke_addr(0),
+        spoke_addr(n - 1)
+    );
+
+    // ---- the spokes -----------------------------------------------------------------------
+    let mut spokes: Vec<Spoke> = Vec::with_capacity(n);
     for i in 0..n {
         let addr = spoke_addr(i);
-        let host = spoke_host(i);
         let socket = std::net::UdpSocket::bind(SocketAddrV4::new(addr, 0))
             .and_then(|s| s.set_nonblocking(true).map(|_| s))
             .map_err(|e| format!("spoke {}: cannot bind UDP on {addr}: {e}", i + 1))?;
-        let spoke_port = socket
-            .local_addr()
-            .map_err(|e| format!("spoke {}: {e}", i + 1))?
-            .port();
-        let hub_ep = Endpoint {
-            local: IpAddr::V4(HUB_WAN),
-            peer: IpAddr::V4(addr),
-            encapsulation: SaEncapsulation::Udp {
-                local_port: hub_port,
-                peer_port: spoke_port,
-            },
-            protected_networks: vec![ProtectedNetwork {
-                local: NetworkSpec::Host(HUB_LAN),
-                remote: NetworkSpec::Host(host),
-            }],
-        };
-        let spoke_ep = Endpoint {
-            local: IpAddr::V4(addr),
-            peer: IpAddr::V4(HUB_WAN),
-            encapsulation: SaEncapsulation::Udp {
-                local_port: spoke_port,
-                peer_port: hub_port,
-            },
-            protected_networks: vec![ProtectedNetwork {
-                local: NetworkSpec::Host(host),
-                remote: NetworkSpec::Host(HUB_LAN),
-            }],
-        };
-        let spi_down = fresh_spi(&mut rng);
-        let spi_up = fresh_spi(&mut rng);
-        let [(hub_out, spoke_in), (spoke_out, hub_in)] = tunnel_pair(
-            suite,
-            &mut rng,
-            &hub_ep,
-            &spoke_ep,
-            spi_down,
-            spi_up,
-            REPLAY_WINDOW,
-        );
-        let now = Instant::now();
-        let sa =
-            |p| SecurityAssociation::new(p, now).map_err(|e| format!("spoke {}: SA: {e}", i + 1));
-        let (hub_out, hub_in) = (sa(hub_out)?, sa(hub_in)?);
-        let (spoke_out, spoke_in) = (sa(spoke_out)?, sa(spoke_in)?);
-        let name: Arc<str> = Arc::from(policy_name(i));
-        let out_spi = hub_out.outer_spi();
-        for s in [hub_in, hub_out] {
-            let owner = io::spi_shard(s.outer_spi(), shard_count as u32) as usize;
-            shards[owner].do_send(InstallSa {
-                policy: name.clone(),
-                kind: SaKind::Manual,
-                sa: Box::new(s),
-            });
-        }
-        let policy = InstallPolicy {
-            policy: name.clone(),
-            protected_networks: hub_ep.protected_networks.clone(),
-            outbound_spi: Some(out_spi),
-        };
-        let last_of_chunk = (i + 1) % SETUP_CHUNK == 0 || i + 1 == n;
-        for s in &shards {
-            let msg = InstallPolicy {
-                policy: policy.policy.clone(),
-                protected_networks: policy.protected_networks.clone(),
-                outbound_spi: policy.outbound_spi,
-            };
-            if last_of_chunk {
-                // The reply means the shard processed everything sent to it before.
-                s.send(msg)
-                    .await
-                    .map_err(|e| format!("a hub shard is gone: {e}"))?;
-            } else {
-                s.do_send(msg);
-            }
-        }
-        spokes_ready.push(Spoke {
+        spokes.push(Spoke {
             index: i,
             addr,
-            host,
+            host: spoke_host(i),
             socket,
-            outbound: spoke_out,
-            inbound: spoke_in,
         });
-        if last_of_chunk && (last_print.elapsed() >= Duration::from_millis(500) || i + 1 == n) {
+    }
+    let setup = Arc::new(SetupStats::default());
+    let setup_start = Instant::now();
+    let env = Arc::new(Env {
+        config: hub::spoke_config(&hub),
+        spis: Arc::new(HostSpis::default()),
+        hub_ike: hub.ike,
+        hub_nat_t: hub.nat_t,
+        window: (1024 / n).clamp(1, 8) as u32,
+        stats: stats.clone(),
+        setup: setup.clone(),
+        gate: Arc::new(Semaphore::new(SETUP_SLOTS)),
+        epoch: setup_start,
+    });
+    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
+    for s in spokes {
+        spoke_rt.spawn(spoke::run(s, env.clone(), phase_rx.clone()));
+    }
+    drop(phase_rx);
+
+    // ---- IKE setup ------------------------------------------------------------------------
+    let allowance = setup_allowance(n);
+    let mut last_print = Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let up = SpokeStats::get(&setup.up) as usize;
+        let failed = SpokeStats::get(&setup.failed) as usize;
+        let done = up + failed >= n;
+        let late = setup_start.elapsed() >= allowance;
+        if done || late || last_print.elapsed() >= Duration::from_secs(1) {
             last_print = Instant::now();
-            eprintln!("tunnels set up {}/{n}", i + 1);
+            let t = setup_start.elapsed().as_secs_f64();
+            eprintln!(
+                "tunnels up {up}/{n} ({failed} failed, {} handshaking) after {t:.1} s, \
+                 {:.0} tunnels/s",
+                (SpokeStats::get(&setup.started) as usize).saturating_sub(up + failed),
+                up as f64 / t.max(1e-9)
+            );
+        }
+        if late && !done {
+            eprintln!(
+                "ikehub demo: setup allowance of {} s ran out; carrying on with the tunnels \
+                 that are up",
+                allowance.as_secs()
+            );
+        }
+        if done || late {
+            break;
         }
     }
-    let setup = setup_start.elapsed();
-    let (sides, _) = hub_report(&shards, n).await;
+    let ike_up = SpokeStats::get(&setup.up) as usize;
+    // Setup time: until the last tunnel came up (the poll above adds up to 100 ms).
+    let setup_time = match SpokeStats::get(&setup.last_up_us) {
+        0 => setup_start.elapsed(),
+        us => Duration::from_micros(us),
+    };
+    let (sides, _) = hub_report(&hub.shards, n).await;
     let up = sides.iter().filter(|s| s.inbound && s.outbound).count();
     eprintln!(
-        "{up}/{n} tunnels installed in {:.3} s ({:.0} tunnels/s); {seconds} s of traffic",
-        setup.as_secs_f64(),
-        n as f64 / setup.as_secs_f64().max(1e-9)
+        "{ike_up}/{n} tunnels up by IKE ({up} installed at the hub) in {:.3} s ({:.0} tunnels/s); \
+         {seconds} s of traffic",
+        setup_time.as_secs_f64(),
+        ike_up as f64 / setup_time.as_secs_f64().max(1e-9)
     );
 
     // ---- traffic --------------------------------------------------------------------------
-    let window = (1024 / n).clamp(1, 8) as u32;
-    let (phase_tx, phase_rx) = watch::channel(Phase::Traffic);
+    let window = env.window;
     let traffic_start = Instant::now();
-    for s in spokes_ready {
-        spoke_rt.spawn(spoke::run(s, hub, window, stats.clone(), phase_rx.clone()));
-    }
-    drop(phase_rx);
+    let _ = phase_tx.send(Phase::Traffic);
     let mut prev = Totals::default();
     for t in 1..=seconds {
         tokio::time::sleep_until((traffic_start + Duration::from_secs(t)).into()).await;
@@ -462,7 +397,8 @@ async fn demo(
     let _ = phase_tx.send(Phase::Stop);
 
     // ---- the summary ----------------------------------------------------------------------
-    let (sides, hub_errs) = hub_report(&shards, n).await;
+    let (sides, hub_errs) = hub_report(&hub.shards, n).await;
+    let router = hub.router.send(GetCounters).await.unwrap_or_default();
     let t = stats::totals(&stats);
     let up = sides.iter().filter(|s| s.inbound && s.outbound).count();
     let mut failed: Vec<String> = Vec::new();
@@ -471,6 +407,9 @@ async fn demo(
         let upp = SpokeStats::get(&st.up_packets);
         let down = SpokeStats::get(&st.down_packets);
         let mut why = Vec::new();
+        if SpokeStats::get(&st.ike_up) == 0 {
+            why.push("IKE did not bring it up");
+        }
         if !(side.inbound && side.outbound) {
             why.push("not installed on the hub");
         }
@@ -496,7 +435,11 @@ async fn demo(
         }
     }
     let fatal_hub = hub_errs.icv + hub_errs.replay + hub_errs.padding;
-    let ok = up == n && failed.is_empty() && fatal_hub == 0 && t.decap_errors == 0;
+    let ok = up == n && ike_up == n && failed.is_empty() && fatal_hub == 0 && t.decap_errors == 0;
+    let hs_up = SpokeStats::get(&setup.up);
+    let hs_failed = SpokeStats::get(&setup.failed);
+    let hs_avg_ms = SpokeStats::get(&setup.handshake_us_sum) as f64 / 1e3 / hs_up.max(1) as f64;
+    let hs_max_ms = SpokeStats::get(&setup.handshake_us_max) as f64 / 1e3;
     let lan_unexpected = SpokeStats::get(&lan_stats.unexpected);
     let lan_send = SpokeStats::get(&lan_stats.send_errors);
 
@@ -505,14 +448,44 @@ async fn demo(
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<44} {v}\n"));
     line("spokes", n.to_string());
     line("hub shards", shard_count.to_string());
-    line("tunnels up (installed)", format!("{up}/{n}"));
+    line("tunnels up by IKE (spoke side)", format!("{ike_up}/{n}"));
+    line("tunnels up (installed at the hub)", format!("{up}/{n}"));
     line("tunnels with traffic both ways", format!("{both}/{n}"));
     line(
-        "setup time",
+        "setup time (IKE, all tunnels)",
         format!(
-            "{:.3} s ({:.0} tunnels/s)",
-            setup.as_secs_f64(),
-            n as f64 / setup.as_secs_f64().max(1e-9)
+            "{:.3} s ({:.0} tunnels/s, {SETUP_SLOTS} handshakes in flight at most)",
+            setup_time.as_secs_f64(),
+            ike_up as f64 / setup_time.as_secs_f64().max(1e-9)
+        ),
+    );
+    line(
+        "IKE handshakes completed / failed",
+        format!("{hs_up} / {hs_failed}"),
+    );
+    line(
+        "IKE handshake time avg / max",
+        format!("{hs_avg_ms:.1} ms / {hs_max_ms:.1} ms"),
+    );
+    line(
+        "IKE messages sent by spokes / retransmitted",
+        format!(
+            "{} / {}",
+            SpokeStats::get(&setup.transmits),
+            SpokeStats::get(&setup.retransmits)
+        ),
+    );
+    line(
+        "hub IKE datagrams / peer actors started",
+        format!("{} / {}", router.ike_datagrams, router.peers_started),
+    );
+    line(
+        "hub IKE refused unknown / not-first / bad",
+        format!(
+            "{} / {} / {}",
+            router.refused_unknown_peer,
+            router.refused_not_first_message,
+            router.refused_malformed_first_message
         ),
     );
     line(
@@ -597,6 +570,14 @@ async fn demo(
     }
     if fatal_hub > 0 {
         println!("the hub counted ICV/replay/padding errors");
+    }
+    if let Ok(f) = setup.failures.lock()
+        && !f.is_empty()
+    {
+        println!("IKE failures (first {}):", f.len());
+        for r in f.iter() {
+            println!("  {r}");
+        }
     }
     let _ = std::io::stdout().flush();
     Ok(ok)

@@ -1,23 +1,34 @@
-//! A simulated spoke: one UDP socket on its own 127.x address, its outbound and inbound SA,
-//! and one tokio task that sends tagged cleartext packets to the hub LAN host through the
-//! tunnel (a small window of them in flight) and decapsulates the echoes.
+//! A simulated spoke: one UDP socket on its own 127.x address for both IKE and ESP-in-UDP, an
+//! initiator `IkeSession` (main mode + quick mode, group 14) against the hub's real IKE router,
+//! and, once its child SA is up, tagged cleartext packets to the hub LAN host through the tunnel
+//! (a small window of them in flight) whose echoes it decapsulates and checks.
+//!
+//! Each spoke is one tokio task on the demo's small multi-thread runtime (a few threads for
+//! all spokes); its IKE deadline is one pinned timer re-armed only when `poll_timeout` moves.
+//! Handshakes are paced by a semaphore: a spoke holds a setup slot from its first main-mode
+//! message until its child SA is up (or its session gives up).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use ikehub::config::{NetworkSpec, ProtectedNetwork};
 use ikehub::esp::{DropReason, EncapOutcome, EncapParams, Received, SecurityAssociation};
+use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, PeerConfig};
 use rand::RngExt;
 use rand::rngs::StdRng;
-use tokio::sync::watch;
+use tokio::sync::{Semaphore, watch};
 
 use super::HUB_LAN;
-use super::stats::SpokeStats;
+use super::stats::{SetupStats, SpokeStats};
 use crate::bench::packet::{tag_of, udp_datagram};
+use crate::ike::spis::HostSpis;
 
 /// What the spokes are asked to do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Phase {
+    /// Bring the tunnels up (IKE only, no traffic yet).
+    Setup,
     /// Send and receive.
     Traffic,
     /// Stop sending, keep receiving the echoes still in flight.
@@ -31,8 +42,21 @@ pub struct Spoke {
     pub addr: Ipv4Addr,
     pub host: Ipv4Addr,
     pub socket: std::net::UdpSocket,
-    pub outbound: SecurityAssociation,
-    pub inbound: SecurityAssociation,
+}
+
+/// What all spokes share.
+pub struct Env {
+    pub config: Arc<PeerConfig>,
+    /// The spokes' inbound SPIs are the hub's outbound ones: unique across spokes.
+    pub spis: Arc<HostSpis>,
+    pub hub_ike: SocketAddrV4,
+    pub hub_nat_t: SocketAddrV4,
+    pub window: u32,
+    pub stats: Arc<[SpokeStats]>,
+    pub setup: Arc<SetupStats>,
+    /// Setup slots: handshakes in flight at the same time.
+    pub gate: Arc<Semaphore>,
+    pub epoch: Instant,
 }
 
 /// UDP port of the cleartext packets (both ends; the echo swaps them anyway).
@@ -42,30 +66,77 @@ pub const LAN_PORT: u16 = 7;
 const HEADROOM: usize = 64;
 /// An echo not back after this long is taken as lost and its window slot reused.
 const LOSS_TIMEOUT: Duration = Duration::from_millis(250);
+/// Far enough to mean "not armed".
+const NEVER: Duration = Duration::from_secs(86400 * 365);
 
-pub async fn run(
-    spoke: Spoke,
-    hub: SocketAddrV4,
-    window: u32,
-    stats: Arc<[SpokeStats]>,
-    mut phase: watch::Receiver<Phase>,
-) {
+struct Tunnel {
+    outbound: SecurityAssociation,
+    inbound: SecurityAssociation,
+}
+
+fn build(info: ChildSaInfo) -> Result<Tunnel, String> {
+    let now = Instant::now();
+    let inbound = SecurityAssociation::new(info.inbound, now).map_err(|e| e.to_string())?;
+    let outbound = SecurityAssociation::new(info.outbound, now).map_err(|e| e.to_string())?;
+    Ok(Tunnel { outbound, inbound })
+}
+
+pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>) {
     let Spoke {
         index,
         addr,
         host,
         socket,
-        mut outbound,
-        mut inbound,
     } = spoke;
-    let st = &stats[index];
-    let sock = match tokio::net::UdpSocket::from_std(socket) {
+    let st = &env.stats[index];
+    let setup = &env.setup;
+    let name = || format!("{} ({addr})", super::policy_name(index));
+    let (sock, port) = match socket
+        .local_addr()
+        .and_then(|a| Ok((tokio::net::UdpSocket::from_std(socket)?, a.port())))
+    {
         Ok(s) => s,
-        Err(_) => {
-            SpokeStats::add(&st.send_errors, 1);
+        Err(e) => {
+            setup.note_failure(format!("{}: socket: {e}", name()));
             return;
         }
     };
+
+    // ---- wait for a setup slot -------------------------------------------------------------
+    let mut current = *phase.borrow();
+    let mut permit = loop {
+        if current == Phase::Stop {
+            return;
+        }
+        tokio::select! {
+            p = env.gate.clone().acquire_owned() => match p {
+                Ok(p) => break Some(p),
+                Err(_) => return,
+            },
+            changed = phase.changed() => {
+                current = if changed.is_ok() { *phase.borrow() } else { Phase::Stop };
+            }
+        }
+    };
+    let started = Instant::now();
+    SpokeStats::add(&setup.started, 1);
+    let network = ProtectedNetwork {
+        local: NetworkSpec::Host(host),
+        remote: NetworkSpec::Host(HUB_LAN),
+    };
+    let mut session = IkeSession::new_initiator(
+        env.config.clone(),
+        SocketAddr::V4(SocketAddrV4::new(addr, port)),
+        SocketAddr::V4(env.hub_ike),
+        started,
+        Box::new(rand::make_rng::<StdRng>()),
+        env.spis.clone(),
+    );
+    session.initiate_child(started, ChildRequest { network });
+
+    let mut tunnel: Option<Tunnel> = None;
+    let mut last_error: Option<String> = None;
+    let mut last_tx: Vec<u8> = Vec::new();
     let mut rng: StdRng = rand::make_rng();
     let mut inner = vec![0u8; 1500];
     let mut out = vec![0u8; 2048];
@@ -73,15 +144,87 @@ pub async fn run(
     let mut next_tag: u64 = 0;
     let mut ip_id: u16 = index as u16;
     let mut outstanding: u32 = 0;
-    let hub_addr = SocketAddr::V4(hub);
-    let timer = tokio::time::sleep(LOSS_TIMEOUT);
-    tokio::pin!(timer);
-    let mut current = *phase.borrow();
+    let hub_esp = SocketAddr::V4(env.hub_nat_t);
+    let loss_timer = tokio::time::sleep(LOSS_TIMEOUT);
+    tokio::pin!(loss_timer);
+    let ike_timer = tokio::time::sleep(NEVER);
+    tokio::pin!(ike_timer);
+    let mut ike_armed: Option<Instant> = None;
     loop {
+        // The session's outputs, events first (DESIGN.md: the SA pair before the message).
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::ChildSaEstablished(info) | Event::ChildSaRekeyed { new: info, .. } => {
+                    match build(info) {
+                        Ok(t) => tunnel = Some(t),
+                        Err(e) => last_error = Some(format!("negotiated SA cannot be built: {e}")),
+                    }
+                }
+                Event::Failed { reason, notify } => {
+                    last_error = Some(match notify {
+                        Some(n) => format!("{n}: {reason}"),
+                        None => reason,
+                    });
+                }
+                _ => {}
+            }
+        }
+        while let Some(t) = session.poll_transmit() {
+            if permit.is_some() && t.bytes.len() > 1 {
+                SpokeStats::add(&setup.transmits, 1);
+                if t.bytes == last_tx {
+                    SpokeStats::add(&setup.retransmits, 1);
+                }
+                last_tx.clone_from(&t.bytes);
+            }
+            if sock.send_to(&t.bytes, t.destination).await.is_err() {
+                SpokeStats::add(&st.send_errors, 1);
+            }
+        }
+        if permit.is_some() {
+            if tunnel.is_some() {
+                // Up: give the slot to the next spoke.
+                permit = None;
+                let took = started.elapsed().as_micros() as u64;
+                SpokeStats::add(&setup.up, 1);
+                SpokeStats::add(&st.ike_up, 1);
+                SpokeStats::add(&setup.handshake_us_sum, took);
+                setup
+                    .handshake_us_max
+                    .fetch_max(took, std::sync::atomic::Ordering::Relaxed);
+                setup.last_up_us.fetch_max(
+                    env.epoch.elapsed().as_micros() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                last_tx = Vec::new();
+            } else if last_error.is_some() || session.is_closed() {
+                setup.note_failure(format!(
+                    "{}: {}",
+                    name(),
+                    last_error.as_deref().unwrap_or("IKE session closed")
+                ));
+                return;
+            }
+        }
+        let deadline = session.poll_timeout();
+        if deadline != ike_armed {
+            ike_armed = deadline;
+            let at = deadline.map_or_else(
+                || tokio::time::Instant::now() + NEVER,
+                tokio::time::Instant::from_std,
+            );
+            ike_timer.as_mut().reset(at);
+        }
         if current == Phase::Stop {
+            if permit.is_some() {
+                setup.note_failure(format!("{}: not up when the setup time ran out", name()));
+            }
             break;
         }
-        while current == Phase::Traffic && outstanding < window {
+        while let (Phase::Traffic, Some(t)) = (current, tunnel.as_mut()) {
+            if outstanding >= env.window {
+                break;
+            }
             let len = rng.random_range(256..=1400usize);
             // The tag carries the spoke index and a sequence number, checked on the echo.
             let tag = ((index as u64) << 32) | (next_tag & 0xffff_ffff);
@@ -94,14 +237,17 @@ pub async fn run(
                 icmp_source: addr,
             };
             let now = Instant::now();
-            let range = match outbound.encap(now, &inner[..n], &params, &mut rng, &mut out) {
+            let range = match t
+                .outbound
+                .encap(now, &inner[..n], &params, &mut rng, &mut out)
+            {
                 Ok(EncapOutcome::Send(o)) | Ok(EncapOutcome::Fragment(o)) => o.socket_payload(),
                 _ => {
                     SpokeStats::add(&st.send_errors, 1);
                     break;
                 }
             };
-            match sock.send_to(&out[range], hub_addr).await {
+            match sock.send_to(&out[range], hub_esp).await {
                 Ok(_) => {
                     SpokeStats::add(&st.sent, 1);
                     outstanding += 1;
@@ -112,7 +258,7 @@ pub async fn run(
                 }
             }
             if outstanding == 1 {
-                timer
+                loss_timer
                     .as_mut()
                     .reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
             }
@@ -121,20 +267,38 @@ pub async fn run(
             changed = phase.changed() => {
                 current = if changed.is_ok() { *phase.borrow() } else { Phase::Stop };
             }
+            _ = &mut ike_timer, if ike_armed.is_some() => {
+                ike_armed = None;
+                session.handle_timeout(Instant::now());
+            }
             r = sock.recv_from(&mut rx[HEADROOM..]) => {
-                let Ok((len, from)) = r else { continue };
-                outstanding = outstanding.saturating_sub(1);
-                timer.as_mut().reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
-                let SocketAddr::V4(from) = from else {
+                let Ok((len, SocketAddr::V4(from))) = r else {
                     SpokeStats::add(&st.other_drops, 1);
                     continue;
                 };
-                if from != hub {
+                let data = &rx[HEADROOM..HEADROOM + len];
+                let now = Instant::now();
+                if from == env.hub_ike {
+                    session.handle_datagram(now, SocketAddr::V4(from), false, data);
+                    continue;
+                }
+                if from != env.hub_nat_t {
                     SpokeStats::add(&st.other_drops, 1);
                     continue;
                 }
-                let received = Received::Udp { src: *hub.ip(), dst: addr, offset: HEADROOM };
-                match inbound.decap(Instant::now(), &mut rx[..HEADROOM + len], received) {
+                if len >= 4 && data[..4] == [0; 4] {
+                    // Non-ESP marker (RFC 3948 §2.2): IKE after the float.
+                    session.handle_datagram(now, SocketAddr::V4(from), true, data);
+                    continue;
+                }
+                let Some(t) = tunnel.as_mut() else {
+                    SpokeStats::add(&st.other_drops, 1);
+                    continue;
+                };
+                outstanding = outstanding.saturating_sub(1);
+                loss_timer.as_mut().reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
+                let received = Received::Udp { src: *from.ip(), dst: addr, offset: HEADROOM };
+                match t.inbound.decap(now, &mut rx[..HEADROOM + len], received) {
                     Ok(d) => {
                         let p = &rx[d.inner.clone()];
                         let ok = p.len() >= 28
@@ -159,10 +323,10 @@ pub async fn run(
                     Err(_) => SpokeStats::add(&st.other_drops, 1),
                 }
             }
-            _ = &mut timer, if current == Phase::Traffic => {
+            _ = &mut loss_timer, if current == Phase::Traffic && tunnel.is_some() => {
                 // Lost on the way (a full buffer somewhere) or a failed send: free the window.
                 outstanding = 0;
-                timer.as_mut().reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
+                loss_timer.as_mut().reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
             }
         }
     }

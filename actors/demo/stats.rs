@@ -4,6 +4,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 #[derive(Default)]
 pub struct SpokeStats {
+    /// 1 once the spoke's child SA is up (negotiated by IKE and built at the spoke).
+    pub ike_up: AtomicU64,
     /// Packets the spoke encapsulated and sent.
     pub sent: AtomicU64,
     /// Cleartext packets of this spoke that came out of the hub on its LAN side.
@@ -64,4 +66,37 @@ pub fn totals(spokes: &[SpokeStats]) -> Totals {
         t.send_errors += SpokeStats::get(&s.send_errors);
     }
     t
+}
+
+/// How the spokes' IKE handshakes went (all atomics, shared by the spoke tasks).
+#[derive(Default)]
+pub struct SetupStats {
+    /// Handshakes started (a setup slot was free).
+    pub started: AtomicU64,
+    /// Child SA up (main mode + quick mode done) and installed at the spoke.
+    pub up: AtomicU64,
+    /// Sessions that gave up (or whose SA could not be built).
+    pub failed: AtomicU64,
+    /// IKE messages the spokes sent during setup, and how many of them repeated the previous
+    /// one (retransmissions after a lost or slow answer).
+    pub transmits: AtomicU64,
+    pub retransmits: AtomicU64,
+    /// Handshake durations (slot granted -> child SA up), microseconds.
+    pub handshake_us_sum: AtomicU64,
+    pub handshake_us_max: AtomicU64,
+    /// Microseconds after the setup started at which the last tunnel came up.
+    pub last_up_us: AtomicU64,
+    /// The first few failure reasons, `spoke-N (addr): reason`.
+    pub failures: std::sync::Mutex<Vec<String>>,
+}
+
+impl SetupStats {
+    pub fn note_failure(&self, what: String) {
+        SpokeStats::add(&self.failed, 1);
+        if let Ok(mut f) = self.failures.lock()
+            && f.len() < 50
+        {
+            f.push(what);
+        }
+    }
 }

@@ -19,7 +19,7 @@ use super::peer::{
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
 use super::{Acquire, IkeDatagram};
-use crate::shard::{EspShard, RemovePolicy, RemoveSa, SetPolicySa};
+use crate::shard::{ConnectIke, EspShard, RemovePolicy, RemoveSa, SetPolicySa};
 use ikehub::esp::Direction;
 use ikehub::ike::SpiPair;
 
@@ -92,6 +92,30 @@ pub struct UpdateProfiles {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TerminateAll;
+
+/// Starts the router on the current arbiter, reads every interface's IKE port into it, and
+/// makes the shards hand it IKE from the NAT-T port (non-ESP marker) and their Acquires.
+/// Shared by `ikehub run` and `ikehub demo`.
+pub fn start_router(
+    profiles: Arc<Profiles>,
+    sockets: HashMap<IpAddr, IkeSockets>,
+    shards: &[Addr<EspShard>],
+    spis: Arc<HostSpis>,
+) -> Result<Addr<IkeRouter>, String> {
+    let readers: Vec<IkeSockets> = sockets.values().cloned().collect();
+    let router = IkeRouter::new(profiles, sockets, shards.to_vec(), spis).start();
+    for s in &readers {
+        s.spawn_reader(router.clone().recipient())
+            .map_err(|e| format!("IKE socket {}: {e}", s.ike_addr))?;
+    }
+    for s in shards {
+        s.do_send(ConnectIke {
+            ike: router.clone().recipient(),
+            acquire: router.clone().recipient(),
+        });
+    }
+    Ok(router)
+}
 
 impl IkeRouter {
     pub fn new(

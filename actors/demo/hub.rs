@@ -1,0 +1,242 @@
+//! The demo's hub: an in-memory profile (one interface on 127.0.0.1 with a high IKE port and a
+//! high NAT-T port, one template `ipsec-policy-isakmp` admitting the whole block of spoke
+//! addresses), the real `EspShard`s over `MemoryPort`s, and the real `IkeRouter` wired to them
+//! exactly as `ikehub run` wires it. Also the spokes' mirror of that policy.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use ikehub::config::{
+    EspTransform, HashAlgorithm, Initiate, Interface, IpsecTransform, IsakmpPolicy,
+    IsakmpTransform, KeyBytes, Mode, NetworkSpec, PeerSpec, Profiles, ProtectedNetwork, System,
+};
+use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
+use ikehub::ike::PeerConfig;
+use rand::RngExt;
+
+use super::stats::{LanStats, SpokeStats};
+use super::{HUB_LAN, HUB_WAN, lan};
+use crate::ike::router::{IkeRouter, start_router};
+use crate::ike::socket::IkeSockets;
+use crate::ike::spis::HostSpis;
+use crate::io::{MemoryPort, PmtuDisc, UdpBatchSocket, UdpOptions};
+use crate::shard::{Cleartext, EspShard, ShardIo, WanSockets};
+
+/// Name of the template policy; the hub's SPD keys are `spokes@<spoke address>`.
+pub const POLICY: &str = "spokes";
+const INTERFACE: &str = "loopback";
+/// The spokes' protected hosts live here (each spoke proposes its own /32 inside it).
+const SPOKE_HOSTS: NetworkSpec = NetworkSpec::Subnet {
+    addr: Ipv4Addr::new(198, 18, 0, 0),
+    prefix: 15,
+};
+pub const REPLAY_WINDOW: u32 = 64;
+
+pub struct Hub {
+    pub shards: Vec<Addr<EspShard>>,
+    pub router: Addr<IkeRouter>,
+    /// Where spokes start main mode.
+    pub ike: SocketAddrV4,
+    /// The NAT-T port: IKE after the float (non-ESP marker) and all ESP-in-UDP.
+    pub nat_t: SocketAddrV4,
+    pub profiles: Arc<Profiles>,
+}
+
+fn ipsec_transform() -> Arc<IpsecTransform> {
+    Arc::new(IpsecTransform {
+        name: "AES128_SHA1".into(),
+        esp: Some(EspTransform {
+            encryption: EncrAlgorithm::AesCbc128,
+            authentication: AuthAlgorithm::HmacSha1,
+        }),
+        ah: None,
+        mode: Mode::Tunnel,
+        lifetime_seconds: 3600,
+        lifetime_kilobytes: 0,
+        replay_window: Some(REPLAY_WINDOW),
+    })
+}
+
+fn isakmp_transform() -> Arc<IsakmpTransform> {
+    Arc::new(IsakmpTransform {
+        name: "AES128_SHA1_G14".into(),
+        encryption: EncrAlgorithm::AesCbc128,
+        hash: HashAlgorithm::Sha1,
+        dh_group: 14,
+        lifetime_seconds: 28800,
+    })
+}
+
+/// The hub's profiles, as if read from a file: `spokes` admits every address of `block`.
+fn hub_profiles(
+    ike_port: u16,
+    nat_t_port: u16,
+    shards: usize,
+    block: NetworkSpec,
+    psk: &KeyBytes,
+) -> Profiles {
+    let it = ipsec_transform();
+    let kt = isakmp_transform();
+    let iface = Interface {
+        name: INTERFACE.into(),
+        address: IpAddr::V4(HUB_WAN),
+        device: None,
+        ike_port,
+        nat_t_port,
+    };
+    let policy = IsakmpPolicy {
+        name: POLICY.into(),
+        interface: INTERFACE.into(),
+        peer: PeerSpec::Block(block),
+        preshared_key: psk.clone(),
+        isakmp_transforms: vec![kt.clone()],
+        ipsec_transforms: vec![it.clone()],
+        pfs_group: None,
+        initiate: Initiate::Never,
+        nat_traversal: true,
+        dpd: None,
+        protected_networks: vec![ProtectedNetwork {
+            local: NetworkSpec::Host(HUB_LAN),
+            remote: SPOKE_HOSTS,
+        }],
+    };
+    Profiles {
+        system: System {
+            // Never bound: the demo has no control socket.
+            control_socket: std::env::temp_dir().join("ikehub-demo.sock"),
+            shards,
+        },
+        interfaces: BTreeMap::from([(INTERFACE.into(), iface)]),
+        tunnel_device: None,
+        ipsec_transforms: BTreeMap::from([(it.name.clone(), it)]),
+        isakmp_transforms: BTreeMap::from([(kt.name.clone(), kt)]),
+        manual_policies: BTreeMap::new(),
+        isakmp_policies: BTreeMap::from([(POLICY.into(), Arc::new(policy))]),
+    }
+}
+
+/// The spokes' side of the policy (one config shared by all spokes: each asks quick mode for
+/// its own /32 inside it). `force_encapsulation`: on loopback NAT-D finds no NAT, and raw ESP
+/// needs root, so the spokes claim to be behind a NAT (strongSwan's `forceencaps`); both ends
+/// then float to the hub's NAT-T port and ESP runs in UDP (RFC 3948).
+pub fn spoke_config(hub: &Hub) -> Arc<PeerConfig> {
+    let hub_policy = &hub.profiles.isakmp_policies[POLICY];
+    let policy = IsakmpPolicy {
+        name: "hub".into(),
+        interface: INTERFACE.into(),
+        peer: PeerSpec::Address(IpAddr::V4(*hub.ike.ip())),
+        initiate: Initiate::OnDemand,
+        protected_networks: vec![ProtectedNetwork {
+            local: SPOKE_HOSTS,
+            remote: NetworkSpec::Host(HUB_LAN),
+        }],
+        ..IsakmpPolicy::clone(hub_policy)
+    };
+    let iface = Interface {
+        name: INTERFACE.into(),
+        address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        device: None,
+        // Only the NAT-T port matters to an initiator: it is where it floats to (the hub's).
+        ike_port: hub.ike.port(),
+        nat_t_port: hub.nat_t.port(),
+    };
+    let mut config = PeerConfig::from_policy(&policy, &iface);
+    config.nat.force_encapsulation = true;
+    Arc::new(config)
+}
+
+/// Binds the hub's REUSEPORT NAT-T group on the first free port from 40000 + pid % 10000 upward,
+/// and the IKE port on the next free one after it.
+fn bind(n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
+    let start = 40000 + (std::process::id() % 10000) as u16;
+    let opts = UdpOptions {
+        reuse_port: true,
+        device: None,
+        pmtu: Some(PmtuDisc::Dont),
+        recv_buffer: Some(4 << 20),
+        send_buffer: Some(4 << 20),
+    };
+    let mut last = String::new();
+    for port in (start..u16::MAX).chain(40000..start).take(500) {
+        let addr = SocketAddr::new(IpAddr::V4(HUB_WAN), port);
+        // Probe without SO_REUSEPORT first, so we never join someone else's group.
+        match std::net::UdpSocket::bind(addr) {
+            Ok(probe) => drop(probe),
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        }
+        let group = match UdpBatchSocket::bind_group(addr, n, &opts) {
+            Ok(g) => g,
+            Err(e) => {
+                last = e.to_string();
+                continue;
+            }
+        };
+        if n > 1 {
+            group[0]
+                .steer_by_spi(n as u32)
+                .map_err(|e| format!("SPI steering on the hub's UDP group: {e}"))?;
+        }
+        for ike_port in (port + 1..u16::MAX).take(100) {
+            let ike_addr = SocketAddr::new(IpAddr::V4(HUB_WAN), ike_port);
+            match IkeSockets::bind(ike_addr, Some(&group[0])) {
+                Ok(s) => return Ok((port, group, s)),
+                Err(e) => last = e.to_string(),
+            }
+        }
+    }
+    Err(format!(
+        "no free UDP ports for the hub on {HUB_WAN}: {last}"
+    ))
+}
+
+/// Starts the hub: shards (with the LAN echo on their memory ports) and the IKE router.
+pub fn start(
+    shard_count: usize,
+    block: NetworkSpec,
+    stats: Arc<[SpokeStats]>,
+    lan_stats: Arc<LanStats>,
+) -> Result<Hub, String> {
+    let (nat_t_port, group, ike_sockets) = bind(shard_count)?;
+    let mut ios = Vec::with_capacity(shard_count);
+    for udp in group {
+        let (hub_end, lan_end) =
+            MemoryPort::pair().map_err(|e| format!("cannot create a memory port: {e}"))?;
+        actix::spawn(lan::echo(lan_end, stats.clone(), lan_stats.clone()));
+        ios.push(ShardIo {
+            cleartext: Some(Cleartext::Memory(hub_end)),
+            wans: vec![WanSockets {
+                local: HUB_WAN,
+                nat_t_port,
+                path_mtu: 1500,
+                udp: Some(udp),
+                raw_esp: None,
+                raw_ah: None,
+                raw_tx: None,
+            }],
+        });
+    }
+    let shards = EspShard::start_all(ios);
+    // A fresh random pre-shared key per run (never printed).
+    let mut rng: rand::rngs::StdRng = rand::make_rng();
+    let psk = KeyBytes((0..32).map(|_| rng.random::<u8>()).collect());
+    let ike_port = ike_sockets.ike_addr.port();
+    let profiles = Arc::new(hub_profiles(ike_port, nat_t_port, shard_count, block, &psk));
+    let router = start_router(
+        profiles.clone(),
+        HashMap::from([(IpAddr::V4(HUB_WAN), ike_sockets)]),
+        &shards,
+        Arc::new(HostSpis::default()),
+    )?;
+    Ok(Hub {
+        shards,
+        router,
+        ike: SocketAddrV4::new(HUB_WAN, ike_port),
+        nat_t: SocketAddrV4::new(HUB_WAN, nat_t_port),
+        profiles,
+    })
+}
