@@ -1,7 +1,8 @@
 //! The shard's copy of the security policy database: named policies with their outbound SPI,
-//! indexed by `ikehub::spd::Spd` for the per-packet lookup. Policy changes are rare (profile
-//! load, tunnel up/down); an outbound SPI change is applied in place, a change of networks
-//! rebuilds the index.
+//! indexed by `ikehub::spd::Spd` for the per-packet lookup. A new policy is added to the index
+//! and an outbound SPI change is applied in place; a removal or a change of networks rebuilds
+//! the index (the SPD has no removal). Among equally specific policies the one indexed first
+//! wins; validation refuses ambiguous overlaps, so that only breaks ties that cannot matter.
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
@@ -26,8 +27,22 @@ impl ShardPolicies {
             self.named.insert(name, (networks, spi));
             return;
         }
+        if self.named.contains_key(&name) {
+            // Same name, other networks (e.g. the negotiated selectors replace a configured
+            // policy's): rebuild, as for a removal. Rare.
+            self.named.insert(name, (networks, spi));
+            self.rebuild();
+            return;
+        }
+        // A new policy (a spoke coming up): indexed on its own, so bringing up N tunnels costs
+        // O(N), not O(N^2).
+        let id = self.spd.insert(Policy {
+            name: name.to_string(),
+            networks: networks.clone(),
+            outbound: spi,
+        });
+        self.ids.insert(name.clone(), id);
         self.named.insert(name, (networks, spi));
-        self.rebuild();
     }
 
     /// Changes only the outbound SA of a policy; false when the policy is not installed.
@@ -70,5 +85,59 @@ impl ShardPolicies {
             .iter()
             .find(|(_, v)| **v == id)
             .map(|(k, _)| k.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ikehub::config::NetworkSpec;
+
+    fn pn(l: &str, r: &str) -> Vec<ProtectedNetwork> {
+        vec![ProtectedNetwork {
+            local: l.parse::<NetworkSpec>().unwrap(),
+            remote: r.parse::<NetworkSpec>().unwrap(),
+        }]
+    }
+
+    #[test]
+    fn install_set_remove_and_lookup() {
+        let mut p = ShardPolicies::default();
+        let lan = Ipv4Addr::new(198, 51, 100, 1);
+        p.install("a".into(), pn("198.51.100.0/24", "203.0.113.0/25"), None);
+        p.install(
+            "b".into(),
+            pn("198.51.100.0/24", "203.0.113.128/25"),
+            Some(900),
+        );
+        assert_eq!(p.lookup(lan, Ipv4Addr::new(203, 0, 113, 5)), Some(None));
+        assert_eq!(
+            p.lookup(lan, Ipv4Addr::new(203, 0, 113, 200)),
+            Some(Some(900))
+        );
+        assert_eq!(p.lookup(lan, Ipv4Addr::new(192, 0, 2, 1)), None);
+        assert!(p.set_outbound("a", Some(700)));
+        assert_eq!(
+            p.lookup(lan, Ipv4Addr::new(203, 0, 113, 5)),
+            Some(Some(700))
+        );
+        assert_eq!(
+            p.name_of(lan, Ipv4Addr::new(203, 0, 113, 5)).as_deref(),
+            Some("a")
+        );
+        // New networks under the same name replace the old ones.
+        p.install(
+            "a".into(),
+            pn("198.51.100.0/24", "203.0.113.0/26"),
+            Some(701),
+        );
+        assert_eq!(p.lookup(lan, Ipv4Addr::new(203, 0, 113, 100)), None);
+        assert_eq!(
+            p.lookup(lan, Ipv4Addr::new(203, 0, 113, 5)),
+            Some(Some(701))
+        );
+        p.remove("b");
+        assert_eq!(p.lookup(lan, Ipv4Addr::new(203, 0, 113, 200)), None);
+        assert!(!p.set_outbound("b", Some(1)));
     }
 }
