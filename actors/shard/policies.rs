@@ -27,10 +27,10 @@ impl ShardPolicies {
             self.named.insert(name, (networks, spi));
             return;
         }
-        if self.named.contains_key(&name) {
+        if let Some(entry) = self.named.get_mut(&name) {
             // Same name, other networks (e.g. the negotiated selectors replace a configured
             // policy's): rebuild, as for a removal. Rare.
-            self.named.insert(name, (networks, spi));
+            *entry = (networks, spi);
             self.rebuild();
             return;
         }
