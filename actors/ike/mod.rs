@@ -3,6 +3,7 @@
 //! policies before any state or DH work, and one supervised PeerActor per peer around the
 //! sans-IO `ikehub::ike::IkeSession`.
 
+pub mod claims;
 pub mod peer;
 pub mod router;
 pub mod socket;

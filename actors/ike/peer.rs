@@ -113,6 +113,9 @@ pub struct PeerActor {
     seen_packets: BTreeMap<u32, u64>,
     /// Told to the router before this actor goes: it stopped cleanly and cleaned up.
     clean_stop: Arc<std::sync::atomic::AtomicBool>,
+    claims: super::claims::Claims,
+    /// A negotiated pair was refused during this input: delete the peer's SAs.
+    refused: bool,
 }
 
 /// How often a peer asks the shards whether its SAs carried traffic (DPD probes only an idle
@@ -140,6 +143,7 @@ impl PeerActor {
         keep_policy: bool,
         networks: Vec<ProtectedNetwork>,
         clean_stop: Arc<std::sync::atomic::AtomicBool>,
+        claims: super::claims::Claims,
     ) -> Self {
         let span = info_span!("peer", policy = %policy, peer = %peer.ip());
         PeerActor {
@@ -162,6 +166,8 @@ impl PeerActor {
             had_input: false,
             seen_packets: BTreeMap::new(),
             clean_stop,
+            claims,
+            refused: false,
         }
     }
 
@@ -169,7 +175,22 @@ impl PeerActor {
         &self.shards[spi_shard(spi, self.shards.len() as u32) as usize]
     }
 
-    fn install(&mut self, info: ChildSaInfo) {
+    /// Installs a negotiated pair. Returns false when the pair was refused because another peer
+    /// holds one of its remote networks (the caller then deletes this peer's SAs).
+    fn install(&mut self, info: ChildSaInfo) -> bool {
+        for pn in &info.protected_networks {
+            if let Err(holder) = self.claims.claim(&self.spd_key, &pn.remote) {
+                let reason = format!(
+                    "refused: remote network {} is already protected by {holder}; two spokes \
+                     cannot claim the same network",
+                    pn.remote
+                );
+                warn!("{reason}");
+                self.last_error = Some(reason);
+                self.failed = true;
+                return false;
+            }
+        }
         let now = Instant::now();
         let spis = info.spis();
         let (inbound, outbound) = match (
@@ -180,7 +201,7 @@ impl PeerActor {
             (Err(e), _) | (_, Err(e)) => {
                 warn!("negotiated SA cannot be built: {e}");
                 self.last_error = Some(format!("negotiated SA cannot be built: {e}"));
-                return;
+                return true;
             }
         };
         let policy: Arc<str> = self.spd_key.clone();
@@ -213,6 +234,7 @@ impl PeerActor {
             "child SA up: {} inbound SPI {} outbound SPI {}",
             info.suite, spis.inbound, spis.outbound
         );
+        true
     }
 
     fn remove(&mut self, spis: SpiPair, why: &str) {
@@ -250,13 +272,19 @@ impl PeerActor {
 
     fn on_event(&mut self, ev: Event) {
         match ev {
-            Event::ChildSaEstablished(info) => self.install(info),
+            Event::ChildSaEstablished(info) => {
+                if !self.install(info) {
+                    self.refused = true;
+                }
+            }
             Event::ChildSaRekeyed { old, new } => {
                 info!(
                     "child SA re-keyed: old inbound SPI {} stays until deleted",
                     old.inbound
                 );
-                self.install(new);
+                if !self.install(new) {
+                    self.refused = true;
+                }
             }
             Event::ChildSaExpired(spis) => self.remove(spis, "expired"),
             Event::ChildSaDeleted { spis, reason } => self.remove(spis, &reason),
@@ -333,6 +361,13 @@ impl PeerActor {
         let _enter = span.enter();
         while let Some(ev) = self.session.poll_event() {
             self.on_event(ev);
+        }
+        if std::mem::take(&mut self.refused) {
+            // The peer's SAs were not installed: tell it (deletes) and end the session.
+            self.session.delete_all(Instant::now());
+            while let Some(ev) = self.session.poll_event() {
+                self.on_event(ev);
+            }
         }
         while let Some(t) = self.session.poll_transmit() {
             tracing::debug!(to = %t.destination, nat_t = t.source_port_nat_t, len = t.bytes.len(), "IKE send");
@@ -422,6 +457,7 @@ impl Actor for PeerActor {
             self.failed = true;
             self.last_error = Some("internal error: the peer's actor died and was rebuilt".into());
         }
+        self.claims.release(&self.spd_key);
         self.clean_stop
             .store(true, std::sync::atomic::Ordering::Release);
         let mut status = self.status();

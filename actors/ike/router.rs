@@ -59,6 +59,8 @@ pub struct IkeRouter {
     last_refusal_log: Option<Instant>,
     /// The last status of peers whose actor is gone (why a tunnel is down).
     history: HashMap<IpAddr, PeerStatus>,
+    /// Remote networks held by peers (two spokes cannot claim the same one).
+    claims: super::claims::Claims,
 }
 
 /// All peers' status rows.
@@ -134,6 +136,7 @@ impl IkeRouter {
             counters: RouterCounters::default(),
             last_refusal_log: None,
             history: HashMap::new(),
+            claims: super::claims::Claims::default(),
         }
     }
 
@@ -207,6 +210,7 @@ impl IkeRouter {
             !template,
             policy.protected_networks.clone(),
             clean_stop.clone(),
+            self.claims.clone(),
         )
         .start();
         self.counters.peers_started += 1;
@@ -301,6 +305,7 @@ impl IkeRouter {
                 self.spis.release(c.inbound);
             }
             if let Some((key, keep)) = &p.spd_key {
+                self.claims.release(key);
                 for s in &self.shards {
                     if *keep {
                         s.do_send(SetPolicySa {
