@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 use ikehub::config::NetworkSpec;
 
 /// Remote networks by their first address: (last address, holder). Never overlapping.
+type ClaimMap = BTreeMap<u32, (u32, Arc<str>)>;
+
 #[derive(Clone, Default)]
-pub struct Claims(Arc<Mutex<BTreeMap<u32, (u32, Arc<str>)>>>);
+pub struct Claims(Arc<Mutex<ClaimMap>>);
 
 impl Claims {
     /// Claims `net` for `holder`. `Err(other holder)` when someone else holds an overlapping
