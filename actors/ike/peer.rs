@@ -19,7 +19,8 @@ use super::IkeDatagram;
 use super::socket::IkeSockets;
 use crate::io::spi_shard;
 use crate::shard::{
-    EspShard, GetSaUsage, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, SaKind, SetPolicySa,
+    EspShard, GetSaUsage, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, SaKind, SetPeerPort,
+    SetPolicySa,
 };
 
 /// What `show isakmp` and `show peers` print for a peer.
@@ -349,8 +350,14 @@ impl PeerActor {
                 if peer_behind_nat { "" } else { "not " }
             ),
             Event::PeerPortChanged(addr) => {
-                info!("peer now at {addr}");
+                info!("peer now at {addr}: UDP-encapsulated SAs follow it");
                 self.peer = addr;
+                for spis in self.children.values() {
+                    self.shard(spis.outbound).do_send(SetPeerPort {
+                        outbound_spi: spis.outbound,
+                        port: addr.port(),
+                    });
+                }
             }
         }
     }

@@ -82,6 +82,14 @@ pub struct SaUsage {
     pub soft_expired: bool,
 }
 
+/// A NATed peer moved to another UDP port: its UDP-encapsulated outbound SA sends there now.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPeerPort {
+    pub outbound_spi: u32,
+    pub port: u16,
+}
+
 /// The SA table rows of this shard.
 #[derive(Message)]
 #[rtype(result = "ShardReport")]

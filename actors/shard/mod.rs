@@ -389,6 +389,15 @@ impl Handler<RemovePolicy> for EspShard {
     }
 }
 
+impl Handler<SetPeerPort> for EspShard {
+    type Result = ();
+    fn handle(&mut self, msg: SetPeerPort, _: &mut Context<Self>) {
+        if let Some(i) = self.outbound.get_mut(&msg.outbound_spi) {
+            i.sa.set_peer_port(msg.port);
+        }
+    }
+}
+
 impl Handler<GetSaUsage> for EspShard {
     type Result = Option<SaUsage>;
     fn handle(&mut self, msg: GetSaUsage, _: &mut Context<Self>) -> Option<SaUsage> {

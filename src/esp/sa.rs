@@ -331,6 +331,18 @@ impl SecurityAssociation {
         self.encapsulation
     }
 
+    /// Follows a NATed peer to its new UDP port (RFC 3947 §4: the NAT may rebind). Only
+    /// UDP-encapsulated SAs have a port; returns false for the others.
+    pub fn set_peer_port(&mut self, port: u16) -> bool {
+        match &mut self.encapsulation {
+            SaEncapsulation::Udp { peer_port, .. } => {
+                *peer_port = port;
+                true
+            }
+            SaEncapsulation::Raw => false,
+        }
+    }
+
     /// ESP SPI, if the SA has ESP.
     pub fn esp_spi(&self) -> Option<u32> {
         self.esp.as_ref().map(|e| e.spi)
