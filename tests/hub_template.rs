@@ -291,6 +291,15 @@ fn two_spokes_claiming_the_same_network_the_later_is_refused() {
         "the refused spoke's traffic got through:\n{}",
         views(&hub)
     );
+    // Whatever spoke 2 held for a moment on its side never carried a packet in.
+    let carried: Vec<SaRow> = sa_rows(&s2)
+        .into_iter()
+        .filter(|r| r.sa_type == "ISAKMP" && r.direction == "IN" && r.packets > 0)
+        .collect();
+    assert!(
+        carried.is_empty(),
+        "the refused spoke has SAs that carried traffic: {carried:#?}"
+    );
     let now: Vec<SaRow> = sa_rows(&hub)
         .into_iter()
         .filter(|r| r.sa_type == "ISAKMP" && peer_ip(&r.peer) == spoke_wan(1))
