@@ -62,17 +62,26 @@ fn control_socket(args: &ControlArgs) -> Result<PathBuf, String> {
     }
 }
 
-/// `system.control-socket` read from files that do not validate (or the default when no
-/// readable file sets it); `None` when a file is not even TOML.
+/// `system.control-socket` read from files that do not validate, or from the key's own line of
+/// a file that is not even TOML; the default when no file sets it.
 fn lenient_control_socket(path: &std::path::Path) -> Option<PathBuf> {
     let files = ikehub::config::profile_files(path).ok()?;
     for f in files {
-        let table: toml::Table = std::fs::read_to_string(&f).ok()?.parse().ok()?;
-        if let Some(s) = table
-            .get("system")
-            .and_then(|s| s.get("control-socket"))
-            .and_then(|s| s.as_str())
-        {
+        let text = std::fs::read_to_string(&f).ok()?;
+        let found = match text.parse::<toml::Table>() {
+            Ok(table) => table
+                .get("system")
+                .and_then(|s| s.get("control-socket"))
+                .and_then(|s| s.as_str())
+                .map(str::to_string),
+            // Not even TOML (an operator mid-edit): the key's own line may still be readable.
+            Err(_) => text.lines().find_map(|l| {
+                let v = l.trim().strip_prefix("control-socket")?.trim_start();
+                let v = v.strip_prefix('=')?.trim();
+                Some(v.strip_prefix('"')?.split('"').next()?.to_string())
+            }),
+        };
+        if let Some(s) = found {
             let p = PathBuf::from(s);
             let dir = f.parent().unwrap_or(std::path::Path::new("."));
             return Some(if p.is_relative() { dir.join(p) } else { p });

@@ -301,6 +301,9 @@ impl PeerActor {
                     if initiator { "initiator" } else { "responder" }
                 );
                 self.last_error = None;
+                self.router.do_send(super::router::Phase1Up {
+                    peer: self.peer.ip(),
+                });
                 self.isakmp = Some(Isakmp {
                     icky: initiator_cookie,
                     rcky: responder_cookie,

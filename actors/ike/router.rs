@@ -23,6 +23,10 @@ use crate::shard::{ConnectIke, EspShard, RemovePolicy, RemoveSa, SetPolicySa};
 use ikehub::esp::Direction;
 use ikehub::ike::SpiPair;
 
+/// Responder exchanges without an ISAKMP SA yet, over all peers (DESIGN: half-open phase-1 state
+/// is bounded). Each costs one peer actor and, after message 3, one DH computation.
+const MAX_HALF_OPEN: usize = 2048;
+
 /// Drops the router counts (`show counters` adds them to the shards').
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RouterCounters {
@@ -30,6 +34,7 @@ pub struct RouterCounters {
     pub refused_unknown_peer: u64,
     pub refused_malformed_first_message: u64,
     pub refused_not_first_message: u64,
+    pub refused_half_open_limit: u64,
     pub peers_started: u64,
     pub peers_restarted: u64,
     pub peers_died: u64,
@@ -38,6 +43,8 @@ pub struct RouterCounters {
 struct Peer {
     addr: Addr<PeerActor>,
     policy: String,
+    /// A responder that has no ISAKMP SA yet (counts against the half-open limit).
+    half_open: bool,
     /// What the actor installed (it reports every change), removed by the router if the actor
     /// dies without doing it itself.
     children: Vec<SpiPair>,
@@ -222,6 +229,7 @@ impl IkeRouter {
                 children: Vec::new(),
                 spd_key: None,
                 clean_stop,
+                half_open: !initiator,
             },
         );
         Some(actor)
@@ -359,6 +367,22 @@ impl Handler<ChildrenChanged> for IkeRouter {
     }
 }
 
+/// A peer's phase 1 completed: it no longer counts as half open.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Phase1Up {
+    pub peer: IpAddr,
+}
+
+impl Handler<Phase1Up> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: Phase1Up, _: &mut Context<Self>) {
+        if let Some(p) = self.peers.get_mut(&msg.peer) {
+            p.half_open = false;
+        }
+    }
+}
+
 /// Test-only: make the peer actor of `peer` panic (`IKEHUB_TEST_FAULTS=1`).
 #[derive(Message)]
 #[rtype(result = "Result<String, String>")]
@@ -400,6 +424,17 @@ impl Handler<IkeDatagram> for IkeRouter {
             ));
             return;
         };
+        // A flood of first messages (from many addresses a template admits) must not turn into
+        // unbounded state: past the limit, new responders wait until others finish or fail.
+        let half_open = self.peers.values().filter(|p| p.half_open).count();
+        if half_open >= MAX_HALF_OPEN {
+            self.counters.refused_half_open_limit += 1;
+            self.log_refusal(format!(
+                "IKE from {} dropped: {MAX_HALF_OPEN} exchanges are already half open",
+                msg.from
+            ));
+            return;
+        }
         match ikehub::ike::peek_first_message(&msg.bytes) {
             Ok(info) if info.main_mode_start || info.aggressive => {}
             Ok(_) => {
