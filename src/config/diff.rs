@@ -164,9 +164,13 @@ fn changed_keys<T: PartialEq>(
 
 impl fmt::Display for ProfileDiff {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A hub has thousands of policies: long lists are cut so the answer stays readable.
+        const SHOWN: usize = 20;
         let list = |v: &[String]| {
             if v.is_empty() {
                 "-".to_string()
+            } else if v.len() > SHOWN {
+                format!("{}, ... ({} in all)", v[..SHOWN / 2].join(", "), v.len())
             } else {
                 v.join(", ")
             }

@@ -128,6 +128,10 @@ pub fn summary(loaded: &Loaded) -> String {
             .into(),
         ]);
     }
+    // One screen: a hub with thousands of spokes lists the first policies and counts the rest.
+    const MAX_ROWS: usize = 40;
+    let hidden = rows.len().saturating_sub(MAX_ROWS);
+    rows.truncate(MAX_ROWS);
     if !rows.is_empty() {
         let header =
             ["POLICY", "KIND", "PEER", "TRANSFORM", "PROTECTED", "ENCAP"].map(String::from);
@@ -147,6 +151,9 @@ pub fn summary(loaded: &Loaded) -> String {
                 }
             }
             let _ = writeln!(s, "{}", line.trim_end());
+        }
+        if hidden > 0 {
+            let _ = writeln!(s, "  ... and {hidden} more policies");
         }
     }
     if !loaded.warnings.is_empty() {
