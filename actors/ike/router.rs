@@ -514,8 +514,10 @@ impl Handler<PeerStopped> for IkeRouter {
         }
         let n = self.failures.entry(msg.peer).or_default();
         *n = if msg.failed { n.saturating_add(1) } else { 0 };
-        // 1 s, 2 s, 4 s ... up to 60 s between attempts of a peer that keeps failing.
-        let wait = Duration::from_secs(1u64 << (*n).min(6)).min(Duration::from_secs(60));
+        // Rebuilt within a second; 2 s, 4 s ... up to 60 s between attempts of a peer that
+        // keeps failing.
+        let wait =
+            Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60));
         self.counters.peers_restarted += 1;
         ctx.run_later(wait, |act, ctx| act.start_permanent(ctx));
     }
