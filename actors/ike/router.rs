@@ -68,6 +68,8 @@ pub struct IkeRouter {
     history: HashMap<IpAddr, PeerStatus>,
     /// Remote networks held by peers (two spokes cannot claim the same one).
     claims: super::claims::Claims,
+    /// Peers that are responders without an ISAKMP SA yet.
+    half_open: usize,
 }
 
 /// All peers' status rows.
@@ -144,6 +146,7 @@ impl IkeRouter {
             last_refusal_log: None,
             history: HashMap::new(),
             claims: super::claims::Claims::default(),
+            half_open: 0,
         }
     }
 
@@ -221,6 +224,14 @@ impl IkeRouter {
         )
         .start();
         self.counters.peers_started += 1;
+        if !initiator {
+            self.half_open += 1;
+        }
+        if let Some(old) = self.peers.remove(&peer_ip)
+            && old.half_open
+        {
+            self.half_open -= 1;
+        }
         self.peers.insert(
             peer_ip,
             Peer {
@@ -279,20 +290,29 @@ impl IkeRouter {
 }
 
 impl IkeRouter {
-    /// Supervision: a peer actor that died without stopping cleanly (a panic) has its SAs and
-    /// policy removed here, its death recorded, and is rebuilt like one that stopped.
-    fn reap(&mut self, ctx: &mut Context<Self>) {
-        let dead: Vec<IpAddr> = self
-            .peers
-            .iter()
-            .filter(|(_, p)| {
-                !p.addr.connected() && !p.clean_stop.load(std::sync::atomic::Ordering::Acquire)
-            })
-            .map(|(ip, _)| *ip)
-            .collect();
-        for ip in dead {
-            let Some(p) = self.peers.remove(&ip) else {
-                continue;
+    /// Takes a peer out of the table, keeping the half-open count right.
+    fn forget_peer(&mut self, ip: &IpAddr) -> Option<Peer> {
+        let p = self.peers.remove(ip)?;
+        if p.half_open {
+            self.half_open -= 1;
+        }
+        Some(p)
+    }
+
+    /// Supervision: a peer actor that died without stopping cleanly has its SAs and policy
+    /// removed here, its death recorded, and is rebuilt like one that stopped. (actix runs
+    /// `stopped` even when a handler panics, so this is the net under that net; it is checked
+    /// when the peer is next needed, never by scanning all peers.) Returns true if it reaped.
+    fn reap_if_dead(&mut self, ip: IpAddr, ctx: &mut Context<Self>) -> bool {
+        let dead = self.peers.get(&ip).is_some_and(|p| {
+            !p.addr.connected() && !p.clean_stop.load(std::sync::atomic::Ordering::Acquire)
+        });
+        if !dead {
+            return false;
+        }
+        {
+            let Some(p) = self.forget_peer(&ip) else {
+                return false;
             };
             warn!(
                 policy = %p.policy,
@@ -328,23 +348,21 @@ impl IkeRouter {
                 }
             }
             self.counters.peers_died += 1;
-            self.history.insert(
-                ip,
-                PeerStatus {
-                    policy: p.policy.clone(),
-                    peer: ip.to_string(),
-                    state: "failed".into(),
-                    last_error: Some("the peer's actor died (internal error); restarted".into()),
-                    ..PeerStatus::default()
-                },
-            );
+            let status = PeerStatus {
+                policy: p.policy.clone(),
+                peer: ip.to_string(),
+                state: "failed".into(),
+                last_error: Some("the peer's actor died (internal error); restarted".into()),
+                ..PeerStatus::default()
+            };
             ctx.notify(PeerStopped {
                 peer: ip,
                 policy: p.policy,
                 failed: true,
-                status: PeerStatus::default(),
+                status,
             });
         }
+        true
     }
 }
 
@@ -353,7 +371,6 @@ impl Actor for IkeRouter {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.start_permanent(ctx);
-        ctx.run_interval(Duration::from_millis(250), |act, ctx| act.reap(ctx));
     }
 }
 
@@ -377,8 +394,11 @@ pub struct Phase1Up {
 impl Handler<Phase1Up> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: Phase1Up, _: &mut Context<Self>) {
-        if let Some(p) = self.peers.get_mut(&msg.peer) {
+        if let Some(p) = self.peers.get_mut(&msg.peer)
+            && p.half_open
+        {
             p.half_open = false;
+            self.half_open -= 1;
         }
     }
 }
@@ -411,6 +431,7 @@ impl Handler<IkeDatagram> for IkeRouter {
         self.counters.ike_datagrams += 1;
         let ip = msg.from.ip();
         debug!(from = %msg.from, nat_t = msg.nat_t, len = msg.bytes.len(), "IKE datagram");
+        self.reap_if_dead(ip, ctx);
         if let Some(p) = self.peers.get(&ip) {
             p.addr.do_send(msg);
             return;
@@ -426,8 +447,7 @@ impl Handler<IkeDatagram> for IkeRouter {
         };
         // A flood of first messages (from many addresses a template admits) must not turn into
         // unbounded state: past the limit, new responders wait until others finish or fail.
-        let half_open = self.peers.values().filter(|p| p.half_open).count();
-        if half_open >= MAX_HALF_OPEN {
+        if self.half_open >= MAX_HALF_OPEN {
             self.counters.refused_half_open_limit += 1;
             self.log_refusal(format!(
                 "IKE from {} dropped: {MAX_HALF_OPEN} exchanges are already half open",
@@ -476,6 +496,7 @@ impl Handler<Acquire> for IkeRouter {
             // A template policy cannot initiate: it does not know which spoke to call.
             return;
         };
+        self.reap_if_dead(peer, ctx);
         if let Some(p) = self.peers.get(&peer) {
             p.addr.do_send(Initiate);
             return;
@@ -504,7 +525,7 @@ impl Handler<PeerStopped> for IkeRouter {
             .get(&msg.peer)
             .is_some_and(|p| p.policy == msg.policy && !p.addr.connected())
         {
-            self.peers.remove(&msg.peer);
+            self.forget_peer(&msg.peer);
         }
         let Some(policy) = self.profiles.isakmp_policies.get(&msg.policy).cloned() else {
             return;
@@ -577,6 +598,7 @@ impl Handler<Command> for IkeRouter {
                 ));
             }
         };
+        self.reap_if_dead(peer, ctx);
         if msg.up {
             if let Some(p) = self.peers.get(&peer) {
                 p.addr.do_send(Initiate);
