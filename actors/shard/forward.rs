@@ -6,7 +6,7 @@ use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::Instant;
 
-use ikehub::esp::{EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
+use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
 use ikehub::wire::Ipv4Fragmenter;
 
 use super::{ClearFd, EspShard, Handoff, HandoffKind};
@@ -441,8 +441,9 @@ impl EspShard {
             dst: local,
             offset: start,
         };
-        if let Ok(d) = inst.sa.decap(now, &mut buf[..start + len], received) {
-            self.queue_cleartext(&buf[d.inner]);
+        match inst.sa.decap(now, &mut buf[..start + len], received) {
+            Ok(d) => self.queue_cleartext(&buf[d.inner]),
+            Err(reason) => self.count_drop(reason),
         }
     }
 
@@ -504,8 +505,22 @@ impl EspShard {
             self.counters.unknown_spi += 1;
             return;
         };
-        if let Ok(d) = inst.sa.decap(now, pkt, Received::Ip) {
-            self.queue_cleartext(&pkt[d.inner]);
+        match inst.sa.decap(now, pkt, Received::Ip) {
+            Ok(d) => self.queue_cleartext(&pkt[d.inner]),
+            Err(reason) => self.count_drop(reason),
+        }
+    }
+
+    /// The shard's running totals of SA drops (the SA counted it already), so the periodic
+    /// log summary never walks the SA table.
+    fn count_drop(&mut self, reason: DropReason) {
+        let c = &mut self.counters;
+        match reason {
+            DropReason::IcvFailure => c.icv_failures += 1,
+            DropReason::Replayed => c.replay_drops += 1,
+            DropReason::BadPadding | DropReason::BadPadLength => c.padding_errors += 1,
+            DropReason::SelectorMismatch => c.selector_mismatches += 1,
+            _ => c.malformed += 1,
         }
     }
 

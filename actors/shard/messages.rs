@@ -109,6 +109,12 @@ pub struct ShardCounters {
     pub handed_over: u64,
     pub ike_datagrams: u64,
     pub keepalives: u64,
+    /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
+    pub icv_failures: u64,
+    pub replay_drops: u64,
+    pub padding_errors: u64,
+    pub selector_mismatches: u64,
+    pub malformed: u64,
 }
 
 #[derive(Debug, Default)]

@@ -241,26 +241,17 @@ const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10
 impl EspShard {
     fn log_drops(&mut self) {
         let c = &self.counters;
-        let (mut icv, mut replay, mut padding, mut selector, mut other) = (0, 0, 0, 0, 0);
-        for i in self.inbound.values() {
-            let sc = i.sa.counters();
-            icv += sc.icv_failures;
-            replay += sc.replay_drops;
-            padding += sc.padding_errors;
-            selector += sc.selector_mismatches;
-            other += sc.other_drops;
-        }
         let now = [
             c.unknown_spi,
             c.no_policy,
             c.not_ipv4,
             c.encap_errors,
             c.send_errors,
-            icv,
-            replay,
-            padding,
-            selector,
-            other,
+            c.icv_failures,
+            c.replay_drops,
+            c.padding_errors,
+            c.selector_mismatches,
+            c.malformed,
         ];
         let names = [
             "unknown SPI",
