@@ -28,7 +28,7 @@ use super::message;
 use super::nat_t::{self, NatOutcome};
 use super::proposal::NatTVariant;
 use super::quick_mode::{QmEnv, QmState, QmStep, QuickMode};
-use super::retransmit::{ReplyCache, RetransmitAction};
+use super::retransmit::{ReplyCache, Retransmit, RetransmitAction};
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -728,13 +728,7 @@ impl IkeSession {
     /// INITIAL-CONTACT (RFC 2407 §4.6.3.3): the peer lost all state; everything we hold from
     /// before `keep` (cookies of the SA that carried it) is stale.
     pub(crate) fn initial_contact(&mut self, _now: Instant, keep: Option<([u8; 8], [u8; 8])>) {
-        for c in std::mem::take(&mut self.children) {
-            self.release(&c);
-            self.emit(Event::ChildSaDeleted {
-                spis: c.spis,
-                reason: "peer sent INITIAL-CONTACT (it restarted)".into(),
-            });
-        }
+        self.drop_children("peer sent INITIAL-CONTACT (it restarted)");
         let newest = keep.or(self.isakmp.last().map(IsakmpSa::cookies));
         let (keep_sa, old): (Vec<_>, Vec<_>) = std::mem::take(&mut self.isakmp)
             .into_iter()
@@ -748,6 +742,41 @@ impl IkeSession {
         }
         self.isakmp = keep_sa;
         self.emit(Event::InitialContact);
+    }
+
+    /// Forgets every child SA without telling the peer (the daemon removes them on the events).
+    fn drop_children(&mut self, reason: &str) {
+        for c in std::mem::take(&mut self.children) {
+            self.release(&c);
+            self.emit(Event::ChildSaDeleted {
+                spis: c.spis,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Forgets everything else: ISAKMP SAs (reported with `reason`), exchanges under way and
+    /// what waited for them.
+    fn drop_phase1_and_exchanges(&mut self, reason: &str) {
+        for s in std::mem::take(&mut self.isakmp) {
+            self.emit(Event::IsakmpSaDeleted {
+                initiator_cookie: s.cky_i,
+                responder_cookie: s.cky_r,
+                reason: reason.to_string(),
+            });
+        }
+        for q in std::mem::take(&mut self.quick_modes) {
+            self.release_reserved(&q);
+        }
+        self.main_modes.clear();
+        self.pending.clear();
+    }
+
+    /// A quick mode that will not complete: the SPIs reserved for its offers are free again.
+    pub(crate) fn release_reserved(&self, qm: &QuickMode) {
+        for s in &qm.reserved {
+            self.spis.release(*s);
+        }
     }
 
     pub(crate) fn release(&self, c: &Child) {
@@ -858,9 +887,7 @@ impl IkeSession {
                 }
                 if let Some(qi) = qi {
                     let qm = self.quick_modes.remove(qi);
-                    for s in qm.reserved {
-                        self.spis.release(s);
-                    }
+                    self.release_reserved(&qm);
                 }
                 self.fail(&e);
             }
@@ -917,11 +944,7 @@ impl IkeSession {
             match action {
                 RetransmitAction::Wait => i += 1,
                 RetransmitAction::Resend => {
-                    let msg = mm
-                        .retransmit
-                        .as_ref()
-                        .map(|r| r.message.clone())
-                        .unwrap_or_default();
+                    let msg = stored_request(&mm.retransmit);
                     self.send(msg);
                     i += 1;
                 }
@@ -969,11 +992,7 @@ impl IkeSession {
             match action {
                 RetransmitAction::Wait => i += 1,
                 RetransmitAction::Resend => {
-                    let msg = qm
-                        .retransmit
-                        .as_ref()
-                        .map(|r| r.message.clone())
-                        .unwrap_or_default();
+                    let msg = stored_request(&qm.retransmit);
                     self.send(msg);
                     i += 1;
                 }
@@ -985,9 +1004,7 @@ impl IkeSession {
                         debug!("quick mode {:08x}: no message 3, keeping the SA", qm.msg_id);
                         continue;
                     }
-                    for s in &qm.reserved {
-                        self.spis.release(*s);
-                    }
+                    self.release_reserved(&qm);
                     if let Some(old) = qm.rekey_of
                         && let Some(c) = self.children.iter_mut().find(|c| c.spis == old)
                     {
@@ -1067,27 +1084,8 @@ impl IkeSession {
 
     fn peer_dead(&mut self) {
         let timeout = self.config.dpd.map_or(0, |d| d.timeout_seconds);
-        for c in std::mem::take(&mut self.children) {
-            self.release(&c);
-            self.emit(Event::ChildSaDeleted {
-                spis: c.spis,
-                reason: format!("peer dead (no DPD answer within {timeout} s)"),
-            });
-        }
-        for s in std::mem::take(&mut self.isakmp) {
-            self.emit(Event::IsakmpSaDeleted {
-                initiator_cookie: s.cky_i,
-                responder_cookie: s.cky_r,
-                reason: "peer dead".into(),
-            });
-        }
-        for q in std::mem::take(&mut self.quick_modes) {
-            for s in q.reserved {
-                self.spis.release(s);
-            }
-        }
-        self.main_modes.clear();
-        self.pending.clear();
+        self.drop_children(&format!("peer dead (no DPD answer within {timeout} s)"));
+        self.drop_phase1_and_exchanges("peer dead");
         self.emit(Event::PeerDead);
         self.closed = true;
     }
@@ -1109,29 +1107,15 @@ impl IkeSession {
 
     /// Drops everything without telling the peer (the daemon removes the SAs on the events).
     pub fn terminate(&mut self, _now: Instant) {
-        for c in std::mem::take(&mut self.children) {
-            self.release(&c);
-            self.emit(Event::ChildSaDeleted {
-                spis: c.spis,
-                reason: "terminated locally".into(),
-            });
-        }
-        for s in std::mem::take(&mut self.isakmp) {
-            self.emit(Event::IsakmpSaDeleted {
-                initiator_cookie: s.cky_i,
-                responder_cookie: s.cky_r,
-                reason: "terminated locally".into(),
-            });
-        }
-        for q in std::mem::take(&mut self.quick_modes) {
-            for s in q.reserved {
-                self.spis.release(s);
-            }
-        }
-        self.main_modes.clear();
-        self.pending.clear();
+        self.drop_children("terminated locally");
+        self.drop_phase1_and_exchanges("terminated locally");
         self.closed = true;
     }
+}
+
+/// The request a retransmission sends again.
+fn stored_request(r: &Option<Retransmit>) -> Vec<u8> {
+    r.as_ref().map(|r| r.message.clone()).unwrap_or_default()
 }
 
 /// Soft deadline of a lifetime: `soft_percent` of it, minus up to `jitter_percent` at random.
