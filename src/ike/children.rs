@@ -18,7 +18,8 @@ use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
-use super::session::{Child, IkeSession, soft_deadline};
+use super::session::{Child, IkeSession};
+use super::timers::soft_deadline;
 
 impl IkeSession {
     pub(crate) fn add_child(
