@@ -264,6 +264,12 @@ impl IkeSession {
         });
     }
 
+    /// An error notify in the clear, under a fresh random message ID (RFC 2408 §5).
+    fn send_plain_notify(&mut self, cky_i: [u8; 8], cky_r: [u8; 8], n: NotifyType) {
+        let id = self.rng.next_u32();
+        self.send(plain_notify(cky_i, cky_r, n, id));
+    }
+
     pub(crate) fn emit(&mut self, e: Event) {
         match &e {
             Event::Failed { reason, notify } => {
@@ -468,13 +474,11 @@ impl IkeSession {
             local: self.local,
         }
         .cookie();
-        let id = self.rng.next_u32();
-        self.send(plain_notify(
+        self.send_plain_notify(
             h.initiator_cookie(),
             cky_r,
             NotifyType::INVALID_EXCHANGE_TYPE,
-            id,
-        ));
+        );
         let e = IkeError::notify(
             NotifyType::INVALID_EXCHANGE_TYPE,
             format!(
@@ -545,8 +549,7 @@ impl IkeSession {
                 }
                 Err(e) => {
                     if let Some(n) = e.notify {
-                        let id = self.rng.next_u32();
-                        self.send(plain_notify(h.initiator_cookie, cky_r, n, id));
+                        self.send_plain_notify(h.initiator_cookie, cky_r, n);
                     }
                     self.fail(&e);
                 }
@@ -601,8 +604,7 @@ impl IkeSession {
             Err(e) => {
                 let mm = self.main_modes.remove(i);
                 if let Some(n) = e.notify {
-                    let id = self.rng.next_u32();
-                    self.send(plain_notify(mm.cky_i, mm.cky_r, n, id));
+                    self.send_plain_notify(mm.cky_i, mm.cky_r, n);
                 }
                 self.fail(&e);
             }
