@@ -8,8 +8,8 @@ use aes::{Aes128, Aes192, Aes256};
 use cipher::array::Array;
 use cipher::typenum::Unsigned;
 use cipher::{
-    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit,
-    KeyInit,
+    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt,
+    BlockSizeUser, InnerIvInit, KeyInit,
 };
 use des::{Des, TdesEde3};
 
@@ -142,16 +142,25 @@ fn xor_into<N: cipher::array::ArraySize>(a: &mut Array<u8, N>, b: &Array<u8, N>)
     }
 }
 
-fn cbc_encrypt<C: BlockCipherEncrypt>(
-    c: &C,
+/// What CBC needs in either direction: the IV as one block and `data` as whole blocks.
+fn cbc_blocks<'a, C: BlockSizeUser>(
     iv: &[u8],
-    data: &mut [u8],
-) -> Result<(), CryptoError> {
+    data: &'a mut [u8],
+) -> Result<(Block<C>, &'a mut [Block<C>]), CryptoError> {
     let iv = Block::<C>::try_from(iv).map_err(|_| CryptoError::IvLength)?;
     let (blocks, rest) = Block::<C>::slice_as_chunks_mut(data);
     if !rest.is_empty() {
         return Err(CryptoError::NotBlockAligned);
     }
+    Ok((iv, blocks))
+}
+
+fn cbc_encrypt<C: BlockCipherEncrypt>(
+    c: &C,
+    iv: &[u8],
+    data: &mut [u8],
+) -> Result<(), CryptoError> {
+    let (iv, blocks) = cbc_blocks::<C>(iv, data)?;
     // One backend dispatch for the whole packet: calling `encrypt_block` per block pays the
     // run-time AES-NI detection and backend set-up on every 16 bytes.
     cbc::Encryptor::<&C>::inner_iv_init(c, &iv).encrypt_blocks(blocks);
@@ -163,11 +172,7 @@ fn cbc_decrypt<C: BlockCipherDecrypt>(
     iv: &[u8],
     data: &mut [u8],
 ) -> Result<(), CryptoError> {
-    let iv = Block::<C>::try_from(iv).map_err(|_| CryptoError::IvLength)?;
-    let (blocks, rest) = Block::<C>::slice_as_chunks_mut(data);
-    if !rest.is_empty() {
-        return Err(CryptoError::NotBlockAligned);
-    }
+    let (iv, blocks) = cbc_blocks::<C>(iv, data)?;
     cbc::Decryptor::<&C>::inner_iv_init(c, &iv).decrypt_blocks(blocks);
     Ok(())
 }

@@ -18,7 +18,8 @@ use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
-use super::session::{Child, IkeSession, soft_deadline};
+use super::session::{Child, IkeSession};
+use super::timers::soft_deadline;
 
 impl IkeSession {
     pub(crate) fn add_child(
@@ -127,11 +128,25 @@ impl IkeSession {
 
     /// Removes a pair, tells the daemon, and (when `notify`) the peer.
     pub(crate) fn delete_child(&mut self, now: Instant, spis: SpiPair, reason: &str, notify: bool) {
+        let via = notify
+            .then(|| self.active_sa().or(self.isakmp.len().checked_sub(1)))
+            .flatten();
+        if self.remove_child(now, spis, via) {
+            self.emit(Event::ChildSaDeleted {
+                spis,
+                reason: reason.to_string(),
+            });
+        }
+    }
+
+    /// Removes a pair and releases its SPIs; with `via`, tells the peer under that ISAKMP SA.
+    /// `false` when there is no such pair.
+    fn remove_child(&mut self, now: Instant, spis: SpiPair, via: Option<usize>) -> bool {
         let Some(i) = self.children.iter().position(|c| c.spis == spis) else {
-            return;
+            return false;
         };
         let c = self.children.remove(i);
-        if notify && let Some(si) = self.active_sa().or(self.isakmp.len().checked_sub(1)) {
+        if let Some(si) = via {
             // RFC 2408 §3.15: we name our inbound SPIs, which the peer sends to.
             let mut payloads = Vec::new();
             if let Some(e) = &c.info.inbound.esp {
@@ -149,10 +164,7 @@ impl IkeSession {
             self.send_info(now, si, payloads);
         }
         self.release(&c);
-        self.emit(Event::ChildSaDeleted {
-            spis,
-            reason: reason.to_string(),
-        });
+        true
     }
 
     pub(crate) fn child_timers(&mut self, now: Instant) {
@@ -177,7 +189,9 @@ impl IkeSession {
                 };
                 let c = &self.children[i];
                 let notify = c.replaced_by.is_none() || c.we_initiated;
-                self.delete_child_quiet(now, spis, notify);
+                // Reported as expired, not deleted.
+                let via = notify.then(|| self.active_sa()).flatten();
+                self.remove_child(now, spis, via);
                 self.emit(Event::ChildSaExpired(spis));
             } else {
                 self.delete_child(
@@ -210,31 +224,6 @@ impl IkeSession {
             debug!("child {spis:?}: soft lifetime, re-keying");
             self.start_quick_mode(now, network, Some(spis));
         }
-    }
-
-    /// Removes a pair with a delete to the peer but reports it as expired (the caller emits).
-    fn delete_child_quiet(&mut self, now: Instant, spis: SpiPair, notify: bool) {
-        let Some(i) = self.children.iter().position(|c| c.spis == spis) else {
-            return;
-        };
-        let c = self.children.remove(i);
-        if notify && let Some(si) = self.active_sa() {
-            let mut payloads = Vec::new();
-            if let Some(e) = &c.info.inbound.esp {
-                payloads.push(Payload::Delete(Delete::ipsec(
-                    ProtocolId::IPSEC_ESP,
-                    &[e.spi],
-                )));
-            }
-            if let Some(a) = &c.info.inbound.ah {
-                payloads.push(Payload::Delete(Delete::ipsec(
-                    ProtocolId::IPSEC_AH,
-                    &[a.spi],
-                )));
-            }
-            self.send_info(now, si, payloads);
-        }
-        self.release(&c);
     }
 
     #[allow(dead_code)]

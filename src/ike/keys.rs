@@ -104,16 +104,24 @@ pub fn encryption_key(hash: HashAlgorithm, skeyid_e: &SkeyidE, key_len: usize) -
     if e.len() >= key_len {
         return EncKey(Zeroizing::new(e[..key_len].to_vec()));
     }
-    let kprf = KeyedPrf::new(hash, e);
-    let mut out = Zeroizing::new(Vec::with_capacity(key_len + prf::MAX_PRF_LEN));
-    let mut k = kprf.prf(&[&[0]]);
+    EncKey(expand(&KeyedPrf::new(hash, e), &[&[0]], &[], key_len))
+}
+
+/// The `K1 | K2 | ...` expansion both Appendix B and KEYMAT (§5.5) use, cut to `len` bytes:
+/// `K1 = prf(first)`, `Kn = prf(K(n-1) | then)`.
+fn expand(kprf: &KeyedPrf, first: &[&[u8]], then: &[&[u8]], len: usize) -> Zeroizing<Vec<u8>> {
+    let mut out = Zeroizing::new(Vec::with_capacity(len + prf::MAX_PRF_LEN));
+    let mut k = kprf.prf(first);
     out.extend_from_slice(k.as_bytes());
-    while out.len() < key_len {
-        k = kprf.prf(&[k.as_bytes()]);
+    while out.len() < len {
+        let parts: Vec<&[u8]> = std::iter::once(k.as_bytes())
+            .chain(then.iter().copied())
+            .collect();
+        k = kprf.prf(&parts);
         out.extend_from_slice(k.as_bytes());
     }
-    out.truncate(key_len);
-    EncKey(out)
+    out.truncate(len);
+    out
 }
 
 /// The phase-1 encryption key, exactly the cipher's key length; wiped on drop.
@@ -214,11 +222,7 @@ impl Phase1Keys {
         sai_b: &[u8],
         idii_b: &[u8],
     ) -> PrfOutput {
-        prf::prf(
-            self.hash,
-            self.skeyid.as_bytes(),
-            &[g_xi, g_xr, cky_i, cky_r, sai_b, idii_b],
-        )
+        self.auth_hash(g_xi, g_xr, cky_i, cky_r, sai_b, idii_b)
     }
 
     /// `HASH_R = prf(SKEYID, g^xr | g^xi | CKY-R | CKY-I | SAi_b | IDir_b)`: the same SAi_b
@@ -232,41 +236,48 @@ impl Phase1Keys {
         sai_b: &[u8],
         idir_b: &[u8],
     ) -> PrfOutput {
+        self.auth_hash(g_xr, g_xi, cky_r, cky_i, sai_b, idir_b)
+    }
+
+    /// HASH_I and HASH_R are one formula seen from either end: the signer's KE value and
+    /// cookie come first, then the other end's, then SAi_b and the signer's ID body.
+    fn auth_hash(
+        &self,
+        g_x_own: &[u8],
+        g_x_other: &[u8],
+        cky_own: &[u8; 8],
+        cky_other: &[u8; 8],
+        sai_b: &[u8],
+        id_b: &[u8],
+    ) -> PrfOutput {
         prf::prf(
             self.hash,
             self.skeyid.as_bytes(),
-            &[g_xr, g_xi, cky_r, cky_i, sai_b, idir_b],
+            &[g_x_own, g_x_other, cky_own, cky_other, sai_b, id_b],
         )
+    }
+
+    /// `prf(SKEYID_a, parts)`: every phase-2 and informational HASH (RFC 2409 §5.5, §5.7).
+    fn prf_a(&self, parts: &[&[u8]]) -> PrfOutput {
+        prf::prf(self.hash, self.skeyid_a.as_bytes(), parts)
     }
 
     /// Quick mode `HASH(1) = prf(SKEYID_a, M-ID | rest)` (RFC 2409 §5.5), where `rest` is
     /// every payload after the HASH payload, generic headers included (SA, Ni [, KE]
     /// [, IDci, IDcr], ...), exactly as sent.
     pub fn qm_hash1(&self, m_id: u32, rest: &[u8]) -> PrfOutput {
-        prf::prf(
-            self.hash,
-            self.skeyid_a.as_bytes(),
-            &[&m_id.to_be_bytes(), rest],
-        )
+        self.prf_a(&[&m_id.to_be_bytes(), rest])
     }
 
     /// Quick mode `HASH(2) = prf(SKEYID_a, M-ID | Ni_b | rest)`: Ni_b is the body of the
     /// initiator's nonce from message 1, `rest` the payloads after HASH in message 2.
     pub fn qm_hash2(&self, m_id: u32, ni_b: &[u8], rest: &[u8]) -> PrfOutput {
-        prf::prf(
-            self.hash,
-            self.skeyid_a.as_bytes(),
-            &[&m_id.to_be_bytes(), ni_b, rest],
-        )
+        self.prf_a(&[&m_id.to_be_bytes(), ni_b, rest])
     }
 
     /// Quick mode `HASH(3) = prf(SKEYID_a, 0 | M-ID | Ni_b | Nr_b)` ("0" is one zero octet).
     pub fn qm_hash3(&self, m_id: u32, ni_b: &[u8], nr_b: &[u8]) -> PrfOutput {
-        prf::prf(
-            self.hash,
-            self.skeyid_a.as_bytes(),
-            &[&[0], &m_id.to_be_bytes(), ni_b, nr_b],
-        )
+        self.prf_a(&[&[0], &m_id.to_be_bytes(), ni_b, nr_b])
     }
 
     /// Informational `HASH(1) = prf(SKEYID_a, M-ID | N/D)` (RFC 2409 §5.7): `rest` is the
@@ -319,15 +330,8 @@ pub fn keymat(
     let spi = spi.to_be_bytes();
     let pfs = g_qm_xy.unwrap_or(&[]);
     let proto = [protocol];
-    let mut out = Zeroizing::new(Vec::with_capacity(len + prf::MAX_PRF_LEN));
-    let mut k = kprf.prf(&[pfs, &proto, &spi, ni_b, nr_b]);
-    out.extend_from_slice(k.as_bytes());
-    while out.len() < len {
-        k = kprf.prf(&[k.as_bytes(), pfs, &proto, &spi, ni_b, nr_b]);
-        out.extend_from_slice(k.as_bytes());
-    }
-    out.truncate(len);
-    Keymat(out)
+    let seed: [&[u8]; 5] = [pfs, &proto, &spi, ni_b, nr_b];
+    Keymat(expand(&kprf, &seed, &seed, len))
 }
 
 /// KEYMAT of one child SA direction: the encryption key first, then the authentication key

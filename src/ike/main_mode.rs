@@ -18,6 +18,7 @@ use std::time::Instant;
 use rand::CryptoRng;
 use tracing::debug;
 
+use crate::config::HashAlgorithm;
 use crate::wire::isakmp::{
     ExchangeType, Flags, Header, Notification, NotifyType, Payload, PayloadType,
 };
@@ -31,9 +32,11 @@ use super::isakmp_sa::{IsakmpSa, hex};
 use super::keys::{Phase1Inputs, Phase1Keys};
 use super::message::{self, MM_ID, MM_KE, MM_SA, Parsed};
 use super::nat_t::{self, NatOutcome, PeerCapabilities};
+use super::prf::PrfOutput;
 use super::proposal::{self, Phase1Suite};
 use super::retransmit::Retransmit;
 use super::sa_payload;
+use super::timers::soft_deadline;
 
 /// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
 pub(crate) const NONCE_LEN: usize = 32;
@@ -145,6 +148,32 @@ fn nonce_ok(n: &[u8]) -> IkeResult<()> {
 
 fn vids(cfg: &PeerConfig) -> Vec<Payload> {
     nat_t::vendor_ids(cfg.nat.enabled, cfg.dpd.is_some())
+}
+
+/// Messages 2 to 4 are unauthenticated: a malformed one is dropped, not fatal (it may be
+/// forged).
+fn check_unauthenticated(table: &[message::Rule], m: &Parsed, what: &str) -> IkeResult<()> {
+    message::check(table, &m.payloads, what).map_err(|e| IkeError::drop(e.reason))
+}
+
+/// The KE and nonce payload bodies of message 3 or 4 (presence checked by `MM_KE`).
+fn ke_and_nonce(m: &Parsed) -> IkeResult<(Vec<u8>, Vec<u8>)> {
+    let ke = m
+        .first(|p| match p {
+            Payload::KeyExchange(k) => Some(k),
+            _ => None,
+        })
+        .cloned()
+        .unwrap_or_default();
+    let n = m
+        .first(|p| match p {
+            Payload::Nonce(n) => Some(n),
+            _ => None,
+        })
+        .cloned()
+        .unwrap_or_default();
+    nonce_ok(&n)?;
+    Ok((ke, n))
 }
 
 impl MainMode {
@@ -261,6 +290,28 @@ impl MainMode {
         }
     }
 
+    /// Our two NAT-D payloads for message 3 or 4 (RFC 3947 §3.2).
+    fn nat_d(
+        &self,
+        ctx: &mut Ctx<'_>,
+        v: proposal::NatTVariant,
+        hash: HashAlgorithm,
+        peer: SocketAddr,
+        local: SocketAddr,
+    ) -> Vec<Payload> {
+        let salt = ctx.cookie();
+        nat_t::nat_d_payloads(
+            v,
+            hash,
+            &self.cky_i,
+            &self.cky_r,
+            peer,
+            local,
+            ctx.config.nat.force_encapsulation,
+            salt,
+        )
+    }
+
     /// A message of this exchange (cookies matched). `plain` is `Err(ciphertext)` when the
     /// message is encrypted. `to`/`from`: the datagram's addresses (NAT-D).
     pub fn on_message(
@@ -292,9 +343,7 @@ impl MainMode {
         peer: SocketAddr,
         local: SocketAddr,
     ) -> IkeResult<MmStep> {
-        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
-        message::check(MM_SA, &m2.payloads, "main mode message 2")
-            .map_err(|e| IkeError::drop(e.reason))?;
+        check_unauthenticated(MM_SA, &m2, "main mode message 2")?;
         let Some(Payload::Sa(sa)) = m2.payloads.iter().find(|p| matches!(p, Payload::Sa(_))) else {
             return Err(IkeError::malformed("message 2 without SA"));
         };
@@ -330,26 +379,21 @@ impl MainMode {
             Payload::Nonce(self.ni.clone()),
         ];
         if let Some(v) = self.nat_t_variant(ctx.config) {
-            let salt: [u8; 8] = ctx.cookie();
-            payloads.extend(nat_t::nat_d_payloads(
-                v,
-                chosen.hash,
-                &self.cky_i,
-                &self.cky_r,
-                peer,
-                local,
-                ctx.config.nat.force_encapsulation,
-                salt,
-            ));
+            payloads.extend(self.nat_d(ctx, v, chosen.hash, peer, local));
         }
         let msg = message::plain(header(self.cky_i, self.cky_r, Flags::NONE), payloads);
+        Ok(self.request(ctx, msg, MmState::SentKe))
+    }
+
+    /// Initiator: send the next request, retransmitted until its answer arrives.
+    fn request(&mut self, ctx: &Ctx<'_>, msg: Vec<u8>, next: MmState) -> MmStep {
         self.retransmit = Some(Retransmit::new(
             msg.clone(),
             ctx.now,
             &ctx.config.retransmit,
         ));
-        self.set_state(MmState::SentKe);
-        Ok(MmStep::Send(msg))
+        self.set_state(next);
+        MmStep::Send(msg)
     }
 
     fn derive(&mut self, ctx: &Ctx<'_>, peer_ke: &[u8]) -> IkeResult<()> {
@@ -391,24 +435,8 @@ impl MainMode {
         to: SocketAddr,
         from: SocketAddr,
     ) -> IkeResult<MmStep> {
-        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
-        message::check(MM_KE, &m4.payloads, "main mode message 4")
-            .map_err(|e| IkeError::drop(e.reason))?;
-        let ke = m4
-            .first(|p| match p {
-                Payload::KeyExchange(k) => Some(k),
-                _ => None,
-            })
-            .cloned()
-            .unwrap_or_default();
-        let nr = m4
-            .first(|p| match p {
-                Payload::Nonce(n) => Some(n),
-                _ => None,
-            })
-            .cloned()
-            .unwrap_or_default();
-        nonce_ok(&nr)?;
+        check_unauthenticated(MM_KE, &m4, "main mode message 4")?;
+        let (ke, nr) = ke_and_nonce(&m4)?;
         self.g_xr = ke.clone();
         self.nr = nr;
         self.derive(ctx, &ke)?;
@@ -416,23 +444,32 @@ impl MainMode {
         if self.nat_t_variant(ctx.config).is_some() {
             self.nat = nat_t::detect(suite.hash, &self.cky_i, &self.cky_r, &m4.payloads, to, from);
         }
-        let id = endpoint_id(ctx.local.ip());
-        let id_payload = Payload::Identification(id);
-        let mut idii_b = Vec::new();
-        id_payload.encode_body(&mut idii_b);
+        let msg = self.id_message(ctx)?;
+        Ok(self.request(ctx, msg, MmState::SentId))
+    }
+
+    /// HASH_I (`by_initiator`) or HASH_R over an ID payload body (RFC 2409 §5).
+    fn auth_hash(&self, by_initiator: bool, id_b: &[u8]) -> IkeResult<PrfOutput> {
         let (keys, _) = self
             .keys
             .as_ref()
             .ok_or_else(|| IkeError::fatal("no keys"))?;
-        let hash_i = keys.hash_i(
-            &self.g_xi,
-            &self.g_xr,
-            &self.cky_i,
-            &self.cky_r,
-            &self.sai_b,
-            &idii_b,
-        );
-        let mut payloads = vec![id_payload, Payload::Hash(hash_i.as_bytes().to_vec())];
+        let (g_xi, g_xr, cky_i, cky_r) = (&self.g_xi, &self.g_xr, &self.cky_i, &self.cky_r);
+        Ok(if by_initiator {
+            keys.hash_i(g_xi, g_xr, cky_i, cky_r, &self.sai_b, id_b)
+        } else {
+            keys.hash_r(g_xi, g_xr, cky_i, cky_r, &self.sai_b, id_b)
+        })
+    }
+
+    /// Message 5 (initiator) or 6 (responder): `HDR*, ID, HASH_I/HASH_R [, N(INITIAL-CONTACT)]`,
+    /// encrypted under the phase-1 IV chain.
+    fn id_message(&mut self, ctx: &Ctx<'_>) -> IkeResult<Vec<u8>> {
+        let id_payload = Payload::Identification(endpoint_id(ctx.local.ip()));
+        let mut id_b = Vec::new();
+        id_payload.encode_body(&mut id_b);
+        let hash = self.auth_hash(self.initiator, &id_b)?;
+        let mut payloads = vec![id_payload, Payload::Hash(hash.as_bytes().to_vec())];
         if self.initial_contact {
             payloads.push(Payload::Notification(Notification::isakmp(
                 NotifyType::INITIAL_CONTACT,
@@ -444,21 +481,18 @@ impl MainMode {
         let Some((_, iv)) = self.keys.as_mut() else {
             return Err(IkeError::fatal("no keys"));
         };
-        let msg = message::encrypted(header(self.cky_i, self.cky_r, Flags::NONE), &payloads, iv);
-        self.retransmit = Some(Retransmit::new(
-            msg.clone(),
-            ctx.now,
-            &ctx.config.retransmit,
-        ));
-        self.set_state(MmState::SentId);
-        Ok(MmStep::Send(msg))
+        Ok(message::encrypted(
+            header(self.cky_i, self.cky_r, Flags::NONE),
+            &payloads,
+            iv,
+        ))
     }
 
     /// Decrypts and authenticates message 5 or 6; commits the IV only when HASH verifies.
     fn open_id(&mut self, h: Header, c: &[u8], what: &str) -> IkeResult<(Parsed, Vec<u8>)> {
-        let (keys, iv) = self
+        let (_, iv) = self
             .keys
-            .as_mut()
+            .as_ref()
             .ok_or_else(|| IkeError::fatal("no keys"))?;
         let auth_failed = |why: String| {
             IkeError::notify(
@@ -481,32 +515,14 @@ impl MainMode {
             })
             .cloned()
             .unwrap_or_default();
-        let expect = if self.initiator {
-            keys.hash_r(
-                &self.g_xi,
-                &self.g_xr,
-                &self.cky_i,
-                &self.cky_r,
-                &self.sai_b,
-                &id_b,
-            )
-        } else {
-            keys.hash_i(
-                &self.g_xi,
-                &self.g_xr,
-                &self.cky_i,
-                &self.cky_r,
-                &self.sai_b,
-                &id_b,
-            )
-        };
+        let expect = self.auth_hash(!self.initiator, &id_b)?;
         if !expect.ct_eq(&got) {
             return Err(auth_failed(format!(
                 "carries a wrong {}",
                 if self.initiator { "HASH_R" } else { "HASH_I" }
             )));
         }
-        if let Some(p) = m.pending {
+        if let (Some(p), Some((_, iv))) = (m.pending, self.keys.as_mut()) {
             iv.commit(p);
         }
         self.got_initial_contact |= m.payloads.iter().any(|p| {
@@ -529,25 +545,9 @@ impl MainMode {
         to: SocketAddr,
         from: SocketAddr,
     ) -> IkeResult<MmStep> {
-        // Unauthenticated: a malformed message is dropped, not fatal (it may be forged).
-        message::check(MM_KE, &m3.payloads, "main mode message 3")
-            .map_err(|e| IkeError::drop(e.reason))?;
+        check_unauthenticated(MM_KE, &m3, "main mode message 3")?;
         let suite = self.suite.ok_or_else(|| IkeError::fatal("no suite"))?;
-        let ke = m3
-            .first(|p| match p {
-                Payload::KeyExchange(k) => Some(k),
-                _ => None,
-            })
-            .cloned()
-            .unwrap_or_default();
-        let ni = m3
-            .first(|p| match p {
-                Payload::Nonce(n) => Some(n),
-                _ => None,
-            })
-            .cloned()
-            .unwrap_or_default();
-        nonce_ok(&ni)?;
+        let (ke, ni) = ke_and_nonce(&m3)?;
         let group = DhGroup::from_id(suite.group).ok_or_else(|| {
             IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, "DH group unsupported")
         })?;
@@ -575,17 +575,7 @@ impl MainMode {
             .any(|p| matches!(p, Payload::NatD { .. }));
         if let (Some(v), true) = (self.nat_t_variant(ctx.config), nat_d_in) {
             self.nat = nat_t::detect(suite.hash, &self.cky_i, &self.cky_r, &m3.payloads, to, from);
-            let salt = ctx.cookie();
-            payloads.extend(nat_t::nat_d_payloads(
-                v,
-                suite.hash,
-                &self.cky_i,
-                &self.cky_r,
-                from,
-                to,
-                ctx.config.nat.force_encapsulation,
-                salt,
-            ));
+            payloads.extend(self.nat_d(ctx, v, suite.hash, from, to));
         }
         let msg = message::plain(header(self.cky_i, self.cky_r, Flags::NONE), payloads);
         self.expires = ctx.now + ctx.config.retransmit.total();
@@ -595,34 +585,7 @@ impl MainMode {
 
     fn r_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
         self.open_id(h, c, "main mode message 5")?;
-        let id_payload = Payload::Identification(endpoint_id(ctx.local.ip()));
-        let mut idir_b = Vec::new();
-        id_payload.encode_body(&mut idir_b);
-        let (keys, _) = self
-            .keys
-            .as_ref()
-            .ok_or_else(|| IkeError::fatal("no keys"))?;
-        let hash_r = keys.hash_r(
-            &self.g_xi,
-            &self.g_xr,
-            &self.cky_i,
-            &self.cky_r,
-            &self.sai_b,
-            &idir_b,
-        );
-        let mut payloads = vec![id_payload, Payload::Hash(hash_r.as_bytes().to_vec())];
-        if self.initial_contact {
-            payloads.push(Payload::Notification(Notification::isakmp(
-                NotifyType::INITIAL_CONTACT,
-                self.cky_i,
-                self.cky_r,
-                Vec::new(),
-            )));
-        }
-        let Some((_, iv)) = self.keys.as_mut() else {
-            return Err(IkeError::fatal("no keys"));
-        };
-        let msg = message::encrypted(header(self.cky_i, self.cky_r, Flags::NONE), &payloads, iv);
+        let msg = self.id_message(ctx)?;
         Ok(MmStep::Established(Box::new(self.finish(ctx)?), Some(msg)))
     }
 
@@ -634,14 +597,13 @@ impl MainMode {
         let life = suite.lifetime_seconds.map(std::time::Duration::from_secs);
         let rk = ctx.config.rekey;
         let soft = life.map(|l| {
-            let base = l * u32::from(rk.soft_percent) / 100;
-            let jitter_max = l * u32::from(rk.jitter_percent) / 100;
-            let jitter = if jitter_max.is_zero() {
-                std::time::Duration::ZERO
-            } else {
-                jitter_max.mul_f64(f64::from(ctx.rng.next_u32()) / f64::from(u32::MAX))
-            };
-            now + base.saturating_sub(jitter)
+            soft_deadline(
+                now,
+                l,
+                rk.soft_percent,
+                rk.jitter_percent,
+                ctx.rng.next_u32(),
+            )
         });
         Ok(IsakmpSa {
             cky_i: self.cky_i,

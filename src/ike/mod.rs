@@ -2,7 +2,9 @@
 //! exchange and the sans-IO session state machine.
 //!
 //! ```text
-//! session.rs        IkeSession: inputs, outputs, dispatch, timers (the PeerActor drives it)
+//! session.rs        IkeSession: inputs, outputs, dispatch (the PeerActor drives it)
+//!   timers.rs       poll_timeout / handle_timeout: retransmission, expiry, re-key, DPD, keepalive
+//!   teardown.rs     INITIAL-CONTACT, dead peer, delete_all / terminate
 //!   main_mode.rs    phase 1, PSK, initiator and responder side by side (+ payload tables)
 //!   quick_mode.rs   phase 2, initiator and responder, KEYMAT -> esp::SaParams
 //!   informational.rs  delete, INITIAL-CONTACT, DPD, error notifies
@@ -54,6 +56,8 @@ pub mod proposal;
 pub(crate) mod quick_mode;
 pub(crate) mod retransmit;
 pub mod session;
+pub(crate) mod teardown;
+pub(crate) mod timers;
 
 pub use config::{PeerConfig, RandomSpis, RekeyConfig, RetransmitConfig, SpiAllocator};
 pub use error::IkeError;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use rand::CryptoRng;
 use tracing::{debug, info, warn};
@@ -27,8 +27,8 @@ use super::main_mode::{Ctx, MainMode, MmState, MmStep, plain_notify};
 use super::message;
 use super::nat_t::{self, NatOutcome};
 use super::proposal::NatTVariant;
-use super::quick_mode::{QmEnv, QmState, QmStep, QuickMode};
-use super::retransmit::{ReplyCache, RetransmitAction};
+use super::quick_mode::{QmEnv, QmStep, QuickMode};
+use super::retransmit::ReplyCache;
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -206,7 +206,7 @@ impl IkeSession {
         Self::new(config, local, peer, rng, spis)
     }
 
-    // ---- outputs ----------------------------------------------------------------------------
+    // ---- outputs (`poll_timeout` and `handle_timeout`: timers.rs) ----------------------------
 
     /// The next datagram to send. Drain `poll_event` first (see `events`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
@@ -216,47 +216,6 @@ impl IkeSession {
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
         self.events.pop_front()
-    }
-
-    /// When `handle_timeout` must be called next (`None`: nothing scheduled).
-    pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
-            return None;
-        }
-        let mut t: Option<Instant> = None;
-        let mut at = |x: Option<Instant>| {
-            if let Some(x) = x {
-                t = Some(t.map_or(x, |t| t.min(x)));
-            }
-        };
-        for mm in &self.main_modes {
-            at(mm.retransmit.as_ref().map(|r| r.deadline));
-            if !mm.initiator {
-                at(Some(mm.expires));
-            }
-        }
-        for qm in &self.quick_modes {
-            at(qm.retransmit.as_ref().map(|r| r.deadline));
-        }
-        for sa in &self.isakmp {
-            if !sa.rekeying {
-                at(sa.soft);
-            }
-            at(sa.hard);
-            at(sa.retire_at);
-        }
-        for c in &self.children {
-            if !c.rekeying && c.replaced_by.is_none() && !c.redundant {
-                at(c.soft);
-            }
-            at(c.hard);
-            at(c.delete_at);
-        }
-        if !self.isakmp.is_empty() {
-            at(self.dpd.as_ref().map(DpdState::deadline));
-        }
-        at(self.keepalive_at);
-        t
     }
 
     /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
@@ -303,6 +262,12 @@ impl IkeSession {
             source_port_nat_t: self.nat_t_active,
             bytes,
         });
+    }
+
+    /// An error notify in the clear, under a fresh random message ID (RFC 2408 §5).
+    fn send_plain_notify(&mut self, cky_i: [u8; 8], cky_r: [u8; 8], n: NotifyType) {
+        let id = self.rng.next_u32();
+        self.send(plain_notify(cky_i, cky_r, n, id));
     }
 
     pub(crate) fn emit(&mut self, e: Event) {
@@ -509,13 +474,11 @@ impl IkeSession {
             local: self.local,
         }
         .cookie();
-        let id = self.rng.next_u32();
-        self.send(plain_notify(
+        self.send_plain_notify(
             h.initiator_cookie(),
             cky_r,
             NotifyType::INVALID_EXCHANGE_TYPE,
-            id,
-        ));
+        );
         let e = IkeError::notify(
             NotifyType::INVALID_EXCHANGE_TYPE,
             format!(
@@ -586,8 +549,7 @@ impl IkeSession {
                 }
                 Err(e) => {
                     if let Some(n) = e.notify {
-                        let id = self.rng.next_u32();
-                        self.send(plain_notify(h.initiator_cookie, cky_r, n, id));
+                        self.send_plain_notify(h.initiator_cookie, cky_r, n);
                     }
                     self.fail(&e);
                 }
@@ -642,8 +604,7 @@ impl IkeSession {
             Err(e) => {
                 let mm = self.main_modes.remove(i);
                 if let Some(n) = e.notify {
-                    let id = self.rng.next_u32();
-                    self.send(plain_notify(mm.cky_i, mm.cky_r, n, id));
+                    self.send_plain_notify(mm.cky_i, mm.cky_r, n);
                 }
                 self.fail(&e);
             }
@@ -723,40 +684,6 @@ impl IkeSession {
             }
         }
         self.run_pending(now);
-    }
-
-    /// INITIAL-CONTACT (RFC 2407 §4.6.3.3): the peer lost all state; everything we hold from
-    /// before `keep` (cookies of the SA that carried it) is stale.
-    pub(crate) fn initial_contact(&mut self, _now: Instant, keep: Option<([u8; 8], [u8; 8])>) {
-        for c in std::mem::take(&mut self.children) {
-            self.release(&c);
-            self.emit(Event::ChildSaDeleted {
-                spis: c.spis,
-                reason: "peer sent INITIAL-CONTACT (it restarted)".into(),
-            });
-        }
-        let newest = keep.or(self.isakmp.last().map(IsakmpSa::cookies));
-        let (keep_sa, old): (Vec<_>, Vec<_>) = std::mem::take(&mut self.isakmp)
-            .into_iter()
-            .partition(|s| Some(s.cookies()) == newest);
-        for s in old {
-            self.emit(Event::IsakmpSaDeleted {
-                initiator_cookie: s.cky_i,
-                responder_cookie: s.cky_r,
-                reason: "peer sent INITIAL-CONTACT (it restarted)".into(),
-            });
-        }
-        self.isakmp = keep_sa;
-        self.emit(Event::InitialContact);
-    }
-
-    pub(crate) fn release(&self, c: &Child) {
-        if let Some(e) = &c.info.inbound.esp {
-            self.spis.release(e.spi);
-        }
-        if let Some(a) = &c.info.inbound.ah {
-            self.spis.release(a.spi);
-        }
     }
 
     fn on_quick_mode(&mut self, now: Instant, from: SocketAddr, nat_port: bool, bytes: &[u8]) {
@@ -858,9 +785,7 @@ impl IkeSession {
                 }
                 if let Some(qi) = qi {
                     let qm = self.quick_modes.remove(qi);
-                    for s in qm.reserved {
-                        self.spis.release(s);
-                    }
+                    self.release_reserved(&qm);
                 }
                 self.fail(&e);
             }
@@ -877,277 +802,4 @@ impl IkeSession {
             self.emit(Event::PeerPortChanged(from));
         }
     }
-
-    // ---- timers -----------------------------------------------------------------------------
-
-    /// Time passed: retransmissions, expiry, re-keying, DPD, keepalives.
-    pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed {
-            return;
-        }
-        self.main_mode_timers(now);
-        self.quick_mode_timers(now);
-        self.isakmp_timers(now);
-        self.child_timers(now);
-        self.dpd_timer(now);
-        if let Some(t) = self.keepalive_at
-            && now >= t
-        {
-            self.transmits.push_back(Transmit {
-                destination: self.peer,
-                source_port_nat_t: true,
-                bytes: nat_t::NAT_KEEPALIVE.to_vec(),
-            });
-            self.keepalive_at = Some(t + self.config.nat.keepalive_interval);
-        }
-        self.run_pending(now);
-    }
-
-    fn main_mode_timers(&mut self, now: Instant) {
-        let cfg = self.config.retransmit;
-        let mut i = 0;
-        while i < self.main_modes.len() {
-            let mm = &mut self.main_modes[i];
-            let state = mm.state;
-            let action = match &mut mm.retransmit {
-                Some(r) if mm.initiator => r.on_timeout(now, &cfg),
-                _ if !mm.initiator && now >= mm.expires => RetransmitAction::GiveUp,
-                _ => RetransmitAction::Wait,
-            };
-            match action {
-                RetransmitAction::Wait => i += 1,
-                RetransmitAction::Resend => {
-                    let msg = mm
-                        .retransmit
-                        .as_ref()
-                        .map(|r| r.message.clone())
-                        .unwrap_or_default();
-                    self.send(msg);
-                    i += 1;
-                }
-                RetransmitAction::GiveUp => {
-                    let mm = self.main_modes.remove(i);
-                    let reason = if mm.initiator {
-                        let n = match state {
-                            MmState::SentSa => 1,
-                            MmState::SentKe => 3,
-                            _ => 5,
-                        };
-                        format!(
-                            "main mode: no answer from {} to message {n} after {} tries over {} s{}",
-                            self.peer,
-                            cfg.max_tries,
-                            cfg.total().as_secs(),
-                            if n == 5 {
-                                " (a pre-shared key mismatch looks like this too)"
-                            } else {
-                                ""
-                            }
-                        )
-                    } else {
-                        format!(
-                            "main mode: initiator {} went silent after our message {}",
-                            self.peer,
-                            if state == MmState::RepliedSa { 2 } else { 4 }
-                        )
-                    };
-                    self.fail(&IkeError::fatal(reason));
-                }
-            }
-        }
-    }
-
-    fn quick_mode_timers(&mut self, now: Instant) {
-        let cfg = self.config.retransmit;
-        let mut i = 0;
-        while i < self.quick_modes.len() {
-            let qm = &mut self.quick_modes[i];
-            let action = match &mut qm.retransmit {
-                Some(r) => r.on_timeout(now, &cfg),
-                None => RetransmitAction::Wait,
-            };
-            match action {
-                RetransmitAction::Wait => i += 1,
-                RetransmitAction::Resend => {
-                    let msg = qm
-                        .retransmit
-                        .as_ref()
-                        .map(|r| r.message.clone())
-                        .unwrap_or_default();
-                    self.send(msg);
-                    i += 1;
-                }
-                RetransmitAction::GiveUp => {
-                    let qm = self.quick_modes.remove(i);
-                    if qm.state == QmState::SentReply {
-                        // The pair is installed and the initiator may be using it; only the
-                        // confirmation was lost.
-                        debug!("quick mode {:08x}: no message 3, keeping the SA", qm.msg_id);
-                        continue;
-                    }
-                    for s in &qm.reserved {
-                        self.spis.release(*s);
-                    }
-                    if let Some(old) = qm.rekey_of
-                        && let Some(c) = self.children.iter_mut().find(|c| c.spis == old)
-                    {
-                        c.rekeying = false;
-                        c.soft = None;
-                    }
-                    self.fail(&IkeError::fatal(format!(
-                        "quick mode for {} <-> {}: no answer from {} after {} tries over {} s",
-                        qm.network.local,
-                        qm.network.remote,
-                        self.peer,
-                        cfg.max_tries,
-                        cfg.total().as_secs()
-                    )));
-                }
-            }
-        }
-    }
-
-    fn isakmp_timers(&mut self, now: Instant) {
-        // Re-key (initiator of the SA only, so both ends never race).
-        let rekey = self.isakmp.iter().position(|s| {
-            s.active() && !s.rekeying && s.soft.is_some_and(|t| now >= t) && s.initiator
-        });
-        if let Some(i) = rekey {
-            self.isakmp[i].rekeying = true;
-            let wanted = self.config.initiate == Initiate::Permanent || !self.children.is_empty();
-            if wanted && !self.main_modes.iter().any(|m| m.initiator) {
-                debug!(
-                    "ISAKMP SA {}: soft lifetime, re-keying",
-                    hex(&self.isakmp[i].cky_i)
-                );
-                self.start_main_mode(now, true);
-            }
-        }
-        let mut i = 0;
-        while i < self.isakmp.len() {
-            let s = &self.isakmp[i];
-            let expired = s.hard.is_some_and(|t| now >= t);
-            let retired = s.retire_at.is_some_and(|t| now >= t);
-            if expired || retired {
-                let reason = if retired {
-                    "replaced by a newer ISAKMP SA"
-                } else {
-                    "lifetime expired"
-                };
-                self.delete_isakmp(now, i, reason);
-            } else {
-                i += 1;
-            }
-        }
-    }
-
-    fn dpd_timer(&mut self, now: Instant) {
-        if self.isakmp.is_empty() {
-            return;
-        }
-        let Some(d) = &mut self.dpd else { return };
-        match d.on_timeout(now) {
-            super::dpd::DpdAction::Nothing => {}
-            super::dpd::DpdAction::Probe(seq) => {
-                if let Some(i) = self.active_sa().or(self.isakmp.len().checked_sub(1)) {
-                    let (ci, cr) = self.isakmp[i].cookies();
-                    debug!("DPD: R-U-THERE {seq}");
-                    self.send_info(
-                        now,
-                        i,
-                        vec![crate::wire::isakmp::Payload::Notification(
-                            crate::wire::isakmp::Notification::dpd(false, ci, cr, seq),
-                        )],
-                    );
-                }
-            }
-            super::dpd::DpdAction::Dead => self.peer_dead(),
-        }
-    }
-
-    fn peer_dead(&mut self) {
-        let timeout = self.config.dpd.map_or(0, |d| d.timeout_seconds);
-        for c in std::mem::take(&mut self.children) {
-            self.release(&c);
-            self.emit(Event::ChildSaDeleted {
-                spis: c.spis,
-                reason: format!("peer dead (no DPD answer within {timeout} s)"),
-            });
-        }
-        for s in std::mem::take(&mut self.isakmp) {
-            self.emit(Event::IsakmpSaDeleted {
-                initiator_cookie: s.cky_i,
-                responder_cookie: s.cky_r,
-                reason: "peer dead".into(),
-            });
-        }
-        for q in std::mem::take(&mut self.quick_modes) {
-            for s in q.reserved {
-                self.spis.release(s);
-            }
-        }
-        self.main_modes.clear();
-        self.pending.clear();
-        self.emit(Event::PeerDead);
-        self.closed = true;
-    }
-
-    /// Graceful shutdown: delete notifications for every SA, then the session is closed.
-    pub fn delete_all(&mut self, now: Instant) {
-        if self.closed {
-            return;
-        }
-        let children: Vec<SpiPair> = self.children.iter().map(|c| c.spis).collect();
-        for spis in children {
-            self.delete_child(now, spis, "deleted locally (shutdown or terminate)", true);
-        }
-        while !self.isakmp.is_empty() {
-            self.delete_isakmp(now, 0, "deleted locally (shutdown or terminate)");
-        }
-        self.terminate(now);
-    }
-
-    /// Drops everything without telling the peer (the daemon removes the SAs on the events).
-    pub fn terminate(&mut self, _now: Instant) {
-        for c in std::mem::take(&mut self.children) {
-            self.release(&c);
-            self.emit(Event::ChildSaDeleted {
-                spis: c.spis,
-                reason: "terminated locally".into(),
-            });
-        }
-        for s in std::mem::take(&mut self.isakmp) {
-            self.emit(Event::IsakmpSaDeleted {
-                initiator_cookie: s.cky_i,
-                responder_cookie: s.cky_r,
-                reason: "terminated locally".into(),
-            });
-        }
-        for q in std::mem::take(&mut self.quick_modes) {
-            for s in q.reserved {
-                self.spis.release(s);
-            }
-        }
-        self.main_modes.clear();
-        self.pending.clear();
-        self.closed = true;
-    }
-}
-
-/// Soft deadline of a lifetime: `soft_percent` of it, minus up to `jitter_percent` at random.
-pub(crate) fn soft_deadline(
-    now: Instant,
-    life: Duration,
-    soft_percent: u8,
-    jitter_percent: u8,
-    r: u32,
-) -> Instant {
-    let base = life * u32::from(soft_percent) / 100;
-    let jmax = life * u32::from(jitter_percent) / 100;
-    let jitter = if jmax.is_zero() {
-        Duration::ZERO
-    } else {
-        jmax.mul_f64(f64::from(r) / f64::from(u32::MAX))
-    };
-    now + base.saturating_sub(jitter)
 }
