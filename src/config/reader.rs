@@ -175,23 +175,30 @@ impl<'t, 'i> Fields<'t, 'i> {
         let v = self.get(key)?;
         let loc = self.loc(v.span().start);
         match v.get_ref() {
-            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(value) => Some(At { value, loc }),
-                Err(_) => {
-                    self.sink
-                        .refused(&self.path, &format!("{}{key}", self.key_prefix));
-                    self.sink.error(
-                        &loc,
-                        format!(
-                            "{}: {}{key} {i} is out of range",
-                            self.path, self.key_prefix
-                        ),
-                    );
-                    None
-                }
-            },
+            DeValue::Integer(i) => self
+                .integer(key, i.as_str(), i.radix(), &loc)
+                .map(|value| At { value, loc }),
             _ => {
                 self.wrong_type(key, v, "an integer");
+                None
+            }
+        }
+    }
+
+    /// A TOML integer as i64; one that does not fit is reported at `loc` and refused.
+    fn integer(&mut self, key: &'static str, text: &str, radix: u32, loc: &Loc) -> Option<i64> {
+        match i64::from_str_radix(text, radix) {
+            Ok(n) => Some(n),
+            Err(_) => {
+                self.sink
+                    .refused(&self.path, &format!("{}{key}", self.key_prefix));
+                self.sink.error(
+                    loc,
+                    format!(
+                        "{}: {}{key} {text} is out of range",
+                        self.path, self.key_prefix
+                    ),
+                );
                 None
             }
         }
@@ -219,24 +226,10 @@ impl<'t, 'i> Fields<'t, 'i> {
                 value: Scalar::Str(s.to_string()),
                 loc,
             }),
-            DeValue::Integer(i) => match i64::from_str_radix(i.as_str(), i.radix()) {
-                Ok(n) => Some(At {
-                    value: Scalar::Int(n),
-                    loc,
-                }),
-                Err(_) => {
-                    self.sink
-                        .refused(&self.path, &format!("{}{key}", self.key_prefix));
-                    self.sink.error(
-                        &loc,
-                        format!(
-                            "{}: {}{key} {i} is out of range",
-                            self.path, self.key_prefix
-                        ),
-                    );
-                    None
-                }
-            },
+            DeValue::Integer(i) => self.integer(key, i.as_str(), i.radix(), &loc).map(|n| At {
+                value: Scalar::Int(n),
+                loc,
+            }),
             _ => {
                 self.wrong_type(key, v, "a number or a string");
                 None
