@@ -121,7 +121,7 @@ fn show(what: ShowWhat) -> Result<(), String> {
             if json {
                 print_json(&body);
             } else {
-                print!("{}", control::show::text_body(&body));
+                print!("{}", control::show::isakmp_table(&body));
             }
         }
         ShowWhat::Counters { control, json } => {
@@ -137,7 +137,7 @@ fn show(what: ShowWhat) -> Result<(), String> {
             if json {
                 print_json(&body);
             } else {
-                print!("{}", control::show::text_body(&body));
+                print!("{}", control::show::peers_table(&body));
             }
         }
     }

@@ -78,6 +78,77 @@ pub fn counters_table(body: &serde_json::Value) -> String {
     format!("{header}\n{out}")
 }
 
+/// A JSON field as table text: strings bare, numbers as numbers, null/absent as `-`.
+fn field(row: &serde_json::Value, key: &str) -> String {
+    match row.get(key) {
+        None | Some(serde_json::Value::Null) => "-".to_string(),
+        Some(serde_json::Value::String(s)) => s.clone(),
+        Some(v) => v.to_string(),
+    }
+}
+
+fn rows(body: &serde_json::Value) -> Vec<serde_json::Value> {
+    body.as_array().cloned().unwrap_or_default()
+}
+
+/// `show isakmp`: one row per phase-1 SA (PROFILES.md: peer, cookies, state, transform,
+/// age/lifetime).
+pub fn isakmp_table(body: &serde_json::Value) -> String {
+    let rows = rows(body);
+    if rows.is_empty() {
+        return "no ISAKMP SAs\n".to_string();
+    }
+    let mut t = Table::new(&[
+        "POLICY",
+        "PEER",
+        "STATE",
+        "COOKIES (I/R)",
+        "TRANSFORM",
+        "SECONDS",
+        "CHILD-SAS",
+    ]);
+    for r in &rows {
+        let lifetime = match r.get("lifetime_seconds").and_then(|v| v.as_u64()) {
+            Some(l) => l.to_string(),
+            None => "unlimited".to_string(),
+        };
+        t.row(vec![
+            field(r, "policy"),
+            field(r, "peer"),
+            field(r, "state"),
+            format!(
+                "{}/{}",
+                field(r, "initiator_cookie"),
+                field(r, "responder_cookie")
+            ),
+            field(r, "transform"),
+            format!("{}/{lifetime}", field(r, "age_seconds")),
+            field(r, "child_sas"),
+        ]);
+    }
+    t.render()
+}
+
+/// `show peers`: one line per peer with the reason a tunnel is down.
+pub fn peers_table(body: &serde_json::Value) -> String {
+    let rows = rows(body);
+    if rows.is_empty() {
+        return "no peers configured\n".to_string();
+    }
+    let mut t = Table::new(&["POLICY", "TYPE", "PEER", "STATE", "CHILD-SAS", "LAST-ERROR"]);
+    for r in &rows {
+        t.row(vec![
+            field(r, "policy"),
+            field(r, "type"),
+            field(r, "peer"),
+            field(r, "state"),
+            field(r, "child_sas"),
+            field(r, "last_error"),
+        ]);
+    }
+    t.render()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +190,25 @@ mod tests {
             "IN  MANUAL ToBerne Tunnel no     192.0.2.2 -      1111    -       HMAC-SHA1 AES-CBC 128 3622/unlimited 19047/unlimited"
         );
         assert!(lines[2].starts_with("OUT MANUAL ToBerne Tunnel no     192.0.2.2 -      2222"));
+    }
+
+    #[test]
+    fn peer_and_isakmp_tables() {
+        let peers = serde_json::json!([{
+            "policy": "ToBerne", "type": "ISAKMP", "peer": "192.0.2.2:4500", "state": "failed",
+            "child_sas": 0, "last_error": "no proposal chosen: peer offered 3DES-MD5-modp1024"
+        }]);
+        let out = peers_table(&peers);
+        assert!(out.starts_with("POLICY  TYPE   PEER           STATE  CHILD-SAS LAST-ERROR\n"));
+        assert!(out.contains("ToBerne ISAKMP 192.0.2.2:4500 failed 0         no proposal chosen"));
+        let isakmp = serde_json::json!([{
+            "policy": "ToBerne", "peer": "192.0.2.2:4500", "state": "up",
+            "initiator_cookie": "b995464c0685713f", "responder_cookie": "bd20fc2fc391e632",
+            "transform": "AES128-SHA1-modp1024", "age_seconds": 12, "lifetime_seconds": 28800,
+            "child_sas": 1, "last_error": null
+        }]);
+        let out = isakmp_table(&isakmp);
+        assert!(out.contains("b995464c0685713f/bd20fc2fc391e632 AES128-SHA1-modp1024 12/28800"));
+        assert_eq!(isakmp_table(&serde_json::json!([])), "no ISAKMP SAs\n");
     }
 }
