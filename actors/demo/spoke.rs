@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 use ikehub::config::{NetworkSpec, ProtectedNetwork};
 use ikehub::esp::{DropReason, EncapOutcome, EncapParams, Received, SecurityAssociation};
 use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, PeerConfig};
+use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
 use rand::RngExt;
 use rand::rngs::StdRng;
 use tokio::sync::{Semaphore, watch};
@@ -286,7 +287,7 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
                     SpokeStats::add(&st.other_drops, 1);
                     continue;
                 }
-                if len >= 4 && data[..4] == [0; 4] {
+                if matches!(classify(data), UdpEncapPayload::Ike(_)) {
                     // Non-ESP marker (RFC 3948 §2.2): IKE after the float.
                     session.handle_datagram(now, SocketAddr::V4(from), true, data);
                     continue;

@@ -19,9 +19,6 @@
 use std::io;
 use std::os::fd::AsRawFd;
 
-/// The 4-byte non-ESP marker (RFC 3948 §2.2): zero where an ESP packet has its SPI.
-pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
-
 /// `SO_ATTACH_REUSEPORT_CBPF` (asm-generic/socket.h; libc only exports it for some arches).
 const SO_ATTACH_REUSEPORT_CBPF: libc::c_int = 51;
 

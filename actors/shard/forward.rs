@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
 use ikehub::wire::Ipv4Fragmenter;
+use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
 
 use super::{ClearFd, EspShard, Handoff, HandoffKind};
 use crate::io::{self, PacketBatch};
@@ -19,9 +20,6 @@ const ENCAP_BATCH: usize = 32;
 /// An upper bound of what encapsulation adds (outer IPv4 + UDP + AH + ESP header, IV,
 /// padding, ICVs): a cleartext packet within `path MTU - MAX_OVERHEAD` always fits.
 const MAX_OVERHEAD: usize = 20 + 8 + 28 + 8 + 16 + 17 + 16;
-
-/// RFC 3948 §2.2: a NAT-keepalive is a single 0xFF byte.
-const NAT_KEEPALIVE: u8 = 0xff;
 
 fn be32(b: &[u8]) -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]])
@@ -398,27 +396,29 @@ impl EspShard {
         len: usize,
     ) {
         let payload = &buf[start..start + len];
-        if len == 1 && payload[0] == NAT_KEEPALIVE {
-            self.counters.keepalives += 1;
-            return;
-        }
-        if len >= 4 && payload[..4] == [0; 4] {
-            // Non-ESP marker (RFC 3948 §2.2): IKE, for the IKE router.
-            self.counters.ike_datagrams += 1;
-            if let Some(ike) = &self.ike {
-                ike.do_send(crate::ike::IkeDatagram {
-                    local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
-                    from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
-                    nat_t: true,
-                    // With its non-ESP marker: the session checks and strips it.
-                    bytes: payload.to_vec(),
-                });
+        match classify(payload) {
+            UdpEncapPayload::Esp(_) => {}
+            UdpEncapPayload::Keepalive => {
+                self.counters.keepalives += 1;
+                return;
             }
-            return;
-        }
-        if len < 8 {
-            self.counters.unknown_spi += 1;
-            return;
+            UdpEncapPayload::Runt => {
+                self.counters.unknown_spi += 1;
+                return;
+            }
+            UdpEncapPayload::Ike(_) => {
+                self.counters.ike_datagrams += 1;
+                if let Some(ike) = &self.ike {
+                    ike.do_send(crate::ike::IkeDatagram {
+                        local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
+                        from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
+                        nat_t: true,
+                        // With its non-ESP marker: the session checks and strips it.
+                        bytes: payload.to_vec(),
+                    });
+                }
+                return;
+            }
         }
         let spi = be32(payload);
         let owner = self.owner(spi);

@@ -9,10 +9,8 @@ use crate::wire::isakmp::{KnownVendorId, Payload, vendor};
 use super::prf;
 use super::proposal::NatTVariant;
 
-/// RFC 3948 §2.2: IKE on port 4500 is preceded by four zero bytes.
-pub const NON_ESP_MARKER: [u8; 4] = [0; 4];
-/// RFC 3948 §2.3: a NAT-keepalive is the single byte 0xFF.
-pub const NAT_KEEPALIVE: [u8; 1] = [0xff];
+pub use crate::wire::udp_encap::{NAT_KEEPALIVE, NON_ESP_MARKER};
+use crate::wire::udp_encap::{UdpEncapPayload, classify};
 
 /// The NAT-T vendor IDs we send when nat-traversal is on: RFC 3947 and the drafts older peers
 /// look for.
@@ -153,14 +151,12 @@ fn ct(a: &[u8], b: &[u8]) -> bool {
 /// Strips the non-ESP marker of a datagram received on the NAT-T port. `None` for a
 /// NAT-keepalive or an ESP packet (which the daemon should not have handed over).
 pub(crate) fn strip_marker(bytes: &[u8]) -> Option<&[u8]> {
-    if bytes == NAT_KEEPALIVE {
-        return None;
-    }
-    match bytes.strip_prefix(&NON_ESP_MARKER[..]) {
-        Some(rest) => Some(rest),
+    match classify(bytes) {
+        UdpEncapPayload::Keepalive => None,
+        UdpEncapPayload::Ike(rest) => Some(rest),
         // Accept a datagram whose marker the daemon already removed: an ISAKMP header never
         // starts with a zero initiator cookie, so the two cannot be confused.
-        None => Some(bytes),
+        UdpEncapPayload::Esp(_) | UdpEncapPayload::Runt => Some(bytes),
     }
 }
 

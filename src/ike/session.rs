@@ -61,9 +61,7 @@ pub struct FirstMessageInfo {
 /// The cheap check the daemon runs on a datagram from an unknown peer before creating a
 /// responder session: header only, no DH, no allocation.
 pub fn peek_first_message(bytes: &[u8]) -> Result<FirstMessageInfo, IkeError> {
-    let bytes = bytes
-        .strip_prefix(&nat_t::NON_ESP_MARKER[..])
-        .unwrap_or(bytes);
+    let bytes = nat_t::strip_marker(bytes).unwrap_or(bytes);
     let h = peek_header(bytes).map_err(|e| IkeError::drop(format!("not ISAKMP: {e}")))?;
     if h.version() != crate::wire::isakmp::VERSION_1_0 {
         return Err(IkeError::drop(format!(

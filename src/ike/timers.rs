@@ -77,7 +77,7 @@ impl IkeSession {
             self.transmits.push_back(Transmit {
                 destination: self.peer,
                 source_port_nat_t: true,
-                bytes: nat_t::NAT_KEEPALIVE.to_vec(),
+                bytes: vec![nat_t::NAT_KEEPALIVE],
             });
             self.keepalive_at = Some(t + self.config.nat.keepalive_interval);
         }

@@ -15,6 +15,7 @@ pub mod ip;
 pub mod ipv4;
 pub mod isakmp;
 pub mod udp;
+pub mod udp_encap;
 
 #[cfg(test)]
 mod tests;

@@ -110,16 +110,3 @@ impl Codec for Message {
 pub fn peek_header(bytes: &[u8]) -> Result<HeaderView<&[u8]>, DecodeError> {
     HeaderView::new_checked(bytes)
 }
-
-/// Length of the non-ESP marker before IKE messages on the NAT-T port (RFC 3948 §2.2).
-pub const NON_ESP_MARKER_LEN: usize = 4;
-
-/// The IKE message inside a UDP 4500 datagram: what follows the four zero bytes of the non-ESP
-/// marker (RFC 3947 §4, RFC 3948 §2.2). `None` for ESP-in-UDP (a non-zero SPI where the marker
-/// would be) and for NAT keepalives (a single 0xff byte, RFC 3948 §2.3).
-pub fn strip_non_esp_marker(datagram: &[u8]) -> Option<&[u8]> {
-    match datagram.split_first_chunk::<NON_ESP_MARKER_LEN>() {
-        Some(([0, 0, 0, 0], ike)) => Some(ike),
-        _ => None,
-    }
-}

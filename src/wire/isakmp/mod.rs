@@ -32,7 +32,7 @@ mod tests;
 pub use codec::{Codec, LengthPatch, LengthWidth, Reader};
 pub use header::{Flags, HEADER_LEN, Header, HeaderView, VERSION_1_0};
 pub use id::{IdValue, Identification};
-pub use message::{Body, Message, NON_ESP_MARKER_LEN, peek_header, strip_non_esp_marker};
+pub use message::{Body, Message, peek_header};
 pub use payload::{
     Delete, GENERIC_HEADER_LEN, NatOa, Notification, Payload, RawPayload, decode_payloads,
     decode_payloads_padded, encode_payloads, encode_payloads_into, split_payloads,

@@ -746,7 +746,9 @@ fn error_messages_read_well() {
 fn non_esp_marker() {
     let m = main_mode_1_bytes();
     let on_4500 = [&[0u8; 4][..], &m].concat();
-    assert_eq!(strip_non_esp_marker(&on_4500), Some(&m[..]));
-    assert_eq!(strip_non_esp_marker(&[0xff]), None);
-    assert_eq!(strip_non_esp_marker(&[0, 0, 0x10, 0x01, 0, 0, 0, 1]), None);
+    // A real main-mode message behind the marker is told apart from ESP on port 4500.
+    assert_eq!(
+        crate::wire::udp_encap::classify(&on_4500),
+        crate::wire::udp_encap::UdpEncapPayload::Ike(&m[..])
+    );
 }
