@@ -9,10 +9,13 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+#[cfg(test)]
 /// Packets per batch the shard uses unless told otherwise.
 pub const DEFAULT_BATCH: usize = 64;
+#[cfg(test)]
 /// Bytes per slot (headroom included).
 pub const DEFAULT_SLOT_SIZE: usize = 2048;
+#[cfg(test)]
 /// Room in front of each packet: outer IPv4 (20) + UDP (8) + AH (12 + 32 ICV) + ESP (8) + IV
 /// (16) is 96 bytes, rounded up.
 pub const DEFAULT_HEADROOM: usize = 128;
@@ -94,6 +97,7 @@ impl PacketBatch {
         }
     }
 
+    #[cfg(test)]
     /// [`DEFAULT_BATCH`] slots of [`DEFAULT_SLOT_SIZE`] bytes with [`DEFAULT_HEADROOM`].
     pub fn with_defaults() -> Self {
         Self::new(DEFAULT_BATCH, DEFAULT_SLOT_SIZE, DEFAULT_HEADROOM)
@@ -112,16 +116,6 @@ impl PacketBatch {
     /// True when every slot holds a packet.
     pub fn is_full(&self) -> bool {
         self.len == self.slots.len()
-    }
-
-    /// Number of slots.
-    pub fn capacity(&self) -> usize {
-        self.slots.len()
-    }
-
-    /// Bytes per slot, headroom included.
-    pub fn slot_size(&self) -> usize {
-        self.slot_size
     }
 
     /// Bytes kept free in front of each received packet.
@@ -155,13 +149,6 @@ impl PacketBatch {
         &self.buf[base + s.start..base + s.start + s.len]
     }
 
-    /// Packet `i`, writable in place.
-    pub fn packet_mut(&mut self, i: usize) -> &mut [u8] {
-        let s = *self.slot(i);
-        let base = i * self.slot_size;
-        &mut self.buf[base + s.start..base + s.start + s.len]
-    }
-
     /// Source (after a receive) or destination (before a UDP send) of packet `i`.
     pub fn addr(&self, i: usize) -> Option<SocketAddr> {
         self.slot(i).addr
@@ -174,16 +161,19 @@ impl PacketBatch {
         self.slot_mut(i).addr = addr;
     }
 
+    #[cfg(test)]
     /// Whether packet `i` was cut short because it did not fit the slot.
     pub fn is_truncated(&self, i: usize) -> bool {
         self.slot(i).truncated
     }
 
+    #[cfg(test)]
     /// Offset of packet `i` inside its slot: how many bytes can still be prepended.
     pub fn front_room(&self, i: usize) -> usize {
         self.slot(i).start
     }
 
+    #[cfg(test)]
     /// Bytes that can still be appended behind packet `i`.
     pub fn tail_room(&self, i: usize) -> usize {
         let s = self.slot(i);
@@ -229,6 +219,7 @@ impl PacketBatch {
         s.len = len;
     }
 
+    #[cfg(test)]
     /// Grows packet `i` by `n` bytes at the front (into the headroom) and returns those bytes
     /// for the caller to fill; `None` when the headroom is too small.
     pub fn prepend(&mut self, i: usize, n: usize) -> Option<&mut [u8]> {
@@ -253,6 +244,7 @@ impl PacketBatch {
         Some(&mut self.buf[base..base + n])
     }
 
+    #[cfg(test)]
     /// Drops `n` bytes from the front of packet `i` (e.g. the outer IP header after a raw
     /// receive); the freed bytes become headroom.
     pub fn advance(&mut self, i: usize, n: usize) {
@@ -261,6 +253,7 @@ impl PacketBatch {
         self.set_bounds(i, s.start + n, s.len - n);
     }
 
+    #[cfg(test)]
     /// Shortens packet `i` to `len` bytes (no-op when already shorter).
     pub fn truncate(&mut self, i: usize, len: usize) {
         let s = self.slot_mut(i);
@@ -326,6 +319,7 @@ impl PacketBatch {
         self.len = w;
     }
 
+    #[cfg(test)]
     /// Iterates over `(packet, addr)` of the packets held.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Option<SocketAddr>)> + '_ {
         (0..self.len).map(|i| (self.packet(i), self.addr(i)))
@@ -466,7 +460,6 @@ impl PacketBatch {
                         ))
                     })
                 }
-                Dest::Connected => None,
             };
             let namelen = match addr {
                 Some(a) => std_to_sockaddr(a, &mut self.scratch.names[k]),
@@ -510,8 +503,6 @@ pub(super) enum Dest {
     SlotAddr,
     /// Bytes 16..20 of the packet (a complete IPv4 packet for an `IPPROTO_RAW` socket).
     Ipv4HeaderDst,
-    /// No address: the socket is connected.
-    Connected,
 }
 
 /// A sink that takes packets `from..len()` of a batch and reports how many it took.
@@ -520,14 +511,6 @@ pub trait BatchSend {
     /// how many were taken. Like `sendmmsg`, an error on the first packet is returned as
     /// `Err`, an error on a later one ends the call early with `Ok(count before it)`.
     fn send_from(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize>;
-}
-
-/// A source that appends packets to a batch.
-pub trait BatchRecv {
-    /// Appends packets to `batch` until it is full or nothing more is waiting. Returns how
-    /// many arrived; `Err(WouldBlock)` when none did, so `AsyncFd::try_io` clears readiness.
-    /// `Ok(0)` means the batch was already full (drain it first, readiness is kept).
-    fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize>;
 }
 
 /// Sends packets `*cursor..batch.len()` through `sink`, advancing `*cursor`.

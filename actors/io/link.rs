@@ -75,6 +75,7 @@ pub fn interface_index_on(sock: &impl AsRawFd, name: &str) -> io::Result<u32> {
     Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
 }
 
+#[cfg(test)]
 /// Interface index of `name` (`if_nametoindex`).
 pub fn interface_index(name: &str) -> io::Result<u32> {
     interface_index_on(&ioctl_socket()?, name)
@@ -95,6 +96,7 @@ pub fn interface_mtu(name: &str) -> io::Result<u32> {
     Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
 }
 
+#[cfg(test)]
 /// Sets the device MTU of interface `name` (`SIOCSIFMTU`, needs CAP_NET_ADMIN).
 pub fn set_interface_mtu(name: &str, mtu: u32) -> io::Result<()> {
     let mut req = ifreq(name)?;
@@ -108,6 +110,7 @@ pub fn set_interface_mtu(name: &str, mtu: u32) -> io::Result<()> {
     )
 }
 
+#[cfg(test)]
 /// Brings interface `name` up (`IFF_UP`, needs CAP_NET_ADMIN).
 pub fn set_interface_up(name: &str) -> io::Result<()> {
     let sock = ioctl_socket()?;

@@ -6,7 +6,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixDatagram;
 
-use super::batch::{BatchRecv, PacketBatch};
+use super::batch::PacketBatch;
 
 /// One end of an in-memory cleartext link.
 pub struct MemoryPort {
@@ -64,12 +64,6 @@ impl MemoryPort {
 impl AsRawFd for MemoryPort {
     fn as_raw_fd(&self) -> RawFd {
         self.sock.as_raw_fd()
-    }
-}
-
-impl BatchRecv for MemoryPort {
-    fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
-        MemoryPort::recv_batch(self, batch)
     }
 }
 

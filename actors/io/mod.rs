@@ -18,7 +18,6 @@
 //!
 //! Every [`BatchSend`] has `sendmmsg` semantics: an error on the first packet is an `Err`,
 //! an error on a later one ends the call early with the count before it.
-#![allow(dead_code, unused_imports)]
 
 pub mod batch;
 pub mod bpf;
@@ -32,14 +31,12 @@ pub mod udp;
 #[cfg(test)]
 mod testns;
 
-pub use batch::{BatchRecv, BatchSend, PacketBatch, send_all};
+pub use batch::{PacketBatch, send_all};
 pub use bpf::{IpsecProto, spi_shard};
-pub use link::{
-    interface_index, interface_mtu, mtu_of_address, set_interface_mtu, set_interface_up,
-};
+pub use link::mtu_of_address;
 pub use memory::MemoryPort;
 pub use raw::{RawReceiver, RawSender, Share};
-pub use route::{Ipv4Route, Netlink, RouteError, RouteGuard};
+pub use route::{Ipv4Route, RouteError, RouteGuard};
 pub use tun::{TunConfig, TunDevice, TunQueue};
 pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};
 

@@ -12,12 +12,15 @@
 //! DF bit says, so the caller must fragment before sending (verified in the tests below).
 
 use std::io;
+#[cfg(test)]
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
-use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+#[cfg(test)]
+use socket2::SockAddr;
+use socket2::{Domain, Protocol, Socket, Type};
 
-use super::batch::{BatchRecv, BatchSend, Dest, PacketBatch};
+use super::batch::{BatchSend, Dest, PacketBatch};
 use super::bpf::{self, IpsecProto};
 
 /// Which share of the SPI space a raw receiver takes.
@@ -35,7 +38,6 @@ pub struct Share {
 #[derive(Debug)]
 pub struct RawReceiver {
     sock: Socket,
-    proto: IpsecProto,
 }
 
 impl RawReceiver {
@@ -58,7 +60,7 @@ impl RawReceiver {
             sock.bind_device(Some(dev.as_bytes()))
                 .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
         }
-        let this = Self { sock, proto };
+        let this = Self { sock };
         if let Some(s) = share.filter(|s| s.shards > 1) {
             if s.shard >= s.shards {
                 return Err(io::Error::new(
@@ -74,11 +76,6 @@ impl RawReceiver {
         Ok(this)
     }
 
-    /// The protocol this socket receives.
-    pub fn proto(&self) -> IpsecProto {
-        self.proto
-    }
-
     /// `recvmmsg` into the free slots of `batch`; each packet starts with its IPv4 header
     /// (use [`PacketBatch::advance`] with `4 * (p[0] & 0xf)` to skip it).
     pub fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
@@ -88,12 +85,6 @@ impl RawReceiver {
                 r => return r,
             }
         }
-    }
-}
-
-impl BatchRecv for RawReceiver {
-    fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
-        RawReceiver::recv_batch(self, batch)
     }
 }
 
@@ -119,6 +110,7 @@ impl RawSender {
         Ok(Self { sock })
     }
 
+    #[cfg(test)]
     /// Sends one complete IPv4 packet to the destination in its header.
     pub fn send(&self, packet: &[u8]) -> io::Result<usize> {
         let dst = ipv4_dst(packet)?;
@@ -139,6 +131,7 @@ impl BatchSend for RawSender {
     }
 }
 
+#[cfg(test)]
 fn ipv4_dst(p: &[u8]) -> io::Result<SocketAddr> {
     if p.len() < 20 || p[0] >> 4 != 4 {
         return Err(io::Error::new(
@@ -205,7 +198,7 @@ mod tests {
     }
 
     /// Collects SPIs from `rx` until `want` arrived, then waits a little for extras.
-    fn collect(rx: &RawReceiver, want: usize) -> Vec<u32> {
+    fn collect(rx: &RawReceiver, proto: IpsecProto, want: usize) -> Vec<u32> {
         let mut b = PacketBatch::with_defaults();
         let mut spis = Vec::new();
         let mut deadline = Instant::now() + Duration::from_secs(2);
@@ -213,7 +206,7 @@ mod tests {
         loop {
             b.clear();
             match rx.recv_batch(&mut b) {
-                Ok(_) => spis.extend(b.iter().map(|(p, _)| spi_of(rx.proto(), p))),
+                Ok(_) => spis.extend(b.iter().map(|(p, _)| spi_of(proto, p))),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     std::thread::sleep(Duration::from_millis(2))
                 }
@@ -290,10 +283,14 @@ mod tests {
                     .copied()
                     .filter(|s| s % n == k as u32)
                     .collect();
-                assert_eq!(collect(rx, want.len()), want, "ESP shard {k} of {n}");
+                assert_eq!(
+                    collect(rx, IpsecProto::Esp, want.len()),
+                    want,
+                    "ESP shard {k} of {n}"
+                );
             }
             assert_eq!(
-                collect(&esp_all, esp_spis.len()),
+                collect(&esp_all, IpsecProto::Esp, esp_spis.len()),
                 esp_spis,
                 "unfiltered socket sees all"
             );
@@ -303,7 +300,11 @@ mod tests {
                     .copied()
                     .filter(|s| s % 2 == k as u32)
                     .collect();
-                assert_eq!(collect(rx, want.len()), want, "AH shard {k} of 2");
+                assert_eq!(
+                    collect(rx, IpsecProto::Ah, want.len()),
+                    want,
+                    "AH shard {k} of 2"
+                );
             }
         });
     }
@@ -338,7 +339,7 @@ mod tests {
             })
             .unwrap();
             assert_eq!(dropped, vec![(1, Some(libc::EMSGSIZE))]);
-            assert_eq!(collect(&rx, 3), vec![8, 1, 3]);
+            assert_eq!(collect(&rx, IpsecProto::Esp, 3), vec![8, 1, 3]);
         });
     }
 

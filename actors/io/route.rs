@@ -446,6 +446,7 @@ impl RouteGuard {
         }
     }
 
+    #[cfg(test)]
     /// Routes currently installed through this guard, in installation order.
     pub fn installed(&self) -> &[Ipv4Route] {
         &self.installed

@@ -12,7 +12,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use tun_rs::{DeviceBuilder, SyncDevice};
 
-use super::batch::{BatchRecv, BatchSend, PacketBatch};
+use super::batch::{BatchSend, PacketBatch};
 
 /// How to create (or attach to) the TUN device.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -31,7 +31,6 @@ pub struct TunConfig {
 /// [`into_queues`](Self::into_queues); the device lives as long as any queue does.
 #[derive(Debug)]
 pub struct TunDevice {
-    name: String,
     queues: Vec<TunQueue>,
 }
 
@@ -62,7 +61,6 @@ impl TunDevice {
         }
         let first = builder.build_sync().map_err(|e| ctx(e, "creating"))?;
         let mut dev = Self {
-            name: config.name.clone(),
             queues: Vec::with_capacity(config.queues),
         };
         dev.queues
@@ -85,11 +83,7 @@ impl TunDevice {
         Ok(index)
     }
 
-    /// Interface name.
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
+    #[cfg(test)]
     /// The queues, index `k` for shard `k`.
     pub fn queues(&self) -> &[TunQueue] {
         &self.queues
@@ -121,11 +115,6 @@ impl TunQueue {
     fn new(dev: SyncDevice, index: usize) -> io::Result<Self> {
         dev.set_nonblocking(true)?;
         Ok(Self { dev, index })
-    }
-
-    /// Queue number on the device.
-    pub fn index(&self) -> usize {
-        self.index
     }
 
     /// Reads packets into the free slots of `batch` (one `read` each) until the batch is
@@ -164,12 +153,6 @@ impl TunQueue {
             }
         }
         Ok(n)
-    }
-}
-
-impl BatchRecv for TunQueue {
-    fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
-        TunQueue::recv_batch(self, batch)
     }
 }
 

@@ -10,7 +10,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::batch::{BatchRecv, BatchSend, Dest, PacketBatch};
+use super::batch::{BatchSend, Dest, PacketBatch};
 use super::bpf;
 
 /// Path-MTU discovery mode of a socket (`IP_MTU_DISCOVER`, ip(7)).
@@ -18,23 +18,18 @@ use super::bpf;
 pub enum PmtuDisc {
     /// Never set DF; the kernel fragments (`IP_PMTUDISC_DONT`).
     Dont,
-    /// Per-route PMTU discovery (`IP_PMTUDISC_WANT`).
-    Want,
     /// Always set DF; datagrams larger than the known path MTU fail with EMSGSIZE
-    /// (`IP_PMTUDISC_DO`).
+    /// (`IP_PMTUDISC_DO`). Only the tests need it (the shards always let the kernel fragment).
+    #[cfg(test)]
     Do,
-    /// Set DF but ignore the learned path MTU, only the device MTU limits
-    /// (`IP_PMTUDISC_PROBE`).
-    Probe,
 }
 
 impl PmtuDisc {
     fn raw(self) -> libc::c_int {
         match self {
             PmtuDisc::Dont => libc::IP_PMTUDISC_DONT,
-            PmtuDisc::Want => libc::IP_PMTUDISC_WANT,
+            #[cfg(test)]
             PmtuDisc::Do => libc::IP_PMTUDISC_DO,
-            PmtuDisc::Probe => libc::IP_PMTUDISC_PROBE,
         }
     }
 }
@@ -135,12 +130,6 @@ impl UdpBatchSocket {
         )
     }
 
-    /// The path MTU the kernel currently knows for the connected peer (`IP_MTU`); only
-    /// meaningful on a connected socket.
-    pub fn path_mtu(&self) -> io::Result<u32> {
-        getsockopt_int(self.as_raw_fd(), libc::IPPROTO_IP, libc::IP_MTU).map(|v| v as u32)
-    }
-
     /// Installs the reuseport program that steers IKE (non-ESP marker) to socket 0 and ESP
     /// to socket `SPI % shards` of this socket's group; call once, after the whole group is
     /// bound (see [`bpf`] for the exact semantics).
@@ -149,25 +138,10 @@ impl UdpBatchSocket {
             .map_err(|e| context(e, format_args!("SO_ATTACH_REUSEPORT_CBPF")))
     }
 
+    #[cfg(test)]
     /// Sends one datagram (IKE and other control traffic).
     pub fn send_to(&self, buf: &[u8], dst: SocketAddr) -> io::Result<usize> {
         self.sock.send_to(buf, &SockAddr::from(dst))
-    }
-
-    /// Receives one datagram (control traffic, tests).
-    pub fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
-        // SAFETY: `[u8]` and `[MaybeUninit<u8>]` have the same layout; recv only writes.
-        let uninit = unsafe {
-            std::slice::from_raw_parts_mut(
-                buf.as_mut_ptr().cast::<std::mem::MaybeUninit<u8>>(),
-                buf.len(),
-            )
-        };
-        let (n, from) = self.sock.recv_from(uninit)?;
-        let from = from
-            .as_socket()
-            .ok_or_else(|| io::Error::other("datagram from a non-IP address"))?;
-        Ok((n, from))
     }
 
     /// `recvmmsg` into the free slots of `batch`: each packet's address is its source.
@@ -184,12 +158,6 @@ impl UdpBatchSocket {
     /// many the kernel took; use [`send_all`](super::send_all) for the retry/drop rules.
     pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
         batch.sendmmsg(self.as_raw_fd(), from, Dest::SlotAddr)
-    }
-}
-
-impl BatchRecv for UdpBatchSocket {
-    fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
-        UdpBatchSocket::recv_batch(self, batch)
     }
 }
 
@@ -231,30 +199,6 @@ pub(super) fn setsockopt_int(
         Err(io::Error::last_os_error())
     } else {
         Ok(())
-    }
-}
-
-pub(super) fn getsockopt_int(
-    fd: RawFd,
-    level: libc::c_int,
-    opt: libc::c_int,
-) -> io::Result<libc::c_int> {
-    let mut val: libc::c_int = 0;
-    let mut len = size_of::<libc::c_int>() as libc::socklen_t;
-    // SAFETY: passes a pointer to a live c_int and its size.
-    let rc = unsafe {
-        libc::getsockopt(
-            fd,
-            level,
-            opt,
-            (&mut val as *mut libc::c_int).cast(),
-            &mut len,
-        )
-    };
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(val)
     }
 }
 

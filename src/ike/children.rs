@@ -10,7 +10,7 @@
 //! A responder cannot tell a re-key from a new child in IKEv1; a new pair with the same
 //! selectors as an installed one that has no successor yet is taken as its re-key.
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::debug;
 
@@ -224,10 +224,5 @@ impl IkeSession {
             debug!("child {spis:?}: soft lifetime, re-keying");
             self.start_quick_mode(now, network, Some(spis));
         }
-    }
-
-    #[allow(dead_code)]
-    pub(crate) fn grace(&self) -> Duration {
-        self.config.rekey.grace
     }
 }

@@ -2,7 +2,7 @@
 //! networks (RFC 2407 §4.6.2: host, subnet, range) and the responder's check of what the
 //! initiator proposed.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 
 use crate::config::{NetworkSpec, ProtectedNetwork};
 use crate::wire::isakmp::{IdValue, Identification};
@@ -78,14 +78,6 @@ pub(crate) fn describe(nets: &[ProtectedNetwork]) -> String {
         .map(|p| format!("{} <-> {}", p.local, p.remote))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-#[allow(dead_code)]
-pub(crate) fn v4(a: IpAddr) -> Option<Ipv4Addr> {
-    match a {
-        IpAddr::V4(a) => Some(a),
-        IpAddr::V6(_) => None,
-    }
 }
 
 #[cfg(test)]
