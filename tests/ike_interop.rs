@@ -1048,6 +1048,10 @@ fn harness_strongswan_pair_dissects_cleanly() {
         sent[0].malformed && !sent[0].warnings().is_empty(),
         "{sent:#?}"
     );
+    // The strongSwan harness's decoder (used by the two-daemon tests) catches it too.
+    let wire = common::strongswan::decode_ike_wire(&file);
+    assert_eq!(wire.len(), 1, "{wire:#?}");
+    assert!(wire[0].malformed, "{wire:#?}");
 }
 
 // ----- no root needed -------------------------------------------------------------------------

@@ -1184,6 +1184,7 @@ pub fn decode_ike_wire(pcap: &Path) -> Vec<IkeWirePacket> {
         "udp.length",
         "frame.protocols",
         "_ws.expert.message",
+        "_ws.malformed",
     ];
     let mut cmd = Command::new("tshark");
     // An empty personal config dir: the user's Wireshark preferences do not matter.
@@ -1245,7 +1246,9 @@ fn parse_wire_line(line: &str) -> IkeWirePacket {
             && first_num(6).is_none()
             && esp_spi.is_none()
             && col(11).contains("udpencap"),
-        malformed: col(11).contains("malformed"),
+        // tshark 4.0 does not list "malformed" in frame.protocols; the _ws.malformed field is
+        // what is set on a malformed packet.
+        malformed: !col(13).is_empty() || col(11).contains("malformed"),
         expert: all(12).iter().map(|s| s.to_string()).collect(),
     }
 }
