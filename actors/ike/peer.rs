@@ -109,7 +109,6 @@ pub struct PeerActor {
     keep_policy: bool,
     /// The policy's protected networks: what an initiation asks child SAs for.
     networks: Vec<ProtectedNetwork>,
-    had_input: bool,
     /// Inbound packets last seen per child (by inbound SPI), to tell the session about traffic.
     seen_packets: BTreeMap<u32, u64>,
     /// Told to the router before this actor goes: it stopped cleanly and cleaned up.
@@ -164,7 +163,6 @@ impl PeerActor {
             failed: false,
             keep_policy,
             networks,
-            had_input: false,
             seen_packets: BTreeMap::new(),
             clean_stop,
             claims,
@@ -388,8 +386,7 @@ impl PeerActor {
                 warn!("cannot send IKE to {}: {e}", t.destination);
             }
         }
-        // A responder session is empty until its first datagram is handled.
-        if self.session.is_closed() && self.had_input {
+        if self.session.is_closed() {
             ctx.stop();
             return;
         }
@@ -536,7 +533,6 @@ impl Handler<Usage> for PeerActor {
 impl Handler<IkeDatagram> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: IkeDatagram, ctx: &mut Context<Self>) {
-        self.had_input = true;
         self.session
             .handle_datagram(Instant::now(), msg.from, msg.nat_t, &msg.bytes);
         self.drive(ctx);
@@ -546,7 +542,6 @@ impl Handler<IkeDatagram> for PeerActor {
 impl Handler<Initiate> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Initiate, ctx: &mut Context<Self>) {
-        self.had_input = true;
         let now = Instant::now();
         for network in self.networks.clone() {
             self.session.initiate_child(now, ChildRequest { network });
@@ -558,7 +553,6 @@ impl Handler<Initiate> for PeerActor {
 impl Handler<Terminate> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Terminate, ctx: &mut Context<Self>) {
-        self.had_input = true;
         self.session.delete_all(Instant::now());
         self.failed = false;
         self.drive(ctx);

@@ -130,6 +130,9 @@ pub struct IkeSession {
     /// An ISAKMP SA existed before (INITIAL-CONTACT only on first contact).
     pub(crate) had_isakmp: bool,
     pub(crate) closed: bool,
+    /// An input was handled or an exchange started: only from then on can an empty session be
+    /// said to be over (a fresh responder is empty until its first datagram).
+    pub(crate) had_input: bool,
 }
 
 impl std::fmt::Debug for IkeSession {
@@ -172,6 +175,7 @@ impl IkeSession {
             events: VecDeque::new(),
             had_isakmp: false,
             closed: false,
+            had_input: false,
         }
     }
 
@@ -191,7 +195,7 @@ impl IkeSession {
     }
 
     /// A session for a peer whose main-mode message 1 just arrived (pass it to
-    /// `handle_datagram` next). Create it only after `peek_first_message` and the policy's
+    /// `handle_datagram` next; until then the session is not closed, only empty). Create it only after `peek_first_message` and the policy's
     /// address check: the first message costs no DH, message 3 does.
     pub fn new_responder(
         config: Arc<PeerConfig>,
@@ -219,7 +223,8 @@ impl IkeSession {
     /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
     pub fn is_closed(&self) -> bool {
         self.closed
-            || (self.main_modes.is_empty()
+            || (self.had_input
+                && self.main_modes.is_empty()
                 && self.isakmp.is_empty()
                 && self.quick_modes.is_empty()
                 && self.children.is_empty()
@@ -295,6 +300,7 @@ impl IkeSession {
     }
 
     pub(crate) fn start_main_mode(&mut self, now: Instant, rekey: bool) {
+        self.had_input = true;
         let config = Arc::clone(&self.config);
         let ic = !self.had_isakmp;
         let mut ctx = Ctx {
@@ -321,6 +327,7 @@ impl IkeSession {
         if self.closed {
             return;
         }
+        self.had_input = true;
         let busy = self
             .children
             .iter()
@@ -425,6 +432,7 @@ impl IkeSession {
         if self.closed {
             return;
         }
+        self.had_input = true;
         let bytes = if to_port_is_nat_t {
             match nat_t::strip_marker(bytes) {
                 Some(b) => b,
