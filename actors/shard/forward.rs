@@ -4,6 +4,7 @@
 
 use std::io::ErrorKind;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
 use std::time::Instant;
 
 use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
@@ -642,11 +643,12 @@ impl EspShard {
             return;
         };
         let now = Instant::now();
-        if let Some(t) = self.last_acquire.get(&policy)
+        if let Some(t) = self.last_acquire.get(policy)
             && now.duration_since(*t) < std::time::Duration::from_secs(1)
         {
             return;
         }
+        let policy: Arc<str> = Arc::from(policy);
         self.last_acquire.insert(policy.clone(), now);
         recipient.do_send(crate::ike::Acquire { policy, src, dst });
     }
