@@ -21,16 +21,8 @@ const REMOTE: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 1);
 fn inner_packet(len: usize) -> Vec<u8> {
     let mut buf = vec![0u8; len];
     Ipv4Repr {
-        src_addr: LAN,
-        dst_addr: REMOTE,
-        protocol: IpProtocol::UDP,
-        payload_len: len - 20,
-        ttl: 64,
-        tos: 0,
-        ident: 1,
         dont_frag: true,
-        more_frags: false,
-        frag_offset: 0,
+        ..Ipv4Repr::new(LAN, REMOTE, IpProtocol::UDP, len - 20)
     }
     .emit(&mut buf[..20])
     .expect("20-byte header fits");

@@ -17,16 +17,9 @@ pub fn udp_datagram(
     let total_len = total_len.clamp(28, buf.len());
     let payload_len = total_len - 28;
     let ip = Ipv4Repr {
-        src_addr: src,
-        dst_addr: dst,
-        protocol: IpProtocol::UDP,
-        payload_len: payload_len + 8,
-        ttl: 64,
-        tos: 0,
         ident: tag as u16,
         dont_frag: true,
-        more_frags: false,
-        frag_offset: 0,
+        ..Ipv4Repr::new(src, dst, IpProtocol::UDP, payload_len + 8)
     };
     let _ = ip.emit(&mut buf[..20]);
     let udp = UdpRepr {

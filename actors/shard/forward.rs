@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
+use ikehub::spd::spi_of;
 use ikehub::wire::Ipv4Fragmenter;
 use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
 
@@ -21,10 +22,6 @@ const ENCAP_BATCH: usize = 32;
 /// An upper bound of what encapsulation adds (outer IPv4 + UDP + AH + ESP header, IV,
 /// padding, ICVs): a cleartext packet within `path MTU - MAX_OVERHEAD` always fits.
 const MAX_OVERHEAD: usize = 20 + 8 + 28 + 8 + 16 + 17 + 16;
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
 
 fn push_handoff(buf: &mut Vec<u8>, pkt: &[u8]) {
     buf.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
@@ -421,7 +418,10 @@ impl EspShard {
                 return;
             }
         }
-        let spi = be32(payload);
+        let Some(spi) = spi_of(payload) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
         let owner = self.owner(spi);
         if owner != self.index {
             self.counters.handed_over += 1;
@@ -491,7 +491,10 @@ impl EspShard {
             self.counters.unknown_spi += 1;
             return;
         }
-        let spi = be32(&pkt[at..]);
+        let Some(spi) = spi_of(&pkt[at..]) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
         let owner = self.owner(spi);
         if owner != self.index {
             self.counters.handed_over += 1;

@@ -255,19 +255,8 @@ impl SecurityAssociation {
                 if ip_hdr_len > 0 {
                     packet.copy_within(0..hl, at);
                 } else {
-                    crate::wire::Ipv4Repr {
-                        src_addr: outer_src,
-                        dst_addr: outer_dst,
-                        protocol: next,
-                        payload_len: body,
-                        ttl: 64,
-                        tos: 0,
-                        ident: 0,
-                        dont_frag: false,
-                        more_frags: false,
-                        frag_offset: 0,
-                    }
-                    .emit(&mut packet[at..])?;
+                    crate::wire::Ipv4Repr::new(outer_src, outer_dst, next, body)
+                        .emit(&mut packet[at..])?;
                 }
                 let mut ip = Ipv4Packet::new_unchecked(&mut packet[at..at + hl]);
                 ip.set_protocol(next);

@@ -141,18 +141,12 @@ pub fn build_frag_needed(
         .min(MAX_ERROR_LEN - ipv4::HEADER_LEN - HEADER_LEN)
         .max(orig.header_len());
     let quote = &original[..quote_len];
-    let ip = Ipv4Repr {
-        src_addr: source,
-        dst_addr: orig.src_addr(),
-        protocol: IpProtocol::ICMP,
-        payload_len: HEADER_LEN + quote_len,
-        ttl: 64,
-        tos: 0,
-        ident: 0,
-        dont_frag: false,
-        more_frags: false,
-        frag_offset: 0,
-    };
+    let ip = Ipv4Repr::new(
+        source,
+        orig.src_addr(),
+        IpProtocol::ICMP,
+        HEADER_LEN + quote_len,
+    );
     let total = ip.buffer_len() + HEADER_LEN + quote_len;
     if out.len() < total {
         return Err(Error::BufferTooSmall);

@@ -249,6 +249,28 @@ pub struct Ipv4Repr {
 }
 
 impl Ipv4Repr {
+    /// A header we originate: TTL 64, no DSCP, ID 0, not fragmented, DF clear. Set the other
+    /// fields with struct-update syntax where they differ.
+    pub fn new(
+        src_addr: Ipv4Addr,
+        dst_addr: Ipv4Addr,
+        protocol: IpProtocol,
+        payload_len: usize,
+    ) -> Self {
+        Self {
+            src_addr,
+            dst_addr,
+            protocol,
+            payload_len,
+            ttl: 64,
+            tos: 0,
+            ident: 0,
+            dont_frag: false,
+            more_frags: false,
+            frag_offset: 0,
+        }
+    }
+
     /// Parses a checked packet; `verify_checksum` rejects a header whose checksum is wrong.
     pub fn parse<T: AsRef<[u8]>>(p: &Ipv4Packet<T>, verify_checksum: bool) -> Result<Self> {
         p.check_len()?;
