@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ikehub::config::{
-    EspTransform, HashAlgorithm, Initiate, IpsecTransform, IsakmpTransform, KeyBytes, Mode,
-    NetworkSpec, ProtectedNetwork,
+    HashAlgorithm, Initiate, IpsecTransform, IsakmpTransform, KeyBytes, NetworkSpec,
+    ProtectedNetwork,
 };
 use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
 use ikehub::ike::config::NatConfig;
@@ -25,25 +25,17 @@ fn config(group: u16, initiator: bool) -> PeerConfig {
     PeerConfig {
         policy: "bench".into(),
         preshared_key: KeyBytes(b"bench pre-shared key".to_vec()),
-        isakmp_transforms: vec![Arc::new(IsakmpTransform {
-            name: "p1".into(),
-            encryption: EncrAlgorithm::AesCbc128,
-            hash: HashAlgorithm::Sha1,
-            dh_group: group,
-            lifetime_seconds: 28800,
-        })],
-        ipsec_transforms: vec![Arc::new(IpsecTransform {
-            name: "p2".into(),
-            esp: Some(EspTransform {
-                encryption: EncrAlgorithm::AesCbc128,
-                authentication: AuthAlgorithm::HmacSha1,
-            }),
-            ah: None,
-            mode: Mode::Tunnel,
-            lifetime_seconds: 3600,
-            lifetime_kilobytes: 0,
-            replay_window: None,
-        })],
+        isakmp_transforms: vec![Arc::new(IsakmpTransform::new(
+            "p1",
+            EncrAlgorithm::AesCbc128,
+            HashAlgorithm::Sha1,
+            group,
+        ))],
+        ipsec_transforms: vec![Arc::new(IpsecTransform::esp(
+            "p2",
+            EncrAlgorithm::AesCbc128,
+            AuthAlgorithm::HmacSha1,
+        ))],
         pfs_group: None,
         initiate: if initiator {
             Initiate::Permanent

@@ -9,8 +9,8 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use ikehub::config::{
-    EspTransform, HashAlgorithm, Initiate, Interface, IpsecTransform, IsakmpPolicy,
-    IsakmpTransform, KeyBytes, Mode, NetworkSpec, PeerSpec, Profiles, ProtectedNetwork, System,
+    HashAlgorithm, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform, KeyBytes,
+    NetworkSpec, PeerSpec, Profiles, ProtectedNetwork, System,
 };
 use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
 use ikehub::ike::PeerConfig;
@@ -46,27 +46,22 @@ pub struct Hub {
 
 fn ipsec_transform() -> Arc<IpsecTransform> {
     Arc::new(IpsecTransform {
-        name: "AES128_SHA1".into(),
-        esp: Some(EspTransform {
-            encryption: EncrAlgorithm::AesCbc128,
-            authentication: AuthAlgorithm::HmacSha1,
-        }),
-        ah: None,
-        mode: Mode::Tunnel,
-        lifetime_seconds: 3600,
-        lifetime_kilobytes: 0,
         replay_window: Some(REPLAY_WINDOW),
+        ..IpsecTransform::esp(
+            "AES128_SHA1",
+            EncrAlgorithm::AesCbc128,
+            AuthAlgorithm::HmacSha1,
+        )
     })
 }
 
 fn isakmp_transform() -> Arc<IsakmpTransform> {
-    Arc::new(IsakmpTransform {
-        name: "AES128_SHA1_G14".into(),
-        encryption: EncrAlgorithm::AesCbc128,
-        hash: HashAlgorithm::Sha1,
-        dh_group: 14,
-        lifetime_seconds: 28800,
-    })
+    Arc::new(IsakmpTransform::new(
+        "AES128_SHA1_G14",
+        EncrAlgorithm::AesCbc128,
+        HashAlgorithm::Sha1,
+        14,
+    ))
 }
 
 /// The hub's profiles, as if read from a file: `spokes` admits every address of `block`.

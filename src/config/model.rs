@@ -112,6 +112,39 @@ pub struct IsakmpTransform {
     pub lifetime_seconds: u64,
 }
 
+impl IsakmpTransform {
+    /// A phase-1 transform with the profile default lifetime (for transforms built in code:
+    /// the demo, benches, fuzzing).
+    pub fn new(name: &str, encryption: EncrAlgorithm, hash: HashAlgorithm, dh_group: u16) -> Self {
+        Self {
+            name: name.into(),
+            encryption,
+            hash,
+            dh_group,
+            lifetime_seconds: super::defaults::ISAKMP_LIFETIME_SECONDS,
+        }
+    }
+}
+
+impl IpsecTransform {
+    /// An ESP tunnel-mode transform with the profile defaults (lifetime, no volume limit,
+    /// replay window left to the keying method).
+    pub fn esp(name: &str, encryption: EncrAlgorithm, authentication: AuthAlgorithm) -> Self {
+        Self {
+            name: name.into(),
+            esp: Some(EspTransform {
+                encryption,
+                authentication,
+            }),
+            ah: None,
+            mode: Mode::Tunnel,
+            lifetime_seconds: super::defaults::IPSEC_LIFETIME_SECONDS,
+            lifetime_kilobytes: super::defaults::IPSEC_LIFETIME_KILOBYTES,
+            replay_window: None,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Encapsulation {
     /// IP protocol 50 (and 51 for AH).

@@ -11,8 +11,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::config::{
-    Dpd, EspTransform, HashAlgorithm, Initiate, IpsecTransform, IsakmpTransform, KeyBytes, Mode,
-    ProtectedNetwork,
+    Dpd, HashAlgorithm, Initiate, IpsecTransform, IsakmpTransform, KeyBytes, ProtectedNetwork,
 };
 use crate::crypto::{AuthAlgorithm, EncrAlgorithm};
 
@@ -32,23 +31,12 @@ fn cfg(a: bool) -> PeerConfig {
         policy: "fuzz".into(),
         preshared_key: KeyBytes(b"fuzz".to_vec()),
         isakmp_transforms: vec![Arc::new(IsakmpTransform {
-            name: "p1".into(),
-            encryption: EncrAlgorithm::AesCbc128,
-            hash: HashAlgorithm::Sha1,
-            dh_group: 1,
             lifetime_seconds: 600,
+            ..IsakmpTransform::new("p1", EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 1)
         })],
         ipsec_transforms: vec![Arc::new(IpsecTransform {
-            name: "p2".into(),
-            esp: Some(EspTransform {
-                encryption: EncrAlgorithm::AesCbc128,
-                authentication: AuthAlgorithm::HmacSha1,
-            }),
-            ah: None,
-            mode: Mode::Tunnel,
             lifetime_seconds: 300,
-            lifetime_kilobytes: 0,
-            replay_window: None,
+            ..IpsecTransform::esp("p2", EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)
         })],
         pfs_group: Some(1),
         initiate: if a {
