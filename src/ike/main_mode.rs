@@ -121,6 +121,9 @@ pub(crate) struct MainMode {
     pub got_initial_contact: bool,
     /// Replaces an established ISAKMP SA (phase-1 re-key).
     pub rekey: bool,
+    /// Responder: where this exchange's messages come from and whether on the NAT-T port. Its
+    /// replies go there; the session adopts it only once the exchange is authenticated.
+    pub reply_to: Option<(SocketAddr, bool)>,
 }
 
 /// What one step of a main mode produced.
@@ -221,6 +224,7 @@ impl MainMode {
             initial_contact,
             got_initial_contact: false,
             rekey,
+            reply_to: None,
         };
         debug!(cky_i = %hex(&cky_i), "main mode: initiating");
         (mm, msg)
@@ -272,6 +276,7 @@ impl MainMode {
                 initial_contact: false,
                 got_initial_contact: false,
                 rekey: false,
+                reply_to: None,
             },
             msg,
         ))

@@ -2,6 +2,7 @@
 //! exchange and the sans-IO session state machine.
 //!
 //! ```text
+//! demux.rs          which session a datagram belongs to (cookies), half-open admission
 //! session.rs        IkeSession: inputs, outputs, dispatch (the PeerActor drives it)
 //!   timers.rs       poll_timeout / handle_timeout: retransmission, expiry, re-key, DPD, keepalive
 //!   teardown.rs     INITIAL-CONTACT, dead peer, delete_all / terminate
@@ -43,6 +44,7 @@ pub mod prf;
 
 pub(crate) mod children;
 pub mod config;
+pub mod demux;
 pub mod dpd;
 pub mod error;
 pub mod events;

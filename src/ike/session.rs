@@ -129,6 +129,9 @@ pub struct IkeSession {
     pub(crate) events: VecDeque<Event>,
     /// An ISAKMP SA existed before (INITIAL-CONTACT only on first contact).
     pub(crate) had_isakmp: bool,
+    /// Created to call the peer (`new_initiator`): its failures concern a peer the operator
+    /// configured, not an unknown initiator.
+    pub(crate) initiated_by_us: bool,
     pub(crate) closed: bool,
     /// An input was handled or an exchange started: only from then on can an empty session be
     /// said to be over (a fresh responder is empty until its first datagram).
@@ -174,6 +177,7 @@ impl IkeSession {
             transmits: VecDeque::new(),
             events: VecDeque::new(),
             had_isakmp: false,
+            initiated_by_us: false,
             closed: false,
             had_input: false,
         }
@@ -190,6 +194,7 @@ impl IkeSession {
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
         let mut s = Self::new(config, local, peer, rng, spis);
+        s.initiated_by_us = true;
         s.start_main_mode(now, false);
         s
     }
@@ -251,8 +256,14 @@ impl IkeSession {
 
     // ---- helpers ----------------------------------------------------------------------------
 
+    /// Sends to the peer's authenticated address.
     pub(crate) fn send(&mut self, msg: Vec<u8>) {
-        let bytes = if self.nat_t_active {
+        self.send_to(self.peer, self.nat_t_active, msg);
+    }
+
+    /// Sends to `destination`, from the NAT-T port (with the non-ESP marker) when `nat_t`.
+    pub(crate) fn send_to(&mut self, destination: SocketAddr, nat_t: bool, msg: Vec<u8>) {
+        let bytes = if nat_t {
             let mut b = Vec::with_capacity(4 + msg.len());
             b.extend_from_slice(&nat_t::NON_ESP_MARKER);
             b.extend_from_slice(&msg);
@@ -261,22 +272,69 @@ impl IkeSession {
             msg
         };
         self.transmits.push_back(Transmit {
-            destination: self.peer,
-            source_port_nat_t: self.nat_t_active,
+            destination,
+            source_port_nat_t: nat_t,
             bytes,
         });
     }
 
+    /// Where the messages of main mode `i` go: a responder exchange answers where it came
+    /// from; everything else goes to the peer's authenticated address.
+    fn mm_destination(&self, i: usize) -> (SocketAddr, bool) {
+        self.main_modes[i]
+            .reply_to
+            .unwrap_or((self.peer, self.nat_t_active))
+    }
+
+    /// Something authenticated exists with this peer (an ISAKMP SA or a child SA): from then on
+    /// its address and state change only through authenticated messages.
+    pub(crate) fn established(&self) -> bool {
+        !self.isakmp.is_empty() || !self.children.is_empty()
+    }
+
+    /// The cookies we chose for this session's exchanges and ISAKMP SAs, which the daemon routes
+    /// by (`demux`).
+    pub fn our_cookies(&self) -> Vec<([u8; 8], super::demux::Role)> {
+        use super::demux::Role;
+        let mm = self.main_modes.iter().map(|m| {
+            if m.initiator {
+                (m.cky_i, Role::Initiator)
+            } else {
+                (m.cky_r, Role::Responder)
+            }
+        });
+        let sa = self.isakmp.iter().map(|s| {
+            let (i, r) = s.cookies();
+            if s.initiator {
+                (i, Role::Initiator)
+            } else {
+                (r, Role::Responder)
+            }
+        });
+        mm.chain(sa).collect()
+    }
+
     /// An error notify in the clear, under a fresh random message ID (RFC 2408 §5).
-    fn send_plain_notify(&mut self, cky_i: [u8; 8], cky_r: [u8; 8], n: NotifyType) {
+    fn send_plain_notify(
+        &mut self,
+        (to, nat_t): (SocketAddr, bool),
+        cky_i: [u8; 8],
+        cky_r: [u8; 8],
+        n: NotifyType,
+    ) {
         let id = self.rng.next_u32();
-        self.send(plain_notify(cky_i, cky_r, n, id));
+        self.send_to(to, nat_t, plain_notify(cky_i, cky_r, n, id));
     }
 
     pub(crate) fn emit(&mut self, e: Event) {
         match &e {
-            Event::Failed { reason, notify } => {
+            Event::Failed { reason, notify } if self.had_isakmp || self.initiated_by_us => {
                 warn!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
+            }
+            // An unknown initiator that never authenticated: anyone can cause this, so the
+            // daemon logs such failures as rate-limited summaries, not one line each.
+            Event::Failed { reason, notify } => {
+                debug!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
             }
             other => info!(policy = %self.config.policy, peer = %self.peer, "{other:?}"),
         }
@@ -444,7 +502,8 @@ impl IkeSession {
         if let Some(reply) = self.replies.lookup(bytes) {
             debug!(peer = %from, "retransmitted request: answering with the stored reply");
             if let Some(r) = reply.map(<[u8]>::to_vec) {
-                self.send(r);
+                let (to, nat_t) = self.reply_destination(bytes);
+                self.send_to(to, nat_t, r);
             }
             return;
         }
@@ -455,7 +514,7 @@ impl IkeSession {
         let to = self.local_addr(to_port_is_nat_t);
         match h.exchange_type() {
             ExchangeType::MAIN_MODE => self.on_main_mode(now, from, to, to_port_is_nat_t, bytes),
-            ExchangeType::AGGRESSIVE => self.refuse_aggressive(now, from, bytes),
+            ExchangeType::AGGRESSIVE => self.refuse_aggressive(now, from, to_port_is_nat_t, bytes),
             ExchangeType::QUICK_MODE => self.on_quick_mode(now, from, to_port_is_nat_t, bytes),
             ExchangeType::INFORMATIONAL => {
                 self.on_informational(now, from, to_port_is_nat_t, bytes)
@@ -465,13 +524,25 @@ impl IkeSession {
         self.run_pending(now);
     }
 
-    fn refuse_aggressive(&mut self, now: Instant, from: SocketAddr, bytes: &[u8]) {
+    /// Where a stored reply to this request goes: the exchange's own address for a responder
+    /// main mode, else the peer's authenticated address.
+    fn reply_destination(&self, bytes: &[u8]) -> (SocketAddr, bool) {
+        let Ok(h) = peek_header(bytes) else {
+            return (self.peer, self.nat_t_active);
+        };
+        let (cky_i, cky_r) = (h.initiator_cookie(), h.responder_cookie());
+        self.main_modes
+            .iter()
+            .position(|m| !m.initiator && m.cky_i == cky_i && (cky_r == [0; 8] || m.cky_r == cky_r))
+            .map_or((self.peer, self.nat_t_active), |i| self.mm_destination(i))
+    }
+
+    /// Aggressive mode is refused (the daemon's demux already drops it before any session; a
+    /// session fed one directly answers once, without moving the peer's address).
+    fn refuse_aggressive(&mut self, now: Instant, from: SocketAddr, nat_port: bool, bytes: &[u8]) {
         let Ok(h) = peek_header(bytes) else { return };
-        if h.responder_cookie() != [0; 8] {
+        if h.responder_cookie() != [0; 8] || self.established() {
             return;
-        }
-        if !self.nat_t_active {
-            self.peer = from;
         }
         let cky_r = Ctx {
             config: &self.config.clone(),
@@ -481,6 +552,7 @@ impl IkeSession {
         }
         .cookie();
         self.send_plain_notify(
+            (from, nat_port),
             h.initiator_cookie(),
             cky_r,
             NotifyType::INVALID_EXCHANGE_TYPE,
@@ -517,49 +589,7 @@ impl IkeSession {
         });
         let config = Arc::clone(&self.config);
         let Some(i) = idx else {
-            // A new initiator: message 1 only.
-            if h.responder_cookie != [0; 8] || h.message_id != 0 {
-                debug!(peer = %from, "main mode: unknown cookies, dropped");
-                return;
-            }
-            if self
-                .main_modes
-                .iter()
-                .any(|m| m.cky_i == h.initiator_cookie)
-            {
-                return;
-            }
-            if self.main_modes.iter().filter(|m| !m.initiator).count() >= config.max_half_open {
-                warn!(peer = %from, "main mode: too many half-open exchanges, message 1 dropped");
-                return;
-            }
-            let Ok(m1) = body else { return };
-            // A new exchange is answered where it came from (the peer may have restarted on
-            // another port; the daemon routes by address).
-            if !self.nat_t_active {
-                self.peer = from;
-            }
-            let mut ctx = Ctx {
-                config: &config,
-                rng: &mut *self.rng,
-                now,
-                local: self.local,
-            };
-            let cky_r = ctx.cookie();
-            match MainMode::respond(&mut ctx, &m1, cky_r) {
-                Ok((mut mm, msg)) => {
-                    mm.set_initial_contact(!self.had_isakmp);
-                    self.main_modes.push(mm);
-                    self.replies.store(bytes, Some(msg.clone()));
-                    self.send(msg);
-                }
-                Err(e) => {
-                    if let Some(n) = e.notify {
-                        self.send_plain_notify(h.initiator_cookie, cky_r, n);
-                    }
-                    self.fail(&e);
-                }
-            }
+            self.on_new_main_mode(now, from, nat_port, bytes, h, body);
             return;
         };
         let mut ctx = Ctx {
@@ -585,22 +615,25 @@ impl IkeSession {
                     }
                     self.replies.store(bytes, Some(msg.clone()));
                 }
-                self.send(msg);
+                let (to, nat_t) = self.mm_destination(i);
+                self.send_to(to, nat_t, msg);
             }
             Ok(MmStep::Established(sa, reply)) => {
+                let (mut to, mut nat_t) = self.mm_destination(i);
                 let mm = self.main_modes.remove(i);
-                if !mm.initiator && nat_port && !self.nat_t_active && mm.caps.nat_t.is_some() {
-                    // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or
-                    // forces encapsulation: answer there and encapsulate from now on.
-                    self.nat_t_active = true;
-                    self.nat_variant = self.nat_variant.or(mm.caps.nat_t);
-                }
-                if nat_port && from != self.peer {
-                    self.peer = from;
+                if !mm.initiator {
+                    if nat_port && mm.caps.nat_t.is_some() {
+                        // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or
+                        // forces encapsulation: message 5, now authenticated, says where it is.
+                        (to, nat_t) = (from, true);
+                        self.nat_variant = self.nat_variant.or(mm.caps.nat_t);
+                    }
+                    // The exchange is authenticated: the peer is where it ran (RFC 3947 §5).
+                    self.adopt_address(to, nat_t);
                 }
                 if let Some(r) = reply {
                     self.replies.store(bytes, Some(r.clone()));
-                    self.send(r);
+                    self.send_to(to, nat_t, r);
                 } else {
                     self.replies.store(bytes, None);
                 }
@@ -608,12 +641,103 @@ impl IkeSession {
             }
             Err(e) if !e.fatal => debug!(peer = %from, "main mode: dropped: {}", e.reason),
             Err(e) => {
+                let (to, nat_t) = self.mm_destination(i);
                 let mm = self.main_modes.remove(i);
                 if let Some(n) = e.notify {
-                    self.send_plain_notify(mm.cky_i, mm.cky_r, n);
+                    self.send_plain_notify((to, nat_t), mm.cky_i, mm.cky_r, n);
                 }
-                self.fail(&e);
+                self.fail_exchange(&e);
             }
+        }
+    }
+
+    /// A main-mode message that names no exchange of ours: only a message 1 starts one. It is
+    /// answered where it came from and changes nothing the session already has (DESIGN.md: a
+    /// message 1 never changes an established session); when the half-open bound is reached
+    /// the oldest unfinished responder exchange makes room, so forged message 1s cannot lock
+    /// the real peer out.
+    fn on_new_main_mode(
+        &mut self,
+        now: Instant,
+        from: SocketAddr,
+        nat_port: bool,
+        bytes: &[u8],
+        h: crate::wire::isakmp::Header,
+        body: Result<message::Parsed, Vec<u8>>,
+    ) {
+        if h.responder_cookie != [0; 8] || h.message_id != 0 {
+            debug!(peer = %from, "main mode: unknown cookies, dropped");
+            return;
+        }
+        if self
+            .main_modes
+            .iter()
+            .any(|m| m.cky_i == h.initiator_cookie)
+        {
+            return;
+        }
+        let Ok(m1) = body else { return };
+        let config = Arc::clone(&self.config);
+        let responders = self.main_modes.iter().filter(|m| !m.initiator).count();
+        if responders >= config.max_half_open.max(1)
+            && let Some(oldest) = self.main_modes.iter().position(|m| !m.initiator)
+        {
+            let old = self.main_modes.remove(oldest);
+            debug!(
+                peer = %from,
+                evicted = %hex(&old.cky_i),
+                "main mode: half-open bound reached, the oldest unfinished exchange makes room"
+            );
+        }
+        if !self.established() {
+            // Nothing authenticated yet: the session is wherever its exchanges come from.
+            self.adopt_address(from, nat_port);
+        }
+        let mut ctx = Ctx {
+            config: &config,
+            rng: &mut *self.rng,
+            now,
+            local: self.local,
+        };
+        let cky_r = ctx.cookie();
+        match MainMode::respond(&mut ctx, &m1, cky_r) {
+            Ok((mut mm, msg)) => {
+                mm.set_initial_contact(!self.had_isakmp);
+                mm.reply_to = Some((from, nat_port));
+                self.main_modes.push(mm);
+                self.replies.store(bytes, Some(msg.clone()));
+                self.send_to(from, nat_port, msg);
+            }
+            Err(e) => {
+                if let Some(n) = e.notify {
+                    self.send_plain_notify((from, nat_port), h.initiator_cookie, cky_r, n);
+                }
+                self.fail_exchange(&e);
+            }
+        }
+    }
+
+    /// The peer's address after an authenticated exchange (or before anything is
+    /// authenticated). UDP-encapsulated child SAs follow a NATed peer to its new port.
+    fn adopt_address(&mut self, to: SocketAddr, nat_t: bool) {
+        let moved = to != self.peer;
+        self.peer = to;
+        if nat_t && !self.nat_t_active {
+            self.nat_t_active = true;
+        }
+        if moved && self.nat_t_active && !self.children.is_empty() {
+            self.emit(Event::PeerPortChanged(to));
+        }
+    }
+
+    /// A failed exchange. With an established peer, an exchange that never authenticated
+    /// (anyone can start one with the peer's address) is only logged: it must not mark the
+    /// peer failed.
+    pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
+        if self.established() {
+            debug!(policy = %self.config.policy, peer = %self.peer, "unauthenticated exchange failed: {}", e.reason);
+        } else {
+            self.fail(e);
         }
     }
 

@@ -124,11 +124,15 @@ impl IkeSession {
                     } else {
                         format!(
                             "main mode: initiator {} went silent after our message {}",
-                            self.peer,
+                            mm.reply_to.map_or(self.peer, |(a, _)| a),
                             if state == MmState::RepliedSa { 2 } else { 4 }
                         )
                     };
-                    self.fail(&IkeError::fatal(reason));
+                    if mm.initiator {
+                        self.fail(&IkeError::fatal(reason));
+                    } else {
+                        self.fail_exchange(&IkeError::fatal(reason));
+                    }
                 }
             }
         }

@@ -3,4 +3,5 @@
 mod handshake;
 mod harness;
 mod reliability;
+mod spoofing;
 mod timelines;
