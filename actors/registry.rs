@@ -343,6 +343,7 @@ impl Handler<Control> for Registry {
             }
             Request::ShowCounters => {
                 let shards = self.shards.clone();
+                let ike = self.ike.clone();
                 Box::pin(async move {
                     let mut per_shard = Vec::new();
                     for (i, s) in shards.iter().enumerate() {
@@ -352,6 +353,12 @@ impl Handler<Control> for Registry {
                                 "counters": report.counters,
                             }));
                         }
+                    }
+                    // The IKE router's refusals and evictions, as one more element.
+                    if let Some(ike) = ike
+                        && let Ok(c) = ike.send(router::GetCounters).await
+                    {
+                        per_shard.push(serde_json::json!({ "ike": c }));
                     }
                     Response::Ok {
                         body: serde_json::Value::Array(per_shard),

@@ -53,7 +53,22 @@ pub fn text_body(body: &serde_json::Value) -> String {
 
 /// `show counters`: one row per shard, one column per counter.
 pub fn counters_table(body: &serde_json::Value) -> String {
-    let rows = body.as_array().cloned().unwrap_or_default();
+    let all = body.as_array().cloned().unwrap_or_default();
+    let ike: String = all
+        .iter()
+        .filter_map(|r| r.get("ike").and_then(|c| c.as_object()))
+        .flat_map(|c| c.iter())
+        .map(|(name, v)| format!("{name:<32} {:>12}\n", v.as_u64().unwrap_or(0)))
+        .collect();
+    let ike = if ike.is_empty() {
+        ike
+    } else {
+        format!("\nIKE\n{ike}")
+    };
+    let rows: Vec<serde_json::Value> = all
+        .into_iter()
+        .filter(|r| r.get("shard").is_some())
+        .collect();
     let Some(first) = rows
         .first()
         .and_then(|r| r.get("counters"))
@@ -75,7 +90,7 @@ pub fn counters_table(body: &serde_json::Value) -> String {
     for r in &rows {
         header.push_str(&format!(" {:>12}", format!("SHARD-{}", r["shard"])));
     }
-    format!("{header}\n{out}")
+    format!("{header}\n{out}{ike}")
 }
 
 /// A JSON field as table text: strings bare, numbers as numbers, null/absent as `-`.

@@ -480,12 +480,13 @@ async fn demo(
         format!("{} / {}", router.ike_datagrams, router.peers_started),
     );
     line(
-        "hub IKE refused unknown / not-first / bad",
+        "hub IKE refused unknown peer / unknown cookies / bad / evicted half-open",
         format!(
-            "{} / {} / {}",
+            "{} / {} / {} / {}",
             router.refused_unknown_peer,
-            router.refused_not_first_message,
-            router.refused_malformed_first_message
+            router.refused_unknown_cookies,
+            router.refused_malformed,
+            router.half_open_evicted
         ),
     );
     line(

@@ -4,6 +4,7 @@
 //! sans-IO `ikehub::ike::IkeSession`.
 
 pub mod claims;
+pub mod history;
 pub mod peer;
 pub mod router;
 pub mod socket;

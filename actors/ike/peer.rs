@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
 use ikehub::esp::{Direction, SecurityAssociation};
+use ikehub::ike::demux::{PeerId, Role};
 use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
@@ -57,11 +58,15 @@ pub struct GetStatus;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct ChildrenChanged {
-    pub peer: std::net::IpAddr,
-    pub spd_key: Arc<str>,
-    pub keep_policy: bool,
+    pub id: PeerId,
     pub children: Vec<SpiPair>,
 }
+
+/// The router needs the room: stop now, quietly (a half-open exchange that never authenticated
+/// has nothing to delete and no one to tell).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Evict;
 
 /// Test-only fault injection (`IKEHUB_TEST_FAULTS=1`): the actor panics, as a bug would make
 /// it, so the supervision path can be tested.
@@ -73,7 +78,7 @@ pub struct Panic;
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct PeerStopped {
-    pub peer: std::net::IpAddr,
+    pub id: PeerId,
     pub policy: String,
     pub failed: bool,
     /// The last state, kept by the router so `show peers` still says why a peer is down.
@@ -89,7 +94,11 @@ struct Isakmp {
 }
 
 pub struct PeerActor {
+    id: PeerId,
     session: IkeSession,
+    /// What the router last heard of our cookies and the peer's address.
+    reported_cookies: Vec<([u8; 8], Role)>,
+    reported_peer: SocketAddr,
     /// SPD key: the policy name, or `policy@peer` for a spoke of a template policy.
     spd_key: Arc<str>,
     policy: String,
@@ -116,6 +125,8 @@ pub struct PeerActor {
     claims: super::claims::Claims,
     /// A negotiated pair was refused during this input: delete the peer's SAs.
     refused: bool,
+    /// This session installed SAs (and so owns its SPD entry and claims).
+    installed_any: bool,
 }
 
 /// How often a peer asks the shards whether its SAs carried traffic (DPD probes only an idle
@@ -133,6 +144,7 @@ struct Usage {
 impl PeerActor {
     #[allow(clippy::too_many_arguments)]
     pub fn new(
+        id: PeerId,
         session: IkeSession,
         policy: String,
         spd_key: Arc<str>,
@@ -145,8 +157,11 @@ impl PeerActor {
         clean_stop: Arc<std::sync::atomic::AtomicBool>,
         claims: super::claims::Claims,
     ) -> Self {
-        let span = info_span!("peer", policy = %policy, peer = %peer.ip());
+        let span = info_span!("peer", policy = %policy, peer = %peer);
         PeerActor {
+            id,
+            reported_cookies: session.our_cookies(),
+            reported_peer: session.peer(),
             session,
             spd_key,
             policy,
@@ -167,6 +182,7 @@ impl PeerActor {
             clean_stop,
             claims,
             refused: false,
+            installed_any: false,
         }
     }
 
@@ -204,6 +220,7 @@ impl PeerActor {
             }
         };
         let policy: Arc<str> = self.spd_key.clone();
+        self.installed_any = true;
         self.shard(spis.inbound).do_send(InstallSa {
             policy: policy.clone(),
             kind: SaKind::Isakmp,
@@ -224,9 +241,7 @@ impl PeerActor {
         self.children.insert(spis.inbound, spis);
         self.current_outbound = Some(spis.outbound);
         self.router.do_send(ChildrenChanged {
-            peer: self.peer.ip(),
-            spd_key: self.spd_key.clone(),
-            keep_policy: self.keep_policy,
+            id: self.id,
             children: self.children.values().copied().collect(),
         });
         info!(
@@ -248,9 +263,7 @@ impl PeerActor {
         self.children.remove(&spis.inbound);
         self.seen_packets.remove(&spis.inbound);
         self.router.do_send(ChildrenChanged {
-            peer: self.peer.ip(),
-            spd_key: self.spd_key.clone(),
-            keep_policy: self.keep_policy,
+            id: self.id,
             children: self.children.values().copied().collect(),
         });
         if self.current_outbound == Some(spis.outbound) {
@@ -299,9 +312,7 @@ impl PeerActor {
                     if initiator { "initiator" } else { "responder" }
                 );
                 self.last_error = None;
-                self.router.do_send(super::router::Phase1Up {
-                    peer: self.peer.ip(),
-                });
+                self.router.do_send(super::router::Phase1Up { id: self.id });
                 self.isakmp = Some(Isakmp {
                     icky: initiator_cookie,
                     rcky: responder_cookie,
@@ -377,6 +388,7 @@ impl PeerActor {
                 self.on_event(ev);
             }
         }
+        self.report_routing();
         while let Some(t) = self.session.poll_transmit() {
             tracing::debug!(to = %t.destination, nat_t = t.source_port_nat_t, len = t.bytes.len(), "IKE send");
             if let Err(e) = self
@@ -404,6 +416,28 @@ impl PeerActor {
                 });
                 self.timer = Some((d, h));
             }
+        }
+    }
+
+    /// Tells the router the cookies and address it routes this session by, when they changed;
+    /// before any datagram that carries them leaves (the router reads its mailbox in order).
+    fn report_routing(&mut self) {
+        let cookies = self.session.our_cookies();
+        if cookies != self.reported_cookies {
+            self.router.do_send(super::router::Cookies {
+                id: self.id,
+                cookies: cookies.clone(),
+            });
+            self.reported_cookies = cookies;
+        }
+        let peer = self.session.peer();
+        if peer != self.reported_peer {
+            self.router.do_send(super::router::Moved {
+                id: self.id,
+                to: peer,
+            });
+            self.reported_peer = peer;
+            self.peer = peer;
         }
     }
 
@@ -448,6 +482,7 @@ impl Actor for PeerActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(super::router::PEER_MAILBOX);
         tracing::debug!(parent: &self.span, "peer actor started");
         ctx.run_interval(USAGE_POLL, |act, ctx| act.poll_usage(ctx));
         self.drive(ctx);
@@ -464,7 +499,9 @@ impl Actor for PeerActor {
             self.failed = true;
             self.last_error = Some("internal error: the peer's actor died and was rebuilt".into());
         }
-        self.claims.release(&self.spd_key);
+        if self.installed_any {
+            self.claims.release(&self.spd_key);
+        }
         self.clean_stop
             .store(true, std::sync::atomic::Ordering::Release);
         let mut status = self.status();
@@ -475,7 +512,10 @@ impl Actor for PeerActor {
         for p in pairs {
             self.remove(p, "peer actor stopped");
         }
-        for s in &self.shards {
+        // Only a session that installed something owns the policy's SPD entry: another
+        // session of the same policy (a half-open exchange from the peer's address, perhaps
+        // forged) must not take it down when it ends.
+        for s in self.shards.iter().filter(|_| self.installed_any) {
             if self.keep_policy {
                 s.do_send(SetPolicySa {
                     policy: self.spd_key.clone(),
@@ -488,7 +528,7 @@ impl Actor for PeerActor {
             }
         }
         self.router.do_send(PeerStopped {
-            peer: self.peer.ip(),
+            id: self.id,
             policy: self.policy.clone(),
             failed: self.failed,
             status,
@@ -556,6 +596,15 @@ impl Handler<Terminate> for PeerActor {
         self.session.delete_all(Instant::now());
         self.failed = false;
         self.drive(ctx);
+        ctx.stop();
+    }
+}
+
+impl Handler<Evict> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
+        tracing::debug!(parent: &self.span, "half-open exchange evicted to admit a newer one");
+        self.last_error = Some("half-open exchange evicted (too many unfinished exchanges)".into());
         ctx.stop();
     }
 }

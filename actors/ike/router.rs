@@ -1,7 +1,9 @@
-//! IkeRouter: routes IKE datagrams to the PeerActor of their peer, admits unknown initiators
-//! only when an `ipsec-policy-isakmp` covers their address (before any state or DH work), turns
-//! Acquires into initiations, starts permanent policies, and rebuilds a peer actor that stopped
-//! (with backoff when it keeps failing).
+//! IkeRouter: routes IKE datagrams to the PeerActor of their session through the sans-IO
+//! `ikehub::ike::demux::Demux` (by our ISAKMP cookies; a main-mode message 1 by address and
+//! port), admits unknown initiators only when an `ipsec-policy-isakmp` covers their address
+//! (before any state or DH work) and within the half-open bounds, turns Acquires into
+//! initiations, starts permanent policies, and rebuilds a peer actor that stopped (with backoff
+//! when it keeps failing).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -10,11 +12,14 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
+use ikehub::ike::demux::{Demux, DropReason, PeerId, Role, Route};
 use ikehub::ike::{IkeSession, PeerConfig, SpiAllocator};
 use tracing::{debug, info, warn};
 
+use super::history::{History, Kind};
 use super::peer::{
-    ChildrenChanged, GetStatus, Initiate, Panic, PeerActor, PeerStatus, PeerStopped, Terminate,
+    ChildrenChanged, Evict, GetStatus, Initiate, Panic, PeerActor, PeerStatus, PeerStopped,
+    Terminate,
 };
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
@@ -23,32 +28,71 @@ use crate::shard::{ConnectIke, EspShard, RemovePolicy, RemoveSa, SetPolicySa};
 use ikehub::esp::Direction;
 use ikehub::ike::SpiPair;
 
-/// Responder exchanges without an ISAKMP SA yet, over all peers (DESIGN: half-open phase-1 state
-/// is bounded). Each costs one peer actor and, after message 3, one DH computation.
-const MAX_HALF_OPEN: usize = 2048;
+/// Datagrams waiting for the router, and for each peer actor: past these, datagrams are dropped
+/// and counted rather than queued without bound.
+pub const ROUTER_MAILBOX: usize = 4096;
+pub const PEER_MAILBOX: usize = 64;
+
+/// How often refusals and failures of unknown initiators are summed up in the log, and the
+/// least gap between two of them logged in full.
+const SUMMARY_INTERVAL: Duration = Duration::from_secs(10);
+const REFUSAL_LOG_GAP: Duration = Duration::from_secs(1);
 
 /// Drops the router counts (`show counters` adds them to the shards').
 #[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct RouterCounters {
     pub ike_datagrams: u64,
     pub refused_unknown_peer: u64,
-    pub refused_malformed_first_message: u64,
-    pub refused_not_first_message: u64,
-    pub refused_half_open_limit: u64,
+    pub refused_malformed: u64,
+    pub refused_unknown_cookies: u64,
+    pub refused_aggressive: u64,
+    /// Half-open exchanges evicted (the oldest, to admit a new one past a bound).
+    pub half_open_evicted: u64,
+    /// Datagrams dropped because a peer actor's mailbox was full.
+    pub dropped_peer_busy: u64,
+    /// Exchanges with initiators that never authenticated and failed or timed out.
+    pub unauthenticated_failures: u64,
     pub peers_started: u64,
     pub peers_restarted: u64,
     pub peers_died: u64,
 }
 
+impl RouterCounters {
+    /// The refusal counters, for the periodic summary.
+    fn refusals(&self) -> [(u64, &'static str); 6] {
+        [
+            (self.refused_unknown_peer, "from addresses no policy admits"),
+            (self.refused_malformed, "malformed"),
+            (self.refused_unknown_cookies, "with unknown cookies"),
+            (self.refused_aggressive, "aggressive mode (refused)"),
+            (self.half_open_evicted, "half-open exchanges evicted"),
+            (
+                self.unauthenticated_failures,
+                "exchanges with unauthenticated initiators failed",
+            ),
+        ]
+    }
+}
+
 struct Peer {
     addr: Addr<PeerActor>,
     policy: String,
-    /// A responder that has no ISAKMP SA yet (counts against the half-open limit).
-    half_open: bool,
+    /// The peer's IP address when the actor started (for `--peer ADDR` commands).
+    ip: IpAddr,
+    /// Its SPD and claims key (the policy name, or `policy@ip` for a template spoke).
+    spd_key: Arc<str>,
+    /// A template spoke (its history row is per spoke).
+    template: bool,
+    /// Completed phase 1 at least once (its failures concern an authenticated peer).
+    authenticated: bool,
+    /// We started it (its failures concern a peer the operator configured).
+    initiator: bool,
     /// What the actor installed (it reports every change), removed by the router if the actor
     /// dies without doing it itself.
     children: Vec<SpiPair>,
-    spd_key: Option<(Arc<str>, bool)>,
+    /// The actor installed SAs (and so owns its SPD entry and claims).
+    installed: bool,
+    keep_policy: bool,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
     clean_stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -59,17 +103,23 @@ pub struct IkeRouter {
     sockets: HashMap<IpAddr, IkeSockets>,
     shards: Vec<Addr<EspShard>>,
     spis: Arc<HostSpis>,
-    peers: HashMap<IpAddr, Peer>,
-    /// Consecutive failures per peer address, for the restart backoff.
-    failures: HashMap<IpAddr, u32>,
+    demux: Demux,
+    peers: HashMap<PeerId, Peer>,
+    /// The actor of each single-peer policy, when one runs.
+    single: HashMap<String, PeerId>,
+    /// SPD keys of template spokes in use (a second spoke from one address gets its own).
+    spoke_keys: HashMap<Arc<str>, PeerId>,
+    /// Consecutive failures per permanent policy, for the restart backoff.
+    failures: HashMap<String, u32>,
     counters: RouterCounters,
+    /// Counters at the last summary line.
+    logged: [u64; 6],
+    last_failure: Option<String>,
     last_refusal_log: Option<Instant>,
     /// The last status of peers whose actor is gone (why a tunnel is down).
-    history: HashMap<IpAddr, PeerStatus>,
+    history: History,
     /// Remote networks held by peers (two spokes cannot claim the same one).
     claims: super::claims::Claims,
-    /// Peers that are responders without an ISAKMP SA yet.
-    half_open: usize,
 }
 
 /// All peers' status rows.
@@ -103,6 +153,30 @@ pub struct UpdateProfiles {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct TerminateAll;
+
+/// A peer actor's session now uses these cookies of ours (sent before the datagrams that carry
+/// them leave, so the answers find their way back).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Cookies {
+    pub id: PeerId,
+    pub cookies: Vec<([u8; 8], Role)>,
+}
+
+/// A peer actor's session follows its peer to a new address (authenticated NAT-T rules).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Moved {
+    pub id: PeerId,
+    pub to: SocketAddr,
+}
+
+/// A peer's phase 1 completed: it no longer counts as half open.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Phase1Up {
+    pub id: PeerId,
+}
 
 /// Starts the router on the current arbiter, reads every interface's IKE port into it, and
 /// makes the shards hand it IKE from the NAT-T port (non-ESP marker) and their Acquires.
@@ -140,13 +214,17 @@ impl IkeRouter {
             sockets,
             shards,
             spis,
+            demux: Demux::default(),
             peers: HashMap::new(),
+            single: HashMap::new(),
+            spoke_keys: HashMap::new(),
             failures: HashMap::new(),
             counters: RouterCounters::default(),
+            logged: [0; 6],
+            last_failure: None,
             last_refusal_log: None,
-            history: HashMap::new(),
+            history: History::default(),
             claims: super::claims::Claims::default(),
-            half_open: 0,
         }
     }
 
@@ -178,8 +256,22 @@ impl IkeRouter {
         best.map(|(_, p)| p.clone())
     }
 
+    /// The SPD key of a new spoke of `policy` at `ip`: `policy@ip`, or with the session's id
+    /// when another spoke from that address (behind the same NAT) holds it.
+    fn spoke_key(&self, policy: &str, ip: IpAddr, id: PeerId) -> Arc<str> {
+        let key: Arc<str> = Arc::from(format!("{policy}@{ip}"));
+        if self.spoke_keys.contains_key(&key) {
+            Arc::from(format!("{policy}@{ip}{id}"))
+        } else {
+            key
+        }
+    }
+
+    /// Starts a peer actor for session `id`.
+    #[allow(clippy::too_many_arguments)]
     fn spawn_peer(
         &mut self,
+        id: PeerId,
         policy: &Arc<IsakmpPolicy>,
         local: IpAddr,
         peer_ip: IpAddr,
@@ -202,17 +294,32 @@ impl IkeRouter {
         } else {
             IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
         };
+        // The initiator's cookie is routable before its message 1 leaves.
+        self.demux.set_cookies(id, &session.our_cookies());
         let template = !matches!(policy.peer, PeerSpec::Address(_));
         let spd_key: Arc<str> = if template {
-            Arc::from(format!("{}@{peer_ip}", policy.name))
+            let key = self.spoke_key(&policy.name, peer_ip, id);
+            self.spoke_keys.insert(key.clone(), id);
+            key
         } else {
+            // The policy's actor: an initiator we start, or the first responder. A further
+            // responder (the peer starting over, or someone forging its address) takes over
+            // only once it authenticates (Phase1Up).
+            let live = self
+                .single
+                .get(&policy.name)
+                .is_some_and(|old| self.peers.contains_key(old));
+            if initiator || !live {
+                self.single.insert(policy.name.clone(), id);
+            }
             Arc::from(policy.name.as_str())
         };
         let clean_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = PeerActor::new(
+            id,
             session,
             policy.name.clone(),
-            spd_key,
+            spd_key.clone(),
             peer_addr,
             sockets,
             self.shards.clone(),
@@ -224,37 +331,48 @@ impl IkeRouter {
         )
         .start();
         self.counters.peers_started += 1;
-        if !initiator {
-            self.half_open += 1;
-        }
-        if let Some(old) = self.peers.remove(&peer_ip)
-            && old.half_open
-        {
-            self.half_open -= 1;
-        }
         self.peers.insert(
-            peer_ip,
+            id,
             Peer {
                 addr: actor.clone(),
                 policy: policy.name.clone(),
+                ip: peer_ip,
+                spd_key,
+                template,
+                authenticated: false,
+                initiator,
                 children: Vec::new(),
-                spd_key: None,
+                installed: false,
+                keep_policy: !template,
                 clean_stop,
-                half_open: !initiator,
             },
         );
         Some(actor)
     }
 
-    fn log_refusal(&mut self, msg: String) {
-        // At most one line per second: a flood must not become a log flood.
-        let now = Instant::now();
-        if self
-            .last_refusal_log
-            .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(1))
-        {
-            self.last_refusal_log = Some(now);
-            warn!("{msg}");
+    /// Starts an initiator for a single-peer policy, or pokes the one that runs.
+    fn initiate_single(&mut self, policy: &Arc<IsakmpPolicy>, ctx: &mut Context<Self>) {
+        let PeerSpec::Address(peer) = policy.peer else {
+            return;
+        };
+        if let Some(id) = self.single.get(&policy.name).copied() {
+            self.reap_if_dead(id, ctx);
+            if let Some(p) = self.peers.get(&id) {
+                p.addr.do_send(Initiate);
+                return;
+            }
+        }
+        let Some(iface) = self.profiles.interfaces.get(&policy.interface) else {
+            return;
+        };
+        let (local, port) = (iface.address, iface.ike_port);
+        let policy_key: Arc<str> = Arc::from(policy.name.as_str());
+        let id = self
+            .demux
+            .insert_initiator(SocketAddr::new(peer, port), &policy_key);
+        match self.spawn_peer(id, policy, local, peer, None, true, ctx) {
+            Some(a) => a.do_send(Initiate),
+            None => self.demux.remove(id),
         }
     }
 
@@ -265,36 +383,26 @@ impl IkeRouter {
             .isakmp_policies
             .values()
             .filter(|p| p.initiate == InitiateMode::Permanent)
+            .filter(|p| matches!(p.peer, PeerSpec::Address(_)))
             .cloned()
             .collect();
         for p in policies {
-            let PeerSpec::Address(peer) = p.peer else {
-                continue;
-            };
-            let Some(local) = self
-                .profiles
-                .interfaces
-                .get(&p.interface)
-                .map(|i| i.address)
-            else {
-                continue;
-            };
-            if !self.peers.contains_key(&peer) {
-                info!(policy = %p.name, %peer, "permanent policy: initiating");
-                if let Some(a) = self.spawn_peer(&p, local, peer, None, true, ctx) {
-                    a.do_send(Initiate);
-                }
+            if !self.single.contains_key(&p.name) {
+                info!(policy = %p.name, peer = ?p.peer, "permanent policy: initiating");
+                self.initiate_single(&p, ctx);
             }
         }
     }
-}
 
-impl IkeRouter {
-    /// Takes a peer out of the table, keeping the half-open count right.
-    fn forget_peer(&mut self, ip: &IpAddr) -> Option<Peer> {
-        let p = self.peers.remove(ip)?;
-        if p.half_open {
-            self.half_open -= 1;
+    /// Takes a peer out of every table.
+    fn forget_peer(&mut self, id: PeerId) -> Option<Peer> {
+        self.demux.remove(id);
+        let p = self.peers.remove(&id)?;
+        if self.single.get(&p.policy) == Some(&id) {
+            self.single.remove(&p.policy);
+        }
+        if self.spoke_keys.get(&p.spd_key) == Some(&id) {
+            self.spoke_keys.remove(&p.spd_key);
         }
         Some(p)
     }
@@ -303,66 +411,140 @@ impl IkeRouter {
     /// removed here, its death recorded, and is rebuilt like one that stopped. (actix runs
     /// `stopped` even when a handler panics, so this is the net under that net; it is checked
     /// when the peer is next needed, never by scanning all peers.) Returns true if it reaped.
-    fn reap_if_dead(&mut self, ip: IpAddr, ctx: &mut Context<Self>) -> bool {
-        let dead = self.peers.get(&ip).is_some_and(|p| {
+    fn reap_if_dead(&mut self, id: PeerId, ctx: &mut Context<Self>) -> bool {
+        let dead = self.peers.get(&id).is_some_and(|p| {
             !p.addr.connected() && !p.clean_stop.load(std::sync::atomic::Ordering::Acquire)
         });
         if !dead {
             return false;
         }
-        {
-            let Some(p) = self.forget_peer(&ip) else {
-                return false;
-            };
-            warn!(
-                policy = %p.policy,
-                peer = %ip,
-                "peer actor died; removing its {} child SA pair(s) and starting over",
-                p.children.len()
-            );
-            let n = self.shards.len() as u32;
-            for c in &p.children {
-                self.shards[crate::io::spi_shard(c.inbound, n) as usize].do_send(RemoveSa {
-                    direction: Direction::Inbound,
-                    spi: c.inbound,
-                });
-                self.shards[crate::io::spi_shard(c.outbound, n) as usize].do_send(RemoveSa {
-                    direction: Direction::Outbound,
-                    spi: c.outbound,
-                });
-                self.spis.release(c.inbound);
-            }
-            if let Some((key, keep)) = &p.spd_key {
-                self.claims.release(key);
-                for s in &self.shards {
-                    if *keep {
-                        s.do_send(SetPolicySa {
-                            policy: key.clone(),
-                            outbound_spi: None,
-                        });
-                    } else {
-                        s.do_send(RemovePolicy {
-                            policy: key.clone(),
-                        });
-                    }
-                }
-            }
-            self.counters.peers_died += 1;
-            let status = PeerStatus {
-                policy: p.policy.clone(),
-                peer: ip.to_string(),
-                state: "failed".into(),
-                last_error: Some("the peer's actor died (internal error); restarted".into()),
-                ..PeerStatus::default()
-            };
-            ctx.notify(PeerStopped {
-                peer: ip,
-                policy: p.policy,
-                failed: true,
-                status,
+        let main = self
+            .peers
+            .get(&id)
+            .is_some_and(|p| self.single.get(&p.policy) == Some(&id));
+        let Some(p) = self.forget_peer(id) else {
+            return false;
+        };
+        warn!(
+            policy = %p.policy,
+            peer = %p.ip,
+            "peer actor died; removing its {} child SA pair(s) and starting over",
+            p.children.len()
+        );
+        let n = self.shards.len() as u32;
+        for c in &p.children {
+            self.shards[crate::io::spi_shard(c.inbound, n) as usize].do_send(RemoveSa {
+                direction: Direction::Inbound,
+                spi: c.inbound,
             });
+            self.shards[crate::io::spi_shard(c.outbound, n) as usize].do_send(RemoveSa {
+                direction: Direction::Outbound,
+                spi: c.outbound,
+            });
+            self.spis.release(c.inbound);
+        }
+        if p.installed {
+            self.claims.release(&p.spd_key);
+        }
+        for s in self.shards.iter().filter(|_| p.installed) {
+            if p.keep_policy {
+                s.do_send(SetPolicySa {
+                    policy: p.spd_key.clone(),
+                    outbound_spi: None,
+                });
+            } else {
+                s.do_send(RemovePolicy {
+                    policy: p.spd_key.clone(),
+                });
+            }
+        }
+        self.counters.peers_died += 1;
+        let status = PeerStatus {
+            policy: p.policy.clone(),
+            peer: p.ip.to_string(),
+            state: "failed".into(),
+            last_error: Some("the peer's actor died (internal error); restarted".into()),
+            ..PeerStatus::default()
+        };
+        self.record_history(&p, status);
+        if main {
+            self.restart_later(&p.policy, true, ctx);
         }
         true
+    }
+
+    fn record_history(&mut self, p: &Peer, status: PeerStatus) {
+        let (key, kind) = match (p.template, p.authenticated) {
+            (false, _) => (p.policy.clone(), Kind::Configured),
+            (true, true) => (p.spd_key.to_string(), Kind::Spoke),
+            (true, false) => (p.spd_key.to_string(), Kind::Unknown),
+        };
+        self.history.record(key, kind, status);
+    }
+
+    /// One summary line per interval of what was refused or failed without authentication (a
+    /// flood must not become a log flood, and an operator still learns of it).
+    fn log_summary(&mut self) {
+        let now: Vec<(u64, &str)> = self.counters.refusals().to_vec();
+        let mut parts = Vec::new();
+        for ((n, what), before) in now.iter().zip(self.logged.iter_mut()) {
+            if *n > *before {
+                parts.push(format!("{} {what}", n - *before));
+            }
+            *before = *n;
+        }
+        if !parts.is_empty() {
+            let last = self
+                .last_failure
+                .take()
+                .map(|l| format!("; last: {l}"))
+                .unwrap_or_default();
+            warn!(
+                "IKE in the last {} s: {}{last} (`ikehub show counters` has the totals)",
+                SUMMARY_INTERVAL.as_secs(),
+                parts.join(", ")
+            );
+        }
+    }
+
+    /// Logs a refusal or an unauthenticated failure: in full when none was logged in the last
+    /// second, else only counted (the caller did) and summed up in the next summary line.
+    fn refuse(&mut self, from: &str, reason: &str) {
+        let now = Instant::now();
+        if self
+            .last_refusal_log
+            .is_none_or(|t| now.duration_since(t) >= REFUSAL_LOG_GAP)
+        {
+            self.last_refusal_log = Some(now);
+            warn!("IKE from {from}: {reason}");
+        } else {
+            debug!("IKE from {from}: {reason}");
+            self.last_failure = Some(format!("{from}: {reason}"));
+        }
+    }
+
+    /// Hands a datagram to a peer actor, or counts it dropped when the actor is saturated.
+    fn deliver(&mut self, id: PeerId, msg: IkeDatagram, ctx: &mut Context<Self>) {
+        self.reap_if_dead(id, ctx);
+        let Some(p) = self.peers.get(&id) else {
+            self.counters.refused_unknown_cookies += 1;
+            return;
+        };
+        if p.addr.try_send(msg).is_err() {
+            self.counters.dropped_peer_busy += 1;
+        }
+    }
+
+    /// The live actors of `policy` (at `ip` when given): for commands, not per datagram.
+    fn actors_of(&self, policy: &str, ip: Option<IpAddr>) -> Vec<PeerId> {
+        let mut ids: Vec<PeerId> = self
+            .peers
+            .iter()
+            .filter(|(_, p)| p.policy == policy && ip.is_none_or(|ip| p.ip == ip))
+            .map(|(id, _)| *id)
+            .collect();
+        ids.sort();
+        ids
     }
 }
 
@@ -370,6 +552,8 @@ impl Actor for IkeRouter {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(ROUTER_MAILBOX);
+        ctx.run_interval(SUMMARY_INTERVAL, |act, _| act.log_summary());
         self.start_permanent(ctx);
     }
 }
@@ -377,28 +561,51 @@ impl Actor for IkeRouter {
 impl Handler<ChildrenChanged> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: ChildrenChanged, _: &mut Context<Self>) {
-        if let Some(p) = self.peers.get_mut(&msg.peer) {
+        if let Some(p) = self.peers.get_mut(&msg.id) {
+            p.installed |= !msg.children.is_empty();
             p.children = msg.children;
-            p.spd_key = Some((msg.spd_key, msg.keep_policy));
         }
     }
 }
 
-/// A peer's phase 1 completed: it no longer counts as half open.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Phase1Up {
-    pub peer: IpAddr,
+impl Handler<Cookies> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: Cookies, _: &mut Context<Self>) {
+        if self.peers.contains_key(&msg.id) {
+            self.demux.set_cookies(msg.id, &msg.cookies);
+        }
+    }
+}
+
+impl Handler<Moved> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: Moved, _: &mut Context<Self>) {
+        if self.peers.contains_key(&msg.id) {
+            self.demux.set_address(msg.id, msg.to);
+        }
+    }
 }
 
 impl Handler<Phase1Up> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: Phase1Up, _: &mut Context<Self>) {
-        if let Some(p) = self.peers.get_mut(&msg.peer)
-            && p.half_open
+        self.demux.established(msg.id);
+        let Some(p) = self.peers.get_mut(&msg.id) else {
+            return;
+        };
+        p.authenticated = true;
+        if p.template {
+            return;
+        }
+        // A single-peer policy has one peer: a session that authenticated replaces an older
+        // one (the peer started over from another port, e.g. a NAT rebinding).
+        let policy = p.policy.clone();
+        if let Some(old) = self.single.insert(policy, msg.id)
+            && old != msg.id
+            && let Some(o) = self.peers.get(&old)
         {
-            p.half_open = false;
-            self.half_open -= 1;
+            info!(policy = %o.policy, "the peer authenticated a new session: the old one ends");
+            o.addr.do_send(Terminate);
         }
     }
 }
@@ -418,7 +625,8 @@ impl Handler<InjectFault> for IkeRouter {
         }
         let p = self
             .peers
-            .get(&msg.peer)
+            .values()
+            .find(|p| p.ip == msg.peer)
             .ok_or_else(|| format!("no peer actor for {}", msg.peer))?;
         p.addr.do_send(Panic);
         Ok(format!("peer actor of {} told to panic", msg.peer))
@@ -429,56 +637,59 @@ impl Handler<IkeDatagram> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: IkeDatagram, ctx: &mut Context<Self>) {
         self.counters.ike_datagrams += 1;
-        let ip = msg.from.ip();
         debug!(from = %msg.from, nat_t = msg.nat_t, len = msg.bytes.len(), "IKE datagram");
-        self.reap_if_dead(ip, ctx);
-        if let Some(p) = self.peers.get(&ip) {
-            p.addr.do_send(msg);
-            return;
-        }
-        let Some(policy) = self.admitting_policy(msg.local.ip(), ip) else {
-            self.counters.refused_unknown_peer += 1;
-            self.log_refusal(format!(
-                "IKE from {} refused: no ipsec-policy-isakmp on {} admits this address",
-                msg.from,
-                msg.local.ip()
-            ));
-            return;
+        let route = if msg.nat_t {
+            self.demux.route_nat_t(msg.from, &msg.bytes)
+        } else {
+            self.demux.route(msg.from, &msg.bytes)
         };
-        // A flood of first messages (from many addresses a template admits) must not turn into
-        // unbounded state: past the limit, new responders wait until others finish or fail.
-        if self.half_open >= MAX_HALF_OPEN {
-            self.counters.refused_half_open_limit += 1;
-            self.log_refusal(format!(
-                "IKE from {} dropped: {MAX_HALF_OPEN} exchanges are already half open",
-                msg.from
-            ));
-            return;
-        }
-        match ikehub::ike::peek_first_message(&msg.bytes) {
-            Ok(info) if info.main_mode_start || info.aggressive => {}
-            Ok(_) => {
-                // A late message of an exchange that is over (e.g. retransmissions after a
-                // failure): no state is created for it.
-                self.counters.refused_not_first_message += 1;
-                debug!(from = %msg.from, "IKE dropped: no exchange with this peer");
-                return;
+        match route {
+            Route::Session(id) => self.deliver(id, msg, ctx),
+            Route::Drop(reason) => {
+                match reason {
+                    DropReason::Malformed => self.counters.refused_malformed += 1,
+                    DropReason::UnknownCookies => self.counters.refused_unknown_cookies += 1,
+                    DropReason::Aggressive => self.counters.refused_aggressive += 1,
+                }
+                self.refuse(&msg.from.to_string(), reason.describe());
             }
-            Err(e) => {
-                self.counters.refused_malformed_first_message += 1;
-                self.log_refusal(format!("IKE from {} dropped: {e}", msg.from));
-                return;
+            Route::NewExchange => {
+                let ip = msg.from.ip();
+                let Some(policy) = self.admitting_policy(msg.local.ip(), ip) else {
+                    self.counters.refused_unknown_peer += 1;
+                    self.refuse(
+                        &msg.from.to_string(),
+                        &format!(
+                            "refused: no ipsec-policy-isakmp on {} admits this address",
+                            msg.local.ip()
+                        ),
+                    );
+                    return;
+                };
+                let policy_key: Arc<str> = Arc::from(policy.name.as_str());
+                let admitted = self.demux.admit(msg.from, &policy_key);
+                for old in admitted.evicted {
+                    self.counters.half_open_evicted += 1;
+                    if let Some(p) = self.forget_peer(old) {
+                        p.addr.do_send(Evict);
+                    }
+                }
+                let id = admitted.id;
+                match self.spawn_peer(
+                    id,
+                    &policy,
+                    msg.local.ip(),
+                    ip,
+                    Some(msg.from.port()),
+                    false,
+                    ctx,
+                ) {
+                    Some(actor) => {
+                        let _ = actor.try_send(msg);
+                    }
+                    None => self.demux.remove(id),
+                }
             }
-        }
-        if let Some(actor) = self.spawn_peer(
-            &policy,
-            msg.local.ip(),
-            ip,
-            Some(msg.from.port()),
-            false,
-            ctx,
-        ) {
-            actor.do_send(msg);
         }
     }
 }
@@ -492,51 +703,62 @@ impl Handler<Acquire> for IkeRouter {
         if policy.initiate == InitiateMode::Never {
             return;
         }
-        let PeerSpec::Address(peer) = policy.peer else {
-            // A template policy cannot initiate: it does not know which spoke to call.
-            return;
-        };
-        self.reap_if_dead(peer, ctx);
-        if let Some(p) = self.peers.get(&peer) {
-            p.addr.do_send(Initiate);
+        // A template policy cannot initiate: it does not know which spoke to call.
+        if !matches!(policy.peer, PeerSpec::Address(_)) {
             return;
         }
-        let Some(local) = self
-            .profiles
-            .interfaces
-            .get(&policy.interface)
-            .map(|i| i.address)
-        else {
-            return;
-        };
-        info!(policy = %policy.name, %peer, "on-demand: traffic {} -> {} initiates", msg.src, msg.dst);
-        if let Some(a) = self.spawn_peer(&policy, local, peer, None, true, ctx) {
-            a.do_send(Initiate);
+        if !self.single.contains_key(&policy.name) {
+            info!(policy = %policy.name, peer = ?policy.peer, "on-demand: traffic {} -> {} initiates", msg.src, msg.dst);
         }
+        self.initiate_single(&policy, ctx);
     }
 }
 
 impl Handler<PeerStopped> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: PeerStopped, ctx: &mut Context<Self>) {
-        self.history.insert(msg.peer, msg.status.clone());
-        if self
-            .peers
-            .get(&msg.peer)
-            .is_some_and(|p| p.policy == msg.policy && !p.addr.connected())
-        {
-            self.forget_peer(&msg.peer);
-        }
-        let Some(policy) = self.profiles.isakmp_policies.get(&msg.policy).cloned() else {
+        // Only an actor still in the table: an evicted or reaped one was dealt with already.
+        let Some(p) = self.peers.get(&msg.id) else {
             return;
         };
-        if policy.initiate != InitiateMode::Permanent {
+        if p.addr.connected() {
             return;
         }
-        let n = self.failures.entry(msg.peer).or_default();
-        *n = if msg.failed { n.saturating_add(1) } else { 0 };
-        // Rebuilt within a second; 2 s, 4 s ... up to 60 s between attempts of a peer that
-        // keeps failing.
+        let main = self.single.get(&p.policy) == Some(&msg.id);
+        let Some(p) = self.forget_peer(msg.id) else {
+            return;
+        };
+        if !p.authenticated && !p.initiator && msg.failed {
+            // Anyone can start and abandon an exchange: counted, logged at most once a second
+            // in full and otherwise summed up.
+            self.counters.unauthenticated_failures += 1;
+            if let Some(e) = &msg.status.last_error {
+                self.refuse(&msg.status.peer, &format!("policy {}: {e}", msg.policy));
+            }
+        }
+        if main || p.template {
+            self.record_history(&p, msg.status.clone());
+        }
+        if main {
+            self.restart_later(&msg.policy, msg.failed, ctx);
+        }
+    }
+}
+
+impl IkeRouter {
+    /// A permanent policy's actor ended: a new one is started within a second; 2 s, 4 s ...
+    /// up to 60 s between attempts when it keeps failing.
+    fn restart_later(&mut self, policy: &str, failed: bool, ctx: &mut Context<Self>) {
+        let Some(policy) = self.profiles.isakmp_policies.get(policy).cloned() else {
+            return;
+        };
+        if policy.initiate != InitiateMode::Permanent
+            || !matches!(policy.peer, PeerSpec::Address(_))
+        {
+            return;
+        }
+        let n = self.failures.entry(policy.name.clone()).or_default();
+        *n = if failed { n.saturating_add(1) } else { 0 };
         let wait =
             Duration::from_secs(1u64 << n.saturating_sub(1).min(6)).min(Duration::from_secs(60));
         self.counters.peers_restarted += 1;
@@ -548,18 +770,20 @@ impl Handler<ListPeers> for IkeRouter {
     type Result = ResponseFuture<Vec<PeerStatus>>;
     fn handle(&mut self, _: ListPeers, _: &mut Context<Self>) -> Self::Result {
         let addrs: Vec<Addr<PeerActor>> = self.peers.values().map(|p| p.addr.clone()).collect();
+        let live: std::collections::HashSet<&str> =
+            self.peers.values().map(|p| &*p.spd_key).collect();
         // Peers without a live actor: their last status, or for a configured single-peer
         // policy never tried yet, an idle row, so every configured peer is listed.
         let mut quiet: Vec<PeerStatus> = self
             .history
-            .iter()
-            .filter(|(ip, _)| !self.peers.contains_key(ip))
+            .rows()
+            .filter(|(key, _)| !live.contains(key.as_str()))
             .map(|(_, s)| s.clone())
             .collect();
         for p in self.profiles.isakmp_policies.values() {
             if let PeerSpec::Address(ip) = p.peer
-                && !self.peers.contains_key(&ip)
-                && !self.history.contains_key(&ip)
+                && !self.single.contains_key(&p.name)
+                && self.history.get(&p.name).is_none()
             {
                 quiet.push(PeerStatus {
                     policy: p.name.clone(),
@@ -588,41 +812,51 @@ impl Handler<Command> for IkeRouter {
         let Some(policy) = self.profiles.isakmp_policies.get(&msg.policy).cloned() else {
             return Err(format!("no ipsec-policy-isakmp named {}", msg.policy));
         };
-        let peer = match (msg.peer, policy.peer) {
-            (Some(p), _) => p,
-            (None, PeerSpec::Address(a)) => a,
-            (None, _) => {
+        let single = match policy.peer {
+            PeerSpec::Address(a) => Some(a),
+            _ => None,
+        };
+        let Some(peer) = msg.peer.or(single) else {
+            return Err(format!(
+                "{} is a template policy: name the spoke with --peer ADDR",
+                msg.policy
+            ));
+        };
+        let ids = self.actors_of(&policy.name, Some(peer));
+        for id in &ids {
+            self.reap_if_dead(*id, ctx);
+        }
+        let ids: Vec<PeerId> = ids
+            .into_iter()
+            .filter(|id| self.peers.contains_key(id))
+            .collect();
+        if msg.up {
+            if ids.is_empty() && single == Some(peer) {
+                self.initiate_single(&policy, ctx);
+                return Ok(format!("{}: initiating with {peer}", msg.policy));
+            }
+            if ids.is_empty() {
                 return Err(format!(
-                    "{} is a template policy: name the spoke with --peer ADDR",
+                    "{}: {peer} is a spoke of a template policy: it must call the hub first",
                     msg.policy
                 ));
             }
-        };
-        self.reap_if_dead(peer, ctx);
-        if msg.up {
-            if let Some(p) = self.peers.get(&peer) {
-                p.addr.do_send(Initiate);
-                return Ok(format!("{}: initiating with {peer}", msg.policy));
+            for id in &ids {
+                if let Some(p) = self.peers.get(id) {
+                    p.addr.do_send(Initiate);
+                }
             }
-            let local = self
-                .profiles
-                .interfaces
-                .get(&policy.interface)
-                .map(|i| i.address)
-                .ok_or("interface missing")?;
-            let a = self
-                .spawn_peer(&policy, local, peer, None, true, ctx)
-                .ok_or("cannot start the peer")?;
-            a.do_send(Initiate);
             Ok(format!("{}: initiating with {peer}", msg.policy))
         } else {
-            match self.peers.get(&peer) {
-                Some(p) => {
-                    p.addr.do_send(Terminate);
-                    Ok(format!("{}: deleting the SAs with {peer}", msg.policy))
-                }
-                None => Err(format!("{}: nothing is up with {peer}", msg.policy)),
+            if ids.is_empty() {
+                return Err(format!("{}: nothing is up with {peer}", msg.policy));
             }
+            for id in &ids {
+                if let Some(p) = self.peers.get(id) {
+                    p.addr.do_send(Terminate);
+                }
+            }
+            Ok(format!("{}: deleting the SAs with {peer}", msg.policy))
         }
     }
 }
@@ -643,7 +877,7 @@ impl Handler<UpdateProfiles> for IkeRouter {
                 p.addr.do_send(Terminate);
             }
         }
-        self.history.retain(|_, s| !msg.stop.contains(&s.policy));
+        self.history.forget_policies(&msg.stop);
         self.start_permanent(ctx);
     }
 }

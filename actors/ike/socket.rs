@@ -66,14 +66,30 @@ impl IkeSockets {
         let local = self.ike_addr;
         actix::spawn(async move {
             let mut buf = vec![0u8; 65536];
+            // A router that cannot keep up drops datagrams here (its mailbox is bounded)
+            // instead of queueing a flood; summed up in the log at most every 10 s.
+            let mut dropped = 0u64;
+            let mut last_log = std::time::Instant::now();
             loop {
                 match sock.recv_from(&mut buf).await {
-                    Ok((n, from)) => router.do_send(IkeDatagram {
-                        local,
-                        from,
-                        nat_t: false,
-                        bytes: buf[..n].to_vec(),
-                    }),
+                    Ok((n, from)) => {
+                        let msg = IkeDatagram {
+                            local,
+                            from,
+                            nat_t: false,
+                            bytes: buf[..n].to_vec(),
+                        };
+                        if router.try_send(msg).is_err() {
+                            dropped += 1;
+                        }
+                        if dropped > 0 && last_log.elapsed().as_secs() >= 10 {
+                            warn!(
+                                "IKE socket {local}: {dropped} datagrams dropped, the router is saturated"
+                            );
+                            dropped = 0;
+                            last_log = std::time::Instant::now();
+                        }
+                    }
                     Err(e) => {
                         warn!("IKE socket {local}: {e}");
                         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
