@@ -100,7 +100,7 @@ fn rss_kib(sites: &HubSites) -> u64 {
         .filter_map(|s| {
             s.lines()
                 .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
         })
         .sum()
 }
