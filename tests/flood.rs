@@ -170,7 +170,7 @@ fn hub_keeps_its_tunnels_and_admits_a_new_spoke_under_a_message_1_flood() {
          \x20   while sent < due:\n\
          \x20       body = os.urandom(8) + msg[8:]\n\
          \x20       src = bytes([192, 0, 2, 100 + sent % sources])\n\
-         \x20       udp = struct.pack('>HHHH', 500 + sent % 7, 500, 8 + len(body), 0) + body\n\
+         \x20       udp = struct.pack('>HHHH', 1024 + (sent * 7919) % 60000, 500, 8 + len(body), 0) + body\n\
          \x20       ip = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)\n\
          \x20       s.sendto(ip + udp, ('{HUB_WAN}', 0))\n\
          \x20       sent += 1\n\

@@ -16,7 +16,7 @@ mod common;
 use std::net::SocketAddr;
 use std::process::{Child, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::hub::{finish_ping, spawn_ping};
 use common::ike::{
