@@ -19,9 +19,7 @@ use super::peer::{
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
 use super::{Acquire, IkeDatagram};
-use crate::shard::{ConnectIke, EspShard, RemovePolicy, RemoveSa, SetPolicySa};
-use ikehub::esp::Direction;
-use ikehub::ike::SpiPair;
+use crate::shard::{self, ConnectIke, EspShard, RemovePolicy, SaPair};
 
 /// Responder exchanges without an ISAKMP SA yet, over all peers (DESIGN: half-open phase-1 state
 /// is bounded). Each costs one peer actor and, after message 3, one DH computation.
@@ -45,9 +43,9 @@ struct Peer {
     policy: String,
     /// A responder that has no ISAKMP SA yet (counts against the half-open limit).
     half_open: bool,
-    /// What the actor installed (it reports every change), removed by the router if the actor
-    /// dies without doing it itself.
-    children: Vec<SpiPair>,
+    /// What the actor installed (it reports every change), by the handles it installed them
+    /// under: removed by the router if the actor dies without doing it itself.
+    children: Vec<SaPair>,
     spd_key: Option<(Arc<str>, bool)>,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
     clean_stop: Arc<std::sync::atomic::AtomicBool>,
@@ -320,27 +318,16 @@ impl IkeRouter {
                 "peer actor died; removing its {} child SA pair(s) and starting over",
                 p.children.len()
             );
-            let n = self.shards.len() as u32;
-            for c in &p.children {
-                self.shards[crate::io::spi_shard(c.inbound, n) as usize].do_send(RemoveSa {
-                    direction: Direction::Inbound,
-                    spi: c.inbound,
-                });
-                self.shards[crate::io::spi_shard(c.outbound, n) as usize].do_send(RemoveSa {
-                    direction: Direction::Outbound,
-                    spi: c.outbound,
-                });
-                self.spis.release(c.inbound);
-            }
+            // The children and their SPD key are reported together (ChildrenChanged).
             if let Some((key, keep)) = &p.spd_key {
+                for c in &p.children {
+                    // Entries of a configured policy return to "no SA yet".
+                    shard::remove_pair(&self.shards, c, key);
+                    self.spis.release(c.spis.inbound);
+                }
                 self.claims.release(key);
-                for s in &self.shards {
-                    if *keep {
-                        s.do_send(SetPolicySa {
-                            policy: key.clone(),
-                            outbound_spi: None,
-                        });
-                    } else {
+                if !*keep {
+                    for s in &self.shards {
                         s.do_send(RemovePolicy {
                             policy: key.clone(),
                         });
