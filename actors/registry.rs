@@ -16,20 +16,14 @@ use crate::control::protocol::{Request, Response, SaStatus};
 use crate::control::server::Control;
 use crate::ike::router::{self, IkeRouter, ListPeers, TerminateAll, UpdateProfiles};
 use crate::routes::Routes;
-use crate::shard::{EspShard, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, Report, SaKind};
-
-/// The SPIs of an installed manual policy.
-#[derive(Clone, Copy, Debug)]
-struct InstalledSpis {
-    inbound: u32,
-    outbound: u32,
-}
+use crate::shard::{self, EspShard, InstallPolicy, RemovePolicy, Report, SaKind, SaPair};
 
 pub struct Registry {
     profiles: Arc<Profiles>,
     config_path: PathBuf,
     shards: Vec<Addr<EspShard>>,
-    installed: BTreeMap<String, InstalledSpis>,
+    /// The SAs of each installed manual policy, by the handles they were installed under.
+    installed: BTreeMap<String, SaPair>,
     routes: Routes,
     ike: Option<Addr<IkeRouter>>,
 }
@@ -62,10 +56,6 @@ impl Registry {
         }
     }
 
-    fn shard_of(&self, spi: u32) -> &Addr<EspShard> {
-        &self.shards[crate::io::spi_shard(spi, self.shards.len() as u32) as usize]
-    }
-
     fn install_manual(&mut self, policy: &ManualPolicy) -> Result<(), String> {
         let Some(iface) = self.profiles.interfaces.get(&policy.interface) else {
             return Err(format!("interface {} is not defined", policy.interface));
@@ -77,26 +67,26 @@ impl Registry {
         };
         let inbound = build(Direction::Inbound)?;
         let outbound = build(Direction::Outbound)?;
-        let spis = InstalledSpis {
+        // Two manual policies may name the same outbound SPI (each peer chose its own): the
+        // SAs are told apart by their handles, and each policy's SPD entries point at its own.
+        let pair = SaPair::issue(ikehub::ike::SpiPair {
             inbound: inbound.outer_spi(),
             outbound: outbound.outer_spi(),
-        };
+        });
         let name: Arc<str> = Arc::from(policy.name.as_str());
-        self.shard_of(spis.inbound).do_send(InstallSa {
-            policy: name.clone(),
-            kind: SaKind::Manual,
-            sa: Box::new(inbound),
-        });
-        self.shard_of(spis.outbound).do_send(InstallSa {
-            policy: name.clone(),
-            kind: SaKind::Manual,
-            sa: Box::new(outbound),
-        });
+        shard::install_pair(
+            &self.shards,
+            &pair,
+            &name,
+            SaKind::Manual,
+            inbound,
+            outbound,
+        );
         for s in &self.shards {
             s.do_send(InstallPolicy {
                 policy: name.clone(),
                 protected_networks: policy.protected_networks.clone(),
-                outbound_spi: Some(spis.outbound),
+                outbound: Some(pair.outbound),
             });
         }
         for pn in &policy.protected_networks {
@@ -104,13 +94,13 @@ impl Registry {
                 warn!(policy = %policy.name, "route to {}: {e}", pn.remote);
             }
         }
-        self.installed.insert(policy.name.clone(), spis);
+        self.installed.insert(policy.name.clone(), pair);
         info!(
             policy = %policy.name,
             peer = %policy.peer,
             "manual SAs installed: inbound SPI {}, outbound SPI {}",
-            spis.inbound,
-            spis.outbound
+            pair.spis.inbound,
+            pair.spis.outbound
         );
         Ok(())
     }
@@ -125,7 +115,7 @@ impl Registry {
                 s.do_send(InstallPolicy {
                     policy: name.clone(),
                     protected_networks: policy.protected_networks.clone(),
-                    outbound_spi: None,
+                    outbound: None,
                 });
             }
         }
@@ -149,7 +139,7 @@ impl Registry {
     }
 
     fn remove_manual(&mut self, name: &str) {
-        let Some(spis) = self.installed.remove(name) else {
+        let Some(pair) = self.installed.remove(name) else {
             return;
         };
         let policy: Arc<str> = Arc::from(name);
@@ -158,14 +148,7 @@ impl Registry {
                 policy: policy.clone(),
             });
         }
-        self.shard_of(spis.inbound).do_send(RemoveSa {
-            direction: Direction::Inbound,
-            spi: spis.inbound,
-        });
-        self.shard_of(spis.outbound).do_send(RemoveSa {
-            direction: Direction::Outbound,
-            spi: spis.outbound,
-        });
+        shard::remove_pair(&self.shards, &pair, &policy);
         self.routes.remove_policy(name);
         info!(policy = %name, "manual SAs removed");
     }

@@ -8,14 +8,16 @@
 //! the TUN and finds the policy whose `local` contains src and `remote` contains dst.
 //!
 //! **Ambiguity rule**: when several pairs match, the most specific wins: the one with the
-//! smallest remote block, then the smallest local block, then the lowest policy index (the
-//! order policies were added in). Profiles validation already refuses ambiguous overlaps
+//! smallest remote block, then the smallest local block, then the lowest policy id (the
+//! order policies were added in, a removed policy's id being reused first). Profiles validation already refuses ambiguous overlaps
 //! between different policies; the rule makes the result deterministic anyway.
 //!
 //! Cost: every remote network is split into CIDR blocks and indexed in one hash map per
 //! prefix length; a lookup probes only the prefix lengths in use (typically a handful), so it
 //! is independent of the number of policies. Within one remote block the local networks are
 //! scanned, which is short for the hub-and-spoke shape (one local network, many remotes).
+//! A removal un-indexes only the removed policy's blocks and frees its slot for the next
+//! insert, so spokes coming and going never rebuild the index.
 //!
 //! # Inbound lookup
 //!
@@ -91,7 +93,9 @@ pub fn cidrs(n: &NetworkSpec) -> impl Iterator<Item = (u32, u8)> {
 /// The security policy database of one interface.
 #[derive(Debug)]
 pub struct Spd<H> {
-    policies: Vec<Policy<H>>,
+    /// By id; `None` is a removed policy's slot, reused by the next insert.
+    policies: Vec<Option<Policy<H>>>,
+    free: Vec<u32>,
     /// `by_prefix[len]`: masked remote address -> entries.
     by_prefix: Vec<HashMap<u32, Vec<Entry>, BuildHasherDefault<SpiHasher>>>,
     /// Prefix lengths in use, longest first.
@@ -109,14 +113,22 @@ impl<H> Spd<H> {
     pub fn new() -> Self {
         Self {
             policies: Vec::new(),
+            free: Vec::new(),
             by_prefix: (0..=32).map(|_| HashMap::default()).collect(),
             lengths: Vec::new(),
         }
     }
 
-    /// Adds a policy and indexes its networks; returns its id.
+    /// Adds a policy and indexes its networks; returns its id (a removed policy's id may be
+    /// given again).
     pub fn insert(&mut self, policy: Policy<H>) -> PolicyId {
-        let id = self.policies.len() as u32;
+        let id = match self.free.pop() {
+            Some(id) => id,
+            None => {
+                self.policies.push(None);
+                (self.policies.len() - 1) as u32
+            }
+        };
         for pn in &policy.networks {
             let e = Entry {
                 policy: id,
@@ -135,28 +147,54 @@ impl<H> Spd<H> {
                 }
             }
         }
-        self.policies.push(policy);
+        self.policies[id as usize] = Some(policy);
         PolicyId(id)
+    }
+
+    /// Removes a policy and its index entries; its id becomes free.
+    pub fn remove(&mut self, id: PolicyId) -> Option<Policy<H>> {
+        let policy = self.policies.get_mut(id.0 as usize)?.take()?;
+        for pn in &policy.networks {
+            for (addr, len) in cidrs(&pn.remote) {
+                let map = &mut self.by_prefix[usize::from(len)];
+                let Some(entries) = map.get_mut(&addr) else {
+                    continue;
+                };
+                entries.retain(|e| e.policy != id.0);
+                if entries.is_empty() {
+                    map.remove(&addr);
+                    if map.is_empty() {
+                        self.lengths.retain(|l| *l != len);
+                    }
+                }
+            }
+        }
+        self.free.push(id.0);
+        Some(policy)
     }
 
     /// Number of policies.
     pub fn len(&self) -> usize {
-        self.policies.len()
+        self.policies.len() - self.free.len()
     }
 
     /// True without policies.
     pub fn is_empty(&self) -> bool {
-        self.policies.is_empty()
+        self.len() == 0
     }
 
     /// The policy with this id.
     pub fn get(&self, id: PolicyId) -> Option<&Policy<H>> {
-        self.policies.get(id.0 as usize)
+        self.policies.get(id.0 as usize)?.as_ref()
     }
 
     /// Sets (or clears) the outbound SA of a policy, e.g. after quick mode or a re-key.
     pub fn set_outbound(&mut self, id: PolicyId, sa: Option<H>) -> bool {
-        match self.policies.get_mut(id.0 as usize) {
+        match self
+            .policies
+            .get_mut(id.0 as usize)
+            .and_then(Option::as_mut)
+        {
             Some(p) => {
                 p.outbound = sa;
                 true
@@ -190,7 +228,9 @@ impl<H> Spd<H> {
                 }
             }
         }
-        best.map(|e| (PolicyId(e.policy), &self.policies[e.policy as usize]))
+        let e = best?;
+        let policy = self.policies.get(e.policy as usize)?.as_ref()?;
+        Some((PolicyId(e.policy), policy))
     }
 
     /// The outbound SA handle for a packet, if its policy has one.
@@ -217,6 +257,12 @@ impl Hasher for SpiHasher {
 
     fn write_u32(&mut self, v: u32) {
         let h = (self.0 ^ u64::from(v)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        self.0 = h ^ (h >> 32);
+    }
+
+    /// 64-bit keys: the daemon's SA handles, which it issues itself.
+    fn write_u64(&mut self, v: u64) {
+        let h = (self.0 ^ v).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         self.0 = h ^ (h >> 32);
     }
 }
@@ -390,6 +436,44 @@ mod tests {
             let dst = Ipv4Addr::from((10 << 24) | (i << 8) | 77);
             assert_eq!(spd.outbound_sa(ip("198.51.100.9"), dst), Some(&i));
         }
+    }
+
+    #[test]
+    fn remove_unindexes_and_reuses_the_slot() {
+        let mut spd: Spd<u32> = Spd::new();
+        let wide = spd.insert(Policy {
+            name: "Wide".into(),
+            networks: vec![pn("198.51.100.0/24", "203.0.113.0/24")],
+            outbound: Some(1),
+        });
+        let narrow = spd.insert(Policy {
+            name: "Narrow".into(),
+            networks: vec![pn("198.51.100.0/24", "203.0.113.10-203.0.113.20")],
+            outbound: Some(2),
+        });
+        let src = ip("198.51.100.1");
+        assert_eq!(spd.outbound_sa(src, ip("203.0.113.15")), Some(&2));
+        assert_eq!(spd.remove(narrow).map(|p| p.name), Some("Narrow".into()));
+        assert!(spd.remove(narrow).is_none());
+        assert!(spd.get(narrow).is_none());
+        assert!(!spd.set_outbound(narrow, Some(9)));
+        // The wider policy covers it again; the narrow blocks' prefix lengths are gone.
+        assert_eq!(spd.outbound_sa(src, ip("203.0.113.15")), Some(&1));
+        assert_eq!(spd.lengths, vec![24]);
+        assert_eq!(spd.len(), 1);
+        let again = spd.insert(Policy {
+            name: "Again".into(),
+            networks: vec![pn("198.51.100.0/24", "203.0.113.128/25")],
+            outbound: Some(3),
+        });
+        assert_eq!(again, narrow);
+        assert_eq!(spd.outbound_sa(src, ip("203.0.113.200")), Some(&3));
+        assert_eq!(spd.outbound_sa(src, ip("203.0.113.15")), Some(&1));
+        spd.remove(wide);
+        spd.remove(again);
+        assert!(spd.is_empty());
+        assert_eq!(spd.lookup(src, ip("203.0.113.200")).map(|(id, _)| id), None);
+        assert!(spd.lengths.is_empty());
     }
 
     #[test]

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
-use ikehub::esp::{Direction, SecurityAssociation};
+use ikehub::esp::SecurityAssociation;
 use ikehub::ike::demux::{PeerId, Role};
 use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
@@ -18,10 +18,8 @@ use tracing::{Span, info, info_span, warn};
 
 use super::IkeDatagram;
 use super::socket::IkeSockets;
-use crate::io::spi_shard;
 use crate::shard::{
-    EspShard, GetSaUsage, InstallPolicy, InstallSa, RemovePolicy, RemoveSa, SaKind, SetPeerPort,
-    SetPolicySa,
+    self, EspShard, GetSaUsage, RemovePolicy, SaKind, SaPair, SetPeerPort, SetPolicySa, SpdEntry,
 };
 
 /// What `show isakmp` and `show peers` print for a peer.
@@ -59,7 +57,7 @@ pub struct GetStatus;
 #[rtype(result = "()")]
 pub struct ChildrenChanged {
     pub id: PeerId,
-    pub children: Vec<SpiPair>,
+    pub children: Vec<SaPair>,
 }
 
 /// The router needs the room: stop now, quietly (a half-open exchange that never authenticated
@@ -106,8 +104,8 @@ pub struct PeerActor {
     sockets: IkeSockets,
     shards: Vec<Addr<EspShard>>,
     router: Addr<super::router::IkeRouter>,
-    children: BTreeMap<u32, SpiPair>,
-    current_outbound: Option<u32>,
+    /// Installed child SA pairs by inbound SPI (ours), with the selectors of their SPD entries.
+    children: BTreeMap<u32, Child>,
     isakmp: Option<Isakmp>,
     last_error: Option<String>,
     timer: Option<(Instant, SpawnHandle)>,
@@ -129,6 +127,12 @@ pub struct PeerActor {
     installed_any: bool,
 }
 
+/// A child SA pair as installed: its handles and the selectors its SPD entries carry.
+struct Child {
+    pair: SaPair,
+    selectors: Vec<ProtectedNetwork>,
+}
+
 /// How often a peer asks the shards whether its SAs carried traffic (DPD probes only an idle
 /// peer, RFC 3706 §5) or reached their kilobyte soft limit.
 const USAGE_POLL: Duration = Duration::from_secs(10);
@@ -138,7 +142,7 @@ const USAGE_POLL: Duration = Duration::from_secs(10);
 #[rtype(result = "()")]
 struct Usage {
     inbound_spi: u32,
-    usage: crate::shard::SaUsage,
+    usage: shard::SaUsage,
 }
 
 impl PeerActor {
@@ -170,7 +174,6 @@ impl PeerActor {
             shards,
             router,
             children: BTreeMap::new(),
-            current_outbound: None,
             isakmp: None,
             last_error: None,
             timer: None,
@@ -186,8 +189,26 @@ impl PeerActor {
         }
     }
 
-    fn shard(&self, spi: u32) -> &Addr<EspShard> {
-        &self.shards[spi_shard(spi, self.shards.len() as u32) as usize]
+    fn children_changed(&self) {
+        self.router.do_send(ChildrenChanged {
+            id: self.id,
+            children: self.children.values().map(|c| c.pair).collect(),
+        });
+    }
+
+    /// Points the SPD entries of these selectors at an outbound SA, on every shard.
+    fn point_entries(&self, selectors: &[ProtectedNetwork], outbound: shard::SaHandle) {
+        for pn in selectors {
+            for s in &self.shards {
+                s.do_send(SetPolicySa {
+                    entry: SpdEntry {
+                        policy: self.spd_key.clone(),
+                        selectors: *pn,
+                    },
+                    outbound,
+                });
+            }
+        }
     }
 
     /// Installs a negotiated pair. Returns false when the pair was refused because another peer
@@ -219,31 +240,29 @@ impl PeerActor {
                 return true;
             }
         };
-        let policy: Arc<str> = self.spd_key.clone();
         self.installed_any = true;
-        self.shard(spis.inbound).do_send(InstallSa {
-            policy: policy.clone(),
-            kind: SaKind::Isakmp,
-            sa: Box::new(inbound),
-        });
-        self.shard(spis.outbound).do_send(InstallSa {
-            policy: policy.clone(),
-            kind: SaKind::Isakmp,
-            sa: Box::new(outbound),
-        });
-        for s in &self.shards {
-            s.do_send(InstallPolicy {
-                policy: policy.clone(),
-                protected_networks: info.protected_networks.clone(),
-                outbound_spi: Some(spis.outbound),
-            });
-        }
-        self.children.insert(spis.inbound, spis);
-        self.current_outbound = Some(spis.outbound);
-        self.router.do_send(ChildrenChanged {
-            id: self.id,
-            children: self.children.values().copied().collect(),
-        });
+        // The SAs by handles the daemon issues: the outbound SPI is the peer's choice and may
+        // equal another tunnel's (issue 9 point 1). The SAs are in place before the SPD
+        // entries of this child's selectors point at them (a re-key: the entries move to the
+        // new SA here, before the old one is removed).
+        let pair = SaPair::issue(spis);
+        shard::install_pair(
+            &self.shards,
+            &pair,
+            &self.spd_key,
+            SaKind::Isakmp,
+            inbound,
+            outbound,
+        );
+        self.point_entries(&info.protected_networks, pair.outbound);
+        self.children.insert(
+            spis.inbound,
+            Child {
+                pair,
+                selectors: info.protected_networks.clone(),
+            },
+        );
+        self.children_changed();
         info!(
             "child SA up: {} inbound SPI {} outbound SPI {}",
             info.suite, spis.inbound, spis.outbound
@@ -252,30 +271,25 @@ impl PeerActor {
     }
 
     fn remove(&mut self, spis: SpiPair, why: &str) {
-        self.shard(spis.inbound).do_send(RemoveSa {
-            direction: Direction::Inbound,
-            spi: spis.inbound,
-        });
-        self.shard(spis.outbound).do_send(RemoveSa {
-            direction: Direction::Outbound,
-            spi: spis.outbound,
-        });
-        self.children.remove(&spis.inbound);
+        let Some(gone) = self.children.remove(&spis.inbound) else {
+            return;
+        };
         self.seen_packets.remove(&spis.inbound);
-        self.router.do_send(ChildrenChanged {
-            id: self.id,
-            children: self.children.values().copied().collect(),
-        });
-        if self.current_outbound == Some(spis.outbound) {
-            // Fall back to another live pair, else the policy waits for a new SA.
-            self.current_outbound = self.children.values().last().map(|p| p.outbound);
-            for s in &self.shards {
-                s.do_send(SetPolicySa {
-                    policy: self.spd_key.clone(),
-                    outbound_spi: self.current_outbound,
-                });
+        // Selectors another live pair also serves (the newer pair of a re-key that is deleted
+        // before the older one) stay covered: point them at the newest such pair first.
+        for pn in &gone.selectors {
+            let newest = self
+                .children
+                .values()
+                .filter(|c| c.selectors.contains(pn))
+                .map(|c| c.pair.outbound)
+                .max();
+            if let Some(outbound) = newest {
+                self.point_entries(std::slice::from_ref(pn), outbound);
             }
         }
+        shard::remove_pair(&self.shards, &gone.pair, &self.spd_key);
+        self.children_changed();
         info!(
             "child SA removed ({why}): inbound SPI {} outbound SPI {}",
             spis.inbound, spis.outbound
@@ -364,11 +378,14 @@ impl PeerActor {
             Event::PeerPortChanged(addr) => {
                 info!("peer now at {addr}: UDP-encapsulated SAs follow it");
                 self.peer = addr;
-                for spis in self.children.values() {
-                    self.shard(spis.outbound).do_send(SetPeerPort {
-                        outbound_spi: spis.outbound,
-                        port: addr.port(),
-                    });
+                let n = self.shards.len();
+                for c in self.children.values() {
+                    if let Some(s) = self.shards.get(c.pair.outbound_shard(n)) {
+                        s.do_send(SetPeerPort {
+                            outbound: c.pair.outbound,
+                            port: addr.port(),
+                        });
+                    }
                 }
             }
         }
@@ -508,20 +525,14 @@ impl Actor for PeerActor {
         status.state = if self.failed { "failed" } else { "down" }.into();
         tracing::debug!(parent: &self.span, last_error = ?self.last_error, "peer actor stopped");
         status.child_sas = 0;
-        let pairs: Vec<SpiPair> = self.children.values().copied().collect();
+        let pairs: Vec<SpiPair> = self.children.values().map(|c| c.pair.spis).collect();
         for p in pairs {
             self.remove(p, "peer actor stopped");
         }
-        // Only a session that installed something owns the policy's SPD entry: another
-        // session of the same policy (a half-open exchange from the peer's address, perhaps
-        // forged) must not take it down when it ends.
-        for s in self.shards.iter().filter(|_| self.installed_any) {
-            if self.keep_policy {
-                s.do_send(SetPolicySa {
-                    policy: self.spd_key.clone(),
-                    outbound_spi: None,
-                });
-            } else {
+        // A configured policy's entries are back to "no SA yet" (its cleartext keeps
+        // triggering Acquires); a template spoke's entries go with it.
+        if !self.keep_policy && self.installed_any {
+            for s in &self.shards {
                 s.do_send(RemovePolicy {
                     policy: self.spd_key.clone(),
                 });
@@ -538,10 +549,16 @@ impl Actor for PeerActor {
 
 impl PeerActor {
     fn poll_usage(&mut self, ctx: &mut Context<Self>) {
-        for spis in self.children.values() {
-            let inbound_spi = spis.inbound;
-            self.shard(inbound_spi)
-                .send(GetSaUsage { inbound_spi })
+        let n = self.shards.len();
+        for c in self.children.values() {
+            let inbound_spi = c.pair.spis.inbound;
+            let Some(shard) = self.shards.get(c.pair.inbound_shard(n)) else {
+                continue;
+            };
+            shard
+                .send(GetSaUsage {
+                    inbound: c.pair.inbound,
+                })
                 .into_actor(self)
                 .map(move |r, _act, ctx: &mut Context<Self>| {
                     if let Ok(Some(usage)) = r {

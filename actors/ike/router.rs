@@ -24,9 +24,7 @@ use super::peer::{
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
 use super::{Acquire, IkeDatagram};
-use crate::shard::{ConnectIke, EspShard, RemovePolicy, RemoveSa, SetPolicySa};
-use ikehub::esp::Direction;
-use ikehub::ike::SpiPair;
+use crate::shard::{self, ConnectIke, EspShard, RemovePolicy, SaPair};
 
 /// Datagrams waiting for the router, and for each peer actor: past these, datagrams are dropped
 /// and counted rather than queued without bound.
@@ -87,10 +85,10 @@ struct Peer {
     authenticated: bool,
     /// We started it (its failures concern a peer the operator configured).
     initiator: bool,
-    /// What the actor installed (it reports every change), removed by the router if the actor
-    /// dies without doing it itself.
-    children: Vec<SpiPair>,
-    /// The actor installed SAs (and so owns its SPD entry and claims).
+    /// What the actor installed (it reports every change), by the handles it installed them
+    /// under: removed by the router if the actor dies without doing it itself.
+    children: Vec<SaPair>,
+    /// The actor installed SAs (and so owns its SPD entries and claims).
     installed: bool,
     keep_policy: bool,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
@@ -431,31 +429,19 @@ impl IkeRouter {
             "peer actor died; removing its {} child SA pair(s) and starting over",
             p.children.len()
         );
-        let n = self.shards.len() as u32;
         for c in &p.children {
-            self.shards[crate::io::spi_shard(c.inbound, n) as usize].do_send(RemoveSa {
-                direction: Direction::Inbound,
-                spi: c.inbound,
-            });
-            self.shards[crate::io::spi_shard(c.outbound, n) as usize].do_send(RemoveSa {
-                direction: Direction::Outbound,
-                spi: c.outbound,
-            });
-            self.spis.release(c.inbound);
+            // Entries of a configured policy return to "no SA yet".
+            shard::remove_pair(&self.shards, c, &p.spd_key);
+            self.spis.release(c.spis.inbound);
         }
         if p.installed {
             self.claims.release(&p.spd_key);
-        }
-        for s in self.shards.iter().filter(|_| p.installed) {
-            if p.keep_policy {
-                s.do_send(SetPolicySa {
-                    policy: p.spd_key.clone(),
-                    outbound_spi: None,
-                });
-            } else {
-                s.do_send(RemovePolicy {
-                    policy: p.spd_key.clone(),
-                });
+            if !p.keep_policy {
+                for s in &self.shards {
+                    s.do_send(RemovePolicy {
+                        policy: p.spd_key.clone(),
+                    });
+                }
             }
         }
         self.counters.peers_died += 1;

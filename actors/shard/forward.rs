@@ -12,7 +12,7 @@ use ikehub::spd::spi_of;
 use ikehub::wire::Ipv4Fragmenter;
 use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
 
-use super::{ClearFd, EspShard, Handoff, HandoffKind};
+use super::{ClearFd, EspShard, Handoff, HandoffKind, SaHandle};
 use crate::io::{self, PacketBatch};
 
 /// Cleartext packets read per batch (the size of the shard's receive batch).
@@ -61,30 +61,30 @@ impl EspShard {
     /// SA's packets stops at such a packet so the SA's order is kept.
     fn encap_received(&mut self, now: Instant, rx: &PacketBatch) {
         let n = rx.len().min(MAX_RX);
-        let mut spis = [0u32; MAX_RX];
+        let mut sas: [Option<SaHandle>; MAX_RX] = [None; MAX_RX];
         let mut slow = [false; MAX_RX];
-        for (i, spi) in spis.iter_mut().enumerate().take(n) {
+        for (i, sa) in sas.iter_mut().enumerate().take(n) {
             let pkt = rx.packet(i);
-            if let Some((s, w)) = self.classify(pkt) {
-                *spi = s;
+            if let Some((h, w)) = self.classify(pkt) {
+                *sa = Some(h);
                 slow[i] = pkt.len() + MAX_OVERHEAD > self.wans[w].path_mtu;
             }
         }
         let mut done = [false; MAX_RX];
         for i in 0..n {
-            if spis[i] == 0 || done[i] {
+            let Some(sa) = sas[i] else { continue };
+            if done[i] {
                 continue;
             }
-            let spi = spis[i];
             if slow[i] {
                 done[i] = true;
-                self.encap_one(now, spi, rx.packet(i));
+                self.encap_one(now, sa, rx.packet(i));
                 continue;
             }
             let mut group = [0usize; ENCAP_BATCH];
             let mut k = 0;
             for j in i..n {
-                if done[j] || spis[j] != spi {
+                if done[j] || sas[j] != Some(sa) {
                     continue;
                 }
                 if slow[j] || k == ENCAP_BATCH {
@@ -94,13 +94,14 @@ impl EspShard {
                 k += 1;
                 done[j] = true;
             }
-            self.encap_group(now, spi, rx, &group[..k]);
+            self.encap_group(now, sa, rx, &group[..k]);
         }
     }
 
-    /// Looks up the policy of a cleartext packet. Returns the outbound SPI and the WAN index
-    /// when this shard encapsulates it; counts and drops it, or queues it for its owner shard.
-    fn classify(&mut self, pkt: &[u8]) -> Option<(u32, usize)> {
+    /// Looks up the SPD entry of a cleartext packet. Returns its outbound SA's handle and the
+    /// WAN index when this shard encapsulates it; counts and drops it, or queues it for the
+    /// shard that holds the SA.
+    fn classify(&mut self, pkt: &[u8]) -> Option<(SaHandle, usize)> {
         self.counters.cleartext_in += 1;
         if pkt.len() < 20 || pkt[0] >> 4 != 4 {
             self.counters.not_ipv4 += 1;
@@ -108,30 +109,30 @@ impl EspShard {
         }
         let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
         let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-        let Some(spi) = self.spd.lookup(src, dst) else {
+        let Some(sa) = self.spd.lookup(src, dst) else {
             self.counters.no_policy += 1;
             return None;
         };
-        let Some(spi) = spi else {
+        let Some(sa) = sa else {
             // The policy has no SA yet (an IKE policy before its tunnel is up): drop the
             // packet and ask for one (RFC 4301 §5.1: the SPD entry triggers keying).
             self.counters.no_sa += 1;
             self.acquire(src, dst);
             return None;
         };
-        let owner = self.owner(spi);
+        let owner = self.outbound_owner(sa);
         if owner != self.index {
             self.counters.handed_over += 1;
             push_handoff(&mut self.handoff[owner as usize].0, pkt);
             return None;
         }
-        let Some(inst) = self.outbound.get(&spi) else {
+        let Some(inst) = self.sas.outbound(sa) else {
             self.counters.no_sa += 1;
             return None;
         };
         let local = inst.sa.local();
         match self.wans.iter().position(|w| w.local == local) {
-            Some(w) => Some((spi, w)),
+            Some(w) => Some((sa, w)),
             None => {
                 self.counters.encap_errors += 1;
                 None
@@ -139,9 +140,9 @@ impl EspShard {
         }
     }
 
-    fn encap_group(&mut self, now: Instant, spi: u32, rx: &PacketBatch, group: &[usize]) {
+    fn encap_group(&mut self, now: Instant, sa: SaHandle, rx: &PacketBatch, group: &[usize]) {
         let k = group.len();
-        let Some(inst) = self.outbound.get(&spi) else {
+        let Some(inst) = self.sas.outbound(sa) else {
             self.counters.no_sa += k as u64;
             return;
         };
@@ -164,7 +165,7 @@ impl EspShard {
             self.flush_wan();
         }
         let path_mtu = self.wans[w].path_mtu;
-        let Some(inst) = self.outbound.get_mut(&spi) else {
+        let Some(inst) = self.sas.outbound_mut(sa) else {
             return;
         };
         let tx = match udp_peer {
@@ -217,8 +218,8 @@ impl EspShard {
         }
     }
 
-    fn encap_one(&mut self, now: Instant, spi: u32, pkt: &[u8]) {
-        let Some(inst) = self.outbound.get_mut(&spi) else {
+    fn encap_one(&mut self, now: Instant, sa: SaHandle, pkt: &[u8]) {
+        let Some(inst) = self.sas.outbound_mut(sa) else {
             self.counters.no_sa += 1;
             return;
         };
@@ -237,7 +238,7 @@ impl EspShard {
         if tx.is_full() {
             // Flush what is queued before taking more (keeps per-SA order).
             self.flush_wan();
-            return self.encap_one(now, spi, pkt);
+            return self.encap_one(now, sa, pkt);
         }
         self.ip_id = self.ip_id.wrapping_add(1);
         let params = EncapParams {
@@ -433,7 +434,7 @@ impl EspShard {
             push_handoff(h, payload);
             return;
         }
-        let Some(inst) = self.inbound.get_mut(&spi) else {
+        let Some(inst) = self.sas.inbound_by_spi_mut(spi) else {
             self.counters.unknown_spi += 1;
             return;
         };
@@ -505,7 +506,7 @@ impl EspShard {
             push_handoff(h, pkt);
             return;
         }
-        let Some(inst) = self.inbound.get_mut(&spi) else {
+        let Some(inst) = self.sas.inbound_by_spi_mut(spi) else {
             self.counters.unknown_spi += 1;
             return;
         };
@@ -599,12 +600,12 @@ impl EspShard {
                     if pkt.len() < 20 {
                         continue;
                     }
-                    let spi = self.spd.lookup(
+                    let sa = self.spd.lookup(
                         Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
                         Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
                     );
-                    if let Some(Some(spi)) = spi {
-                        self.encap_one(now, spi, pkt);
+                    if let Some(Some(sa)) = sa {
+                        self.encap_one(now, sa, pkt);
                     }
                 }
                 self.flush_wan();

@@ -1,12 +1,13 @@
-//! Messages into an EspShard. SAs and policies change only through these; packets cross
-//! shards only in batches ([`Handoff`]).
+//! Messages into an EspShard. SAs and policies change only through these, naming SAs by the
+//! handles the daemon issued; packets cross shards only in batches ([`Handoff`]).
 
 use std::sync::Arc;
 
 use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
-use ikehub::esp::{Direction, SecurityAssociation};
+use ikehub::esp::SecurityAssociation;
 
+use super::{SaHandle, SpdEntry};
 use crate::control::protocol::SaStatus;
 
 /// How an SA was keyed (the TYPE column of `show sa`).
@@ -25,42 +26,57 @@ impl SaKind {
     }
 }
 
-/// Installs (or replaces, same direction and SPI) an SA on the shard that owns its SPI.
+/// Installs an SA under a handle the daemon issued ([`SaHandle::issue`](super::SaHandle::issue)), on the shard that
+/// owns it: an outbound SA on its handle's shard ([`SaPair::outbound_shard`](super::SaPair::outbound_shard)), an inbound one
+/// on its SPI's ([`SaPair::inbound_shard`](super::SaPair::inbound_shard)). The same handle again replaces its SA; an inbound
+/// SPI another handle holds is refused (and logged).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InstallSa {
+    pub handle: SaHandle,
     pub policy: Arc<str>,
     pub kind: SaKind,
     pub sa: Box<SecurityAssociation>,
 }
 
-/// Removes an SA; its final counters are returned.
+/// Removes the SA of a handle; its final counters are returned.
 #[derive(Message)]
 #[rtype(result = "Option<SaStatus>")]
 pub struct RemoveSa {
-    pub direction: Direction,
-    pub spi: u32,
+    pub handle: SaHandle,
 }
 
-/// Installs (or replaces) a policy in the shard's SPD: cleartext matching these protected
-/// networks goes out on the SA with `outbound_spi`. Sent to every shard.
+/// The configured entries of a policy (its profile's protected networks), sent to every shard:
+/// each points at `outbound` (a manual policy's SA), or waits for a child SA (`None`: an IKE
+/// policy, whose cleartext then triggers an Acquire). Replaces the policy's configured entries.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct InstallPolicy {
     pub policy: Arc<str>,
     pub protected_networks: Vec<ProtectedNetwork>,
-    pub outbound_spi: Option<u32>,
+    pub outbound: Option<SaHandle>,
 }
 
-/// Points an installed policy at another outbound SA (or at none: the policy then waits for
-/// a new SA and its cleartext triggers an Acquire).
+/// Points the SPD entry of a child's selectors at its outbound SA (adding the entry if the
+/// profile does not configure it). Sent to every shard when a child SA pair is installed or
+/// replaces another (re-key), before the SA it replaces is removed.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetPolicySa {
-    pub policy: Arc<str>,
-    pub outbound_spi: Option<u32>,
+    pub entry: SpdEntry,
+    pub outbound: SaHandle,
 }
 
+/// The outbound SA `outbound` is about to be removed: the policy's entries pointing at it
+/// return to "no SA yet" when configured, and go otherwise. Sent to every shard.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct DetachSa {
+    pub policy: Arc<str>,
+    pub outbound: SaHandle,
+}
+
+/// Removes every SPD entry of a policy. Sent to every shard.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct RemovePolicy {
@@ -72,7 +88,7 @@ pub struct RemovePolicy {
 #[derive(Message)]
 #[rtype(result = "Option<SaUsage>")]
 pub struct GetSaUsage {
-    pub inbound_spi: u32,
+    pub inbound: SaHandle,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -86,7 +102,7 @@ pub struct SaUsage {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetPeerPort {
-    pub outbound_spi: u32,
+    pub outbound: SaHandle,
     pub port: u16,
 }
 

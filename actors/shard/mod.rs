@@ -1,11 +1,13 @@
 //! EspShard: one ESP forwarding actor per core, each on its own arbiter thread. It owns one
-//! queue of the cleartext device, its share of the WAN sockets (steered to it by SPI), and the
-//! SAs whose SPI hashes to it; packets that arrive on the wrong shard are handed over in batches.
+//! queue of the cleartext device, its share of the WAN sockets (steered to it by SPI), the
+//! inbound SAs whose SPI hashes to it and the outbound SAs whose handle does; packets that
+//! arrive on the wrong shard are handed over in batches.
 
 mod forward;
 pub mod messages;
 mod policies;
 mod ready;
+mod sas;
 
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
@@ -22,7 +24,10 @@ use crate::control::protocol::SaStatus;
 use crate::io::{self, MemoryPort, PacketBatch, RawReceiver, RawSender, TunQueue, UdpBatchSocket};
 pub use messages::*;
 use policies::ShardPolicies;
+pub use policies::SpdEntry;
 use ready::{Readable, Source};
+use sas::{Installed, SaTables};
+pub use sas::{SaHandle, SaPair};
 
 /// The cleartext side of a shard.
 pub enum Cleartext {
@@ -64,13 +69,6 @@ pub(crate) enum ClearFd {
     Memory(Rc<AsyncFd<MemoryPort>>),
 }
 
-/// An SA as this shard holds it.
-pub(crate) struct Installed {
-    policy: Arc<str>,
-    kind: SaKind,
-    sa: SecurityAssociation,
-}
-
 pub struct EspShard {
     index: u32,
     count: u32,
@@ -78,8 +76,7 @@ pub struct EspShard {
     clear: Option<ClearFd>,
     wans: Vec<Wan>,
     peers: Vec<Addr<EspShard>>,
-    outbound: HashMap<u32, Installed>,
-    inbound: HashMap<u32, Installed>,
+    sas: SaTables,
     spd: ShardPolicies,
     rx: Option<PacketBatch>,
     tx_raw: PacketBatch,
@@ -106,8 +103,7 @@ impl EspShard {
             clear: None,
             wans: Vec::new(),
             peers: Vec::new(),
-            outbound: HashMap::new(),
-            inbound: HashMap::new(),
+            sas: SaTables::default(),
             spd: ShardPolicies::default(),
             rx: Some(PacketBatch::new(64, 2048, 128)),
             tx_raw: PacketBatch::new(96, 2048, 0),
@@ -144,8 +140,14 @@ impl EspShard {
         addrs
     }
 
+    /// The shard that holds the inbound SA of this SPI (the kernel steers it there).
     fn owner(&self, spi: u32) -> u32 {
         io::spi_shard(spi, self.count)
+    }
+
+    /// The shard that holds the outbound SA of this handle.
+    fn outbound_owner(&self, handle: SaHandle) -> u32 {
+        handle.outbound_shard(self.count)
     }
 
     fn status(&self, now: Instant, i: &Installed) -> SaStatus {
@@ -334,27 +336,28 @@ impl Handler<Peers> for EspShard {
 impl Handler<InstallSa> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: InstallSa, _: &mut Context<Self>) {
-        let spi = msg.sa.outer_spi();
-        let installed = Installed {
-            policy: msg.policy,
-            kind: msg.kind,
-            sa: *msg.sa,
-        };
-        match installed.sa.direction() {
-            Direction::Inbound => self.inbound.insert(spi, installed),
-            Direction::Outbound => self.outbound.insert(spi, installed),
-        };
+        let (spi, direction) = (msg.sa.outer_spi(), msg.sa.direction());
+        if let Err(refused) = self
+            .sas
+            .install(msg.handle, msg.policy.clone(), msg.kind, *msg.sa)
+        {
+            // Never a silent replace: the holder keeps its SA (defence in depth; HostSpis and
+            // config validation keep inbound SPIs unique).
+            tracing::error!(
+                shard = self.index,
+                policy = %msg.policy,
+                handle = %msg.handle,
+                "{direction:?} SA with SPI {spi} refused: {refused:?}"
+            );
+        }
     }
 }
 
 impl Handler<RemoveSa> for EspShard {
     type Result = Option<SaStatus>;
     fn handle(&mut self, msg: RemoveSa, _: &mut Context<Self>) -> Option<SaStatus> {
-        let removed = match msg.direction {
-            Direction::Inbound => self.inbound.remove(&msg.spi),
-            Direction::Outbound => self.outbound.remove(&msg.spi),
-        };
-        removed.map(|i| self.status(Instant::now(), &i))
+        let removed = self.sas.remove(msg.handle)?;
+        Some(self.status(Instant::now(), &removed))
     }
 }
 
@@ -362,14 +365,21 @@ impl Handler<InstallPolicy> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: InstallPolicy, _: &mut Context<Self>) {
         self.spd
-            .install(msg.policy, msg.protected_networks, msg.outbound_spi);
+            .install(msg.policy, &msg.protected_networks, msg.outbound);
     }
 }
 
 impl Handler<SetPolicySa> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: SetPolicySa, _: &mut Context<Self>) {
-        self.spd.set_outbound(&msg.policy, msg.outbound_spi);
+        self.spd.set(&msg.entry, msg.outbound);
+    }
+}
+
+impl Handler<DetachSa> for EspShard {
+    type Result = ();
+    fn handle(&mut self, msg: DetachSa, _: &mut Context<Self>) {
+        self.spd.detach(&msg.policy, msg.outbound);
     }
 }
 
@@ -383,7 +393,7 @@ impl Handler<RemovePolicy> for EspShard {
 impl Handler<SetPeerPort> for EspShard {
     type Result = ();
     fn handle(&mut self, msg: SetPeerPort, _: &mut Context<Self>) {
-        if let Some(i) = self.outbound.get_mut(&msg.outbound_spi) {
+        if let Some(i) = self.sas.outbound_mut(msg.outbound) {
             i.sa.set_peer_port(msg.port);
         }
     }
@@ -392,7 +402,7 @@ impl Handler<SetPeerPort> for EspShard {
 impl Handler<GetSaUsage> for EspShard {
     type Result = Option<SaUsage>;
     fn handle(&mut self, msg: GetSaUsage, _: &mut Context<Self>) -> Option<SaUsage> {
-        let i = self.inbound.get(&msg.inbound_spi)?;
+        let i = self.sas.inbound(msg.inbound)?;
         Some(SaUsage {
             packets: i.sa.counters().packets,
             // Only the volume limit: the session tracks the time limits itself.
@@ -400,7 +410,7 @@ impl Handler<GetSaUsage> for EspShard {
                 .sa
                 .lifetime()
                 .kilobytes
-                .is_some_and(|kb| i.sa.kilobytes() * 10 >= kb * 9),
+                .is_some_and(|kb| sas::kilobytes_soft_expired(i.sa.kilobytes(), kb)),
         })
     }
 }
@@ -409,12 +419,7 @@ impl Handler<Report> for EspShard {
     type Result = MessageResult<Report>;
     fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
         let now = Instant::now();
-        let mut sas: Vec<SaStatus> = self
-            .inbound
-            .values()
-            .chain(self.outbound.values())
-            .map(|i| self.status(now, i))
-            .collect();
+        let mut sas: Vec<SaStatus> = self.sas.iter().map(|i| self.status(now, i)).collect();
         sas.sort_by(|a, b| (&a.policy, &a.direction).cmp(&(&b.policy, &b.direction)));
         MessageResult(ShardReport {
             sas,
@@ -428,5 +433,50 @@ impl Handler<Handoff> for EspShard {
     fn handle(&mut self, msg: Handoff, _: &mut Context<Self>) {
         self.receive_handoff(Instant::now(), msg);
         self.flush_handoffs();
+    }
+}
+
+/// Installs both SAs of a pair on the shards that own them.
+pub fn install_pair(
+    shards: &[Addr<EspShard>],
+    pair: &SaPair,
+    policy: &Arc<str>,
+    kind: SaKind,
+    inbound: SecurityAssociation,
+    outbound: SecurityAssociation,
+) {
+    let n = shards.len();
+    for (shard, handle, sa) in [
+        (pair.inbound_shard(n), pair.inbound, inbound),
+        (pair.outbound_shard(n), pair.outbound, outbound),
+    ] {
+        if let Some(s) = shards.get(shard) {
+            s.do_send(InstallSa {
+                handle,
+                policy: policy.clone(),
+                kind,
+                sa: Box::new(sa),
+            });
+        }
+    }
+}
+
+/// Takes a pair out: the SPD entries of `policy` that point at its outbound SA first (back to
+/// "no SA yet" when configured, gone otherwise), then both SAs.
+pub fn remove_pair(shards: &[Addr<EspShard>], pair: &SaPair, policy: &Arc<str>) {
+    for s in shards {
+        s.do_send(DetachSa {
+            policy: policy.clone(),
+            outbound: pair.outbound,
+        });
+    }
+    let n = shards.len();
+    for (shard, handle) in [
+        (pair.inbound_shard(n), pair.inbound),
+        (pair.outbound_shard(n), pair.outbound),
+    ] {
+        if let Some(s) = shards.get(shard) {
+            s.do_send(RemoveSa { handle });
+        }
     }
 }
