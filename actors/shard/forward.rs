@@ -408,13 +408,18 @@ impl EspShard {
             UdpEncapPayload::Ike(_) => {
                 self.counters.ike_datagrams += 1;
                 if let Some(ike) = &self.ike {
-                    ike.do_send(crate::ike::IkeDatagram {
+                    // The router's mailbox is bounded: a flood of IKE on the NAT-T port is
+                    // dropped and counted here rather than queued.
+                    let sent = ike.try_send(crate::ike::IkeDatagram {
                         local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
                         from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
                         nat_t: true,
                         // With its non-ESP marker: the session checks and strips it.
                         bytes: payload.to_vec(),
                     });
+                    if sent.is_err() {
+                        self.counters.ike_dropped += 1;
+                    }
                 }
                 return;
             }

@@ -124,6 +124,8 @@ pub struct ShardCounters {
     pub send_errors: u64,
     pub handed_over: u64,
     pub ike_datagrams: u64,
+    /// IKE datagrams on the NAT-T port dropped because the router's mailbox was full.
+    pub ike_dropped: u64,
     pub keepalives: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
