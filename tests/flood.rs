@@ -16,19 +16,15 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
-use std::process::Stdio;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::hub::{
     HUB_HOST, HUB_WAN, HubSites, finish_ping, peer_ip, spawn_ping, spoke_host, spoke_wan,
 };
-use common::ike::{IkeProfile, Initiate, log_shows_panic, peer_rows, views, wait_child_sas};
+use common::ike::{IkeProfile, log_shows_panic, peer_rows, views, wait_child_sas};
 use common::{Daemon, poll_until};
 
 const PSK: &str = "ikehub flood pre-shared key 7a3e";
-const HUB_POLICY: &str = "Hub";
 const SPOKE_POLICY: &str = "ToHub";
 /// Spokes up before the flood, and one more that starts during it.
 const SPOKES: usize = 20;
@@ -43,50 +39,11 @@ fn env_or(name: &str, default: u32) -> u32 {
 }
 
 fn hub_profile() -> IkeProfile {
-    IkeProfile {
-        policy: HUB_POLICY.into(),
-        local_wan: HUB_WAN.into(),
-        peer: "192.0.2.0/24".into(),
-        local_host: HUB_HOST.into(),
-        ..IkeProfile::site_a(PSK)
-    }
-    .protected("198.51.100.0/24", "203.0.113.0/24")
-    .initiate(Initiate::Never)
+    common::hub::template_hub_profile(PSK)
 }
 
 fn spoke_profile(i: usize) -> IkeProfile {
-    let mut p = IkeProfile {
-        policy: SPOKE_POLICY.into(),
-        local_wan: spoke_wan(i),
-        peer: HUB_WAN.into(),
-        local_host: spoke_host(i),
-        ..IkeProfile::site_a(PSK)
-    }
-    .protected(&format!("{}/32", spoke_host(i)), "198.51.100.0/24")
-    .initiate(Initiate::Permanent);
-    p.shards = 1;
-    p
-}
-
-/// Main-mode message 1 of a spoke (ikehub's own initiator builds it; it needs no secret).
-fn message_1(dir: &std::path::Path) -> Vec<u8> {
-    let path = dir.join("forger.toml");
-    std::fs::write(&path, spoke_profile(1).toml(dir)).expect("write the forger's profile");
-    let loaded = ikehub::config::load(&path).unwrap_or_else(|e| panic!("profile: {e:?}"));
-    let policy = &loaded.profiles.isakmp_policies[SPOKE_POLICY];
-    let iface = &loaded.profiles.interfaces[&policy.interface];
-    let config = Arc::new(ikehub::ike::PeerConfig::from_policy(policy, iface));
-    let a: SocketAddr = format!("{}:500", spoke_wan(1)).parse().unwrap();
-    let b: SocketAddr = format!("{HUB_WAN}:500").parse().unwrap();
-    let mut s = ikehub::ike::IkeSession::new_initiator(
-        config,
-        a,
-        b,
-        Instant::now(),
-        Box::new(rand::make_rng::<rand::rngs::StdRng>()),
-        Arc::new(ikehub::ike::RandomSpis),
-    );
-    s.poll_transmit().expect("message 1").bytes
+    common::hub::template_spoke_profile(PSK, i, &spoke_host(i))
 }
 
 /// The hub daemon's resident memory in KiB.
@@ -157,36 +114,14 @@ fn hub_keeps_its_tunnels_and_admits_a_new_spoke_under_a_message_1_flood() {
         .collect();
 
     // The forger sits on spoke 1's segment (the bridge) and forges 192.0.2.(100 + k).
-    let msg = message_1(hub.dir());
-    let script = format!(
-        "import socket, struct, os, time\n\
-         msg = bytes.fromhex('{hex}')\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n\
-         rate, seconds, sources = {rate}, {seconds}, {sources}\n\
-         dst = socket.inet_aton('{HUB_WAN}')\n\
-         t0 = time.monotonic(); sent = 0\n\
-         while time.monotonic() - t0 < seconds:\n\
-         \x20   due = int((time.monotonic() - t0) * rate)\n\
-         \x20   while sent < due:\n\
-         \x20       body = os.urandom(8) + msg[8:]\n\
-         \x20       src = bytes([192, 0, 2, 100 + sent % sources])\n\
-         \x20       udp = struct.pack('>HHHH', 1024 + (sent * 7919) % 60000, 500, 8 + len(body), 0) + body\n\
-         \x20       ip = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, src, dst)\n\
-         \x20       s.sendto(ip + udp, ('{HUB_WAN}', 0))\n\
-         \x20       sent += 1\n\
-         \x20   time.sleep(0.002)\n\
-         print(sent)\n",
-        hex = common::hex(&msg),
+    let msg = common::forge::main_mode_1(&spoke_profile(1), hub.dir());
+    let forger = common::forge::spawn_flood(
+        sites.spoke(1),
+        HUB_WAN,
+        &msg,
+        (rate, seconds),
+        ([192, 0, 2], 100, sources),
     );
-    let forger = sites
-        .spoke(1)
-        .command("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs");
 
     // A fresh spoke starts once the flood is on.
     std::thread::sleep(Duration::from_secs(1));
@@ -199,16 +134,7 @@ fn hub_keeps_its_tunnels_and_admits_a_new_spoke_under_a_message_1_flood() {
     });
     let rss_during = rss_kib(&sites);
 
-    let out = forger.wait_with_output().expect("forger finishes");
-    assert!(
-        out.status.success(),
-        "forger failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let sent: u64 = String::from_utf8_lossy(&out.stdout)
-        .trim()
-        .parse()
-        .unwrap_or(0);
+    let sent = common::forge::finish(forger);
     let runs: Vec<_> = pingers.into_iter().map(finish_ping).collect();
     let rss_after = rss_kib(&sites);
     let counters = common::ike::show_json(&hub, "counters").unwrap_or_default();
@@ -230,6 +156,9 @@ fn hub_keeps_its_tunnels_and_admits_a_new_spoke_under_a_message_1_flood() {
          up after {fresh_up:?}; hub IKE counters {ike}",
         runs.iter().map(|r| r.transmitted).sum::<u32>()
     );
+    for l in hub.log().lines().filter(|l| l.contains("WARN")) {
+        println!("hub: {l}");
+    }
     assert!(
         fresh_up.is_some(),
         "a fresh spoke did not come up during the flood:\n{}",

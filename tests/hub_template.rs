@@ -16,10 +16,10 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::hub::{HUB_HOST, HUB_WAN, HubSites, peer_ip, spoke_host, spoke_wan};
+use common::hub::{HUB_HOST, HubSites, peer_ip, spoke_host, spoke_wan};
 use common::ike::{
-    IkeProfile, Initiate, child_pair, log_shows_panic, mentions, peer_rows, sa_rows, views,
-    wait_child_sas, wait_log_mentions,
+    IkeProfile, child_pair, log_shows_panic, mentions, peer_rows, sa_rows, views, wait_child_sas,
+    wait_log_mentions,
 };
 use common::sa::SaRow;
 use common::{Daemon, ping, poll_until};
@@ -37,31 +37,13 @@ const PINGS: u32 = 4;
 
 /// The hub's profile: one template policy admitting 192.0.2.0/24, responder only.
 fn hub_profile() -> IkeProfile {
-    IkeProfile {
-        policy: HUB_POLICY.into(),
-        local_wan: HUB_WAN.into(),
-        peer: "192.0.2.0/24".into(),
-        local_host: HUB_HOST.into(),
-        ..IkeProfile::site_a(PSK)
-    }
-    .protected("198.51.100.0/24", "203.0.113.0/24")
-    .initiate(Initiate::Never)
+    common::hub::template_hub_profile(PSK)
 }
 
 /// Spoke `i`'s profile: protects `host`/32 (its own 203.0.113.(10+i) unless a test makes two
 /// spokes claim the same one), initiates at start, one shard.
 fn spoke_profile(i: usize, host: &str) -> IkeProfile {
-    let mut p = IkeProfile {
-        policy: SPOKE_POLICY.into(),
-        local_wan: spoke_wan(i),
-        peer: HUB_WAN.into(),
-        local_host: host.into(),
-        ..IkeProfile::site_a(PSK)
-    }
-    .protected(&format!("{host}/32"), "198.51.100.0/24")
-    .initiate(Initiate::Permanent);
-    p.shards = 1;
-    p
+    common::hub::template_spoke_profile(PSK, i, host)
 }
 
 /// The ISAKMP rows of `rows` in `direction`, by peer address.

@@ -13,17 +13,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
-use std::process::{Child, Stdio};
-use std::sync::Arc;
-use std::time::Instant;
-
 use common::hub::{finish_ping, spawn_ping};
 use common::ike::{
     self, IkeProfile, Initiate, POLICY, UP_TIMEOUT, child_pair, sa_rows, views, wait_child_sas,
 };
 use common::netns::{A_HOST, A_WAN, B_HOST, B_WAN, wait_for_route};
-use common::{Daemon, Netns, TwoSites, ping};
+use common::{Daemon, TwoSites, forge, ping};
 
 const PSK: &str = "ikehub isolation pre-shared key 5d1c";
 const TOOLS: &[&str] = &["ip", "ping", "python3"];
@@ -34,68 +29,6 @@ fn profile_a() -> IkeProfile {
 
 fn profile_b() -> IkeProfile {
     profile_a().mirrored().initiate(Initiate::Never)
-}
-
-/// A main-mode message 1 with A's real offer, built by ikehub's own initiator (no secret is
-/// needed for it: anyone on the path can send one).
-fn message_1(dir: &std::path::Path) -> Vec<u8> {
-    let path = dir.join("forger.toml");
-    std::fs::write(&path, profile_a().toml(dir)).expect("write the forger's profile");
-    let loaded = ikehub::config::load(&path).unwrap_or_else(|e| panic!("profile: {e:?}"));
-    let policy = &loaded.profiles.isakmp_policies[POLICY];
-    let iface = &loaded.profiles.interfaces[&policy.interface];
-    let config = Arc::new(ikehub::ike::PeerConfig::from_policy(policy, iface));
-    let a: SocketAddr = format!("{A_WAN}:500").parse().unwrap();
-    let b: SocketAddr = format!("{B_WAN}:500").parse().unwrap();
-    let mut s = ikehub::ike::IkeSession::new_initiator(
-        config,
-        a,
-        b,
-        Instant::now(),
-        Box::new(rand::make_rng::<rand::rngs::StdRng>()),
-        Arc::new(ikehub::ike::RandomSpis),
-    );
-    s.poll_transmit().expect("message 1").bytes
-}
-
-/// Sends forged UDP datagrams from `ns`: `plan` is a list of (source address, source port,
-/// count, seconds between datagrams); each datagram is `msg` with a fresh random initiator
-/// cookie. Bounded by the plan (count x interval each).
-fn spawn_forger(ns: &Netns, dst: &str, msg: &[u8], plan: &[(&str, u16, u32, f64)]) -> Child {
-    let plan: Vec<String> = plan
-        .iter()
-        .map(|(src, port, n, every)| format!("('{src}', {port}, {n}, {every})"))
-        .collect();
-    let script = format!(
-        "import socket, struct, os, time\n\
-         msg = bytes.fromhex('{hex}')\n\
-         s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)\n\
-         for src, sport, n, every in [{plan}]:\n\
-         \x20   for i in range(n):\n\
-         \x20       body = os.urandom(8) + msg[8:]\n\
-         \x20       udp = struct.pack('>HHHH', sport + (i if sport >= 40000 else 0), 500, 8 + len(body), 0) + body\n\
-         \x20       ip = struct.pack('>BBHHHBBH4s4s', 0x45, 0, 20 + len(udp), 0, 0, 64, 17, 0, socket.inet_aton(src), socket.inet_aton('{dst}'))\n\
-         \x20       s.sendto(ip + udp, ('{dst}', 0))\n\
-         \x20       time.sleep(every)\n",
-        hex = common::hex(msg),
-        plan = plan.join(", "),
-    );
-    ns.command("python3")
-        .args(["-c", &script])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3 runs")
-}
-
-fn finish_forger(child: Child) {
-    let out = child.wait_with_output().expect("forger finishes");
-    assert!(
-        out.status.success(),
-        "forger failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// The router's counters from `show counters --json`.
@@ -119,12 +52,12 @@ fn forged_message_1s_from_an_established_peer_leave_the_tunnel_up() {
     wait_for_route(&sites.a, A_HOST, B_HOST, ike::TUN, UP_TIMEOUT);
     wait_for_route(&sites.b, B_HOST, A_HOST, ike::TUN, UP_TIMEOUT);
     assert_eq!(ping(&sites.a, A_HOST, B_HOST, 3), 0.0, "tunnel up");
-    let msg = message_1(db.dir());
+    let msg = forge::main_mode_1(&profile_a(), db.dir());
 
     // A burst from A's address on 48 other ports and 16 on its own port 500, then a trickle,
     // while traffic flows.
     let pinger = spawn_ping(&sites.a, A_HOST, B_HOST, 40, 0.2);
-    let burst = spawn_forger(
+    let burst = forge::spawn_forger(
         &sites.a,
         B_WAN,
         &msg,
@@ -135,7 +68,7 @@ fn forged_message_1s_from_an_established_peer_leave_the_tunnel_up() {
             (A_WAN, 500, 10, 0.3),
         ],
     );
-    finish_forger(burst);
+    forge::finish(burst);
     let run = finish_ping(pinger);
     assert!(
         run.lost() <= 1,
@@ -162,7 +95,7 @@ fn forged_message_1s_from_an_established_peer_leave_the_tunnel_up() {
 
     // A restarts while forged message 1s keep coming from its address and port: it must come
     // back (its INITIAL-CONTACT replaces the old SAs on B).
-    let trickle = spawn_forger(&sites.a, B_WAN, &msg, &[(A_WAN, 500, 40, 0.25)]);
+    let trickle = forge::spawn_forger(&sites.a, B_WAN, &msg, &[(A_WAN, 500, 40, 0.25)]);
     drop(da);
     da = Daemon::start(&sites.a, "A", |dir| profile_a().toml(dir));
     let up = common::poll_until(UP_TIMEOUT, || {
@@ -183,7 +116,7 @@ fn forged_message_1s_from_an_established_peer_leave_the_tunnel_up() {
         0.0,
         "tunnel back after restart"
     );
-    finish_forger(trickle);
+    forge::finish(trickle);
     let c = ike_counters(&db);
     println!("B's IKE counters at the end: {c}");
     assert!(

@@ -412,7 +412,7 @@ impl PeerActor {
                 .sockets
                 .send(t.destination, t.source_port_nat_t, &t.bytes)
             {
-                warn!("cannot send IKE to {}: {e}", t.destination);
+                send_failed(t.destination, &e);
             }
         }
         if self.session.is_closed() {
@@ -488,6 +488,27 @@ impl PeerActor {
             child_sas: self.children.len(),
             last_error: self.last_error.clone(),
         }
+    }
+}
+
+/// IKE sends that failed (all peers), and when that was last logged: a flood of forged
+/// initiators can make every reply fail, which must not become a flood of log lines.
+static SEND_FAILURES: std::sync::Mutex<(u64, Option<Instant>)> = std::sync::Mutex::new((0, None));
+
+fn send_failed(to: SocketAddr, e: &std::io::Error) {
+    let Ok(mut f) = SEND_FAILURES.lock() else {
+        return;
+    };
+    f.0 += 1;
+    let now = Instant::now();
+    if f.1
+        .is_none_or(|t| now.duration_since(t) >= Duration::from_secs(10))
+    {
+        warn!(
+            "cannot send IKE to {to}: {e} ({} send(s) failed since the last such line)",
+            f.0
+        );
+        *f = (0, Some(now));
     }
 }
 

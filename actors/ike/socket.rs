@@ -25,6 +25,7 @@ impl IkeSockets {
     pub fn bind(ike_addr: SocketAddr, nat_t: Option<&impl AsRawFd>) -> io::Result<Self> {
         let ike = UdpSocket::bind(ike_addr)?;
         ike.set_nonblocking(true)?;
+        crate::io::udp::set_send_buffer(&ike, 4 << 20)?;
         let nat_t = match nat_t {
             Some(s) => {
                 // SAFETY: dup(2) of a valid socket fd; the new fd is owned by the UdpSocket.

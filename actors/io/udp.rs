@@ -82,7 +82,7 @@ impl UdpBatchSocket {
             sock.set_recv_buffer_size(n)?;
         }
         if let Some(n) = opts.send_buffer {
-            sock.set_send_buffer_size(n)?;
+            set_send_buffer(&sock, n)?;
         }
         let this = Self { sock };
         if let (Some(mode), SocketAddr::V4(_)) = (opts.pmtu, addr) {
@@ -439,4 +439,27 @@ mod tests {
             assert_eq!(sizes, vec![1472, 3000], "fragmented datagram reassembled");
         });
     }
+}
+
+/// `SO_SNDBUF` of `n` bytes, past the `net.core.wmem_max` cap when we may (`SO_SNDBUFFORCE`,
+/// root): replies to forged on-link sources wait in the neighbour queue until ARP gives up, and
+/// must not fill a small buffer that real peers' datagrams need too.
+pub fn set_send_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt on a valid socket fd with a pointer to a c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
 }

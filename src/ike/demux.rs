@@ -316,15 +316,7 @@ impl Demux {
         if e.cookies == cookies {
             return;
         }
-        for (c, _) in &e.cookies {
-            if self
-                .by_cookie
-                .get(c)
-                .is_some_and(|(holder, _)| *holder == id)
-            {
-                self.by_cookie.remove(c);
-            }
-        }
+        unindex_cookies(&mut self.by_cookie, id, &e.cookies);
         e.cookies.clear();
         for &(c, role) in cookies {
             if c == [0; 8] {
@@ -356,15 +348,7 @@ impl Demux {
         let Some(e) = self.peers.remove(&id) else {
             return;
         };
-        for (c, _) in &e.cookies {
-            if self
-                .by_cookie
-                .get(c)
-                .is_some_and(|(holder, _)| *holder == id)
-            {
-                self.by_cookie.remove(c);
-            }
-        }
+        unindex_cookies(&mut self.by_cookie, id, &e.cookies);
         for a in [e.first, e.current] {
             if self.by_addr.get(&a) == Some(&id) {
                 self.by_addr.remove(&a);
@@ -437,6 +421,19 @@ impl Demux {
             return Err("a per-source or per-policy bound exceeded".into());
         }
         Ok(())
+    }
+}
+
+/// Takes `id`'s cookies out of the index (those it really holds).
+fn unindex_cookies(
+    by_cookie: &mut HashMap<[u8; 8], (PeerId, Role)>,
+    id: PeerId,
+    cookies: &[([u8; 8], Role)],
+) {
+    for (c, _) in cookies {
+        if by_cookie.get(c).is_some_and(|(holder, _)| *holder == id) {
+            by_cookie.remove(c);
+        }
     }
 }
 

@@ -15,7 +15,7 @@
 use std::collections::BTreeMap;
 use std::process::{Child, Command, Stdio};
 
-use super::ike::PingRun;
+use super::ike::{IkeProfile, Initiate, PingRun};
 use super::netns::WAN_DEV;
 use super::{Netns, run_ok};
 
@@ -302,4 +302,33 @@ pub fn drop_all_traffic(ns: &Netns) {
         ns.name(),
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A hub's template policy `Hub` (peer 192.0.2.0/24, protects 198.51.100.0/24 for spokes in
+/// 203.0.113.0/24, responder only).
+pub fn template_hub_profile(psk: &str) -> IkeProfile {
+    IkeProfile {
+        policy: "Hub".into(),
+        local_wan: HUB_WAN.into(),
+        peer: "192.0.2.0/24".into(),
+        local_host: HUB_HOST.into(),
+        ..IkeProfile::site_a(psk)
+    }
+    .protected("198.51.100.0/24", "203.0.113.0/24")
+    .initiate(Initiate::Never)
+}
+
+/// Spoke `i`'s policy `ToHub`: protects `host`/32, initiates at start, one shard.
+pub fn template_spoke_profile(psk: &str, i: usize, host: &str) -> IkeProfile {
+    let mut p = IkeProfile {
+        policy: "ToHub".into(),
+        local_wan: spoke_wan(i),
+        peer: HUB_WAN.into(),
+        local_host: host.into(),
+        ..IkeProfile::site_a(psk)
+    }
+    .protected(&format!("{host}/32"), "198.51.100.0/24")
+    .initiate(Initiate::Permanent);
+    p.shards = 1;
+    p
 }

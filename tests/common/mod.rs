@@ -12,6 +12,7 @@
 #![allow(dead_code, unused_imports)]
 
 pub mod daemon;
+pub mod forge;
 pub mod hub;
 pub mod ike;
 pub mod ikescan;
