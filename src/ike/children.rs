@@ -19,7 +19,7 @@ use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
 use super::session::{Child, IkeSession};
-use super::timers::soft_deadline;
+use super::timers::{hard_deadline, soft_deadline};
 
 impl IkeSession {
     pub(crate) fn add_child(
@@ -58,8 +58,8 @@ impl IkeSession {
         let child = Child {
             spis,
             network,
-            soft: life.map(|l| soft_deadline(now, l, rk.soft_percent, rk.jitter_percent, r)),
-            hard: life.map(|l| now + l),
+            soft: life.and_then(|l| soft_deadline(now, l, rk.soft_percent, rk.jitter_percent, r)),
+            hard: life.and_then(|l| hard_deadline(now, l)),
             rekeying: false,
             replaced_by: None,
             rekey_of: old,

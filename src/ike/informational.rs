@@ -15,6 +15,7 @@ use crate::wire::isakmp::{
 use super::error::IkeError;
 use super::events::Event;
 use super::message::{self, INFO};
+use super::sa_payload;
 use super::session::IkeSession;
 
 impl IkeSession {
@@ -42,6 +43,27 @@ impl IkeSession {
         );
         sa.iv.forget(msg_id);
         self.send(msg);
+    }
+
+    /// Tells the initiator of ISAKMP SA `si` that we run a shorter lifetime than it offered
+    /// (RFC 2407 §4.6.3.1). Main mode has no room for it in an authenticated message, so it
+    /// follows in an informational exchange, as Cisco IOS sends it.
+    pub(crate) fn send_phase1_responder_lifetime(&mut self, now: Instant, si: usize) {
+        let sa = &self.isakmp[si];
+        let mut spi = sa.cky_i.to_vec();
+        spi.extend_from_slice(&sa.cky_r);
+        let data = sa_payload::phase1_lifetime_attributes(
+            sa.suite.lifetime_seconds,
+            sa.suite.lifetime_kilobytes,
+        );
+        let n = Notification {
+            doi: crate::wire::isakmp::Doi::IPSEC,
+            protocol_id: ProtocolId::ISAKMP,
+            spi,
+            message_type: NotifyType::RESPONDER_LIFETIME,
+            data,
+        };
+        self.send_info(now, si, vec![Payload::Notification(n)]);
     }
 
     /// Deletes ISAKMP SA `i`, telling the peer.
@@ -147,8 +169,10 @@ impl IkeSession {
                     .iter()
                     .filter(|c| {
                         keep.is_none_or(|(_, t)| {
-                            c.hard
-                                .is_none_or(|h| h - c.info.lifetime.unwrap_or_default() < t)
+                            c.hard.is_none_or(|h| {
+                                h.checked_sub(c.info.lifetime.unwrap_or_default())
+                                    .is_none_or(|made| made < t)
+                            })
                         })
                     })
                     .map(|c| c.spis)
@@ -157,6 +181,22 @@ impl IkeSession {
                     self.delete_child(now, s, "peer sent INITIAL-CONTACT (it restarted)", false);
                 }
                 self.emit(Event::InitialContact);
+            }
+            NotifyType::RESPONDER_LIFETIME if n.protocol_id == ProtocolId::ISAKMP => {
+                // Only about the SA it names, and only from the responder of an SA we
+                // initiated; it can only shorten (isakmp_sa.rs, `shorten_lifetime`).
+                let (secs, kb) = sa_payload::parse_phase1_lifetime_attributes(&n.data);
+                let r = self.rng.next_u32();
+                let rekey = self.config.rekey;
+                if let Some(sa) = self.isakmp.iter_mut().find(|s| {
+                    s.initiator
+                        && n.spi.len() == 16
+                        && n.spi[..8] == s.cky_i
+                        && n.spi[8..] == s.cky_r
+                }) {
+                    debug!("RESPONDER-LIFETIME for the ISAKMP SA: {secs:?} s / {kb:?} KB");
+                    sa.shorten_lifetime(secs, kb, rekey, r);
+                }
             }
             t if t.is_error() => {
                 let reason = format!("peer reports {t}");

@@ -36,7 +36,7 @@ use super::prf::PrfOutput;
 use super::proposal::{self, Phase1Suite};
 use super::retransmit::Retransmit;
 use super::sa_payload;
-use super::timers::soft_deadline;
+use super::timers::{hard_deadline, soft_deadline};
 
 /// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
 pub(crate) const NONCE_LEN: usize = 32;
@@ -101,7 +101,7 @@ pub(crate) struct MainMode {
     pub initiator: bool,
     pub state: MmState,
     /// SAi_b: the body of the initiator's SA payload, as sent/received (HASH_I/HASH_R input).
-    sai_b: Vec<u8>,
+    pub(crate) sai_b: Vec<u8>,
     suite: Option<Phase1Suite>,
     dh: Option<DhPrivate>,
     g_xi: Vec<u8>,
@@ -121,6 +121,9 @@ pub(crate) struct MainMode {
     pub got_initial_contact: bool,
     /// Replaces an established ISAKMP SA (phase-1 re-key).
     pub rekey: bool,
+    /// Responder: we run a shorter lifetime than the initiator offered, so we tell it with
+    /// RESPONDER-LIFETIME once the ISAKMP SA is up (RFC 2407 §4.6.3.1).
+    pub lifetime_shortened: bool,
 }
 
 /// What one step of a main mode produced.
@@ -221,6 +224,7 @@ impl MainMode {
             initial_contact,
             got_initial_contact: false,
             rekey,
+            lifetime_shortened: false,
         };
         debug!(cky_i = %hex(&cky_i), "main mode: initiating");
         (mm, msg)
@@ -272,6 +276,7 @@ impl MainMode {
                 initial_contact: false,
                 got_initial_contact: false,
                 rekey: false,
+                lifetime_shortened: choice.lifetime_shortened,
             },
             msg,
         ))
@@ -348,11 +353,8 @@ impl MainMode {
             return Err(IkeError::malformed("message 2 without SA"));
         };
         let chosen = sa_payload::phase1_chosen(sa)?;
-        if !ctx
-            .our_suites()
-            .iter()
-            .any(|o| proposal::phase1_matches(o, &chosen))
-        {
+        let ours = ctx.our_suites();
+        let Some(offered) = ours.iter().find(|o| proposal::phase1_matches(o, &chosen)) else {
             return Err(IkeError::notify(
                 NotifyType::NO_PROPOSAL_CHOSEN,
                 format!(
@@ -360,7 +362,10 @@ impl MainMode {
                     ctx.config.policy
                 ),
             ));
-        }
+        };
+        // The responder may shorten the lifetime we offered, never lengthen it; its 0 or no
+        // lifetime leaves ours (proposal.rs, `agreed_life`).
+        let chosen = chosen.with_lifetimes_of(offered);
         self.cky_r = m2.header.responder_cookie;
         self.caps = PeerCapabilities::from_payloads(&m2.payloads);
         self.suite = Some(chosen);
@@ -596,7 +601,7 @@ impl MainMode {
         let now = ctx.now;
         let life = suite.lifetime_seconds.map(std::time::Duration::from_secs);
         let rk = ctx.config.rekey;
-        let soft = life.map(|l| {
+        let soft = life.and_then(|l| {
             soft_deadline(
                 now,
                 l,
@@ -615,7 +620,7 @@ impl MainMode {
             caps: self.caps,
             established: now,
             soft: if self.initiator { soft } else { None },
-            hard: life.map(|l| now + l),
+            hard: life.and_then(|l| hard_deadline(now, l)),
             retire_at: None,
             rekeying: false,
             used_ids: Vec::new(),

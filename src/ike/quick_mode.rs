@@ -616,24 +616,21 @@ impl QuickMode {
                 ),
             ));
         }
-        // RESPONDER-LIFETIME (RFC 2407 §4.6.3.1): the responder's shorter lifetime wins.
-        let mut suite = Phase2Suite {
-            lifetime_seconds: suite.lifetime_seconds.or(ours.lifetime_seconds),
-            lifetime_kilobytes: suite.lifetime_kilobytes.or(ours.lifetime_kilobytes),
-            ..suite
-        };
+        // The responder may shorten what we offered, never lengthen it; its 0 or no lifetime
+        // leaves ours (proposal.rs, `agreed_life`). RESPONDER-LIFETIME (RFC 2407 §4.6.3.1)
+        // shortens it further.
+        let mut suite = suite.with_lifetimes_of(&ours);
         for p in &m2.payloads {
             if let Payload::Notification(n) = p
                 && n.message_type == NotifyType::RESPONDER_LIFETIME
             {
                 let (s, k) = sa_payload::parse_lifetime_attributes(&n.data);
-                if let Some(s) = s {
-                    suite.lifetime_seconds = Some(suite.lifetime_seconds.map_or(s, |o| o.min(s)));
+                suite = Phase2Suite {
+                    lifetime_seconds: s,
+                    lifetime_kilobytes: k,
+                    ..suite
                 }
-                if let Some(k) = k {
-                    suite.lifetime_kilobytes =
-                        Some(suite.lifetime_kilobytes.map_or(k, |o| o.min(k)));
-                }
+                .with_lifetimes_of(&suite);
                 debug!("quick mode: responder lifetime {s:?} s / {k:?} KB");
             }
         }

@@ -608,16 +608,31 @@ pub(crate) fn phase2_reply(offer: &SaPayload, chosen: &Phase2Offer, ours: SuiteS
     }
 }
 
-/// RESPONDER-LIFETIME notify data (RFC 2407 §4.6.3.1): life type/duration attributes.
+/// RESPONDER-LIFETIME notify data (RFC 2407 §4.6.3.1) for a phase-2 SA: SA Life Type /
+/// SA Life Duration attributes (§4.5).
 pub(crate) fn lifetime_attributes(secs: Option<u64>, kb: Option<u64>) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    lifetimes(
-        &mut attrs,
+    encode_lifetimes(
         Phase2Attr::SA_LIFE_TYPE.0,
         Phase2Attr::SA_LIFE_DURATION.0,
         secs,
         kb,
-    );
+    )
+}
+
+/// RESPONDER-LIFETIME notify data for an ISAKMP SA: the phase-1 Life Type / Life Duration
+/// attributes (RFC 2409 Appendix A).
+pub(crate) fn phase1_lifetime_attributes(secs: Option<u64>, kb: Option<u64>) -> Vec<u8> {
+    encode_lifetimes(
+        Phase1Attr::LIFE_TYPE.0,
+        Phase1Attr::LIFE_DURATION.0,
+        secs,
+        kb,
+    )
+}
+
+fn encode_lifetimes(t: u16, d: u16, secs: Option<u64>, kb: Option<u64>) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    lifetimes(&mut attrs, t, d, secs, kb);
     let mut out = Vec::new();
     for a in &attrs {
         a.encode(&mut out);
@@ -625,8 +640,21 @@ pub(crate) fn lifetime_attributes(secs: Option<u64>, kb: Option<u64>) -> Vec<u8>
     out
 }
 
-/// Reads RESPONDER-LIFETIME data: (seconds, kilobytes).
+/// Reads phase-2 RESPONDER-LIFETIME data: (seconds, kilobytes).
 pub(crate) fn parse_lifetime_attributes(data: &[u8]) -> (Option<u64>, Option<u64>) {
+    parse_lifetimes(
+        data,
+        Phase2Attr::SA_LIFE_TYPE.0,
+        Phase2Attr::SA_LIFE_DURATION.0,
+    )
+}
+
+/// Reads phase-1 RESPONDER-LIFETIME data: (seconds, kilobytes).
+pub(crate) fn parse_phase1_lifetime_attributes(data: &[u8]) -> (Option<u64>, Option<u64>) {
+    parse_lifetimes(data, Phase1Attr::LIFE_TYPE.0, Phase1Attr::LIFE_DURATION.0)
+}
+
+fn parse_lifetimes(data: &[u8], t: u16, d: u16) -> (Option<u64>, Option<u64>) {
     let mut r = Reader::new(data);
     let mut life_type = None;
     let (mut secs, mut kb) = (None, None);
@@ -634,14 +662,14 @@ pub(crate) fn parse_lifetime_attributes(data: &[u8]) -> (Option<u64>, Option<u64
         let Ok(a) = Attribute::read(&mut r) else {
             break;
         };
-        match Phase2Attr(a.attr_type) {
-            Phase2Attr::SA_LIFE_TYPE => life_type = a.as_u16(),
-            Phase2Attr::SA_LIFE_DURATION => match life_type.map(LifeType) {
+        if a.attr_type == t {
+            life_type = a.as_u16();
+        } else if a.attr_type == d {
+            match life_type.map(LifeType) {
                 Some(LifeType::SECONDS) => secs = a.as_u64(),
                 Some(LifeType::KILOBYTES) => kb = a.as_u64(),
                 _ => {}
-            },
-            _ => {}
+            }
         }
     }
     (secs, kb)

@@ -284,8 +284,12 @@ impl IkeSession {
     }
 
     pub(crate) fn fail(&mut self, e: &IkeError) {
+        // Reasons may quote what a peer sent: bounded like the NO-PROPOSAL-CHOSEN list.
         self.emit(Event::Failed {
-            reason: e.reason.clone(),
+            reason: super::proposal::cap_reason(
+                e.reason.clone(),
+                2 * super::proposal::REASON_MAX_LEN,
+            ),
             notify: e.notify,
         });
     }
@@ -604,7 +608,16 @@ impl IkeSession {
                 } else {
                     self.replies.store(bytes, None);
                 }
+                let tell_lifetime = !mm.initiator && mm.lifetime_shortened;
                 self.isakmp_established(now, *sa, mm.got_initial_contact, mm.rekey);
+                if tell_lifetime
+                    && let Some(si) = self
+                        .isakmp
+                        .iter()
+                        .position(|s| s.matches(&mm.cky_i, &mm.cky_r))
+                {
+                    self.send_phase1_responder_lifetime(now, si);
+                }
             }
             Err(e) if !e.fatal => debug!(peer = %from, "main mode: dropped: {}", e.reason),
             Err(e) => {

@@ -1,6 +1,8 @@
 //! Sessions against sessions on virtual time (DESIGN.md convention 8).
 
+mod forge;
 mod handshake;
 mod harness;
+mod lifetimes;
 mod reliability;
 mod timelines;
