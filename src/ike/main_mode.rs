@@ -41,6 +41,10 @@ use super::timers::{hard_deadline, soft_deadline};
 /// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
 pub(crate) const NONCE_LEN: usize = 32;
 
+/// The largest SA payload body (SAi_b) a responder keeps from message 1: about 450
+/// transforms, several times strongSwan's widest default proposal list.
+pub(crate) const MAX_SA_BODY: usize = 16 * 1024;
+
 /// Where a main mode stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum MmState {
@@ -238,6 +242,17 @@ impl MainMode {
         else {
             return Err(IkeError::malformed("main mode message 1 without SA"));
         };
+        // SAi_b is kept for HASH_I/HASH_R until message 5 arrives, for a peer not yet
+        // authenticated: hold no more than any real offer needs.
+        let sa_len = m1.body_of(PayloadType::SA).map_or(0, <[u8]>::len);
+        if sa_len > MAX_SA_BODY {
+            return Err(IkeError::notify(
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!(
+                    "message 1 carries an SA payload of {sa_len} bytes (at most {MAX_SA_BODY})"
+                ),
+            ));
+        }
         let offers = sa_payload::phase1_offers(offer)?;
         let list: Vec<_> = offers.iter().map(|(_, o)| o.clone()).collect();
         let choice = proposal::select_phase1(&ctx.config.policy, &ctx.our_suites(), &list)

@@ -41,6 +41,9 @@ pub(crate) struct QmEnv<'a> {
     pub nat: Option<NatTVariant>,
     /// The peer's current IKE address (its port is the ESP-in-UDP port after floating).
     pub peer: SocketAddr,
+    /// Responder: why a new exchange must be refused (the session's bounds, children.rs),
+    /// answered with NO-PROPOSAL-CHOSEN once message 1 is authenticated.
+    pub refuse: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -411,6 +414,9 @@ impl QuickMode {
         let expect = sa.keys.qm_hash1(msg_id, &m1.after_first);
         verify(sa, m1, expect.as_bytes(), "quick mode message 1")?;
         sa.note_message_id(msg_id);
+        if let Some(r) = &env.refuse {
+            return Err(IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, r.clone()));
+        }
         message::check(QM_SA, &m1.payloads, "quick mode message 1")?;
         let Some(Payload::Sa(offer)) = m1.payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
         else {

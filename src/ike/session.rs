@@ -409,6 +409,7 @@ impl IkeSession {
             spis: &*spis,
             nat: self.nat_variant,
             peer: self.peer,
+            refuse: None,
         };
         let mut ctx = Ctx {
             config: &config,
@@ -734,10 +735,12 @@ impl IkeSession {
         };
         let config = Arc::clone(&self.config);
         let spis = Arc::clone(&self.spis);
+        let refuse = self.quick_mode_refusal(&h.initiator_cookie, &h.responder_cookie);
         let env = QmEnv {
             spis: &*spis,
             nat: self.nat_variant,
             peer: self.peer,
+            refuse,
         };
         let mut ctx = Ctx {
             config: &config,

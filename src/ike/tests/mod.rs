@@ -3,6 +3,7 @@
 mod forge;
 mod handshake;
 mod harness;
+mod hostile;
 mod lifetimes;
 mod reliability;
 mod timelines;
