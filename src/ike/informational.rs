@@ -15,6 +15,7 @@ use crate::wire::isakmp::{
 use super::error::IkeError;
 use super::events::Event;
 use super::message::{self, INFO};
+use super::quick_mode::{QmState, QuickMode};
 use super::sa_payload;
 use super::session::IkeSession;
 
@@ -104,6 +105,15 @@ impl IkeSession {
             debug!(peer = %from, "informational for an unknown ISAKMP SA dropped");
             return;
         };
+        // RFC 2408 §3.1: a Message ID is used by one exchange only, so an authenticated
+        // informational is never acted on twice (a replayed delete, DPD or notify is
+        // dropped), beyond the byte-identical copies the reply cache catches. The one
+        // informational that reuses an ID is CONNECTED, under the ID of its quick mode.
+        let connected = self.awaiting_connected(h.message_id, si);
+        if self.isakmp[si].used_ids.contains(&h.message_id) && connected.is_none() {
+            debug!(peer = %from, "informational: message ID {:08x} already used, dropped", h.message_id);
+            return;
+        }
         let sa = &mut self.isakmp[si];
         let m = match message::decrypt(h, &cipher, &sa.iv) {
             Ok(m) => m,
@@ -135,11 +145,78 @@ impl IkeSession {
         let cookies = self.isakmp[si].cookies();
         for p in m.payloads.into_iter().skip(1) {
             match p {
+                Payload::Notification(n) if n.message_type == NotifyType::CONNECTED => {
+                    self.on_connected(now, h.message_id, si)
+                }
                 Payload::Notification(n) => self.on_notify(now, si, cookies, n),
                 Payload::Delete(d) => self.on_delete(now, d),
                 _ => {}
             }
         }
+    }
+
+    /// The quick mode under ISAKMP SA `si` with this Message ID that waits for CONNECTED.
+    fn awaiting_connected(&self, msg_id: u32, si: usize) -> Option<usize> {
+        let (ci, cr) = self.isakmp.get(si)?.cookies();
+        self.quick_modes.iter().position(|q| {
+            q.state == QmState::AwaitConnected
+                && q.msg_id == msg_id
+                && q.cky_i == ci
+                && q.cky_r == cr
+        })
+    }
+
+    /// CONNECTED (RFC 2408 §3.1, commit bit): the responder installed the pair; announce it.
+    fn on_connected(&mut self, now: Instant, msg_id: u32, si: usize) {
+        let Some(qi) = self.awaiting_connected(msg_id, si) else {
+            debug!("informational: CONNECTED for no quick mode of ours, ignored");
+            return;
+        };
+        let qm = self.quick_modes.remove(qi);
+        if let Some((child, _)) = qm.committed {
+            debug!(
+                msg_id = format_args!("{msg_id:08x}"),
+                "quick mode: CONNECTED"
+            );
+            self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni);
+        }
+    }
+
+    /// A commit-bit quick mode whose CONNECTED never came: the pair was never announced; free
+    /// its SPIs and ask the responder to delete its side (our inbound SPIs name it).
+    pub(crate) fn connected_never_came(&mut self, now: Instant, qm: QuickMode) {
+        let Some((child, _)) = qm.committed else {
+            return;
+        };
+        let mut payloads = Vec::new();
+        if let Some(e) = &child.inbound.esp {
+            self.spis.release(e.spi);
+            payloads.push(Payload::Delete(Delete::ipsec(
+                ProtocolId::IPSEC_ESP,
+                &[e.spi],
+            )));
+        }
+        if let Some(a) = &child.inbound.ah {
+            self.spis.release(a.spi);
+            payloads.push(Payload::Delete(Delete::ipsec(
+                ProtocolId::IPSEC_AH,
+                &[a.spi],
+            )));
+        }
+        if let Some(si) = self.active_sa() {
+            self.send_info(now, si, payloads);
+        }
+        if let Some(old) = qm.rekey_of
+            && let Some(c) = self.children.iter_mut().find(|c| c.spis == old)
+        {
+            c.rekeying = false;
+            c.soft = None;
+        }
+        self.fail(&IkeError::fatal(format!(
+            "quick mode for {} <-> {}: the responder set the commit bit and never sent \
+             CONNECTED (RFC 2408 §3.1); the pair was not used and is deleted",
+            qm.network.local, qm.network.remote
+        )));
     }
 
     fn on_notify(&mut self, now: Instant, si: usize, cookies: ([u8; 8], [u8; 8]), n: Notification) {
@@ -205,13 +282,18 @@ impl IkeSession {
                 let qi = self
                     .quick_modes
                     .iter()
-                    .position(|q| q.initiator && spi.is_some_and(|s| q.reserved.contains(&s)))
-                    .or_else(|| self.quick_modes.iter().position(|q| q.initiator));
+                    .position(|q| {
+                        q.state == QmState::SentOffer
+                            && spi.is_some_and(|s| q.reserved.contains(&s))
+                    })
+                    .or_else(|| {
+                        self.quick_modes
+                            .iter()
+                            .position(|q| q.state == QmState::SentOffer)
+                    });
                 if let Some(qi) = qi {
                     let q = self.quick_modes.remove(qi);
-                    for s in q.reserved {
-                        self.spis.release(s);
-                    }
+                    self.release_reserved(&q);
                     self.fail(&IkeError::notify(
                         t,
                         format!(

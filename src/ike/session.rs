@@ -784,6 +784,11 @@ impl IkeSession {
                         self.replies.store(bytes, Some(msg.clone()));
                         self.send(msg);
                     }
+                    QmStep::AwaitConnected(msg) => {
+                        // The pair stays in the exchange until CONNECTED (informational.rs).
+                        self.replies.store(bytes, Some(msg.clone()));
+                        self.send(msg);
+                    }
                     QmStep::Confirmed => {
                         if let Some(qi) = qi {
                             self.quick_modes.remove(qi);

@@ -39,6 +39,7 @@ impl IkeSession {
         }
         for qm in &self.quick_modes {
             at(qm.retransmit.as_ref().map(|r| r.deadline));
+            at(qm.committed.as_ref().map(|(_, until)| *until));
         }
         for sa in &self.isakmp {
             if !sa.rekeying {
@@ -138,6 +139,15 @@ impl IkeSession {
         let cfg = self.config.retransmit;
         let mut i = 0;
         while i < self.quick_modes.len() {
+            if self.quick_modes[i]
+                .committed
+                .as_ref()
+                .is_some_and(|(_, until)| now >= *until)
+            {
+                let qm = self.quick_modes.remove(i);
+                self.connected_never_came(now, qm);
+                continue;
+            }
             let qm = &mut self.quick_modes[i];
             let action = match &mut qm.retransmit {
                 Some(r) => r.on_timeout(now, &cfg),

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::ike::message;
 use crate::wire::isakmp::{
-    Attribute, Body, ExchangeType, Flags, Message, Payload, PayloadType, encode_payloads,
+    Attribute, Body, ExchangeType, Flags, Header, Message, Payload, PayloadType, encode_payloads,
 };
 
 use super::harness::Pair;
@@ -102,4 +102,26 @@ pub fn forge_qm2(
     let mut hdr = h;
     hdr.flags = flags;
     Message::encrypted(hdr, PayloadType::HASH, c).encode()
+}
+
+/// An informational exchange to side A under its ISAKMP SA with Message ID `msg_id`, as B
+/// would send it (HASH(1), encrypted with the IV of a new exchange).
+pub fn forge_info_to_a(p: &Pair, msg_id: u32, payloads: &[Payload]) -> Vec<u8> {
+    let sa = &p.sides[0].s.isakmp[0];
+    let (first, rest) = encode_payloads(payloads);
+    let hash = sa.keys.info_hash(msg_id, &rest);
+    let hb = hash.as_bytes();
+    let mut plain = vec![first.0, 0];
+    plain.extend_from_slice(&((4 + hb.len()) as u16).to_be_bytes());
+    plain.extend_from_slice(hb);
+    plain.extend_from_slice(&rest);
+    let c = sa.iv.encrypt_detached(msg_id, &plain);
+    let h = Header::new(
+        sa.cky_i,
+        sa.cky_r,
+        ExchangeType::INFORMATIONAL,
+        Flags::ENCRYPTION,
+        msg_id,
+    );
+    Message::encrypted(h, PayloadType::HASH, c).encode()
 }

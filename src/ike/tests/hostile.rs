@@ -8,8 +8,11 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 
 use crate::ike::{ChildRequest, Event, IkeSession};
-use crate::wire::isakmp::{Body, ExchangeType, Message, Payload, Transform};
+use crate::wire::isakmp::{
+    Body, ExchangeType, Flags, Message, Notification, NotifyType, Payload, Transform,
+};
 
+use super::forge::*;
 use super::harness::*;
 
 fn exchange(bytes: &[u8]) -> Option<ExchangeType> {
@@ -186,4 +189,128 @@ fn unauthenticated_main_mode_state_is_bounded() {
     let refused = p.failures(1);
     assert_eq!(refused.len(), 4, "{refused:?}");
     assert!(refused.iter().all(|(r, _)| r.contains("SA payload of")));
+}
+
+fn sent_by(p: &Pair, side: usize) -> usize {
+    p.log.iter().filter(|l| l.1 == side).count()
+}
+
+/// Point 9: an authenticated informational is acted on once. A replayed R-U-THERE (after the
+/// reply cache forgot it) used to be answered again; the same path replays deletes.
+#[test]
+fn replayed_informational_is_dropped() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 605);
+    p.run_until(5.0);
+    let (ci, cr) = p.sides[0].s.isakmp[0].cookies();
+    let probe = forge_info_to_a(
+        &p,
+        0x1234_5678,
+        &[Payload::Notification(Notification::dpd(false, ci, cr, 7))],
+    );
+    let before = sent_by(&p, 0);
+    p.deliver(0, &probe);
+    assert_eq!(
+        sent_by(&p, 0),
+        before + 1,
+        "the first R-U-THERE is answered"
+    );
+    // Sixteen other requests later the reply cache has forgotten it.
+    p.sides[0].s.replies = Default::default();
+    p.run_until(6.0);
+    p.deliver(0, &probe);
+    assert_eq!(sent_by(&p, 0), before + 1, "the replay is not answered");
+    // A fresh one (new Message ID) still is.
+    let fresh = forge_info_to_a(
+        &p,
+        0x1234_5679,
+        &[Payload::Notification(Notification::dpd(false, ci, cr, 8))],
+    );
+    p.deliver(0, &fresh);
+    assert_eq!(sent_by(&p, 0), before + 2);
+}
+
+/// Point 9: we sent IDci/IDcr, the responder's message 2 has none: refused with
+/// INVALID-ID-INFORMATION (RFC 2409 §5.5), nothing installed. The old code installed the pair.
+#[test]
+fn quick_mode_reply_without_ids_is_refused() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 606);
+    let replies = capture_quick_mode_replies(&mut p);
+    p.run_until(2.0);
+    let m2 = replies.borrow()[0].clone();
+    let forged = forge_qm2(&p, &m2, Flags::NONE, |ps| {
+        ps.retain(|p| !matches!(p, Payload::Identification(_)))
+    });
+    p.deliver(0, &forged);
+    assert!(p.installed(0).is_empty(), "{:?}", p.events(0));
+    let f = p.failures(0);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert_eq!(f[0].1, Some(NotifyType::INVALID_ID_INFORMATION));
+    assert!(f[0].0.contains("carries no IDci/IDcr"), "{}", f[0].0);
+}
+
+fn commit_pair(seed: u64) -> (Pair, Vec<u8>) {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), seed);
+    let replies = capture_quick_mode_replies(&mut p);
+    p.run_until(2.0);
+    let m2 = replies.borrow()[0].clone();
+    let forged = forge_qm2(&p, &m2, Flags::COMMIT, |_| {});
+    let msg_id = p.sides[0].s.quick_modes[0].msg_id;
+    p.filter = Box::new(|_, _, _| vec![Duration::ZERO]);
+    let before = sent_by(&p, 0);
+    p.deliver(0, &forged);
+    // Message 3 went out, but the pair is not announced before CONNECTED.
+    assert_eq!(sent_by(&p, 0), before + 1);
+    assert!(p.installed(0).is_empty(), "{:?}", p.events(0));
+    (p, msg_id.to_be_bytes().to_vec())
+}
+
+/// Point 9: the commit bit (RFC 2408 §3.1): the initiator uses the pair only once the
+/// responder's CONNECTED arrives (the old code ignored the bit and installed at once).
+#[test]
+fn commit_bit_waits_for_connected() {
+    let (mut p, id) = commit_pair(607);
+    let msg_id = u32::from_be_bytes([id[0], id[1], id[2], id[3]]);
+    p.run_until(3.0);
+    assert!(p.installed(0).is_empty());
+    let spi = p.sides[1].s.child_sas()[0].inbound;
+    let connected = Notification {
+        doi: crate::wire::isakmp::Doi::IPSEC,
+        protocol_id: crate::wire::isakmp::ProtocolId::IPSEC_ESP,
+        spi: spi.to_be_bytes().to_vec(),
+        message_type: NotifyType::CONNECTED,
+        data: Vec::new(),
+    };
+    let c = forge_info_to_a(&p, msg_id, &[Payload::Notification(connected)]);
+    p.deliver(0, &c);
+    let a = p.installed(0);
+    assert_eq!(a.len(), 1, "{:?}", p.failures(0));
+    assert_crosswise(&a[0], &p.installed(1)[0]);
+    // A replayed CONNECTED changes nothing.
+    p.sides[0].s.replies = Default::default();
+    p.deliver(0, &c);
+    assert_eq!(p.installed(0).len(), 1);
+    assert_eq!(p.sides[0].s.child_sas().len(), 1);
+    assert!(p.failures(0).is_empty());
+}
+
+/// Point 9: without CONNECTED the initiator gives up after the exchange timeout, never used
+/// the pair, frees its SPIs and asks the responder to delete its side.
+#[test]
+fn commit_bit_without_connected_gives_up() {
+    let (mut p, _) = commit_pair(608);
+    p.run_until(40.0);
+    assert!(p.installed(0).is_empty());
+    let f = p.failures(0);
+    assert_eq!(f.len(), 1, "{f:?}");
+    assert!(f[0].0.contains("never sent CONNECTED"), "{}", f[0].0);
+    assert!(p.sides[0].s.quick_modes.is_empty());
+    assert!(
+        p.sides[0].spis.live.lock().unwrap().is_empty(),
+        "SPIs freed"
+    );
+    assert!(
+        p.installed(1).is_empty(),
+        "B deleted its side: {:?}",
+        p.events(1)
+    );
 }
