@@ -107,10 +107,13 @@ impl IkeSession {
         };
         // RFC 2408 §3.1: a Message ID is used by one exchange only, so an authenticated
         // informational is never acted on twice (a replayed delete, DPD or notify is
-        // dropped), beyond the byte-identical copies the reply cache catches. The one
-        // informational that reuses an ID is CONNECTED, under the ID of its quick mode.
-        let connected = self.awaiting_connected(h.message_id, si);
-        if self.isakmp[si].used_ids.contains(&h.message_id) && connected.is_none() {
+        // dropped), beyond the byte-identical copies the reply cache catches. An
+        // informational may reuse the ID of one of our quick modes in progress: CONNECTED
+        // must (RFC 2408 §3.1), and some peers send their refusal of it that way.
+        let ours_running = self.quick_modes.iter().any(|q| {
+            q.initiator && q.msg_id == h.message_id && self.isakmp[si].matches(&q.cky_i, &q.cky_r)
+        });
+        if self.isakmp[si].used_ids.contains(&h.message_id) && !ours_running {
             debug!(peer = %from, "informational: message ID {:08x} already used, dropped", h.message_id);
             return;
         }

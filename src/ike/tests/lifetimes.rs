@@ -171,3 +171,22 @@ fn responder_cannot_lengthen_phase2_lifetime() {
         assert!(c.hard.is_some() && c.soft.is_some() && c.soft < c.hard);
     }
 }
+
+/// The quick-mode half of RESPONDER-LIFETIME (already sent before issue 9): the responder runs
+/// its shorter lifetime, tells the initiator, and both ends expire the pair together.
+#[test]
+fn responder_lifetime_in_quick_mode_shortens_the_initiators_pair() {
+    let mut b = config("ToA", false);
+    let mut t = (*b.ipsec_transforms[0]).clone();
+    t.lifetime_seconds = 1800;
+    t.lifetime_kilobytes = 5000;
+    b.ipsec_transforms = vec![std::sync::Arc::new(t)];
+    let mut p = Pair::new(config("ToB", true), b, 514);
+    p.run_until(5.0);
+    let (a, b) = (p.installed(0), p.installed(1));
+    assert_eq!((a.len(), b.len()), (1, 1), "{:?}", p.failures(0));
+    for c in [&a[0], &b[0]] {
+        assert_eq!(c.lifetime, Some(Duration::from_secs(1800)));
+        assert_eq!(c.inbound.lifetime.kilobytes, Some(5000));
+    }
+}
