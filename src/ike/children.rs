@@ -8,7 +8,12 @@
 //! that delete (or the pair's hard expiry) and never re-keys it. One pair survives.
 //!
 //! A responder cannot tell a re-key from a new child in IKEv1; a new pair with the same
-//! selectors as an installed one that has no successor yet is taken as its re-key.
+//! selectors as an installed one that has no successor yet is taken as its re-key. Either end
+//! deletes a replaced pair when the grace period ends, whoever started the re-key.
+//!
+//! Bounds against an authenticated but hostile peer (issue 9 point 8): at most
+//! [`IkeSession::max_children`] pairs and [`IkeSession::max_quick_modes_per_sa`] quick modes
+//! it started at once; beyond, its quick mode is refused with NO-PROPOSAL-CHOSEN.
 
 use std::time::Instant;
 
