@@ -46,27 +46,6 @@ impl IkeSession {
         self.send(msg);
     }
 
-    /// Tells the initiator of ISAKMP SA `si` that we run a shorter lifetime than it offered
-    /// (RFC 2407 §4.6.3.1). Main mode has no room for it in an authenticated message, so it
-    /// follows in an informational exchange, as Cisco IOS sends it.
-    pub(crate) fn send_phase1_responder_lifetime(&mut self, now: Instant, si: usize) {
-        let sa = &self.isakmp[si];
-        let mut spi = sa.cky_i.to_vec();
-        spi.extend_from_slice(&sa.cky_r);
-        let data = sa_payload::phase1_lifetime_attributes(
-            sa.suite.lifetime_seconds,
-            sa.suite.lifetime_kilobytes,
-        );
-        let n = Notification {
-            doi: crate::wire::isakmp::Doi::IPSEC,
-            protocol_id: ProtocolId::ISAKMP,
-            spi,
-            message_type: NotifyType::RESPONDER_LIFETIME,
-            data,
-        };
-        self.send_info(now, si, vec![Payload::Notification(n)]);
-    }
-
     /// Deletes ISAKMP SA `i`, telling the peer.
     pub(crate) fn delete_isakmp(&mut self, now: Instant, i: usize, reason: &str) {
         let (ci, cr) = self.isakmp[i].cookies();
@@ -263,8 +242,10 @@ impl IkeSession {
                 self.emit(Event::InitialContact);
             }
             NotifyType::RESPONDER_LIFETIME if n.protocol_id == ProtocolId::ISAKMP => {
-                // Only about the SA it names, and only from the responder of an SA we
-                // initiated; it can only shorten (isakmp_sa.rs, `shorten_lifetime`).
+                // We receive it in main-mode message 6; a peer may send it in an informational
+                // after main mode instead. Only about the SA it names, only
+                // from the responder of an SA we initiated, and it can only shorten
+                // (isakmp_sa.rs, `shorten_lifetime`).
                 let (secs, kb) = sa_payload::parse_phase1_lifetime_attributes(&n.data);
                 let r = self.rng.next_u32();
                 let rekey = self.config.rekey;

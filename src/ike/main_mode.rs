@@ -126,7 +126,7 @@ pub(crate) struct MainMode {
     /// Replaces an established ISAKMP SA (phase-1 re-key).
     pub rekey: bool,
     /// Responder: we run a shorter lifetime than the initiator offered, so we tell it with
-    /// RESPONDER-LIFETIME once the ISAKMP SA is up (RFC 2407 §4.6.3.1).
+    /// RESPONDER-LIFETIME in message 6 (RFC 2407 §4.6.3.1).
     pub lifetime_shortened: bool,
 }
 
@@ -498,6 +498,20 @@ impl MainMode {
                 Vec::new(),
             )));
         }
+        // RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) rides in message 6, encrypted with it: sent
+        // as an informational of its own it may overtake message 6 and not decrypt at a peer
+        // that has not yet moved its phase-1 IV past message 6 (seen with strongSwan).
+        if let (false, true, Some(suite)) = (self.initiator, self.lifetime_shortened, self.suite) {
+            payloads.push(Payload::Notification(Notification::isakmp(
+                NotifyType::RESPONDER_LIFETIME,
+                self.cky_i,
+                self.cky_r,
+                sa_payload::phase1_lifetime_attributes(
+                    suite.lifetime_seconds,
+                    suite.lifetime_kilobytes,
+                ),
+            )));
+        }
         let Some((_, iv)) = self.keys.as_mut() else {
             return Err(IkeError::fatal("no keys"));
         };
@@ -552,7 +566,24 @@ impl MainMode {
     }
 
     fn i_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
-        self.open_id(h, c, "main mode message 6")?;
+        let (m6, _) = self.open_id(h, c, "main mode message 6")?;
+        // The responder's RESPONDER-LIFETIME for this SA can only shorten ours.
+        for p in &m6.payloads {
+            if let Payload::Notification(n) = p
+                && n.message_type == NotifyType::RESPONDER_LIFETIME
+                && n.protocol_id == crate::wire::isakmp::ProtocolId::ISAKMP
+                && let Some(suite) = self.suite.as_mut()
+            {
+                let (secs, kb) = sa_payload::parse_phase1_lifetime_attributes(&n.data);
+                debug!("main mode: responder lifetime {secs:?} s / {kb:?} KB");
+                *suite = Phase1Suite {
+                    lifetime_seconds: secs,
+                    lifetime_kilobytes: kb,
+                    ..*suite
+                }
+                .with_lifetimes_of(suite);
+            }
+        }
         Ok(MmStep::Established(Box::new(self.finish(ctx)?), None))
     }
 

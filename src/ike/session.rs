@@ -609,16 +609,7 @@ impl IkeSession {
                 } else {
                     self.replies.store(bytes, None);
                 }
-                let tell_lifetime = !mm.initiator && mm.lifetime_shortened;
                 self.isakmp_established(now, *sa, mm.got_initial_contact, mm.rekey);
-                if tell_lifetime
-                    && let Some(si) = self
-                        .isakmp
-                        .iter()
-                        .position(|s| s.matches(&mm.cky_i, &mm.cky_r))
-                {
-                    self.send_phase1_responder_lifetime(now, si);
-                }
             }
             Err(e) if !e.fatal => debug!(peer = %from, "main mode: dropped: {}", e.reason),
             Err(e) => {

@@ -190,3 +190,33 @@ fn responder_lifetime_in_quick_mode_shortens_the_initiators_pair() {
         assert_eq!(c.inbound.lifetime.kilobytes, Some(5000));
     }
 }
+
+/// RESPONDER-LIFETIME for the ISAKMP SA may also come in an informational after main mode:
+/// it shortens the SA it names, and only shortens.
+#[test]
+fn responder_lifetime_in_an_informational_shortens_the_named_sa() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 515);
+    p.run_until(5.0);
+    let (ci, cr) = p.sides[0].s.isakmp[0].cookies();
+    let rl = |secs: u64, cky_r: [u8; 8]| {
+        let data = crate::ike::sa_payload::phase1_lifetime_attributes(Some(secs), None);
+        Payload::Notification(crate::wire::isakmp::Notification::isakmp(
+            crate::wire::isakmp::NotifyType::RESPONDER_LIFETIME,
+            ci,
+            cky_r,
+            data,
+        ))
+    };
+    let longer = forge_info_to_a(&p, 0x0101_0101, &[rl(100_000, cr)]);
+    p.deliver(0, &longer);
+    let other_sa = forge_info_to_a(&p, 0x0202_0202, &[rl(60, [9; 8])]);
+    p.deliver(0, &other_sa);
+    assert_eq!(p.sides[0].s.isakmp[0].lifetime(), Some(H));
+    let shorter = forge_info_to_a(&p, 0x0303_0303, &[rl(3600, cr)]);
+    p.deliver(0, &shorter);
+    let sa = &p.sides[0].s.isakmp[0];
+    let hour = Duration::from_secs(3600);
+    assert_eq!(sa.lifetime(), Some(hour));
+    assert_eq!(sa.hard, Some(sa.established + hour));
+    assert!(sa.soft.is_some_and(|s| s < sa.established + hour));
+}
