@@ -202,6 +202,29 @@ pub(super) fn setsockopt_int(
     }
 }
 
+/// `SO_SNDBUF` of `n` bytes, past the `net.core.wmem_max` cap when we may (`SO_SNDBUFFORCE`,
+/// root): replies to forged on-link sources wait in the neighbour queue until ARP gives up, and
+/// must not fill a small buffer that real peers' datagrams need too.
+pub fn set_send_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result<()> {
+    let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
+        // SAFETY: setsockopt on a valid socket fd with a pointer to a c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return Ok(());
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -439,27 +462,4 @@ mod tests {
             assert_eq!(sizes, vec![1472, 3000], "fragmented datagram reassembled");
         });
     }
-}
-
-/// `SO_SNDBUF` of `n` bytes, past the `net.core.wmem_max` cap when we may (`SO_SNDBUFFORCE`,
-/// root): replies to forged on-link sources wait in the neighbour queue until ARP gives up, and
-/// must not fill a small buffer that real peers' datagrams need too.
-pub fn set_send_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result<()> {
-    let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt on a valid socket fd with a pointer to a c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
-        }
-    }
-    Err(io::Error::last_os_error())
 }

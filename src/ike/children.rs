@@ -8,7 +8,12 @@
 //! that delete (or the pair's hard expiry) and never re-keys it. One pair survives.
 //!
 //! A responder cannot tell a re-key from a new child in IKEv1; a new pair with the same
-//! selectors as an installed one that has no successor yet is taken as its re-key.
+//! selectors as an installed one that has no successor yet is taken as its re-key. Either end
+//! deletes a replaced pair when the grace period ends, whoever started the re-key.
+//!
+//! Bounds against an authenticated but hostile peer (issue 9 point 8): at most
+//! [`IkeSession::max_children`] pairs and [`IkeSession::max_quick_modes_per_sa`] quick modes
+//! it started at once; beyond, its quick mode is refused with NO-PROPOSAL-CHOSEN.
 
 use std::time::Instant;
 
@@ -19,9 +24,48 @@ use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
 use super::session::{Child, IkeSession};
-use super::timers::soft_deadline;
+use super::timers::{hard_deadline, soft_deadline};
 
 impl IkeSession {
+    /// Child SA pairs one peer may hold at once: per protected-network pair, the pair and its
+    /// successor during the grace period, plus two for simultaneous re-keys. An authenticated
+    /// peer asking for more (e.g. ever narrower selectors) is refused (issue 9 point 8).
+    pub(crate) fn max_children(&self) -> usize {
+        2 * self.config.protected_networks.len().max(1) + 2
+    }
+
+    /// Quick modes the peer may have in progress under one ISAKMP SA: one per protected-network
+    /// pair (a permanent peer starts them all at once) plus two re-keys.
+    pub(crate) fn max_quick_modes_per_sa(&self) -> usize {
+        self.config.protected_networks.len().max(1) + 2
+    }
+
+    /// Why a quick mode the peer starts under ISAKMP SA (`cky_i`, `cky_r`) must be refused.
+    pub(crate) fn quick_mode_refusal(&self, cky_i: &[u8; 8], cky_r: &[u8; 8]) -> Option<String> {
+        let policy = &self.config.policy;
+        let running = self
+            .quick_modes
+            .iter()
+            .filter(|q| !q.initiator && &q.cky_i == cky_i && &q.cky_r == cky_r)
+            .count();
+        if running >= self.max_quick_modes_per_sa() {
+            return Some(format!(
+                "policy {policy}: {running} quick modes from the peer in progress under one \
+                 ISAKMP SA (at most {}); quick mode refused",
+                self.max_quick_modes_per_sa()
+            ));
+        }
+        if self.children.len() >= self.max_children() {
+            return Some(format!(
+                "policy {policy}: the peer already holds {} child SA pairs (at most {}); \
+                 quick mode refused",
+                self.children.len(),
+                self.max_children()
+            ));
+        }
+        None
+    }
+
     pub(crate) fn add_child(
         &mut self,
         now: Instant,
@@ -58,8 +102,8 @@ impl IkeSession {
         let child = Child {
             spis,
             network,
-            soft: life.map(|l| soft_deadline(now, l, rk.soft_percent, rk.jitter_percent, r)),
-            hard: life.map(|l| now + l),
+            soft: life.and_then(|l| soft_deadline(now, l, rk.soft_percent, rk.jitter_percent, r)),
+            hard: life.and_then(|l| hard_deadline(now, l)),
             rekeying: false,
             replaced_by: None,
             rekey_of: old,
@@ -77,14 +121,11 @@ impl IkeSession {
             sibling = oc.replaced_by;
             if sibling.is_none() {
                 oc.replaced_by = Some(spis);
-                // The end that asked for the re-key deletes the old pair after the grace
-                // period; the other keeps it until that delete or its hard expiry.
-                if we_initiated {
-                    oc.delete_at = Some(now + rk.grace);
-                }
-            } else if we_initiated {
-                oc.delete_at.get_or_insert(now + rk.grace);
             }
+            // Both ends delete the old pair after the grace period, whichever started the
+            // re-key: a peer that re-keys and never deletes must not pile pairs up here (issue
+            // 9 point 8). The delete that comes second finds nothing and changes nothing.
+            oc.delete_at.get_or_insert(now + rk.grace);
         }
         let event = match old {
             Some(o) => Event::ChildSaRekeyed {

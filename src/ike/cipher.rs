@@ -211,6 +211,21 @@ impl IvChain {
         out
     }
 
+    /// Tests: encrypts as [`Self::encrypt`] without moving the chain (to forge, as the peer,
+    /// the message this end will decrypt next).
+    #[cfg(test)]
+    pub(crate) fn encrypt_detached(&self, msg_id: u32, plaintext: &[u8]) -> Vec<u8> {
+        let bs = self.block_len();
+        let padded = plaintext.len().next_multiple_of(bs).max(bs);
+        let mut out = plaintext.to_vec();
+        out.resize(padded, 0);
+        let iv = self.iv_for(msg_id);
+        if self.cipher.encrypt_cbc(iv.as_bytes(), &mut out).is_err() {
+            unreachable!("block-aligned CBC with a block-sized IV");
+        }
+        out
+    }
+
     /// Decrypts a received body for exchange `msg_id` without changing the chain. The
     /// plaintext keeps its padding. Commit the returned [`PendingIv`] after verifying it.
     pub fn decrypt(&self, msg_id: u32, ciphertext: &[u8]) -> Result<Decrypted, CipherError> {

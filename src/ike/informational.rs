@@ -15,6 +15,8 @@ use crate::wire::isakmp::{
 use super::error::IkeError;
 use super::events::Event;
 use super::message::{self, INFO};
+use super::quick_mode::{QmState, QuickMode};
+use super::sa_payload;
 use super::session::IkeSession;
 
 impl IkeSession {
@@ -82,6 +84,18 @@ impl IkeSession {
             debug!(peer = %from, "informational for an unknown ISAKMP SA dropped");
             return;
         };
+        // RFC 2408 §3.1: a Message ID is used by one exchange only, so an authenticated
+        // informational is never acted on twice (a replayed delete, DPD or notify is
+        // dropped), beyond the byte-identical copies the reply cache catches. An
+        // informational may reuse the ID of one of our quick modes in progress: CONNECTED
+        // must (RFC 2408 §3.1), and some peers send their refusal of it that way.
+        let ours_running = self.quick_modes.iter().any(|q| {
+            q.initiator && q.msg_id == h.message_id && self.isakmp[si].matches(&q.cky_i, &q.cky_r)
+        });
+        if self.isakmp[si].used_ids.contains(&h.message_id) && !ours_running {
+            debug!(peer = %from, "informational: message ID {:08x} already used, dropped", h.message_id);
+            return;
+        }
         let sa = &mut self.isakmp[si];
         let m = match message::decrypt(h, &cipher, &sa.iv) {
             Ok(m) => m,
@@ -113,11 +127,78 @@ impl IkeSession {
         let cookies = self.isakmp[si].cookies();
         for p in m.payloads.into_iter().skip(1) {
             match p {
+                Payload::Notification(n) if n.message_type == NotifyType::CONNECTED => {
+                    self.on_connected(now, h.message_id, si)
+                }
                 Payload::Notification(n) => self.on_notify(now, si, cookies, n),
                 Payload::Delete(d) => self.on_delete(now, d),
                 _ => {}
             }
         }
+    }
+
+    /// The quick mode under ISAKMP SA `si` with this Message ID that waits for CONNECTED.
+    fn awaiting_connected(&self, msg_id: u32, si: usize) -> Option<usize> {
+        let (ci, cr) = self.isakmp.get(si)?.cookies();
+        self.quick_modes.iter().position(|q| {
+            q.state == QmState::AwaitConnected
+                && q.msg_id == msg_id
+                && q.cky_i == ci
+                && q.cky_r == cr
+        })
+    }
+
+    /// CONNECTED (RFC 2408 §3.1, commit bit): the responder installed the pair; announce it.
+    fn on_connected(&mut self, now: Instant, msg_id: u32, si: usize) {
+        let Some(qi) = self.awaiting_connected(msg_id, si) else {
+            debug!("informational: CONNECTED for no quick mode of ours, ignored");
+            return;
+        };
+        let qm = self.quick_modes.remove(qi);
+        if let Some((child, _)) = qm.committed {
+            debug!(
+                msg_id = format_args!("{msg_id:08x}"),
+                "quick mode: CONNECTED"
+            );
+            self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni);
+        }
+    }
+
+    /// A commit-bit quick mode whose CONNECTED never came: the pair was never announced; free
+    /// its SPIs and ask the responder to delete its side (our inbound SPIs name it).
+    pub(crate) fn connected_never_came(&mut self, now: Instant, qm: QuickMode) {
+        let Some((child, _)) = qm.committed else {
+            return;
+        };
+        let mut payloads = Vec::new();
+        if let Some(e) = &child.inbound.esp {
+            self.spis.release(e.spi);
+            payloads.push(Payload::Delete(Delete::ipsec(
+                ProtocolId::IPSEC_ESP,
+                &[e.spi],
+            )));
+        }
+        if let Some(a) = &child.inbound.ah {
+            self.spis.release(a.spi);
+            payloads.push(Payload::Delete(Delete::ipsec(
+                ProtocolId::IPSEC_AH,
+                &[a.spi],
+            )));
+        }
+        if let Some(si) = self.active_sa() {
+            self.send_info(now, si, payloads);
+        }
+        if let Some(old) = qm.rekey_of
+            && let Some(c) = self.children.iter_mut().find(|c| c.spis == old)
+        {
+            c.rekeying = false;
+            c.soft = None;
+        }
+        self.fail(&IkeError::fatal(format!(
+            "quick mode for {} <-> {}: the responder set the commit bit and never sent \
+             CONNECTED (RFC 2408 §3.1); the pair was not used and is deleted",
+            qm.network.local, qm.network.remote
+        )));
     }
 
     fn on_notify(&mut self, now: Instant, si: usize, cookies: ([u8; 8], [u8; 8]), n: Notification) {
@@ -147,8 +228,10 @@ impl IkeSession {
                     .iter()
                     .filter(|c| {
                         keep.is_none_or(|(_, t)| {
-                            c.hard
-                                .is_none_or(|h| h - c.info.lifetime.unwrap_or_default() < t)
+                            c.hard.is_none_or(|h| {
+                                h.checked_sub(c.info.lifetime.unwrap_or_default())
+                                    .is_none_or(|made| made < t)
+                            })
                         })
                     })
                     .map(|c| c.spis)
@@ -158,6 +241,24 @@ impl IkeSession {
                 }
                 self.emit(Event::InitialContact);
             }
+            NotifyType::RESPONDER_LIFETIME if n.protocol_id == ProtocolId::ISAKMP => {
+                // We receive it in main-mode message 6; a peer may send it in an informational
+                // after main mode instead. Only about the SA it names, only
+                // from the responder of an SA we initiated, and it can only shorten
+                // (isakmp_sa.rs, `shorten_lifetime`).
+                let (secs, kb) = sa_payload::parse_phase1_lifetime_attributes(&n.data);
+                let r = self.rng.next_u32();
+                let rekey = self.config.rekey;
+                if let Some(sa) = self.isakmp.iter_mut().find(|s| {
+                    s.initiator
+                        && n.spi.len() == 16
+                        && n.spi[..8] == s.cky_i
+                        && n.spi[8..] == s.cky_r
+                }) {
+                    debug!("RESPONDER-LIFETIME for the ISAKMP SA: {secs:?} s / {kb:?} KB");
+                    sa.shorten_lifetime(secs, kb, rekey, r);
+                }
+            }
             t if t.is_error() => {
                 let reason = format!("peer reports {t}");
                 // A refusal of one of our pending quick modes: match by SPI, else the oldest.
@@ -165,13 +266,18 @@ impl IkeSession {
                 let qi = self
                     .quick_modes
                     .iter()
-                    .position(|q| q.initiator && spi.is_some_and(|s| q.reserved.contains(&s)))
-                    .or_else(|| self.quick_modes.iter().position(|q| q.initiator));
+                    .position(|q| {
+                        q.state == QmState::SentOffer
+                            && spi.is_some_and(|s| q.reserved.contains(&s))
+                    })
+                    .or_else(|| {
+                        self.quick_modes
+                            .iter()
+                            .position(|q| q.state == QmState::SentOffer)
+                    });
                 if let Some(qi) = qi {
                     let q = self.quick_modes.remove(qi);
-                    for s in q.reserved {
-                        self.spis.release(s);
-                    }
+                    self.release_reserved(&q);
                     self.fail(&IkeError::notify(
                         t,
                         format!(

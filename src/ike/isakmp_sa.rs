@@ -4,9 +4,11 @@
 use std::time::{Duration, Instant};
 
 use super::cipher::IvChain;
+use super::config::RekeyConfig;
 use super::keys::Phase1Keys;
 use super::nat_t::PeerCapabilities;
 use super::proposal::Phase1Suite;
+use super::timers::{hard_deadline, soft_deadline};
 
 pub(crate) struct IsakmpSa {
     pub cky_i: [u8; 8],
@@ -55,6 +57,39 @@ impl IsakmpSa {
 
     pub fn lifetime(&self) -> Option<Duration> {
         self.suite.lifetime_seconds.map(Duration::from_secs)
+    }
+
+    /// RESPONDER-LIFETIME from the responder of an SA we initiated (RFC 2407 §4.6.3.1): run
+    /// the shorter lifetime, counted from establishment; a longer (or 0) one changes nothing.
+    pub fn shorten_lifetime(
+        &mut self,
+        secs: Option<u64>,
+        kb: Option<u64>,
+        rekey: RekeyConfig,
+        r: u32,
+    ) {
+        let ours = self.suite;
+        let agreed = Phase1Suite {
+            lifetime_seconds: secs,
+            lifetime_kilobytes: kb,
+            ..ours
+        }
+        .with_lifetimes_of(&ours);
+        if agreed == ours {
+            return;
+        }
+        self.suite = agreed;
+        let Some(life) = self.lifetime() else { return };
+        self.hard = hard_deadline(self.established, life);
+        if self.initiator {
+            self.soft = soft_deadline(
+                self.established,
+                life,
+                rekey.soft_percent,
+                rekey.jitter_percent,
+                r,
+            );
+        }
     }
 
     /// Usable for new exchanges.

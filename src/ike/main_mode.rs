@@ -36,10 +36,14 @@ use super::prf::PrfOutput;
 use super::proposal::{self, Phase1Suite};
 use super::retransmit::Retransmit;
 use super::sa_payload;
-use super::timers::soft_deadline;
+use super::timers::{hard_deadline, soft_deadline};
 
 /// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
 pub(crate) const NONCE_LEN: usize = 32;
+
+/// The largest SA payload body (SAi_b) a responder keeps from message 1: about 450
+/// transforms, several times strongSwan's widest default proposal list.
+pub(crate) const MAX_SA_BODY: usize = 16 * 1024;
 
 /// Where a main mode stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -101,7 +105,7 @@ pub(crate) struct MainMode {
     pub initiator: bool,
     pub state: MmState,
     /// SAi_b: the body of the initiator's SA payload, as sent/received (HASH_I/HASH_R input).
-    sai_b: Vec<u8>,
+    pub(crate) sai_b: Vec<u8>,
     suite: Option<Phase1Suite>,
     dh: Option<DhPrivate>,
     g_xi: Vec<u8>,
@@ -124,6 +128,9 @@ pub(crate) struct MainMode {
     /// Responder: where this exchange's messages come from and whether on the NAT-T port. Its
     /// replies go there; the session adopts it only once the exchange is authenticated.
     pub reply_to: Option<(SocketAddr, bool)>,
+    /// Responder: we run a shorter lifetime than the initiator offered, so we tell it with
+    /// RESPONDER-LIFETIME in message 6 (RFC 2407 §4.6.3.1).
+    pub lifetime_shortened: bool,
 }
 
 /// What one step of a main mode produced.
@@ -225,6 +232,7 @@ impl MainMode {
             got_initial_contact: false,
             rekey,
             reply_to: None,
+            lifetime_shortened: false,
         };
         debug!(cky_i = %hex(&cky_i), "main mode: initiating");
         (mm, msg)
@@ -238,6 +246,17 @@ impl MainMode {
         else {
             return Err(IkeError::malformed("main mode message 1 without SA"));
         };
+        // SAi_b is kept for HASH_I/HASH_R until message 5 arrives, for a peer not yet
+        // authenticated: hold no more than any real offer needs.
+        let sa_len = m1.body_of(PayloadType::SA).map_or(0, <[u8]>::len);
+        if sa_len > MAX_SA_BODY {
+            return Err(IkeError::notify(
+                NotifyType::NO_PROPOSAL_CHOSEN,
+                format!(
+                    "message 1 carries an SA payload of {sa_len} bytes (at most {MAX_SA_BODY})"
+                ),
+            ));
+        }
         let offers = sa_payload::phase1_offers(offer)?;
         let list: Vec<_> = offers.iter().map(|(_, o)| o.clone()).collect();
         let choice = proposal::select_phase1(&ctx.config.policy, &ctx.our_suites(), &list)
@@ -277,6 +296,7 @@ impl MainMode {
                 got_initial_contact: false,
                 rekey: false,
                 reply_to: None,
+                lifetime_shortened: choice.lifetime_shortened,
             },
             msg,
         ))
@@ -353,11 +373,8 @@ impl MainMode {
             return Err(IkeError::malformed("message 2 without SA"));
         };
         let chosen = sa_payload::phase1_chosen(sa)?;
-        if !ctx
-            .our_suites()
-            .iter()
-            .any(|o| proposal::phase1_matches(o, &chosen))
-        {
+        let ours = ctx.our_suites();
+        let Some(offered) = ours.iter().find(|o| proposal::phase1_matches(o, &chosen)) else {
             return Err(IkeError::notify(
                 NotifyType::NO_PROPOSAL_CHOSEN,
                 format!(
@@ -365,7 +382,10 @@ impl MainMode {
                     ctx.config.policy
                 ),
             ));
-        }
+        };
+        // The responder may shorten the lifetime we offered, never lengthen it; its 0 or no
+        // lifetime leaves ours (proposal.rs, `agreed_life`).
+        let chosen = chosen.with_lifetimes_of(offered);
         self.cky_r = m2.header.responder_cookie;
         self.caps = PeerCapabilities::from_payloads(&m2.payloads);
         self.suite = Some(chosen);
@@ -483,6 +503,20 @@ impl MainMode {
                 Vec::new(),
             )));
         }
+        // RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) rides in message 6, encrypted with it: sent
+        // as an informational of its own it may overtake message 6 and not decrypt at a peer
+        // that has not yet moved its phase-1 IV past message 6 (seen with strongSwan).
+        if let (false, true, Some(suite)) = (self.initiator, self.lifetime_shortened, self.suite) {
+            payloads.push(Payload::Notification(Notification::isakmp(
+                NotifyType::RESPONDER_LIFETIME,
+                self.cky_i,
+                self.cky_r,
+                sa_payload::phase1_lifetime_attributes(
+                    suite.lifetime_seconds,
+                    suite.lifetime_kilobytes,
+                ),
+            )));
+        }
         let Some((_, iv)) = self.keys.as_mut() else {
             return Err(IkeError::fatal("no keys"));
         };
@@ -537,7 +571,24 @@ impl MainMode {
     }
 
     fn i_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
-        self.open_id(h, c, "main mode message 6")?;
+        let (m6, _) = self.open_id(h, c, "main mode message 6")?;
+        // The responder's RESPONDER-LIFETIME for this SA can only shorten ours.
+        for p in &m6.payloads {
+            if let Payload::Notification(n) = p
+                && n.message_type == NotifyType::RESPONDER_LIFETIME
+                && n.protocol_id == crate::wire::isakmp::ProtocolId::ISAKMP
+                && let Some(suite) = self.suite.as_mut()
+            {
+                let (secs, kb) = sa_payload::parse_phase1_lifetime_attributes(&n.data);
+                debug!("main mode: responder lifetime {secs:?} s / {kb:?} KB");
+                *suite = Phase1Suite {
+                    lifetime_seconds: secs,
+                    lifetime_kilobytes: kb,
+                    ..*suite
+                }
+                .with_lifetimes_of(suite);
+            }
+        }
         Ok(MmStep::Established(Box::new(self.finish(ctx)?), None))
     }
 
@@ -601,7 +652,7 @@ impl MainMode {
         let now = ctx.now;
         let life = suite.lifetime_seconds.map(std::time::Duration::from_secs);
         let rk = ctx.config.rekey;
-        let soft = life.map(|l| {
+        let soft = life.and_then(|l| {
             soft_deadline(
                 now,
                 l,
@@ -620,7 +671,7 @@ impl MainMode {
             caps: self.caps,
             established: now,
             soft: if self.initiator { soft } else { None },
-            hard: life.map(|l| now + l),
+            hard: life.and_then(|l| hard_deadline(now, l)),
             retire_at: None,
             rekeying: false,
             used_ids: Vec::new(),

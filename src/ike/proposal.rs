@@ -240,12 +240,46 @@ impl fmt::Display for Phase2Suite {
 /// (e.g. `Blowfish-CBC-SHA1-modp1024`), kept for the reason text.
 pub type Offer<T> = Result<T, String>;
 
+/// How many offers a NO-PROPOSAL-CHOSEN reason names before "and K more".
+pub const REASON_MAX_ITEMS: usize = 8;
+/// The longest reason text (bytes) built from what a peer offered: one 64 KB message can
+/// carry thousands of transforms, and the reason is logged and kept in events.
+pub const REASON_MAX_LEN: usize = 1024;
+
+/// Cuts `s` to at most `max` bytes on a character boundary, marking the cut.
+pub fn cap_reason(mut s: String, max: usize) -> String {
+    if s.len() > max {
+        let mut end = max.saturating_sub(3);
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push_str("...");
+    }
+    s
+}
+
+/// The longest description of one offer in a reason (decoded attribute names are short; this
+/// bounds what a peer can make one item say).
+const REASON_MAX_ITEM_LEN: usize = 96;
+
+/// The first [`REASON_MAX_ITEMS`] items, then how many more there were.
 fn list<T: fmt::Display>(items: impl IntoIterator<Item = T>) -> String {
-    let v: Vec<String> = items.into_iter().map(|t| t.to_string()).collect();
-    if v.is_empty() {
-        "nothing".into()
-    } else {
-        v.join(", ")
+    let mut out = String::new();
+    let mut n = 0usize;
+    for t in items {
+        if n < REASON_MAX_ITEMS {
+            if n > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&cap_reason(t.to_string(), REASON_MAX_ITEM_LEN));
+        }
+        n += 1;
+    }
+    match n {
+        0 => "nothing".into(),
+        n if n > REASON_MAX_ITEMS => format!("{out} and {} more", n - REASON_MAX_ITEMS),
+        _ => out,
     }
 }
 
@@ -266,19 +300,59 @@ pub fn phase2_matches(offered: &Phase2Suite, chosen: &Phase2Suite) -> bool {
     offered.same_algorithms(chosen)
 }
 
-/// The phase-1 transform a responder chose: index into the peer's offer and the suite we run
-/// (lifetime shortened to ours).
+/// The phase-1 transform a responder chose: index into the peer's offer, the suite we run
+/// (lifetime shortened to ours), and whether the peer must be told (RESPONDER-LIFETIME).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Phase1Choice {
     pub offered_index: usize,
     pub suite: Phase1Suite,
+    pub lifetime_shortened: bool,
 }
 
-fn min_life(offered: Option<u64>, ours: Option<u64>) -> Option<u64> {
-    match (offered, ours) {
+/// The largest lifetime in seconds we take from a peer (about 136 years: the 32 bits
+/// strongSwan and most peers use).
+pub const MAX_LIFETIME_SECONDS: u64 = u32::MAX as u64;
+/// The largest lifetime in kilobytes we take from a peer (1 EiB): far below where the data
+/// plane's byte counting (`kilobytes * 1024`, soft limit `* 10`) could overflow.
+pub const MAX_LIFETIME_KILOBYTES: u64 = 1 << 40;
+
+/// The lifetime both ends run (see the module documentation): the peer's value, where it
+/// sets one (not 0), capped at `cap` and never longer than `ours`.
+pub fn agreed_life(peer: Option<u64>, ours: Option<u64>, cap: u64) -> Option<u64> {
+    let peer = peer.filter(|v| *v != 0).map(|v| v.min(cap));
+    match (peer, ours) {
         (Some(a), Some(b)) => Some(a.min(b)),
         (a, None) => a,
         (None, b) => b,
+    }
+}
+
+fn agreed_seconds(peer: Option<u64>, ours: Option<u64>) -> Option<u64> {
+    agreed_life(peer, ours, MAX_LIFETIME_SECONDS)
+}
+
+fn agreed_kilobytes(peer: Option<u64>, ours: Option<u64>) -> Option<u64> {
+    agreed_life(peer, ours, MAX_LIFETIME_KILOBYTES)
+}
+
+/// Our suite's lifetimes applied to a suite a peer offered or chose (see [`agreed_life`]).
+impl Phase1Suite {
+    pub fn with_lifetimes_of(self, ours: &Phase1Suite) -> Self {
+        Self {
+            lifetime_seconds: agreed_seconds(self.lifetime_seconds, ours.lifetime_seconds),
+            lifetime_kilobytes: agreed_kilobytes(self.lifetime_kilobytes, ours.lifetime_kilobytes),
+            ..self
+        }
+    }
+}
+
+impl Phase2Suite {
+    pub fn with_lifetimes_of(self, ours: &Phase2Suite) -> Self {
+        Self {
+            lifetime_seconds: agreed_seconds(self.lifetime_seconds, ours.lifetime_seconds),
+            lifetime_kilobytes: agreed_kilobytes(self.lifetime_kilobytes, ours.lifetime_kilobytes),
+            ..self
+        }
     }
 }
 
@@ -295,21 +369,42 @@ pub fn select_phase1(
             .position(|o| o.as_ref().is_ok_and(|o| o.same_algorithms(our)))
         {
             let Ok(o) = offered[i] else { continue };
+            let suite = o.with_lifetimes_of(our);
             return Ok(Phase1Choice {
                 offered_index: i,
-                suite: Phase1Suite {
-                    lifetime_seconds: min_life(o.lifetime_seconds, our.lifetime_seconds),
-                    lifetime_kilobytes: min_life(o.lifetime_kilobytes, our.lifetime_kilobytes),
-                    ..o
-                },
+                lifetime_shortened: shortened(o.lifetime_seconds, suite.lifetime_seconds)
+                    || shortened(o.lifetime_kilobytes, suite.lifetime_kilobytes),
+                suite,
             });
         }
     }
-    Err(format!(
-        "no proposal chosen: peer offered {}, policy {policy} accepts {}",
-        list(offered.iter().map(describe)),
-        list(ours)
-    ))
+    Err(no_proposal_chosen(policy, offered, ours))
+}
+
+/// Whether the lifetime we run is shorter than what the peer offered (`None`/0: no limit).
+fn shortened(offered: Option<u64>, agreed: Option<u64>) -> bool {
+    match (offered.filter(|v| *v != 0), agreed) {
+        (None, Some(_)) => true,
+        (Some(o), Some(a)) => a < o,
+        (_, None) => false,
+    }
+}
+
+/// The NO-PROPOSAL-CHOSEN reason: what the peer offered (the first few) and what we accept,
+/// capped at [`REASON_MAX_LEN`].
+fn no_proposal_chosen<T: fmt::Display, U: fmt::Display>(
+    policy: &str,
+    offered: &[Offer<T>],
+    ours: &[U],
+) -> String {
+    cap_reason(
+        format!(
+            "no proposal chosen: peer offered {}, policy {policy} accepts {}",
+            list(offered.iter().map(describe)),
+            list(ours)
+        ),
+        REASON_MAX_LEN,
+    )
 }
 
 /// The phase-2 proposal a responder chose: index into the peer's proposals, the suite with
@@ -335,25 +430,17 @@ pub fn select_phase2(
             .position(|o| o.as_ref().is_ok_and(|o| o.same_algorithms(our)))
         {
             let Ok(o) = offered[i] else { continue };
-            let s = min_life(o.lifetime_seconds, our.lifetime_seconds);
-            let k = min_life(o.lifetime_kilobytes, our.lifetime_kilobytes);
+            let suite = o.with_lifetimes_of(our);
             return Ok(Phase2Choice {
                 offered_index: i,
-                lifetime_shortened: s != o.lifetime_seconds || k != o.lifetime_kilobytes,
-                suite: Phase2Suite {
-                    lifetime_seconds: s,
-                    lifetime_kilobytes: k,
-                    ..o
-                },
+                lifetime_shortened: shortened(o.lifetime_seconds, suite.lifetime_seconds)
+                    || shortened(o.lifetime_kilobytes, suite.lifetime_kilobytes),
+                suite,
                 ours_index: oi,
             });
         }
     }
-    Err(format!(
-        "no proposal chosen: peer offered {}, policy {policy} accepts {}",
-        list(offered.iter().map(describe)),
-        list(ours)
-    ))
+    Err(no_proposal_chosen(policy, offered, ours))
 }
 
 #[cfg(test)]
@@ -430,5 +517,88 @@ mod tests {
         assert_eq!(c.suite.lifetime_seconds, Some(3600));
         assert_eq!(c.suite.encap, EncapMode::UdpTunnel);
         assert_eq!(ours[0].to_string(), "ESP-AES128-SHA1-nopfs tunnel");
+    }
+
+    fn p2(secs: Option<u64>, kb: Option<u64>) -> Phase2Suite {
+        Phase2Suite {
+            esp: Some((EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)),
+            ah: None,
+            encap: EncapMode::Tunnel,
+            pfs_group: None,
+            lifetime_seconds: secs,
+            lifetime_kilobytes: kb,
+        }
+    }
+
+    /// Issue 9 point 5: a 0 offer is "no limit of the peer" (ours applies and the peer is told),
+    /// a huge one is capped, never taken as it comes.
+    #[test]
+    fn phase2_zero_and_huge_offers() {
+        let ours = [p2(Some(3600), Some(4_608_000))];
+        let c = select_phase2("P", &ours, &[Ok(p2(Some(0), Some(0)))]).unwrap();
+        assert_eq!(c.suite.lifetime_seconds, Some(3600));
+        assert_eq!(c.suite.lifetime_kilobytes, Some(4_608_000));
+        assert!(c.lifetime_shortened);
+        let unlimited = [p2(None, None)];
+        let c = select_phase2("P", &unlimited, &[Ok(p2(Some(u64::MAX), Some(u64::MAX)))]).unwrap();
+        assert_eq!(c.suite.lifetime_seconds, Some(MAX_LIFETIME_SECONDS));
+        assert_eq!(c.suite.lifetime_kilobytes, Some(MAX_LIFETIME_KILOBYTES));
+        assert!(c.lifetime_shortened, "the peer learns the cap");
+        let c = select_phase2("P", &ours, &[Ok(p2(Some(60), None))]).unwrap();
+        assert_eq!(
+            c.suite.lifetime_seconds,
+            Some(60),
+            "a shorter offer is taken"
+        );
+        assert_eq!(c.suite.lifetime_kilobytes, Some(4_608_000));
+        let mut zero = p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 2, 0);
+        let ours1 = [p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 2, 28800)];
+        let c = select_phase1("P", &ours1, &[Ok(zero)]).unwrap();
+        assert_eq!(c.suite.lifetime_seconds, Some(28800));
+        assert!(c.lifetime_shortened);
+        zero.lifetime_seconds = Some(3600);
+        let c = select_phase1("P", &ours1, &[Ok(zero)]).unwrap();
+        assert_eq!(c.suite.lifetime_seconds, Some(3600));
+        assert!(!c.lifetime_shortened);
+    }
+
+    /// Issue 9 point 4: one message with thousands of transforms gives a short reason that
+    /// names the first few and counts the rest (the old reason listed every one: ~400 KB).
+    #[test]
+    fn no_proposal_chosen_reason_is_capped() {
+        let ours = [p1(
+            EncrAlgorithm::AesCbc256,
+            HashAlgorithm::Sha256,
+            14,
+            28800,
+        )];
+        let offered: Vec<Offer<Phase1Suite>> = (0..5000)
+            .map(|i| {
+                if i % 2 == 0 {
+                    Ok(p1(EncrAlgorithm::Des, HashAlgorithm::Md5, 1, 60))
+                } else {
+                    Err(format!(
+                        "Blowfish-{i}-{} (unsupported cipher)",
+                        "x".repeat(200)
+                    ))
+                }
+            })
+            .collect();
+        let r = select_phase1("P", &ours, &offered).unwrap_err();
+        assert!(r.len() <= REASON_MAX_LEN, "{} bytes", r.len());
+        assert!(r.starts_with("no proposal chosen: peer offered DES-MD5-modp768, "));
+        let short = select_phase1("P", &ours, &offered[..20]).unwrap_err();
+        assert!(
+            short.contains(" and 12 more, policy P accepts AES256-SHA256-modp2048"),
+            "{short}"
+        );
+        let p2s: Vec<Offer<Phase2Suite>> = (0..5000).map(|_| Ok(p2(None, None))).collect();
+        let none: [Phase2Suite; 0] = [];
+        let r = select_phase2("P", &none, &p2s).unwrap_err();
+        assert!(
+            r.len() <= REASON_MAX_LEN && r.contains(" and 4992 more"),
+            "{r}"
+        );
+        assert_eq!(cap_reason("é".repeat(10), 7), "éé...");
     }
 }

@@ -11,7 +11,7 @@
 //! before the message that lets the peer use it leaves (see `events`).
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tracing::debug;
 
@@ -41,6 +41,9 @@ pub(crate) struct QmEnv<'a> {
     pub nat: Option<NatTVariant>,
     /// The peer's current IKE address (its port is the ESP-in-UDP port after floating).
     pub peer: SocketAddr,
+    /// Responder: why a new exchange must be refused (the session's bounds, children.rs),
+    /// answered with NO-PROPOSAL-CHOSEN once message 1 is authenticated.
+    pub refuse: Option<String>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -49,6 +52,9 @@ pub(crate) enum QmState {
     SentOffer,
     /// Responder: message 2 sent (SA announced), waiting for 3.
     SentReply,
+    /// Initiator: message 2 had the commit bit, message 3 is sent; the pair (in `committed`)
+    /// is announced only when the responder's CONNECTED arrives (RFC 2408 §3.1).
+    AwaitConnected,
 }
 
 pub(crate) struct QuickMode {
@@ -72,6 +78,8 @@ pub(crate) struct QuickMode {
     pub retransmit: Option<Retransmit>,
     /// Our reserved SPIs (released if the exchange fails).
     pub reserved: Vec<u32>,
+    /// `AwaitConnected`: the negotiated pair, and when to stop waiting for CONNECTED.
+    pub committed: Option<(Box<ChildSaInfo>, Instant)>,
 }
 
 /// What one step produced.
@@ -80,6 +88,8 @@ pub(crate) enum QmStep {
     Reply(Box<ChildSaInfo>, Vec<u8>),
     /// Initiator: the SA pair (announce it first) and message 3.
     Done(Box<ChildSaInfo>, Vec<u8>),
+    /// Initiator: message 3 to send; the pair waits for CONNECTED (commit bit).
+    AwaitConnected(Vec<u8>),
     /// Responder: message 3 verified.
     Confirmed,
 }
@@ -394,6 +404,7 @@ impl QuickMode {
                     &ctx.config.retransmit,
                 )),
                 reserved,
+                committed: None,
             },
             msg,
         ))
@@ -411,6 +422,9 @@ impl QuickMode {
         let expect = sa.keys.qm_hash1(msg_id, &m1.after_first);
         verify(sa, m1, expect.as_bytes(), "quick mode message 1")?;
         sa.note_message_id(msg_id);
+        if let Some(r) = &env.refuse {
+            return Err(IkeError::notify(NotifyType::NO_PROPOSAL_CHOSEN, r.clone()));
+        }
         message::check(QM_SA, &m1.payloads, "quick mode message 1")?;
         let Some(Payload::Sa(offer)) = m1.payloads.iter().find(|p| matches!(p, Payload::Sa(_)))
         else {
@@ -539,6 +553,7 @@ impl QuickMode {
                 &ctx.config.retransmit,
             )),
             reserved,
+            committed: None,
         };
         Ok((qm, QmStep::Reply(Box::new(child), msg)))
     }
@@ -553,6 +568,9 @@ impl QuickMode {
     ) -> IkeResult<QmStep> {
         match self.state {
             QmState::SentOffer => self.i_on_reply(ctx, env, sa, m),
+            QmState::AwaitConnected => Err(IkeError::drop(
+                "quick mode: message after message 3 (waiting for CONNECTED)",
+            )),
             QmState::SentReply => {
                 let expect = sa.keys.qm_hash3(self.msg_id, &self.ni, &self.nr);
                 verify(sa, m, expect.as_bytes(), "quick mode message 3")?;
@@ -605,35 +623,45 @@ impl QuickMode {
                 ),
             ));
         };
-        if let Some((ci, cr)) = ids_of(m2)?
-            && (ci != self.network.local || cr != self.network.remote)
-        {
-            return Err(IkeError::notify(
-                NotifyType::INVALID_ID_INFORMATION,
-                format!(
-                    "responder answered identities {ci} <-> {cr}, we asked for {} <-> {}",
-                    self.network.local, self.network.remote
-                ),
-            ));
+        match ids_of(m2)? {
+            Some((ci, cr)) if ci != self.network.local || cr != self.network.remote => {
+                return Err(IkeError::notify(
+                    NotifyType::INVALID_ID_INFORMATION,
+                    format!(
+                        "responder answered identities {ci} <-> {cr}, we asked for {} <-> {}",
+                        self.network.local, self.network.remote
+                    ),
+                ));
+            }
+            // RFC 2409 §5.5: the identities we sent are returned; without them the exchange
+            // would stand for the two IKE endpoints (strongSwan then refuses too, as the
+            // host-to-host selectors are not inside the ones it asked for).
+            None if self.ids_sent => {
+                return Err(IkeError::notify(
+                    NotifyType::INVALID_ID_INFORMATION,
+                    format!(
+                        "responder's message 2 carries no IDci/IDcr, we asked for {} <-> {}",
+                        self.network.local, self.network.remote
+                    ),
+                ));
+            }
+            _ => {}
         }
-        // RESPONDER-LIFETIME (RFC 2407 §4.6.3.1): the responder's shorter lifetime wins.
-        let mut suite = Phase2Suite {
-            lifetime_seconds: suite.lifetime_seconds.or(ours.lifetime_seconds),
-            lifetime_kilobytes: suite.lifetime_kilobytes.or(ours.lifetime_kilobytes),
-            ..suite
-        };
+        // The responder may shorten what we offered, never lengthen it; its 0 or no lifetime
+        // leaves ours (proposal.rs, `agreed_life`). RESPONDER-LIFETIME (RFC 2407 §4.6.3.1)
+        // shortens it further.
+        let mut suite = suite.with_lifetimes_of(&ours);
         for p in &m2.payloads {
             if let Payload::Notification(n) = p
                 && n.message_type == NotifyType::RESPONDER_LIFETIME
             {
                 let (s, k) = sa_payload::parse_lifetime_attributes(&n.data);
-                if let Some(s) = s {
-                    suite.lifetime_seconds = Some(suite.lifetime_seconds.map_or(s, |o| o.min(s)));
+                suite = Phase2Suite {
+                    lifetime_seconds: s,
+                    lifetime_kilobytes: k,
+                    ..suite
                 }
-                if let Some(k) = k {
-                    suite.lifetime_kilobytes =
-                        Some(suite.lifetime_kilobytes.map_or(k, |o| o.min(k)));
-                }
+                .with_lifetimes_of(&suite);
                 debug!("quick mode: responder lifetime {s:?} s / {k:?} KB");
             }
         }
@@ -669,7 +697,22 @@ impl QuickMode {
         );
         sa.iv.forget(self.msg_id);
         self.retransmit = None;
-        let _ = self.ids_sent;
+        // The commit bit (RFC 2408 §3.1, RFC 2409 §5.5): the responder asks us not to use the
+        // pair until its CONNECTED informational (same Message ID) says it is installed. We
+        // wait for it as long as an exchange may take, then give up and delete the pair; a
+        // lost message 3 is resent from the reply cache when message 2 comes again. We never
+        // set the bit ourselves (neither does strongSwan), and a commit bit from an initiator
+        // is ignored: we install before message 2 leaves, so nothing is to wait for.
+        if m2.header.flags.contains(Flags::COMMIT) {
+            debug!(
+                msg_id = format_args!("{:08x}", self.msg_id),
+                "quick mode: commit bit set, waiting for CONNECTED"
+            );
+            let until = ctx.now + ctx.config.retransmit.total();
+            self.committed = Some((Box::new(child), until));
+            self.state = QmState::AwaitConnected;
+            return Ok(QmStep::AwaitConnected(msg));
+        }
         Ok(QmStep::Done(Box::new(child), msg))
     }
 }

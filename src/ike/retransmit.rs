@@ -2,9 +2,13 @@
 //! receiver of a retransmitted request answers with the reply it already sent, without computing
 //! it again, which for main mode would mean a second Diffie-Hellman and a different answer).
 
+use std::collections::VecDeque;
 use std::time::Instant;
 
+use crate::config::HashAlgorithm;
+
 use super::config::RetransmitConfig;
+use super::prf::hash;
 
 /// A request we wait an answer for.
 #[derive(Clone, Debug)]
@@ -53,12 +57,22 @@ impl Retransmit {
     }
 }
 
-/// The last request an exchange answered and the answer: a byte-identical request gets the
+/// The last requests the session answered and the answers: a byte-identical request gets the
 /// same answer again (RFC 2408 §5 retransmission), before any decryption, so that a duplicate
 /// never advances the IV chain or runs the key exchange twice.
+///
+/// A request is remembered by its SHA-256 digest, not its bytes: a main-mode message 1 comes
+/// from an unauthenticated peer and may be 64 KB, and the cache holds [`Self::KEEP`] of them
+/// per session. The answers are ours (a few hundred bytes each).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReplyCache {
-    entries: Vec<(Vec<u8>, Option<Vec<u8>>)>,
+    entries: VecDeque<([u8; 32], Option<Vec<u8>>)>,
+}
+
+fn digest(request: &[u8]) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    d.copy_from_slice(hash(HashAlgorithm::Sha256, &[request]).as_bytes());
+    d
 }
 
 impl ReplyCache {
@@ -67,18 +81,28 @@ impl ReplyCache {
     /// Remembers that `request` was answered with `reply` (`None`: handled, no answer).
     pub fn store(&mut self, request: &[u8], reply: Option<Vec<u8>>) {
         if self.entries.len() >= Self::KEEP {
-            self.entries.remove(0);
+            self.entries.pop_front();
         }
-        self.entries.push((request.to_vec(), reply));
+        self.entries.push_back((digest(request), reply));
     }
 
     /// `Some(answer)` when `request` was seen before (the answer may be "none").
     pub fn lookup(&self, request: &[u8]) -> Option<Option<&[u8]>> {
+        let d = digest(request);
         self.entries
             .iter()
             .rev()
-            .find(|(r, _)| r.as_slice() == request)
+            .find(|(r, _)| *r == d)
             .map(|(_, a)| a.as_deref())
+    }
+
+    /// Bytes held (digests and answers): what the cache costs, whatever the peer sent.
+    #[cfg(test)]
+    pub fn held_bytes(&self) -> usize {
+        self.entries
+            .iter()
+            .map(|(d, a)| d.len() + a.as_ref().map_or(0, Vec::len))
+            .sum()
     }
 }
 
@@ -114,5 +138,26 @@ mod tests {
         assert_eq!(c.lookup(b"req1"), Some(Some(&b"rep1"[..])));
         assert_eq!(c.lookup(b"req2"), Some(None));
         assert_eq!(c.lookup(b"req3"), None);
+    }
+
+    /// Issue 9 point 4: sixteen 64 KB requests cost their digests and our answers, not 1 MB.
+    #[test]
+    fn reply_cache_holds_digests_not_requests() {
+        let mut c = ReplyCache::default();
+        let big = |i: u8| vec![i; 65_000];
+        for i in 0..40u8 {
+            c.store(&big(i), Some(vec![i; 100]));
+        }
+        assert!(
+            c.held_bytes() <= ReplyCache::KEEP * (32 + 100),
+            "{}",
+            c.held_bytes()
+        );
+        assert_eq!(c.lookup(&big(39)), Some(Some(&[39u8; 100][..])));
+        assert_eq!(c.lookup(&big(24)), Some(Some(&[24u8; 100][..])));
+        assert_eq!(c.lookup(&big(23)), None, "oldest evicted");
+        let mut near = big(39);
+        near[64_999] ^= 1;
+        assert_eq!(c.lookup(&near), None);
     }
 }

@@ -229,7 +229,17 @@ pub(crate) fn decode_phase1_transform(t: &Transform) -> Offer<Phase1Suite> {
 /// A phase-1 offer with its (proposal, transform) position in the SA payload.
 pub(crate) type Phase1Offer = ((usize, usize), Offer<Phase1Suite>);
 
-/// Every transform of every ISAKMP proposal of a message-1 SA, with its position.
+/// At most this many phase-1 transforms of one SA payload are examined; the rest count as
+/// not offered. An unauthenticated 64 KB message 1 can hold thousands; real peers offer a few
+/// dozen (strongSwan's widest default proposal list, about a hundred).
+pub(crate) const MAX_PHASE1_OFFERS: usize = 256;
+/// At most this many phase-2 alternatives are built from one SA payload: proposals with the
+/// same number multiply (every AH transform with every ESP transform, up to 255 x 255 =
+/// 65,025 from one message), so the expansion stops here and the rest count as not offered.
+pub(crate) const MAX_PHASE2_OFFERS: usize = 256;
+
+/// Every transform of every ISAKMP proposal of a message-1 SA, with its position (the first
+/// [`MAX_PHASE1_OFFERS`]).
 pub(crate) fn phase1_offers(sa: &SaPayload) -> Result<Vec<Phase1Offer>, IkeError> {
     if sa.doi != Doi::IPSEC {
         return Err(IkeError::notify(
@@ -238,15 +248,19 @@ pub(crate) fn phase1_offers(sa: &SaPayload) -> Result<Vec<Phase1Offer>, IkeError
         ));
     }
     let mut out = Vec::new();
-    for (pi, p) in sa.proposals.iter().enumerate() {
-        for (ti, t) in p.transforms.iter().enumerate() {
-            let offer = if p.protocol_id == ProtocolId::ISAKMP {
-                decode_phase1_transform(t)
-            } else {
-                Err(format!("proposal for {} in phase 1", p.protocol_id))
-            };
-            out.push(((pi, ti), offer));
-        }
+    let all = sa.proposals.iter().enumerate().flat_map(|(pi, p)| {
+        p.transforms
+            .iter()
+            .enumerate()
+            .map(move |(ti, t)| (pi, p, ti, t))
+    });
+    for (pi, p, ti, t) in all.take(MAX_PHASE1_OFFERS) {
+        let offer = if p.protocol_id == ProtocolId::ISAKMP {
+            decode_phase1_transform(t)
+        } else {
+            Err(format!("proposal for {} in phase 1", p.protocol_id))
+        };
+        out.push(((pi, ti), offer));
     }
     Ok(out)
 }
@@ -525,7 +539,8 @@ fn decode_suite(
 }
 
 /// The alternatives of a quick-mode SA: proposals with the same number are one offer (AH and
-/// ESP together); several transforms in a proposal are alternatives of their own.
+/// ESP together); several transforms in a proposal are alternatives of their own. The first
+/// [`MAX_PHASE2_OFFERS`] alternatives are built, the rest are not offered.
 pub(crate) fn phase2_offers(sa: &SaPayload) -> Result<Vec<Phase2Offer>, IkeError> {
     if sa.doi != Doi::IPSEC {
         return Err(IkeError::notify(
@@ -566,6 +581,9 @@ pub(crate) fn phase2_offers(sa: &SaPayload) -> Result<Vec<Phase2Offer>, IkeError
         };
         for ah_at in range(ah) {
             for esp_at in range(esp) {
+                if out.len() >= MAX_PHASE2_OFFERS {
+                    return Ok(out);
+                }
                 let mut suite = decode_suite(sa, ah_at, esp_at);
                 if let Some(pid) = other {
                     suite = Err(format!("proposal {number} with protocol {pid}"));
@@ -608,16 +626,31 @@ pub(crate) fn phase2_reply(offer: &SaPayload, chosen: &Phase2Offer, ours: SuiteS
     }
 }
 
-/// RESPONDER-LIFETIME notify data (RFC 2407 §4.6.3.1): life type/duration attributes.
+/// RESPONDER-LIFETIME notify data (RFC 2407 §4.6.3.1) for a phase-2 SA: SA Life Type /
+/// SA Life Duration attributes (§4.5).
 pub(crate) fn lifetime_attributes(secs: Option<u64>, kb: Option<u64>) -> Vec<u8> {
-    let mut attrs = Vec::new();
-    lifetimes(
-        &mut attrs,
+    encode_lifetimes(
         Phase2Attr::SA_LIFE_TYPE.0,
         Phase2Attr::SA_LIFE_DURATION.0,
         secs,
         kb,
-    );
+    )
+}
+
+/// RESPONDER-LIFETIME notify data for an ISAKMP SA: the phase-1 Life Type / Life Duration
+/// attributes (RFC 2409 Appendix A).
+pub(crate) fn phase1_lifetime_attributes(secs: Option<u64>, kb: Option<u64>) -> Vec<u8> {
+    encode_lifetimes(
+        Phase1Attr::LIFE_TYPE.0,
+        Phase1Attr::LIFE_DURATION.0,
+        secs,
+        kb,
+    )
+}
+
+fn encode_lifetimes(t: u16, d: u16, secs: Option<u64>, kb: Option<u64>) -> Vec<u8> {
+    let mut attrs = Vec::new();
+    lifetimes(&mut attrs, t, d, secs, kb);
     let mut out = Vec::new();
     for a in &attrs {
         a.encode(&mut out);
@@ -625,8 +658,21 @@ pub(crate) fn lifetime_attributes(secs: Option<u64>, kb: Option<u64>) -> Vec<u8>
     out
 }
 
-/// Reads RESPONDER-LIFETIME data: (seconds, kilobytes).
+/// Reads phase-2 RESPONDER-LIFETIME data: (seconds, kilobytes).
 pub(crate) fn parse_lifetime_attributes(data: &[u8]) -> (Option<u64>, Option<u64>) {
+    parse_lifetimes(
+        data,
+        Phase2Attr::SA_LIFE_TYPE.0,
+        Phase2Attr::SA_LIFE_DURATION.0,
+    )
+}
+
+/// Reads phase-1 RESPONDER-LIFETIME data: (seconds, kilobytes).
+pub(crate) fn parse_phase1_lifetime_attributes(data: &[u8]) -> (Option<u64>, Option<u64>) {
+    parse_lifetimes(data, Phase1Attr::LIFE_TYPE.0, Phase1Attr::LIFE_DURATION.0)
+}
+
+fn parse_lifetimes(data: &[u8], t: u16, d: u16) -> (Option<u64>, Option<u64>) {
     let mut r = Reader::new(data);
     let mut life_type = None;
     let (mut secs, mut kb) = (None, None);
@@ -634,14 +680,14 @@ pub(crate) fn parse_lifetime_attributes(data: &[u8]) -> (Option<u64>, Option<u64
         let Ok(a) = Attribute::read(&mut r) else {
             break;
         };
-        match Phase2Attr(a.attr_type) {
-            Phase2Attr::SA_LIFE_TYPE => life_type = a.as_u16(),
-            Phase2Attr::SA_LIFE_DURATION => match life_type.map(LifeType) {
+        if a.attr_type == t {
+            life_type = a.as_u16();
+        } else if a.attr_type == d {
+            match life_type.map(LifeType) {
                 Some(LifeType::SECONDS) => secs = a.as_u64(),
                 Some(LifeType::KILOBYTES) => kb = a.as_u64(),
                 _ => {}
-            },
-            _ => {}
+            }
         }
     }
     (secs, kb)
@@ -689,5 +735,50 @@ mod tests {
         assert_eq!(offers[0].spis, spis);
         let data = lifetime_attributes(Some(60), Some(7));
         assert_eq!(parse_lifetime_attributes(&data), (Some(60), Some(7)));
+    }
+
+    fn transforms(n: usize, id: u8, attrs: Vec<Attribute>) -> Vec<Transform> {
+        (0..n)
+            .map(|i| Transform {
+                number: (i % 255) as u8 + 1,
+                transform_id: id,
+                attributes: attrs.clone(),
+            })
+            .collect()
+    }
+
+    /// Issue 9 point 8: one AH proposal and one ESP proposal with 255 transforms each used to
+    /// expand into 65,025 alternatives; at most MAX_PHASE2_OFFERS are built now.
+    #[test]
+    fn ah_times_esp_expansion_is_bounded() {
+        let mode = vec![Attribute::tv(Phase2Attr::ENCAPSULATION_MODE, 1)];
+        let prop = |protocol_id, id| Proposal {
+            number: 1,
+            protocol_id,
+            spi: 0x1234_5678u32.to_be_bytes().to_vec(),
+            transforms: transforms(255, id, mode.clone()),
+        };
+        let sa = SaPayload {
+            doi: Doi::IPSEC,
+            situation: situation::IDENTITY_ONLY,
+            proposals: vec![
+                prop(ProtocolId::IPSEC_AH, AhTransformId::SHA.0),
+                prop(ProtocolId::IPSEC_ESP, EspTransformId::AES.0),
+            ],
+        };
+        let offers = phase2_offers(&sa).unwrap();
+        assert_eq!(offers.len(), MAX_PHASE2_OFFERS);
+        assert!(offers[0].suite.is_ok(), "{:?}", offers[0].suite);
+        let p1 = SaPayload {
+            doi: Doi::IPSEC,
+            situation: situation::IDENTITY_ONLY,
+            proposals: vec![Proposal {
+                number: 1,
+                protocol_id: ProtocolId::ISAKMP,
+                spi: Vec::new(),
+                transforms: transforms(2000, IsakmpTransformId::KEY_IKE.0, Vec::new()),
+            }],
+        };
+        assert_eq!(phase1_offers(&p1).unwrap().len(), MAX_PHASE1_OFFERS);
     }
 }

@@ -342,8 +342,12 @@ impl IkeSession {
     }
 
     pub(crate) fn fail(&mut self, e: &IkeError) {
+        // Reasons may quote what a peer sent: bounded like the NO-PROPOSAL-CHOSEN list.
         self.emit(Event::Failed {
-            reason: e.reason.clone(),
+            reason: super::proposal::cap_reason(
+                e.reason.clone(),
+                2 * super::proposal::REASON_MAX_LEN,
+            ),
             notify: e.notify,
         });
     }
@@ -463,6 +467,7 @@ impl IkeSession {
             spis: &*spis,
             nat: self.nat_variant,
             peer: self.peer,
+            refuse: None,
         };
         let mut ctx = Ctx {
             config: &config,
@@ -845,10 +850,12 @@ impl IkeSession {
         };
         let config = Arc::clone(&self.config);
         let spis = Arc::clone(&self.spis);
+        let refuse = self.quick_mode_refusal(&h.initiator_cookie, &h.responder_cookie);
         let env = QmEnv {
             spis: &*spis,
             nat: self.nat_variant,
             peer: self.peer,
+            refuse,
         };
         let mut ctx = Ctx {
             config: &config,
@@ -889,6 +896,11 @@ impl IkeSession {
                         let Some(qi) = qi else { return };
                         let qm = self.quick_modes.remove(qi);
                         self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni.clone());
+                        self.replies.store(bytes, Some(msg.clone()));
+                        self.send(msg);
+                    }
+                    QmStep::AwaitConnected(msg) => {
+                        // The pair stays in the exchange until CONNECTED (informational.rs).
                         self.replies.store(bytes, Some(msg.clone()));
                         self.send(msg);
                     }

@@ -62,6 +62,18 @@ impl IkeSession {
         for s in &qm.reserved {
             self.spis.release(*s);
         }
+        // A pair negotiated but waiting for CONNECTED holds the chosen SPIs.
+        if let Some((c, _)) = &qm.committed {
+            for spi in [
+                c.inbound.esp.as_ref().map(|e| e.spi),
+                c.inbound.ah.as_ref().map(|a| a.spi),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                self.spis.release(spi);
+            }
+        }
     }
 
     pub(crate) fn release(&self, c: &Child) {

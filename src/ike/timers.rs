@@ -39,6 +39,7 @@ impl IkeSession {
         }
         for qm in &self.quick_modes {
             at(qm.retransmit.as_ref().map(|r| r.deadline));
+            at(qm.committed.as_ref().map(|(_, until)| *until));
         }
         for sa in &self.isakmp {
             if !sa.rekeying {
@@ -142,6 +143,15 @@ impl IkeSession {
         let cfg = self.config.retransmit;
         let mut i = 0;
         while i < self.quick_modes.len() {
+            if self.quick_modes[i]
+                .committed
+                .as_ref()
+                .is_some_and(|(_, until)| now >= *until)
+            {
+                let qm = self.quick_modes.remove(i);
+                self.connected_never_came(now, qm);
+                continue;
+            }
             let qm = &mut self.quick_modes[i];
             let action = match &mut qm.retransmit {
                 Some(r) => r.on_timeout(now, &cfg),
@@ -245,19 +255,34 @@ fn stored_request(r: &Option<Retransmit>) -> Vec<u8> {
 }
 
 /// Soft deadline of a lifetime: `soft_percent` of it, minus up to `jitter_percent` at random.
+/// `None` when it lies beyond what `Instant` can hold (never, for practical purposes). The
+/// lifetime may come from the peer: nothing here can overflow.
 pub(crate) fn soft_deadline(
     now: Instant,
     life: Duration,
     soft_percent: u8,
     jitter_percent: u8,
     r: u32,
-) -> Instant {
-    let base = life * u32::from(soft_percent) / 100;
-    let jmax = life * u32::from(jitter_percent) / 100;
+) -> Option<Instant> {
+    let base = percent(life, soft_percent);
+    let jmax = percent(life, jitter_percent);
     let jitter = if jmax.is_zero() {
         Duration::ZERO
     } else {
         jmax.mul_f64(f64::from(r) / f64::from(u32::MAX))
     };
-    now + base.saturating_sub(jitter)
+    now.checked_add(base.saturating_sub(jitter))
+}
+
+/// `p` percent of `d`, exact for whole seconds, without overflow for any `d`.
+fn percent(d: Duration, p: u8) -> Duration {
+    let p = u32::from(p);
+    d.checked_mul(p)
+        .map(|x| x / 100)
+        .unwrap_or_else(|| (d / 100).saturating_mul(p))
+}
+
+/// The hard deadline of a lifetime; `None` when it lies beyond what `Instant` can hold.
+pub(crate) fn hard_deadline(now: Instant, life: Duration) -> Option<Instant> {
+    now.checked_add(life)
 }

@@ -122,6 +122,9 @@ impl SpiAllocator for CountingSpis {
 /// delays of its copies (empty = lost).
 pub type Filter = Box<dyn FnMut(usize, usize, &Transmit) -> Vec<Duration>>;
 
+/// A peer (or the path) rewriting a datagram in flight: (sending side, UDP payload).
+pub type Tamper = Box<dyn FnMut(usize, &mut Vec<u8>)>;
+
 pub struct Packet {
     at: Instant,
     seq: u64,
@@ -145,6 +148,7 @@ pub struct Pair {
     pub queue: Vec<Packet>,
     pub latency: Duration,
     pub filter: Filter,
+    pub tamper: Tamper,
     pub sent: usize,
     /// Side A is behind a NAT that maps its ports to NAT_IP:(port + 10000).
     pub nat_a: bool,
@@ -199,6 +203,7 @@ impl Pair {
             queue: Vec::new(),
             latency: Duration::from_millis(10),
             filter: Box::new(|_, _, _| vec![Duration::ZERO]),
+            tamper: Box::new(|_, _| {}),
             sent: 0,
             nat_a: false,
             log: Vec::new(),
@@ -208,6 +213,14 @@ impl Pair {
 
     pub fn at(&self, secs: f64) -> Instant {
         self.t0 + Duration::from_secs_f64(secs)
+    }
+
+    /// Delivers a datagram to `side` now, as if from the other side's IKE port.
+    pub fn deliver(&mut self, side: usize, bytes: &[u8]) {
+        let from = addr(self.sides[1 - side].ip, 500);
+        let now = self.now;
+        self.sides[side].s.handle_datagram(now, from, false, bytes);
+        self.drain();
     }
 
     fn drain(&mut self) {
@@ -232,6 +245,8 @@ impl Pair {
             t.bytes.len(),
         ));
         let delays = (self.filter)(n, from_side, &t);
+        let mut bytes = t.bytes.clone();
+        (self.tamper)(from_side, &mut bytes);
         let port = if t.source_port_nat_t { 4500 } else { 500 };
         let mut from = addr(self.sides[from_side].ip, port);
         if from_side == 0 && self.nat_a {
@@ -253,7 +268,7 @@ impl Pair {
                 to,
                 from,
                 nat_port: to_port == 4500,
-                bytes: t.bytes.clone(),
+                bytes: bytes.clone(),
             });
         }
     }

@@ -1,7 +1,10 @@
 //! Sessions against sessions on virtual time (DESIGN.md convention 8).
 
+mod forge;
 mod handshake;
 mod harness;
+mod hostile;
+mod lifetimes;
 mod reliability;
 mod spoofing;
 mod timelines;
