@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod ike;
 mod io;
+mod messages;
 mod registry;
 mod routes;
 mod shard;

@@ -9,28 +9,3 @@ pub mod peer;
 pub mod router;
 pub mod socket;
 pub mod spis;
-
-use std::net::SocketAddr;
-
-use actix::prelude::*;
-
-/// One IKE datagram from the wire (the non-ESP marker already removed on port 4500).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct IkeDatagram {
-    /// Our address and port it arrived on.
-    pub local: SocketAddr,
-    pub from: SocketAddr,
-    /// Arrived on the NAT-T port.
-    pub nat_t: bool,
-    pub bytes: Vec<u8>,
-}
-
-/// A shard saw cleartext for a policy that has no SA yet (on-demand initiation).
-#[derive(Message, Clone, Debug)]
-#[rtype(result = "()")]
-pub struct Acquire {
-    pub policy: std::sync::Arc<str>,
-    pub src: std::net::Ipv4Addr,
-    pub dst: std::net::Ipv4Addr,
-}

@@ -16,8 +16,8 @@ use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
 
-use super::IkeDatagram;
 use super::socket::IkeSockets;
+use crate::messages::IkeDatagram;
 use crate::shard::{
     self, EspShard, GetSaUsage, RemovePolicy, SaKind, SaPair, SetPeerPort, SetPolicySa, SpdEntry,
 };

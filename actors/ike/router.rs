@@ -23,8 +23,8 @@ use super::peer::{
 };
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
-use super::{Acquire, IkeDatagram};
-use crate::shard::{self, ConnectIke, EspShard, RemovePolicy, SaPair};
+use crate::messages::{Acquire, ConnectIke, IkeDatagram};
+use crate::shard::{self, EspShard, RemovePolicy, SaPair};
 
 /// Datagrams waiting for the router, and for each peer actor: past these, datagrams are dropped
 /// and counted rather than queued without bound.

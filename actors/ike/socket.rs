@@ -11,7 +11,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use tracing::warn;
 
-use super::IkeDatagram;
+use crate::messages::IkeDatagram;
 
 #[derive(Clone, Debug)]
 pub struct IkeSockets {

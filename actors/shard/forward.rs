@@ -410,7 +410,7 @@ impl EspShard {
                 if let Some(ike) = &self.ike {
                     // The router's mailbox is bounded: a flood of IKE on the NAT-T port is
                     // dropped and counted here rather than queued.
-                    let sent = ike.try_send(crate::ike::IkeDatagram {
+                    let sent = ike.try_send(crate::messages::IkeDatagram {
                         local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
                         from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
                         nat_t: true,
@@ -659,7 +659,7 @@ impl EspShard {
         }
         let policy: Arc<str> = Arc::from(policy);
         self.last_acquire.insert(policy.clone(), now);
-        recipient.do_send(crate::ike::Acquire { policy, src, dst });
+        recipient.do_send(crate::messages::Acquire { policy, src, dst });
     }
 
     fn nat_t_port(&self, local: Ipv4Addr) -> u16 {

@@ -159,14 +159,6 @@ pub enum HandoffKind {
     Wan,
 }
 
-/// Where a shard sends IKE datagrams that arrive on its NAT-T socket, and Acquires.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct ConnectIke {
-    pub ike: Recipient<crate::ike::IkeDatagram>,
-    pub acquire: Recipient<crate::ike::Acquire>,
-}
-
 /// The addresses of all shards, sent to each shard once they are all started.
 #[derive(Message)]
 #[rtype(result = "()")]

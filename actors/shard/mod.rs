@@ -22,6 +22,7 @@ use tokio::io::unix::AsyncFd;
 
 use crate::control::protocol::SaStatus;
 use crate::io::{self, MemoryPort, PacketBatch, RawReceiver, RawSender, TunQueue, UdpBatchSocket};
+use crate::messages::{Acquire, ConnectIke, IkeDatagram};
 pub use messages::*;
 use policies::ShardPolicies;
 pub use policies::SpdEntry;
@@ -86,8 +87,8 @@ pub struct EspShard {
     rng: StdRng,
     ip_id: u16,
     counters: ShardCounters,
-    ike: Option<Recipient<crate::ike::IkeDatagram>>,
-    acquire: Option<Recipient<crate::ike::Acquire>>,
+    ike: Option<Recipient<IkeDatagram>>,
+    acquire: Option<Recipient<Acquire>>,
     /// When each policy last sent an Acquire (at most one a second per policy).
     last_acquire: HashMap<Arc<str>, Instant>,
     /// Drop counters at the last summary log line.
