@@ -424,6 +424,112 @@ impl Demux {
     }
 }
 
+/// The body of the `ike_router` fuzz target (and of a unit test): arbitrary datagrams from a
+/// handful of addresses and ports, admissions, cookie reports, phase-1 completions, moves and
+/// removals in any order, with small bounds so evictions happen. After every step the tables
+/// must agree ([`Demux::check_invariants`]) and every route must name a live session; a
+/// message 1 from an address and port with a session must go to that session.
+#[doc(hidden)]
+pub fn fuzz_ops(data: &[u8]) {
+    let mut d = Demux::new(HalfOpenLimits {
+        total: 6,
+        per_policy: 4,
+        per_source: 3,
+    });
+    let policies: [Arc<str>; 2] = [Arc::from("A"), Arc::from("B")];
+    let addr = |b: u8| {
+        SocketAddr::from((
+            [192, 0, 2, b % 4],
+            [500, 4500, 1024][usize::from(b / 4 % 3)],
+        ))
+    };
+    let cookie = |b: u8| [b % 8; 8];
+    let mut ids: Vec<PeerId> = Vec::new();
+    for op in data.chunks(4) {
+        let [kind, x, y, z] = [
+            op[0],
+            *op.get(1).unwrap_or(&0),
+            *op.get(2).unwrap_or(&0),
+            *op.get(3).unwrap_or(&0),
+        ];
+        let pick = |ids: &[PeerId]| (!ids.is_empty()).then(|| ids[usize::from(x) % ids.len()]);
+        match kind % 6 {
+            0 => {
+                let ex = [
+                    ExchangeType::MAIN_MODE,
+                    ExchangeType::AGGRESSIVE,
+                    ExchangeType::QUICK_MODE,
+                    ExchangeType::INFORMATIONAL,
+                ][usize::from(z % 4)];
+                let mut bytes = Vec::with_capacity(28);
+                bytes.extend_from_slice(&cookie(y));
+                bytes.extend_from_slice(&if z & 0x10 == 0 {
+                    [0; 8]
+                } else {
+                    cookie(y >> 3)
+                });
+                bytes.extend_from_slice(&[0, 0x10, ex.0, 0]);
+                bytes.extend_from_slice(&u32::from(z >> 6).to_be_bytes());
+                bytes.extend_from_slice(&28u32.to_be_bytes());
+                let from = addr(x);
+                match d.route(from, &bytes) {
+                    Route::Session(id) => {
+                        assert!(d.peers.contains_key(&id), "routed to a removed session");
+                        if bytes[8..16] == [0; 8] && !d.by_cookie.contains_key(&cookie(y)) {
+                            assert_eq!(d.at(from), Some(id), "message 1 not by address");
+                        }
+                    }
+                    Route::NewExchange => {
+                        assert_eq!(d.at(from), None);
+                        let a = d.admit(from, &policies[usize::from(z & 1)]);
+                        ids.retain(|i| !a.evicted.contains(i));
+                        ids.push(a.id);
+                    }
+                    Route::Drop(_) => {}
+                }
+            }
+            1 => {
+                if let Some(id) = pick(&ids) {
+                    let role = |b: u8| {
+                        if b & 1 == 0 {
+                            Role::Initiator
+                        } else {
+                            Role::Responder
+                        }
+                    };
+                    d.set_cookies(
+                        id,
+                        &[(cookie(y), role(z)), (cookie(z), role(y))][..usize::from(z % 3).min(2)],
+                    );
+                }
+            }
+            2 => {
+                if let Some(id) = pick(&ids) {
+                    d.established(id);
+                }
+            }
+            3 => {
+                if let Some(id) = pick(&ids) {
+                    d.set_address(id, addr(y));
+                }
+            }
+            4 => {
+                if let Some(id) = pick(&ids) {
+                    d.remove(id);
+                    ids.retain(|i| *i != id);
+                }
+            }
+            _ => {
+                let id = d.insert_initiator(addr(y), &policies[usize::from(z & 1)]);
+                ids.push(id);
+            }
+        }
+        if let Err(e) = d.check_invariants() {
+            panic!("demux tables disagree: {e}");
+        }
+    }
+}
+
 /// Takes `id`'s cookies out of the index (those it really holds).
 fn unindex_cookies(
     by_cookie: &mut HashMap<[u8; 8], (PeerId, Role)>,

@@ -205,3 +205,20 @@ fn a_cookie_held_by_one_session_is_not_taken_by_another() {
     );
     d.check_invariants().unwrap();
 }
+
+#[test]
+fn random_operations_keep_the_tables_consistent() {
+    // The fuzz target's body over pseudo-random inputs (xorshift), so `cargo test` covers it.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    for _ in 0..500 {
+        let data: Vec<u8> = (0..256)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fuzz_ops(&data);
+    }
+}
