@@ -177,13 +177,11 @@ impl PeerActor {
     /// Installs a negotiated pair. Returns false when the pair was refused because another peer
     /// holds one of its remote networks (the caller then deletes this peer's SAs).
     fn install(&mut self, info: ChildSaInfo) -> bool {
+        // Quick mode already asked (SelectorGuard); asked again here because two spokes may
+        // have negotiated at the same time, and this claim is the one that holds.
         for pn in &info.protected_networks {
-            if let Err(holder) = self.claims.claim(&self.spd_key, &pn.remote) {
-                let reason = format!(
-                    "refused: remote network {} is already protected by {holder}; two spokes \
-                     cannot claim the same network",
-                    pn.remote
-                );
+            if let Err(refusal) = self.claims.claim(&self.spd_key, !self.keep_policy, pn) {
+                let reason = format!("refused: {refusal}");
                 warn!("{reason}");
                 self.last_error = Some(reason);
                 self.failed = true;

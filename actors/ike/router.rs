@@ -38,6 +38,8 @@ pub struct RouterCounters {
     pub peers_started: u64,
     pub peers_restarted: u64,
     pub peers_died: u64,
+    /// Child SA pairs refused because another policy or spoke owns the networks (claims.rs).
+    pub refused_network_claims: u64,
 }
 
 struct Peer {
@@ -136,6 +138,8 @@ impl IkeRouter {
         spis: Arc<HostSpis>,
     ) -> Self {
         IkeRouter {
+            // Reserved from load, whether or not the owners' tunnels ever come up.
+            claims: super::claims::Claims::new(&profiles),
             profiles,
             sockets,
             shards,
@@ -145,7 +149,6 @@ impl IkeRouter {
             counters: RouterCounters::default(),
             last_refusal_log: None,
             history: HashMap::new(),
-            claims: super::claims::Claims::default(),
             half_open: 0,
         }
     }
@@ -191,7 +194,15 @@ impl IkeRouter {
     ) -> Option<Addr<PeerActor>> {
         let iface = self.profiles.interfaces.get(&policy.interface)?;
         let sockets = self.sockets.get(&local)?.clone();
-        let config = Arc::new(PeerConfig::from_policy(policy, iface));
+        let template = !matches!(policy.peer, PeerSpec::Address(_));
+        let spd_key: Arc<str> = if template {
+            Arc::from(format!("{}@{peer_ip}", policy.name))
+        } else {
+            Arc::from(policy.name.as_str())
+        };
+        let mut config = PeerConfig::from_policy(policy, iface);
+        config.selector_guard = Some(self.claims.guard(spd_key.clone(), template));
+        let config = Arc::new(config);
         let local_addr = SocketAddr::new(local, iface.ike_port);
         let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
         let now = Instant::now();
@@ -201,12 +212,6 @@ impl IkeRouter {
             IkeSession::new_initiator(config, local_addr, peer_addr, now, rng, spis)
         } else {
             IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
-        };
-        let template = !matches!(policy.peer, PeerSpec::Address(_));
-        let spd_key: Arc<str> = if template {
-            Arc::from(format!("{}@{peer_ip}", policy.name))
-        } else {
-            Arc::from(policy.name.as_str())
         };
         let clean_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = PeerActor::new(
@@ -630,7 +635,9 @@ impl Handler<Command> for IkeRouter {
 impl Handler<GetCounters> for IkeRouter {
     type Result = MessageResult<GetCounters>;
     fn handle(&mut self, _: GetCounters, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.counters.clone())
+        let mut c = self.counters.clone();
+        c.refused_network_claims = self.claims.refused();
+        MessageResult(c)
     }
 }
 
@@ -638,8 +645,17 @@ impl Handler<UpdateProfiles> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: UpdateProfiles, ctx: &mut Context<Self>) {
         self.profiles = msg.profiles;
+        // The new reservations win over spokes that hold a network a new policy owns.
+        let displaced = self.claims.reserve(&self.profiles);
         for p in self.peers.values() {
-            if msg.stop.contains(&p.policy) {
+            let holds_reserved = p
+                .spd_key
+                .as_ref()
+                .is_some_and(|(k, _)| displaced.contains(k));
+            if holds_reserved {
+                warn!(policy = %p.policy, "a reload reserved networks this spoke held: deleting its SAs");
+            }
+            if msg.stop.contains(&p.policy) || holds_reserved {
                 p.addr.do_send(Terminate);
             }
         }

@@ -138,6 +138,9 @@ pub struct PeerConfig {
     pub max_half_open: usize,
     /// Replay window for IKE-keyed inbound SAs when the transform does not set one.
     pub default_replay_window: u32,
+    /// Asked before quick mode accepts a pair the peer proposed (a template spoke may not take
+    /// networks other policies own, `claims.rs`); `None` = the policy's networks are enough.
+    pub selector_guard: Option<Arc<dyn SelectorGuard>>,
 }
 
 impl PeerConfig {
@@ -162,8 +165,18 @@ impl PeerConfig {
             rekey: RekeyConfig::default(),
             max_half_open: 4,
             default_replay_window: crate::config::defaults::IKE_REPLAY_WINDOW,
+            selector_guard: None,
         }
     }
+}
+
+/// The daemon's word on a pair quick mode is about to agree to (responder side): it lies inside
+/// the policy, but may belong to another policy or spoke. Checked before anything is
+/// installed, so the refusal is an INVALID-ID-INFORMATION notify rather than SAs built and then
+/// deleted. The daemon checks again when it installs (two spokes may race).
+pub trait SelectorGuard: Send + Sync + std::fmt::Debug {
+    /// `Err(reason)` names who owns the pair.
+    fn check(&self, pair: &ProtectedNetwork) -> Result<(), String>;
 }
 
 /// Chooses the SPIs of our inbound child SAs. The daemon implements it over all peers so that

@@ -87,6 +87,7 @@ pub fn config(name: &str, a_side: bool) -> PeerConfig {
         rekey: RekeyConfig::default(),
         max_half_open: 4,
         default_replay_window: 64,
+        selector_guard: None,
     }
 }
 
