@@ -68,7 +68,7 @@ impl fmt::Display for Refusal {
             if self.reserved {
                 "reserved by"
             } else {
-                "already held by spoke"
+                "already protected by spoke"
             },
             self.by,
             self.taken.local,

@@ -291,9 +291,10 @@ impl PeerActor {
                 suite,
                 lifetime,
                 initiator,
+                peer_id,
             } => {
                 info!(
-                    "ISAKMP SA up ({}): {suite}",
+                    "ISAKMP SA up ({}): {suite}, peer ID {peer_id}",
                     if initiator { "initiator" } else { "responder" }
                 );
                 self.last_error = None;

@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    Dpd, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform, KeyBytes,
-    ProtectedNetwork,
+    Dpd, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform, KeyBytes, LocalId,
+    ProtectedNetwork, RemoteId,
 };
 
 /// Retransmission of requests we are waiting an answer for (RFC 2408 §5 leaves the schedule to
@@ -141,6 +141,10 @@ pub struct PeerConfig {
     /// Asked before quick mode accepts a pair the peer proposed (a template spoke may not take
     /// networks other policies own, `claims.rs`); `None` = the policy's networks are enough.
     pub selector_guard: Option<Arc<dyn SelectorGuard>>,
+    /// Phase-1 ID we send in main mode message 5/6 (`local-id`).
+    pub local_id: LocalId,
+    /// Phase-1 IDs the peer may send (`remote-id`), checked once HASH_I/HASH_R verified.
+    pub remote_id: RemoteId,
 }
 
 impl PeerConfig {
@@ -166,6 +170,8 @@ impl PeerConfig {
             max_half_open: 4,
             default_replay_window: crate::config::defaults::IKE_REPLAY_WINDOW,
             selector_guard: None,
+            local_id: policy.local_id.clone(),
+            remote_id: policy.remote_id.clone(),
         }
     }
 }
@@ -244,6 +250,8 @@ mod from_policy_tests {
                 local: NetworkSpec::ANY,
                 remote: NetworkSpec::ANY,
             }],
+            local_id: LocalId::Fqdn("hub.example.net".into()),
+            remote_id: "fqdn:*.branches.example.net".parse().unwrap(),
         };
         let c = PeerConfig::from_policy(&pol, &iface);
         assert_eq!(c.policy, "Branches");
@@ -252,5 +260,7 @@ mod from_policy_tests {
         assert_eq!(c.nat.nat_t_port, 4501);
         assert_eq!(c.retransmit.max_tries, 5);
         assert_eq!(c.default_replay_window, 64);
+        assert_eq!(c.local_id.to_string(), "fqdn:hub.example.net");
+        assert_eq!(c.remote_id.to_string(), "fqdn:*.branches.example.net");
     }
 }

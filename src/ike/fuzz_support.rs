@@ -55,6 +55,8 @@ fn cfg(a: bool) -> PeerConfig {
         max_half_open: 4,
         default_replay_window: 64,
         selector_guard: None,
+        local_id: Default::default(),
+        remote_id: Default::default(),
     }
 }
 

@@ -469,10 +469,7 @@ impl QuickMode {
             guard.check(&network).map_err(|why| {
                 IkeError::notify(
                     NotifyType::INVALID_ID_INFORMATION,
-                    format!(
-                        "refused: peer proposed {} <-> {} (its side first): {why}",
-                        network.remote, network.local
-                    ),
+                    format!("refused: {why}"),
                 )
             })?;
         }

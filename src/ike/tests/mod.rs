@@ -2,5 +2,6 @@
 
 mod handshake;
 mod harness;
+mod identities;
 mod reliability;
 mod timelines;
