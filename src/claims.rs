@@ -397,3 +397,73 @@ protected-network = [ { local = "198.51.100.0/24", remote = "203.0.113.64/26" } 
         assert!(t.claim(a, &pn("198.51.100.0/24", "203.0.113.0/29")).is_ok());
     }
 }
+
+#[cfg(test)]
+mod invariant {
+    //! Random claims and releases against the table's promise: whatever the order, no granted
+    //! pair overlaps a reserved pair or another holder's pair.
+    use rand::rngs::StdRng;
+    use rand::{RngExt, SeedableRng};
+
+    use super::*;
+    use crate::config::NetworkSpec;
+
+    fn random_pair(rng: &mut StdRng) -> ProtectedNetwork {
+        // Small address space so that overlaps are frequent.
+        let mut side = |base: [u8; 3]| {
+            let start = rng.random_range(0u8..64);
+            let len = rng.random_range(0u8..16);
+            NetworkSpec::Range {
+                start: [base[0], base[1], base[2], start].into(),
+                end: [base[0], base[1], base[2], start.saturating_add(len)].into(),
+            }
+        };
+        ProtectedNetwork {
+            local: side([198, 51, 100]),
+            remote: side([203, 0, 113]),
+        }
+    }
+
+    #[test]
+    fn granted_pairs_never_overlap_what_others_have() {
+        let mut rng = StdRng::seed_from_u64(9);
+        let mut t = ClaimTable {
+            reserved: (0..4)
+                .map(|i| {
+                    let owner = Owner::Manual(Arc::from(format!("M{i}")));
+                    (random_pair(&mut rng), owner)
+                })
+                .collect(),
+            ..ClaimTable::default()
+        };
+        let holders: Vec<String> = (0..8).map(|i| format!("T@192.0.2.{i}")).collect();
+        let mut granted = 0;
+        for _ in 0..20_000 {
+            let h = &holders[rng.random_range(0..holders.len())];
+            match rng.random_range(0u8..10) {
+                0 => t.release(h),
+                1 => {
+                    let pair = random_pair(&mut rng);
+                    t.release_pair(h, &pair)
+                }
+                _ => {
+                    let pair = random_pair(&mut rng);
+                    if t.claim(Claimant::Spoke(h), &pair).is_ok() {
+                        granted += 1;
+                    }
+                }
+            }
+            for (i, (p, a)) in t.held.iter().enumerate() {
+                assert!(t.reserved.iter().all(|(r, _)| !r.overlaps(p)));
+                for (q, b) in &t.held[i + 1..] {
+                    assert!(a == b || !p.overlaps(q), "{a} {p:?} and {b} {q:?}");
+                }
+            }
+        }
+        assert!(
+            granted > 100 && t.refused() > 100,
+            "{granted} {}",
+            t.refused()
+        );
+    }
+}
