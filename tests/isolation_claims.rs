@@ -26,8 +26,8 @@ use common::hub::{
     spoke_wan,
 };
 use common::ike::{
-    IkeProfile, Initiate, log_shows_panic, p1_aes128_sha1_g2, p2_aes128_sha1, peer_rows, sa_rows,
-    views, wait_log_mentions,
+    IkeProfile, Initiate, cli, log_shows_panic, p1_aes128_sha1_g2, p2_aes128_sha1, peer_rows,
+    sa_rows, views, wait_log_mentions,
 };
 use common::{Daemon, ping, poll_until};
 
@@ -41,6 +41,11 @@ const HQ_NET: &str = "203.0.113.16/29";
 const HQ_HOST: &str = "203.0.113.17";
 
 fn hub_profile(dir: &std::path::Path) -> String {
+    hub_profile_with(dir, true)
+}
+
+/// The hub's profile; `owners`: with ToBerne and HQ (else the template alone).
+fn hub_profile_with(dir: &std::path::Path, owners: bool) -> String {
     let mut s = IkeProfile {
         policy: "Hub".into(),
         local_wan: HUB_WAN.into(),
@@ -51,6 +56,9 @@ fn hub_profile(dir: &std::path::Path) -> String {
     .protected("198.51.100.0/24", "203.0.113.0/24")
     .initiate(Initiate::Never)
     .toml(dir);
+    if !owners {
+        return s;
+    }
     s.push_str(&manual_transform(MAN_T));
     s.push_str(&manual_policy(
         "ToBerne",
@@ -216,11 +224,7 @@ fn template_spokes_cannot_take_reserved_networks() {
         "ToBerne broken after the attempts:\n{}",
         views(&hub)
     );
-    let manual_in = sa_rows(&berne)
-        .into_iter()
-        .find(|r| r.sa_type == "MANUAL" && r.direction == "IN")
-        .map(|r| r.packets)
-        .unwrap_or(0);
+    let manual_in = berne_packets_in(&berne);
     assert!(
         manual_in >= 30,
         "the pings did not go through spoke 1's manual SA ({manual_in} packets in)"
@@ -234,5 +238,83 @@ fn template_spokes_cannot_take_reserved_networks() {
             d.label(),
             d.log()
         );
+    }
+}
+
+/// The packets spoke 1's manual inbound SA has received.
+fn berne_packets_in(berne: &Daemon) -> u64 {
+    sa_rows(berne)
+        .into_iter()
+        .find(|r| r.sa_type == "MANUAL" && r.direction == "IN")
+        .map(|r| r.packets)
+        .unwrap_or(0)
+}
+
+/// A spoke holds a network; a reload adds the manual policy that owns it: the reservation wins,
+/// the spoke's SAs go, its new attempts are refused, and the new owner's tunnel carries the
+/// traffic (before the fix the spoke kept its more specific SAs and the cleartext).
+#[test]
+fn a_reload_reserving_a_spokes_network_takes_it_back() {
+    if !common::require_env_or_skip(&["ip", "ping"]) {
+        return;
+    }
+    let sites = HubSites::new("reclaim", 3);
+    sites.spoke(1).add_lo_address(&format!("{BERNE_HOST}/32"));
+    sites.spoke(3).add_lo_address(&format!("{BERNE_HOST}/32"));
+    let mut hub = Daemon::start(&sites.hub, "hub", |dir| hub_profile_with(dir, false));
+    let p3 = thief_profile(3, BERNE_HOST);
+    let mut spoke3 = Daemon::start(sites.spoke(3), "spoke3", |dir| p3.toml(dir));
+    let of_3 = |hub: &Daemon| -> usize {
+        sa_rows(hub)
+            .iter()
+            .filter(|r| r.sa_type == "ISAKMP" && peer_ip(&r.peer) == spoke_wan(3))
+            .count()
+    };
+    // Nobody owns 203.0.113.8/29 yet: spoke 3 may have 203.0.113.11/32.
+    poll_until(Duration::from_secs(30), || (of_3(&hub) == 2).then_some(()))
+        .unwrap_or_else(|| panic!("spoke 3 did not come up:\n{}", views(&hub)));
+    assert_eq!(
+        ping(sites.spoke(3), BERNE_HOST, HUB_HOST, 3),
+        0.0,
+        "spoke 3's tunnel does not carry traffic:\n{}",
+        views(&hub)
+    );
+    let mut berne = Daemon::start(sites.spoke(1), "berne", berne_profile);
+
+    // The reload adds ToBerne (and HQ): `check` passes, and the spoke loses the network.
+    std::fs::write(hub.config_path(), hub_profile_with(hub.dir(), true)).expect("profile");
+    let said = cli(&hub, &["reload"]).unwrap_or_else(|e| panic!("reload refused: {e}"));
+    eprintln!("reload: {said}");
+    poll_until(Duration::from_secs(30), || (of_3(&hub) == 0).then_some(())).unwrap_or_else(|| {
+        panic!(
+            "the hub kept spoke 3's SAs for ToBerne's network:\n{}",
+            views(&hub)
+        )
+    });
+    let logged = wait_log_mentions(
+        &hub,
+        &["reserved by ipsec-policy-manual.ToBerne"],
+        Duration::from_secs(30),
+    )
+    .unwrap_or_else(|| panic!("spoke 3's new attempt was not refused:\n{}", hub.log()));
+    eprintln!("hub logged: {logged:#?}");
+
+    // ToBerne carries the hub's traffic for the network now, and spoke 3 never gets it back.
+    poll_until(Duration::from_secs(20), || {
+        (ping(&sites.hub, HUB_HOST, BERNE_HOST, 2) == 0.0).then_some(())
+    })
+    .unwrap_or_else(|| panic!("ToBerne does not carry traffic:\n{}", views(&hub)));
+    let before = berne_packets_in(&berne);
+    assert_eq!(ping(&sites.hub, HUB_HOST, BERNE_HOST, 10), 0.0);
+    let after = berne_packets_in(&berne);
+    assert!(
+        after >= before + 10,
+        "the pings did not go through ToBerne ({before} -> {after} packets in)"
+    );
+    assert_eq!(of_3(&hub), 0, "spoke 3 came back:\n{}", views(&hub));
+
+    for d in [&mut hub, &mut berne, &mut spoke3] {
+        assert!(d.is_running(), "daemon {} died:\n{}", d.label(), d.log());
+        assert!(!log_shows_panic(&d.log()), "{} panicked", d.label());
     }
 }
