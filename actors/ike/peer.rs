@@ -174,8 +174,9 @@ impl PeerActor {
         &self.shards[spi_shard(spi, self.shards.len() as u32) as usize]
     }
 
-    /// Installs a negotiated pair. Returns false when the pair was refused because another peer
-    /// holds one of its remote networks (the caller then deletes this peer's SAs).
+    /// Installs a negotiated pair. Returns false when the pair was refused because another
+    /// policy reserved it or another spoke holds it (`ikehub::claims`; the caller then deletes
+    /// this peer's SAs).
     fn install(&mut self, info: ChildSaInfo) -> bool {
         // Quick mode already asked (SelectorGuard); asked again here because two spokes may
         // have negotiated at the same time, and this claim is the one that holds.
