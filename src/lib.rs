@@ -2,6 +2,7 @@
 //! model and the security policy database. Sans-IO: no sockets, threads, clock or OS RNG here;
 //! time and randomness are passed in by the caller (see `../shared/DESIGN.md`).
 
+pub mod claims;
 pub mod config;
 pub mod crypto;
 pub mod esp;

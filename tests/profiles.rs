@@ -1225,3 +1225,76 @@ fn ah_and_esp_bundle_needs_both_spis_and_all_keys() {
         &["missing inbound.ah-spi: transform B uses AH"],
     );
 }
+
+#[test]
+fn local_id_and_remote_id() {
+    use ikehub::config::{LocalId, RemoteId};
+    // Defaults: the address both ways.
+    let l = loads(&isakmp(ISAKMP_OK));
+    let b = &l.profiles.isakmp_policies["B"];
+    assert_eq!(
+        (&b.local_id, &b.remote_id),
+        (&LocalId::Address, &RemoteId::Address)
+    );
+    // Every form PROFILES.md names.
+    for (local, remote) in [
+        ("fqdn:hub.example.net", "fqdn:*.branches.example.net"),
+        ("user-fqdn:vpn@example.net", "user-fqdn:*@example.net"),
+        ("keyid:hub-1", "keyid:branch-*"),
+        ("address", "any"),
+    ] {
+        let text = isakmp(&format!(
+            "{ISAKMP_OK}local-id = \"{local}\"\nremote-id = \"{remote}\"\n"
+        ));
+        let l = loads(&text);
+        let b = &l.profiles.isakmp_policies["B"];
+        assert_eq!(b.local_id.to_string(), local);
+        assert_eq!(b.remote_id.to_string(), remote);
+    }
+    // Errors at the value, naming the key and what is wrong.
+    let cases = [
+        (
+            "local-id = \"fqdn:*.example.net\"",
+            "local-id = ^\"fqdn:*.example.net\"",
+            "ipsec-policy-isakmp.B: local-id `fqdn:*.example.net`: local-id is the identity we send, it cannot hold a `*`",
+        ),
+        (
+            "local-id = \"any\"",
+            "local-id = ^\"any\"",
+            "local-id `any` is not \"address\", \"fqdn:NAME\", \"user-fqdn:NAME\" or \"keyid:NAME\"",
+        ),
+        (
+            "remote-id = \"fqdn:*.*.example.net\"",
+            "remote-id = ^\"fqdn:*.*.example.net\"",
+            "remote-id `fqdn:*.*.example.net` has 2 `*`; at most one wildcard",
+        ),
+        (
+            "remote-id = \"dns:x.example.net\"",
+            "remote-id = ^\"dns:x.example.net\"",
+            "remote-id `dns:x.example.net` is not \"address\", \"any\", \"fqdn:NAME\"",
+        ),
+        (
+            "remote-id = \"user-fqdn:nobody\"",
+            "remote-id = ^\"user-fqdn:nobody\"",
+            "a user-fqdn is user@domain",
+        ),
+        (
+            "local-id = \"fqdn:\"",
+            "local-id = ^\"fqdn:\"",
+            "names nothing after `fqdn:`",
+        ),
+    ];
+    for (line, at, msg) in cases {
+        let text = isakmp(&format!("{ISAKMP_OK}{line}\n"));
+        one_error(&text, at, &[msg]);
+    }
+    // Both wrong at once: both reported.
+    let text = isakmp(&format!(
+        "{ISAKMP_OK}local-id = \"fqdn:a b\"\nremote-id = \"keyid:\"\n"
+    ));
+    let (_, errs) = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    // A number is a type error like for any other string key.
+    let text = isakmp(&format!("{ISAKMP_OK}remote-id = 7\n"));
+    one_error(&text, "remote-id = ^7", &["remote-id must be a string"]);
+}

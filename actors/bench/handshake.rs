@@ -52,6 +52,9 @@ fn config(group: u16, initiator: bool) -> PeerConfig {
         rekey: RekeyConfig::default(),
         max_half_open: 4,
         default_replay_window: 64,
+        selector_guard: None,
+        local_id: Default::default(),
+        remote_id: Default::default(),
     }
 }
 

@@ -150,12 +150,21 @@ pub fn peers_table(body: &serde_json::Value) -> String {
     if rows.is_empty() {
         return "no peers configured\n".to_string();
     }
-    let mut t = Table::new(&["POLICY", "TYPE", "PEER", "STATE", "CHILD-SAS", "LAST-ERROR"]);
+    let mut t = Table::new(&[
+        "POLICY",
+        "TYPE",
+        "PEER",
+        "IDENTITY",
+        "STATE",
+        "CHILD-SAS",
+        "LAST-ERROR",
+    ]);
     for r in &rows {
         t.row(vec![
             field(r, "policy"),
             field(r, "type"),
             field(r, "peer"),
+            field(r, "identity"),
             field(r, "state"),
             field(r, "child_sas"),
             field(r, "last_error"),
@@ -212,10 +221,18 @@ mod tests {
         let peers = serde_json::json!([{
             "policy": "ToBerne", "type": "ISAKMP", "peer": "192.0.2.2:4500", "state": "failed",
             "child_sas": 0, "last_error": "no proposal chosen: peer offered 3DES-MD5-modp1024"
+        }, {
+            "policy": "ToBerne", "type": "ISAKMP", "peer": "192.0.2.2:500", "state": "up",
+            "identity": "fqdn:spoke1.example.net", "child_sas": 1, "last_error": null
         }]);
         let out = peers_table(&peers);
-        assert!(out.starts_with("POLICY  TYPE   PEER           STATE  CHILD-SAS LAST-ERROR\n"));
-        assert!(out.contains("ToBerne ISAKMP 192.0.2.2:4500 failed 0         no proposal chosen"));
+        assert!(out.starts_with(
+            "POLICY  TYPE   PEER           IDENTITY                STATE  CHILD-SAS LAST-ERROR\n"
+        ));
+        assert!(out.contains(
+            "ToBerne ISAKMP 192.0.2.2:4500 -                       failed 0         no proposal chosen"
+        ));
+        assert!(out.contains("ToBerne ISAKMP 192.0.2.2:500  fqdn:spoke1.example.net up     1"));
         let isakmp = serde_json::json!([{
             "policy": "ToBerne", "peer": "192.0.2.2:4500", "state": "up",
             "initiator_cookie": "b995464c0685713f", "responder_cookie": "bd20fc2fc391e632",

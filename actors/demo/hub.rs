@@ -96,6 +96,8 @@ fn hub_profiles(
             local: NetworkSpec::Host(HUB_LAN),
             remote: SPOKE_HOSTS,
         }],
+        local_id: Default::default(),
+        remote_id: Default::default(),
     };
     Profiles {
         system: System {

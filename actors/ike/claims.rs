@@ -1,67 +1,87 @@
-//! Which peer holds which remote protected network. Two spokes of a template policy may each
-//! propose any network inside the template's, so they can collide: the later one is refused
-//! (its SAs are not installed and it is told to go away), because cleartext for that network
-//! could only go to one of them. Checked once per child SA, in O(log n).
+//! The daemon's one protected-network claim table (`ikehub::claims`), shared by the router
+//! (reservations at load and reload) and the peer actors (claims when a child SA is installed,
+//! and the quick-mode check through `SelectorGuard`).
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use ikehub::config::NetworkSpec;
+use ikehub::claims::{ClaimTable, Claimant, Refusal};
+use ikehub::config::{Profiles, ProtectedNetwork};
+use ikehub::ike::SelectorGuard;
 
-/// Remote networks by their first address: (last address, holder). Never overlapping.
-type ClaimMap = BTreeMap<u32, (u32, Arc<str>)>;
+#[derive(Clone, Debug, Default)]
+pub struct Claims(Arc<Mutex<ClaimTable>>);
 
-#[derive(Clone, Default)]
-pub struct Claims(Arc<Mutex<ClaimMap>>);
-
-impl Claims {
-    /// Claims `net` for `holder`. `Err(other holder)` when someone else holds an overlapping
-    /// network; a holder may claim again what it holds (re-keys).
-    pub fn claim(&self, holder: &Arc<str>, net: &NetworkSpec) -> Result<(), Arc<str>> {
-        let (first, last) = (u32::from(net.first()), u32::from(net.last()));
-        let Ok(mut map) = self.0.lock() else {
-            return Ok(());
-        };
-        let before = map.range(..=first).next_back();
-        let inside = map.range(first..=last);
-        for (_, (_, h)) in before
-            .filter(|(_, (l, _))| *l >= first)
-            .into_iter()
-            .chain(inside)
-        {
-            if h != holder {
-                return Err(h.clone());
-            }
-        }
-        map.retain(|f, (l, h)| !(h == holder && *f <= last && *l >= first));
-        map.insert(first, (last, holder.clone()));
-        Ok(())
-    }
-
-    /// Gives back everything `holder` claimed.
-    pub fn release(&self, holder: &Arc<str>) {
-        if let Ok(mut map) = self.0.lock() {
-            map.retain(|_, (_, h)| h != holder);
-        }
+/// Who a peer actor claims for: a single-peer policy holds its own reservation (`spd_key` is
+/// the policy name); a template spoke holds its pairs under `policy@address`.
+fn claimant(spd_key: &str, template: bool) -> Claimant<'_> {
+    if template {
+        Claimant::Spoke(spd_key)
+    } else {
+        Claimant::Policy(spd_key)
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+impl Claims {
+    /// Reserves the networks of every manual and single-peer IKE policy of the loaded profiles.
+    pub fn new(profiles: &Profiles) -> Self {
+        Self(Arc::new(Mutex::new(ClaimTable::new(profiles))))
+    }
 
-    #[test]
-    fn later_overlapping_claims_are_refused() {
-        let c = Claims::default();
-        let a: Arc<str> = Arc::from("Branches@192.0.2.10");
-        let b: Arc<str> = Arc::from("Branches@192.0.2.11");
-        let net = |s: &str| s.parse::<NetworkSpec>().unwrap();
-        assert!(c.claim(&a, &net("203.0.113.0/25")).is_ok());
-        assert!(c.claim(&a, &net("203.0.113.0/25")).is_ok(), "re-key");
-        assert_eq!(c.claim(&b, &net("203.0.113.64/26")), Err(a.clone()));
-        assert_eq!(c.claim(&b, &net("203.0.113.0/24")), Err(a.clone()));
-        assert!(c.claim(&b, &net("203.0.113.128/25")).is_ok());
-        c.release(&a);
-        assert!(c.claim(&b, &net("203.0.113.0/26")).is_ok());
+    fn table(&self) -> MutexGuard<'_, ClaimTable> {
+        // Fail closed: no code path panics half-way through a table update, so the data behind
+        // a poisoned lock is still consistent and the refusals must keep working.
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A reload: the new reservations; returns the spokes that held what is now reserved.
+    pub fn reserve(&self, profiles: &Profiles) -> Vec<Arc<str>> {
+        self.table().reserve(profiles)
+    }
+
+    pub fn claim(
+        &self,
+        spd_key: &str,
+        template: bool,
+        pair: &ProtectedNetwork,
+    ) -> Result<(), Refusal> {
+        self.table().claim(claimant(spd_key, template), pair)
+    }
+
+    /// Gives back everything `holder` claimed.
+    pub fn release(&self, holder: &str) {
+        self.table().release(holder);
+    }
+
+    /// Pairs refused so far.
+    pub fn refused(&self) -> u64 {
+        self.table().refused()
+    }
+
+    /// The quick-mode check for one peer.
+    pub fn guard(&self, spd_key: Arc<str>, template: bool) -> Arc<dyn SelectorGuard> {
+        Arc::new(Guard {
+            claims: self.clone(),
+            spd_key,
+            template,
+        })
+    }
+}
+
+#[derive(Debug)]
+struct Guard {
+    claims: Claims,
+    spd_key: Arc<str>,
+    template: bool,
+}
+
+impl SelectorGuard for Guard {
+    fn check(&self, pair: &ProtectedNetwork) -> Result<(), String> {
+        let mut t = self.claims.table();
+        let who = claimant(&self.spd_key, self.template);
+        // Counted like a refusal at install time, but nothing is held until the SAs are.
+        t.check(who, pair).map_err(|r| {
+            t.count_refusal();
+            r.to_string()
+        })
     }
 }

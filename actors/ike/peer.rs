@@ -35,6 +35,9 @@ pub struct PeerStatus {
     pub lifetime_seconds: Option<u64>,
     pub child_sas: usize,
     pub last_error: Option<String>,
+    /// The peer's authenticated phase-1 identity ("address:203.0.113.7",
+    /// "fqdn:spoke1.example.net"...): spokes behind one NAT address differ here.
+    pub identity: Option<String>,
 }
 
 /// Start an exchange now (`ikehub initiate`, an Acquire from a shard, a permanent policy).
@@ -125,6 +128,8 @@ pub struct PeerActor {
     refused: bool,
     /// This session installed SAs (and so owns its SPD entry and claims).
     installed_any: bool,
+    /// The peer's authenticated phase-1 identity.
+    peer_id: Option<String>,
 }
 
 /// A child SA pair as installed: its handles and the selectors its SPD entries carry.
@@ -186,6 +191,7 @@ impl PeerActor {
             claims,
             refused: false,
             installed_any: false,
+            peer_id: None,
         }
     }
 
@@ -211,16 +217,15 @@ impl PeerActor {
         }
     }
 
-    /// Installs a negotiated pair. Returns false when the pair was refused because another peer
-    /// holds one of its remote networks (the caller then deletes this peer's SAs).
+    /// Installs a negotiated pair. Returns false when the pair was refused because another
+    /// policy reserved it or another spoke holds it (`ikehub::claims`; the caller then deletes
+    /// this peer's SAs).
     fn install(&mut self, info: ChildSaInfo) -> bool {
+        // Quick mode already asked (SelectorGuard); asked again here because two spokes may
+        // have negotiated at the same time, and this claim is the one that holds.
         for pn in &info.protected_networks {
-            if let Err(holder) = self.claims.claim(&self.spd_key, &pn.remote) {
-                let reason = format!(
-                    "refused: remote network {} is already protected by {holder}; two spokes \
-                     cannot claim the same network",
-                    pn.remote
-                );
+            if let Err(refusal) = self.claims.claim(&self.spd_key, !self.keep_policy, pn) {
+                let reason = format!("refused: {refusal}");
                 warn!("{reason}");
                 self.last_error = Some(reason);
                 self.failed = true;
@@ -320,13 +325,18 @@ impl PeerActor {
                 suite,
                 lifetime,
                 initiator,
+                peer_id,
             } => {
                 info!(
-                    "ISAKMP SA up ({}): {suite}",
+                    "ISAKMP SA up ({}): {suite}, peer ID {peer_id}",
                     if initiator { "initiator" } else { "responder" }
                 );
                 self.last_error = None;
-                self.router.do_send(super::router::Phase1Up { id: self.id });
+                self.router.do_send(super::router::Phase1Up {
+                    id: self.id,
+                    peer_id: peer_id.clone(),
+                });
+                self.peer_id = Some(peer_id);
                 self.isakmp = Some(Isakmp {
                     icky: initiator_cookie,
                     rcky: responder_cookie,
@@ -487,6 +497,7 @@ impl PeerActor {
                 .and_then(|s| s.lifetime.map(|l| l.as_secs())),
             child_sas: self.children.len(),
             last_error: self.last_error.clone(),
+            identity: self.peer_id.clone(),
         }
     }
 }

@@ -53,6 +53,8 @@ pub struct RouterCounters {
     pub peers_started: u64,
     pub peers_restarted: u64,
     pub peers_died: u64,
+    /// Child SA pairs refused because another policy or spoke owns the networks (claims.rs).
+    pub refused_network_claims: u64,
 }
 
 impl RouterCounters {
@@ -83,6 +85,8 @@ struct Peer {
     template: bool,
     /// Completed phase 1 at least once (its failures concern an authenticated peer).
     authenticated: bool,
+    /// Its authenticated phase-1 identity.
+    identity: Option<String>,
     /// We started it (its failures concern a peer the operator configured).
     initiator: bool,
     /// What the actor installed (it reports every change), by the handles it installed them
@@ -107,6 +111,8 @@ pub struct IkeRouter {
     single: HashMap<String, PeerId>,
     /// SPD keys of template spokes in use (a second spoke from one address gets its own).
     spoke_keys: HashMap<Arc<str>, PeerId>,
+    /// Template spokes by (policy, authenticated name), for names that are not addresses.
+    named: HashMap<(String, String), PeerId>,
     /// Consecutive failures per permanent policy, for the restart backoff.
     failures: HashMap<String, u32>,
     counters: RouterCounters,
@@ -174,6 +180,8 @@ pub struct Moved {
 #[rtype(result = "()")]
 pub struct Phase1Up {
     pub id: PeerId,
+    /// The peer's authenticated phase-1 identity.
+    pub peer_id: String,
 }
 
 /// Starts the router on the current arbiter, reads every interface's IKE port into it, and
@@ -208,6 +216,8 @@ impl IkeRouter {
         spis: Arc<HostSpis>,
     ) -> Self {
         IkeRouter {
+            // Reserved from load, whether or not the owners' tunnels ever come up.
+            claims: super::claims::Claims::new(&profiles),
             profiles,
             sockets,
             shards,
@@ -216,13 +226,13 @@ impl IkeRouter {
             peers: HashMap::new(),
             single: HashMap::new(),
             spoke_keys: HashMap::new(),
+            named: HashMap::new(),
             failures: HashMap::new(),
             counters: RouterCounters::default(),
             logged: [0; 6],
             last_failure: None,
             last_refusal_log: None,
             history: History::default(),
-            claims: super::claims::Claims::default(),
         }
     }
 
@@ -281,19 +291,6 @@ impl IkeRouter {
     ) -> Option<Addr<PeerActor>> {
         let iface = self.profiles.interfaces.get(&policy.interface)?;
         let sockets = self.sockets.get(&local)?.clone();
-        let config = Arc::new(PeerConfig::from_policy(policy, iface));
-        let local_addr = SocketAddr::new(local, iface.ike_port);
-        let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
-        let now = Instant::now();
-        let rng: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
-        let spis: Arc<dyn SpiAllocator> = self.spis.clone();
-        let session = if initiator {
-            IkeSession::new_initiator(config, local_addr, peer_addr, now, rng, spis)
-        } else {
-            IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
-        };
-        // The initiator's cookie is routable before its message 1 leaves.
-        self.demux.set_cookies(id, &session.our_cookies());
         let template = !matches!(policy.peer, PeerSpec::Address(_));
         let spd_key: Arc<str> = if template {
             let key = self.spoke_key(&policy.name, peer_ip, id);
@@ -312,6 +309,21 @@ impl IkeRouter {
             }
             Arc::from(policy.name.as_str())
         };
+        let mut config = PeerConfig::from_policy(policy, iface);
+        config.selector_guard = Some(self.claims.guard(spd_key.clone(), template));
+        let config = Arc::new(config);
+        let local_addr = SocketAddr::new(local, iface.ike_port);
+        let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
+        let now = Instant::now();
+        let rng: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
+        let spis: Arc<dyn SpiAllocator> = self.spis.clone();
+        let session = if initiator {
+            IkeSession::new_initiator(config, local_addr, peer_addr, now, rng, spis)
+        } else {
+            IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
+        };
+        // The initiator's cookie is routable before its message 1 leaves.
+        self.demux.set_cookies(id, &session.our_cookies());
         let clean_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let actor = PeerActor::new(
             id,
@@ -338,6 +350,7 @@ impl IkeRouter {
                 spd_key,
                 template,
                 authenticated: false,
+                identity: None,
                 initiator,
                 children: Vec::new(),
                 installed: false,
@@ -401,6 +414,12 @@ impl IkeRouter {
         }
         if self.spoke_keys.get(&p.spd_key) == Some(&id) {
             self.spoke_keys.remove(&p.spd_key);
+        }
+        if let Some(name) = &p.identity {
+            let key = (p.policy.clone(), name.clone());
+            if self.named.get(&key) == Some(&id) {
+                self.named.remove(&key);
+            }
         }
         Some(p)
     }
@@ -580,7 +599,9 @@ impl Handler<Phase1Up> for IkeRouter {
             return;
         };
         p.authenticated = true;
+        p.identity = Some(msg.peer_id.clone());
         if p.template {
+            self.replace_same_spoke(msg.id, &msg.peer_id);
             return;
         }
         // A single-peer policy has one peer: a session that authenticated replaces an older
@@ -592,6 +613,29 @@ impl Handler<Phase1Up> for IkeRouter {
         {
             info!(policy = %o.policy, "the peer authenticated a new session: the old one ends");
             o.addr.do_send(Terminate);
+        }
+    }
+}
+
+impl IkeRouter {
+    /// A template spoke authenticated with a name of its own (FQDN, user-FQDN, key ID): an
+    /// older session of the same policy under the same name is that spoke before it started
+    /// over (a new NAT mapping, a restart), and ends, so the new one can have its networks.
+    /// Address identities are not unique behind NATs (branch routers often share a private
+    /// address), so they never replace another session.
+    fn replace_same_spoke(&mut self, id: PeerId, peer_id: &str) {
+        if peer_id.starts_with("address:") {
+            return;
+        }
+        let Some(policy) = self.peers.get(&id).map(|p| p.policy.clone()) else {
+            return;
+        };
+        if let Some(old) = self.named.insert((policy.clone(), peer_id.to_string()), id)
+            && old != id
+            && let Some(p) = self.peers.get(&old)
+        {
+            info!(policy = %policy, %peer_id, "the spoke authenticated a new session: its old one ends");
+            p.addr.do_send(Terminate);
         }
     }
 }
@@ -850,7 +894,9 @@ impl Handler<Command> for IkeRouter {
 impl Handler<GetCounters> for IkeRouter {
     type Result = MessageResult<GetCounters>;
     fn handle(&mut self, _: GetCounters, _: &mut Context<Self>) -> Self::Result {
-        MessageResult(self.counters.clone())
+        let mut c = self.counters.clone();
+        c.refused_network_claims = self.claims.refused();
+        MessageResult(c)
     }
 }
 
@@ -858,8 +904,14 @@ impl Handler<UpdateProfiles> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: UpdateProfiles, ctx: &mut Context<Self>) {
         self.profiles = msg.profiles;
+        // The new reservations win over spokes that hold a network a new policy owns.
+        let displaced = self.claims.reserve(&self.profiles);
         for p in self.peers.values() {
-            if msg.stop.contains(&p.policy) {
+            let holds_reserved = displaced.contains(&p.spd_key);
+            if holds_reserved {
+                warn!(policy = %p.policy, "a reload reserved networks this spoke held: deleting its SAs");
+            }
+            if msg.stop.contains(&p.policy) || holds_reserved {
                 p.addr.do_send(Terminate);
             }
         }

@@ -145,11 +145,14 @@ fn spis(all: &[SpiUse], sink: &Sink) {
 ///
 /// Template policies (peer a block or `any`) hold no security policy entry of their own: each
 /// spoke that authenticates gets entries for the networks it negotiated (equal to or narrower
-/// than the template's), and the registry must check those against the existing entries with
-/// this same rule when the spoke comes up. So a template is checked here only against other
-/// templates whose peers overlap (a spoke could then match either), not against policies with
-/// one peer address; that is what lets the PROFILES.md example (a manual ToBerne and a template
-/// Branches with the same networks) load.
+/// than the template's). So a template is checked here only against other templates whose
+/// peers overlap (a spoke could then match either), not against policies with one peer address;
+/// that is what lets the PROFILES.md example (a manual ToBerne and a template Branches with the
+/// same networks) load. At run time `crate::claims` keeps them apart: every manual and
+/// single-peer IKE policy reserves its pairs when the profiles load (tunnel up or not), and a
+/// spoke is granted a negotiated pair only if it overlaps, on both sides, no reserved pair and
+/// no pair another spoke holds. So in that example the Branches spokes can never take ToBerne's
+/// networks; quick mode refuses them with INVALID-ID-INFORMATION naming ToBerne.
 pub fn ambiguous(a: &ProtectedNetwork, b: &ProtectedNetwork) -> bool {
     a.overlaps(b) && !a.is_more_specific_than(b) && !b.is_more_specific_than(a)
 }

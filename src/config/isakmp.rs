@@ -9,6 +9,7 @@ use super::check::Check;
 use super::conflicts::{SelectorUse, Uses};
 use super::defaults as def;
 use super::diagnostic::Sink;
+use super::identity::{LocalId, RemoteId};
 use super::model::*;
 use super::network::NetworkSpec;
 use super::policy::{INITIATE, Names, interface, peer_address, protected_networks, resolve};
@@ -251,6 +252,19 @@ pub(crate) fn isakmp(
             }
         }
     };
+    // Phase-1 identities (PROFILES.md "Additions (2026-12)"); both default to the address.
+    let local_id = b.local_id.as_ref().map_or(Some(LocalId::Address), |at| {
+        at.value
+            .parse()
+            .map_err(|why| c.error(&at.loc, format_args!("local-id {why}")))
+            .ok()
+    });
+    let remote_id = b.remote_id.as_ref().map_or(Some(RemoteId::Address), |at| {
+        at.value
+            .parse()
+            .map_err(|why| c.error(&at.loc, format_args!("remote-id {why}")))
+            .ok()
+    });
     let networks = protected_networks(&c, &b.protected_network);
     if let (Some(nets), Some(peer)) = (&networks, peer) {
         let template = (!matches!(peer, PeerSpec::Address(_))).then_some(peer);
@@ -275,5 +289,7 @@ pub(crate) fn isakmp(
         nat_traversal,
         dpd: dpd?,
         protected_networks: networks?.into_iter().map(|(pn, _)| pn).collect(),
+        local_id: local_id?,
+        remote_id: remote_id?,
     })
 }

@@ -16,6 +16,7 @@ pub mod conflicts;
 pub mod defaults;
 pub mod diagnostic;
 pub mod diff;
+pub mod identity;
 mod isakmp;
 mod keys;
 pub mod load;
@@ -31,6 +32,7 @@ mod validate;
 
 pub use diagnostic::{Diagnostic, Loc, Severity};
 pub use diff::{Change, NeedsRestart, PolicyChanges, ProfileDiff, diff};
+pub use identity::{IdPattern, LocalId, RemoteId};
 pub use load::{Loaded, load, load_sources, profile_files};
 pub use model::*;
 pub use network::{NetworkSpec, ProtectedNetwork};

@@ -211,4 +211,8 @@ pub struct IsakmpPolicy {
     pub nat_traversal: bool,
     pub dpd: Option<Dpd>,
     pub protected_networks: Vec<ProtectedNetwork>,
+    /// Phase-1 identity we send (`local-id`).
+    pub local_id: super::identity::LocalId,
+    /// Phase-1 identities the peer may claim (`remote-id`).
+    pub remote_id: super::identity::RemoteId,
 }

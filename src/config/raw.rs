@@ -129,6 +129,8 @@ pub(crate) struct RawIsakmpPolicy {
     pub nat_traversal: Option<At<bool>>,
     pub dpd: Option<At<RawDpd>>,
     pub protected_network: Option<At<Vec<RawProtectedNetwork>>>,
+    pub local_id: Option<At<String>>,
+    pub remote_id: Option<At<String>>,
 }
 
 /// Everything one file defines, in the order written.
@@ -325,6 +327,8 @@ fn read_isakmp_policy(f: &mut Fields<'_, '_>) -> RawIsakmpPolicy {
         nat_traversal: f.bool("nat-traversal"),
         dpd: f.sub_table("dpd", read_dpd),
         protected_network: f.protected_networks("protected-network"),
+        local_id: f.string("local-id"),
+        remote_id: f.string("remote-id"),
     };
     f.finish();
     r

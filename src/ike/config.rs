@@ -5,8 +5,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{
-    Dpd, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform, KeyBytes,
-    ProtectedNetwork,
+    Dpd, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform, KeyBytes, LocalId,
+    ProtectedNetwork, RemoteId,
 };
 
 /// Retransmission of requests we are waiting an answer for (RFC 2408 §5 leaves the schedule to
@@ -138,6 +138,13 @@ pub struct PeerConfig {
     pub max_half_open: usize,
     /// Replay window for IKE-keyed inbound SAs when the transform does not set one.
     pub default_replay_window: u32,
+    /// Asked before quick mode accepts a pair the peer proposed (a template spoke may not take
+    /// networks other policies own, `claims.rs`); `None` = the policy's networks are enough.
+    pub selector_guard: Option<Arc<dyn SelectorGuard>>,
+    /// Phase-1 ID we send in main mode message 5/6 (`local-id`).
+    pub local_id: LocalId,
+    /// Phase-1 IDs the peer may send (`remote-id`), checked once HASH_I/HASH_R verified.
+    pub remote_id: RemoteId,
 }
 
 impl PeerConfig {
@@ -162,8 +169,20 @@ impl PeerConfig {
             rekey: RekeyConfig::default(),
             max_half_open: 4,
             default_replay_window: crate::config::defaults::IKE_REPLAY_WINDOW,
+            selector_guard: None,
+            local_id: policy.local_id.clone(),
+            remote_id: policy.remote_id.clone(),
         }
     }
+}
+
+/// The daemon's word on a pair quick mode is about to agree to (responder side): it lies inside
+/// the policy, but may belong to another policy or spoke. Checked before anything is
+/// installed, so the refusal is an INVALID-ID-INFORMATION notify rather than SAs built and then
+/// deleted. The daemon checks again when it installs (two spokes may race).
+pub trait SelectorGuard: Send + Sync + std::fmt::Debug {
+    /// `Err(reason)` names who owns the pair.
+    fn check(&self, pair: &ProtectedNetwork) -> Result<(), String>;
 }
 
 /// Chooses the SPIs of our inbound child SAs. The daemon implements it over all peers so that
@@ -231,6 +250,8 @@ mod from_policy_tests {
                 local: NetworkSpec::ANY,
                 remote: NetworkSpec::ANY,
             }],
+            local_id: LocalId::Fqdn("hub.example.net".into()),
+            remote_id: "fqdn:*.branches.example.net".parse().unwrap(),
         };
         let c = PeerConfig::from_policy(&pol, &iface);
         assert_eq!(c.policy, "Branches");
@@ -239,5 +260,7 @@ mod from_policy_tests {
         assert_eq!(c.nat.nat_t_port, 4501);
         assert_eq!(c.retransmit.max_tries, 5);
         assert_eq!(c.default_replay_window, 64);
+        assert_eq!(c.local_id.to_string(), "fqdn:hub.example.net");
+        assert_eq!(c.remote_id.to_string(), "fqdn:*.branches.example.net");
     }
 }

@@ -69,6 +69,10 @@ pub enum Event {
         lifetime: Option<Duration>,
         /// We initiated it.
         initiator: bool,
+        /// The peer's phase-1 identity, authenticated and accepted by `remote-id`, printable and
+        /// bounded: "address:192.0.2.7", "fqdn:spoke1.example.net", "user-fqdn:vpn@example.net",
+        /// "keyid:branch-7". Tells apart spokes behind one NAT address.
+        peer_id: String,
     },
     /// An ISAKMP SA is gone (deleted by either side, expired, or replaced after a re-key).
     IsakmpSaDeleted {

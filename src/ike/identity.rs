@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use crate::config::{NetworkSpec, ProtectedNetwork};
+use crate::config::{LocalId, NetworkSpec, ProtectedNetwork, RemoteId};
 use crate::wire::isakmp::{IdValue, Identification};
 
 /// Phase-1 identity: the endpoint address, protocol and port zero (RFC 2407 §4.6.2 allows 0 or
@@ -78,6 +78,89 @@ pub(crate) fn describe(nets: &[ProtectedNetwork]) -> String {
         .map(|p| format!("{} <-> {}", p.local, p.remote))
         .collect::<Vec<_>>()
         .join(", ")
+}
+
+// ---- phase 1 (main mode messages 5 and 6) ----------------------------------------------------
+
+/// The phase-1 identity we send (`local-id`): the interface address, or a name. Protocol and
+/// port zero (RFC 2407 §4.6.2 allows 0 or UDP/500; 0 is what strongSwan sends).
+pub(crate) fn local_phase1_id(id: &LocalId, addr: IpAddr) -> Identification {
+    match id {
+        LocalId::Address => endpoint_id(addr),
+        LocalId::Fqdn(n) => Identification::new(IdValue::Fqdn(n.as_bytes())),
+        LocalId::UserFqdn(n) => Identification::new(IdValue::UserFqdn(n.as_bytes())),
+        LocalId::KeyId(n) => Identification::new(IdValue::KeyId(n.as_bytes())),
+    }
+}
+
+/// Longest part of a peer's name we print: it is hostile input, and it ends up in log lines,
+/// `show` output and events.
+const SHOWN_ID_BYTES: usize = 64;
+
+fn shown(b: &[u8]) -> String {
+    let head = &b[..b.len().min(SHOWN_ID_BYTES)];
+    let mut s = if head.iter().all(|c| c.is_ascii_graphic()) {
+        String::from_utf8_lossy(head).into_owned()
+    } else {
+        let hex: String = head.iter().map(|x| format!("{x:02x}")).collect();
+        format!("0x{hex}")
+    };
+    if b.len() > head.len() {
+        s.push_str(&format!("...({} bytes)", b.len()));
+    }
+    s
+}
+
+/// A phase-1 identity as an operator reads it: "address:192.0.2.7", "fqdn:spoke1.example.net",
+/// "user-fqdn:vpn@example.net", "keyid:branch-7"; bounded in length.
+pub fn describe_phase1_id(id: &Identification) -> String {
+    match id.value() {
+        Ok(IdValue::Ipv4Addr(a)) => format!("address:{a}"),
+        Ok(IdValue::Ipv6Addr(a)) => format!("address:{a}"),
+        Ok(IdValue::Fqdn(n)) => format!("fqdn:{}", shown(n)),
+        Ok(IdValue::UserFqdn(n)) => format!("user-fqdn:{}", shown(n)),
+        Ok(IdValue::KeyId(n)) => format!("keyid:{}", shown(n)),
+        Ok(other) => format!("{}:{}", other.id_type(), shown(&id.data)),
+        Err(_) => format!("{}:{}", id.id_type, shown(&id.data)),
+    }
+}
+
+/// Whether the peer's phase-1 ID (authenticated by HASH_I/HASH_R) is one `remote-id` accepts.
+/// `peer`: the address its messages come from; `peer_behind_nat`: NAT-D found a NAT in front of
+/// it (RFC 3947 §3.2), so an address ID then names its private address and cannot be compared.
+/// `Err` is the reason for INVALID-ID-INFORMATION.
+pub(crate) fn check_phase1_id(
+    policy: &str,
+    accepted: &RemoteId,
+    id: &Identification,
+    peer: IpAddr,
+    peer_behind_nat: bool,
+) -> Result<(), String> {
+    let ok = match (accepted, id.value()) {
+        (RemoteId::Any, _) => true,
+        (RemoteId::Address, Ok(IdValue::Ipv4Addr(a))) => {
+            peer_behind_nat || IpAddr::V4(a) == peer.to_canonical()
+        }
+        (RemoteId::Address, Ok(IdValue::Ipv6Addr(a))) => {
+            peer_behind_nat || IpAddr::V6(a).to_canonical() == peer.to_canonical()
+        }
+        (RemoteId::Fqdn(p), Ok(IdValue::Fqdn(n))) => p.matches(n, true),
+        (RemoteId::UserFqdn(p), Ok(IdValue::UserFqdn(n))) => p.matches(n, true),
+        (RemoteId::KeyId(p), Ok(IdValue::KeyId(n))) => p.matches(n, false),
+        _ => false,
+    };
+    if ok {
+        return Ok(());
+    }
+    let accepts = match accepted {
+        RemoteId::Address if peer_behind_nat => "address (any, the peer is behind a NAT)".into(),
+        RemoteId::Address => format!("address:{peer}"),
+        other => other.to_string(),
+    };
+    Err(format!(
+        "peer sent ID {}, policy {policy} accepts {accepts}",
+        describe_phase1_id(id)
+    ))
 }
 
 #[cfg(test)]

@@ -30,6 +30,8 @@ pub(crate) struct IsakmpSa {
     pub rekeying: bool,
     /// Message IDs used in this SA (RFC 2408 §3.1: unique per exchange).
     pub used_ids: Vec<u32>,
+    /// The peer's authenticated phase-1 ID, e.g. "fqdn:spoke1.example.net".
+    pub peer_id: String,
 }
 
 impl std::fmt::Debug for IsakmpSa {

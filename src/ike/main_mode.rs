@@ -27,7 +27,7 @@ use super::cipher::IvChain;
 use super::config::PeerConfig;
 use super::dh::{DhGroup, DhPrivate};
 use super::error::{IkeError, IkeResult};
-use super::identity::endpoint_id;
+use super::identity::{check_phase1_id, describe_phase1_id, local_phase1_id};
 use super::isakmp_sa::{IsakmpSa, hex};
 use super::keys::{Phase1Inputs, Phase1Keys};
 use super::message::{self, MM_ID, MM_KE, MM_SA, Parsed};
@@ -131,6 +131,8 @@ pub(crate) struct MainMode {
     /// Responder: we run a shorter lifetime than the initiator offered, so we tell it with
     /// RESPONDER-LIFETIME in message 6 (RFC 2407 §4.6.3.1).
     pub lifetime_shortened: bool,
+    /// The peer's phase-1 ID once authenticated and accepted (`describe_phase1_id`).
+    peer_id: String,
 }
 
 /// What one step of a main mode produced.
@@ -233,6 +235,7 @@ impl MainMode {
             rekey,
             reply_to: None,
             lifetime_shortened: false,
+            peer_id: String::new(),
         };
         debug!(cky_i = %hex(&cky_i), "main mode: initiating");
         (mm, msg)
@@ -297,6 +300,7 @@ impl MainMode {
                 rekey: false,
                 reply_to: None,
                 lifetime_shortened: choice.lifetime_shortened,
+                peer_id: String::new(),
             },
             msg,
         ))
@@ -350,9 +354,9 @@ impl MainMode {
         match (self.state, plain) {
             (MmState::SentSa, Ok(m)) => self.i_on_sa(ctx, m, from, to),
             (MmState::SentKe, Ok(m)) => self.i_on_ke(ctx, m, to, from),
-            (MmState::SentId, Err(c)) => self.i_on_id(ctx, header_in, &c),
+            (MmState::SentId, Err(c)) => self.i_on_id(ctx, header_in, &c, from),
             (MmState::RepliedSa, Ok(m)) => self.r_on_ke(ctx, m, to, from),
-            (MmState::RepliedKe, Err(c)) => self.r_on_id(ctx, header_in, &c),
+            (MmState::RepliedKe, Err(c)) => self.r_on_id(ctx, header_in, &c, from),
             (s, _) => Err(IkeError::drop(format!(
                 "unexpected main mode message in state {s:?}"
             ))),
@@ -490,7 +494,9 @@ impl MainMode {
     /// Message 5 (initiator) or 6 (responder): `HDR*, ID, HASH_I/HASH_R [, N(INITIAL-CONTACT)]`,
     /// encrypted under the phase-1 IV chain.
     fn id_message(&mut self, ctx: &Ctx<'_>) -> IkeResult<Vec<u8>> {
-        let id_payload = Payload::Identification(endpoint_id(ctx.local.ip()));
+        // RFC 2407 §4.6.2: `local-id`, the interface address unless the policy names us.
+        let id_payload =
+            Payload::Identification(local_phase1_id(&ctx.config.local_id, ctx.local.ip()));
         let mut id_b = Vec::new();
         id_payload.encode_body(&mut id_b);
         let hash = self.auth_hash(self.initiator, &id_b)?;
@@ -527,8 +533,16 @@ impl MainMode {
         ))
     }
 
-    /// Decrypts and authenticates message 5 or 6; commits the IV only when HASH verifies.
-    fn open_id(&mut self, h: Header, c: &[u8], what: &str) -> IkeResult<(Parsed, Vec<u8>)> {
+    /// Decrypts and authenticates message 5 or 6, then checks the peer's ID against
+    /// `remote-id`; commits the IV only when both pass. `from`: where the message came from.
+    fn open_id(
+        &mut self,
+        cfg: &PeerConfig,
+        h: Header,
+        c: &[u8],
+        what: &str,
+        from: SocketAddr,
+    ) -> IkeResult<(Parsed, Vec<u8>)> {
         let (_, iv) = self
             .keys
             .as_ref()
@@ -561,6 +575,19 @@ impl MainMode {
                 if self.initiator { "HASH_R" } else { "HASH_I" }
             )));
         }
+        // The ID is authentic now (HASH covers it): whether it is one this policy accepts is
+        // decided before anything else of the message is used. An address ID is compared with
+        // the sender's address unless NAT-D found a NAT in front of the peer (RFC 3947 §3.2).
+        let id = m
+            .first(|p| match p {
+                Payload::Identification(i) => Some(i),
+                _ => None,
+            })
+            .ok_or_else(|| IkeError::notify(NotifyType::INVALID_ID_INFORMATION, "no ID"))?;
+        let peer_behind_nat = self.nat.is_some_and(|n| n.peer_behind_nat);
+        check_phase1_id(&cfg.policy, &cfg.remote_id, id, from.ip(), peer_behind_nat)
+            .map_err(|why| IkeError::notify(NotifyType::INVALID_ID_INFORMATION, why))?;
+        self.peer_id = describe_phase1_id(id);
         if let (Some(p), Some((_, iv))) = (m.pending, self.keys.as_mut()) {
             iv.commit(p);
         }
@@ -570,8 +597,14 @@ impl MainMode {
         Ok((m, id_b))
     }
 
-    fn i_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
-        let (m6, _) = self.open_id(h, c, "main mode message 6")?;
+    fn i_on_id(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: Header,
+        c: &[u8],
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
+        let (m6, _) = self.open_id(ctx.config, h, c, "main mode message 6", from)?;
         // The responder's RESPONDER-LIFETIME for this SA can only shorten ours.
         for p in &m6.payloads {
             if let Payload::Notification(n) = p
@@ -639,8 +672,14 @@ impl MainMode {
         Ok(MmStep::Send(msg))
     }
 
-    fn r_on_id(&mut self, ctx: &mut Ctx<'_>, h: Header, c: &[u8]) -> IkeResult<MmStep> {
-        self.open_id(h, c, "main mode message 5")?;
+    fn r_on_id(
+        &mut self,
+        ctx: &mut Ctx<'_>,
+        h: Header,
+        c: &[u8],
+        from: SocketAddr,
+    ) -> IkeResult<MmStep> {
+        self.open_id(ctx.config, h, c, "main mode message 5", from)?;
         let msg = self.id_message(ctx)?;
         Ok(MmStep::Established(Box::new(self.finish(ctx)?), Some(msg)))
     }
@@ -675,6 +714,7 @@ impl MainMode {
             retire_at: None,
             rekeying: false,
             used_ids: Vec::new(),
+            peer_id: std::mem::take(&mut self.peer_id),
         })
     }
 }

@@ -61,7 +61,9 @@ pub mod session;
 pub(crate) mod teardown;
 pub(crate) mod timers;
 
-pub use config::{PeerConfig, RandomSpis, RekeyConfig, RetransmitConfig, SpiAllocator};
+pub use config::{
+    PeerConfig, RandomSpis, RekeyConfig, RetransmitConfig, SelectorGuard, SpiAllocator,
+};
 pub use error::IkeError;
 pub use events::{ChildSaInfo, Event, SpiPair};
 pub use nat_t::NatOutcome;

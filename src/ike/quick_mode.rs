@@ -477,6 +477,16 @@ impl QuickMode {
                 ),
             ));
         };
+        // Inside our policy, but perhaps another policy's or spoke's (claims.rs): refused
+        // before any key or SA exists.
+        if let Some(guard) = &ctx.config.selector_guard {
+            guard.check(&network).map_err(|why| {
+                IkeError::notify(
+                    NotifyType::INVALID_ID_INFORMATION,
+                    format!("refused: {why}"),
+                )
+            })?;
+        }
         let dh = match suite.pfs_group {
             Some(g) => Some(DhPrivate::generate(
                 DhGroup::from_id(g)

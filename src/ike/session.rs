@@ -786,6 +786,7 @@ impl IkeSession {
             suite: sa.suite.to_string(),
             lifetime: sa.lifetime(),
             initiator: sa.initiator,
+            peer_id: sa.peer_id.clone(),
         });
         if initial_contact && self.had_isakmp {
             self.initial_contact(now, None);

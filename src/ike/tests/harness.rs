@@ -87,6 +87,9 @@ pub fn config(name: &str, a_side: bool) -> PeerConfig {
         rekey: RekeyConfig::default(),
         max_half_open: 4,
         default_replay_window: 64,
+        selector_guard: None,
+        local_id: Default::default(),
+        remote_id: Default::default(),
     }
 }
 
@@ -152,6 +155,10 @@ pub struct Pair {
     pub sent: usize,
     /// Side A is behind a NAT that maps its ports to NAT_IP:(port + 10000).
     pub nat_a: bool,
+    /// B sees A's datagrams come from this address (same ports) and reaches A there: A's
+    /// address ID then names another address than the one it sends from, without a NAT that
+    /// NAT-D could see when NAT-T is off.
+    pub a_seen_as: Option<[u8; 4]>,
     /// Datagrams that left each side: (time, destination, nat-t flag, length).
     pub log: Vec<(Duration, usize, SocketAddr, bool, usize)>,
     seq: u64,
@@ -206,6 +213,7 @@ impl Pair {
             tamper: Box::new(|_, _| {}),
             sent: 0,
             nat_a: false,
+            a_seen_as: None,
             log: Vec::new(),
             seq: 0,
         }
@@ -252,10 +260,15 @@ impl Pair {
         if from_side == 0 && self.nat_a {
             from = addr(NAT_IP, port + 10000);
         }
+        if let (0, Some(ip)) = (from_side, self.a_seen_as) {
+            from = addr(ip, port);
+        }
         // Where does it go? B addresses A through the NAT.
         let (to, to_port) = if IpAddr::from(NAT_IP) == t.destination.ip() {
             (0, t.destination.port() - 10000)
-        } else if t.destination.ip() == IpAddr::from(A_IP) {
+        } else if t.destination.ip() == IpAddr::from(A_IP)
+            || self.a_seen_as.map(IpAddr::from) == Some(t.destination.ip())
+        {
             (0, t.destination.port())
         } else {
             (1, t.destination.port())

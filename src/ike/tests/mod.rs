@@ -4,6 +4,7 @@ mod forge;
 mod handshake;
 mod harness;
 mod hostile;
+mod identities;
 mod lifetimes;
 mod reliability;
 mod spoofing;
