@@ -4,6 +4,7 @@
 //! ```text
 //! demux.rs          which session a datagram belongs to (cookies), half-open admission
 //! session.rs        IkeSession: inputs, outputs, dispatch (the PeerActor drives it)
+//!   state.rs        its state as enums: lifecycle, origin, path (address, NAT-T, ESP in UDP)
 //!   timers.rs       poll_timeout / handle_timeout: retransmission, expiry, re-key, DPD, keepalive
 //!   teardown.rs     INITIAL-CONTACT, dead peer, delete_all / terminate
 //!   main_mode.rs    phase 1, PSK, initiator and responder side by side (+ payload tables)
@@ -71,6 +72,7 @@ pub use session::{ChildRequest, FirstMessageInfo, IkeSession, Transmit, peek_fir
 #[doc(hidden)]
 pub mod fuzz_support;
 pub(crate) mod sa_payload;
+pub(crate) mod state;
 
 #[cfg(test)]
 mod tests;

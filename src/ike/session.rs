@@ -25,10 +25,10 @@ use super::events::{ChildSaInfo, Event, SpiPair};
 use super::isakmp_sa::{IsakmpSa, hex};
 use super::main_mode::{Ctx, MainMode, MmState, MmStep, plain_notify};
 use super::message;
-use super::nat_t::{self, NatOutcome};
-use super::proposal::NatTVariant;
+use super::nat_t;
 use super::quick_mode::{QmEnv, QmStep, QuickMode};
 use super::retransmit::ReplyCache;
+use super::state::{Encapsulation, Lifecycle, Origin, Path};
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -110,12 +110,10 @@ pub struct IkeSession {
     pub(crate) rng: Box<dyn CryptoRng + Send>,
     pub(crate) spis: Arc<dyn SpiAllocator>,
     pub(crate) local: SocketAddr,
-    pub(crate) peer: SocketAddr,
-    /// IKE moved to the NAT-T ports (RFC 3947 §4).
-    pub(crate) nat_t_active: bool,
-    /// NAT-T dialect once UDP encapsulation is decided.
-    pub(crate) nat_variant: Option<NatTVariant>,
-    pub(crate) nat: Option<NatOutcome>,
+    /// The peer's address, the NAT-T float and ESP's encapsulation (state.rs).
+    pub(crate) path: Path,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) origin: Origin,
     pub(crate) main_modes: Vec<MainMode>,
     pub(crate) isakmp: Vec<IsakmpSa>,
     pub(crate) quick_modes: Vec<QuickMode>,
@@ -127,22 +125,14 @@ pub struct IkeSession {
     pub(crate) keepalive_at: Option<Instant>,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
-    /// An ISAKMP SA existed before (INITIAL-CONTACT only on first contact).
-    pub(crate) had_isakmp: bool,
-    /// Created to call the peer (`new_initiator`): its failures concern a peer the operator
-    /// configured, not an unknown initiator.
-    pub(crate) initiated_by_us: bool,
-    pub(crate) closed: bool,
-    /// An input was handled or an exchange started: only from then on can an empty session be
-    /// said to be over (a fresh responder is empty until its first datagram).
-    pub(crate) had_input: bool,
 }
 
 impl std::fmt::Debug for IkeSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IkeSession")
             .field("policy", &self.config.policy)
-            .field("peer", &self.peer)
+            .field("path", &self.path)
+            .field("lifecycle", &self.lifecycle)
             .field("isakmp", &self.isakmp)
             .field("children", &self.children.len())
             .finish()
@@ -154,6 +144,7 @@ impl IkeSession {
         config: Arc<PeerConfig>,
         local: SocketAddr,
         peer: SocketAddr,
+        origin: Origin,
         rng: Box<dyn CryptoRng + Send>,
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
@@ -162,10 +153,9 @@ impl IkeSession {
             rng,
             spis,
             local,
-            peer,
-            nat_t_active: false,
-            nat_variant: None,
-            nat: None,
+            path: Path::new(peer),
+            lifecycle: Lifecycle::Fresh,
+            origin,
             main_modes: Vec::new(),
             isakmp: Vec::new(),
             quick_modes: Vec::new(),
@@ -176,10 +166,6 @@ impl IkeSession {
             keepalive_at: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            had_isakmp: false,
-            initiated_by_us: false,
-            closed: false,
-            had_input: false,
         }
     }
 
@@ -193,8 +179,7 @@ impl IkeSession {
         rng: Box<dyn CryptoRng + Send>,
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
-        let mut s = Self::new(config, local, peer, rng, spis);
-        s.initiated_by_us = true;
+        let mut s = Self::new(config, local, peer, Origin::WeCalled, rng, spis);
         s.start_main_mode(now, false);
         s
     }
@@ -210,7 +195,7 @@ impl IkeSession {
         rng: Box<dyn CryptoRng + Send>,
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
-        Self::new(config, local, peer, rng, spis)
+        Self::new(config, local, peer, Origin::PeerCalled, rng, spis)
     }
 
     // ---- outputs (`poll_timeout` and `handle_timeout`: timers.rs) ----------------------------
@@ -227,18 +212,22 @@ impl IkeSession {
 
     /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
     pub fn is_closed(&self) -> bool {
-        self.closed
-            || (self.had_input
-                && self.main_modes.is_empty()
-                && self.isakmp.is_empty()
-                && self.quick_modes.is_empty()
-                && self.children.is_empty()
-                && self.pending.is_empty())
+        match self.lifecycle {
+            Lifecycle::Closed => true,
+            Lifecycle::Fresh => false,
+            Lifecycle::Running { .. } => {
+                self.main_modes.is_empty()
+                    && self.isakmp.is_empty()
+                    && self.quick_modes.is_empty()
+                    && self.children.is_empty()
+                    && self.pending.is_empty()
+            }
+        }
     }
 
     /// The peer's current address (changes with the NAT-T float and NAT rebinding).
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.path.peer
     }
 
     /// The established child SA pairs.
@@ -258,7 +247,7 @@ impl IkeSession {
 
     /// Sends to the peer's authenticated address.
     pub(crate) fn send(&mut self, msg: Vec<u8>) {
-        self.send_to(self.peer, self.nat_t_active, msg);
+        self.send_to(self.path.peer, self.path.floated(), msg);
     }
 
     /// Sends to `destination`, from the NAT-T port (with the non-ESP marker) when `nat_t`.
@@ -283,7 +272,7 @@ impl IkeSession {
     fn mm_destination(&self, i: usize) -> (SocketAddr, bool) {
         self.main_modes[i]
             .reply_to
-            .unwrap_or((self.peer, self.nat_t_active))
+            .unwrap_or((self.path.peer, self.path.floated()))
     }
 
     /// Something authenticated exists with this peer (an ISAKMP SA or a child SA): from then on
@@ -328,15 +317,17 @@ impl IkeSession {
 
     pub(crate) fn emit(&mut self, e: Event) {
         match &e {
-            Event::Failed { reason, notify } if self.had_isakmp || self.initiated_by_us => {
-                warn!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
+            Event::Failed { reason, notify }
+                if self.contacted() || self.origin == Origin::WeCalled =>
+            {
+                warn!(policy = %self.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
             // An unknown initiator that never authenticated: anyone can cause this, so the
             // daemon logs such failures as rate-limited summaries, not one line each.
             Event::Failed { reason, notify } => {
-                debug!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
+                debug!(policy = %self.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
-            other => info!(policy = %self.config.policy, peer = %self.peer, "{other:?}"),
+            other => info!(policy = %self.config.policy, peer = %self.path.peer, "{other:?}"),
         }
         self.events.push_back(e);
     }
@@ -362,9 +353,9 @@ impl IkeSession {
     }
 
     pub(crate) fn start_main_mode(&mut self, now: Instant, rekey: bool) {
-        self.had_input = true;
+        self.note_input();
         let config = Arc::clone(&self.config);
-        let ic = !self.had_isakmp;
+        let ic = !self.contacted();
         let mut ctx = Ctx {
             config: &config,
             rng: &mut *self.rng,
@@ -386,10 +377,10 @@ impl IkeSession {
     /// Negotiates a child SA for `req` (no-op when one exists or is being negotiated for the
     /// same selectors). Starts main mode first when no ISAKMP SA is up.
     pub fn initiate_child(&mut self, now: Instant, req: ChildRequest) {
-        if self.closed {
+        if self.closed() {
             return;
         }
-        self.had_input = true;
+        self.note_input();
         let busy = self
             .children
             .iter()
@@ -465,8 +456,8 @@ impl IkeSession {
         let spis = Arc::clone(&self.spis);
         let env = QmEnv {
             spis: &*spis,
-            nat: self.nat_variant,
-            peer: self.peer,
+            nat: self.path.variant(),
+            peer: self.path.peer,
             refuse: None,
         };
         let mut ctx = Ctx {
@@ -492,10 +483,10 @@ impl IkeSession {
         to_port_is_nat_t: bool,
         bytes: &[u8],
     ) {
-        if self.closed {
+        if self.closed() {
             return;
         }
-        self.had_input = true;
+        self.note_input();
         let bytes = if to_port_is_nat_t {
             match nat_t::strip_marker(bytes) {
                 Some(b) => b,
@@ -533,13 +524,15 @@ impl IkeSession {
     /// main mode, else the peer's authenticated address.
     fn reply_destination(&self, bytes: &[u8]) -> (SocketAddr, bool) {
         let Ok(h) = peek_header(bytes) else {
-            return (self.peer, self.nat_t_active);
+            return (self.path.peer, self.path.floated());
         };
         let (cky_i, cky_r) = (h.initiator_cookie(), h.responder_cookie());
         self.main_modes
             .iter()
             .position(|m| !m.initiator && m.cky_i == cky_i && (cky_r == [0; 8] || m.cky_r == cky_r))
-            .map_or((self.peer, self.nat_t_active), |i| self.mm_destination(i))
+            .map_or((self.path.peer, self.path.floated()), |i| {
+                self.mm_destination(i)
+            })
     }
 
     /// Aggressive mode is refused (the daemon's demux already drops it before any session; a
@@ -631,7 +624,7 @@ impl IkeSession {
                         // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or
                         // forces encapsulation: message 5, now authenticated, says where it is.
                         (to, nat_t) = (from, true);
-                        self.nat_variant = self.nat_variant.or(mm.caps.nat_t);
+                        self.set_path(self.path.encapsulate(mm.caps.nat_t, false, None));
                     }
                     // The exchange is authenticated: the peer is where it ran (RFC 3947 §5).
                     self.adopt_address(to, nat_t);
@@ -707,7 +700,7 @@ impl IkeSession {
         let cky_r = ctx.cookie();
         match MainMode::respond(&mut ctx, &m1, cky_r) {
             Ok((mut mm, msg)) => {
-                mm.set_initial_contact(!self.had_isakmp);
+                mm.set_initial_contact(!self.contacted());
                 mm.reply_to = Some((from, nat_port));
                 self.main_modes.push(mm);
                 self.replies.store(bytes, Some(msg.clone()));
@@ -725,12 +718,16 @@ impl IkeSession {
     /// The peer's address after an authenticated exchange (or before anything is
     /// authenticated). UDP-encapsulated child SAs follow a NATed peer to its new port.
     fn adopt_address(&mut self, to: SocketAddr, nat_t: bool) {
-        let moved = to != self.peer;
-        self.peer = to;
-        if nat_t && !self.nat_t_active {
-            self.nat_t_active = true;
+        let moved = to != self.path.peer;
+        let mut path = Path {
+            peer: to,
+            ..self.path
+        };
+        if nat_t && !path.floated() {
+            path = path.float();
         }
-        if moved && self.nat_t_active && !self.children.is_empty() {
+        self.set_path(path);
+        if moved && self.path.floated() && !self.children.is_empty() {
             self.emit(Event::PeerPortChanged(to));
         }
     }
@@ -740,7 +737,7 @@ impl IkeSession {
     /// peer failed.
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
         if self.established() {
-            debug!(policy = %self.config.policy, peer = %self.peer, "unauthenticated exchange failed: {}", e.reason);
+            debug!(policy = %self.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);
         } else {
             self.fail(e);
         }
@@ -753,22 +750,25 @@ impl IkeSession {
         // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
         outcome.local_behind_nat |= self.config.nat.force_encapsulation;
         let variant = mm.caps.nat_t;
-        self.nat = Some(outcome);
+        let initiator = mm.initiator;
         self.emit(Event::NatDetected {
             local_behind_nat: outcome.local_behind_nat,
             peer_behind_nat: outcome.peer_behind_nat,
         });
-        if outcome.any() {
-            self.nat_variant = variant;
-            if self.main_modes[i].initiator && !self.nat_t_active {
-                self.nat_t_active = true;
-                let mut p = self.peer;
-                p.set_port(self.config.nat.nat_t_port);
-                self.peer = p;
+        if !outcome.any() {
+            if matches!(self.path.encap, Encapsulation::NatT { .. }) {
+                self.set_path(self.path.encapsulate(None, false, Some(outcome)));
             }
-            if outcome.local_behind_nat {
-                self.keepalive_at = Some(now + self.config.nat.keepalive_interval);
-            }
+            return;
+        }
+        let mut path = self.path.encapsulate(variant, true, Some(outcome));
+        if initiator && !path.floated() {
+            path = path.float();
+            path.peer.set_port(self.config.nat.nat_t_port);
+        }
+        self.set_path(path);
+        if outcome.local_behind_nat {
+            self.keepalive_at = Some(now + self.config.nat.keepalive_interval);
         }
     }
 
@@ -788,7 +788,7 @@ impl IkeSession {
             initiator: sa.initiator,
             peer_id: sa.peer_id.clone(),
         });
-        if initial_contact && self.had_isakmp {
+        if initial_contact && self.contacted() {
             self.initial_contact(now, None);
         } else if initial_contact {
             self.emit(Event::InitialContact);
@@ -808,7 +808,7 @@ impl IkeSession {
             }
         }
         self.isakmp.push(sa);
-        self.had_isakmp = true;
+        self.note_contact();
         if self.config.initiate == Initiate::Permanent
             && self.children.is_empty()
             && self.quick_modes.is_empty()
@@ -854,8 +854,8 @@ impl IkeSession {
         let refuse = self.quick_mode_refusal(&h.initiator_cookie, &h.responder_cookie);
         let env = QmEnv {
             spis: &*spis,
-            nat: self.nat_variant,
-            peer: self.peer,
+            nat: self.path.variant(),
+            peer: self.path.peer,
             refuse,
         };
         let mut ctx = Ctx {
@@ -940,8 +940,11 @@ impl IkeSession {
         if let Some(d) = &mut self.dpd {
             d.activity(now);
         }
-        if nat_port && self.nat_t_active && from != self.peer {
-            self.peer = from;
+        if nat_port && self.path.floated() && from != self.path.peer {
+            self.set_path(Path {
+                peer: from,
+                ..self.path
+            });
             self.emit(Event::PeerPortChanged(from));
         }
     }

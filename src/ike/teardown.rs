@@ -8,6 +8,7 @@ use super::events::{Event, SpiPair};
 use super::isakmp_sa::IsakmpSa;
 use super::quick_mode::QuickMode;
 use super::session::{Child, IkeSession};
+use super::state::Lifecycle;
 
 impl IkeSession {
     /// INITIAL-CONTACT (RFC 2407 §4.6.3.3): the peer lost all state; everything we hold from
@@ -90,12 +91,12 @@ impl IkeSession {
         self.drop_children(&format!("peer dead (no DPD answer within {timeout} s)"));
         self.drop_phase1_and_exchanges("peer dead");
         self.emit(Event::PeerDead);
-        self.closed = true;
+        self.set_lifecycle(Lifecycle::Closed);
     }
 
     /// Graceful shutdown: delete notifications for every SA, then the session is closed.
     pub fn delete_all(&mut self, now: Instant) {
-        if self.closed {
+        if self.closed() {
             return;
         }
         let children: Vec<SpiPair> = self.children.iter().map(|c| c.spis).collect();
@@ -112,6 +113,6 @@ impl IkeSession {
     pub fn terminate(&mut self, _now: Instant) {
         self.drop_children("terminated locally");
         self.drop_phase1_and_exchanges("terminated locally");
-        self.closed = true;
+        self.set_lifecycle(Lifecycle::Closed);
     }
 }

@@ -22,7 +22,7 @@ use super::session::{IkeSession, Transmit};
 impl IkeSession {
     /// When `handle_timeout` must be called next (`None`: nothing scheduled).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
+        if self.closed() {
             return None;
         }
         let mut t: Option<Instant> = None;
@@ -64,7 +64,7 @@ impl IkeSession {
 
     /// Time passed: retransmissions, expiry, re-keying, DPD, keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed {
+        if self.closed() {
             return;
         }
         self.main_mode_timers(now);
@@ -76,7 +76,7 @@ impl IkeSession {
             && now >= t
         {
             self.transmits.push_back(Transmit {
-                destination: self.peer,
+                destination: self.path.peer,
                 source_port_nat_t: true,
                 bytes: vec![nat_t::NAT_KEEPALIVE],
             });
@@ -113,7 +113,7 @@ impl IkeSession {
                         };
                         format!(
                             "main mode: no answer from {} to message {n} after {} tries over {} s{}",
-                            self.peer,
+                            self.path.peer,
                             cfg.max_tries,
                             cfg.total().as_secs(),
                             if n == 5 {
@@ -125,7 +125,7 @@ impl IkeSession {
                     } else {
                         format!(
                             "main mode: initiator {} went silent after our message {}",
-                            mm.reply_to.map_or(self.peer, |(a, _)| a),
+                            mm.reply_to.map_or(self.path.peer, |(a, _)| a),
                             if state == MmState::RepliedSa { 2 } else { 4 }
                         )
                     };
@@ -183,7 +183,7 @@ impl IkeSession {
                         "quick mode for {} <-> {}: no answer from {} after {} tries over {} s",
                         qm.network.local,
                         qm.network.remote,
-                        self.peer,
+                        self.path.peer,
                         cfg.max_tries,
                         cfg.total().as_secs()
                     )));
