@@ -24,7 +24,7 @@ use crate::wire::isakmp::{
 };
 
 use super::cipher::IvChain;
-use super::config::PeerConfig;
+use super::config::{PeerConfig, SpiAllocator};
 use super::dh::{DhGroup, DhPrivate};
 use super::error::{IkeError, IkeResult};
 use super::identity::{check_phase1_id, describe_phase1_id, local_phase1_id};
@@ -64,6 +64,8 @@ pub(crate) enum MmState {
 pub(crate) struct Ctx<'a> {
     pub config: &'a PeerConfig,
     pub rng: &'a mut (dyn CryptoRng + Send),
+    /// Allocates (and frees) the inbound SPIs of quick modes.
+    pub spis: &'a dyn SpiAllocator,
     pub now: Instant,
     /// Our IKE address (interface address, IKE port).
     pub local: SocketAddr,

@@ -26,7 +26,7 @@ use super::isakmp_sa::{IsakmpSa, hex};
 use super::main_mode::{Ctx, MainMode, MmState, MmStep, plain_notify};
 use super::message;
 use super::nat_t;
-use super::quick_mode::{QmEnv, QmStep, QuickMode};
+use super::quick_mode::{QmStep, QuickMode};
 use super::retransmit::ReplyCache;
 use super::state::{Encapsulation, Lifecycle, Origin, Path};
 
@@ -104,12 +104,34 @@ pub(crate) struct Child {
     pub traffic: bool,
 }
 
+/// What every exchange of the session works with: the policy, randomness, the SPI allocator
+/// and our address. A field of its own, apart from the exchange tables, so that it can lend a
+/// [`Ctx`] while a main or quick mode of the same session is borrowed mutably.
+pub(crate) struct Env {
+    pub config: Arc<PeerConfig>,
+    pub rng: Box<dyn CryptoRng + Send>,
+    pub spis: Arc<dyn SpiAllocator>,
+    /// Our IKE address (interface address, IKE port).
+    pub local: SocketAddr,
+}
+
+impl Env {
+    /// The context of one input at `now`.
+    pub fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &*self.spis,
+            now,
+            local: self.local,
+        }
+    }
+}
+
 /// The IKEv1 state machine of one peer.
 pub struct IkeSession {
-    pub(crate) config: Arc<PeerConfig>,
-    pub(crate) rng: Box<dyn CryptoRng + Send>,
-    pub(crate) spis: Arc<dyn SpiAllocator>,
-    pub(crate) local: SocketAddr,
+    /// What every exchange works with (lent to them as a `Ctx`).
+    pub(crate) env: Env,
     /// The peer's address, the NAT-T float and ESP's encapsulation (state.rs).
     pub(crate) path: Path,
     pub(crate) lifecycle: Lifecycle,
@@ -130,7 +152,7 @@ pub struct IkeSession {
 impl std::fmt::Debug for IkeSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IkeSession")
-            .field("policy", &self.config.policy)
+            .field("policy", &self.env.config.policy)
             .field("path", &self.path)
             .field("lifecycle", &self.lifecycle)
             .field("isakmp", &self.isakmp)
@@ -149,10 +171,12 @@ impl IkeSession {
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
         Self {
-            config,
-            rng,
-            spis,
-            local,
+            env: Env {
+                config,
+                rng,
+                spis,
+                local,
+            },
             path: Path::new(peer),
             lifecycle: Lifecycle::Fresh,
             origin,
@@ -311,7 +335,7 @@ impl IkeSession {
         cky_r: [u8; 8],
         n: NotifyType,
     ) {
-        let id = self.rng.next_u32();
+        let id = self.env.rng.next_u32();
         self.send_to(to, nat_t, plain_notify(cky_i, cky_r, n, id));
     }
 
@@ -320,14 +344,14 @@ impl IkeSession {
             Event::Failed { reason, notify }
                 if self.contacted() || self.origin == Origin::WeCalled =>
             {
-                warn!(policy = %self.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
+                warn!(policy = %self.env.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
             // An unknown initiator that never authenticated: anyone can cause this, so the
             // daemon logs such failures as rate-limited summaries, not one line each.
             Event::Failed { reason, notify } => {
-                debug!(policy = %self.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
+                debug!(policy = %self.env.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
-            other => info!(policy = %self.config.policy, peer = %self.path.peer, "{other:?}"),
+            other => info!(policy = %self.env.config.policy, peer = %self.path.peer, "{other:?}"),
         }
         self.events.push_back(e);
     }
@@ -345,23 +369,17 @@ impl IkeSession {
 
     /// Our address as the peer sees the exchange: NAT-T port after floating.
     pub(crate) fn local_addr(&self, to_nat_t: bool) -> SocketAddr {
-        let mut a = self.local;
+        let mut a = self.env.local;
         if to_nat_t {
-            a.set_port(self.config.nat.nat_t_port);
+            a.set_port(self.env.config.nat.nat_t_port);
         }
         a
     }
 
     pub(crate) fn start_main_mode(&mut self, now: Instant, rekey: bool) {
         self.note_input();
-        let config = Arc::clone(&self.config);
         let ic = !self.contacted();
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let mut ctx = self.env.ctx(now);
         let (mm, msg) = MainMode::initiate(&mut ctx, rekey, ic);
         self.main_modes.push(mm);
         self.send(msg);
@@ -452,20 +470,8 @@ impl IkeSession {
             self.pending.push((network, rekey_of));
             return;
         };
-        let config = Arc::clone(&self.config);
-        let spis = Arc::clone(&self.spis);
-        let env = QmEnv {
-            spis: &*spis,
-            nat: self.path.variant(),
-            peer: self.path.peer,
-            refuse: None,
-        };
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let env = self.path.qm_env(None);
+        let mut ctx = self.env.ctx(now);
         match QuickMode::initiate(&mut ctx, &env, &mut self.isakmp[i], network, rekey_of) {
             Ok((qm, msg)) => {
                 self.quick_modes.push(qm);
@@ -542,13 +548,7 @@ impl IkeSession {
         if h.responder_cookie() != [0; 8] || self.established() {
             return;
         }
-        let cky_r = Ctx {
-            config: &self.config.clone(),
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        }
-        .cookie();
+        let cky_r = self.env.ctx(now).cookie();
         self.send_plain_notify(
             (from, nat_port),
             h.initiator_cookie(),
@@ -560,7 +560,7 @@ impl IkeSession {
             format!(
                 "aggressive mode refused (policy {}): with pre-shared keys it sends a hash of the \
                  key in the clear that can be cracked offline; configure the peer for main mode",
-                self.config.policy
+                self.env.config.policy
             ),
         );
         self.fail(&e);
@@ -585,17 +585,11 @@ impl IkeSession {
             m.cky_i == h.initiator_cookie
                 && (m.cky_r == h.responder_cookie || (m.initiator && m.state == MmState::SentSa))
         });
-        let config = Arc::clone(&self.config);
         let Some(i) = idx else {
             self.on_new_main_mode(now, from, nat_port, bytes, h, body);
             return;
         };
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let mut ctx = self.env.ctx(now);
         let result = self.main_modes[i].on_message(&mut ctx, h, body, to, from);
         match result {
             Ok(MmStep::Send(msg)) => {
@@ -675,9 +669,8 @@ impl IkeSession {
             return;
         }
         let Ok(m1) = body else { return };
-        let config = Arc::clone(&self.config);
         let responders = self.main_modes.iter().filter(|m| !m.initiator).count();
-        if responders >= config.max_half_open.max(1)
+        if responders >= self.env.config.max_half_open.max(1)
             && let Some(oldest) = self.main_modes.iter().position(|m| !m.initiator)
         {
             let old = self.main_modes.remove(oldest);
@@ -691,12 +684,7 @@ impl IkeSession {
             // Nothing authenticated yet: the session is wherever its exchanges come from.
             self.adopt_address(from, nat_port);
         }
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let mut ctx = self.env.ctx(now);
         let cky_r = ctx.cookie();
         match MainMode::respond(&mut ctx, &m1, cky_r) {
             Ok((mut mm, msg)) => {
@@ -737,7 +725,7 @@ impl IkeSession {
     /// peer failed.
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
         if self.established() {
-            debug!(policy = %self.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);
+            debug!(policy = %self.env.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);
         } else {
             self.fail(e);
         }
@@ -748,7 +736,7 @@ impl IkeSession {
         let mm = &self.main_modes[i];
         let Some(mut outcome) = mm.nat else { return };
         // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
-        outcome.local_behind_nat |= self.config.nat.force_encapsulation;
+        outcome.local_behind_nat |= self.env.config.nat.force_encapsulation;
         let variant = mm.caps.nat_t;
         let initiator = mm.initiator;
         self.emit(Event::NatDetected {
@@ -764,11 +752,11 @@ impl IkeSession {
         let mut path = self.path.encapsulate(variant, true, Some(outcome));
         if initiator && !path.floated() {
             path = path.float();
-            path.peer.set_port(self.config.nat.nat_t_port);
+            path.peer.set_port(self.env.config.nat.nat_t_port);
         }
         self.set_path(path);
         if outcome.local_behind_nat {
-            self.keepalive_at = Some(now + self.config.nat.keepalive_interval);
+            self.keepalive_at = Some(now + self.env.config.nat.keepalive_interval);
         }
     }
 
@@ -794,14 +782,14 @@ impl IkeSession {
             self.emit(Event::InitialContact);
         }
         // The older ISAKMP SAs go after the grace period (phase-1 re-key, either side).
-        let grace = self.config.rekey.isakmp_grace;
+        let grace = self.env.config.rekey.isakmp_grace;
         for old in self.isakmp.iter_mut().filter(|s| s.retire_at.is_none()) {
             old.retire_at = Some(now + grace);
         }
         let _ = rekey;
-        if let (Some(d), true) = (&self.config.dpd, sa.caps.dpd) {
+        if let (Some(d), true) = (&self.env.config.dpd, sa.caps.dpd) {
             if self.dpd.is_none() {
-                let seq = self.rng.next_u32();
+                let seq = self.env.rng.next_u32();
                 self.dpd = Some(DpdState::new(d, now, seq));
             } else if let Some(dpd) = &mut self.dpd {
                 dpd.activity(now);
@@ -809,13 +797,13 @@ impl IkeSession {
         }
         self.isakmp.push(sa);
         self.note_contact();
-        if self.config.initiate == Initiate::Permanent
+        if self.env.config.initiate == Initiate::Permanent
             && self.children.is_empty()
             && self.quick_modes.is_empty()
             && self.pending.is_empty()
             && self.isakmp.last().is_some_and(|s| s.initiator)
         {
-            for n in self.config.protected_networks.clone() {
+            for n in self.env.config.protected_networks.clone() {
                 self.pending.push((n, None));
             }
         }
@@ -849,21 +837,9 @@ impl IkeSession {
                 return;
             }
         };
-        let config = Arc::clone(&self.config);
-        let spis = Arc::clone(&self.spis);
         let refuse = self.quick_mode_refusal(&h.initiator_cookie, &h.responder_cookie);
-        let env = QmEnv {
-            spis: &*spis,
-            nat: self.path.variant(),
-            peer: self.path.peer,
-            refuse,
-        };
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let env = self.path.qm_env(refuse);
+        let mut ctx = self.env.ctx(now);
         let qi = self.quick_modes.iter().position(|q| {
             q.msg_id == h.message_id
                 && q.cky_i == h.initiator_cookie

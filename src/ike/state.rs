@@ -9,6 +9,7 @@ use tracing::debug;
 
 use super::nat_t::NatOutcome;
 use super::proposal::NatTVariant;
+use super::quick_mode::QmEnv;
 use super::session::IkeSession;
 
 /// Where the session is in its life.
@@ -84,6 +85,15 @@ impl Path {
         }
     }
 
+    /// What a quick mode needs of it; `refuse`: why a new responder exchange is refused.
+    pub fn qm_env(&self, refuse: Option<String>) -> QmEnv {
+        QmEnv {
+            nat: self.variant(),
+            peer: self.peer,
+            refuse,
+        }
+    }
+
     /// This path with IKE on the NAT-T port.
     pub fn float(self) -> Self {
         let encap = match self.encap {
@@ -137,7 +147,7 @@ impl IkeSession {
     /// The one place the lifecycle changes.
     pub(crate) fn set_lifecycle(&mut self, to: Lifecycle) {
         if self.lifecycle != to {
-            debug!(policy = %self.config.policy, peer = %self.path.peer, "session: {:?} -> {to:?}", self.lifecycle);
+            debug!(policy = %self.env.config.policy, peer = %self.path.peer, "session: {:?} -> {to:?}", self.lifecycle);
             self.lifecycle = to;
         }
     }
@@ -168,7 +178,7 @@ impl IkeSession {
     /// The one place the peer's address and its encapsulation change.
     pub(crate) fn set_path(&mut self, to: Path) {
         if self.path != to {
-            debug!(policy = %self.config.policy, "path: {:?} -> {to:?}", self.path);
+            debug!(policy = %self.env.config.policy, "path: {:?} -> {to:?}", self.path);
             self.path = to;
         }
     }

@@ -61,7 +61,7 @@ impl IkeSession {
     /// A quick mode that will not complete: the SPIs reserved for its offers are free again.
     pub(crate) fn release_reserved(&self, qm: &QuickMode) {
         for s in &qm.reserved {
-            self.spis.release(*s);
+            self.env.spis.release(*s);
         }
         // A pair negotiated but waiting for CONNECTED holds the chosen SPIs.
         if let Some((c, _)) = &qm.committed {
@@ -72,22 +72,22 @@ impl IkeSession {
             .into_iter()
             .flatten()
             {
-                self.spis.release(spi);
+                self.env.spis.release(spi);
             }
         }
     }
 
     pub(crate) fn release(&self, c: &Child) {
         if let Some(e) = &c.info.inbound.esp {
-            self.spis.release(e.spi);
+            self.env.spis.release(e.spi);
         }
         if let Some(a) = &c.info.inbound.ah {
-            self.spis.release(a.spi);
+            self.env.spis.release(a.spi);
         }
     }
 
     pub(crate) fn peer_dead(&mut self) {
-        let timeout = self.config.dpd.map_or(0, |d| d.timeout_seconds);
+        let timeout = self.env.config.dpd.map_or(0, |d| d.timeout_seconds);
         self.drop_children(&format!("peer dead (no DPD answer within {timeout} s)"));
         self.drop_phase1_and_exchanges("peer dead");
         self.emit(Event::PeerDead);

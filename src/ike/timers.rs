@@ -80,13 +80,13 @@ impl IkeSession {
                 source_port_nat_t: true,
                 bytes: vec![nat_t::NAT_KEEPALIVE],
             });
-            self.keepalive_at = Some(t + self.config.nat.keepalive_interval);
+            self.keepalive_at = Some(t + self.env.config.nat.keepalive_interval);
         }
         self.run_pending(now);
     }
 
     fn main_mode_timers(&mut self, now: Instant) {
-        let cfg = self.config.retransmit;
+        let cfg = self.env.config.retransmit;
         let mut i = 0;
         while i < self.main_modes.len() {
             let mm = &mut self.main_modes[i];
@@ -140,7 +140,7 @@ impl IkeSession {
     }
 
     fn quick_mode_timers(&mut self, now: Instant) {
-        let cfg = self.config.retransmit;
+        let cfg = self.env.config.retransmit;
         let mut i = 0;
         while i < self.quick_modes.len() {
             if self.quick_modes[i]
@@ -199,7 +199,8 @@ impl IkeSession {
         });
         if let Some(i) = rekey {
             self.isakmp[i].rekeying = true;
-            let wanted = self.config.initiate == Initiate::Permanent || !self.children.is_empty();
+            let wanted =
+                self.env.config.initiate == Initiate::Permanent || !self.children.is_empty();
             if wanted && !self.main_modes.iter().any(|m| m.initiator) {
                 debug!(
                     "ISAKMP SA {}: soft lifetime, re-keying",
