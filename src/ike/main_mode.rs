@@ -60,6 +60,30 @@ pub(crate) enum MmState {
     RepliedKe,
 }
 
+/// What a main mode decided about NAT traversal once NAT-D ran (`MainMode::nat_decision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NatDecision {
+    /// No NAT between us: IKE and ESP stay as they are.
+    Direct(NatOutcome),
+    /// A NAT (or forced encapsulation): ESP goes in UDP in `variant` (RFC 3948).
+    Encapsulate {
+        outcome: NatOutcome,
+        variant: Option<proposal::NatTVariant>,
+        /// IKE moves to the peer's NAT-T port now (we initiated).
+        float: bool,
+        /// We are behind the NAT: send NAT-keepalives.
+        keepalive: bool,
+    },
+}
+
+impl NatDecision {
+    pub fn outcome(&self) -> NatOutcome {
+        match *self {
+            Self::Direct(o) | Self::Encapsulate { outcome: o, .. } => o,
+        }
+    }
+}
+
 /// The inputs every exchange needs from the session.
 pub(crate) struct Ctx<'a> {
     pub config: &'a PeerConfig,
@@ -311,6 +335,36 @@ impl MainMode {
     /// Send INITIAL-CONTACT in message 6 (responder, first contact of the session).
     pub fn set_initial_contact(&mut self, on: bool) {
         self.initial_contact = on;
+    }
+
+    /// After NAT-D (initiator: message 4 taken, message 5 goes next; responder: message 3
+    /// taken, message 4 goes next): UDP encapsulation, the float and keepalives, decided here
+    /// and applied by the session (RFC 3947 §3.2, §4). `None` at any other step, or when NAT-D
+    /// did not run (no NAT-T on one side).
+    pub fn nat_decision(&self, cfg: &PeerConfig) -> Option<NatDecision> {
+        let due = match self.state {
+            MmState::SentId => self.initiator,
+            MmState::RepliedKe => !self.initiator,
+            _ => false,
+        };
+        if !due {
+            return None;
+        }
+        let mut outcome = self.nat?;
+        // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
+        outcome.local_behind_nat |= cfg.nat.force_encapsulation;
+        if !outcome.any() {
+            return Some(NatDecision::Direct(outcome));
+        }
+        Some(NatDecision::Encapsulate {
+            outcome,
+            variant: self.caps.nat_t,
+            // The initiator moves IKE to the NAT-T port for message 5 (RFC 3947 §4); the
+            // responder follows when message 5 arrives there.
+            float: self.initiator,
+            // The side behind the NAT keeps its mapping open (RFC 3948 §4).
+            keepalive: outcome.local_behind_nat,
+        })
     }
 
     fn nat_t_variant(&self, cfg: &PeerConfig) -> Option<proposal::NatTVariant> {

@@ -23,7 +23,7 @@ use super::dpd::DpdState;
 use super::error::IkeError;
 use super::events::{ChildSaInfo, Event, SpiPair};
 use super::isakmp_sa::{IsakmpSa, hex};
-use super::main_mode::{Ctx, MainMode, MmState, MmStep, plain_notify};
+use super::main_mode::{Ctx, MainMode, MmState, MmStep, NatDecision, plain_notify};
 use super::message;
 use super::nat_t;
 use super::quick_mode::{QmStep, QuickMode};
@@ -594,17 +594,14 @@ impl IkeSession {
         match result {
             Ok(MmStep::Send(msg)) => {
                 let mm = &self.main_modes[i];
-                if mm.initiator {
-                    // RFC 3947 §4: after message 4, a detected NAT moves IKE to port 4500.
-                    if mm.state == MmState::SentId {
-                        self.decide_nat(now, i);
-                    }
+                let initiator = mm.initiator;
+                if let Some(d) = mm.nat_decision(&self.env.config) {
+                    self.apply_nat(now, d);
+                }
+                if initiator {
                     // A duplicate of the answer we just took is dropped quietly.
                     self.replies.store(bytes, None);
                 } else {
-                    if mm.state == MmState::RepliedKe {
-                        self.decide_nat(now, i);
-                    }
                     self.replies.store(bytes, Some(msg.clone()));
                 }
                 let (to, nat_t) = self.mm_destination(i);
@@ -731,31 +728,32 @@ impl IkeSession {
         }
     }
 
-    /// After NAT-D: decide UDP encapsulation and the float (RFC 3947 §3.2, §4).
-    fn decide_nat(&mut self, now: Instant, i: usize) {
-        let mm = &self.main_modes[i];
-        let Some(mut outcome) = mm.nat else { return };
-        // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
-        outcome.local_behind_nat |= self.env.config.nat.force_encapsulation;
-        let variant = mm.caps.nat_t;
-        let initiator = mm.initiator;
+    /// Applies what main mode decided about NAT traversal (`MainMode::nat_decision`).
+    fn apply_nat(&mut self, now: Instant, d: NatDecision) {
+        let outcome = d.outcome();
         self.emit(Event::NatDetected {
             local_behind_nat: outcome.local_behind_nat,
             peer_behind_nat: outcome.peer_behind_nat,
         });
-        if !outcome.any() {
+        let NatDecision::Encapsulate {
+            variant,
+            float,
+            keepalive,
+            ..
+        } = d
+        else {
             if matches!(self.path.encap, Encapsulation::NatT { .. }) {
                 self.set_path(self.path.encapsulate(None, false, Some(outcome)));
             }
             return;
-        }
+        };
         let mut path = self.path.encapsulate(variant, true, Some(outcome));
-        if initiator && !path.floated() {
+        if float && !path.floated() {
             path = path.float();
             path.peer.set_port(self.env.config.nat.nat_t_port);
         }
         self.set_path(path);
-        if outcome.local_behind_nat {
+        if keepalive {
             self.keepalive_at = Some(now + self.env.config.nat.keepalive_interval);
         }
     }
