@@ -23,8 +23,8 @@ use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
+use super::lifetimes::{hard_deadline, soft_deadline};
 use super::session::{Child, IkeSession};
-use super::timers::{hard_deadline, soft_deadline};
 
 impl IkeSession {
     /// Child SA pairs one peer may hold at once: per protected-network pair, the pair and its

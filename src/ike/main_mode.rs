@@ -36,7 +36,6 @@ use super::prf::PrfOutput;
 use super::proposal::{self, Phase1Suite};
 use super::retransmit::Retransmit;
 use super::sa_payload;
-use super::timers::{hard_deadline, soft_deadline};
 
 /// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
 pub(crate) const NONCE_LEN: usize = 32;
@@ -745,18 +744,7 @@ impl MainMode {
         let (keys, iv) = self.keys.take().ok_or_else(|| IkeError::fatal("no keys"))?;
         self.dh = None;
         let now = ctx.now;
-        let life = suite.lifetime_seconds.map(std::time::Duration::from_secs);
-        let rk = ctx.config.rekey;
-        let soft = life.and_then(|l| {
-            soft_deadline(
-                now,
-                l,
-                rk.soft_percent,
-                rk.jitter_percent,
-                ctx.rng.next_u32(),
-            )
-        });
-        Ok(IsakmpSa {
+        let mut sa = IsakmpSa {
             cky_i: self.cky_i,
             cky_r: self.cky_r,
             initiator: self.initiator,
@@ -765,13 +753,15 @@ impl MainMode {
             iv,
             caps: self.caps,
             established: now,
-            soft: if self.initiator { soft } else { None },
-            hard: life.and_then(|l| hard_deadline(now, l)),
+            soft: None,
+            hard: None,
             retire_at: None,
             rekeying: false,
             used_ids: Vec::new(),
             peer_id: std::mem::take(&mut self.peer_id),
-        })
+        };
+        sa.schedule(ctx.config.rekey, || ctx.rng.next_u32());
+        Ok(sa)
     }
 }
 

@@ -12,6 +12,7 @@
 //!   informational.rs  delete, INITIAL-CONTACT, DPD, error notifies
 //!   children.rs     child SA bookkeeping: re-key, grace period, simultaneous re-keys
 //!   isakmp_sa.rs    an established ISAKMP SA (keys, IV chain, lifetime, message IDs)
+//!   lifetimes.rs    soft (jittered) and hard deadlines of a lifetime, saturating
 //!   proposal.rs     suites, selection in the policy's order, operator-readable reasons
 //!   sa_payload.rs   suites <-> SA payloads;  identity.rs  IDs <-> protected networks
 //!   nat_t.rs        vendor IDs, NAT-D, non-ESP marker;  dpd.rs  the RFC 3706 timer
@@ -52,6 +53,7 @@ pub mod events;
 pub(crate) mod identity;
 pub(crate) mod informational;
 pub(crate) mod isakmp_sa;
+pub(crate) mod lifetimes;
 pub(crate) mod main_mode;
 pub(crate) mod message;
 pub mod nat_t;

@@ -1,9 +1,9 @@
 //! The session's clock: when `handle_timeout` is due next and what it does then —
 //! retransmission and give-up of main and quick modes, ISAKMP SA re-key and expiry, DPD probes
-//! and NAT keepalives (child SAs: `children.rs`). Soft deadlines carry random jitter so that
-//! both ends do not re-key at the same moment.
+//! and NAT keepalives (child SAs: `children.rs`). It only reads deadlines; they are set where
+//! the SAs are made (`lifetimes.rs`, from `isakmp_sa.rs` and `children.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::debug;
 
@@ -253,37 +253,4 @@ impl IkeSession {
 /// The request a retransmission sends again.
 fn stored_request(r: &Option<Retransmit>) -> Vec<u8> {
     r.as_ref().map(|r| r.message.clone()).unwrap_or_default()
-}
-
-/// Soft deadline of a lifetime: `soft_percent` of it, minus up to `jitter_percent` at random.
-/// `None` when it lies beyond what `Instant` can hold (never, for practical purposes). The
-/// lifetime may come from the peer: nothing here can overflow.
-pub(crate) fn soft_deadline(
-    now: Instant,
-    life: Duration,
-    soft_percent: u8,
-    jitter_percent: u8,
-    r: u32,
-) -> Option<Instant> {
-    let base = percent(life, soft_percent);
-    let jmax = percent(life, jitter_percent);
-    let jitter = if jmax.is_zero() {
-        Duration::ZERO
-    } else {
-        jmax.mul_f64(f64::from(r) / f64::from(u32::MAX))
-    };
-    now.checked_add(base.saturating_sub(jitter))
-}
-
-/// `p` percent of `d`, exact for whole seconds, without overflow for any `d`.
-fn percent(d: Duration, p: u8) -> Duration {
-    let p = u32::from(p);
-    d.checked_mul(p)
-        .map(|x| x / 100)
-        .unwrap_or_else(|| (d / 100).saturating_mul(p))
-}
-
-/// The hard deadline of a lifetime; `None` when it lies beyond what `Instant` can hold.
-pub(crate) fn hard_deadline(now: Instant, life: Duration) -> Option<Instant> {
-    now.checked_add(life)
 }
