@@ -183,3 +183,55 @@ impl IkeSession {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addr(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn path_float_and_encapsulation_keep_each_other() {
+        let p = Path::new(addr("192.0.2.1:500"));
+        assert!(!p.floated() && p.variant().is_none());
+        assert_eq!(p.encap, Encapsulation::None);
+
+        // A float alone (message 1 on the NAT-T port): IKE moves, ESP stays as is.
+        let f = p.float();
+        assert!(f.floated() && f.variant().is_none());
+
+        // NAT found: ESP in UDP; the float stays, the outcome is kept.
+        let nat = NatOutcome {
+            local_behind_nat: false,
+            peer_behind_nat: true,
+        };
+        let e = f.encapsulate(Some(NatTVariant::Rfc3947), true, Some(nat));
+        assert!(e.floated());
+        assert_eq!(e.variant(), Some(NatTVariant::Rfc3947));
+        // Without `replace` a chosen dialect stays; with it, NAT-D's decision wins.
+        let kept = e.encapsulate(Some(NatTVariant::Draft), false, None);
+        assert_eq!(kept.variant(), Some(NatTVariant::Rfc3947));
+        assert_eq!(kept.encap, e.encap);
+        let replaced = e.encapsulate(Some(NatTVariant::Draft), true, None);
+        assert_eq!(replaced.variant(), Some(NatTVariant::Draft));
+        assert!(matches!(
+            replaced.encap,
+            Encapsulation::NatT {
+                floated: true,
+                outcome: Some(o),
+                ..
+            } if o == nat
+        ));
+
+        // The responder decides before the initiator floats: encapsulated, not floated.
+        let r = p.encapsulate(Some(NatTVariant::Draft), true, Some(nat));
+        assert!(!r.floated());
+        assert_eq!(r.float().variant(), Some(NatTVariant::Draft));
+
+        let env = replaced.qm_env(None);
+        assert_eq!(env.peer, addr("192.0.2.1:500"));
+        assert_eq!(env.nat, Some(NatTVariant::Draft));
+    }
+}
