@@ -23,26 +23,26 @@ use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
+use super::lifetimes::{hard_deadline, soft_deadline};
 use super::session::{Child, IkeSession};
-use super::timers::{hard_deadline, soft_deadline};
 
 impl IkeSession {
     /// Child SA pairs one peer may hold at once: per protected-network pair, the pair and its
     /// successor during the grace period, plus two for simultaneous re-keys. An authenticated
     /// peer asking for more (e.g. ever narrower selectors) is refused (issue 9 point 8).
     pub(crate) fn max_children(&self) -> usize {
-        2 * self.config.protected_networks.len().max(1) + 2
+        2 * self.env.config.protected_networks.len().max(1) + 2
     }
 
     /// Quick modes the peer may have in progress under one ISAKMP SA: one per protected-network
     /// pair (a permanent peer starts them all at once) plus two re-keys.
     pub(crate) fn max_quick_modes_per_sa(&self) -> usize {
-        self.config.protected_networks.len().max(1) + 2
+        self.env.config.protected_networks.len().max(1) + 2
     }
 
     /// Why a quick mode the peer starts under ISAKMP SA (`cky_i`, `cky_r`) must be refused.
     pub(crate) fn quick_mode_refusal(&self, cky_i: &[u8; 8], cky_r: &[u8; 8]) -> Option<String> {
-        let policy = &self.config.policy;
+        let policy = &self.env.config.policy;
         let running = self
             .quick_modes
             .iter()
@@ -76,9 +76,9 @@ impl IkeSession {
         ni: Vec<u8>,
     ) {
         let spis = info.spis();
-        let rk = self.config.rekey;
+        let rk = self.env.config.rekey;
         let life = info.lifetime;
-        let r = self.rng.next_u32();
+        let r = self.env.rng.next_u32();
         let old = rekey_of.or_else(|| {
             let cands: Vec<&Child> = self
                 .children
@@ -244,8 +244,8 @@ impl IkeSession {
             }
         }
         // Soft expiry: re-key.
-        let may_initiate = self.config.initiate != Initiate::Never;
-        let permanent = self.config.initiate == Initiate::Permanent;
+        let may_initiate = self.env.config.initiate != Initiate::Never;
+        let permanent = self.env.config.initiate == Initiate::Permanent;
         let soft: Vec<(SpiPair, ProtectedNetwork)> = self
             .children
             .iter_mut()

@@ -25,7 +25,7 @@ impl IkeSession {
         if payloads.is_empty() {
             return;
         }
-        let rng = &mut self.rng;
+        let rng = &mut self.env.rng;
         let sa = &mut self.isakmp[si];
         let msg_id = sa.new_message_id(|| rng.next_u32());
         let h = Header::new(
@@ -172,14 +172,14 @@ impl IkeSession {
         };
         let mut payloads = Vec::new();
         if let Some(e) = &child.inbound.esp {
-            self.spis.release(e.spi);
+            self.env.spis.release(e.spi);
             payloads.push(Payload::Delete(Delete::ipsec(
                 ProtocolId::IPSEC_ESP,
                 &[e.spi],
             )));
         }
         if let Some(a) = &child.inbound.ah {
-            self.spis.release(a.spi);
+            self.env.spis.release(a.spi);
             payloads.push(Payload::Delete(Delete::ipsec(
                 ProtocolId::IPSEC_AH,
                 &[a.spi],
@@ -247,8 +247,8 @@ impl IkeSession {
                 // from the responder of an SA we initiated, and it can only shorten
                 // (isakmp_sa.rs, `shorten_lifetime`).
                 let (secs, kb) = sa_payload::parse_phase1_lifetime_attributes(&n.data);
-                let r = self.rng.next_u32();
-                let rekey = self.config.rekey;
+                let r = self.env.rng.next_u32();
+                let rekey = self.env.config.rekey;
                 if let Some(sa) = self.isakmp.iter_mut().find(|s| {
                     s.initiator
                         && n.spi.len() == 16
@@ -286,7 +286,7 @@ impl IkeSession {
                         ),
                     ));
                 } else {
-                    info!(policy = %self.config.policy, "{reason}");
+                    info!(policy = %self.env.config.policy, "{reason}");
                 }
             }
             t => debug!("informational: notify {t} ignored"),

@@ -6,9 +6,9 @@ use std::time::{Duration, Instant};
 use super::cipher::IvChain;
 use super::config::RekeyConfig;
 use super::keys::Phase1Keys;
+use super::lifetimes::{hard_deadline, soft_deadline};
 use super::nat_t::PeerCapabilities;
 use super::proposal::Phase1Suite;
-use super::timers::{hard_deadline, soft_deadline};
 
 pub(crate) struct IsakmpSa {
     pub cky_i: [u8; 8],
@@ -81,16 +81,25 @@ impl IsakmpSa {
             return;
         }
         self.suite = agreed;
+        self.schedule(rekey, || r);
+    }
+
+    /// Sets the re-key (soft) and removal (hard) deadlines from the lifetime, counted from
+    /// establishment; only the initiator of the SA re-keys it, so both ends never race.
+    /// `draw` gives the jitter's random number (drawn only when there is a lifetime). Without a
+    /// lifetime nothing changes.
+    pub fn schedule(&mut self, rekey: RekeyConfig, draw: impl FnOnce() -> u32) {
         let Some(life) = self.lifetime() else { return };
+        let soft = soft_deadline(
+            self.established,
+            life,
+            rekey.soft_percent,
+            rekey.jitter_percent,
+            draw(),
+        );
         self.hard = hard_deadline(self.established, life);
         if self.initiator {
-            self.soft = soft_deadline(
-                self.established,
-                life,
-                rekey.soft_percent,
-                rekey.jitter_percent,
-                r,
-            );
+            self.soft = soft;
         }
     }
 

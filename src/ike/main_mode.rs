@@ -24,7 +24,7 @@ use crate::wire::isakmp::{
 };
 
 use super::cipher::IvChain;
-use super::config::PeerConfig;
+use super::config::{PeerConfig, SpiAllocator};
 use super::dh::{DhGroup, DhPrivate};
 use super::error::{IkeError, IkeResult};
 use super::identity::{check_phase1_id, describe_phase1_id, local_phase1_id};
@@ -36,7 +36,6 @@ use super::prf::PrfOutput;
 use super::proposal::{self, Phase1Suite};
 use super::retransmit::Retransmit;
 use super::sa_payload;
-use super::timers::{hard_deadline, soft_deadline};
 
 /// Our nonce length (RFC 2409 §5: 8 to 256 bytes; we use 32).
 pub(crate) const NONCE_LEN: usize = 32;
@@ -60,10 +59,36 @@ pub(crate) enum MmState {
     RepliedKe,
 }
 
+/// What a main mode decided about NAT traversal once NAT-D ran (`MainMode::nat_decision`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum NatDecision {
+    /// No NAT between us: IKE and ESP stay as they are.
+    Direct(NatOutcome),
+    /// A NAT (or forced encapsulation): ESP goes in UDP in `variant` (RFC 3948).
+    Encapsulate {
+        outcome: NatOutcome,
+        variant: Option<proposal::NatTVariant>,
+        /// IKE moves to the peer's NAT-T port now (we initiated).
+        float: bool,
+        /// We are behind the NAT: send NAT-keepalives.
+        keepalive: bool,
+    },
+}
+
+impl NatDecision {
+    pub fn outcome(&self) -> NatOutcome {
+        match *self {
+            Self::Direct(o) | Self::Encapsulate { outcome: o, .. } => o,
+        }
+    }
+}
+
 /// The inputs every exchange needs from the session.
 pub(crate) struct Ctx<'a> {
     pub config: &'a PeerConfig,
     pub rng: &'a mut (dyn CryptoRng + Send),
+    /// Allocates (and frees) the inbound SPIs of quick modes.
+    pub spis: &'a dyn SpiAllocator,
     pub now: Instant,
     /// Our IKE address (interface address, IKE port).
     pub local: SocketAddr,
@@ -309,6 +334,36 @@ impl MainMode {
     /// Send INITIAL-CONTACT in message 6 (responder, first contact of the session).
     pub fn set_initial_contact(&mut self, on: bool) {
         self.initial_contact = on;
+    }
+
+    /// After NAT-D (initiator: message 4 taken, message 5 goes next; responder: message 3
+    /// taken, message 4 goes next): UDP encapsulation, the float and keepalives, decided here
+    /// and applied by the session (RFC 3947 §3.2, §4). `None` at any other step, or when NAT-D
+    /// did not run (no NAT-T on one side).
+    pub fn nat_decision(&self, cfg: &PeerConfig) -> Option<NatDecision> {
+        let due = match self.state {
+            MmState::SentId => self.initiator,
+            MmState::RepliedKe => !self.initiator,
+            _ => false,
+        };
+        if !due {
+            return None;
+        }
+        let mut outcome = self.nat?;
+        // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
+        outcome.local_behind_nat |= cfg.nat.force_encapsulation;
+        if !outcome.any() {
+            return Some(NatDecision::Direct(outcome));
+        }
+        Some(NatDecision::Encapsulate {
+            outcome,
+            variant: self.caps.nat_t,
+            // The initiator moves IKE to the NAT-T port for message 5 (RFC 3947 §4); the
+            // responder follows when message 5 arrives there.
+            float: self.initiator,
+            // The side behind the NAT keeps its mapping open (RFC 3948 §4).
+            keepalive: outcome.local_behind_nat,
+        })
     }
 
     fn nat_t_variant(&self, cfg: &PeerConfig) -> Option<proposal::NatTVariant> {
@@ -689,18 +744,7 @@ impl MainMode {
         let (keys, iv) = self.keys.take().ok_or_else(|| IkeError::fatal("no keys"))?;
         self.dh = None;
         let now = ctx.now;
-        let life = suite.lifetime_seconds.map(std::time::Duration::from_secs);
-        let rk = ctx.config.rekey;
-        let soft = life.and_then(|l| {
-            soft_deadline(
-                now,
-                l,
-                rk.soft_percent,
-                rk.jitter_percent,
-                ctx.rng.next_u32(),
-            )
-        });
-        Ok(IsakmpSa {
+        let mut sa = IsakmpSa {
             cky_i: self.cky_i,
             cky_r: self.cky_r,
             initiator: self.initiator,
@@ -709,13 +753,15 @@ impl MainMode {
             iv,
             caps: self.caps,
             established: now,
-            soft: if self.initiator { soft } else { None },
-            hard: life.and_then(|l| hard_deadline(now, l)),
+            soft: None,
+            hard: None,
             retire_at: None,
             rekeying: false,
             used_ids: Vec::new(),
             peer_id: std::mem::take(&mut self.peer_id),
-        })
+        };
+        sa.schedule(ctx.config.rekey, || ctx.rng.next_u32());
+        Ok(sa)
     }
 }
 

@@ -4,6 +4,7 @@
 //! ```text
 //! demux.rs          which session a datagram belongs to (cookies), half-open admission
 //! session.rs        IkeSession: inputs, outputs, dispatch (the PeerActor drives it)
+//!   state.rs        its state as enums: lifecycle, origin, path (address, NAT-T, ESP in UDP)
 //!   timers.rs       poll_timeout / handle_timeout: retransmission, expiry, re-key, DPD, keepalive
 //!   teardown.rs     INITIAL-CONTACT, dead peer, delete_all / terminate
 //!   main_mode.rs    phase 1, PSK, initiator and responder side by side (+ payload tables)
@@ -11,6 +12,7 @@
 //!   informational.rs  delete, INITIAL-CONTACT, DPD, error notifies
 //!   children.rs     child SA bookkeeping: re-key, grace period, simultaneous re-keys
 //!   isakmp_sa.rs    an established ISAKMP SA (keys, IV chain, lifetime, message IDs)
+//!   lifetimes.rs    soft (jittered) and hard deadlines of a lifetime, saturating
 //!   proposal.rs     suites, selection in the policy's order, operator-readable reasons
 //!   sa_payload.rs   suites <-> SA payloads;  identity.rs  IDs <-> protected networks
 //!   nat_t.rs        vendor IDs, NAT-D, non-ESP marker;  dpd.rs  the RFC 3706 timer
@@ -51,6 +53,7 @@ pub mod events;
 pub(crate) mod identity;
 pub(crate) mod informational;
 pub(crate) mod isakmp_sa;
+pub(crate) mod lifetimes;
 pub(crate) mod main_mode;
 pub(crate) mod message;
 pub mod nat_t;
@@ -71,6 +74,7 @@ pub use session::{ChildRequest, FirstMessageInfo, IkeSession, Transmit, peek_fir
 #[doc(hidden)]
 pub mod fuzz_support;
 pub(crate) mod sa_payload;
+pub(crate) mod state;
 
 #[cfg(test)]
 mod tests;

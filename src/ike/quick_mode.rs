@@ -21,7 +21,6 @@ use crate::wire::isakmp::{
     ExchangeType, Flags, Header, Notification, NotifyType, Payload, ProtocolId,
 };
 
-use super::config::SpiAllocator;
 use super::dh::{DhGroup, DhPrivate};
 use super::error::{IkeError, IkeResult};
 use super::events::{ChildSaInfo, SpiPair};
@@ -35,8 +34,7 @@ use super::retransmit::Retransmit;
 use super::sa_payload::{self, SuiteSpis};
 
 /// What quick mode needs besides the context.
-pub(crate) struct QmEnv<'a> {
-    pub spis: &'a dyn SpiAllocator,
+pub(crate) struct QmEnv {
     /// The NAT-T dialect when UDP encapsulation is in use.
     pub nat: Option<NatTVariant>,
     /// The peer's current IKE address (its port is the ESP-in-UDP port after floating).
@@ -115,14 +113,9 @@ fn our_suites(ctx: &Ctx<'_>, nat: Option<NatTVariant>) -> Vec<(Phase2Suite, usiz
         .collect()
 }
 
-fn reserve(
-    ctx: &mut Ctx<'_>,
-    env: &QmEnv<'_>,
-    s: &Phase2Suite,
-    reserved: &mut Vec<u32>,
-) -> SuiteSpis {
+fn reserve(ctx: &mut Ctx<'_>, s: &Phase2Suite, reserved: &mut Vec<u32>) -> SuiteSpis {
     let mut take = |ctx: &mut Ctx<'_>| {
-        let spi = env.spis.allocate(ctx.u32());
+        let spi = ctx.spis.allocate(ctx.u32());
         reserved.push(spi);
         spi
     };
@@ -164,7 +157,7 @@ impl Keying<'_> {
     fn params(
         &self,
         ctx: &Ctx<'_>,
-        env: &QmEnv<'_>,
+        env: &QmEnv,
         dir: Direction,
         suite: &Phase2Suite,
         spis: SuiteSpis,
@@ -229,7 +222,7 @@ impl Keying<'_> {
     fn child(
         &self,
         ctx: &Ctx<'_>,
-        env: &QmEnv<'_>,
+        env: &QmEnv,
         suite: &Phase2Suite,
         ours: SuiteSpis,
         theirs: SuiteSpis,
@@ -338,7 +331,7 @@ impl QuickMode {
     /// Initiator: message 1 for `network`.
     pub fn initiate(
         ctx: &mut Ctx<'_>,
-        env: &QmEnv<'_>,
+        env: &QmEnv,
         sa: &mut IsakmpSa,
         network: ProtectedNetwork,
         rekey_of: Option<SpiPair>,
@@ -347,7 +340,7 @@ impl QuickMode {
         let mut reserved = Vec::new();
         let mut offers = Vec::new();
         for (s, i) in our_suites(ctx, env.nat) {
-            let spis = reserve(ctx, env, &s, &mut reserved);
+            let spis = reserve(ctx, &s, &mut reserved);
             offers.push((s, spis, i));
         }
         if offers.is_empty() {
@@ -414,7 +407,7 @@ impl QuickMode {
     /// is a silent drop; otherwise the notify is sent under the ISAKMP SA.
     pub fn respond(
         ctx: &mut Ctx<'_>,
-        env: &QmEnv<'_>,
+        env: &QmEnv,
         sa: &mut IsakmpSa,
         m1: &Parsed,
     ) -> IkeResult<(Self, QmStep)> {
@@ -497,7 +490,7 @@ impl QuickMode {
         };
         let g_qm_xy = pfs_secret(&dh, ke_of(m1))?;
         let mut reserved = Vec::new();
-        let our_spis = reserve(ctx, env, &suite, &mut reserved);
+        let our_spis = reserve(ctx, &suite, &mut reserved);
         let nr = ctx.random(NONCE_LEN);
         let child = Keying {
             keys: &sa.keys,
@@ -572,7 +565,7 @@ impl QuickMode {
     pub fn on_message(
         &mut self,
         ctx: &mut Ctx<'_>,
-        env: &QmEnv<'_>,
+        env: &QmEnv,
         sa: &mut IsakmpSa,
         m: &Parsed,
     ) -> IkeResult<QmStep> {
@@ -594,7 +587,7 @@ impl QuickMode {
     fn i_on_reply(
         &mut self,
         ctx: &mut Ctx<'_>,
-        env: &QmEnv<'_>,
+        env: &QmEnv,
         sa: &mut IsakmpSa,
         m2: &Parsed,
     ) -> IkeResult<QmStep> {
@@ -695,7 +688,7 @@ impl QuickMode {
         // Release what we reserved for the offers that were not chosen.
         for s in self.reserved.drain(..) {
             if Some(s) != our_spis.esp && Some(s) != our_spis.ah {
-                env.spis.release(s);
+                ctx.spis.release(s);
             }
         }
         self.nr = nr;

@@ -23,12 +23,12 @@ use super::dpd::DpdState;
 use super::error::IkeError;
 use super::events::{ChildSaInfo, Event, SpiPair};
 use super::isakmp_sa::{IsakmpSa, hex};
-use super::main_mode::{Ctx, MainMode, MmState, MmStep, plain_notify};
+use super::main_mode::{Ctx, MainMode, MmState, MmStep, NatDecision, plain_notify};
 use super::message;
-use super::nat_t::{self, NatOutcome};
-use super::proposal::NatTVariant;
-use super::quick_mode::{QmEnv, QmStep, QuickMode};
+use super::nat_t;
+use super::quick_mode::{QmStep, QuickMode};
 use super::retransmit::ReplyCache;
+use super::state::{Encapsulation, Lifecycle, Origin, Path};
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -104,18 +104,38 @@ pub(crate) struct Child {
     pub traffic: bool,
 }
 
+/// What every exchange of the session works with: the policy, randomness, the SPI allocator
+/// and our address. A field of its own, apart from the exchange tables, so that it can lend a
+/// [`Ctx`] while a main or quick mode of the same session is borrowed mutably.
+pub(crate) struct Env {
+    pub config: Arc<PeerConfig>,
+    pub rng: Box<dyn CryptoRng + Send>,
+    pub spis: Arc<dyn SpiAllocator>,
+    /// Our IKE address (interface address, IKE port).
+    pub local: SocketAddr,
+}
+
+impl Env {
+    /// The context of one input at `now`.
+    pub fn ctx(&mut self, now: Instant) -> Ctx<'_> {
+        Ctx {
+            config: &self.config,
+            rng: &mut *self.rng,
+            spis: &*self.spis,
+            now,
+            local: self.local,
+        }
+    }
+}
+
 /// The IKEv1 state machine of one peer.
 pub struct IkeSession {
-    pub(crate) config: Arc<PeerConfig>,
-    pub(crate) rng: Box<dyn CryptoRng + Send>,
-    pub(crate) spis: Arc<dyn SpiAllocator>,
-    pub(crate) local: SocketAddr,
-    pub(crate) peer: SocketAddr,
-    /// IKE moved to the NAT-T ports (RFC 3947 §4).
-    pub(crate) nat_t_active: bool,
-    /// NAT-T dialect once UDP encapsulation is decided.
-    pub(crate) nat_variant: Option<NatTVariant>,
-    pub(crate) nat: Option<NatOutcome>,
+    /// What every exchange works with (lent to them as a `Ctx`).
+    pub(crate) env: Env,
+    /// The peer's address, the NAT-T float and ESP's encapsulation (state.rs).
+    pub(crate) path: Path,
+    pub(crate) lifecycle: Lifecycle,
+    pub(crate) origin: Origin,
     pub(crate) main_modes: Vec<MainMode>,
     pub(crate) isakmp: Vec<IsakmpSa>,
     pub(crate) quick_modes: Vec<QuickMode>,
@@ -127,22 +147,14 @@ pub struct IkeSession {
     pub(crate) keepalive_at: Option<Instant>,
     pub(crate) transmits: VecDeque<Transmit>,
     pub(crate) events: VecDeque<Event>,
-    /// An ISAKMP SA existed before (INITIAL-CONTACT only on first contact).
-    pub(crate) had_isakmp: bool,
-    /// Created to call the peer (`new_initiator`): its failures concern a peer the operator
-    /// configured, not an unknown initiator.
-    pub(crate) initiated_by_us: bool,
-    pub(crate) closed: bool,
-    /// An input was handled or an exchange started: only from then on can an empty session be
-    /// said to be over (a fresh responder is empty until its first datagram).
-    pub(crate) had_input: bool,
 }
 
 impl std::fmt::Debug for IkeSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("IkeSession")
-            .field("policy", &self.config.policy)
-            .field("peer", &self.peer)
+            .field("policy", &self.env.config.policy)
+            .field("path", &self.path)
+            .field("lifecycle", &self.lifecycle)
             .field("isakmp", &self.isakmp)
             .field("children", &self.children.len())
             .finish()
@@ -154,18 +166,20 @@ impl IkeSession {
         config: Arc<PeerConfig>,
         local: SocketAddr,
         peer: SocketAddr,
+        origin: Origin,
         rng: Box<dyn CryptoRng + Send>,
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
         Self {
-            config,
-            rng,
-            spis,
-            local,
-            peer,
-            nat_t_active: false,
-            nat_variant: None,
-            nat: None,
+            env: Env {
+                config,
+                rng,
+                spis,
+                local,
+            },
+            path: Path::new(peer),
+            lifecycle: Lifecycle::Fresh,
+            origin,
             main_modes: Vec::new(),
             isakmp: Vec::new(),
             quick_modes: Vec::new(),
@@ -176,10 +190,6 @@ impl IkeSession {
             keepalive_at: None,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
-            had_isakmp: false,
-            initiated_by_us: false,
-            closed: false,
-            had_input: false,
         }
     }
 
@@ -193,8 +203,7 @@ impl IkeSession {
         rng: Box<dyn CryptoRng + Send>,
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
-        let mut s = Self::new(config, local, peer, rng, spis);
-        s.initiated_by_us = true;
+        let mut s = Self::new(config, local, peer, Origin::WeCalled, rng, spis);
         s.start_main_mode(now, false);
         s
     }
@@ -210,7 +219,7 @@ impl IkeSession {
         rng: Box<dyn CryptoRng + Send>,
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
-        Self::new(config, local, peer, rng, spis)
+        Self::new(config, local, peer, Origin::PeerCalled, rng, spis)
     }
 
     // ---- outputs (`poll_timeout` and `handle_timeout`: timers.rs) ----------------------------
@@ -227,18 +236,22 @@ impl IkeSession {
 
     /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
     pub fn is_closed(&self) -> bool {
-        self.closed
-            || (self.had_input
-                && self.main_modes.is_empty()
-                && self.isakmp.is_empty()
-                && self.quick_modes.is_empty()
-                && self.children.is_empty()
-                && self.pending.is_empty())
+        match self.lifecycle {
+            Lifecycle::Closed => true,
+            Lifecycle::Fresh => false,
+            Lifecycle::Running { .. } => {
+                self.main_modes.is_empty()
+                    && self.isakmp.is_empty()
+                    && self.quick_modes.is_empty()
+                    && self.children.is_empty()
+                    && self.pending.is_empty()
+            }
+        }
     }
 
     /// The peer's current address (changes with the NAT-T float and NAT rebinding).
     pub fn peer(&self) -> SocketAddr {
-        self.peer
+        self.path.peer
     }
 
     /// The established child SA pairs.
@@ -258,7 +271,7 @@ impl IkeSession {
 
     /// Sends to the peer's authenticated address.
     pub(crate) fn send(&mut self, msg: Vec<u8>) {
-        self.send_to(self.peer, self.nat_t_active, msg);
+        self.send_to(self.path.peer, self.path.floated(), msg);
     }
 
     /// Sends to `destination`, from the NAT-T port (with the non-ESP marker) when `nat_t`.
@@ -283,7 +296,7 @@ impl IkeSession {
     fn mm_destination(&self, i: usize) -> (SocketAddr, bool) {
         self.main_modes[i]
             .reply_to
-            .unwrap_or((self.peer, self.nat_t_active))
+            .unwrap_or((self.path.peer, self.path.floated()))
     }
 
     /// Something authenticated exists with this peer (an ISAKMP SA or a child SA): from then on
@@ -322,21 +335,23 @@ impl IkeSession {
         cky_r: [u8; 8],
         n: NotifyType,
     ) {
-        let id = self.rng.next_u32();
+        let id = self.env.rng.next_u32();
         self.send_to(to, nat_t, plain_notify(cky_i, cky_r, n, id));
     }
 
     pub(crate) fn emit(&mut self, e: Event) {
         match &e {
-            Event::Failed { reason, notify } if self.had_isakmp || self.initiated_by_us => {
-                warn!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
+            Event::Failed { reason, notify }
+                if self.contacted() || self.origin == Origin::WeCalled =>
+            {
+                warn!(policy = %self.env.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
             // An unknown initiator that never authenticated: anyone can cause this, so the
             // daemon logs such failures as rate-limited summaries, not one line each.
             Event::Failed { reason, notify } => {
-                debug!(policy = %self.config.policy, peer = %self.peer, notify = ?notify, "{reason}")
+                debug!(policy = %self.env.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
-            other => info!(policy = %self.config.policy, peer = %self.peer, "{other:?}"),
+            other => info!(policy = %self.env.config.policy, peer = %self.path.peer, "{other:?}"),
         }
         self.events.push_back(e);
     }
@@ -354,23 +369,17 @@ impl IkeSession {
 
     /// Our address as the peer sees the exchange: NAT-T port after floating.
     pub(crate) fn local_addr(&self, to_nat_t: bool) -> SocketAddr {
-        let mut a = self.local;
+        let mut a = self.env.local;
         if to_nat_t {
-            a.set_port(self.config.nat.nat_t_port);
+            a.set_port(self.env.config.nat.nat_t_port);
         }
         a
     }
 
     pub(crate) fn start_main_mode(&mut self, now: Instant, rekey: bool) {
-        self.had_input = true;
-        let config = Arc::clone(&self.config);
-        let ic = !self.had_isakmp;
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        self.note_input();
+        let ic = !self.contacted();
+        let mut ctx = self.env.ctx(now);
         let (mm, msg) = MainMode::initiate(&mut ctx, rekey, ic);
         self.main_modes.push(mm);
         self.send(msg);
@@ -386,10 +395,10 @@ impl IkeSession {
     /// Negotiates a child SA for `req` (no-op when one exists or is being negotiated for the
     /// same selectors). Starts main mode first when no ISAKMP SA is up.
     pub fn initiate_child(&mut self, now: Instant, req: ChildRequest) {
-        if self.closed {
+        if self.closed() {
             return;
         }
-        self.had_input = true;
+        self.note_input();
         let busy = self
             .children
             .iter()
@@ -461,20 +470,8 @@ impl IkeSession {
             self.pending.push((network, rekey_of));
             return;
         };
-        let config = Arc::clone(&self.config);
-        let spis = Arc::clone(&self.spis);
-        let env = QmEnv {
-            spis: &*spis,
-            nat: self.nat_variant,
-            peer: self.peer,
-            refuse: None,
-        };
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let env = self.path.qm_env(None);
+        let mut ctx = self.env.ctx(now);
         match QuickMode::initiate(&mut ctx, &env, &mut self.isakmp[i], network, rekey_of) {
             Ok((qm, msg)) => {
                 self.quick_modes.push(qm);
@@ -492,10 +489,10 @@ impl IkeSession {
         to_port_is_nat_t: bool,
         bytes: &[u8],
     ) {
-        if self.closed {
+        if self.closed() {
             return;
         }
-        self.had_input = true;
+        self.note_input();
         let bytes = if to_port_is_nat_t {
             match nat_t::strip_marker(bytes) {
                 Some(b) => b,
@@ -533,13 +530,15 @@ impl IkeSession {
     /// main mode, else the peer's authenticated address.
     fn reply_destination(&self, bytes: &[u8]) -> (SocketAddr, bool) {
         let Ok(h) = peek_header(bytes) else {
-            return (self.peer, self.nat_t_active);
+            return (self.path.peer, self.path.floated());
         };
         let (cky_i, cky_r) = (h.initiator_cookie(), h.responder_cookie());
         self.main_modes
             .iter()
             .position(|m| !m.initiator && m.cky_i == cky_i && (cky_r == [0; 8] || m.cky_r == cky_r))
-            .map_or((self.peer, self.nat_t_active), |i| self.mm_destination(i))
+            .map_or((self.path.peer, self.path.floated()), |i| {
+                self.mm_destination(i)
+            })
     }
 
     /// Aggressive mode is refused (the daemon's demux already drops it before any session; a
@@ -549,13 +548,7 @@ impl IkeSession {
         if h.responder_cookie() != [0; 8] || self.established() {
             return;
         }
-        let cky_r = Ctx {
-            config: &self.config.clone(),
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        }
-        .cookie();
+        let cky_r = self.env.ctx(now).cookie();
         self.send_plain_notify(
             (from, nat_port),
             h.initiator_cookie(),
@@ -567,7 +560,7 @@ impl IkeSession {
             format!(
                 "aggressive mode refused (policy {}): with pre-shared keys it sends a hash of the \
                  key in the clear that can be cracked offline; configure the peer for main mode",
-                self.config.policy
+                self.env.config.policy
             ),
         );
         self.fail(&e);
@@ -592,32 +585,23 @@ impl IkeSession {
             m.cky_i == h.initiator_cookie
                 && (m.cky_r == h.responder_cookie || (m.initiator && m.state == MmState::SentSa))
         });
-        let config = Arc::clone(&self.config);
         let Some(i) = idx else {
             self.on_new_main_mode(now, from, nat_port, bytes, h, body);
             return;
         };
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let mut ctx = self.env.ctx(now);
         let result = self.main_modes[i].on_message(&mut ctx, h, body, to, from);
         match result {
             Ok(MmStep::Send(msg)) => {
                 let mm = &self.main_modes[i];
-                if mm.initiator {
-                    // RFC 3947 §4: after message 4, a detected NAT moves IKE to port 4500.
-                    if mm.state == MmState::SentId {
-                        self.decide_nat(now, i);
-                    }
+                let initiator = mm.initiator;
+                if let Some(d) = mm.nat_decision(&self.env.config) {
+                    self.apply_nat(now, d);
+                }
+                if initiator {
                     // A duplicate of the answer we just took is dropped quietly.
                     self.replies.store(bytes, None);
                 } else {
-                    if mm.state == MmState::RepliedKe {
-                        self.decide_nat(now, i);
-                    }
                     self.replies.store(bytes, Some(msg.clone()));
                 }
                 let (to, nat_t) = self.mm_destination(i);
@@ -631,7 +615,7 @@ impl IkeSession {
                         // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or
                         // forces encapsulation: message 5, now authenticated, says where it is.
                         (to, nat_t) = (from, true);
-                        self.nat_variant = self.nat_variant.or(mm.caps.nat_t);
+                        self.set_path(self.path.encapsulate(mm.caps.nat_t, false, None));
                     }
                     // The exchange is authenticated: the peer is where it ran (RFC 3947 §5).
                     self.adopt_address(to, nat_t);
@@ -682,9 +666,8 @@ impl IkeSession {
             return;
         }
         let Ok(m1) = body else { return };
-        let config = Arc::clone(&self.config);
         let responders = self.main_modes.iter().filter(|m| !m.initiator).count();
-        if responders >= config.max_half_open.max(1)
+        if responders >= self.env.config.max_half_open.max(1)
             && let Some(oldest) = self.main_modes.iter().position(|m| !m.initiator)
         {
             let old = self.main_modes.remove(oldest);
@@ -698,16 +681,11 @@ impl IkeSession {
             // Nothing authenticated yet: the session is wherever its exchanges come from.
             self.adopt_address(from, nat_port);
         }
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let mut ctx = self.env.ctx(now);
         let cky_r = ctx.cookie();
         match MainMode::respond(&mut ctx, &m1, cky_r) {
             Ok((mut mm, msg)) => {
-                mm.set_initial_contact(!self.had_isakmp);
+                mm.set_initial_contact(!self.contacted());
                 mm.reply_to = Some((from, nat_port));
                 self.main_modes.push(mm);
                 self.replies.store(bytes, Some(msg.clone()));
@@ -725,12 +703,16 @@ impl IkeSession {
     /// The peer's address after an authenticated exchange (or before anything is
     /// authenticated). UDP-encapsulated child SAs follow a NATed peer to its new port.
     fn adopt_address(&mut self, to: SocketAddr, nat_t: bool) {
-        let moved = to != self.peer;
-        self.peer = to;
-        if nat_t && !self.nat_t_active {
-            self.nat_t_active = true;
+        let moved = to != self.path.peer;
+        let mut path = Path {
+            peer: to,
+            ..self.path
+        };
+        if nat_t && !path.floated() {
+            path = path.float();
         }
-        if moved && self.nat_t_active && !self.children.is_empty() {
+        self.set_path(path);
+        if moved && self.path.floated() && !self.children.is_empty() {
             self.emit(Event::PeerPortChanged(to));
         }
     }
@@ -740,35 +722,39 @@ impl IkeSession {
     /// peer failed.
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
         if self.established() {
-            debug!(policy = %self.config.policy, peer = %self.peer, "unauthenticated exchange failed: {}", e.reason);
+            debug!(policy = %self.env.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);
         } else {
             self.fail(e);
         }
     }
 
-    /// After NAT-D: decide UDP encapsulation and the float (RFC 3947 §3.2, §4).
-    fn decide_nat(&mut self, now: Instant, i: usize) {
-        let mm = &self.main_modes[i];
-        let Some(mut outcome) = mm.nat else { return };
-        // Forced encapsulation (strongSwan `forceencaps`): we act as if behind a NAT.
-        outcome.local_behind_nat |= self.config.nat.force_encapsulation;
-        let variant = mm.caps.nat_t;
-        self.nat = Some(outcome);
+    /// Applies what main mode decided about NAT traversal (`MainMode::nat_decision`).
+    fn apply_nat(&mut self, now: Instant, d: NatDecision) {
+        let outcome = d.outcome();
         self.emit(Event::NatDetected {
             local_behind_nat: outcome.local_behind_nat,
             peer_behind_nat: outcome.peer_behind_nat,
         });
-        if outcome.any() {
-            self.nat_variant = variant;
-            if self.main_modes[i].initiator && !self.nat_t_active {
-                self.nat_t_active = true;
-                let mut p = self.peer;
-                p.set_port(self.config.nat.nat_t_port);
-                self.peer = p;
+        let NatDecision::Encapsulate {
+            variant,
+            float,
+            keepalive,
+            ..
+        } = d
+        else {
+            if matches!(self.path.encap, Encapsulation::NatT { .. }) {
+                self.set_path(self.path.encapsulate(None, false, Some(outcome)));
             }
-            if outcome.local_behind_nat {
-                self.keepalive_at = Some(now + self.config.nat.keepalive_interval);
-            }
+            return;
+        };
+        let mut path = self.path.encapsulate(variant, true, Some(outcome));
+        if float && !path.floated() {
+            path = path.float();
+            path.peer.set_port(self.env.config.nat.nat_t_port);
+        }
+        self.set_path(path);
+        if keepalive {
+            self.keepalive_at = Some(now + self.env.config.nat.keepalive_interval);
         }
     }
 
@@ -788,34 +774,34 @@ impl IkeSession {
             initiator: sa.initiator,
             peer_id: sa.peer_id.clone(),
         });
-        if initial_contact && self.had_isakmp {
+        if initial_contact && self.contacted() {
             self.initial_contact(now, None);
         } else if initial_contact {
             self.emit(Event::InitialContact);
         }
         // The older ISAKMP SAs go after the grace period (phase-1 re-key, either side).
-        let grace = self.config.rekey.isakmp_grace;
+        let grace = self.env.config.rekey.isakmp_grace;
         for old in self.isakmp.iter_mut().filter(|s| s.retire_at.is_none()) {
             old.retire_at = Some(now + grace);
         }
         let _ = rekey;
-        if let (Some(d), true) = (&self.config.dpd, sa.caps.dpd) {
+        if let (Some(d), true) = (&self.env.config.dpd, sa.caps.dpd) {
             if self.dpd.is_none() {
-                let seq = self.rng.next_u32();
+                let seq = self.env.rng.next_u32();
                 self.dpd = Some(DpdState::new(d, now, seq));
             } else if let Some(dpd) = &mut self.dpd {
                 dpd.activity(now);
             }
         }
         self.isakmp.push(sa);
-        self.had_isakmp = true;
-        if self.config.initiate == Initiate::Permanent
+        self.note_contact();
+        if self.env.config.initiate == Initiate::Permanent
             && self.children.is_empty()
             && self.quick_modes.is_empty()
             && self.pending.is_empty()
             && self.isakmp.last().is_some_and(|s| s.initiator)
         {
-            for n in self.config.protected_networks.clone() {
+            for n in self.env.config.protected_networks.clone() {
                 self.pending.push((n, None));
             }
         }
@@ -849,21 +835,9 @@ impl IkeSession {
                 return;
             }
         };
-        let config = Arc::clone(&self.config);
-        let spis = Arc::clone(&self.spis);
         let refuse = self.quick_mode_refusal(&h.initiator_cookie, &h.responder_cookie);
-        let env = QmEnv {
-            spis: &*spis,
-            nat: self.nat_variant,
-            peer: self.peer,
-            refuse,
-        };
-        let mut ctx = Ctx {
-            config: &config,
-            rng: &mut *self.rng,
-            now,
-            local: self.local,
-        };
+        let env = self.path.qm_env(refuse);
+        let mut ctx = self.env.ctx(now);
         let qi = self.quick_modes.iter().position(|q| {
             q.msg_id == h.message_id
                 && q.cky_i == h.initiator_cookie
@@ -940,8 +914,11 @@ impl IkeSession {
         if let Some(d) = &mut self.dpd {
             d.activity(now);
         }
-        if nat_port && self.nat_t_active && from != self.peer {
-            self.peer = from;
+        if nat_port && self.path.floated() && from != self.path.peer {
+            self.set_path(Path {
+                peer: from,
+                ..self.path
+            });
             self.emit(Event::PeerPortChanged(from));
         }
     }

@@ -8,6 +8,7 @@ use super::events::{Event, SpiPair};
 use super::isakmp_sa::IsakmpSa;
 use super::quick_mode::QuickMode;
 use super::session::{Child, IkeSession};
+use super::state::Lifecycle;
 
 impl IkeSession {
     /// INITIAL-CONTACT (RFC 2407 §4.6.3.3): the peer lost all state; everything we hold from
@@ -60,7 +61,7 @@ impl IkeSession {
     /// A quick mode that will not complete: the SPIs reserved for its offers are free again.
     pub(crate) fn release_reserved(&self, qm: &QuickMode) {
         for s in &qm.reserved {
-            self.spis.release(*s);
+            self.env.spis.release(*s);
         }
         // A pair negotiated but waiting for CONNECTED holds the chosen SPIs.
         if let Some((c, _)) = &qm.committed {
@@ -71,31 +72,31 @@ impl IkeSession {
             .into_iter()
             .flatten()
             {
-                self.spis.release(spi);
+                self.env.spis.release(spi);
             }
         }
     }
 
     pub(crate) fn release(&self, c: &Child) {
         if let Some(e) = &c.info.inbound.esp {
-            self.spis.release(e.spi);
+            self.env.spis.release(e.spi);
         }
         if let Some(a) = &c.info.inbound.ah {
-            self.spis.release(a.spi);
+            self.env.spis.release(a.spi);
         }
     }
 
     pub(crate) fn peer_dead(&mut self) {
-        let timeout = self.config.dpd.map_or(0, |d| d.timeout_seconds);
+        let timeout = self.env.config.dpd.map_or(0, |d| d.timeout_seconds);
         self.drop_children(&format!("peer dead (no DPD answer within {timeout} s)"));
         self.drop_phase1_and_exchanges("peer dead");
         self.emit(Event::PeerDead);
-        self.closed = true;
+        self.set_lifecycle(Lifecycle::Closed);
     }
 
     /// Graceful shutdown: delete notifications for every SA, then the session is closed.
     pub fn delete_all(&mut self, now: Instant) {
-        if self.closed {
+        if self.closed() {
             return;
         }
         let children: Vec<SpiPair> = self.children.iter().map(|c| c.spis).collect();
@@ -112,6 +113,6 @@ impl IkeSession {
     pub fn terminate(&mut self, _now: Instant) {
         self.drop_children("terminated locally");
         self.drop_phase1_and_exchanges("terminated locally");
-        self.closed = true;
+        self.set_lifecycle(Lifecycle::Closed);
     }
 }

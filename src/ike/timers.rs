@@ -1,9 +1,9 @@
 //! The session's clock: when `handle_timeout` is due next and what it does then —
 //! retransmission and give-up of main and quick modes, ISAKMP SA re-key and expiry, DPD probes
-//! and NAT keepalives (child SAs: `children.rs`). Soft deadlines carry random jitter so that
-//! both ends do not re-key at the same moment.
+//! and NAT keepalives (child SAs: `children.rs`). It only reads deadlines; they are set where
+//! the SAs are made (`lifetimes.rs`, from `isakmp_sa.rs` and `children.rs`).
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use tracing::debug;
 
@@ -22,7 +22,7 @@ use super::session::{IkeSession, Transmit};
 impl IkeSession {
     /// When `handle_timeout` must be called next (`None`: nothing scheduled).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        if self.closed {
+        if self.closed() {
             return None;
         }
         let mut t: Option<Instant> = None;
@@ -64,7 +64,7 @@ impl IkeSession {
 
     /// Time passed: retransmissions, expiry, re-keying, DPD, keepalives.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.closed {
+        if self.closed() {
             return;
         }
         self.main_mode_timers(now);
@@ -76,17 +76,17 @@ impl IkeSession {
             && now >= t
         {
             self.transmits.push_back(Transmit {
-                destination: self.peer,
+                destination: self.path.peer,
                 source_port_nat_t: true,
                 bytes: vec![nat_t::NAT_KEEPALIVE],
             });
-            self.keepalive_at = Some(t + self.config.nat.keepalive_interval);
+            self.keepalive_at = Some(t + self.env.config.nat.keepalive_interval);
         }
         self.run_pending(now);
     }
 
     fn main_mode_timers(&mut self, now: Instant) {
-        let cfg = self.config.retransmit;
+        let cfg = self.env.config.retransmit;
         let mut i = 0;
         while i < self.main_modes.len() {
             let mm = &mut self.main_modes[i];
@@ -113,7 +113,7 @@ impl IkeSession {
                         };
                         format!(
                             "main mode: no answer from {} to message {n} after {} tries over {} s{}",
-                            self.peer,
+                            self.path.peer,
                             cfg.max_tries,
                             cfg.total().as_secs(),
                             if n == 5 {
@@ -125,7 +125,7 @@ impl IkeSession {
                     } else {
                         format!(
                             "main mode: initiator {} went silent after our message {}",
-                            mm.reply_to.map_or(self.peer, |(a, _)| a),
+                            mm.reply_to.map_or(self.path.peer, |(a, _)| a),
                             if state == MmState::RepliedSa { 2 } else { 4 }
                         )
                     };
@@ -140,7 +140,7 @@ impl IkeSession {
     }
 
     fn quick_mode_timers(&mut self, now: Instant) {
-        let cfg = self.config.retransmit;
+        let cfg = self.env.config.retransmit;
         let mut i = 0;
         while i < self.quick_modes.len() {
             if self.quick_modes[i]
@@ -183,7 +183,7 @@ impl IkeSession {
                         "quick mode for {} <-> {}: no answer from {} after {} tries over {} s",
                         qm.network.local,
                         qm.network.remote,
-                        self.peer,
+                        self.path.peer,
                         cfg.max_tries,
                         cfg.total().as_secs()
                     )));
@@ -199,7 +199,8 @@ impl IkeSession {
         });
         if let Some(i) = rekey {
             self.isakmp[i].rekeying = true;
-            let wanted = self.config.initiate == Initiate::Permanent || !self.children.is_empty();
+            let wanted =
+                self.env.config.initiate == Initiate::Permanent || !self.children.is_empty();
             if wanted && !self.main_modes.iter().any(|m| m.initiator) {
                 debug!(
                     "ISAKMP SA {}: soft lifetime, re-keying",
@@ -252,37 +253,4 @@ impl IkeSession {
 /// The request a retransmission sends again.
 fn stored_request(r: &Option<Retransmit>) -> Vec<u8> {
     r.as_ref().map(|r| r.message.clone()).unwrap_or_default()
-}
-
-/// Soft deadline of a lifetime: `soft_percent` of it, minus up to `jitter_percent` at random.
-/// `None` when it lies beyond what `Instant` can hold (never, for practical purposes). The
-/// lifetime may come from the peer: nothing here can overflow.
-pub(crate) fn soft_deadline(
-    now: Instant,
-    life: Duration,
-    soft_percent: u8,
-    jitter_percent: u8,
-    r: u32,
-) -> Option<Instant> {
-    let base = percent(life, soft_percent);
-    let jmax = percent(life, jitter_percent);
-    let jitter = if jmax.is_zero() {
-        Duration::ZERO
-    } else {
-        jmax.mul_f64(f64::from(r) / f64::from(u32::MAX))
-    };
-    now.checked_add(base.saturating_sub(jitter))
-}
-
-/// `p` percent of `d`, exact for whole seconds, without overflow for any `d`.
-fn percent(d: Duration, p: u8) -> Duration {
-    let p = u32::from(p);
-    d.checked_mul(p)
-        .map(|x| x / 100)
-        .unwrap_or_else(|| (d / 100).saturating_mul(p))
-}
-
-/// The hard deadline of a lifetime; `None` when it lies beyond what `Instant` can hold.
-pub(crate) fn hard_deadline(now: Instant, life: Duration) -> Option<Instant> {
-    now.checked_add(life)
 }
