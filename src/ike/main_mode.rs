@@ -149,8 +149,11 @@ fn nonce_ok(n: &[u8]) -> IkeResult<()> {
     }
 }
 
+/// Our vendor IDs. DPD is always announced: we always answer R-U-THERE (RFC 3706 §5.1: the
+/// vendor ID says the sender supports DPD; whether we probe is the policy's `dpd`), and the
+/// daemon's liveness check (`IkeSession::check_liveness`) relies on both ends having said so.
 fn vids(cfg: &PeerConfig) -> Vec<Payload> {
-    nat_t::vendor_ids(cfg.nat.enabled, cfg.dpd.is_some())
+    nat_t::vendor_ids(cfg.nat.enabled, true)
 }
 
 /// Messages 2 to 4 are unauthenticated: a malformed one is dropped, not fatal (it may be

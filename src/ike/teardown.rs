@@ -74,7 +74,12 @@ impl IkeSession {
     }
 
     pub(crate) fn peer_dead(&mut self) {
-        let timeout = self.config.dpd.map_or(0, |d| d.timeout_seconds);
+        // The policy's DPD, or the liveness check's when the policy has none.
+        let timeout = self
+            .config
+            .dpd
+            .unwrap_or(super::dpd::LIVENESS_CHECK)
+            .timeout_seconds;
         self.drop_children(&format!("peer dead (no DPD answer within {timeout} s)"));
         self.drop_phase1_and_exchanges("peer dead");
         self.emit(Event::PeerDead);
