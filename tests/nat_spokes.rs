@@ -4,6 +4,16 @@
 //! (its charon killed and started again: it comes back with INITIAL-CONTACT, RFC 2407 §4.6.3.3)
 //! does not disturb the other.
 //!
+//! * [`two_strongswan_spokes_behind_one_nat_then_one_restarts`]: the restarted spoke comes back
+//!   from the same public ports (the router kept its mappings).
+//! * [`restarted_spoke_comes_back_from_another_nat_port`]: it comes back from other ports (as
+//!   after the router's mappings expired): a new session, whose INITIAL-CONTACT must not touch
+//!   any other session, refused while its dead predecessor holds its network, until the hub's
+//!   liveness check (R-U-THERE) has found the predecessor dead.
+//! * [`a_spoke_claiming_a_live_spokes_network_is_refused_and_disturbs_nothing`]: the same
+//!   check against a live holder (another spoke behind the NAT claims its network): refused,
+//!   the holder answers and keeps everything.
+//!
 //! Topology: [`common::nat`]. The hub (192.0.2.1, protects 198.51.100.0/24) runs ikehub with one
 //! `ipsec-policy-isakmp` whose `peer = "192.0.2.0/24"` (holds the router's public address
 //! 192.0.2.2) and `initiate = "never"`, allowing remote networks inside 203.0.113.64/26. Spoke i
@@ -44,8 +54,9 @@ const INITIATE_SECS: u32 = 30;
 /// Bound on the hub showing what both spokes negotiated.
 const UP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Bound on a restarted spoke coming back up: a dead predecessor holding its network is found
-/// dead within the liveness check's 20 s.
-const RECOVER_TIMEOUT: Duration = Duration::from_secs(60);
+/// dead within the liveness check's 20 s (the rest is slack for a loaded machine; without the
+/// check it would hold the network for its lifetimes, an hour).
+const RECOVER_TIMEOUT: Duration = Duration::from_secs(90);
 /// Echo requests per direction and spoke while both carry traffic.
 const PINGS: u32 = 20;
 /// Interval of the continuous ping across the restart.
@@ -253,7 +264,7 @@ enum Restart {
 }
 
 fn two_spokes_then_one_restarts(how: Restart) {
-    if !require_strongswan_or_skip(&["ip", "ping", "nft", "sysctl"]) {
+    if !require_strongswan_or_skip(&["ip", "ping", "nft"]) {
         return;
     }
     let t0 = Instant::now();
@@ -412,7 +423,7 @@ fn two_spokes_then_one_restarts(how: Restart) {
 /// it is its answers to R-U-THERE that keep it.
 #[test]
 fn a_spoke_claiming_a_live_spokes_network_is_refused_and_disturbs_nothing() {
-    if !require_strongswan_or_skip(&["ip", "ping", "nft", "sysctl"]) {
+    if !require_strongswan_or_skip(&["ip", "ping", "nft"]) {
         return;
     }
     let sites = NatSites::new("natc", 2);

@@ -85,7 +85,8 @@ impl NatSites {
         nat.ip(&["link", "add", LAN_BRIDGE, "type", "bridge"]);
         nat.ip(&["addr", "add", &format!("{NAT_LAN}/26"), "dev", LAN_BRIDGE]);
         nat.ip(&["link", "set", LAN_BRIDGE, "up"]);
-        nat.run("sysctl", &["-q", "-w", "net.ipv4.ip_forward=1"]);
+        // Forwarding is per namespace; /proc/sys/net shows the namespace of the reader.
+        nat.run("sh", &["-c", "echo 1 > /proc/sys/net/ipv4/ip_forward"]);
         nft_load(&nat, MASQUERADE);
         let mut sites = NatSites {
             spokes: Vec::with_capacity(n),
