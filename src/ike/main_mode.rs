@@ -149,9 +149,9 @@ fn nonce_ok(n: &[u8]) -> IkeResult<()> {
     }
 }
 
-/// Our vendor IDs. DPD is always announced: we always answer R-U-THERE (RFC 3706 §5.1: the
-/// vendor ID says the sender supports DPD; whether we probe is the policy's `dpd`), and the
-/// daemon's liveness check (`IkeSession::check_liveness`) relies on both ends having said so.
+/// Our vendor IDs. DPD is always announced: the DPD vendor ID (RFC 3706 §5.1) says that we
+/// support DPD, and we always answer R-U-THERE; whether we also probe is the policy's `dpd`.
+/// The daemon's liveness check (`IkeSession::check_liveness`) then has both ends' word.
 fn vids(cfg: &PeerConfig) -> Vec<Payload> {
     nat_t::vendor_ids(cfg.nat.enabled, true)
 }
