@@ -4,9 +4,12 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use actix::Recipient;
 use ikehub::claims::{ClaimTable, Claimant, Refusal};
 use ikehub::config::{Profiles, ProtectedNetwork};
 use ikehub::ike::SelectorGuard;
+
+use super::router::ClaimContested;
 
 #[derive(Clone, Debug, Default)]
 pub struct Claims(Arc<Mutex<ClaimTable>>);
@@ -57,21 +60,38 @@ impl Claims {
         self.table().refused()
     }
 
-    /// The quick-mode check for one peer.
-    pub fn guard(&self, spd_key: Arc<str>, template: bool) -> Arc<dyn SelectorGuard> {
+    /// The quick-mode check for one peer. A pair refused because another spoke holds it is
+    /// reported to `contested`: that holder may be this very spoke before a restart behind a
+    /// NAT, and is asked to prove it is alive (the router's `ClaimContested`).
+    pub fn guard(
+        &self,
+        spd_key: Arc<str>,
+        template: bool,
+        contested: Recipient<ClaimContested>,
+    ) -> Arc<dyn SelectorGuard> {
         Arc::new(Guard {
             claims: self.clone(),
             spd_key,
             template,
+            contested,
         })
     }
 }
 
-#[derive(Debug)]
 struct Guard {
     claims: Claims,
     spd_key: Arc<str>,
     template: bool,
+    contested: Recipient<ClaimContested>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("spd_key", &self.spd_key)
+            .field("template", &self.template)
+            .finish()
+    }
 }
 
 impl SelectorGuard for Guard {
@@ -81,6 +101,11 @@ impl SelectorGuard for Guard {
         // Counted like a refusal at install time, but nothing is held until the SAs are.
         t.check(who, pair).map_err(|r| {
             t.count_refusal();
+            if !r.reserved {
+                self.contested.do_send(ClaimContested {
+                    holder: Arc::from(r.by.as_str()),
+                });
+            }
             r.to_string()
         })
     }

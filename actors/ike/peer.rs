@@ -63,6 +63,13 @@ pub struct ChildrenChanged {
     pub children: Vec<SaPair>,
 }
 
+/// Another authenticated peer was refused a network this peer's child SAs hold: check now that
+/// this peer is still there (`IkeSession::check_liveness`). A spoke behind a NAT that restarted
+/// and came back from another port is refused until its dead predecessor here is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CheckLiveness;
+
 /// The router needs the room: stop now, quietly (a half-open exchange that never authenticated
 /// has nothing to delete and no one to tell).
 #[derive(Message)]
@@ -229,6 +236,15 @@ impl PeerActor {
                 warn!("{reason}");
                 self.last_error = Some(reason);
                 self.failed = true;
+                // If the holder is dead (this very spoke before a restart, behind a NAT that
+                // gave it another port), it must not keep the network until its lifetimes
+                // run out: the router asks it to prove it is alive. This peer is refused
+                // either way and tries again.
+                if !refusal.reserved {
+                    self.router.do_send(super::router::ClaimContested {
+                        holder: Arc::from(refusal.by.as_str()),
+                    });
+                }
                 return false;
             }
         }
@@ -646,6 +662,20 @@ impl Handler<Terminate> for PeerActor {
         self.failed = false;
         self.drive(ctx);
         ctx.stop();
+    }
+}
+
+impl Handler<CheckLiveness> for PeerActor {
+    type Result = ();
+    fn handle(&mut self, _: CheckLiveness, ctx: &mut Context<Self>) {
+        if self.session.check_liveness(Instant::now()) {
+            info!(
+                parent: &self.span,
+                "another spoke was refused a network of ours: checking that this peer is still \
+                 there (R-U-THERE)"
+            );
+        }
+        self.drive(ctx);
     }
 }
 

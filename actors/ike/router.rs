@@ -175,6 +175,13 @@ pub struct Moved {
     pub to: SocketAddr,
 }
 
+/// A peer was refused a network that `holder` (an SPD/claims key) holds.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct ClaimContested {
+    pub holder: Arc<str>,
+}
+
 /// A peer's phase 1 completed: it no longer counts as half open.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -310,7 +317,11 @@ impl IkeRouter {
             Arc::from(policy.name.as_str())
         };
         let mut config = PeerConfig::from_policy(policy, iface);
-        config.selector_guard = Some(self.claims.guard(spd_key.clone(), template));
+        config.selector_guard = Some(self.claims.guard(
+            spd_key.clone(),
+            template,
+            ctx.address().recipient(),
+        ));
         let config = Arc::new(config);
         let local_addr = SocketAddr::new(local, iface.ike_port);
         let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
@@ -587,6 +598,21 @@ impl Handler<Moved> for IkeRouter {
     fn handle(&mut self, msg: Moved, _: &mut Context<Self>) {
         if self.peers.contains_key(&msg.id) {
             self.demux.set_address(msg.id, msg.to);
+        }
+    }
+}
+
+impl Handler<ClaimContested> for IkeRouter {
+    type Result = ();
+    fn handle(&mut self, msg: ClaimContested, _: &mut Context<Self>) {
+        // Only a template spoke's claims are contested this way; the holder checks that its
+        // peer is alive and ends itself (releasing the network) only if it is not.
+        if let Some(p) = self
+            .spoke_keys
+            .get(&msg.holder)
+            .and_then(|id| self.peers.get(id))
+        {
+            p.addr.do_send(super::peer::CheckLiveness);
         }
     }
 }

@@ -6,6 +6,14 @@ use std::time::{Duration, Instant};
 
 use crate::config::Dpd;
 
+/// The probe round of a liveness check (`IkeSession::check_liveness`) when the policy has no
+/// `dpd`: RFC 3706 leaves the timing to us. A probe every 5 s, dead after 20 s without an
+/// answer: four probes, so one lost datagram does not kill a live peer.
+pub(crate) const LIVENESS_CHECK: Dpd = Dpd {
+    interval_seconds: 5,
+    timeout_seconds: 20,
+};
+
 /// What the DPD timer wants done.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum DpdAction {
@@ -26,6 +34,9 @@ pub(crate) struct DpdState {
     next_seq: u32,
     /// First unanswered probe of the current round, and the next probe time.
     outstanding: Option<(Instant, Instant)>,
+    /// Probe an idle peer on our own (the policy's `dpd`); false when the state exists only
+    /// for rounds the daemon asks for ([`DpdState::liveness_only`]).
+    idle_probes: bool,
     /// Sequence numbers sent this round (an ACK for any of them counts).
     sent: Vec<u32>,
 }
@@ -39,7 +50,17 @@ impl DpdState {
             last_seen: now,
             next_seq: (first_seq & 0x7fff_ffff).max(1),
             outstanding: None,
+            idle_probes: true,
             sent: Vec::new(),
+        }
+    }
+
+    /// For a session whose policy has no `dpd`: no probes of an idle peer, only the rounds
+    /// [`DpdState::probe_now`] starts, timed by [`LIVENESS_CHECK`].
+    pub fn liveness_only(now: Instant, first_seq: u32) -> Self {
+        Self {
+            idle_probes: false,
+            ..Self::new(&LIVENESS_CHECK, now, first_seq)
         }
     }
 
@@ -62,17 +83,20 @@ impl DpdState {
         }
     }
 
-    pub fn deadline(&self) -> Instant {
+    /// When [`DpdState::on_timeout`] has something to do; `None` when nothing is due ever
+    /// (no round under way and no probes of an idle peer).
+    pub fn deadline(&self) -> Option<Instant> {
         match self.outstanding {
-            None => self.last_seen + self.interval,
-            Some((first, next)) => next.min(first + self.timeout),
+            None if self.idle_probes => Some(self.last_seen + self.interval),
+            None => None,
+            Some((first, next)) => Some(next.min(first + self.timeout)),
         }
     }
 
     pub fn on_timeout(&mut self, now: Instant) -> DpdAction {
         match self.outstanding {
             None => {
-                if now < self.last_seen + self.interval {
+                if !self.idle_probes || now < self.last_seen + self.interval {
                     return DpdAction::Nothing;
                 }
                 let at = self.last_seen + self.interval;
@@ -90,6 +114,19 @@ impl DpdState {
                 DpdAction::Probe(self.take_seq())
             }
         }
+    }
+
+    /// Starts a probe round now, whatever the idle interval says (the daemon asks whether the
+    /// peer is still there, see `IkeSession::check_liveness`). A round already under way is
+    /// left alone: asking again sends nothing more. Returns whether a round was started.
+    pub fn probe_now(&mut self, now: Instant) -> bool {
+        if self.outstanding.is_some() {
+            return false;
+        }
+        // The first R-U-THERE goes at the next timeout (`deadline()` is `now`); the round then
+        // runs as one started by idleness: a probe per interval, dead after the timeout.
+        self.outstanding = Some((now, now));
+        true
     }
 
     fn take_seq(&mut self) -> u32 {
@@ -112,7 +149,7 @@ mod tests {
             timeout_seconds: 120,
         };
         let mut d = DpdState::new(&cfg, t0, 7);
-        assert_eq!(d.deadline(), t0 + Duration::from_secs(30));
+        assert_eq!(d.deadline(), Some(t0 + Duration::from_secs(30)));
         d.activity(t0 + Duration::from_secs(10));
         assert_eq!(
             d.on_timeout(t0 + Duration::from_secs(30)),
@@ -120,7 +157,9 @@ mod tests {
         );
         let mut probes = Vec::new();
         loop {
-            let t = d.deadline();
+            let Some(t) = d.deadline() else {
+                panic!("a round under way always has a deadline")
+            };
             match d.on_timeout(t) {
                 DpdAction::Probe(s) => probes.push(((t - t0).as_secs(), s)),
                 DpdAction::Dead => {
@@ -131,5 +170,52 @@ mod tests {
             }
         }
         assert_eq!(probes, [(40, 7), (70, 8), (100, 9), (130, 10)]);
+    }
+
+    #[test]
+    fn probe_now_starts_one_round_at_once() {
+        let t0 = Instant::now();
+        let mut d = DpdState::liveness_only(t0, 7);
+        // No probes of an idle peer: nothing due until asked.
+        assert_eq!(d.deadline(), None);
+        assert_eq!(
+            d.on_timeout(t0 + Duration::from_secs(3600)),
+            DpdAction::Nothing
+        );
+        let t1 = t0 + Duration::from_secs(1);
+        assert!(d.probe_now(t1));
+        assert!(!d.probe_now(t1), "a round is under way: nothing more");
+        assert_eq!(
+            d.deadline(),
+            Some(t1),
+            "probes at once, not after the idle interval"
+        );
+        assert_eq!(d.on_timeout(t1), DpdAction::Probe(7));
+        assert_eq!(d.deadline(), Some(t1 + Duration::from_secs(5)));
+        // An answer ends the round: alive.
+        assert!(d.ack(7, t1 + Duration::from_secs(2)));
+        assert_eq!(
+            d.deadline(),
+            None,
+            "answered: nothing due until asked again"
+        );
+        assert!(d.probe_now(t1 + Duration::from_secs(3)));
+        // No answer: dead after the timeout, probing every interval until then.
+        let t3 = t1 + Duration::from_secs(3);
+        let mut probes = Vec::new();
+        loop {
+            let Some(t) = d.deadline() else {
+                panic!("a round under way always has a deadline")
+            };
+            match d.on_timeout(t) {
+                DpdAction::Probe(s) => probes.push(((t - t3).as_secs(), s)),
+                DpdAction::Dead => {
+                    assert_eq!((t - t3).as_secs(), 20);
+                    break;
+                }
+                DpdAction::Nothing => unreachable!(),
+            }
+        }
+        assert_eq!(probes, [(0, 8), (5, 9), (10, 10), (15, 11)]);
     }
 }

@@ -183,8 +183,11 @@ fn nonce_ok(n: &[u8]) -> IkeResult<()> {
     }
 }
 
+/// Our vendor IDs. DPD is always announced: the DPD vendor ID (RFC 3706 §5.1) says that we
+/// support DPD, and we always answer R-U-THERE; whether we also probe is the policy's `dpd`.
+/// The daemon's liveness check (`IkeSession::check_liveness`) then has both ends' word.
 fn vids(cfg: &PeerConfig) -> Vec<Payload> {
-    nat_t::vendor_ids(cfg.nat.enabled, cfg.dpd.is_some())
+    nat_t::vendor_ids(cfg.nat.enabled, true)
 }
 
 /// Messages 2 to 4 are unauthenticated: a malformed one is dropped, not fatal (it may be

@@ -385,6 +385,28 @@ impl IkeSession {
         self.send(msg);
     }
 
+    /// Another authenticated peer wants a network this session's child SAs hold (a spoke
+    /// behind the same NAT that restarted and came back from another port looks exactly like
+    /// that): find out at once whether this peer is still there, with RFC 3706 R-U-THERE under
+    /// the ISAKMP SA, rather than keep a dead peer's networks until its lifetimes run out. A
+    /// live peer answers and keeps everything; one that does not answer within the DPD timeout
+    /// is declared dead as by idle DPD (`Event::PeerDead`), which releases its SAs and networks.
+    /// Only if the peer announced DPD (its vendor ID; we always announce it, as we always
+    /// answer): a peer that never agreed to answer must not be declared dead for not answering.
+    /// Without `dpd` in the policy the round is timed by `dpd::LIVENESS_CHECK` and idle
+    /// probing stays off. Nothing the asking peer sent reaches this session. Returns whether a
+    /// probe round started (false while one is under way).
+    pub fn check_liveness(&mut self, now: Instant) -> bool {
+        if self.closed() || !self.isakmp.last().is_some_and(|sa| sa.caps.dpd) {
+            return false;
+        }
+        if self.dpd.is_none() {
+            let seq = self.env.rng.next_u32();
+            self.dpd = Some(DpdState::liveness_only(now, seq));
+        }
+        self.dpd.as_mut().is_some_and(|d| d.probe_now(now))
+    }
+
     /// The newest usable ISAKMP SA.
     pub(crate) fn active_sa(&self) -> Option<usize> {
         self.isakmp.iter().rposition(IsakmpSa::active)

@@ -87,7 +87,13 @@ impl IkeSession {
     }
 
     pub(crate) fn peer_dead(&mut self) {
-        let timeout = self.env.config.dpd.map_or(0, |d| d.timeout_seconds);
+        // The policy's DPD, or the liveness check's when the policy has none.
+        let timeout = self
+            .env
+            .config
+            .dpd
+            .unwrap_or(super::dpd::LIVENESS_CHECK)
+            .timeout_seconds;
         self.drop_children(&format!("peer dead (no DPD answer within {timeout} s)"));
         self.drop_phase1_and_exchanges("peer dead");
         self.emit(Event::PeerDead);

@@ -56,7 +56,7 @@ impl IkeSession {
             at(c.delete_at);
         }
         if !self.isakmp.is_empty() {
-            at(self.dpd.as_ref().map(DpdState::deadline));
+            at(self.dpd.as_ref().and_then(DpdState::deadline));
         }
         at(self.keepalive_at);
         t

@@ -92,6 +92,50 @@ fn dpd_probes_only_an_idle_peer_and_acks_keep_it_alive() {
     assert_eq!(ms(first), 230_000);
 }
 
+/// The daemon's liveness check (a spoke was refused a network this peer holds): without `dpd`
+/// in either policy there are no idle probes, but a check probes at once; a live peer answers
+/// and keeps everything (and is not probed again), a silent one is dead 20 s after the check.
+#[test]
+fn liveness_check_keeps_a_live_peer_and_ends_a_silent_one() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 210);
+    p.run_until(1.0);
+    assert_eq!(p.installed(0).len(), 1);
+    let quiet = p.log.len();
+    p.run_until(300.0);
+    assert_eq!(p.log.len(), quiet, "no dpd configured: no probes");
+
+    let asked = p.now;
+    assert!(p.sides[0].s.check_liveness(asked));
+    assert!(!p.sides[0].s.check_liveness(asked), "one round at a time");
+    p.run_until(301.0);
+    let exchanged: Vec<usize> = p.log[quiet..].iter().map(|l| l.1).collect();
+    assert_eq!(exchanged, [0, 1], "R-U-THERE from A, its ACK from B");
+    p.run_until(600.0);
+    assert_eq!(p.log.len(), quiet + 2, "answered: no probes afterwards");
+    assert!(time_of(&p, 0, |e| matches!(e, Event::PeerDead)).is_empty());
+    assert_eq!(p.installed(0).len(), 1);
+
+    // B falls silent (restarted behind a NAT that gave it another port: nothing arrives).
+    p.filter = Box::new(|_, _, _| vec![]);
+    let asked = p.now - p.t0;
+    assert!(p.sides[0].s.check_liveness(p.now));
+    p.run_until(700.0);
+    let dead = time_of(&p, 0, |e| matches!(e, Event::PeerDead));
+    assert_eq!(
+        dead.iter().map(|d| ms(*d - asked)).collect::<Vec<_>>(),
+        [20_000]
+    );
+    // Probes every 5 s until then.
+    let probes: Vec<u128> = p.log[quiet + 2..]
+        .iter()
+        .filter(|l| l.1 == 0)
+        .map(|l| ms(l.0 - asked))
+        .collect();
+    assert_eq!(probes, [0, 5_000, 10_000, 15_000]);
+    assert!(p.installed(0).is_empty());
+    assert!(p.sides[0].s.is_closed());
+}
+
 fn rekey_pair(seed: u64, life: u64) -> Pair {
     let mut a = config("ToB", true);
     let mut b = config("ToA", false);
