@@ -617,7 +617,11 @@ impl IkeSession {
             Ok(MmStep::Send(msg)) => {
                 let mm = &self.main_modes[i];
                 let initiator = mm.initiator;
-                if let Some(d) = mm.nat_decision(&self.env.config) {
+                // A responder exchange inside an established session is not authenticated
+                // yet: what its NAT-D says waits until it is (below, `Established`).
+                if (initiator || !self.established())
+                    && let Some(d) = mm.nat_decision(&self.env.config)
+                {
                     self.apply_nat(now, d);
                 }
                 if initiator {
@@ -632,6 +636,12 @@ impl IkeSession {
             Ok(MmStep::Established(sa, reply)) => {
                 let (mut to, mut nat_t) = self.mm_destination(i);
                 let mm = self.main_modes.remove(i);
+                if !mm.initiator
+                    && self.established()
+                    && let Some(d) = mm.nat_decision(&self.env.config)
+                {
+                    self.apply_nat(now, d);
+                }
                 if !mm.initiator {
                     if nat_port && mm.caps.nat_t.is_some() {
                         // The initiator floated to 4500 (RFC 3947 §4), because it saw a NAT or

@@ -166,3 +166,57 @@ fn a_fresh_responder_still_reports_why_it_failed() {
         p.events(1)
     );
 }
+
+#[test]
+fn an_unauthenticated_exchange_cannot_switch_an_established_peer_to_nat_t() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 906);
+    p.run_until(5.0);
+    assert_eq!(p.installed(1).len(), 1);
+    // An on-path forger runs main mode from another port of A's address: its NAT-D hashes
+    // (public values) then say "NAT", and message 3 needs no secret.
+    let forged_from = addr(A_IP, 40002);
+    let events_before = p.sides[1].events.len();
+    let now = p.now;
+    let mut forger = IkeSession::new_initiator(
+        Arc::new(config("X", true)),
+        addr(A_IP, 500),
+        addr(B_IP, 500),
+        now,
+        Box::new(StdRng::seed_from_u64(6)),
+        CountingSpis::new(0x5000_0000),
+    );
+    let mut to_b = forger.poll_transmit().expect("message 1").bytes;
+    for _ in 0..2 {
+        let replies = inject_into_b(&mut p, forged_from, false, &to_b);
+        assert_eq!(replies.len(), 1, "B answers the forged exchange");
+        forger.handle_datagram(now, addr(B_IP, 500), false, &replies[0].bytes);
+        let Some(t) = forger.poll_transmit() else {
+            break;
+        };
+        to_b = t.bytes;
+    }
+    // B's tunnel with A stays as it was: no NAT detected, no NAT-T, IKE on port 500.
+    let nat: Vec<_> = p.sides[1].events[events_before..]
+        .iter()
+        .filter(|(_, e)| matches!(e, Event::NatDetected { .. }))
+        .collect();
+    assert!(
+        nat.is_empty(),
+        "the forged exchange's NAT-D was applied: {nat:?}"
+    );
+    let before = p.log.len();
+    p.run_until(4000.0);
+    let b_sent: Vec<_> = p.log[before..].iter().filter(|l| l.1 == 1).collect();
+    assert!(!b_sent.is_empty());
+    assert!(
+        b_sent.iter().all(|l| !l.3 && l.2 == addr(A_IP, 500)),
+        "B moved its IKE with A: {b_sent:?}"
+    );
+    assert!(
+        p.installed(1)
+            .iter()
+            .all(|c| c.outbound.encapsulation == crate::esp::SaEncapsulation::Raw),
+        "{:?}",
+        p.installed(1)
+    );
+}
