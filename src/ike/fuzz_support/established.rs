@@ -20,7 +20,7 @@ use rand::rngs::StdRng;
 
 use crate::wire::isakmp::{
     Body, Delete, ExchangeType, Flags, Header, Message, Notification, Payload, PayloadType,
-    ProtocolId, decode_payloads, decode_payloads_padded, encode_payloads, split_payloads_padded,
+    ProtocolId, decode_payloads_padded, encode_payloads, split_payloads_padded,
 };
 
 use super::super::isakmp_sa::IsakmpSa;
@@ -288,10 +288,7 @@ fn capture_qm1(responder: &IkeSession, bytes: &[u8], nat_t: bool) -> Option<Base
 
 impl Peer {
     fn note_ni(&mut self, msg_id: u32, first: PayloadType, rest: &[u8]) {
-        let ni = decode_payloads(first, rest)
-            .ok()
-            .map(|_| nonce(first, rest))
-            .unwrap_or_default();
+        let ni = nonce(first, rest);
         self.nonces.retain(|(m, _, _)| *m != msg_id);
         self.nonces.push((msg_id, ni, Vec::new()));
         if self.nonces.len() > 8 {
