@@ -1,10 +1,11 @@
 //! A real initiator and a responder session with a hostile network between them: every datagram
-//! may be dropped, duplicated, bit-flipped, truncated or replaced by input bytes, and time jumps.
-//! No input may make either session panic (DESIGN.md: garbage never panics).
+//! may be dropped, duplicated, bit-flipped, truncated, replaced by input bytes or spoofed from
+//! other addresses and ports, and time jumps. No input may make either session panic
+//! (DESIGN.md: garbage never panics). Body: `ikehub::ike::fuzz_support::responder`.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ikehub::ike::fuzz_support::run(std::time::Instant::now(), data);
+    ikehub::ike::fuzz_support::responder::run(std::time::Instant::now(), data);
 });

@@ -267,6 +267,9 @@ impl SecurityAssociation {
             if ip.src_addr() != self.local || ip.dst_addr() != self.peer {
                 return Err(EncapError::TransportAddressMismatch);
             }
+            if ip.protocol() == IpProtocol::NO_NEXT_HEADER {
+                return Err(EncapError::TransportNoNextHeader);
+            }
         }
         let l = self.layout(inner.len(), hdr_len);
         let mut fragment = false;

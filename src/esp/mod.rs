@@ -121,6 +121,13 @@ pub enum EncapError {
     /// Transport mode protects the hosts' own traffic: inner addresses must be local/peer.
     #[error("transport mode packet is not between the SA's endpoints")]
     TransportAddressMismatch,
+    /// In transport mode the ESP/AH Next Header is the packet's own protocol, and 59 there
+    /// marks a dummy packet the peer must discard (RFC 4303 §2.6; our decap drops it behind
+    /// AH too): such a packet cannot be carried.
+    #[error(
+        "transport mode cannot carry IP protocol 59 (the peer would discard it as a dummy packet)"
+    )]
+    TransportNoNextHeader,
     /// Transport mode applies to whole datagrams only (RFC 4301 §4.1).
     #[error("transport mode cannot carry a fragment")]
     TransportFragment,

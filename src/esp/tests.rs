@@ -861,3 +861,26 @@ fn transport_mode_checks_endpoints() {
         Err(EncapError::BufferTooSmall)
     );
 }
+
+/// Found by the esp_encap fuzz target: a transport-mode packet of IP protocol 59 went out
+/// with ESP Next Header 59, which the peer must discard as a dummy packet (RFC 4303 §2.6):
+/// encap reported "sent" for a packet that could never arrive. It is refused now (the old
+/// code returned `Send`); other protocols still round-trip.
+#[test]
+fn transport_mode_refuses_protocol_59_which_the_peer_would_take_for_a_dummy() {
+    let now = Instant::now();
+    let mut p = aes_sha1();
+    p.mode = Mode::Transport;
+    let (mut o, mut i) = pair(p, now);
+    let mut rng = ScriptRng::new(vec![]);
+    let mut buf = vec![0u8; 2000];
+    let dummy = ipv4_packet(LOCAL, PEER, IpProtocol::NO_NEXT_HEADER, &[7; 20], false);
+    assert_eq!(
+        o.encap(now, &dummy, &mtu(1500), &mut rng, &mut buf),
+        Err(EncapError::TransportNoNextHeader)
+    );
+    let udp = ipv4_packet(LOCAL, PEER, IpProtocol::UDP, &[7; 20], false);
+    let op = sent(o.encap(now, &udp, &mtu(1500), &mut rng, &mut buf).unwrap());
+    let d = i.decap(now, &mut buf[..op.len], Received::Ip).unwrap();
+    assert_eq!(&buf[d.inner.start + 20..d.inner.end], &udp[20..]);
+}

@@ -33,7 +33,25 @@ pub enum DhGroup {
     Modp3072,
     /// Group 16, 4096-bit MODP (RFC 3526 §5).
     Modp4096,
+    /// A 64-bit safe prime for the fuzz harnesses only: it makes a whole main mode cost
+    /// microseconds instead of milliseconds, so the fuzzer spends its time in the state machine
+    /// rather than in modular exponentiation, while every code path stays the same (KE
+    /// lengths, range checks, SKEYID). It exists only when compiled with `--cfg fuzzing` (which
+    /// cargo-fuzz sets): a normal build has no such variant, and no profile can name it (the
+    /// profile checker has its own list of groups).
+    #[cfg(fuzzing)]
+    Fuzz64,
 }
+
+/// The group number of [`DhGroup::Fuzz64`], from the private-use range (RFC 2409 Appendix A:
+/// 32768-65535).
+#[cfg(fuzzing)]
+pub const FUZZ_GROUP_ID: u16 = 0xfff0;
+
+/// p = 2^64 - 8489, a safe prime (q = (p-1)/2 is prime) with p = 7 mod 8, so that 2 generates
+/// the subgroup of order q as in the MODP groups.
+#[cfg(fuzzing)]
+const P_FUZZ64: &str = "FFFFFFFFFFFFDED7";
 
 /// A Diffie-Hellman failure; the session turns it into a notify (INVALID-KEY-INFORMATION).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
@@ -121,6 +139,10 @@ impl DhGroup {
 
     /// The IANA group number carried in the Group Description attribute.
     pub fn from_id(id: u16) -> Option<Self> {
+        #[cfg(fuzzing)]
+        if id == FUZZ_GROUP_ID {
+            return Some(Self::Fuzz64);
+        }
         Self::ALL.into_iter().find(|g| g.id() == id)
     }
 
@@ -132,6 +154,8 @@ impl DhGroup {
             Self::Modp2048 => 14,
             Self::Modp3072 => 15,
             Self::Modp4096 => 16,
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => FUZZ_GROUP_ID,
         }
     }
 
@@ -144,6 +168,8 @@ impl DhGroup {
             Self::Modp2048 => 2048,
             Self::Modp3072 => 3072,
             Self::Modp4096 => 4096,
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => 64,
         }
     }
 
@@ -164,6 +190,8 @@ impl DhGroup {
             Self::Modp2048 => 320,
             Self::Modp3072 => 448,
             Self::Modp4096 => 512,
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => 64,
         }
     }
 
@@ -176,6 +204,8 @@ impl DhGroup {
             Self::Modp2048 => "modp2048",
             Self::Modp3072 => "modp3072",
             Self::Modp4096 => "modp4096",
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => "fuzz64",
         }
     }
 
@@ -187,6 +217,8 @@ impl DhGroup {
             Self::Modp2048 => P2048,
             Self::Modp3072 => P3072,
             Self::Modp4096 => P4096,
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => P_FUZZ64,
         }
     }
 
@@ -219,6 +251,8 @@ impl DhGroup {
             Self::Modp2048 => pow(params!(U2048), base, exp, exp_bits),
             Self::Modp3072 => pow(params!(U3072), base, exp, exp_bits),
             Self::Modp4096 => pow(params!(U4096), base, exp, exp_bits),
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => pow(params!(crypto_bigint::U64), base, exp, exp_bits),
         }
     }
 
@@ -236,7 +270,7 @@ impl DhGroup {
         }
         // Big-endian byte strings of equal length compare like the integers.
         let mut p_minus_1 = self.prime();
-        // p ends in 0xFF..FF, so subtracting 1 does not borrow.
+        // p is odd, so subtracting 1 does not borrow.
         let last = p_minus_1.len() - 1;
         p_minus_1[last] -= 1;
         let one = {

@@ -164,6 +164,17 @@ fn ids_sizes_names() {
     }
 }
 
+/// The 64-bit fuzzing group (private-use number 0xfff0) exists only under `--cfg fuzzing`: in
+/// the build the daemon and this test come from, no group number selects it, and the profile
+/// checker's list of groups does not name it either.
+#[test]
+#[cfg(not(fuzzing))]
+fn the_fuzzing_group_is_absent_from_normal_builds() {
+    assert_eq!(DhGroup::from_id(0xfff0), None);
+    assert!(!crate::config::defaults::DH_GROUPS.contains(&0xfff0));
+    assert!(DhGroup::ALL.iter().all(|g| g.bits() >= 768));
+}
+
 #[test]
 fn cross_check_against_num_bigint() {
     let mut rng = StdRng::seed_from_u64(0x1ce);

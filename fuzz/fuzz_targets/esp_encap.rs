@@ -1,0 +1,9 @@
+//! Arbitrary cleartext and SA parameters through ESP/AH encapsulation; decapsulation by the
+//! peer's SA must give the cleartext back. Body: `ikehub::ike::fuzz_support::esp::encap`.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    ikehub::ike::fuzz_support::esp::encap(data);
+});
