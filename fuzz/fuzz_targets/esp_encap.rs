@@ -5,5 +5,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    ikehub::ike::fuzz_support::esp::encap(data);
+    ikehub::ike::fuzz_support::esp::encap(std::time::Instant::now(), data);
 });

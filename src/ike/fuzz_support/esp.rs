@@ -39,11 +39,10 @@ pub struct EncapReached {
 /// cleartext packets. Every packet the SA sends must decapsulate on the peer's SA to exactly
 /// the cleartext (tunnel mode) or to the same addresses, protocol and payload (transport
 /// mode); a panic here is a finding.
-pub fn encap(data: &[u8]) -> EncapReached {
+pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
     let mut reached = EncapReached::default();
     let mut input = Input::new(data);
     let (s1, s2) = (input.byte(), input.byte());
-    let now = Instant::now();
     let mut key = |n: usize| {
         let mut k = input.take(n).to_vec();
         k.resize(n, 0x5a);
@@ -358,7 +357,7 @@ mod tests {
             }
             // Valid cleartexts in half of the cases; ESP in 7 of 8 (bit 7 of s1 clear).
             data[1] |= if n % 2 == 0 { 0x80 } else { 0 };
-            let r = super::encap(&data);
+            let r = super::encap(Instant::now(), &data);
             total.round_trips += r.round_trips;
             total.icmp += r.icmp;
         }
