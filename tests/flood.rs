@@ -177,6 +177,13 @@ fn hub_keeps_its_tunnels_and_admits_a_new_spoke_under_a_message_1_flood() {
             && ike["half_open_evicted"].as_u64().is_some(),
         "hub IKE counters: {ike}"
     );
+    // Past the per-policy bound (1,024 half-open exchanges), the oldest were evicted.
+    if sent > 1100 {
+        assert!(
+            ike["half_open_evicted"].as_u64().unwrap_or(0) > 0,
+            "{sent} forged exchanges and nothing evicted: {ike}"
+        );
+    }
     // Half-open state is bounded (2,048 exchanges of a few KiB): the flood must not grow the
     // hub by more than that, whatever its length.
     assert!(

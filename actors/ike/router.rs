@@ -94,7 +94,6 @@ struct Peer {
     children: Vec<SaPair>,
     /// The actor installed SAs (and so owns its SPD entries and claims).
     installed: bool,
-    keep_policy: bool,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
     clean_stop: Arc<std::sync::atomic::AtomicBool>,
 }
@@ -365,7 +364,6 @@ impl IkeRouter {
                 initiator,
                 children: Vec::new(),
                 installed: false,
-                keep_policy: !template,
                 clean_stop,
             },
         );
@@ -466,7 +464,8 @@ impl IkeRouter {
         }
         if p.installed {
             self.claims.release(&p.spd_key);
-            if !p.keep_policy {
+            // A configured policy's entries stay ("no SA yet"); a spoke's go.
+            if p.template {
                 for s in &self.shards {
                     s.do_send(RemovePolicy {
                         policy: p.spd_key.clone(),
