@@ -59,35 +59,13 @@ impl HubSites {
         };
         for i in 1..=n {
             let spoke = Netns::new(&format!("{tag}-s{i}"));
-            let port = format!("s{i}");
-            // Created directly in the two namespaces: no name clash in the root namespace.
-            run_ok(
-                "ip",
-                [
-                    "link",
-                    "add",
-                    &port,
-                    "netns",
-                    sites.hub.name(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    WAN_DEV,
-                    "netns",
-                    spoke.name(),
-                ],
-            );
-            sites.hub.ip(&["link", "set", &port, "master", BRIDGE]);
-            sites.hub.ip(&["link", "set", &port, "up"]);
-            spoke.ip(&[
-                "addr",
-                "add",
+            bridge_port(
+                &sites.hub,
+                BRIDGE,
+                &format!("s{i}"),
+                &spoke,
                 &format!("{}/24", spoke_wan(i)),
-                "dev",
-                WAN_DEV,
-            ]);
-            spoke.ip(&["link", "set", WAN_DEV, "up"]);
+            );
             sites.spokes.push(spoke);
         }
         sites
@@ -331,4 +309,31 @@ pub fn template_spoke_profile(psk: &str, i: usize, host: &str) -> IkeProfile {
     .initiate(Initiate::Permanent);
     p.shards = 1;
     p
+}
+
+/// A veth from `bridge` in `bridge_ns` (end `port`) to `other` (end `WAN_DEV`, addressed
+/// `addr_cidr`), both ends up. Created directly in the two namespaces: no name clash in the
+/// root namespace.
+pub fn bridge_port(bridge_ns: &Netns, bridge: &str, port: &str, other: &Netns, addr_cidr: &str) {
+    run_ok(
+        "ip",
+        [
+            "link",
+            "add",
+            port,
+            "netns",
+            bridge_ns.name(),
+            "type",
+            "veth",
+            "peer",
+            "name",
+            WAN_DEV,
+            "netns",
+            other.name(),
+        ],
+    );
+    bridge_ns.ip(&["link", "set", port, "master", bridge]);
+    bridge_ns.ip(&["link", "set", port, "up"]);
+    other.ip(&["addr", "add", addr_cidr, "dev", WAN_DEV]);
+    other.ip(&["link", "set", WAN_DEV, "up"]);
 }

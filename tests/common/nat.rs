@@ -95,34 +95,13 @@ impl NatSites {
         };
         for i in 1..=n {
             let spoke = Netns::new(&format!("{tag}-s{i}"));
-            let port = format!("s{i}");
-            run_ok(
-                "ip",
-                [
-                    "link",
-                    "add",
-                    &port,
-                    "netns",
-                    sites.nat.name(),
-                    "type",
-                    "veth",
-                    "peer",
-                    "name",
-                    WAN_DEV,
-                    "netns",
-                    spoke.name(),
-                ],
-            );
-            sites.nat.ip(&["link", "set", &port, "master", LAN_BRIDGE]);
-            sites.nat.ip(&["link", "set", &port, "up"]);
-            spoke.ip(&[
-                "addr",
-                "add",
+            super::hub::bridge_port(
+                &sites.nat,
+                LAN_BRIDGE,
+                &format!("s{i}"),
+                &spoke,
                 &format!("{}/26", spoke_lan(i)),
-                "dev",
-                WAN_DEV,
-            ]);
-            spoke.ip(&["link", "set", WAN_DEV, "up"]);
+            );
             spoke.ip(&["route", "add", "default", "via", NAT_LAN]);
             spoke.add_lo_address(&format!("{}/32", spoke_host(i)));
             sites.spokes.push(spoke);
