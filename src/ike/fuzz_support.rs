@@ -43,6 +43,38 @@ pub(crate) const GROUP: u16 = super::dh::FUZZ_GROUP_ID;
 pub(crate) const GROUP: u16 = 1;
 
 /// The policy of side A (`initiator`, 10.1/16 behind it) or side B (10.2/16).
+/// The initiator (A, forcing UDP encapsulation when bit 0 of `seed` is set) and the responder
+/// (B) of the session harnesses, on port 500, their RNGs seeded from `seed`.
+pub(crate) fn pair(
+    now: std::time::Instant,
+    seed: u8,
+    a_addr: std::net::SocketAddr,
+    b_addr: std::net::SocketAddr,
+) -> [super::IkeSession; 2] {
+    use rand::SeedableRng;
+    let rng = |n: u64| Box::new(rand::rngs::StdRng::seed_from_u64(n));
+    let mut a_cfg = peer_config(true);
+    a_cfg.nat.force_encapsulation = seed & 1 != 0;
+    [
+        super::IkeSession::new_initiator(
+            Arc::new(a_cfg),
+            a_addr,
+            b_addr,
+            now,
+            rng(u64::from(seed)),
+            Arc::new(super::RandomSpis),
+        ),
+        super::IkeSession::new_responder(
+            Arc::new(peer_config(false)),
+            b_addr,
+            a_addr,
+            now,
+            rng(u64::from(seed) + 1),
+            Arc::new(super::RandomSpis),
+        ),
+    ]
+}
+
 pub(crate) fn peer_config(initiator: bool) -> PeerConfig {
     let net = |s: &str| s.parse().unwrap_or(NetworkSpec::ANY);
     let (a, b) = (net("10.1.0.0/16"), net("10.2.0.0/16"));

@@ -12,11 +12,7 @@
 //! input; the keys, IVs and hashes are the crate's own (`keys.rs`, `cipher.rs`).
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 use crate::wire::isakmp::{
     Body, Delete, ExchangeType, Flags, Header, Message, Notification, Payload, PayloadType,
@@ -26,8 +22,8 @@ use crate::wire::isakmp::{
 use super::super::isakmp_sa::IsakmpSa;
 use super::super::message;
 use super::super::nat_t::{NON_ESP_MARKER, strip_marker};
-use super::super::{Event, IkeSession, RandomSpis};
-use super::{Input, peer_config};
+use super::super::{Event, IkeSession};
+use super::Input;
 
 const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -206,25 +202,8 @@ fn mutate(input: &mut Input<'_>, first: &mut PayloadType, rest: &mut Vec<u8>) {
 /// clean network, capturing the initiator's quick-mode message 1 on the way (decrypted with
 /// the responder's IV chain before the responder sees it).
 fn bring_up(now: Instant, seed: u8) -> Option<(Peer, BaseQm)> {
-    let mut a_cfg = peer_config(true);
-    a_cfg.nat.force_encapsulation = seed & 1 != 0;
     let (a_addr, b_addr): (SocketAddr, SocketAddr) = ((A, 500).into(), (B, 500).into());
-    let mut a = IkeSession::new_initiator(
-        Arc::new(a_cfg),
-        a_addr,
-        b_addr,
-        now,
-        Box::new(StdRng::seed_from_u64(u64::from(seed))),
-        Arc::new(RandomSpis),
-    );
-    let mut b = IkeSession::new_responder(
-        Arc::new(peer_config(false)),
-        b_addr,
-        a_addr,
-        now,
-        Box::new(StdRng::seed_from_u64(u64::from(seed) + 1)),
-        Arc::new(RandomSpis),
-    );
+    let [mut a, mut b] = super::pair(now, seed, a_addr, b_addr);
     let mut base = None;
     let mut nat_t = false;
     for _ in 0..16 {

@@ -7,17 +7,13 @@
 //! spoofed message 1s) is fuzzed with the rest; nothing may panic, whatever happens.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use rand::SeedableRng;
-use rand::rngs::StdRng;
 
 use crate::config::{NetworkSpec, ProtectedNetwork};
 
 use super::super::nat_t::NON_ESP_MARKER;
-use super::super::{ChildRequest, Event, IkeSession, RandomSpis};
-use super::{Input, peer_config};
+use super::super::{ChildRequest, Event};
+use super::Input;
 
 const A: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const B: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
@@ -87,26 +83,7 @@ pub fn run(t0: Instant, data: &[u8]) -> Reached {
     let b_addr: SocketAddr = (B, 500).into();
     let mut input = Input::new(data);
     let seed = input.byte();
-    let mut a_cfg = peer_config(true);
-    a_cfg.nat.force_encapsulation = seed & 1 != 0;
-    let mut sides = [
-        IkeSession::new_initiator(
-            Arc::new(a_cfg),
-            a_addr,
-            b_addr,
-            now,
-            Box::new(StdRng::seed_from_u64(u64::from(seed))),
-            Arc::new(RandomSpis),
-        ),
-        IkeSession::new_responder(
-            Arc::new(peer_config(false)),
-            b_addr,
-            a_addr,
-            now,
-            Box::new(StdRng::seed_from_u64(u64::from(seed) + 1)),
-            Arc::new(RandomSpis),
-        ),
-    ];
+    let mut sides = super::pair(now, seed, a_addr, b_addr);
     let mut flight: Vec<(usize, bool, Vec<u8>)> = Vec::new();
     for _round in 0..64 {
         for (i, s) in sides.iter_mut().enumerate() {
