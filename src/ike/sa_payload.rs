@@ -37,6 +37,18 @@ fn aes_bits(e: EncrAlgorithm) -> Option<u16> {
         EncrAlgorithm::AesCbc128 => Some(128),
         EncrAlgorithm::AesCbc192 => Some(192),
         EncrAlgorithm::AesCbc256 => Some(256),
+        EncrAlgorithm::AesGcm128 => Some(128),
+        EncrAlgorithm::AesGcm256 => Some(256),
+        _ => None,
+    }
+}
+
+/// RFC 4106 §8.1: ESP_AES_GCM_16 must carry the Key Length attribute (128, 192 or 256; the
+/// profile words offer 128 and 256), and takes no Authentication Algorithm attribute.
+fn aes_gcm_of(bits: Option<u64>) -> Option<EncrAlgorithm> {
+    match bits? {
+        128 => Some(EncrAlgorithm::AesGcm128),
+        256 => Some(EncrAlgorithm::AesGcm256),
         _ => None,
     }
 }
@@ -339,6 +351,7 @@ fn esp_id(e: EncrAlgorithm) -> EspTransformId {
         EncrAlgorithm::Null => EspTransformId::NULL,
         EncrAlgorithm::Des => EspTransformId::DES,
         EncrAlgorithm::TripleDes => EspTransformId::TRIPLE_DES,
+        EncrAlgorithm::AesGcm128 | EncrAlgorithm::AesGcm256 => EspTransformId::AES_GCM_16,
         _ => EspTransformId::AES,
     }
 }
@@ -482,6 +495,7 @@ fn decode_suite(
             EspTransformId::DES => Some(EncrAlgorithm::Des),
             EspTransformId::TRIPLE_DES => Some(EncrAlgorithm::TripleDes),
             EspTransformId::AES => aes_of(a.key_len),
+            EspTransformId::AES_GCM_16 => aes_gcm_of(a.key_len),
             _ => None,
         };
         let auth = match a.auth {
@@ -496,6 +510,11 @@ fn decode_suite(
                 .unwrap_or_default()
         ));
         match (enc, auth) {
+            // RFC 4106 §8.1: a combined-mode transform with an authentication algorithm is
+            // not a valid proposal.
+            (Some(e), Some(au)) if e.is_aead() && au != AuthAlgorithm::None => {
+                problem = Some("AES-GCM with an authentication algorithm".to_string())
+            }
             (Some(e), Some(au)) => esp = Some((e, au)),
             _ => problem = Some("unsupported ESP transform".to_string()),
         }
