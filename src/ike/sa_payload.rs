@@ -756,6 +756,78 @@ mod tests {
         assert_eq!(parse_lifetime_attributes(&data), (Some(60), Some(7)));
     }
 
+    /// RFC 4106 §8.1 as strongSwan's `aes128gcm16` / `aes256gcm16` send it: transform ID 20
+    /// (ESP_AES_GCM_16), Key Length 128/256, no Authentication Algorithm attribute.
+    #[test]
+    fn phase2_aes_gcm_round_trip_and_wire_form() {
+        for (e, bits) in [
+            (EncrAlgorithm::AesGcm128, 128u64),
+            (EncrAlgorithm::AesGcm256, 256),
+        ] {
+            let s = Phase2Suite {
+                esp: Some((e, AuthAlgorithm::None)),
+                ah: None,
+                encap: EncapMode::Tunnel,
+                pfs_group: None,
+                lifetime_seconds: Some(3600),
+                lifetime_kilobytes: None,
+            };
+            let spis = SuiteSpis {
+                esp: Some(0xc001_d00d),
+                ah: None,
+            };
+            let sa = phase2_offer(&[(s, spis)]);
+            let t = &sa.proposals[0].transforms[0];
+            assert_eq!(t.transform_id, 20);
+            let attr = |ty: Phase2Attr| {
+                t.attributes
+                    .iter()
+                    .find(|a| a.attr_type == ty.0)
+                    .and_then(|a| a.as_u64())
+            };
+            assert_eq!(attr(Phase2Attr::KEY_LENGTH), Some(bits));
+            assert_eq!(attr(Phase2Attr::AUTHENTICATION_ALGORITHM), None);
+            let offers = phase2_offers(&sa).unwrap();
+            assert_eq!(offers[0].suite, Ok(s));
+        }
+    }
+
+    /// A hostile or broken ESP_AES_GCM_16 offer: no key length, an unsupported one, or an
+    /// authentication algorithm beside it; each is refused with a reason, none is taken.
+    #[test]
+    fn phase2_aes_gcm_bad_offers_are_refused() {
+        let mode = Attribute::tv(Phase2Attr::ENCAPSULATION_MODE, 1);
+        for (attrs, why) in [
+            (vec![mode.clone()], "unsupported ESP transform"),
+            (
+                vec![mode.clone(), Attribute::tv(Phase2Attr::KEY_LENGTH, 64)],
+                "unsupported ESP transform",
+            ),
+            (
+                vec![
+                    mode.clone(),
+                    Attribute::tv(Phase2Attr::KEY_LENGTH, 128),
+                    Attribute::tv(Phase2Attr::AUTHENTICATION_ALGORITHM, 2),
+                ],
+                "AES-GCM with an authentication algorithm",
+            ),
+        ] {
+            let sa = SaPayload {
+                doi: Doi::IPSEC,
+                situation: situation::IDENTITY_ONLY,
+                proposals: vec![Proposal {
+                    number: 1,
+                    protocol_id: ProtocolId::IPSEC_ESP,
+                    spi: 0x1234_5678u32.to_be_bytes().to_vec(),
+                    transforms: transforms(1, EspTransformId::AES_GCM_16.0, attrs),
+                }],
+            };
+            let offers = phase2_offers(&sa).unwrap();
+            let err = offers[0].suite.clone().unwrap_err();
+            assert!(err.contains("ESP_AES_GCM_16") && err.contains(why), "{err}");
+        }
+    }
+
     fn transforms(n: usize, id: u8, attrs: Vec<Attribute>) -> Vec<Transform> {
         (0..n)
             .map(|i| Transform {
