@@ -15,8 +15,8 @@ use std::time::Duration;
 
 use common::daemon::show_sa_json;
 use common::ike::{
-    EspTransform, IkeProfile, POLICY as IKE_POLICY, UP_TIMEOUT, child_pair, sa_rows, views,
-    wait_child_sas,
+    EspTransform, IkeProfile, Initiate, POLICY as IKE_POLICY, UP_TIMEOUT, child_pair, sa_rows,
+    views, wait_child_sas,
 };
 use common::iperf::{IperfServer, iperf3_client};
 use common::netns::{A_HOST, A_WAN, B_HOST, B_WAN, WAN_DEV, wait_for_route};
@@ -184,43 +184,68 @@ fn manual_case(tag: &str, transform: Transform, encap: Encapsulation) {
 /// (kernel-libipsec forces UDP encapsulation).
 #[test]
 fn strongswan_aes128gcm16_quick_mode() {
+    interop_case("ike-gcm", Encr::AesGcm128, false);
+}
+
+/// ikehub initiates at start and offers ESP_AES_GCM_16 with key length 256; strongSwan
+/// (`aes256gcm16`) accepts.
+#[test]
+fn ikehub_initiates_aes256gcm16_quick_mode() {
+    interop_case("ike-gcm2", Encr::AesGcm256, true);
+}
+
+fn interop_case(tag: &str, encr: Encr, ikehub_initiates: bool) {
     if !require_strongswan_or_skip(&["ip", "ping", "iperf3"]) {
         return;
     }
-    let sites = TwoSites::new("ike-gcm");
-    let esp = EspTransform::new("P2_GCM", Encr::AesGcm128, Auth::None);
-    let profile = IkeProfile::site_a("ikehub gcm interop psk 41c9").esp(std::slice::from_ref(&esp));
-    let d = Daemon::start(&sites.a, "A", |dir| profile.toml(dir));
-    let swan = Charon::start(&sites.b, "b", &profile.swan_peer());
-    swan.initiate("net", 20).unwrap_or_else(|e| {
-        panic!(
-            "strongSwan could not bring the tunnel up: {e}\n{}",
-            views(&d)
-        )
-    });
+    let sites = TwoSites::new(tag);
+    let esp = EspTransform::new("P2_GCM", encr, Auth::None);
+    let mut profile =
+        IkeProfile::site_a("ikehub gcm interop psk 41c9").esp(std::slice::from_ref(&esp));
+    if ikehub_initiates {
+        profile = profile.initiate(Initiate::Permanent);
+    }
+    let (d, swan) = if ikehub_initiates {
+        let swan = Charon::start(&sites.b, "b", &profile.swan_peer());
+        (Daemon::start(&sites.a, "A", |dir| profile.toml(dir)), swan)
+    } else {
+        let d = Daemon::start(&sites.a, "A", |dir| profile.toml(dir));
+        let swan = Charon::start(&sites.b, "b", &profile.swan_peer());
+        swan.initiate("net", 20).unwrap_or_else(|e| {
+            panic!(
+                "strongSwan could not bring the tunnel up: {e}\n{}",
+                views(&d)
+            )
+        });
+        (d, swan)
+    };
     wait_child_sas(&d, IKE_POLICY, UP_TIMEOUT);
     swan.wait_child_installed("net", UP_TIMEOUT);
     wait_for_route(&sites.a, A_HOST, B_HOST, TUN, UP_TIMEOUT);
 
+    let (bits, shown) = match encr {
+        Encr::AesGcm128 => (128, "AES-GCM 128"),
+        _ => (256, "AES-GCM 256"),
+    };
     let child = swan
         .installed_child("net")
         .unwrap_or_else(|| panic!("no CHILD_SA:\n{}", swan.list_sas()));
     assert_eq!(
         (child.encr_alg.as_str(), child.encr_keysize),
-        ("AES_GCM_16", Some(128)),
+        ("AES_GCM_16", Some(bits)),
         "strongSwan's CHILD_SA: {child:#?}"
     );
     assert!(child.integ_alg.is_empty(), "{child:#?}");
-    let (i, o) = child_pair(&sa_rows(&d), IKE_POLICY)
-        .unwrap_or_else(|| panic!("no SA pair:\n{}", views(&d)));
+    let agreed = poll_until(Duration::from_secs(10), || {
+        let (i, o) = child_pair(&sa_rows(&d), IKE_POLICY)?;
+        let c = swan.installed_child("net")?;
+        (i.esp_spi == Some(c.spi_out) && o.esp_spi == Some(c.spi_in)).then_some((i, o))
+    });
+    let (i, o) = agreed.unwrap_or_else(|| panic!("SPIs do not agree:\n{}", views(&d)));
     for r in [&i, &o] {
-        assert_eq!(r.esp_enc.as_deref(), Some("AES-GCM 128"), "{r:#?}");
+        assert_eq!(r.esp_enc.as_deref(), Some(shown), "{r:#?}");
         assert_eq!(r.esp_auth, None, "{r:#?}");
     }
-    assert_eq!(
-        (i.esp_spi, o.esp_spi),
-        (Some(child.spi_out), Some(child.spi_in))
-    );
 
     let ab = ping(&sites.a, A_HOST, B_HOST, PINGS);
     let ba = ping(&sites.b, B_HOST, A_HOST, PINGS);
