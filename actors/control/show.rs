@@ -216,6 +216,41 @@ mod tests {
         assert!(lines[2].starts_with("OUT MANUAL ToBerne Tunnel no     192.0.2.2 -      2222"));
     }
 
+    /// PROFILES.md "Additions": AES-GCM shows as `ESP-ENC AES-GCM 128` with `ESP-AUTH -`.
+    #[test]
+    fn aes_gcm_row() {
+        let row = SaStatus {
+            direction: "IN".into(),
+            kind: "ISAKMP".into(),
+            policy: "Gcm".into(),
+            mode: "Tunnel".into(),
+            replay: true,
+            peer: "192.0.2.2".into(),
+            ah_spi: None,
+            esp_spi: Some(4242),
+            ah_auth: None,
+            esp_auth: None,
+            esp_enc: Some("AES-GCM 128".into()),
+            kbytes: 1,
+            kbytes_limit: Some(4608000),
+            seconds: 2,
+            seconds_limit: Some(3600),
+            packets: 0,
+            bytes: 0,
+            replay_drops: 0,
+            icv_failures: 0,
+            padding_errors: 0,
+            selector_mismatches: 0,
+            other_drops: 0,
+        };
+        let out = sa_table(&[row]);
+        let line = out.lines().nth(1).unwrap();
+        assert!(
+            line.contains("4242    -       -        AES-GCM 128 1/4608000"),
+            "{line}"
+        );
+    }
+
     #[test]
     fn peer_and_isakmp_tables() {
         let peers = serde_json::json!([{

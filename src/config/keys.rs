@@ -188,7 +188,7 @@ impl Direction<'_, '_> {
             t.esp
                 .map(|e| e.encryption)
                 .filter(|e| *e != EncrAlgorithm::Null)
-                .map(|e| (e.name(), e.key_len()))
+                .map(|e| (keymat_word(e), e.keymat_len()))
         });
         let auth = Need::of(t, |t| {
             t.esp
@@ -260,6 +260,16 @@ impl Direction<'_, '_> {
                 });
             }
         }
+    }
+}
+
+/// How a key-length message names the algorithm: AES-GCM's manual key is the AES key
+/// followed by the 4-byte salt (RFC 4106 §8.1, PROFILES.md "Additions").
+fn keymat_word(e: EncrAlgorithm) -> &'static str {
+    match e {
+        EncrAlgorithm::AesGcm128 => "aes-gcm-128 (16-byte key + 4-byte salt)",
+        EncrAlgorithm::AesGcm256 => "aes-gcm-256 (32-byte key + 4-byte salt)",
+        _ => e.name(),
     }
 }
 

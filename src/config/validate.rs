@@ -17,8 +17,19 @@ use super::raw::{self, At, Named};
 use super::{isakmp, manual, policy};
 use crate::crypto::{AuthAlgorithm, EncrAlgorithm};
 
-pub(crate) const ESP_ENCRYPTION: [(&str, EncrAlgorithm); 6] = [
+pub(crate) const ESP_ENCRYPTION: [(&str, EncrAlgorithm); 8] = [
     ("none", EncrAlgorithm::Null),
+    ("des", EncrAlgorithm::Des),
+    ("3des", EncrAlgorithm::TripleDes),
+    ("aes-cbc-128", EncrAlgorithm::AesCbc128),
+    ("aes-cbc-192", EncrAlgorithm::AesCbc192),
+    ("aes-cbc-256", EncrAlgorithm::AesCbc256),
+    ("aes-gcm-128", EncrAlgorithm::AesGcm128),
+    ("aes-gcm-256", EncrAlgorithm::AesGcm256),
+];
+
+/// Phase 1 encrypts with a CBC cipher only (RFC 2409 Appendix A has no AES-GCM).
+const ISAKMP_ENCRYPTION: [(&str, EncrAlgorithm); 5] = [
     ("des", EncrAlgorithm::Des),
     ("3des", EncrAlgorithm::TripleDes),
     ("aes-cbc-128", EncrAlgorithm::AesCbc128),
@@ -345,6 +356,9 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
             .map(|w| Some(w as u32)),
     };
     let (encryption, authentication, ah) = (encryption?, authentication?, ah?);
+    if encryption.is_aead() {
+        aead_transform(&c, &n.loc, b, encryption, authentication, ah)?;
+    }
 
     if encryption == EncrAlgorithm::Null
         && authentication == AuthAlgorithm::None
@@ -359,6 +373,7 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
     }
     let at = |v: &Option<At<String>>| v.as_ref().map_or_else(|| n.loc.clone(), |a| a.loc.clone());
     if encryption != EncrAlgorithm::Null
+        && !encryption.is_aead()
         && authentication == AuthAlgorithm::None
         && ah == AuthAlgorithm::None
     {
@@ -402,13 +417,60 @@ fn ipsec_transform(n: &Named<raw::RawIpsecTransform>, sink: &Sink) -> Option<Ips
     })
 }
 
+/// RFC 4106 §1 / RFC 4303 §3.2.3: AES-GCM is a combined-mode algorithm, so the transform
+/// names no separate ESP integrity; and it is ESP only (not AH, not phase 1).
+fn aead_transform(
+    c: &Check<'_>,
+    table: &Loc,
+    b: &raw::RawIpsecTransform,
+    encryption: EncrAlgorithm,
+    authentication: AuthAlgorithm,
+    ah: AuthAlgorithm,
+) -> Option<()> {
+    let mut ok = true;
+    if authentication != AuthAlgorithm::None {
+        c.error(
+            b.esp_authentication.as_ref().map_or(table, |a| &a.loc),
+            format_args!(
+                "esp-authentication must be `none` with esp-encryption {}: AES-GCM \
+                 authenticates itself with its 16-byte ICV (RFC 4106)",
+                encryption.name()
+            ),
+        );
+        ok = false;
+    }
+    if ah != AuthAlgorithm::None {
+        c.error(
+            b.ah_authentication.as_ref().map_or(table, |a| &a.loc),
+            format_args!(
+                "ah-authentication must be `none` with esp-encryption {}: AES-GCM is ESP \
+                 only and already authenticates the packet",
+                encryption.name()
+            ),
+        );
+        ok = false;
+    }
+    ok.then_some(())
+}
+
 fn isakmp_transform(n: &Named<raw::RawIsakmpTransform>, sink: &Sink) -> Option<IsakmpTransform> {
     let c = Check::new(sink, n.path(raw::ISAKMP_TRANSFORM), &n.loc);
     let b = &n.body;
     // ISAKMP messages are always encrypted after the key exchange: `none` is not offered.
-    let encryption = c
-        .required(&b.encryption, "encryption")
-        .and_then(|at| c.word("encryption", at, &ESP_ENCRYPTION[1..]));
+    let encryption = c.required(&b.encryption, "encryption").and_then(|at| {
+        if ESP_ENCRYPTION[6..].iter().any(|(w, _)| *w == at.value) {
+            c.error(
+                &at.loc,
+                format_args!(
+                    "encryption `{}` is for ESP only (ipsec-transform esp-encryption): IKEv1 \
+                         phase 1 has no AES-GCM; use aes-cbc-128 or aes-cbc-256",
+                    at.value
+                ),
+            );
+            return None;
+        }
+        c.word("encryption", at, &ISAKMP_ENCRYPTION)
+    });
     let hash = c
         .required(&b.hash, "hash")
         .and_then(|at| c.word("hash", at, &HASHES));

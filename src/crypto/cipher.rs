@@ -63,6 +63,9 @@ impl EspCipher {
             EncrAlgorithm::AesCbc128 => Inner::Aes128(Aes128::new_from_slice(key).map_err(bad)?),
             EncrAlgorithm::AesCbc192 => Inner::Aes192(Aes192::new_from_slice(key).map_err(bad)?),
             EncrAlgorithm::AesCbc256 => Inner::Aes256(Aes256::new_from_slice(key).map_err(bad)?),
+            EncrAlgorithm::AesGcm128 | EncrAlgorithm::AesGcm256 => {
+                return Err(CryptoError::NotCbc);
+            }
         };
         Ok(Self { alg, inner })
     }

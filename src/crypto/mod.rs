@@ -3,9 +3,12 @@
 //! * [`EspCipher`]: ESP encryption (NULL, DES, 3DES, AES-CBC-128/192/256), CBC in place on
 //!   caller buffers with a caller-supplied IV, plus [`EspCipher::encrypt_cbc_batch`] which
 //!   interleaves AES blocks of several packets.
+//! * [`EspAead`]: AES-GCM (RFC 4106), sealing and opening in place with a separate AAD and
+//!   ICV.
 //! * [`Integrity`]: HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA-256-128 over one or more slices, with
 //!   constant-time verification.
 
+pub mod aead;
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
@@ -14,6 +17,7 @@ pub mod integrity;
 pub(crate) mod kat;
 
 pub use self::cipher::{BATCH_LANES, EspCipher};
+pub use aead::EspAead;
 pub use algorithm::{AuthAlgorithm, EncrAlgorithm};
 pub use integrity::Integrity;
 
@@ -28,4 +32,8 @@ pub enum CryptoError {
     NotBlockAligned,
     #[error("ICV buffer has the wrong length")]
     IcvLength,
+    #[error("the algorithm is a combined-mode (AEAD) one; use EspAead")]
+    NotCbc,
+    #[error("the algorithm is not a combined-mode (AEAD) one; use EspCipher")]
+    NotAead,
 }

@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::config::Mode;
+use crate::crypto::{EspAead, aead};
 use crate::wire::{self, AhPacket, EspPacket, IpProtocol, Ipv4Packet, UdpPacket, ipv4};
 
 use super::DropReason;
@@ -163,11 +164,7 @@ impl SecurityAssociation {
             if p.spi() != esp.spi {
                 return Err(DropReason::SpiMismatch);
             }
-            let (iv_len, icv_len, bs) = (
-                esp.cipher.iv_len(),
-                esp.integ.icv_len(),
-                esp.cipher.block_len(),
-            );
+            let (iv_len, icv_len, bs) = (esp.iv_len(), esp.icv_len(), esp.block_len());
             let fixed = wire::esp::HEADER_LEN + iv_len + icv_len;
             if end - start < fixed + wire::esp::TRAILER_LEN {
                 return Err(DropReason::Truncated);
@@ -179,10 +176,13 @@ impl SecurityAssociation {
             let seq = p.sequence_number();
             esp.replay.check(seq).map_err(replay_drop)?;
             let icv_at = end - icv_len;
-            if !esp
-                .integ
-                .verify(&[&packet[start..icv_at]], &packet[icv_at..end])
-            {
+            let verified = match &esp.aead {
+                Some(aead) => open_gcm(aead, &mut packet[start..end]),
+                None => esp
+                    .integ
+                    .verify(&[&packet[start..icv_at]], &packet[icv_at..end]),
+            };
+            if !verified {
                 return Err(DropReason::IcvFailure);
             }
             esp_seq = Some(seq);
@@ -192,19 +192,20 @@ impl SecurityAssociation {
         // 3. Authenticated: commit the replay windows (RFC 4303 §3.4.3). Without any
         // integrity (encryption-only ESP, RFC 4303 §3.2 allows it) there is nothing that
         // authenticates the sequence number, so commit only once the packet fully decoded.
-        let authenticated =
-            self.ah.is_some() || self.esp.as_ref().is_some_and(|e| e.integ.icv_len() > 0);
+        let authenticated = self.ah.is_some() || self.esp.as_ref().is_some_and(|e| e.icv_len() > 0);
         if authenticated {
             self.commit_replay(ah_seq, esp_seq);
         }
 
-        // 4. Decrypt and strip the ESP trailer.
+        // 4. Decrypt (AES-GCM already did, in step 2) and strip the ESP trailer.
         if let Some(esp) = &self.esp {
-            let iv_at = payload.start - esp.cipher.iv_len();
-            let (iv, ct) = packet[iv_at..payload.end].split_at_mut(esp.cipher.iv_len());
-            esp.cipher
-                .decrypt_cbc(iv, ct)
-                .map_err(|_| DropReason::BadLength)?;
+            if esp.aead.is_none() {
+                let iv_at = payload.start - esp.cipher.iv_len();
+                let (iv, ct) = packet[iv_at..payload.end].split_at_mut(esp.cipher.iv_len());
+                esp.cipher
+                    .decrypt_cbc(iv, ct)
+                    .map_err(|_| DropReason::BadLength)?;
+            }
             let ct_end = payload.end;
             let pad_len = usize::from(packet[ct_end - 2]);
             next = IpProtocol(packet[ct_end - 1]);
@@ -287,6 +288,27 @@ impl SecurityAssociation {
         if let (Some(e), Some(s)) = (&mut self.esp, esp_seq) {
             e.replay.commit(s);
         }
+    }
+}
+
+/// RFC 4106 §3-§5 on one ESP packet (`esp` = header .. ICV, lengths already checked):
+/// verifies the ICV over SPI || sequence number and the ciphertext, then decrypts in place.
+/// Nothing of the SA changes here, so the caller commits the replay window only on success.
+fn open_gcm(aead: &EspAead, esp: &mut [u8]) -> bool {
+    let fixed = aead::AAD_LEN + aead::IV_LEN;
+    if esp.len() < fixed + aead::ICV_LEN {
+        return false;
+    }
+    let (head, rest) = esp.split_at_mut(fixed);
+    let split = rest.len() - aead::ICV_LEN;
+    let (data, icv) = rest.split_at_mut(split);
+    let (aad, iv) = head.split_at(aead::AAD_LEN);
+    match (
+        <&[u8; aead::IV_LEN]>::try_from(iv),
+        <&[u8; aead::ICV_LEN]>::try_from(&*icv),
+    ) {
+        (Ok(iv), Ok(icv)) => aead.open_in_place(iv, aad, data, icv).is_ok(),
+        _ => false,
     }
 }
 

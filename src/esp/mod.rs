@@ -23,6 +23,8 @@ pub mod sa;
 pub mod suite;
 
 #[cfg(test)]
+mod gcm_tests;
+#[cfg(test)]
 mod tests;
 
 pub use counters::SaCounters;

@@ -4,7 +4,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::{Duration, Instant};
 
 use crate::config::{KeyBytes, Mode, ProtectedNetwork};
-use crate::crypto::{AuthAlgorithm, CryptoError, EncrAlgorithm, EspCipher, Integrity};
+use crate::crypto::{AuthAlgorithm, CryptoError, EncrAlgorithm, EspAead, EspCipher, Integrity};
 
 use super::counters::SaCounters;
 use super::replay::{MAX_WINDOW, ReplayWindow};
@@ -39,9 +39,9 @@ pub struct EspKeys {
     pub spi: u32,
     /// ESP encryption (may be `Null` when authentication is set).
     pub encryption: EncrAlgorithm,
-    /// Exactly `encryption.key_len()` bytes.
+    /// Exactly `encryption.keymat_len()` bytes (for AES-GCM the key, then the 4-byte salt).
     pub encryption_key: KeyBytes,
-    /// ESP integrity (may be `None` when encryption is set).
+    /// ESP integrity (may be `None` when encryption is set; must be `None` with AES-GCM).
     pub authentication: AuthAlgorithm,
     /// Exactly `authentication.key_len()` bytes.
     pub authentication_key: KeyBytes,
@@ -132,6 +132,9 @@ pub enum SaError {
     /// RFC 4303 §3.2: ESP with NULL encryption and no integrity must not be used.
     #[error("ESP with neither encryption nor authentication is not allowed")]
     EspNullNull,
+    /// RFC 4106 §1 / RFC 4303 §3.2.3: a combined-mode algorithm authenticates itself.
+    #[error("AES-GCM ESP takes no separate authentication algorithm")]
+    AeadWithAuthentication,
     #[error("AH needs an authentication algorithm")]
     AhWithoutAuthentication,
     #[error("{what} key is {got} bytes, the algorithm needs {expected}")]
@@ -159,10 +162,44 @@ pub enum SaError {
 #[derive(Debug)]
 pub(crate) struct EspState {
     pub spi: u32,
+    /// The CBC cipher (ESP-NULL when `aead` is set).
     pub cipher: EspCipher,
+    /// The separate integrity algorithm (`None` when `aead` is set).
     pub integ: Integrity,
+    /// AES-GCM (RFC 4106), which encrypts and authenticates in one pass.
+    pub aead: Option<EspAead>,
     pub seq: u32,
     pub replay: ReplayWindow,
+}
+
+impl EspState {
+    /// Explicit IV bytes after the ESP header.
+    pub fn iv_len(&self) -> usize {
+        self.aead
+            .as_ref()
+            .map_or(self.cipher.iv_len(), |a| a.algorithm().iv_len())
+    }
+
+    /// What payload + padding + trailer must be a multiple of.
+    pub fn block_len(&self) -> usize {
+        self.aead
+            .as_ref()
+            .map_or(self.cipher.block_len(), |a| a.algorithm().block_len())
+    }
+
+    /// ICV bytes at the end of the packet (the AEAD's, or the integrity algorithm's).
+    pub fn icv_len(&self) -> usize {
+        self.aead
+            .as_ref()
+            .map_or(self.integ.icv_len(), |a| a.algorithm().icv_len())
+    }
+
+    /// The encryption algorithm (`show sa` ESP-ENC).
+    pub fn encryption(&self) -> EncrAlgorithm {
+        self.aead
+            .as_ref()
+            .map_or(self.cipher.algorithm(), |a| a.algorithm())
+    }
 }
 
 #[derive(Debug)]
@@ -248,8 +285,22 @@ impl SecurityAssociation {
                 if k.encryption == EncrAlgorithm::Null && k.authentication == AuthAlgorithm::None {
                     return Err(SaError::EspNullNull);
                 }
+                if k.encryption.is_aead() && k.authentication != AuthAlgorithm::None {
+                    return Err(SaError::AeadWithAuthentication);
+                }
                 check_spi(k.spi)?;
-                exact("ESP encryption", k.encryption.key_len(), &k.encryption_key)?;
+                exact(
+                    "ESP encryption",
+                    k.encryption.keymat_len(),
+                    &k.encryption_key,
+                )?;
+                let (cipher, aead) = if k.encryption.is_aead() {
+                    let aead = EspAead::new(k.encryption, &k.encryption_key.0)
+                        .map_err(key_err("ESP encryption"))?;
+                    (EspCipher::new(EncrAlgorithm::Null, &[]), Some(aead))
+                } else {
+                    (EspCipher::new(k.encryption, &k.encryption_key.0), None)
+                };
                 exact(
                     "ESP authentication",
                     k.authentication.key_len(),
@@ -257,8 +308,8 @@ impl SecurityAssociation {
                 )?;
                 Some(EspState {
                     spi: k.spi,
-                    cipher: EspCipher::new(k.encryption, &k.encryption_key.0)
-                        .map_err(key_err("ESP encryption"))?,
+                    cipher: cipher.map_err(key_err("ESP encryption"))?,
+                    aead,
                     integ: Integrity::new(k.authentication, &k.authentication_key.0)
                         .map_err(key_err("ESP authentication"))?,
                     seq: 0,
@@ -365,7 +416,7 @@ impl SecurityAssociation {
 
     /// ESP encryption algorithm (`show sa` ESP-ENC).
     pub fn esp_encryption(&self) -> Option<EncrAlgorithm> {
-        self.esp.as_ref().map(|e| e.cipher.algorithm())
+        self.esp.as_ref().map(EspState::encryption)
     }
 
     /// ESP integrity algorithm (`show sa` ESP-AUTH).
@@ -488,12 +539,12 @@ impl SecurityAssociation {
         let (iv, pad, icv, esp_len) = match &self.esp {
             Some(e) => {
                 // RFC 4303 §2.4: pad so that payload + pad + 2 fills whole cipher blocks and
-                // ends on a 4-byte boundary.
-                let align = e.cipher.block_len().max(4);
+                // ends on a 4-byte boundary (RFC 4106 §3.2: AES-GCM needs only the latter).
+                let align = e.block_len().max(4);
                 let body = payload + 2;
                 let pad = (align - body % align) % align;
-                let iv = e.cipher.iv_len();
-                let icv = e.integ.icv_len();
+                let iv = e.iv_len();
+                let icv = e.icv_len();
                 (iv, pad, icv, 8 + iv + body + pad + icv)
             }
             None => (0, 0, 0, payload),

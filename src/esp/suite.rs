@@ -19,7 +19,7 @@ pub struct Suite {
 }
 
 /// The suites `ikehub bench` reports, most common first.
-pub const BENCH_SUITES: [Suite; 6] = [
+pub const BENCH_SUITES: [Suite; 7] = [
     Suite {
         name: "esp-aes128-sha1",
         esp: Some((EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)),
@@ -49,6 +49,11 @@ pub const BENCH_SUITES: [Suite; 6] = [
         name: "ah-sha1+esp-aes128",
         esp: Some((EncrAlgorithm::AesCbc128, AuthAlgorithm::None)),
         ah: Some(AuthAlgorithm::HmacSha1),
+    },
+    Suite {
+        name: "esp-aes128gcm",
+        esp: Some((EncrAlgorithm::AesGcm128, AuthAlgorithm::None)),
+        ah: None,
     },
 ];
 
@@ -83,7 +88,7 @@ pub fn tunnel_pair<R: CryptoRng + ?Sized>(
         let esp = suite.esp.map(|(e, i)| EspKeys {
             spi,
             encryption: e,
-            encryption_key: random_key(rng, e.key_len()),
+            encryption_key: random_key(rng, e.keymat_len()),
             authentication: i,
             authentication_key: random_key(rng, i.key_len()),
         });

@@ -54,6 +54,9 @@ fn encr_short(e: EncrAlgorithm) -> &'static str {
         EncrAlgorithm::AesCbc128 => "AES128",
         EncrAlgorithm::AesCbc192 => "AES192",
         EncrAlgorithm::AesCbc256 => "AES256",
+        // strongSwan's proposal keywords.
+        EncrAlgorithm::AesGcm128 => "AES128GCM16",
+        EncrAlgorithm::AesGcm256 => "AES256GCM16",
     }
 }
 

@@ -166,9 +166,10 @@ impl Keying<'_> {
     ) -> IkeResult<SaParams> {
         let esp = match (suite.esp, spis.esp) {
             (Some((e, a)), Some(spi)) => {
-                let km = self.km(ProtocolId::IPSEC_ESP, spi, e.key_len() + a.key_len());
+                // RFC 4106 §8.1: AES-GCM takes its 4-byte salt from KEYMAT right after the key.
+                let km = self.km(ProtocolId::IPSEC_ESP, spi, e.keymat_len() + a.key_len());
                 let (ek, ak) = km
-                    .split(e.key_len(), a.key_len())
+                    .split(e.keymat_len(), a.key_len())
                     .ok_or_else(|| IkeError::fatal("KEYMAT too short"))?;
                 Some(EspKeys {
                     spi,

@@ -37,6 +37,18 @@ fn aes_bits(e: EncrAlgorithm) -> Option<u16> {
         EncrAlgorithm::AesCbc128 => Some(128),
         EncrAlgorithm::AesCbc192 => Some(192),
         EncrAlgorithm::AesCbc256 => Some(256),
+        EncrAlgorithm::AesGcm128 => Some(128),
+        EncrAlgorithm::AesGcm256 => Some(256),
+        _ => None,
+    }
+}
+
+/// RFC 4106 §8.1: ESP_AES_GCM_16 must carry the Key Length attribute (128, 192 or 256; the
+/// profile words offer 128 and 256), and takes no Authentication Algorithm attribute.
+fn aes_gcm_of(bits: Option<u64>) -> Option<EncrAlgorithm> {
+    match bits? {
+        128 => Some(EncrAlgorithm::AesGcm128),
+        256 => Some(EncrAlgorithm::AesGcm256),
         _ => None,
     }
 }
@@ -339,6 +351,7 @@ fn esp_id(e: EncrAlgorithm) -> EspTransformId {
         EncrAlgorithm::Null => EspTransformId::NULL,
         EncrAlgorithm::Des => EspTransformId::DES,
         EncrAlgorithm::TripleDes => EspTransformId::TRIPLE_DES,
+        EncrAlgorithm::AesGcm128 | EncrAlgorithm::AesGcm256 => EspTransformId::AES_GCM_16,
         _ => EspTransformId::AES,
     }
 }
@@ -482,6 +495,7 @@ fn decode_suite(
             EspTransformId::DES => Some(EncrAlgorithm::Des),
             EspTransformId::TRIPLE_DES => Some(EncrAlgorithm::TripleDes),
             EspTransformId::AES => aes_of(a.key_len),
+            EspTransformId::AES_GCM_16 => aes_gcm_of(a.key_len),
             _ => None,
         };
         let auth = match a.auth {
@@ -496,6 +510,11 @@ fn decode_suite(
                 .unwrap_or_default()
         ));
         match (enc, auth) {
+            // RFC 4106 §8.1: a combined-mode transform with an authentication algorithm is
+            // not a valid proposal.
+            (Some(e), Some(au)) if e.is_aead() && au != AuthAlgorithm::None => {
+                problem = Some("AES-GCM with an authentication algorithm".to_string())
+            }
             (Some(e), Some(au)) => esp = Some((e, au)),
             _ => problem = Some("unsupported ESP transform".to_string()),
         }
@@ -735,6 +754,78 @@ mod tests {
         assert_eq!(offers[0].spis, spis);
         let data = lifetime_attributes(Some(60), Some(7));
         assert_eq!(parse_lifetime_attributes(&data), (Some(60), Some(7)));
+    }
+
+    /// RFC 4106 §8.1 as strongSwan's `aes128gcm16` / `aes256gcm16` send it: transform ID 20
+    /// (ESP_AES_GCM_16), Key Length 128/256, no Authentication Algorithm attribute.
+    #[test]
+    fn phase2_aes_gcm_round_trip_and_wire_form() {
+        for (e, bits) in [
+            (EncrAlgorithm::AesGcm128, 128u64),
+            (EncrAlgorithm::AesGcm256, 256),
+        ] {
+            let s = Phase2Suite {
+                esp: Some((e, AuthAlgorithm::None)),
+                ah: None,
+                encap: EncapMode::Tunnel,
+                pfs_group: None,
+                lifetime_seconds: Some(3600),
+                lifetime_kilobytes: None,
+            };
+            let spis = SuiteSpis {
+                esp: Some(0xc001_d00d),
+                ah: None,
+            };
+            let sa = phase2_offer(&[(s, spis)]);
+            let t = &sa.proposals[0].transforms[0];
+            assert_eq!(t.transform_id, 20);
+            let attr = |ty: Phase2Attr| {
+                t.attributes
+                    .iter()
+                    .find(|a| a.attr_type == ty.0)
+                    .and_then(|a| a.as_u64())
+            };
+            assert_eq!(attr(Phase2Attr::KEY_LENGTH), Some(bits));
+            assert_eq!(attr(Phase2Attr::AUTHENTICATION_ALGORITHM), None);
+            let offers = phase2_offers(&sa).unwrap();
+            assert_eq!(offers[0].suite, Ok(s));
+        }
+    }
+
+    /// A hostile or broken ESP_AES_GCM_16 offer: no key length, an unsupported one, or an
+    /// authentication algorithm beside it; each is refused with a reason, none is taken.
+    #[test]
+    fn phase2_aes_gcm_bad_offers_are_refused() {
+        let mode = Attribute::tv(Phase2Attr::ENCAPSULATION_MODE, 1);
+        for (attrs, why) in [
+            (vec![mode.clone()], "unsupported ESP transform"),
+            (
+                vec![mode.clone(), Attribute::tv(Phase2Attr::KEY_LENGTH, 64)],
+                "unsupported ESP transform",
+            ),
+            (
+                vec![
+                    mode.clone(),
+                    Attribute::tv(Phase2Attr::KEY_LENGTH, 128),
+                    Attribute::tv(Phase2Attr::AUTHENTICATION_ALGORITHM, 2),
+                ],
+                "AES-GCM with an authentication algorithm",
+            ),
+        ] {
+            let sa = SaPayload {
+                doi: Doi::IPSEC,
+                situation: situation::IDENTITY_ONLY,
+                proposals: vec![Proposal {
+                    number: 1,
+                    protocol_id: ProtocolId::IPSEC_ESP,
+                    spi: 0x1234_5678u32.to_be_bytes().to_vec(),
+                    transforms: transforms(1, EspTransformId::AES_GCM_16.0, attrs),
+                }],
+            };
+            let offers = phase2_offers(&sa).unwrap();
+            let err = offers[0].suite.clone().unwrap_err();
+            assert!(err.contains("ESP_AES_GCM_16") && err.contains(why), "{err}");
+        }
     }
 
     fn transforms(n: usize, id: u8, attrs: Vec<Attribute>) -> Vec<Transform> {

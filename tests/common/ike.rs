@@ -261,8 +261,17 @@ impl EspTransform {
             Encr::Aes128 => "aes128",
             Encr::Aes192 => "aes192",
             Encr::Aes256 => "aes256",
+            // RFC 4106 combined mode: strongSwan's keyword names no integrity algorithm.
+            Encr::AesGcm128 => "aes128gcm16",
+            Encr::AesGcm256 => "aes256gcm16",
         };
         let auth = match self.authentication {
+            Auth::None if matches!(self.encryption, Encr::AesGcm128 | Encr::AesGcm256) => {
+                return match pfs {
+                    Some(g) => format!("{enc}-{}", modp_name(g)),
+                    None => enc.to_string(),
+                };
+            }
             Auth::None => panic!("ESP without authentication is not used by the IKE tests"),
             Auth::HmacMd5 => "md5",
             Auth::HmacSha1 => "sha1",
@@ -283,6 +292,8 @@ impl EspTransform {
             Encr::Aes128 => ("AES_CBC", Some(128)),
             Encr::Aes192 => ("AES_CBC", Some(192)),
             Encr::Aes256 => ("AES_CBC", Some(256)),
+            Encr::AesGcm128 => ("AES_GCM_16", Some(128)),
+            Encr::AesGcm256 => ("AES_GCM_16", Some(256)),
         };
         let integ = match self.authentication {
             Auth::None => "",

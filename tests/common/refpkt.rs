@@ -70,6 +70,7 @@ pub fn cbc_encrypt(encr: Encr, key: &[u8], iv: &[u8], data: &mut [u8]) {
         Encr::Aes128 => run::<aes::Aes128>(key, iv, data),
         Encr::Aes192 => run::<aes::Aes192>(key, iv, data),
         Encr::Aes256 => run::<aes::Aes256>(key, iv, data),
+        Encr::AesGcm128 | Encr::AesGcm256 => panic!("reference packets are CBC only"),
     }
 }
 

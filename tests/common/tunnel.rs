@@ -16,6 +16,9 @@ pub enum Encr {
     Aes128,
     Aes192,
     Aes256,
+    /// RFC 4106 with the 16-byte ICV; `esp-authentication` must be `none`.
+    AesGcm128,
+    AesGcm256,
 }
 
 impl Encr {
@@ -28,9 +31,12 @@ impl Encr {
             Encr::Aes128 => "aes-cbc-128",
             Encr::Aes192 => "aes-cbc-192",
             Encr::Aes256 => "aes-cbc-256",
+            Encr::AesGcm128 => "aes-gcm-128",
+            Encr::AesGcm256 => "aes-gcm-256",
         }
     }
 
+    /// Length of the manual key: for AES-GCM the AES key followed by the 4-byte salt.
     pub fn key_len(self) -> usize {
         match self {
             Encr::None => 0,
@@ -39,13 +45,15 @@ impl Encr {
             Encr::Aes128 => 16,
             Encr::Aes192 => 24,
             Encr::Aes256 => 32,
+            Encr::AesGcm128 => 16 + 4,
+            Encr::AesGcm256 => 32 + 4,
         }
     }
 
     /// Cipher block size = IV length (RFC 2451, RFC 3602); 4 for no encryption (ESP alignment).
     pub fn block_len(self) -> usize {
         match self {
-            Encr::None => 4,
+            Encr::None | Encr::AesGcm128 | Encr::AesGcm256 => 4,
             Encr::Des | Encr::TripleDes => 8,
             Encr::Aes128 | Encr::Aes192 | Encr::Aes256 => 16,
         }
@@ -58,6 +66,8 @@ impl Encr {
             Encr::Des => "DES-CBC [RFC2405]",
             Encr::TripleDes => "TripleDES-CBC [RFC2451]",
             Encr::Aes128 | Encr::Aes192 | Encr::Aes256 => "AES-CBC [RFC3602]",
+            // The key field takes key + salt as one hex string.
+            Encr::AesGcm128 | Encr::AesGcm256 => "AES-GCM with 16 octet ICV [RFC4106]",
         }
     }
 }
@@ -151,6 +161,8 @@ impl Transform {
 pub const AES128_SHA1: Transform = Transform::esp("AES128_SHA1", Encr::Aes128, Auth::HmacSha1);
 pub const AES256_SHA256: Transform =
     Transform::esp("AES256_SHA256", Encr::Aes256, Auth::HmacSha256);
+pub const AES128_GCM: Transform = Transform::esp("AES128_GCM", Encr::AesGcm128, Auth::None);
+pub const AES256_GCM: Transform = Transform::esp("AES256_GCM", Encr::AesGcm256, Auth::None);
 pub const TDES_MD5: Transform = Transform::esp("TDES_MD5", Encr::TripleDes, Auth::HmacMd5);
 pub const AH_SHA1: Transform = Transform {
     name: "AH_SHA1",

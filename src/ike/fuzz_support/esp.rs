@@ -53,11 +53,15 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
     let udp = s2 & 0x08 != 0;
     let with_ah = s1 & 0x40 != 0 && !udp;
     let encr = EncrAlgorithm::ALL[usize::from(s1) % EncrAlgorithm::ALL.len()];
-    let integ = AuthAlgorithm::ALL[usize::from(s1 >> 3) % AuthAlgorithm::ALL.len()];
+    // AES-GCM takes no separate integrity algorithm (the SA refuses one).
+    let integ = match encr.is_aead() {
+        true => AuthAlgorithm::None,
+        false => AuthAlgorithm::ALL[usize::from(s1 >> 3) % AuthAlgorithm::ALL.len()],
+    };
     let esp = (s1 & 0x80 == 0 || !with_ah).then(|| EspKeys {
         spi: 0,
         encryption: encr,
-        encryption_key: key(encr.key_len()),
+        encryption_key: key(encr.keymat_len()),
         authentication: integ,
         authentication_key: key(integ.key_len()),
     });
@@ -233,7 +237,7 @@ fn decap_params(i: u8) -> SaParams {
     let esp = |e: EncrAlgorithm, a: AuthAlgorithm| EspKeys {
         spi: 0x1000,
         encryption: e,
-        encryption_key: key(e.key_len()),
+        encryption_key: key(e.keymat_len()),
         authentication: a,
         authentication_key: key(a.key_len()),
     };

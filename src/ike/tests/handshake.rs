@@ -106,6 +106,9 @@ fn every_phase2_suite_agrees_with_and_without_pfs() {
         suites.push((Some((e, AuthAlgorithm::None)), None));
     }
     suites.push((Some((EncrAlgorithm::Null, AuthAlgorithm::HmacSha1)), None));
+    // RFC 4106 §8.1: KEYMAT gives key + 4-byte salt (the harness checks the length).
+    suites.push((Some((EncrAlgorithm::AesGcm128, AuthAlgorithm::None)), None));
+    suites.push((Some((EncrAlgorithm::AesGcm256, AuthAlgorithm::None)), None));
     for a in [
         AuthAlgorithm::HmacMd5,
         AuthAlgorithm::HmacSha1,

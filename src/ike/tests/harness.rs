@@ -371,7 +371,7 @@ pub fn assert_crosswise(a: &ChildSaInfo, b: &ChildSaInfo) {
                 assert_eq!(p.authentication, q.authentication);
                 assert_eq!(p.encryption_key, q.encryption_key);
                 assert_eq!(p.authentication_key, q.authentication_key);
-                assert_eq!(p.encryption_key.0.len(), p.encryption.key_len());
+                assert_eq!(p.encryption_key.0.len(), p.encryption.keymat_len());
                 assert_eq!(p.authentication_key.0.len(), p.authentication.key_len());
             }
             (None, None) => {}

@@ -156,6 +156,10 @@ registry! {
         RC4 = 10 => "ESP_RC4",
         NULL = 11 => "ESP_NULL",
         AES = 12 => "ESP_AES",
+        AES_GCM_8 = 18 => "ESP_AES_GCM_8",
+        AES_GCM_12 = 19 => "ESP_AES_GCM_12",
+        // RFC 4106 §8.1: AES-GCM with a 16-octet ICV; the Key Length attribute is required.
+        AES_GCM_16 = 20 => "ESP_AES_GCM_16",
     }
 }
 
