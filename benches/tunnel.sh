@@ -35,6 +35,7 @@ usage: benches/tunnel.sh [options]          (root: network namespaces, TUN devic
   --seconds N     iperf3 run time of each measurement (default 5)
   --quick         plain veth and one ikehub case (ESP-in-UDP, AES-CBC/HMAC-SHA1), TCP 1 stream
                   and UDP only: a smoke run, used by tests/tunnel_bench.rs
+  --cases LIST    comma-separated subset of veth,ikehub,strongswan (default: all three)
   --json          print one JSON document instead of the table (progress stays on stderr)
   --udp-rate R    iperf3 UDP target rate (-b), default 2G
   --udp-len B     UDP payload bytes (-l), default 1300 (fits the tunnel MTU of 1400)
@@ -50,6 +51,7 @@ QUICK=0
 JSON=0
 UDP_RATE=2G
 UDP_LEN=1300
+CASES=veth,ikehub,strongswan
 while [ $# -gt 0 ]; do
     case $1 in
     --seconds)
@@ -65,6 +67,11 @@ while [ $# -gt 0 ]; do
     --udp-len)
         [ $# -ge 2 ] && [[ $2 =~ ^[0-9]{2,4}$ ]] && [ "$2" -le 1372 ] || { echo "tunnel.sh: --udp-len takes 16..1372" >&2; exit 2; }
         UDP_LEN=$2
+        shift 2
+        ;;
+    --cases)
+        [ $# -ge 2 ] && [[ $2 =~ ^(veth|ikehub|strongswan)(,(veth|ikehub|strongswan))*$ ]] || { echo "tunnel.sh: --cases takes a list of veth,ikehub,strongswan" >&2; exit 2; }
+        CASES=$2
         shift 2
         ;;
     --quick) QUICK=1; shift ;;
@@ -214,7 +221,7 @@ ROWS=$WORK/rows.tsv
 : >"$ROWS"
 FAILED=0
 
-# add_row CASE KIND CIPHER ENCAP OFFLOAD TRAFFIC STATUS GBPS BYTES RELAY_S BUSY_S LOSS NOTE
+# add_row CASE KIND CIPHER ENCAP OFFLOAD TRAFFIC STATUS GBPS BYTES RELAY_S BUSY_S LOSS NOTE WALL_S
 add_row() {
     local IFS=$'\t'
     echo "$*" >>"$ROWS"
@@ -277,6 +284,7 @@ measure() {
     log "$case, $traffic: ${SECONDS_PER_RUN} s"
     c0=$(cpu_ticks "${relays[@]}")
     b0=$(busy_ticks)
+    local t0=$EPOCHREALTIME
     timeout -k 2 $((SECONDS_PER_RUN + IPERF_SLACK)) ip netns exec "$NS_A" iperf3 "${args[@]}" >"$out" 2>&1 </dev/null &
     local client=$!
     PIDS+=("$client")
@@ -286,6 +294,9 @@ measure() {
     PIDS=("${keep[@]}")
     b1=$(busy_ticks)
     c1=$(cpu_ticks "${relays[@]}")
+    # The CPU figures cover the client's whole life (connect, run, final exchange, drain).
+    local wall_s
+    wall_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
     local relay_s=- busy_s values
     [ ${#relays[@]} -eq 0 ] || relay_s=$(awk -v d=$((c1 - c0)) -v t="$CLK_TCK" 'BEGIN { printf "%.2f", d / t }')
     busy_s=$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" 'BEGIN { printf "%.2f", d / t }')
@@ -293,10 +304,10 @@ measure() {
         local bps bytes loss
         read -r bps bytes loss <<<"$values"
         add_row "$case" "$kind" "$cipher" "$encap" "$offload" "$traffic" ok \
-            "$(awk -v b="$bps" 'BEGIN { printf "%.3f", b / 1e9 }')" "$bytes" "$relay_s" "$busy_s" "$loss" -
+            "$(awk -v b="$bps" 'BEGIN { printf "%.3f", b / 1e9 }')" "$bytes" "$relay_s" "$busy_s" "$loss" - "$wall_s"
     else
         log "$case, $traffic: iperf3 failed (exit $rc): $(head -c 2000 "$out")"
-        add_row "$case" "$kind" "$cipher" "$encap" "$offload" "$traffic" failed - - - - - "iperf3 exit $rc"
+        add_row "$case" "$kind" "$cipher" "$encap" "$offload" "$traffic" failed - - - - - "iperf3 exit $rc" "$wall_s"
         FAILED=1
     fi
 }
@@ -599,12 +610,15 @@ log "$IKEHUB_BIN: aes-gcm-128 $([ $GCM = 1 ] && echo accepted || echo n/a), [tun
 log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at start"
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
-run_veth
+wanted() { [[ ,$CASES, == *,$1,* ]]; }
 if [ $QUICK -eq 1 ]; then
+    run_veth
     run_ikehub cbc udp default
 else
+    ! wanted veth || run_veth
     if [ $OFFLOAD_KEY = 1 ]; then offloads="on off"; else offloads=default; fi
-    for cipher in cbc gcm; do
+    wanted ikehub || ciphers=
+    for cipher in ${ciphers-cbc gcm}; do
         for encap in esp udp; do
             if [ $cipher = gcm ] && [ $GCM = 0 ]; then
                 add_row "ikehub $encap gcm" ikehub gcm "$encap" - tcp-1 n/a - - - - - \
@@ -614,7 +628,9 @@ else
             for offload in $offloads; do run_ikehub "$cipher" "$encap" "$offload"; done
         done
     done
-    if ! command -v swanctl >/dev/null || ! command -v unshare >/dev/null || ! CHARON=$(charon_path); then
+    if ! wanted strongswan; then
+        :
+    elif ! command -v swanctl >/dev/null || ! command -v unshare >/dev/null || ! CHARON=$(charon_path); then
         add_row "strongSwan udp cbc (kernel-libipsec)" strongswan cbc udp - tcp-1 n/a - - - - - \
             "strongSwan (charon, swanctl) not installed"
     else
@@ -640,7 +656,7 @@ function mark(ok) { return ok ? "met" : "not met" }
     n++
     cs[n] = $1; kind[n] = $2; cipher[n] = $3; encap[n] = $4; off[n] = $5; tr[n] = $6
     st[n] = $7; gbps[n] = $8; bytes[n] = $9; relay[n] = $10; busy[n] = $11; loss[n] = $12
-    note[n] = $13
+    note[n] = $13; wall[n] = $14
     if (st[n] == "ok" && kind[n] == "veth") veth[tr[n]] = gbps[n]
     if (st[n] == "ok" && kind[n] == "strongswan") swan[tr[n]] = gbps[n]
 }
@@ -677,7 +693,7 @@ END {
         printf "  \"cases\": [\n"
         for (i = 1; i <= n; i++) {
             printf "    { \"case\": \"%s\", \"kind\": \"%s\", \"cipher\": %s, \"encapsulation\": %s, \"offload\": %s, \"traffic\": \"%s\", \"status\": \"%s\", ", cs[i], kind[i], jstr(cipher[i]), jstr(encap[i]), jstr(off[i]), tr[i], st[i]
-            printf "\"gbps\": %s, \"bytes\": %s, \"relay_cpu_s\": %s, \"machine_busy_s\": %s, \"relay_ns_per_packet\": %s, \"machine_ns_per_packet\": %s, \"udp_loss_percent\": %s, ", jnum(gbps[i]), jnum(bytes[i]), jnum(relay[i]), jnum(busy[i]), num(rns[i]) ? sprintf("%.0f", rns[i]) : "null", num(mns[i]) ? sprintf("%.0f", mns[i]) : "null", jnum(loss[i])
+            printf "\"gbps\": %s, \"bytes\": %s, \"relay_cpu_s\": %s, \"machine_busy_s\": %s, \"relay_ns_per_packet\": %s, \"machine_ns_per_packet\": %s, \"udp_loss_percent\": %s, \"wall_s\": %s, ", jnum(gbps[i]), jnum(bytes[i]), jnum(relay[i]), jnum(busy[i]), num(rns[i]) ? sprintf("%.0f", rns[i]) : "null", num(mns[i]) ? sprintf("%.0f", mns[i]) : "null", jnum(loss[i]), jnum(wall[i])
             printf "\"x_strongswan\": %s, \"x_veth\": %s, \"goal\": %s, \"note\": %s }%s\n", num(xs[i]) ? sprintf("%.3f", xs[i]) : "null", num(xv[i]) ? sprintf("%.3f", xv[i]) : "null", jstr(goal[i]), jstr(note[i]), i < n ? "," : ""
         }
         printf "  ],\n  \"goals\": [\n"
