@@ -337,7 +337,7 @@ run_veth() {
     if start_iperf_server "$NS_B" "$B_WAN"; then
         for t in $(traffics); do measure veth veth - - - "$t" "$A_WAN" "$B_WAN"; done
     else
-        add_row veth veth - - - tcp-1 failed - - - - - "iperf3 server did not start"
+        add_row veth veth - - - all failed - - - - - "iperf3 server did not start"
         FAILED=1
     fi
     stop_pid "$IPERF_PID"
@@ -454,7 +454,7 @@ run_ikehub() {
         done
         stop_pid "$IPERF_PID"
     else
-        add_row "$case" ikehub "$cipher" "$encap" "$offload" tcp-1 failed - - - - - "tunnel did not come up"
+        add_row "$case" ikehub "$cipher" "$encap" "$offload" all failed - - - - - "tunnel or iperf3 server did not come up"
         FAILED=1
     fi
     local p
@@ -593,7 +593,7 @@ run_strongswan() {
         stop_pid "$IPERF_PID"
     else
         [ -z "${dir_a:-}" ] || tail -n 20 "$dir_a/initiate.log" >&2 2>/dev/null || true
-        add_row "$case" strongswan cbc udp - tcp-1 failed - - - - - "tunnel did not come up"
+        add_row "$case" strongswan cbc udp - all failed - - - - - "tunnel or iperf3 server did not come up"
         FAILED=1
     fi
     local p
@@ -621,7 +621,7 @@ else
     for cipher in ${ciphers-cbc gcm}; do
         for encap in esp udp; do
             if [ $cipher = gcm ] && [ $GCM = 0 ]; then
-                add_row "ikehub $encap gcm" ikehub gcm "$encap" - tcp-1 n/a - - - - - \
+                add_row "ikehub $encap gcm" ikehub gcm "$encap" - all n/a - - - - - \
                     "binary does not accept esp-encryption = aes-gcm-128"
                 continue
             fi
@@ -631,7 +631,7 @@ else
     if ! wanted strongswan; then
         :
     elif ! command -v swanctl >/dev/null || ! command -v unshare >/dev/null || ! CHARON=$(charon_path); then
-        add_row "strongSwan udp cbc (kernel-libipsec)" strongswan cbc udp - tcp-1 n/a - - - - - \
+        add_row "strongSwan udp cbc (kernel-libipsec)" strongswan cbc udp - all n/a - - - - - \
             "strongSwan (charon, swanctl) not installed"
     else
         run_strongswan
