@@ -32,7 +32,8 @@ usage() {
     cat <<'EOF'
 usage: benches/tunnel.sh [options]          (root: network namespaces, TUN devices)
 
-  --seconds N     iperf3 run time of each measurement (default 5)
+  --seconds N     measured seconds of each iperf3 run (default 5; iperf3 runs one more
+                  second first, left out of the figures: -O 1)
   --quick         plain veth and one ikehub case (ESP-in-UDP, AES-CBC/HMAC-SHA1), TCP 1 stream
                   and UDP only: a smoke run, used by tests/tunnel_bench.rs
   --cases LIST    comma-separated subset of veth,ikehub,strongswan (default: all three)
@@ -221,7 +222,7 @@ ROWS=$WORK/rows.tsv
 : >"$ROWS"
 FAILED=0
 
-# add_row CASE KIND CIPHER ENCAP OFFLOAD TRAFFIC STATUS GBPS BYTES RELAY_S BUSY_S LOSS NOTE WALL_S
+# add_row CASE KIND CIPHER ENCAP OFFLOAD TRAFFIC STATUS GBPS BYTES RELAY_S BUSY_S LOSS NOTE WINDOW_S
 add_row() {
     local IFS=$'\t'
     echo "$*" >>"$ROWS"
@@ -270,33 +271,39 @@ start_iperf_server() {
 
 # measure CASE KIND CIPHER ENCAP OFFLOAD TRAFFIC SRC DST RELAY_PIDS...: one iperf3 run from
 # NS_A to an iperf3 server in NS_B; appends a row.
+#
+# iperf3 leaves out its first second (-O 1: connection set-up, TCP slow start) and then counts
+# SECONDS_PER_RUN seconds; the CPU counters are read at the same two moments, so bytes and CPU
+# time cover the same window (not the client's drain and final exchange, which under UDP
+# overload can take seconds more).
 measure() {
     local case=$1 kind=$2 cipher=$3 encap=$4 offload=$5 traffic=$6 src=$7 dst=$8
     shift 8
-    local relays=("$@") args=(-c "$dst" -B "$src" -t "$SECONDS_PER_RUN" -J --connect-timeout 5000)
+    local relays=("$@") args=(-c "$dst" -B "$src" -O 1 -t "$SECONDS_PER_RUN" -J --connect-timeout 5000)
     case $traffic in
     tcp-1) ;;
     tcp-4) args+=(-P 4) ;;
     udp) args+=(-u -b "$UDP_RATE" -l "$UDP_LEN") ;;
     esac
     local out=$WORK/iperf-$NS_COUNTER-$traffic.json
-    local c0 b0 c1 b1 rc=0
-    log "$case, $traffic: ${SECONDS_PER_RUN} s"
-    c0=$(cpu_ticks "${relays[@]}")
-    b0=$(busy_ticks)
-    local t0=$EPOCHREALTIME
-    timeout -k 2 $((SECONDS_PER_RUN + IPERF_SLACK)) ip netns exec "$NS_A" iperf3 "${args[@]}" >"$out" 2>&1 </dev/null &
+    local c0 b0 c1 b1 t0 rc=0
+    log "$case, $traffic: 1 + ${SECONDS_PER_RUN} s"
+    timeout -k 2 $((SECONDS_PER_RUN + 1 + IPERF_SLACK)) ip netns exec "$NS_A" iperf3 "${args[@]}" >"$out" 2>&1 </dev/null &
     local client=$!
     PIDS+=("$client")
+    pause 1
+    c0=$(cpu_ticks "${relays[@]}")
+    b0=$(busy_ticks)
+    t0=$EPOCHREALTIME
+    pause "$SECONDS_PER_RUN"
+    b1=$(busy_ticks)
+    c1=$(cpu_ticks "${relays[@]}")
+    local window_s
+    window_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
     wait "$client" || rc=$?
     local keep=() p
     for p in "${PIDS[@]}"; do [ "$p" = "$client" ] || keep+=("$p"); done
     PIDS=("${keep[@]}")
-    b1=$(busy_ticks)
-    c1=$(cpu_ticks "${relays[@]}")
-    # The CPU figures cover the client's whole life (connect, run, final exchange, drain).
-    local wall_s
-    wall_s=$(awk -v a="$t0" -v b="$EPOCHREALTIME" 'BEGIN { printf "%.2f", b - a }')
     local relay_s=- busy_s values
     [ ${#relays[@]} -eq 0 ] || relay_s=$(awk -v d=$((c1 - c0)) -v t="$CLK_TCK" 'BEGIN { printf "%.2f", d / t }')
     busy_s=$(awk -v d=$((b1 - b0)) -v t="$CLK_TCK" 'BEGIN { printf "%.2f", d / t }')
@@ -304,12 +311,18 @@ measure() {
         local bps bytes loss
         read -r bps bytes loss <<<"$values"
         add_row "$case" "$kind" "$cipher" "$encap" "$offload" "$traffic" ok \
-            "$(awk -v b="$bps" 'BEGIN { printf "%.3f", b / 1e9 }')" "$bytes" "$relay_s" "$busy_s" "$loss" - "$wall_s"
+            "$(awk -v b="$bps" 'BEGIN { printf "%.3f", b / 1e9 }')" "$bytes" "$relay_s" "$busy_s" "$loss" - "$window_s"
     else
         log "$case, $traffic: iperf3 failed (exit $rc): $(head -c 2000 "$out")"
-        add_row "$case" "$kind" "$cipher" "$encap" "$offload" "$traffic" failed - - - - - "iperf3 exit $rc" "$wall_s"
+        add_row "$case" "$kind" "$cipher" "$encap" "$offload" "$traffic" failed - - - - - "iperf3 exit $rc" "$window_s"
         FAILED=1
     fi
+}
+
+# pause SECONDS: sleep in the background, so a signal's trap runs at once.
+pause() {
+    sleep "$1" &
+    wait $! || true
 }
 
 traffics() {
@@ -656,15 +669,18 @@ function mark(ok) { return ok ? "met" : "not met" }
     n++
     cs[n] = $1; kind[n] = $2; cipher[n] = $3; encap[n] = $4; off[n] = $5; tr[n] = $6
     st[n] = $7; gbps[n] = $8; bytes[n] = $9; relay[n] = $10; busy[n] = $11; loss[n] = $12
-    note[n] = $13; wall[n] = $14
+    note[n] = $13; window[n] = $14
     if (st[n] == "ok" && kind[n] == "veth") veth[tr[n]] = gbps[n]
     if (st[n] == "ok" && kind[n] == "strongswan") swan[tr[n]] = gbps[n]
 }
 END {
     for (i = 1; i <= n; i++) {
-        pk = num(bytes[i]) ? bytes[i] / pkt : 0
-        rns[i] = (pk > 0 && num(relay[i])) ? relay[i] * 1e9 / pk : "-"
-        mns[i] = (pk > 0 && num(busy[i])) ? busy[i] * 1e9 / pk : "-"
+        # Packets per second from the throughput, CPU seconds per second from the window the
+        # counters were read over (the same seconds iperf3 counted).
+        pps = num(gbps[i]) ? gbps[i] * 1e9 / 8 / pkt : 0
+        ok = pps > 0 && num(window[i]) && window[i] > 0
+        rns[i] = (ok && num(relay[i])) ? relay[i] / window[i] / pps * 1e9 : "-"
+        mns[i] = (ok && num(busy[i])) ? busy[i] / window[i] / pps * 1e9 : "-"
         xs[i] = "-"; xv[i] = "-"; goal[i] = "-"
         if (kind[i] != "ikehub" || st[i] != "ok") continue
         if (tr[i] in swan && swan[tr[i]] > 0) xs[i] = gbps[i] / swan[tr[i]]
@@ -693,7 +709,7 @@ END {
         printf "  \"cases\": [\n"
         for (i = 1; i <= n; i++) {
             printf "    { \"case\": \"%s\", \"kind\": \"%s\", \"cipher\": %s, \"encapsulation\": %s, \"offload\": %s, \"traffic\": \"%s\", \"status\": \"%s\", ", cs[i], kind[i], jstr(cipher[i]), jstr(encap[i]), jstr(off[i]), tr[i], st[i]
-            printf "\"gbps\": %s, \"bytes\": %s, \"relay_cpu_s\": %s, \"machine_busy_s\": %s, \"relay_ns_per_packet\": %s, \"machine_ns_per_packet\": %s, \"udp_loss_percent\": %s, \"wall_s\": %s, ", jnum(gbps[i]), jnum(bytes[i]), jnum(relay[i]), jnum(busy[i]), num(rns[i]) ? sprintf("%.0f", rns[i]) : "null", num(mns[i]) ? sprintf("%.0f", mns[i]) : "null", jnum(loss[i]), jnum(wall[i])
+            printf "\"gbps\": %s, \"bytes\": %s, \"relay_cpu_s\": %s, \"machine_busy_s\": %s, \"relay_ns_per_packet\": %s, \"machine_ns_per_packet\": %s, \"udp_loss_percent\": %s, \"window_s\": %s, ", jnum(gbps[i]), jnum(bytes[i]), jnum(relay[i]), jnum(busy[i]), num(rns[i]) ? sprintf("%.0f", rns[i]) : "null", num(mns[i]) ? sprintf("%.0f", mns[i]) : "null", jnum(loss[i]), jnum(window[i])
             printf "\"x_strongswan\": %s, \"x_veth\": %s, \"goal\": %s, \"note\": %s }%s\n", num(xs[i]) ? sprintf("%.3f", xs[i]) : "null", num(xv[i]) ? sprintf("%.3f", xv[i]) : "null", jstr(goal[i]), jstr(note[i]), i < n ? "," : ""
         }
         printf "  ],\n  \"goals\": [\n"
@@ -702,7 +718,7 @@ END {
         printf "  ]\n}\n"
         exit
     }
-    printf "Tunnel benchmark: iperf3 %d s per row, UDP %s at %d B, %d CPUs, load average %s -> %s\n", secs, udp_rate, udp_len, cpus, load_start, load_end
+    printf "Tunnel benchmark: iperf3 %d s per row (after 1 s left out), UDP %s at %d B, %d CPUs, load average %s -> %s\n", secs, udp_rate, udp_len, cpus, load_start, load_end
     printf "ikehub: %s (aes-gcm-128 %s, offload key %s)\n\n", bin, gcm ? "yes" : "n/a", offload_key ? "yes" : "n/a"
     fmtrow = "%-38s %-6s %8s %7s %7s %9s %9s %7s %7s %7s  %s\n"
     printf fmtrow, "case", "traffic", "Gbit/s", "relay", "machine", "relay", "machine", "UDP", "x", "x", "goal"
