@@ -164,8 +164,8 @@ stop_pid() {
 new_netns() {
     NEW_NS="ikh-$$-$NS_COUNTER-$1"
     NS_COUNTER=$((NS_COUNTER + 1))
+    NAMESPACES+=("$NEW_NS") # first: a signal between the two lines must not leak it
     ip netns add "$NEW_NS"
-    NAMESPACES+=("$NEW_NS")
     ip -n "$NEW_NS" link set lo up
 }
 
@@ -177,7 +177,9 @@ remove_netns() {
         for pid in $pids; do kill -KILL "$pid" 2>/dev/null || true; done
         sleep 0.05
     done
-    ip netns del "$ns" 2>/dev/null || log "warning: ip netns del $ns failed"
+    if [ -e "/run/netns/$ns" ]; then
+        ip netns del "$ns" 2>/dev/null || log "warning: ip netns del $ns failed"
+    fi
     local keep=() n
     for n in "${NAMESPACES[@]}"; do [ "$n" = "$ns" ] || keep+=("$n"); done
     NAMESPACES=("${keep[@]}")
