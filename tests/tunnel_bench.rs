@@ -4,7 +4,7 @@
 //! removes everything it created, also when a tunnel fails and on Ctrl-C. They never check a
 //! speed: the figures are for the benchmark to print, and this machine is shared.
 //!
-//! Needs root and ip, iperf3, ping, python3; outside CI the tests skip (with a message) when
+//! Needs root and ip, iperf3, ping, python3 (and strongSwan for its case); outside CI the tests skip (with a message) when
 //! those are missing, under `CI=true` they fail.
 
 mod common;
@@ -248,5 +248,36 @@ fn interrupted_run_cleans_up() {
         Some(130),
         "tunnel.sh should stop with 130 on SIGINT:\n{stdout}\n{stderr}"
     );
+    assert_cleaned_up(run.pid);
+}
+
+/// The strongSwan <-> strongSwan case (charon with kernel-libipsec in each namespace) comes up
+/// and carries traffic, with the CPU of both charons read.
+#[test]
+fn strongswan_case_carries_traffic() {
+    if !common::strongswan::require_strongswan_or_skip(TOOLS) {
+        return;
+    }
+    let mut run = BenchRun::start(
+        &ikehub_bin(),
+        &["--seconds", "1", "--cases", "strongswan", "--json"],
+    );
+    let (status, stdout, stderr) = run.finish();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "tunnel.sh exited {status:?}:\n{stdout}\n{stderr}"
+    );
+    let json = parse_json(&stdout, &stderr);
+    let cases = cases(&json);
+    assert_eq!(cases.len(), 3, "TCP 1 and 4 streams and UDP: {json:#}");
+    for case in cases {
+        assert_eq!(case["kind"], "strongswan", "{case:#}");
+        assert_eq!(case["status"], "ok", "{case:#}");
+        assert!(
+            case["gbps"].as_f64().unwrap_or(0.0) > 0.0 && case["bytes"].as_u64().unwrap_or(0) > 0,
+            "no traffic: {case:#}"
+        );
+        assert!(case["relay_cpu_s"].as_f64().is_some(), "{case:#}");
+    }
     assert_cleaned_up(run.pid);
 }
