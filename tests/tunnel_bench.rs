@@ -4,8 +4,8 @@
 //! removes everything it created, also when a tunnel fails and on Ctrl-C. They never check a
 //! speed: the figures are for the benchmark to print, and this machine is shared.
 //!
-//! Needs root and ip, iperf3, ping, python3 (and strongSwan for its case); outside CI the tests skip (with a message) when
-//! those are missing, under `CI=true` they fail.
+//! Needs root and ip, iperf3, ping, python3 (and strongSwan for its case); outside CI the tests
+//! skip (with a message) when those are missing, under `CI=true` they fail.
 
 mod common;
 
