@@ -723,7 +723,7 @@ END {
         }
         printf "  ],\n  \"goals\": [\n"
         for (g = 1; g <= 3; g++)
-            printf "    { \"goal\": \"%s\", \"target\": %s, \"ratio\": %s, \"case\": %s, \"status\": \"%s\" }%s\n", gname[g], gt[g], num(gr[g]) ? sprintf("%.3f", gr[g]) : "null", jstr(gc[g]), gm[g], g < 3 ? "," : ""
+            printf "    { \"goal\": \"%s\", \"target\": %s, \"ratio\": %s, \"case\": %s, \"status\": \"%s\", \"note\": %s }%s\n", gname[g], gt[g], num(gr[g]) ? sprintf("%.3f", gr[g]) : "null", jstr(gc[g]), gm[g], jstr(gwhy[g]), g < 3 ? "," : ""
         printf "  ]\n}\n"
         exit
     }
