@@ -694,9 +694,12 @@ END {
         if (kind[i] != "ikehub" || st[i] != "ok") continue
         if (tr[i] in swan && swan[tr[i]] > 0) xs[i] = gbps[i] / swan[tr[i]]
         if (tr[i] in veth && veth[tr[i]] > 0) xv[i] = gbps[i] / veth[tr[i]]
-        if (cipher[i] == "cbc" && num(xs[i]) && num(xv[i])) goal[i] = mark(xs[i] >= 10 && xv[i] >= 0.30)
+        # The goals are TCP figures: the iperf3 UDP sender and receiver are often the limit
+        # (loss over the plain veth), so UDP rows get ratios but no verdict.
+        if (tr[i] == "udp") { }
+        else if (cipher[i] == "cbc" && num(xs[i]) && num(xv[i])) goal[i] = mark(xs[i] >= 10 && xv[i] >= 0.30)
         else if (cipher[i] == "cbc" && num(xv[i])) goal[i] = mark(xv[i] >= 0.30) " (veth only)"
-        if (cipher[i] == "gcm" && num(xv[i])) goal[i] = mark(xv[i] >= 0.50)
+        if (tr[i] != "udp" && cipher[i] == "gcm" && num(xv[i])) goal[i] = mark(xv[i] >= 0.50)
         if (tr[i] == "tcp-1" && (!(cipher[i] in best) || gbps[i] > gbps[best[cipher[i]]])) best[cipher[i]] = i
     }
     # The three goals: name, suite, against, target.
