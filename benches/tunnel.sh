@@ -36,6 +36,7 @@ usage: benches/tunnel.sh [options]          (root: network namespaces, TUN devic
                   second first, left out of the figures: -O 1)
   --quick         plain veth and one ikehub case (ESP-in-UDP, AES-CBC/HMAC-SHA1), TCP 1 stream
                   and UDP only: a smoke run, used by tests/tunnel_bench.rs
+  --repeat N      run every case N times (default 1); the table shows the median and the range
   --cases LIST    comma-separated subset of veth,ikehub,strongswan (default: all three)
   --json          print one JSON document instead of the table (progress stays on stderr)
   --udp-rate R    iperf3 UDP target rate (-b), default 2G
@@ -53,6 +54,7 @@ JSON=0
 UDP_RATE=2G
 UDP_LEN=1300
 CASES=veth,ikehub,strongswan
+REPEAT=1
 while [ $# -gt 0 ]; do
     case $1 in
     --seconds)
@@ -73,6 +75,11 @@ while [ $# -gt 0 ]; do
     --cases)
         [ $# -ge 2 ] && [[ $2 =~ ^(veth|ikehub|strongswan)(,(veth|ikehub|strongswan))*$ ]] || { echo "tunnel.sh: --cases takes a list of veth,ikehub,strongswan" >&2; exit 2; }
         CASES=$2
+        shift 2
+        ;;
+    --repeat)
+        [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]?$ ]] || { echo "tunnel.sh: --repeat takes 1..99" >&2; exit 2; }
+        REPEAT=$2
         shift 2
         ;;
     --quick) QUICK=1; shift ;;
@@ -228,9 +235,12 @@ ROWS=$WORK/rows.tsv
 FAILED=0
 
 # add_row CASE KIND CIPHER ENCAP OFFLOAD TRAFFIC STATUS GBPS BYTES RELAY_S BUSY_S LOSS NOTE WINDOW_S
+# (the number of the run, RUN, is added as the last column)
+RUN=1
 add_row() {
     local IFS=$'\t'
-    echo "$*" >>"$ROWS"
+    [ $# -ge 14 ] || set -- "$@" -
+    echo "$*"$'\t'"$RUN" >>"$ROWS"
 }
 
 # iperf3_value FILE TRAFFIC: prints "BPS BYTES LOSS" from iperf3 -J output (receiver side).
@@ -633,14 +643,17 @@ log "machine: $(nproc) CPUs, load average $(cut -d' ' -f1-3 /proc/loadavg) at st
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 
 wanted() { [[ ,$CASES, == *,$1,* ]]; }
-if [ $QUICK -eq 1 ]; then
-    run_veth
-    run_ikehub cbc udp default
-else
+one_run() {
+    local cipher encap offload offloads ciphers="cbc gcm"
+    if [ $QUICK -eq 1 ]; then
+        run_veth
+        run_ikehub cbc udp default
+        return
+    fi
     ! wanted veth || run_veth
     if [ $OFFLOAD_KEY = 1 ]; then offloads="on off"; else offloads=default; fi
     wanted ikehub || ciphers=
-    for cipher in ${ciphers-cbc gcm}; do
+    for cipher in $ciphers; do
         for encap in esp udp; do
             if [ $cipher = gcm ] && [ $GCM = 0 ]; then
                 add_row "ikehub $encap gcm" ikehub gcm "$encap" - all n/a - - - - - \
@@ -658,7 +671,11 @@ else
     else
         run_strongswan
     fi
-fi
+}
+for RUN in $(seq 1 "$REPEAT"); do
+    [ "$REPEAT" -eq 1 ] || log "run $RUN of $REPEAT"
+    one_run
+done
 LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 
 # --- the table ------------------------------------------------------------------------------
@@ -668,28 +685,59 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # best ikehub case of each suite with TCP 1 stream, the measure of the issue.
 awk -F'\t' -v json=$JSON -v secs="$SECONDS_PER_RUN" -v udp_rate="$UDP_RATE" -v udp_len="$UDP_LEN" \
     -v pkt="$PKT_BYTES" -v bin="$IKEHUB_BIN" -v gcm=$GCM -v offload_key=$OFFLOAD_KEY \
-    -v cpus="$(nproc)" -v load_start="$LOAD_START" -v load_end="$LOAD_END" -v quick=$QUICK '
+    -v cpus="$(nproc)" -v load_start="$LOAD_START" -v load_end="$LOAD_END" -v quick=$QUICK -v repeat="$REPEAT" '
 function num(x) { return x != "-" && x != "" }
 function fmt(x, f) { return num(x) ? sprintf(f, x) : "-" }
 function jnum(x) { return num(x) ? x + 0 : "null" }
 function jstr(x) { return x == "-" || x == "" ? "null" : "\"" x "\"" }
 function mark(ok) { return ok ? "met" : "not met" }
+# med(M, I, C): the median of metric M over the C good runs of row I ("-" if it has none).
+function med(m, i, c,   a, j, k, t) {
+    if (c == 0 || !num(V[m, i, 1])) return "-"
+    for (j = 1; j <= c; j++) a[j] = V[m, i, j] + 0
+    for (j = 2; j <= c; j++)
+        for (k = j; k > 1 && a[k - 1] > a[k]; k--) { t = a[k]; a[k] = a[k - 1]; a[k - 1] = t }
+    return c % 2 ? a[(c + 1) / 2] : (a[c / 2] + a[c / 2 + 1]) / 2
+}
+# One row per case and traffic; with --repeat, its runs are gathered in V[metric, row, run].
 {
-    n++
-    cs[n] = $1; kind[n] = $2; cipher[n] = $3; encap[n] = $4; off[n] = $5; tr[n] = $6
-    st[n] = $7; gbps[n] = $8; bytes[n] = $9; relay[n] = $10; busy[n] = $11; loss[n] = $12
-    note[n] = $13; window[n] = $14
-    if (st[n] == "ok" && kind[n] == "veth") veth[tr[n]] = gbps[n]
-    if (st[n] == "ok" && kind[n] == "strongswan") swan[tr[n]] = gbps[n]
+    key = $1 SUBSEP $6
+    if (!(key in row)) {
+        row[key] = ++n
+        cs[n] = $1; kind[n] = $2; cipher[n] = $3; encap[n] = $4; off[n] = $5; tr[n] = $6
+        st[n] = "ok"; note[n] = "-"; good[n] = 0; runs[n] = 0
+    }
+    i = row[key]
+    runs[i]++
+    if ($7 != "ok") {
+        # One failed (or n/a) run makes the row so; the note says how many.
+        st[i] = $7; bad[i]++; note[i] = $13
+        next
+    }
+    c = ++good[i]
+    V["gbps", i, c] = $8; V["bytes", i, c] = $9; V["relay", i, c] = $10; V["busy", i, c] = $11
+    V["loss", i, c] = $12; V["window", i, c] = $14
+    # CPU per packet of this run: packets per second from the throughput, CPU seconds per
+    # second from the window the counters were read over (the seconds iperf3 counted).
+    pps = $8 * 1e9 / 8 / pkt
+    okw = pps > 0 && num($14) && $14 > 0
+    V["rns", i, c] = okw && num($10) ? $10 / $14 / pps * 1e9 : "-"
+    V["mns", i, c] = okw && num($11) ? $11 / $14 / pps * 1e9 : "-"
+    if (c == 1 || $8 < gmin[i]) gmin[i] = $8
+    if (c == 1 || $8 > gmax[i]) gmax[i] = $8
+    list[i] = (c == 1 ? "" : list[i] ", ") ($8 + 0)
 }
 END {
     for (i = 1; i <= n; i++) {
-        # Packets per second from the throughput, CPU seconds per second from the window the
-        # counters were read over (the same seconds iperf3 counted).
-        pps = num(gbps[i]) ? gbps[i] * 1e9 / 8 / pkt : 0
-        ok = pps > 0 && num(window[i]) && window[i] > 0
-        rns[i] = (ok && num(relay[i])) ? relay[i] / window[i] / pps * 1e9 : "-"
-        mns[i] = (ok && num(busy[i])) ? busy[i] / window[i] / pps * 1e9 : "-"
+        c = good[i]
+        gbps[i] = med("gbps", i, c); bytes[i] = med("bytes", i, c); relay[i] = med("relay", i, c)
+        busy[i] = med("busy", i, c); loss[i] = med("loss", i, c); window[i] = med("window", i, c)
+        rns[i] = med("rns", i, c); mns[i] = med("mns", i, c)
+        if (st[i] == "failed" && runs[i] > 1) note[i] = note[i] sprintf(" (%d of %d runs)", bad[i], runs[i])
+        if (st[i] == "ok" && kind[i] == "veth") veth[tr[i]] = gbps[i]
+        if (st[i] == "ok" && kind[i] == "strongswan") swan[tr[i]] = gbps[i]
+    }
+    for (i = 1; i <= n; i++) {
         xs[i] = "-"; xv[i] = "-"; goal[i] = "-"
         if (kind[i] != "ikehub" || st[i] != "ok") continue
         if (tr[i] in swan && swan[tr[i]] > 0) xs[i] = gbps[i] / swan[tr[i]]
@@ -716,12 +764,14 @@ END {
     }
     if (json) {
         printf "{\n  \"seconds\": %d,\n  \"udp_rate\": \"%s\",\n  \"udp_len\": %d,\n  \"packet_bytes\": %d,\n", secs, udp_rate, udp_len, pkt
+        printf "  \"repeat\": %d,\n", repeat
         printf "  \"quick\": %s,\n  \"ikehub\": \"%s\",\n  \"cpus\": %d,\n  \"loadavg_start\": \"%s\",\n  \"loadavg_end\": \"%s\",\n", quick ? "true" : "false", bin, cpus, load_start, load_end
         printf "  \"features\": { \"aes_gcm_128\": %s, \"offload_key\": %s },\n", gcm ? "true" : "false", offload_key ? "true" : "false"
         printf "  \"cases\": [\n"
         for (i = 1; i <= n; i++) {
             printf "    { \"case\": \"%s\", \"kind\": \"%s\", \"cipher\": %s, \"encapsulation\": %s, \"offload\": %s, \"traffic\": \"%s\", \"status\": \"%s\", ", cs[i], kind[i], jstr(cipher[i]), jstr(encap[i]), jstr(off[i]), tr[i], st[i]
             printf "\"gbps\": %s, \"bytes\": %s, \"relay_cpu_s\": %s, \"machine_busy_s\": %s, \"relay_ns_per_packet\": %s, \"machine_ns_per_packet\": %s, \"udp_loss_percent\": %s, \"window_s\": %s, ", jnum(gbps[i]), jnum(bytes[i]), jnum(relay[i]), jnum(busy[i]), num(rns[i]) ? sprintf("%.0f", rns[i]) : "null", num(mns[i]) ? sprintf("%.0f", mns[i]) : "null", jnum(loss[i]), jnum(window[i])
+            printf "\"gbps_runs\": [%s], \"gbps_min\": %s, \"gbps_max\": %s, ", list[i], good[i] ? gmin[i] + 0 : "null", good[i] ? gmax[i] + 0 : "null"
             printf "\"x_strongswan\": %s, \"x_veth\": %s, \"goal\": %s, \"note\": %s }%s\n", num(xs[i]) ? sprintf("%.3f", xs[i]) : "null", num(xv[i]) ? sprintf("%.3f", xv[i]) : "null", jstr(goal[i]), jstr(note[i]), i < n ? "," : ""
         }
         printf "  ],\n  \"goals\": [\n"
@@ -730,14 +780,17 @@ END {
         printf "  ]\n}\n"
         exit
     }
-    printf "Tunnel benchmark: iperf3 %d s per row (after 1 s left out), UDP %s at %d B, %d CPUs, load average %s -> %s\n", secs, udp_rate, udp_len, cpus, load_start, load_end
+    printf "Tunnel benchmark: iperf3 %d s per row (after 1 s left out)%s, UDP %s at %d B, %d CPUs, load average %s -> %s\n", secs, (repeat > 1 ? sprintf(", median of %d runs", repeat) : ""), udp_rate, udp_len, cpus, load_start, load_end
     printf "ikehub: %s (aes-gcm-128 %s, offload key %s)\n\n", bin, gcm ? "yes" : "n/a", offload_key ? "yes" : "n/a"
-    fmtrow = "%-38s %-6s %8s %7s %7s %9s %9s %7s %7s %7s  %s\n"
-    printf fmtrow, "case", "traffic", "Gbit/s", "relay", "machine", "relay", "machine", "UDP", "x", "x", "goal"
-    printf fmtrow, "", "", "", "CPU s", "busy s", "ns/pkt", "ns/pkt", "loss %", "sswan", "veth", ""
+    # With --repeat, a column with the range of Gbit/s over the runs.
+    w = repeat > 1 ? 12 : 0
+    fmtrow = "%-38s %-6s %8s %" w "s %7s %7s %9s %9s %7s %7s %7s  %s\n"
+    printf fmtrow, "case", "traffic", "Gbit/s", w ? "range" : "", "relay", "machine", "relay", "machine", "UDP", "x", "x", "goal"
+    printf fmtrow, "", "", "", "", "CPU s", "busy s", "ns/pkt", "ns/pkt", "loss %", "sswan", "veth", ""
     for (i = 1; i <= n; i++) {
         if (st[i] != "ok") { printf "%-38s %-6s %8s  (%s)\n", cs[i], st[i] == "n/a" ? "" : tr[i], st[i], note[i]; continue }
-        printf fmtrow, cs[i], tr[i], fmt(gbps[i], "%.2f"), fmt(relay[i], "%.2f"), fmt(busy[i], "%.2f"), fmt(rns[i], "%.0f"), fmt(mns[i], "%.0f"), fmt(loss[i], "%.1f"), fmt(xs[i], "%.2f"), fmt(xv[i], "%.2f"), goal[i]
+        range = w ? sprintf("%.2f-%.2f", gmin[i], gmax[i]) : ""
+        printf fmtrow, cs[i], tr[i], fmt(gbps[i], "%.2f"), range, fmt(relay[i], "%.2f"), fmt(busy[i], "%.2f"), fmt(rns[i], "%.0f"), fmt(mns[i], "%.0f"), fmt(loss[i], "%.1f"), fmt(xs[i], "%.2f"), fmt(xv[i], "%.2f"), goal[i]
     }
     printf "\nGoals of issue 12 (TCP 1 stream, best ikehub case of each suite):\n"
     for (g = 1; g <= 3; g++) {

@@ -183,7 +183,8 @@ fn quick_run_carries_traffic_in_every_case_and_cleans_up() {
 }
 
 /// A daemon that never comes up: the run goes on, reports the case as failed, exits 1 and
-/// still removes every namespace and process.
+/// still removes every namespace and process. Run twice (`--repeat 2`): the veth row is the
+/// median of its two runs and the failed row says in how many runs it failed.
 #[test]
 fn failed_tunnel_is_reported_and_cleaned_up() {
     if !common::require_env_or_skip(TOOLS) {
@@ -197,7 +198,10 @@ fn failed_tunnel_is_reported_and_cleaned_up() {
         use std::os::unix::fs::PermissionsExt;
         std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
     }
-    let mut run = BenchRun::start(&fake, &["--seconds", "1", "--quick", "--json"]);
+    let mut run = BenchRun::start(
+        &fake,
+        &["--seconds", "1", "--quick", "--repeat", "2", "--json"],
+    );
     let (status, stdout, stderr) = run.finish();
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -206,17 +210,34 @@ fn failed_tunnel_is_reported_and_cleaned_up() {
     );
     let json = parse_json(&stdout, &stderr);
     let cases = cases(&json);
-    assert!(
-        cases
-            .iter()
-            .any(|c| c["kind"] == "veth" && c["status"] == "ok"),
-        "the veth case should still run: {json:#}"
+    let veth = cases
+        .iter()
+        .find(|c| c["kind"] == "veth" && c["traffic"] == "tcp-1")
+        .unwrap_or_else(|| panic!("no veth tcp-1 row: {json:#}"));
+    assert_eq!(
+        veth["status"], "ok",
+        "the veth case should still run: {veth:#}"
     );
+    let runs: Vec<f64> = veth["gbps_runs"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    assert_eq!(runs.len(), 2, "two runs of the veth case: {veth:#}");
+    let median = veth["gbps"].as_f64().unwrap_or(-1.0);
     assert!(
-        cases
-            .iter()
-            .any(|c| c["kind"] == "ikehub" && c["status"] == "failed"),
-        "the ikehub case should be reported as failed: {json:#}"
+        (median - (runs[0] + runs[1]) / 2.0).abs() < 1e-6,
+        "the median of two runs is their mean: {veth:#}"
+    );
+    let ikehub = cases
+        .iter()
+        .find(|c| c["kind"] == "ikehub")
+        .unwrap_or_else(|| panic!("no ikehub row: {json:#}"));
+    assert_eq!(ikehub["status"], "failed", "{ikehub:#}");
+    assert!(
+        ikehub["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("2 of 2 runs")),
+        "{ikehub:#}"
     );
     assert_cleaned_up(run.pid);
 }
