@@ -13,7 +13,8 @@
 # /proc/PID/stat), whole-machine busy seconds (/proc/stat), CPU per packet, and the ratios of
 # issue 12 (ikehub / strongSwan, ikehub / veth) with its goals marked met or not met.
 #
-#   sudo benches/tunnel.sh [--seconds N] [--quick] [--json] [--udp-rate R] [--udp-len B]
+#   sudo benches/tunnel.sh [--seconds N] [--repeat N] [--cases LIST] [--quick] [--json]
+#                          [--udp-rate R] [--udp-len B]          (--help explains each)
 #
 # Topology (the one of tests/common/netns.rs, RFC 5737 addresses only):
 #
