@@ -113,10 +113,10 @@ fn doc_keys(md: &str) -> BTreeSet<String> {
                 .strip_prefix('[')
                 .and_then(|h| h.strip_suffix(']'))
                 .map(|h| h.strip_suffix(".NAME").unwrap_or(h).to_string());
-        } else if let (Some(t), Some(row)) = (&table, line.strip_prefix("| `")) {
-            if let Some(key) = row.split('`').next() {
-                out.insert(format!("{t}/{key}"));
-            }
+        } else if let (Some(t), Some(row)) = (&table, line.strip_prefix("| `"))
+            && let Some(key) = row.split('`').next()
+        {
+            out.insert(format!("{t}/{key}"));
         }
     }
     out

@@ -228,7 +228,8 @@ mod tests {
         }
     }
 
-    /// Issue 9 point 1: two manual policies to different peers whose outbound SPIs are both
+    /// The same outbound SPI to two peers: two manual policies to different peers whose outbound
+    /// SPIs are both
     /// 5000. Keyed by SPI (the old code), the second install replaced the first SA, and the
     /// first policy's cleartext went out with the second peer's keys to the second peer.
     #[test]
