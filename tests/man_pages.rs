@@ -31,6 +31,22 @@ fn roff(word: &str) -> String {
     word.replace('-', "\\-")
 }
 
+/// `--json`, `--log-format` ... as clap_mangen writes them (`\fB\-\-log\-format\fR`).
+fn long_options(page: &str) -> Vec<String> {
+    page.split("\\fB\\-\\-")
+        .skip(1)
+        .map(|rest| {
+            let name: String = rest
+                .replace("\\-", "-")
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '-')
+                .collect();
+            format!("--{name}")
+        })
+        .filter(|o| o.len() > 2)
+        .collect()
+}
+
 #[test]
 fn man_pages_cover_every_command_and_every_documented_key() {
     let dir = TempDir::new();
@@ -69,6 +85,32 @@ fn man_pages_cover_every_command_and_every_documented_key() {
     // Hidden test and packaging hooks get no page.
     assert!(!dir.0.join("ikehub-inject-fault.8").exists());
     assert!(!dir.0.join("ikehub-man.8").exists());
+
+    // docs/cli.md names every command that has a page and every long option the pages list.
+    let cli = read(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/cli.md"));
+    let mut options = 0;
+    for entry in std::fs::read_dir(&dir.0).unwrap() {
+        let name = entry.unwrap().file_name().to_string_lossy().into_owned();
+        let Some(cmd) = name.strip_suffix(".8") else {
+            continue;
+        };
+        let words = cmd.replace('-', " ");
+        assert!(
+            cli.contains(&format!("`{words}")),
+            "docs/cli.md does not describe `{words}`"
+        );
+        let page = read(dir.0.join(&name));
+        for opt in long_options(&page) {
+            assert!(
+                ['`', ' ', '[']
+                    .iter()
+                    .any(|c| cli.contains(&format!("{c}{opt}"))),
+                "docs/cli.md does not describe {opt} of `{words}`"
+            );
+            options += 1;
+        }
+    }
+    assert!(options > 20, "only {options} options found in the pages");
 
     let toml = read(dir.0.join("ikehub.toml.5"));
     assert!(toml.starts_with(".TH IKEHUB.TOML 5"), "{toml}");
