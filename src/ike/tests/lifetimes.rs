@@ -172,9 +172,8 @@ fn responder_cannot_lengthen_phase2_lifetime() {
     }
 }
 
-/// The quick-mode half of RESPONDER-LIFETIME (the responder side, older than the phase-1 half): the
-/// responder runs its shorter lifetime, tells the initiator, and both ends expire the pair
-/// together.
+/// The quick-mode half of RESPONDER-LIFETIME: the responder runs its shorter lifetime, tells the
+/// initiator, and both ends expire the pair together.
 #[test]
 fn responder_lifetime_in_quick_mode_shortens_the_initiators_pair() {
     let mut b = config("ToA", false);
