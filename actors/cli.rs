@@ -111,7 +111,8 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup.
+    /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup, DH operations
+    /// and handshakes per second per group.
     Bench {
         /// Machine-readable output.
         #[arg(long)]
@@ -144,6 +145,7 @@ pub enum ShowWhat {
     Isakmp {
         #[command(flatten)]
         control: ControlArgs,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -152,6 +154,7 @@ pub enum ShowWhat {
     Counters {
         #[command(flatten)]
         control: ControlArgs,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -159,6 +162,7 @@ pub enum ShowWhat {
     Peers {
         #[command(flatten)]
         control: ControlArgs,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
