@@ -1,4 +1,4 @@
-//! The command line (PROFILES.md "Command line"): every subcommand and its options.
+//! The command line (docs/cli.md): every subcommand and its options.
 
 use std::path::PathBuf;
 
@@ -10,8 +10,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     version,
     about = "IPsec VPN concentrator for hub sites: manually keyed and IKEv1-keyed ESP/AH tunnels",
     long_about = "ikehub terminates IPsec tunnels from branch routers. Profiles are TOML files \
-                  (see profiles/ and PROFILES.md); `ikehub run` is the daemon, the other commands \
-                  inspect or steer it through its control socket."
+                  (see profiles/, docs/profiles.md and ikehub.toml(5)); `ikehub run` is the \
+                  daemon, the other commands inspect or steer it through its control socket."
 )]
 pub struct Cli {
     /// Log format on stderr (`RUST_LOG` filters, e.g. RUST_LOG=ikehub=debug).
@@ -111,7 +111,8 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         seconds: u64,
     },
-    /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup.
+    /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup, DH operations
+    /// and handshakes per second per group.
     Bench {
         /// Machine-readable output.
         #[arg(long)]
@@ -119,6 +120,14 @@ pub enum Command {
         /// Seconds spent on each measurement.
         #[arg(long, default_value_t = 0.3)]
         seconds: f64,
+    },
+    /// Write the manual pages ikehub(8), ikehub-COMMAND(8) and ikehub.toml(5) into DIR (for
+    /// packaging; generated from this command line and docs/profiles.md).
+    #[command(hide = true)]
+    Man {
+        /// The directory to write into (created if needed).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
     },
 }
 
@@ -136,6 +145,7 @@ pub enum ShowWhat {
     Isakmp {
         #[command(flatten)]
         control: ControlArgs,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -144,6 +154,7 @@ pub enum ShowWhat {
     Counters {
         #[command(flatten)]
         control: ControlArgs,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },
@@ -151,6 +162,7 @@ pub enum ShowWhat {
     Peers {
         #[command(flatten)]
         control: ControlArgs,
+        /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
     },

@@ -8,6 +8,7 @@ mod daemon;
 mod demo;
 mod ike;
 mod io;
+mod man;
 mod messages;
 mod registry;
 mod routes;
@@ -201,6 +202,13 @@ fn main() -> ExitCode {
             return demo::run(spokes, seconds);
         }
         Command::Bench { json, seconds } => return bench::run(json, seconds),
+        Command::Man { out } => man::write(&out)
+            .map(|pages| {
+                for p in pages {
+                    println!("{}", p.display());
+                }
+            })
+            .map_err(|e| format!("cannot write the manual pages into {}: {e}", out.display())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

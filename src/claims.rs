@@ -1,4 +1,4 @@
-//! Who may hold which protected-network pair (DESIGN.md, "Invariants that keep spokes apart").
+//! Who may hold which protected-network pair (docs/design.md, "Invariants that keep spokes apart").
 //!
 //! The security policy lookup is most-specific-wins (`spd.rs`), and a spoke of a template policy
 //! may propose any pair inside its template's (RFC 2409 §5.5 IDci/IDcr, narrower accepted). So

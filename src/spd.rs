@@ -3,14 +3,15 @@
 //!
 //! # Outbound lookup
 //!
-//! A policy protects traffic between its `local` and `remote` networks (PROFILES.md
+//! A policy protects traffic between its `local` and `remote` networks (docs/profiles.md
 //! `protected-network`). [`Spd::lookup`] takes the (src, dst) of a cleartext IPv4 packet from
 //! the TUN and finds the policy whose `local` contains src and `remote` contains dst.
 //!
 //! **Ambiguity rule**: when several pairs match, the most specific wins: the one with the
 //! smallest remote block, then the smallest local block, then the lowest policy id (the
-//! order policies were added in, a removed policy's id being reused first). Profiles validation already refuses ambiguous overlaps
-//! between different policies; the rule makes the result deterministic anyway.
+//! order policies were added in, a removed policy's id being reused first). Profiles validation
+//! already refuses ambiguous overlaps between different policies; the rule makes the result
+//! deterministic anyway.
 //!
 //! Cost: every remote network is split into CIDR blocks and indexed in one hash map per
 //! prefix length; a lookup probes only the prefix lengths in use (typically a handful), so it

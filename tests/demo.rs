@@ -24,7 +24,8 @@ fn demo_20_spokes_unprivileged_exits_0_with_summary() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ctx = format!("{}\nstdout:\n{stdout}\nstderr:\n{stderr}", out.status);
     assert!(out.status.success(), "ikehub demo failed: {ctx}");
-    // The summary table: tunnels up, setup rate, packets/bytes each way, errors (PROFILES.md).
+    // The summary table: tunnels up, setup rate, packets/bytes each way, errors (docs/cli.md,
+    // `ikehub demo`).
     let lower = stdout.to_lowercase();
     assert!(
         lower.contains("tunnel"),
@@ -36,7 +37,7 @@ fn demo_20_spokes_unprivileged_exits_0_with_summary() {
     );
 }
 
-/// Issue 4: a thousand spokes, every one keyed by IKE (group 14), as an ordinary user. The
+/// Scale: a thousand spokes, every one keyed by IKE (group 14), as an ordinary user. The
 /// summary must say all 1000 tunnels came up by IKE and carried traffic both ways. (10,000 is a
 /// benchmark, run by hand: `ikehub demo --spokes 10000`.)
 #[test]

@@ -1,4 +1,4 @@
-//! AES-GCM ESP (RFC 4106) end to end, issue 12 point 4:
+//! AES-GCM ESP (RFC 4106) end to end:
 //!
 //! * two `ikehub run` daemons keyed manually with `aes-gcm-128` / `aes-gcm-256` (the ToBerne
 //!   pair of `tests/common/tunnel.rs`), raw ESP and ESP-in-UDP, ping both ways and iperf3,

@@ -1,9 +1,9 @@
-//! A hub under a flood of forged main-mode message 1s (issue 9, "a flood figure"): while 20
-//! spokes' tunnels carry traffic, a forger on the hub's segment sends message 1s (a real offer
-//! the hub's template accepts, so each costs the hub a half-open session) from many forged
-//! source addresses inside the template's block. No tunnel may be lost, a fresh spoke must come
-//! up during the flood, and the hub's memory must stay bounded (half-open state is bounded and
-//! the oldest half-open exchange is evicted, DESIGN.md).
+//! A hub under a flood of forged main-mode message 1s (the flood figure of the half-open bounds):
+//! while 20 spokes' tunnels carry traffic, a forger on the hub's segment sends message 1s (a real
+//! offer the hub's template accepts, so each costs the hub a half-open session) from many forged
+//! source addresses inside the template's block. No tunnel may be lost, a fresh spoke must come up
+//! during the flood, and the hub's memory must stay bounded (half-open state is bounded and the
+//! oldest half-open exchange is evicted, docs/design.md).
 //!
 //! The flood is bounded in rate and time; defaults keep the suite quick, and
 //! `IKEHUB_FLOOD_RATE` (message 1s per second), `IKEHUB_FLOOD_SECONDS` and

@@ -1,4 +1,4 @@
-//! Two ikehub daemons keyed by IKEv1 (issue 3, "Acceptance": "Two ikehub daemons in namespaces
+//! Two ikehub daemons keyed by IKEv1 (acceptance: "Two ikehub daemons in namespaces
 //! keyed by IKE without NAT (raw ESP) and with NAT-T forced"). A (192.0.2.1, protects
 //! 198.51.100.0/24) initiates at start (`initiate = "permanent"`), B (192.0.2.2, protects
 //! 203.0.113.0/24) only responds (`initiate = "never"`).

@@ -1,4 +1,4 @@
-//! Phase-1 identities against strongSwan (issue 9 point 6, `local-id` / `remote-id`): ikehub in
+//! Phase-1 identities against strongSwan (docs/profiles.md, `local-id` / `remote-id`): ikehub in
 //! namespace A (192.0.2.1) names itself `fqdn:hub.example.net` and accepts
 //! `fqdn:*.branches.example.net`; strongSwan in B (192.0.2.2) initiates with an FQDN identity
 //! (ID_FQDN on the wire, RFC 2407 §4.6.2.2). A matching name brings the tunnel up and ikehub

@@ -1,4 +1,4 @@
-//! IKEv1 end to end against strongSwan (issue 3, "Acceptance"): ikehub in namespace A
+//! IKEv1 end to end against strongSwan (the IKEv1 acceptance cases): ikehub in namespace A
 //! (192.0.2.1, protects 198.51.100.0/24), strongSwan 5.9.8 in namespace B (192.0.2.2, protects
 //! 203.0.113.0/24), one `ipsec-policy-isakmp` ToBerne keyed by main mode + quick mode with a
 //! pre-shared key; pings between 198.51.100.1 and 203.0.113.1 through the tunnel.
@@ -6,9 +6,10 @@
 //! strongSwan here runs kernel-libipsec, which forces UDP encapsulation: ikehub always sees it
 //! as NATed and must float to 4500 and use ESP-in-UDP (`tests/common/strongswan.rs`).
 //!
-//! What the tests assume of the daemon beyond PROFILES.md is listed in `tests/common/ike.rs`
-//! (the JSON shapes of `show isakmp` / `show peers`, "ISAKMP" rows in `show sa`). Failure
-//! output includes both daemons' logs and ikehub's `show sa` / `show isakmp` / `show peers`.
+//! What the tests assume of the daemon beyond docs/profiles.md and docs/cli.md is listed in
+//! `tests/common/ike.rs` (the JSON shapes of `show isakmp` / `show peers`, "ISAKMP" rows in `show
+//! sa`). Failure output includes both daemons' logs and ikehub's `show sa` / `show isakmp` / `show
+//! peers`.
 //!
 //! Needs root, charon, swanctl, ping (+ iperf3, tcpdump, tshark, ike-scan for some). Outside CI
 //! the tests skip (with a message) when those are missing; under `CI=true` they fail.

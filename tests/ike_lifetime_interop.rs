@@ -1,10 +1,10 @@
-//! Lifetimes against strongSwan (issue 9 points 5 and 9): strongSwan initiates and offers a
-//! longer phase-1 lifetime than ikehub's policy; ikehub runs its own, tells strongSwan with
-//! RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) in main-mode message 6, and strongSwan takes that
-//! notify without harm: the tunnel stays up and carries traffic. (Sent in an informational of
-//! its own right after message 6, the notify overtook message 6 at strongSwan and failed to
-//! decrypt there: this test caught that.) The session-level
-//! proofs (0 = "no limit of mine", clamping, overflow) are in `src/ike/tests/lifetimes.rs`.
+//! Lifetimes against strongSwan (RFC 2407 lifetimes and RESPONDER-LIFETIME): strongSwan initiates
+//! and offers a longer phase-1 lifetime than ikehub's policy; ikehub runs its own, tells strongSwan
+//! with RESPONDER-LIFETIME (RFC 2407 §4.6.3.1) in main-mode message 6, and strongSwan takes that
+//! notify without harm: the tunnel stays up and carries traffic. (Sent in an informational of its
+//! own right after message 6, the notify overtook message 6 at strongSwan and failed to decrypt
+//! there: this test caught that.) The session-level proofs (0 = "no limit of mine", clamping,
+//! overflow) are in `src/ike/tests/lifetimes.rs`.
 //!
 //! Needs root, charon, swanctl, ping; outside CI it skips when those are missing.
 

@@ -1,4 +1,4 @@
-//! ike-scan against ikehub (issue 3, "Acceptance": "ike-scan against ikehub: a main-mode
+//! ike-scan against ikehub (acceptance: "ike-scan against ikehub: a main-mode
 //! answer for an acceptable transform, NO-PROPOSAL-CHOSEN otherwise, aggressive mode
 //! refused"). ikehub in namespace A responds only (`initiate = "never"`); ike-scan probes from
 //! namespace B, the policy's peer address, from a random source port.

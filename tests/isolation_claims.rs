@@ -1,6 +1,6 @@
-//! Issue 9 point 2: networks are reserved from load time, so a spoke of a template policy
-//! cannot take the networks of a manual policy, nor those of a single-peer IKE policy whose
-//! tunnel is down.
+//! Network reservations (docs/design.md): networks are reserved from load time, so a spoke of a
+//! template policy cannot take the networks of a manual policy, nor those of a single-peer IKE
+//! policy whose tunnel is down.
 //!
 //! ```text
 //!   hub 192.0.2.1 (protects 198.51.100.0/24)

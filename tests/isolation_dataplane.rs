@@ -1,4 +1,5 @@
-//! Spokes kept apart in the data plane (issue 9 points 1 and 7), daemons in network namespaces.
+//! Spokes kept apart in the data plane (docs/design.md: SA handles and network reservations),
+//! daemons in network namespaces.
 //!
 //! * A hub with two manual policies to two peers that both chose outbound SPI 5000 (with
 //!   different keys): each peer's traffic reaches only that peer. The hub reaches its two peers
@@ -153,7 +154,7 @@ fn rows(d: &Daemon) -> Vec<SaRow> {
     common::sa::parse_rows(&common::daemon::show_sa_json(d))
 }
 
-/// Issue 9 point 1: two manual policies to two peers with the same outbound SPI each carry only
+/// SA handles: two manual policies to two peers with the same outbound SPI each carry only
 /// their own traffic. On the old code (outbound SAs keyed by SPI) the second install replaced
 /// the first: both policies then sent with P2's keys to P2, and P1 got nothing.
 #[test]
@@ -354,8 +355,8 @@ fn out_spis(d: &Daemon) -> Vec<u32> {
     v
 }
 
-/// Issue 9 point 7: one IKE policy with two protected-network pairs carries both at once (the
-/// old code kept only the last negotiated pair in the SPD: the other pair's cleartext found no
+/// Two pairs of one policy: one IKE policy with two protected-network pairs carries both at once
+/// (the old code kept only the last negotiated pair in the SPD: the other pair's cleartext found no
 /// policy), keeps carrying both while every child SA is re-keyed and the old ones removed, and
 /// still afterwards.
 #[test]

@@ -1,5 +1,6 @@
-//! Forged IKE from an established peer's address (issue 9 point 3), between two ikehub daemons
-//! in namespaces: A (192.0.2.1) initiates at start, B (192.0.2.2) is the hub that answers.
+//! Forged IKE from an established peer's address (docs/design.md: IKE demultiplexing), between two
+//! ikehub daemons in namespaces: A (192.0.2.1) initiates at start, B (192.0.2.2) is the hub that
+//! answers.
 //!
 //! The forger runs in A's namespace with a raw socket (IP_HDRINCL), so it can put any source
 //! address and port on a main-mode message 1 that ikehub itself built (a real offer B accepts:

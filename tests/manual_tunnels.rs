@@ -1,5 +1,5 @@
 //! Manually keyed tunnels end to end: two `ikehub run` daemons in two network namespaces (the
-//! ToBerne pair of PROFILES.md), real TUN devices and sockets, checked from outside with ping,
+//! ToBerne pair of docs/profiles.md), real TUN devices and sockets, checked from outside with ping,
 //! iperf3, `show sa --json` and tshark decrypting the captured ESP with the configured keys.
 //!
 //! Also the harness's own self-tests (names starting with `harness_` or `tshark_`), which need no
@@ -32,7 +32,7 @@ const ROUTE_TIMEOUT: Duration = Duration::from_secs(20);
 const TUN: &str = "ikehub0";
 
 // ---------------------------------------------------------------------------------------------
-// The acceptance cases of issue 2.
+// The acceptance cases of manual keying: every transform and encapsulation, checked from outside.
 
 #[test]
 fn esp_aes128_sha1() {
@@ -733,7 +733,7 @@ fn harness_capture_and_iperf3_over_plain_veth() {
     assert!(res.bytes_received > 0, "{res:?}");
 }
 
-/// The generated profiles name everything PROFILES.md requires (a cheap check that needs no
+/// The generated profiles name everything docs/profiles.md requires (a cheap check that needs no
 /// root, so a broken generator shows up everywhere).
 #[test]
 fn harness_profiles_are_consistent() {

@@ -1,8 +1,8 @@
-//! Several spokes behind one NAT address (issue 9 point 6): two strongSwan spokes behind one
-//! nftables `masquerade` connect at the same time to ONE template policy of the hub, each gets
-//! its own peer, SAs and policy entries, both carry traffic both ways at once, and one restarting
-//! (its charon killed and started again: it comes back with INITIAL-CONTACT, RFC 2407 §4.6.3.3)
-//! does not disturb the other.
+//! Several spokes behind one NAT address (docs/design.md: IKE demultiplexing by cookie, msg1 by
+//! address and port): two strongSwan spokes behind one nftables `masquerade` connect at the same
+//! time to ONE template policy of the hub, each gets its own peer, SAs and policy entries, both
+//! carry traffic both ways at once, and one restarting (its charon killed and started again: it
+//! comes back with INITIAL-CONTACT, RFC 2407 §4.6.3.3) does not disturb the other.
 //!
 //! * [`two_strongswan_spokes_behind_one_nat_then_one_restarts`]: the restarted spoke comes back
 //!   from the same public ports (the router kept its mappings).

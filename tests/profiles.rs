@@ -925,7 +925,7 @@ dh-group = 1
     assert!(config::summary(&l).contains("warnings: 4"));
 }
 
-/// The profile block of PROFILES.md, verbatim.
+/// The example profile block of the profile contract (every table of docs/profiles.md), verbatim.
 const PROFILES_MD: &str = r#"[system]
 control-socket = "/run/ikehub.sock"   # default; tests and parallel instances set their own
 shards = 0                            # ESP forwarding shards; 0 = one per CPU core
@@ -1236,7 +1236,7 @@ fn local_id_and_remote_id() {
         (&b.local_id, &b.remote_id),
         (&LocalId::Address, &RemoteId::Address)
     );
-    // Every form PROFILES.md names.
+    // Every form docs/profiles.md names.
     for (local, remote) in [
         ("fqdn:hub.example.net", "fqdn:*.branches.example.net"),
         ("user-fqdn:vpn@example.net", "user-fqdn:*@example.net"),

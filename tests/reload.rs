@@ -1,4 +1,4 @@
-//! Reload by diff (issue 4, "Acceptance": "continuous traffic through an unchanged policy loses
+//! Reload by diff (acceptance: "continuous traffic through an unchanged policy loses
 //! no packet while another policy is changed, one added and one removed; an invalid profile is
 //! refused and the old one keeps running; the daemon's pid never changes").
 //!

@@ -1,4 +1,4 @@
-//! Graceful shutdown (issue 4, "Acceptance": "SIGTERM: deletes seen by the peer (strongSwan
+//! Graceful shutdown (acceptance: "SIGTERM: deletes seen by the peer (strongSwan
 //! removes its SAs), routes and TUN gone"; "exits within two seconds even when peers do not
 //! answer").
 //!

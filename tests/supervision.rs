@@ -1,6 +1,7 @@
-//! Supervision (issue 4): a peer actor that dies (the test-only fault hook makes it panic, as a
-//! bug would) is rebuilt by the router within seconds with fresh SAs, its old SAs removed, while
-//! another tunnel of the same daemon carries traffic without losing a packet.
+//! Supervision (a peer actor is rebuilt when it dies): a peer actor that dies (the test-only fault
+//! hook makes it panic, as a bug would) is rebuilt by the router within seconds with fresh SAs, its
+//! old SAs removed, while another tunnel of the same daemon carries traffic without losing a
+//! packet.
 //!
 //! A (192.0.2.1) and B (192.0.2.2) have two tunnels: `ToBerne`, keyed by IKE (A initiates,
 //! permanent) between 198.51.100.1 and 203.0.113.1, and `Second`, manually keyed, between

@@ -32,7 +32,7 @@ pub enum Response {
     Error { message: String },
 }
 
-/// One row of `show sa` (PROFILES.md column order); the JSON form adds the counters.
+/// One row of `show sa` (docs/cli.md column order); the JSON form adds the counters.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SaStatus {
     pub direction: String,

@@ -1,4 +1,4 @@
-//! Rendering of `show sa` in the SmartWare status-table layout (PROFILES.md).
+//! Rendering of `show sa` in the SmartWare status-table layout (docs/cli.md).
 
 use super::protocol::SaStatus;
 use super::table::Table;
@@ -106,7 +106,7 @@ fn rows(body: &serde_json::Value) -> Vec<serde_json::Value> {
     body.as_array().cloned().unwrap_or_default()
 }
 
-/// `show isakmp`: one row per phase-1 SA (PROFILES.md: peer, cookies, state, transform,
+/// `show isakmp`: one row per phase-1 SA (docs/cli.md: peer, cookies, state, transform,
 /// age/lifetime).
 pub fn isakmp_table(body: &serde_json::Value) -> String {
     let rows = rows(body);
@@ -216,7 +216,7 @@ mod tests {
         assert!(lines[2].starts_with("OUT MANUAL ToBerne Tunnel no     192.0.2.2 -      2222"));
     }
 
-    /// PROFILES.md "Additions": AES-GCM shows as `ESP-ENC AES-GCM 128` with `ESP-AUTH -`.
+    /// docs/cli.md, `show sa`: AES-GCM shows as `ESP-ENC AES-GCM 128` with `ESP-AUTH -`.
     #[test]
     fn aes_gcm_row() {
         let row = SaStatus {

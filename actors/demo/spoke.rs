@@ -152,7 +152,7 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
     tokio::pin!(ike_timer);
     let mut ike_armed: Option<Instant> = None;
     loop {
-        // The session's outputs, events first (DESIGN.md: the SA pair before the message).
+        // The session's outputs, events first (docs/design.md: the SA pair before the message).
         while let Some(ev) = session.poll_event() {
             match ev {
                 Event::ChildSaEstablished(info) | Event::ChildSaRekeyed { new: info, .. } => {

@@ -1,5 +1,5 @@
 //! The last status of peers whose actor is gone, so `show peers` can say why a tunnel is down.
-//! Bounded (DESIGN.md: every structure unauthenticated input can grow has a bound and an
+//! Bounded (docs/design.md: every structure unauthenticated input can grow has a bound and an
 //! eviction rule): configured single-peer policies keep one row each (bounded by the profiles);
 //! spokes of templates and unknown initiators each have a first-in-first-out bound of their own,
 //! so a flood of failing unknown initiators never pushes out what authenticated spokes left.

@@ -263,7 +263,7 @@ impl PeerActor {
         };
         self.installed_any = true;
         // The SAs by handles the daemon issues: the outbound SPI is the peer's choice and may
-        // equal another tunnel's (issue 9 point 1). The SAs are in place before the SPD
+        // equal another tunnel's (docs/design.md: SA handles). The SAs are in place before the SPD
         // entries of this child's selectors point at them (a re-key: the entries move to the
         // new SA here, before the old one is removed).
         let pair = SaPair::issue(spis);
@@ -417,7 +417,7 @@ impl PeerActor {
         }
     }
 
-    /// Events, then transmits, then the timer (DESIGN.md: PeerActor).
+    /// Events, then transmits, then the timer (docs/design.md, How data flows: PeerActor).
     fn drive(&mut self, ctx: &mut Context<Self>) {
         let span = self.span.clone();
         let _enter = span.enter();

@@ -221,8 +221,8 @@ mod tests {
         assert_eq!(p.lookup(LAN, dst(200)), None);
     }
 
-    /// Issue 9 point 7: a policy with two protected-network pairs keeps both in the SPD, each
-    /// on its own child's SA (the old code kept one entry per policy, the last child's).
+    /// Two pairs of one policy: a policy with two protected-network pairs keeps both in the SPD,
+    /// each on its own child's SA (the old code kept one entry per policy, the last child's).
     #[test]
     fn each_child_owns_the_entry_of_its_selectors() {
         let mut p = ShardPolicies::default();

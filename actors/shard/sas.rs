@@ -228,9 +228,10 @@ mod tests {
         }
     }
 
-    /// Issue 9 point 1: two manual policies to different peers whose outbound SPIs are both
-    /// 5000. Keyed by SPI (the old code), the second install replaced the first SA, and the
-    /// first policy's cleartext went out with the second peer's keys to the second peer.
+    /// The same outbound SPI to two peers: two manual policies to different peers whose
+    /// outbound SPIs are both 5000. Keyed by SPI (the old code), the second install replaced the
+    /// first SA, and the first policy's cleartext went out with the second peer's keys to the
+    /// second peer.
     #[test]
     fn same_outbound_spi_under_two_handles() {
         let mut t = SaTables::default();

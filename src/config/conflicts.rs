@@ -147,7 +147,7 @@ fn spis(all: &[SpiUse], sink: &Sink) {
 /// spoke that authenticates gets entries for the networks it negotiated (equal to or narrower
 /// than the template's). So a template is checked here only against other templates whose
 /// peers overlap (a spoke could then match either), not against policies with one peer address;
-/// that is what lets the PROFILES.md example (a manual ToBerne and a template Branches with the
+/// that is what lets the contract's example (a manual ToBerne and a template Branches with the
 /// same networks) load. At run time `crate::claims` keeps them apart: every manual and
 /// single-peer IKE policy reserves its pairs when the profiles load (tunnel up or not), and a
 /// spoke is granted a negotiated pair only if it overlaps, on both sides, no reserved pair and

@@ -1,5 +1,5 @@
 //! What the loader reports: one problem (or warning) at one place in one profile file, printed as
-//! `FILE:LINE:COL: message` (PROFILES.md, `ikehub check`).
+//! `FILE:LINE:COL: message` (docs/profiles.md, General rules; docs/cli.md, `ikehub check`).
 
 use std::cell::RefCell;
 use std::fmt;

@@ -1,4 +1,4 @@
-//! Phase-1 identities of an `ipsec-policy-isakmp` (PROFILES.md, "Additions (2026-12)"):
+//! Phase-1 identities of an `ipsec-policy-isakmp` (docs/profiles.md, `local-id` / `remote-id`):
 //! `local-id`, the ID payload we send in main mode message 5/6, and `remote-id`, the IDs a peer
 //! may claim (RFC 2407 §4.6.2: ID_IPV4_ADDR / ID_IPV6_ADDR, ID_FQDN, ID_USER_FQDN, ID_KEY_ID).
 

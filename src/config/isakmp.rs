@@ -252,7 +252,7 @@ pub(crate) fn isakmp(
             }
         }
     };
-    // Phase-1 identities (PROFILES.md "Additions (2026-12)"); both default to the address.
+    // Phase-1 identities (docs/profiles.md); both default to the address.
     let local_id = b.local_id.as_ref().map_or(Some(LocalId::Address), |at| {
         at.value
             .parse()

@@ -264,7 +264,7 @@ impl Direction<'_, '_> {
 }
 
 /// How a key-length message names the algorithm: AES-GCM's manual key is the AES key
-/// followed by the 4-byte salt (RFC 4106 §8.1, PROFILES.md "Additions").
+/// followed by the 4-byte salt (RFC 4106 §8.1, docs/profiles.md, Keys).
 fn keymat_word(e: EncrAlgorithm) -> &'static str {
     match e {
         EncrAlgorithm::AesGcm128 => "aes-gcm-128 (16-byte key + 4-byte salt)",

@@ -1,5 +1,5 @@
-//! The TOML profile model (PROFILES.md): load a file or a directory, validate everything, resolve
-//! names, and diff two snapshots.
+//! The TOML profile model (docs/profiles.md): load a file or a directory, validate everything,
+//! resolve names, and diff two snapshots.
 //!
 //! ```text
 //! load(path) ──▶ load.rs    files, TOML syntax, merge (a name defined twice is refused)

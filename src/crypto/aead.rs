@@ -5,7 +5,7 @@
 //! VAES + VPCLMULQDQ with AVX2, picked at run time, with a constant-time fallback). Measured on
 //! this kind of machine at 1408 bytes it seals at about 3x the rate of RustCrypto `aes-gcm`
 //! 0.11 and above `openssl speed -evp aes-128-gcm`; that is why it is used here and not for the
-//! CBC suites (see the report of issue 12).
+//! CBC suites (measure with `ikehub bench`).
 //!
 //! RFC 4106 §3-§4: the nonce is the 4-byte salt (keying material after the AES key, §8.1)
 //! followed by the 8-byte explicit IV the packet carries; §5: the AAD is SPI || sequence

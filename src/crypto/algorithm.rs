@@ -1,4 +1,4 @@
-//! The algorithms a transform can name (PROFILES.md), with the sizes RFC 4303/4302 and the
+//! The algorithms a transform can name (docs/profiles.md), with the sizes RFC 4303/4302 and the
 //! cipher specifications fix for them.
 
 use std::fmt;

@@ -113,7 +113,7 @@ impl EspCipher {
     /// CBC-encrypts several packets in place; each buffer holds the IV (`iv_len()` bytes)
     /// followed by the plaintext, which is how ESP lays them out. For AES the packets' blocks
     /// are interleaved, one block of up to [`BATCH_LANES`] packets per cipher call, so the
-    /// pipelined AES-NI path is used although CBC is serial within one packet (DESIGN.md "The
+    /// pipelined AES-NI path is used although CBC is serial within one packet (docs/design.md "The
     /// hot path"). Every buffer is checked before anything is encrypted; on error nothing has
     /// been changed.
     pub fn encrypt_cbc_batch(&self, packets: &mut [&mut [u8]]) -> Result<(), CryptoError> {

@@ -1,4 +1,4 @@
-//! Per-SA counters (PROFILES.md `show sa --json`: packets, bytes, replay drops, ICV failures,
+//! Per-SA counters (docs/cli.md `show sa --json`: packets, bytes, replay drops, ICV failures,
 //! padding errors, selector mismatches). An SA belongs to one shard, so these are plain
 //! integers, not atomics.
 

@@ -11,8 +11,8 @@
 //! selectors as an installed one that has no successor yet is taken as its re-key. Either end
 //! deletes a replaced pair when the grace period ends, whoever started the re-key.
 //!
-//! Bounds against an authenticated but hostile peer (issue 9 point 8): at most
-//! [`IkeSession::max_children`] pairs and [`IkeSession::max_quick_modes_per_sa`] quick modes
+//! Bounds against an authenticated but hostile peer (a key holder must not exhaust the hub): at
+//! most [`IkeSession::max_children`] pairs and [`IkeSession::max_quick_modes_per_sa`] quick modes
 //! it started at once; beyond, its quick mode is refused with NO-PROPOSAL-CHOSEN.
 
 use std::time::Instant;
@@ -29,7 +29,7 @@ use super::session::{Child, IkeSession};
 impl IkeSession {
     /// Child SA pairs one peer may hold at once: per protected-network pair, the pair and its
     /// successor during the grace period, plus two for simultaneous re-keys. An authenticated
-    /// peer asking for more (e.g. ever narrower selectors) is refused (issue 9 point 8).
+    /// peer asking for more (e.g. ever narrower selectors) is refused.
     pub(crate) fn max_children(&self) -> usize {
         2 * self.env.config.protected_networks.len().max(1) + 2
     }

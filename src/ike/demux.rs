@@ -1,5 +1,5 @@
 //! Which session an IKE datagram belongs to, and which unknown initiators get a session at all
-//! (DESIGN.md "Invariants that keep spokes apart"). Sans-IO: the daemon's router asks, then
+//! (docs/design.md "Invariants that keep spokes apart"). Sans-IO: the daemon's router asks, then
 //! starts or stops the sessions it is told to.
 //!
 //! # Routing

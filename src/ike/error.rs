@@ -1,4 +1,4 @@
-//! The protocol error of the IKE layer (DESIGN.md convention 4): what went wrong in operator
+//! The protocol error of the IKE layer (docs/design.md convention 4): what went wrong in operator
 //! terms, and the notify it produces toward the peer.
 
 use std::fmt;

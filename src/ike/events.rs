@@ -5,8 +5,7 @@
 //! [`Event::ChildSaRekeyed`] in the same input that queues quick-mode message 2 (responder) or
 //! message 3 (initiator). The daemon must therefore drain `poll_event` (and apply InstallSa)
 //! *before* `poll_transmit` after every input; then the SAs are in the shards before the peer can
-//! send on them. (DESIGN.md lists the PeerActor's drain order as transmit, timeout, event: for
-//! IKE-keyed SAs it must be event, transmit, timeout.)
+//! send on them. (docs/design.md: the PeerActor drains events first.)
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,9 +1,10 @@
 //! The IKEv1 key schedule for pre-shared keys (RFC 2409 §5, §5.4, §5.5, §5.7, Appendix B).
 //!
 //! Every secret is its own zeroizing newtype so SKEYID_d cannot be passed where SKEYID_e is
-//! meant (DESIGN.md, "secrets of different roles are different types"). Every function names
-//! the exact bytes it hashes; "_b" means a payload's body without its 4-byte generic header
-//! (RFC 2409 §3.2), and cookies, message IDs and SPIs are in network byte order as on the wire.
+//! meant (docs/design.md convention 5, "secrets of different roles are different types"). Every
+//! function names the exact bytes it hashes; "_b" means a payload's body without its 4-byte generic
+//! header (RFC 2409 §3.2), and cookies, message IDs and SPIs are in network byte order as on the
+//! wire.
 
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 

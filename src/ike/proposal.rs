@@ -533,7 +533,7 @@ mod tests {
         }
     }
 
-    /// Issue 9 point 5: a 0 offer is "no limit of the peer" (ours applies and the peer is told),
+    /// Peer lifetimes: a 0 offer is "no limit of the peer" (ours applies and the peer is told),
     /// a huge one is capped, never taken as it comes.
     #[test]
     fn phase2_zero_and_huge_offers() {
@@ -565,7 +565,7 @@ mod tests {
         assert!(!c.lifetime_shortened);
     }
 
-    /// Issue 9 point 4: one message with thousands of transforms gives a short reason that
+    /// Hostile offers: one message with thousands of transforms gives a short reason that
     /// names the first few and counts the rest (the old reason listed every one: ~400 KB).
     #[test]
     fn no_proposal_chosen_reason_is_capped() {

@@ -140,7 +140,7 @@ mod tests {
         assert_eq!(c.lookup(b"req3"), None);
     }
 
-    /// Issue 9 point 4: sixteen 64 KB requests cost their digests and our answers, not 1 MB.
+    /// Bounded reply cache: sixteen 64 KB requests cost their digests and our answers, not 1 MB.
     #[test]
     fn reply_cache_holds_digests_not_requests() {
         let mut c = ReplyCache::default();

@@ -838,7 +838,7 @@ mod tests {
             .collect()
     }
 
-    /// Issue 9 point 8: one AH proposal and one ESP proposal with 255 transforms each used to
+    /// Bounded offers: one AH proposal and one ESP proposal with 255 transforms each used to
     /// expand into 65,025 alternatives; at most MAX_PHASE2_OFFERS are built now.
     #[test]
     fn ah_times_esp_expansion_is_bounded() {

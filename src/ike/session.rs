@@ -1,5 +1,5 @@
-//! `IkeSession`: the sans-IO driver of everything IKE does with one peer (DESIGN.md "The sans-IO
-//! core"). The daemon's PeerActor feeds it datagrams, timeouts and requests, and drains
+//! `IkeSession`: the sans-IO driver of everything IKE does with one peer (docs/design.md "The
+//! sans-IO core"). The daemon's PeerActor feeds it datagrams, timeouts and requests, and drains
 //! `poll_event` (first), `poll_transmit`, then `poll_timeout`.
 //!
 //! Datagrams: `Transmit::bytes` is the UDP payload exactly as it must be sent; when
@@ -209,8 +209,9 @@ impl IkeSession {
     }
 
     /// A session for a peer whose main-mode message 1 just arrived (pass it to
-    /// `handle_datagram` next; until then the session is not closed, only empty). Create it only after `peek_first_message` and the policy's
-    /// address check: the first message costs no DH, message 3 does.
+    /// `handle_datagram` next; until then the session is not closed, only empty). Create it only
+    /// after `peek_first_message` and the policy's address check: the first message costs no DH,
+    /// message 3 does.
     pub fn new_responder(
         config: Arc<PeerConfig>,
         local: SocketAddr,
@@ -673,7 +674,7 @@ impl IkeSession {
     }
 
     /// A main-mode message that names no exchange of ours: only a message 1 starts one. It is
-    /// answered where it came from and changes nothing the session already has (DESIGN.md: a
+    /// answered where it came from and changes nothing the session already has (docs/design.md: a
     /// message 1 never changes an established session); when the half-open bound is reached
     /// the oldest unfinished responder exchange makes room, so forged message 1s cannot lock
     /// the real peer out.

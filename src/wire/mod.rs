@@ -28,7 +28,7 @@ pub use ip::{IpProtocol, IpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use udp::{UdpPacket, UdpRepr};
 
-/// Why bytes could not be read as a header (the small wire-layer error of DESIGN.md §4).
+/// Why bytes could not be read as a header (the wire-layer error of docs/design.md convention 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum Error {
     /// The buffer is shorter than the header or than a length field says.

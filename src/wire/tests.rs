@@ -1,5 +1,5 @@
 //! One table of every header type, driving round-trip and truncation-at-every-length tests
-//! (DESIGN.md convention 8).
+//! (docs/design.md convention 8).
 
 use super::*;
 

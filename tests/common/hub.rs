@@ -1,6 +1,7 @@
-//! Concentrator operations (issue 4): a hub namespace whose WAN is a bridge joining one veth per
-//! spoke namespace, manual policies appended to generated IKE profiles, the classification
-//! `ikehub reload` prints, continuous pings, and what a stopped daemon must leave behind.
+//! Concentrator operations (template policies, reload, supervision, shutdown): a hub namespace
+//! whose WAN is a bridge joining one veth per spoke namespace, manual policies appended to
+//! generated IKE profiles, the classification `ikehub reload` prints, continuous pings, and what a
+//! stopped daemon must leave behind.
 //!
 //! ```text
 //!   netns hub                                  netns spoke i (i = 1..=N)

@@ -4,7 +4,7 @@
 //! kill, a port-translating NAT to force NAT-T, per-sequence ping, and tshark checks of what
 //! ikehub sends.
 //!
-//! # The daemon contract these helpers encode (issue 3, PROFILES.md)
+//! # The daemon contract these helpers encode (docs/profiles.md, docs/cli.md)
 //!
 //! * `show isakmp --json`: an array of phase-1 rows `{policy, peer ("ADDR:PORT"), state
 //!   ("up" | "phase1-up" | "connecting" | "failed"), initiator_cookie, responder_cookie (hex),
@@ -38,7 +38,7 @@ use super::strongswan::{SwanConfig, output_with_timeout};
 use super::tunnel::{Auth, Encr};
 use super::{Netns, TempDir, ikehub_bin, poll_until};
 
-/// The policy name every IKE test uses (PROFILES.md's ToBerne, keyed by IKE).
+/// The policy name every IKE test uses (docs/profiles.md's ToBerne, keyed by IKE).
 pub const POLICY: &str = "ToBerne";
 /// The TUN device of the generated profiles.
 pub const TUN: &str = "ikehub0";

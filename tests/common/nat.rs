@@ -1,5 +1,6 @@
-//! Several spokes behind one NAT address (issue 9 point 6): a hub, a NAT router doing nftables
-//! `masquerade` on its WAN side, and spokes on the router's private LAN side.
+//! Several spokes behind one NAT address (docs/design.md: IKE demultiplexing by cookie, msg1 by
+//! address and port): a hub, a NAT router doing nftables `masquerade` on its WAN side, and spokes
+//! on the router's private LAN side.
 //!
 //! ```text
 //!   netns hub                 netns nat                              netns spoke i (i = 1..=N)

@@ -1,4 +1,4 @@
-//! The expected shape of `ikehub show sa --json` (PROFILES.md, "show sa columns"): the one place
+//! The expected shape of `ikehub show sa --json` (docs/cli.md, `show sa`): the one place
 //! to adjust when the contract changes.
 //!
 //! An array of objects, one per SA. Unknown extra fields are allowed; missing ones or a wrong

@@ -1,5 +1,5 @@
-//! The manual ToBerne pair of PROFILES.md, parametrised by transform and encapsulation: profile
-//! text for both sides and the matching Wireshark `esp_sa` entries.
+//! The manual ToBerne pair of docs/profiles.md, parametrised by transform and encapsulation:
+//! profile text for both sides and the matching Wireshark `esp_sa` entries.
 
 use std::path::Path;
 
@@ -99,7 +99,8 @@ impl Auth {
         }
     }
 
-    /// Truncated ICV length: HMAC-MD5-96, HMAC-SHA1-96 (RFC 2403/2404), HMAC-SHA-256-128 (RFC 4868).
+    /// Truncated ICV length: HMAC-MD5-96, HMAC-SHA1-96 (RFC 2403/2404), HMAC-SHA-256-128 (RFC
+    /// 4868).
     pub fn icv_len(self) -> usize {
         match self {
             Auth::None => 0,

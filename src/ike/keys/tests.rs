@@ -2,7 +2,7 @@ use hex_literal::hex;
 
 use super::*;
 
-/// NIST CAVS IKEv1 PSK (SHA-1), from issue 3.
+/// NIST CAVS IKEv1 PSK (SHA-1) known-answer vector.
 #[test]
 fn cavs_psk_sha1() {
     let cky_i = hex!("83d374c30b3b5082");

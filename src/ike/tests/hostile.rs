@@ -1,5 +1,5 @@
-//! A hostile network and an authenticated but hostile peer (issue 9 points 4, 8 and 9): what
-//! one peer can make the hub hold is bounded, and what it replays or omits is refused.
+//! A hostile network and an authenticated but hostile peer (garbage, bounded children, lifetimes):
+//! what one peer can make the hub hold is bounded, and what it replays or omits is refused.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -1,4 +1,4 @@
-//! Phase-1 identities (`local-id` / `remote-id`, issue 9 point 6) and the quick-mode selector
+//! Phase-1 identities (`local-id` / `remote-id`, docs/profiles.md) and the quick-mode selector
 //! guard (point 2), session against session on virtual time.
 
 use std::sync::Arc;

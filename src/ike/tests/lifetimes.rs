@@ -1,4 +1,4 @@
-//! Lifetimes from the peer (issue 9 point 5, RFC 2407 §4.5.4, §4.6.3.1): a responder may only
+//! Lifetimes from the peer (RFC 2407 §4.5.4, §4.6.3.1): a responder may only
 //! shorten what was offered, 0 means "no limit of mine", and no value overflows a deadline.
 
 use std::time::Duration;
@@ -92,7 +92,7 @@ fn responder_cannot_lengthen_phase1_lifetime() {
 }
 
 /// The responder shortens a longer offer to its own lifetime and says so with
-/// RESPONDER-LIFETIME (RFC 2407 §4.6.3.1, issue 9 point 9): the initiator then re-keys before
+/// RESPONDER-LIFETIME (RFC 2407 §4.6.3.1): the initiator then re-keys before
 /// the responder's SA expires instead of losing phase 1 to the responder's delete.
 #[test]
 fn responder_lifetime_in_phase1_shortens_the_initiators_sa() {
@@ -172,8 +172,8 @@ fn responder_cannot_lengthen_phase2_lifetime() {
     }
 }
 
-/// The quick-mode half of RESPONDER-LIFETIME (already sent before issue 9): the responder runs
-/// its shorter lifetime, tells the initiator, and both ends expire the pair together.
+/// The quick-mode half of RESPONDER-LIFETIME: the responder runs its shorter lifetime, tells the
+/// initiator, and both ends expire the pair together.
 #[test]
 fn responder_lifetime_in_quick_mode_shortens_the_initiators_pair() {
     let mut b = config("ToA", false);

@@ -1,4 +1,4 @@
-//! Sessions against sessions on virtual time (DESIGN.md convention 8).
+//! Sessions against sessions on virtual time (docs/design.md convention 8).
 
 mod forge;
 mod handshake;

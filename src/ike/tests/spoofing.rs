@@ -1,5 +1,6 @@
-//! Forged message 1s with an established peer's address (issue 9 point 3): answered where they
-//! came from, never moving the peer, never locking it out, never marking it failed.
+//! Forged message 1s with an established peer's address (docs/design.md: IKE demultiplexing):
+//! answered where they came from, never moving the peer, never locking it out, never marking it
+//! failed.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The codec underneath every ISAKMP structure: a bounded [`Reader`] over a byte slice and the
-//! [`Codec`] trait (the shape of rustls `msgs/codec.rs`, DESIGN.md convention 2).
+//! [`Codec`] trait (the shape of rustls `msgs/codec.rs`, docs/design.md convention 2).
 //!
 //! Every length-prefixed child is read through [`Reader::sub`], so a child can never read past
 //! the length its parent announced, and leftover bytes inside a child are reported by

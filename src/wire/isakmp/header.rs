@@ -1,7 +1,7 @@
 //! The fixed ISAKMP header (RFC 2408 §3.1): a zero-copy view for routing and a typed repr.
 //!
 //! The IkeSocket routes every datagram on the cookies, exchange type and flags before anything
-//! else is decoded (DESIGN.md "How data flows"), so [`HeaderView`] reads those fields straight
+//! else is decoded (docs/design.md "How data flows"), so [`HeaderView`] reads those fields straight
 //! from the datagram and never looks at the payloads.
 
 use std::fmt;

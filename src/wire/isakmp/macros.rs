@@ -1,5 +1,5 @@
 //! `registry!`: an open newtype over an IANA registry (rustls `msgs/macros.rs` `enum_builder!`,
-//! DESIGN.md convention 3). Named constants for the values we know; any other value is carried
+//! docs/design.md convention 3). Named constants for the values we know; any other value is carried
 //! unchanged, so unknown registry values round-trip. `Debug` and `Display` print the RFC name
 //! when there is one and the number otherwise.
 

@@ -12,7 +12,7 @@
 //! * Hash inputs: [`split_payloads`] / [`split_payloads_padded`] give each payload's bytes as
 //!   received, which is what HASH_I/HASH_R and the quick-mode hashes cover.
 //!
-//! Structure follows DESIGN.md conventions 1–3: a zero-copy header view, one [`Codec`] over a
+//! Structure follows docs/design.md conventions 1–3: a zero-copy header view, one [`Codec`] over a
 //! bounded [`Reader`] (every length-prefixed child is a sub-reader; trailing bytes are an
 //! error), and open registries whose unknown values round-trip.
 
@@ -46,7 +46,7 @@ pub use registry::{
 pub use sa::{Attribute, AttributeValue, Proposal, SaPayload, Transform, situation};
 pub use vendor::KnownVendorId;
 
-/// Why bytes could not be read as ISAKMP (the wire layer of DESIGN.md convention 4).
+/// Why bytes could not be read as ISAKMP (the wire layer of docs/design.md convention 4).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, thiserror::Error)]
 pub enum DecodeError {
     /// The input ends before a field or an element its length announced.

@@ -1,5 +1,5 @@
 //! Byte vectors, one table of payloads driving round-trip and truncation-at-every-length
-//! tests, and hostile-input tests (DESIGN.md convention 8).
+//! tests, and hostile-input tests (docs/design.md convention 8).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
