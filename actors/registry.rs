@@ -395,6 +395,7 @@ impl Handler<Control> for Registry {
                                 "state": row.state,
                                 "child_sas": row.child_sas,
                                 "last_error": row.last_error,
+                                "identity": row.identity,
                             }));
                         }
                     }

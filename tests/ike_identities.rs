@@ -62,6 +62,20 @@ fn strongswan_fqdn_identities_matched_by_wildcard() {
     )
     .unwrap_or_else(|| panic!("ikehub did not log the peer's identity:\n{}", d.log()));
     eprintln!("ikehub logged: {logged:#?}");
+    // `show peers` names the authenticated identity too (its IDENTITY column).
+    let peers = common::ike::show_json(&d, "peers").unwrap_or_else(|e| panic!("{e}"));
+    let identities: Vec<_> = peers
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|r| r["policy"].as_str().is_some_and(|p| p.starts_with(POLICY)))
+        .map(|r| r["identity"].clone())
+        .collect();
+    assert_eq!(
+        identities,
+        [serde_json::json!("fqdn:spoke1.branches.example.net")],
+        "show peers --json: {peers:#}"
+    );
     poll_until(Duration::from_secs(10), || {
         (ping(&sites.b, B_HOST, A_HOST, 2) == 0.0).then_some(())
     })
