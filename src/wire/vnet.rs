@@ -160,7 +160,7 @@ pub fn complete_checksum(packet: &mut [u8], start: u16, offset: u16) -> Result<(
 
 /// Checks an IPv4 TCP or UDP super-packet and returns its segmentation plan.
 fn plan_ipv4(hdr: &VnetHeader, packet: &[u8], proto: IpProtocol) -> Result<Gso, OffloadError> {
-    let ip = Ipv4Packet::new_checked(&*packet).map_err(|_| OffloadError::Malformed)?;
+    let ip = Ipv4Packet::new_checked(packet).map_err(|_| OffloadError::Malformed)?;
     if ip.protocol() != proto || ip.is_fragment() || hdr.gso_size == 0 {
         return Err(OffloadError::Malformed);
     }
