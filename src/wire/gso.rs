@@ -77,6 +77,11 @@ impl Gso {
         self.count
     }
 
+    /// Bytes of IP and transport headers at the front of every segment.
+    pub fn header_len(&self) -> usize {
+        self.l3 + self.l4
+    }
+
     /// Length of the longest segment (the first): what an output buffer must hold.
     pub fn max_segment_len(&self) -> usize {
         self.segment_len(0)
