@@ -11,6 +11,7 @@ pub mod ah;
 pub mod checksum;
 pub mod esp;
 pub mod frag;
+pub mod gro;
 pub mod gso;
 pub mod icmp;
 pub mod ip;
