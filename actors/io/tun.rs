@@ -20,6 +20,7 @@ use std::io::{self, IoSlice, IoSliceMut};
 use std::net::Ipv4Addr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
+use ikehub::wire::gro::{Run, Segment};
 use ikehub::wire::gso::Gso;
 use ikehub::wire::vnet::{self, OffloadError, Plan, VnetHeader};
 use tun_rs::{DeviceBuilder, SyncDevice};
@@ -137,8 +138,29 @@ impl TunDevice {
     }
 }
 
+/// Most packets written as one coalesced TCP packet (one `writev` of this many + 1 pieces).
+const MAX_RUN: usize = 64;
+
 /// Room for one read with offload: the largest IPv4 super-packet (64 KB) and its header.
 const SUPER_PACKET_ROOM: usize = vnet::HEADER_LEN + 65536;
+
+/// The longest run of TCP segments from packet `i` on that may be written as one; `None`
+/// when packet `i` goes alone.
+fn tcp_run(batch: &PacketBatch, i: usize) -> Option<Run> {
+    let first_pkt = batch.packet(i);
+    let mut run = Run::new(Segment::parse(first_pkt)?);
+    for j in i + 1..batch.len() {
+        if run.count() == MAX_RUN {
+            break;
+        }
+        let p = batch.packet(j);
+        match Segment::parse(p) {
+            Some(s) if run.push(first_pkt, &s, p) => {}
+            _ => break,
+        }
+    }
+    (run.count() > 1).then_some(run)
+}
 
 /// The free slot [`PacketBatch::next_read_buf`] offered (the read is not committed yet).
 fn read_area(batch: &mut PacketBatch) -> &mut [u8] {
@@ -370,6 +392,59 @@ impl TunQueue {
             .dev
             .send_vectored(&[IoSlice::new(&hdr), IoSlice::new(packet)])?;
         Ok(n.saturating_sub(vnet::HEADER_LEN))
+    }
+
+    /// Writes every packet of `batch` into the kernel and returns how many it refused. With
+    /// offload, consecutive segments of one TCP flow go as one `GSO_TCPV4` write (GRO, see
+    /// [`ikehub::wire::gro`]): the kernel's stack then handles one packet instead of dozens.
+    /// Packet headers in `batch` may be rewritten.
+    pub fn send_coalesced(&self, batch: &mut PacketBatch) -> u64 {
+        let mut failed = 0u64;
+        let mut i = 0;
+        while i < batch.len() {
+            let run = if self.vnet.is_some() {
+                tcp_run(batch, i)
+            } else {
+                None
+            };
+            match run {
+                Some(run) => {
+                    failed += self.send_run(batch, i, &run);
+                    i += run.count();
+                }
+                None => {
+                    failed += u64::from(self.send(batch.packet(i)).is_err());
+                    i += 1;
+                }
+            }
+        }
+        failed
+    }
+
+    /// Writes packets `i..i + run.count()` of `batch` as one super-packet; should the kernel
+    /// refuse it, one by one as they were.
+    fn send_run(&self, batch: &mut PacketBatch, i: usize, run: &Run) -> u64 {
+        let hl = run.header_len();
+        let mut saved = [0u8; 120]; // IPv4 (60) + TCP (60) headers at most
+        saved[..hl].copy_from_slice(&batch.packet(i)[..hl]);
+        let (slot, start, _) = batch.slot_buf_mut(i);
+        let vh = run.finish(&mut slot[start..start + hl]);
+        let mut hdr = [0u8; vnet::HEADER_LEN];
+        vh.emit(&mut hdr);
+        let mut iov = [IoSlice::new(&[]); MAX_RUN + 1];
+        iov[0] = IoSlice::new(&hdr);
+        iov[1] = IoSlice::new(batch.packet(i));
+        for k in 1..run.count() {
+            iov[k + 1] = IoSlice::new(&batch.packet(i + k)[hl..]);
+        }
+        if self.dev.send_vectored(&iov[..run.count() + 1]).is_ok() {
+            return 0;
+        }
+        let (slot, start, _) = batch.slot_buf_mut(i);
+        slot[start..start + hl].copy_from_slice(&saved[..hl]);
+        (i..i + run.count())
+            .map(|k| u64::from(self.send(batch.packet(k)).is_err()))
+            .sum()
     }
 
     /// Writes packets `from..len()` of `batch`, one `write` each. Like `sendmmsg`: an error
@@ -635,6 +710,107 @@ mod tests {
         pseudo.extend_from_slice(&(udp.len() as u16).to_be_bytes());
         pseudo.extend_from_slice(udp);
         checksum(&pseudo) == 0
+    }
+
+    /// Five TCP segments of one flow to a closed port, written with `send_coalesced`: with
+    /// offload the kernel takes them as one packet (one RST comes back, so the merged packet
+    /// was valid, checksum included), without it as five (five RSTs).
+    #[test]
+    fn coalesced_tcp_write_is_one_packet_to_the_kernel() {
+        in_netns("coalesced_tcp_write_is_one_packet_to_the_kernel", || {
+            assert_eq!(
+                rsts_for_five_segments(true),
+                1,
+                "offload: one merged packet"
+            );
+            assert_eq!(rsts_for_five_segments(false), 5, "no offload: five packets");
+        });
+    }
+
+    fn rsts_for_five_segments(offload: bool) -> usize {
+        let name = "iktest3";
+        let dev = TunDevice::create(&TunConfig {
+            name: name.into(),
+            mtu: 1400,
+            queues: 1,
+            address: Some((LOCAL, 32)),
+            offload,
+        })
+        .unwrap();
+        let mut guard = RouteGuard::new().unwrap();
+        guard
+            .add(Ipv4Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL))
+            .unwrap();
+        let queues = dev.into_queues();
+        let q = &queues[0];
+        let mut out = PacketBatch::new(8, 2048, 0);
+        for k in 0..5u32 {
+            out.push(
+                &tcp_segment(REMOTE, LOCAL, 1000 + k * 1000, k as u16, 1000),
+                None,
+            )
+            .unwrap();
+        }
+        assert_eq!(q.send_coalesced(&mut out), 0, "the kernel took every write");
+        // The RSTs (to 203.0.113.5, which routes back into the device); then a quiet spell
+        // so that late ones are counted too.
+        let mut rsts = 0;
+        let mut quiet_since = Instant::now();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline
+            && (rsts == 0 || quiet_since.elapsed() < Duration::from_millis(300))
+        {
+            let mut b = PacketBatch::with_defaults();
+            match q.recv_batch(&mut b) {
+                Ok(_) => {
+                    for (p, _) in b.iter() {
+                        if p.len() >= 40 && p[9] == 6 && p[16..20] == REMOTE.octets() {
+                            assert_eq!(p[33] & 0x04, 0x04, "a RST: {p:02x?}");
+                            rsts += 1;
+                            quiet_since = Instant::now();
+                        }
+                    }
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
+        drop(queues);
+        drop(guard);
+        rsts
+    }
+
+    /// IPv4/TCP (ACK, DF) from `src`:40000 to `dst`:9 with `len` payload bytes, checksums
+    /// filled.
+    fn tcp_segment(src: Ipv4Addr, dst: Ipv4Addr, seq: u32, id: u16, len: usize) -> Vec<u8> {
+        let total = 40 + len;
+        let mut p = vec![0u8; total];
+        p[0] = 0x45;
+        p[2..4].copy_from_slice(&(total as u16).to_be_bytes());
+        p[4..6].copy_from_slice(&id.to_be_bytes());
+        p[6] = 0x40;
+        p[8] = 64;
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src.octets());
+        p[16..20].copy_from_slice(&dst.octets());
+        let c = checksum(&p[..20]);
+        p[10..12].copy_from_slice(&c.to_be_bytes());
+        p[20..22].copy_from_slice(&40000u16.to_be_bytes());
+        p[22..24].copy_from_slice(&9u16.to_be_bytes());
+        p[24..28].copy_from_slice(&seq.to_be_bytes());
+        p[28..32].copy_from_slice(&77u32.to_be_bytes());
+        p[32] = 5 << 4;
+        p[33] = 0x10;
+        p[34..36].copy_from_slice(&1000u16.to_be_bytes());
+        for (i, b) in p[40..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        let mut pseudo = Vec::from(&p[12..20]);
+        pseudo.extend_from_slice(&[0, 6]);
+        pseudo.extend_from_slice(&((total - 20) as u16).to_be_bytes());
+        pseudo.extend_from_slice(&p[20..]);
+        let c = checksum(&pseudo);
+        p[36..38].copy_from_slice(&c.to_be_bytes());
+        p
     }
 
     /// A UDP socket in the namespace sends one 10,000-byte `UDP_SEGMENT` (USO) write through
