@@ -690,9 +690,25 @@ mod tests {
                 per_queue.contains(&8),
                 "a flow stays on one queue: {per_queue:?}"
             );
+            // The socket left the UDP checksums to the device (NEEDS_CSUM): completed here.
+            let completed: u64 = queues
+                .iter()
+                .map(|q| q.offload_stats().checksums_completed.get())
+                .sum();
+            if offload {
+                assert!(completed >= 8, "{completed} checksums completed");
+            } else {
+                assert_eq!(completed, 0);
+            }
 
-            // Closing every queue removes the device and its routes.
+            // Closing every queue removes the device and its routes. A child that another
+            // test thread forks holds copies of our fds until its exec (close-on-exec), so the
+            // last close may come a moment later: wait for it, bounded.
             drop(queues);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while interface_index(name).is_ok() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let gone = interface_index(name).unwrap_err();
             assert_eq!(gone.kind(), io::ErrorKind::NotFound, "{gone}");
             drop(guard); // routes already gone with the device: not an error
