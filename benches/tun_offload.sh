@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # TUN offload on vs off, ikehub <-> ikehub (the manual ToBerne pair of profiles/toberne-*.toml,
 # AES-128-CBC + HMAC-SHA1), raw ESP and ESP-in-UDP, iperf3 TCP 1 and 4 streams, A -> B.
-# A benchmark, not a test: run it as root on a quiet machine and compare the columns.
+# A benchmark, not a test: run it as root on a quiet machine and compare the columns. Besides
+# Gbit/s it prints the CPU time both daemons spent per MB carried (utime + stime from /proc),
+# which says more than throughput when other work shares the cores.
 #
 #   cargo build --release && sudo benches/tun_offload.sh [seconds] [runs]
 #
@@ -59,7 +61,17 @@ wait_route() {
     return 1
 }
 
-printf '%-6s %-8s %-8s %s\n' encap offload streams "Gbit/s (each run)"
+# cpu_ticks PID...: utime + stime of the processes, in clock ticks.
+cpu_ticks() {
+    local t=0 p
+    for p in "$@"; do
+        t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
+HZ=$(getconf CLK_TCK)
+
+printf '%-6s %-8s %-8s %s\n' encap offload streams "Gbit/s, daemon CPU ms per MB (each run)"
 for encap in esp udp; do
     for offload in false true; do
         pa=$(profile a $encap $offload 198.51.100.1)
@@ -76,12 +88,16 @@ for encap in esp udp; do
                 ip netns exec "$NB" iperf3 -s -1 -B 203.0.113.1 >/dev/null 2>&1 &
                 srv=$!
                 sleep 0.3
-                bps=$(ip netns exec "$NA" timeout $((SECS + 20)) iperf3 -c 203.0.113.1 \
+                t0=$(cpu_ticks "${PIDS[@]}")
+                res=$(ip netns exec "$NA" timeout $((SECS + 20)) iperf3 -c 203.0.113.1 \
                     -B 198.51.100.1 -t "$SECS" -P "$streams" -J 2>/dev/null |
-                    python3 -c 'import json,sys; print(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"])' ||
-                    echo 0)
+                    python3 -c 'import json,sys; s=json.load(sys.stdin)["end"]["sum_received"]; print(s["bits_per_second"], s["bytes"])' ||
+                    echo 0 0)
+                t1=$(cpu_ticks "${PIDS[@]}")
                 wait "$srv" 2>/dev/null || true
-                line="$line $(awk -v b="$bps" 'BEGIN { printf "%.2f", b / 1e9 }')"
+                line="$line $(awk -v r="$res" -v t=$((t1 - t0)) -v hz="$HZ" 'BEGIN {
+                    split(r, a, " "); mb = a[2] / 1e6
+                    printf "%.2f/%.2f", a[1] / 1e9, (mb > 0 ? t * 1000 / hz / mb : 0) }')"
             done
             printf '%-6s %-8s %-8s %s\n' $encap $offload $streams "$line"
         done
