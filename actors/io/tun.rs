@@ -305,7 +305,13 @@ impl TunQueue {
                 }
                 Ok(Plan::Segment(_)) => {
                     // A small super-packet (two short segments): cut it from the buffer.
-                    rx.buf[..plen].copy_from_slice(slot);
+                    match rx.buf.get_mut(..plen) {
+                        Some(dst) => dst.copy_from_slice(slot),
+                        None => {
+                            bump(&self.stats.too_big, 1);
+                            continue;
+                        }
+                    }
                     self.plan_super_packet(rx, &h, plen, batch.room());
                     n += self.cut_pending(rx, batch);
                 }
