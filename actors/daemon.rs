@@ -133,6 +133,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                 mtu: td.mtu,
                 queues: n,
                 address: None,
+                offload: td.offload,
             })
             .map_err(|e| format!("cannot create the tunnel device: {e}"))?;
             let src = match td.source_address {
@@ -144,8 +145,14 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             } else {
                 Routes::disabled()
             };
+            let offload = match (td.offload, tun.offload(), tun.udp_offload()) {
+                (false, _, _) => "off",
+                (true, false, _) => "off (refused by the kernel)",
+                (true, true, false) => "TSO (no USO in this kernel)",
+                (true, true, true) => "TSO and USO",
+            };
             info!(
-                "tunnel device {} up with {n} queues, MTU {}",
+                "tunnel device {} up with {n} queues, MTU {}, offload {offload}",
                 td.name, td.mtu
             );
             (tun.into_queues(), routes)

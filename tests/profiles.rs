@@ -1298,3 +1298,22 @@ fn local_id_and_remote_id() {
     let text = isakmp(&format!("{ISAKMP_OK}remote-id = 7\n"));
     one_error(&text, "remote-id = ^7", &["remote-id must be a string"]);
 }
+
+/// `[tunnel-device] offload` (PROFILES.md "Additions"): on by default, `false` turns it off,
+/// anything but a boolean is refused at its place.
+#[test]
+fn tunnel_device_offload_key() {
+    let tun = |extra: &str| {
+        loads(&format!("{BASE}[tunnel-device]\n{extra}"))
+            .profiles
+            .tunnel_device
+            .unwrap()
+    };
+    assert!(tun("").offload, "default on");
+    assert!(tun("offload = true\n").offload);
+    assert!(!tun("offload = false\n").offload);
+    let text = format!("{BASE}\n[tunnel-device]\noffload = \"yes\"\n");
+    let (_, errs) = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(errs[0].message.contains("offload"), "{}", errs[0]);
+}

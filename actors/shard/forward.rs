@@ -547,13 +547,7 @@ impl EspShard {
     fn flush_clear(&mut self) {
         let mut failed = 0;
         match &self.clear {
-            Some(ClearFd::Tun(fd)) => {
-                for i in 0..self.tx_clear.len() {
-                    if fd.get_ref().send(self.tx_clear.packet(i)).is_err() {
-                        failed += 1;
-                    }
-                }
-            }
+            Some(ClearFd::Tun(fd)) => failed = fd.get_ref().send_coalesced(&mut self.tx_clear),
             Some(ClearFd::Memory(fd)) => {
                 for i in 0..self.tx_clear.len() {
                     if fd.get_ref().send(self.tx_clear.packet(i)).is_err() {

@@ -1,4 +1,5 @@
-//! Arbitrary bytes into every header parser, the fragmenter and the ICMP builder; whatever
+//! Arbitrary bytes into every header parser, the fragmenter, the ICMP builder and the TUN
+//! offload path (virtio-net header + GSO segmentation); whatever
 //! parses must re-emit and re-parse to the same repr.
 //! Body: `ikehub::ike::fuzz_support::decoders::headers`.
 #![no_main]

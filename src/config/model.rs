@@ -55,6 +55,8 @@ pub struct TunnelDevice {
     pub mtu: u16,
     pub source_address: Option<IpAddr>,
     pub routes: bool,
+    /// `offload`: TUN offloads (virtio-net header, TSO/USO) and UDP GSO/GRO on ESP-in-UDP.
+    pub offload: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

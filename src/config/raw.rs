@@ -62,6 +62,7 @@ pub(crate) struct RawTunnelDevice {
     pub mtu: Option<At<i64>>,
     pub source_address: Option<At<String>>,
     pub routes: Option<At<bool>>,
+    pub offload: Option<At<bool>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -249,6 +250,7 @@ fn read_tunnel_device(f: &mut Fields<'_, '_>) -> RawTunnelDevice {
         mtu: f.int("mtu"),
         source_address: f.string("source-address"),
         routes: f.bool("routes"),
+        offload: f.bool("offload"),
     };
     f.finish();
     r

@@ -60,7 +60,7 @@ pub fn summary(loaded: &Loaded) -> String {
         Some(t) => {
             let _ = writeln!(
                 s,
-                "tunnel device: {} mtu {}{}, routes {}",
+                "tunnel device: {} mtu {}{}, routes {}, offload {}",
                 t.name,
                 t.mtu,
                 t.source_address
@@ -70,7 +70,8 @@ pub fn summary(loaded: &Loaded) -> String {
                     "installed"
                 } else {
                     "not installed"
-                }
+                },
+                if t.offload { "on" } else { "off" }
             );
         }
         None => {

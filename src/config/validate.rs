@@ -277,6 +277,10 @@ fn tunnel_device(n: &Named<raw::RawTunnelDevice>, sink: &Sink) -> Option<TunnelD
         mtu: mtu?,
         source_address: source_address?,
         routes: b.routes.as_ref().map_or(def::TUNNEL_ROUTES, |at| at.value),
+        offload: b
+            .offload
+            .as_ref()
+            .map_or(def::TUNNEL_OFFLOAD, |at| at.value),
     })
 }
 

@@ -1,5 +1,6 @@
 //! Bytes <-> types for the data plane: IPv4, UDP, ESP, AH and the ICMP messages the concentrator
-//! originates, plus IPv4 fragmentation.
+//! originates, plus IPv4 fragmentation and the TUN device's virtio-net header and GSO
+//! segmentation.
 //!
 //! Each fixed header is a zero-copy view over a byte slice (`XxxPacket<T: AsRef<[u8]>>`) with a
 //! checked constructor (`new_checked`) and a typed `XxxRepr` with `parse` / `buffer_len` /
@@ -10,12 +11,15 @@ pub mod ah;
 pub mod checksum;
 pub mod esp;
 pub mod frag;
+pub mod gro;
+pub mod gso;
 pub mod icmp;
 pub mod ip;
 pub mod ipv4;
 pub mod isakmp;
 pub mod udp;
 pub mod udp_encap;
+pub mod vnet;
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 //! The parsers under arbitrary bytes: `isakmp_decode` (ISAKMP messages and payload chains) and
-//! `wire_headers` (IPv4, UDP, ESP, AH, ICMP, the fragmenter). Errors are fine, panics are
+//! `wire_headers` (IPv4, UDP, ESP, AH, ICMP, the fragmenter, a TUN read with a virtio-net
+//! header and its GSO segmentation). Errors are fine, panics are
 //! not, and whatever decodes must re-encode into bytes that decode to the same value.
 
 use std::net::Ipv4Addr;
@@ -107,7 +108,40 @@ pub fn headers(data: &[u8]) -> bool {
         let again = Icmpv4Packet::new_checked(&out[..]).expect("emitted ICMP parses");
         assert!(again.verify_checksum());
     }
+    vnet_segments(data);
     ipv4.is_ok()
+}
+
+/// The input as a TUN read with offload: a virtio-net header and a packet. A planned
+/// super-packet must cut into valid IPv4 packets whose payloads add up to the original's.
+/// Returns the number of segments.
+fn vnet_segments(data: &[u8]) -> usize {
+    use crate::wire::vnet::{self, Plan, VnetHeader};
+    let Some(h) = VnetHeader::parse(data) else {
+        return 0;
+    };
+    let mut again = [0u8; vnet::HEADER_LEN];
+    h.emit(&mut again);
+    assert_eq!(again, data[..vnet::HEADER_LEN]);
+    let mut packet = data[vnet::HEADER_LEN..].to_vec();
+    let Ok(Plan::Segment(g)) = vnet::prepare(&h, &mut packet) else {
+        return 0;
+    };
+    let mut out = vec![0u8; g.max_segment_len()];
+    let mut data_len = 0usize;
+    for k in 0..g.count() {
+        let len = g
+            .write_segment(&packet, k, &mut out)
+            .expect("planned segment fits");
+        assert_eq!(len, g.segment_len(k));
+        let ip = Ipv4Packet::new_checked(&out[..len]).expect("segment is IPv4");
+        assert!(ip.verify_checksum());
+        assert_eq!(usize::from(ip.total_len()), len);
+        data_len += len - g.header_len();
+    }
+    let orig = Ipv4Packet::new_checked(&packet[..]).expect("planned packet is IPv4");
+    assert_eq!(data_len, usize::from(orig.total_len()) - g.header_len());
+    g.count()
 }
 
 #[cfg(test)]
@@ -148,6 +182,25 @@ mod tests {
             super::isakmp(&data);
             super::headers(&data);
             super::headers(&ip[..data.len() % (ip.len() + 1)]);
+        }
+
+        // A TUN read with offload: virtio-net header (TSO, gso_size 100, little-endian) and
+        // an IPv4 TCP super-packet of 350 payload bytes; then every prefix and bit flip.
+        let mut tso = vec![1, 1, 40, 0, 100, 0, 20, 0, 16, 0];
+        let mut pkt = vec![0u8; 40 + 350];
+        pkt[..20].copy_from_slice(&[
+            0x45, 0, 0x01, 0x86, 0, 1, 0x40, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2,
+        ]);
+        pkt[32] = 5 << 4;
+        tso.extend_from_slice(&pkt);
+        assert_eq!(super::vnet_segments(&tso), 4);
+        for n in 0..tso.len() {
+            super::headers(&tso[..n]);
+        }
+        for i in 0..tso.len() * 8 {
+            let mut t = tso.clone();
+            t[i / 8] ^= 1 << (i % 8);
+            super::headers(&t);
         }
     }
 }
