@@ -502,17 +502,18 @@ impl PacketBatch {
     ///
     /// With `gso`, each run of packets [`gso_run`] finds goes out as one `mmsghdr` whose
     /// iovecs are the packets' slots and whose `UDP_SEGMENT` cmsg is the run's packet size: the
-    /// kernel cuts it into the same datagrams, after one pass through the stack. The second
-    /// value is true when the first `mmsghdr` was such a GSO send (its error may be GSO's).
+    /// kernel cuts it into the same datagrams, after one pass through the stack. The
+    /// [`GsoSent`] says whether the first `mmsghdr` was such a GSO send (then an error may be
+    /// GSO's) and how many GSO sends the kernel took.
     pub(super) fn sendmmsg(
         &mut self,
         fd: libc::c_int,
         from: usize,
         dest: Dest,
         gso: bool,
-    ) -> (io::Result<usize>, bool) {
+    ) -> (io::Result<usize>, GsoSent) {
         if from >= self.len {
-            return (Ok(0), false);
+            return (Ok(0), GsoSent::default());
         }
         let mut i = from;
         let mut m = 0;
@@ -574,7 +575,10 @@ impl PacketBatch {
             m += 1;
             i += run;
         }
-        let first_is_gso = self.scratch.packets[0] > 1;
+        let mut gso = GsoSent {
+            first: self.scratch.packets[0] > 1,
+            sends: 0,
+        };
         // SAFETY: `hdrs[..m]` are initialised above and point into live buffers of self.
         let n = unsafe {
             libc::sendmmsg(
@@ -585,12 +589,22 @@ impl PacketBatch {
             )
         };
         if n < 0 {
-            (Err(io::Error::last_os_error()), first_is_gso)
+            (Err(io::Error::last_os_error()), gso)
         } else {
-            let sent = self.scratch.packets[..n as usize].iter().sum();
-            (Ok(sent), first_is_gso)
+            let done = &self.scratch.packets[..n as usize];
+            gso.sends = done.iter().filter(|p| **p > 1).count();
+            (Ok(done.iter().sum()), gso)
         }
     }
+}
+
+/// What the GSO grouping of one `sendmmsg` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct GsoSent {
+    /// The first `mmsghdr` carried several packets.
+    pub first: bool,
+    /// `mmsghdr`s of several packets the kernel took.
+    pub sends: usize,
 }
 
 /// Writes one control message (`level`, `kind`, `data`) into `ctrl`; returns its space, the

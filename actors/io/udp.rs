@@ -73,6 +73,8 @@ pub struct UdpBatchSocket {
     /// Send runs of equal-size datagrams as one `UDP_SEGMENT` send; cleared for good when the
     /// device refuses GSO (EIO).
     gso: Cell<bool>,
+    /// GSO sends since [`take_gso_sends`](Self::take_gso_sends) last looked.
+    gso_sends: Cell<u64>,
     /// `UDP_GRO` is on: reads go through the coalesced-buffer arena.
     gro: Option<RefCell<GroRx>>,
 }
@@ -108,6 +110,7 @@ impl UdpBatchSocket {
         let mut this = Self {
             sock,
             gso: Cell::new(false),
+            gso_sends: Cell::new(0),
             gro: None,
         };
         if opts.offload {
@@ -179,6 +182,11 @@ impl UdpBatchSocket {
         (self.gso.get(), self.gro.is_some())
     }
 
+    /// GSO sends (runs of datagrams sent as one) since the last call.
+    pub fn take_gso_sends(&self) -> u64 {
+        self.gso_sends.replace(0)
+    }
+
     /// The address the socket is bound to.
     pub fn local_addr(&self) -> io::Result<SocketAddr> {
         self.sock
@@ -233,7 +241,9 @@ impl UdpBatchSocket {
     /// many the kernel took; use [`send_all`](super::send_all) for the retry/drop rules.
     pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
         let fd = self.as_raw_fd();
-        match batch.sendmmsg(fd, from, Dest::SlotAddr, self.gso.get()) {
+        let (sent, gso) = batch.sendmmsg(fd, from, Dest::SlotAddr, self.gso.get());
+        self.gso_sends.set(self.gso_sends.get() + gso.sends as u64);
+        match (sent, gso.first) {
             (Err(e), true)
                 if !matches!(
                     e.kind(),
@@ -604,6 +614,9 @@ mod tests {
                 let mut cursor = 0;
                 send_all(tx, &mut out, &mut cursor, |i, e| panic!("packet {i}: {e}")).unwrap();
                 assert_eq!(cursor, out.len());
+                // GSO runs: 40 x 1400 + 777, 3 x 1400 to the other peer, 50 x 1200.
+                let gso_sends = tx.take_gso_sends();
+                assert_eq!(gso_sends, if tx.gso.get() { 3 } else { 0 });
                 let want: Vec<&[u8]> = (0..out.len())
                     .filter(|&i| out.addr(i) == Some(dst))
                     .map(|i| out.packet(i))

@@ -338,6 +338,7 @@ impl EspShard {
                 if io::send_all(sock.get_ref(), tx, &mut cursor, |_, _| dropped += 1).is_err() {
                     dropped += (tx.len() - cursor) as u64;
                 }
+                self.counters.udp_gso_sends += sock.get_ref().take_gso_sends();
             } else {
                 dropped += tx.len() as u64;
             }

@@ -127,6 +127,9 @@ pub struct ShardCounters {
     /// IKE datagrams on the NAT-T port dropped because the router's mailbox was full.
     pub ike_dropped: u64,
     pub keepalives: u64,
+    /// Runs of ESP-in-UDP datagrams that left as one UDP GSO send.
+    #[serde(default)]
+    pub udp_gso_sends: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
     pub replay_drops: u64,
