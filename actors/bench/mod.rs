@@ -6,6 +6,7 @@ mod handshake;
 mod lookup;
 mod measure;
 pub mod packet;
+mod udp;
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -68,6 +69,8 @@ struct Report {
     esp: Vec<EspResult>,
     lookup: Vec<LookupResult>,
     dh: Vec<DhResult>,
+    /// ESP-in-UDP socket throughput on loopback, without and with GSO/GRO.
+    udp: Vec<udp::UdpResult>,
 }
 
 fn endpoints() -> (Endpoint, Endpoint) {
@@ -216,7 +219,19 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         }
     };
     let dh = bench_dh(budget);
-    let report = Report { esp, lookup, dh };
+    let udp = match udp::bench_udp(budget) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("ikehub bench: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = Report {
+        esp,
+        lookup,
+        dh,
+        udp,
+    };
     if json {
         println!(
             "{}",
@@ -266,6 +281,22 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
             "HANDSHAKES/S: main mode + quick mode, both ends on one core (a responding hub does \
              about half the work)"
         );
+        println!();
+        println!(
+            "{:<34} {:>14} {:>10}",
+            "UDP LOOPBACK 1400 B", "DATAGRAMS/S", "GBIT/S"
+        );
+        for u in &report.udp {
+            let name = if u.offload {
+                "GSO/GRO"
+            } else {
+                "sendmmsg/recvmmsg"
+            };
+            println!(
+                "{:<34} {:>14.0} {:>10.2}",
+                name, u.datagrams_per_s, u.gbit_per_s
+            );
+        }
     }
     ExitCode::SUCCESS
 }
