@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
@@ -60,8 +60,6 @@ pub struct UdpOptions {
     pub offload: bool,
 }
 
-/// GSO sends the kernel refused, process-wide (each then went out datagram by datagram).
-pub static GSO_REFUSED: AtomicU64 = AtomicU64::new(0);
 static GSO_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
 static OFFLOAD_MISSING_LOGGED: AtomicBool = AtomicBool::new(false);
 
@@ -73,8 +71,10 @@ pub struct UdpBatchSocket {
     /// Send runs of equal-size datagrams as one `UDP_SEGMENT` send; cleared for good when the
     /// device refuses GSO (EIO).
     gso: Cell<bool>,
-    /// GSO sends since [`take_gso_sends`](Self::take_gso_sends) last looked.
+    /// GSO sends, and GSO sends the kernel refused (then sent datagram by datagram), since
+    /// [`take_gso_counts`](Self::take_gso_counts) last looked.
     gso_sends: Cell<u64>,
+    gso_refused: Cell<u64>,
     /// `UDP_GRO` is on: reads go through the coalesced-buffer arena.
     gro: Option<RefCell<GroRx>>,
 }
@@ -111,6 +111,7 @@ impl UdpBatchSocket {
             sock,
             gso: Cell::new(false),
             gso_sends: Cell::new(0),
+            gso_refused: Cell::new(0),
             gro: None,
         };
         if opts.offload {
@@ -182,9 +183,9 @@ impl UdpBatchSocket {
         (self.gso.get(), self.gro.is_some())
     }
 
-    /// GSO sends (runs of datagrams sent as one) since the last call.
-    pub fn take_gso_sends(&self) -> u64 {
-        self.gso_sends.replace(0)
+    /// GSO sends (runs of datagrams sent as one) and refused GSO sends since the last call.
+    pub fn take_gso_counts(&self) -> (u64, u64) {
+        (self.gso_sends.replace(0), self.gso_refused.replace(0))
     }
 
     /// The address the socket is bound to.
@@ -253,7 +254,7 @@ impl UdpBatchSocket {
                 // The kernel refused the GSO send itself: EIO when the device cannot checksum
                 // the segments (GSO stays off for this socket), EINVAL when a segment is larger
                 // than the path (kernel-fragmented datagrams). Send the same packets one by one.
-                GSO_REFUSED.fetch_add(1, Ordering::Relaxed);
+                self.gso_refused.set(self.gso_refused.get() + 1);
                 if e.raw_os_error() == Some(libc::EIO) {
                     self.gso.set(false);
                 }
@@ -615,8 +616,8 @@ mod tests {
                 send_all(tx, &mut out, &mut cursor, |i, e| panic!("packet {i}: {e}")).unwrap();
                 assert_eq!(cursor, out.len());
                 // GSO runs: 40 x 1400 + 777, 3 x 1400 to the other peer, 50 x 1200.
-                let gso_sends = tx.take_gso_sends();
-                assert_eq!(gso_sends, if tx.gso.get() { 3 } else { 0 });
+                let gso = tx.take_gso_counts();
+                assert_eq!(gso, (if tx.gso.get() { 3 } else { 0 }, 0));
                 let want: Vec<&[u8]> = (0..out.len())
                     .filter(|&i| out.addr(i) == Some(dst))
                     .map(|i| out.packet(i))
@@ -657,5 +658,36 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Root + namespace: a GSO run whose datagrams exceed the path MTU (lo at 1500, DF clear)
+    /// is refused by the kernel (EINVAL); the same datagrams then go out one by one, the kernel
+    /// fragments them, and they arrive whole. Counted as refused, GSO stays on.
+    #[test]
+    fn refused_gso_send_falls_back_to_single_datagrams_in_netns() {
+        crate::io::testns::in_netns("refused_gso_send_falls_back", || {
+            crate::io::link::set_interface_mtu("lo", 1500).unwrap();
+            let opts = UdpOptions {
+                offload: true,
+                pmtu: Some(PmtuDisc::Dont),
+                ..Default::default()
+            };
+            let rx = UdpBatchSocket::bind(loopback(), &opts).unwrap();
+            let tx = UdpBatchSocket::bind(loopback(), &opts).unwrap();
+            let dst = rx.local_addr().unwrap();
+            let mut out = PacketBatch::new(4, 4096, 0);
+            for k in 0..3u8 {
+                out.push(&[k; 2000], Some(dst)).unwrap();
+            }
+            let mut cursor = 0;
+            send_all(&tx, &mut out, &mut cursor, |i, e| panic!("packet {i}: {e}")).unwrap();
+            assert_eq!(cursor, 3);
+            assert_eq!(tx.take_gso_counts(), (0, 1), "one GSO send, refused");
+            assert!(tx.gso.get(), "EINVAL does not turn GSO off");
+            let mut inb = PacketBatch::new(8, 4096, 64);
+            recv_until(&rx, &mut inb, 3);
+            let got: Vec<(usize, u8)> = inb.iter().map(|(p, _)| (p.len(), p[0])).collect();
+            assert_eq!(got, [(2000, 0), (2000, 1), (2000, 2)]);
+        });
     }
 }

@@ -338,7 +338,9 @@ impl EspShard {
                 if io::send_all(sock.get_ref(), tx, &mut cursor, |_, _| dropped += 1).is_err() {
                     dropped += (tx.len() - cursor) as u64;
                 }
-                self.counters.udp_gso_sends += sock.get_ref().take_gso_sends();
+                let (sends, refused) = sock.get_ref().take_gso_counts();
+                self.counters.udp_gso_sends += sends;
+                self.counters.udp_gso_refused += refused;
             } else {
                 dropped += tx.len() as u64;
             }

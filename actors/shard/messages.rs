@@ -130,6 +130,9 @@ pub struct ShardCounters {
     /// Runs of ESP-in-UDP datagrams that left as one UDP GSO send.
     #[serde(default)]
     pub udp_gso_sends: u64,
+    /// GSO sends the kernel refused (the datagrams then went out one by one).
+    #[serde(default)]
+    pub udp_gso_refused: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
     pub replay_drops: u64,
