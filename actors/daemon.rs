@@ -203,6 +203,8 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                     pmtu: Some(PmtuDisc::Dont),
                     recv_buffer: Some(4 << 20),
                     send_buffer: Some(4 << 20),
+                    // UDP GSO/GRO; `[tunnel-device] offload = false` turns it off.
+                    offload: profiles.tunnel_device.as_ref().is_none_or(|td| td.offload),
                 },
             )
             .map_err(|e| {

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use sha2::{Digest, Sha256};
 
+use common::daemon::shard_counter;
 use common::netns::{A_HOST, A_WAN, B_HOST, B_WAN, WAN_DEV, wait_for_route};
 use common::tunnel::{AES128_SHA1, Encapsulation, ManualPair, Side};
 use common::wireshark::{IpsecPacket, WiresharkConfig, decode_ipsec};
@@ -121,6 +122,12 @@ fn transfers(tag: &str, encap: Encapsulation, offload: bool) {
     // The bulk transfers, one stream and four.
     transfer(&sites, TOTAL, 1, PORT + 1);
     transfer(&sites, TOTAL, 4, PORT + 2);
+
+    // The same switch governs UDP GSO on ESP-in-UDP: bulk traffic leaves A in GSO runs iff on.
+    if encap == Encapsulation::Udp {
+        let gso = shard_counter(&da, "udp_gso_sends");
+        assert_eq!(gso > 0, offload, "offload {offload}: {gso} UDP GSO sends");
+    }
 
     assert!(da.is_running(), "daemon A died; log:\n{}", da.log());
     assert!(db.is_running(), "daemon B died; log:\n{}", db.log());

@@ -3,8 +3,10 @@
 //! at 10, 1k and 100k entries, and Diffie-Hellman operations per group. Criterion benches in `benches/` are the careful version.
 
 mod handshake;
+mod lookup;
 mod measure;
 pub mod packet;
+mod udp;
 
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
@@ -17,7 +19,6 @@ use ikehub::esp::{
     EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation, SecurityAssociation,
 };
 use ikehub::ike::dh::{DhGroup, DhPrivate};
-use ikehub::spd::{Policy, Spd, SpiTable};
 use serde::Serialize;
 
 use measure::{mb_per_sec, ops_per_sec};
@@ -68,6 +69,8 @@ struct Report {
     esp: Vec<EspResult>,
     lookup: Vec<LookupResult>,
     dh: Vec<DhResult>,
+    /// ESP-in-UDP socket throughput on loopback, without and with GSO/GRO.
+    udp: Vec<udp::UdpResult>,
 }
 
 fn endpoints() -> (Endpoint, Endpoint) {
@@ -149,50 +152,6 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
     })
 }
 
-fn bench_lookups(budget: Duration) -> Vec<LookupResult> {
-    let mut out = Vec::new();
-    for n in [10usize, 1_000, 100_000] {
-        let mut table = SpiTable::with_capacity(n);
-        let mut spd: Spd<u32> = Spd::new();
-        for i in 0..n as u32 {
-            table.insert(0x1000 + i * 7, i);
-            let remote = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i);
-            spd.insert(Policy {
-                name: format!("p{i}"),
-                networks: vec![ProtectedNetwork {
-                    local: NetworkSpec::Subnet {
-                        addr: Ipv4Addr::new(198, 51, 100, 0),
-                        prefix: 24,
-                    },
-                    remote: NetworkSpec::Host(remote),
-                }],
-                outbound: Some(i),
-            });
-        }
-        let mut i: u32 = 0;
-        let spi_rate = ops_per_sec(budget, || {
-            i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            black_box(table.get(0x1000 + (i % n as u32) * 7));
-        });
-        let spd_rate = ops_per_sec(budget, || {
-            i = i.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            let dst = Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i % n as u32);
-            black_box(spd.lookup(LAN, dst));
-        });
-        out.push(LookupResult {
-            table: "inbound SA by SPI",
-            entries: n,
-            lookups_per_s: spi_rate,
-        });
-        out.push(LookupResult {
-            table: "outbound policy by address",
-            entries: n,
-            lookups_per_s: spd_rate,
-        });
-    }
-    out
-}
-
 /// Modular exponentiations per DH group: a main mode costs each side two (its key pair and the
 /// shared secret), which bounds the handshake rate of one core.
 fn bench_dh(budget: Duration) -> Vec<DhResult> {
@@ -252,9 +211,27 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
             }
         }
     }
-    let lookup = bench_lookups(budget);
+    let lookup = match lookup::bench_lookups(budget) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("ikehub bench: {e}");
+            return ExitCode::from(1);
+        }
+    };
     let dh = bench_dh(budget);
-    let report = Report { esp, lookup, dh };
+    let udp = match udp::bench_udp(budget) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("ikehub bench: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let report = Report {
+        esp,
+        lookup,
+        dh,
+        udp,
+    };
     if json {
         println!(
             "{}",
@@ -304,6 +281,22 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
             "HANDSHAKES/S: main mode + quick mode, both ends on one core (a responding hub does \
              about half the work)"
         );
+        println!();
+        println!(
+            "{:<34} {:>14} {:>10}",
+            "UDP LOOPBACK 1400 B", "DATAGRAMS/S", "GBIT/S"
+        );
+        for u in &report.udp {
+            let name = if u.offload {
+                "GSO/GRO"
+            } else {
+                "sendmmsg/recvmmsg"
+            };
+            println!(
+                "{:<34} {:>14.0} {:>10.2}",
+                name, u.datagrams_per_s, u.gbit_per_s
+            );
+        }
     }
     ExitCode::SUCCESS
 }

@@ -154,6 +154,7 @@ fn bind(n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
         pmtu: Some(PmtuDisc::Dont),
         recv_buffer: Some(4 << 20),
         send_buffer: Some(4 << 20),
+        offload: true,
     };
     let mut last = String::new();
     for port in (start..u16::MAX).chain(40000..start).take(500) {

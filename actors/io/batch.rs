@@ -9,6 +9,8 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+use ikehub::wire::Ipv4Packet;
+
 #[cfg(test)]
 /// Packets per batch the shard uses unless told otherwise.
 pub const DEFAULT_BATCH: usize = 64;
@@ -38,6 +40,57 @@ struct MmsgScratch {
     hdrs: Box<[libc::mmsghdr]>,
     iovs: Box<[libc::iovec]>,
     names: Box<[libc::sockaddr_storage]>,
+    /// One control message per `mmsghdr` (the `UDP_SEGMENT` size of a GSO send).
+    ctrl: Box<[Cmsg]>,
+    /// Packets carried by each `mmsghdr` of the last `sendmmsg` (more than one: GSO).
+    packets: Box<[usize]>,
+}
+
+/// Room for one control message carrying an `int` or a `u16`, aligned for `cmsghdr`.
+#[derive(Clone, Copy)]
+#[repr(C, align(8))]
+pub(super) struct Cmsg(pub(super) [u8; 32]);
+
+/// `UDP_SEGMENT` (linux/udp.h): the segment size of a UDP GSO send, as a `u16` cmsg or a
+/// socket option. The libc crate does not name it.
+pub(super) const UDP_SEGMENT: libc::c_int = 103;
+/// `UDP_GRO` (linux/udp.h): deliver coalesced datagrams with their segment size as an `int`
+/// cmsg.
+pub(super) const UDP_GRO: libc::c_int = 104;
+/// Most segments one GSO send may carry (`UDP_MAX_SEGMENTS` of Linux 4.18 to 6.x; newer
+/// kernels take 128).
+pub(super) const MAX_GSO_SEGMENTS: usize = 64;
+/// Most bytes of UDP payload one GSO send may carry: an IPv4 datagram's 65535 less the IPv4
+/// and UDP headers.
+pub(super) const MAX_GSO_BYTES: usize = 65535 - 20 - 8;
+
+/// How many packets from `from` on form one GSO send (RFC 768 datagrams cut by the kernel):
+/// packets to the same address, all of the first one's length except the last, which may be
+/// shorter and ends the run, within [`MAX_GSO_SEGMENTS`] and [`MAX_GSO_BYTES`]. 1 means "send
+/// it alone"; the grouping never reorders packets.
+fn gso_run(slots: &[Slot], from: usize) -> usize {
+    let first = slots[from];
+    if first.addr.is_none() || first.len == 0 {
+        return 1;
+    }
+    let mut n = 1;
+    let mut bytes = first.len;
+    for s in &slots[from + 1..] {
+        if n == MAX_GSO_SEGMENTS
+            || s.addr != first.addr
+            || s.len == 0
+            || s.len > first.len
+            || bytes + s.len > MAX_GSO_BYTES
+        {
+            break;
+        }
+        n += 1;
+        bytes += s.len;
+        if s.len < first.len {
+            break;
+        }
+    }
+    n
 }
 
 /// K fixed-size packet buffers with per-packet offset, length and address.
@@ -83,6 +136,7 @@ impl PacketBatch {
             iov_base: std::ptr::null_mut(),
             iov_len: 0,
         };
+        let zero_ctrl = Cmsg([0; 32]);
         Self {
             buf: vec![0u8; count * slot_size].into_boxed_slice(),
             slot_size,
@@ -93,6 +147,8 @@ impl PacketBatch {
                 hdrs: vec![zero_hdr; count].into_boxed_slice(),
                 iovs: vec![zero_iov; count].into_boxed_slice(),
                 names: vec![zero_name; count].into_boxed_slice(),
+                ctrl: vec![zero_ctrl; count].into_boxed_slice(),
+                packets: vec![0; count].into_boxed_slice(),
             },
         }
     }
@@ -275,6 +331,19 @@ impl PacketBatch {
         Some(i)
     }
 
+    /// Copies one received datagram (a segment of a coalesced GRO read) into the next free
+    /// slot after the headroom, cut to the slot's room and marked truncated like a
+    /// `recvmmsg` would. `false` when the batch is full.
+    pub(super) fn push_received(&mut self, data: &[u8], addr: Option<SocketAddr>) -> bool {
+        let Some((i, room)) = self.next_read_buf() else {
+            return false;
+        };
+        let n = data.len().min(room.len());
+        room[..n].copy_from_slice(&data[..n]);
+        self.commit_read(i, data.len(), addr);
+        true
+    }
+
     /// Claims the next free slot as an empty packet starting after the headroom; fill it with
     /// [`append`](Self::append) or [`slot_buf_mut`](Self::slot_buf_mut) +
     /// [`set_bounds`](Self::set_bounds). `None` when full.
@@ -427,73 +496,148 @@ impl PacketBatch {
         Ok(n)
     }
 
-    /// `sendmmsg` of packets `from..len()`; returns how many the kernel took (see
+    /// `sendmmsg` of packets `from..len()`; returns how many packets the kernel took (see
     /// [`send_all`] for the partial-failure rules). The destination of each packet is its
     /// slot address, or with `Dest::Ipv4HeaderDst` the destination field of its IPv4 header.
+    ///
+    /// With `gso`, each run of packets [`gso_run`] finds goes out as one `mmsghdr` whose
+    /// iovecs are the packets' slots and whose `UDP_SEGMENT` cmsg is the run's packet size: the
+    /// kernel cuts it into the same datagrams, after one pass through the stack. The
+    /// [`GsoSent`] says whether the first `mmsghdr` was such a GSO send (then an error may be
+    /// GSO's) and how many GSO sends the kernel took.
     pub(super) fn sendmmsg(
         &mut self,
         fd: libc::c_int,
         from: usize,
         dest: Dest,
-    ) -> io::Result<usize> {
+        gso: bool,
+    ) -> (io::Result<usize>, GsoSent) {
         if from >= self.len {
-            return Ok(0);
+            return (Ok(0), GsoSent::default());
         }
-        let count = self.len - from;
-        for k in 0..count {
-            let i = from + k;
-            let s = self.slots[i];
-            let base = i * self.slot_size + s.start;
-            self.scratch.iovs[k] = libc::iovec {
-                // SAFETY: the packet lies within slot i of `buf`.
-                iov_base: unsafe { self.buf.as_mut_ptr().add(base) }.cast(),
-                iov_len: s.len,
+        let mut i = from;
+        let mut m = 0;
+        while i < self.len {
+            let run = if gso && dest == Dest::SlotAddr {
+                gso_run(&self.slots[..self.len], i)
+            } else {
+                1
             };
+            for k in 0..run {
+                let s = self.slots[i + k];
+                let base = (i + k) * self.slot_size + s.start;
+                self.scratch.iovs[i - from + k] = libc::iovec {
+                    // SAFETY: the packet lies within slot i + k of `buf`.
+                    iov_base: unsafe { self.buf.as_mut_ptr().add(base) }.cast(),
+                    iov_len: s.len,
+                };
+            }
+            let s = self.slots[i];
             let addr = match dest {
                 Dest::SlotAddr => s.addr,
                 Dest::Ipv4HeaderDst => {
-                    let p = &self.buf[base..base + s.len];
-                    (p.len() >= 20).then(|| {
-                        SocketAddr::V4(SocketAddrV4::new(
-                            Ipv4Addr::new(p[16], p[17], p[18], p[19]),
-                            0,
-                        ))
-                    })
+                    let base = i * self.slot_size + s.start;
+                    Ipv4Packet::new_checked(&self.buf[base..base + s.len])
+                        .ok()
+                        .map(|p| SocketAddr::V4(SocketAddrV4::new(p.dst_addr(), 0)))
                 }
             };
             let namelen = match addr {
-                Some(a) => std_to_sockaddr(a, &mut self.scratch.names[k]),
+                Some(a) => std_to_sockaddr(a, &mut self.scratch.names[m]),
                 None => 0,
             };
-            let hdr = &mut self.scratch.hdrs[k];
+            let (control, controllen) = if run > 1 {
+                let ctrl = &mut self.scratch.ctrl[m];
+                let len = write_cmsg(
+                    ctrl,
+                    libc::SOL_UDP,
+                    UDP_SEGMENT,
+                    &(s.len as u16).to_ne_bytes(),
+                );
+                ((ctrl as *mut Cmsg).cast(), len)
+            } else {
+                (std::ptr::null_mut(), 0)
+            };
+            let hdr = &mut self.scratch.hdrs[m];
             hdr.msg_len = 0;
             hdr.msg_hdr.msg_name = if namelen == 0 {
                 std::ptr::null_mut()
             } else {
-                (&mut self.scratch.names[k] as *mut libc::sockaddr_storage).cast()
+                (&mut self.scratch.names[m] as *mut libc::sockaddr_storage).cast()
             };
             hdr.msg_hdr.msg_namelen = namelen;
-            hdr.msg_hdr.msg_iov = &mut self.scratch.iovs[k];
-            hdr.msg_hdr.msg_iovlen = 1;
-            hdr.msg_hdr.msg_control = std::ptr::null_mut();
-            hdr.msg_hdr.msg_controllen = 0;
+            hdr.msg_hdr.msg_iov = &mut self.scratch.iovs[i - from];
+            hdr.msg_hdr.msg_iovlen = run;
+            hdr.msg_hdr.msg_control = control;
+            hdr.msg_hdr.msg_controllen = controllen;
             hdr.msg_hdr.msg_flags = 0;
+            self.scratch.packets[m] = run;
+            m += 1;
+            i += run;
         }
-        // SAFETY: `hdrs[..count]` are initialised above and point into live buffers of self.
+        let mut gso = GsoSent {
+            first: self.scratch.packets[0] > 1,
+            sends: 0,
+        };
+        // SAFETY: `hdrs[..m]` are initialised above and point into live buffers of self.
         let n = unsafe {
             libc::sendmmsg(
                 fd,
                 self.scratch.hdrs.as_mut_ptr(),
-                count as libc::c_uint,
+                m as libc::c_uint,
                 libc::MSG_DONTWAIT,
             )
         };
         if n < 0 {
-            Err(io::Error::last_os_error())
+            (Err(io::Error::last_os_error()), gso)
         } else {
-            Ok(n as usize)
+            let done = &self.scratch.packets[..n as usize];
+            gso.sends = done.iter().filter(|p| **p > 1).count();
+            (Ok(done.iter().sum()), gso)
         }
     }
+}
+
+/// What the GSO grouping of one `sendmmsg` did.
+#[derive(Clone, Copy, Debug, Default)]
+pub(super) struct GsoSent {
+    /// The first `mmsghdr` carried several packets.
+    pub first: bool,
+    /// `mmsghdr`s of several packets the kernel took.
+    pub sends: usize,
+}
+
+/// Writes one control message (`level`, `kind`, `data`) into `ctrl`; returns its space, the
+/// `msg_controllen` to pass.
+pub(super) fn write_cmsg(
+    ctrl: &mut Cmsg,
+    level: libc::c_int,
+    kind: libc::c_int,
+    data: &[u8],
+) -> usize {
+    // SAFETY: CMSG_SPACE/CMSG_LEN are pure arithmetic.
+    let (space, len) = unsafe {
+        (
+            libc::CMSG_SPACE(data.len() as u32) as usize,
+            libc::CMSG_LEN(data.len() as u32) as usize,
+        )
+    };
+    assert!(
+        space <= ctrl.0.len(),
+        "control message larger than its buffer"
+    );
+    ctrl.0 = [0; 32];
+    let hdr = libc::cmsghdr {
+        cmsg_len: len as _,
+        cmsg_level: level,
+        cmsg_type: kind,
+    };
+    let at = size_of::<libc::cmsghdr>();
+    // SAFETY: `ctrl` is 8-aligned and holds at least `space` bytes; cmsghdr is plain data.
+    unsafe { std::ptr::write(ctrl.0.as_mut_ptr().cast::<libc::cmsghdr>(), hdr) };
+    // CMSG_DATA is right after the (aligned) header on Linux.
+    ctrl.0[at..at + data.len()].copy_from_slice(data);
+    space
 }
 
 /// Where `sendmmsg` takes each packet's destination from.
@@ -665,6 +809,43 @@ mod tests {
         assert_eq!(b.buf.as_ptr(), base);
         assert!(b.push(&[0u8; 113], None).is_none(), "larger than the room");
         assert!(b.is_empty(), "a failed push leaves no slot behind");
+    }
+
+    /// GSO runs: equal sizes to one address, a shorter last one closes the run, a longer one
+    /// or another address starts a new one, and the segment and byte limits hold.
+    #[test]
+    fn gso_runs_group_equal_sizes_to_one_peer() {
+        let a: SocketAddr = "192.0.2.2:4500".parse().unwrap();
+        let b: SocketAddr = "192.0.2.3:4500".parse().unwrap();
+        let runs = |packets: &[(usize, SocketAddr)]| {
+            let mut batch = PacketBatch::new(256, 2048, 0);
+            for &(len, addr) in packets {
+                batch.push(&vec![1u8; len], Some(addr)).unwrap();
+            }
+            let slots = &batch.slots[..batch.len()];
+            let mut out = Vec::new();
+            let mut i = 0;
+            while i < slots.len() {
+                let n = gso_run(slots, i);
+                out.push(n);
+                i += n;
+            }
+            out
+        };
+        let p = |n: usize, len: usize, addr: SocketAddr| vec![(len, addr); n];
+        assert_eq!(
+            runs(&[p(5, 1400, a), p(1, 900, a), p(2, 1400, a)].concat()),
+            [6, 2]
+        );
+        assert_eq!(
+            runs(&[p(3, 1400, a), p(3, 1400, b), p(1, 1500, b)].concat()),
+            [3, 3, 1]
+        );
+        assert_eq!(runs(&[p(2, 100, a), p(2, 200, a)].concat()), [2, 2]);
+        // 46 x 1400 = 64400 fits a datagram, a 47th does not.
+        assert_eq!(runs(&p(100, 1400, a)), [46, 46, 8]);
+        assert_eq!(runs(&p(130, 100, a)), [64, 64, 2]);
+        assert_eq!(runs(&[(0, a), (0, a)]), [1, 1]);
     }
 
     #[test]

@@ -21,6 +21,7 @@
 
 pub mod batch;
 pub mod bpf;
+mod gro;
 pub mod link;
 pub mod memory;
 pub mod raw;

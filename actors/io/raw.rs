@@ -121,7 +121,9 @@ impl RawSender {
     /// the destination in its header. Returns how many the kernel took; use
     /// [`send_all`](super::send_all) to skip refused packets (EMSGSIZE) and go on.
     pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
-        batch.sendmmsg(self.as_raw_fd(), from, Dest::Ipv4HeaderDst)
+        batch
+            .sendmmsg(self.as_raw_fd(), from, Dest::Ipv4HeaderDst, false)
+            .0
     }
 }
 

@@ -1,17 +1,25 @@
 //! Batched UDP sockets for IKE (500) and ESP-in-UDP (RFC 3948, 4500).
 //!
+//! With offloads on, a run of equal-size datagrams to one peer leaves as one `UDP_SEGMENT`
+//! (GSO) send inside the `sendmmsg` batch and bursts arrive coalesced (`UDP_GRO`, see
+//! [`super::gro`]): the kernel's per-packet cost is paid once per run. On the wire they are
+//! ordinary datagrams. A kernel that refuses either option runs without it (logged once).
+//!
 //! Each shard owns one socket of a `SO_REUSEPORT` group on the same address and port; a
 //! reuseport cBPF program ([`UdpBatchSocket::steer_by_spi`]) sends IKE to socket 0 and ESP
 //! to the socket of the shard that owns the SPI.
 
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 
-use super::batch::{BatchSend, Dest, PacketBatch};
+use super::batch::{BatchSend, Dest, PacketBatch, UDP_GRO, UDP_SEGMENT};
 use super::bpf;
+use super::gro::GroRx;
 
 /// Path-MTU discovery mode of a socket (`IP_MTU_DISCOVER`, ip(7)).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -47,13 +55,28 @@ pub struct UdpOptions {
     pub recv_buffer: Option<usize>,
     /// `SO_SNDBUF` in bytes (the kernel doubles it).
     pub send_buffer: Option<usize>,
+    /// UDP GSO on send and GRO on receive (`[tunnel-device] offload`), where the kernel has
+    /// them.
+    pub offload: bool,
 }
+
+static GSO_REFUSED_LOGGED: AtomicBool = AtomicBool::new(false);
+static OFFLOAD_MISSING_LOGGED: AtomicBool = AtomicBool::new(false);
 
 /// A non-blocking UDP socket with `recvmmsg`/`sendmmsg` batch I/O; register it with
 /// `tokio::io::unix::AsyncFd`.
 #[derive(Debug)]
 pub struct UdpBatchSocket {
     sock: Socket,
+    /// Send runs of equal-size datagrams as one `UDP_SEGMENT` send; cleared for good when the
+    /// device refuses GSO (EIO).
+    gso: Cell<bool>,
+    /// GSO sends, and GSO sends the kernel refused (then sent datagram by datagram), since
+    /// [`take_gso_counts`](Self::take_gso_counts) last looked.
+    gso_sends: Cell<u64>,
+    gso_refused: Cell<u64>,
+    /// `UDP_GRO` is on: reads go through the coalesced-buffer arena.
+    gro: Option<RefCell<GroRx>>,
 }
 
 fn context(e: io::Error, what: std::fmt::Arguments<'_>) -> io::Error {
@@ -84,7 +107,16 @@ impl UdpBatchSocket {
         if let Some(n) = opts.send_buffer {
             set_send_buffer(&sock, n)?;
         }
-        let this = Self { sock };
+        let mut this = Self {
+            sock,
+            gso: Cell::new(false),
+            gso_sends: Cell::new(0),
+            gso_refused: Cell::new(0),
+            gro: None,
+        };
+        if opts.offload {
+            this.enable_offloads();
+        }
         if let (Some(mode), SocketAddr::V4(_)) = (opts.pmtu, addr) {
             this.set_mtu_discover(mode)?;
         }
@@ -110,6 +142,50 @@ impl UdpBatchSocket {
             socks.push(s);
         }
         Ok(socks)
+    }
+
+    /// Turns on UDP GSO (if the kernel knows `UDP_SEGMENT`: Linux 4.18) and GRO (Linux 5.0);
+    /// what the kernel refuses stays off, logged once per process.
+    fn enable_offloads(&mut self) {
+        let fd = self.as_raw_fd();
+        let mut seg: libc::c_int = 0;
+        let mut len = size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: getsockopt into a live c_int with its size.
+        let gso = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_UDP,
+                UDP_SEGMENT,
+                (&mut seg as *mut libc::c_int).cast(),
+                &mut len,
+            )
+        } == 0;
+        let gro = setsockopt_int(fd, libc::SOL_UDP, UDP_GRO, 1).is_ok();
+        if (!gso || !gro) && !OFFLOAD_MISSING_LOGGED.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "the kernel refuses UDP {}: ESP-in-UDP runs without it",
+                if gso {
+                    "GRO"
+                } else if gro {
+                    "GSO"
+                } else {
+                    "GSO and GRO"
+                }
+            );
+        }
+        self.gso.set(gso);
+        self.gro = gro.then(|| RefCell::new(GroRx::new()));
+    }
+
+    #[cfg(test)]
+    /// Whether GSO sends and GRO receives are on.
+    pub fn offloads(&self) -> (bool, bool) {
+        (self.gso.get(), self.gro.is_some())
+    }
+
+    /// GSO sends (runs of datagrams sent as one) and refused GSO sends since the last call.
+    pub fn take_gso_counts(&self) -> (u64, u64) {
+        (self.gso_sends.replace(0), self.gso_refused.replace(0))
     }
 
     /// The address the socket is bound to.
@@ -144,8 +220,16 @@ impl UdpBatchSocket {
         self.sock.send_to(buf, &SockAddr::from(dst))
     }
 
-    /// `recvmmsg` into the free slots of `batch`: each packet's address is its source.
+    /// `recvmmsg` into the free slots of `batch`: each packet's address is its source. With
+    /// GRO, coalesced datagrams are cut back into one datagram per slot.
     pub fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        if let Some(gro) = &self.gro {
+            return gro.borrow_mut().recv(self.as_raw_fd(), batch);
+        }
+        self.recv_plain(batch)
+    }
+
+    fn recv_plain(&self, batch: &mut PacketBatch) -> io::Result<usize> {
         loop {
             match batch.recvmmsg(self.as_raw_fd()) {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
@@ -157,7 +241,30 @@ impl UdpBatchSocket {
     /// `sendmmsg` of packets `from..len()` of `batch`, each to its slot address. Returns how
     /// many the kernel took; use [`send_all`](super::send_all) for the retry/drop rules.
     pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
-        batch.sendmmsg(self.as_raw_fd(), from, Dest::SlotAddr)
+        let fd = self.as_raw_fd();
+        let (sent, gso) = batch.sendmmsg(fd, from, Dest::SlotAddr, self.gso.get());
+        self.gso_sends.set(self.gso_sends.get() + gso.sends as u64);
+        match (sent, gso.first) {
+            (Err(e), true)
+                if !matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                ) =>
+            {
+                // The kernel refused the GSO send itself: EIO when the device cannot checksum
+                // the segments (GSO stays off for this socket), EINVAL when a segment is larger
+                // than the path (kernel-fragmented datagrams). Send the same packets one by one.
+                self.gso_refused.set(self.gso_refused.get() + 1);
+                if e.raw_os_error() == Some(libc::EIO) {
+                    self.gso.set(false);
+                }
+                if !GSO_REFUSED_LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::warn!("UDP GSO send refused ({e}); sending datagram by datagram");
+                }
+                batch.sendmmsg(fd, from, Dest::SlotAddr, false).0
+            }
+            (r, _) => r,
+        }
     }
 }
 
@@ -460,6 +567,127 @@ mod tests {
             }
             sizes.sort();
             assert_eq!(sizes, vec![1472, 3000], "fragmented datagram reassembled");
+        });
+    }
+
+    /// Offloads on: runs of equal-size datagrams (one of them ending shorter), mixed sizes and
+    /// two destinations go out through GSO `sendmmsg` and come back through GRO, every
+    /// datagram intact, in order, with its source, both ways; the receiver really got
+    /// coalesced buffers (fewer buffers than datagrams). Then each side with offloads off
+    /// against the other with them on.
+    #[test]
+    fn gso_send_and_gro_receive_carry_every_datagram_both_ways() {
+        let on = UdpOptions {
+            offload: true,
+            recv_buffer: Some(4 << 20),
+            ..Default::default()
+        };
+        let off = UdpOptions {
+            recv_buffer: Some(4 << 20),
+            ..Default::default()
+        };
+        for (a_opts, b_opts) in [(&on, &on), (&on, &off), (&off, &on)] {
+            let a = UdpBatchSocket::bind(loopback(), a_opts).unwrap();
+            let b = UdpBatchSocket::bind(loopback(), b_opts).unwrap();
+            let c = UdpBatchSocket::bind(loopback(), &off).unwrap();
+            if a_opts.offload {
+                assert_eq!(
+                    a.offloads(),
+                    (true, true),
+                    "this kernel has UDP GSO and GRO"
+                );
+            }
+            for (tx, rx) in [(&a, &b), (&b, &a)] {
+                let dst = rx.local_addr().unwrap();
+                let other = c.local_addr().unwrap();
+                let mut out = PacketBatch::new(128, 2048, 64);
+                let mut sizes: Vec<(usize, SocketAddr)> = Vec::new();
+                sizes.extend(std::iter::repeat_n((1400, dst), 40));
+                sizes.push((777, dst));
+                sizes.extend(std::iter::repeat_n((1400, other), 3));
+                sizes.extend((0..20).map(|k| (60 + k * 50, dst)));
+                sizes.extend(std::iter::repeat_n((1200, dst), 50));
+                for (k, &(len, to)) in sizes.iter().enumerate() {
+                    let mut p = vec![(k % 251) as u8; len];
+                    p[..2].copy_from_slice(&(k as u16).to_be_bytes());
+                    out.push(&p, Some(to)).unwrap();
+                }
+                let mut cursor = 0;
+                send_all(tx, &mut out, &mut cursor, |i, e| panic!("packet {i}: {e}")).unwrap();
+                assert_eq!(cursor, out.len());
+                // GSO runs: 40 x 1400 + 777, 3 x 1400 to the other peer, 50 x 1200.
+                let gso = tx.take_gso_counts();
+                assert_eq!(gso, (if tx.gso.get() { 3 } else { 0 }, 0));
+                let want: Vec<&[u8]> = (0..out.len())
+                    .filter(|&i| out.addr(i) == Some(dst))
+                    .map(|i| out.packet(i))
+                    .collect();
+                let mut got: Vec<Vec<u8>> = Vec::new();
+                let mut inb = PacketBatch::new(64, 2048, 128);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while got.len() < want.len() && Instant::now() < deadline {
+                    inb.clear();
+                    match rx.recv_batch(&mut inb) {
+                        Ok(_) => {}
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        Err(e) => panic!("receive: {e}"),
+                    }
+                    for i in 0..inb.len() {
+                        assert_eq!(inb.addr(i), Some(tx.local_addr().unwrap()));
+                        assert_eq!(inb.front_room(i), 128, "headroom kept");
+                        assert!(!inb.is_truncated(i));
+                        got.push(inb.packet(i).to_vec());
+                    }
+                }
+                assert_eq!(got.len(), want.len(), "every datagram arrived");
+                assert!(
+                    got.iter().zip(&want).all(|(g, w)| g == w),
+                    "intact and in order"
+                );
+                let mut third = PacketBatch::new(8, 2048, 0);
+                recv_until(&c, &mut third, 3);
+                assert_eq!(third.len(), 3, "the run to the other peer went there");
+                if let (Some(gro), true) = (&rx.gro, tx.gso.get()) {
+                    let (buffers, datagrams) = gro.borrow().read;
+                    assert!(
+                        buffers < datagrams,
+                        "GSO + GRO coalesced: {buffers} buffers for {datagrams} datagrams"
+                    );
+                }
+            }
+        }
+    }
+
+    /// Root + namespace: a GSO run whose datagrams exceed the path MTU (lo at 1500, DF clear)
+    /// is refused by the kernel (EINVAL); the same datagrams then go out one by one, the kernel
+    /// fragments them, and they arrive whole. Counted as refused, GSO stays on.
+    #[test]
+    fn refused_gso_send_falls_back_to_single_datagrams_in_netns() {
+        crate::io::testns::in_netns("refused_gso_send_falls_back", || {
+            crate::io::link::set_interface_mtu("lo", 1500).unwrap();
+            let opts = UdpOptions {
+                offload: true,
+                pmtu: Some(PmtuDisc::Dont),
+                ..Default::default()
+            };
+            let rx = UdpBatchSocket::bind(loopback(), &opts).unwrap();
+            let tx = UdpBatchSocket::bind(loopback(), &opts).unwrap();
+            let dst = rx.local_addr().unwrap();
+            let mut out = PacketBatch::new(4, 4096, 0);
+            for k in 0..3u8 {
+                out.push(&[k; 2000], Some(dst)).unwrap();
+            }
+            let mut cursor = 0;
+            send_all(&tx, &mut out, &mut cursor, |i, e| panic!("packet {i}: {e}")).unwrap();
+            assert_eq!(cursor, 3);
+            assert_eq!(tx.take_gso_counts(), (0, 1), "one GSO send, refused");
+            assert!(tx.gso.get(), "EINVAL does not turn GSO off");
+            let mut inb = PacketBatch::new(8, 4096, 64);
+            recv_until(&rx, &mut inb, 3);
+            let got: Vec<(usize, u8)> = inb.iter().map(|(p, _)| (p.len(), p[0])).collect();
+            assert_eq!(got, [(2000, 0), (2000, 1), (2000, 2)]);
         });
     }
 }

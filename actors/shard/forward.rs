@@ -7,26 +7,19 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
-use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation};
-use ikehub::spd::spi_of;
-use ikehub::wire::Ipv4Fragmenter;
-use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
+use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, SaEncapsulation};
+use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet};
 
-use super::{ClearFd, EspShard, Handoff, HandoffKind, SaHandle};
+use super::{ClearFd, EspShard, HandoffMeta, MAX_RX, SaHandle};
 use crate::io::{self, PacketBatch};
 
-/// Cleartext packets read per batch (the size of the shard's receive batch).
-pub(super) const MAX_RX: usize = 64;
-/// Packets of one SA encrypted together.
+/// Packets of one SA encrypted together: AES-CBC is serial within a packet, so the batch path
+/// interleaves the blocks of several packets; 32 keeps every AES unit busy with room to spare
+/// and bounds the per-SA job array on the stack.
 const ENCAP_BATCH: usize = 32;
 /// An upper bound of what encapsulation adds (outer IPv4 + UDP + AH + ESP header, IV,
 /// padding, ICVs): a cleartext packet within `path MTU - MAX_OVERHEAD` always fits.
 const MAX_OVERHEAD: usize = 20 + 8 + 28 + 8 + 16 + 17 + 16;
-
-fn push_handoff(buf: &mut Vec<u8>, pkt: &[u8]) {
-    buf.extend_from_slice(&(pkt.len() as u16).to_be_bytes());
-    buf.extend_from_slice(pkt);
-}
 
 impl EspShard {
     // ---- cleartext -> WAN -------------------------------------------------------------
@@ -103,12 +96,11 @@ impl EspShard {
     /// shard that holds the SA.
     fn classify(&mut self, pkt: &[u8]) -> Option<(SaHandle, usize)> {
         self.counters.cleartext_in += 1;
-        if pkt.len() < 20 || pkt[0] >> 4 != 4 {
+        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
             self.counters.not_ipv4 += 1;
             return None;
-        }
-        let src = Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]);
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
+        };
+        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let Some(sa) = self.spd.lookup(src, dst) else {
             self.counters.no_policy += 1;
             return None;
@@ -123,7 +115,7 @@ impl EspShard {
         let owner = self.outbound_owner(sa);
         if owner != self.index {
             self.counters.handed_over += 1;
-            push_handoff(&mut self.handoff[owner as usize].0, pkt);
+            self.handoff[owner as usize].push(HandoffMeta::Cleartext { sa }, pkt);
             return None;
         }
         let Some(inst) = self.sas.outbound(sa) else {
@@ -218,7 +210,7 @@ impl EspShard {
         }
     }
 
-    fn encap_one(&mut self, now: Instant, sa: SaHandle, pkt: &[u8]) {
+    pub(super) fn encap_one(&mut self, now: Instant, sa: SaHandle, pkt: &[u8]) {
         let Some(inst) = self.sas.outbound_mut(sa) else {
             self.counters.no_sa += 1;
             return;
@@ -346,6 +338,9 @@ impl EspShard {
                 if io::send_all(sock.get_ref(), tx, &mut cursor, |_, _| dropped += 1).is_err() {
                     dropped += (tx.len() - cursor) as u64;
                 }
+                let (sends, refused) = sock.get_ref().take_gso_counts();
+                self.counters.udp_gso_sends += sends;
+                self.counters.udp_gso_refused += refused;
             } else {
                 dropped += tx.len() as u64;
             }
@@ -356,174 +351,9 @@ impl EspShard {
 
     // ---- WAN -> cleartext -------------------------------------------------------------
 
-    pub(super) fn drain_udp(&mut self, now: Instant, w: usize) {
-        let Some(sock) = self.wans[w].udp.clone() else {
-            return;
-        };
-        let local = self.wans[w].local;
-        let Some(mut rx) = self.take_rx() else { return };
-        loop {
-            rx.clear();
-            match sock.get_ref().recv_batch(&mut rx) {
-                Ok(_) => {}
-                Err(_) => break,
-            }
-            for i in 0..rx.len() {
-                let Some(SocketAddr::V4(src)) = rx.addr(i) else {
-                    continue;
-                };
-                let (buf, start, len) = rx.slot_buf_mut(i);
-                self.inbound_udp(now, local, *src.ip(), src.port(), buf, start, len);
-            }
-            self.flush_clear();
-            if !rx.is_full() {
-                break;
-            }
-        }
-        self.rx = Some(rx);
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn inbound_udp(
-        &mut self,
-        now: Instant,
-        local: Ipv4Addr,
-        src: Ipv4Addr,
-        src_port: u16,
-        buf: &mut [u8],
-        start: usize,
-        len: usize,
-    ) {
-        let payload = &buf[start..start + len];
-        match classify(payload) {
-            UdpEncapPayload::Esp(_) => {}
-            UdpEncapPayload::Keepalive => {
-                self.counters.keepalives += 1;
-                return;
-            }
-            UdpEncapPayload::Runt => {
-                self.counters.unknown_spi += 1;
-                return;
-            }
-            UdpEncapPayload::Ike(_) => {
-                self.counters.ike_datagrams += 1;
-                if let Some(ike) = &self.ike {
-                    // The router's mailbox is bounded: a flood of IKE on the NAT-T port is
-                    // dropped and counted here rather than queued.
-                    let sent = ike.try_send(crate::messages::IkeDatagram {
-                        local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
-                        from: SocketAddr::V4(SocketAddrV4::new(src, src_port)),
-                        nat_t: true,
-                        // With its non-ESP marker: the session checks and strips it.
-                        bytes: payload.to_vec(),
-                    });
-                    if sent.is_err() {
-                        self.counters.ike_dropped += 1;
-                    }
-                }
-                return;
-            }
-        }
-        let Some(spi) = spi_of(payload) else {
-            self.counters.unknown_spi += 1;
-            return;
-        };
-        let owner = self.owner(spi);
-        if owner != self.index {
-            self.counters.handed_over += 1;
-            let h = &mut self.handoff[owner as usize].1;
-            h.push(1);
-            h.extend_from_slice(&local.octets());
-            h.extend_from_slice(&src.octets());
-            h.extend_from_slice(&src_port.to_be_bytes());
-            push_handoff(h, payload);
-            return;
-        }
-        let Some(inst) = self.sas.inbound_by_spi_mut(spi) else {
-            self.counters.unknown_spi += 1;
-            return;
-        };
-        let received = Received::Udp {
-            src,
-            dst: local,
-            offset: start,
-        };
-        match inst.sa.decap(now, &mut buf[..start + len], received) {
-            Ok(d) => self.queue_cleartext(&buf[d.inner]),
-            Err(reason) => self.count_drop(reason),
-        }
-    }
-
-    pub(super) fn drain_raw(&mut self, now: Instant, w: usize, ah: bool) {
-        let sock = if ah {
-            self.wans[w].raw_ah.clone()
-        } else {
-            self.wans[w].raw_esp.clone()
-        };
-        let Some(sock) = sock else { return };
-        let local = self.wans[w].local;
-        let Some(mut rx) = self.take_rx() else { return };
-        loop {
-            rx.clear();
-            match sock.get_ref().recv_batch(&mut rx) {
-                Ok(_) => {}
-                Err(_) => break,
-            }
-            for i in 0..rx.len() {
-                let (buf, start, len) = rx.slot_buf_mut(i);
-                self.inbound_raw(now, local, ah, &mut buf[start..start + len]);
-            }
-            self.flush_clear();
-            if !rx.is_full() {
-                break;
-            }
-        }
-        self.rx = Some(rx);
-    }
-
-    fn inbound_raw(&mut self, now: Instant, local: Ipv4Addr, ah: bool, pkt: &mut [u8]) {
-        if pkt.len() < 20 {
-            self.counters.unknown_spi += 1;
-            return;
-        }
-        let dst = Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]);
-        if dst != local {
-            // The raw socket sees every ESP/AH packet of the host; not ours.
-            return;
-        }
-        let ihl = usize::from(pkt[0] & 0x0f) * 4;
-        let at = ihl + if ah { 4 } else { 0 };
-        if pkt.len() < at + 8 {
-            self.counters.unknown_spi += 1;
-            return;
-        }
-        let Some(spi) = spi_of(&pkt[at..]) else {
-            self.counters.unknown_spi += 1;
-            return;
-        };
-        let owner = self.owner(spi);
-        if owner != self.index {
-            self.counters.handed_over += 1;
-            let h = &mut self.handoff[owner as usize].1;
-            h.push(0);
-            h.extend_from_slice(&local.octets());
-            h.extend_from_slice(&[0; 6]);
-            push_handoff(h, pkt);
-            return;
-        }
-        let Some(inst) = self.sas.inbound_by_spi_mut(spi) else {
-            self.counters.unknown_spi += 1;
-            return;
-        };
-        match inst.sa.decap(now, pkt, Received::Ip) {
-            Ok(d) => self.queue_cleartext(&pkt[d.inner]),
-            Err(reason) => self.count_drop(reason),
-        }
-    }
-
     /// The shard's running totals of SA drops (the SA counted it already), so the periodic
     /// log summary never walks the SA table.
-    fn count_drop(&mut self, reason: DropReason) {
+    pub(super) fn count_drop(&mut self, reason: DropReason) {
         let c = &mut self.counters;
         match reason {
             DropReason::IcvFailure => c.icv_failures += 1,
@@ -535,7 +365,7 @@ impl EspShard {
     }
 
     /// Queues a decapsulated packet for the cleartext device, flushing when the batch is full.
-    fn queue_cleartext(&mut self, pkt: &[u8]) {
+    pub(super) fn queue_cleartext(&mut self, pkt: &[u8]) {
         if self.tx_clear.push(pkt, None).is_none() {
             self.flush_clear();
             if self.tx_clear.push(pkt, None).is_none() {
@@ -544,7 +374,7 @@ impl EspShard {
         }
     }
 
-    fn flush_clear(&mut self) {
+    pub(super) fn flush_clear(&mut self) {
         let mut failed = 0;
         match &self.clear {
             Some(ClearFd::Tun(fd)) => failed = fd.get_ref().send_coalesced(&mut self.tx_clear),
@@ -562,79 +392,6 @@ impl EspShard {
     }
 
     // ---- between shards -----------------------------------------------------------------
-
-    /// Sends what piled up for other shards during this batch, one message per shard.
-    pub(super) fn flush_handoffs(&mut self) {
-        for (k, (clear, wan)) in self.handoff.iter_mut().enumerate() {
-            let Some(peer) = self.peers.get(k) else {
-                clear.clear();
-                wan.clear();
-                continue;
-            };
-            if !clear.is_empty() {
-                peer.do_send(Handoff {
-                    kind: HandoffKind::Cleartext,
-                    packets: std::mem::take(clear),
-                });
-            }
-            if !wan.is_empty() {
-                peer.do_send(Handoff {
-                    kind: HandoffKind::Wan,
-                    packets: std::mem::take(wan),
-                });
-            }
-        }
-    }
-
-    pub(super) fn receive_handoff(&mut self, now: Instant, msg: Handoff) {
-        let mut data = msg.packets;
-        let mut at = 0;
-        match msg.kind {
-            HandoffKind::Cleartext => {
-                while at + 2 <= data.len() {
-                    let n = usize::from(u16::from_be_bytes([data[at], data[at + 1]]));
-                    let end = (at + 2 + n).min(data.len());
-                    let pkt = &data[at + 2..end];
-                    at = end;
-                    if pkt.len() < 20 {
-                        continue;
-                    }
-                    let sa = self.spd.lookup(
-                        Ipv4Addr::new(pkt[12], pkt[13], pkt[14], pkt[15]),
-                        Ipv4Addr::new(pkt[16], pkt[17], pkt[18], pkt[19]),
-                    );
-                    if let Some(Some(sa)) = sa {
-                        self.encap_one(now, sa, pkt);
-                    }
-                }
-                self.flush_wan();
-            }
-            HandoffKind::Wan => {
-                const HDR: usize = 1 + 4 + 4 + 2 + 2;
-                while at + HDR <= data.len() {
-                    let udp = data[at] == 1;
-                    let local =
-                        Ipv4Addr::new(data[at + 1], data[at + 2], data[at + 3], data[at + 4]);
-                    let src = Ipv4Addr::new(data[at + 5], data[at + 6], data[at + 7], data[at + 8]);
-                    let n = usize::from(u16::from_be_bytes([data[at + 11], data[at + 12]]));
-                    let start = at + HDR;
-                    let end = (start + n).min(data.len());
-                    at = end;
-                    if udp {
-                        // Decapsulate in place: the record header before the payload is free
-                        // headroom for transport mode.
-                        let len = end - start;
-                        let src_port = u16::from_be_bytes([data[start - 4], data[start - 3]]);
-                        self.inbound_udp(now, local, src, src_port, &mut data[..end], start, len);
-                    } else {
-                        let ah = data.get(start + 9) == Some(&51);
-                        self.inbound_raw(now, local, ah, &mut data[start..end]);
-                    }
-                }
-                self.flush_clear();
-            }
-        }
-    }
 
     /// Asks the IKE router for an SA for the policy covering `src -> dst`, at most once a
     /// second per policy.
@@ -656,7 +413,7 @@ impl EspShard {
         recipient.do_send(crate::messages::Acquire { policy, src, dst });
     }
 
-    fn nat_t_port(&self, local: Ipv4Addr) -> u16 {
+    pub(super) fn nat_t_port(&self, local: Ipv4Addr) -> u16 {
         self.wans
             .iter()
             .find(|w| w.local == local)

@@ -7,7 +7,7 @@ use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
 use ikehub::esp::SecurityAssociation;
 
-use super::{SaHandle, SpdEntry};
+use super::{HandoffBatch, SaHandle, SpdEntry};
 use crate::control::protocol::SaStatus;
 
 /// How an SA was keyed (the TYPE column of `show sa`).
@@ -127,6 +127,12 @@ pub struct ShardCounters {
     /// IKE datagrams on the NAT-T port dropped because the router's mailbox was full.
     pub ike_dropped: u64,
     pub keepalives: u64,
+    /// Runs of ESP-in-UDP datagrams that left as one UDP GSO send.
+    #[serde(default)]
+    pub udp_gso_sends: u64,
+    /// GSO sends the kernel refused (the datagrams then went out one by one).
+    #[serde(default)]
+    pub udp_gso_refused: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
     pub replay_drops: u64,
@@ -144,20 +150,7 @@ pub struct ShardReport {
 /// A batch of packets that arrived on the wrong shard, for the owner of their SA.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Handoff {
-    pub kind: HandoffKind,
-    /// Packets back to back, each preceded by its length as a big-endian u16.
-    pub packets: Vec<u8>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HandoffKind {
-    /// Cleartext from the cleartext device, to be encapsulated: `[len u16][packet]`.
-    Cleartext,
-    /// Packets from the WAN whose SPI another shard owns:
-    /// `[flag u8: 0 raw IP, 1 UDP][local 4][src 4][src port 2][len u16][bytes]`.
-    Wan,
-}
+pub struct Handoff(pub HandoffBatch);
 
 /// The addresses of all shards, sent to each shard once they are all started.
 #[derive(Message)]

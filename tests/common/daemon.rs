@@ -216,3 +216,20 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// The sum over the shards of field `name` of `show counters --json` (0 when absent).
+pub fn shard_counter(d: &Daemon, name: &str) -> u64 {
+    let out = d
+        .cli(&["show", "counters", "--json"])
+        .output()
+        .unwrap_or_else(|e| panic!("show counters: {e}"));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+    v.as_array()
+        .map(|shards| {
+            shards
+                .iter()
+                .map(|s| s["counters"][name].as_u64().unwrap_or(0))
+                .sum()
+        })
+        .unwrap_or(0)
+}

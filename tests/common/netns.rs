@@ -160,8 +160,26 @@ impl TwoSites {
         );
         a.add_lo_address(&format!("{A_HOST}/32"));
         b.add_lo_address(&format!("{B_HOST}/32"));
+        for ns in [&a, &b] {
+            cut_gso_before_the_wire(ns, WAN_DEV);
+        }
         TwoSites { a, b }
     }
+}
+
+/// Makes `dev` put on the wire what a NIC would: one datagram per UDP GSO segment. A veth
+/// passes a `UDP_SEGMENT` send to the peer namespace in one piece (the receiving kernel
+/// segments it on delivery), so a capture on it would see one large datagram holding several
+/// ESP packets. A `tbf` qdisc segments what exceeds its burst before the device, at a rate far
+/// above anything a test sends.
+pub fn cut_gso_before_the_wire(ns: &Netns, dev: &str) {
+    ns.run(
+        "tc",
+        &[
+            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", "10gbit", "burst", "4000",
+            "limit", "4000000",
+        ],
+    );
 }
 
 /// Pings `dst` from `src` inside `ns`, `count` echo requests 50 ms apart, and returns the loss

@@ -1,0 +1,479 @@
+//! The shard's WAN -> cleartext path. UDP-encapsulated ESP, raw ESP/AH and packets another
+//! shard handed over all take one route: the receiving side reads what it needs once into an
+//! [`Inbound`] record (addresses, encapsulation, SPI), then [`EspShard::inbound`] either hands
+//! the packet to the shard that owns the SPI or decapsulates it in place.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::Instant;
+
+use ikehub::esp::Received;
+use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
+use ikehub::wire::{AhPacket, EspPacket, IpProtocol, Ipv4Packet};
+
+use super::{Encap, EspShard, Handoff, HandoffMeta, Inbound};
+
+impl EspShard {
+    pub(super) fn drain_udp(&mut self, now: Instant, w: usize) {
+        let Some(sock) = self.wans[w].udp.clone() else {
+            return;
+        };
+        let local = self.wans[w].local;
+        let Some(mut rx) = self.rx.take() else { return };
+        loop {
+            rx.clear();
+            if sock.get_ref().recv_batch(&mut rx).is_err() {
+                break;
+            }
+            for i in 0..rx.len() {
+                let Some(SocketAddr::V4(from)) = rx.addr(i) else {
+                    continue;
+                };
+                let (buf, start, len) = rx.slot_buf_mut(i);
+                let buf = &mut buf[..start + len];
+                if let Some(at) = self.demux_udp(local, from, &buf[start..]) {
+                    self.inbound(now, at, buf, start);
+                }
+            }
+            self.flush_clear();
+            if !rx.is_full() {
+                break;
+            }
+        }
+        self.rx = Some(rx);
+    }
+
+    pub(super) fn drain_raw(&mut self, now: Instant, w: usize, ah: bool) {
+        let sock = if ah {
+            self.wans[w].raw_ah.clone()
+        } else {
+            self.wans[w].raw_esp.clone()
+        };
+        let Some(sock) = sock else { return };
+        let local = self.wans[w].local;
+        let Some(mut rx) = self.rx.take() else { return };
+        loop {
+            rx.clear();
+            if sock.get_ref().recv_batch(&mut rx).is_err() {
+                break;
+            }
+            for i in 0..rx.len() {
+                let (buf, start, len) = rx.slot_buf_mut(i);
+                let buf = &mut buf[..start + len];
+                if let Some(at) = self.demux_ip(local, &buf[start..]) {
+                    self.inbound(now, at, buf, start);
+                }
+            }
+            self.flush_clear();
+            if !rx.is_full() {
+                break;
+            }
+        }
+        self.rx = Some(rx);
+    }
+
+    /// A datagram on the NAT-T port (RFC 3948 §2): IKE goes to the router, keepalives and
+    /// runts are counted, ESP yields its record.
+    pub(super) fn demux_udp(
+        &mut self,
+        local: Ipv4Addr,
+        from: SocketAddrV4,
+        payload: &[u8],
+    ) -> Option<Inbound> {
+        match classify(payload) {
+            UdpEncapPayload::Esp(esp) => {
+                let Ok(esp) = EspPacket::new_checked(esp) else {
+                    self.counters.unknown_spi += 1;
+                    return None;
+                };
+                Some(Inbound {
+                    encap: Encap::Udp,
+                    local,
+                    from,
+                    spi: esp.spi(),
+                })
+            }
+            UdpEncapPayload::Keepalive => {
+                self.counters.keepalives += 1;
+                None
+            }
+            UdpEncapPayload::Runt => {
+                self.counters.unknown_spi += 1;
+                None
+            }
+            UdpEncapPayload::Ike(_) => {
+                self.counters.ike_datagrams += 1;
+                if let Some(ike) = &self.ike {
+                    // The router's mailbox is bounded: a flood of IKE on the NAT-T port is
+                    // dropped and counted here rather than queued.
+                    let sent = ike.try_send(crate::messages::IkeDatagram {
+                        local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
+                        from: SocketAddr::V4(from),
+                        nat_t: true,
+                        // With its non-ESP marker: the session checks and strips it.
+                        bytes: payload.to_vec(),
+                    });
+                    if sent.is_err() {
+                        self.counters.ike_dropped += 1;
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    /// A whole IPv4 packet from a raw ESP or AH socket: its record, or `None` when it is not
+    /// for this WAN (the raw socket sees every ESP/AH packet of the host) or too short to
+    /// carry an SPI.
+    pub(super) fn demux_ip(&mut self, local: Ipv4Addr, packet: &[u8]) -> Option<Inbound> {
+        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+            self.counters.unknown_spi += 1;
+            return None;
+        };
+        if ip.dst_addr() != local {
+            return None;
+        }
+        // The outermost header carries the SPI the SA is found by (AH's in an AH+ESP bundle).
+        let spi = match ip.protocol() {
+            IpProtocol::ESP => EspPacket::new_checked(ip.payload()).map(|p| (Encap::Esp, p.spi())),
+            IpProtocol::AH => AhPacket::new_checked(ip.payload()).map(|p| (Encap::Ah, p.spi())),
+            _ => Err(ikehub::wire::Error::Malformed),
+        };
+        let Ok((encap, spi)) = spi else {
+            self.counters.unknown_spi += 1;
+            return None;
+        };
+        Some(Inbound {
+            encap,
+            local,
+            from: SocketAddrV4::new(ip.src_addr(), 0),
+            spi,
+        })
+    }
+
+    /// The one inbound route: the packet is `buf[start..]` (the bytes in front are free
+    /// headroom), `at` what was read from it. Hands it to the shard that owns its SPI, or
+    /// decapsulates it in place and queues the cleartext.
+    pub(super) fn inbound(&mut self, now: Instant, at: Inbound, buf: &mut [u8], start: usize) {
+        let owner = self.owner(at.spi);
+        if owner != self.index {
+            // The owner is a function of the SPI alone, the same on every shard, so a packet
+            // is handed over at most once.
+            self.counters.handed_over += 1;
+            self.handoff[owner as usize].push(HandoffMeta::Wan(at), &buf[start..]);
+            return;
+        }
+        let Some(inst) = self.sas.inbound_by_spi_mut(at.spi) else {
+            self.counters.unknown_spi += 1;
+            return;
+        };
+        let (packet, received) = match at.encap {
+            Encap::Udp => (
+                buf,
+                Received::Udp {
+                    src: *at.from.ip(),
+                    dst: at.local,
+                    offset: start,
+                },
+            ),
+            Encap::Esp | Encap::Ah => (&mut buf[start..], Received::Ip),
+        };
+        match inst.sa.decap(now, packet, received) {
+            Ok(d) => self.queue_cleartext(&packet[d.inner]),
+            Err(reason) => self.count_drop(reason),
+        }
+    }
+
+    // ---- between shards -----------------------------------------------------------------
+
+    /// Sends what piled up for other shards during this batch, one message per shard.
+    pub(super) fn flush_handoffs(&mut self) {
+        for (k, batch) in self.handoff.iter_mut().enumerate() {
+            if batch.is_empty() {
+                continue;
+            }
+            match self.peers.get(k) {
+                Some(peer) => peer.do_send(Handoff(batch.take())),
+                None => batch.clear(),
+            }
+        }
+    }
+
+    /// Packets another shard read for SAs this shard holds: each takes the path it would
+    /// have taken here.
+    pub(super) fn receive_handoff(&mut self, now: Instant, Handoff(mut batch): Handoff) {
+        for i in 0..batch.len() {
+            match batch.get_mut(i) {
+                (HandoffMeta::Cleartext { sa }, buf, start) => {
+                    self.encap_one(now, sa, &buf[start..])
+                }
+                (HandoffMeta::Wan(at), buf, start) => self.inbound(now, at, buf, start),
+            }
+        }
+        self.flush_wan();
+        self.flush_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+    use std::rc::Rc;
+
+    use ikehub::config::{KeyBytes, Mode};
+    use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
+    use ikehub::esp::{
+        AhKeys, Direction, EncapOutcome, EncapParams, EspKeys, LifetimeLimits, SaEncapsulation,
+        SaParams, SecurityAssociation,
+    };
+    use ikehub::wire::Ipv4Repr;
+
+    use super::super::{ClearFd, SaHandle, SaKind, ShardIo};
+    use super::*;
+    use crate::io::{self, MemoryPort};
+
+    const HUB: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const SPOKE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+    const HEADROOM: usize = 128;
+
+    #[derive(Clone, Copy)]
+    enum Kind {
+        Udp,
+        Esp,
+        Ah,
+    }
+
+    /// One direction of a spoke -> hub SA: `direction` Outbound is the spoke's end.
+    fn sa(direction: Direction, kind: Kind, mode: Mode, spi: u32) -> SecurityAssociation {
+        let (local, peer) = match direction {
+            Direction::Outbound => (SPOKE, HUB),
+            Direction::Inbound => (HUB, SPOKE),
+        };
+        let esp = |encryption: EncrAlgorithm| EspKeys {
+            spi,
+            encryption,
+            encryption_key: KeyBytes(vec![7; encryption.key_len()]),
+            authentication: AuthAlgorithm::HmacSha1,
+            authentication_key: KeyBytes(vec![9; 20]),
+        };
+        let (esp, ah) = match kind {
+            // ESP-NULL: the payload starts right after the 8-byte header, so transport-mode
+            // decapsulation over UDP needs the headroom in front of the datagram.
+            Kind::Udp => (Some(esp(EncrAlgorithm::Null)), None),
+            Kind::Esp => (Some(esp(EncrAlgorithm::AesCbc128)), None),
+            Kind::Ah => (
+                None,
+                Some(AhKeys {
+                    spi,
+                    authentication: AuthAlgorithm::HmacSha1,
+                    authentication_key: KeyBytes(vec![5; 20]),
+                }),
+            ),
+        };
+        let encapsulation = match kind {
+            Kind::Udp => SaEncapsulation::Udp {
+                local_port: 4500,
+                peer_port: 4500,
+            },
+            _ => SaEncapsulation::Raw,
+        };
+        let params = SaParams {
+            direction,
+            mode,
+            esp,
+            ah,
+            local: IpAddr::V4(local),
+            peer: IpAddr::V4(peer),
+            encapsulation,
+            replay_window: 64,
+            lifetime: LifetimeLimits::UNLIMITED,
+            protected_networks: vec![],
+        };
+        SecurityAssociation::new(params, Instant::now()).unwrap()
+    }
+
+    /// A cleartext packet as the spoke's LAN (tunnel mode) or the spoke itself (transport
+    /// mode) sends it.
+    fn inner(mode: Mode, tag: u8) -> Vec<u8> {
+        let (src, dst) = match mode {
+            Mode::Tunnel => (
+                Ipv4Addr::new(203, 0, 113, 9),
+                Ipv4Addr::new(198, 51, 100, 1),
+            ),
+            Mode::Transport => (SPOKE, HUB),
+        };
+        let body = 100 + usize::from(tag);
+        let mut p = vec![tag; 20 + body];
+        Ipv4Repr::new(src, dst, IpProtocol::UDP, body)
+            .emit(&mut p)
+            .unwrap();
+        p
+    }
+
+    /// What the WAN socket delivers for `inner`, in a slot with the receive headroom in front:
+    /// the UDP payload for ESP-in-UDP, the whole IPv4 packet for raw ESP/AH.
+    fn wire(out: &mut SecurityAssociation, kind: Kind, inner: &[u8]) -> Vec<u8> {
+        let mut buf = [0u8; 2048];
+        let params = EncapParams {
+            path_mtu: 1500,
+            ip_id: 1,
+            icmp_source: SPOKE,
+        };
+        let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+        let Ok(EncapOutcome::Send(o)) =
+            out.encap(Instant::now(), inner, &params, &mut rng, &mut buf)
+        else {
+            panic!("encapsulation failed")
+        };
+        let on_wire = match kind {
+            Kind::Udp => o.socket_payload(),
+            _ => 0..o.len,
+        };
+        let mut slot = vec![0u8; HEADROOM];
+        slot.extend_from_slice(&buf[on_wire]);
+        slot
+    }
+
+    /// Shard `index` of `count`, its cleartext side an in-memory port; returns the LAN end.
+    fn shard(index: u32, count: u32) -> (EspShard, MemoryPort) {
+        let (port, lan) = MemoryPort::pair().unwrap();
+        let mut shard = EspShard::new(
+            index,
+            count,
+            ShardIo {
+                cleartext: None,
+                wans: vec![],
+            },
+        );
+        shard.clear = Some(ClearFd::Memory(Rc::new(io::register(port).unwrap())));
+        (shard, lan)
+    }
+
+    fn demux(shard: &mut EspShard, kind: Kind, packet: &[u8]) -> Option<Inbound> {
+        match kind {
+            Kind::Udp => shard.demux_udp(HUB, SocketAddrV4::new(SPOKE, 4500), packet),
+            _ => shard.demux_ip(HUB, packet),
+        }
+    }
+
+    /// Issue 12 point 5: a packet read on a shard that does not own its SPI is handed over as
+    /// a typed record and decapsulated by the owner through the same `inbound` route as one it
+    /// reads itself, for ESP-in-UDP (transport mode, ESP-NULL: the owner needs headroom in
+    /// front of the handed-over datagram), raw ESP and raw AH; the SPI is read once.
+    #[test]
+    fn every_encapsulation_takes_one_route_through_the_owner() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        for (kind, mode, spi) in [
+            (Kind::Udp, Mode::Transport, 0x1001),
+            (Kind::Esp, Mode::Tunnel, 0x2003),
+            (Kind::Ah, Mode::Tunnel, 0x3005),
+        ] {
+            assert_eq!(
+                io::spi_shard(spi, 2),
+                1,
+                "the test wants shard 1 to own {spi:#x}"
+            );
+            let (mut reader, _) = shard(0, 2);
+            let (mut owner, lan) = shard(1, 2);
+            let inbound = SaHandle::issue();
+            owner
+                .sas
+                .install(
+                    inbound,
+                    "P".into(),
+                    SaKind::Manual,
+                    sa(Direction::Inbound, kind, mode, spi),
+                )
+                .unwrap();
+            let mut out = sa(Direction::Outbound, kind, mode, spi);
+            let now = Instant::now();
+
+            // Read on the owner itself: decapsulated at once.
+            let first = inner(mode, 1);
+            let mut slot = wire(&mut out, kind, &first);
+            let at = demux(&mut owner, kind, &slot[HEADROOM..]).expect("ESP/AH");
+            assert_eq!(at.spi, spi);
+            owner.inbound(now, at, &mut slot, HEADROOM);
+            assert_eq!(owner.tx_clear.len(), 1);
+            assert_eq!(owner.tx_clear.packet(0), &first[..]);
+            owner.flush_clear();
+
+            // Read on shard 0: handed over with its record, then the same route on shard 1.
+            let second = inner(mode, 2);
+            let mut slot = wire(&mut out, kind, &second);
+            let at = demux(&mut reader, kind, &slot[HEADROOM..]).expect("ESP/AH");
+            reader.inbound(now, at, &mut slot, HEADROOM);
+            assert_eq!(reader.counters.handed_over, 1);
+            assert!(reader.tx_clear.is_empty());
+            let batch = reader.handoff[1].take();
+            assert_eq!(batch.len(), 1);
+            owner.receive_handoff(now, Handoff(batch));
+            assert_eq!(owner.counters.unknown_spi, 0);
+            assert_eq!(owner.counters.malformed, 0, "{:?}", owner.counters);
+
+            let mut got = [0u8; 2048];
+            for want in [&first, &second] {
+                let n = lan.recv(&mut got).expect("cleartext on the LAN side");
+                assert_eq!(&got[..n], &want[..]);
+            }
+            assert_eq!(owner.sas.inbound(inbound).unwrap().sa.counters().packets, 2);
+        }
+    }
+
+    /// Records the reading shard cannot use are counted, never handed over: IKE-less runts,
+    /// keepalives, packets for another address, other protocols, short ESP/AH headers.
+    #[test]
+    fn demux_counts_what_carries_no_spi() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        let (mut s, _lan) = shard(0, 2);
+        let from = SocketAddrV4::new(SPOKE, 4500);
+        assert_eq!(s.demux_udp(HUB, from, &[0xff]), None);
+        assert_eq!(s.counters.keepalives, 1);
+        assert_eq!(s.demux_udp(HUB, from, &[1, 2, 3]), None);
+        assert_eq!(s.counters.unknown_spi, 1);
+        let esp = [0, 0, 0x10, 0x01, 0, 0, 0, 1];
+        let at = s.demux_udp(HUB, from, &esp).unwrap();
+        assert_eq!((at.encap, at.spi, at.from), (Encap::Udp, 0x1001, from));
+
+        let mut ip = [0u8; 28];
+        Ipv4Repr::new(SPOKE, HUB, IpProtocol::ESP, 8)
+            .emit(&mut ip)
+            .unwrap();
+        ip[20..24].copy_from_slice(&0x2003u32.to_be_bytes());
+        let at = s.demux_ip(HUB, &ip).unwrap();
+        assert_eq!(
+            (at.encap, at.spi, at.from),
+            (Encap::Esp, 0x2003, SocketAddrV4::new(SPOKE, 0))
+        );
+        assert_eq!(
+            s.demux_ip(Ipv4Addr::new(192, 0, 2, 99), &ip),
+            None,
+            "not our address"
+        );
+        let before = s.counters.unknown_spi;
+        assert_eq!(
+            s.demux_ip(HUB, &ip[..27]),
+            None,
+            "shorter than its total length"
+        );
+        let mut short = [0u8; 24];
+        Ipv4Repr::new(SPOKE, HUB, IpProtocol::AH, 4)
+            .emit(&mut short)
+            .unwrap();
+        assert_eq!(s.demux_ip(HUB, &short), None, "AH without room for its SPI");
+        let mut udp = ip;
+        Ipv4Repr::new(SPOKE, HUB, IpProtocol::UDP, 8)
+            .emit(&mut udp)
+            .unwrap();
+        assert_eq!(s.demux_ip(HUB, &udp), None, "not ESP or AH");
+        assert_eq!(s.counters.unknown_spi, before + 3);
+        assert_eq!(s.counters.handed_over, 0);
+    }
+}
