@@ -9,6 +9,7 @@
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
+pub mod stitch;
 
 #[cfg(test)]
 pub(crate) mod kat;
