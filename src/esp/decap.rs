@@ -77,38 +77,8 @@ impl SecurityAssociation {
         }
 
         // 1. The outer framing: where the IPsec part is, the outer header if any.
-        let (ip_hdr_len, mut start, end, outer_src, outer_dst, proto) = match received {
-            Received::Ip => {
-                let ip = Ipv4Packet::new_checked(&packet[..])?;
-                if ip.is_fragment() {
-                    return Err(DropReason::Fragment);
-                }
-                let hl = ip.header_len();
-                let end = usize::from(ip.total_len());
-                let (src, dst) = (ip.src_addr(), ip.dst_addr());
-                match ip.protocol() {
-                    IpProtocol::UDP => {
-                        let udp = UdpPacket::new_checked(&packet[hl..end])?;
-                        let uend = hl + usize::from(udp.len());
-                        (
-                            hl,
-                            hl + wire::udp::HEADER_LEN,
-                            uend,
-                            src,
-                            dst,
-                            IpProtocol::ESP,
-                        )
-                    }
-                    p => (hl, hl, end, src, dst, p),
-                }
-            }
-            Received::Udp { src, dst, offset } => {
-                if offset > packet.len() {
-                    return Err(DropReason::Truncated);
-                }
-                (0, offset, packet.len(), src, dst, IpProtocol::ESP)
-            }
-        };
+        let (ip_hdr_len, mut start, end, outer_src, outer_dst, proto) =
+            outer_frame(packet, received)?;
 
         // 2. Verify everything before changing anything.
         let mut ah_seq = None;
@@ -159,26 +129,7 @@ impl SecurityAssociation {
             if next != IpProtocol::ESP {
                 return Err(DropReason::WrongProtocol);
             }
-            let p = EspPacket::new_checked(&packet[start..end])?;
-            if p.spi() != esp.spi {
-                return Err(DropReason::SpiMismatch);
-            }
-            let (iv_len, icv_len, bs) = (
-                esp.cipher.iv_len(),
-                esp.integ.icv_len(),
-                esp.cipher.block_len(),
-            );
-            let fixed = wire::esp::HEADER_LEN + iv_len + icv_len;
-            if end - start < fixed + wire::esp::TRAILER_LEN {
-                return Err(DropReason::Truncated);
-            }
-            let ct_len = end - start - fixed;
-            if !ct_len.is_multiple_of(bs) {
-                return Err(DropReason::BadLength);
-            }
-            let seq = p.sequence_number();
-            esp.replay.check(seq).map_err(replay_drop)?;
-            let icv_at = end - icv_len;
+            let (seq, icv_at, body) = self.esp_check(packet, start, end)?;
             if !esp
                 .integ
                 .verify(&[&packet[start..icv_at]], &packet[icv_at..end])
@@ -186,7 +137,7 @@ impl SecurityAssociation {
                 return Err(DropReason::IcvFailure);
             }
             esp_seq = Some(seq);
-            payload = start + wire::esp::HEADER_LEN + iv_len..icv_at;
+            payload = body;
         }
 
         // 3. Authenticated: commit the replay windows (RFC 4303 §3.4.3). Without any
@@ -198,13 +149,82 @@ impl SecurityAssociation {
             self.commit_replay(ah_seq, esp_seq);
         }
 
-        // 4. Decrypt and strip the ESP trailer.
+        // 4-5. Decrypt, strip the trailer, locate the inner packet, check the selectors.
+        let inner = self.deliver(
+            packet,
+            payload,
+            next,
+            (ip_hdr_len, outer_src, outer_dst),
+            true,
+        )?;
+        if !authenticated {
+            self.commit_replay(ah_seq, esp_seq);
+        }
+        Ok(Decapsulated {
+            inner,
+            sequence_number: ah_seq.or(esp_seq).unwrap_or(0),
+        })
+    }
+}
+
+impl SecurityAssociation {
+    /// The ESP header and lengths of `packet[start..end]` (RFC 4303 §2, §3.4.2-3.4.3) and the
+    /// read-only anti-replay check: the sequence number, where the ICV starts and the
+    /// ciphertext (after the IV). Changes nothing.
+    fn esp_check(
+        &self,
+        packet: &[u8],
+        start: usize,
+        end: usize,
+    ) -> Result<(u32, usize, Range<usize>), DropReason> {
+        let Some(esp) = &self.esp else {
+            return Err(DropReason::WrongProtocol);
+        };
+        let p = EspPacket::new_checked(&packet[start..end])?;
+        if p.spi() != esp.spi {
+            return Err(DropReason::SpiMismatch);
+        }
+        let (iv_len, icv_len, bs) = (
+            esp.cipher.iv_len(),
+            esp.integ.icv_len(),
+            esp.cipher.block_len(),
+        );
+        let fixed = wire::esp::HEADER_LEN + iv_len + icv_len;
+        if end - start < fixed + wire::esp::TRAILER_LEN {
+            return Err(DropReason::Truncated);
+        }
+        let ct_len = end - start - fixed;
+        if !ct_len.is_multiple_of(bs) {
+            return Err(DropReason::BadLength);
+        }
+        let seq = p.sequence_number();
+        esp.replay.check(seq).map_err(replay_drop)?;
+        let icv_at = end - icv_len;
+        Ok((seq, icv_at, start + wire::esp::HEADER_LEN + iv_len..icv_at))
+    }
+
+    /// Steps 4 and 5 of [`Self::decap`] once every ICV verified: decrypt (unless `decrypt` is
+    /// false because the batch path did), check and strip the ESP trailer, rebuild or locate
+    /// the inner packet and check it against the selectors. `outer` is the outer header
+    /// length (0 for a UDP payload) and addresses.
+    fn deliver(
+        &self,
+        packet: &mut [u8],
+        mut payload: Range<usize>,
+        mut next: IpProtocol,
+        outer: (usize, Ipv4Addr, Ipv4Addr),
+        decrypt: bool,
+    ) -> Result<Range<usize>, DropReason> {
+        let (ip_hdr_len, outer_src, outer_dst) = outer;
+        // 4. Decrypt (unless the batch path did) and strip the ESP trailer.
         if let Some(esp) = &self.esp {
-            let iv_at = payload.start - esp.cipher.iv_len();
-            let (iv, ct) = packet[iv_at..payload.end].split_at_mut(esp.cipher.iv_len());
-            esp.cipher
-                .decrypt_cbc(iv, ct)
-                .map_err(|_| DropReason::BadLength)?;
+            if decrypt {
+                let iv_at = payload.start - esp.cipher.iv_len();
+                let (iv, ct) = packet[iv_at..payload.end].split_at_mut(esp.cipher.iv_len());
+                esp.cipher
+                    .decrypt_cbc(iv, ct)
+                    .map_err(|_| DropReason::BadLength)?;
+            }
             let ct_end = payload.end;
             let pad_len = usize::from(packet[ct_end - 2]);
             next = IpProtocol(packet[ct_end - 1]);
@@ -269,17 +289,9 @@ impl SecurityAssociation {
         if !self.selectors_allow(ip.src_addr(), ip.dst_addr()) {
             return Err(DropReason::SelectorMismatch);
         }
-        if !authenticated {
-            self.commit_replay(ah_seq, esp_seq);
-        }
-        Ok(Decapsulated {
-            inner,
-            sequence_number: ah_seq.or(esp_seq).unwrap_or(0),
-        })
+        Ok(inner)
     }
-}
 
-impl SecurityAssociation {
     fn commit_replay(&mut self, ah_seq: Option<u32>, esp_seq: Option<u32>) {
         if let (Some(a), Some(s)) = (&mut self.ah, ah_seq) {
             a.replay.commit(s);
@@ -288,6 +300,48 @@ impl SecurityAssociation {
             e.replay.commit(s);
         }
     }
+}
+
+/// The outer framing (step 1 of [`SecurityAssociation::decap`]): the outer header length (0
+/// for a UDP payload), where the IPsec part starts and ends, the outer addresses and the
+/// protocol of the IPsec part.
+#[allow(clippy::type_complexity)]
+fn outer_frame(
+    packet: &[u8],
+    received: Received,
+) -> Result<(usize, usize, usize, Ipv4Addr, Ipv4Addr, IpProtocol), DropReason> {
+    Ok(match received {
+        Received::Ip => {
+            let ip = Ipv4Packet::new_checked(packet)?;
+            if ip.is_fragment() {
+                return Err(DropReason::Fragment);
+            }
+            let hl = ip.header_len();
+            let end = usize::from(ip.total_len());
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            match ip.protocol() {
+                IpProtocol::UDP => {
+                    let udp = UdpPacket::new_checked(&packet[hl..end])?;
+                    let uend = hl + usize::from(udp.len());
+                    (
+                        hl,
+                        hl + wire::udp::HEADER_LEN,
+                        uend,
+                        src,
+                        dst,
+                        IpProtocol::ESP,
+                    )
+                }
+                p => (hl, hl, end, src, dst, p),
+            }
+        }
+        Received::Udp { src, dst, offset } => {
+            if offset > packet.len() {
+                return Err(DropReason::Truncated);
+            }
+            (0, offset, packet.len(), src, dst, IpProtocol::ESP)
+        }
+    })
 }
 
 fn replay_drop(_: ReplayError) -> DropReason {
