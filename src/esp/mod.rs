@@ -26,7 +26,7 @@ pub mod suite;
 mod tests;
 
 pub use counters::SaCounters;
-pub use decap::{Decapsulated, Received};
+pub use decap::{DecapJob, Decapsulated, Received};
 pub use encap::{EncapJob, EncapOutcome, EncapParams, OuterPacket};
 pub use replay::ReplayWindow;
 pub use sa::{
