@@ -93,7 +93,7 @@ pub fn compare(esp: &[EspResult], seconds: u64) -> (Vec<Reference>, Vec<Goal>) {
     );
     goal(
         "decap aes128-sha1 vs openssl aes-128-cbc-hmac-sha1",
-        ours(&cbc_sha1, |r| r.decap_mb_s),
+        ours(&cbc_sha1, |r| r.decap_batch_mb_s),
         stitched,
         1.3,
     );
