@@ -5,6 +5,7 @@
 mod handshake;
 mod lookup;
 mod measure;
+mod openssl;
 pub mod packet;
 mod udp;
 
@@ -14,9 +15,10 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use ikehub::config::{NetworkSpec, ProtectedNetwork};
+use ikehub::crypto::stitch::Engine;
 use ikehub::esp::suite::{BENCH_SUITES, Endpoint, Suite, tunnel_pair};
 use ikehub::esp::{
-    EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation, SecurityAssociation,
+    DecapJob, EncapJob, EncapOutcome, EncapParams, Received, SaEncapsulation, SecurityAssociation,
 };
 use ikehub::ike::dh::{DhGroup, DhPrivate};
 use serde::Serialize;
@@ -36,9 +38,16 @@ struct EspResult {
     suite: &'static str,
     size: usize,
     encap_mb_s: f64,
-    /// Encapsulating 32 packets of one SA at once (interleaved AES-CBC), as the shards do.
+    /// Encapsulating 32 packets of one SA at once (stitched AES-CBC + HMAC-SHA1 where the CPU
+    /// has AES-NI and SHA-NI, interleaved AES-CBC otherwise), as the shards do.
     encap_batch_mb_s: f64,
+    /// The same batch on the portable engine (the crates packet by packet): what stitching
+    /// gains.
+    encap_batch_portable_mb_s: f64,
     decap_mb_s: f64,
+    /// Decapsulating 32 packets of one SA at once (stitched verify + decrypt for AES-CBC +
+    /// HMAC-SHA1).
+    decap_batch_mb_s: f64,
     encap_pps: f64,
     decap_pps: f64,
 }
@@ -67,6 +76,10 @@ struct DhResult {
 #[derive(Serialize)]
 struct Report {
     esp: Vec<EspResult>,
+    /// `openssl speed -evp` at 1408 bytes in the same run (empty without `openssl`).
+    openssl: Vec<openssl::Reference>,
+    /// Issue 12's per-core goals against those references.
+    goals: Vec<openssl::Goal>,
     lookup: Vec<LookupResult>,
     dh: Vec<DhResult>,
     /// ESP-in-UDP socket throughput on loopback, without and with GSO/GRO.
@@ -121,15 +134,19 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
     };
     let template = buf;
     let mut outs = vec![[0u8; 2048]; BATCH];
-    let batch = ops_per_sec(budget, || {
-        let mut jobs: Vec<EncapJob<'_>> = outs
-            .iter_mut()
-            .enumerate()
-            .map(|(i, o)| EncapJob::new(&inner[..len], &mut o[..], i as u16))
-            .collect();
-        out.encap_batch(now, &mut jobs, 9000, HUB, &mut rng);
-        black_box(&jobs);
-    }) * BATCH as f64;
+    let mut batch_on = |engine: Engine| {
+        ops_per_sec(budget, || {
+            let mut jobs: Vec<EncapJob<'_>> = outs
+                .iter_mut()
+                .enumerate()
+                .map(|(i, o)| EncapJob::new(&inner[..len], &mut o[..], i as u16))
+                .collect();
+            out.encap_batch_on(engine, now, &mut jobs, 9000, HUB, &mut rng);
+            black_box(&jobs);
+        }) * BATCH as f64
+    };
+    let batch = batch_on(Engine::detect());
+    let batch_portable = batch_on(Engine::Portable);
     let mut work = [0u8; 2048];
     // Replay checking is off, so the same packet can be decapsulated again and again; the copy
     // restores the ciphertext that decryption overwrote.
@@ -138,6 +155,18 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
         let r = inb.decap(now, &mut work[..wire_len], Received::Ip);
         black_box(&r);
     });
+    let mut works = vec![[0u8; 2048]; BATCH];
+    let decap_batch = ops_per_sec(budget, || {
+        for w in works.iter_mut() {
+            w[..wire_len].copy_from_slice(&template[..wire_len]);
+        }
+        let mut jobs: Vec<DecapJob<'_>> = works
+            .iter_mut()
+            .map(|w| DecapJob::new(&mut w[..wire_len], Received::Ip))
+            .collect();
+        inb.decap_batch(now, &mut jobs);
+        black_box(&jobs);
+    }) * BATCH as f64;
     work[..wire_len].copy_from_slice(&template[..wire_len]);
     inb.decap(now, &mut work[..wire_len], Received::Ip)
         .map_err(|e| format!("{}: decap of our own packet failed: {e}", suite.name))?;
@@ -146,7 +175,9 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
         size,
         encap_mb_s: mb_per_sec(encap, size),
         encap_batch_mb_s: mb_per_sec(batch, size),
+        encap_batch_portable_mb_s: mb_per_sec(batch_portable, size),
         decap_mb_s: mb_per_sec(decap, size),
+        decap_batch_mb_s: mb_per_sec(decap_batch, size),
         encap_pps: encap,
         decap_pps: decap,
     })
@@ -226,8 +257,11 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
             return ExitCode::from(1);
         }
     };
+    let (openssl, goals) = openssl::compare(&esp, budget.as_secs_f64().ceil() as u64);
     let report = Report {
         esp,
+        openssl,
+        goals,
         lookup,
         dh,
         udp,
@@ -240,20 +274,59 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
     } else {
         println!("ESP/AH per core (MB/s of cleartext; packets/s)");
         println!(
-            "{:<20} {:>5} {:>10} {:>12} {:>10} {:>11} {:>11}",
-            "SUITE", "BYTES", "ENCAP", "ENCAP-BATCH", "DECAP", "ENCAP-PPS", "DECAP-PPS"
+            "{:<20} {:>5} {:>10} {:>12} {:>11} {:>10} {:>12} {:>11} {:>11}",
+            "SUITE",
+            "BYTES",
+            "ENCAP",
+            "ENCAP-BATCH",
+            "(PORTABLE)",
+            "DECAP",
+            "DECAP-BATCH",
+            "ENCAP-PPS",
+            "DECAP-PPS"
         );
         for r in &report.esp {
             println!(
-                "{:<20} {:>5} {:>10.1} {:>12.1} {:>10.1} {:>11.0} {:>11.0}",
+                "{:<20} {:>5} {:>10.1} {:>12.1} {:>11.1} {:>10.1} {:>12.1} {:>11.0} {:>11.0}",
                 r.suite,
                 r.size,
                 r.encap_mb_s,
                 r.encap_batch_mb_s,
+                r.encap_batch_portable_mb_s,
                 r.decap_mb_s,
+                r.decap_batch_mb_s,
                 r.encap_pps,
                 r.decap_pps
             );
+        }
+        println!(
+            "ENCAP-BATCH / DECAP-BATCH: 32 packets of one SA; stitched AES-CBC + HMAC-SHA1 when \
+             the CPU has AES-NI and SHA-NI ({:?} here)",
+            Engine::detect()
+        );
+        if !report.goals.is_empty() {
+            println!();
+            println!("{:<24} {:>10}", "OPENSSL SPEED -EVP", "MB/S");
+            for r in &report.openssl {
+                println!("{:<24} {:>10.1}", r.cipher, r.mb_s);
+            }
+            println!();
+            println!(
+                "{:<52} {:>9} {:>9} {:>7} {:>7} {:>8}",
+                "GOAL (issue 12, 1400 B vs 1408 B)", "OURS", "OPENSSL", "RATIO", "TARGET", ""
+            );
+            for g in &report.goals {
+                let fmt = |v: Option<f64>, p: usize| v.map_or("-".into(), |v| format!("{v:.p$}"));
+                println!(
+                    "{:<52} {:>9} {:>9.1} {:>7} {:>7.2} {:>8}",
+                    g.goal,
+                    fmt(g.ours_mb_s, 1),
+                    g.reference_mb_s,
+                    fmt(g.ratio, 2),
+                    g.target,
+                    if g.met { "met" } else { "not met" }
+                );
+            }
         }
         println!();
         println!("{:<28} {:>8} {:>14}", "LOOKUP", "ENTRIES", "LOOKUPS/S");

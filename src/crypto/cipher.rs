@@ -15,6 +15,8 @@ use des::{Des, TdesEde3};
 
 use super::CryptoError;
 use super::algorithm::EncrAlgorithm;
+use super::integrity::Integrity;
+use super::stitch::{self, AesKeys, Engine};
 
 /// How many packets' blocks go through the block cipher together on the batch path. AES-NI
 /// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).
@@ -33,6 +35,9 @@ enum Inner {
 pub struct EspCipher {
     alg: EncrAlgorithm,
     inner: Inner,
+    /// The AES round keys the stitched AES-CBC + HMAC-SHA1 kernel uses (`None` for other
+    /// ciphers and without AES-NI + SHA-NI), expanded once per SA.
+    stitch_keys: Option<AesKeys>,
 }
 
 impl std::fmt::Debug for EspCipher {
@@ -67,7 +72,15 @@ impl EspCipher {
                 return Err(CryptoError::NotCbc);
             }
         };
-        Ok(Self { alg, inner })
+        let stitch_keys = match inner {
+            Inner::Aes128(_) | Inner::Aes192(_) | Inner::Aes256(_) => AesKeys::new(key),
+            _ => None,
+        };
+        Ok(Self {
+            alg,
+            inner,
+            stitch_keys,
+        })
     }
 
     pub fn algorithm(&self) -> EncrAlgorithm {
@@ -107,6 +120,51 @@ impl EspCipher {
             Inner::Aes128(c) => cbc_decrypt(c, iv, data),
             Inner::Aes192(c) => cbc_decrypt(c, iv, data),
             Inner::Aes256(c) => cbc_decrypt(c, iv, data),
+        }
+    }
+
+    /// Encrypt-then-MAC of several ESP packets (each `header | IV | plaintext | ICV space`)
+    /// with AES-CBC and HMAC-SHA1, the two interleaved over the batch ([`stitch`]). Returns
+    /// false, having changed nothing, when this cipher/integrity pair is not AES-CBC with
+    /// HMAC-SHA1, the engine cannot run here, or a buffer is misshapen: the caller then takes
+    /// the packet-by-packet path.
+    pub fn seal_sha1_batch(
+        &self,
+        integ: &Integrity,
+        engine: Engine,
+        packets: &mut [&mut [u8]],
+    ) -> bool {
+        let Some(pads) = integ.sha1_pads() else {
+            return false;
+        };
+        let (keys, icv) = (self.stitch_keys.as_ref(), integ.icv_len());
+        match &self.inner {
+            Inner::Aes128(c) => stitch::seal(c, keys, pads, icv, engine, packets),
+            Inner::Aes192(c) => stitch::seal(c, keys, pads, icv, engine, packets),
+            Inner::Aes256(c) => stitch::seal(c, keys, pads, icv, engine, packets),
+            _ => false,
+        }
+    }
+
+    /// Verify-then-decrypt of several ESP packets (each `header | IV | ciphertext | ICV`) with
+    /// AES-CBC and HMAC-SHA1 ([`stitch::open`]): `ok[i]` says whether packet `i` verified and
+    /// was decrypted. Returns false, having changed nothing, as [`Self::seal_sha1_batch`].
+    pub fn open_sha1_batch(
+        &self,
+        integ: &Integrity,
+        engine: Engine,
+        packets: &mut [&mut [u8]],
+        ok: &mut [bool],
+    ) -> bool {
+        let Some(pads) = integ.sha1_pads() else {
+            return false;
+        };
+        let (keys, icv) = (self.stitch_keys.as_ref(), integ.icv_len());
+        match &self.inner {
+            Inner::Aes128(c) => stitch::open(c, keys, pads, icv, engine, packets, ok),
+            Inner::Aes192(c) => stitch::open(c, keys, pads, icv, engine, packets, ok),
+            Inner::Aes256(c) => stitch::open(c, keys, pads, icv, engine, packets, ok),
+            _ => false,
         }
     }
 

@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::CryptoError;
 use super::algorithm::AuthAlgorithm;
+use super::stitch::HmacSha1Pads;
 
 /// Largest untruncated HMAC output among the supported hashes (SHA-256).
 const MAX_TAG: usize = 32;
@@ -29,6 +30,8 @@ enum Inner {
 pub struct Integrity {
     alg: AuthAlgorithm,
     inner: Inner,
+    /// HMAC-SHA1's inner and outer pad states for the batch paths ([`super::stitch`]).
+    sha1_pads: Option<HmacSha1Pads>,
 }
 
 impl std::fmt::Debug for Integrity {
@@ -67,7 +70,17 @@ impl Integrity {
             AuthAlgorithm::HmacSha1 => Inner::Sha1(Hmac::new_from_slice(key).map_err(bad)?),
             AuthAlgorithm::HmacSha256 => Inner::Sha256(Hmac::new_from_slice(key).map_err(bad)?),
         };
-        Ok(Self { alg, inner })
+        let sha1_pads = (alg == AuthAlgorithm::HmacSha1).then(|| HmacSha1Pads::new(key));
+        Ok(Self {
+            alg,
+            inner,
+            sha1_pads,
+        })
+    }
+
+    /// HMAC-SHA1 keyed for the batch paths; `None` for other algorithms.
+    pub fn sha1_pads(&self) -> Option<&HmacSha1Pads> {
+        self.sha1_pads.as_ref()
     }
 
     pub fn algorithm(&self) -> AuthAlgorithm {

@@ -7,11 +7,15 @@
 //!   ICV.
 //! * [`Integrity`]: HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA-256-128 over one or more slices, with
 //!   constant-time verification.
+//! * [`stitch`]: AES-CBC + HMAC-SHA1 over a batch of ESP packets with AES-NI and SHA-NI
+//!   interleaved in one kernel (run-time detection, portable fallback), used by the SA's
+//!   `encap_batch` and `decap_batch`.
 
 pub mod aead;
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
+pub mod stitch;
 
 #[cfg(test)]
 pub(crate) mod kat;

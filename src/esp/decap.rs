@@ -11,6 +11,7 @@ use std::ops::Range;
 use std::time::Instant;
 
 use crate::config::Mode;
+use crate::crypto::stitch::Engine;
 use crate::crypto::{EspAead, aead};
 use crate::wire::{self, AhPacket, EspPacket, IpProtocol, Ipv4Packet, UdpPacket, ipv4};
 
@@ -47,7 +48,157 @@ pub struct Decapsulated {
     pub sequence_number: u32,
 }
 
+/// How many packets of a batch go through one stitched verify-and-decrypt pass.
+const BATCH: usize = 32;
+
+/// One packet of [`SecurityAssociation::decap_batch`].
+#[derive(Debug)]
+pub struct DecapJob<'a> {
+    /// The received buffer, decapsulated in place.
+    pub packet: &'a mut [u8],
+    /// What the buffer holds.
+    pub received: Received,
+    /// Filled by `decap_batch`.
+    pub result: Result<Decapsulated, DropReason>,
+}
+
+impl<'a> DecapJob<'a> {
+    /// A job whose result is not yet known.
+    pub fn new(packet: &'a mut [u8], received: Received) -> Self {
+        Self {
+            packet,
+            received,
+            result: Err(DropReason::Truncated),
+        }
+    }
+}
+
+/// Where a batched packet's ESP parts are, once its headers checked out.
+#[derive(Clone, Copy)]
+struct EspFrame {
+    /// The ESP packet is `packet[start..end]`, the ciphertext `packet[body.0..body.1]`.
+    start: usize,
+    end: usize,
+    body: (usize, usize),
+    seq: u32,
+    outer: (usize, Ipv4Addr, Ipv4Addr),
+}
+
 impl SecurityAssociation {
+    /// Decapsulates several received packets of this SA in place, with the same result and
+    /// counters as [`Self::decap`] on each in order. For ESP with AES-CBC and HMAC-SHA1 the ICV
+    /// verification of one packet runs stitched with the decryption of an earlier, verified one
+    /// ([`crate::crypto::stitch::open`]); every header and the (read-only) replay check come
+    /// first, the replay window moves only for verified packets, in order, and a sequence
+    /// number that occurs twice in one batch is taken once.
+    pub fn decap_batch(&mut self, now: Instant, jobs: &mut [DecapJob<'_>]) {
+        self.decap_batch_on(Engine::detect(), now, jobs);
+    }
+
+    /// [`Self::decap_batch`] with a chosen crypto engine (tests and `ikehub bench`).
+    pub fn decap_batch_on(&mut self, engine: Engine, now: Instant, jobs: &mut [DecapJob<'_>]) {
+        let batchable = self.direction == Direction::Inbound
+            && self.lifetime_state(now) != LifetimeState::HardExpired
+            && self.ah.is_none()
+            && self
+                .esp
+                .as_ref()
+                .is_some_and(|e| e.integ.sha1_pads().is_some() && e.integ.icv_len() > 0);
+        if !batchable {
+            for j in jobs.iter_mut() {
+                j.result = self.decap(now, j.packet, j.received);
+            }
+            return;
+        }
+        for chunk in jobs.chunks_mut(BATCH) {
+            // 1-2a. Framing, ESP header and read-only replay checks.
+            let mut frames: [Option<EspFrame>; BATCH] = [None; BATCH];
+            for (f, j) in frames.iter_mut().zip(chunk.iter_mut()) {
+                match self.esp_frame(j.packet, j.received) {
+                    Ok(frame) => *f = Some(frame),
+                    Err(e) => {
+                        self.counters.record_drop(e);
+                        j.result = Err(e);
+                    }
+                }
+            }
+            // 2b. Every ICV, and decryption of the packets whose ICV matched.
+            let mut ok = [false; BATCH];
+            let mut at = [0usize; BATCH];
+            let mut k = 0;
+            let opened = {
+                let mut bufs: [&mut [u8]; BATCH] = Default::default();
+                for (i, (f, j)) in frames.iter().zip(chunk.iter_mut()).enumerate() {
+                    if let Some(f) = f {
+                        bufs[k] = &mut j.packet[f.start..f.end];
+                        at[k] = i;
+                        k += 1;
+                    }
+                }
+                self.esp.as_ref().is_some_and(|esp| {
+                    esp.cipher
+                        .open_sha1_batch(&esp.integ, engine, &mut bufs[..k], &mut ok[..k])
+                })
+            };
+            // 3-5. In order: commit the replay window, strip, deliver.
+            for (n, &i) in at[..k].iter().enumerate() {
+                let j = &mut chunk[i];
+                if !opened {
+                    // Nothing was changed: the packet-by-packet path does it all.
+                    j.result = self.decap(now, j.packet, j.received);
+                    continue;
+                }
+                let Some(f) = frames[i] else { continue };
+                let r = self.esp_verified(j.packet, f, ok[n]);
+                match &r {
+                    Ok(d) => self.counters.record_ok(d.inner.len()),
+                    Err(e) => self.counters.record_drop(*e),
+                }
+                j.result = r;
+            }
+        }
+    }
+
+    /// Steps 1 and 2 of [`Self::decap`] for ESP alone, short of the ICV.
+    fn esp_frame(&self, packet: &[u8], received: Received) -> Result<EspFrame, DropReason> {
+        let (ip_hdr_len, start, end, src, dst, proto) = outer_frame(packet, received)?;
+        if proto != IpProtocol::ESP {
+            return Err(DropReason::WrongProtocol);
+        }
+        let (seq, _, body) = self.esp_check(packet, start, end)?;
+        Ok(EspFrame {
+            start,
+            end,
+            body: (body.start, body.end),
+            seq,
+            outer: (ip_hdr_len, src, dst),
+        })
+    }
+
+    /// Steps 3 to 5 of [`Self::decap`] for a batched ESP packet the stitched pass verified
+    /// (`icv_ok`) and decrypted.
+    fn esp_verified(
+        &mut self,
+        packet: &mut [u8],
+        f: EspFrame,
+        icv_ok: bool,
+    ) -> Result<Decapsulated, DropReason> {
+        if !icv_ok {
+            return Err(DropReason::IcvFailure);
+        }
+        // The window may have moved for an earlier packet of this batch (the same number
+        // sent twice): check again before committing.
+        if let Some(esp) = &self.esp {
+            esp.replay.check(f.seq).map_err(replay_drop)?;
+        }
+        self.commit_replay(None, Some(f.seq));
+        let inner = self.deliver(packet, f.body.0..f.body.1, IpProtocol::ESP, f.outer, false)?;
+        Ok(Decapsulated {
+            inner,
+            sequence_number: f.seq,
+        })
+    }
+
     /// Decapsulates a received packet in place. On success the SA's replay window and
     /// counters are updated; on failure the drop is counted and nothing else changes.
     pub fn decap(
@@ -78,38 +229,8 @@ impl SecurityAssociation {
         }
 
         // 1. The outer framing: where the IPsec part is, the outer header if any.
-        let (ip_hdr_len, mut start, end, outer_src, outer_dst, proto) = match received {
-            Received::Ip => {
-                let ip = Ipv4Packet::new_checked(&packet[..])?;
-                if ip.is_fragment() {
-                    return Err(DropReason::Fragment);
-                }
-                let hl = ip.header_len();
-                let end = usize::from(ip.total_len());
-                let (src, dst) = (ip.src_addr(), ip.dst_addr());
-                match ip.protocol() {
-                    IpProtocol::UDP => {
-                        let udp = UdpPacket::new_checked(&packet[hl..end])?;
-                        let uend = hl + usize::from(udp.len());
-                        (
-                            hl,
-                            hl + wire::udp::HEADER_LEN,
-                            uend,
-                            src,
-                            dst,
-                            IpProtocol::ESP,
-                        )
-                    }
-                    p => (hl, hl, end, src, dst, p),
-                }
-            }
-            Received::Udp { src, dst, offset } => {
-                if offset > packet.len() {
-                    return Err(DropReason::Truncated);
-                }
-                (0, offset, packet.len(), src, dst, IpProtocol::ESP)
-            }
-        };
+        let (ip_hdr_len, mut start, end, outer_src, outer_dst, proto) =
+            outer_frame(packet, received)?;
 
         // 2. Verify everything before changing anything.
         let mut ah_seq = None;
@@ -160,22 +281,7 @@ impl SecurityAssociation {
             if next != IpProtocol::ESP {
                 return Err(DropReason::WrongProtocol);
             }
-            let p = EspPacket::new_checked(&packet[start..end])?;
-            if p.spi() != esp.spi {
-                return Err(DropReason::SpiMismatch);
-            }
-            let (iv_len, icv_len, bs) = (esp.iv_len(), esp.icv_len(), esp.block_len());
-            let fixed = wire::esp::HEADER_LEN + iv_len + icv_len;
-            if end - start < fixed + wire::esp::TRAILER_LEN {
-                return Err(DropReason::Truncated);
-            }
-            let ct_len = end - start - fixed;
-            if !ct_len.is_multiple_of(bs) {
-                return Err(DropReason::BadLength);
-            }
-            let seq = p.sequence_number();
-            esp.replay.check(seq).map_err(replay_drop)?;
-            let icv_at = end - icv_len;
+            let (seq, icv_at, body) = self.esp_check(packet, start, end)?;
             let verified = match &esp.aead {
                 Some(aead) => open_gcm(aead, &mut packet[start..end]),
                 None => esp
@@ -186,7 +292,7 @@ impl SecurityAssociation {
                 return Err(DropReason::IcvFailure);
             }
             esp_seq = Some(seq);
-            payload = start + wire::esp::HEADER_LEN + iv_len..icv_at;
+            payload = body;
         }
 
         // 3. Authenticated: commit the replay windows (RFC 4303 §3.4.3). Without any
@@ -197,9 +303,73 @@ impl SecurityAssociation {
             self.commit_replay(ah_seq, esp_seq);
         }
 
-        // 4. Decrypt (AES-GCM already did, in step 2) and strip the ESP trailer.
+        // 4-5. Decrypt, strip the trailer, locate the inner packet, check the selectors.
+        let inner = self.deliver(
+            packet,
+            payload,
+            next,
+            (ip_hdr_len, outer_src, outer_dst),
+            true,
+        )?;
+        if !authenticated {
+            self.commit_replay(ah_seq, esp_seq);
+        }
+        Ok(Decapsulated {
+            inner,
+            sequence_number: ah_seq.or(esp_seq).unwrap_or(0),
+        })
+    }
+}
+
+impl SecurityAssociation {
+    /// The ESP header and lengths of `packet[start..end]` (RFC 4303 §2, §3.4.2-3.4.3) and the
+    /// read-only anti-replay check: the sequence number, where the ICV starts and the
+    /// ciphertext (after the IV). Changes nothing.
+    fn esp_check(
+        &self,
+        packet: &[u8],
+        start: usize,
+        end: usize,
+    ) -> Result<(u32, usize, Range<usize>), DropReason> {
+        let Some(esp) = &self.esp else {
+            return Err(DropReason::WrongProtocol);
+        };
+        let p = EspPacket::new_checked(&packet[start..end])?;
+        if p.spi() != esp.spi {
+            return Err(DropReason::SpiMismatch);
+        }
+        let (iv_len, icv_len, bs) = (esp.iv_len(), esp.icv_len(), esp.block_len());
+        let fixed = wire::esp::HEADER_LEN + iv_len + icv_len;
+        if end - start < fixed + wire::esp::TRAILER_LEN {
+            return Err(DropReason::Truncated);
+        }
+        let ct_len = end - start - fixed;
+        if !ct_len.is_multiple_of(bs) {
+            return Err(DropReason::BadLength);
+        }
+        let seq = p.sequence_number();
+        esp.replay.check(seq).map_err(replay_drop)?;
+        let icv_at = end - icv_len;
+        Ok((seq, icv_at, start + wire::esp::HEADER_LEN + iv_len..icv_at))
+    }
+
+    /// Steps 4 and 5 of [`Self::decap`] once every ICV verified: decrypt (unless `decrypt` is
+    /// false because the batch path did), check and strip the ESP trailer, rebuild or locate
+    /// the inner packet and check it against the selectors. `outer` is the outer header
+    /// length (0 for a UDP payload) and addresses.
+    fn deliver(
+        &self,
+        packet: &mut [u8],
+        mut payload: Range<usize>,
+        mut next: IpProtocol,
+        outer: (usize, Ipv4Addr, Ipv4Addr),
+        decrypt: bool,
+    ) -> Result<Range<usize>, DropReason> {
+        let (ip_hdr_len, outer_src, outer_dst) = outer;
+        // 4. Decrypt (unless the batch path did, or AES-GCM did while verifying) and strip the
+        // ESP trailer.
         if let Some(esp) = &self.esp {
-            if esp.aead.is_none() {
+            if decrypt && esp.aead.is_none() {
                 let iv_at = payload.start - esp.cipher.iv_len();
                 let (iv, ct) = packet[iv_at..payload.end].split_at_mut(esp.cipher.iv_len());
                 esp.cipher
@@ -270,17 +440,9 @@ impl SecurityAssociation {
         if !self.selectors_allow(ip.src_addr(), ip.dst_addr()) {
             return Err(DropReason::SelectorMismatch);
         }
-        if !authenticated {
-            self.commit_replay(ah_seq, esp_seq);
-        }
-        Ok(Decapsulated {
-            inner,
-            sequence_number: ah_seq.or(esp_seq).unwrap_or(0),
-        })
+        Ok(inner)
     }
-}
 
-impl SecurityAssociation {
     fn commit_replay(&mut self, ah_seq: Option<u32>, esp_seq: Option<u32>) {
         if let (Some(a), Some(s)) = (&mut self.ah, ah_seq) {
             a.replay.commit(s);
@@ -310,6 +472,48 @@ fn open_gcm(aead: &EspAead, esp: &mut [u8]) -> bool {
         (Ok(iv), Ok(icv)) => aead.open_in_place(iv, aad, data, icv).is_ok(),
         _ => false,
     }
+}
+
+/// The outer framing (step 1 of [`SecurityAssociation::decap`]): the outer header length (0
+/// for a UDP payload), where the IPsec part starts and ends, the outer addresses and the
+/// protocol of the IPsec part.
+#[allow(clippy::type_complexity)]
+fn outer_frame(
+    packet: &[u8],
+    received: Received,
+) -> Result<(usize, usize, usize, Ipv4Addr, Ipv4Addr, IpProtocol), DropReason> {
+    Ok(match received {
+        Received::Ip => {
+            let ip = Ipv4Packet::new_checked(packet)?;
+            if ip.is_fragment() {
+                return Err(DropReason::Fragment);
+            }
+            let hl = ip.header_len();
+            let end = usize::from(ip.total_len());
+            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            match ip.protocol() {
+                IpProtocol::UDP => {
+                    let udp = UdpPacket::new_checked(&packet[hl..end])?;
+                    let uend = hl + usize::from(udp.len());
+                    (
+                        hl,
+                        hl + wire::udp::HEADER_LEN,
+                        uend,
+                        src,
+                        dst,
+                        IpProtocol::ESP,
+                    )
+                }
+                p => (hl, hl, end, src, dst, p),
+            }
+        }
+        Received::Udp { src, dst, offset } => {
+            if offset > packet.len() {
+                return Err(DropReason::Truncated);
+            }
+            (0, offset, packet.len(), src, dst, IpProtocol::ESP)
+        }
+    })
 }
 
 fn replay_drop(_: ReplayError) -> DropReason {

@@ -8,6 +8,7 @@ use rand::CryptoRng;
 
 use crate::config::Mode;
 use crate::crypto::aead;
+use crate::crypto::stitch::Engine;
 use crate::wire::{
     self, AhRepr, EspRepr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpRepr, build_frag_needed, ipv4,
 };
@@ -150,16 +151,31 @@ impl SecurityAssociation {
                 .encrypt_cbc(iv, data)
                 .map_err(|_| EncapError::BufferTooSmall)?;
         }
-        self.finish(&p, out);
+        self.finish(&p, out, false);
         Ok(p.outcome)
     }
 
     /// Encapsulates a batch of packets for the same SA. IVs for up to 32 packets are drawn
-    /// with one RNG call and AES-CBC encryption interleaves the packets (see
+    /// with one RNG call; AES-CBC with HMAC-SHA1 runs stitched over the batch (see
+    /// [`crate::crypto::stitch`]), other AES suites interleave the packets' CBC chains (see
     /// [`crate::crypto::EspCipher::encrypt_cbc_batch`]); each job gets its own `result`, in
     /// order, and sequence numbers follow the job order.
     pub fn encap_batch<R: CryptoRng + ?Sized>(
         &mut self,
+        now: Instant,
+        jobs: &mut [EncapJob<'_>],
+        path_mtu: usize,
+        icmp_source: Ipv4Addr,
+        rng: &mut R,
+    ) {
+        self.encap_batch_on(Engine::detect(), now, jobs, path_mtu, icmp_source, rng);
+    }
+
+    /// [`Self::encap_batch`] with a chosen crypto engine (tests and `ikehub bench` compare the
+    /// stitched one with the portable one; both give the same bytes for the same IVs).
+    pub fn encap_batch_on<R: CryptoRng + ?Sized>(
+        &mut self,
+        engine: Engine,
         now: Instant,
         jobs: &mut [EncapJob<'_>],
         path_mtu: usize,
@@ -187,6 +203,7 @@ impl SecurityAssociation {
                     Err(e) => j.result = Err(e),
                 }
             }
+            let mut icv_done = false;
             if self.esp.as_ref().is_some_and(|e| e.aead.is_some()) {
                 for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
                     if let Some(p) = p {
@@ -199,25 +216,41 @@ impl SecurityAssociation {
                 let iv_len = esp.cipher.iv_len();
                 let mut ivs = [0u8; BATCH * MAX_IV];
                 rng.fill_bytes(&mut ivs[..n_enc * iv_len]);
+                let mut k = 0;
+                for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
+                    if let Some(p) = p {
+                        let start = p.layout.esp_off() + wire::esp::HEADER_LEN;
+                        j.out[start..start + iv_len]
+                            .copy_from_slice(&ivs[k * iv_len..(k + 1) * iv_len]);
+                        k += 1;
+                    }
+                }
+                // Encrypt-then-MAC in one stitched pass over the ESP packets (SPI to ICV); an
+                // AH bundle authenticates the finished ESP packet afterwards, in `finish`.
                 let mut bufs: [&mut [u8]; BATCH] = Default::default();
                 let mut k = 0;
                 for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
                     if let Some(p) = p {
-                        let l = &p.layout;
-                        let start = l.esp_off() + wire::esp::HEADER_LEN;
-                        let end = start + l.iv + l.payload + l.pad + 2;
-                        let buf = &mut j.out[start..end];
-                        buf[..iv_len].copy_from_slice(&ivs[k * iv_len..(k + 1) * iv_len]);
-                        bufs[k] = buf;
+                        bufs[k] = &mut j.out[p.layout.esp_off()..p.layout.total];
                         k += 1;
                     }
                 }
-                // Sizes were laid out by `prepare`, so this cannot fail.
-                let _ = esp.cipher.encrypt_cbc_batch(&mut bufs[..k]);
+                icv_done = esp.integ.icv_len() > 0
+                    && esp
+                        .cipher
+                        .seal_sha1_batch(&esp.integ, engine, &mut bufs[..k]);
+                if !icv_done {
+                    for b in bufs[..k].iter_mut() {
+                        let l = b.len() - esp.integ.icv_len();
+                        *b = &mut std::mem::take(b)[wire::esp::HEADER_LEN..l];
+                    }
+                    // Sizes were laid out by `prepare`, so this cannot fail.
+                    let _ = esp.cipher.encrypt_cbc_batch(&mut bufs[..k]);
+                }
             }
             for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
                 if let Some(p) = p {
-                    self.finish(p, j.out);
+                    self.finish(p, j.out, icv_done);
                     j.result = Ok(p.outcome);
                 }
             }
@@ -450,13 +483,15 @@ impl SecurityAssociation {
         rest[..aead::ICV_LEN].copy_from_slice(&icv);
     }
 
-    /// After encryption: the ESP ICV, then the AH ICV over the finished ESP packet (RFC 4301
+    /// After encryption: the ESP ICV (unless the stitched pass wrote it: `esp_icv_done`; AES-GCM
+    /// wrote its own in `seal_gcm`), then the AH ICV over the finished ESP packet (RFC 4301
     /// §4.5 order), then the outer header checksum; counts the packet.
-    fn finish(&mut self, p: &Prepared, out: &mut [u8]) {
+    fn finish(&mut self, p: &Prepared, out: &mut [u8], esp_icv_done: bool) {
         let l = &p.layout;
         let esp_off = l.esp_off();
         if let Some(e) = &self.esp
             && e.integ.icv_len() > 0
+            && !esp_icv_done
         {
             let icv_at = l.total - l.icv;
             let (authed, icv) = out[esp_off..l.total].split_at_mut(icv_at - esp_off);

@@ -28,7 +28,7 @@ mod gcm_tests;
 mod tests;
 
 pub use counters::SaCounters;
-pub use decap::{Decapsulated, Received};
+pub use decap::{DecapJob, Decapsulated, Received};
 pub use encap::{EncapJob, EncapOutcome, EncapParams, OuterPacket};
 pub use replay::ReplayWindow;
 pub use sa::{

@@ -1,0 +1,1145 @@
+//! Stitched AES-CBC + HMAC-SHA1 over a batch of ESP packets of one SA (issue 12 point 3).
+//!
+//! AES-CBC encryption is serial within a packet (RFC 3602 §2: each block is chained through the
+//! previous ciphertext) and so is SHA-1 (RFC 3174 §6: each block is chained through the state).
+//! One packet alone waits on the latency of one unit at a time. AES-NI and SHA-NI are separate
+//! execution units, so the kernel here runs one instruction stream that advances the CBC chain
+//! of packet `i` by four blocks between the twenty `sha1rnds4` groups of one SHA-1 block of
+//! packet `i - 1`, which is already encrypted: ESP is encrypt-then-MAC (RFC 4303 §3.3.4). On the
+//! way in (RFC 4303 §3.4.4) the roles swap: packet `i` is verified while packet `i - 1`, whose ICV
+//! already matched, is decrypted; nothing is decrypted before its ICV verified.
+//!
+//! Several SHA-1 chains at once (multi-buffer) were measured first and bring nothing on the
+//! SHA-NI CPUs this runs on (`sha1rnds4` is throughput-bound there), so one hash chain is
+//! stitched with one cipher chain, as OpenSSL's `aesni_cbc_sha1_enc` does.
+//!
+//! What a crate does well comes from crates: AES key expansion is FIPS-197 §5.2 with SubWord
+//! from `aeskeygenassist` (the `aes` crate keeps its round keys private), the portable
+//! [`Engine`] is the `cbc`/`aes` and `sha1` crates packet by packet, and [`HmacSha1Pads`] keys
+//! HMAC once per SA with the `sha1` crate's compression function.
+
+use cipher::typenum::U16;
+use cipher::{
+    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt,
+    BlockSizeUser, InnerIvInit,
+};
+use sha1::Digest;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroize;
+
+/// Most packets one call handles; longer batches are cut.
+pub const MAX_BATCH: usize = 64;
+
+const BLOCK: usize = 64;
+/// RFC 3174 §6.1 initial hash value.
+const H0: [u32; 5] = [
+    0x6745_2301,
+    0xEFCD_AB89,
+    0x98BA_DCFE,
+    0x1032_5476,
+    0xC3D2_E1F0,
+];
+/// ESP header (SPI, sequence number) in front of the IV (RFC 4303 §2).
+const ESP_HEADER: usize = 8;
+/// AES block = IV length for AES-CBC (RFC 3602 §3).
+const AES_BLOCK: usize = 16;
+/// AES blocks per SHA-1 block in the kernel: 64 bytes each, the same pace.
+const STEP: usize = BLOCK;
+
+/// Which implementation runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Engine {
+    /// x86-64 AES-NI and SHA-NI stitched in one kernel.
+    Stitched,
+    /// The `cbc`/`aes` and `sha1` crates, packet after packet.
+    Portable,
+}
+
+impl Engine {
+    /// The fastest engine this CPU runs.
+    pub fn detect() -> Self {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("sha")
+            && std::arch::is_x86_feature_detected!("ssse3")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+        {
+            return Self::Stitched;
+        }
+        Self::Portable
+    }
+}
+
+/// HMAC-SHA1 (RFC 2104) keyed once per SA: the SHA-1 states after the `K ^ ipad` and
+/// `K ^ opad` blocks, so a packet costs only its own blocks plus one outer block.
+#[derive(Clone)]
+pub struct HmacSha1Pads {
+    inner: [u32; 5],
+    outer: [u32; 5],
+}
+
+impl Drop for HmacSha1Pads {
+    fn drop(&mut self) {
+        self.inner.zeroize();
+        self.outer.zeroize();
+    }
+}
+
+impl HmacSha1Pads {
+    pub fn new(key: &[u8]) -> Self {
+        // RFC 2104 §2: a key longer than the block is hashed first, a shorter one zero-padded.
+        let mut k = [0u8; BLOCK];
+        if key.len() > BLOCK {
+            k[..20].copy_from_slice(&sha1::Sha1::digest(key));
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let pad = |byte: u8| {
+            let mut b = [0u8; BLOCK];
+            for (o, x) in b.iter_mut().zip(k.iter()) {
+                *o = x ^ byte;
+            }
+            let mut s = H0;
+            sha1::block_api::compress(&mut s, std::slice::from_ref(&b));
+            b.zeroize();
+            s
+        };
+        let pads = Self {
+            inner: pad(0x36),
+            outer: pad(0x5c),
+        };
+        k.zeroize();
+        pads
+    }
+
+    /// The full HMAC of `msg`, one block after the other.
+    pub fn mac(&self, msg: &[u8]) -> [u8; 20] {
+        let mut m = Mac::new(0, self, msg);
+        loop {
+            let b = *m.block(msg);
+            sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
+            if let Some(mac) = m.advance(self) {
+                return mac;
+            }
+        }
+    }
+}
+
+/// One HMAC in progress: the message's whole blocks, its padded tail (one or two blocks), then
+/// the outer block over the inner digest.
+#[derive(Clone, Copy)]
+struct Mac {
+    job: usize,
+    state: [u32; 5],
+    next: usize,
+    whole: usize,
+    tail: [u8; 2 * BLOCK],
+    tail_blocks: usize,
+    outer: bool,
+}
+
+impl Mac {
+    fn new(job: usize, pads: &HmacSha1Pads, msg: &[u8]) -> Self {
+        let whole = msg.len() / BLOCK;
+        let rem = &msg[whole * BLOCK..];
+        let mut tail = [0u8; 2 * BLOCK];
+        tail[..rem.len()].copy_from_slice(rem);
+        tail[rem.len()] = 0x80;
+        let tail_blocks = if rem.len() + 9 <= BLOCK { 1 } else { 2 };
+        // The length counts the ipad block already absorbed (RFC 3174 §4).
+        let bits = (BLOCK as u64 + msg.len() as u64).saturating_mul(8);
+        tail[tail_blocks * BLOCK - 8..tail_blocks * BLOCK].copy_from_slice(&bits.to_be_bytes());
+        Self {
+            job,
+            state: pads.inner,
+            next: 0,
+            whole,
+            tail,
+            tail_blocks,
+            outer: false,
+        }
+    }
+
+    fn done(&self) -> bool {
+        self.outer && self.next == 1
+    }
+
+    fn block<'a>(&'a self, msg: &'a [u8]) -> &'a [u8; BLOCK] {
+        let (src, at) = if self.next < self.whole {
+            (msg, self.next * BLOCK)
+        } else {
+            (&self.tail[..], (self.next - self.whole) * BLOCK)
+        };
+        src[at..at + BLOCK].try_into().unwrap_or(&[0; BLOCK])
+    }
+
+    /// After a compression: moves to the next block; returns the MAC once the outer block is in.
+    fn advance(&mut self, pads: &HmacSha1Pads) -> Option<[u8; 20]> {
+        self.next += 1;
+        if self.next < self.whole + self.tail_blocks {
+            return None;
+        }
+        let digest = digest_bytes(&self.state);
+        if self.outer {
+            return Some(digest);
+        }
+        // Outer hash: H(K ^ opad || inner digest), one block of 20 + padding, 84 bytes counted.
+        self.tail = [0u8; 2 * BLOCK];
+        self.tail[..20].copy_from_slice(&digest);
+        self.tail[20] = 0x80;
+        self.tail[56..64].copy_from_slice(&((BLOCK as u64 + 20) * 8).to_be_bytes());
+        self.state = pads.outer;
+        self.outer = true;
+        self.whole = 0;
+        self.tail_blocks = 1;
+        self.next = 0;
+        None
+    }
+}
+
+fn digest_bytes(state: &[u32; 5]) -> [u8; 20] {
+    let mut d = [0u8; 20];
+    for (c, w) in d.chunks_exact_mut(4).zip(state) {
+        c.copy_from_slice(&w.to_be_bytes());
+    }
+    d
+}
+
+/// Each buffer is one ESP packet from the SPI to the end of the ICV
+/// (`header | IV | ciphertext | ICV`); the MAC covers all but the ICV (RFC 4303 §2).
+fn esp_message(p: &[u8], icv_len: usize) -> &[u8] {
+    &p[..p.len().saturating_sub(icv_len)]
+}
+
+/// Whether a buffer has the shape [`seal`] and [`open`] work on.
+fn well_formed(p: &[u8], icv_len: usize) -> bool {
+    let body = p.len().saturating_sub(ESP_HEADER + icv_len);
+    icv_len <= 20 && p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
+}
+
+/// AES round keys for the kernel (FIPS-197 §5.2 and, for decryption, the equivalent inverse
+/// cipher of §5.3.5), zeroized on drop.
+#[derive(Clone)]
+pub struct AesKeys {
+    enc: [[u8; 16]; 15],
+    dec: [[u8; 16]; 15],
+    rounds: usize,
+}
+
+impl Drop for AesKeys {
+    fn drop(&mut self) {
+        self.enc.zeroize();
+        self.dec.zeroize();
+    }
+}
+
+impl AesKeys {
+    /// Expands a 16, 24 or 32-byte key; `None` for another length or without AES-NI.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if Engine::detect() == Engine::Stitched {
+            // SAFETY: `detect` found aes and sse4.1.
+            return unsafe { x86::expand(key) };
+        }
+        let _ = key;
+        None
+    }
+}
+
+/// One CBC chain in progress: packet `job`, next block at `at`, its ciphertext ends at `end`,
+/// `chain` is the previous ciphertext block (the IV at first).
+struct Chain {
+    job: usize,
+    at: usize,
+    end: usize,
+    chain: [u8; AES_BLOCK],
+}
+
+impl Chain {
+    fn start(job: usize, p: &[u8], icv_len: usize) -> Self {
+        let mut chain = [0u8; AES_BLOCK];
+        chain.copy_from_slice(&p[ESP_HEADER..ESP_HEADER + AES_BLOCK]);
+        Self {
+            job,
+            at: ESP_HEADER + AES_BLOCK,
+            end: p.len() - icv_len,
+            chain,
+        }
+    }
+
+    fn left(&self) -> usize {
+        self.end - self.at
+    }
+}
+
+/// Packet `a` mutably and packet `b` (another one) shared.
+fn pair<'p>(packets: &'p mut [&mut [u8]], a: usize, b: usize) -> (&'p mut [u8], &'p [u8]) {
+    if b < a {
+        let (lo, hi) = packets.split_at_mut(a);
+        (&mut *hi[0], &*lo[b])
+    } else {
+        let (lo, hi) = packets.split_at_mut(b);
+        (&mut *lo[a], &*hi[0])
+    }
+}
+
+/// Encrypt-then-MAC for ESP packets of one AES-CBC + HMAC-SHA1 SA. Each buffer is
+/// `ESP header | IV | plaintext | ICV space`, the IV already random and the plaintext padded;
+/// afterwards the plaintext is CBC ciphertext (RFC 3602) and the ICV holds the HMAC truncated
+/// to `icv_len` (RFC 2404: 12). `keys` must be the expansion of the key `cipher` holds (the
+/// stitched engine uses it, the portable one `cipher`). Returns false, changing nothing, if a
+/// buffer has another shape or the engine cannot run.
+pub fn seal<C>(
+    cipher: &C,
+    keys: Option<&AesKeys>,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    engine: Engine,
+    packets: &mut [&mut [u8]],
+) -> bool
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
+{
+    if !packets.iter().all(|p| well_formed(p, icv_len)) {
+        return false;
+    }
+    match (engine, keys) {
+        #[cfg(target_arch = "x86_64")]
+        (Engine::Stitched, Some(k)) => {
+            for chunk in packets.chunks_mut(MAX_BATCH) {
+                seal_stitched(k, pads, icv_len, chunk);
+            }
+        }
+        (Engine::Stitched, _) => return false,
+        (Engine::Portable, _) => {
+            for p in packets.iter_mut() {
+                let c = Chain::start(0, p, icv_len);
+                let (blocks, _) = Block::<C>::slice_as_chunks_mut(&mut p[c.at..c.end]);
+                cbc::Encryptor::<&C>::inner_iv_init(cipher, &c.chain.into()).encrypt_blocks(blocks);
+                let mac = pads.mac(esp_message(p, icv_len));
+                let at = p.len() - icv_len;
+                p[at..].copy_from_slice(&mac[..icv_len]);
+            }
+        }
+    }
+    true
+}
+
+/// The pipeline: packet `a` is encrypted while packet `b < a` (encrypted already) is hashed,
+/// 64 bytes of each per kernel call; the first packet's encryption and the last one's hashing
+/// run alone.
+#[cfg(target_arch = "x86_64")]
+fn seal_stitched(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &mut [&mut [u8]]) {
+    let n = packets.len();
+    let mut enc = (n > 0).then(|| Chain::start(0, packets[0], icv_len));
+    let mut mac: Option<Mac> = None;
+    let mut hashed = 0;
+    loop {
+        // A finished chain (or an empty packet) hands over to the next packet.
+        while let Some(c) = &enc
+            && c.left() == 0
+        {
+            let next = c.job + 1;
+            enc = (next < n).then(|| Chain::start(next, packets[next], icv_len));
+        }
+        let encrypted = enc.as_ref().map_or(n, |c| c.job);
+        if mac.is_none() && hashed < encrypted {
+            mac = Some(Mac::new(
+                hashed,
+                pads,
+                esp_message(packets[hashed], icv_len),
+            ));
+            hashed += 1;
+        }
+        match (&mut enc, &mut mac) {
+            (Some(c), Some(m)) if c.left() >= STEP => {
+                let (p, q) = pair(packets, c.job, m.job);
+                let q = esp_message(q, icv_len);
+                // Whole message blocks straight from the packet, as many as both sides have;
+                // the padded tail and the outer block one at a time.
+                let steps = (c.left() / STEP).min(m.whole.saturating_sub(m.next)).max(1);
+                let tail;
+                let msg = if m.next < m.whole {
+                    &q[m.next * BLOCK..(m.next + steps) * BLOCK]
+                } else {
+                    tail = *m.block(q);
+                    &tail[..]
+                };
+                let io = &mut p[c.at..c.at + steps * STEP];
+                // SAFETY: `keys` exists only if `Engine::detect` found aes, sha, ssse3, sse4.1.
+                unsafe { x86::seal_run(keys, &mut c.chain, io, &mut m.state, msg) };
+                c.at += steps * STEP;
+                m.next += steps - 1;
+                m.advance(pads);
+            }
+            (Some(c), _) => {
+                let p = &mut packets[c.job];
+                let blk: &mut [u8; AES_BLOCK] = (&mut p[c.at..c.at + AES_BLOCK])
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!());
+                // SAFETY: as above.
+                unsafe { x86::encrypt_block(keys, &mut c.chain, blk) };
+                c.at += AES_BLOCK;
+            }
+            (None, Some(m)) => {
+                let b = *m.block(esp_message(packets[m.job], icv_len));
+                sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
+                m.advance(pads);
+            }
+            (None, None) => break,
+        }
+        if let Some(m) = &mac
+            && m.done()
+        {
+            let digest = digest_bytes(&m.state);
+            let p = &mut packets[m.job];
+            let at = p.len() - icv_len;
+            p[at..].copy_from_slice(&digest[..icv_len]);
+            mac = None;
+        }
+    }
+}
+
+/// Verify-then-decrypt for ESP packets of one AES-CBC + HMAC-SHA1 SA (RFC 4303 §3.4.4): each
+/// buffer is `ESP header | IV | ciphertext | ICV`. `ok[i]` tells whether packet `i`'s ICV
+/// matched (compared in constant time); only those packets are decrypted in place, the others
+/// are left as received. Returns false, changing nothing, if a buffer has another shape or the
+/// engine cannot run.
+pub fn open<C>(
+    cipher: &C,
+    keys: Option<&AesKeys>,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    engine: Engine,
+    packets: &mut [&mut [u8]],
+    ok: &mut [bool],
+) -> bool
+where
+    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
+{
+    if ok.len() != packets.len() || !packets.iter().all(|p| well_formed(p, icv_len)) {
+        return false;
+    }
+    match (engine, keys) {
+        #[cfg(target_arch = "x86_64")]
+        (Engine::Stitched, Some(k)) => {
+            for (chunk, ok) in packets.chunks_mut(MAX_BATCH).zip(ok.chunks_mut(MAX_BATCH)) {
+                open_stitched(k, pads, icv_len, chunk, ok);
+            }
+        }
+        (Engine::Stitched, _) => return false,
+        (Engine::Portable, _) => {
+            for (p, ok) in packets.iter_mut().zip(ok.iter_mut()) {
+                *ok = verify(pads, p, icv_len);
+                if *ok {
+                    let c = Chain::start(0, p, icv_len);
+                    let (blocks, _) = Block::<C>::slice_as_chunks_mut(&mut p[c.at..c.end]);
+                    cbc::Decryptor::<&C>::inner_iv_init(cipher, &c.chain.into())
+                        .decrypt_blocks(blocks);
+                }
+            }
+        }
+    }
+    true
+}
+
+fn verify(pads: &HmacSha1Pads, p: &[u8], icv_len: usize) -> bool {
+    let mac = pads.mac(esp_message(p, icv_len));
+    bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]))
+}
+
+/// The pipeline the other way: packet `b` is hashed while packet `a < b`, whose ICV matched,
+/// is decrypted, 64 bytes of each per kernel call.
+#[cfg(target_arch = "x86_64")]
+fn open_stitched(
+    keys: &AesKeys,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+    ok: &mut [bool],
+) {
+    let n = packets.len();
+    let mut mac = (n > 0).then(|| Mac::new(0, pads, esp_message(packets[0], icv_len)));
+    let mut dec: Option<Chain> = None;
+    // Verified packets not yet decrypted, oldest first.
+    let mut queue = [0usize; MAX_BATCH];
+    let (mut head, mut tail) = (0, 0);
+    loop {
+        while dec.is_none() && head < tail {
+            let job = queue[head];
+            head += 1;
+            dec = Some(Chain::start(job, packets[job], icv_len)).filter(|c| c.left() > 0);
+        }
+        match (&mut dec, &mut mac) {
+            (Some(c), Some(m)) if c.left() >= STEP => {
+                let (p, q) = pair(packets, c.job, m.job);
+                let q = esp_message(q, icv_len);
+                // Whole message blocks straight from the packet, as many as both sides have;
+                // the padded tail and the outer block one at a time.
+                let steps = (c.left() / STEP).min(m.whole.saturating_sub(m.next)).max(1);
+                let tail;
+                let msg = if m.next < m.whole {
+                    &q[m.next * BLOCK..(m.next + steps) * BLOCK]
+                } else {
+                    tail = *m.block(q);
+                    &tail[..]
+                };
+                let io = &mut p[c.at..c.at + steps * STEP];
+                // SAFETY: `keys` exists only if `Engine::detect` found aes, sha, ssse3, sse4.1.
+                unsafe { x86::open_run(keys, &mut c.chain, io, &mut m.state, msg) };
+                c.at += steps * STEP;
+                m.next += steps - 1;
+                m.advance(pads);
+            }
+            (Some(c), _) => {
+                let p = &mut packets[c.job];
+                let blk: &mut [u8; AES_BLOCK] = (&mut p[c.at..c.at + AES_BLOCK])
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!());
+                // SAFETY: as above.
+                unsafe { x86::decrypt_block(keys, &mut c.chain, blk) };
+                c.at += AES_BLOCK;
+            }
+            (None, Some(m)) => {
+                let b = *m.block(esp_message(packets[m.job], icv_len));
+                sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
+                m.advance(pads);
+            }
+            (None, None) => break,
+        }
+        if let Some(c) = &dec
+            && c.left() == 0
+        {
+            dec = None;
+        }
+        if let Some(m) = &mac
+            && m.done()
+        {
+            let digest = digest_bytes(&m.state);
+            let p = &packets[m.job];
+            let good = bool::from(digest[..icv_len].ct_eq(&p[p.len() - icv_len..]));
+            ok[m.job] = good;
+            if good {
+                queue[tail] = m.job;
+                tail += 1;
+            }
+            let next = m.job + 1;
+            mac = (next < n).then(|| Mac::new(next, pads, esp_message(packets[next], icv_len)));
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The kernels. Every function needs aes, sha, ssse3 and sse4.1, which
+    //! [`super::Engine::detect`] checked before an [`AesKeys`] could exist.
+
+    use core::arch::x86_64::*;
+
+    use super::AesKeys;
+
+    /// Straight-line code for each listed index (`$t` is a constant in the body): the kernels
+    /// must be fully unrolled for the AES and SHA-1 instructions to interleave, and loops of
+    /// this size are past the compiler's unrolling threshold.
+    macro_rules! unroll {
+        ($t:ident in [$($n:literal),*] $body:block) => {
+            $( { const $t: usize = $n; $body } )*
+        };
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn load(b: &[u8]) -> __m128i {
+        assert!(b.len() >= 16);
+        // SAFETY: at least 16 readable bytes (asserted); unaligned load.
+        unsafe { _mm_loadu_si128(b.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn store(b: &mut [u8], v: __m128i) {
+        assert!(b.len() >= 16);
+        // SAFETY: at least 16 writable bytes (asserted); unaligned store.
+        unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), v) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "sse2")]
+    fn round_keys(k: &[[u8; 16]; 15]) -> [__m128i; 15] {
+        let mut r = [_mm_setzero_si128(); 15];
+        for (r, k) in r.iter_mut().zip(k) {
+            *r = load(k);
+        }
+        r
+    }
+
+    /// FIPS-197 §5.2 SubWord: `aeskeygenassist` puts SubWord of the word in lane 1 into lane 0.
+    #[inline]
+    #[target_feature(enable = "aes,sse4.1")]
+    fn sub_word(w: u32) -> u32 {
+        _mm_extract_epi32::<0>(_mm_aeskeygenassist_si128::<0>(_mm_set_epi32(
+            0, 0, w as i32, 0,
+        ))) as u32
+    }
+
+    /// FIPS-197 §5.2 KeyExpansion (words little-endian, so RotWord is a right rotation and Rcon
+    /// goes into the low byte), and the decryption keys of the equivalent inverse cipher
+    /// (§5.3.5: InvMixColumns applied to the middle round keys).
+    ///
+    /// # Safety
+    /// The CPU must support aes and sse4.1.
+    #[target_feature(enable = "aes,sse2,sse4.1")]
+    pub(super) unsafe fn expand(key: &[u8]) -> Option<AesKeys> {
+        let rounds = match key.len() {
+            16 => 10,
+            24 => 12,
+            32 => 14,
+            _ => return None,
+        };
+        let nk = key.len() / 4;
+        let mut w = [0u32; 60];
+        for (w, k) in w.iter_mut().zip(key.chunks_exact(4)) {
+            *w = u32::from_le_bytes([k[0], k[1], k[2], k[3]]);
+        }
+        let mut rcon = 1u8;
+        for i in nk..4 * (rounds + 1) {
+            let mut t = w[i - 1];
+            if i % nk == 0 {
+                t = sub_word(t.rotate_right(8)) ^ u32::from(rcon);
+                rcon = (rcon << 1) ^ if rcon & 0x80 != 0 { 0x1b } else { 0 };
+            } else if nk > 6 && i % nk == 4 {
+                t = sub_word(t);
+            }
+            w[i] = w[i - nk] ^ t;
+        }
+        let mut keys = AesKeys {
+            enc: [[0; 16]; 15],
+            dec: [[0; 16]; 15],
+            rounds,
+        };
+        for (r, k) in keys.enc.iter_mut().enumerate().take(rounds + 1) {
+            for (c, word) in k.chunks_exact_mut(4).zip(&w[4 * r..4 * r + 4]) {
+                c.copy_from_slice(&word.to_le_bytes());
+            }
+        }
+        w.iter_mut().for_each(|x| *x = 0);
+        keys.dec[0] = keys.enc[rounds];
+        keys.dec[rounds] = keys.enc[0];
+        for r in 1..rounds {
+            store(
+                &mut keys.dec[r],
+                _mm_aesimc_si128(load(&keys.enc[rounds - r])),
+            );
+        }
+        Some(keys)
+    }
+
+    /// One CBC encryption block: `blk = E(blk ^ chain)`, `chain = blk`.
+    ///
+    /// # Safety
+    /// The CPU must support aes.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn encrypt_block(keys: &AesKeys, chain: &mut [u8; 16], blk: &mut [u8; 16]) {
+        let k = round_keys(&keys.enc);
+        let mut x = _mm_xor_si128(_mm_xor_si128(load(blk), load(chain)), k[0]);
+        for rk in &k[1..keys.rounds] {
+            x = _mm_aesenc_si128(x, *rk);
+        }
+        x = _mm_aesenclast_si128(x, k[keys.rounds]);
+        store(blk, x);
+        store(chain, x);
+    }
+
+    /// One CBC decryption block: `blk = D(blk) ^ chain`, `chain` = the old `blk`.
+    ///
+    /// # Safety
+    /// The CPU must support aes.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn decrypt_block(keys: &AesKeys, chain: &mut [u8; 16], blk: &mut [u8; 16]) {
+        let k = round_keys(&keys.dec);
+        let c = load(blk);
+        let mut x = _mm_xor_si128(c, k[0]);
+        for rk in &k[1..keys.rounds] {
+            x = _mm_aesdec_si128(x, *rk);
+        }
+        x = _mm_aesdeclast_si128(x, k[keys.rounds]);
+        store(blk, _mm_xor_si128(x, load(chain)));
+        store(chain, c);
+    }
+
+    /// The SHA-1 state in registers: A..D (A in the top lane) and E (top lane).
+    #[derive(Clone, Copy)]
+    struct Sha1State {
+        abcd: __m128i,
+        e: __m128i,
+    }
+
+    impl Sha1State {
+        #[inline]
+        #[target_feature(enable = "sse2,sse4.1")]
+        fn load(state: &[u32; 5]) -> Self {
+            let s = state.map(|x| x as i32);
+            Self {
+                abcd: _mm_set_epi32(s[0], s[1], s[2], s[3]),
+                e: _mm_set_epi32(s[4], 0, 0, 0),
+            }
+        }
+
+        #[inline]
+        #[target_feature(enable = "sse2,sse4.1")]
+        fn store(self, state: &mut [u32; 5]) {
+            state[0] = _mm_extract_epi32::<3>(self.abcd) as u32;
+            state[1] = _mm_extract_epi32::<2>(self.abcd) as u32;
+            state[2] = _mm_extract_epi32::<1>(self.abcd) as u32;
+            state[3] = _mm_extract_epi32::<0>(self.abcd) as u32;
+            state[4] = _mm_extract_epi32::<3>(self.e) as u32;
+        }
+    }
+
+    /// One SHA-1 block split into its twenty groups of four rounds (RFC 3174 §6.1), so the
+    /// caller can put AES rounds between them. `w` is a ring of five 4-word groups of the
+    /// message schedule, group `t` in slot `t % 5`.
+    struct Sha1Block {
+        start: Sha1State,
+        cur: __m128i,
+        prev: __m128i,
+        w: [__m128i; 5],
+    }
+
+    impl Sha1Block {
+        #[inline]
+        #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+        fn new(start: Sha1State, msg: &[u8]) -> Self {
+            // Message words are big-endian (RFC 3174 §2).
+            let bswap = _mm_set_epi64x(0x0001_0203_0405_0607, 0x0809_0A0B_0C0D_0E0F);
+            let mut w = [_mm_setzero_si128(); 5];
+            for (g, w) in w.iter_mut().take(4).enumerate() {
+                *w = _mm_shuffle_epi8(load(&msg[16 * g..]), bswap);
+            }
+            Self {
+                start,
+                cur: start.abcd,
+                prev: start.abcd,
+                w,
+            }
+        }
+
+        /// Rounds 4t..4t+4. W_t = rol1(W_t-3 ^ W_t-8 ^ W_t-14 ^ W_t-16), four at a time:
+        /// `sha1msg1` folds W_t-16 ^ W_t-14, the xor adds W_t-8, `sha1msg2` adds W_t-3 and
+        /// rotates. E of four rounds is rol30(A) of the state four rounds back (`sha1nexte`).
+        #[inline]
+        #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+        fn group(&mut self, t: usize) {
+            let w = &mut self.w;
+            if t >= 4 {
+                w[t % 5] = _mm_sha1msg2_epu32(
+                    _mm_xor_si128(
+                        _mm_sha1msg1_epu32(w[(t - 4) % 5], w[(t - 3) % 5]),
+                        w[(t - 2) % 5],
+                    ),
+                    w[(t - 1) % 5],
+                );
+            }
+            let wk = if t == 0 {
+                _mm_add_epi32(self.start.e, w[0])
+            } else {
+                _mm_sha1nexte_epu32(self.prev, w[t % 5])
+            };
+            let next = match t / 5 {
+                0 => _mm_sha1rnds4_epu32::<0>(self.cur, wk),
+                1 => _mm_sha1rnds4_epu32::<1>(self.cur, wk),
+                2 => _mm_sha1rnds4_epu32::<2>(self.cur, wk),
+                _ => _mm_sha1rnds4_epu32::<3>(self.cur, wk),
+            };
+            self.prev = self.cur;
+            self.cur = next;
+        }
+
+        #[inline]
+        #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
+        fn finish(self) -> Sha1State {
+            Sha1State {
+                abcd: _mm_add_epi32(self.start.abcd, self.cur),
+                e: _mm_sha1nexte_epu32(self.prev, self.start.e),
+            }
+        }
+    }
+
+    /// CBC-encrypts `io` (64-byte steps, chained from `chain`) while hashing `msg` (as many
+    /// 64-byte blocks) into `state`: each step puts the four AES blocks of `io` between the
+    /// twenty round groups of one SHA-1 block. `io` and `msg` belong to different packets.
+    ///
+    /// # Safety
+    /// The CPU must support aes, sha, ssse3 and sse4.1.
+    #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
+    pub(super) unsafe fn seal_run(
+        keys: &AesKeys,
+        chain: &mut [u8; 16],
+        io: &mut [u8],
+        state: &mut [u32; 5],
+        msg: &[u8],
+    ) {
+        match keys.rounds {
+            10 => seal::<10>(&keys.enc, chain, io, state, msg),
+            12 => seal::<12>(&keys.enc, chain, io, state, msg),
+            _ => seal::<14>(&keys.enc, chain, io, state, msg),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
+    fn seal<const NR: usize>(
+        rk: &[[u8; 16]; 15],
+        chain: &mut [u8; 16],
+        io: &mut [u8],
+        state: &mut [u32; 5],
+        msg: &[u8],
+    ) {
+        let k = round_keys(rk);
+        let mut x = load(chain);
+        let mut h = Sha1State::load(state);
+        // The four blocks are one chain: 4 * (NR + 1) dependent AES steps, spread over the
+        // twenty SHA-1 groups (all indices are constants once unrolled).
+        let total = 4 * (NR + 1);
+        let per_group = total.div_ceil(20);
+        debug_assert!(per_group <= 3);
+        for (io, msg) in io.chunks_exact_mut(64).zip(msg.chunks_exact(64)) {
+            let mut blocks = [_mm_setzero_si128(); 4];
+            for (j, b) in blocks.iter_mut().enumerate() {
+                *b = load(&io[16 * j..]);
+            }
+            let mut sha = Sha1Block::new(h, msg);
+            unroll!(T in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] {
+                sha.group(T);
+                unroll!(Q in [0, 1, 2] {
+                    let op = T * per_group + Q;
+                    if Q < per_group && op < total {
+                        let (j, r) = (op / (NR + 1), op % (NR + 1));
+                        if r == 0 {
+                            x = _mm_xor_si128(_mm_xor_si128(blocks[j], x), k[0]);
+                        } else if r < NR {
+                            x = _mm_aesenc_si128(x, k[r]);
+                        } else {
+                            x = _mm_aesenclast_si128(x, k[NR]);
+                            blocks[j] = x;
+                        }
+                    }
+                });
+            });
+            h = sha.finish();
+            for (j, b) in blocks.iter().enumerate() {
+                store(&mut io[16 * j..], *b);
+            }
+        }
+        h.store(state);
+        store(chain, x);
+    }
+
+    /// CBC-decrypts `io` (64-byte steps; `chain` is the ciphertext block before it) while
+    /// hashing `msg` into `state`. The four blocks of a step are independent, one AES round of
+    /// all four per SHA-1 round group. `io` and `msg` belong to different packets.
+    ///
+    /// # Safety
+    /// The CPU must support aes, sha, ssse3 and sse4.1.
+    #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
+    pub(super) unsafe fn open_run(
+        keys: &AesKeys,
+        chain: &mut [u8; 16],
+        io: &mut [u8],
+        state: &mut [u32; 5],
+        msg: &[u8],
+    ) {
+        match keys.rounds {
+            10 => open::<10>(&keys.dec, chain, io, state, msg),
+            12 => open::<12>(&keys.dec, chain, io, state, msg),
+            _ => open::<14>(&keys.dec, chain, io, state, msg),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
+    fn open<const NR: usize>(
+        dk: &[[u8; 16]; 15],
+        chain: &mut [u8; 16],
+        io: &mut [u8],
+        state: &mut [u32; 5],
+        msg: &[u8],
+    ) {
+        let k = round_keys(dk);
+        let mut prev = load(chain);
+        let mut h = Sha1State::load(state);
+        for (io, msg) in io.chunks_exact_mut(64).zip(msg.chunks_exact(64)) {
+            let mut c = [_mm_setzero_si128(); 4];
+            for (j, c) in c.iter_mut().enumerate() {
+                *c = load(&io[16 * j..]);
+            }
+            let mut x = c;
+            let mut sha = Sha1Block::new(h, msg);
+            unroll!(R in [0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19] {
+                sha.group(R);
+                if R == 0 {
+                    x = x.map(|x| _mm_xor_si128(x, k[0]));
+                } else if R < NR {
+                    x = x.map(|x| _mm_aesdec_si128(x, k[R % 15]));
+                } else if R == NR {
+                    x = x.map(|x| _mm_aesdeclast_si128(x, k[NR]));
+                }
+            });
+            h = sha.finish();
+            let before = [prev, c[0], c[1], c[2]];
+            for j in 0..4 {
+                store(&mut io[16 * j..], _mm_xor_si128(x[j], before[j]));
+            }
+            prev = c[3];
+        }
+        h.store(state);
+        store(chain, prev);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The stitched paths against the plain RustCrypto ones (`cbc` + `hmac`), both engines.
+
+    use aes::{Aes128, Aes192, Aes256};
+    use cipher::KeyInit;
+    use hmac::{Hmac, Mac as _};
+
+    use super::*;
+
+    fn engines() -> Vec<Engine> {
+        let mut e = vec![Engine::Portable];
+        if Engine::detect() == Engine::Stitched {
+            e.push(Engine::Stitched);
+        } else {
+            eprintln!("no AES-NI + SHA-NI: only the portable engine is checked");
+        }
+        e
+    }
+
+    /// Deterministic filler so a failure reproduces.
+    fn fill(buf: &mut [u8], seed: usize) {
+        let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
+        for b in buf {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+    }
+
+    fn plain_hmac(key: &[u8], msg: &[u8]) -> [u8; 20] {
+        let mut m = <Hmac<sha1::Sha1>>::new_from_slice(key).expect("any key length");
+        m.update(msg);
+        m.finalize().into_bytes().into()
+    }
+
+    #[test]
+    fn hmac_pads_match_rustcrypto_for_every_length_0_to_2048() {
+        for key_len in [0usize, 20, 64, 65, 100] {
+            let mut key = vec![0u8; key_len];
+            fill(&mut key, key_len);
+            let pads = HmacSha1Pads::new(&key);
+            let mut msg = vec![0u8; 2048];
+            fill(&mut msg, 1);
+            for len in 0..=2048usize {
+                assert_eq!(
+                    pads.mac(&msg[..len]),
+                    plain_hmac(&key, &msg[..len]),
+                    "key {key_len} B message {len} B"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn expanded_keys_match_the_aes_crate() {
+        let Some(_) = AesKeys::new(&[0u8; 16]) else {
+            eprintln!("no AES-NI + SHA-NI: the stitched engine is not built here");
+            return;
+        };
+        for len in [16usize, 24, 32] {
+            let mut key = vec![0u8; len];
+            fill(&mut key, len);
+            let keys = AesKeys::new(&key).expect("AES-NI present");
+            assert_eq!(AesKeys::new(&key[..len - 1]).map(|k| k.rounds), None);
+            let mut block = [0u8; 16];
+            fill(&mut block, 3);
+            let mut expected = Block::<Aes128>::from(block);
+            match len {
+                16 => Aes128::new_from_slice(&key)
+                    .expect("16")
+                    .encrypt_block(&mut expected),
+                24 => Aes192::new_from_slice(&key)
+                    .expect("24")
+                    .encrypt_block(&mut expected),
+                _ => Aes256::new_from_slice(&key)
+                    .expect("32")
+                    .encrypt_block(&mut expected),
+            }
+            let mut chain = [0u8; 16];
+            let mut got = block;
+            // SAFETY: `AesKeys::new` succeeded, so the CPU has AES-NI.
+            unsafe { x86::encrypt_block(&keys, &mut chain, &mut got) };
+            assert_eq!(got[..], expected[..], "AES-{} encryption", len * 8);
+            let mut chain = [0u8; 16];
+            // SAFETY: as above.
+            unsafe { x86::decrypt_block(&keys, &mut chain, &mut got) };
+            assert_eq!(got, block, "AES-{} decryption", len * 8);
+        }
+    }
+
+    /// Plain encrypt-then-MAC of one ESP-shaped buffer with RustCrypto.
+    fn plain_seal<C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>>(
+        c: &C,
+        key: &[u8],
+        p: &mut [u8],
+        icv_len: usize,
+    ) {
+        let end = p.len() - icv_len;
+        let (iv, body) = p[ESP_HEADER..end].split_at_mut(AES_BLOCK);
+        let iv = Block::<C>::try_from(&iv[..]).expect("16 bytes");
+        let (blocks, rest) = Block::<C>::slice_as_chunks_mut(body);
+        assert!(rest.is_empty());
+        cbc::Encryptor::<&C>::inner_iv_init(c, &iv).encrypt_blocks(blocks);
+        let mac = plain_hmac(key, &p[..end]);
+        p[end..].copy_from_slice(&mac[..icv_len]);
+    }
+
+    /// Seals `sizes` (plaintext bytes, multiples of 16) both ways and compares; then opens the
+    /// sealed packets (one corrupted) and compares with the original plaintext.
+    fn check_batch<C>(
+        c: &C,
+        aes_key: &[u8],
+        key: &[u8],
+        engine: Engine,
+        sizes: &[usize],
+        seed: usize,
+    ) where
+        C: BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
+    {
+        let icv_len = 12;
+        let mut bufs: Vec<Vec<u8>> = sizes
+            .iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let mut b = vec![0u8; ESP_HEADER + AES_BLOCK + s + icv_len];
+                fill(&mut b, seed * 131 + i);
+                b
+            })
+            .collect();
+        let original = bufs.clone();
+        let mut expected = bufs.clone();
+        for b in expected.iter_mut() {
+            plain_seal(c, key, b, icv_len);
+        }
+        let pads = HmacSha1Pads::new(key);
+        let keys = AesKeys::new(aes_key);
+        let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        assert!(seal(c, keys.as_ref(), &pads, icv_len, engine, &mut refs));
+        assert_eq!(bufs, expected, "{engine:?} sizes {sizes:?}");
+
+        // One packet (if there are two or more) gets a flipped ciphertext bit: it must fail
+        // and stay as received, every other one must decrypt to the original.
+        let bad = if sizes.len() > 1 {
+            sizes.len() / 2
+        } else {
+            usize::MAX
+        };
+        if let Some(b) = bufs.get_mut(bad) {
+            b[ESP_HEADER] ^= 1;
+        }
+        let received = bufs.clone();
+        let mut ok = vec![false; sizes.len()];
+        let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        assert!(open(
+            c,
+            keys.as_ref(),
+            &pads,
+            icv_len,
+            engine,
+            &mut refs,
+            &mut ok
+        ));
+        for (i, b) in bufs.iter().enumerate() {
+            let end = b.len() - icv_len;
+            if i == bad {
+                assert!(!ok[i], "corrupted packet {i} verified");
+                assert_eq!(b, &received[i], "corrupted packet {i} was changed");
+            } else {
+                assert!(ok[i], "{engine:?} packet {i} of {sizes:?} failed to verify");
+                assert_eq!(
+                    b[ESP_HEADER + AES_BLOCK..end],
+                    original[i][ESP_HEADER + AES_BLOCK..end]
+                );
+            }
+        }
+    }
+
+    /// Runs a batch check: engine, plaintext sizes, seed.
+    type Check<'a> = &'a dyn Fn(Engine, &[usize], usize);
+
+    fn each_aes(f: &mut dyn FnMut(Check<'_>)) {
+        let mut key = [0u8; 32];
+        fill(&mut key, 7);
+        let k128 = Aes128::new_from_slice(&key[..16]).expect("16");
+        let k192 = Aes192::new_from_slice(&key[..24]).expect("24");
+        let k256 = Aes256::new_from_slice(&key[..32]).expect("32");
+        let mac_key = [0x0bu8; 20];
+        f(&|e, s, seed| check_batch(&k128, &key[..16], &mac_key, e, s, seed));
+        f(&|e, s, seed| check_batch(&k192, &key[..24], &mac_key, e, s, seed));
+        f(&|e, s, seed| check_batch(&k256, &key[..32], &mac_key, e, s, seed));
+    }
+
+    #[test]
+    fn seal_and_open_match_plain_path_for_every_size_0_to_2048() {
+        each_aes(&mut |check| {
+            for engine in engines() {
+                for blocks in 0..=128usize {
+                    // The size under test beside smaller and larger neighbours.
+                    let sizes = [blocks * 16, (128 - blocks) * 16, blocks * 16, 16];
+                    check(engine, &sizes, blocks);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn seal_and_open_match_plain_path_for_every_batch_size_1_to_64() {
+        each_aes(&mut |check| {
+            for engine in engines() {
+                for n in 1..=64usize {
+                    let sizes: Vec<usize> = (0..n).map(|i| ((n * 7 + i * 13) % 129) * 16).collect();
+                    check(engine, &sizes, n);
+                    // Equal sizes, as TSO segments of one flow are.
+                    check(engine, &vec![1392; n], n + 1000);
+                }
+            }
+        });
+    }
+
+    #[test]
+    fn misshapen_buffers_are_refused_untouched() {
+        let c = Aes128::new_from_slice(&[1u8; 16]).expect("16");
+        let pads = HmacSha1Pads::new(&[2u8; 20]);
+        for len in [0usize, 7, 8 + 16 + 12 - 1, 8 + 16 + 5 + 12] {
+            let mut b = vec![0x55u8; len];
+            let mut refs: Vec<&mut [u8]> = vec![&mut b[..]];
+            let keys = AesKeys::new(&[1u8; 16]);
+            for engine in [Engine::Portable, Engine::Stitched] {
+                assert!(!seal(&c, keys.as_ref(), &pads, 12, engine, &mut refs));
+                let mut ok = [true];
+                assert!(!open(
+                    &c,
+                    keys.as_ref(),
+                    &pads,
+                    12,
+                    engine,
+                    &mut refs,
+                    &mut ok
+                ));
+            }
+            assert!(b.iter().all(|x| *x == 0x55));
+        }
+    }
+}
