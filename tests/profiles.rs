@@ -1298,3 +1298,63 @@ fn local_id_and_remote_id() {
     let text = isakmp(&format!("{ISAKMP_OK}remote-id = 7\n"));
     one_error(&text, "remote-id = ^7", &["remote-id must be a string"]);
 }
+
+/// docs/metrics.md: the endpoint is off by default, any loopback address (IPv4 or IPv6) is
+/// taken, a remote one only with `metrics-allow-remote = true`, and a refusal names the place.
+#[test]
+fn metrics_address_rule() {
+    let sys = |lines: &str| format!("[system]\n{lines}\n{BASE}");
+    assert_eq!(loads(BASE).profiles.system.metrics, None);
+    let l = loads(&sys("metrics = \"127.0.0.1:9469\""));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("127.0.0.1:9469".parse().unwrap())
+    );
+    let l = loads(&sys("metrics = \"127.3.4.5:9100\""));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("127.3.4.5:9100".parse().unwrap())
+    );
+    let l = loads(&sys("metrics = \"[::1]:9469\""));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("[::1]:9469".parse().unwrap())
+    );
+    let text = sys("metrics = \"192.0.2.1:9469\"");
+    one_error(
+        &text,
+        "metrics = ^\"192.0.2.1",
+        &[
+            "system: metrics 192.0.2.1:9469 is not a loopback address",
+            "metrics-allow-remote = true",
+        ],
+    );
+    let text = sys("metrics = \"0.0.0.0:9469\"");
+    one_error(&text, "metrics = ^\"0.0.0.0", &["not a loopback address"]);
+    let text = sys("metrics = \"[2001:db8::1]:9469\"");
+    one_error(&text, "metrics = ^\"[2001", &["not a loopback address"]);
+    let text = sys("metrics = \"192.0.2.1:9469\"\nmetrics-allow-remote = false");
+    one_error(&text, "metrics = ^\"192", &["not a loopback address"]);
+    let l = loads(&sys(
+        "metrics = \"192.0.2.1:9469\"\nmetrics-allow-remote = true",
+    ));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("192.0.2.1:9469".parse().unwrap())
+    );
+    let l = loads(&sys("metrics = \"[::]:9469\"\nmetrics-allow-remote = true"));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("[::]:9469".parse().unwrap())
+    );
+    let text = sys("metrics = \"localhost\"");
+    one_error(
+        &text,
+        "metrics = ^\"localhost",
+        &["not an address and port"],
+    );
+    let text = sys("metrics = \"127.0.0.1:0\"");
+    one_error(&text, "metrics = ^\"127.0.0.1:0", &["not 0"]);
+    let text = sys("metrics = 9469");
+    one_error(&text, "metrics = ^9469", &["metrics"]);
+}
