@@ -61,6 +61,7 @@ pub mod proposal;
 pub(crate) mod quick_mode;
 pub(crate) mod retransmit;
 pub mod session;
+pub mod stats;
 pub(crate) mod teardown;
 pub(crate) mod timers;
 
