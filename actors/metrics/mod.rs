@@ -28,6 +28,8 @@ pub use encode::{Format, Snapshot};
 const MAX_CONNECTIONS: usize = 8;
 /// The request head a scraper sends is a few hundred bytes; this is the most read.
 const MAX_REQUEST: usize = 4096;
+/// Input read and dropped after the answer, before closing.
+const MAX_DRAIN: usize = 64 * 1024;
 /// Reading the request, collecting and writing the answer, all together.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -156,10 +158,20 @@ async fn connection(mut stream: TcpStream, control: &Recipient<Control>) {
          Connection: close\r\n\r\n",
         body.len()
     );
-    if stream.write_all(head.as_bytes()).await.is_ok()
-        && stream.write_all(body.as_bytes()).await.is_ok()
+    if stream.write_all(head.as_bytes()).await.is_err()
+        || stream.write_all(body.as_bytes()).await.is_err()
+        || stream.shutdown().await.is_err()
     {
-        let _ = stream.shutdown().await;
+        return;
+    }
+    // Closing with unread input would reset the connection and could discard the answer at
+    // the client (a refused oversized request): read the rest, bounded, before closing.
+    let mut left = MAX_DRAIN;
+    while left > 0 {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
     }
 }
 
