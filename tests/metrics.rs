@@ -232,6 +232,76 @@ fn scrape_is_valid_and_counts_the_pings() {
     assert_eq!(over, "over-limit:closed", "{body}");
     assert!(body.starts_with("200\n"), "after the flood: {body}");
     assert!(body.contains("ikehub_sa_packets_total"), "{body}");
+
+    // Reload results: the same profile applies; a broken one is refused and counted.
+    let reload = |d: &Daemon| d.cli(&["reload"]).output().expect("ikehub reload runs");
+    assert!(reload(&da).status.success());
+    let path = da.config_path().to_path_buf();
+    let good = std::fs::read_to_string(&path).unwrap();
+    std::fs::write(&path, format!("{good}\n[system]\nshards = -1\n")).unwrap();
+    assert!(
+        !reload(&da).status.success(),
+        "a broken profile was applied"
+    );
+    let text = scrape(&sites.a, "*/*");
+    assert_eq!(
+        sample(&text, "ikehub_reloads_total{result=\"ok\"}"),
+        Some(1),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "ikehub_reloads_total{result=\"refused\"}"),
+        Some(1),
+        "{text}"
+    );
+    drop((da, db));
+}
+
+/// Two daemons keyed by IKE: the IKE families appear and count the exchange that brought the
+/// tunnel up.
+#[test]
+fn ike_handshakes_are_counted() {
+    use common::ike::{IkeProfile, Initiate, UP_TIMEOUT, wait_child_sas, wait_phase1_up};
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    const PSK: &str = "ikehub metrics pre-shared key 6d1c";
+    let policy = common::ike::POLICY;
+    let a = IkeProfile::site_a(PSK).initiate(Initiate::Permanent);
+    let b = a.mirrored().initiate(Initiate::Never);
+    let sites = TwoSites::new("metrics-ike");
+    let db = Daemon::start(&sites.b, "B", |dir| b.toml(dir));
+    let da = Daemon::start(&sites.a, "A", |dir| {
+        a.toml(dir).replacen(
+            "[system]\n",
+            &format!("[system]\nmetrics = \"{ENDPOINT}\"\n"),
+            1,
+        )
+    });
+    wait_phase1_up(&da, policy, UP_TIMEOUT);
+    wait_child_sas(&da, policy, UP_TIMEOUT);
+    let text = scrape(&sites.a, "*/*");
+    promtool_check(&text);
+    let n = |prefix: &str| sample(&text, prefix).unwrap_or(0);
+    assert!(n("ikehub_ike_handshakes_started_total ") >= 1, "{text}");
+    assert!(n("ikehub_ike_handshakes_completed_total ") >= 1, "{text}");
+    assert!(n("ikehub_ike_datagrams_total ") >= 3, "{text}");
+    assert_eq!(
+        n(&format!("ikehub_isakmp_sas{{policy=\"{policy}\"}}")),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        n(&format!(
+            "ikehub_tunnels{{policy=\"{policy}\",state=\"up\"}}"
+        )),
+        1,
+        "{text}"
+    );
+    assert!(
+        text.contains("ikehub_ike_handshakes_failed_total{reason=\"timeout\"}"),
+        "{text}"
+    );
     drop((da, db));
 }
 
