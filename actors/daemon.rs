@@ -317,5 +317,9 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             profiles.system.control_socket.display()
         )
     })?;
+    if let Some(addr) = profiles.system.metrics {
+        crate::metrics::serve(addr, registry.clone().recipient())
+            .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
+    }
     Ok((Running { _control: control }, registry))
 }

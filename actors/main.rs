@@ -10,6 +10,7 @@ mod ike;
 mod io;
 mod man;
 mod messages;
+mod metrics;
 mod registry;
 mod routes;
 mod shard;

@@ -26,6 +26,14 @@ pub struct Registry {
     installed: BTreeMap<String, SaPair>,
     routes: Routes,
     ike: Option<Addr<IkeRouter>>,
+    /// Reloads applied and refused since start (`show counters`, docs/metrics.md).
+    reloads: ReloadCounters,
+}
+
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct ReloadCounters {
+    pub ok: u64,
+    pub refused: u64,
 }
 
 /// SIGTERM/SIGINT: IKE peers send their deletes; answered once they were asked to.
@@ -53,6 +61,7 @@ impl Registry {
             installed: BTreeMap::new(),
             routes,
             ike,
+            reloads: ReloadCounters::default(),
         }
     }
 
@@ -169,6 +178,15 @@ impl Registry {
     }
 
     fn reload(&mut self) -> Result<String, String> {
+        let r = self.apply_reload();
+        match r {
+            Ok(_) => self.reloads.ok += 1,
+            Err(_) => self.reloads.refused += 1,
+        }
+        r
+    }
+
+    fn apply_reload(&mut self) -> Result<String, String> {
         let loaded = config::load(&self.config_path).map_err(|problems| {
             let mut msg = String::from("the new profiles were refused; the running ones stay:\n");
             for p in problems {
@@ -327,6 +345,7 @@ impl Handler<Control> for Registry {
             Request::ShowCounters => {
                 let shards = self.shards.clone();
                 let ike = self.ike.clone();
+                let reloads = self.reloads;
                 Box::pin(async move {
                     let mut per_shard = Vec::new();
                     for (i, s) in shards.iter().enumerate() {
@@ -343,6 +362,7 @@ impl Handler<Control> for Registry {
                     {
                         per_shard.push(serde_json::json!({ "ike": c }));
                     }
+                    per_shard.push(serde_json::json!({ "reloads": reloads }));
                     Response::Ok {
                         body: serde_json::Value::Array(per_shard),
                     }

@@ -1317,3 +1317,63 @@ fn tunnel_device_offload_key() {
     assert_eq!(errs.len(), 1, "{errs:#?}");
     assert!(errs[0].message.contains("offload"), "{}", errs[0]);
 }
+
+/// docs/metrics.md: the endpoint is off by default, any loopback address (IPv4 or IPv6) is
+/// taken, a remote one only with `metrics-allow-remote = true`, and a refusal names the place.
+#[test]
+fn metrics_address_rule() {
+    let sys = |lines: &str| format!("[system]\n{lines}\n{BASE}");
+    assert_eq!(loads(BASE).profiles.system.metrics, None);
+    let l = loads(&sys("metrics = \"127.0.0.1:9469\""));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("127.0.0.1:9469".parse().unwrap())
+    );
+    let l = loads(&sys("metrics = \"127.3.4.5:9100\""));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("127.3.4.5:9100".parse().unwrap())
+    );
+    let l = loads(&sys("metrics = \"[::1]:9469\""));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("[::1]:9469".parse().unwrap())
+    );
+    let text = sys("metrics = \"192.0.2.1:9469\"");
+    one_error(
+        &text,
+        "metrics = ^\"192.0.2.1",
+        &[
+            "system: metrics 192.0.2.1:9469 is not a loopback address",
+            "metrics-allow-remote = true",
+        ],
+    );
+    let text = sys("metrics = \"0.0.0.0:9469\"");
+    one_error(&text, "metrics = ^\"0.0.0.0", &["not a loopback address"]);
+    let text = sys("metrics = \"[2001:db8::1]:9469\"");
+    one_error(&text, "metrics = ^\"[2001", &["not a loopback address"]);
+    let text = sys("metrics = \"192.0.2.1:9469\"\nmetrics-allow-remote = false");
+    one_error(&text, "metrics = ^\"192", &["not a loopback address"]);
+    let l = loads(&sys(
+        "metrics = \"192.0.2.1:9469\"\nmetrics-allow-remote = true",
+    ));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("192.0.2.1:9469".parse().unwrap())
+    );
+    let l = loads(&sys("metrics = \"[::]:9469\"\nmetrics-allow-remote = true"));
+    assert_eq!(
+        l.profiles.system.metrics,
+        Some("[::]:9469".parse().unwrap())
+    );
+    let text = sys("metrics = \"localhost\"");
+    one_error(
+        &text,
+        "metrics = ^\"localhost",
+        &["not an address and port"],
+    );
+    let text = sys("metrics = \"127.0.0.1:0\"");
+    one_error(&text, "metrics = ^\"127.0.0.1:0", &["not 0"]);
+    let text = sys("metrics = 9469");
+    one_error(&text, "metrics = ^9469", &["metrics"]);
+}

@@ -104,6 +104,7 @@ fn hub_profiles(
             // Never bound: the demo has no control socket.
             control_socket: std::env::temp_dir().join("ikehub-demo.sock"),
             shards,
+            metrics: None,
         },
         interfaces: BTreeMap::from([(INTERFACE.into(), iface)]),
         tunnel_device: None,

@@ -12,6 +12,7 @@ use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
 use ikehub::esp::SecurityAssociation;
 use ikehub::ike::demux::{PeerId, Role};
+use ikehub::ike::stats::{FailureClass, IKE_STATS, IkeStats};
 use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
@@ -325,6 +326,7 @@ impl PeerActor {
                 }
             }
             Event::ChildSaRekeyed { old, new } => {
+                IkeStats::count(&IKE_STATS.rekeys);
                 info!(
                     "child SA re-keyed: old inbound SPI {} stays until deleted",
                     old.inbound
@@ -343,6 +345,7 @@ impl PeerActor {
                 initiator,
                 peer_id,
             } => {
+                IkeStats::count(&IKE_STATS.handshakes_completed);
                 info!(
                     "ISAKMP SA up ({}): {suite}, peer ID {peer_id}",
                     if initiator { "initiator" } else { "responder" }
@@ -376,11 +379,13 @@ impl PeerActor {
                 }
             }
             Event::PeerDead => {
+                IkeStats::count(&IKE_STATS.dpd_deaths);
                 warn!("peer declared dead (no DPD answer)");
                 self.last_error = Some("peer dead: no answer to dead peer detection".into());
                 self.failed = true;
             }
             Event::Failed { reason, notify } => {
+                IKE_STATS.failed(FailureClass::of(&reason, notify));
                 // The session logged it (with the notify); `show peers` shows it, led by the
                 // notify's name when the reason does not already say it.
                 let squash = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], " ");

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
 use ikehub::ike::demux::{Demux, DropReason, PeerId, Role, Route};
+use ikehub::ike::stats::{IKE_STATS, IkeStats};
 use ikehub::ike::{IkeSession, PeerConfig, SpiAllocator};
 use tracing::{debug, info, warn};
 
@@ -55,6 +56,19 @@ pub struct RouterCounters {
     pub peers_died: u64,
     /// Child SA pairs refused because another policy or spoke owns the networks (claims.rs).
     pub refused_network_claims: u64,
+    /// Exchanges half-open right now (a gauge; the demux's admission bound applies).
+    pub half_open: u64,
+    /// From the sessions (src/ike/stats.rs): main-mode exchanges begun and completed.
+    pub handshakes_started: u64,
+    pub handshakes_completed: u64,
+    /// Failed exchanges by class (`FailureClass`).
+    pub handshakes_failed_timeout: u64,
+    pub handshakes_failed_no_proposal_chosen: u64,
+    pub handshakes_failed_authentication: u64,
+    pub handshakes_failed_other: u64,
+    pub retransmissions: u64,
+    pub dpd_deaths: u64,
+    pub rekeys: u64,
 }
 
 impl RouterCounters {
@@ -921,6 +935,18 @@ impl Handler<GetCounters> for IkeRouter {
     fn handle(&mut self, _: GetCounters, _: &mut Context<Self>) -> Self::Result {
         let mut c = self.counters.clone();
         c.refused_network_claims = self.claims.refused();
+        c.half_open = self.demux.half_open_count() as u64;
+        let s = &IKE_STATS;
+        c.handshakes_started = IkeStats::get(&s.handshakes_started);
+        c.handshakes_completed = IkeStats::get(&s.handshakes_completed);
+        let [timeout, no_proposal, authentication, other] = &s.handshakes_failed;
+        c.handshakes_failed_timeout = IkeStats::get(timeout);
+        c.handshakes_failed_no_proposal_chosen = IkeStats::get(no_proposal);
+        c.handshakes_failed_authentication = IkeStats::get(authentication);
+        c.handshakes_failed_other = IkeStats::get(other);
+        c.retransmissions = IkeStats::get(&s.retransmissions);
+        c.dpd_deaths = IkeStats::get(&s.dpd_deaths);
+        c.rekeys = IkeStats::get(&s.rekeys);
         MessageResult(c)
     }
 }

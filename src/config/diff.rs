@@ -57,7 +57,7 @@ pub enum Change {
 /// so) until it is restarted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NeedsRestart {
-    /// `system.KEY` (`control-socket`, `shards`).
+    /// `system.KEY` (`control-socket`, `shards`, `metrics`).
     System(&'static str),
     Interface(String, Change),
     TunnelDevice(Change),
@@ -107,6 +107,9 @@ pub fn diff(old: &Profiles, new: &Profiles) -> ProfileDiff {
     }
     if old.system.shards != new.system.shards {
         needs_restart.push(NeedsRestart::System("shards"));
+    }
+    if old.system.metrics != new.system.metrics {
+        needs_restart.push(NeedsRestart::System("metrics"));
     }
     for (name, o) in &old.interfaces {
         match new.interfaces.get(name) {
@@ -322,5 +325,9 @@ protected-network = [ { local = "198.51.100.0/24", remote = "10.0.0.0/8" } ]
         assert!(d.manual.is_empty() && d.isakmp.is_empty());
         assert!(!d.is_empty());
         assert_eq!(d.needs_restart[1].to_string(), "interface.wan changed");
+        // The metrics listener is bound once at start.
+        let new = BASE.replace("shards = 2", "shards = 2\nmetrics = \"127.0.0.1:9469\"");
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(d.needs_restart, [NeedsRestart::System("metrics")]);
     }
 }

@@ -2,7 +2,7 @@
 //! downstream (registry, shards, IKE) works from this, never from raw TOML.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -38,6 +38,8 @@ pub struct System {
     pub control_socket: PathBuf,
     /// ESP forwarding shards per interface; already resolved (0 in the profile = CPU count).
     pub shards: usize,
+    /// The OpenMetrics endpoint (docs/metrics.md); `None` = off.
+    pub metrics: Option<SocketAddr>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -46,6 +46,8 @@ pub(crate) enum Scalar {
 pub(crate) struct RawSystem {
     pub control_socket: Option<At<String>>,
     pub shards: Option<At<i64>>,
+    pub metrics: Option<At<String>>,
+    pub metrics_allow_remote: Option<At<bool>>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -228,6 +230,8 @@ fn read_system(f: &mut Fields<'_, '_>) -> RawSystem {
     let r = RawSystem {
         control_socket: f.string("control-socket"),
         shards: f.int("shards"),
+        metrics: f.string("metrics"),
+        metrics_allow_remote: f.bool("metrics-allow-remote"),
     };
     f.finish();
     r

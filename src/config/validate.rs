@@ -3,7 +3,7 @@
 //! (SPIs, overlapping protected networks, sockets) in `conflicts`.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -152,10 +152,51 @@ fn system(raw: Option<&Named<raw::RawSystem>>, sink: &Sink) -> Option<System> {
     } else {
         shards as usize
     };
+    let metrics = metrics(&c, body);
     Some(System {
         control_socket,
         shards,
+        metrics: metrics?,
     })
+}
+
+/// `metrics` / `metrics-allow-remote` (docs/metrics.md). The endpoint has no authentication and
+/// shows policy names and peer addresses, so only a loopback address (`127.0.0.0/8`, `::1`) is
+/// taken by default; another address must be asked for twice.
+fn metrics(c: &Check<'_>, body: &raw::RawSystem) -> Option<Option<SocketAddr>> {
+    let allow_remote = body.metrics_allow_remote.as_ref().is_some_and(|a| a.value);
+    let Some(at) = &body.metrics else {
+        return Some(None);
+    };
+    let Ok(addr) = at.value.parse::<SocketAddr>() else {
+        c.error(
+            &at.loc,
+            format_args!(
+                "metrics `{}` is not an address and port such as \"127.0.0.1:9469\" or \
+                 \"[::1]:9469\"",
+                at.value
+            ),
+        );
+        return None;
+    };
+    if addr.port() == 0 {
+        c.error(
+            &at.loc,
+            "metrics needs a port a scraper can be told (not 0)",
+        );
+        return None;
+    }
+    if !addr.ip().to_canonical().is_loopback() && !allow_remote {
+        c.error(
+            &at.loc,
+            format_args!(
+                "metrics {addr} is not a loopback address: the endpoint has no authentication; \
+                 set metrics-allow-remote = true to serve it there"
+            ),
+        );
+        return None;
+    }
+    Some(Some(addr))
 }
 
 /// Linux network interface names: 1..=15 bytes (IFNAMSIZ - 1), no `/`, no white space.

@@ -17,6 +17,7 @@
 //!   sa_payload.rs   suites <-> SA payloads;  identity.rs  IDs <-> protected networks
 //!   nat_t.rs        vendor IDs, NAT-D, non-ESP marker;  dpd.rs  the RFC 3706 timer
 //!   retransmit.rs   backoff schedule and the stored-reply cache;  message.rs  framing
+//!   stats.rs        process-wide exchange counters for `show counters` and the metrics
 //! dh.rs prf.rs keys.rs cipher.rs   DH groups, PRF, key schedule, IV chain (the crypto layer)
 //! ```
 //!
@@ -61,6 +62,7 @@ pub mod proposal;
 pub(crate) mod quick_mode;
 pub(crate) mod retransmit;
 pub mod session;
+pub mod stats;
 pub(crate) mod teardown;
 pub(crate) mod timers;
 

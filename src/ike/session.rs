@@ -29,6 +29,7 @@ use super::nat_t;
 use super::quick_mode::{QmStep, QuickMode};
 use super::retransmit::ReplyCache;
 use super::state::{Encapsulation, Lifecycle, Origin, Path};
+use super::stats::{IKE_STATS, IkeStats};
 
 /// A datagram to send.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -383,6 +384,7 @@ impl IkeSession {
         let mut ctx = self.env.ctx(now);
         let (mm, msg) = MainMode::initiate(&mut ctx, rekey, ic);
         self.main_modes.push(mm);
+        IkeStats::count(&IKE_STATS.handshakes_started);
         self.send(msg);
     }
 
@@ -721,6 +723,7 @@ impl IkeSession {
                 mm.set_initial_contact(!self.contacted());
                 mm.reply_to = Some((from, nat_port));
                 self.main_modes.push(mm);
+                IkeStats::count(&IKE_STATS.handshakes_started);
                 self.replies.store(bytes, Some(msg.clone()));
                 self.send_to(from, nat_port, msg);
             }

@@ -18,6 +18,7 @@ use super::nat_t;
 use super::quick_mode::QmState;
 use super::retransmit::{Retransmit, RetransmitAction};
 use super::session::{IkeSession, Transmit};
+use super::stats::{IKE_STATS, IkeStats};
 
 impl IkeSession {
     /// When `handle_timeout` must be called next (`None`: nothing scheduled).
@@ -99,6 +100,7 @@ impl IkeSession {
             match action {
                 RetransmitAction::Wait => i += 1,
                 RetransmitAction::Resend => {
+                    IkeStats::count(&IKE_STATS.retransmissions);
                     let msg = stored_request(&mm.retransmit);
                     self.send(msg);
                     i += 1;
@@ -160,6 +162,7 @@ impl IkeSession {
             match action {
                 RetransmitAction::Wait => i += 1,
                 RetransmitAction::Resend => {
+                    IkeStats::count(&IKE_STATS.retransmissions);
                     let msg = stored_request(&qm.retransmit);
                     self.send(msg);
                     i += 1;
