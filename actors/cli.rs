@@ -158,6 +158,19 @@ pub enum ShowWhat {
         #[arg(long)]
         json: bool,
     },
+    /// Tunnel events (ISAKMP SA up/down, child SA up/rekey/down, refused, failed, peer dead) as
+    /// JSON lines, oldest first: the last ones the daemon kept, or with --follow the new ones
+    /// as they happen.
+    Events {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Keep the connection open and print each new event as it happens (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// Only the last N events (the daemon keeps the last 1024).
+        #[arg(long, value_name = "N", conflicts_with = "follow")]
+        last: Option<usize>,
+    },
     /// One line per peer: policy, address, state, child SAs, last error.
     Peers {
         #[command(flatten)]

@@ -6,6 +6,7 @@ mod cli;
 mod control;
 mod daemon;
 mod demo;
+mod events;
 mod ike;
 mod io;
 mod man;
@@ -132,6 +133,24 @@ fn show(what: ShowWhat) -> Result<(), String> {
                 print_json(&body);
             } else {
                 print!("{}", control::show::counters_table(&body));
+            }
+        }
+        ShowWhat::Events {
+            control,
+            follow,
+            last,
+        } => {
+            let req = Request::ShowEvents { last, follow };
+            if follow {
+                let socket = control_socket(&control)?;
+                control::client::follow(&socket, &req, Duration::from_secs(30), |line| {
+                    println!("{line}");
+                })?;
+            } else {
+                let body = call(&control, &req)?;
+                for ev in body.as_array().into_iter().flatten() {
+                    println!("{}", serde_json::to_string(ev).unwrap_or_default());
+                }
             }
         }
         ShowWhat::Peers { control, json } => {
