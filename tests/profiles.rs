@@ -927,7 +927,7 @@ dh-group = 1
 
 /// The example profile block of the profile contract (every table of docs/profiles.md), verbatim.
 const PROFILES_MD: &str = r#"[system]
-control-socket = "/run/ikehub.sock"   # default; tests and parallel instances set their own
+control-socket = "/run/ikehub/ikehub.sock"   # default; tests and parallel instances set their own
 shards = 0                            # ESP forwarding shards; 0 = one per CPU core
 
 [interface.wan]                       # a network interface the concentrator is bound to
@@ -985,7 +985,10 @@ fn full_profiles_md_example_loads() {
     let l = loads(PROFILES_MD);
     assert!(l.warnings.is_empty(), "{:#?}", l.warnings);
     let p = &l.profiles;
-    assert_eq!(p.system.control_socket, Path::new("/run/ikehub.sock"));
+    assert_eq!(
+        p.system.control_socket,
+        Path::new("/run/ikehub/ikehub.sock")
+    );
     assert_eq!(
         p.system.shards,
         std::thread::available_parallelism().unwrap().get()
@@ -1053,7 +1056,10 @@ fn full_profiles_md_example_loads() {
 fn defaults_are_applied() {
     let l = loads(&manual(&manual_ok_lines(1111, 2222)));
     let p = &l.profiles;
-    assert_eq!(p.system.control_socket, Path::new("/run/ikehub.sock"));
+    assert_eq!(
+        p.system.control_socket,
+        Path::new("/run/ikehub/ikehub.sock")
+    );
     assert!(p.system.shards >= 1);
     assert_eq!(
         (p.interfaces["wan"].ike_port, p.interfaces["wan"].nat_t_port),

@@ -2,7 +2,7 @@
 //! default, and are repeated in the commented example profiles under `profiles/`.
 
 /// `system.control-socket`.
-pub const CONTROL_SOCKET: &str = "/run/ikehub.sock";
+pub const CONTROL_SOCKET: &str = "/run/ikehub/ikehub.sock";
 /// `system.shards`: 0 = one ESP shard per CPU core (`std::thread::available_parallelism`).
 pub const SHARDS: i64 = 0;
 /// `interface.*.ike-port` (RFC 2408 §2.5.1 / IANA `isakmp`).
