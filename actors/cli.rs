@@ -121,6 +121,14 @@ pub enum Command {
         #[arg(long, default_value_t = 0.3)]
         seconds: f64,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on
+    /// stdout, generated from this command line (for packaging).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write the manual pages ikehub(8), ikehub-COMMAND(8) and ikehub.toml(5) into DIR (for
     /// packaging; generated from this command line and docs/profiles.md).
     #[command(hide = true)]

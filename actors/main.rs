@@ -221,6 +221,11 @@ fn main() -> ExitCode {
             return demo::run(spokes, seconds);
         }
         Command::Bench { json, seconds } => return bench::run(json, seconds),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ikehub", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Man { out } => man::write(&out)
             .map(|pages| {
                 for p in pages {
