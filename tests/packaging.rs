@@ -169,6 +169,33 @@ fn deb_package_holds_binary_unit_man_pages_examples_and_completions() {
             "unit lacks `{line}`:\n{unit}"
         );
     }
+    // systemd itself reads the unit without a complaint (an unknown or misspelt key is only a
+    // warning to systemctl, so any output fails here). The unit's binary path points into the
+    // extracted tree; --man=no: the pages are not installed on the test machine.
+    if common::require_tool_or_skip("systemd-analyze") {
+        let copy = tree.join("ikh-verify.service");
+        let bin = tree.join("usr/bin/ikehub");
+        std::fs::write(
+            &copy,
+            unit.replace("/usr/bin/ikehub", &bin.to_string_lossy()),
+        )
+        .expect("unit copy");
+        let out = Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(&copy)
+            .output()
+            .expect("systemd-analyze verify");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success() && said.trim().is_empty(),
+            "systemd-analyze verify ({}):\n{said}",
+            out.status
+        );
+    }
     // ProtectSystem=strict leaves only the runtime directory writable: the default control
     // socket must be in it.
     let default_socket = ikehub::config::defaults::CONTROL_SOCKET;
