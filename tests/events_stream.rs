@@ -222,6 +222,19 @@ fn events_stream_tells_a_tunnel_up_and_down() {
     for l in log.lines().filter(|l| l.contains("event=")) {
         println!("B's log: {l}");
     }
+    // The stream ends when the daemon stops (a follower never holds the daemon up).
+    let stopped = db.stop();
+    assert!(
+        stopped.is_some_and(|s| s.success()),
+        "B stopped cleanly: {stopped:?}"
+    );
+    let ended = common::poll_until(Duration::from_secs(10), || {
+        follow.child.try_wait().ok().flatten()
+    });
+    assert!(
+        ended.is_some(),
+        "show events --follow still runs after the daemon stopped"
+    );
     drop(follow);
     drop(da);
 }
