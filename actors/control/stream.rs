@@ -98,3 +98,52 @@ where
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+
+    use super::*;
+    use crate::events::{Kind, TunnelEvent};
+
+    /// A follower that does not keep up: the daemon publishes without waiting, and the stream
+    /// ends with the note line instead of the events it can no longer deliver in order.
+    #[test]
+    fn lagging_follower_gets_a_note_and_is_dropped() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let events = EventLog::with_bounds(64, 2, 4);
+            let (client, server) = tokio::io::duplex(4096);
+            let (srd, swr) = tokio::io::split(server);
+            let log = events.clone();
+            let task = tokio::spawn(async move { follow(&log, srd, swr).await });
+            let mut client = BufReader::new(client);
+            let mut line = String::new();
+            client.read_line(&mut line).await.unwrap();
+            assert!(line.contains(r#""following":true"#), "{line}");
+            // Ten events before the follower runs again: it can hold two.
+            for _ in 0..10 {
+                events.publish(TunnelEvent::new(Kind::Up, "P", "192.0.2.2:500", None));
+            }
+            let mut rest = Vec::new();
+            loop {
+                line.clear();
+                if client.read_line(&mut line).await.unwrap() == 0 {
+                    break;
+                }
+                rest.push(line.clone());
+            }
+            task.await.unwrap();
+            assert_eq!(rest.len(), 1, "{rest:?}");
+            assert!(
+                rest[0].starts_with(r#"{"note":"dropped: this stream fell 8 events behind"#),
+                "{rest:?}"
+            );
+            // Its place is free again.
+            assert!(events.subscribe().is_some());
+        });
+    }
+}
