@@ -121,6 +121,14 @@ pub enum Command {
         #[arg(long, default_value_t = 0.3)]
         seconds: f64,
     },
+    /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on
+    /// stdout, generated from this command line (for packaging).
+    #[command(hide = true)]
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
     /// Write the manual pages ikehub(8), ikehub-COMMAND(8) and ikehub.toml(5) into DIR (for
     /// packaging; generated from this command line and docs/profiles.md).
     #[command(hide = true)]
@@ -157,6 +165,19 @@ pub enum ShowWhat {
         /// Machine-readable output (JSON).
         #[arg(long)]
         json: bool,
+    },
+    /// Tunnel events (ISAKMP SA up/down, child SA up/rekey/down, refused, failed, peer dead) as
+    /// JSON lines, oldest first: the last ones the daemon kept, or with --follow the new ones
+    /// as they happen.
+    Events {
+        #[command(flatten)]
+        control: ControlArgs,
+        /// Keep the connection open and print each new event as it happens (until interrupted).
+        #[arg(long)]
+        follow: bool,
+        /// Only the last N events (the daemon keeps the last 1024).
+        #[arg(long, value_name = "N", conflicts_with = "follow")]
+        last: Option<usize>,
     },
     /// One line per peer: policy, address, state, child SAs, last error.
     Peers {

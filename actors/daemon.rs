@@ -12,6 +12,7 @@ use ikehub::config::{Encapsulation, Profiles};
 use tracing::{error, info, warn};
 
 use crate::control;
+use crate::events::EventLog;
 use crate::ike::router::start_router;
 use crate::ike::socket::IkeSockets;
 use crate::ike::spis::HostSpis;
@@ -295,6 +296,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             spis.reserve(spi);
         }
     }
+    let events = EventLog::default();
     let router = if profiles.isakmp_policies.is_empty() {
         None
     } else {
@@ -303,6 +305,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             ike_sockets,
             &shards,
             spis.clone(),
+            events.clone(),
         )?)
     };
     let registry =
@@ -310,6 +313,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
     let control = control::server::serve(
         &profiles.system.control_socket,
         registry.clone().recipient(),
+        events,
     )
     .map_err(|e| {
         format!(

@@ -6,6 +6,7 @@ mod cli;
 mod control;
 mod daemon;
 mod demo;
+mod events;
 mod ike;
 mod io;
 mod man;
@@ -135,6 +136,24 @@ fn show(what: ShowWhat) -> Result<(), String> {
                 print!("{}", control::show::counters_table(&body));
             }
         }
+        ShowWhat::Events {
+            control,
+            follow,
+            last,
+        } => {
+            let req = Request::ShowEvents { last, follow };
+            if follow {
+                let socket = control_socket(&control)?;
+                control::client::follow(&socket, &req, Duration::from_secs(30), |line| {
+                    println!("{line}");
+                })?;
+            } else {
+                let body = call(&control, &req)?;
+                for ev in body.as_array().into_iter().flatten() {
+                    println!("{}", serde_json::to_string(ev).unwrap_or_default());
+                }
+            }
+        }
         ShowWhat::Peers { control, json } => {
             let body = call(&control, &Request::ShowPeers)?;
             if json {
@@ -203,6 +222,11 @@ fn main() -> ExitCode {
             return demo::run(spokes, seconds);
         }
         Command::Bench { json, seconds } => return bench::run(json, seconds),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            clap_complete::generate(shell, &mut cmd, "ikehub", &mut std::io::stdout());
+            Ok(())
+        }
         Command::Man { out } => man::write(&out)
             .map(|pages| {
                 for p in pages {

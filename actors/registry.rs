@@ -458,6 +458,10 @@ impl Handler<Control> for Registry {
                     }
                 })
             }
+            // The control socket answers these itself from the event ring (actors/events.rs).
+            Request::ShowEvents { .. } => immediate(Response::Error {
+                message: "show events is served by the control socket".into(),
+            }),
             Request::Initiate { policy, .. } | Request::Terminate { policy, .. } => {
                 let message = if self.profiles.manual_policies.contains_key(&policy) {
                     format!(

@@ -5,4 +5,5 @@ pub mod client;
 pub mod protocol;
 pub mod server;
 pub mod show;
+pub mod stream;
 pub mod table;

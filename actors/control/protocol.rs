@@ -1,5 +1,6 @@
 //! The control-socket protocol: one JSON request line, one JSON response line, over a Unix
-//! stream socket (mode 0600). Shared by the daemon (server) and the CLI (client).
+//! stream socket (mode 0600). Shared by the daemon (server) and the CLI (client). The one
+//! exception is `show-events` with `follow`: after the response line, one JSON line per event.
 
 use serde::{Deserialize, Serialize};
 
@@ -10,6 +11,14 @@ pub enum Request {
     ShowIsakmp,
     ShowPeers,
     ShowCounters,
+    /// The last `last` tunnel events (all the ring holds when absent); with `follow`, an `Ok`
+    /// line and then one JSON line per new event until either side closes (docs/cli.md).
+    ShowEvents {
+        #[serde(default)]
+        last: Option<usize>,
+        #[serde(default)]
+        follow: bool,
+    },
     Reload,
     Initiate {
         policy: String,

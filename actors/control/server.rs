@@ -10,6 +10,7 @@ use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::UnixListener;
 
 use super::protocol::{Request, Response};
+use crate::events::EventLog;
 
 /// A control request handed to the registry.
 #[derive(Message)]
@@ -26,7 +27,11 @@ impl Drop for SocketGuard {
 }
 
 /// Binds the control socket (mode 0600) and serves it on the current actix arbiter.
-pub fn serve(path: &Path, handler: Recipient<Control>) -> io::Result<SocketGuard> {
+pub fn serve(
+    path: &Path,
+    handler: Recipient<Control>,
+    events: EventLog,
+) -> io::Result<SocketGuard> {
     if path.exists() {
         // A live daemon answering on it means a second instance would steal its socket.
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
@@ -51,6 +56,7 @@ pub fn serve(path: &Path, handler: Recipient<Control>) -> io::Result<SocketGuard
                 continue;
             };
             let handler = handler.clone();
+            let events = events.clone();
             actix::spawn(async move {
                 let (rd, mut wr) = stream.into_split();
                 let mut line = String::new();
@@ -59,6 +65,10 @@ pub fn serve(path: &Path, handler: Recipient<Control>) -> io::Result<SocketGuard
                     return;
                 }
                 let response = match serde_json::from_str::<Request>(&line) {
+                    Ok(Request::ShowEvents { follow: true, .. }) => {
+                        return super::stream::follow(&events, rd, wr).await;
+                    }
+                    Ok(Request::ShowEvents { last, .. }) => super::stream::snapshot(&events, last),
                     Ok(req) => {
                         handler
                             .send(Control(req))

@@ -230,6 +230,8 @@ pub fn start(
         HashMap::from([(IpAddr::V4(HUB_WAN), ike_sockets)]),
         &shards,
         Arc::new(HostSpis::default()),
+        // Nobody follows the demo's events: the ring keeps the last ones, bounded.
+        crate::events::EventLog::default(),
     )?;
     Ok(Hub {
         shards,

@@ -18,6 +18,7 @@ use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
 
 use super::socket::IkeSockets;
+use crate::events::{EventLog, Kind, TunnelEvent};
 use crate::messages::IkeDatagram;
 use crate::shard::{
     self, EspShard, GetSaUsage, RemovePolicy, SaKind, SaPair, SetPeerPort, SetPolicySa, SpdEntry,
@@ -138,6 +139,8 @@ pub struct PeerActor {
     installed_any: bool,
     /// The peer's authenticated phase-1 identity.
     peer_id: Option<String>,
+    /// Where tunnel events go (the log line and `show events`).
+    events: EventLog,
 }
 
 /// A child SA pair as installed: its handles and the selectors its SPD entries carry.
@@ -173,6 +176,7 @@ impl PeerActor {
         networks: Vec<ProtectedNetwork>,
         clean_stop: Arc<std::sync::atomic::AtomicBool>,
         claims: super::claims::Claims,
+        events: EventLog,
     ) -> Self {
         let span = info_span!("peer", policy = %policy, peer = %peer);
         PeerActor {
@@ -200,7 +204,20 @@ impl PeerActor {
             refused: false,
             installed_any: false,
             peer_id: None,
+            events,
         }
+    }
+
+    /// A tunnel event of this peer, to be completed and [`PeerActor::record`]ed.
+    fn event(&self, kind: Kind) -> TunnelEvent {
+        TunnelEvent::new(kind, &self.policy, self.peer, self.peer_id.as_deref())
+    }
+
+    /// The one place a tunnel event is logged (one line, in the peer's span) and published.
+    fn record(&self, ev: TunnelEvent) {
+        let _in_span = self.span.enter();
+        ev.log();
+        self.events.publish(ev);
     }
 
     fn children_changed(&self) {
@@ -228,13 +245,14 @@ impl PeerActor {
     /// Installs a negotiated pair. Returns false when the pair was refused because another
     /// policy reserved it or another spoke holds it (`ikehub::claims`; the caller then deletes
     /// this peer's SAs).
-    fn install(&mut self, info: ChildSaInfo) -> bool {
+    /// `replaces`: the pair a re-key replaces (the event is then `rekey`, not `up`).
+    fn install(&mut self, info: ChildSaInfo, replaces: Option<SpiPair>) -> bool {
         // Quick mode already asked (SelectorGuard); asked again here because two spokes may
         // have negotiated at the same time, and this claim is the one that holds.
         for pn in &info.protected_networks {
             if let Err(refusal) = self.claims.claim(&self.spd_key, !self.keep_policy, pn) {
                 let reason = format!("refused: {refusal}");
-                warn!("{reason}");
+                self.record(self.event(Kind::Refused).child(&info).reason(&reason));
                 self.last_error = Some(reason);
                 self.failed = true;
                 // If the holder is dead (this very spoke before a restart, behind a NAT that
@@ -257,8 +275,9 @@ impl PeerActor {
         ) {
             (Ok(i), Ok(o)) => (i, o),
             (Err(e), _) | (_, Err(e)) => {
-                warn!("negotiated SA cannot be built: {e}");
-                self.last_error = Some(format!("negotiated SA cannot be built: {e}"));
+                let reason = format!("negotiated SA cannot be built: {e}");
+                self.record(self.event(Kind::Failed).child(&info).reason(&reason));
+                self.last_error = Some(reason);
                 return true;
             }
         };
@@ -285,10 +304,11 @@ impl PeerActor {
             },
         );
         self.children_changed();
-        info!(
-            "child SA up: {} inbound SPI {} outbound SPI {}",
-            info.suite, spis.inbound, spis.outbound
-        );
+        let ev = match replaces {
+            Some(old) => self.event(Kind::Rekey).child(&info).old_spis(old),
+            None => self.event(Kind::Up).child(&info),
+        };
+        self.record(ev);
         true
     }
 
@@ -312,26 +332,20 @@ impl PeerActor {
         }
         shard::remove_pair(&self.shards, &gone.pair, &self.spd_key);
         self.children_changed();
-        info!(
-            "child SA removed ({why}): inbound SPI {} outbound SPI {}",
-            spis.inbound, spis.outbound
-        );
+        self.record(self.event(Kind::Down).spis(spis).reason(why));
     }
 
     fn on_event(&mut self, ev: Event) {
         match ev {
             Event::ChildSaEstablished(info) => {
-                if !self.install(info) {
+                if !self.install(info, None) {
                     self.refused = true;
                 }
             }
             Event::ChildSaRekeyed { old, new } => {
                 IkeStats::count(&IKE_STATS.rekeys);
-                info!(
-                    "child SA re-keyed: old inbound SPI {} stays until deleted",
-                    old.inbound
-                );
-                if !self.install(new) {
+                // The old pair stays until its own delete or expiry (its `down` event).
+                if !self.install(new, Some(old)) {
                     self.refused = true;
                 }
             }
@@ -346,16 +360,18 @@ impl PeerActor {
                 peer_id,
             } => {
                 IkeStats::count(&IKE_STATS.handshakes_completed);
-                info!(
-                    "ISAKMP SA up ({}): {suite}, peer ID {peer_id}",
-                    if initiator { "initiator" } else { "responder" }
+                self.peer_id = Some(peer_id.clone());
+                let role = if initiator { "initiator" } else { "responder" };
+                self.record(
+                    self.event(Kind::IsakmpUp)
+                        .cookies(&initiator_cookie, &responder_cookie)
+                        .suite(&format!("{suite} ({role})")),
                 );
                 self.last_error = None;
                 self.router.do_send(super::router::Phase1Up {
                     id: self.id,
                     peer_id: peer_id.clone(),
                 });
-                self.peer_id = Some(peer_id);
                 self.isakmp = Some(Isakmp {
                     icky: initiator_cookie,
                     rcky: responder_cookie,
@@ -366,10 +382,14 @@ impl PeerActor {
             }
             Event::IsakmpSaDeleted {
                 initiator_cookie,
+                responder_cookie,
                 reason,
-                ..
             } => {
-                info!("ISAKMP SA down: {reason}");
+                self.record(
+                    self.event(Kind::IsakmpDown)
+                        .cookies(&initiator_cookie, &responder_cookie)
+                        .reason(&reason),
+                );
                 if self
                     .isakmp
                     .as_ref()
@@ -380,21 +400,28 @@ impl PeerActor {
             }
             Event::PeerDead => {
                 IkeStats::count(&IKE_STATS.dpd_deaths);
-                warn!("peer declared dead (no DPD answer)");
-                self.last_error = Some("peer dead: no answer to dead peer detection".into());
+                let reason = "no answer to dead peer detection";
+                self.record(self.event(Kind::PeerDead).reason(reason));
+                self.last_error = Some(format!("peer dead: {reason}"));
                 self.failed = true;
             }
             Event::Failed { reason, notify } => {
                 IKE_STATS.failed(FailureClass::of(&reason, notify));
-                // The session logged it (with the notify); `show peers` shows it, led by the
-                // notify's name when the reason does not already say it.
+                // Led by the notify's name when the reason does not already say it.
                 let squash = |s: &str| s.to_ascii_lowercase().replace(['-', '_'], " ");
-                self.last_error = Some(match notify {
+                let reason = match notify {
                     Some(n) if !squash(&reason).contains(&squash(&n.to_string())) => {
                         format!("{n}: {reason}")
                     }
                     _ => reason,
-                });
+                };
+                // An unknown initiator that never authenticated can fail as often as anyone
+                // sends garbage: the session logs those at debug and the router counts them in
+                // rate-limited summaries; only a peer we called or knew is an operator event.
+                if self.session.accountable() {
+                    self.record(self.event(Kind::Failed).reason(&reason));
+                }
+                self.last_error = Some(reason);
                 self.failed = true;
             }
             Event::InitialContact => info!("peer reports initial contact: old SAs removed"),

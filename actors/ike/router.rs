@@ -24,6 +24,7 @@ use super::peer::{
 };
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
+use crate::events::EventLog;
 use crate::messages::{Acquire, ConnectIke, IkeDatagram};
 use crate::shard::{self, EspShard, RemovePolicy, SaPair};
 
@@ -137,6 +138,8 @@ pub struct IkeRouter {
     history: History,
     /// Remote networks held by peers (two spokes cannot claim the same one).
     claims: super::claims::Claims,
+    /// Tunnel events of every peer (`show events`).
+    events: EventLog,
 }
 
 /// All peers' status rows.
@@ -212,9 +215,10 @@ pub fn start_router(
     sockets: HashMap<IpAddr, IkeSockets>,
     shards: &[Addr<EspShard>],
     spis: Arc<HostSpis>,
+    events: EventLog,
 ) -> Result<Addr<IkeRouter>, String> {
     let readers: Vec<IkeSockets> = sockets.values().cloned().collect();
-    let router = IkeRouter::new(profiles, sockets, shards.to_vec(), spis).start();
+    let router = IkeRouter::new(profiles, sockets, shards.to_vec(), spis, events).start();
     for s in &readers {
         s.spawn_reader(router.clone().recipient())
             .map_err(|e| format!("IKE socket {}: {e}", s.ike_addr))?;
@@ -234,8 +238,10 @@ impl IkeRouter {
         sockets: HashMap<IpAddr, IkeSockets>,
         shards: Vec<Addr<EspShard>>,
         spis: Arc<HostSpis>,
+        events: EventLog,
     ) -> Self {
         IkeRouter {
+            events,
             // Reserved from load, whether or not the owners' tunnels ever come up.
             claims: super::claims::Claims::new(&profiles),
             profiles,
@@ -362,6 +368,7 @@ impl IkeRouter {
             policy.protected_networks.clone(),
             clean_stop.clone(),
             self.claims.clone(),
+            self.events.clone(),
         )
         .start();
         self.counters.peers_started += 1;

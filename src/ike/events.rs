@@ -111,3 +111,22 @@ pub enum Event {
     /// UDP-encapsulated SAs must send there.
     PeerPortChanged(SocketAddr),
 }
+
+impl Event {
+    /// The variant's name, for debug logs that must not dump the key-bearing parameters.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::IsakmpSaEstablished { .. } => "ISAKMP SA established",
+            Event::IsakmpSaDeleted { .. } => "ISAKMP SA deleted",
+            Event::ChildSaEstablished(_) => "child SA established",
+            Event::ChildSaRekeyed { .. } => "child SA re-keyed",
+            Event::ChildSaExpired(_) => "child SA expired",
+            Event::ChildSaDeleted { .. } => "child SA deleted",
+            Event::PeerDead => "peer dead",
+            Event::Failed { .. } => "failed",
+            Event::InitialContact => "initial contact",
+            Event::NatDetected { .. } => "NAT detected",
+            Event::PeerPortChanged(_) => "peer port changed",
+        }
+    }
+}

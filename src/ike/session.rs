@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use rand::CryptoRng;
-use tracing::{debug, info, warn};
+use tracing::debug;
 
 use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{ExchangeType, NotifyType, peek_header};
@@ -341,19 +341,25 @@ impl IkeSession {
         self.send_to(to, nat_t, plain_notify(cky_i, cky_r, n, id));
     }
 
+    /// A failure of this session is an operator event: we called the peer, or it had an ISAKMP
+    /// SA with us before. Otherwise it is an unknown initiator that never authenticated, whose
+    /// failures anyone can cause: those are counted in rate-limited summaries, not logged one
+    /// by one.
+    pub fn accountable(&self) -> bool {
+        self.contacted() || self.origin == Origin::WeCalled
+    }
+
+    /// Queues an event. The daemon logs each one once, in words with hex SPIs and cookies
+    /// (actors/events.rs); here only its name goes to the debug log, never a `Debug` dump of
+    /// key-bearing parameters.
     pub(crate) fn emit(&mut self, e: Event) {
         match &e {
-            Event::Failed { reason, notify }
-                if self.contacted() || self.origin == Origin::WeCalled =>
-            {
-                warn!(policy = %self.env.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
-            }
-            // An unknown initiator that never authenticated: anyone can cause this, so the
-            // daemon logs such failures as rate-limited summaries, not one line each.
-            Event::Failed { reason, notify } => {
+            Event::Failed { reason, notify } if !self.accountable() => {
                 debug!(policy = %self.env.config.policy, peer = %self.path.peer, notify = ?notify, "{reason}")
             }
-            other => info!(policy = %self.env.config.policy, peer = %self.path.peer, "{other:?}"),
+            other => {
+                debug!(policy = %self.env.config.policy, peer = %self.path.peer, "session event: {}", other.name())
+            }
         }
         self.events.push_back(e);
     }
