@@ -2,11 +2,11 @@
 //! GSO sends, and what reaches the wire is still one ordinary ESP-in-UDP datagram per packet,
 //! each decrypted and verified by tshark with the configured keys.
 //!
-//! A veth passes a GSO send to the other namespace in one piece; `TwoSites` puts a `tbf` qdisc
-//! on each WAN device (`cut_gso_before_the_wire`) so the capture sees what a NIC would put on
-//! the wire.
+//! A veth passes a GSO send to the other namespace in one piece; `TwoSites` makes each WAN
+//! device segment GSO sends in software (`cut_gso_before_the_wire`), so the capture sees what a
+//! NIC would put on the wire.
 //!
-//! Needs root and ip, tc, ping, tcpdump, tshark. Outside CI the test skips (with a message)
+//! Needs root and ip, ping, tcpdump, tshark. Outside CI the test skips (with a message)
 //! when those are missing; under `CI=true` it fails.
 
 mod common;
@@ -21,7 +21,7 @@ use common::tunnel::{AES128_SHA1, Auth, Encapsulation, ManualPair, POLICY, Side}
 use common::wireshark::{WiresharkConfig, decode_ipsec};
 use common::{Capture, Daemon, Netns, TwoSites};
 
-const TOOLS: &[&str] = &["ip", "tc", "ping", "tcpdump", "tshark"];
+const TOOLS: &[&str] = &["ip", "ping", "tcpdump", "tshark"];
 const TUN: &str = "ikehub0";
 const UP_TIMEOUT: Duration = Duration::from_secs(20);
 /// Echo requests sent back to back per burst (`ping -l`): the daemon reads them from its TUN

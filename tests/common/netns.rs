@@ -169,17 +169,11 @@ impl TwoSites {
 
 /// Makes `dev` put on the wire what a NIC would: one datagram per UDP GSO segment. A veth
 /// passes a `UDP_SEGMENT` send to the peer namespace in one piece (the receiving kernel
-/// segments it on delivery), so a capture on it would see one large datagram holding several
-/// ESP packets. A `tbf` qdisc segments what exceeds its burst before the device, at a rate far
-/// above anything a test sends.
+/// segments it on delivery), so a capture on it would see one datagram holding several ESP
+/// packets. With `gso_max_segs 1` the kernel segments every GSO packet in software before the
+/// device (net/core/dev.c `gso_features_check`), so captures see each segment.
 pub fn cut_gso_before_the_wire(ns: &Netns, dev: &str) {
-    ns.run(
-        "tc",
-        &[
-            "qdisc", "replace", "dev", dev, "root", "tbf", "rate", "10gbit", "burst", "4000",
-            "limit", "4000000",
-        ],
-    );
+    ns.run("ip", &["link", "set", "dev", dev, "gso_max_segs", "1"]);
 }
 
 /// Pings `dst` from `src` inside `ns`, `count` echo requests 50 ms apart, and returns the loss
