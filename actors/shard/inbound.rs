@@ -10,7 +10,7 @@ use ikehub::esp::Received;
 use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
 use ikehub::wire::{AhPacket, EspPacket, IpProtocol, Ipv4Packet};
 
-use super::{Encap, EspShard, Handoff, HandoffMeta, Inbound};
+use super::{Encap, EspShard, Handoff, HandoffMeta, InFlight, Inbound, MAX_HANDOFFS_IN_FLIGHT};
 
 impl EspShard {
     pub(super) fn drain_udp(&mut self, now: Instant, w: usize) {
@@ -185,22 +185,38 @@ impl EspShard {
 
     // ---- between shards -----------------------------------------------------------------
 
-    /// Sends what piled up for other shards during this batch, one message per shard.
+    /// Sends what piled up for other shards during this batch, one message per shard. A
+    /// shard that has [`MAX_HANDOFFS_IN_FLIGHT`] batches from this one still unprocessed gets
+    /// none: the batch is dropped and counted (`handoff_dropped`), as a full socket buffer
+    /// would drop it. Actix `do_send` queues past the mailbox capacity, so without this bound
+    /// a flood through a busy owner grows the queue (and every packet's latency) without end.
     pub(super) fn flush_handoffs(&mut self) {
         for (k, batch) in self.handoff.iter_mut().enumerate() {
             if batch.is_empty() {
                 continue;
             }
-            match self.peers.get(k) {
-                Some(peer) => peer.do_send(Handoff(batch.take())),
-                None => batch.clear(),
+            let token = self
+                .handoffs_in_flight
+                .get(k)
+                .and_then(|n| InFlight::take(n, MAX_HANDOFFS_IN_FLIGHT));
+            match (self.peers.get(k), token) {
+                (Some(peer), Some(token)) => peer.do_send(Handoff(batch.take(), token)),
+                (Some(_), None) => {
+                    self.counters.handoff_dropped += batch.len() as u64;
+                    batch.clear();
+                }
+                (None, _) => batch.clear(),
             }
         }
     }
 
     /// Packets another shard read for SAs this shard holds: each takes the path it would
     /// have taken here.
-    pub(super) fn receive_handoff(&mut self, now: Instant, Handoff(mut batch): Handoff) {
+    pub(super) fn receive_handoff(
+        &mut self,
+        now: Instant,
+        Handoff(mut batch, _in_flight): Handoff,
+    ) {
         for i in 0..batch.len() {
             match batch.get_mut(i) {
                 (HandoffMeta::Cleartext { sa }, buf, start) => {
@@ -218,6 +234,9 @@ impl EspShard {
 mod tests {
     use std::net::IpAddr;
     use std::rc::Rc;
+    use std::sync::atomic::Ordering;
+
+    use actix::prelude::*;
 
     use ikehub::config::{KeyBytes, Mode};
     use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
@@ -410,7 +429,7 @@ mod tests {
             assert!(reader.tx_clear.is_empty());
             let batch = reader.handoff[1].take();
             assert_eq!(batch.len(), 1);
-            owner.receive_handoff(now, Handoff(batch));
+            owner.receive_handoff(now, Handoff(batch, InFlight::untracked()));
             assert_eq!(owner.counters.unknown_spi, 0);
             assert_eq!(owner.counters.malformed, 0, "{:?}", owner.counters);
 
@@ -421,6 +440,74 @@ mod tests {
             }
             assert_eq!(owner.sas.inbound(inbound).unwrap().sa.counters().packets, 2);
         }
+    }
+
+    /// The hand-over queue is bounded: while the owner does not run, a reader flooding it
+    /// gets [`MAX_HANDOFFS_IN_FLIGHT`] batches into its mailbox and drops and counts the rest
+    /// (`handoff_dropped`); once the owner has processed them, batches flow again. With the
+    /// old unbounded `do_send` the owner received all 20 batches.
+    #[test]
+    fn handoff_queue_is_bounded_while_the_owner_is_behind() {
+        const FLOOD: usize = 20;
+        const SPI: u32 = 0x2003;
+        assert_eq!(io::spi_shard(SPI, 2), 1, "the test wants shard 1 to own it");
+        actix::System::new().block_on(async {
+            let owner = EspShard::new(
+                1,
+                2,
+                ShardIo {
+                    cleartext: None,
+                    wans: vec![],
+                },
+            )
+            .start();
+            let (mut reader, _lan) = shard(0, 2);
+            reader.peers = vec![owner.clone(), owner.clone()];
+            let mut ip = [0u8; 28];
+            Ipv4Repr::new(SPOKE, HUB, IpProtocol::ESP, 8)
+                .emit(&mut ip)
+                .unwrap();
+            ip[20..24].copy_from_slice(&SPI.to_be_bytes());
+            let send_one = |reader: &mut EspShard| {
+                let mut slot = [0u8; HEADROOM + 28];
+                slot[HEADROOM..].copy_from_slice(&ip);
+                let at = reader.demux_ip(HUB, &slot[HEADROOM..]).expect("ESP");
+                reader.inbound(Instant::now(), at, &mut slot, HEADROOM);
+                reader.flush_handoffs();
+            };
+            // The owner cannot run: this task does not yield.
+            for _ in 0..FLOOD {
+                send_one(&mut reader);
+            }
+            let in_flight = reader.handoffs_in_flight[1].clone();
+            assert_eq!(in_flight.load(Ordering::Acquire), MAX_HANDOFFS_IN_FLIGHT);
+            assert_eq!(reader.counters.handed_over, FLOOD as u64);
+            assert_eq!(
+                reader.counters.handoff_dropped,
+                (FLOOD - MAX_HANDOFFS_IN_FLIGHT) as u64
+            );
+            for _ in 0..1000 {
+                if in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert_eq!(in_flight.load(Ordering::Acquire), 0, "the owner caught up");
+            send_one(&mut reader);
+            assert_eq!(
+                reader.counters.handoff_dropped,
+                (FLOOD - MAX_HANDOFFS_IN_FLIGHT) as u64,
+                "accepted again"
+            );
+            let report = owner.send(super::super::Report).await.unwrap();
+            // The SPI is the owner's but no SA holds it: each delivered packet counts once.
+            assert_eq!(
+                report.counters.unknown_spi,
+                MAX_HANDOFFS_IN_FLIGHT as u64 + 1,
+                "the owner received only the bounded batches"
+            );
+            System::current().stop();
+        });
     }
 
     /// Records the reading shard cannot use are counted, never handed over: IKE-less runts,

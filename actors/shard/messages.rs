@@ -2,6 +2,7 @@
 //! handles the daemon issued; packets cross shards only in batches ([`Handoff`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
@@ -133,6 +134,11 @@ pub struct ShardCounters {
     /// GSO sends the kernel refused (the datagrams then went out one by one).
     #[serde(default)]
     pub udp_gso_refused: u64,
+    /// Packets for another shard dropped because that shard had
+    /// [`MAX_HANDOFFS_IN_FLIGHT`](super::MAX_HANDOFFS_IN_FLIGHT) batches from this one not yet
+    /// processed (it is behind: queueing more would only grow memory and latency).
+    #[serde(default)]
+    pub handoff_dropped: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
     pub replay_drops: u64,
@@ -147,10 +153,42 @@ pub struct ShardReport {
     pub counters: ShardCounters,
 }
 
-/// A batch of packets that arrived on the wrong shard, for the owner of their SA.
+/// A batch of packets that arrived on the wrong shard, for the owner of their SA, with the
+/// sender's count of its batches in flight to that owner (released when the message is
+/// dropped, after the owner processed it).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Handoff(pub HandoffBatch);
+pub struct Handoff(pub HandoffBatch, pub InFlight);
+
+/// One hand-over batch counted in flight: taken by the sender before it sends
+/// ([`InFlight::take`]), given back when the message is dropped, i.e. once the receiver has
+/// processed it (or the receiver is gone).
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more batch in flight on `count`, unless `bound` are already: then `None`.
+    pub fn take(count: &Arc<AtomicUsize>, bound: usize) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(count.clone()))
+    }
+
+    /// A token counted on nothing the sender watches (tests that feed a shard directly).
+    #[cfg(test)]
+    pub fn untracked() -> InFlight {
+        InFlight(Arc::new(AtomicUsize::new(1)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The addresses of all shards, sent to each shard once they are all started.
 #[derive(Message)]

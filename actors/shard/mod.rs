@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -47,6 +48,10 @@ const SLOT_SIZE: usize = 2048;
 /// bytes of IPv4 for transport mode over UDP) and encapsulation of cleartext writes up to the
 /// outer IPv4 + UDP + AH + ESP headers and IV (96 bytes) in front of it.
 const RX_HEADROOM: usize = 128;
+/// Hand-over batches one shard may have queued for another and not yet processed: a few
+/// receive batches' worth (4 x 64 packets) absorbs a burst while the owner is busy; beyond it
+/// the owner is behind and more queueing would only add memory and latency.
+pub(crate) const MAX_HANDOFFS_IN_FLIGHT: usize = 4;
 
 /// The cleartext side of a shard.
 pub enum Cleartext {
@@ -103,6 +108,8 @@ pub struct EspShard {
     tx_clear: PacketBatch,
     /// Packets for shard `k` gathered during one batch, sent as one [`Handoff`] message.
     handoff: Vec<HandoffBatch>,
+    /// Per receiving shard: this shard's hand-over batches it has not processed yet.
+    handoffs_in_flight: Vec<Arc<AtomicUsize>>,
     rng: StdRng,
     ip_id: u16,
     counters: ShardCounters,
@@ -111,7 +118,7 @@ pub struct EspShard {
     /// When each policy last sent an Acquire (at most one a second per policy).
     last_acquire: HashMap<Arc<str>, Instant>,
     /// Drop counters at the last summary log line.
-    logged_drops: [u64; 10],
+    logged_drops: [u64; 11],
 }
 
 impl EspShard {
@@ -130,13 +137,14 @@ impl EspShard {
             tx_udp: Vec::new(),
             tx_clear: PacketBatch::new(MAX_RX, SLOT_SIZE, 0),
             handoff: (0..count).map(|_| HandoffBatch::default()).collect(),
+            handoffs_in_flight: (0..count).map(|_| Arc::default()).collect(),
             rng: rand::make_rng(),
             ip_id: (index as u16).wrapping_mul(0x2f1d),
             counters: ShardCounters::default(),
             ike: None,
             acquire: None,
             last_acquire: HashMap::new(),
-            logged_drops: [0; 10],
+            logged_drops: [0; 11],
         }
     }
 
@@ -269,6 +277,7 @@ impl EspShard {
             c.not_ipv4,
             c.encap_errors,
             c.send_errors,
+            c.handoff_dropped,
             c.icv_failures,
             c.replay_drops,
             c.padding_errors,
@@ -281,6 +290,7 @@ impl EspShard {
             "not IPv4",
             "encapsulation errors",
             "send errors",
+            "for a shard that is behind",
             "ICV failures",
             "replayed",
             "bad padding",
