@@ -10,6 +10,7 @@ use ikehub::esp::SecurityAssociation;
 
 use super::{HandoffBatch, SaHandle, SpdEntry};
 use crate::control::protocol::SaStatus;
+use crate::io::OffloadStats;
 
 /// How an SA was keyed (the TYPE column of `show sa`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -139,12 +140,32 @@ pub struct ShardCounters {
     /// processed (it is behind: queueing more would only grow memory and latency).
     #[serde(default)]
     pub handoff_dropped: u64,
+    /// Reads from the TUN queue dropped by the offload path (the Linux virtio-net header
+    /// ABI): header or packet inconsistent; a GSO type the data plane does not carry
+    /// (IPv6); a packet or segment larger than a batch slot. Copied from the queue's
+    /// [`OffloadStats`](crate::io::OffloadStats).
+    #[serde(default)]
+    pub tun_offload_malformed: u64,
+    #[serde(default)]
+    pub tun_offload_unsupported: u64,
+    #[serde(default)]
+    pub tun_offload_too_big: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
     pub replay_drops: u64,
     pub padding_errors: u64,
     pub selector_mismatches: u64,
     pub malformed: u64,
+}
+
+impl ShardCounters {
+    /// Takes the drop counters of the TUN queue's offload read path (running totals kept by
+    /// the queue, so this overwrites).
+    pub fn copy_tun_offload_drops(&mut self, stats: &OffloadStats) {
+        self.tun_offload_malformed = stats.malformed.get();
+        self.tun_offload_unsupported = stats.unsupported.get();
+        self.tun_offload_too_big = stats.too_big.get();
+    }
 }
 
 #[derive(Debug, Default)]
@@ -194,3 +215,36 @@ impl Drop for InFlight {
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Peers(pub Vec<Addr<super::EspShard>>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each offload drop counter of the TUN queue lands in its own shard counter, under the
+    /// name `show counters` prints (the table takes the JSON field names).
+    #[test]
+    fn tun_offload_drops_reach_the_shard_counters() {
+        let stats = OffloadStats::default();
+        stats.malformed.set(3);
+        stats.unsupported.set(5);
+        stats.too_big.set(7);
+        stats.segments.set(11);
+        let mut c = ShardCounters::default();
+        c.copy_tun_offload_drops(&stats);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["tun_offload_malformed"], 3);
+        assert_eq!(json["tun_offload_unsupported"], 5);
+        assert_eq!(json["tun_offload_too_big"], 7);
+        let other: u64 = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !name.starts_with("tun_offload_"))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(other, 0, "nothing else changed");
+        // A report from a daemon without these fields still reads.
+        let old: ShardCounters = serde_json::from_str(r#"{"cleartext_in":1,"no_policy":0,"no_sa":0,"unknown_spi":0,"not_ipv4":0,"icmp_frag_needed":0,"encap_errors":0,"send_errors":0,"handed_over":0,"ike_datagrams":0,"ike_dropped":0,"keepalives":0,"icv_failures":0,"replay_drops":0,"padding_errors":0,"selector_mismatches":0,"malformed":0}"#).unwrap();
+        assert_eq!((old.cleartext_in, old.tun_offload_too_big), (1, 0));
+    }
+}

@@ -118,7 +118,7 @@ pub struct EspShard {
     /// When each policy last sent an Acquire (at most one a second per policy).
     last_acquire: HashMap<Arc<str>, Instant>,
     /// Drop counters at the last summary log line.
-    logged_drops: [u64; 11],
+    logged_drops: [u64; 14],
 }
 
 impl EspShard {
@@ -144,7 +144,7 @@ impl EspShard {
             ike: None,
             acquire: None,
             last_acquire: HashMap::new(),
-            logged_drops: [0; 11],
+            logged_drops: [0; 14],
         }
     }
 
@@ -269,7 +269,17 @@ impl EspShard {
 const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl EspShard {
+    /// Brings the TUN queue's offload drop counters into the shard's (the queue keeps them
+    /// in `Cell`s on the read path; copied only for a report or the log summary).
+    fn sync_tun_counters(&mut self) {
+        if let Some(ClearFd::Tun(fd)) = &self.clear {
+            self.counters
+                .copy_tun_offload_drops(fd.get_ref().offload_stats());
+        }
+    }
+
     fn log_drops(&mut self) {
+        self.sync_tun_counters();
         let c = &self.counters;
         let now = [
             c.unknown_spi,
@@ -283,6 +293,9 @@ impl EspShard {
             c.padding_errors,
             c.selector_mismatches,
             c.malformed,
+            c.tun_offload_malformed,
+            c.tun_offload_unsupported,
+            c.tun_offload_too_big,
         ];
         let names = [
             "unknown SPI",
@@ -296,6 +309,9 @@ impl EspShard {
             "bad padding",
             "outside the SA's protected networks",
             "other malformed",
+            "TUN offload reads malformed",
+            "TUN offload reads of an unsupported GSO type",
+            "TUN offload reads too big for a slot",
         ];
         let mut parts = Vec::new();
         for ((n, before), name) in now.iter().zip(self.logged_drops.iter()).zip(names) {
@@ -448,6 +464,7 @@ impl Handler<GetSaUsage> for EspShard {
 impl Handler<Report> for EspShard {
     type Result = MessageResult<Report>;
     fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        self.sync_tun_counters();
         let now = Instant::now();
         let mut sas: Vec<SaStatus> = self.sas.iter().map(|i| self.status(now, i)).collect();
         sas.sort_by(|a, b| (&a.policy, &a.direction).cmp(&(&b.policy, &b.direction)));
