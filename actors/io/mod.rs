@@ -38,7 +38,7 @@ pub use link::mtu_of_address;
 pub use memory::MemoryPort;
 pub use raw::{RawReceiver, RawSender, Share};
 pub use route::{Ipv4Route, RouteError, RouteGuard};
-pub use tun::{TunConfig, TunDevice, TunQueue};
+pub use tun::{OffloadStats, TunConfig, TunDevice, TunQueue};
 pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};
 
 use std::os::fd::AsRawFd;

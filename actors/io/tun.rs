@@ -239,8 +239,7 @@ impl TunQueue {
         self.vnet.is_some()
     }
 
-    #[cfg(test)]
-    /// Counters of the offload read path (not yet part of the shard's report).
+    /// Counters of the offload read path (its drops are in the shard's counters).
     pub fn offload_stats(&self) -> &OffloadStats {
         &self.stats
     }

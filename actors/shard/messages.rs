@@ -2,6 +2,7 @@
 //! handles the daemon issued; packets cross shards only in batches ([`Handoff`]).
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use actix::prelude::*;
 use ikehub::config::ProtectedNetwork;
@@ -9,6 +10,7 @@ use ikehub::esp::SecurityAssociation;
 
 use super::{HandoffBatch, SaHandle, SpdEntry};
 use crate::control::protocol::SaStatus;
+use crate::io::OffloadStats;
 
 /// How an SA was keyed (the TYPE column of `show sa`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -133,6 +135,21 @@ pub struct ShardCounters {
     /// GSO sends the kernel refused (the datagrams then went out one by one).
     #[serde(default)]
     pub udp_gso_refused: u64,
+    /// Packets for another shard dropped because that shard had
+    /// [`MAX_HANDOFFS_IN_FLIGHT`](super::MAX_HANDOFFS_IN_FLIGHT) batches from this one not yet
+    /// processed (it is behind: queueing more would only grow memory and latency).
+    #[serde(default)]
+    pub handoff_dropped: u64,
+    /// Reads from the TUN queue dropped by the offload path (the Linux virtio-net header
+    /// ABI): header or packet inconsistent; a GSO type the data plane does not carry
+    /// (IPv6); a packet or segment larger than a batch slot. Copied from the queue's
+    /// [`OffloadStats`](crate::io::OffloadStats).
+    #[serde(default)]
+    pub tun_offload_malformed: u64,
+    #[serde(default)]
+    pub tun_offload_unsupported: u64,
+    #[serde(default)]
+    pub tun_offload_too_big: u64,
     /// Drops by an SA (also counted on the SA), summed here for the shard's log summary.
     pub icv_failures: u64,
     pub replay_drops: u64,
@@ -141,18 +158,93 @@ pub struct ShardCounters {
     pub malformed: u64,
 }
 
+impl ShardCounters {
+    /// Takes the drop counters of the TUN queue's offload read path (running totals kept by
+    /// the queue, so this overwrites).
+    pub fn copy_tun_offload_drops(&mut self, stats: &OffloadStats) {
+        self.tun_offload_malformed = stats.malformed.get();
+        self.tun_offload_unsupported = stats.unsupported.get();
+        self.tun_offload_too_big = stats.too_big.get();
+    }
+}
+
 #[derive(Debug, Default)]
 pub struct ShardReport {
     pub sas: Vec<SaStatus>,
     pub counters: ShardCounters,
 }
 
-/// A batch of packets that arrived on the wrong shard, for the owner of their SA.
+/// A batch of packets that arrived on the wrong shard, for the owner of their SA, with the
+/// sender's count of its batches in flight to that owner (released when the message is
+/// dropped, after the owner processed it).
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Handoff(pub HandoffBatch);
+pub struct Handoff(pub HandoffBatch, pub InFlight);
+
+/// One hand-over batch counted in flight: taken by the sender before it sends
+/// ([`InFlight::take`]), given back when the message is dropped, i.e. once the receiver has
+/// processed it (or the receiver is gone).
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    /// Counts one more batch in flight on `count`, unless `bound` are already: then `None`.
+    pub fn take(count: &Arc<AtomicUsize>, bound: usize) -> Option<InFlight> {
+        count
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < bound).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| InFlight(count.clone()))
+    }
+
+    /// A token counted on nothing the sender watches (tests that feed a shard directly).
+    #[cfg(test)]
+    pub fn untracked() -> InFlight {
+        InFlight(Arc::new(AtomicUsize::new(1)))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
 
 /// The addresses of all shards, sent to each shard once they are all started.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Peers(pub Vec<Addr<super::EspShard>>);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each offload drop counter of the TUN queue lands in its own shard counter, under the
+    /// name `show counters` prints (the table takes the JSON field names).
+    #[test]
+    fn tun_offload_drops_reach_the_shard_counters() {
+        let stats = OffloadStats::default();
+        stats.malformed.set(3);
+        stats.unsupported.set(5);
+        stats.too_big.set(7);
+        stats.segments.set(11);
+        let mut c = ShardCounters::default();
+        c.copy_tun_offload_drops(&stats);
+        let json = serde_json::to_value(&c).unwrap();
+        assert_eq!(json["tun_offload_malformed"], 3);
+        assert_eq!(json["tun_offload_unsupported"], 5);
+        assert_eq!(json["tun_offload_too_big"], 7);
+        let other: u64 = json
+            .as_object()
+            .unwrap()
+            .iter()
+            .filter(|(name, _)| !name.starts_with("tun_offload_"))
+            .map(|(_, v)| v.as_u64().unwrap())
+            .sum();
+        assert_eq!(other, 0, "nothing else changed");
+        // A report from a daemon without these fields still reads.
+        let old: ShardCounters = serde_json::from_str(r#"{"cleartext_in":1,"no_policy":0,"no_sa":0,"unknown_spi":0,"not_ipv4":0,"icmp_frag_needed":0,"encap_errors":0,"send_errors":0,"handed_over":0,"ike_datagrams":0,"ike_dropped":0,"keepalives":0,"icv_failures":0,"replay_drops":0,"padding_errors":0,"selector_mismatches":0,"malformed":0}"#).unwrap();
+        assert_eq!((old.cleartext_in, old.tun_offload_too_big), (1, 0));
+    }
+}

@@ -15,6 +15,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
 
 use actix::prelude::*;
@@ -47,6 +48,10 @@ const SLOT_SIZE: usize = 2048;
 /// bytes of IPv4 for transport mode over UDP) and encapsulation of cleartext writes up to the
 /// outer IPv4 + UDP + AH + ESP headers and IV (96 bytes) in front of it.
 const RX_HEADROOM: usize = 128;
+/// Hand-over batches one shard may have queued for another and not yet processed: a few
+/// receive batches' worth (4 x 64 packets) absorbs a burst while the owner is busy; beyond it
+/// the owner is behind and more queueing would only add memory and latency.
+pub(crate) const MAX_HANDOFFS_IN_FLIGHT: usize = 4;
 
 /// The cleartext side of a shard.
 pub enum Cleartext {
@@ -103,6 +108,8 @@ pub struct EspShard {
     tx_clear: PacketBatch,
     /// Packets for shard `k` gathered during one batch, sent as one [`Handoff`] message.
     handoff: Vec<HandoffBatch>,
+    /// Per receiving shard: this shard's hand-over batches it has not processed yet.
+    handoffs_in_flight: Vec<Arc<AtomicUsize>>,
     rng: StdRng,
     ip_id: u16,
     counters: ShardCounters,
@@ -111,7 +118,7 @@ pub struct EspShard {
     /// When each policy last sent an Acquire (at most one a second per policy).
     last_acquire: HashMap<Arc<str>, Instant>,
     /// Drop counters at the last summary log line.
-    logged_drops: [u64; 10],
+    logged_drops: [u64; 14],
 }
 
 impl EspShard {
@@ -130,13 +137,14 @@ impl EspShard {
             tx_udp: Vec::new(),
             tx_clear: PacketBatch::new(MAX_RX, SLOT_SIZE, 0),
             handoff: (0..count).map(|_| HandoffBatch::default()).collect(),
+            handoffs_in_flight: (0..count).map(|_| Arc::default()).collect(),
             rng: rand::make_rng(),
             ip_id: (index as u16).wrapping_mul(0x2f1d),
             counters: ShardCounters::default(),
             ike: None,
             acquire: None,
             last_acquire: HashMap::new(),
-            logged_drops: [0; 10],
+            logged_drops: [0; 14],
         }
     }
 
@@ -261,7 +269,17 @@ impl EspShard {
 const DROP_LOG_INTERVAL: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl EspShard {
+    /// Brings the TUN queue's offload drop counters into the shard's (the queue keeps them
+    /// in `Cell`s on the read path; copied only for a report or the log summary).
+    fn sync_tun_counters(&mut self) {
+        if let Some(ClearFd::Tun(fd)) = &self.clear {
+            self.counters
+                .copy_tun_offload_drops(fd.get_ref().offload_stats());
+        }
+    }
+
     fn log_drops(&mut self) {
+        self.sync_tun_counters();
         let c = &self.counters;
         let now = [
             c.unknown_spi,
@@ -269,11 +287,15 @@ impl EspShard {
             c.not_ipv4,
             c.encap_errors,
             c.send_errors,
+            c.handoff_dropped,
             c.icv_failures,
             c.replay_drops,
             c.padding_errors,
             c.selector_mismatches,
             c.malformed,
+            c.tun_offload_malformed,
+            c.tun_offload_unsupported,
+            c.tun_offload_too_big,
         ];
         let names = [
             "unknown SPI",
@@ -281,11 +303,15 @@ impl EspShard {
             "not IPv4",
             "encapsulation errors",
             "send errors",
+            "for a shard that is behind",
             "ICV failures",
             "replayed",
             "bad padding",
             "outside the SA's protected networks",
             "other malformed",
+            "TUN offload reads malformed",
+            "TUN offload reads of an unsupported GSO type",
+            "TUN offload reads too big for a slot",
         ];
         let mut parts = Vec::new();
         for ((n, before), name) in now.iter().zip(self.logged_drops.iter()).zip(names) {
@@ -438,6 +464,7 @@ impl Handler<GetSaUsage> for EspShard {
 impl Handler<Report> for EspShard {
     type Result = MessageResult<Report>;
     fn handle(&mut self, _: Report, _: &mut Context<Self>) -> Self::Result {
+        self.sync_tun_counters();
         let now = Instant::now();
         let mut sas: Vec<SaStatus> = self.sas.iter().map(|i| self.status(now, i)).collect();
         sas.sort_by(|a, b| (&a.policy, &a.direction).cmp(&(&b.policy, &b.direction)));
