@@ -756,7 +756,7 @@ pub fn wait_phase1_up(d: &Daemon, policy: &str, timeout: Duration) -> IsakmpRow 
 /// `show sa`, `show isakmp` and `show peers` (JSON, or the error), for failure messages.
 pub fn views(d: &Daemon) -> String {
     let mut s = String::new();
-    for what in ["sa", "isakmp", "peers"] {
+    for what in ["sa", "isakmp", "peers", "counters"] {
         let v = match show_json(d, what) {
             Ok(v) => serde_json::to_string_pretty(&v).unwrap_or_default(),
             Err(e) => e,
