@@ -325,6 +325,75 @@ where
     true
 }
 
+/// Which way the CBC chain of a stitched pass runs.
+#[derive(Clone, Copy)]
+enum Cbc {
+    Encrypt,
+    Decrypt,
+}
+
+/// One step of a stitched pass, shared by [`seal_stitched`] and [`open_stitched`]: CBC blocks
+/// of chain `cbc` interleaved with SHA-1 blocks of `mac` when both have work, else whichever
+/// has. Returns false when neither has anything left.
+fn step(
+    dir: Cbc,
+    keys: &AesKeys,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+    cbc: &mut Option<Chain>,
+    mac: &mut Option<Mac>,
+) -> bool {
+    match (cbc, mac) {
+        (Some(c), Some(m)) if c.left() >= STEP => {
+            let (p, q) = pair(packets, c.job, m.job);
+            let q = esp_message(q, icv_len);
+            // Whole message blocks straight from the packet, as many as both sides have;
+            // the padded tail and the outer block one at a time.
+            let steps = (c.left() / STEP).min(m.whole.saturating_sub(m.next)).max(1);
+            let tail;
+            let msg = if m.next < m.whole {
+                &q[m.next * BLOCK..(m.next + steps) * BLOCK]
+            } else {
+                tail = *m.block(q);
+                &tail[..]
+            };
+            let io = &mut p[c.at..c.at + steps * STEP];
+            // SAFETY: `keys` exists only if `Engine::detect` found aes, sha, ssse3, sse4.1.
+            unsafe {
+                match dir {
+                    Cbc::Encrypt => x86::seal_run(keys, &mut c.chain, io, &mut m.state, msg),
+                    Cbc::Decrypt => x86::open_run(keys, &mut c.chain, io, &mut m.state, msg),
+                }
+            };
+            c.at += steps * STEP;
+            m.next += steps - 1;
+            m.advance(pads);
+        }
+        (Some(c), _) => {
+            let p = &mut packets[c.job];
+            let blk: &mut [u8; AES_BLOCK] = (&mut p[c.at..c.at + AES_BLOCK])
+                .try_into()
+                .unwrap_or_else(|_| unreachable!());
+            // SAFETY: as above.
+            unsafe {
+                match dir {
+                    Cbc::Encrypt => x86::encrypt_block(keys, &mut c.chain, blk),
+                    Cbc::Decrypt => x86::decrypt_block(keys, &mut c.chain, blk),
+                }
+            };
+            c.at += AES_BLOCK;
+        }
+        (None, Some(m)) => {
+            let b = *m.block(esp_message(packets[m.job], icv_len));
+            sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
+            m.advance(pads);
+        }
+        (None, None) => return false,
+    }
+    true
+}
+
 /// The pipeline: packet `a` is encrypted while packet `b < a` (encrypted already) is hashed,
 /// 64 bytes of each per kernel call; the first packet's encryption and the last one's hashing
 /// run alone.
@@ -351,42 +420,16 @@ fn seal_stitched(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &
             ));
             hashed += 1;
         }
-        match (&mut enc, &mut mac) {
-            (Some(c), Some(m)) if c.left() >= STEP => {
-                let (p, q) = pair(packets, c.job, m.job);
-                let q = esp_message(q, icv_len);
-                // Whole message blocks straight from the packet, as many as both sides have;
-                // the padded tail and the outer block one at a time.
-                let steps = (c.left() / STEP).min(m.whole.saturating_sub(m.next)).max(1);
-                let tail;
-                let msg = if m.next < m.whole {
-                    &q[m.next * BLOCK..(m.next + steps) * BLOCK]
-                } else {
-                    tail = *m.block(q);
-                    &tail[..]
-                };
-                let io = &mut p[c.at..c.at + steps * STEP];
-                // SAFETY: `keys` exists only if `Engine::detect` found aes, sha, ssse3, sse4.1.
-                unsafe { x86::seal_run(keys, &mut c.chain, io, &mut m.state, msg) };
-                c.at += steps * STEP;
-                m.next += steps - 1;
-                m.advance(pads);
-            }
-            (Some(c), _) => {
-                let p = &mut packets[c.job];
-                let blk: &mut [u8; AES_BLOCK] = (&mut p[c.at..c.at + AES_BLOCK])
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!());
-                // SAFETY: as above.
-                unsafe { x86::encrypt_block(keys, &mut c.chain, blk) };
-                c.at += AES_BLOCK;
-            }
-            (None, Some(m)) => {
-                let b = *m.block(esp_message(packets[m.job], icv_len));
-                sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
-                m.advance(pads);
-            }
-            (None, None) => break,
+        if !step(
+            Cbc::Encrypt,
+            keys,
+            pads,
+            icv_len,
+            packets,
+            &mut enc,
+            &mut mac,
+        ) {
+            break;
         }
         if let Some(m) = &mac
             && m.done()
@@ -470,42 +513,16 @@ fn open_stitched(
             head += 1;
             dec = Some(Chain::start(job, packets[job], icv_len)).filter(|c| c.left() > 0);
         }
-        match (&mut dec, &mut mac) {
-            (Some(c), Some(m)) if c.left() >= STEP => {
-                let (p, q) = pair(packets, c.job, m.job);
-                let q = esp_message(q, icv_len);
-                // Whole message blocks straight from the packet, as many as both sides have;
-                // the padded tail and the outer block one at a time.
-                let steps = (c.left() / STEP).min(m.whole.saturating_sub(m.next)).max(1);
-                let tail;
-                let msg = if m.next < m.whole {
-                    &q[m.next * BLOCK..(m.next + steps) * BLOCK]
-                } else {
-                    tail = *m.block(q);
-                    &tail[..]
-                };
-                let io = &mut p[c.at..c.at + steps * STEP];
-                // SAFETY: `keys` exists only if `Engine::detect` found aes, sha, ssse3, sse4.1.
-                unsafe { x86::open_run(keys, &mut c.chain, io, &mut m.state, msg) };
-                c.at += steps * STEP;
-                m.next += steps - 1;
-                m.advance(pads);
-            }
-            (Some(c), _) => {
-                let p = &mut packets[c.job];
-                let blk: &mut [u8; AES_BLOCK] = (&mut p[c.at..c.at + AES_BLOCK])
-                    .try_into()
-                    .unwrap_or_else(|_| unreachable!());
-                // SAFETY: as above.
-                unsafe { x86::decrypt_block(keys, &mut c.chain, blk) };
-                c.at += AES_BLOCK;
-            }
-            (None, Some(m)) => {
-                let b = *m.block(esp_message(packets[m.job], icv_len));
-                sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
-                m.advance(pads);
-            }
-            (None, None) => break,
+        if !step(
+            Cbc::Decrypt,
+            keys,
+            pads,
+            icv_len,
+            packets,
+            &mut dec,
+            &mut mac,
+        ) {
+            break;
         }
         if let Some(c) = &dec
             && c.left() == 0
