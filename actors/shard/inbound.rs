@@ -23,26 +23,14 @@ impl EspShard {
             return;
         };
         let local = self.wans[w].local;
-        let Some(mut rx) = self.rx.take() else { return };
-        loop {
-            rx.clear();
-            if sock.get_ref().recv_batch(&mut rx).is_err() {
-                break;
-            }
-            let n = rx.len().min(MAX_RX);
-            let mut ats: [Option<Inbound>; MAX_RX] = [None; MAX_RX];
-            for (i, at) in ats.iter_mut().enumerate().take(n) {
-                if let Some(SocketAddr::V4(from)) = rx.addr(i) {
-                    *at = self.demux_udp(local, from, rx.packet(i));
-                }
-            }
-            self.inbound_batch(now, &mut rx, &ats[..n]);
-            self.flush_clear();
-            if !rx.is_full() {
-                break;
-            }
-        }
-        self.rx = Some(rx);
+        self.drain_wan(
+            now,
+            |rx| sock.get_ref().recv_batch(rx).is_ok(),
+            |shard, rx, i| match rx.addr(i) {
+                Some(SocketAddr::V4(from)) => shard.demux_udp(local, from, rx.packet(i)),
+                _ => None,
+            },
+        );
     }
 
     pub(super) fn drain_raw(&mut self, now: Instant, w: usize, ah: bool) {
@@ -53,16 +41,32 @@ impl EspShard {
         };
         let Some(sock) = sock else { return };
         let local = self.wans[w].local;
+        self.drain_wan(
+            now,
+            |rx| sock.get_ref().recv_batch(rx).is_ok(),
+            |shard, rx, i| shard.demux_ip(local, rx.packet(i)),
+        );
+    }
+
+    /// Reads a WAN socket in batches until it has no more (a batch that is not full), reading
+    /// each packet's record once with `demux` and taking the batch through
+    /// [`Self::inbound_batch`].
+    fn drain_wan(
+        &mut self,
+        now: Instant,
+        mut recv: impl FnMut(&mut PacketBatch) -> bool,
+        mut demux: impl FnMut(&mut Self, &PacketBatch, usize) -> Option<Inbound>,
+    ) {
         let Some(mut rx) = self.rx.take() else { return };
         loop {
             rx.clear();
-            if sock.get_ref().recv_batch(&mut rx).is_err() {
+            if !recv(&mut rx) {
                 break;
             }
             let n = rx.len().min(MAX_RX);
             let mut ats: [Option<Inbound>; MAX_RX] = [None; MAX_RX];
             for (i, at) in ats.iter_mut().enumerate().take(n) {
-                *at = self.demux_ip(local, rx.packet(i));
+                *at = demux(self, &rx, i);
             }
             self.inbound_batch(now, &mut rx, &ats[..n]);
             self.flush_clear();
