@@ -121,6 +121,10 @@ pub enum Command {
         #[arg(long, default_value_t = 0.3)]
         seconds: f64,
     },
+    /// Drive N real IKEv1 initiators (main mode + quick mode, PSK), each from its own source
+    /// address, against a hub; report tunnels up, setup rate, latency, failures and
+    /// retransmissions.
+    Loadgen(crate::loadgen::LoadgenArgs),
     /// Print the shell completion script for SHELL (bash, zsh, fish, elvish, powershell) on
     /// stdout, generated from this command line (for packaging).
     #[command(hide = true)]

@@ -9,6 +9,7 @@ mod demo;
 mod events;
 mod ike;
 mod io;
+mod loadgen;
 mod man;
 mod messages;
 mod metrics;
@@ -222,6 +223,11 @@ fn main() -> ExitCode {
             return demo::run(spokes, seconds);
         }
         Command::Bench { json, seconds } => return bench::run(json, seconds),
+        Command::Loadgen(args) => {
+            // Thousands of sessions: warnings only; progress and the report say the rest.
+            init_logging(cli.log_format, "warn");
+            return loadgen::run(&args);
+        }
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             clap_complete::generate(shell, &mut cmd, "ikehub", &mut std::io::stdout());

@@ -1,0 +1,295 @@
+//! One spoke of the swarm: its own source address (UDP sockets on the IKE port, and the NAT-T
+//! port with `--nat-t`), its own phase-1 ID (that address, ID_IPV4_ADDR) and its own protected
+//! host, an initiator `IkeSession` (main mode + quick mode, PSK) against the hub; once the child
+//! SA pair is negotiated it holds the tunnel `--hold` seconds, still answering the hub (DPD,
+//! deletes), then deletes it with delete notifications (RFC 2408 §3.15) and ends.
+//!
+//! The session is the project's sans-IO core, driven the way the PeerActor drives it: after
+//! every input `poll_event`, then `poll_transmit`, then `poll_timeout`. A datagram is read into
+//! a stack buffer only once the socket is readable, so an idle spoke holding its tunnel costs
+//! its session and two sockets, not receive buffers.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ikehub::config::{NetworkSpec, ProtectedNetwork};
+use ikehub::ike::stats::FailureClass;
+use ikehub::ike::{ChildRequest, Event, IkeSession, PeerConfig, RandomSpis, Transmit};
+use rand::rngs::StdRng;
+use tokio::net::UdpSocket;
+use tokio::sync::{OwnedSemaphorePermit, watch};
+
+use super::report::Stats;
+
+/// Largest IKE datagram read (main mode with a group-16 KE payload is about 700 bytes).
+const MAX_DATAGRAM: usize = 4096;
+/// Far enough to mean "not armed".
+const NEVER: Duration = Duration::from_secs(86400 * 365);
+
+/// Why the swarm asks its spokes to stop early.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Stop {
+    /// The overall `--timeout` ran out.
+    Timeout,
+    /// SIGINT.
+    Interrupted,
+}
+
+impl Stop {
+    fn class(self) -> &'static str {
+        match self {
+            Stop::Timeout => "overall timeout",
+            Stop::Interrupted => "interrupted",
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+pub struct Spoke {
+    /// Source address, phase-1 ID, and the UDP sockets' address.
+    pub addr: Ipv4Addr,
+    /// The protected host (the local quick-mode ID, a /32).
+    pub host: Ipv4Addr,
+}
+
+/// What all spokes share.
+pub struct Env {
+    pub config: Arc<PeerConfig>,
+    /// The hub's IKE address (its NAT-T port is `config.nat.nat_t_port`).
+    pub hub: SocketAddrV4,
+    /// The hub's protected network (the remote quick-mode ID).
+    pub remote: NetworkSpec,
+    pub hold: Duration,
+    pub stats: Arc<Stats>,
+    /// When the swarm started (the setup rate is measured from there).
+    pub epoch: Instant,
+    /// Our SPIs are never used for traffic: any value outside 0-255 does.
+    pub spis: Arc<RandomSpis>,
+}
+
+enum Phase {
+    /// Main mode and quick mode under way, holding one of the swarm's in-flight slots (given
+    /// back when the phase ends).
+    Setup {
+        _slot: OwnedSemaphorePermit,
+    },
+    Holding {
+        until: Instant,
+    },
+}
+
+/// A UDP socket on `addr` with SO_REUSEADDR, so that the spoke can share the port with a
+/// responder in the same namespace that bound the wildcard address (charon does).
+fn bind(addr: SocketAddrV4) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_address(true)?;
+    s.set_nonblocking(true)?;
+    s.bind(&SocketAddr::V4(addr).into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// `Failed` reasons grouped into the report's few keys (the metric classes of the daemon).
+fn failure_class(reason: &str, notify: Option<ikehub::wire::isakmp::NotifyType>) -> String {
+    let class = FailureClass::of(reason, notify).label();
+    match notify {
+        Some(n) if class == "other" => format!("notify {n}"),
+        _ => class.to_string(),
+    }
+}
+
+pub async fn run(
+    spoke: Spoke,
+    env: Arc<Env>,
+    permit: OwnedSemaphorePermit,
+    mut stop: watch::Receiver<Option<Stop>>,
+) {
+    let st = &env.stats;
+    let ike_port = env.hub.port();
+    let nat_t_port = env.config.nat.nat_t_port;
+    let ike = match bind(SocketAddrV4::new(spoke.addr, ike_port)) {
+        Ok(s) => s,
+        Err(e) => {
+            let why = format!("cannot bind {}:{ike_port}: {e}", spoke.addr);
+            st.note_failure(&format!("socket: {}", e.kind()), &why);
+            Stats::add(&st.done, 1);
+            return;
+        }
+    };
+    let nat_t = if env.config.nat.enabled {
+        match bind(SocketAddrV4::new(spoke.addr, nat_t_port)) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                let why = format!("cannot bind {}:{nat_t_port}: {e}", spoke.addr);
+                st.note_failure(&format!("socket: {}", e.kind()), &why);
+                Stats::add(&st.done, 1);
+                return;
+            }
+        }
+    } else {
+        None
+    };
+
+    let started = Instant::now();
+    Stats::add(&st.started, 1);
+    let mut session = IkeSession::new_initiator(
+        env.config.clone(),
+        SocketAddr::V4(SocketAddrV4::new(spoke.addr, ike_port)),
+        SocketAddr::V4(env.hub),
+        started,
+        Box::new(rand::make_rng::<StdRng>()),
+        env.spis.clone(),
+    );
+    let network = ProtectedNetwork {
+        local: NetworkSpec::Host(spoke.host),
+        remote: env.remote,
+    };
+    session.initiate_child(started, ChildRequest { network });
+
+    let mut phase = Phase::Setup { _slot: permit };
+    let mut failure: Option<(String, String)> = None;
+    let ike_timer = tokio::time::sleep(NEVER);
+    tokio::pin!(ike_timer);
+    let mut ike_armed: Option<Instant> = None;
+    let hold_timer = tokio::time::sleep(NEVER);
+    tokio::pin!(hold_timer);
+    loop {
+        let now = Instant::now();
+        while let Some(ev) = session.poll_event() {
+            match ev {
+                Event::ChildSaEstablished(_) if matches!(phase, Phase::Setup { .. }) => {
+                    // The in-flight slot goes back with the old phase.
+                    st.note_up(now - started, now - env.epoch);
+                    let until = now + env.hold;
+                    hold_timer.as_mut().reset(until.into());
+                    phase = Phase::Holding { until };
+                }
+                Event::Failed { reason, notify } if failure.is_none() => {
+                    let text = match notify {
+                        Some(n) => format!("{n}: {reason}"),
+                        None => reason.clone(),
+                    };
+                    failure = Some((failure_class(&reason, notify), text));
+                }
+                _ => {}
+            }
+        }
+        send_all(&mut session, &ike, nat_t.as_ref(), st).await;
+        let stopping = *stop.borrow();
+        match &phase {
+            Phase::Setup { .. } => {
+                let ended = match (&failure, stopping) {
+                    (Some((class, text)), _) => Some((class.clone(), text.clone())),
+                    _ if session.is_closed() => {
+                        Some(("closed".into(), "the IKE session closed".into()))
+                    }
+                    (None, Some(s)) => Some((
+                        s.class().into(),
+                        format!("not up after {:.1} s", started.elapsed().as_secs_f64()),
+                    )),
+                    (None, None) => None,
+                };
+                if let Some((class, text)) = ended {
+                    st.note_failure(&class, &text);
+                    // Whatever is established (an ISAKMP SA) is deleted, not left to expire.
+                    session.delete_all(Instant::now());
+                    send_all(&mut session, &ike, nat_t.as_ref(), st).await;
+                    break;
+                }
+            }
+            Phase::Holding { until } => {
+                if session.is_closed() {
+                    Stats::add(&st.closed_by_peer, 1);
+                    break;
+                }
+                if now >= *until || stopping.is_some() {
+                    session.delete_all(now);
+                    send_all(&mut session, &ike, nat_t.as_ref(), st).await;
+                    Stats::add(&st.deleted, 1);
+                    break;
+                }
+            }
+        }
+        let deadline = session.poll_timeout();
+        if deadline != ike_armed {
+            ike_armed = deadline;
+            ike_timer
+                .as_mut()
+                .reset(deadline.unwrap_or_else(|| Instant::now() + NEVER).into());
+        }
+        let holding = matches!(phase, Phase::Holding { .. });
+        tokio::select! {
+            r = stop.changed() => {
+                if r.is_err() {
+                    // The swarm is gone: nothing will read the report; stop quietly.
+                    break;
+                }
+            }
+            _ = &mut ike_timer, if ike_armed.is_some() => {
+                ike_armed = None;
+                session.handle_timeout(Instant::now());
+            }
+            _ = &mut hold_timer, if holding => {}
+            r = ike.readable() => {
+                if r.is_ok() {
+                    receive(&mut session, &ike, false);
+                }
+            }
+            r = readable(nat_t.as_ref()) => {
+                if let (Ok(()), Some(s)) = (r, nat_t.as_ref()) {
+                    receive(&mut session, s, true);
+                }
+            }
+        }
+    }
+    Stats::add(&st.done, 1);
+}
+
+async fn readable(s: Option<&UdpSocket>) -> std::io::Result<()> {
+    match s {
+        Some(s) => s.readable().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Feeds every datagram waiting on `sock` to the session. Only the hub's datagrams count:
+/// anything else arriving at the spoke's ports is dropped here.
+fn receive(session: &mut IkeSession, sock: &UdpSocket, nat_t_port: bool) {
+    let mut buf = [0u8; MAX_DATAGRAM];
+    // Bounded: a socket buffer holds a few hundred datagrams at most; stop at 64 and let the
+    // select loop come back (other inputs, the timers) before reading on.
+    for _ in 0..64 {
+        match sock.try_recv_from(&mut buf) {
+            Ok((len, from)) => {
+                if from.ip() == session.peer().ip() {
+                    session.handle_datagram(Instant::now(), from, nat_t_port, &buf[..len]);
+                }
+            }
+            Err(_) => break,
+        }
+    }
+}
+
+async fn send_all(
+    session: &mut IkeSession,
+    ike: &UdpSocket,
+    nat_t: Option<&UdpSocket>,
+    st: &Stats,
+) {
+    while let Some(Transmit {
+        destination,
+        source_port_nat_t,
+        bytes,
+    }) = session.poll_transmit()
+    {
+        let sock = match (source_port_nat_t, nat_t) {
+            (true, Some(s)) => s,
+            _ => ike,
+        };
+        match sock.send_to(&bytes, destination).await {
+            Ok(_) => Stats::add(&st.sent, 1),
+            Err(_) => Stats::add(&st.send_errors, 1),
+        }
+    }
+}
