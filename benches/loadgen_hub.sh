@@ -4,10 +4,12 @@
 # against it from 127.1.x.y source addresses in the same namespace, for each DH group; prints
 # per run: tunnels up, setup rate (tunnels/s), latency p50/p99, retransmissions, and the hub's
 # CPU per tunnel (utime + stime of the hub process from /proc/PID/stat, before and after the
-# swarm, divided by the tunnels up; main mode + quick mode + the two deletes).
+# swarm, divided by the tunnels up; main mode + quick mode + the two deletes) and its resident
+# memory before the swarm and at its peak (VmHWM): with --hold long enough for every tunnel to
+# be up at once, (peak - before) / N is the hub's memory per tunnel.
 #
 #   sudo benches/loadgen_hub.sh [--spokes N] [--groups "2 14"] [--runs K] [--rate R]
-#                               [--in-flight N] [--pin] [--json]
+#                               [--in-flight N] [--hold S] [--pin] [--json]
 #
 # --pin puts the hub on CPU 0 and the swarm on the other CPUs (taskset), so that the hub's CPU
 # time is one core's. It is a benchmark, not a test: it asserts nothing about speed; exit 0 when
@@ -17,7 +19,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'
     echo "Environment: IKEHUB_BIN (default target/release/ikehub)."
 }
 
@@ -28,6 +30,7 @@ RATE=1000
 IN_FLIGHT=200
 PIN=0
 JSON=0
+HOLD=0
 while [ $# -gt 0 ]; do
     case $1 in
         --spokes) SPOKES=$2; shift 2 ;;
@@ -35,6 +38,7 @@ while [ $# -gt 0 ]; do
         --runs) RUNS=$2; shift 2 ;;
         --rate) RATE=$2; shift 2 ;;
         --in-flight) IN_FLIGHT=$2; shift 2 ;;
+        --hold) HOLD=$2; shift 2 ;;
         --pin) PIN=1; shift ;;
         --json) JSON=1; shift ;;
         -h|--help) usage; exit 0 ;;
@@ -76,6 +80,7 @@ trap 'exit 130' INT TERM
 CLK_TCK=$(getconf CLK_TCK)
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
+peak_kib() { awk '/^VmHWM/ { print $2 }' "/proc/$1/status"; }
 HUB_CPU=""
 SWARM_CPUS=""
 if [ "$PIN" = 1 ] && [ "$(nproc)" -ge 2 ]; then
@@ -142,11 +147,11 @@ for g in $GROUPS_LIST; do
         set +e
         ip netns exec "$NS" $SWARM_CPUS "$BIN" loadgen --hub 127.0.0.1 --spokes "$SPOKES" \
             --sources 127.1.0.0/16 --psk-file "$TMP/psk" --ike-group "$g" --rate "$RATE" \
-            --max-in-flight "$IN_FLIGHT" --json > "$TMP/report.json"
+            --max-in-flight "$IN_FLIGHT" --hold "$HOLD" --json > "$TMP/report.json"
         rc=$?
         set -e
         cpu1=$(cpu_ticks "$HUB")
-        rss1=$(rss_kib "$HUB")
+        rss1=$(peak_kib "$HUB")
         [ "$rc" = 0 ] || FAILED=1
         RESULTS+=("$(python3 - "$TMP/report.json" "$g" "$run" "$cpu0" "$cpu1" "$CLK_TCK" \
             "$rss0" "$rss1" <<'PY'
@@ -161,7 +166,8 @@ print(json.dumps({
     "setup_rate": round(r["setup_rate"], 1), "p50_ms": lat["p50"], "p99_ms": lat["p99"],
     "retransmissions": r["retransmissions"], "hub_cpu_ms": round(cpu_ms, 1),
     "hub_cpu_ms_per_tunnel": round(cpu_ms / up, 3) if up else None,
-    "hub_rss_kib_before": int(rss0), "hub_rss_kib_after": int(rss1),
+    "hub_rss_kib_before": int(rss0), "hub_rss_kib_peak": int(rss1),
+    "hub_kib_per_tunnel_at_peak": round((int(rss1) - int(rss0)) / up, 2) if up else None,
     "failures": r["failures"],
 }))
 PY
@@ -173,15 +179,15 @@ done
 if [ "$JSON" = 1 ]; then
     printf '%s\n' "${RESULTS[@]}" | python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in sys.stdin], indent=2))'
 else
-    printf '%-6s %-4s %-7s %-11s %-10s %-10s %-8s %-14s %-10s\n' group run up "tunnels/s" "p50 ms" "p99 ms" retrans "hub ms/tunnel" "hub RSS KiB"
+    printf '%-6s %-4s %-11s %-11s %-10s %-10s %-8s %-14s %-10s\n' group run up "tunnels/s" "p50 ms" "p99 ms" retrans "hub ms/tunnel" "hub RSS KiB before -> peak"
     for r in "${RESULTS[@]}"; do
         python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
-print("%-6s %-4s %-7s %-11s %-10s %-10s %-8s %-14s %s -> %s" % (r["group"], r["run"],
+print("%-6s %-4s %-11s %-11s %-10s %-10s %-8s %-14s %s -> %s" % (r["group"], r["run"],
       "%d/%d" % (r["up"], r["spokes"]), r["setup_rate"], r["p50_ms"], r["p99_ms"],
       r["retransmissions"], r["hub_cpu_ms_per_tunnel"], r["hub_rss_kib_before"],
-      r["hub_rss_kib_after"]))' "$r"
+      r["hub_rss_kib_peak"]))' "$r"
     done
 fi
 exit $FAILED
