@@ -178,6 +178,101 @@ fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
 }
 
 #[test]
+fn loadgen_reports_refused_spokes_by_reason_and_does_not_retry_them() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("lg-refused");
+    let hub = Daemon::start(&ns, "hub", |dir| hub_profile(dir, "127.1.0.0/16"));
+    let dir = TempDir::new("lg-psk");
+    // Group 5: the hub accepts 2 and 14 only, and answers message 1 with NO-PROPOSAL-CHOSEN.
+    let child = spawn_loadgen(
+        &ns,
+        &dir,
+        &[
+            "--hub",
+            "127.0.0.1",
+            "--spokes",
+            "3",
+            "--sources",
+            "127.1.3.1-127.1.3.3",
+            "--ike-group",
+            "5",
+            "--timeout",
+            "60",
+        ],
+    );
+    let (code, r) = report(child);
+    assert_eq!(code, Some(1), "{r:#}\n{}", hub.log());
+    assert_eq!(r["ok"], Value::Bool(false), "{r:#}");
+    for (key, want) in [("up", 0), ("failed", 3), ("started", 3), ("not_started", 0)] {
+        assert_eq!(count(&r, key), want, "{key}: {r:#}");
+    }
+    let f = &r["failures"]["no_proposal_chosen"];
+    assert_eq!(f["count"], 3, "{r:#}");
+    assert!(
+        f["example"]
+            .as_str()
+            .is_some_and(|e| e.contains("NO-PROPOSAL-CHOSEN")),
+        "{r:#}"
+    );
+    assert!(r["latency_ms"].is_null(), "{r:#}");
+    // One message 1 per spoke and nothing after the refusal: the session's immediate new main
+    // mode for the still-pending child is not sent.
+    assert_eq!(count(&r, "ike_messages_sent"), 3, "{r:#}");
+}
+
+#[test]
+fn loadgen_refuses_options_that_cannot_work() {
+    let dir = TempDir::new("lg-opts");
+    let psk = dir.join("psk");
+    std::fs::write(&psk, "k\n").expect("write the PSK file");
+    let psk = psk.to_string_lossy().into_owned();
+    for (args, says) in [
+        (
+            vec!["--spokes", "3", "--sources", "127.1.0.1-127.1.0.2"],
+            "holds 2 addresses for 3 spokes",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--ike-group",
+                "19",
+            ],
+            "DH group 19",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--esp",
+                "aes128-sha512",
+            ],
+            "--esp",
+        ),
+        (
+            vec!["--spokes", "1", "--sources", "127.1.0.0/0"],
+            "--sources",
+        ),
+    ] {
+        let out = std::process::Command::new(ikehub_bin())
+            .args(["loadgen", "--hub", "127.0.0.1", "--psk-file", &psk])
+            .args(&args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run ikehub loadgen");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
+#[test]
 fn loadgen_brings_a_handful_of_spokes_up_against_strongswan() {
     if !require_strongswan_or_skip(&[]) {
         return;
@@ -193,9 +288,10 @@ fn loadgen_brings_a_handful_of_spokes_up_against_strongswan() {
             .ip(&["addr", "add", &format!("192.0.2.{i}/24"), "dev", WAN_DEV]);
     }
     // charon (kernel-libipsec) fakes a NAT, so the spokes float to 4500: --nat-t.
+    // The spokes protect 203.0.113.11-15 (--networks), not their own addresses.
     let swan = SwanConfig::ikev1_psk(A_WAN, "192.0.2.0/24", PSK)
         .remote_id("%any")
-        .ts(HUB_NET, "192.0.2.0/24");
+        .ts(HUB_NET, "203.0.113.0/24");
     let charon = Charon::start(&sites.a, "responder", &swan);
     let dir = TempDir::new("lg-psk");
     let child = spawn_loadgen(
@@ -208,6 +304,8 @@ fn loadgen_brings_a_handful_of_spokes_up_against_strongswan() {
             "5",
             "--sources",
             "192.0.2.11-192.0.2.15",
+            "--networks",
+            "203.0.113.11-203.0.113.15",
             "--ike-group",
             "2",
             "--nat-t",
@@ -225,10 +323,10 @@ fn loadgen_brings_a_handful_of_spokes_up_against_strongswan() {
         assert_eq!(count(&r, key), want, "{key}: {r:#}");
     }
     assert_eq!(r["nat_t"], Value::Bool(true));
-    // charon saw five spokes, each with its own ID and /32.
+    // charon saw five spokes, each with its own /32.
     let log = charon.log();
     for i in 11..=15 {
-        let ts = format!("192.0.2.{i}/32");
+        let ts = format!("203.0.113.{i}/32");
         assert!(
             log.contains(&ts),
             "charon's log never mentions {ts}:\n{log}"

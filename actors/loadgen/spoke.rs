@@ -175,7 +175,6 @@ pub async fn run(
                 _ => {}
             }
         }
-        send_all(&mut session, &ike, nat_t.as_ref(), st).await;
         let stopping = *stop.borrow();
         match &phase {
             Phase::Setup { .. } => {
@@ -192,13 +191,20 @@ pub async fn run(
                 };
                 if let Some((class, text)) = ended {
                     st.note_failure(&class, &text);
+                    // What the session queued is a retry the swarm does not want: after an
+                    // error notify in main mode it starts a new main mode at once for the child
+                    // still pending (session.rs `run_pending`). A failed spoke stays failed.
+                    while session.poll_transmit().is_some() {}
                     // Whatever is established (an ISAKMP SA) is deleted, not left to expire.
                     session.delete_all(Instant::now());
                     send_all(&mut session, &ike, nat_t.as_ref(), st).await;
                     break;
                 }
+                send_all(&mut session, &ike, nat_t.as_ref(), st).await;
             }
             Phase::Holding { until } => {
+                // Answers to the hub (DPD, a retransmitted quick mode 2) first.
+                send_all(&mut session, &ike, nat_t.as_ref(), st).await;
                 if session.is_closed() {
                     Stats::add(&st.closed_by_peer, 1);
                     break;
