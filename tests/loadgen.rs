@@ -148,10 +148,11 @@ fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
         assert_eq!(count(&r, key), want, "{key}: {r:#}");
     }
     assert_eq!(r["failures"], serde_json::json!({}), "{r:#}");
-    // Per spoke: main mode 1, 3, 5, quick mode 1, 3, then the two deletes (child, ISAKMP SA).
-    assert_eq!(
-        count(&r, "ike_messages_sent"),
-        7 * N as u64 + count(&r, "retransmissions"),
+    // Per spoke: main mode 1, 3, 5, quick mode 1, 3, then the two deletes (child, ISAKMP SA);
+    // more only when a message was sent again (our retransmission, or the stored answer to the
+    // hub's, which a slow machine may provoke).
+    assert!(
+        count(&r, "ike_messages_sent") >= 7 * N as u64 + count(&r, "retransmissions"),
         "{r:#}"
     );
     let lat = &r["latency_ms"];
@@ -217,9 +218,14 @@ fn loadgen_reports_refused_spokes_by_reason_and_does_not_retry_them() {
         "{r:#}"
     );
     assert!(r["latency_ms"].is_null(), "{r:#}");
-    // One message 1 per spoke and nothing after the refusal: the session's immediate new main
-    // mode for the still-pending child is not sent.
-    assert_eq!(count(&r, "ike_messages_sent"), 3, "{r:#}");
+    // One message 1 per spoke (and its retransmissions, if the hub was slower than 1 s) and
+    // nothing after the refusal: the session's immediate new main mode for the still-pending
+    // child is not sent.
+    assert_eq!(
+        count(&r, "ike_messages_sent"),
+        3 + count(&r, "retransmissions"),
+        "{r:#}"
+    );
 }
 
 #[test]
