@@ -15,7 +15,7 @@ use std::path::Path;
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use common::ike::{isakmp_rows, peer_rows};
+use common::ike::{cli, isakmp_rows, peer_rows};
 use common::netns::{A_WAN, WAN_DEV};
 use common::strongswan::{Charon, SwanConfig, output_with_timeout, require_strongswan_or_skip};
 use common::{Daemon, Netns, TempDir, TwoSites, ikehub_bin, poll_until, require_root_or_skip};
@@ -66,7 +66,11 @@ fn spawn_loadgen(ns: &Netns, psk_dir: &TempDir, args: &[&str]) -> Child {
 
 /// Waits for the swarm's exit and parses its report; panics with its output otherwise.
 fn report(child: Child) -> (Option<i32>, Value) {
-    let out = output_with_timeout(child, EXIT_TIMEOUT).expect("ikehub loadgen did not exit");
+    report_within(child, EXIT_TIMEOUT)
+}
+
+fn report_within(child: Child, timeout: Duration) -> (Option<i32>, Value) {
+    let out = output_with_timeout(child, timeout).expect("ikehub loadgen did not exit");
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let v: Value = serde_json::from_str(&stdout)
@@ -176,6 +180,74 @@ fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
         isakmp_rows(&hub).len(),
         hub.log()
     );
+}
+
+#[test]
+fn a_tunnel_the_hub_deletes_during_the_hold_is_reported_closed_by_the_hub() {
+    if !require_root_or_skip() {
+        return;
+    }
+    let ns = Netns::new("lg-term");
+    let hub = Daemon::start(&ns, "hub", |dir| hub_profile(dir, "127.1.0.0/16"));
+    let dir = TempDir::new("lg-psk");
+    // Spoke 2 is deleted by the swarm when its hold ends; spoke 1 must be gone long before.
+    const HOLD: Duration = Duration::from_secs(30);
+    let child = spawn_loadgen(
+        &ns,
+        &dir,
+        &[
+            "--hub",
+            "127.0.0.1",
+            "--spokes",
+            "2",
+            "--sources",
+            "127.1.4.1-127.1.4.2",
+            "--ike-group",
+            "2",
+            "--hold",
+            &HOLD.as_secs().to_string(),
+            "--timeout",
+            "600",
+        ],
+    );
+    let all = poll_until(ALL_UP_TIMEOUT, || (hub_tunnels(&hub) == 2).then_some(()));
+    // The hub tears spoke 1's tunnel down (delete notifications); the swarm, still listening
+    // while it holds the tunnel, sees it go.
+    let terminated = all.and_then(|_| {
+        cli(&hub, &["terminate", "Spokes", "--peer", "127.1.4.1"])
+            .map_err(|e| eprintln!("{e}"))
+            .ok()
+    });
+    let one_left = terminated.as_ref().and_then(|_| {
+        poll_until(Duration::from_secs(30), || {
+            (hub_tunnels(&hub) == 1).then_some(())
+        })
+    });
+    let (code, r) = report_within(child, HOLD + EXIT_TIMEOUT);
+    assert!(
+        all.is_some(),
+        "the hub never showed both tunnels:\n{}",
+        hub.log()
+    );
+    assert!(
+        terminated.is_some(),
+        "ikehub terminate failed:\n{}",
+        hub.log()
+    );
+    assert!(
+        one_left.is_some(),
+        "the hub still shows both tunnels:\n{}",
+        hub.log()
+    );
+    assert_eq!(code, Some(0), "{r:#}");
+    for (key, want) in [
+        ("up", 2),
+        ("closed_by_peer", 1),
+        ("deleted", 1),
+        ("failed", 0),
+    ] {
+        assert_eq!(count(&r, key), want, "{key}: {r:#}");
+    }
 }
 
 #[test]
