@@ -15,10 +15,16 @@
 //!   holds. Overlap on one side only is harmless: no packet can match both.
 //!
 //! Pure data, no locks: the daemon wraps one table in a mutex. Claims happen once per child SA
-//! (setup and re-key), never per packet, so a scan over the entries is cheap enough.
+//! (setup and re-key), never per packet; both sets of pairs are indexed by their remote range
+//! ([`index`]) so that a check stays cheap with tens of thousands of spokes.
 
+mod index;
+
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
+
+use index::{PairIndex, Slot};
 
 use crate::config::{IsakmpPolicy, PeerSpec, Profiles, ProtectedNetwork};
 
@@ -81,10 +87,12 @@ impl fmt::Display for Refusal {
 
 #[derive(Clone, Debug, Default)]
 pub struct ClaimTable {
-    /// Reserved at load: (pair, owner), in profile order.
-    reserved: Vec<(ProtectedNetwork, Owner)>,
-    /// Granted to template spokes: (pair, holder key).
-    held: Vec<(ProtectedNetwork, Arc<str>)>,
+    /// Reserved at load: pair -> owner.
+    reserved: PairIndex<Owner>,
+    /// Granted to template spokes: pair -> holder key.
+    held: PairIndex<Arc<str>>,
+    /// What each holder holds, to give it back without a scan.
+    holdings: HashMap<Arc<str>, Vec<Slot>>,
     /// Pairs refused so far (`show counters`).
     refused: u64,
 }
@@ -122,14 +130,19 @@ impl ClaimTable {
     /// spokes whose held pairs now overlap a reservation: their holdings are dropped here and
     /// the daemon must take them down (a reload that adds a policy wins over a spoke).
     pub fn reserve(&mut self, profiles: &Profiles) -> Vec<Arc<str>> {
-        self.reserved = reservations(profiles);
+        self.reserved = PairIndex::default();
+        for (pair, owner) in reservations(profiles) {
+            self.reserved.insert(pair, owner);
+        }
         let mut displaced: Vec<Arc<str>> = Vec::new();
-        for (pair, holder) in &self.held {
-            if self.reserved.iter().any(|(r, _)| r.overlaps(pair)) && !displaced.contains(holder) {
+        for (_, pair, holder) in self.held.iter() {
+            if self.reserved.overlapping(pair).next().is_some() && !displaced.contains(holder) {
                 displaced.push(holder.clone());
             }
         }
-        self.held.retain(|(_, h)| !displaced.contains(h));
+        for holder in &displaced {
+            self.release(holder);
+        }
         displaced
     }
 
@@ -141,7 +154,7 @@ impl ClaimTable {
             Claimant::Policy(_) => return Ok(()),
             Claimant::Spoke(h) => h,
         };
-        if let Some((r, owner)) = self.reserved.iter().find(|(r, _)| r.overlaps(pair)) {
+        if let Some((_, r, owner)) = self.reserved.overlapping(pair).next() {
             return Err(Refusal {
                 asked: *pair,
                 taken: *r,
@@ -149,10 +162,10 @@ impl ClaimTable {
                 reserved: true,
             });
         }
-        if let Some((r, h)) = self
+        if let Some((_, r, h)) = self
             .held
-            .iter()
-            .find(|(r, h)| &**h != holder && r.overlaps(pair))
+            .overlapping(pair)
+            .find(|(_, _, h)| &***h != holder)
         {
             return Err(Refusal {
                 asked: *pair,
@@ -171,22 +184,42 @@ impl ClaimTable {
             self.refused = self.refused.saturating_add(1);
             return Err(r);
         }
-        if let Claimant::Spoke(h) = who
-            && !self.held.iter().any(|(p, x)| &**x == h && p == pair)
-        {
-            self.held.push((*pair, Arc::from(h)));
+        if let Claimant::Spoke(h) = who {
+            let held = &self.held;
+            let slots = self.holdings.entry(Arc::from(h)).or_default();
+            if !slots
+                .iter()
+                .any(|s| held.get(*s).is_some_and(|(p, _)| p == pair))
+            {
+                slots.push(self.held.insert(*pair, Arc::from(h)));
+            }
         }
         Ok(())
     }
 
     /// Gives back everything `holder` holds (its peer is gone).
     pub fn release(&mut self, holder: &str) {
-        self.held.retain(|(_, h)| &**h != holder);
+        for slot in self.holdings.remove(holder).unwrap_or_default() {
+            self.held.remove(slot);
+        }
     }
 
     /// Gives back one pair of `holder` (its last child SA for that pair is gone).
     pub fn release_pair(&mut self, holder: &str, pair: &ProtectedNetwork) {
-        self.held.retain(|(p, h)| !(&**h == holder && p == pair));
+        let Some(slots) = self.holdings.get_mut(holder) else {
+            return;
+        };
+        let held = &mut self.held;
+        slots.retain(|s| {
+            let same = held.get(*s).is_some_and(|(p, _)| p == pair);
+            if same {
+                held.remove(*s);
+            }
+            !same
+        });
+        if slots.is_empty() {
+            self.holdings.remove(holder);
+        }
     }
 
     /// Counts a refusal decided through [`ClaimTable::check`] (quick mode refused the pair).
@@ -200,7 +233,7 @@ impl ClaimTable {
 
     /// Pairs held by spokes (tests, `show` commands).
     pub fn held(&self) -> impl Iterator<Item = (&ProtectedNetwork, &str)> {
-        self.held.iter().map(|(p, h)| (p, &**h))
+        self.held.iter().map(|(_, p, h)| (p, &**h))
     }
 }
 
@@ -268,7 +301,7 @@ protected-network = [ { local = "198.51.100.0/24", remote = "203.0.113.64/26" } 
     #[test]
     fn manual_and_single_peer_pairs_are_reserved_from_load() {
         let t = ClaimTable::new(&profiles(&[TO_BERNE, HQ]));
-        let owners: Vec<String> = t.reserved.iter().map(|(_, o)| o.to_string()).collect();
+        let owners: Vec<String> = t.reserved.iter().map(|(_, _, o)| o.to_string()).collect();
         assert_eq!(
             owners,
             ["ipsec-policy-manual.ToBerne", "ipsec-policy-isakmp.HQ"],
@@ -429,7 +462,7 @@ pub fn fuzz_ops(data: &[u8]) -> (u64, u64) {
         };
         rest = r;
         let owner = Owner::Manual(Arc::from(format!("M{i}")));
-        t.reserved.push((pair(b), owner));
+        t.reserved.insert(pair(b), owner);
     }
     let holders: Vec<String> = (0..8).map(|i| format!("T@192.0.2.{i}")).collect();
     let mut granted = 0u64;
@@ -445,14 +478,30 @@ pub fn fuzz_ops(data: &[u8]) -> (u64, u64) {
                 assert_eq!(checked, t.claim(Claimant::Spoke(h), &p).is_ok());
             }
             3 => assert!(t.claim(Claimant::Policy("M0"), &p).is_ok()),
-            _ => granted += u64::from(t.claim(Claimant::Spoke(h), &p).is_ok()),
+            _ => {
+                // The indexes must decide as a scan of every pair would.
+                let scan = t.reserved.iter().all(|(_, r, _)| !r.overlaps(&p))
+                    && t.held.iter().all(|(_, q, x)| &**x == h || !q.overlaps(&p));
+                let ok = t.claim(Claimant::Spoke(h), &p).is_ok();
+                assert_eq!(ok, scan, "{h} {p:?}");
+                granted += u64::from(ok);
+            }
         }
-        for (i, (p, a)) in t.held.iter().enumerate() {
-            assert!(t.reserved.iter().all(|(r, _)| !r.overlaps(p)), "{p:?}");
-            for (q, b) in &t.held[i + 1..] {
+        let held: Vec<(&ProtectedNetwork, &str)> = t.held().collect();
+        for (i, (p, a)) in held.iter().enumerate() {
+            assert!(t.reserved.iter().all(|(_, r, _)| !r.overlaps(p)), "{p:?}");
+            for (q, b) in &held[i + 1..] {
                 assert!(a == b || !p.overlaps(q), "{a} {p:?} and {b} {q:?}");
             }
         }
+        for (holder, slots) in &t.holdings {
+            assert!(!slots.is_empty(), "{holder} holds nothing but is listed");
+        }
+        assert_eq!(
+            t.holdings.values().map(Vec::len).sum::<usize>(),
+            t.held.len(),
+            "every held pair is in its holder's list"
+        );
     }
     (granted, t.refused())
 }
