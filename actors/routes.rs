@@ -2,26 +2,26 @@
 //! the policy goes and when the daemon exits.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 
 use ikehub::config::NetworkSpec;
 
-use crate::io::{Ipv4Route, RouteError, RouteGuard};
+use crate::io::{Route, RouteError, RouteGuard};
 
 pub struct Routes {
     guard: Option<RouteGuard>,
     dev: String,
-    src: Option<Ipv4Addr>,
-    by_policy: HashMap<String, Vec<Ipv4Route>>,
+    src: Option<IpAddr>,
+    by_policy: HashMap<String, Vec<Route>>,
 }
 
 impl Routes {
-    /// Installs routes via `dev` (preferred source `src`).
+    /// Installs routes via `dev` (preferred source `src`; the policies' networks are IPv4).
     pub fn new(dev: &str, src: Option<Ipv4Addr>) -> std::io::Result<Self> {
         Ok(Routes {
             guard: Some(RouteGuard::new()?),
             dev: dev.to_string(),
-            src,
+            src: src.map(IpAddr::V4),
             by_policy: HashMap::new(),
         })
     }
@@ -41,7 +41,7 @@ impl Routes {
             return Ok(());
         };
         for (addr, len) in ikehub::spd::cidrs(remote) {
-            let mut route = Ipv4Route::new(Ipv4Addr::from(addr), len, self.dev.clone());
+            let mut route = Route::new(Ipv4Addr::from(addr), len, self.dev.clone());
             if let Some(src) = self.src {
                 route = route.with_src(src);
             }
