@@ -8,13 +8,59 @@
 use std::io;
 use std::net::IpAddr;
 
+use netlink_packet_core::{
+    DecodeError, NetlinkDeserializable, NetlinkHeader, parse_string, parse_u32,
+};
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_packet_route::address::{AddressAttribute, AddressMessage};
 #[cfg(test)]
 use netlink_packet_route::link::LinkFlags;
-use netlink_packet_route::link::{LinkAttribute, LinkMessage};
+use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkMessageBuffer};
 
 use super::netlink::Netlink;
+
+// include/uapi/linux/rtnetlink.h, if_link.h
+const RTM_NEWLINK: u16 = 16;
+const IFLA_MTU: u16 = 4;
+const IFLA_IFNAME: u16 = 3;
+
+/// What we read of an `RTM_NEWLINK` answer: index, name, MTU.
+///
+/// Read from the attributes directly rather than through the crate's full `LinkMessage`
+/// parse: that parse decodes every attribute the kernel sends (`IFLA_AF_SPEC` with the IPv6
+/// device configuration among them) and logs a warning for each one a newer kernel has grown,
+/// which put two warnings in the operator's log for every route added or removed.
+#[derive(Debug)]
+struct LinkSummary {
+    index: u32,
+    name: Option<String>,
+    mtu: Option<u32>,
+}
+
+impl NetlinkDeserializable for LinkSummary {
+    type Error = DecodeError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, DecodeError> {
+        if header.message_type != RTM_NEWLINK {
+            return Err(format!("message type {} is not RTM_NEWLINK", header.message_type).into());
+        }
+        let buf = LinkMessageBuffer::new_checked(payload)?;
+        let mut link = LinkSummary {
+            index: buf.link_index(),
+            name: None,
+            mtu: None,
+        };
+        for nla in buf.attributes() {
+            let nla = nla?;
+            match nla.kind() {
+                IFLA_IFNAME => link.name = Some(parse_string(nla.value())?),
+                IFLA_MTU => link.mtu = Some(parse_u32(nla.value())?),
+                _ => {}
+            }
+        }
+        Ok(link)
+    }
+}
 
 /// Refuses names the kernel cannot hold (IFNAMSIZ = 16 with the NUL) before asking it.
 fn check_name(name: &str) -> io::Result<()> {
@@ -36,21 +82,17 @@ fn get_link_msg(name: &str) -> RouteNetlinkMessage {
     RouteNetlinkMessage::GetLink(m)
 }
 
-/// The kernel's description of interface `name` (index in the header, MTU among the
-/// attributes). A missing interface is `NotFound` ("... no such device").
-fn link_on(nl: &mut Netlink, name: &str, what: &str) -> io::Result<LinkMessage> {
+/// The kernel's description of interface `name`. A missing interface is `NotFound`
+/// ("... no such device").
+fn link_on(nl: &mut Netlink, name: &str, what: &str) -> io::Result<LinkSummary> {
     check_name(name)?;
-    let what = format!("{what} {name}");
-    match nl.get(get_link_msg(name)) {
-        Ok(RouteNetlinkMessage::NewLink(l)) => Ok(l),
-        Ok(_) => Err(io::Error::other(format!("{what}: unexpected answer"))),
-        Err(e) => Err(e.into_io(&what)),
-    }
+    nl.get(get_link_msg(name))
+        .map_err(|e| e.into_io(&format!("{what} {name}")))
 }
 
 /// Interface index of `name` in the namespace of `nl`.
 pub fn interface_index_on(nl: &mut Netlink, name: &str) -> io::Result<u32> {
-    Ok(link_on(nl, name, "interface index of")?.header.index)
+    Ok(link_on(nl, name, "interface index of")?.index)
 }
 
 #[cfg(test)]
@@ -64,12 +106,7 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
 pub fn interface_mtu(name: &str) -> io::Result<u32> {
     let what = "MTU of";
     link_on(&mut Netlink::open()?, name, what)?
-        .attributes
-        .iter()
-        .find_map(|a| match a {
-            LinkAttribute::Mtu(m) => Some(*m),
-            _ => None,
-        })
+        .mtu
         .ok_or_else(|| io::Error::other(format!("{what} {name}: no IFLA_MTU in the answer")))
 }
 
@@ -164,18 +201,10 @@ pub fn interface_with_address(addr: IpAddr) -> io::Result<String> {
     let index = index.ok_or_else(not_found)?;
     let mut by_index = LinkMessage::default();
     by_index.header.index = index;
-    match nl.get(RouteNetlinkMessage::GetLink(by_index)) {
-        Ok(RouteNetlinkMessage::NewLink(l)) => l
-            .attributes
-            .into_iter()
-            .find_map(|a| match a {
-                LinkAttribute::IfName(n) => Some(n),
-                _ => None,
-            })
-            .ok_or_else(not_found),
-        Ok(_) => Err(not_found()),
-        Err(e) => Err(e.into_io(&format!("interface {index}"))),
-    }
+    nl.get::<LinkSummary>(RouteNetlinkMessage::GetLink(by_index))
+        .map_err(|e| e.into_io(&format!("interface {index}")))?
+        .name
+        .ok_or_else(not_found)
 }
 
 /// Device MTU of the interface that holds local address `addr`, with its name.
@@ -234,6 +263,32 @@ mod tests {
         assert_eq!(&b[4..8], &7u32.to_ne_bytes());
         assert_eq!(&b[8..12], &1u32.to_ne_bytes());
         assert_eq!(&b[12..16], &1u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn link_answers_read_index_name_and_mtu_only() {
+        let mut m = LinkMessage::default();
+        m.header.index = 42;
+        m.attributes.push(LinkAttribute::IfName("ikehub0".into()));
+        m.attributes.push(LinkAttribute::TxQueueLen(500));
+        m.attributes.push(LinkAttribute::Mtu(1400));
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        let mut h = NetlinkHeader::default();
+        h.message_type = RTM_NEWLINK;
+        let l = LinkSummary::deserialize(&h, &b).unwrap();
+        assert_eq!(
+            (l.index, l.name.as_deref(), l.mtu),
+            (42, Some("ikehub0"), Some(1400))
+        );
+        // Another message type, a short buffer, an attribute running past the end: errors.
+        h.message_type = RTM_NEWLINK + 1;
+        assert!(LinkSummary::deserialize(&h, &b).is_err());
+        h.message_type = RTM_NEWLINK;
+        assert!(LinkSummary::deserialize(&h, &b[..10]).is_err());
+        let mut bad = b.clone();
+        bad[16..18].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(LinkSummary::deserialize(&h, &bad).is_err());
     }
 
     #[test]

@@ -13,8 +13,8 @@ use std::io;
 use std::time::Duration;
 
 use netlink_packet_core::{
-    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_REQUEST, NetlinkHeader,
-    NetlinkMessage, NetlinkPayload,
+    NLM_F_ACK, NLM_F_ACK_TLVS, NLM_F_CAPPED, NLM_F_DUMP, NLM_F_REQUEST, NetlinkDeserializable,
+    NetlinkHeader, NetlinkMessage, NetlinkPayload,
 };
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{Socket, protocols::NETLINK_ROUTE};
@@ -94,11 +94,15 @@ impl Netlink {
     pub fn request(&mut self, msg: RouteNetlinkMessage, flags: u16) -> Result<(), NlError> {
         self.send(msg, NLM_F_REQUEST | NLM_F_ACK | flags)?;
         // Only the ack ends the exchange; nothing else is expected before it.
-        self.answers(|_| true)
+        self.answers(|_: RouteNetlinkMessage| true)
     }
 
-    /// Sends a `GET` for one object (`RTM_GETLINK` by name or index) and returns the answer.
-    pub fn get(&mut self, msg: RouteNetlinkMessage) -> Result<RouteNetlinkMessage, NlError> {
+    /// Sends a `GET` for one object (`RTM_GETLINK` by name or index) and returns the answer,
+    /// read as a `T` (a [`RouteNetlinkMessage`], or a narrower reading of it).
+    pub fn get<T: NetlinkDeserializable>(
+        &mut self,
+        msg: RouteNetlinkMessage,
+    ) -> Result<T, NlError> {
         self.send(msg, NLM_F_REQUEST)?;
         let mut answer = None;
         self.answers(|m| {
@@ -110,10 +114,10 @@ impl Netlink {
 
     /// Sends a dump request and calls `each` for every object until `NLMSG_DONE` (or until
     /// `each` returns `false`; the rest of the dump is still read, so the socket stays in step).
-    pub fn dump(
+    pub fn dump<T: NetlinkDeserializable>(
         &mut self,
         msg: RouteNetlinkMessage,
-        mut each: impl FnMut(RouteNetlinkMessage) -> bool,
+        mut each: impl FnMut(T) -> bool,
     ) -> Result<(), NlError> {
         self.send(msg, NLM_F_REQUEST | NLM_F_DUMP)?;
         let mut wanted = true;
@@ -141,9 +145,9 @@ impl Netlink {
     /// Reads the answers to the last request: objects go to `each` while it returns `true`
     /// (a dump); an `NLMSG_ERROR` (ack or refusal) or `NLMSG_DONE` ends the exchange, and so
     /// does the first object when `each` returns `false` (a single answer).
-    fn answers(
+    fn answers<T: NetlinkDeserializable>(
         &mut self,
-        mut each: impl FnMut(RouteNetlinkMessage) -> bool,
+        mut each: impl FnMut(T) -> bool,
     ) -> Result<(), NlError> {
         loop {
             self.buf.clear();
@@ -165,7 +169,7 @@ impl Netlink {
                 if seq != self.seq {
                     continue;
                 }
-                let msg = NetlinkMessage::<RouteNetlinkMessage>::deserialize(msg)
+                let msg = NetlinkMessage::<T>::deserialize(msg)
                     .map_err(|e| NlError::malformed(&e.to_string()))?;
                 let more = match msg.payload {
                     NetlinkPayload::Error(e) => {
@@ -293,10 +297,10 @@ mod tests {
             .push(netlink_packet_route::link::LinkAttribute::IfName(
                 "lo".into(),
             ));
-        let answer = nl.get(RouteNetlinkMessage::GetLink(link)).unwrap();
+        let answer: RouteNetlinkMessage = nl.get(RouteNetlinkMessage::GetLink(link)).unwrap();
         assert!(matches!(answer, RouteNetlinkMessage::NewLink(ref l) if l.header.index == 1));
         let mut n = 0;
-        nl.dump(RouteNetlinkMessage::GetLink(Default::default()), |_| {
+        nl.dump::<RouteNetlinkMessage>(RouteNetlinkMessage::GetLink(Default::default()), |_| {
             n += 1;
             true
         })
@@ -308,7 +312,9 @@ mod tests {
             .push(netlink_packet_route::link::LinkAttribute::IfName(
                 "nosuch0".into(),
             ));
-        let e = nl.get(RouteNetlinkMessage::GetLink(link)).unwrap_err();
+        let e = nl
+            .get::<RouteNetlinkMessage>(RouteNetlinkMessage::GetLink(link))
+            .unwrap_err();
         assert_eq!(e.errno, libc::ENODEV, "{e:?}");
     }
 }
