@@ -123,6 +123,23 @@ fn reload(d: &Daemon, text: &str) -> String {
     text
 }
 
+/// SIGTERM, wait (bounded) for a clean exit; returns the log of the whole run (read before
+/// `stop()`, which removes the daemon's directory).
+fn sigterm(ns: &Netns, mut d: Daemon) -> String {
+    let pid = daemon_pid(ns, &d).expect("the daemon's pid");
+    // SAFETY: kill(2) on the daemon this test started (found by its own config path).
+    unsafe { libc::kill(pid, libc::SIGTERM) };
+    let exited = poll_until(ROUTE_TIMEOUT, || (!d.is_running()).then_some(()));
+    let log = d.log();
+    assert!(exited.is_some(), "still running after SIGTERM\n{log}");
+    let status = d.stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit after SIGTERM: {status:?}\n{log}"
+    );
+    log
+}
+
 #[test]
 fn policy_routes_follow_reload_and_are_gone_after_stop() {
     if !common::require_env_or_skip(&["ip"]) {
@@ -145,19 +162,7 @@ fn policy_routes_follow_reload_and_are_gone_after_stop() {
     reload(&d, &profile(&dir, true, true));
     wait_routes(&ns, &d, &expected(true), "after adding Range back");
 
-    // SIGTERM, then read the log of the whole run (stop() removes the daemon's directory).
-    let mut d = d;
-    let pid = daemon_pid(&ns, &d).expect("the daemon's pid");
-    // SAFETY: kill(2) on the daemon this test started (found by its own config path).
-    unsafe { libc::kill(pid, libc::SIGTERM) };
-    let exited = poll_until(ROUTE_TIMEOUT, || (!d.is_running()).then_some(()));
-    let log = d.log();
-    assert!(exited.is_some(), "still running after SIGTERM\n{log}");
-    let status = d.stop();
-    assert!(
-        status.is_some_and(|s| s.success()),
-        "exit after SIGTERM: {status:?}\n{log}"
-    );
+    let log = sigterm(&ns, d);
     let left = routes(&ns);
     assert!(left.is_empty(), "routes left after stop: {left:?}\n{log}");
     assert!(!link_exists(&ns, TUN), "{TUN} left after stop");
@@ -182,4 +187,35 @@ fn routes_false_installs_none() {
     assert!(!rows.is_empty(), "no SA rows\n{}", d.log());
     assert_eq!(routes(&ns), Vec::<String>::new(), "{}", all_routes(&ns));
     d.stop();
+}
+
+/// An operator's route to one block of a policy's range: that block is refused (the log names
+/// the route and why), the policy's other blocks are installed all the same, and at stop the
+/// daemon removes only what it installed: the operator's route stays. (Before, the first
+/// refusal ended the policy's routes: 203.0.113.128/26 was never installed.)
+#[test]
+fn an_existing_route_blocks_only_its_own_block_and_stays_after_stop() {
+    if !common::require_env_or_skip(&["ip"]) {
+        return;
+    }
+    let ns = site("oproute");
+    ns.ip(&["route", "add", "203.0.113.0/25", "dev", "lo"]);
+    let operators = "203.0.113.0/25 dev lo src -".to_string();
+    let d = Daemon::start(&ns, "oproute", |dir| profile(dir, true, true));
+    let mut want = expected(true);
+    want.retain(|r| !r.starts_with("203.0.113.0/25 "));
+    want.push(operators.clone());
+    want.sort();
+    wait_routes(&ns, &d, &want, "after start");
+    let refusal = "route 203.0.113.0/25 already exists";
+    let found = poll_until(ROUTE_TIMEOUT, || d.log().contains(refusal).then_some(()));
+    assert!(found.is_some(), "no `{refusal}` in the log:\n{}", d.log());
+
+    let log = sigterm(&ns, d);
+    assert_eq!(routes(&ns), vec![operators], "{}\n{log}", all_routes(&ns));
+    let line = log
+        .lines()
+        .find(|l| l.contains(refusal))
+        .unwrap_or_default();
+    assert!(line.contains("Range") && line.contains("WARN"), "{line}");
 }
