@@ -245,7 +245,18 @@ impl TunnelEvent {
                 responder_cookie = o(&self.responder_cookie),
                 "{msg}"
             ),
-            Kind::Up | Kind::Rekey | Kind::Down => info!(
+            // The replaced pair beside the new one, so that a log pipeline can follow a
+            // tunnel from pair to pair without parsing the words.
+            Kind::Rekey => info!(
+                event = kind,
+                identity,
+                spi_in = o(&self.spi_in),
+                spi_out = o(&self.spi_out),
+                old_spi_in = o(&self.old_spi_in),
+                old_spi_out = o(&self.old_spi_out),
+                "{msg}"
+            ),
+            Kind::Up | Kind::Down => info!(
                 event = kind,
                 identity,
                 spi_in = o(&self.spi_in),

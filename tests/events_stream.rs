@@ -7,6 +7,8 @@
 //! events name the SPIs that came up, with a reason; `show events` without --follow lists the
 //! same events from the ring; and the daemon's log has one line per event in words, without
 //! the raw `Debug` dump of the session's events it used to print beside them.
+//! A re-key (A's ESP lifetime 12 s) names the pair it replaces, in the event and as fields of
+//! its log line.
 //!
 //! Needs root and ip; outside CI it skips when they are missing, under `CI=true` it fails.
 
@@ -237,4 +239,70 @@ fn events_stream_tells_a_tunnel_up_and_down() {
     );
     drop(follow);
     drop(da);
+}
+
+/// A re-key names the pair it replaces: A (the initiator, ESP lifetime 12 s, so it re-keys
+/// at its soft lifetime about 10 s in) is followed; its `rekey` event carries the new SPIs and,
+/// as `old_spi_in` / `old_spi_out`, the SPIs of the `up` event that came before; A's log line
+/// for it carries the same four as structured fields.
+#[test]
+fn rekey_event_names_the_old_spis() {
+    if !common::require_env_or_skip(&["ip"]) {
+        return;
+    }
+    let sites = TwoSites::new("ev-rekey");
+    let profile_a = IkeProfile::site_a(PSK)
+        .initiate(Initiate::Permanent)
+        .esp(&[ike::p2_aes128_sha1().lifetime(12)]);
+    let profile_b = profile_a.mirrored().initiate(Initiate::Never);
+    let db = Daemon::start(&sites.b, "B", |dir| profile_b.toml(dir));
+    let da = Daemon::start(&sites.a, "A", |dir| profile_a.toml(dir));
+    let mut follow = Follower::start(&da);
+    wait_child_sas(&da, POLICY, UP_TIMEOUT);
+
+    let rekey = follow.wait_for("rekey", Duration::from_secs(60), is("rekey"));
+    let (old_in, old_out) = (str_of(&rekey, "old_spi_in"), str_of(&rekey, "old_spi_out"));
+    let (new_in, new_out) = (str_of(&rekey, "spi_in"), str_of(&rekey, "spi_out"));
+    assert!(
+        old_in.starts_with("0x") && old_in.len() == 10 && old_out.len() == 10,
+        "old SPIs in hex: {rekey}"
+    );
+    assert!(new_in != old_in && new_out != old_out, "{rekey}");
+    // The old pair is the one an earlier `up` (or re-key) brought, kept in the ring.
+    let ring: Vec<Value> = ike::cli(&da, &["show", "events"])
+        .unwrap_or_else(|e| panic!("show events: {e}"))
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let before = ring
+        .iter()
+        .find(|v| {
+            (is("up")(v) || is("rekey")(v))
+                && str_of(v, "spi_in") == old_in
+                && v["seq"].as_u64() < rekey["seq"].as_u64()
+        })
+        .unwrap_or_else(|| panic!("no earlier event with SPI {old_in}:\n{ring:#?}"));
+    assert_eq!(str_of(before, "spi_out"), old_out, "{before}\n{rekey}");
+
+    // The log line: words with both pairs, and the four SPIs as fields.
+    let log = da.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("child SA re-keyed") && l.contains(new_in))
+        .unwrap_or_else(|| panic!("no log line for the re-key to {new_in}:\n{log}"));
+    for field in [
+        format!("spi_in={new_in}"),
+        format!("spi_out={new_out}"),
+        format!("old_spi_in={old_in}"),
+        format!("old_spi_out={old_out}"),
+    ] {
+        let quoted = field.replacen('=', "=\"", 1) + "\"";
+        assert!(
+            line.contains(&field) || line.contains(&quoted),
+            "{field} missing from the log line: {line}"
+        );
+    }
+    drop(follow);
+    drop(da);
+    drop(db);
 }

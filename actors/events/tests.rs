@@ -145,3 +145,65 @@ fn rfc3339_utc() {
     assert_eq!(rfc3339(leap), "2024-02-29T23:59:59.000Z");
     assert_eq!(rfc3339(SystemTime::UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
 }
+
+/// `io::Write` into a shared buffer: the log lines a test renders.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The log line of an event as the daemon's JSON log format writes it.
+fn json_log_line(ev: &TunnelEvent) -> serde_json::Value {
+    let out = Captured::default();
+    let writer = out.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .json()
+        .with_writer(move || writer.clone())
+        .finish();
+    tracing::subscriber::with_default(subscriber, || ev.log());
+    let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 1, "one log line per event: {text}");
+    serde_json::from_str(lines[0]).unwrap()
+}
+
+/// A re-key names both pairs, as structured fields of its one log line (hex, as tshark shows
+/// them) and in its JSON event; the words say which replaces which.
+#[test]
+fn rekey_carries_the_old_spis_in_the_log_line_and_the_event() {
+    let old = SpiPair {
+        inbound: 0xc1a2_0001,
+        outbound: 0x0000_aa01,
+    };
+    let ev = TunnelEvent::new(Kind::Rekey, "ToBerne", "192.0.2.2:500", None)
+        .child(&child())
+        .old_spis(old);
+    let line = json_log_line(&ev);
+    let fields = &line["fields"];
+    assert_eq!(fields["event"], "rekey", "{line}");
+    assert_eq!(fields["spi_in"], "0xc1a20003", "{line}");
+    assert_eq!(fields["spi_out"], "0x0000ab01", "{line}");
+    assert_eq!(fields["old_spi_in"], "0xc1a20001", "{line}");
+    assert_eq!(fields["old_spi_out"], "0x0000aa01", "{line}");
+    assert_eq!(line["level"], "INFO", "{line}");
+    let words = fields["message"].as_str().unwrap_or_default();
+    assert!(
+        words
+            .contains("SPIs 0xc1a20003 in / 0x0000ab01 out replace 0xc1a20001 in / 0x0000aa01 out"),
+        "{words}"
+    );
+    let json = serde_json::to_value(&*EventLog::default().publish(ev)).unwrap();
+    assert_eq!(json["old_spi_in"], "0xc1a20001", "{json}");
+    assert_eq!(json["old_spi_out"], "0x0000aa01", "{json}");
+    // An `up` has no old pair: the fields are left out, not empty.
+    let up = json_log_line(&TunnelEvent::new(Kind::Up, "P", "192.0.2.2:500", None).child(&child()));
+    assert!(up["fields"].get("old_spi_in").is_none(), "{up}");
+}

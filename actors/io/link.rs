@@ -1,17 +1,69 @@
-//! Interface queries and settings through `SIOC*IF*` ioctls: index, MTU (the path-MTU
-//! ceiling), up, and which interface holds an address.
+//! Interface queries and settings through rtnetlink (`RTM_GETLINK`, `RTM_SETLINK`,
+//! `RTM_GETADDR`): index, MTU (the path-MTU ceiling), up, and which interface holds an address.
 //!
-//! The ioctls act in the network namespace of the socket they are issued on: the functions
-//! here open a datagram socket in the calling thread's namespace; the `_on` variants take
-//! any socket (a netlink socket works too) so a long-lived handle stays in its namespace.
+//! Everything acts in the network namespace of the [`Netlink`] socket it goes through: the
+//! plain functions open one in the calling thread's namespace; the `_on` variants take a
+//! long-lived handle (a route guard's) so they stay in its namespace.
 
-use std::ffi::CStr;
 use std::io;
 use std::net::IpAddr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 
-/// Builds an `ifreq` for `name`, refusing names the kernel cannot hold (IFNAMSIZ = 16).
-fn ifreq(name: &str) -> io::Result<libc::ifreq> {
+use netlink_packet_core::{
+    DecodeError, NetlinkDeserializable, NetlinkHeader, parse_string, parse_u32,
+};
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+#[cfg(test)]
+use netlink_packet_route::link::LinkFlags;
+use netlink_packet_route::link::{LinkAttribute, LinkMessage, LinkMessageBuffer};
+
+use super::netlink::Netlink;
+
+// include/uapi/linux/rtnetlink.h, if_link.h
+const RTM_NEWLINK: u16 = 16;
+const IFLA_MTU: u16 = 4;
+const IFLA_IFNAME: u16 = 3;
+
+/// What we read of an `RTM_NEWLINK` answer: index, name, MTU.
+///
+/// Read from the attributes directly rather than through the crate's full `LinkMessage`
+/// parse: that parse decodes every attribute the kernel sends (`IFLA_AF_SPEC` with the IPv6
+/// device configuration among them) and logs a warning for each one a newer kernel has grown,
+/// which put two warnings in the operator's log for every route added or removed.
+#[derive(Debug)]
+struct LinkSummary {
+    index: u32,
+    name: Option<String>,
+    mtu: Option<u32>,
+}
+
+impl NetlinkDeserializable for LinkSummary {
+    type Error = DecodeError;
+
+    fn deserialize(header: &NetlinkHeader, payload: &[u8]) -> Result<Self, DecodeError> {
+        if header.message_type != RTM_NEWLINK {
+            return Err(format!("message type {} is not RTM_NEWLINK", header.message_type).into());
+        }
+        let buf = LinkMessageBuffer::new_checked(payload)?;
+        let mut link = LinkSummary {
+            index: buf.link_index(),
+            name: None,
+            mtu: None,
+        };
+        for nla in buf.attributes() {
+            let nla = nla?;
+            match nla.kind() {
+                IFLA_IFNAME => link.name = Some(parse_string(nla.value())?),
+                IFLA_MTU => link.mtu = Some(parse_u32(nla.value())?),
+                _ => {}
+            }
+        }
+        Ok(link)
+    }
+}
+
+/// Refuses names the kernel cannot hold (IFNAMSIZ = 16 with the NUL) before asking it.
+fn check_name(name: &str) -> io::Result<()> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ || name.bytes().any(|b| b == 0 || b == b'/')
     {
         return Err(io::Error::new(
@@ -19,170 +71,140 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
             format!("invalid interface name {name:?} (1..15 bytes, no '/' or NUL)"),
         ));
     }
-    // SAFETY: all-zero is a valid ifreq.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    Ok(req)
-}
-
-fn ioctl(
-    fd: RawFd,
-    op: libc::Ioctl,
-    req: &mut libc::ifreq,
-    what: &str,
-    name: &str,
-) -> io::Result<()> {
-    // SAFETY: `req` is a valid ifreq for these SIOC*IF* requests.
-    if unsafe { libc::ioctl(fd, op, req as *mut libc::ifreq) } < 0 {
-        let e = io::Error::last_os_error();
-        // ENODEV becomes NotFound, so callers can tell a missing interface from the rest.
-        return Err(if e.raw_os_error() == Some(libc::ENODEV) {
-            io::Error::new(
-                io::ErrorKind::NotFound,
-                format!("{what} {name}: no such device"),
-            )
-        } else {
-            io::Error::new(e.kind(), format!("{what} {name}: {e}"))
-        });
-    }
     Ok(())
 }
 
-/// A datagram socket in the calling thread's network namespace, for ioctls.
-pub(super) fn ioctl_socket() -> io::Result<OwnedFd> {
-    // SAFETY: plain socket(2); the fd is owned right away.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a fresh, valid descriptor we own.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+/// `RTM_GETLINK` for `name` (`IFLA_IFNAME`; the kernel looks it up by name when the index
+/// is 0).
+fn get_link_msg(name: &str) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.attributes.push(LinkAttribute::IfName(name.to_string()));
+    RouteNetlinkMessage::GetLink(m)
 }
 
-/// Interface index of `name` in the namespace of socket `sock`.
-pub fn interface_index_on(sock: &impl AsRawFd, name: &str) -> io::Result<u32> {
-    let mut req = ifreq(name)?;
-    ioctl(
-        sock.as_raw_fd(),
-        libc::SIOCGIFINDEX,
-        &mut req,
-        "interface index of",
-        name,
-    )?;
-    // SAFETY: SIOCGIFINDEX filled the ifindex member.
-    Ok(unsafe { req.ifr_ifru.ifru_ifindex } as u32)
+/// The kernel's description of interface `name`. A missing interface is `NotFound`
+/// ("... no such device").
+fn link_on(nl: &mut Netlink, name: &str, what: &str) -> io::Result<LinkSummary> {
+    check_name(name)?;
+    nl.get(get_link_msg(name))
+        .map_err(|e| e.into_io(&format!("{what} {name}")))
+}
+
+/// Interface index of `name` in the namespace of `nl`.
+pub fn interface_index_on(nl: &mut Netlink, name: &str) -> io::Result<u32> {
+    Ok(link_on(nl, name, "interface index of")?.index)
 }
 
 #[cfg(test)]
 /// Interface index of `name` (`if_nametoindex`).
 pub fn interface_index(name: &str) -> io::Result<u32> {
-    interface_index_on(&ioctl_socket()?, name)
+    interface_index_on(&mut Netlink::open()?, name)
 }
 
-/// Device MTU of interface `name` (`SIOCGIFMTU`): the ceiling for the path MTU of packets
+/// Device MTU of interface `name` (`IFLA_MTU`): the ceiling for the path MTU of packets
 /// leaving through it.
 pub fn interface_mtu(name: &str) -> io::Result<u32> {
-    let mut req = ifreq(name)?;
-    ioctl(
-        ioctl_socket()?.as_raw_fd(),
-        libc::SIOCGIFMTU,
-        &mut req,
-        "MTU of",
-        name,
-    )?;
-    // SAFETY: SIOCGIFMTU filled the mtu member.
-    Ok(unsafe { req.ifr_ifru.ifru_mtu } as u32)
+    let what = "MTU of";
+    link_on(&mut Netlink::open()?, name, what)?
+        .mtu
+        .ok_or_else(|| io::Error::other(format!("{what} {name}: no IFLA_MTU in the answer")))
 }
 
 #[cfg(test)]
-/// Sets the device MTU of interface `name` (`SIOCSIFMTU`, needs CAP_NET_ADMIN).
+/// `RTM_SETLINK` for `index` with `attributes` and the flags under `change_mask` set to
+/// `flags`.
+fn set_link_msg(
+    index: u32,
+    flags: LinkFlags,
+    change_mask: LinkFlags,
+    attributes: Vec<LinkAttribute>,
+) -> RouteNetlinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m.header.flags = flags;
+    m.header.change_mask = change_mask;
+    m.attributes = attributes;
+    RouteNetlinkMessage::SetLink(m)
+}
+
+#[cfg(test)]
+fn set_link(
+    name: &str,
+    what: &str,
+    msg: impl FnOnce(u32) -> RouteNetlinkMessage,
+) -> io::Result<()> {
+    let mut nl = Netlink::open()?;
+    let index = interface_index_on(&mut nl, name)?;
+    nl.request(msg(index), 0)
+        .map_err(|e| e.into_io(&format!("{what} {name}")))
+}
+
+#[cfg(test)]
+/// Sets the device MTU of interface `name` (needs CAP_NET_ADMIN).
 pub fn set_interface_mtu(name: &str, mtu: u32) -> io::Result<()> {
-    let mut req = ifreq(name)?;
-    req.ifr_ifru.ifru_mtu = mtu as libc::c_int;
-    ioctl(
-        ioctl_socket()?.as_raw_fd(),
-        libc::SIOCSIFMTU,
-        &mut req,
-        "setting MTU of",
-        name,
-    )
+    set_link(name, "setting MTU of", |index| {
+        set_link_msg(
+            index,
+            LinkFlags::empty(),
+            LinkFlags::empty(),
+            vec![LinkAttribute::Mtu(mtu)],
+        )
+    })
 }
 
 #[cfg(test)]
 /// Brings interface `name` up (`IFF_UP`, needs CAP_NET_ADMIN).
 pub fn set_interface_up(name: &str) -> io::Result<()> {
-    let sock = ioctl_socket()?;
-    let mut req = ifreq(name)?;
-    ioctl(
-        sock.as_raw_fd(),
-        libc::SIOCGIFFLAGS,
-        &mut req,
-        "flags of",
-        name,
-    )?;
-    // SAFETY: SIOCGIFFLAGS filled the flags member.
-    unsafe { req.ifr_ifru.ifru_flags |= libc::IFF_UP as libc::c_short };
-    ioctl(
-        sock.as_raw_fd(),
-        libc::SIOCSIFFLAGS,
-        &mut req,
-        "bringing up",
-        name,
-    )
+    set_link(name, "bringing up", |index| {
+        set_link_msg(index, LinkFlags::Up, LinkFlags::Up, Vec::new())
+    })
 }
 
-/// Name of the interface that holds local address `addr`.
+/// Does `m` put `addr` on its interface? (`IFA_LOCAL` is the local address on
+/// point-to-point links, where `IFA_ADDRESS` is the peer's; elsewhere both are the same.)
+fn holds(m: &AddressMessage, addr: IpAddr) -> bool {
+    let local = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Local(a) => Some(*a),
+        _ => None,
+    });
+    let address = m.attributes.iter().find_map(|a| match a {
+        AddressAttribute::Address(a) => Some(*a),
+        _ => None,
+    });
+    local.or(address) == Some(addr)
+}
+
+/// Name of the interface that holds local address `addr` (an `RTM_GETADDR` dump, then
+/// `RTM_GETLINK` of the index found).
 pub fn interface_with_address(addr: IpAddr) -> io::Result<String> {
-    let mut head: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs allocates a list we free below.
-    if unsafe { libc::getifaddrs(&mut head) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let mut found = None;
-    let mut cur = head;
-    while !cur.is_null() {
-        // SAFETY: cur is a node of the list getifaddrs returned.
-        let ifa = unsafe { &*cur };
-        cur = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
-            continue;
-        }
-        // SAFETY: ifa_addr is non-null and its family says which struct it is.
-        let a = unsafe {
-            match (*ifa.ifa_addr).sa_family as libc::c_int {
-                libc::AF_INET => {
-                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
-                    Some(IpAddr::from(
-                        u32::from_be(sin.sin_addr.s_addr).to_be_bytes(),
-                    ))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
-                    Some(IpAddr::from(sin6.sin6_addr.s6_addr))
-                }
-                _ => None,
+    let mut nl = Netlink::open()?;
+    let mut index = None;
+    nl.dump(
+        RouteNetlinkMessage::GetAddress(AddressMessage::default()),
+        |m| {
+            if let RouteNetlinkMessage::NewAddress(a) = m
+                && holds(&a, addr)
+            {
+                index = Some(a.header.index);
+                return false;
             }
-        };
-        if a == Some(addr) {
-            // SAFETY: ifa_name is a NUL-terminated string owned by the list.
-            found = Some(
-                unsafe { CStr::from_ptr(ifa.ifa_name) }
-                    .to_string_lossy()
-                    .into_owned(),
-            );
-            break;
-        }
-    }
-    // SAFETY: head came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(head) };
-    found.ok_or_else(|| {
+            true
+        },
+    )
+    .map_err(|e| e.into_io("listing addresses"))?;
+    let not_found = || {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("no interface holds address {addr}"),
         )
-    })
+    };
+    let index = index.ok_or_else(not_found)?;
+    let mut by_index = LinkMessage::default();
+    by_index.header.index = index;
+    nl.get::<LinkSummary>(RouteNetlinkMessage::GetLink(by_index))
+        .map_err(|e| e.into_io(&format!("interface {index}")))?
+        .name
+        .ok_or_else(not_found)
 }
 
 /// Device MTU of the interface that holds local address `addr`, with its name.
@@ -195,6 +217,7 @@ pub fn mtu_of_address(addr: IpAddr) -> io::Result<(String, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::Emitable;
 
     #[test]
     fn loopback_queries() {
@@ -210,7 +233,74 @@ mod tests {
         let e = interface_mtu("no-such-if0").unwrap_err();
         assert_eq!(e.to_string(), "MTU of no-such-if0: no such device");
         assert_eq!(e.kind(), io::ErrorKind::NotFound);
-        assert!(interface_mtu("a-name-far-too-long").is_err());
-        assert!(interface_with_address("192.0.2.254".parse().unwrap()).is_err());
+        let e = interface_mtu("a-name-far-too-long").unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
+        assert!(interface_mtu("a/b").is_err());
+        let e = interface_with_address("192.0.2.254".parse().unwrap()).unwrap_err();
+        assert_eq!(e.to_string(), "no interface holds address 192.0.2.254");
+    }
+
+    #[test]
+    fn link_messages() {
+        // RTM_GETLINK by name: index 0 in the header, the name as IFLA_IFNAME (3) with its NUL.
+        let RouteNetlinkMessage::GetLink(m) = get_link_msg("ikehub0") else {
+            unreachable!()
+        };
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        assert_eq!(&b[4..8], &0u32.to_ne_bytes());
+        assert_eq!(&b[16..20], &[12, 0, 3, 0]);
+        assert_eq!(&b[20..28], b"ikehub0\0");
+        // RTM_SETLINK up: IFF_UP in both flags and change mask, nothing else touched.
+        let RouteNetlinkMessage::SetLink(m) =
+            set_link_msg(7, LinkFlags::Up, LinkFlags::Up, Vec::new())
+        else {
+            unreachable!()
+        };
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        assert_eq!(b.len(), 16);
+        assert_eq!(&b[4..8], &7u32.to_ne_bytes());
+        assert_eq!(&b[8..12], &1u32.to_ne_bytes());
+        assert_eq!(&b[12..16], &1u32.to_ne_bytes());
+    }
+
+    #[test]
+    fn link_answers_read_index_name_and_mtu_only() {
+        let mut m = LinkMessage::default();
+        m.header.index = 42;
+        m.attributes.push(LinkAttribute::IfName("ikehub0".into()));
+        m.attributes.push(LinkAttribute::TxQueueLen(500));
+        m.attributes.push(LinkAttribute::Mtu(1400));
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        let mut h = NetlinkHeader::default();
+        h.message_type = RTM_NEWLINK;
+        let l = LinkSummary::deserialize(&h, &b).unwrap();
+        assert_eq!(
+            (l.index, l.name.as_deref(), l.mtu),
+            (42, Some("ikehub0"), Some(1400))
+        );
+        // Another message type, a short buffer, an attribute running past the end: errors.
+        h.message_type = RTM_NEWLINK + 1;
+        assert!(LinkSummary::deserialize(&h, &b).is_err());
+        h.message_type = RTM_NEWLINK;
+        assert!(LinkSummary::deserialize(&h, &b[..10]).is_err());
+        let mut bad = b.clone();
+        bad[16..18].copy_from_slice(&200u16.to_ne_bytes());
+        assert!(LinkSummary::deserialize(&h, &bad).is_err());
+    }
+
+    #[test]
+    fn point_to_point_addresses_match_the_local_side() {
+        let mut m = AddressMessage::default();
+        let local: IpAddr = "198.51.100.1".parse().unwrap();
+        let peer: IpAddr = "198.51.100.2".parse().unwrap();
+        m.attributes.push(AddressAttribute::Address(peer));
+        m.attributes.push(AddressAttribute::Local(local));
+        assert!(holds(&m, local));
+        assert!(!holds(&m, peer));
+        m.attributes.remove(1);
+        assert!(holds(&m, peer));
     }
 }

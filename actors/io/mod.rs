@@ -24,6 +24,7 @@ pub mod bpf;
 mod gro;
 pub mod link;
 pub mod memory;
+pub mod netlink;
 pub mod raw;
 pub mod route;
 pub mod tun;
@@ -37,7 +38,7 @@ pub use bpf::{IpsecProto, spi_shard};
 pub use link::mtu_of_address;
 pub use memory::MemoryPort;
 pub use raw::{RawReceiver, RawSender, Share};
-pub use route::{Ipv4Route, RouteError, RouteGuard};
+pub use route::{Route, RouteError, RouteGuard};
 pub use tun::{OffloadStats, TunConfig, TunDevice, TunQueue};
 pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};
 

@@ -1,61 +1,44 @@
-//! IPv4 routes `dst/len dev DEV [src ADDR]` through rtnetlink (RTM_NEWROUTE / RTM_DELROUTE),
-//! spoken directly over an `AF_NETLINK` socket with libc, and a guard that removes every
-//! route it installed.
+//! Routes `dst/len dev DEV [src ADDR] [metric M]` through rtnetlink (`RTM_NEWROUTE` /
+//! `RTM_DELROUTE`, messages from netlink-packet-route), and a guard that removes every route
+//! it installed.
 //!
-//! A [`Netlink`] handle (and so a [`RouteGuard`]) stays bound to the network namespace it was
-//! opened in, whichever thread later uses or drops it.
+//! A route carries an [`IpAddr`]: IPv4 is what the policies use today, IPv6 routes go through
+//! the same code. A [`RouteGuard`] stays bound to the network namespace it was opened in,
+//! whichever thread later uses or drops it.
 
 use std::fmt;
 use std::io;
-use std::net::Ipv4Addr;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::net::IpAddr;
+
+use netlink_packet_core::{NLM_F_CREATE, NLM_F_EXCL};
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 
 use super::link;
+use super::netlink::{Netlink, NlError};
 
-// include/uapi/linux/netlink.h (not all exported by libc on every target).
-const NLMSG_HDRLEN: usize = 16;
-const NLMSG_ERROR: u16 = 2;
-const NLM_F_REQUEST: u16 = 0x1;
-const NLM_F_ACK: u16 = 0x4;
-const NLM_F_EXCL: u16 = 0x200;
-const NLM_F_CREATE: u16 = 0x400;
-const NLM_F_CAPPED: u16 = 0x100;
-const NLM_F_ACK_TLVS: u16 = 0x200;
-const NETLINK_EXT_ACK: libc::c_int = 11;
-const NLMSGERR_ATTR_MSG: u16 = 1;
-// include/uapi/linux/rtnetlink.h
-const RTM_NEWROUTE: u16 = 24;
-const RTM_DELROUTE: u16 = 25;
-const RTA_DST: u16 = 1;
-const RTA_OIF: u16 = 4;
-const RTA_PRIORITY: u16 = 6;
-const RTA_PREFSRC: u16 = 7;
-const RT_TABLE_MAIN: u8 = 254;
-const RTPROT_STATIC: u8 = 4;
-const RT_SCOPE_LINK: u8 = 253;
-const RT_SCOPE_NOWHERE: u8 = 255;
-const RTN_UNICAST: u8 = 1;
-
-/// An IPv4 route through a device: `dst/prefix_len dev dev [src src] [metric metric]`.
+/// A route through a device: `dst/prefix_len dev dev [src src] [metric metric]`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub struct Ipv4Route {
+pub struct Route {
     /// Network address (host bits must be zero).
-    pub dst: Ipv4Addr,
-    /// Prefix length, 0..=32.
+    pub dst: IpAddr,
+    /// Prefix length, 0..=32 (IPv4) or 0..=128 (IPv6).
     pub prefix_len: u8,
     /// Output device (the TUN device).
     pub dev: String,
-    /// Preferred source address (`RTA_PREFSRC`); must be a local address.
-    pub src: Option<Ipv4Addr>,
+    /// Preferred source address (`RTA_PREFSRC`); a local address of the same family.
+    pub src: Option<IpAddr>,
     /// Route metric (`RTA_PRIORITY`).
     pub metric: Option<u32>,
 }
 
-impl Ipv4Route {
+impl Route {
     /// `dst/prefix_len dev dev` without source or metric.
-    pub fn new(dst: Ipv4Addr, prefix_len: u8, dev: impl Into<String>) -> Self {
+    pub fn new(dst: impl Into<IpAddr>, prefix_len: u8, dev: impl Into<String>) -> Self {
         Self {
-            dst,
+            dst: dst.into(),
             prefix_len,
             dev: dev.into(),
             src: None,
@@ -64,8 +47,8 @@ impl Ipv4Route {
     }
 
     /// The same route with a preferred source address.
-    pub fn with_src(mut self, src: Ipv4Addr) -> Self {
-        self.src = Some(src);
+    pub fn with_src(mut self, src: impl Into<IpAddr>) -> Self {
+        self.src = Some(src.into());
         self
     }
 
@@ -74,25 +57,40 @@ impl Ipv4Route {
         format!("{}/{}", self.dst, self.prefix_len)
     }
 
+    /// Refuses what the kernel would refuse with a less helpful EINVAL.
     fn check(&self) -> Result<(), RouteError> {
-        if self.prefix_len > 32 {
-            return Err(RouteError::Invalid {
+        let invalid = |reason| {
+            Err(RouteError::Invalid {
                 route: self.clone(),
-                reason: "prefix length above 32",
+                reason,
+            })
+        };
+        let (bits, dst) = match self.dst {
+            IpAddr::V4(a) => (32, u128::from(u32::from(a)) << 96),
+            IpAddr::V6(a) => (128, u128::from(a)),
+        };
+        if u32::from(self.prefix_len) > bits {
+            return invalid(if bits == 32 {
+                "prefix length above 32"
+            } else {
+                "prefix length above 128"
             });
         }
-        let host_mask = u32::MAX.checked_shr(self.prefix_len as u32).unwrap_or(0);
-        if u32::from(self.dst) & host_mask != 0 {
-            return Err(RouteError::Invalid {
-                route: self.clone(),
-                reason: "host bits set in the destination",
-            });
+        // The address left-aligned in 128 bits: the host bits are the low 128 - prefix_len.
+        let host_mask = u128::MAX
+            .checked_shr(u32::from(self.prefix_len))
+            .unwrap_or(0);
+        if dst & host_mask != 0 {
+            return invalid("host bits set in the destination");
+        }
+        if self.src.is_some_and(|s| s.is_ipv4() != self.dst.is_ipv4()) {
+            return invalid("source address of the other IP version");
         }
         Ok(())
     }
 }
 
-impl fmt::Display for Ipv4Route {
+impl fmt::Display for Route {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}/{} dev {}", self.dst, self.prefix_len, self.dev)?;
         if let Some(src) = self.src {
@@ -110,24 +108,21 @@ impl fmt::Display for Ipv4Route {
 pub enum RouteError {
     /// EEXIST on add.
     #[error("route {} already exists", .0.network())]
-    Exists(Ipv4Route),
+    Exists(Route),
     /// ESRCH on delete.
     #[error("route {0} does not exist")]
-    NotFound(Ipv4Route),
+    NotFound(Route),
     /// The output device is unknown.
     #[error("route {route}: no such device {}", .route.dev)]
-    NoDevice { route: Ipv4Route },
+    NoDevice { route: Route },
     /// Refused before asking the kernel.
     #[error("route {route}: {reason}")]
-    Invalid {
-        route: Ipv4Route,
-        reason: &'static str,
-    },
+    Invalid { route: Route, reason: &'static str },
     /// Any other kernel answer, with its extended-ack message when it gave one.
     #[error("{op} route {route}: {source}{}", .detail.as_deref().map(|d| format!(" ({d})")).unwrap_or_default())]
     Kernel {
         op: &'static str,
-        route: Ipv4Route,
+        route: Route,
         source: io::Error,
         detail: Option<String>,
     },
@@ -136,274 +131,80 @@ pub enum RouteError {
     Io(#[from] io::Error),
 }
 
-/// A kernel refusal: errno plus the extended-ack text.
-#[derive(Debug)]
-struct NlError {
-    errno: i32,
-    detail: Option<String>,
-}
-
-/// A blocking `NETLINK_ROUTE` socket (control path only, never on the hot path).
-pub struct Netlink {
-    fd: OwnedFd,
-    seq: u32,
-    buf: Vec<u8>,
-}
-
-impl Netlink {
-    /// Opens a `NETLINK_ROUTE` socket in the calling thread's network namespace.
-    pub fn open() -> io::Result<Self> {
-        // SAFETY: plain socket(2); the fd is owned right away.
-        let fd = unsafe {
-            libc::socket(
-                libc::AF_NETLINK,
-                libc::SOCK_RAW | libc::SOCK_CLOEXEC,
-                libc::NETLINK_ROUTE,
-            )
-        };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: fresh descriptor we own.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        // SAFETY: all-zero sockaddr_nl with the family set: the kernel assigns the port id.
-        let mut sa: libc::sockaddr_nl = unsafe { std::mem::zeroed() };
-        sa.nl_family = libc::AF_NETLINK as libc::sa_family_t;
-        // SAFETY: sa is a valid sockaddr_nl of the given size.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&sa as *const libc::sockaddr_nl).cast(),
-                size_of::<libc::sockaddr_nl>() as libc::socklen_t,
-            )
-        };
-        if rc < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // The kernel always answers a request with NLM_F_ACK; the timeout only bounds a
-        // wait that would otherwise hang the control path on a lost answer.
-        socket2::SockRef::from(&fd).set_read_timeout(Some(std::time::Duration::from_secs(5)))?;
-        // Extended acks carry a human-readable reason ("Invalid prefsrc address"); older
-        // kernels without them still work.
-        let _ = super::udp::setsockopt_int(fd.as_raw_fd(), libc::SOL_NETLINK, NETLINK_EXT_ACK, 1);
-        Ok(Self {
-            fd,
-            seq: 0,
-            buf: vec![0; 16384],
-        })
-    }
-
-    /// Adds `route` (fails with [`RouteError::Exists`] if it is already there).
-    pub fn add_route(&mut self, route: &Ipv4Route) -> Result<(), RouteError> {
-        route.check()?;
-        let ifindex = self.ifindex(route)?;
-        let flags = NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL;
-        let msg = self.route_msg(
-            RTM_NEWROUTE,
-            flags,
-            route,
-            ifindex,
-            RT_SCOPE_LINK,
-            RTPROT_STATIC,
-        );
-        self.transact(&msg).map_err(|e| match e.errno {
-            libc::EEXIST => RouteError::Exists(route.clone()),
-            libc::ENODEV => RouteError::NoDevice {
-                route: route.clone(),
-            },
-            errno => RouteError::Kernel {
-                op: "adding",
-                route: route.clone(),
-                source: io::Error::from_raw_os_error(errno),
-                detail: e.detail,
-            },
-        })
-    }
-
-    /// Removes `route` (fails with [`RouteError::NotFound`] if it is not there).
-    pub fn del_route(&mut self, route: &Ipv4Route) -> Result<(), RouteError> {
-        route.check()?;
-        let ifindex = self.ifindex(route)?;
-        // Scope NOWHERE and protocol 0 match any scope/protocol, as `ip route del` does.
-        let msg = self.route_msg(
-            RTM_DELROUTE,
-            NLM_F_REQUEST | NLM_F_ACK,
-            route,
-            ifindex,
-            RT_SCOPE_NOWHERE,
-            0,
-        );
-        self.transact(&msg).map_err(|e| match e.errno {
-            libc::ESRCH | libc::ENOENT => RouteError::NotFound(route.clone()),
-            libc::ENODEV => RouteError::NoDevice {
-                route: route.clone(),
-            },
-            errno => RouteError::Kernel {
-                op: "removing",
-                route: route.clone(),
-                source: io::Error::from_raw_os_error(errno),
-                detail: e.detail,
-            },
-        })
-    }
-
-    fn ifindex(&self, route: &Ipv4Route) -> Result<u32, RouteError> {
-        // SIOCGIFINDEX on the netlink socket itself answers in its namespace.
-        link::interface_index_on(&self.fd, &route.dev).map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => RouteError::NoDevice {
-                route: route.clone(),
-            },
-            _ => RouteError::Io(e),
-        })
-    }
-
-    fn route_msg(
-        &mut self,
-        ty: u16,
-        flags: u16,
-        r: &Ipv4Route,
-        ifindex: u32,
-        scope: u8,
-        protocol: u8,
-    ) -> Vec<u8> {
-        self.seq = self.seq.wrapping_add(1);
-        let mut m = Vec::with_capacity(64);
-        // nlmsghdr: len (patched below), type, flags, seq, pid (0 = kernel fills).
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        m.extend_from_slice(&ty.to_ne_bytes());
-        m.extend_from_slice(&flags.to_ne_bytes());
-        m.extend_from_slice(&self.seq.to_ne_bytes());
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        // rtmsg: family, dst_len, src_len, tos, table, protocol, scope, type, flags.
-        let rtype = if ty == RTM_NEWROUTE { RTN_UNICAST } else { 0 };
-        m.extend_from_slice(&[
-            libc::AF_INET as u8,
-            r.prefix_len,
-            0,
-            0,
-            RT_TABLE_MAIN,
-            protocol,
-            scope,
-            rtype,
-        ]);
-        m.extend_from_slice(&0u32.to_ne_bytes());
-        push_attr(&mut m, RTA_DST, &r.dst.octets());
-        push_attr(&mut m, RTA_OIF, &ifindex.to_ne_bytes());
-        if let Some(src) = r.src {
-            push_attr(&mut m, RTA_PREFSRC, &src.octets());
-        }
-        if let Some(metric) = r.metric {
-            push_attr(&mut m, RTA_PRIORITY, &metric.to_ne_bytes());
-        }
-        let len = m.len() as u32;
-        m[..4].copy_from_slice(&len.to_ne_bytes());
-        m
-    }
-
-    /// Sends one request and waits for its ACK / error.
-    fn transact(&mut self, msg: &[u8]) -> Result<(), NlError> {
-        let io_err = |e: io::Error| NlError {
-            errno: e.raw_os_error().unwrap_or(libc::EIO),
-            detail: Some(format!("netlink socket: {e}")),
-        };
-        // SAFETY: msg is a live buffer; the socket is unconnected, the kernel is the default peer.
-        let n = unsafe { libc::send(self.fd.as_raw_fd(), msg.as_ptr().cast(), msg.len(), 0) };
-        if n < 0 {
-            return Err(io_err(io::Error::last_os_error()));
-        }
-        loop {
-            // SAFETY: buf is a live, writable buffer of the given length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    self.buf.as_mut_ptr().cast(),
-                    self.buf.len(),
-                    0,
-                )
-            };
-            if n < 0 {
-                let e = io::Error::last_os_error();
-                if e.kind() == io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(io_err(e));
-            }
-            let mut data = &self.buf[..n as usize];
-            while data.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes(data[0..4].try_into().unwrap_or_default()) as usize;
-                let ty = u16::from_ne_bytes([data[4], data[5]]);
-                let flags = u16::from_ne_bytes([data[6], data[7]]);
-                let seq = u32::from_ne_bytes(data[8..12].try_into().unwrap_or_default());
-                if len < NLMSG_HDRLEN || len > data.len() {
-                    break;
-                }
-                if ty == NLMSG_ERROR && seq == self.seq {
-                    return parse_ack(&data[NLMSG_HDRLEN..len], flags);
-                }
-                data = &data[align4(len).min(data.len())..];
-            }
-        }
-    }
-}
-
-impl AsRawFd for Netlink {
-    fn as_raw_fd(&self) -> RawFd {
-        self.fd.as_raw_fd()
-    }
-}
-
-fn align4(n: usize) -> usize {
-    (n + 3) & !3
-}
-
-fn push_attr(m: &mut Vec<u8>, ty: u16, payload: &[u8]) {
-    let len = 4 + payload.len();
-    m.extend_from_slice(&(len as u16).to_ne_bytes());
-    m.extend_from_slice(&ty.to_ne_bytes());
-    m.extend_from_slice(payload);
-    m.resize(align4(m.len()), 0);
-}
-
-/// Parses the body of an NLMSG_ERROR: `int error; struct nlmsghdr msg; [payload]; [TLVs]`.
-fn parse_ack(body: &[u8], flags: u16) -> Result<(), NlError> {
-    let Some(errno) = body
-        .get(..4)
-        .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
-    else {
-        return Err(NlError {
-            errno: libc::EIO,
-            detail: Some("short netlink ack".into()),
-        });
+/// The `RTM_NEWROUTE` / `RTM_DELROUTE` body for `r` through interface `ifindex`: main table,
+/// unicast. On add the route is `scope link` (no gateway: the device is the next hop) and
+/// `proto static`; on delete scope NOWHERE and protocol 0 match any, as `ip route del` does.
+fn route_message(r: &Route, ifindex: u32, add: bool) -> RouteMessage {
+    let mut m = RouteMessage::default();
+    m.header.address_family = match r.dst {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
     };
-    if errno == 0 {
-        return Ok(());
+    m.header.destination_prefix_length = r.prefix_len;
+    m.header.table = RouteHeader::RT_TABLE_MAIN;
+    if add {
+        m.header.protocol = RouteProtocol::Static;
+        m.header.scope = RouteScope::Link;
+        m.header.kind = RouteType::Unicast;
+    } else {
+        m.header.protocol = RouteProtocol::Unspec;
+        m.header.scope = RouteScope::NoWhere;
+        m.header.kind = RouteType::Unspec;
     }
-    let mut detail = None;
-    if flags & NLM_F_ACK_TLVS != 0 && body.len() >= 4 + NLMSG_HDRLEN {
-        // The echoed request is only its header when capped, else the whole message.
-        let echoed = if flags & NLM_F_CAPPED != 0 {
-            NLMSG_HDRLEN
-        } else {
-            u32::from_ne_bytes(body[4..8].try_into().unwrap_or_default()) as usize
-        };
-        let mut tlv = body.get(4 + align4(echoed)..).unwrap_or_default();
-        while tlv.len() >= 4 {
-            let len = u16::from_ne_bytes([tlv[0], tlv[1]]) as usize;
-            let ty = u16::from_ne_bytes([tlv[2], tlv[3]]);
-            if len < 4 || len > tlv.len() {
-                break;
-            }
-            if ty == NLMSGERR_ATTR_MSG {
-                let s = &tlv[4..len];
-                let s = s.split(|b| *b == 0).next().unwrap_or_default();
-                detail = Some(String::from_utf8_lossy(s).into_owned());
-            }
-            tlv = &tlv[align4(len).min(tlv.len())..];
-        }
+    m.attributes
+        .push(RouteAttribute::Destination(RouteAddress::from(r.dst)));
+    m.attributes.push(RouteAttribute::Oif(ifindex));
+    if let Some(src) = r.src {
+        m.attributes
+            .push(RouteAttribute::PrefSource(RouteAddress::from(src)));
     }
-    Err(NlError {
-        errno: -errno,
-        detail,
+    if let Some(metric) = r.metric {
+        m.attributes.push(RouteAttribute::Priority(metric));
+    }
+    m
+}
+
+/// Adds `route` (fails with [`RouteError::Exists`] if it is already there).
+fn add_route(nl: &mut Netlink, route: &Route) -> Result<(), RouteError> {
+    route.check()?;
+    let ifindex = ifindex(nl, route)?;
+    let msg = RouteNetlinkMessage::NewRoute(route_message(route, ifindex, true));
+    nl.request(msg, NLM_F_CREATE | NLM_F_EXCL)
+        .map_err(|e| kernel_error("adding", route, e))
+}
+
+/// Removes `route` (fails with [`RouteError::NotFound`] if it is not there).
+fn del_route(nl: &mut Netlink, route: &Route) -> Result<(), RouteError> {
+    route.check()?;
+    let ifindex = ifindex(nl, route)?;
+    let msg = RouteNetlinkMessage::DelRoute(route_message(route, ifindex, false));
+    nl.request(msg, 0)
+        .map_err(|e| kernel_error("removing", route, e))
+}
+
+/// The operator's reading of a refusal: which route, and why.
+fn kernel_error(op: &'static str, route: &Route, e: NlError) -> RouteError {
+    match e.errno {
+        libc::EEXIST if op == "adding" => RouteError::Exists(route.clone()),
+        libc::ESRCH | libc::ENOENT if op == "removing" => RouteError::NotFound(route.clone()),
+        libc::ENODEV => RouteError::NoDevice {
+            route: route.clone(),
+        },
+        errno => RouteError::Kernel {
+            op,
+            route: route.clone(),
+            source: io::Error::from_raw_os_error(errno),
+            detail: e.detail,
+        },
+    }
+}
+
+fn ifindex(nl: &mut Netlink, route: &Route) -> Result<u32, RouteError> {
+    link::interface_index_on(nl, &route.dev).map_err(|e| match e.kind() {
+        io::ErrorKind::NotFound => RouteError::NoDevice {
+            route: route.clone(),
+        },
+        _ => RouteError::Io(e),
     })
 }
 
@@ -411,7 +212,7 @@ fn parse_ack(body: &[u8], flags: u16) -> Result<(), NlError> {
 /// tunnel-device replacement, test failure).
 pub struct RouteGuard {
     nl: Netlink,
-    installed: Vec<Ipv4Route>,
+    installed: Vec<Route>,
 }
 
 impl RouteGuard {
@@ -424,20 +225,20 @@ impl RouteGuard {
     }
 
     /// Adds `route` and remembers it for removal.
-    pub fn add(&mut self, route: Ipv4Route) -> Result<(), RouteError> {
-        self.nl.add_route(&route)?;
+    pub fn add(&mut self, route: Route) -> Result<(), RouteError> {
+        add_route(&mut self.nl, &route)?;
         self.installed.push(route);
         Ok(())
     }
 
     /// Removes a route this guard installed, now. A route already gone (its device was
     /// deleted, or someone ran `ip route del`) counts as removed.
-    pub fn remove(&mut self, route: &Ipv4Route) -> Result<(), RouteError> {
+    pub fn remove(&mut self, route: &Route) -> Result<(), RouteError> {
         let Some(pos) = self.installed.iter().position(|r| r == route) else {
             return Err(RouteError::NotFound(route.clone()));
         };
         let r = self.installed.remove(pos);
-        match self.nl.del_route(&r) {
+        match del_route(&mut self.nl, &r) {
             Ok(()) | Err(RouteError::NotFound(_)) | Err(RouteError::NoDevice { .. }) => Ok(()),
             Err(e) => {
                 self.installed.insert(pos, r);
@@ -448,7 +249,7 @@ impl RouteGuard {
 
     #[cfg(test)]
     /// Routes currently installed through this guard, in installation order.
-    pub fn installed(&self) -> &[Ipv4Route] {
+    pub fn installed(&self) -> &[Route] {
         &self.installed
     }
 
@@ -457,7 +258,7 @@ impl RouteGuard {
     pub fn remove_all(&mut self) -> Vec<RouteError> {
         let mut errors = Vec::new();
         while let Some(r) = self.installed.pop() {
-            match self.nl.del_route(&r) {
+            match del_route(&mut self.nl, &r) {
                 Ok(()) | Err(RouteError::NotFound(_)) | Err(RouteError::NoDevice { .. }) => {}
                 Err(e) => errors.push(e),
             }
@@ -477,30 +278,22 @@ impl Drop for RouteGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use netlink_packet_core::Emitable;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     #[test]
     fn error_messages() {
-        let r = Ipv4Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, "ikehub0")
+        let r = Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, "ikehub0")
             .with_src(Ipv4Addr::new(198, 51, 100, 1));
         assert_eq!(r.to_string(), "203.0.113.0/24 dev ikehub0 src 198.51.100.1");
         assert_eq!(
             RouteError::Exists(r.clone()).to_string(),
             "route 203.0.113.0/24 already exists"
         );
-        let bad = Ipv4Route::new(Ipv4Addr::new(203, 0, 113, 1), 24, "ikehub0");
+        let bad = Route::new(Ipv4Addr::new(203, 0, 113, 1), 24, "ikehub0");
         assert_eq!(
             bad.check().unwrap_err().to_string(),
             "route 203.0.113.1/24 dev ikehub0: host bits set in the destination"
-        );
-        assert!(
-            Ipv4Route::new(Ipv4Addr::UNSPECIFIED, 0, "x")
-                .check()
-                .is_ok()
-        );
-        assert!(
-            Ipv4Route::new(Ipv4Addr::new(192, 0, 2, 7), 32, "x")
-                .check()
-                .is_ok()
         );
         let k = RouteError::Kernel {
             op: "adding",
@@ -512,12 +305,98 @@ mod tests {
     }
 
     #[test]
-    fn ack_parsing() {
-        assert!(parse_ack(&0i32.to_ne_bytes(), 0).is_ok());
-        let mut body = (-libc::EEXIST).to_ne_bytes().to_vec();
-        body.extend_from_slice(&[0u8; 16]);
-        let e = parse_ack(&body, NLM_F_CAPPED).unwrap_err();
-        assert_eq!(e.errno, libc::EEXIST);
-        assert!(parse_ack(&[1, 2], 0).is_err());
+    fn checks_per_family() {
+        let v4 = |a: [u8; 4], len| Route::new(Ipv4Addr::from(a), len, "x").check();
+        assert!(v4([0, 0, 0, 0], 0).is_ok());
+        assert!(v4([192, 0, 2, 7], 32).is_ok());
+        assert!(v4([192, 0, 2, 0], 33).is_err());
+        assert!(v4([192, 0, 2, 128], 25).is_ok());
+        assert!(v4([192, 0, 2, 128], 24).is_err());
+        let v6 = |a: &str, len| Route::new(a.parse::<Ipv6Addr>().unwrap(), len, "x").check();
+        assert!(v6("2001:db8::", 32).is_ok());
+        assert!(v6("2001:db8::1", 128).is_ok());
+        assert!(v6("::", 0).is_ok());
+        assert!(v6("2001:db8::1", 64).is_err());
+        assert!(v6("2001:db8::", 129).is_err());
+        let mixed = Route::new(Ipv4Addr::new(192, 0, 2, 0), 24, "x")
+            .with_src("2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            mixed.check().unwrap_err().to_string(),
+            "route 192.0.2.0/24 dev x src 2001:db8::1: source address of the other IP version"
+        );
+    }
+
+    #[test]
+    fn kernel_refusals_name_the_route() {
+        let r = Route::new(Ipv4Addr::new(192, 0, 2, 0), 24, "ikehub0");
+        let e = |errno| NlError {
+            errno,
+            detail: None,
+        };
+        assert!(matches!(
+            kernel_error("adding", &r, e(libc::EEXIST)),
+            RouteError::Exists(_)
+        ));
+        assert!(matches!(
+            kernel_error("removing", &r, e(libc::ESRCH)),
+            RouteError::NotFound(_)
+        ));
+        assert_eq!(
+            kernel_error("adding", &r, e(libc::ENODEV)).to_string(),
+            "route 192.0.2.0/24 dev ikehub0: no such device ikehub0"
+        );
+        assert_eq!(
+            kernel_error("removing", &r, e(libc::EPERM)).to_string(),
+            "removing route 192.0.2.0/24 dev ikehub0: Operation not permitted (os error 1)"
+        );
+    }
+
+    /// The bytes the kernel gets (include/uapi/linux/rtnetlink.h `struct rtmsg` + `RTA_*`).
+    fn emitted(r: &Route, add: bool) -> Vec<u8> {
+        let m = route_message(r, 9, add);
+        let mut b = vec![0; m.buffer_len()];
+        m.emit(&mut b);
+        b
+    }
+
+    #[test]
+    fn ipv4_route_messages() {
+        let mut r = Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, "ikehub0")
+            .with_src(Ipv4Addr::new(198, 51, 100, 1));
+        r.metric = Some(50);
+        let b = emitted(&r, true);
+        // rtmsg: AF_INET, /24, src_len 0, tos 0, main table, static, scope link, unicast.
+        assert_eq!(&b[..8], &[2, 24, 0, 0, 254, 4, 253, 1]);
+        assert_eq!(&b[8..12], &[0; 4]);
+        // RTA_DST, RTA_OIF, RTA_PREFSRC, RTA_PRIORITY.
+        assert_eq!(&b[12..20], &[8, 0, 1, 0, 203, 0, 113, 0]);
+        assert_eq!(&b[20..24], &[8, 0, 4, 0]);
+        assert_eq!(&b[24..28], &9u32.to_ne_bytes());
+        assert_eq!(&b[28..36], &[8, 0, 7, 0, 198, 51, 100, 1]);
+        assert_eq!(&b[36..40], &[8, 0, 6, 0]);
+        assert_eq!(&b[40..44], &50u32.to_ne_bytes());
+        assert_eq!(b.len(), 44);
+        // Delete: any protocol, scope NOWHERE, type unspecified; no source or metric needed.
+        let b = emitted(
+            &Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, "ikehub0"),
+            false,
+        );
+        assert_eq!(&b[..8], &[2, 24, 0, 0, 254, 0, 255, 0]);
+        assert_eq!(b.len(), 28);
+    }
+
+    #[test]
+    fn ipv6_route_messages() {
+        let r = Route::new("2001:db8:1::".parse::<Ipv6Addr>().unwrap(), 48, "ikehub0")
+            .with_src("2001:db8::1".parse::<Ipv6Addr>().unwrap());
+        let b = emitted(&r, true);
+        assert_eq!(&b[..8], &[10, 48, 0, 0, 254, 4, 253, 1]);
+        assert_eq!(&b[12..16], &[20, 0, 1, 0]);
+        assert_eq!(
+            &b[16..32],
+            &"2001:db8:1::".parse::<Ipv6Addr>().unwrap().octets()
+        );
+        assert_eq!(&b[40..44], &[20, 0, 7, 0]);
+        assert_eq!(b.len(), 60);
     }
 }

@@ -4,7 +4,7 @@
 use super::*;
 use crate::io::batch::send_all;
 use crate::io::link::{interface_index, interface_mtu};
-use crate::io::route::{Ipv4Route, RouteError, RouteGuard};
+use crate::io::route::{Route, RouteError, RouteGuard};
 use crate::io::testns::in_netns;
 use crate::io::udp::{UdpBatchSocket, UdpOptions};
 use ikehub::wire::Ipv4Packet;
@@ -96,7 +96,7 @@ fn queues_routes_and_traffic(offload: bool) {
         assert!(ip(&["-4", "addr", "show", name]).contains("198.51.100.1/32"));
 
         // Routes: add, duplicate, bad device, bad source, remove, guard drop.
-        let route = Ipv4Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL);
+        let route = Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL);
         let mut guard = RouteGuard::new().unwrap();
         guard.add(route.clone()).unwrap();
         let shown = ip(&["route", "show", "203.0.113.0/24"]);
@@ -107,7 +107,7 @@ fn queues_routes_and_traffic(offload: bool) {
         let dup = guard.add(route.clone()).unwrap_err();
         assert_eq!(dup.to_string(), "route 203.0.113.0/24 already exists");
         let no_dev = guard
-            .add(Ipv4Route::new(Ipv4Addr::new(192, 0, 2, 0), 24, "nosuch0"))
+            .add(Route::new(Ipv4Addr::new(192, 0, 2, 0), 24, "nosuch0"))
             .unwrap_err();
         assert!(matches!(no_dev, RouteError::NoDevice { .. }), "{no_dev:?}");
         assert_eq!(
@@ -116,21 +116,36 @@ fn queues_routes_and_traffic(offload: bool) {
         );
         let bad_src = guard
             .add(
-                Ipv4Route::new(Ipv4Addr::new(192, 0, 2, 0), 24, name)
+                Route::new(Ipv4Addr::new(192, 0, 2, 0), 24, name)
                     .with_src(Ipv4Addr::new(192, 0, 2, 99)),
             )
             .unwrap_err();
         eprintln!("bad source reported as: {bad_src}");
         assert!(matches!(bad_src, RouteError::Kernel { .. }), "{bad_src}");
+        // The kernel's extended ack names the reason (Linux >= 4.12 sends them).
+        assert!(bad_src.to_string().contains("prefsrc"), "{bad_src}");
+        // IPv6 goes through the same code (the device has no IPv6 address: no source).
+        let v6 = Route::new(
+            "2001:db8:5::".parse::<std::net::Ipv6Addr>().unwrap(),
+            48,
+            name,
+        );
+        guard.add(v6.clone()).unwrap();
+        let shown = ip(&["-6", "route", "show", "2001:db8:5::/48"]);
+        assert!(shown.contains("dev iktest0"), "{shown}");
+        guard.remove(&v6).unwrap();
+        assert_eq!(ip(&["-6", "route", "show", "2001:db8:5::/48"]).trim(), "");
+        guard.add(v6).unwrap();
         guard.remove(&route).unwrap();
         assert_eq!(ip(&["route", "show", "203.0.113.0/24"]).trim(), "");
         guard.add(route.clone()).unwrap();
         guard
-            .add(Ipv4Route::new(Ipv4Addr::new(192, 0, 2, 128), 25, name))
+            .add(Route::new(Ipv4Addr::new(192, 0, 2, 128), 25, name))
             .unwrap();
-        assert_eq!(guard.installed().len(), 2);
+        assert_eq!(guard.installed().len(), 3);
         drop(guard);
         assert!(!ip(&["route", "show", "dev", name]).contains("192.0.2.128/25"));
+        assert_eq!(ip(&["-6", "route", "show", "2001:db8:5::/48"]).trim(), "");
         assert_eq!(ip(&["route", "show", "203.0.113.0/24"]).trim(), "");
 
         let mut guard = RouteGuard::new().unwrap();
@@ -271,7 +286,7 @@ fn rsts_for_five_segments(offload: bool) -> usize {
     .unwrap();
     let mut guard = RouteGuard::new().unwrap();
     guard
-        .add(Ipv4Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL))
+        .add(Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL))
         .unwrap();
     let queues = dev.into_queues();
     let q = &queues[0];
@@ -366,7 +381,7 @@ fn uso_super_packet_is_cut_into_datagrams_across_calls() {
             let uso = dev.udp_offload();
             let mut guard = RouteGuard::new().unwrap();
             guard
-                .add(Ipv4Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL))
+                .add(Route::new(Ipv4Addr::new(203, 0, 113, 0), 24, name).with_src(LOCAL))
                 .unwrap();
             let queues = dev.into_queues();
             let q = &queues[0];
