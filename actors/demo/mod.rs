@@ -119,9 +119,14 @@ fn setup_allowance(n: usize) -> Duration {
     Duration::from_secs(45 + (n / 20) as u64)
 }
 
-pub fn run(spokes: usize, seconds: u64) -> ExitCode {
+pub fn run(spokes: usize, seconds: u64, ike_workers: usize) -> ExitCode {
     if spokes == 0 || spokes > MAX_SPOKES {
         eprintln!("ikehub demo: --spokes must be between 1 and {MAX_SPOKES}");
+        return ExitCode::from(2);
+    }
+    // The profile key's bound (`[system] ike-workers`).
+    if ike_workers > 256 {
+        eprintln!("ikehub demo: --ike-workers must be between 0 (one per core) and 256");
         return ExitCode::from(2);
     }
     if seconds == 0 {
@@ -129,6 +134,7 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
         return ExitCode::from(2);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ike_workers = if ike_workers == 0 { cores } else { ike_workers };
     let shards = std::env::var("IKEHUB_DEMO_SHARDS")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
@@ -174,7 +180,7 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
     let sys = System::new();
     let handle = spoke_rt.handle().clone();
     let result = sys.block_on(async move {
-        let r = demo(spokes, seconds, shards, handle).await;
+        let r = demo(spokes, seconds, shards, ike_workers, handle).await;
         System::current().stop();
         r
     });
@@ -266,12 +272,13 @@ async fn demo(
     n: usize,
     seconds: u64,
     shard_count: usize,
+    ike_workers: usize,
     spoke_rt: tokio::runtime::Handle,
 ) -> Result<bool, String> {
     let begin = Instant::now();
     eprintln!(
-        "ikehub demo: hub with {shard_count} shard(s) on {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s) \
-         keyed by IKE (main + quick mode, PSK, group 14)"
+        "ikehub demo: hub with {shard_count} shard(s) and {ike_workers} IKE worker(s) on \
+         {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s) keyed by IKE (main + quick mode, PSK, group 14)"
     );
 
     // ---- the hub --------------------------------------------------------------------------
@@ -281,7 +288,13 @@ async fn demo(
         start: spoke_addr(0),
         end: spoke_addr(n - 1),
     };
-    let hub = hub::start(shard_count, block, stats.clone(), lan_stats.clone())?;
+    let hub = hub::start(
+        shard_count,
+        ike_workers,
+        block,
+        stats.clone(),
+        lan_stats.clone(),
+    )?;
     eprintln!(
         "hub: IKE on UDP {}, NAT-T/ESP-in-UDP on UDP {}, template policy `{}` admits {}-{}",
         hub.ike,
@@ -448,6 +461,7 @@ async fn demo(
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<44} {v}\n"));
     line("spokes", n.to_string());
     line("hub shards", shard_count.to_string());
+    line("hub IKE workers", ike_workers.to_string());
     line("tunnels up by IKE (spoke side)", format!("{ike_up}/{n}"));
     line("tunnels up (installed at the hub)", format!("{up}/{n}"));
     line("tunnels with traffic both ways", format!("{both}/{n}"));
@@ -488,6 +502,15 @@ async fn demo(
             router.refused_malformed,
             router.half_open_evicted
         ),
+    );
+    line(
+        "hub IKE workers: peer actors / CPU s",
+        router
+            .workers
+            .iter()
+            .map(|w| format!("{} / {:.2}", w.peers, w.cpu_ms as f64 / 1e3))
+            .collect::<Vec<_>>()
+            .join(", "),
     );
     line(
         "traffic time",

@@ -9,9 +9,16 @@ use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
 
 use actix::prelude::*;
-use tracing::warn;
+use tracing::{info, warn};
 
 use crate::messages::IkeDatagram;
+
+/// The IKE port's receive buffer. After a hub restart (or the WAN coming back) every spoke
+/// sends main-mode message 1 at once; each waits in the buffer as a few hundred bytes of
+/// payload in an skb of about 1-2 KiB (truesize), so 16 MiB holds about 10,000 of them while
+/// the router reads (the kernel default, ~200 KiB, held about a hundred: the drops of issue 10).
+/// Memory is taken only while datagrams wait.
+pub const IKE_RECV_BUFFER: usize = 16 << 20;
 
 #[derive(Clone, Debug)]
 pub struct IkeSockets {
@@ -26,6 +33,23 @@ impl IkeSockets {
         let ike = UdpSocket::bind(ike_addr)?;
         ike.set_nonblocking(true)?;
         crate::io::udp::set_send_buffer(&ike, 4 << 20)?;
+        // The kernel reports twice what it will hold (it counts its overhead): less than that
+        // means net.core.rmem_max capped us (not root, or no CAP_NET_ADMIN).
+        let granted = crate::io::udp::set_recv_buffer(&ike, IKE_RECV_BUFFER)?;
+        if granted < 2 * IKE_RECV_BUFFER {
+            warn!(
+                "IKE socket {ike_addr}: receive buffer {} KiB granted of {} KiB asked \
+                 (net.core.rmem_max caps it without CAP_NET_ADMIN): a burst of spokes may be \
+                 dropped (`show counters`: ike_socket_drops)",
+                granted / 2 / 1024,
+                IKE_RECV_BUFFER / 1024
+            );
+        } else {
+            info!(
+                "IKE socket {ike_addr}: receive buffer {} KiB",
+                granted / 2 / 1024
+            );
+        }
         let nat_t = match nat_t {
             Some(s) => {
                 // SAFETY: dup(2) of a valid socket fd; the new fd is owned by the UdpSocket.
@@ -43,6 +67,17 @@ impl IkeSockets {
             nat_t,
             ike_addr,
         })
+    }
+
+    /// Datagrams the kernel dropped at the IKE port and at the NAT-T socket IKE shares with
+    /// shard 0 (whose drops may also be ESP: the kernel does not tell them apart).
+    pub fn drops(&self) -> u64 {
+        let ike = crate::io::udp::socket_drops(&*self.ike).unwrap_or(0);
+        let nat_t = self
+            .nat_t
+            .as_deref()
+            .map_or(0, |s| crate::io::udp::socket_drops(s).unwrap_or(0));
+        ike.saturating_add(nat_t)
     }
 
     /// Sends one IKE datagram (from the NAT-T port it already starts with the non-ESP marker:
@@ -99,5 +134,51 @@ impl IkeSockets {
             }
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn is_root() -> bool {
+        // SAFETY: geteuid(2) cannot fail.
+        unsafe { libc::geteuid() == 0 }
+    }
+
+    /// The IKE port gets the burst-sized receive buffer (as root: past net.core.rmem_max), and
+    /// datagrams the kernel drops there once it is full are counted.
+    #[test]
+    fn ike_port_has_a_burst_buffer_and_counts_kernel_drops() {
+        if !is_root() {
+            assert!(
+                std::env::var("CI").as_deref() != Ok("true"),
+                "CI runs as root: SO_RCVBUFFORCE must work there"
+            );
+            eprintln!("skipped: SO_RCVBUFFORCE needs root");
+            return;
+        }
+        let s = IkeSockets::bind("127.0.0.1:0".parse().unwrap(), None::<&UdpSocket>).unwrap();
+        let granted = crate::io::udp::recv_buffer(&*s.ike).unwrap();
+        // The kernel reports twice what was set (its bookkeeping overhead).
+        assert_eq!(granted, 2 * IKE_RECV_BUFFER);
+        assert_eq!(s.drops(), 0);
+        // Nobody reads: large datagrams fill the buffer within a few hundred, and the rest
+        // are dropped by the kernel and counted.
+        let to = s.ike.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let payload = vec![0u8; 60_000];
+        let mut sent = 0;
+        while s.drops() == 0 && sent < 5000 {
+            tx.send_to(&payload, to).unwrap();
+            sent += 1;
+        }
+        let drops = s.drops();
+        assert!(drops > 0, "no drops counted after {sent} datagrams");
+        // What was held before the first drop: the whole buffer, not the kernel default.
+        assert!(
+            sent as usize * payload.len() >= IKE_RECV_BUFFER,
+            "dropped after only {sent} datagrams"
+        );
     }
 }
