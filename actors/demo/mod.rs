@@ -512,6 +512,11 @@ async fn demo(
             .collect::<Vec<_>>()
             .join(", "),
     );
+    let hub_cpu_ms: u64 = router.workers.iter().map(|w| w.cpu_ms).sum();
+    line(
+        "hub IKE worker CPU per tunnel",
+        format!("{:.2} ms", hub_cpu_ms as f64 / ike_up.max(1) as f64),
+    );
     line(
         "traffic time",
         format!("{secs:.1} s (window {window} packet(s) per spoke)"),
