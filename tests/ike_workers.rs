@@ -1,8 +1,8 @@
 //! IKE on every core (issue 10): a hub with `[system] ike-workers = 2` starts its peer actors on
 //! two worker threads. Several spokes of one template policy come up at once and carry traffic
-//! both ways; `show counters` shows peers on both workers and the IKE socket drop counter; on
-//! SIGTERM the peer actors on the workers still send their deletes (every spoke loses its SAs)
-//! and the hub exits cleanly.
+//! both ways; `show counters` shows peers on both workers and the IKE socket drop counter; a
+//! spoke that leaves is no longer counted on its worker; on SIGTERM the peer actors on the
+//! workers still send their deletes (every spoke loses its SAs) and the hub exits cleanly.
 //!
 //! Topology as tests/hub_template.rs (tests/common/hub.rs): the hub at 192.0.2.1 on a bridge,
 //! spoke i at 192.0.2.(10+i) protecting its own host 203.0.113.(10+i)/32.
@@ -65,7 +65,7 @@ fn spokes_on_two_ike_workers_come_up_carry_traffic_and_are_deleted_on_stop() {
             Daemon::spawn(sites.spoke(i), &format!("spoke{i}"), move |dir| p.toml(dir))
         })
         .collect();
-    let spokes: Vec<Daemon> = spawned.into_iter().map(Daemon::wait_ready).collect();
+    let mut spokes: Vec<Daemon> = spawned.into_iter().map(Daemon::wait_ready).collect();
 
     let expected: BTreeSet<String> = (1..=SPOKES).map(spoke_wan).collect();
     let all_up = poll_until(ALL_UP_TIMEOUT, || {
@@ -116,6 +116,27 @@ fn spokes_on_two_ike_workers_come_up_carry_traffic_and_are_deleted_on_stop() {
     for needle in ["workers[0].peers", "workers[1].peers", "ike_socket_drops"] {
         assert!(table.contains(needle), "no {needle} in:\n{table}");
     }
+
+    // A spoke that leaves (its deletes end the hub's session): its peer actor, on a worker
+    // thread, stops and the router forgets it (it is no longer counted on any worker).
+    let gone = spokes.remove(0);
+    assert!(gone.stop().is_some_and(|s| s.success()));
+    let left = poll_until(Duration::from_secs(20), || {
+        let ike = ike_counters(&hub);
+        let sum: u64 = ike["workers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|w| w["peers"].as_u64().unwrap_or(0))
+            .sum();
+        (sum == SPOKES as u64 - 1).then_some(())
+    });
+    assert!(
+        left.is_some(),
+        "the departed spoke's peer actor is still counted: {:#}\n{}",
+        ike_counters(&hub),
+        views(&hub)
+    );
 
     // SIGTERM: the peer actors on the workers send their deletes before the daemon exits.
     let log = hub.log();
