@@ -1387,6 +1387,9 @@ fn ike_workers_key() {
     assert_eq!(l.profiles.system.ike_workers, cores);
     let l = loads(&format!("[system]\nike-workers = 3\n{BASE}"));
     assert_eq!(l.profiles.system.ike_workers, 3);
+    // `ikehub check` says how many.
+    let summary = config::summary(&l);
+    assert!(summary.contains(", 3 IKE worker(s)"), "{summary}");
     assert_eq!(
         loads(&format!("[system]\nike-workers = 256\n{BASE}"))
             .profiles
