@@ -50,6 +50,8 @@ pub struct RouterCounters {
     pub half_open_evicted: u64,
     /// Datagrams dropped because a peer actor's mailbox was full.
     pub dropped_peer_busy: u64,
+    /// Datagrams read from an IKE port and dropped because the router's mailbox was full.
+    pub dropped_router_busy: u64,
     /// Exchanges with initiators that never authenticated and failed or timed out.
     pub unauthenticated_failures: u64,
     pub peers_started: u64,
@@ -973,6 +975,11 @@ impl Handler<GetCounters> for IkeRouter {
             .map(IkeSockets::drops)
             .fold(0, u64::saturating_add);
         c.workers = self.workers.load();
+        c.dropped_router_busy = self
+            .sockets
+            .values()
+            .map(|s| s.router_busy.load(std::sync::atomic::Ordering::Relaxed))
+            .fold(0, u64::saturating_add);
         MessageResult(c)
     }
 }

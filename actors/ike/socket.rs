@@ -7,6 +7,7 @@ use std::io;
 use std::net::{SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use actix::prelude::*;
 use tracing::{info, warn};
@@ -26,6 +27,8 @@ pub struct IkeSockets {
     pub ike: Arc<UdpSocket>,
     pub nat_t: Option<Arc<UdpSocket>>,
     pub ike_addr: SocketAddr,
+    /// Datagrams read from the IKE port and dropped because the router's mailbox was full.
+    pub router_busy: Arc<AtomicU64>,
 }
 
 impl IkeSockets {
@@ -67,6 +70,7 @@ impl IkeSockets {
             ike: Arc::new(ike),
             nat_t,
             ike_addr,
+            router_busy: Arc::default(),
         })
     }
 
@@ -101,6 +105,7 @@ impl IkeSockets {
     pub fn spawn_reader(&self, router: Recipient<IkeDatagram>) -> io::Result<()> {
         let sock = tokio::net::UdpSocket::from_std(self.ike.try_clone()?)?;
         let local = self.ike_addr;
+        let router_busy = self.router_busy.clone();
         actix::spawn(async move {
             let mut buf = vec![0u8; 65536];
             // A router that cannot keep up drops datagrams here (its mailbox is bounded)
@@ -118,6 +123,7 @@ impl IkeSockets {
                         };
                         if router.try_send(msg).is_err() {
                             dropped += 1;
+                            router_busy.fetch_add(1, Ordering::Relaxed);
                         }
                         if dropped > 0 && last_log.elapsed().as_secs() >= 10 {
                             warn!(
@@ -181,5 +187,45 @@ mod tests {
             sent as usize * payload.len() >= IKE_RECV_BUFFER,
             "dropped after only {sent} datagrams"
         );
+    }
+
+    /// A router that does not keep up: the stand-in takes one datagram at a time, slowly.
+    struct SlowRouter;
+    impl Actor for SlowRouter {
+        type Context = Context<Self>;
+        fn started(&mut self, ctx: &mut Context<Self>) {
+            ctx.set_mailbox_capacity(1);
+        }
+    }
+    impl Handler<IkeDatagram> for SlowRouter {
+        type Result = ();
+        fn handle(&mut self, _: IkeDatagram, _: &mut Context<Self>) {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// Datagrams the reader drops because the router's mailbox is full are counted (`show
+    /// counters`: dropped_router_busy), not only logged.
+    #[test]
+    fn datagrams_a_busy_router_cannot_take_are_counted() {
+        let sys = System::new();
+        sys.block_on(async {
+            let s = IkeSockets::bind("127.0.0.1:0".parse().unwrap(), None::<&UdpSocket>).unwrap();
+            let slow = SlowRouter::start_in_arbiter(&Arbiter::new().handle(), |_| SlowRouter);
+            s.spawn_reader(slow.recipient()).unwrap();
+            let to = s.ike.local_addr().unwrap();
+            let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+            for _ in 0..50 {
+                tx.send_to(b"not even ISAKMP", to).unwrap();
+            }
+            let begin = std::time::Instant::now();
+            while s.router_busy.load(Ordering::Relaxed) == 0
+                && begin.elapsed() < std::time::Duration::from_secs(10)
+            {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(s.router_busy.load(Ordering::Relaxed) > 0);
+            System::current().stop();
+        });
     }
 }

@@ -63,6 +63,7 @@ const IKE_REFUSALS: &[(&str, &str)] = &[
     ("refused_aggressive", "aggressive_mode"),
     ("refused_network_claims", "network_claimed"),
     ("dropped_peer_busy", "peer_busy"),
+    ("dropped_router_busy", "router_busy"),
 ];
 const IKE_FAILURES: &[(&str, &str)] = &[
     ("handshakes_failed_timeout", "timeout"),
