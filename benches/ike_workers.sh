@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # IKE setup rate by IKE worker count (issue 10, "setup rate with both cores >= 1.8x the one-core
-# rate"): runs `ikehub demo --spokes N --seconds 1 --ike-workers W` R times for each W (the runs
+# rate"): runs `ikehub demo --spokes N --seconds 2 --ike-workers W` R times for each W (the runs
 # alternate between the worker counts, so a machine that gets busier mid-way hurts both), and
 # prints per run the setup rate and the hub's IKE worker CPU, then per W the min / median / max
 # tunnels/s and the ratio of the medians to the first W.
@@ -46,16 +46,22 @@ declare -A RATES
 for r in $(seq 1 "$REPEAT"); do
     for w in $WORKERS; do
         load=$(cut -d' ' -f1 /proc/loadavg)
-        if ! "$BIN" demo --spokes "$SPOKES" --seconds 1 --ike-workers "$w" >"$OUT" 2>/dev/null; then
-            echo "run $r with $w worker(s) failed:" >&2
-            cat "$OUT" >&2
-            exit 1
+        note=
+        if ! "$BIN" demo --spokes "$SPOKES" --seconds 2 --ike-workers "$w" >"$OUT" 2>/dev/null; then
+            # The setup figure stands when every tunnel came up; the traffic check is the
+            # demo's own business (on a loaded machine a spoke may see no echo in 2 s).
+            if ! grep -q "^tunnels up by IKE (spoke side) *$SPOKES/$SPOKES\$" "$OUT"; then
+                echo "run $r with $w worker(s): not every tunnel came up:" >&2
+                cat "$OUT" >&2
+                exit 1
+            fi
+            note="(demo: traffic check failed: $(grep -c '^  spoke-' "$OUT") spoke(s))"
         fi
         rate=$(sed -n 's/^setup time (IKE, all tunnels) *[0-9.]* s (\([0-9]*\) tunnels\/s.*/\1/p' "$OUT")
         cpu=$(sed -n 's/^hub IKE workers: peer actors \/ CPU s *//p' "$OUT" |
             tr ',' '\n' | awk -F' / ' '{ s += $2 } END { printf "%.2f", s }')
         per=$(sed -n 's/^hub IKE worker CPU per tunnel *//p' "$OUT")
-        printf '%-4s %-8s %12s %14s %16s %s\n' "$r" "$w" "$rate" "$cpu" "$per" "$load"
+        printf '%-4s %-8s %12s %14s %16s %s %s\n' "$r" "$w" "$rate" "$cpu" "$per" "$load" "$note"
         RATES[$w]="${RATES[$w]:-} $rate"
     done
 done

@@ -217,6 +217,8 @@ struct HubErrors {
     decapsulated: u64,
     encapsulated: u64,
     handed_over: u64,
+    /// Packets for another shard dropped because that shard was behind (the hand-over bound).
+    handoff_dropped: u64,
     /// Cleartext packets the shards read from their MemoryPorts.
     cleartext_in: u64,
 }
@@ -256,6 +258,7 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
         }
         errs.cleartext_in += r.counters.cleartext_in;
         errs.handed_over += r.counters.handed_over;
+        errs.handoff_dropped += r.counters.handoff_dropped;
         errs.unknown_spi += r.counters.unknown_spi;
         errs.no_policy += r.counters.no_policy + r.counters.no_sa;
         errs.send_errors += r.counters.send_errors;
@@ -552,7 +555,10 @@ async fn demo(
     );
     line(
         "hub packets handed between shards",
-        hub_errs.handed_over.to_string(),
+        format!(
+            "{} (dropped, the other shard behind: {})",
+            hub_errs.handed_over, hub_errs.handoff_dropped
+        ),
     );
     line(
         "hub SA errors ICV / replay / padding",
