@@ -110,6 +110,9 @@ pub enum Command {
         /// Seconds of traffic once the tunnels are up.
         #[arg(long, default_value_t = 5)]
         seconds: u64,
+        /// The hub's IKE worker threads (`[system] ike-workers`); 0 = one per core.
+        #[arg(long, default_value_t = 0)]
+        ike_workers: usize,
     },
     /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup, DH operations
     /// and handshakes per second per group.

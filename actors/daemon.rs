@@ -64,10 +64,11 @@ pub fn run(path: &Path) -> ExitCode {
         }
     };
     info!(
-        "ikehub running: {} manual and {} IKE policies, {} shards",
+        "ikehub running: {} manual and {} IKE policies, {} shards, {} IKE workers",
         profiles.manual_policies.len(),
         profiles.isakmp_policies.len(),
-        profiles.system.shards
+        profiles.system.shards,
+        profiles.system.ike_workers
     );
     let result = sys.run();
     drop(running);

@@ -216,11 +216,15 @@ fn main() -> ExitCode {
             .map(|body| {
                 print!("{}", control::show::text_body(&body));
             }),
-        Command::Demo { spokes, seconds } => {
+        Command::Demo {
+            spokes,
+            seconds,
+            ike_workers,
+        } => {
             // Thousands of IKE sessions log every event at info: the demo shows warnings only,
             // its progress lines and summary say the rest.
             init_logging(cli.log_format, "warn");
-            return demo::run(spokes, seconds);
+            return demo::run(spokes, seconds, ike_workers);
         }
         Command::Bench { json, seconds } => return bench::run(json, seconds),
         Command::Loadgen(args) => {

@@ -1377,3 +1377,41 @@ fn metrics_address_rule() {
     let text = sys("metrics = 9469");
     one_error(&text, "metrics = ^9469", &["metrics"]);
 }
+
+#[test]
+fn ike_workers_key() {
+    // Left out or 0: one IKE worker per core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(loads(BASE).profiles.system.ike_workers, cores);
+    let l = loads(&format!("[system]\nike-workers = 0\n{BASE}"));
+    assert_eq!(l.profiles.system.ike_workers, cores);
+    let l = loads(&format!("[system]\nike-workers = 3\n{BASE}"));
+    assert_eq!(l.profiles.system.ike_workers, 3);
+    // `ikehub check` says how many.
+    let summary = config::summary(&l);
+    assert!(summary.contains(", 3 IKE worker(s)"), "{summary}");
+    assert_eq!(
+        loads(&format!("[system]\nike-workers = 256\n{BASE}"))
+            .profiles
+            .system
+            .ike_workers,
+        256
+    );
+    // Past the bound, negative or not a number: refused at the value, FILE:LINE:COL.
+    let text = format!("[system]\nike-workers = 257\n{BASE}");
+    one_error(
+        &text,
+        "ike-workers = ^257",
+        &[
+            "system: ike-workers 257 is out of range: 0 (one per CPU core) to 256 IKE worker threads",
+        ],
+    );
+    let text = format!("[system]\nshards = 2\nike-workers = -1\n{BASE}");
+    one_error(
+        &text,
+        "ike-workers = ^-1",
+        &["ike-workers -1 is out of range"],
+    );
+    let text = format!("[system]\nike-workers = \"two\"\n{BASE}");
+    one_error(&text, "ike-workers = ^\"two\"", &["ike-workers"]);
+}

@@ -58,7 +58,23 @@ pub fn counters_table(body: &serde_json::Value) -> String {
         .iter()
         .filter_map(|r| r.get("ike").and_then(|c| c.as_object()))
         .flat_map(|c| c.iter())
-        .map(|(name, v)| format!("{name:<32} {:>12}\n", v.as_u64().unwrap_or(0)))
+        .map(|(name, v)| match v.as_array() {
+            // Per IKE worker: `workers[K].peers`, `workers[K].cpu_ms`.
+            Some(list) => list
+                .iter()
+                .enumerate()
+                .flat_map(|(k, item)| {
+                    item.as_object()
+                        .into_iter()
+                        .flatten()
+                        .map(move |(field, v)| {
+                            let key = format!("{name}[{k}].{field}");
+                            format!("{key:<32} {:>12}\n", v.as_u64().unwrap_or(0))
+                        })
+                })
+                .collect(),
+            None => format!("{name:<32} {:>12}\n", v.as_u64().unwrap_or(0)),
+        })
         .collect();
     let ike = if ike.is_empty() {
         ike

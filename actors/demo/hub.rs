@@ -69,6 +69,7 @@ fn hub_profiles(
     ike_port: u16,
     nat_t_port: u16,
     shards: usize,
+    ike_workers: usize,
     block: NetworkSpec,
     psk: &KeyBytes,
 ) -> Profiles {
@@ -104,6 +105,7 @@ fn hub_profiles(
             // Never bound: the demo has no control socket.
             control_socket: std::env::temp_dir().join("ikehub-demo.sock"),
             shards,
+            ike_workers,
             metrics: None,
         },
         interfaces: BTreeMap::from([(INTERFACE.into(), iface)]),
@@ -196,6 +198,7 @@ fn bind(n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
 /// Starts the hub: shards (with the LAN echo on their memory ports) and the IKE router.
 pub fn start(
     shard_count: usize,
+    ike_workers: usize,
     block: NetworkSpec,
     stats: Arc<[SpokeStats]>,
     lan_stats: Arc<LanStats>,
@@ -224,7 +227,14 @@ pub fn start(
     let mut rng: rand::rngs::StdRng = rand::make_rng();
     let psk = KeyBytes((0..32).map(|_| rng.random::<u8>()).collect());
     let ike_port = ike_sockets.ike_addr.port();
-    let profiles = Arc::new(hub_profiles(ike_port, nat_t_port, shard_count, block, &psk));
+    let profiles = Arc::new(hub_profiles(
+        ike_port,
+        nat_t_port,
+        shard_count,
+        ike_workers,
+        block,
+        &psk,
+    ));
     let router = start_router(
         profiles.clone(),
         HashMap::from([(IpAddr::V4(HUB_WAN), ike_sockets)]),

@@ -119,9 +119,14 @@ fn setup_allowance(n: usize) -> Duration {
     Duration::from_secs(45 + (n / 20) as u64)
 }
 
-pub fn run(spokes: usize, seconds: u64) -> ExitCode {
+pub fn run(spokes: usize, seconds: u64, ike_workers: usize) -> ExitCode {
     if spokes == 0 || spokes > MAX_SPOKES {
         eprintln!("ikehub demo: --spokes must be between 1 and {MAX_SPOKES}");
+        return ExitCode::from(2);
+    }
+    // The profile key's bound (`[system] ike-workers`).
+    if ike_workers > 256 {
+        eprintln!("ikehub demo: --ike-workers must be between 0 (one per core) and 256");
         return ExitCode::from(2);
     }
     if seconds == 0 {
@@ -129,6 +134,7 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
         return ExitCode::from(2);
     }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let ike_workers = if ike_workers == 0 { cores } else { ike_workers };
     let shards = std::env::var("IKEHUB_DEMO_SHARDS")
         .ok()
         .and_then(|s| s.parse::<usize>().ok())
@@ -174,7 +180,7 @@ pub fn run(spokes: usize, seconds: u64) -> ExitCode {
     let sys = System::new();
     let handle = spoke_rt.handle().clone();
     let result = sys.block_on(async move {
-        let r = demo(spokes, seconds, shards, handle).await;
+        let r = demo(spokes, seconds, shards, ike_workers, handle).await;
         System::current().stop();
         r
     });
@@ -211,6 +217,8 @@ struct HubErrors {
     decapsulated: u64,
     encapsulated: u64,
     handed_over: u64,
+    /// Packets for another shard dropped because that shard was behind (the hand-over bound).
+    handoff_dropped: u64,
     /// Cleartext packets the shards read from their MemoryPorts.
     cleartext_in: u64,
 }
@@ -250,6 +258,7 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
         }
         errs.cleartext_in += r.counters.cleartext_in;
         errs.handed_over += r.counters.handed_over;
+        errs.handoff_dropped += r.counters.handoff_dropped;
         errs.unknown_spi += r.counters.unknown_spi;
         errs.no_policy += r.counters.no_policy + r.counters.no_sa;
         errs.send_errors += r.counters.send_errors;
@@ -266,12 +275,13 @@ async fn demo(
     n: usize,
     seconds: u64,
     shard_count: usize,
+    ike_workers: usize,
     spoke_rt: tokio::runtime::Handle,
 ) -> Result<bool, String> {
     let begin = Instant::now();
     eprintln!(
-        "ikehub demo: hub with {shard_count} shard(s) on {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s) \
-         keyed by IKE (main + quick mode, PSK, group 14)"
+        "ikehub demo: hub with {shard_count} shard(s) and {ike_workers} IKE worker(s) on \
+         {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s) keyed by IKE (main + quick mode, PSK, group 14)"
     );
 
     // ---- the hub --------------------------------------------------------------------------
@@ -281,7 +291,13 @@ async fn demo(
         start: spoke_addr(0),
         end: spoke_addr(n - 1),
     };
-    let hub = hub::start(shard_count, block, stats.clone(), lan_stats.clone())?;
+    let hub = hub::start(
+        shard_count,
+        ike_workers,
+        block,
+        stats.clone(),
+        lan_stats.clone(),
+    )?;
     eprintln!(
         "hub: IKE on UDP {}, NAT-T/ESP-in-UDP on UDP {}, template policy `{}` admits {}-{}",
         hub.ike,
@@ -448,6 +464,7 @@ async fn demo(
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<44} {v}\n"));
     line("spokes", n.to_string());
     line("hub shards", shard_count.to_string());
+    line("hub IKE workers", ike_workers.to_string());
     line("tunnels up by IKE (spoke side)", format!("{ike_up}/{n}"));
     line("tunnels up (installed at the hub)", format!("{up}/{n}"));
     line("tunnels with traffic both ways", format!("{both}/{n}"));
@@ -490,6 +507,20 @@ async fn demo(
         ),
     );
     line(
+        "hub IKE workers: peer actors / CPU s",
+        router
+            .workers
+            .iter()
+            .map(|w| format!("{} / {:.2}", w.peers, w.cpu_ms as f64 / 1e3))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    let hub_cpu_ms: u64 = router.workers.iter().map(|w| w.cpu_ms).sum();
+    line(
+        "hub IKE worker CPU per tunnel",
+        format!("{:.2} ms", hub_cpu_ms as f64 / ike_up.max(1) as f64),
+    );
+    line(
         "traffic time",
         format!("{secs:.1} s (window {window} packet(s) per spoke)"),
     );
@@ -524,7 +555,10 @@ async fn demo(
     );
     line(
         "hub packets handed between shards",
-        hub_errs.handed_over.to_string(),
+        format!(
+            "{} (dropped, the other shard behind: {})",
+            hub_errs.handed_over, hub_errs.handoff_dropped
+        ),
     );
     line(
         "hub SA errors ICV / replay / padding",

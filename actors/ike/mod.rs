@@ -9,3 +9,4 @@ pub mod peer;
 pub mod router;
 pub mod socket;
 pub mod spis;
+pub mod workers;

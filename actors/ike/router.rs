@@ -50,6 +50,8 @@ pub struct RouterCounters {
     pub half_open_evicted: u64,
     /// Datagrams dropped because a peer actor's mailbox was full.
     pub dropped_peer_busy: u64,
+    /// Datagrams read from an IKE port and dropped because the router's mailbox was full.
+    pub dropped_router_busy: u64,
     /// Exchanges with initiators that never authenticated and failed or timed out.
     pub unauthenticated_failures: u64,
     pub peers_started: u64,
@@ -70,6 +72,11 @@ pub struct RouterCounters {
     pub retransmissions: u64,
     pub dpd_deaths: u64,
     pub rekeys: u64,
+    /// Datagrams the kernel dropped at the IKE sockets (receive buffer full), summed over
+    /// every interface's IKE port and the NAT-T socket that carries IKE (`IkeSockets::drops`).
+    pub ike_socket_drops: u64,
+    /// Peer actors and CPU time per IKE worker (`[system] ike-workers`).
+    pub workers: Vec<super::workers::WorkerLoad>,
 }
 
 impl RouterCounters {
@@ -111,6 +118,8 @@ struct Peer {
     installed: bool,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
     clean_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The IKE worker it runs on.
+    worker: usize,
 }
 
 pub struct IkeRouter {
@@ -140,6 +149,8 @@ pub struct IkeRouter {
     claims: super::claims::Claims,
     /// Tunnel events of every peer (`show events`).
     events: EventLog,
+    /// The threads peer actors run on (workers.rs).
+    workers: super::workers::IkeWorkers,
 }
 
 /// All peers' status rows.
@@ -207,9 +218,9 @@ pub struct Phase1Up {
     pub peer_id: String,
 }
 
-/// Starts the router on the current arbiter, reads every interface's IKE port into it, and
-/// makes the shards hand it IKE from the NAT-T port (non-ESP marker) and their Acquires.
-/// Shared by `ikehub run` and `ikehub demo`.
+/// Starts the router on the current arbiter and its `system.ike-workers` worker threads, reads
+/// every interface's IKE port into it, and makes the shards hand it IKE from the NAT-T port
+/// (non-ESP marker) and their Acquires. Shared by `ikehub run` and `ikehub demo`.
 pub fn start_router(
     profiles: Arc<Profiles>,
     sockets: HashMap<IpAddr, IkeSockets>,
@@ -241,6 +252,7 @@ impl IkeRouter {
         events: EventLog,
     ) -> Self {
         IkeRouter {
+            workers: super::workers::IkeWorkers::start(profiles.system.ike_workers),
             events,
             // Reserved from load, whether or not the owners' tunnels ever come up.
             claims: super::claims::Claims::new(&profiles),
@@ -369,8 +381,10 @@ impl IkeRouter {
             clean_stop.clone(),
             self.claims.clone(),
             self.events.clone(),
-        )
-        .start();
+        );
+        // On a worker thread: its session's exponentiations run there, beside other workers'.
+        let (worker, arbiter) = self.workers.assign();
+        let actor = PeerActor::start_in_arbiter(arbiter, move |_| actor);
         self.counters.peers_started += 1;
         self.peers.insert(
             id,
@@ -386,6 +400,7 @@ impl IkeRouter {
                 children: Vec::new(),
                 installed: false,
                 clean_stop,
+                worker,
             },
         );
         Some(actor)
@@ -439,6 +454,7 @@ impl IkeRouter {
     fn forget_peer(&mut self, id: PeerId) -> Option<Peer> {
         self.demux.remove(id);
         let p = self.peers.remove(&id)?;
+        self.workers.release(p.worker);
         if self.single.get(&p.policy) == Some(&id) {
             self.single.remove(&p.policy);
         }
@@ -794,12 +810,11 @@ impl Handler<PeerStopped> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: PeerStopped, ctx: &mut Context<Self>) {
         // Only an actor still in the table: an evicted or reaped one was dealt with already.
+        // (The actor sends this from `stopped`, on its worker thread: its mailbox may still be
+        // open for a moment, so `connected()` says nothing here.)
         let Some(p) = self.peers.get(&msg.id) else {
             return;
         };
-        if p.addr.connected() {
-            return;
-        }
         let main = self.single.get(&p.policy) == Some(&msg.id);
         let Some(p) = self.forget_peer(msg.id) else {
             return;
@@ -954,6 +969,17 @@ impl Handler<GetCounters> for IkeRouter {
         c.retransmissions = IkeStats::get(&s.retransmissions);
         c.dpd_deaths = IkeStats::get(&s.dpd_deaths);
         c.rekeys = IkeStats::get(&s.rekeys);
+        c.ike_socket_drops = self
+            .sockets
+            .values()
+            .map(IkeSockets::drops)
+            .fold(0, u64::saturating_add);
+        c.workers = self.workers.load();
+        c.dropped_router_busy = self
+            .sockets
+            .values()
+            .map(|s| s.router_busy.load(std::sync::atomic::Ordering::Relaxed))
+            .fold(0, u64::saturating_add);
         MessageResult(c)
     }
 }
@@ -979,10 +1005,19 @@ impl Handler<UpdateProfiles> for IkeRouter {
 }
 
 impl Handler<TerminateAll> for IkeRouter {
-    type Result = ();
-    fn handle(&mut self, _: TerminateAll, _: &mut Context<Self>) {
-        for p in self.peers.values() {
-            p.addr.do_send(Terminate);
-        }
+    type Result = ResponseFuture<()>;
+    fn handle(&mut self, _: TerminateAll, _: &mut Context<Self>) -> Self::Result {
+        // Answered once every peer actor handled its Terminate (its deletes are on the wire):
+        // they run on other threads, which the system stops soon after.
+        let asked: Vec<_> = self
+            .peers
+            .values()
+            .map(|p| p.addr.send(Terminate))
+            .collect();
+        Box::pin(async move {
+            for a in asked {
+                let _ = a.await;
+            }
+        })
     }
 }

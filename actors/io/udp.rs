@@ -102,7 +102,7 @@ impl UdpBatchSocket {
                 .map_err(|e| context(e, format_args!("SO_BINDTODEVICE {dev} for {addr}")))?;
         }
         if let Some(n) = opts.recv_buffer {
-            sock.set_recv_buffer_size(n)?;
+            set_recv_buffer(&sock, n)?;
         }
         if let Some(n) = opts.send_buffer {
             set_send_buffer(&sock, n)?;
@@ -330,6 +330,79 @@ pub fn set_send_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result
         }
     }
     Err(io::Error::last_os_error())
+}
+
+/// `SO_RCVBUF` of `n` bytes, past the `net.core.rmem_max` cap when we may (`SO_RCVBUFFORCE`,
+/// root), else as much as the cap allows: a burst of datagrams (every spoke re-keying after the
+/// hub restarted) must wait in the buffer, not be dropped by the kernel. Returns what was
+/// granted, as the kernel reports it (twice the usable size: it counts its own overhead).
+pub fn set_recv_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result<usize> {
+    let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
+    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
+        // SAFETY: setsockopt on a valid socket fd with a pointer to a c_int and its size.
+        let rc = unsafe {
+            libc::setsockopt(
+                sock.as_raw_fd(),
+                libc::SOL_SOCKET,
+                opt,
+                (&v as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+        if rc == 0 {
+            return recv_buffer(sock);
+        }
+    }
+    Err(io::Error::last_os_error())
+}
+
+/// The socket's `SO_RCVBUF` as the kernel reports it.
+pub fn recv_buffer(sock: &impl std::os::fd::AsRawFd) -> io::Result<usize> {
+    let mut v: libc::c_int = 0;
+    let mut len = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+    // SAFETY: getsockopt on a valid socket fd into a local c_int with its size.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&mut v as *mut libc::c_int).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(usize::try_from(v).unwrap_or(0))
+}
+
+/// Datagrams the kernel dropped at this socket so far, mostly for want of receive buffer: its
+/// `sk_drops`, the `drops` column of /proc/net/udp, read with `SO_MEMINFO` (Linux 4.x+).
+pub fn socket_drops(sock: &impl std::os::fd::AsRawFd) -> io::Result<u64> {
+    // SK_MEMINFO_VARS: the kernel writes at most this many u32s and fewer on older kernels.
+    let mut info = [0u32; 9];
+    let mut len = std::mem::size_of_val(&info) as libc::socklen_t;
+    // SAFETY: getsockopt on a valid socket fd into a local array with its size in `len`.
+    let rc = unsafe {
+        libc::getsockopt(
+            sock.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MEMINFO,
+            info.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let drops = libc::SK_MEMINFO_DROPS as usize;
+    if (len as usize) < (drops + 1) * std::mem::size_of::<u32>() {
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "SO_MEMINFO without the drop count (kernel older than 4.x)",
+        ));
+    }
+    Ok(u64::from(info[drops]))
 }
 
 #[cfg(test)]

@@ -7,6 +7,7 @@
 //! every hour per tunnel).
 
 use std::collections::BTreeMap;
+use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::{prometheus_text, text};
 use prometheus_client::metrics::counter::Counter;
@@ -62,6 +63,7 @@ const IKE_REFUSALS: &[(&str, &str)] = &[
     ("refused_aggressive", "aggressive_mode"),
     ("refused_network_claims", "network_claimed"),
     ("dropped_peer_busy", "peer_busy"),
+    ("dropped_router_busy", "router_busy"),
 ];
 const IKE_FAILURES: &[(&str, &str)] = &[
     ("handshakes_failed_timeout", "timeout"),
@@ -276,7 +278,7 @@ impl Snapshot {
         }
         // Without IKE policies there is no router: leave the IKE metrics out.
         let Some(c) = ike else { return };
-        let plain: [(&str, &str, &str); 9] = [
+        let plain: [(&str, &str, &str); 10] = [
             ("ike_datagrams", "ike_datagrams", "IKE datagrams received"),
             (
                 "handshakes_started",
@@ -310,6 +312,11 @@ impl Snapshot {
                 "ike_peer_actor_failures",
                 "Peer actors that died",
             ),
+            (
+                "ike_socket_drops",
+                "ike_socket_drops",
+                "Datagrams the kernel dropped at the IKE sockets (receive buffer full)",
+            ),
         ];
         for (key, name, help) in plain {
             reg.register(name, help, counter(u64_of(c, key)));
@@ -340,6 +347,31 @@ impl Snapshot {
             "ike_half_open",
             "IKE exchanges half-open now",
             gauge(u64_of(c, "half_open")),
+        );
+        self.ike_workers(c, reg);
+    }
+
+    /// Peer actors and CPU time per IKE worker (`[system] ike-workers`): the worker index is
+    /// bounded by the profile.
+    fn ike_workers(&self, c: &Value, reg: &mut Registry) {
+        let workers = c.get("workers").and_then(Value::as_array);
+        let mut peers: BTreeMap<Labels, u64> = BTreeMap::new();
+        let cpu = Family::<Labels, Counter<f64, AtomicU64>>::default();
+        for (k, w) in workers.into_iter().flatten().enumerate() {
+            let labels = vec![("worker", k.to_string())];
+            cpu.get_or_create(&labels)
+                .inc_by(u64_of(w, "cpu_ms") as f64 / 1e3);
+            peers.insert(labels, u64_of(w, "peers"));
+        }
+        reg.register(
+            "ike_worker_peers",
+            "Peer actors on each IKE worker thread now",
+            gauge_family(peers),
+        );
+        reg.register(
+            "ike_worker_cpu_seconds",
+            "CPU time each IKE worker thread used",
+            cpu,
         );
     }
 }
@@ -397,7 +429,10 @@ mod tests {
                 serde_json::json!({"shard": 0, "counters": {"cleartext_in": 4, "no_sa": 2}}),
                 serde_json::json!({"shard": 1, "counters": {"cleartext_in": 1, "no_sa": 3}}),
                 serde_json::json!({"ike": {"ike_datagrams": 9, "handshakes_failed_timeout": 2,
-                                           "refused_unknown_peer": 4, "half_open": 1}}),
+                                           "refused_unknown_peer": 4, "half_open": 1,
+                                           "ike_socket_drops": 6,
+                                           "workers": [{"peers": 3, "cpu_ms": 1500},
+                                                       {"peers": 4, "cpu_ms": 250}]}}),
                 serde_json::json!({"reloads": {"ok": 3, "refused": 1}}),
             ],
         }
@@ -423,6 +458,11 @@ mod tests {
             "ikehub_ike_handshakes_failed_total{reason=\"other\"} 0",
             "ikehub_ike_refused_total{reason=\"unknown_peer\"} 4",
             "ikehub_ike_half_open 1",
+            "ikehub_ike_socket_drops_total 6",
+            "ikehub_ike_worker_peers{worker=\"0\"} 3",
+            "ikehub_ike_worker_peers{worker=\"1\"} 4",
+            "ikehub_ike_worker_cpu_seconds_total{worker=\"0\"} 1.5",
+            "ikehub_ike_worker_cpu_seconds_total{worker=\"1\"} 0.25",
             "ikehub_reloads_total{result=\"ok\"} 3",
             "ikehub_reloads_total{result=\"refused\"} 1",
         ] {

@@ -5,6 +5,11 @@
 pub const CONTROL_SOCKET: &str = "/run/ikehub.sock";
 /// `system.shards`: 0 = one ESP shard per CPU core (`std::thread::available_parallelism`).
 pub const SHARDS: i64 = 0;
+/// `system.ike-workers`: 0 = one IKE worker thread per CPU core.
+pub const IKE_WORKERS: i64 = 0;
+/// Most `system.ike-workers`: IKE work is bound by cores, and each worker is a thread with its
+/// own runtime; more than this is a typo, not a machine.
+pub const IKE_WORKERS_MAX: i64 = 256;
 /// `interface.*.ike-port` (RFC 2408 §2.5.1 / IANA `isakmp`).
 pub const IKE_PORT: u16 = 500;
 /// `interface.*.nat-t-port` (RFC 3947/3948).

@@ -57,7 +57,7 @@ pub enum Change {
 /// so) until it is restarted.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum NeedsRestart {
-    /// `system.KEY` (`control-socket`, `shards`, `metrics`).
+    /// `system.KEY` (`control-socket`, `shards`, `ike-workers`, `metrics`).
     System(&'static str),
     Interface(String, Change),
     TunnelDevice(Change),
@@ -107,6 +107,9 @@ pub fn diff(old: &Profiles, new: &Profiles) -> ProfileDiff {
     }
     if old.system.shards != new.system.shards {
         needs_restart.push(NeedsRestart::System("shards"));
+    }
+    if old.system.ike_workers != new.system.ike_workers {
+        needs_restart.push(NeedsRestart::System("ike-workers"));
     }
     if old.system.metrics != new.system.metrics {
         needs_restart.push(NeedsRestart::System("metrics"));
@@ -329,5 +332,10 @@ protected-network = [ { local = "198.51.100.0/24", remote = "10.0.0.0/8" } ]
         let new = BASE.replace("shards = 2", "shards = 2\nmetrics = \"127.0.0.1:9469\"");
         let d = diff(&profiles(BASE), &profiles(&new));
         assert_eq!(d.needs_restart, [NeedsRestart::System("metrics")]);
+        // The IKE workers are threads started once.
+        let new = BASE.replace("shards = 2", "shards = 2\nike-workers = 3");
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(d.needs_restart, [NeedsRestart::System("ike-workers")]);
+        assert_eq!(d.needs_restart[0].to_string(), "system.ike-workers changed");
     }
 }

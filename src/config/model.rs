@@ -38,6 +38,9 @@ pub struct System {
     pub control_socket: PathBuf,
     /// ESP forwarding shards per interface; already resolved (0 in the profile = CPU count).
     pub shards: usize,
+    /// Threads the IKE peer actors (sessions, DH) are spread over; already resolved (0 in the
+    /// profile = CPU count). A restart-only key.
+    pub ike_workers: usize,
     /// The OpenMetrics endpoint (docs/metrics.md); `None` = off.
     pub metrics: Option<SocketAddr>,
 }

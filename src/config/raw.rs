@@ -46,6 +46,7 @@ pub(crate) enum Scalar {
 pub(crate) struct RawSystem {
     pub control_socket: Option<At<String>>,
     pub shards: Option<At<i64>>,
+    pub ike_workers: Option<At<i64>>,
     pub metrics: Option<At<String>>,
     pub metrics_allow_remote: Option<At<bool>>,
 }
@@ -230,6 +231,7 @@ fn read_system(f: &mut Fields<'_, '_>) -> RawSystem {
     let r = RawSystem {
         control_socket: f.string("control-socket"),
         shards: f.int("shards"),
+        ike_workers: f.int("ike-workers"),
         metrics: f.string("metrics"),
         metrics_allow_remote: f.bool("metrics-allow-remote"),
     };

@@ -34,9 +34,10 @@ pub fn summary(loaded: &Loaded) -> String {
     let _ = writeln!(s, "profiles valid: {}", files.join(", "));
     let _ = writeln!(
         s,
-        "system: control socket {}, {} ESP shard(s) per interface",
+        "system: control socket {}, {} ESP shard(s) per interface, {} IKE worker(s)",
         p.system.control_socket.display(),
-        p.system.shards
+        p.system.shards,
+        p.system.ike_workers
     );
     let ifaces: Vec<String> = p
         .interfaces

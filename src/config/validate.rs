@@ -152,10 +152,26 @@ fn system(raw: Option<&Named<raw::RawSystem>>, sink: &Sink) -> Option<System> {
     } else {
         shards as usize
     };
+    let ike_workers = match &body.ike_workers {
+        None => def::IKE_WORKERS,
+        Some(at) => c.range(
+            "ike-workers",
+            at,
+            0,
+            def::IKE_WORKERS_MAX,
+            "0 (one per CPU core) to 256 IKE worker threads",
+        )?,
+    };
+    let ike_workers = if ike_workers == 0 {
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    } else {
+        ike_workers as usize
+    };
     let metrics = metrics(&c, body);
     Some(System {
         control_socket,
         shards,
+        ike_workers,
         metrics: metrics?,
     })
 }
