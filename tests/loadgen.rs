@@ -271,6 +271,31 @@ fn loadgen_refuses_options_that_cannot_work() {
             vec!["--spokes", "1", "--sources", "127.1.0.0/0"],
             "--sources",
         ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--reconnect",
+                "--dpd-interval",
+                "10",
+                "--dpd-timeout",
+                "5",
+            ],
+            "--dpd-timeout 5 is shorter than --dpd-interval 10",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--dpd-timeout",
+                "5",
+            ],
+            "--dpd-timeout needs --dpd-interval or --reconnect",
+        ),
     ] {
         let out = std::process::Command::new(ikehub_bin())
             .args(["loadgen", "--hub", "127.0.0.1", "--psk-file", &psk])

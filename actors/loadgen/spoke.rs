@@ -424,3 +424,27 @@ async fn send_all(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnect_waits_double_per_failed_try_with_jitter_up_to_the_cap() {
+        for (tries, ceiling) in [(0, 1), (1, 2), (2, 4), (4, 16), (5, 30), (40, 30)] {
+            let ceiling = Duration::from_secs(ceiling);
+            for _ in 0..200 {
+                let d = reconnect_delay(tries);
+                assert!(
+                    d >= ceiling / 2 && d <= ceiling,
+                    "try {tries}: {d:?} outside {:?}..={ceiling:?}",
+                    ceiling / 2
+                );
+            }
+        }
+        // Jitter: 200 spokes lost together do not all wait the same.
+        let waits: std::collections::BTreeSet<Duration> =
+            (0..200).map(|_| reconnect_delay(0)).collect();
+        assert!(waits.len() > 100, "{} distinct waits of 200", waits.len());
+    }
+}
