@@ -178,12 +178,23 @@ impl Registry {
     }
 
     fn reload(&mut self) -> Result<String, String> {
+        // The hub's part of a reload (issue 10: "<= 100 ms of hub work"): read, validate and
+        // diff the profiles, apply the diff here; the IKE router applies its share after.
+        let started = std::time::Instant::now();
         let r = self.apply_reload();
         match r {
-            Ok(_) => self.reloads.ok += 1,
-            Err(_) => self.reloads.refused += 1,
+            Ok(mut out) => {
+                self.reloads.ok += 1;
+                let ms = started.elapsed().as_secs_f64() * 1e3;
+                info!("reload took {ms:.1} ms");
+                out.push_str(&format!("reload took {ms:.1} ms\n"));
+                Ok(out)
+            }
+            Err(e) => {
+                self.reloads.refused += 1;
+                Err(e)
+            }
         }
-        r
     }
 
     fn apply_reload(&mut self) -> Result<String, String> {

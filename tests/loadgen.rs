@@ -11,87 +11,21 @@
 
 mod common;
 
-use std::path::Path;
-use std::process::{Child, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use common::ike::{cli, isakmp_rows, peer_rows};
+use common::ike::{cli, isakmp_rows};
 use common::netns::{A_WAN, WAN_DEV};
-use common::strongswan::{Charon, SwanConfig, output_with_timeout, require_strongswan_or_skip};
+use common::strongswan::{Charon, SwanConfig, require_strongswan_or_skip};
+use common::swarm::{
+    EXIT_TIMEOUT, HUB_NET, PSK, count, hub_profile, hub_tunnels, report, report_within,
+    spawn_loadgen,
+};
 use common::{Daemon, Netns, TempDir, TwoSites, ikehub_bin, poll_until, require_root_or_skip};
 use serde_json::Value;
 
-const PSK: &str = "ikehub loadgen pre-shared key 5c1e";
-const HUB_NET: &str = "198.51.100.0/24";
 /// Bound on the hub showing every tunnel (100 handshakes, debug build, shared 2-core machine).
 const ALL_UP_TIMEOUT: Duration = Duration::from_secs(120);
-/// Bound on the swarm's exit after its stop (it gives its spokes 5 s to send their deletes).
-const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
-
-/// A hub responding to every spoke of `block` with one template policy (responder only, both
-/// DH groups the tests use, NAT-T on, no routes: nothing is forwarded).
-fn hub_profile(dir: &Path, block: &str) -> String {
-    format!(
-        "[system]\ncontrol-socket = \"{sock}\"\nshards = 1\n\n\
-         [interface.wan]\naddress = \"127.0.0.1\"\n\n\
-         [tunnel-device]\nname = \"ikehub0\"\nmtu = 1400\nroutes = false\n\n\
-         [ipsec-transform.AES128_SHA1]\nesp-encryption = \"aes-cbc-128\"\n\
-         esp-authentication = \"hmac-sha1\"\n\n\
-         [isakmp-transform.G2]\nencryption = \"aes-cbc-128\"\nhash = \"sha1\"\ndh-group = 2\n\n\
-         [isakmp-transform.G14]\nencryption = \"aes-cbc-128\"\nhash = \"sha1\"\ndh-group = 14\n\n\
-         [ipsec-policy-isakmp.Spokes]\ninterface = \"wan\"\npeer = \"{block}\"\n\
-         preshared-key = \"{PSK}\"\nisakmp-transform = [\"G2\", \"G14\"]\n\
-         ipsec-transform = [\"AES128_SHA1\"]\ninitiate = \"never\"\nnat-traversal = true\n\
-         protected-network = [ {{ local = \"{HUB_NET}\", remote = \"{block}\" }} ]\n",
-        sock = dir.join("ikehub.sock").display(),
-    )
-}
-
-/// Starts `ikehub loadgen ARGS --json` in `ns` with the test's PSK; the
-/// namespace guard kills it if the test fails first.
-fn spawn_loadgen(ns: &Netns, psk_dir: &TempDir, args: &[&str]) -> Child {
-    let psk = psk_dir.join("psk");
-    std::fs::write(&psk, format!("{PSK}\n")).expect("write the PSK file");
-    ns.command(ikehub_bin())
-        .args(["loadgen", "--remote", HUB_NET, "--json"])
-        .arg("--psk-file")
-        .arg(&psk)
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start ikehub loadgen")
-}
-
-/// Waits for the swarm's exit and parses its report; panics with its output otherwise.
-fn report(child: Child) -> (Option<i32>, Value) {
-    report_within(child, EXIT_TIMEOUT)
-}
-
-fn report_within(child: Child, timeout: Duration) -> (Option<i32>, Value) {
-    let out = output_with_timeout(child, timeout).expect("ikehub loadgen did not exit");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let v: Value = serde_json::from_str(&stdout)
-        .unwrap_or_else(|e| panic!("loadgen --json is not JSON ({e}):\n{stdout}\n{stderr}"));
-    eprintln!("loadgen progress:\n{stderr}");
-    (out.status.code(), v)
-}
-
-fn count(v: &Value, key: &str) -> u64 {
-    v[key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("report has no count `{key}`: {v:#}"))
-}
-
-/// Spokes whose tunnel the hub shows up (a peer row with a child SA pair).
-fn hub_tunnels(hub: &Daemon) -> usize {
-    peer_rows(hub)
-        .iter()
-        .filter(|r| r.child_sas.unwrap_or(0) > 0)
-        .count()
-}
 
 #[test]
 fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
@@ -336,6 +270,31 @@ fn loadgen_refuses_options_that_cannot_work() {
         (
             vec!["--spokes", "1", "--sources", "127.1.0.0/0"],
             "--sources",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--reconnect",
+                "--dpd-interval",
+                "10",
+                "--dpd-timeout",
+                "5",
+            ],
+            "--dpd-timeout 5 is shorter than --dpd-interval 10",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--dpd-timeout",
+                "5",
+            ],
+            "--dpd-timeout needs --dpd-interval or --reconnect",
         ),
     ] {
         let out = std::process::Command::new(ikehub_bin())

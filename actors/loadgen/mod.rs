@@ -21,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use ikehub::config::{
-    Initiate, IpsecTransform, IsakmpTransform, KeyBytes, LocalId, NetworkSpec, ProtectedNetwork,
-    RemoteId,
+    Dpd, Initiate, IpsecTransform, IsakmpTransform, KeyBytes, LocalId, NetworkSpec,
+    ProtectedNetwork, RemoteId,
 };
 use ikehub::ike::config::NatConfig;
 use ikehub::ike::stats::{IKE_STATS, IkeStats};
@@ -90,6 +90,19 @@ pub struct LoadgenArgs {
     /// time). Spokes not up then count as failed; tunnels held are deleted.
     #[arg(long, value_name = "S")]
     pub timeout: Option<f64>,
+    /// A held tunnel that is lost (the hub deleted it, or DPD found the hub dead) is negotiated
+    /// again, after a backoff with jitter, through the same in-flight slots; a spoke is never
+    /// given up on while its hold lasts. Turns on DPD (--dpd-interval).
+    #[arg(long)]
+    pub reconnect: bool,
+    /// RFC 3706 DPD while holding: R-U-THERE after this many idle seconds (default 10 with
+    /// --reconnect, off without).
+    #[arg(long, value_name = "S")]
+    pub dpd_interval: Option<u64>,
+    /// DPD: the hub is dead when no answer came this many seconds after the first probe
+    /// (default 3 x --dpd-interval).
+    #[arg(long, value_name = "S")]
+    pub dpd_timeout: Option<u64>,
     /// Threads driving the spokes; default: one per core.
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
@@ -168,6 +181,27 @@ fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
         None => None,
     };
     let psk = suite::read_psk(&a.psk_file)?;
+    let dpd = match (a.dpd_interval, a.reconnect) {
+        (Some(0), _) => return Err("--dpd-interval must be at least 1".into()),
+        (Some(i), _) => Some(i),
+        (None, true) => Some(10),
+        (None, false) => None,
+    }
+    .map(|interval_seconds| Dpd {
+        interval_seconds,
+        timeout_seconds: a.dpd_timeout.unwrap_or(interval_seconds.saturating_mul(3)),
+    });
+    if let Some(d) = &dpd
+        && d.timeout_seconds < d.interval_seconds
+    {
+        return Err(format!(
+            "--dpd-timeout {} is shorter than --dpd-interval {}",
+            d.timeout_seconds, d.interval_seconds
+        ));
+    }
+    if dpd.is_none() && a.dpd_timeout.is_some() {
+        return Err("--dpd-timeout needs --dpd-interval or --reconnect".into());
+    }
     let hold = seconds("hold", a.hold)?;
     let period = Duration::from_secs(1) / a.rate;
     let timeout = match a.timeout {
@@ -204,7 +238,7 @@ fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
             nat_t_port: a.hub_nat_t_port,
             ..NatConfig::default()
         },
-        dpd: None,
+        dpd,
         // Each spoke asks for its own /32 against the hub's network (spoke.rs).
         protected_networks: vec![ProtectedNetwork {
             local: NetworkSpec::ANY,
@@ -332,9 +366,10 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
         stats: stats.clone(),
         epoch,
         spis: Arc::new(RandomSpis),
+        reconnect: args.reconnect,
+        gate: Arc::new(Semaphore::new(plan.max_in_flight)),
     });
     let (stop_tx, stop_rx) = watch::channel::<Option<Stop>>(None);
-    let gate = Arc::new(Semaphore::new(plan.max_in_flight));
 
     // The launcher: spoke i starts no earlier than one period after spoke i-1 (a late start
     // is not caught up with a burst), and only with an in-flight slot.
@@ -347,7 +382,7 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
             let mut launched = 0u64;
             for i in 0..n {
                 let permit = tokio::select! {
-                    p = gate.clone().acquire_owned() => match p {
+                    p = env.gate.clone().acquire_owned() => match p {
                         Ok(p) => p,
                         Err(_) => break,
                     },
@@ -424,6 +459,7 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
     let started = Stats::get(&stats.started);
     let failed = Stats::get(&stats.failed);
     let setup = Duration::from_micros(Stats::get(&stats.last_up_us));
+    let down_at_end = Stats::get(&stats.down_at_end);
     let setup_seconds = setup.as_secs_f64();
     Report {
         hub: plan.hub.to_string(),
@@ -447,9 +483,19 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
         failures: stats.failures(),
         ike_messages_sent: Stats::get(&stats.sent),
         retransmissions: IkeStats::get(&IKE_STATS.retransmissions) - retransmits_before,
+        reconnect: args.reconnect,
+        lost: Stats::get(&stats.lost),
+        reconnect_attempts: Stats::get(&stats.reconnect_attempts),
+        reconnected: Stats::get(&stats.reconnected),
+        down_at_end,
+        recovery_seconds: stats.recovery().map(|d| d.as_secs_f64()),
+        recovery_retransmissions: match Stats::get(&stats.retransmissions_at_first_loss) {
+            0 => 0,
+            at => IkeStats::get(&IKE_STATS.retransmissions).saturating_sub(at - 1),
+        },
         send_errors: Stats::get(&stats.send_errors),
         elapsed_seconds: epoch.elapsed().as_secs_f64(),
-        ok: up == plan.spokes,
+        ok: up == plan.spokes && down_at_end == 0,
     }
 }
 
@@ -458,9 +504,19 @@ fn progress(stats: &Stats, n: u64, epoch: Instant, retransmits_before: u64) {
     let up = Stats::get(&stats.up);
     let failed = Stats::get(&stats.failed);
     let started = Stats::get(&stats.started);
+    let lost = Stats::get(&stats.lost);
+    let reconnect = if lost > 0 {
+        format!(
+            ", lost {lost}, down {}, reconnected {}",
+            Stats::get(&stats.down),
+            Stats::get(&stats.reconnected)
+        )
+    } else {
+        String::new()
+    };
     eprintln!(
         "[{t:>6.1}s] up {up}/{n}, handshaking {}, failed {failed}, deleted {}, {:.1} tunnels/s, \
-         retransmissions {}",
+         retransmissions {}{reconnect}",
         started.saturating_sub(up + failed),
         Stats::get(&stats.deleted),
         up as f64 / t.max(1e-9),

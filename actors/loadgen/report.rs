@@ -32,6 +32,22 @@ pub struct Stats {
     pub send_errors: AtomicU64,
     /// Microseconds from the first message 1 to the epoch of the last tunnel up.
     pub last_up_us: AtomicU64,
+    /// `--reconnect`: tunnels lost while held (the hub deleted them or DPD declared it dead).
+    pub lost: AtomicU64,
+    /// `--reconnect`: new main modes started after a loss (first tries and retries).
+    pub reconnect_attempts: AtomicU64,
+    /// `--reconnect`: lost tunnels negotiated again.
+    pub reconnected: AtomicU64,
+    /// `--reconnect`: spokes whose tunnel is lost and not back yet (a gauge).
+    pub down: AtomicU64,
+    /// `--reconnect`: spokes still without their tunnel when the run ended.
+    pub down_at_end: AtomicU64,
+    /// Microseconds from the start to the first loss, plus one (0: no loss yet).
+    pub first_lost_us: AtomicU64,
+    /// Microseconds from the start to the last re-establishment that left no spoke down.
+    pub all_back_us: AtomicU64,
+    /// The process's IKE retransmission count when the first tunnel was lost, plus one.
+    pub retransmissions_at_first_loss: AtomicU64,
     latencies_us: Mutex<Vec<u64>>,
     failures: Mutex<BTreeMap<String, Failure>>,
 }
@@ -59,6 +75,42 @@ impl Stats {
         if let Ok(mut l) = self.latencies_us.lock() {
             l.push(micros(latency));
         }
+    }
+
+    /// `--reconnect`: a held tunnel is gone, `at` after the start; `retransmissions` is the
+    /// process's count so far (to tell the recovery's retransmissions from the setup's).
+    pub fn note_lost(&self, at: Duration, retransmissions: u64) {
+        Self::add(&self.lost, 1);
+        Self::add(&self.down, 1);
+        let _ =
+            self.first_lost_us
+                .compare_exchange(0, micros(at).saturating_add(1), Relaxed, Relaxed);
+        let _ = self.retransmissions_at_first_loss.compare_exchange(
+            0,
+            retransmissions.saturating_add(1),
+            Relaxed,
+            Relaxed,
+        );
+    }
+
+    /// `--reconnect`: a lost tunnel is up again, `at` after the start.
+    pub fn note_reconnected(&self, at: Duration) {
+        Self::add(&self.reconnected, 1);
+        if self.down.fetch_sub(1, Relaxed) == 1 {
+            self.all_back_us.fetch_max(micros(at), Relaxed);
+        }
+    }
+
+    /// `--reconnect`: from the first loss to the moment the last lost tunnel was back, when
+    /// every lost tunnel came back; `None` when none was lost or some are still down.
+    pub fn recovery(&self) -> Option<Duration> {
+        let first = Self::get(&self.first_lost_us);
+        if first == 0 || Self::get(&self.down) > 0 || Self::get(&self.down_at_end) > 0 {
+            return None;
+        }
+        Some(Duration::from_micros(
+            Self::get(&self.all_back_us).saturating_sub(first - 1),
+        ))
     }
 
     /// A spoke ended without a tunnel: `class` is the report's key (a few fixed words),
@@ -144,6 +196,21 @@ pub struct Report {
     pub failures: BTreeMap<String, Failure>,
     pub ike_messages_sent: u64,
     pub retransmissions: u64,
+    /// `--reconnect` was given (the fields below count only then).
+    pub reconnect: bool,
+    /// Tunnels lost while held (deleted by the hub or its death detected by DPD).
+    pub lost: u64,
+    /// New main modes started after a loss.
+    pub reconnect_attempts: u64,
+    /// Lost tunnels negotiated again.
+    pub reconnected: u64,
+    /// Spokes without their tunnel when the run ended (lost and not back).
+    pub down_at_end: u64,
+    /// From the first tunnel lost to the last one back; absent when none was lost or some
+    /// never came back.
+    pub recovery_seconds: Option<f64>,
+    /// Retransmissions from the first loss to the end of the run.
+    pub recovery_retransmissions: u64,
     pub send_errors: u64,
     pub elapsed_seconds: f64,
     /// Every spoke's tunnel came up.
@@ -194,6 +261,28 @@ impl Report {
             format!("{} / {}", self.ike_messages_sent, self.retransmissions),
         );
         line("send errors", self.send_errors.to_string());
+        if self.reconnect {
+            line(
+                "lost / reconnected / down at end",
+                format!(
+                    "{} / {} / {} ({} attempts)",
+                    self.lost, self.reconnected, self.down_at_end, self.reconnect_attempts
+                ),
+            );
+            line(
+                "recovery",
+                match self.recovery_seconds {
+                    Some(s) => format!(
+                        "{s:.3} s, {} retransmissions since the first loss",
+                        self.recovery_retransmissions
+                    ),
+                    None => format!(
+                        "-, {} retransmissions since the first loss",
+                        self.recovery_retransmissions
+                    ),
+                },
+            );
+        }
         line(
             "deleted by us / by the hub",
             format!("{} / {}", self.deleted, self.closed_by_peer),
@@ -248,5 +337,24 @@ mod tests {
         assert_eq!(Stats::get(&s.up), 2);
         assert_eq!(Stats::get(&s.last_up_us), 2_000_000);
         assert_eq!(s.latencies(), vec![3000, 5000]);
+    }
+
+    #[test]
+    fn recovery_runs_from_the_first_loss_to_the_last_tunnel_back() {
+        let s = Stats::default();
+        assert_eq!(s.recovery(), None, "nothing lost");
+        s.note_lost(Duration::from_secs(10), 7);
+        s.note_lost(Duration::from_secs(11), 9);
+        s.note_reconnected(Duration::from_secs(14));
+        assert_eq!(s.recovery(), None, "one still down");
+        s.note_reconnected(Duration::from_secs(13));
+        assert_eq!(s.recovery(), Some(Duration::from_secs(3)));
+        assert_eq!(Stats::get(&s.retransmissions_at_first_loss), 8);
+        s.note_lost(Duration::from_secs(20), 12);
+        assert_eq!(s.recovery(), None, "a second wave, not back yet");
+        s.note_reconnected(Duration::from_secs(25));
+        assert_eq!(s.recovery(), Some(Duration::from_secs(15)));
+        Stats::add(&s.down_at_end, 1);
+        assert_eq!(s.recovery(), None);
     }
 }

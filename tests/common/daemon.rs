@@ -178,6 +178,43 @@ impl Daemon {
         })
     }
 
+    /// A restart of the daemon: sends `signal` (SIGKILL is a crash, SIGTERM a clean stop that
+    /// sends deletes), waits for the exit ([`STOP_GRACE`], then SIGKILL), starts `ikehub run`
+    /// again with the same profile and control socket (its output appended to the same log)
+    /// and waits until it answers. Panics like [`Daemon::start`]. Returns the old exit status.
+    pub fn restart(self, signal: i32) -> (Option<ExitStatus>, Daemon) {
+        let mut d = self;
+        let status = d.child.take().and_then(|mut c| {
+            let s = stop_child(&mut c, signal, STOP_GRACE);
+            if s.is_none() {
+                let _ = stop_child(&mut c, libc::SIGKILL, STOP_GRACE);
+            }
+            s
+        });
+        let log = std::fs::OpenOptions::new()
+            .append(true)
+            .open(&d.log)
+            .unwrap_or_else(|e| panic!("opening {}: {e}", d.log.display()));
+        let log2 = log.try_clone().expect("dup log file");
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &d.netns])
+            .arg(&d.bin)
+            .arg("run")
+            .arg("-c")
+            .arg(&d.config);
+        if std::env::var_os("RUST_LOG").is_none() {
+            cmd.env("RUST_LOG", "info");
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {} again: {e}", d.bin.display()));
+        d.child = Some(child);
+        (status, d.wait_ready())
+    }
+
     /// Stops the daemon with SIGTERM (graceful), SIGKILL after [`STOP_GRACE`]; returns its exit
     /// status (`None` if it had to be killed). The temp dir is removed.
     pub fn stop(mut self) -> Option<ExitStatus> {

@@ -22,6 +22,7 @@ pub mod netns;
 pub mod refpkt;
 pub mod sa;
 pub mod strongswan;
+pub mod swarm;
 pub mod tunnel;
 pub mod unpriv;
 pub mod wireshark;
