@@ -426,6 +426,43 @@ impl DhPrivate {
     }
 }
 
+/// The other exponentiation paths, for the benches that compare them (`benches/ike_crypto.rs`
+/// group `dh_options`, `ikehub bench`): same results, different cost.
+impl DhPrivate {
+    /// g^x by crypto-bigint's windowed `pow_bounded_exp` (no table).
+    #[doc(hidden)]
+    pub fn public_value_portable(&self) -> Vec<u8> {
+        let g = self.generator_bytes();
+        let bits = self.group.exponent_bits();
+        self.group.modexp_portable(&g, &self.x, bits).to_vec()
+    }
+
+    /// g^x by OpenSSL's constant-time exponentiation (no table).
+    #[doc(hidden)]
+    pub fn public_value_openssl(&self) -> Option<Vec<u8>> {
+        let g = self.generator_bytes();
+        let bits = self.group.exponent_bits();
+        ossl::modexp(self.group, &g, &self.x, bits).map(|y| y.to_vec())
+    }
+
+    /// y^x by crypto-bigint's `pow_bounded_exp`, after the same check as `shared_secret`.
+    #[doc(hidden)]
+    pub fn shared_secret_portable(&self, peer: &[u8]) -> Result<SharedSecret, DhError> {
+        self.group.check_public(peer)?;
+        let bits = self.group.exponent_bits();
+        Ok(SharedSecret(
+            self.group.modexp_portable(peer, &self.x, bits),
+        ))
+    }
+
+    fn generator_bytes(&self) -> Vec<u8> {
+        let mut g = vec![0u8; self.group.len()];
+        let last = g.len() - 1;
+        g[last] = GENERATOR;
+        g
+    }
+}
+
 /// g^xy, `group.len()` bytes including leading zeros (RFC 2409 §5: the shared secret enters
 /// SKEYID at its full group length), wiped on drop.
 pub struct SharedSecret(Zeroizing<Vec<u8>>);
