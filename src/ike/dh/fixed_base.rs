@@ -9,8 +9,9 @@
 //! exponentiation (about 400 for group 14).
 //!
 //! Constant time: the loop runs over every digit position up to the public bit bound, each
-//! step reads all 16 entries of its row and keeps one by a constant-time conditional
-//! assignment (never an index or a branch on the digit), then multiplies. The sequence of
+//! step reads all 16 entries of its row and keeps one by masking (each entry ANDed with a mask
+//! that is all ones only where j equals the digit, from `ct_eq` / `ct_select`, then ORed in;
+//! never an index or a branch on the digit), then multiplies. The sequence of
 //! operations and memory addresses depends only on the group and the bit bound, which are
 //! public; the digits only decide masked copies.
 //!
@@ -20,7 +21,7 @@
 //! 320 KiB for group 14, 672 KiB for group 15, 1 MiB for group 16. Building it costs about
 //! 18 multiplications per digit position (a few milliseconds for group 14), once.
 
-use crypto_bigint::ctutils::{CtAssign, CtEq};
+use crypto_bigint::ctutils::{CtEq, CtSelect};
 use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
 use crypto_bigint::{U512, Uint, Word};
 use zeroize::Zeroize;
@@ -81,19 +82,19 @@ impl<const L: usize> FixedBase<L> {
             if left < WINDOW as usize {
                 digit &= (1 << left) - 1;
             }
+            // entry = OR over the row of (candidate AND mask), the mask all ones for j = digit
+            // only: every entry is read, whatever the digit.
+            entry = Uint::ZERO;
             for (j, candidate) in row.iter().enumerate() {
-                entry.ct_assign(candidate, (j as Word).ct_eq(&digit));
+                let mask = Word::ct_select(&0, &Word::MAX, (j as Word).ct_eq(&digit));
+                for (e, c) in entry.as_mut_limbs().iter_mut().zip(candidate.as_limbs()) {
+                    e.0 |= c.0 & mask;
+                }
             }
             digit.zeroize();
             acc = acc.mul(&FixedMontyForm::from_montgomery(entry, &self.params));
         }
         entry.zeroize();
         acc
-    }
-
-    /// Bytes held by the table (for the memory figure in the bench).
-    #[allow(dead_code)]
-    pub(super) fn table_bytes(&self) -> usize {
-        self.rows.len() * ROW * L * (Word::BITS as usize / 8)
     }
 }
