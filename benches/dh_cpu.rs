@@ -4,7 +4,8 @@
 //! the moments this thread waits for a core, CPU time does not. Prints the 10th percentile and
 //! the median in microseconds of: g^x from the fixed-base table (what `public_value` does), by
 //! crypto-bigint's `pow_bounded_exp` and by OpenSSL; y^x by OpenSSL (what `shared_secret`
-//! does) and by crypto-bigint; and a responder's DH work per tunnel (one of each, medians).
+//! does) and by crypto-bigint; a responder's DH work per tunnel (one of each, medians); and
+//! the one-time cost of the group's g^x table (CPU ms to build it, KiB it holds).
 
 use std::hint::black_box;
 
@@ -40,20 +41,26 @@ fn percentiles(n: usize, mut op: impl FnMut()) -> (f64, f64) {
 fn main() {
     let mut rng = StdRng::seed_from_u64(9);
     println!(
-        "{:<9} {:>19} {:>19} {:>19} {:>19} {:>19} {:>10}",
+        "{:<9} {:>19} {:>19} {:>19} {:>19} {:>19} {:>10} {:>9} {:>10}",
         "µs p10/p50",
         "g^x fixed-base",
         "g^x crypto-bigint",
         "g^x openssl",
         "y^x openssl",
         "y^x crypto-bigint",
-        "DH/tunnel"
+        "DH/tunnel",
+        "table ms",
+        "table KiB"
     );
     for group in DhGroup::ALL {
+        // The first call builds the table (nothing before this touched the group's table).
+        let t = cpu_ns();
+        group.precompute();
+        let table_ms = (cpu_ns() - t) / 1e6;
+        // exponent_bits / 4 rows of 16 group elements (src/ike/dh/fixed_base.rs).
+        let table_kib = group.exponent_bits() as usize / 4 * 16 * group.len() / 1024;
         let me = DhPrivate::generate(group, &mut rng);
         let peer = DhPrivate::generate(group, &mut rng).public_value();
-        // The first call builds the table; percentiles() warms up with one call too.
-        group.precompute();
         let n = if group.bits() > 2048 { 60 } else { 300 };
         let rows = [
             percentiles(n, || drop(black_box(me.public_value()))),
@@ -66,6 +73,9 @@ fn main() {
         for (p10, p50) in rows {
             print!(" {p10:>9.1}/{p50:>9.1}");
         }
-        println!(" {:>10.1}", rows[0].1 + rows[3].1);
+        println!(
+            " {:>10.1} {table_ms:>9.1} {table_kib:>10}",
+            rows[0].1 + rows[3].1
+        );
     }
 }

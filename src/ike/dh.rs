@@ -268,7 +268,7 @@ impl DhGroup {
             .unwrap_or_else(|| self.modexp_portable(base, exp, exp_bits))
     }
 
-    /// Builds the group's g^x table now (once per process: about 7 ms and 320 KiB for group
+    /// Builds the group's g^x table now (once per process: about 3 ms of CPU and 320 KiB for group
     /// 14, see [`fixed_base`]) so that the first key pair does not pay for it; the daemon may
     /// call this at start for the groups its profiles name. Later calls cost nothing.
     pub fn precompute(self) {
