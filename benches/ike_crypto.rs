@@ -38,6 +38,38 @@ fn dh(c: &mut Criterion) {
     g.finish();
 }
 
+fn dh_options(c: &mut Criterion) {
+    let mut rng = StdRng::seed_from_u64(8);
+    let mut g = c.benchmark_group("dh_options");
+    g.sample_size(20);
+    for group in DhGroup::ALL {
+        let me = DhPrivate::generate(group, &mut rng);
+        let peer = DhPrivate::generate(group, &mut rng).public_value();
+        let name = group.name();
+        // The first call builds the group's table: keep it out of the samples.
+        black_box(me.public_value());
+        g.bench_function(BenchmarkId::new("gx_fixed_base", name), |b| {
+            b.iter(|| black_box(&me).public_value())
+        });
+        g.bench_function(BenchmarkId::new("gx_crypto_bigint", name), |b| {
+            b.iter(|| black_box(&me).public_value_portable())
+        });
+        g.bench_function(BenchmarkId::new("gx_openssl", name), |b| {
+            b.iter(|| black_box(&me).public_value_openssl())
+        });
+        g.bench_function(BenchmarkId::new("yx_openssl", name), |b| {
+            b.iter(|| me.shared_secret(black_box(&peer)).map(|z| z.as_bytes()[0]))
+        });
+        g.bench_function(BenchmarkId::new("yx_crypto_bigint", name), |b| {
+            b.iter(|| {
+                me.shared_secret_portable(black_box(&peer))
+                    .map(|z| z.as_bytes()[0])
+            })
+        });
+    }
+    g.finish();
+}
+
 fn schedule(c: &mut Criterion) {
     let mut g = c.benchmark_group("ike_prf");
     for h in [
@@ -77,5 +109,5 @@ fn schedule(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, dh, schedule);
+criterion_group!(benches, dh, dh_options, schedule);
 criterion_main!(benches);

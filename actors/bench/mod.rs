@@ -63,12 +63,19 @@ struct LookupResult {
 struct DhResult {
     group: u16,
     bits: usize,
-    /// g^x mod p (a key pair) per second.
+    /// g^x mod p (a key pair) per second, from the group's fixed-base table.
     keygen_per_s: f64,
-    /// (g^y)^x mod p with the peer's value checked, per second.
+    /// (g^y)^x mod p with the peer's value checked, per second (OpenSSL's constant-time
+    /// exponentiation).
     shared_secret_per_s: f64,
-    /// One modular exponentiation, in milliseconds.
+    /// One modular exponentiation (the shared secret's), in milliseconds.
     modexp_ms: f64,
+    /// The responder's DH work per tunnel (one key pair + one shared secret), in milliseconds.
+    dh_ms_per_tunnel: f64,
+    /// The same two operations by crypto-bigint's portable `pow_bounded_exp` (the path
+    /// before issue 10), per second.
+    keygen_portable_per_s: f64,
+    shared_secret_portable_per_s: f64,
     /// Main mode + quick mode, both ends on this core.
     handshakes_per_s: f64,
 }
@@ -82,6 +89,9 @@ struct Report {
     goals: Vec<openssl::Goal>,
     lookup: Vec<LookupResult>,
     dh: Vec<DhResult>,
+    /// `openssl speed ffdh2048` in the same run: shared secrets per second (None without
+    /// `openssl`).
+    openssl_ffdh2048_per_s: Option<f64>,
     /// ESP-in-UDP socket throughput on loopback, without and with GSO/GRO.
     udp: Vec<udp::UdpResult>,
 }
@@ -201,6 +211,12 @@ fn bench_dh(budget: Duration) -> Vec<DhResult> {
         let shared = ops_per_sec(budget, || {
             black_box(mine.shared_secret(&peer).is_ok());
         });
+        let keygen_portable = ops_per_sec(budget, || {
+            black_box(mine.public_value_portable());
+        });
+        let shared_portable = ops_per_sec(budget, || {
+            black_box(mine.shared_secret_portable(&peer).is_ok());
+        });
         let handshakes = match handshake::handshakes_per_sec(id, budget) {
             Ok(h) => h,
             Err(e) => {
@@ -214,6 +230,9 @@ fn bench_dh(budget: Duration) -> Vec<DhResult> {
             keygen_per_s: keygen,
             shared_secret_per_s: shared,
             modexp_ms: 1000.0 / shared,
+            dh_ms_per_tunnel: 1000.0 / keygen + 1000.0 / shared,
+            keygen_portable_per_s: keygen_portable,
+            shared_secret_portable_per_s: shared_portable,
             handshakes_per_s: handshakes,
         });
     }
@@ -258,12 +277,14 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         }
     };
     let (openssl, goals) = openssl::compare(&esp, budget.as_secs_f64().ceil() as u64);
+    let openssl_ffdh2048_per_s = openssl::ffdh_per_sec(2048, budget.as_secs_f64().ceil() as u64);
     let report = Report {
         esp,
         openssl,
         goals,
         lookup,
         dh,
+        openssl_ffdh2048_per_s,
         udp,
     };
     if json {
@@ -335,18 +356,40 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         }
         println!();
         println!(
-            "{:<8} {:>5} {:>10} {:>14} {:>10} {:>13}",
-            "DH", "BITS", "KEYGEN/S", "SHARED/S", "MODEXP-MS", "HANDSHAKES/S"
+            "{:<8} {:>5} {:>10} {:>14} {:>10} {:>10} {:>13} {:>14} {:>15}",
+            "DH",
+            "BITS",
+            "KEYGEN/S",
+            "SHARED/S",
+            "MODEXP-MS",
+            "DH-MS/TUN",
+            "HANDSHAKES/S",
+            "(PORT. KEYGEN)",
+            "(PORT. SHARED)"
         );
         for d in &report.dh {
             println!(
-                "{:<8} {:>5} {:>10.0} {:>14.0} {:>10.3} {:>13.0}",
+                "{:<8} {:>5} {:>10.0} {:>14.0} {:>10.3} {:>10.3} {:>13.0} {:>14.0} {:>15.0}",
                 format!("group {}", d.group),
                 d.bits,
                 d.keygen_per_s,
                 d.shared_secret_per_s,
                 d.modexp_ms,
-                d.handshakes_per_s
+                d.dh_ms_per_tunnel,
+                d.handshakes_per_s,
+                d.keygen_portable_per_s,
+                d.shared_secret_portable_per_s
+            );
+        }
+        println!(
+            "KEYGEN: g^x from the fixed-base table; SHARED: y^x by OpenSSL; DH-MS/TUN: one of \
+             each (a responding hub's DH work per tunnel); PORT.: crypto-bigint's pow alone"
+        );
+        if let Some(ffdh) = report.openssl_ffdh2048_per_s {
+            println!(
+                "openssl speed ffdh2048: {ffdh:.0} shared secrets/s ({:.3} ms; its private \
+                 exponents are 225 bits, RFC 7919 A.1; ours 320)",
+                1000.0 / ffdh
             );
         }
         println!();

@@ -114,9 +114,45 @@ pub fn compare(esp: &[EspResult], seconds: u64) -> (Vec<Reference>, Vec<Goal>) {
     (refs, goals)
 }
 
+/// `openssl speed -seconds S ffdh<bits>` (OpenSSL 3 names the RFC 7919 ffdhe groups so):
+/// shared-secret derivations per second, the reference for our y^x. None when `openssl` is
+/// missing or does not know the size.
+pub fn ffdh_per_sec(bits: u32, seconds: u64) -> Option<f64> {
+    let out = Command::new("openssl")
+        .args(["speed", "-elapsed", "-seconds"])
+        .arg(seconds.max(1).to_string())
+        .arg(format!("ffdh{bits}"))
+        .output()
+        .ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    parse_ffdh(&String::from_utf8_lossy(&out.stdout), bits)
+}
+
+/// The result line of `openssl speed ffdhN` is `<bits> bits ffdh <seconds>s <op/s>`.
+fn parse_ffdh(stdout: &str, bits: u32) -> Option<f64> {
+    let line = stdout
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{bits} bits ffdh")))?;
+    line.split_whitespace().last()?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::parse;
+    use super::{parse, parse_ffdh};
+
+    #[test]
+    fn parses_openssl_speed_ffdh() {
+        let out = "version: 3.0.19\n                       op     op/s\n 2048 bits ffdh   \
+                   0.0003s   3359.0\n";
+        assert_eq!(parse_ffdh(out, 2048), Some(3359.0));
+        assert_eq!(parse_ffdh(out, 3072), None);
+        assert_eq!(
+            parse_ffdh("speed: Unknown algorithm ffdh1024\n", 1024),
+            None
+        );
+    }
 
     #[test]
     fn parses_the_last_line_of_openssl_speed() {

@@ -1,9 +1,13 @@
 //! MODP Diffie-Hellman for IKEv1: groups 1 and 2 (RFC 2409 §6.1, §6.2), 5, 14, 15 and 16
 //! (RFC 3526 §2-§5), all with generator 2.
 //!
-//! Exponentiation is crypto-bigint's fixed-width Montgomery `pow_bounded_exp`, which is
-//! constant-time in the exponent's value (its time depends only on the public bit bound).
-//! num-bigint's `modpow` is not, and appears only in the tests as a cross-check.
+//! A key pair costs one fixed-base exponentiation g^x from a per-group precomputed table
+//! ([`fixed_base`], on crypto-bigint's Montgomery arithmetic); a shared secret costs one
+//! variable-base exponentiation y^x by OpenSSL's `BN_mod_exp_mont_consttime` ([`ossl`]).
+//! Both are constant-time in the exponent's value (their time depends only on the public bit
+//! bound). crypto-bigint's `pow_bounded_exp` stays as the portable reference both are
+//! cross-checked against, and as the fallback if OpenSSL fails; num-bigint's `modpow` is not
+//! constant-time and appears only in the tests.
 //!
 //! Private exponents are shorter than the modulus, as RFC 3526 §1 and §8 allow: twice the
 //! larger ("estimate 2") strength estimate of §8, rounded up to 64 bits, and never under 256
@@ -16,6 +20,8 @@ use crypto_bigint::modular::{FixedMontyForm, FixedMontyParams};
 use crypto_bigint::{Odd, U512, U768, U1024, U1536, U2048, U3072, U4096, Uint};
 use rand::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
+
+use fixed_base::FixedBase;
 
 /// A MODP group ikehub implements (the Transform attribute "Group Description", RFC 2409
 /// Appendix A, and the IANA IKE group registry).
@@ -231,17 +237,15 @@ impl DhGroup {
             .collect()
     }
 
-    /// `base^exp mod p`, constant-time in `exp` (`exp_bits` is public), big-endian `len()`
-    /// bytes. `base` must be `len()` bytes and already reduced (checked by the callers).
-    fn modexp(self, base: &[u8], exp: &U512, exp_bits: u32) -> Zeroizing<Vec<u8>> {
+    /// `base^exp mod p` by crypto-bigint's windowed Montgomery `pow_bounded_exp`,
+    /// constant-time in `exp` (`exp_bits` is public), big-endian `len()` bytes. `base` must be
+    /// `len()` bytes and already reduced (checked by the callers). The reference the two fast
+    /// paths are cross-checked against, and the fallback of [`Self::modexp`].
+    fn modexp_portable(self, base: &[u8], exp: &U512, exp_bits: u32) -> Zeroizing<Vec<u8>> {
         macro_rules! params {
             ($u:ty) => {{
                 static PARAMS: OnceLock<FixedMontyParams<{ <$u>::LIMBS }>> = OnceLock::new();
-                PARAMS.get_or_init(|| {
-                    // The modulus is public: variable-time setup is fine.
-                    let p = <$u>::from_be_hex(self.prime_hex());
-                    FixedMontyParams::new_vartime(Odd::new(p).expect("MODP primes are odd"))
-                })
+                PARAMS.get_or_init(|| monty_params(self.prime_hex()))
             }};
         }
         match self {
@@ -253,6 +257,50 @@ impl DhGroup {
             Self::Modp4096 => pow(params!(U4096), base, exp, exp_bits),
             #[cfg(fuzzing)]
             Self::Fuzz64 => pow(params!(crypto_bigint::U64), base, exp, exp_bits),
+        }
+    }
+
+    /// `base^exp mod p` for a variable base (the peer's public value): OpenSSL's
+    /// constant-time exponentiation (about twice as fast as [`Self::modexp_portable`], see
+    /// [`ossl`]), or the portable one if OpenSSL fails (it can only fail to allocate).
+    fn modexp(self, base: &[u8], exp: &U512, exp_bits: u32) -> Zeroizing<Vec<u8>> {
+        ossl::modexp(self, base, exp, exp_bits)
+            .unwrap_or_else(|| self.modexp_portable(base, exp, exp_bits))
+    }
+
+    /// Builds the group's g^x table now (once per process: about 3 ms of CPU and 320 KiB for group
+    /// 14, see [`fixed_base`]) so that the first key pair does not pay for it; the daemon may
+    /// call this at start for the groups its profiles name. Later calls cost nothing.
+    pub fn precompute(self) {
+        // A 0-bit exponent builds the table and multiplies nothing.
+        drop(self.generator_pow(&U512::ZERO, 0));
+    }
+
+    /// `g^exp mod p` for the generator g = 2 from the group's precomputed table (built on first
+    /// use), constant-time in `exp`; see [`fixed_base`].
+    fn generator_pow(self, exp: &U512, exp_bits: u32) -> Zeroizing<Vec<u8>> {
+        macro_rules! table {
+            ($u:ty) => {{
+                static TABLE: OnceLock<FixedBase<{ <$u>::LIMBS }>> = OnceLock::new();
+                let table = TABLE.get_or_init(|| {
+                    FixedBase::new(
+                        monty_params(self.prime_hex()),
+                        GENERATOR,
+                        self.exponent_bits(),
+                    )
+                });
+                encode(table.pow(exp, exp_bits))
+            }};
+        }
+        match self {
+            Self::Modp768 => table!(U768),
+            Self::Modp1024 => table!(U1024),
+            Self::Modp1536 => table!(U1536),
+            Self::Modp2048 => table!(U2048),
+            Self::Modp3072 => table!(U3072),
+            Self::Modp4096 => table!(U4096),
+            #[cfg(fuzzing)]
+            Self::Fuzz64 => table!(crypto_bigint::U64),
         }
     }
 
@@ -291,6 +339,12 @@ impl std::fmt::Display for DhGroup {
     }
 }
 
+/// Montgomery parameters of a MODP prime. The modulus is public: variable-time setup is fine.
+fn monty_params<const L: usize>(prime_hex: &str) -> FixedMontyParams<L> {
+    let p = Uint::<L>::from_be_hex(prime_hex);
+    FixedMontyParams::new_vartime(Odd::new(p).expect("MODP primes are odd"))
+}
+
 fn pow<const L: usize>(
     params: &FixedMontyParams<L>,
     base: &[u8],
@@ -299,12 +353,17 @@ fn pow<const L: usize>(
 ) -> Zeroizing<Vec<u8>> {
     let mut b = Uint::<L>::from_be_slice(base);
     let mut m = FixedMontyForm::new(&b, params);
-    let mut r = m.pow_bounded_exp(exp, exp_bits);
+    let r = m.pow_bounded_exp(exp, exp_bits);
+    b.zeroize();
+    m.zeroize();
+    encode(r)
+}
+
+/// The big-endian bytes of a Montgomery-form result, full length; every temporary wiped.
+fn encode<const L: usize>(mut r: FixedMontyForm<L>) -> Zeroizing<Vec<u8>> {
     let mut v = r.retrieve();
     let mut enc = v.to_be_bytes();
     let out = Zeroizing::new(enc.as_ref().to_vec());
-    b.zeroize();
-    m.zeroize();
     r.zeroize();
     v.zeroize();
     enc.as_mut().zeroize();
@@ -361,10 +420,9 @@ impl DhPrivate {
 
     /// g^x mod p, `group.len()` bytes (the KE payload's Key Exchange Data).
     pub fn public_value(&self) -> Vec<u8> {
-        let mut g = vec![0u8; self.group.len()];
-        let last = g.len() - 1;
-        g[last] = GENERATOR;
-        let y = self.group.modexp(&g, &self.x, self.group.exponent_bits());
+        let y = self
+            .group
+            .generator_pow(&self.x, self.group.exponent_bits());
         y.to_vec()
     }
 
@@ -373,6 +431,43 @@ impl DhPrivate {
         self.group.check_public(peer)?;
         let z = self.group.modexp(peer, &self.x, self.group.exponent_bits());
         Ok(SharedSecret(z))
+    }
+}
+
+/// The other exponentiation paths, for the benches that compare them (`benches/ike_crypto.rs`
+/// group `dh_options`, `ikehub bench`): same results, different cost.
+impl DhPrivate {
+    /// g^x by crypto-bigint's windowed `pow_bounded_exp` (no table).
+    #[doc(hidden)]
+    pub fn public_value_portable(&self) -> Vec<u8> {
+        let g = self.generator_bytes();
+        let bits = self.group.exponent_bits();
+        self.group.modexp_portable(&g, &self.x, bits).to_vec()
+    }
+
+    /// g^x by OpenSSL's constant-time exponentiation (no table).
+    #[doc(hidden)]
+    pub fn public_value_openssl(&self) -> Option<Vec<u8>> {
+        let g = self.generator_bytes();
+        let bits = self.group.exponent_bits();
+        ossl::modexp(self.group, &g, &self.x, bits).map(|y| y.to_vec())
+    }
+
+    /// y^x by crypto-bigint's `pow_bounded_exp`, after the same check as `shared_secret`.
+    #[doc(hidden)]
+    pub fn shared_secret_portable(&self, peer: &[u8]) -> Result<SharedSecret, DhError> {
+        self.group.check_public(peer)?;
+        let bits = self.group.exponent_bits();
+        Ok(SharedSecret(
+            self.group.modexp_portable(peer, &self.x, bits),
+        ))
+    }
+
+    fn generator_bytes(&self) -> Vec<u8> {
+        let mut g = vec![0u8; self.group.len()];
+        let last = g.len() - 1;
+        g[last] = GENERATOR;
+        g
     }
 }
 
@@ -398,5 +493,7 @@ impl std::fmt::Debug for SharedSecret {
     }
 }
 
+mod fixed_base;
+mod ossl;
 #[cfg(test)]
 mod tests;

@@ -284,3 +284,97 @@ fn debug_does_not_print_secrets() {
     let z = a.shared_secret(&a.public_value()).unwrap();
     assert!(format!("{z:?}").contains("redacted"));
 }
+
+/// Exponents every fast path must get right: 0, 1, 2, a single top bit, all ones of the bit
+/// bound, and bits past the bound (which every path ignores, as `pow_bounded_exp` does).
+fn edge_exponents(g: DhGroup) -> Vec<(&'static str, U512)> {
+    let bits = g.exponent_bits();
+    let all_ones = U512::MAX.shr_vartime(U512::BITS - bits);
+    vec![
+        ("0", U512::ZERO),
+        ("1", U512::ONE),
+        ("2", U512::from_u8(2)),
+        ("15", U512::from_u8(15)),
+        ("top bit", U512::ONE.shl_vartime(bits - 1)),
+        ("all ones", all_ones),
+        ("past the bound", U512::MAX),
+    ]
+}
+
+/// num-bigint's modpow of the low `bits` bits of `x`.
+fn reference(base: &BigUint, x: &U512, bits: u32, p: &BigUint) -> BigUint {
+    let mask = (BigUint::from(1u8) << bits) - 1u8;
+    base.modpow(&(big(&x.to_be_bytes()) & mask), p)
+}
+
+#[test]
+fn fixed_base_and_openssl_match_the_portable_pow() {
+    // The two fast paths (g^x from the precomputed table, y^x by OpenSSL) against
+    // crypto-bigint's pow_bounded_exp and num-bigint, for every group: random and edge
+    // exponents, random bases.
+    let mut rng = StdRng::seed_from_u64(0x0d1);
+    for g in DhGroup::ALL {
+        g.precompute();
+        g.precompute();
+        let (p, n, bits) = (big(&g.prime()), g.len(), g.exponent_bits());
+        let two = be(&BigUint::from(2u8), n);
+        let mut exponents = edge_exponents(g);
+        for _ in 0..8 {
+            exponents.push(("random", DhPrivate::generate(g, &mut rng).x));
+        }
+        for (what, x) in exponents {
+            let want = be(&reference(&BigUint::from(2u8), &x, bits, &p), n);
+            assert_eq!(*g.generator_pow(&x, bits), want, "{g} g^x, x = {what}");
+            assert_eq!(
+                *g.modexp_portable(&two, &x, bits),
+                want,
+                "{g} portable, x = {what}"
+            );
+            let mut y = vec![0u8; n];
+            rng.fill_bytes(&mut y);
+            y[0] &= 0x7f;
+            let want = be(&reference(&big(&y), &x, bits, &p), n);
+            assert_eq!(*g.modexp(&y, &x, bits), want, "{g} y^x, x = {what}");
+            assert_eq!(
+                *g.modexp_portable(&y, &x, bits),
+                want,
+                "{g} portable, x = {what}"
+            );
+        }
+    }
+}
+
+#[test]
+fn fixed_base_honours_a_smaller_bound() {
+    // A bound below the table's (and one not a multiple of the 4-bit window) takes only the
+    // low bits, like pow_bounded_exp.
+    let g = DhGroup::Modp1024;
+    let p = big(&g.prime());
+    let x = U512::MAX;
+    for bits in [0, 1, 3, 5, 64, 130, 255] {
+        let want = be(&reference(&BigUint::from(2u8), &x, bits, &p), g.len());
+        assert_eq!(*g.generator_pow(&x, bits), want, "bits = {bits}");
+        assert_eq!(
+            *g.modexp(&be(&BigUint::from(2u8), g.len()), &x, bits),
+            want,
+            "openssl, bits = {bits}"
+        );
+    }
+}
+
+#[test]
+fn bench_paths_agree() {
+    // The paths the benches compare give the same bytes as the ones the daemon uses.
+    let mut rng = StdRng::seed_from_u64(0xbe);
+    for g in DhGroup::ALL {
+        let a = DhPrivate::generate(g, &mut rng);
+        let b = DhPrivate::generate(g, &mut rng).public_value();
+        let pv = a.public_value();
+        assert_eq!(a.public_value_portable(), pv, "{g}");
+        assert_eq!(a.public_value_openssl(), Some(pv), "{g}");
+        let z = a.shared_secret(&b).unwrap();
+        let zp = a.shared_secret_portable(&b).unwrap();
+        assert_eq!(z.as_bytes(), zp.as_bytes(), "{g}");
+        assert!(a.shared_secret_portable(&[0u8; 3]).is_err());
+    }
+}
