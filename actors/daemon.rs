@@ -298,6 +298,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
         }
     }
     let events = EventLog::default();
+    precompute_dh_tables(&profiles);
     let router = if profiles.isakmp_policies.is_empty() {
         None
     } else {
@@ -327,4 +328,20 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
             .map_err(|e| format!("metrics endpoint {addr}: {e}"))?;
     }
     Ok((Running { _control: control }, registry))
+}
+
+/// Builds the g^x tables of the DH groups the profiles name (phase 1 and PFS) before the first
+/// peer needs one, so that no early handshake pays a few milliseconds for it. Groups a reload
+/// adds are built by their first key pair.
+fn precompute_dh_tables(profiles: &Profiles) {
+    let phase1 = profiles.isakmp_transforms.values().map(|t| t.dh_group);
+    let pfs = profiles
+        .isakmp_policies
+        .values()
+        .filter_map(|p| p.pfs_group);
+    for id in phase1.chain(pfs) {
+        if let Some(group) = ikehub::ike::dh::DhGroup::from_id(id) {
+            group.precompute();
+        }
+    }
 }
