@@ -74,6 +74,8 @@ pub use events::{ChildSaInfo, Event, SpiPair};
 pub use nat_t::NatOutcome;
 pub use session::{ChildRequest, FirstMessageInfo, IkeSession, Transmit, peek_first_message};
 #[doc(hidden)]
+pub mod footprint;
+#[doc(hidden)]
 pub mod fuzz_support;
 pub(crate) mod sa_payload;
 pub(crate) mod state;

@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 use tracing::debug;
@@ -21,13 +21,14 @@ use crate::wire::isakmp::{ExchangeType, NotifyType, peek_header};
 use super::config::{PeerConfig, SpiAllocator};
 use super::dpd::DpdState;
 use super::error::IkeError;
-use super::events::{ChildSaInfo, Event, SpiPair};
+use super::events::{Event, SpiPair};
 use super::isakmp_sa::{IsakmpSa, hex};
 use super::main_mode::{Ctx, MainMode, MmState, MmStep, NatDecision, plain_notify};
 use super::message;
 use super::nat_t;
 use super::quick_mode::{QmStep, QuickMode};
-use super::retransmit::ReplyCache;
+use super::retransmit::{ExchangeTag, ReplyCache};
+use super::sa_payload::SuiteSpis;
 use super::state::{Encapsulation, Lifecycle, Origin, Path};
 use super::stats::{IKE_STATS, IkeStats};
 
@@ -79,10 +80,17 @@ pub fn peek_first_message(bytes: &[u8]) -> Result<FirstMessageInfo, IkeError> {
     })
 }
 
-/// One installed child SA pair and its renewal state.
+/// One installed child SA pair and its renewal state. Its keys are not kept: they went to the
+/// daemon in the event that announced the pair (the shards hold them); the session keeps what
+/// deletes and re-keys need.
 pub(crate) struct Child {
-    pub info: ChildSaInfo,
     pub spis: SpiPair,
+    /// Our SPIs by protocol (what our deletes name, RFC 2408 §3.15) ...
+    pub inbound: SuiteSpis,
+    /// ... and the peer's (what its deletes name).
+    pub outbound: SuiteSpis,
+    /// The pair's hard lifetime, as negotiated.
+    pub lifetime: Option<Duration>,
     /// The selectors (what a re-key asks for again).
     pub network: ProtectedNetwork,
     pub soft: Option<Instant>,
@@ -98,7 +106,7 @@ pub(crate) struct Child {
     /// We sent its quick-mode message 1.
     pub we_initiated: bool,
     /// Ni of the exchange that made it (simultaneous re-key tie-break).
-    pub ni: Vec<u8>,
+    pub ni: Box<[u8]>,
     /// End of the grace period after its replacement: we send its delete then.
     pub delete_at: Option<Instant>,
     /// The daemon reported inbound traffic on it.
@@ -228,12 +236,41 @@ impl IkeSession {
 
     /// The next datagram to send. Drain `poll_event` first (see `events`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() {
+            // The input is handled: give back what its exchanges no longer use.
+            self.release_slack();
+        }
+        t
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        e
+    }
+
+    /// Frees the spare capacity of the session's tables once an input is handled: an
+    /// established tunnel holds thousands of sessions' worth of finished exchanges otherwise
+    /// (a `MainMode` is 1.6 KB, an `Event` half a KB). docs/design.md "Per-tunnel memory
+    /// budget".
+    fn release_slack(&mut self) {
+        fn fit<T>(v: &mut Vec<T>) {
+            if v.capacity() > v.len() {
+                v.shrink_to_fit();
+            }
+        }
+        fit(&mut self.main_modes);
+        fit(&mut self.isakmp);
+        fit(&mut self.quick_modes);
+        fit(&mut self.children);
+        fit(&mut self.pending);
+        if self.transmits.is_empty() && self.transmits.capacity() > 0 {
+            self.transmits = VecDeque::new();
+        }
     }
 
     /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
@@ -633,6 +670,8 @@ impl IkeSession {
                 {
                     self.apply_nat(now, d);
                 }
+                // The peer has our previous answer: only this one can still be asked for.
+                self.replies.forget(ExchangeTag::phase1(h.initiator_cookie));
                 if initiator {
                     // A duplicate of the answer we just took is dropped quietly.
                     self.replies.store(bytes, None);
@@ -661,11 +700,14 @@ impl IkeSession {
                     // The exchange is authenticated: the peer is where it ran (RFC 3947 §5).
                     self.adopt_address(to, nat_t);
                 }
+                // Phase 1 is over: a responder keeps message 6 for a retransmitted message 5
+                // until the peer shows it has it (its first message under the new SA,
+                // `peer_has_sa`); an initiator keeps nothing (a late copy of message 6 names no
+                // exchange and is dropped).
+                self.replies.forget(ExchangeTag::phase1(h.initiator_cookie));
                 if let Some(r) = reply {
                     self.replies.store(bytes, Some(r.clone()));
                     self.send_to(to, nat_t, r);
-                } else {
-                    self.replies.store(bytes, None);
                 }
                 self.isakmp_established(now, *sa, mm.got_initial_contact, mm.rekey);
             }
@@ -901,10 +943,12 @@ impl IkeSession {
         match result {
             Ok((new_qm, step)) => {
                 self.authenticated(now, from, nat_port);
+                self.peer_has_sa(h.initiator_cookie);
                 match step {
                     QmStep::Reply(child, msg) => {
                         let Some(qm) = new_qm else { return };
-                        self.add_child(now, *child, qm.network, None, false, qm.ni.clone());
+                        let ni = qm.ni.clone().into_boxed_slice();
+                        self.add_child(now, *child, qm.network, None, false, ni);
                         self.quick_modes.push(qm);
                         self.replies.store(bytes, Some(msg.clone()));
                         self.send(msg);
@@ -912,7 +956,10 @@ impl IkeSession {
                     QmStep::Done(child, msg) => {
                         let Some(qi) = qi else { return };
                         let qm = self.quick_modes.remove(qi);
-                        self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni.clone());
+                        let ni = qm.ni.into_boxed_slice();
+                        self.add_child(now, *child, qm.network, qm.rekey_of, true, ni);
+                        // Kept: the responder retransmits message 2 until message 3 arrives,
+                        // and nothing tells us when it did (RFC 2408 §5).
                         self.replies.store(bytes, Some(msg.clone()));
                         self.send(msg);
                     }
@@ -925,7 +972,9 @@ impl IkeSession {
                         if let Some(qi) = qi {
                             self.quick_modes.remove(qi);
                         }
-                        self.replies.store(bytes, None);
+                        // Message 3 ends the exchange: the peer has message 2. A late copy of
+                        // message 3 finds its message ID used and is dropped.
+                        self.replies.forget(ExchangeTag::of(bytes));
                     }
                 }
             }
@@ -949,6 +998,12 @@ impl IkeSession {
                 self.fail(&e);
             }
         }
+    }
+
+    /// An authenticated message under ISAKMP SA `cky_i` arrived: the peer has the SA, so it
+    /// can no longer retransmit main-mode message 5, and our stored message 6 goes.
+    pub(crate) fn peer_has_sa(&mut self, cky_i: [u8; 8]) {
+        self.replies.forget(ExchangeTag::phase1(cky_i));
     }
 
     /// An authenticated message came from `from`: follow a NAT rebinding (RFC 3947 §4).
