@@ -143,8 +143,8 @@ type Fast = BuildHasherDefault<SpiHasher>;
 /// The shard's tables (actors/shard/sas.rs `SaTables`, actors/shard/policies.rs).
 #[derive(Default)]
 struct Shard {
-    outbound: HashMap<u64, Installed, Fast>,
-    inbound: HashMap<u32, Installed, Fast>,
+    outbound: HashMap<u64, Box<Installed>, Fast>,
+    inbound: HashMap<u32, Box<Installed>, Fast>,
     inbound_spi: HashMap<u64, u32, Fast>,
     spd: Spd<u64>,
     #[allow(clippy::type_complexity)]
@@ -212,12 +212,12 @@ fn install(shard: &mut Shard, i: usize, child: Event, now: Instant) -> Result<()
     let spi = inbound.outer_spi();
     shard.inbound_spi.insert(h_in, spi);
     for (map_in, h, sa) in [(true, h_in, inbound), (false, h_out, outbound)] {
-        let rec = Installed {
+        let rec = Box::new(Installed {
             policy: key.clone(),
             kind: 1,
             handle: h,
             sa,
-        };
+        });
         if map_in {
             shard.inbound.insert(spi, rec);
         } else {
