@@ -33,6 +33,7 @@ use ikehub::ike::config::NatConfig;
 use ikehub::ike::footprint::{Part, inline_sizes};
 use ikehub::ike::{
     Event, IkeSession, PeerConfig, RandomSpis, RekeyConfig, RetransmitConfig, SpiAllocator,
+    ThreadLocalRng,
 };
 use ikehub::spd::{Policy, PolicyId, Spd, SpiHasher};
 
@@ -160,7 +161,8 @@ fn tunnel(i: usize, group: u16, t0: Instant) -> Result<(IkeSession, Event), Stri
     let hub_net = network("198.51.100.0/24", &format!("{host}/32"));
     let spis: Arc<dyn SpiAllocator> = Arc::new(RandomSpis);
     let rng_a: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
-    let rng_b: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
+    // The hub's sessions draw from the thread's RNG, as actors/ike/router.rs passes it.
+    let rng_b = Box::new(ThreadLocalRng);
     let spoke_cfg = config("spoke".into(), group, false, spoke_net);
     let hub_cfg = config(format!("Branches@{}", spoke_ip(i)), group, true, hub_net);
     let mut spoke = IkeSession::new_initiator(

@@ -53,6 +53,19 @@ impl std::fmt::Debug for EspCipher {
 impl EspCipher {
     /// Keys the cipher; `key` must have exactly `alg.key_len()` bytes.
     pub fn new(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
+        let mut c = Self::unbatched(alg, key)?;
+        if matches!(
+            c.inner,
+            Inner::Aes128(_) | Inner::Aes192(_) | Inner::Aes256(_)
+        ) {
+            c.stitch_keys = AesKeys::new(key).map(Box::new);
+        }
+        Ok(c)
+    }
+
+    /// A cipher for single messages (the ISAKMP SA's): without the round keys of the stitched
+    /// batch kernel (488 bytes per SA); its batch calls take the portable path.
+    pub fn unbatched(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
         if key.len() != alg.key_len() {
             return Err(CryptoError::KeyLength {
                 expected: alg.key_len(),
@@ -82,16 +95,10 @@ impl EspCipher {
                 return Err(CryptoError::NotCbc);
             }
         };
-        let stitch_keys = match inner {
-            Inner::Aes128(_) | Inner::Aes192(_) | Inner::Aes256(_) => {
-                AesKeys::new(key).map(Box::new)
-            }
-            _ => None,
-        };
         Ok(Self {
             alg,
             inner,
-            stitch_keys,
+            stitch_keys: None,
         })
     }
 
