@@ -4,8 +4,8 @@
 //!
 //! A counting global allocator wraps the system one. The bench brings up TUNNELS tunnels on
 //! virtual time, each an initiator `IkeSession` (the spoke, dropped once its tunnel is up)
-//! against a responder `IkeSession` (the hub's, with a per-spoke `PeerConfig` as the daemon's
-//! router builds one), main mode + quick mode, PSK, with DPD and NAT-T on as in
+//! against a responder `IkeSession` (the hub's; all share the template policy's `PeerConfig`, as
+//! the daemon's router shares it), main mode + quick mode, PSK, with DPD and NAT-T on as in
 //! profiles/hub.toml. For each tunnel it builds what the hub's shard holds: the inbound and
 //! outbound `esp::SecurityAssociation` from the session's `ChildSaInfo`, kept in hash tables
 //! keyed like actors/shard/sas.rs, and the SPD entry as actors/shard/policies.rs adds it (an
@@ -153,18 +153,17 @@ struct Shard {
 }
 
 /// Brings up tunnel `i`: returns the hub's session and the child it negotiated.
-fn tunnel(i: usize, group: u16, t0: Instant) -> Result<(IkeSession, Event), String> {
+fn tunnel(i: usize, hub_cfg: &Arc<PeerConfig>, t0: Instant) -> Result<(IkeSession, Event), String> {
+    let group = hub_cfg.isakmp_transforms[0].dh_group;
     let hub_addr = SocketAddr::new(IpAddr::V4(HUB), 500);
     let spoke_addr = SocketAddr::new(IpAddr::V4(spoke_ip(i)), 500);
     let host = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i as u32);
     let spoke_net = network(&format!("{host}/32"), "198.51.100.0/24");
-    let hub_net = network("198.51.100.0/24", &format!("{host}/32"));
     let spis: Arc<dyn SpiAllocator> = Arc::new(RandomSpis);
     let rng_a: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
     // The hub's sessions draw from the thread's RNG, as actors/ike/router.rs passes it.
     let rng_b = Box::new(ThreadLocalRng);
     let spoke_cfg = config("spoke".into(), group, false, spoke_net);
-    let hub_cfg = config(format!("Branches@{}", spoke_ip(i)), group, true, hub_net);
     let mut spoke = IkeSession::new_initiator(
         Arc::new(spoke_cfg),
         spoke_addr,
@@ -173,8 +172,7 @@ fn tunnel(i: usize, group: u16, t0: Instant) -> Result<(IkeSession, Event), Stri
         rng_a,
         spis.clone(),
     );
-    let mut hub =
-        IkeSession::new_responder(Arc::new(hub_cfg), hub_addr, spoke_addr, t0, rng_b, spis);
+    let mut hub = IkeSession::new_responder(hub_cfg.clone(), hub_addr, spoke_addr, t0, rng_b, spis);
     let mut child = None;
     let mut now = t0;
     for _ in 0..16 {
@@ -264,8 +262,16 @@ fn main() -> Result<(), String> {
     let base = live();
     let mut hub = Vec::with_capacity(n);
     let mut shard = Shard::default();
+    // One template policy: its configuration is shared by all its sessions, as the router
+    // shares it (actors/ike/router.rs `configs`).
+    let hub_cfg = Arc::new(config(
+        "Branches".into(),
+        group,
+        true,
+        network("198.51.100.0/24", "10.0.0.0/8"),
+    ));
     for i in 0..n {
-        let (s, child) = tunnel(i, group, t0)?;
+        let (s, child) = tunnel(i, &hub_cfg, t0)?;
         install(&mut shard, i, child, t0)?;
         hub.push(s);
     }

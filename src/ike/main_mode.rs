@@ -86,6 +86,8 @@ impl NatDecision {
 /// The inputs every exchange needs from the session.
 pub(crate) struct Ctx<'a> {
     pub config: &'a PeerConfig,
+    /// The session's selector guard, else the policy's (`IkeSession::set_selector_guard`).
+    pub selector_guard: Option<&'a dyn super::config::SelectorGuard>,
     pub rng: &'a mut (dyn CryptoRng + Send),
     /// Allocates (and frees) the inbound SPIs of quick modes.
     pub spis: &'a dyn SpiAllocator,

@@ -473,7 +473,7 @@ impl QuickMode {
         };
         // Inside our policy, but perhaps another policy's or spoke's (claims.rs): refused
         // before any key or SA exists.
-        if let Some(guard) = &ctx.config.selector_guard {
+        if let Some(guard) = ctx.selector_guard {
             guard.check(&network).map_err(|why| {
                 IkeError::notify(
                     NotifyType::INVALID_ID_INFORMATION,

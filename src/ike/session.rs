@@ -18,7 +18,7 @@ use tracing::debug;
 use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{ExchangeType, NotifyType, peek_header};
 
-use super::config::{PeerConfig, SpiAllocator};
+use super::config::{PeerConfig, SelectorGuard, SpiAllocator};
 use super::dpd::DpdState;
 use super::error::IkeError;
 use super::events::{Event, SpiPair};
@@ -142,7 +142,10 @@ pub(crate) struct Child {
 /// and our address. A field of its own, apart from the exchange tables, so that it can lend a
 /// [`Ctx`] while a main or quick mode of the same session is borrowed mutably.
 pub(crate) struct Env {
+    /// The policy: shared by every spoke of a template (`set_selector_guard`).
     pub config: Arc<PeerConfig>,
+    /// This session's own selector guard, which wins over the policy's.
+    pub selector_guard: Option<Arc<dyn SelectorGuard>>,
     pub rng: Box<dyn CryptoRng + Send>,
     pub spis: Arc<dyn SpiAllocator>,
     /// Our IKE address (interface address, IKE port).
@@ -154,6 +157,10 @@ impl Env {
     pub fn ctx(&mut self, now: Instant) -> Ctx<'_> {
         Ctx {
             config: &self.config,
+            selector_guard: self
+                .selector_guard
+                .as_deref()
+                .or(self.config.selector_guard.as_deref()),
             rng: &mut *self.rng,
             spis: &*self.spis,
             now,
@@ -207,6 +214,7 @@ impl IkeSession {
         Self {
             env: Env {
                 config,
+                selector_guard: None,
                 rng,
                 spis,
                 local,
@@ -255,6 +263,15 @@ impl IkeSession {
         spis: Arc<dyn SpiAllocator>,
     ) -> Self {
         Self::new(config, local, peer, Origin::PeerCalled, rng, spis)
+    }
+
+    /// The guard quick mode asks before it accepts a pair the peer proposed (see
+    /// [`SelectorGuard`]), for this session alone. A daemon gives each spoke of a template its
+    /// own guard this way and shares one `Arc<PeerConfig>` among all of them: a copy of the
+    /// policy per spoke (name, pre-shared key, transform lists) was 800 bytes per tunnel
+    /// (docs/design.md "Per-tunnel memory budget"). Wins over `PeerConfig::selector_guard`.
+    pub fn set_selector_guard(&mut self, guard: Arc<dyn SelectorGuard>) {
+        self.env.selector_guard = Some(guard);
     }
 
     // ---- outputs (`poll_timeout` and `handle_timeout`: timers.rs) ----------------------------
