@@ -46,6 +46,14 @@ fn slots<T: 'static>(name: &'static str, v: Vec<T>) -> Part {
     part(name, v)
 }
 
+/// The records of `v` in a vector of their own (exactly `len` slots); `v` keeps its buffer,
+/// empty, so that its slots are measured apart.
+fn moved_out<T>(v: &mut Vec<T>) -> Vec<T> {
+    let mut out = Vec::with_capacity(v.len());
+    out.append(v);
+    out
+}
+
 /// The inline sizes of the session's records (bytes each, heap excluded).
 pub fn inline_sizes() -> Vec<(&'static str, usize)> {
     vec![
@@ -85,9 +93,9 @@ impl IkeSession {
             transmits,
             events,
         } = self;
-        let mm: Vec<MainMode> = main_modes.drain(..).collect();
-        let qm: Vec<QuickMode> = quick_modes.drain(..).collect();
-        let sas: Vec<IsakmpSa> = isakmp.drain(..).collect();
+        let mm = moved_out(&mut main_modes);
+        let qm = moved_out(&mut quick_modes);
+        let sas = moved_out(&mut isakmp);
         let (mut keys, mut ivs, mut ids, mut peer_ids) = (vec![], vec![], vec![], vec![]);
         for sa in sas {
             keys.push(sa.keys);
