@@ -754,7 +754,7 @@ impl MainMode {
             cky_r: self.cky_r,
             initiator: self.initiator,
             suite,
-            keys,
+            keys: keys.into_sa_keys(),
             iv,
             caps: self.caps,
             established: now,
