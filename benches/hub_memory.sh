@@ -42,9 +42,10 @@ HUB=""
 SWARM=""
 N=0
 cleanup() {
-    [ -n "$SWARM" ] && kill "$SWARM" 2>/dev/null && wait "$SWARM" 2>/dev/null
-    [ -n "$HUB" ] && kill "$HUB" 2>/dev/null && wait "$HUB" 2>/dev/null
-    [ -n "$NS" ] && ip netns del "$NS" 2>/dev/null
+    # `|| true`: a killed process's status must not end the script (set -e).
+    [ -n "$SWARM" ] && { kill "$SWARM" 2>/dev/null; wait "$SWARM" 2>/dev/null || true; }
+    [ -n "$HUB" ] && { kill "$HUB" 2>/dev/null; wait "$HUB" 2>/dev/null || true; }
+    [ -n "$NS" ] && { ip netns del "$NS" 2>/dev/null || true; }
     SWARM=""; HUB=""; NS=""
 }
 trap 'cleanup; rm -rf "$TMP"' EXIT
