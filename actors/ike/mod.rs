@@ -7,6 +7,7 @@ pub mod claims;
 pub mod history;
 pub mod peer;
 pub mod router;
+pub mod small_map;
 pub mod socket;
 pub mod spis;
 pub mod workers;

@@ -3,7 +3,6 @@
 //! before the message that lets the peer use it leaves), then transmits, then re-arms its one
 //! timer only when the deadline moved.
 
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -17,6 +16,7 @@ use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
 use tracing::{Span, info, info_span, warn};
 
+use super::small_map::SmallMap;
 use super::socket::IkeSockets;
 use crate::events::{EventLog, Kind, TunnelEvent};
 use crate::messages::IkeDatagram;
@@ -117,7 +117,7 @@ pub struct PeerActor {
     shards: Vec<Addr<EspShard>>,
     router: Addr<super::router::IkeRouter>,
     /// Installed child SA pairs by inbound SPI (ours), with the selectors of their SPD entries.
-    children: BTreeMap<u32, Child>,
+    children: SmallMap<u32, Child>,
     isakmp: Option<Isakmp>,
     last_error: Option<String>,
     timer: Option<(Instant, SpawnHandle)>,
@@ -129,7 +129,7 @@ pub struct PeerActor {
     /// The policy's protected networks: what an initiation asks child SAs for.
     networks: Vec<ProtectedNetwork>,
     /// Inbound packets last seen per child (by inbound SPI), to tell the session about traffic.
-    seen_packets: BTreeMap<u32, u64>,
+    seen_packets: SmallMap<u32, u64>,
     /// Told to the router before this actor goes: it stopped cleanly and cleaned up.
     clean_stop: Arc<std::sync::atomic::AtomicBool>,
     claims: super::claims::Claims,
@@ -190,7 +190,7 @@ impl PeerActor {
             sockets,
             shards,
             router,
-            children: BTreeMap::new(),
+            children: SmallMap::default(),
             isakmp: None,
             last_error: None,
             timer: None,
@@ -198,7 +198,7 @@ impl PeerActor {
             failed: false,
             keep_policy,
             networks,
-            seen_packets: BTreeMap::new(),
+            seen_packets: SmallMap::default(),
             clean_stop,
             claims,
             refused: false,
@@ -654,7 +654,7 @@ impl Handler<Usage> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Usage, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let seen = self.seen_packets.entry(msg.inbound_spi).or_default();
+        let seen = self.seen_packets.get_or_default(msg.inbound_spi);
         if msg.usage.packets > *seen {
             *seen = msg.usage.packets;
             self.session

@@ -138,6 +138,9 @@ pub struct IkeRouter {
     named: HashMap<(String, String), PeerId>,
     /// Consecutive failures per permanent policy, for the restart backoff.
     failures: HashMap<String, u32>,
+    /// Each policy's session configuration, shared by all its sessions (a copy per spoke was
+    /// 800 bytes per tunnel); rebuilt after a reload.
+    configs: HashMap<String, Arc<PeerConfig>>,
     counters: RouterCounters,
     /// Counters at the last summary line.
     logged: [u64; 6],
@@ -266,6 +269,7 @@ impl IkeRouter {
             spoke_keys: HashMap::new(),
             named: HashMap::new(),
             failures: HashMap::new(),
+            configs: HashMap::new(),
             counters: RouterCounters::default(),
             logged: [0; 6],
             last_failure: None,
@@ -347,23 +351,25 @@ impl IkeRouter {
             }
             Arc::from(policy.name.as_str())
         };
-        let mut config = PeerConfig::from_policy(policy, iface);
-        config.selector_guard = Some(self.claims.guard(
-            spd_key.clone(),
-            template,
-            ctx.address().recipient(),
-        ));
-        let config = Arc::new(config);
+        let config = self
+            .configs
+            .entry(policy.name.clone())
+            .or_insert_with(|| Arc::new(PeerConfig::from_policy(policy, iface)))
+            .clone();
+        let guard = self
+            .claims
+            .guard(spd_key.clone(), template, ctx.address().recipient());
         let local_addr = SocketAddr::new(local, iface.ike_port);
         let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
         let now = Instant::now();
-        let rng: Box<rand::rngs::StdRng> = Box::new(rand::make_rng());
+        let rng = Box::new(ikehub::ike::ThreadLocalRng);
         let spis: Arc<dyn SpiAllocator> = self.spis.clone();
-        let session = if initiator {
+        let mut session = if initiator {
             IkeSession::new_initiator(config, local_addr, peer_addr, now, rng, spis)
         } else {
             IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
         };
+        session.set_selector_guard(guard);
         // The initiator's cookie is routable before its message 1 leaves.
         self.demux.set_cookies(id, &session.our_cookies());
         let clean_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -988,6 +994,7 @@ impl Handler<UpdateProfiles> for IkeRouter {
     type Result = ();
     fn handle(&mut self, msg: UpdateProfiles, ctx: &mut Context<Self>) {
         self.profiles = msg.profiles;
+        self.configs.clear();
         // The new reservations win over spokes that hold a network a new policy owns.
         let displaced = self.claims.reserve(&self.profiles);
         for p in self.peers.values() {

@@ -94,12 +94,15 @@ pub enum Refused {
 
 type Fast = BuildHasherDefault<SpiHasher>;
 
+/// The tables hold each SA boxed: a hash table keeps 1.1 to 2 slots per entry, and a slot of an
+/// inline `Installed` (2 KB before the key schedules were boxed) made the empty ones cost as
+/// much as the SAs (docs/design.md "Per-tunnel memory budget"). One pointer more per packet.
 #[derive(Default)]
 pub(crate) struct SaTables {
     /// Keyed by handle: the SPD lookup yields it (keys are ours, so the fast hasher is safe).
-    outbound: HashMap<SaHandle, Installed, Fast>,
+    outbound: HashMap<SaHandle, Box<Installed>, Fast>,
     /// Keyed by our SPI: received packets carry it.
-    inbound: HashMap<u32, Installed, Fast>,
+    inbound: HashMap<u32, Box<Installed>, Fast>,
     inbound_spi: HashMap<SaHandle, u32, Fast>,
 }
 
@@ -112,12 +115,12 @@ impl SaTables {
         kind: SaKind,
         sa: SecurityAssociation,
     ) -> Result<(), Refused> {
-        let installed = Installed {
+        let installed = Box::new(Installed {
             policy,
             kind,
             handle,
             sa,
-        };
+        });
         match installed.sa.direction() {
             Direction::Outbound => {
                 if self.inbound_spi.contains_key(&handle) {
@@ -153,30 +156,35 @@ impl SaTables {
     /// Removes the SA of a handle, whichever its direction.
     pub fn remove(&mut self, handle: SaHandle) -> Option<Installed> {
         if let Some(i) = self.outbound.remove(&handle) {
-            return Some(i);
+            return Some(*i);
         }
         let spi = self.inbound_spi.remove(&handle)?;
-        self.inbound.remove(&spi)
+        self.inbound.remove(&spi).map(|i| *i)
     }
 
     pub fn outbound(&self, handle: SaHandle) -> Option<&Installed> {
-        self.outbound.get(&handle)
+        self.outbound.get(&handle).map(|i| &**i)
     }
 
     pub fn outbound_mut(&mut self, handle: SaHandle) -> Option<&mut Installed> {
-        self.outbound.get_mut(&handle)
+        self.outbound.get_mut(&handle).map(|i| &mut **i)
     }
 
     pub fn inbound_by_spi_mut(&mut self, spi: u32) -> Option<&mut Installed> {
-        self.inbound.get_mut(&spi)
+        self.inbound.get_mut(&spi).map(|i| &mut **i)
     }
 
     pub fn inbound(&self, handle: SaHandle) -> Option<&Installed> {
-        self.inbound.get(self.inbound_spi.get(&handle)?)
+        self.inbound
+            .get(self.inbound_spi.get(&handle)?)
+            .map(|i| &**i)
     }
 
     pub fn iter(&self) -> impl Iterator<Item = &Installed> {
-        self.inbound.values().chain(self.outbound.values())
+        self.inbound
+            .values()
+            .chain(self.outbound.values())
+            .map(|i| &**i)
     }
 }
 

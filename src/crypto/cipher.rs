@@ -22,13 +22,17 @@ use super::stitch::{self, AesKeys, Engine};
 /// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).
 pub const BATCH_LANES: usize = 8;
 
+/// Each key schedule on the heap at its own size: inline, the enum would take the largest
+/// (AES-256's, with the `aes` crate's software fallback beside the AES-NI one) for every SA,
+/// and an SA record is held per tunnel and direction (docs/design.md "Per-tunnel memory
+/// budget"). One pointer more per packet, no allocation.
 enum Inner {
     Null,
-    Des(Des),
-    TripleDes(TdesEde3),
-    Aes128(Aes128),
-    Aes192(Aes192),
-    Aes256(Aes256),
+    Des(Box<Des>),
+    TripleDes(Box<TdesEde3>),
+    Aes128(Box<Aes128>),
+    Aes192(Box<Aes192>),
+    Aes256(Box<Aes256>),
 }
 
 /// A keyed ESP cipher.
@@ -37,7 +41,7 @@ pub struct EspCipher {
     inner: Inner,
     /// The AES round keys the stitched AES-CBC + HMAC-SHA1 kernel uses (`None` for other
     /// ciphers and without AES-NI + SHA-NI), expanded once per SA.
-    stitch_keys: Option<AesKeys>,
+    stitch_keys: Option<Box<AesKeys>>,
 }
 
 impl std::fmt::Debug for EspCipher {
@@ -49,6 +53,19 @@ impl std::fmt::Debug for EspCipher {
 impl EspCipher {
     /// Keys the cipher; `key` must have exactly `alg.key_len()` bytes.
     pub fn new(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
+        let mut c = Self::unbatched(alg, key)?;
+        if matches!(
+            c.inner,
+            Inner::Aes128(_) | Inner::Aes192(_) | Inner::Aes256(_)
+        ) {
+            c.stitch_keys = AesKeys::new(key).map(Box::new);
+        }
+        Ok(c)
+    }
+
+    /// A cipher for single messages (the ISAKMP SA's): without the round keys of the stitched
+    /// batch kernel (488 bytes per SA); its batch calls take the portable path.
+    pub fn unbatched(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
         if key.len() != alg.key_len() {
             return Err(CryptoError::KeyLength {
                 expected: alg.key_len(),
@@ -61,25 +78,27 @@ impl EspCipher {
         };
         let inner = match alg {
             EncrAlgorithm::Null => Inner::Null,
-            EncrAlgorithm::Des => Inner::Des(Des::new_from_slice(key).map_err(bad)?),
+            EncrAlgorithm::Des => Inner::Des(Box::new(Des::new_from_slice(key).map_err(bad)?)),
             EncrAlgorithm::TripleDes => {
-                Inner::TripleDes(TdesEde3::new_from_slice(key).map_err(bad)?)
+                Inner::TripleDes(Box::new(TdesEde3::new_from_slice(key).map_err(bad)?))
             }
-            EncrAlgorithm::AesCbc128 => Inner::Aes128(Aes128::new_from_slice(key).map_err(bad)?),
-            EncrAlgorithm::AesCbc192 => Inner::Aes192(Aes192::new_from_slice(key).map_err(bad)?),
-            EncrAlgorithm::AesCbc256 => Inner::Aes256(Aes256::new_from_slice(key).map_err(bad)?),
+            EncrAlgorithm::AesCbc128 => {
+                Inner::Aes128(Box::new(Aes128::new_from_slice(key).map_err(bad)?))
+            }
+            EncrAlgorithm::AesCbc192 => {
+                Inner::Aes192(Box::new(Aes192::new_from_slice(key).map_err(bad)?))
+            }
+            EncrAlgorithm::AesCbc256 => {
+                Inner::Aes256(Box::new(Aes256::new_from_slice(key).map_err(bad)?))
+            }
             EncrAlgorithm::AesGcm128 | EncrAlgorithm::AesGcm256 => {
                 return Err(CryptoError::NotCbc);
             }
         };
-        let stitch_keys = match inner {
-            Inner::Aes128(_) | Inner::Aes192(_) | Inner::Aes256(_) => AesKeys::new(key),
-            _ => None,
-        };
         Ok(Self {
             alg,
             inner,
-            stitch_keys,
+            stitch_keys: None,
         })
     }
 
@@ -102,11 +121,11 @@ impl EspCipher {
     pub fn encrypt_cbc(&self, iv: &[u8], data: &mut [u8]) -> Result<(), CryptoError> {
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Des(c) => cbc_encrypt(c, iv, data),
-            Inner::TripleDes(c) => cbc_encrypt(c, iv, data),
-            Inner::Aes128(c) => cbc_encrypt(c, iv, data),
-            Inner::Aes192(c) => cbc_encrypt(c, iv, data),
-            Inner::Aes256(c) => cbc_encrypt(c, iv, data),
+            Inner::Des(c) => cbc_encrypt(&**c, iv, data),
+            Inner::TripleDes(c) => cbc_encrypt(&**c, iv, data),
+            Inner::Aes128(c) => cbc_encrypt(&**c, iv, data),
+            Inner::Aes192(c) => cbc_encrypt(&**c, iv, data),
+            Inner::Aes256(c) => cbc_encrypt(&**c, iv, data),
         }
     }
 
@@ -115,11 +134,11 @@ impl EspCipher {
     pub fn decrypt_cbc(&self, iv: &[u8], data: &mut [u8]) -> Result<(), CryptoError> {
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Des(c) => cbc_decrypt(c, iv, data),
-            Inner::TripleDes(c) => cbc_decrypt(c, iv, data),
-            Inner::Aes128(c) => cbc_decrypt(c, iv, data),
-            Inner::Aes192(c) => cbc_decrypt(c, iv, data),
-            Inner::Aes256(c) => cbc_decrypt(c, iv, data),
+            Inner::Des(c) => cbc_decrypt(&**c, iv, data),
+            Inner::TripleDes(c) => cbc_decrypt(&**c, iv, data),
+            Inner::Aes128(c) => cbc_decrypt(&**c, iv, data),
+            Inner::Aes192(c) => cbc_decrypt(&**c, iv, data),
+            Inner::Aes256(c) => cbc_decrypt(&**c, iv, data),
         }
     }
 
@@ -137,11 +156,11 @@ impl EspCipher {
         let Some(pads) = integ.sha1_pads() else {
             return false;
         };
-        let (keys, icv) = (self.stitch_keys.as_ref(), integ.icv_len());
+        let (keys, icv) = (self.stitch_keys.as_deref(), integ.icv_len());
         match &self.inner {
-            Inner::Aes128(c) => stitch::seal(c, keys, pads, icv, engine, packets),
-            Inner::Aes192(c) => stitch::seal(c, keys, pads, icv, engine, packets),
-            Inner::Aes256(c) => stitch::seal(c, keys, pads, icv, engine, packets),
+            Inner::Aes128(c) => stitch::seal(&**c, keys, pads, icv, engine, packets),
+            Inner::Aes192(c) => stitch::seal(&**c, keys, pads, icv, engine, packets),
+            Inner::Aes256(c) => stitch::seal(&**c, keys, pads, icv, engine, packets),
             _ => false,
         }
     }
@@ -159,11 +178,11 @@ impl EspCipher {
         let Some(pads) = integ.sha1_pads() else {
             return false;
         };
-        let (keys, icv) = (self.stitch_keys.as_ref(), integ.icv_len());
+        let (keys, icv) = (self.stitch_keys.as_deref(), integ.icv_len());
         match &self.inner {
-            Inner::Aes128(c) => stitch::open(c, keys, pads, icv, engine, packets, ok),
-            Inner::Aes192(c) => stitch::open(c, keys, pads, icv, engine, packets, ok),
-            Inner::Aes256(c) => stitch::open(c, keys, pads, icv, engine, packets, ok),
+            Inner::Aes128(c) => stitch::open(&**c, keys, pads, icv, engine, packets, ok),
+            Inner::Aes192(c) => stitch::open(&**c, keys, pads, icv, engine, packets, ok),
+            Inner::Aes256(c) => stitch::open(&**c, keys, pads, icv, engine, packets, ok),
             _ => false,
         }
     }
@@ -183,9 +202,9 @@ impl EspCipher {
         }
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Aes128(c) => cbc_encrypt_interleaved(c, packets),
-            Inner::Aes192(c) => cbc_encrypt_interleaved(c, packets),
-            Inner::Aes256(c) => cbc_encrypt_interleaved(c, packets),
+            Inner::Aes128(c) => cbc_encrypt_interleaved(&**c, packets),
+            Inner::Aes192(c) => cbc_encrypt_interleaved(&**c, packets),
+            Inner::Aes256(c) => cbc_encrypt_interleaved(&**c, packets),
             _ => {
                 for p in packets.iter_mut() {
                     let (iv, data) = p.split_at_mut(ivl);

@@ -24,6 +24,7 @@ use crate::wire::isakmp::{Delete, Payload, ProtocolId};
 
 use super::events::{ChildSaInfo, Event, SpiPair};
 use super::lifetimes::{hard_deadline, soft_deadline};
+use super::sa_payload::SuiteSpis;
 use super::session::{Child, IkeSession};
 
 impl IkeSession {
@@ -73,7 +74,7 @@ impl IkeSession {
         network: ProtectedNetwork,
         rekey_of: Option<SpiPair>,
         we_initiated: bool,
-        ni: Vec<u8>,
+        ni: Box<[u8]>,
     ) {
         let spis = info.spis();
         let rk = self.env.config.rekey;
@@ -99,8 +100,15 @@ impl IkeSession {
                         .map(|c| c.spis)
                 })
         });
+        let protocols = |p: &crate::esp::SaParams| SuiteSpis {
+            esp: p.esp.as_ref().map(|e| e.spi),
+            ah: p.ah.as_ref().map(|a| a.spi),
+        };
         let child = Child {
             spis,
+            inbound: protocols(&info.inbound),
+            outbound: protocols(&info.outbound),
+            lifetime: info.lifetime,
             network,
             soft: life.and_then(|l| soft_deadline(now, l, rk.soft_percent, rk.jitter_percent, r)),
             hard: life.and_then(|l| hard_deadline(now, l)),
@@ -112,7 +120,6 @@ impl IkeSession {
             ni,
             delete_at: None,
             traffic: false,
-            info,
         };
         let mut sibling = None;
         if let Some(o) = old
@@ -127,12 +134,10 @@ impl IkeSession {
             // 9 point 8). The delete that comes second finds nothing and changes nothing.
             oc.delete_at.get_or_insert(now + rk.grace);
         }
+        // The keys go to the daemon with the event; the session keeps none (`Child`).
         let event = match old {
-            Some(o) => Event::ChildSaRekeyed {
-                old: o,
-                new: child.info.clone(),
-            },
-            None => Event::ChildSaEstablished(child.info.clone()),
+            Some(o) => Event::ChildSaRekeyed { old: o, new: info },
+            None => Event::ChildSaEstablished(info),
         };
         self.emit(event);
         self.children.push(child);
@@ -190,17 +195,14 @@ impl IkeSession {
         if let Some(si) = via {
             // RFC 2408 §3.15: we name our inbound SPIs, which the peer sends to.
             let mut payloads = Vec::new();
-            if let Some(e) = &c.info.inbound.esp {
+            if let Some(spi) = c.inbound.esp {
                 payloads.push(Payload::Delete(Delete::ipsec(
                     ProtocolId::IPSEC_ESP,
-                    &[e.spi],
+                    &[spi],
                 )));
             }
-            if let Some(a) = &c.info.inbound.ah {
-                payloads.push(Payload::Delete(Delete::ipsec(
-                    ProtocolId::IPSEC_AH,
-                    &[a.spi],
-                )));
+            if let Some(spi) = c.inbound.ah {
+                payloads.push(Payload::Delete(Delete::ipsec(ProtocolId::IPSEC_AH, &[spi])));
             }
             self.send_info(now, si, payloads);
         }

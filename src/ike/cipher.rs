@@ -145,7 +145,8 @@ impl IvChain {
                 got: iv0.len(),
             });
         }
-        let cipher = EspCipher::new(encr, enc_key).map_err(CipherError::Key)?;
+        // ISAKMP messages are encrypted one at a time: no batch-kernel keys per ISAKMP SA.
+        let cipher = EspCipher::unbatched(encr, enc_key).map_err(CipherError::Key)?;
         Ok(Self {
             cipher,
             hash,

@@ -140,6 +140,7 @@ pub struct PeerConfig {
     pub default_replay_window: u32,
     /// Asked before quick mode accepts a pair the peer proposed (a template spoke may not take
     /// networks other policies own, `claims.rs`); `None` = the policy's networks are enough.
+    /// A session's own guard (`IkeSession::set_selector_guard`) wins over this one.
     pub selector_guard: Option<Arc<dyn SelectorGuard>>,
     /// Phase-1 ID we send in main mode message 5/6 (`local-id`).
     pub local_id: LocalId,

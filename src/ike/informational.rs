@@ -118,7 +118,8 @@ impl IkeSession {
         }
         sa.iv.forget(h.message_id);
         sa.note_message_id(h.message_id);
-        self.replies.store(bytes, None);
+        // No reply-cache entry: a copy of this message finds its message ID used (above).
+        self.peer_has_sa(h.initiator_cookie);
         if let Err(e) = message::check(INFO, &m.payloads, "informational") {
             debug!(peer = %from, "informational: {}", e.reason);
             return;
@@ -160,7 +161,14 @@ impl IkeSession {
                 msg_id = format_args!("{msg_id:08x}"),
                 "quick mode: CONNECTED"
             );
-            self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni);
+            self.add_child(
+                now,
+                *child,
+                qm.network,
+                qm.rekey_of,
+                true,
+                qm.ni.into_boxed_slice(),
+            );
         }
     }
 
@@ -229,7 +237,7 @@ impl IkeSession {
                     .filter(|c| {
                         keep.is_none_or(|(_, t)| {
                             c.hard.is_none_or(|h| {
-                                h.checked_sub(c.info.lifetime.unwrap_or_default())
+                                h.checked_sub(c.lifetime.unwrap_or_default())
                                     .is_none_or(|made| made < t)
                             })
                         })
@@ -320,11 +328,11 @@ impl IkeSession {
                 for spi in d.spis_u32().unwrap_or_default() {
                     // The peer names its inbound SPI: our outbound one.
                     let hit = self.children.iter().find(|c| {
-                        let o = &c.info.outbound;
+                        let o = c.outbound;
                         if esp {
-                            o.esp.as_ref().is_some_and(|e| e.spi == spi)
+                            o.esp == Some(spi)
                         } else {
-                            o.ah.as_ref().is_some_and(|a| a.spi == spi)
+                            o.ah == Some(spi)
                         }
                     });
                     if let Some(c) = hit {

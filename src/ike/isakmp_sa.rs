@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::cipher::IvChain;
 use super::config::RekeyConfig;
-use super::keys::Phase1Keys;
+use super::keys::IsakmpSaKeys;
 use super::lifetimes::{hard_deadline, soft_deadline};
 use super::nat_t::PeerCapabilities;
 use super::proposal::Phase1Suite;
@@ -16,7 +16,8 @@ pub(crate) struct IsakmpSa {
     /// We sent main-mode message 1.
     pub initiator: bool,
     pub suite: Phase1Suite,
-    pub keys: Phase1Keys,
+    /// SKEYID_d and SKEYID_a (the rest of the phase-1 schedule went with main mode).
+    pub keys: IsakmpSaKeys,
     pub iv: IvChain,
     pub caps: PeerCapabilities,
     pub established: Instant,

@@ -148,14 +148,25 @@ pub fn phase1_iv(hash: HashAlgorithm, encr: EncrAlgorithm, g_xi: &[u8], g_xr: &[
     h.as_bytes()[..encr.block_len().min(h.len())].to_vec()
 }
 
-/// Everything phase 1 derives, for one ISAKMP SA.
+/// What an established ISAKMP SA keeps of its key schedule: SKEYID_d for KEYMAT and SKEYID_a
+/// for the phase-2 and informational HASHes. SKEYID, SKEYID_e, the encryption key (already in
+/// the IV chain's cipher) and IV0 serve phase 1 only and go with [`Phase1Keys`] when main mode
+/// ends: fewer secrets held, and about 180 bytes less per tunnel (docs/design.md "Per-tunnel
+/// memory budget").
 #[derive(Debug)]
-pub struct Phase1Keys {
+pub struct IsakmpSaKeys {
     pub hash: HashAlgorithm,
-    pub encr: EncrAlgorithm,
-    pub skeyid: Skeyid,
     pub skeyid_d: SkeyidD,
     pub skeyid_a: SkeyidA,
+}
+
+/// Everything phase 1 derives, for one ISAKMP SA. It dereferences to the part the SA keeps
+/// ([`IsakmpSaKeys`]: `skeyid_d`, `skeyid_a`, the phase-2 HASHes and KEYMAT).
+#[derive(Debug)]
+pub struct Phase1Keys {
+    pub encr: EncrAlgorithm,
+    pub skeyid: Skeyid,
+    pub sa: IsakmpSaKeys,
     pub skeyid_e: SkeyidE,
     /// `encr.key_len()` bytes (Appendix B expansion when SKEYID_e is shorter).
     pub enc_key: EncKey,
@@ -199,15 +210,22 @@ impl Phase1Keys {
         let enc_key = encryption_key(h, &e, inp.encr.key_len());
         let iv0 = phase1_iv(h, inp.encr, inp.g_xi, inp.g_xr);
         Self {
-            hash: h,
             encr: inp.encr,
             skeyid,
-            skeyid_d: d,
-            skeyid_a: a,
+            sa: IsakmpSaKeys {
+                hash: h,
+                skeyid_d: d,
+                skeyid_a: a,
+            },
             skeyid_e: e,
             enc_key,
             iv0,
         }
+    }
+
+    /// The part the established SA keeps; the rest is wiped here.
+    pub fn into_sa_keys(self) -> IsakmpSaKeys {
+        self.sa
     }
 
     /// `HASH_I = prf(SKEYID, g^xi | g^xr | CKY-I | CKY-R | SAi_b | IDii_b)` (RFC 2409 §5).
@@ -257,7 +275,17 @@ impl Phase1Keys {
             &[g_x_own, g_x_other, cky_own, cky_other, sai_b, id_b],
         )
     }
+}
 
+impl std::ops::Deref for Phase1Keys {
+    type Target = IsakmpSaKeys;
+
+    fn deref(&self) -> &IsakmpSaKeys {
+        &self.sa
+    }
+}
+
+impl IsakmpSaKeys {
     /// `prf(SKEYID_a, parts)`: every phase-2 and informational HASH (RFC 2409 §5.5, §5.7).
     fn prf_a(&self, parts: &[&[u8]]) -> PrfOutput {
         prf::prf(self.hash, self.skeyid_a.as_bytes(), parts)
@@ -315,7 +343,7 @@ impl Phase1Keys {
     }
 }
 
-/// Free form of [`Phase1Keys::keymat`].
+/// Free form of [`IsakmpSaKeys::keymat`].
 #[allow(clippy::too_many_arguments)]
 pub fn keymat(
     hash: HashAlgorithm,

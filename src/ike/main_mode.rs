@@ -86,6 +86,8 @@ impl NatDecision {
 /// The inputs every exchange needs from the session.
 pub(crate) struct Ctx<'a> {
     pub config: &'a PeerConfig,
+    /// The session's selector guard, else the policy's (`IkeSession::set_selector_guard`).
+    pub selector_guard: Option<&'a dyn super::config::SelectorGuard>,
     pub rng: &'a mut (dyn CryptoRng + Send),
     /// Allocates (and frees) the inbound SPIs of quick modes.
     pub spis: &'a dyn SpiAllocator,
@@ -752,7 +754,7 @@ impl MainMode {
             cky_r: self.cky_r,
             initiator: self.initiator,
             suite,
-            keys,
+            keys: keys.into_sa_keys(),
             iv,
             caps: self.caps,
             established: now,

@@ -26,7 +26,7 @@ use super::error::{IkeError, IkeResult};
 use super::events::{ChildSaInfo, SpiPair};
 use super::identity::{describe, host, id_network, match_proposed, network_id};
 use super::isakmp_sa::IsakmpSa;
-use super::keys::Phase1Keys;
+use super::keys::IsakmpSaKeys;
 use super::main_mode::{Ctx, NONCE_LEN};
 use super::message::{self, Parsed, QM_3, QM_SA};
 use super::proposal::{self, NatTVariant, Phase2Suite};
@@ -141,7 +141,7 @@ fn verify(sa: &mut IsakmpSa, m: &Parsed, expect: &[u8], what: &str) -> IkeResult
 }
 
 struct Keying<'a> {
-    keys: &'a Phase1Keys,
+    keys: &'a IsakmpSaKeys,
     g_qm_xy: Option<&'a [u8]>,
     ni: &'a [u8],
     nr: &'a [u8],
@@ -473,7 +473,7 @@ impl QuickMode {
         };
         // Inside our policy, but perhaps another policy's or spoke's (claims.rs): refused
         // before any key or SA exists.
-        if let Some(guard) = &ctx.config.selector_guard {
+        if let Some(guard) = ctx.selector_guard {
             guard.check(&network).map_err(|why| {
                 IkeError::notify(
                     NotifyType::INVALID_ID_INFORMATION,

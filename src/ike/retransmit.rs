@@ -2,7 +2,6 @@
 //! receiver of a retransmitted request answers with the reply it already sent, without computing
 //! it again, which for main mode would mean a second Diffie-Hellman and a different answer).
 
-use std::collections::VecDeque;
 use std::time::Instant;
 
 use crate::config::HashAlgorithm;
@@ -57,6 +56,42 @@ impl Retransmit {
     }
 }
 
+/// The exchange a cached request belongs to: the initiator cookie names the phase-1 exchange
+/// (message ID 0), the message ID a quick mode or informational under it (RFC 2408 §3.1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ExchangeTag {
+    pub cky_i: [u8; 8],
+    pub msg_id: u32,
+}
+
+impl ExchangeTag {
+    /// The tag of an ISAKMP message (the header is read only; an unreadable one gets zeros).
+    pub fn of(message: &[u8]) -> Self {
+        match crate::wire::isakmp::peek_header(message) {
+            Ok(h) => Self {
+                cky_i: h.initiator_cookie(),
+                msg_id: h.message_id(),
+            },
+            Err(_) => Self {
+                cky_i: [0; 8],
+                msg_id: 0,
+            },
+        }
+    }
+
+    /// The phase-1 exchange of ISAKMP SA `cky_i`.
+    pub fn phase1(cky_i: [u8; 8]) -> Self {
+        Self { cky_i, msg_id: 0 }
+    }
+}
+
+#[derive(Clone, Debug)]
+struct Entry {
+    digest: [u8; 32],
+    tag: ExchangeTag,
+    reply: Option<Box<[u8]>>,
+}
+
 /// The last requests the session answered and the answers: a byte-identical request gets the
 /// same answer again (RFC 2408 §5 retransmission), before any decryption, so that a duplicate
 /// never advances the IV chain or runs the key exchange twice.
@@ -64,9 +99,14 @@ impl Retransmit {
 /// A request is remembered by its SHA-256 digest, not its bytes: a main-mode message 1 comes
 /// from an unauthenticated peer and may be 64 KB, and the cache holds [`Self::KEEP`] of them
 /// per session. The answers are ours (a few hundred bytes each).
+///
+/// Only the last message of an exchange can still be asked for: once the peer sends the next
+/// request of an exchange, or a message that shows the exchange is over, the session
+/// [`forgets`](Self::forget) the exchange's earlier entries, so an established tunnel keeps
+/// nothing here (docs/design.md "Per-tunnel memory budget").
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReplyCache {
-    entries: VecDeque<([u8; 32], Option<Vec<u8>>)>,
+    entries: Vec<Entry>,
 }
 
 fn digest(request: &[u8]) -> [u8; 32] {
@@ -81,9 +121,13 @@ impl ReplyCache {
     /// Remembers that `request` was answered with `reply` (`None`: handled, no answer).
     pub fn store(&mut self, request: &[u8], reply: Option<Vec<u8>>) {
         if self.entries.len() >= Self::KEEP {
-            self.entries.pop_front();
+            self.entries.remove(0);
         }
-        self.entries.push_back((digest(request), reply));
+        self.entries.push(Entry {
+            digest: digest(request),
+            tag: ExchangeTag::of(request),
+            reply: reply.map(Vec::into_boxed_slice),
+        });
     }
 
     /// `Some(answer)` when `request` was seen before (the answer may be "none").
@@ -92,8 +136,23 @@ impl ReplyCache {
         self.entries
             .iter()
             .rev()
-            .find(|(r, _)| *r == d)
-            .map(|(_, a)| a.as_deref())
+            .find(|e| e.digest == d)
+            .map(|e| e.reply.as_deref())
+    }
+
+    /// The exchange `tag` is over, or moved past the requests stored for it: they cannot be
+    /// retransmitted any more (the peer has our answer), so their entries go.
+    pub fn forget(&mut self, tag: ExchangeTag) {
+        self.entries.retain(|e| e.tag != tag);
+        if self.entries.is_empty() {
+            self.entries = Vec::new();
+        }
+    }
+
+    /// Entries held.
+    #[cfg(test)]
+    pub fn len(&self) -> usize {
+        self.entries.len()
     }
 
     /// Bytes held (digests and answers): what the cache costs, whatever the peer sent.
@@ -101,7 +160,7 @@ impl ReplyCache {
     pub fn held_bytes(&self) -> usize {
         self.entries
             .iter()
-            .map(|(d, a)| d.len() + a.as_ref().map_or(0, Vec::len))
+            .map(|e| e.digest.len() + e.reply.as_ref().map_or(0, |r| r.len()))
             .sum()
     }
 }

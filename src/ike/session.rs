@@ -10,7 +10,7 @@
 use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rand::CryptoRng;
 use tracing::debug;
@@ -18,16 +18,17 @@ use tracing::debug;
 use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{ExchangeType, NotifyType, peek_header};
 
-use super::config::{PeerConfig, SpiAllocator};
+use super::config::{PeerConfig, SelectorGuard, SpiAllocator};
 use super::dpd::DpdState;
 use super::error::IkeError;
-use super::events::{ChildSaInfo, Event, SpiPair};
+use super::events::{Event, SpiPair};
 use super::isakmp_sa::{IsakmpSa, hex};
 use super::main_mode::{Ctx, MainMode, MmState, MmStep, NatDecision, plain_notify};
 use super::message;
 use super::nat_t;
 use super::quick_mode::{QmStep, QuickMode};
-use super::retransmit::ReplyCache;
+use super::retransmit::{ExchangeTag, ReplyCache};
+use super::sa_payload::SuiteSpis;
 use super::state::{Encapsulation, Lifecycle, Origin, Path};
 use super::stats::{IKE_STATS, IkeStats};
 
@@ -40,6 +41,31 @@ pub struct Transmit {
     /// The UDP payload, non-ESP marker included when `source_port_nat_t`.
     pub bytes: Vec<u8>,
 }
+
+/// The session RNG a daemon should pass: the calling thread's CSPRNG (`rand::rng()`, ChaCha12
+/// seeded and reseeded from the OS), reached through a zero-sized handle, so a `Box` of it
+/// allocates nothing. A `StdRng` of its own cost every session 320 bytes (docs/design.md
+/// "Per-tunnel memory budget") and bought nothing: both are CSPRNGs seeded from the OS.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ThreadLocalRng;
+
+impl rand::TryRng for ThreadLocalRng {
+    type Error = std::convert::Infallible;
+
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        rand::rng().try_next_u32()
+    }
+
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        rand::rng().try_next_u64()
+    }
+
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::rng().try_fill_bytes(dst)
+    }
+}
+
+impl rand::TryCryptoRng for ThreadLocalRng {}
 
 /// A child SA to negotiate (on-demand Acquire, permanent policy, or `ikehub initiate`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -79,10 +105,17 @@ pub fn peek_first_message(bytes: &[u8]) -> Result<FirstMessageInfo, IkeError> {
     })
 }
 
-/// One installed child SA pair and its renewal state.
+/// One installed child SA pair and its renewal state. Its keys are not kept: they went to the
+/// daemon in the event that announced the pair (the shards hold them); the session keeps what
+/// deletes and re-keys need.
 pub(crate) struct Child {
-    pub info: ChildSaInfo,
     pub spis: SpiPair,
+    /// Our SPIs by protocol (what our deletes name, RFC 2408 §3.15) ...
+    pub inbound: SuiteSpis,
+    /// ... and the peer's (what its deletes name).
+    pub outbound: SuiteSpis,
+    /// The pair's hard lifetime, as negotiated.
+    pub lifetime: Option<Duration>,
     /// The selectors (what a re-key asks for again).
     pub network: ProtectedNetwork,
     pub soft: Option<Instant>,
@@ -98,7 +131,7 @@ pub(crate) struct Child {
     /// We sent its quick-mode message 1.
     pub we_initiated: bool,
     /// Ni of the exchange that made it (simultaneous re-key tie-break).
-    pub ni: Vec<u8>,
+    pub ni: Box<[u8]>,
     /// End of the grace period after its replacement: we send its delete then.
     pub delete_at: Option<Instant>,
     /// The daemon reported inbound traffic on it.
@@ -109,7 +142,10 @@ pub(crate) struct Child {
 /// and our address. A field of its own, apart from the exchange tables, so that it can lend a
 /// [`Ctx`] while a main or quick mode of the same session is borrowed mutably.
 pub(crate) struct Env {
+    /// The policy: shared by every spoke of a template (`set_selector_guard`).
     pub config: Arc<PeerConfig>,
+    /// This session's own selector guard, which wins over the policy's.
+    pub selector_guard: Option<Arc<dyn SelectorGuard>>,
     pub rng: Box<dyn CryptoRng + Send>,
     pub spis: Arc<dyn SpiAllocator>,
     /// Our IKE address (interface address, IKE port).
@@ -121,6 +157,10 @@ impl Env {
     pub fn ctx(&mut self, now: Instant) -> Ctx<'_> {
         Ctx {
             config: &self.config,
+            selector_guard: self
+                .selector_guard
+                .as_deref()
+                .or(self.config.selector_guard.as_deref()),
             rng: &mut *self.rng,
             spis: &*self.spis,
             now,
@@ -174,6 +214,7 @@ impl IkeSession {
         Self {
             env: Env {
                 config,
+                selector_guard: None,
                 rng,
                 spis,
                 local,
@@ -224,16 +265,54 @@ impl IkeSession {
         Self::new(config, local, peer, Origin::PeerCalled, rng, spis)
     }
 
+    /// The guard quick mode asks before it accepts a pair the peer proposed (see
+    /// [`SelectorGuard`]), for this session alone. A daemon gives each spoke of a template its
+    /// own guard this way and shares one `Arc<PeerConfig>` among all of them: a copy of the
+    /// policy per spoke (name, pre-shared key, transform lists) was 800 bytes per tunnel
+    /// (docs/design.md "Per-tunnel memory budget"). Wins over `PeerConfig::selector_guard`.
+    pub fn set_selector_guard(&mut self, guard: Arc<dyn SelectorGuard>) {
+        self.env.selector_guard = Some(guard);
+    }
+
     // ---- outputs (`poll_timeout` and `handle_timeout`: timers.rs) ----------------------------
 
     /// The next datagram to send. Drain `poll_event` first (see `events`).
     pub fn poll_transmit(&mut self) -> Option<Transmit> {
-        self.transmits.pop_front()
+        let t = self.transmits.pop_front();
+        if t.is_none() {
+            // The input is handled: give back what its exchanges no longer use.
+            self.release_slack();
+        }
+        t
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let e = self.events.pop_front();
+        if e.is_none() && self.events.capacity() > 0 {
+            self.events = VecDeque::new();
+        }
+        e
+    }
+
+    /// Frees the spare capacity of the session's tables once an input is handled: an
+    /// established tunnel holds thousands of sessions' worth of finished exchanges otherwise
+    /// (a `MainMode` is 1.6 KB, an `Event` half a KB). docs/design.md "Per-tunnel memory
+    /// budget".
+    fn release_slack(&mut self) {
+        fn fit<T>(v: &mut Vec<T>) {
+            if v.capacity() > v.len() {
+                v.shrink_to_fit();
+            }
+        }
+        fit(&mut self.main_modes);
+        fit(&mut self.isakmp);
+        fit(&mut self.quick_modes);
+        fit(&mut self.children);
+        fit(&mut self.pending);
+        if self.transmits.is_empty() && self.transmits.capacity() > 0 {
+            self.transmits = VecDeque::new();
+        }
     }
 
     /// Nothing is left (failed, deleted, dead): the daemon may drop the session.
@@ -633,6 +712,8 @@ impl IkeSession {
                 {
                     self.apply_nat(now, d);
                 }
+                // The peer has our previous answer: only this one can still be asked for.
+                self.replies.forget(ExchangeTag::phase1(h.initiator_cookie));
                 if initiator {
                     // A duplicate of the answer we just took is dropped quietly.
                     self.replies.store(bytes, None);
@@ -661,11 +742,14 @@ impl IkeSession {
                     // The exchange is authenticated: the peer is where it ran (RFC 3947 §5).
                     self.adopt_address(to, nat_t);
                 }
+                // Phase 1 is over: a responder keeps message 6 for a retransmitted message 5
+                // until the peer shows it has it (its first message under the new SA,
+                // `peer_has_sa`); an initiator keeps nothing (a late copy of message 6 names no
+                // exchange and is dropped).
+                self.replies.forget(ExchangeTag::phase1(h.initiator_cookie));
                 if let Some(r) = reply {
                     self.replies.store(bytes, Some(r.clone()));
                     self.send_to(to, nat_t, r);
-                } else {
-                    self.replies.store(bytes, None);
                 }
                 self.isakmp_established(now, *sa, mm.got_initial_contact, mm.rekey);
             }
@@ -901,10 +985,12 @@ impl IkeSession {
         match result {
             Ok((new_qm, step)) => {
                 self.authenticated(now, from, nat_port);
+                self.peer_has_sa(h.initiator_cookie);
                 match step {
                     QmStep::Reply(child, msg) => {
                         let Some(qm) = new_qm else { return };
-                        self.add_child(now, *child, qm.network, None, false, qm.ni.clone());
+                        let ni = qm.ni.clone().into_boxed_slice();
+                        self.add_child(now, *child, qm.network, None, false, ni);
                         self.quick_modes.push(qm);
                         self.replies.store(bytes, Some(msg.clone()));
                         self.send(msg);
@@ -912,7 +998,10 @@ impl IkeSession {
                     QmStep::Done(child, msg) => {
                         let Some(qi) = qi else { return };
                         let qm = self.quick_modes.remove(qi);
-                        self.add_child(now, *child, qm.network, qm.rekey_of, true, qm.ni.clone());
+                        let ni = qm.ni.into_boxed_slice();
+                        self.add_child(now, *child, qm.network, qm.rekey_of, true, ni);
+                        // Kept: the responder retransmits message 2 until message 3 arrives,
+                        // and nothing tells us when it did (RFC 2408 §5).
                         self.replies.store(bytes, Some(msg.clone()));
                         self.send(msg);
                     }
@@ -925,7 +1014,9 @@ impl IkeSession {
                         if let Some(qi) = qi {
                             self.quick_modes.remove(qi);
                         }
-                        self.replies.store(bytes, None);
+                        // Message 3 ends the exchange: the peer has message 2. A late copy of
+                        // message 3 finds its message ID used and is dropped.
+                        self.replies.forget(ExchangeTag::of(bytes));
                     }
                 }
             }
@@ -949,6 +1040,12 @@ impl IkeSession {
                 self.fail(&e);
             }
         }
+    }
+
+    /// An authenticated message under ISAKMP SA `cky_i` arrived: the peer has the SA, so it
+    /// can no longer retransmit main-mode message 5, and our stored message 6 goes.
+    pub(crate) fn peer_has_sa(&mut self, cky_i: [u8; 8]) {
+        self.replies.forget(ExchangeTag::phase1(cky_i));
     }
 
     /// An authenticated message came from `from`: follow a NAT rebinding (RFC 3947 §4).

@@ -78,11 +78,8 @@ impl IkeSession {
     }
 
     pub(crate) fn release(&self, c: &Child) {
-        if let Some(e) = &c.info.inbound.esp {
-            self.env.spis.release(e.spi);
-        }
-        if let Some(a) = &c.info.inbound.ah {
-            self.env.spis.release(a.spi);
+        for spi in [c.inbound.esp, c.inbound.ah].into_iter().flatten() {
+            self.env.spis.release(spi);
         }
     }
 

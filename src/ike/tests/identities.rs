@@ -210,3 +210,30 @@ fn quick_mode_asks_the_selector_guard_before_anything_is_installed() {
     p.run_until(5.0);
     assert_eq!(p.installed(1).len(), 1, "{:?}", p.failures(1));
 }
+
+/// The daemon shares one `PeerConfig` among a template's spokes and gives each session its own
+/// guard (`set_selector_guard`): that guard is asked, and wins over the policy's.
+#[test]
+fn a_session_guard_is_asked_and_wins_over_the_policys() {
+    let mut b = config("Branches", false);
+    b.selector_guard = Some(Arc::new(Taken(net("10.2.0.0/16", "10.9.0.0/16"))));
+    let mut p = Pair::new(config("ToB", true), b, 910);
+    p.sides[1]
+        .s
+        .set_selector_guard(Arc::new(Taken(net("10.2.0.0/16", "10.1.0.0/16"))));
+    p.run_until(5.0);
+    let f = p.failures(1);
+    assert!(
+        f.iter()
+            .any(|(_, n)| *n == Some(NotifyType::INVALID_ID_INFORMATION)),
+        "{f:?}"
+    );
+    assert!(p.installed(1).is_empty(), "nothing installed on the hub");
+    // And with a policy that has no guard at all.
+    let mut p = Pair::new(config("ToB", true), config("Branches", false), 911);
+    p.sides[1]
+        .s
+        .set_selector_guard(Arc::new(Taken(net("10.2.0.0/16", "10.1.0.0/16"))));
+    p.run_until(5.0);
+    assert!(p.installed(1).is_empty(), "nothing installed on the hub");
+}

@@ -6,6 +6,7 @@ mod harness;
 mod hostile;
 mod identities;
 mod lifetimes;
+mod memory;
 mod reliability;
 mod spoofing;
 mod timelines;

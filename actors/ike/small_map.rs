@@ -1,0 +1,103 @@
+//! A map of a handful of entries (a peer's child SA pairs: one per protected-network pair, two
+//! during a re-key) in one exact-size vector sorted by key. A `BTreeMap` allocates a whole
+//! 11-entry node for the first entry (about 600 bytes for a peer's children), which every
+//! established tunnel paid (docs/design.md "Per-tunnel memory budget"). Lookups are binary
+//! searches; iteration is in key order, as the `BTreeMap`'s was.
+
+#[derive(Debug)]
+pub struct SmallMap<K, V> {
+    entries: Vec<(K, V)>,
+}
+
+impl<K, V> Default for SmallMap<K, V> {
+    fn default() -> Self {
+        Self {
+            entries: Vec::new(),
+        }
+    }
+}
+
+impl<K: Ord + Copy, V> SmallMap<K, V> {
+    fn find(&self, k: &K) -> Result<usize, usize> {
+        self.entries.binary_search_by(|(e, _)| e.cmp(k))
+    }
+
+    /// Inserts or replaces; returns the replaced value.
+    pub fn insert(&mut self, k: K, v: V) -> Option<V> {
+        match self.find(&k) {
+            Ok(i) => Some(std::mem::replace(&mut self.entries[i].1, v)),
+            Err(i) => {
+                // Exactly one slot more: a vector's first growth would reserve four.
+                self.entries.reserve_exact(1);
+                self.entries.insert(i, (k, v));
+                None
+            }
+        }
+    }
+
+    pub fn remove(&mut self, k: &K) -> Option<V> {
+        let i = self.find(k).ok()?;
+        let (_, v) = self.entries.remove(i);
+        self.entries.shrink_to_fit();
+        Some(v)
+    }
+
+    /// The value of `k`, inserted as `V::default()` when missing.
+    pub fn get_or_default(&mut self, k: K) -> &mut V
+    where
+        V: Default,
+    {
+        let i = match self.find(&k) {
+            Ok(i) => i,
+            Err(i) => {
+                self.entries.reserve_exact(1);
+                self.entries.insert(i, (k, V::default()));
+                i
+            }
+        };
+        &mut self.entries[i].1
+    }
+
+    pub fn values(&self) -> impl Iterator<Item = &V> {
+        self.entries.iter().map(|(_, v)| v)
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_key_order_and_exact_capacity() {
+        let mut m = SmallMap::default();
+        assert!(m.is_empty());
+        assert_eq!(m.insert(30u32, "c"), None);
+        assert_eq!(m.entries.capacity(), 1, "no spare slots for one entry");
+        assert_eq!(m.insert(10, "a"), None);
+        assert_eq!(m.insert(20, "b"), None);
+        assert_eq!(m.insert(20, "B"), Some("b"));
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), ["a", "B", "c"]);
+        assert_eq!(m.len(), 3);
+        assert_eq!(m.remove(&10), Some("a"));
+        assert_eq!(m.remove(&10), None);
+        assert_eq!(m.entries.capacity(), 2);
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), ["B", "c"]);
+    }
+
+    #[test]
+    fn get_or_default_inserts_in_order() {
+        let mut m: SmallMap<u32, u64> = SmallMap::default();
+        *m.get_or_default(7) += 5;
+        *m.get_or_default(3) += 1;
+        *m.get_or_default(7) += 5;
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), [1, 10]);
+    }
+}

@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Resident memory per established tunnel of a real hub (issue 10, docs/design.md "Per-tunnel
+# memory budget"): `ikehub run` as the hub in a fresh network namespace (127.0.0.1, one
+# template policy for 127.1.0.0/16, group 14, AES128-SHA1, DPD as profiles/hub.toml),
+# `ikehub loadgen` brings up N spokes from 127.1.x.y and holds them; once `show peers` lists all
+# N, the hub's VmRSS is read. Prints per N: RSS before, RSS with N tunnels up, KiB per tunnel
+# ((up - before) / N), and the peak (VmHWM, which also holds the handshakes in flight).
+#
+#   sudo benches/hub_memory.sh [--spokes "1000 10000"] [--shards K] [--hold S]
+#
+# Environment: IKEHUB_BIN (default target/release/ikehub) runs the hub, LOADGEN_BIN (default
+# IKEHUB_BIN) the swarm. A benchmark, not a test: it asserts nothing about memory; exit 0 when
+# every run brought every tunnel up, 1 otherwise, 2 on wrong usage or without root. The
+# namespace (ikh-<pid>-<n>-hubmem), the processes and the temp directory are removed on exit,
+# also on failure and Ctrl-C; every wait is bounded.
+set -euo pipefail
+
+SPOKES_LIST="1000"
+SHARDS=1
+HOLD=""
+while [ $# -gt 0 ]; do
+    case $1 in
+        --spokes) SPOKES_LIST=$2; shift 2 ;;
+        --shards) SHARDS=$2; shift 2 ;;
+        --hold) HOLD=$2; shift 2 ;;
+        -h|--help) sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        *) echo "unknown option $1" >&2; exit 2 ;;
+    esac
+done
+if [ "$(id -u)" != 0 ]; then
+    echo "benches/hub_memory.sh needs root (network namespace, TUN device)" >&2
+    exit 2
+fi
+HERE=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${IKEHUB_BIN:-$HERE/target/release/ikehub}
+LOADGEN=${LOADGEN_BIN:-$BIN}
+[ -x "$BIN" ] || { echo "no ikehub binary at $BIN (cargo build --release)" >&2; exit 2; }
+
+TMP=$(mktemp -d /tmp/ikh-hubmem.XXXXXX)
+NS=""
+HUB=""
+SWARM=""
+N=0
+cleanup() {
+    # `|| true`: a killed process's status must not end the script (set -e).
+    [ -n "$SWARM" ] && { kill "$SWARM" 2>/dev/null; wait "$SWARM" 2>/dev/null || true; }
+    [ -n "$HUB" ] && { kill "$HUB" 2>/dev/null; wait "$HUB" 2>/dev/null || true; }
+    [ -n "$NS" ] && { ip netns del "$NS" 2>/dev/null || true; }
+    SWARM=""; HUB=""; NS=""
+}
+trap 'cleanup; rm -rf "$TMP"' EXIT
+trap 'exit 130' INT TERM
+
+kib() { awk -v k="$2" '$1 == k":" { print $2 }' "/proc/$1/status"; }
+
+head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$TMP/psk"
+cat > "$TMP/hub.toml" <<EOF
+[system]
+control-socket = "$TMP/hub.sock"
+shards = $SHARDS
+
+[interface.wan]
+address = "127.0.0.1"
+
+[tunnel-device]
+name = "ikehub0"
+routes = false
+
+[ipsec-transform.AES128_SHA1]
+esp-encryption = "aes-cbc-128"
+esp-authentication = "hmac-sha1"
+
+[isakmp-transform.G14]
+encryption = "aes-cbc-128"
+hash = "sha1"
+dh-group = 14
+
+[ipsec-policy-isakmp.Spokes]
+interface = "wan"
+peer = "127.1.0.0/16"
+preshared-key-file = "$TMP/psk"
+isakmp-transform = ["G14"]
+ipsec-transform = ["AES128_SHA1"]
+initiate = "never"
+dpd = { interval-seconds = 30, timeout-seconds = 120 }
+protected-network = [ { local = "198.51.100.0/24", remote = "127.1.0.0/16" } ]
+EOF
+
+FAILED=0
+echo "spokes  shards  rss_before_kib  rss_up_kib  kib_per_tunnel  peak_kib"
+for spokes in $SPOKES_LIST; do
+    N=$((N + 1))
+    NS="ikh-$$-$N-hubmem"
+    ip netns add "$NS"
+    ip -n "$NS" link set lo up
+    RUST_LOG=${RUST_LOG:-warn} ip netns exec "$NS" "$BIN" run -c "$TMP/hub.toml" \
+        > "$TMP/hub.log" 2>&1 &
+    HUB=$!
+    for _ in $(seq 300); do
+        "$BIN" show peers --control "$TMP/hub.sock" > /dev/null 2>&1 && break
+        kill -0 "$HUB" 2>/dev/null || { cat "$TMP/hub.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    before=$(kib "$HUB" VmRSS)
+    # Long enough to bring every spoke up at a modest rate and read the hub while all are up.
+    hold=${HOLD:-$((spokes / 100 + 60))}
+    ip netns exec "$NS" "$LOADGEN" loadgen --hub 127.0.0.1 --spokes "$spokes" \
+        --sources 127.1.0.0/16 --psk-file "$TMP/psk" --ike-group 14 --rate 500 \
+        --max-in-flight 100 --hold "$hold" --json > "$TMP/report.json" 2> "$TMP/swarm.log" &
+    SWARM=$!
+    up=""
+    for _ in $(seq $((hold * 10))); do
+        n=$("$BIN" show peers --control "$TMP/hub.sock" 2>/dev/null | grep -c '127\.1\.' || true)
+        if [ "$n" -ge "$spokes" ]; then
+            sleep 2
+            up=$(kib "$HUB" VmRSS)
+            break
+        fi
+        kill -0 "$SWARM" 2>/dev/null || break
+        sleep 0.1
+    done
+    peak=$(kib "$HUB" VmHWM)
+    if [ -z "$up" ]; then
+        echo "$spokes spokes: not all up (see the swarm's report)" >&2
+        tail -n 5 "$TMP/swarm.log" >&2
+        FAILED=1
+    else
+        per=$(awk -v a="$before" -v b="$up" -v n="$spokes" 'BEGIN { printf "%.2f", (b - a) / n }')
+        printf '%6d  %6d  %14d  %10d  %14s  %8d\n' "$spokes" "$SHARDS" "$before" "$up" "$per" "$peak"
+    fi
+    cleanup
+done
+exit "$FAILED"
