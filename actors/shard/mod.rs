@@ -48,10 +48,15 @@ const SLOT_SIZE: usize = 2048;
 /// bytes of IPv4 for transport mode over UDP) and encapsulation of cleartext writes up to the
 /// outer IPv4 + UDP + AH + ESP headers and IV (96 bytes) in front of it.
 const RX_HEADROOM: usize = 128;
-/// Hand-over batches one shard may have queued for another and not yet processed: a few
-/// receive batches' worth (4 x 64 packets) absorbs a burst while the owner is busy; beyond it
-/// the owner is behind and more queueing would only add memory and latency.
-pub(crate) const MAX_HANDOFFS_IN_FLIGHT: usize = 4;
+/// Bytes of handed-over packets one shard may have queued for another and not yet processed
+/// (arena bytes plus records, [`HandoffBatch::footprint`]). What the bound protects is memory,
+/// so it counts bytes, not batches: a batch holds whatever one drain read, 1 packet or
+/// thousands. 4 MiB is what the kernel holds for a shard's WAN socket (the daemon asks for a
+/// 4 MiB receive buffer), about 2,900 full-size packets: the burst of every spoke's first
+/// packets at once, or a shard the scheduler runs late on a loaded machine, fits; a flood
+/// through an owner that is behind is dropped and counted (`handoff_dropped`) past it, as a
+/// full socket buffer would drop it. Worst case `shards x (shards - 1) x 4 MiB` in flight.
+pub(crate) const MAX_HANDOFF_BYTES_IN_FLIGHT: usize = 4 << 20;
 
 /// The cleartext side of a shard.
 pub enum Cleartext {
@@ -108,7 +113,7 @@ pub struct EspShard {
     tx_clear: PacketBatch,
     /// Packets for shard `k` gathered during one batch, sent as one [`Handoff`] message.
     handoff: Vec<HandoffBatch>,
-    /// Per receiving shard: this shard's hand-over batches it has not processed yet.
+    /// Per receiving shard: bytes of this shard's hand-over batches it has not processed yet.
     handoffs_in_flight: Vec<Arc<AtomicUsize>>,
     rng: StdRng,
     ip_id: u16,
