@@ -226,6 +226,8 @@ struct HubErrors {
     cleartext_in: u64,
     /// IKE datagrams on the NAT-T port the shards dropped (router busy or not connected).
     ike_dropped: u64,
+    /// Datagrams the kernel dropped at the shards' WAN sockets (a shard read them too late).
+    wan_socket_drops: u64,
 }
 
 async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubErrors) {
@@ -269,6 +271,7 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
         errs.send_errors += r.counters.send_errors;
         errs.encap_errors += r.counters.encap_errors;
         errs.ike_dropped += r.counters.ike_dropped;
+        errs.wan_socket_drops += r.counters.wan_socket_drops;
     }
     (sides, errs)
 }
@@ -577,6 +580,10 @@ async fn demo(
             "{} (dropped, the other shard behind: {})",
             hub_errs.handed_over, hub_errs.handoff_dropped
         ),
+    );
+    line(
+        "hub WAN socket drops (kernel, shard late)",
+        hub_errs.wan_socket_drops.to_string(),
     );
     line(
         "hub IKE datagrams dropped at the shards",

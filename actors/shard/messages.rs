@@ -141,6 +141,11 @@ pub struct ShardCounters {
     /// because the shards did not know each other yet (right after start).
     #[serde(default)]
     pub handoff_dropped: u64,
+    /// Datagrams the kernel dropped at this shard's WAN sockets (NAT-T UDP, raw ESP, raw AH)
+    /// because their receive buffer was full: the shard did not read them in time. Read from
+    /// the sockets (`SO_MEMINFO`) when a report is made.
+    #[serde(default)]
+    pub wan_socket_drops: u64,
     /// Reads from the TUN queue dropped by the offload path (the Linux virtio-net header
     /// ABI): header or packet inconsistent; a GSO type the data plane does not carry
     /// (IPv6); a packet or segment larger than a batch slot. Copied from the queue's
