@@ -123,7 +123,7 @@ pub struct EspShard {
     /// When each policy last sent an Acquire (at most one a second per policy).
     last_acquire: HashMap<Arc<str>, Instant>,
     /// Drop counters at the last summary log line.
-    logged_drops: [u64; 14],
+    logged_drops: [u64; 15],
 }
 
 impl EspShard {
@@ -149,7 +149,7 @@ impl EspShard {
             ike: None,
             acquire: None,
             last_acquire: HashMap::new(),
-            logged_drops: [0; 14],
+            logged_drops: [0; 15],
         }
     }
 
@@ -309,6 +309,7 @@ impl EspShard {
 
     fn log_drops(&mut self) {
         self.sync_tun_counters();
+        self.sync_socket_drops();
         let c = &self.counters;
         let now = [
             c.unknown_spi,
@@ -325,6 +326,7 @@ impl EspShard {
             c.tun_offload_malformed,
             c.tun_offload_unsupported,
             c.tun_offload_too_big,
+            c.wan_socket_drops,
         ];
         let names = [
             "unknown SPI",
@@ -341,6 +343,7 @@ impl EspShard {
             "TUN offload reads malformed",
             "TUN offload reads of an unsupported GSO type",
             "TUN offload reads too big for a slot",
+            "by the kernel at the WAN sockets (read too late)",
         ];
         let mut parts = Vec::new();
         for ((n, before), name) in now.iter().zip(self.logged_drops.iter()).zip(names) {
