@@ -814,6 +814,9 @@ mod tests {
         assert_eq!(s.counters.keepalives, 1);
         assert_eq!(s.demux_udp(HUB, from, &[1, 2, 3]), None);
         assert_eq!(s.counters.unknown_spi, 1);
+        // IKE (non-ESP marker) before the router is connected: dropped and counted.
+        assert_eq!(s.demux_udp(HUB, from, &[0; 36]), None);
+        assert_eq!((s.counters.ike_datagrams, s.counters.ike_dropped), (1, 1));
         let esp = [0, 0, 0x10, 0x01, 0, 0, 0, 1];
         let at = s.demux_udp(HUB, from, &esp).unwrap();
         assert_eq!((at.encap, at.spi, at.from), (Encap::Udp, 0x1001, from));
