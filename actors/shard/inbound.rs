@@ -275,12 +275,13 @@ impl EspShard {
 
     // ---- between shards -----------------------------------------------------------------
 
-    /// Queues a packet for shard `owner` (`handed_over` counts it either way), unless this shard's bytes for it (in flight and
-    /// in the batch being gathered) would pass [`MAX_HANDOFF_BYTES_IN_FLIGHT`]: then it is
-    /// dropped and counted (`handoff_dropped`), as a full socket buffer would drop it. Actix
-    /// `do_send` queues past the mailbox capacity, so without this bound a flood through a
-    /// busy owner grows the queue (and every packet's latency) without end. Checked per
-    /// packet, so a burst is cut at the budget whatever the batches' sizes (one atomic load).
+    /// Queues a packet for shard `owner` (`handed_over` counts it either way), unless the
+    /// bytes for it (in flight from all shards, and in this shard's batch) would pass
+    /// [`MAX_HANDOFF_BYTES_IN_FLIGHT`]: then it is dropped and counted (`handoff_dropped`),
+    /// as a full socket buffer would drop it. Actix `do_send` queues past the mailbox
+    /// capacity, so without this bound a flood through a busy owner grows the queue (and
+    /// every packet's latency) without end. Checked per packet, so a burst is cut at the
+    /// budget whatever the batches' sizes (one atomic load).
     pub(super) fn hand_over(&mut self, owner: u32, meta: HandoffMeta, packet: &[u8]) {
         self.counters.handed_over += 1;
         let k = owner as usize;
@@ -302,9 +303,10 @@ impl EspShard {
     }
 
     /// Sends what piled up for other shards during this batch, one message per shard. The
-    /// budget was checked packet by packet ([`hand_over`](Self::hand_over)) and only this
-    /// shard adds to its counts, so the token is always granted; a batch for a shard this
-    /// one does not know yet (before [`Peers`](super::Peers) arrived) is dropped and counted.
+    /// budget was checked packet by packet ([`hand_over`](Self::hand_over)); other shards
+    /// share it and may have taken it since, so the token can still be refused: then the
+    /// batch is dropped and counted, as is a batch for a shard this one does not know yet
+    /// (before [`Peers`](super::Peers) arrived).
     pub(super) fn flush_handoffs(&mut self) {
         for (k, batch) in self.handoff.iter_mut().enumerate() {
             if batch.is_empty() {

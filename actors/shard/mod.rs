@@ -48,14 +48,16 @@ const SLOT_SIZE: usize = 2048;
 /// bytes of IPv4 for transport mode over UDP) and encapsulation of cleartext writes up to the
 /// outer IPv4 + UDP + AH + ESP headers and IV (96 bytes) in front of it.
 const RX_HEADROOM: usize = 128;
-/// Bytes of handed-over packets one shard may have queued for another and not yet processed
-/// (arena bytes plus records, [`HandoffBatch::footprint`]). What the bound protects is memory,
+/// Bytes of handed-over packets all shards together may have queued for one shard and it has
+/// not yet processed (arena bytes plus records, [`HandoffBatch::footprint`]). What the bound protects is memory,
 /// so it counts bytes, not batches: a batch holds whatever one drain read, 1 packet or
 /// thousands. 4 MiB is what the kernel holds for a shard's WAN socket (the daemon asks for a
 /// 4 MiB receive buffer), about 2,900 full-size packets: the burst of every spoke's first
 /// packets at once, or a shard the scheduler runs late on a loaded machine, fits; a flood
 /// through an owner that is behind is dropped and counted (`handoff_dropped`) past it, as a
-/// full socket buffer would drop it. Worst case `shards x (shards - 1) x 4 MiB` in flight.
+/// full socket buffer would drop it. Worst case `shards x 4 MiB` in flight (plus, between a
+/// sender's check and its send, what other senders queued: their batches are then refused
+/// whole at [`InFlight::take`] and counted).
 pub(crate) const MAX_HANDOFF_BYTES_IN_FLIGHT: usize = 4 << 20;
 
 /// The cleartext side of a shard.
@@ -113,7 +115,8 @@ pub struct EspShard {
     tx_clear: PacketBatch,
     /// Packets for shard `k` gathered during one batch, sent as one [`Handoff`] message.
     handoff: Vec<HandoffBatch>,
-    /// Per receiving shard: bytes of this shard's hand-over batches it has not processed yet.
+    /// Per receiving shard: bytes of hand-over batches (from every shard) it has not
+    /// processed yet; shared by all shards ([`EspShard::start_all`]).
     handoffs_in_flight: Vec<Arc<AtomicUsize>>,
     rng: StdRng,
     ip_id: u16,
@@ -157,13 +160,19 @@ impl EspShard {
     /// other.
     pub fn start_all(ios: Vec<ShardIo>) -> Vec<Addr<EspShard>> {
         let count = ios.len() as u32;
+        // One hand-over budget per receiving shard, shared by all senders: the memory in
+        // flight stays `shards x MAX_HANDOFF_BYTES_IN_FLIGHT` however many shards there are.
+        let in_flight: Vec<Arc<AtomicUsize>> = (0..count).map(|_| Arc::default()).collect();
         let addrs: Vec<Addr<EspShard>> = ios
             .into_iter()
             .enumerate()
             .map(|(i, io)| {
                 let arbiter = Arbiter::new();
+                let in_flight = in_flight.clone();
                 EspShard::start_in_arbiter(&arbiter.handle(), move |_| {
-                    EspShard::new(i as u32, count, io)
+                    let mut shard = EspShard::new(i as u32, count, io);
+                    shard.handoffs_in_flight = in_flight;
+                    shard
                 })
             })
             .collect();
