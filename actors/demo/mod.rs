@@ -45,6 +45,9 @@ const MAX_SPOKES: usize = 2 * 254 * 254;
 /// until its child SA is up): enough to keep the hub busy, few enough that a slow hub does not
 /// make thousands of spokes retransmit at once.
 pub const SETUP_SLOTS: usize = 64;
+/// How long the demo waits for the hub to install the tunnels the spokes have up before the
+/// traffic starts (each poll asks every shard for its SA table).
+const INSTALL_ALLOWANCE: Duration = Duration::from_secs(10);
 
 /// (w, y, z) of spoke `i`: its WAN address is 127.(1+w).y.z, its host 198.(18+w).y.z.
 fn octets(i: usize) -> (u8, u8, u8) {
@@ -221,6 +224,10 @@ struct HubErrors {
     handoff_dropped: u64,
     /// Cleartext packets the shards read from their MemoryPorts.
     cleartext_in: u64,
+    /// IKE datagrams on the NAT-T port the shards dropped (router busy or not connected).
+    ike_dropped: u64,
+    /// Datagrams the kernel dropped at the shards' WAN sockets (a shard read them too late).
+    wan_socket_drops: u64,
 }
 
 async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubErrors) {
@@ -263,6 +270,8 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
         errs.no_policy += r.counters.no_policy + r.counters.no_sa;
         errs.send_errors += r.counters.send_errors;
         errs.encap_errors += r.counters.encap_errors;
+        errs.ike_dropped += r.counters.ike_dropped;
+        errs.wan_socket_drops += r.counters.wan_socket_drops;
     }
     (sides, errs)
 }
@@ -376,8 +385,20 @@ async fn demo(
         0 => setup_start.elapsed(),
         us => Duration::from_micros(us),
     };
-    let (sides, _) = hub_report(&hub.shards, n).await;
-    let up = sides.iter().filter(|s| s.inbound && s.outbound).count();
+    // A spoke's child SA is up when it sent quick mode's last message; the hub installs its
+    // end when that message arrives (RFC 2409 §5.5), which on a loaded machine can be later
+    // than the spoke's first packet. Wait until the hub has every tunnel the spokes have,
+    // bounded, so the traffic check measures the data path, not this race.
+    let install_wait = Instant::now();
+    let mut up = 0;
+    while install_wait.elapsed() < INSTALL_ALLOWANCE {
+        let (sides, _) = hub_report(&hub.shards, n).await;
+        up = sides.iter().filter(|s| s.inbound && s.outbound).count();
+        if up >= ike_up {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     eprintln!(
         "{ike_up}/{n} tunnels up by IKE ({up} installed at the hub) in {:.3} s ({:.0} tunnels/s); \
          {seconds} s of traffic",
@@ -561,6 +582,14 @@ async fn demo(
         ),
     );
     line(
+        "hub WAN socket drops (kernel, shard late)",
+        hub_errs.wan_socket_drops.to_string(),
+    );
+    line(
+        "hub IKE datagrams dropped at the shards",
+        hub_errs.ike_dropped.to_string(),
+    );
+    line(
         "hub SA errors ICV / replay / padding",
         format!(
             "{} / {} / {}",
@@ -584,6 +613,12 @@ async fn demo(
     );
     line("spoke other drops", t.other_drops.to_string());
     line("spoke send errors", t.send_errors.to_string());
+    // Every packet a spoke sent is either echoed back to it or dropped on the way: by a
+    // counter above, or in a kernel buffer (the hub's WAN sockets, a spoke's socket).
+    line(
+        "spoke echoes missing (sent - echoed)",
+        t.sent.saturating_sub(t.down_packets).to_string(),
+    );
     line(
         "hub LAN unexpected / echo send errors",
         format!("{lan_unexpected} / {lan_send}"),

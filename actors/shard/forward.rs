@@ -114,8 +114,7 @@ impl EspShard {
         };
         let owner = self.outbound_owner(sa);
         if owner != self.index {
-            self.counters.handed_over += 1;
-            self.handoff[owner as usize].push(HandoffMeta::Cleartext { sa }, pkt);
+            self.hand_over(owner, HandoffMeta::Cleartext { sa }, pkt);
             return None;
         }
         let Some(inst) = self.sas.outbound(sa) else {
@@ -158,6 +157,7 @@ impl EspShard {
         }
         let path_mtu = self.wans[w].path_mtu;
         let Some(inst) = self.sas.outbound_mut(sa) else {
+            self.counters.no_sa += k as u64;
             return;
         };
         let tx = match udp_peer {
@@ -238,7 +238,10 @@ impl EspShard {
             ip_id: self.ip_id,
             icmp_source: local,
         };
-        let Some(slot) = tx.push_empty() else { return };
+        let Some(slot) = tx.push_empty() else {
+            self.counters.send_errors += 1;
+            return;
+        };
         let (buf, start, _) = tx.slot_buf_mut(slot);
         let out = &mut buf[start..];
         match inst.sa.encap(now, pkt, &params, &mut self.rng, out) {

@@ -89,6 +89,24 @@ impl HandoffBatch {
         self.records.clear();
     }
 
+    /// Memory the batch's packets take: arena bytes (headroom included) plus records. What
+    /// the hand-over bound ([`MAX_HANDOFF_BYTES_IN_FLIGHT`](super::MAX_HANDOFF_BYTES_IN_FLIGHT))
+    /// counts.
+    pub fn footprint(&self) -> usize {
+        self.bytes.len() + self.records.len() * std::mem::size_of::<Record>()
+    }
+
+    /// What [`push`](Self::push)ing a packet of `len` bytes adds to [`footprint`](Self::footprint).
+    pub fn footprint_of(meta: HandoffMeta, len: usize) -> usize {
+        let headroom = match meta {
+            HandoffMeta::Wan(Inbound {
+                encap: Encap::Udp, ..
+            }) => UDP_HEADROOM,
+            _ => 0,
+        };
+        headroom + len + std::mem::size_of::<Record>()
+    }
+
     /// Appends a copy of `packet` with its record.
     pub fn push(&mut self, meta: HandoffMeta, packet: &[u8]) {
         if let HandoffMeta::Wan(Inbound {
@@ -195,6 +213,31 @@ mod tests {
         }
         taken.clear();
         assert!(taken.is_empty());
+    }
+
+    /// `footprint_of` predicts exactly what `push` adds to `footprint` (the hand-over bound
+    /// is checked before the push), for every kind of record.
+    #[test]
+    fn footprint_of_predicts_push() {
+        let mut b = HandoffBatch::default();
+        assert_eq!(b.footprint(), 0);
+        let sa = SaHandle::issue();
+        for (meta, len) in [
+            (wan(Encap::Udp, 1), 1400),
+            (wan(Encap::Esp, 2), 60),
+            (wan(Encap::Ah, 3), 0),
+            (HandoffMeta::Cleartext { sa }, 1500),
+        ] {
+            let before = b.footprint();
+            b.push(meta, &vec![0xa5; len]);
+            assert_eq!(
+                b.footprint(),
+                before + HandoffBatch::footprint_of(meta, len)
+            );
+            assert!(HandoffBatch::footprint_of(meta, len) > len);
+        }
+        drop(b.take());
+        assert_eq!(b.footprint(), 0, "a taken batch leaves an empty one");
     }
 
     /// The first record of a batch is a UDP payload: it still has headroom in front.

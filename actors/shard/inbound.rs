@@ -13,7 +13,8 @@ use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
 use ikehub::wire::{AhPacket, EspPacket, IpProtocol, Ipv4Packet};
 
 use super::{
-    Encap, EspShard, Handoff, HandoffMeta, InFlight, Inbound, MAX_HANDOFFS_IN_FLIGHT, MAX_RX,
+    Encap, EspShard, Handoff, HandoffBatch, HandoffMeta, InFlight, Inbound,
+    MAX_HANDOFF_BYTES_IN_FLIGHT, MAX_RX,
 };
 use crate::io::PacketBatch;
 
@@ -121,6 +122,9 @@ impl EspShard {
                     if sent.is_err() {
                         self.counters.ike_dropped += 1;
                     }
+                } else {
+                    // Not connected to the router yet (right after start): dropped, counted.
+                    self.counters.ike_dropped += 1;
                 }
                 None
             }
@@ -164,8 +168,7 @@ impl EspShard {
         if owner != self.index {
             // The owner is a function of the SPI alone, the same on every shard, so a packet
             // is handed over at most once.
-            self.counters.handed_over += 1;
-            self.handoff[owner as usize].push(HandoffMeta::Wan(at), &buf[start..]);
+            self.hand_over(owner, HandoffMeta::Wan(at), &buf[start..]);
             return;
         }
         let Some(inst) = self.sas.inbound_by_spi_mut(at.spi) else {
@@ -209,8 +212,7 @@ impl EspShard {
             let Some(at) = ats[i] else { continue };
             let owner = self.owner(at.spi);
             if owner != self.index {
-                self.counters.handed_over += 1;
-                self.handoff[owner as usize].push(HandoffMeta::Wan(at), rx.packet(i));
+                self.hand_over(owner, HandoffMeta::Wan(at), rx.packet(i));
                 continue;
             }
             let (_, start, len) = rx.slot_buf_mut(i);
@@ -273,11 +275,38 @@ impl EspShard {
 
     // ---- between shards -----------------------------------------------------------------
 
-    /// Sends what piled up for other shards during this batch, one message per shard. A
-    /// shard that has [`MAX_HANDOFFS_IN_FLIGHT`] batches from this one still unprocessed gets
-    /// none: the batch is dropped and counted (`handoff_dropped`), as a full socket buffer
-    /// would drop it. Actix `do_send` queues past the mailbox capacity, so without this bound
-    /// a flood through a busy owner grows the queue (and every packet's latency) without end.
+    /// Queues a packet for shard `owner` (`handed_over` counts it either way), unless the
+    /// bytes for it (in flight from all shards, and in this shard's batch) would pass
+    /// [`MAX_HANDOFF_BYTES_IN_FLIGHT`]: then it is dropped and counted (`handoff_dropped`),
+    /// as a full socket buffer would drop it. Actix `do_send` queues past the mailbox
+    /// capacity, so without this bound a flood through a busy owner grows the queue (and
+    /// every packet's latency) without end. Checked per packet, so a burst is cut at the
+    /// budget whatever the batches' sizes (one atomic load).
+    pub(super) fn hand_over(&mut self, owner: u32, meta: HandoffMeta, packet: &[u8]) {
+        self.counters.handed_over += 1;
+        let k = owner as usize;
+        let (Some(batch), Some(in_flight)) =
+            (self.handoff.get_mut(k), self.handoffs_in_flight.get(k))
+        else {
+            self.counters.handoff_dropped += 1;
+            return;
+        };
+        let queued = in_flight
+            .load(std::sync::atomic::Ordering::Acquire)
+            .saturating_add(batch.footprint())
+            .saturating_add(HandoffBatch::footprint_of(meta, packet.len()));
+        if queued > MAX_HANDOFF_BYTES_IN_FLIGHT {
+            self.counters.handoff_dropped += 1;
+            return;
+        }
+        batch.push(meta, packet);
+    }
+
+    /// Sends what piled up for other shards during this batch, one message per shard. The
+    /// budget was checked packet by packet ([`hand_over`](Self::hand_over)); other shards
+    /// share it and may have taken it since, so the token can still be refused: then the
+    /// batch is dropped and counted, as is a batch for a shard this one does not know yet
+    /// (before [`Peers`](super::Peers) arrived).
     pub(super) fn flush_handoffs(&mut self) {
         for (k, batch) in self.handoff.iter_mut().enumerate() {
             if batch.is_empty() {
@@ -286,14 +315,13 @@ impl EspShard {
             let token = self
                 .handoffs_in_flight
                 .get(k)
-                .and_then(|n| InFlight::take(n, MAX_HANDOFFS_IN_FLIGHT));
+                .and_then(|n| InFlight::take(n, batch.footprint(), MAX_HANDOFF_BYTES_IN_FLIGHT));
             match (self.peers.get(k), token) {
                 (Some(peer), Some(token)) => peer.do_send(Handoff(batch.take(), token)),
-                (Some(_), None) => {
+                _ => {
                     self.counters.handoff_dropped += batch.len() as u64;
                     batch.clear();
                 }
-                (None, _) => batch.clear(),
             }
         }
     }
@@ -666,13 +694,18 @@ mod tests {
         assert!(batched.1.contains("icv_failures: 1,"), "{}", batched.1);
     }
 
-    /// The hand-over queue is bounded: while the owner does not run, a reader flooding it
-    /// gets [`MAX_HANDOFFS_IN_FLIGHT`] batches into its mailbox and drops and counts the rest
-    /// (`handoff_dropped`); once the owner has processed them, batches flow again. With the
-    /// old unbounded `do_send` the owner received all 20 batches.
+    /// Issue 12 leftover: the hand-over queue is bounded in bytes, not batches. While the
+    /// owner does not run, a burst of 2,000 full-size packets, each flushed as its own batch
+    /// (a loaded reader that drains a packet at a time), is all queued; with the old bound of
+    /// 4 batches 1,996 of them were dropped. A flood past
+    /// [`MAX_HANDOFF_BYTES_IN_FLIGHT`] is dropped and counted (`handoff_dropped`), also within
+    /// one batch; once the owner has processed its queue, packets flow again. Packets for a
+    /// shard not known yet (before `Peers`) are counted too, not silently cleared.
     #[test]
-    fn handoff_queue_is_bounded_while_the_owner_is_behind() {
-        const FLOOD: usize = 20;
+    fn handoff_queue_is_bounded_in_bytes_while_the_owner_is_behind() {
+        const BURST: usize = 2000;
+        const FLOOD: usize = 4000;
+        const LEN: usize = 1400;
         const SPI: u32 = 0x2003;
         assert_eq!(io::spi_shard(SPI, 2), 1, "the test wants shard 1 to own it");
         actix::System::new().block_on(async {
@@ -686,30 +719,47 @@ mod tests {
             )
             .start();
             let (mut reader, _lan) = shard(0, 2);
-            reader.peers = vec![owner.clone(), owner.clone()];
-            let mut ip = [0u8; 28];
-            Ipv4Repr::new(SPOKE, HUB, IpProtocol::ESP, 8)
+            let mut ip = [0u8; LEN];
+            Ipv4Repr::new(SPOKE, HUB, IpProtocol::ESP, LEN - 20)
                 .emit(&mut ip)
                 .unwrap();
             ip[20..24].copy_from_slice(&SPI.to_be_bytes());
-            let send_one = |reader: &mut EspShard| {
-                let mut slot = [0u8; HEADROOM + 28];
+            let push_one = |reader: &mut EspShard| {
+                let mut slot = [0u8; HEADROOM + LEN];
                 slot[HEADROOM..].copy_from_slice(&ip);
                 let at = reader.demux_ip(HUB, &slot[HEADROOM..]).expect("ESP");
                 reader.inbound(Instant::now(), at, &mut slot, HEADROOM);
+            };
+            let send_one = |reader: &mut EspShard| {
+                push_one(reader);
                 reader.flush_handoffs();
             };
+            let in_flight = reader.handoffs_in_flight[1].clone();
+            // Before the shards know each other: counted, nothing in flight.
+            send_one(&mut reader);
+            assert_eq!(reader.counters.handoff_dropped, 1);
+            assert_eq!(in_flight.load(Ordering::Acquire), 0);
+            reader.counters = Default::default();
+            reader.peers = vec![owner.clone(), owner.clone()];
+
+            let per = HandoffBatch::footprint_of(
+                HandoffMeta::Wan(reader.demux_ip(HUB, &ip).expect("ESP")),
+                LEN,
+            );
+            let fits = MAX_HANDOFF_BYTES_IN_FLIGHT / per;
+            assert!(fits > BURST && fits < FLOOD, "{fits} packets fit");
             // The owner cannot run: this task does not yield.
-            for _ in 0..FLOOD {
+            for _ in 0..BURST {
                 send_one(&mut reader);
             }
-            let in_flight = reader.handoffs_in_flight[1].clone();
-            assert_eq!(in_flight.load(Ordering::Acquire), MAX_HANDOFFS_IN_FLIGHT);
+            assert_eq!(reader.counters.handoff_dropped, 0, "the burst fits");
+            for _ in BURST..FLOOD {
+                send_one(&mut reader);
+            }
+            assert_eq!(in_flight.load(Ordering::Acquire), fits * per);
+            assert!(in_flight.load(Ordering::Acquire) <= MAX_HANDOFF_BYTES_IN_FLIGHT);
             assert_eq!(reader.counters.handed_over, FLOOD as u64);
-            assert_eq!(
-                reader.counters.handoff_dropped,
-                (FLOOD - MAX_HANDOFFS_IN_FLIGHT) as u64
-            );
+            assert_eq!(reader.counters.handoff_dropped, (FLOOD - fits) as u64);
             for _ in 0..1000 {
                 if in_flight.load(Ordering::Acquire) == 0 {
                     break;
@@ -720,15 +770,32 @@ mod tests {
             send_one(&mut reader);
             assert_eq!(
                 reader.counters.handoff_dropped,
-                (FLOOD - MAX_HANDOFFS_IN_FLIGHT) as u64,
+                (FLOOD - fits) as u64,
                 "accepted again"
             );
+            // One batch larger than the budget is cut at the budget, packet by packet.
+            for _ in 0..FLOOD {
+                push_one(&mut reader);
+            }
+            assert_eq!(reader.handoff[1].len(), fits - 1);
+            assert_eq!(
+                reader.counters.handoff_dropped,
+                (2 * FLOOD - 2 * fits + 1) as u64
+            );
+            reader.flush_handoffs();
+            assert!(in_flight.load(Ordering::Acquire) <= MAX_HANDOFF_BYTES_IN_FLIGHT);
+            for _ in 0..1000 {
+                if in_flight.load(Ordering::Acquire) == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             let report = owner.send(super::super::Report).await.unwrap();
             // The SPI is the owner's but no SA holds it: each delivered packet counts once.
             assert_eq!(
                 report.counters.unknown_spi,
-                MAX_HANDOFFS_IN_FLIGHT as u64 + 1,
-                "the owner received only the bounded batches"
+                (2 * fits) as u64,
+                "the owner received only the bounded packets"
             );
             System::current().stop();
         });
@@ -749,6 +816,9 @@ mod tests {
         assert_eq!(s.counters.keepalives, 1);
         assert_eq!(s.demux_udp(HUB, from, &[1, 2, 3]), None);
         assert_eq!(s.counters.unknown_spi, 1);
+        // IKE (non-ESP marker) before the router is connected: dropped and counted.
+        assert_eq!(s.demux_udp(HUB, from, &[0; 36]), None);
+        assert_eq!((s.counters.ike_datagrams, s.counters.ike_dropped), (1, 1));
         let esp = [0, 0, 0x10, 0x01, 0, 0, 0, 1];
         let at = s.demux_udp(HUB, from, &esp).unwrap();
         assert_eq!((at.encap, at.spi, at.from), (Encap::Udp, 0x1001, from));

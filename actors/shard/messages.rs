@@ -136,10 +136,16 @@ pub struct ShardCounters {
     #[serde(default)]
     pub udp_gso_refused: u64,
     /// Packets for another shard dropped because that shard had
-    /// [`MAX_HANDOFFS_IN_FLIGHT`](super::MAX_HANDOFFS_IN_FLIGHT) batches from this one not yet
-    /// processed (it is behind: queueing more would only grow memory and latency).
+    /// [`MAX_HANDOFF_BYTES_IN_FLIGHT`](super::MAX_HANDOFF_BYTES_IN_FLIGHT) bytes from this one
+    /// not yet processed (it is behind: queueing more would only grow memory and latency), or
+    /// because the shards did not know each other yet (right after start).
     #[serde(default)]
     pub handoff_dropped: u64,
+    /// Datagrams the kernel dropped at this shard's WAN sockets (NAT-T UDP, raw ESP, raw AH)
+    /// because their receive buffer was full: the shard did not read them in time. Read from
+    /// the sockets (`SO_MEMINFO`) when a report is made.
+    #[serde(default)]
+    pub wan_socket_drops: u64,
     /// Reads from the TUN queue dropped by the offload path (the Linux virtio-net header
     /// ABI): header or packet inconsistent; a GSO type the data plane does not carry
     /// (IPv6); a packet or segment larger than a batch slot. Copied from the queue's
@@ -175,39 +181,48 @@ pub struct ShardReport {
 }
 
 /// A batch of packets that arrived on the wrong shard, for the owner of their SA, with the
-/// sender's count of its batches in flight to that owner (released when the message is
-/// dropped, after the owner processed it).
+/// sender's count of bytes in flight to that owner (released when the message is dropped,
+/// after the owner processed it).
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Handoff(pub HandoffBatch, pub InFlight);
 
-/// One hand-over batch counted in flight: taken by the sender before it sends
+/// One hand-over batch's bytes counted in flight: added by the sender before it sends
 /// ([`InFlight::take`]), given back when the message is dropped, i.e. once the receiver has
 /// processed it (or the receiver is gone).
 #[derive(Debug)]
-pub struct InFlight(Arc<AtomicUsize>);
+pub struct InFlight {
+    count: Arc<AtomicUsize>,
+    bytes: usize,
+}
 
 impl InFlight {
-    /// Counts one more batch in flight on `count`, unless `bound` are already: then `None`.
-    pub fn take(count: &Arc<AtomicUsize>, bound: usize) -> Option<InFlight> {
+    /// Counts `bytes` more in flight on `count`, unless that would pass `bound`: then `None`.
+    pub fn take(count: &Arc<AtomicUsize>, bytes: usize, bound: usize) -> Option<InFlight> {
         count
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < bound).then_some(n + 1)
+                n.checked_add(bytes).filter(|&m| m <= bound)
             })
             .ok()
-            .map(|_| InFlight(count.clone()))
+            .map(|_| InFlight {
+                count: count.clone(),
+                bytes,
+            })
     }
 
     /// A token counted on nothing the sender watches (tests that feed a shard directly).
     #[cfg(test)]
     pub fn untracked() -> InFlight {
-        InFlight(Arc::new(AtomicUsize::new(1)))
+        InFlight {
+            count: Arc::new(AtomicUsize::new(0)),
+            bytes: 0,
+        }
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.count.fetch_sub(self.bytes, Ordering::AcqRel);
     }
 }
 
