@@ -305,12 +305,29 @@ impl EspShard {
         now: Instant,
         Handoff(mut batch, _in_flight): Handoff,
     ) {
-        for i in 0..batch.len() {
+        let n = batch.len();
+        let mut i = 0;
+        while i < n {
             match batch.get_mut(i) {
-                (HandoffMeta::Cleartext { sa }, buf, start) => {
-                    self.encap_one(now, sa, &buf[start..])
+                (HandoffMeta::Cleartext { sa }, _, _) => {
+                    // A run of one SA's cleartext is encrypted as a batch (stitched CBC+HMAC),
+                    // as the shard that read it would have.
+                    let mut run: [&[u8]; MAX_RX] = [&[]; MAX_RX];
+                    let mut k = 0;
+                    while i < n && k < MAX_RX {
+                        match batch.get(i) {
+                            (HandoffMeta::Cleartext { sa: s }, pkt) if s == sa => run[k] = pkt,
+                            _ => break,
+                        }
+                        k += 1;
+                        i += 1;
+                    }
+                    self.encap_handed_over(now, sa, &run[..k]);
                 }
-                (HandoffMeta::Wan(at), buf, start) => self.inbound(now, at, buf, start),
+                (HandoffMeta::Wan(at), buf, start) => {
+                    self.inbound(now, at, buf, start);
+                    i += 1;
+                }
             }
         }
         self.flush_wan();
