@@ -34,6 +34,21 @@ pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize
     }
 }
 
+/// Writes the non-empty packets of `batch` to the cleartext device; returns how many it
+/// refused.
+fn send_clear(clear: &Option<ClearFd>, batch: &mut PacketBatch) -> u64 {
+    match clear {
+        Some(ClearFd::Tun(fd)) => fd.get_ref().send_coalesced(batch),
+        Some(ClearFd::Memory(fd)) => (0..batch.len())
+            .map(|i| batch.packet(i))
+            .filter(|p| !p.is_empty() && fd.get_ref().send(p).is_err())
+            .count() as u64,
+        None => (0..batch.len())
+            .filter(|&i| !batch.packet(i).is_empty())
+            .count() as u64,
+    }
+}
+
 /// Whether `pkt` fits the path as [`batch_limit`] computed it: in transport mode the inner
 /// header stays and its length moves the padding, so a packet with IPv4 options goes the
 /// one-by-one path.
@@ -444,20 +459,18 @@ impl EspShard {
     }
 
     pub(super) fn flush_clear(&mut self) {
-        let mut failed = 0;
-        match &self.clear {
-            Some(ClearFd::Tun(fd)) => failed = fd.get_ref().send_coalesced(&mut self.tx_clear),
-            Some(ClearFd::Memory(fd)) => {
-                for i in 0..self.tx_clear.len() {
-                    if fd.get_ref().send(self.tx_clear.packet(i)).is_err() {
-                        failed += 1;
-                    }
-                }
-            }
-            None => failed = self.tx_clear.len() as u64,
+        if self.tx_clear.is_empty() {
+            return;
         }
-        self.counters.send_errors += failed;
+        self.counters.send_errors += send_clear(&self.clear, &mut self.tx_clear);
         self.tx_clear.clear();
+    }
+
+    /// Writes the packets of `batch` to the cleartext device (coalesced where the device
+    /// takes it), skipping empty ones (the dropped packets of a receive batch written back
+    /// in place).
+    pub(super) fn send_clear(&mut self, batch: &mut PacketBatch) {
+        self.counters.send_errors += send_clear(&self.clear, batch);
     }
 
     // ---- between shards -----------------------------------------------------------------
