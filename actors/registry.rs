@@ -78,10 +78,13 @@ impl Registry {
         let outbound = build(Direction::Outbound)?;
         // Two manual policies may name the same outbound SPI (each peer chose its own): the
         // SAs are told apart by their handles, and each policy's SPD entries point at its own.
-        let pair = SaPair::issue(ikehub::ike::SpiPair {
-            inbound: inbound.outer_spi(),
-            outbound: outbound.outer_spi(),
-        });
+        let pair = SaPair::issue(
+            ikehub::ike::SpiPair {
+                inbound: inbound.outer_spi(),
+                outbound: outbound.outer_spi(),
+            },
+            self.shards.len(),
+        );
         let name: Arc<str> = Arc::from(policy.name.as_str());
         shard::install_pair(
             &self.shards,

@@ -40,6 +40,9 @@ usage: benches/tunnel.sh [options]          (root: network namespaces, TUN devic
   --repeat N      run every case N times (default 1); the table shows the median and the range
   --cases LIST    comma-separated subset of veth,ikehub,strongswan (default: all three)
   --json          print one JSON document instead of the table (progress stays on stderr)
+  --variants LIST comma-separated subset of the ikehub cases, ENCAP-CIPHER-OFFLOAD, e.g.
+                  udp-cbc-on,udp-gcm-on (default: all; for profiling one case)
+  --traffic LIST  comma-separated subset of tcp-1,tcp-4,udp (default: all three)
   --udp-rate R    iperf3 UDP target rate (-b), default 2G
   --udp-len B     UDP payload bytes (-l), default 1300 (fits the tunnel MTU of 1400)
   -h, --help      this text
@@ -56,6 +59,8 @@ UDP_RATE=2G
 UDP_LEN=1300
 CASES=veth,ikehub,strongswan
 REPEAT=1
+VARIANTS=
+TRAFFIC=
 while [ $# -gt 0 ]; do
     case $1 in
     --seconds)
@@ -81,6 +86,16 @@ while [ $# -gt 0 ]; do
     --repeat)
         [ $# -ge 2 ] && [[ $2 =~ ^[1-9][0-9]?$ ]] || { echo "tunnel.sh: --repeat takes 1..99" >&2; exit 2; }
         REPEAT=$2
+        shift 2
+        ;;
+    --variants)
+        [ $# -ge 2 ] && [[ $2 =~ ^(esp|udp)-(cbc|gcm)-(on|off|default)(,(esp|udp)-(cbc|gcm)-(on|off|default))*$ ]] || { echo "tunnel.sh: --variants takes e.g. udp-cbc-on,esp-gcm-off" >&2; exit 2; }
+        VARIANTS=$2
+        shift 2
+        ;;
+    --traffic)
+        [ $# -ge 2 ] && [[ $2 =~ ^(tcp-1|tcp-4|udp)(,(tcp-1|tcp-4|udp))*$ ]] || { echo "tunnel.sh: --traffic takes a list of tcp-1,tcp-4,udp" >&2; exit 2; }
+        TRAFFIC=$2
         shift 2
         ;;
     --quick) QUICK=1; shift ;;
@@ -346,7 +361,8 @@ pause() {
 }
 
 traffics() {
-    if [ $QUICK -eq 1 ]; then echo tcp-1 udp; else echo tcp-1 tcp-4 udp; fi
+    if [ -n "$TRAFFIC" ]; then echo "${TRAFFIC//,/ }"
+    elif [ $QUICK -eq 1 ]; then echo tcp-1 udp; else echo tcp-1 tcp-4 udp; fi
 }
 
 # wait_tunnel DEV: until NS_A routes B_HOST through DEV and a ping crosses the tunnel.
@@ -661,7 +677,10 @@ one_run() {
                     "binary does not accept esp-encryption = aes-gcm-128"
                 continue
             fi
-            for offload in $offloads; do run_ikehub "$cipher" "$encap" "$offload"; done
+            for offload in $offloads; do
+                [ -z "$VARIANTS" ] || [[ ,$VARIANTS, == *,$encap-$cipher-$offload,* ]] || continue
+                run_ikehub "$cipher" "$encap" "$offload"
+            done
         done
     done
     if ! wanted strongswan; then

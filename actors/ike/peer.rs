@@ -286,7 +286,7 @@ impl PeerActor {
         // equal another tunnel's (docs/design.md: SA handles). The SAs are in place before the SPD
         // entries of this child's selectors point at them (a re-key: the entries move to the
         // new SA here, before the old one is removed).
-        let pair = SaPair::issue(spis);
+        let pair = SaPair::issue(spis, self.shards.len());
         shard::install_pair(
             &self.shards,
             &pair,

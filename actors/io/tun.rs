@@ -402,11 +402,16 @@ impl TunQueue {
     /// Writes every packet of `batch` into the kernel and returns how many it refused. With
     /// offload, consecutive segments of one TCP flow go as one `GSO_TCPV4` write (GRO, see
     /// [`ikehub::wire::gro`]): the kernel's stack then handles one packet instead of dozens.
-    /// Packet headers in `batch` may be rewritten.
+    /// Packet headers in `batch` may be rewritten. Empty packets are skipped (a receive batch
+    /// written back in place holds its dropped packets as empty ones).
     pub fn send_coalesced(&self, batch: &mut PacketBatch) -> u64 {
         let mut failed = 0u64;
         let mut i = 0;
         while i < batch.len() {
+            if batch.packet(i).is_empty() {
+                i += 1;
+                continue;
+            }
             let run = if self.vnet.is_some() {
                 tcp_run(batch, i)
             } else {

@@ -17,9 +17,44 @@ use crate::io::{self, PacketBatch};
 /// interleaves the blocks of several packets; 32 keeps every AES unit busy with room to spare
 /// and bounds the per-SA job array on the stack.
 const ENCAP_BATCH: usize = 32;
-/// An upper bound of what encapsulation adds (outer IPv4 + UDP + AH + ESP header, IV,
-/// padding, ICVs): a cleartext packet within `path MTU - MAX_OVERHEAD` always fits.
-const MAX_OVERHEAD: usize = 20 + 8 + 28 + 8 + 16 + 17 + 16;
+/// The largest cleartext packet (IPv4 header without options) that `sa` encapsulates within
+/// `path_mtu`, exactly, or 0 when the path is too small to tell (then every packet takes the
+/// one-by-one path, which handles ICMP and fragmentation). The bound must be exact, not a
+/// worst case over all suites: with a tunnel MTU of 1400 on a 1500-byte path, a full-size
+/// packet of AES-CBC/HMAC-SHA1 over UDP is 1472 bytes on the wire, and a worst-case margin
+/// (113 bytes: AH + ESP + the largest IV and ICV) sent every full-size packet one by one,
+/// past the batched (stitched) encryption.
+pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize) -> usize {
+    let limit = sa.max_inner_len(path_mtu, ikehub::wire::ipv4::HEADER_LEN);
+    // `max_inner_len` never answers below the IPv4 minimum, fitting or not.
+    if limit <= ikehub::wire::ipv4::MIN_MTU {
+        0
+    } else {
+        limit
+    }
+}
+
+/// Writes the non-empty packets of `batch` to the cleartext device; returns how many it
+/// refused.
+fn send_clear(clear: &Option<ClearFd>, batch: &mut PacketBatch) -> u64 {
+    match clear {
+        Some(ClearFd::Tun(fd)) => fd.get_ref().send_coalesced(batch),
+        Some(ClearFd::Memory(fd)) => (0..batch.len())
+            .map(|i| batch.packet(i))
+            .filter(|p| !p.is_empty() && fd.get_ref().send(p).is_err())
+            .count() as u64,
+        None => (0..batch.len())
+            .filter(|&i| !batch.packet(i).is_empty())
+            .count() as u64,
+    }
+}
+
+/// Whether `pkt` fits the path as [`batch_limit`] computed it: in transport mode the inner
+/// header stays and its length moves the padding, so a packet with IPv4 options goes the
+/// one-by-one path.
+fn fits_batch(pkt: &[u8], limit: usize) -> bool {
+    pkt.len() <= limit && pkt.first() == Some(&0x45)
+}
 
 impl EspShard {
     // ---- cleartext -> WAN -------------------------------------------------------------
@@ -56,11 +91,21 @@ impl EspShard {
         let n = rx.len().min(MAX_RX);
         let mut sas: [Option<SaHandle>; MAX_RX] = [None; MAX_RX];
         let mut slow = [false; MAX_RX];
+        // The bound of the SA last seen (a batch is mostly one SA's packets).
+        let mut last: Option<(SaHandle, usize)> = None;
         for (i, sa) in sas.iter_mut().enumerate().take(n) {
             let pkt = rx.packet(i);
             if let Some((h, w)) = self.classify(pkt) {
                 *sa = Some(h);
-                slow[i] = pkt.len() + MAX_OVERHEAD > self.wans[w].path_mtu;
+                let limit = match last {
+                    Some((lh, limit)) if lh == h => limit,
+                    _ => {
+                        let limit = self.outbound_limit(h, w);
+                        last = Some((h, limit));
+                        limit
+                    }
+                };
+                slow[i] = !fits_batch(pkt, limit);
             }
         }
         let mut done = [false; MAX_RX];
@@ -74,7 +119,7 @@ impl EspShard {
                 self.encap_one(now, sa, rx.packet(i));
                 continue;
             }
-            let mut group = [0usize; ENCAP_BATCH];
+            let mut group: [&[u8]; ENCAP_BATCH] = [&[]; ENCAP_BATCH];
             let mut k = 0;
             for j in i..n {
                 if done[j] || sas[j] != Some(sa) {
@@ -83,11 +128,11 @@ impl EspShard {
                 if slow[j] || k == ENCAP_BATCH {
                     break;
                 }
-                group[k] = j;
+                group[k] = rx.packet(j);
                 k += 1;
                 done[j] = true;
             }
-            self.encap_group(now, sa, rx, &group[..k]);
+            self.encap_group(now, sa, &group[..k]);
         }
     }
 
@@ -131,8 +176,47 @@ impl EspShard {
         }
     }
 
-    fn encap_group(&mut self, now: Instant, sa: SaHandle, rx: &PacketBatch, group: &[usize]) {
-        let k = group.len();
+    /// The largest cleartext packet of outbound SA `sa` (on WAN `w`) that takes the batched
+    /// path; 0 when none does.
+    fn outbound_limit(&self, sa: SaHandle, w: usize) -> usize {
+        match (self.sas.outbound(sa), self.wans.get(w)) {
+            (Some(inst), Some(wan)) => batch_limit(&inst.sa, wan.path_mtu),
+            _ => 0,
+        }
+    }
+
+    /// Encapsulates packets handed over by another shard for SAs this shard holds: each
+    /// run of one SA's packets that fit the path goes through the batched encryption, the
+    /// others one by one, in their order.
+    pub(super) fn encap_handed_over(&mut self, now: Instant, sa: SaHandle, packets: &[&[u8]]) {
+        let limit = self
+            .sas
+            .outbound(sa)
+            .and_then(|inst| {
+                let local = inst.sa.local();
+                self.wans.iter().position(|w| w.local == local)
+            })
+            .map_or(0, |w| self.outbound_limit(sa, w));
+        let mut rest = packets;
+        while let Some((first, _)) = rest.split_first() {
+            if !fits_batch(first, limit) {
+                self.encap_one(now, sa, first);
+                rest = &rest[1..];
+                continue;
+            }
+            let k = rest
+                .iter()
+                .take(ENCAP_BATCH)
+                .position(|p| !fits_batch(p, limit))
+                .unwrap_or(rest.len().min(ENCAP_BATCH));
+            let (group, tail) = rest.split_at(k);
+            self.encap_group(now, sa, group);
+            rest = tail;
+        }
+    }
+
+    fn encap_group(&mut self, now: Instant, sa: SaHandle, group: &[&[u8]]) {
+        let k = group.len().min(ENCAP_BATCH);
         let Some(inst) = self.sas.outbound(sa) else {
             self.counters.no_sa += k as u64;
             return;
@@ -173,9 +257,9 @@ impl EspShard {
         {
             let mut jobs: [EncapJob<'_>; ENCAP_BATCH] =
                 std::array::from_fn(|_| EncapJob::new(&[], &mut [], 0));
-            for ((job, &i), slot) in jobs.iter_mut().zip(group).zip(tx.slots_mut(first, k)) {
+            for ((job, &pkt), slot) in jobs.iter_mut().zip(group).zip(tx.slots_mut(first, k)) {
                 self.ip_id = self.ip_id.wrapping_add(1);
-                *job = EncapJob::new(rx.packet(i), &mut slot[start..], self.ip_id);
+                *job = EncapJob::new(pkt, &mut slot[start..], self.ip_id);
             }
             inst.sa
                 .encap_batch(now, &mut jobs[..k], path_mtu, local, &mut self.rng);
@@ -378,20 +462,18 @@ impl EspShard {
     }
 
     pub(super) fn flush_clear(&mut self) {
-        let mut failed = 0;
-        match &self.clear {
-            Some(ClearFd::Tun(fd)) => failed = fd.get_ref().send_coalesced(&mut self.tx_clear),
-            Some(ClearFd::Memory(fd)) => {
-                for i in 0..self.tx_clear.len() {
-                    if fd.get_ref().send(self.tx_clear.packet(i)).is_err() {
-                        failed += 1;
-                    }
-                }
-            }
-            None => failed = self.tx_clear.len() as u64,
+        if self.tx_clear.is_empty() {
+            return;
         }
-        self.counters.send_errors += failed;
+        self.counters.send_errors += send_clear(&self.clear, &mut self.tx_clear);
         self.tx_clear.clear();
+    }
+
+    /// Writes the packets of `batch` to the cleartext device (coalesced where the device
+    /// takes it), skipping empty ones (the dropped packets of a receive batch written back
+    /// in place).
+    pub(super) fn send_clear(&mut self, batch: &mut PacketBatch) {
+        self.counters.send_errors += send_clear(&self.clear, batch);
     }
 
     // ---- between shards -----------------------------------------------------------------
@@ -425,5 +507,142 @@ impl EspShard {
 
     fn take_rx(&mut self) -> Option<PacketBatch> {
         self.rx.take()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::IpAddr;
+
+    use ikehub::config::{KeyBytes, Mode};
+    use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
+    use ikehub::esp::{AhKeys, EspKeys, LifetimeLimits, SaParams, SecurityAssociation};
+    use ikehub::wire::{IpProtocol, Ipv4Repr};
+
+    use super::*;
+
+    const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+    const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+
+    fn outbound(
+        encryption: EncrAlgorithm,
+        authentication: AuthAlgorithm,
+        ah: bool,
+        encapsulation: SaEncapsulation,
+    ) -> SecurityAssociation {
+        let params = SaParams {
+            direction: ikehub::esp::Direction::Outbound,
+            mode: Mode::Tunnel,
+            esp: Some(EspKeys {
+                spi: 0x1000,
+                encryption,
+                encryption_key: KeyBytes(vec![7; encryption.keymat_len()]),
+                authentication,
+                authentication_key: KeyBytes(vec![9; authentication.key_len()]),
+            }),
+            ah: ah.then(|| AhKeys {
+                spi: 0x1001,
+                authentication: AuthAlgorithm::HmacSha1,
+                authentication_key: KeyBytes(vec![5; 20]),
+            }),
+            local: IpAddr::V4(LOCAL),
+            peer: IpAddr::V4(PEER),
+            encapsulation,
+            replay_window: 64,
+            lifetime: LifetimeLimits::UNLIMITED,
+            protected_networks: vec![],
+        };
+        SecurityAssociation::new(params, Instant::now()).unwrap()
+    }
+
+    /// A cleartext IPv4 packet of `len` bytes with DF set (so one that does not fit yields
+    /// an ICMP fragmentation-needed, never a fragment).
+    fn cleartext(len: usize) -> Vec<u8> {
+        let mut p = vec![0xa5; len];
+        Ipv4Repr::new(
+            Ipv4Addr::new(198, 51, 100, 1),
+            Ipv4Addr::new(203, 0, 113, 1),
+            IpProtocol::UDP,
+            len - 20,
+        )
+        .emit(&mut p)
+        .unwrap();
+        p[6] |= 0x40;
+        p
+    }
+
+    /// Issue 12 (relay CPU): with a 1400-byte tunnel MTU on a 1500-byte path, full-size
+    /// packets of the common suites fit, so they take the batched (stitched) encryption; the
+    /// old fixed margin of 113 bytes sent every one of them through `encap_one`. The bound is
+    /// exact for every suite: the limit fits the path, one byte more does not.
+    #[test]
+    fn batch_limit_is_the_exact_largest_packet_that_fits() {
+        let udp = SaEncapsulation::Udp {
+            local_port: 4500,
+            peer_port: 4500,
+        };
+        let raw = SaEncapsulation::Raw;
+        use AuthAlgorithm::{HmacSha1, HmacSha256};
+        use EncrAlgorithm::{AesCbc128, AesCbc256, AesGcm128};
+        let cases = [
+            (AesCbc128, HmacSha1, false, udp),
+            (AesCbc128, HmacSha1, false, raw),
+            (AesGcm128, AuthAlgorithm::None, false, udp),
+            (AesGcm128, AuthAlgorithm::None, false, raw),
+            (AesCbc256, HmacSha256, true, raw),
+        ];
+        for (enc, auth, ah, encap) in cases {
+            for path_mtu in [1500, 1400, 576] {
+                let mut sa = outbound(enc, auth, ah, encap);
+                let limit = batch_limit(&sa, path_mtu);
+                assert!(
+                    limit > 100 && limit < path_mtu,
+                    "{enc:?} {path_mtu}: {limit}"
+                );
+                if path_mtu == 1500 {
+                    assert!(
+                        fits_batch(&cleartext(1400), limit),
+                        "{enc:?}/{auth:?} ah={ah} {encap:?}: limit {limit}"
+                    );
+                }
+                if path_mtu == 1400 {
+                    assert!(!fits_batch(&cleartext(1400), limit));
+                }
+                let mut rng = rand::make_rng::<rand::rngs::StdRng>();
+                let params = |ip_id| EncapParams {
+                    path_mtu,
+                    ip_id,
+                    icmp_source: LOCAL,
+                };
+                let mut out = [0u8; 2048];
+                let fits = sa.encap(
+                    Instant::now(),
+                    &cleartext(limit),
+                    &params(1),
+                    &mut rng,
+                    &mut out,
+                );
+                assert!(
+                    matches!(fits, Ok(EncapOutcome::Send(o)) if o.len <= path_mtu),
+                    "{enc:?} {path_mtu}: {limit} bytes: {fits:?}"
+                );
+                let over = sa.encap(
+                    Instant::now(),
+                    &cleartext(limit + 1),
+                    &params(2),
+                    &mut rng,
+                    &mut out,
+                );
+                assert!(
+                    matches!(over, Ok(EncapOutcome::IcmpFragNeeded { .. })),
+                    "{enc:?} {path_mtu}: {} bytes: {over:?}",
+                    limit + 1
+                );
+            }
+        }
+        // Options in the inner header: never batched (transport mode pads by them).
+        let mut opts = cleartext(200);
+        opts[0] = 0x46;
+        assert!(!fits_batch(&opts, 1000));
     }
 }

@@ -134,6 +134,15 @@ impl HandoffBatch {
         (r.meta, &mut self.bytes[..r.start + r.len], r.start)
     }
 
+    /// Record `i`: its meta and its packet.
+    ///
+    /// # Panics
+    /// If `i >= len()`.
+    pub fn get(&self, i: usize) -> (HandoffMeta, &[u8]) {
+        let r = self.records[i];
+        (r.meta, &self.bytes[r.start..r.start + r.len])
+    }
+
     /// Takes the batch out, leaving an empty one with the same room behind.
     pub fn take(&mut self) -> HandoffBatch {
         let room = HandoffBatch::with_room(self.records.len(), self.bytes.len());

@@ -19,29 +19,41 @@ use ikehub::spd::SpiHasher;
 
 use super::SaKind;
 
-/// The daemon's name for one installed SA. Issued by [`SaHandle::issue`], one counter for the
-/// whole process: 2^64 handles never wrap, so a handle is never reused.
+/// The daemon's name for one installed SA. Issued by [`SaHandle::issue`] from one counter for
+/// the whole process, kept in the bits above [`SHARD_BITS`]: 2^48 handles never wrap, so a
+/// handle is never reused. The low bits name the shard its SA lives on when it is outbound.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct SaHandle(u64);
 
 static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 
+/// Bits of a handle below its counter: the outbound shard (there are at most 256 shards, one
+/// per TUN queue).
+const SHARD_BITS: u32 = 16;
+
 impl SaHandle {
+    /// A fresh handle; as an outbound SA's, it spreads over the shards with the counter.
     pub fn issue() -> SaHandle {
-        SaHandle(NEXT_HANDLE.fetch_add(1, Ordering::Relaxed))
+        let n = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        SaHandle(n << SHARD_BITS | n & ((1 << SHARD_BITS) - 1))
     }
 
-    /// The shard that holds this handle's SA when it is outbound. Handles are issued in
-    /// sequence, so outbound SAs spread evenly; inbound SAs live where the kernel steers their
-    /// SPI instead ([`crate::io::spi_shard`]).
+    /// A fresh handle whose outbound SA lives on `shard`.
+    fn issue_on(shard: u32) -> SaHandle {
+        let n = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
+        SaHandle(n << SHARD_BITS | u64::from(shard) & ((1 << SHARD_BITS) - 1))
+    }
+
+    /// The shard that holds this handle's SA when it is outbound; inbound SAs live where the
+    /// kernel steers their SPI instead ([`crate::io::spi_shard`]).
     pub fn outbound_shard(self, shards: u32) -> u32 {
-        (self.0 % u64::from(shards.max(1))) as u32
+        ((self.0 & ((1 << SHARD_BITS) - 1)) % u64::from(shards.max(1))) as u32
     }
 }
 
 impl std::fmt::Display for SaHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "#{}", self.0)
+        write!(f, "#{}", self.0 >> SHARD_BITS)
     }
 }
 
@@ -55,12 +67,18 @@ pub struct SaPair {
 }
 
 impl SaPair {
-    /// Fresh handles for a pair about to be installed.
-    pub fn issue(spis: SpiPair) -> SaPair {
+    /// Fresh handles for a pair about to be installed on `shards` shards. The outbound SA
+    /// goes on the shard of the inbound one: the TUN device queues a flow's packets for
+    /// reading on the queue its reverse direction was last written to (tun.c automq, a
+    /// symmetric flow hash), and the inbound SA's shard writes that direction; so the
+    /// cleartext of a two-way flow (TCP and its ACKs) is read by the shard that encrypts it,
+    /// not handed over to another thread packet batch by packet batch.
+    pub fn issue(spis: SpiPair, shards: usize) -> SaPair {
+        let shards = u32::try_from(shards).unwrap_or(u32::MAX);
         SaPair {
             spis,
             inbound: SaHandle::issue(),
-            outbound: SaHandle::issue(),
+            outbound: SaHandle::issue_on(crate::io::spi_shard(spis.inbound, shards)),
         }
     }
 
@@ -418,5 +436,29 @@ mod tests {
             assert!(on.contains(&s));
         }
         assert_eq!(a.outbound_shard(0), 0);
+    }
+
+    /// Issue 12 (relay CPU): a pair's outbound SA lives on the shard of its inbound SA, so the
+    /// shard that writes a flow's reverse direction to the TUN queue (and so reads the flow
+    /// from it) also encrypts it; before, the outbound shard followed the handle counter and
+    /// half of the pairs handed every cleartext batch over to another shard.
+    #[test]
+    fn a_pairs_outbound_sa_lives_on_its_inbound_shard() {
+        for shards in 1..=8usize {
+            for spi in [256u32, 257, 0x1111, 0x2222, 0xc0ff_ee01, u32::MAX] {
+                for _ in 0..3 {
+                    let pair = SaPair::issue(
+                        SpiPair {
+                            inbound: spi,
+                            outbound: 7,
+                        },
+                        shards,
+                    );
+                    assert_eq!(pair.outbound_shard(shards), pair.inbound_shard(shards));
+                    assert_ne!(pair.inbound, pair.outbound);
+                    assert!(pair.outbound > pair.inbound, "never reused");
+                }
+            }
+        }
     }
 }
