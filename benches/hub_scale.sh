@@ -8,7 +8,8 @@
 #  1. setup: the swarm brings N tunnels up; tunnels/s and latency (the swarm's report), the
 #     hub's CPU per tunnel (utime + stime from /proc/PID/stat, from before the swarm to all up,
 #     main mode + quick mode; the swarm's DPD probes, one per spoke per --dpd seconds, are in
-#     it too), the hub's RSS before the swarm and with all N up, and KiB per tunnel;
+#     it too), the hub's RSS before the swarm and with all N up, KiB per tunnel, and the
+#     datagrams the kernel dropped at the hub's IKE sockets (`show counters` ike_socket_drops);
 #  2. restart: the hub is stopped (--restart-signal TERM: deletes sent, the spokes re-initiate
 #     at once; KILL: a crash, the spokes find out by DPD) and started again; prints the time
 #     from the new hub's start to all N back (the swarm's progress, 1 s steps), the swarm's
@@ -222,6 +223,20 @@ start_hub() {
 
 # The swarm's last progress line (stderr, once a second).
 progress() { grep '^\[' "$TMP/swarm.err" 2>/dev/null | tail -1 || true; }
+ike_drops() { # the hub's IKE datagrams dropped by the kernel at its IKE sockets (show counters)
+    "$BIN" show counters --control "$TMP/hub.sock" --json 2>/dev/null \
+        | python3 -c 'import json,sys
+def find(v):
+    if isinstance(v, dict):
+        if "ike_socket_drops" in v: return v["ike_socket_drops"]
+        v = list(v.values())
+    if isinstance(v, list):
+        for x in v:
+            r = find(x)
+            if r is not None: return r
+print(find(json.load(sys.stdin)))' 2>/dev/null || echo None
+}
+
 field() { # NAME: the number after NAME in the last progress line
     progress | { grep -o "$1 [0-9]*" || true; } | head -1 | awk '{ print $2 }'
 }
@@ -283,6 +298,7 @@ for g in $GROUPS_LIST; do
     done
     cpu1=$(cpu_ticks "$HUB")
     rss1=$(rss_kib "$HUB")
+    drops_setup=$(ike_drops)
     [ "$ok" = 1 ] || { echo "not all up within $limit s: $(progress)" >&2; FAILED=1; cleanup; continue; }
 
     echo "N $n, group $g: restart (SIG$SIGNAL)" >&2
@@ -303,6 +319,7 @@ for g in $GROUPS_LIST; do
         sleep 0.5
     done
     cpu_r=$(cpu_ticks "$HUB")
+    drops_recovery=$(ike_drops)
     [ -n "$back" ] || { echo "not all back: $(progress)" >&2; FAILED=1; }
 
     echo "N $n, group $g: reload" >&2
@@ -333,10 +350,10 @@ for g in $GROUPS_LIST; do
     SWARM=""
     RESULTS+=("$(python3 - "$TMP/report.json" "$g" "$cpu0" "$cpu1" "$cpu_r" "$CLK_TCK" \
         "$rss0" "$rss1" "$back" "$HUB_CORES" "$reload_ms" "$ping_lost" "$lost_before" \
-        "$lost_after" "$SIGNAL" <<'PY'
+        "$lost_after" "$SIGNAL" "$drops_setup" "$drops_recovery" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-(g, c0, c1, cr, tck, rss0, rss1, back, cores, reload_ms, ping_lost, lb, la, sig) = sys.argv[2:]
+(g, c0, c1, cr, tck, rss0, rss1, back, cores, reload_ms, ping_lost, lb, la, sig, ds, dr) = sys.argv[2:]
 n = r["spokes"]
 up = r["up"]
 cpu_ms = (int(c1) - int(c0)) * 1000.0 / int(tck)
@@ -362,6 +379,8 @@ print(json.dumps({
     "setup_seconds": round(r["setup_seconds"], 2),
     "reload_ms": num(reload_ms), "reload_pings_lost_of_500": num(ping_lost),
     "tunnels_lost_by_reload": (int(la) - int(lb)) if la and lb else None,
+    "ike_socket_drops_setup": num(ds) if ds != "None" else None,
+    "ike_socket_drops_recovery": num(dr) if dr != "None" else None,
     "failures": r["failures"],
 }))
 PY
@@ -373,19 +392,20 @@ done
 if [ "$JSON" = 1 ]; then
     printf '%s\n' "${RESULTS[@]}" | python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in sys.stdin], indent=2))'
 else
-    printf '%-6s %-3s %-12s %-9s %-8s %-9s %-22s %-8s | %-9s %-9s %-8s %-8s %-8s | %-9s %s\n' \
-        N grp up tunnels/s "p99 ms" "ms/tunl" "RSS KiB before->up" "KiB/tun" \
-        "back s" "recov s" "bound s" retrans "ms/tunl" "reload ms" "pings lost"
+    printf '%-6s %-3s %-12s %-9s %-8s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s %-8s %-6s | %-9s %s\n' \
+        N grp up tunnels/s "p99 ms" "ms/tunl" "RSS KiB before->up" "KiB/tun" drops \
+        "back s" "recov s" "bound s" retrans "ms/tunl" drops "reload ms" "pings lost"
     for r in "${RESULTS[@]}"; do
         python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
 f = lambda v: "-" if v is None else str(v)
-print("%-6s %-3s %-12s %-9s %-8s %-9s %-22s %-8s | %-9s %-9s %-8s %-8s %-8s | %-9s %s" % (
+print("%-6s %-3s %-12s %-9s %-8s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s %-8s %-6s | %-9s %s" % (
     r["spokes"], r["group"], "%d/%d" % (r["up"], r["spokes"]), r["setup_rate"], r["p99_ms"],
     f(r["hub_cpu_ms_per_tunnel"]), "%d -> %d" % (r["hub_rss_kib_before"], r["hub_rss_kib_all_up"]),
-    f(r["hub_kib_per_tunnel"]), f(r["all_back_after_start_s"]), f(r["swarm_recovery_s"]),
-    f(r["recovery_bound_s"]), r["recovery_retransmissions"], r["hub_cpu_ms_per_tunnel_recovery"],
+    f(r["hub_kib_per_tunnel"]), f(r["ike_socket_drops_setup"]), f(r["all_back_after_start_s"]),
+    f(r["swarm_recovery_s"]), f(r["recovery_bound_s"]), r["recovery_retransmissions"],
+    r["hub_cpu_ms_per_tunnel_recovery"], f(r["ike_socket_drops_recovery"]),
     f(r["reload_ms"]), "%s/500 (swarm tunnels lost: %s)" % (f(r["reload_pings_lost_of_500"]),
     f(r["tunnels_lost_by_reload"]))))' "$r"
     done
