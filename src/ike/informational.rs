@@ -360,6 +360,7 @@ impl IkeSession {
             {
                 let mm = self.main_modes.remove(i);
                 let stage = if mm.initiator {
+                    self.our_main_mode_failed();
                     "our main mode"
                 } else {
                     "main mode"

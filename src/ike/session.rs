@@ -760,6 +760,9 @@ impl IkeSession {
                 if let Some(n) = e.notify {
                     self.send_plain_notify((to, nat_t), mm.cky_i, mm.cky_r, n);
                 }
+                if mm.initiator {
+                    self.our_main_mode_failed();
+                }
                 self.fail_exchange(&e);
             }
         }
@@ -846,6 +849,16 @@ impl IkeSession {
     /// A failed exchange. With an established peer, an exchange that never authenticated
     /// (anyone can start one with the peer's address) is only logged: it must not mark the
     /// peer failed.
+    /// Our main mode failed (refused, broken or unanswered): the child requests that waited
+    /// for it fail with it, as its Failed event says. Trying again is the owner's decision (the
+    /// daemon's restart back-off, the next Acquire), never a new message 1 at once: against a
+    /// peer that refuses, that would be one exchange per round trip for as long as it refuses.
+    pub(crate) fn our_main_mode_failed(&mut self) {
+        if self.active_sa().is_none() && !self.main_modes.iter().any(|m| m.initiator) {
+            self.pending.clear();
+        }
+    }
+
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
         if self.established() {
             debug!(policy = %self.env.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);

@@ -132,6 +132,7 @@ impl IkeSession {
                         )
                     };
                     if mm.initiator {
+                        self.our_main_mode_failed();
                         self.fail(&IkeError::fatal(reason));
                     } else {
                         self.fail_exchange(&IkeError::fatal(reason));

@@ -300,3 +300,26 @@ fn aggressive_mode_refused() {
     assert!(s.is_closed());
     let _ = Duration::ZERO;
 }
+
+/// A refused phase 1 ends the attempt: the child that asked for it is not retried at once with a
+/// new main mode (that would be a message 1 per round trip for as long as the peer refuses).
+#[test]
+fn refused_phase1_with_a_waiting_child_sends_no_new_message_1() {
+    let mut a = config("ToBerne", true);
+    let mut b = config("ToBerne", false);
+    a.isakmp_transforms = vec![p1(EncrAlgorithm::TripleDes, HashAlgorithm::Md5, 2)];
+    b.isakmp_transforms = vec![p1(EncrAlgorithm::AesCbc128, HashAlgorithm::Sha1, 14)];
+    let mut p = Pair::new(a, b, 11);
+    let now = p.now;
+    p.sides[0].s.initiate_child(
+        now,
+        crate::ike::ChildRequest {
+            network: net("10.1.0.0/24", "10.2.0.0/24"),
+        },
+    );
+    p.run_until(60.0);
+    let from_a = p.log.iter().filter(|(_, side, ..)| *side == 0).count();
+    assert_eq!(p.failures(0).len(), 1, "{:?}", p.failures(0));
+    assert_eq!(from_a, 1, "A sent {from_a} datagrams: {:?}", p.log);
+    assert!(p.sides[0].s.is_closed());
+}
