@@ -358,9 +358,8 @@ impl IkeSession {
             if let Payload::Notification(n) = p
                 && n.message_type.is_error()
             {
-                let mm = self.main_modes.remove(i);
+                let mm = self.remove_failed_main_mode(i);
                 let stage = if mm.initiator {
-                    self.our_main_mode_failed();
                     "our main mode"
                 } else {
                     "main mode"

@@ -756,12 +756,9 @@ impl IkeSession {
             Err(e) if !e.fatal => debug!(peer = %from, "main mode: dropped: {}", e.reason),
             Err(e) => {
                 let (to, nat_t) = self.mm_destination(i);
-                let mm = self.main_modes.remove(i);
+                let mm = self.remove_failed_main_mode(i);
                 if let Some(n) = e.notify {
                     self.send_plain_notify((to, nat_t), mm.cky_i, mm.cky_r, n);
-                }
-                if mm.initiator {
-                    self.our_main_mode_failed();
                 }
                 self.fail_exchange(&e);
             }
@@ -849,14 +846,20 @@ impl IkeSession {
     /// A failed exchange. With an established peer, an exchange that never authenticated
     /// (anyone can start one with the peer's address) is only logged: it must not mark the
     /// peer failed.
-    /// Our main mode failed (refused, broken or unanswered): the child requests that waited
-    /// for it fail with it, as its Failed event says. Trying again is the owner's decision (the
-    /// daemon's restart back-off, the next Acquire), never a new message 1 at once: against a
-    /// peer that refuses, that would be one exchange per round trip for as long as it refuses.
-    pub(crate) fn our_main_mode_failed(&mut self) {
-        if self.active_sa().is_none() && !self.main_modes.iter().any(|m| m.initiator) {
+    /// Removes main mode `i`, which failed (refused, broken or unanswered). When it was ours,
+    /// the child requests that waited for it fail with it, as the Failed event that follows
+    /// says. Trying again is the owner's decision (the daemon's restart back-off, the next
+    /// Acquire), never a new message 1 at once: against a peer that refuses, that would be one
+    /// exchange per round trip for as long as it refuses.
+    pub(crate) fn remove_failed_main_mode(&mut self, i: usize) -> MainMode {
+        let mm = self.main_modes.remove(i);
+        if mm.initiator
+            && self.active_sa().is_none()
+            && !self.main_modes.iter().any(|m| m.initiator)
+        {
             self.pending.clear();
         }
+        mm
     }
 
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {

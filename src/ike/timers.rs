@@ -106,7 +106,7 @@ impl IkeSession {
                     i += 1;
                 }
                 RetransmitAction::GiveUp => {
-                    let mm = self.main_modes.remove(i);
+                    let mm = self.remove_failed_main_mode(i);
                     let reason = if mm.initiator {
                         let n = match state {
                             MmState::SentSa => 1,
@@ -132,7 +132,6 @@ impl IkeSession {
                         )
                     };
                     if mm.initiator {
-                        self.our_main_mode_failed();
                         self.fail(&IkeError::fatal(reason));
                     } else {
                         self.fail_exchange(&IkeError::fatal(reason));
