@@ -30,19 +30,26 @@ pub struct Goal {
     pub met: bool,
 }
 
-/// Runs `openssl speed -evp <cipher> -bytes 1408` for about `seconds` (wall clock, as our own
-/// figures are) and returns MB/s (10^6 bytes).
-fn speed(cipher: &str, seconds: u64) -> Option<f64> {
+/// Runs `openssl speed -elapsed -seconds S ARGS...` (wall clock, as our own figures are) and
+/// returns its standard output; None when `openssl` is missing or fails.
+fn run_speed(seconds: u64, args: &[&str]) -> Option<String> {
     let out = Command::new("openssl")
         .args(["speed", "-elapsed", "-seconds"])
-        .arg(seconds.to_string())
-        .args(["-bytes", &BYTES.to_string(), "-evp", cipher])
+        .arg(seconds.max(1).to_string())
+        .args(args)
         .output()
         .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse(&String::from_utf8_lossy(&out.stdout))
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// `openssl speed -evp <cipher> -bytes 1408` in MB/s (10^6 bytes).
+fn speed(cipher: &str, seconds: u64) -> Option<f64> {
+    parse(&run_speed(
+        seconds,
+        &["-bytes", &BYTES.to_string(), "-evp", cipher],
+    )?)
 }
 
 /// The last line of `openssl speed` is `<NAME> <rate>k` with the rate in 1000s of bytes per
@@ -118,16 +125,7 @@ pub fn compare(esp: &[EspResult], seconds: u64) -> (Vec<Reference>, Vec<Goal>) {
 /// shared-secret derivations per second, the reference for our y^x. None when `openssl` is
 /// missing or does not know the size.
 pub fn ffdh_per_sec(bits: u32, seconds: u64) -> Option<f64> {
-    let out = Command::new("openssl")
-        .args(["speed", "-elapsed", "-seconds"])
-        .arg(seconds.max(1).to_string())
-        .arg(format!("ffdh{bits}"))
-        .output()
-        .ok()?;
-    if !out.status.success() {
-        return None;
-    }
-    parse_ffdh(&String::from_utf8_lossy(&out.stdout), bits)
+    parse_ffdh(&run_speed(seconds, &[&format!("ffdh{bits}")])?, bits)
 }
 
 /// The result line of `openssl speed ffdhN` is `<bits> bits ffdh <seconds>s <op/s>`.
