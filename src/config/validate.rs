@@ -137,42 +137,53 @@ fn system(raw: Option<&Named<raw::RawSystem>>, sink: &Sink) -> Option<System> {
         }
         Some(at) => profile_path(at),
     };
-    let shards = match &body.shards {
-        None => def::SHARDS,
-        Some(at) => c.range(
-            "shards",
-            at,
-            0,
-            1024,
-            "0 (one per CPU core) to 1024 forwarding shards",
-        )?,
-    };
-    let shards = if shards == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        shards as usize
-    };
-    let ike_workers = match &body.ike_workers {
-        None => def::IKE_WORKERS,
-        Some(at) => c.range(
-            "ike-workers",
-            at,
-            0,
-            def::IKE_WORKERS_MAX,
-            "0 (one per CPU core) to 256 IKE worker threads",
-        )?,
-    };
-    let ike_workers = if ike_workers == 0 {
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    } else {
-        ike_workers as usize
-    };
+    let shards = per_core(
+        &c,
+        "shards",
+        &body.shards,
+        def::SHARDS,
+        1024,
+        "forwarding shards",
+    )?;
+    let ike_workers = per_core(
+        &c,
+        "ike-workers",
+        &body.ike_workers,
+        def::IKE_WORKERS,
+        def::IKE_WORKERS_MAX,
+        "IKE worker threads",
+    )?;
     let metrics = metrics(&c, body);
     Some(System {
         control_socket,
         shards,
         ike_workers,
         metrics: metrics?,
+    })
+}
+
+/// A thread count where 0 (the default) means one per CPU core: `shards`, `ike-workers`.
+fn per_core(
+    c: &Check<'_>,
+    key: &str,
+    at: &Option<raw::At<i64>>,
+    default: i64,
+    max: i64,
+    what: &str,
+) -> Option<usize> {
+    let n = match at {
+        None => default,
+        Some(at) => c.range(
+            key,
+            at,
+            0,
+            max,
+            &format!("0 (one per CPU core) to {max} {what}"),
+        )?,
+    };
+    Some(match usize::try_from(n) {
+        Ok(0) | Err(_) => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        Ok(n) => n,
     })
 }
 
