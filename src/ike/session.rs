@@ -846,9 +846,6 @@ impl IkeSession {
         }
     }
 
-    /// A failed exchange. With an established peer, an exchange that never authenticated
-    /// (anyone can start one with the peer's address) is only logged: it must not mark the
-    /// peer failed.
     /// Our main mode failed (refused, broken or unanswered): the child requests that waited
     /// for it fail with it, as its Failed event says. Trying again is the owner's decision (the
     /// daemon's restart back-off, the next Acquire), never a new message 1 at once: against a
@@ -859,6 +856,9 @@ impl IkeSession {
         }
     }
 
+    /// A failed exchange. With an established peer, an exchange that never authenticated
+    /// (anyone can start one with the peer's address) is only logged: it must not mark the
+    /// peer failed.
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
         if self.established() {
             debug!(policy = %self.env.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);
