@@ -16,7 +16,7 @@
 //!
 //! Pure data, no locks: the daemon wraps one table in a mutex. Claims happen once per child SA
 //! (setup and re-key), never per packet; both sets of pairs are indexed by their remote range
-//! ([`index`]) so that a check stays cheap with tens of thousands of spokes.
+//! (`claims/index.rs`) so that a check stays cheap with tens of thousands of spokes.
 
 mod index;
 
