@@ -183,19 +183,18 @@ fn tunnel(i: usize, hub_cfg: &Arc<PeerConfig>, t0: Instant) -> Result<(IkeSessio
             }
         }
         while spoke.poll_event().is_some() {}
-        let (mut quiet, mut n) = (true, 0);
+        let mut quiet = true;
         while let Some(t) = spoke.poll_transmit() {
             hub.handle_datagram(now, spoke_addr, t.source_port_nat_t, &t.bytes);
-            (quiet, n) = (false, n + 1);
+            quiet = false;
         }
         while let Some(t) = hub.poll_transmit() {
             spoke.handle_datagram(now, hub_addr, t.source_port_nat_t, &t.bytes);
             quiet = false;
         }
-        if quiet && child.is_some() {
-            return Ok((hub, child.unwrap_or(Event::InitialContact)));
+        if quiet && let Some(child) = child.take() {
+            return Ok((hub, child));
         }
-        let _ = n;
     }
     Err(format!("tunnel {i} did not come up"))
 }

@@ -16,7 +16,7 @@
 //!
 //! Pure data, no locks: the daemon wraps one table in a mutex. Claims happen once per child SA
 //! (setup and re-key), never per packet; both sets of pairs are indexed by their remote range
-//! ([`index`]) so that a check stays cheap with tens of thousands of spokes.
+//! (`claims/index.rs`) so that a check stays cheap with tens of thousands of spokes.
 
 mod index;
 
@@ -186,12 +186,16 @@ impl ClaimTable {
         }
         if let Claimant::Spoke(h) = who {
             let held = &self.held;
-            let slots = self.holdings.entry(Arc::from(h)).or_default();
-            if !slots
-                .iter()
-                .any(|s| held.get(*s).is_some_and(|(p, _)| p == pair))
-            {
-                slots.push(self.held.insert(*pair, Arc::from(h)));
+            let has = |slots: &Vec<Slot>| {
+                slots
+                    .iter()
+                    .any(|s| held.get(*s).is_some_and(|(p, _)| p == pair))
+            };
+            if !self.holdings.get(h).is_some_and(has) {
+                // One copy of the holder's key for both tables.
+                let key: Arc<str> = Arc::from(h);
+                let slot = self.held.insert(*pair, key.clone());
+                self.holdings.entry(key).or_default().push(slot);
             }
         }
         Ok(())

@@ -2,8 +2,8 @@
 //! (RFC 3526 §2-§5), all with generator 2.
 //!
 //! A key pair costs one fixed-base exponentiation g^x from a per-group precomputed table
-//! ([`fixed_base`], on crypto-bigint's Montgomery arithmetic); a shared secret costs one
-//! variable-base exponentiation y^x by OpenSSL's `BN_mod_exp_mont_consttime` ([`ossl`]).
+//! (`dh/fixed_base.rs`, on crypto-bigint's Montgomery arithmetic); a shared secret costs one
+//! variable-base exponentiation y^x by OpenSSL's `BN_mod_exp_mont_consttime` (`dh/ossl.rs`).
 //! Both are constant-time in the exponent's value (their time depends only on the public bit
 //! bound). crypto-bigint's `pow_bounded_exp` stays as the portable reference both are
 //! cross-checked against, and as the fallback if OpenSSL fails; num-bigint's `modpow` is not
@@ -269,7 +269,7 @@ impl DhGroup {
     }
 
     /// Builds the group's g^x table now (once per process: about 3 ms of CPU and 320 KiB for group
-    /// 14, see [`fixed_base`]) so that the first key pair does not pay for it; the daemon may
+    /// 14, see `dh/fixed_base.rs`) so that the first key pair does not pay for it; the daemon may
     /// call this at start for the groups its profiles name. Later calls cost nothing.
     pub fn precompute(self) {
         // A 0-bit exponent builds the table and multiplies nothing.

@@ -102,8 +102,11 @@ struct Entry {
 ///
 /// Only the last message of an exchange can still be asked for: once the peer sends the next
 /// request of an exchange, or a message that shows the exchange is over, the session
-/// [`forgets`](Self::forget) the exchange's earlier entries, so an established tunnel keeps
-/// nothing here (docs/design.md "Per-tunnel memory budget").
+/// [`forgets`](Self::forget) the exchange's earlier entries, so a responder's established
+/// tunnel keeps nothing here (docs/design.md "Per-tunnel memory budget"). The exception is
+/// the quick-mode message 3 we send as initiator: nothing tells us the peer got it, so each
+/// stays until [`Self::KEEP`] newer entries push it out (a session that initiated many child
+/// re-keys holds `KEEP` of them, about 1.5 KB of digests and answers).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReplyCache {
     entries: Vec<Entry>,

@@ -843,9 +843,6 @@ impl IkeSession {
         }
     }
 
-    /// A failed exchange. With an established peer, an exchange that never authenticated
-    /// (anyone can start one with the peer's address) is only logged: it must not mark the
-    /// peer failed.
     /// Removes main mode `i`, which failed (refused, broken or unanswered). When it was ours,
     /// the child requests that waited for it fail with it, as the Failed event that follows
     /// says. Trying again is the owner's decision (the daemon's restart back-off, the next
@@ -862,6 +859,9 @@ impl IkeSession {
         mm
     }
 
+    /// A failed exchange. With an established peer, an exchange that never authenticated
+    /// (anyone can start one with the peer's address) is only logged: it must not mark the
+    /// peer failed.
     pub(crate) fn fail_exchange(&mut self, e: &IkeError) {
         if self.established() {
             debug!(policy = %self.env.config.policy, peer = %self.path.peer, "unauthenticated exchange failed: {}", e.reason);

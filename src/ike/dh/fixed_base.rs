@@ -1,10 +1,12 @@
-//! g^x for the fixed generator g = 2 by a precomputed table (fixed-base, fixed-window
-//! exponentiation; Handbook of Applied Cryptography §14.6.3, Algorithm 14.109 with h = 16).
+//! g^x for the fixed generator g = 2 by a precomputed table (fixed-base exponentiation,
+//! Handbook of Applied Cryptography §14.6.3; where Algorithm 14.109 stores only g^(16^i) and
+//! multiplies the digits in by value, this table holds every g^(j·16^i), so each digit costs
+//! exactly one multiplication).
 //!
 //! Every MODP group has the same base (RFC 2409 §6, RFC 3526: generator 2), so the powers
 //! g^(j·16^i) can be computed once per group. With x = Σ d_i·16^i (4-bit digits d_i),
 //! g^x = Π_i g^(d_i·16^i): one Montgomery multiplication per digit and no squaring at all,
-//! `exponent_bits / 4 - 1` multiplications in total (79 for group 14) instead of the
+//! `exponent_bits / 4` multiplications in total (80 for group 14) instead of the
 //! `exponent_bits` squarings + `exponent_bits / 4` multiplications of a windowed
 //! exponentiation (about 400 for group 14).
 //!

@@ -35,8 +35,9 @@ pub(super) fn modexp(
     let mut bytes = Zeroizing::new(exp.to_be_bytes());
     let bytes: &mut [u8] = bytes.as_mut();
     // Keep the low exp_bits bits only (callers pass a multiple of 8; a partial top byte is
-    // masked for completeness).
-    let keep = (exp_bits.min(U512::BITS) as usize).div_ceil(8);
+    // masked for completeness). A bound past 512 bits keeps all of them.
+    let exp_bits = exp_bits.min(U512::BITS);
+    let keep = (exp_bits as usize).div_ceil(8);
     let cut = bytes.len() - keep;
     bytes[..cut].zeroize();
     if !exp_bits.is_multiple_of(8) {

@@ -57,3 +57,28 @@ fn message_6_stays_answerable_until_the_peer_uses_the_sa() {
     assert_eq!(p.installed(1).len(), 1);
     assert_eq!(p.sides[1].s.replies.len(), 0);
 }
+
+/// Quick-mode message 3 is lost: the responder retransmits message 2, and the initiator
+/// answers it from its reply cache (RFC 2408 §5) with the same message 3, so the responder's
+/// exchange ends, nothing fails and both ends keep the one pair they installed. This is the
+/// entry `an_established_session_keeps_no_finished_exchange` sees the initiator keep.
+#[test]
+fn a_lost_quick_mode_message_3_is_sent_again_from_the_cache() {
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 9);
+    // Datagrams 0-5 are main mode, 6-8 quick mode: 8 is message 3.
+    p.filter = Box::new(|i, _, _| if i == 8 { vec![] } else { vec![Duration::ZERO] });
+    p.run_until(0.5);
+    assert_eq!(p.sides[1].s.quick_modes.len(), 1, "B waits for message 3");
+    let sent_by_a = |p: &Pair| p.log.iter().filter(|l| l.1 == 0).count();
+    let before = sent_by_a(&p);
+    p.run_until(60.0);
+    assert!(
+        sent_by_a(&p) > before,
+        "A answered the retransmitted message 2"
+    );
+    assert_eq!(p.sides[1].s.quick_modes.len(), 0, "B's exchange ended");
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+    assert_eq!(p.installed(0).len(), 1);
+    assert_eq!(p.installed(1).len(), 1);
+    assert_crosswise(&p.installed(0)[0], &p.installed(1)[0]);
+}
