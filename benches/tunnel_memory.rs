@@ -33,11 +33,31 @@ use ikehub::ike::config::NatConfig;
 use ikehub::ike::footprint::{Part, inline_sizes};
 use ikehub::ike::{
     Event, IkeSession, PeerConfig, RandomSpis, RekeyConfig, RetransmitConfig, SpiAllocator,
-    ThreadLocalRng,
 };
 use ikehub::spd::{Policy, PolicyId, Spd, SpiHasher};
 
 struct Counting;
+
+/// The daemon's session RNG (actors/ike/rng.rs, which a bench cannot import from the binary):
+/// a zero-sized handle to the thread's CSPRNG, so the hub's sessions here cost what the
+/// daemon's do.
+#[derive(Clone, Copy)]
+struct ThreadLocalRng;
+
+impl rand::TryRng for ThreadLocalRng {
+    type Error = std::convert::Infallible;
+    fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+        rand::rng().try_next_u32()
+    }
+    fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+        rand::rng().try_next_u64()
+    }
+    fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+        rand::rng().try_fill_bytes(dst)
+    }
+}
+
+impl rand::TryCryptoRng for ThreadLocalRng {}
 
 static REQUESTED: AtomicIsize = AtomicIsize::new(0);
 static MALLOC: AtomicIsize = AtomicIsize::new(0);

@@ -6,6 +6,7 @@
 pub mod claims;
 pub mod history;
 pub mod peer;
+pub mod rng;
 pub mod router;
 pub mod small_map;
 pub mod socket;

@@ -362,7 +362,7 @@ impl IkeRouter {
         let local_addr = SocketAddr::new(local, iface.ike_port);
         let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
         let now = Instant::now();
-        let rng = Box::new(ikehub::ike::ThreadLocalRng);
+        let rng = Box::new(super::rng::ThreadLocalRng);
         let spis: Arc<dyn SpiAllocator> = self.spis.clone();
         let mut session = if initiator {
             IkeSession::new_initiator(config, local_addr, peer_addr, now, rng, spis)

@@ -72,9 +72,7 @@ pub use config::{
 pub use error::IkeError;
 pub use events::{ChildSaInfo, Event, SpiPair};
 pub use nat_t::NatOutcome;
-pub use session::{
-    ChildRequest, FirstMessageInfo, IkeSession, ThreadLocalRng, Transmit, peek_first_message,
-};
+pub use session::{ChildRequest, FirstMessageInfo, IkeSession, Transmit, peek_first_message};
 #[doc(hidden)]
 pub mod footprint;
 #[doc(hidden)]
