@@ -269,30 +269,6 @@ fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
     })
 }
 
-/// Raises the soft open-file limit to the hard one; returns the resulting soft limit.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 pub fn run(args: &LoadgenArgs) -> ExitCode {
     let plan = match plan(args) {
         Ok(p) => p,
@@ -303,7 +279,7 @@ pub fn run(args: &LoadgenArgs) -> ExitCode {
     };
     let per_spoke = if args.nat_t { 2 } else { 1 };
     let needed = plan.spokes.saturating_mul(per_spoke) + 64;
-    let nofile = raise_nofile();
+    let nofile = crate::rlimit::raise_nofile();
     if needed > nofile {
         eprintln!(
             "ikehub loadgen: warning: {} spokes may hold {needed} open sockets at once but the \
