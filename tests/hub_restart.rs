@@ -16,7 +16,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::swarm::{EXIT_TIMEOUT, count, hub_profile, hub_tunnels, report_within, spawn_loadgen};
+use common::swarm::{
+    EXIT_TIMEOUT, SWARM_100, count, hub_profile, hub_tunnels, report_within, spawn_loadgen,
+};
 use common::{Daemon, Netns, TempDir, poll_until, require_root_or_skip};
 
 const N: usize = 100;
@@ -36,28 +38,10 @@ fn restart_under_swarm(signal: i32, tag: &str) -> serde_json::Value {
         &ns,
         &dir,
         &[
-            "--hub",
-            "127.0.0.1",
-            "--spokes",
-            "100",
-            "--sources",
-            "127.1.0.1-127.1.0.100",
-            "--ike-group",
-            "2",
-            "--rate",
-            "50",
-            "--max-in-flight",
-            "20",
-            "--hold",
-            "600",
-            "--timeout",
-            "600",
-            "--reconnect",
-            "--dpd-interval",
-            "2",
-            "--dpd-timeout",
-            "6",
-        ],
+            &SWARM_100[..],
+            &["--reconnect", "--dpd-interval", "2", "--dpd-timeout", "6"],
+        ]
+        .concat(),
     );
     let up = poll_until(ALL_UP_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     assert!(

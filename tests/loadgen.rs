@@ -18,7 +18,7 @@ use common::ike::{cli, isakmp_rows};
 use common::netns::{A_WAN, WAN_DEV};
 use common::strongswan::{Charon, SwanConfig, require_strongswan_or_skip};
 use common::swarm::{
-    EXIT_TIMEOUT, HUB_NET, PSK, count, hub_profile, hub_tunnels, report, report_within,
+    EXIT_TIMEOUT, HUB_NET, PSK, SWARM_100, count, hub_profile, hub_tunnels, report, report_within,
     spawn_loadgen,
 };
 use common::{Daemon, Netns, TempDir, TwoSites, ikehub_bin, poll_until, require_root_or_skip};
@@ -38,28 +38,7 @@ fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
     let dir = TempDir::new("lg-psk");
     // Held far longer than the test waits: it is interrupted (SIGINT) once the hub shows every
     // tunnel, which makes it delete them all at once.
-    let child = spawn_loadgen(
-        &ns,
-        &dir,
-        &[
-            "--hub",
-            "127.0.0.1",
-            "--spokes",
-            "100",
-            "--sources",
-            "127.1.0.1-127.1.0.100",
-            "--ike-group",
-            "2",
-            "--rate",
-            "50",
-            "--max-in-flight",
-            "20",
-            "--hold",
-            "600",
-            "--timeout",
-            "600",
-        ],
-    );
+    let child = spawn_loadgen(&ns, &dir, &SWARM_100);
     let all = poll_until(ALL_UP_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     let shown = hub_tunnels(&hub);
     // SAFETY: kill(2) on our own, not yet reaped child.
