@@ -275,6 +275,22 @@ fn loadgen_refuses_options_that_cannot_work() {
             ],
             "--dpd-timeout needs --dpd-interval or --reconnect",
         ),
+        // Refused, not a panic: the run's end would overflow an Instant.
+        (
+            vec!["--spokes", "1", "--sources", "127.1.0.1", "--hold", "1e19"],
+            "--hold 10000000000000000000: at most 31536000 seconds",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--timeout",
+                "1e19",
+            ],
+            "--timeout 10000000000000000000: at most 31536000 seconds",
+        ),
     ] {
         let out = std::process::Command::new(ikehub_bin())
             .args(["loadgen", "--hub", "127.0.0.1", "--psk-file", &psk])

@@ -126,8 +126,20 @@ struct Plan {
     threads: usize,
 }
 
+/// Longest `--hold` and `--timeout`: a run's end is an `Instant`, and one far enough away
+/// overflows it (a panic, not a refusal).
+const MAX_SECONDS: Duration = Duration::from_secs(86400 * 365);
+
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} {s}: not a number of seconds"))
+    let d = Duration::try_from_secs_f64(s)
+        .map_err(|_| format!("--{what} {s}: not a number of seconds"))?;
+    if d > MAX_SECONDS {
+        return Err(format!(
+            "--{what} {s}: at most {} seconds (a year)",
+            MAX_SECONDS.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
