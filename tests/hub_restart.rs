@@ -16,9 +16,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::swarm::{
-    EXIT_TIMEOUT, SWARM_100, count, hub_profile, hub_tunnels, report_within, spawn_loadgen,
-};
+use common::swarm::{SWARM_100, count, hub_profile, hub_tunnels, interrupt, spawn_loadgen};
 use common::{Daemon, Netns, TempDir, poll_until, require_root_or_skip};
 
 const N: usize = 100;
@@ -54,9 +52,7 @@ fn restart_under_swarm(signal: i32, tag: &str) -> serde_json::Value {
     // The new hub starts empty; every spoke must come back on its own.
     let back = poll_until(ALL_BACK_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     let shown = hub_tunnels(&hub);
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let (code, r) = report_within(child, EXIT_TIMEOUT);
+    let (code, r) = interrupt(child);
     assert!(
         back.is_some(),
         "after the restart the hub shows {shown}/{N} tunnels; swarm report: {r:#}"

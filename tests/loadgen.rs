@@ -18,8 +18,8 @@ use common::ike::{cli, isakmp_rows};
 use common::netns::{A_WAN, WAN_DEV};
 use common::strongswan::{Charon, SwanConfig, require_strongswan_or_skip};
 use common::swarm::{
-    EXIT_TIMEOUT, HUB_NET, PSK, SWARM_100, count, hub_profile, hub_tunnels, report, report_within,
-    spawn_loadgen,
+    EXIT_TIMEOUT, HUB_NET, PSK, SWARM_100, count, hub_profile, hub_tunnels, interrupt, report,
+    report_within, spawn_loadgen,
 };
 use common::{Daemon, Netns, TempDir, TwoSites, ikehub_bin, poll_until, require_root_or_skip};
 use serde_json::Value;
@@ -41,9 +41,7 @@ fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
     let child = spawn_loadgen(&ns, &dir, &SWARM_100);
     let all = poll_until(ALL_UP_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     let shown = hub_tunnels(&hub);
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let (code, r) = report(child);
+    let (code, r) = interrupt(child);
     assert!(
         all.is_some(),
         "the hub shows {shown}/{N} tunnels\n{}",

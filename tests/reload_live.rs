@@ -28,7 +28,7 @@ use common::ike::{
     CLI_TIMEOUT, IkeProfile, Initiate, TUN, isakmp_rows, peer_rows, sa_rows, views, wait_child_sas,
 };
 use common::strongswan::output_with_timeout;
-use common::swarm::{EXIT_TIMEOUT, HUB_NET, PSK, SWARM_100, count, report_within, spawn_loadgen};
+use common::swarm::{HUB_NET, PSK, SWARM_100, count, interrupt, spawn_loadgen};
 use common::{Daemon, TempDir, poll_until, require_root_or_skip};
 
 const N: usize = 100;
@@ -131,9 +131,7 @@ fn reload_changing_one_policy_loses_nothing_on_100_live_tunnels_and_a_real_spoke
     let up = poll_until(ALL_UP_TIMEOUT, || (swarm_tunnels(&hub) == N).then_some(()));
     if up.is_none() {
         let shown = swarm_tunnels(&hub);
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe { libc::kill(swarm.id() as i32, libc::SIGINT) };
-        let (_, r) = report_within(swarm, EXIT_TIMEOUT);
+        let (_, r) = interrupt(swarm);
         panic!(
             "the hub shows {shown}/{N} swarm tunnels; swarm report: {r:#}\n{}",
             views(&hub)
@@ -205,9 +203,7 @@ fn reload_changing_one_policy_loses_nothing_on_100_live_tunnels_and_a_real_spoke
     );
     assert_eq!(swarm_tunnels(&hub), N);
 
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(swarm.id() as i32, libc::SIGINT) };
-    let (code, r) = report_within(swarm, EXIT_TIMEOUT);
+    let (code, r) = interrupt(swarm);
     assert_eq!(code, Some(0), "{r:#}");
     for (key, want) in [
         ("up", N as u64),

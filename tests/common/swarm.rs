@@ -82,6 +82,14 @@ pub fn report(child: Child) -> (Option<i32>, Value) {
     report_within(child, EXIT_TIMEOUT)
 }
 
+/// Interrupts the swarm (SIGINT: it deletes the tunnels it holds, then reports) and waits for
+/// its report like [`report`].
+pub fn interrupt(child: Child) -> (Option<i32>, Value) {
+    // SAFETY: kill(2) on our own child, not yet reaped (`report` reaps it).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    report(child)
+}
+
 pub fn report_within(child: Child, timeout: Duration) -> (Option<i32>, Value) {
     let out = output_with_timeout(child, timeout).expect("ikehub loadgen did not exit");
     let stdout = String::from_utf8_lossy(&out.stdout);
