@@ -245,22 +245,15 @@ impl TunnelEvent {
                 responder_cookie = o(&self.responder_cookie),
                 "{msg}"
             ),
-            // The replaced pair beside the new one, so that a log pipeline can follow a
-            // tunnel from pair to pair without parsing the words.
-            Kind::Rekey => info!(
+            // A re-key has the replaced pair beside the new one, so that a log pipeline can
+            // follow a tunnel from pair to pair without parsing the words (`None`: no field).
+            Kind::Up | Kind::Rekey | Kind::Down => info!(
                 event = kind,
                 identity,
                 spi_in = o(&self.spi_in),
                 spi_out = o(&self.spi_out),
-                old_spi_in = o(&self.old_spi_in),
-                old_spi_out = o(&self.old_spi_out),
-                "{msg}"
-            ),
-            Kind::Up | Kind::Down => info!(
-                event = kind,
-                identity,
-                spi_in = o(&self.spi_in),
-                spi_out = o(&self.spi_out),
+                old_spi_in = self.old_spi_in.as_deref(),
+                old_spi_out = self.old_spi_out.as_deref(),
                 "{msg}"
             ),
             Kind::Refused => warn!(

@@ -14,6 +14,7 @@ mod man;
 mod messages;
 mod metrics;
 mod registry;
+mod rlimit;
 mod routes;
 mod shard;
 

@@ -117,6 +117,21 @@ fi
 # veth) and `Other` (an absent peer; the reload changes its PSK). No routes from the daemon: a
 # route for 127.1.0.0/16 into the TUN device would make the swarm's addresses unbindable; the
 # script routes the real spoke's network itself.
+# The transforms hub and spoke share: AES128-SHA1 for ESP, AES128-SHA1 with DH group GROUP
+# for phase 1.
+transforms() { # GROUP
+    cat <<PROFILE
+[ipsec-transform.AES128_SHA1]
+esp-encryption = "aes-cbc-128"
+esp-authentication = "hmac-sha1"
+
+[isakmp-transform.G$1]
+encryption = "aes-cbc-128"
+hash = "sha1"
+dh-group = $1
+PROFILE
+}
+
 hub_profile() { # GROUP OTHER-PSK
     cat <<PROFILE
 [system]
@@ -134,14 +149,7 @@ name = "ikehub0"
 mtu = 1400
 routes = false
 
-[ipsec-transform.AES128_SHA1]
-esp-encryption = "aes-cbc-128"
-esp-authentication = "hmac-sha1"
-
-[isakmp-transform.G$1]
-encryption = "aes-cbc-128"
-hash = "sha1"
-dh-group = $1
+$(transforms "$1")
 
 [ipsec-policy-isakmp.Spokes]
 interface = "lo"
@@ -188,14 +196,7 @@ mtu = 1400
 source-address = "203.0.113.1"
 routes = true
 
-[ipsec-transform.AES128_SHA1]
-esp-encryption = "aes-cbc-128"
-esp-authentication = "hmac-sha1"
-
-[isakmp-transform.G$1]
-encryption = "aes-cbc-128"
-hash = "sha1"
-dh-group = $1
+$(transforms "$1")
 
 [ipsec-policy-isakmp.ToHub]
 interface = "wan"

@@ -16,7 +16,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::swarm::{EXIT_TIMEOUT, count, hub_profile, hub_tunnels, report_within, spawn_loadgen};
+use common::swarm::{SWARM_100, count, hub_profile, hub_tunnels, interrupt, spawn_loadgen};
 use common::{Daemon, Netns, TempDir, poll_until, require_root_or_skip};
 
 const N: usize = 100;
@@ -36,28 +36,10 @@ fn restart_under_swarm(signal: i32, tag: &str) -> serde_json::Value {
         &ns,
         &dir,
         &[
-            "--hub",
-            "127.0.0.1",
-            "--spokes",
-            "100",
-            "--sources",
-            "127.1.0.1-127.1.0.100",
-            "--ike-group",
-            "2",
-            "--rate",
-            "50",
-            "--max-in-flight",
-            "20",
-            "--hold",
-            "600",
-            "--timeout",
-            "600",
-            "--reconnect",
-            "--dpd-interval",
-            "2",
-            "--dpd-timeout",
-            "6",
-        ],
+            &SWARM_100[..],
+            &["--reconnect", "--dpd-interval", "2", "--dpd-timeout", "6"],
+        ]
+        .concat(),
     );
     let up = poll_until(ALL_UP_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     assert!(
@@ -70,9 +52,7 @@ fn restart_under_swarm(signal: i32, tag: &str) -> serde_json::Value {
     // The new hub starts empty; every spoke must come back on its own.
     let back = poll_until(ALL_BACK_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     let shown = hub_tunnels(&hub);
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let (code, r) = report_within(child, EXIT_TIMEOUT);
+    let (code, r) = interrupt(child);
     assert!(
         back.is_some(),
         "after the restart the hub shows {shown}/{N} tunnels; swarm report: {r:#}"

@@ -18,8 +18,8 @@ use common::ike::{cli, isakmp_rows};
 use common::netns::{A_WAN, WAN_DEV};
 use common::strongswan::{Charon, SwanConfig, require_strongswan_or_skip};
 use common::swarm::{
-    EXIT_TIMEOUT, HUB_NET, PSK, count, hub_profile, hub_tunnels, report, report_within,
-    spawn_loadgen,
+    EXIT_TIMEOUT, HUB_NET, PSK, SWARM_100, count, hub_profile, hub_tunnels, interrupt, report,
+    report_within, spawn_loadgen,
 };
 use common::{Daemon, Netns, TempDir, TwoSites, ikehub_bin, poll_until, require_root_or_skip};
 use serde_json::Value;
@@ -38,33 +38,10 @@ fn loadgen_brings_100_spokes_up_against_ikehub_and_deletes_them() {
     let dir = TempDir::new("lg-psk");
     // Held far longer than the test waits: it is interrupted (SIGINT) once the hub shows every
     // tunnel, which makes it delete them all at once.
-    let child = spawn_loadgen(
-        &ns,
-        &dir,
-        &[
-            "--hub",
-            "127.0.0.1",
-            "--spokes",
-            "100",
-            "--sources",
-            "127.1.0.1-127.1.0.100",
-            "--ike-group",
-            "2",
-            "--rate",
-            "50",
-            "--max-in-flight",
-            "20",
-            "--hold",
-            "600",
-            "--timeout",
-            "600",
-        ],
-    );
+    let child = spawn_loadgen(&ns, &dir, &SWARM_100);
     let all = poll_until(ALL_UP_TIMEOUT, || (hub_tunnels(&hub) == N).then_some(()));
     let shown = hub_tunnels(&hub);
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let (code, r) = report(child);
+    let (code, r) = interrupt(child);
     assert!(
         all.is_some(),
         "the hub shows {shown}/{N} tunnels\n{}",
@@ -295,6 +272,22 @@ fn loadgen_refuses_options_that_cannot_work() {
                 "5",
             ],
             "--dpd-timeout needs --dpd-interval or --reconnect",
+        ),
+        // Refused, not a panic: the run's end would overflow an Instant.
+        (
+            vec!["--spokes", "1", "--sources", "127.1.0.1", "--hold", "1e19"],
+            "--hold 10000000000000000000: at most 31536000 seconds",
+        ),
+        (
+            vec![
+                "--spokes",
+                "1",
+                "--sources",
+                "127.1.0.1",
+                "--timeout",
+                "1e19",
+            ],
+            "--timeout 10000000000000000000: at most 31536000 seconds",
         ),
     ] {
         let out = std::process::Command::new(ikehub_bin())

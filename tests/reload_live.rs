@@ -28,7 +28,7 @@ use common::ike::{
     CLI_TIMEOUT, IkeProfile, Initiate, TUN, isakmp_rows, peer_rows, sa_rows, views, wait_child_sas,
 };
 use common::strongswan::output_with_timeout;
-use common::swarm::{EXIT_TIMEOUT, HUB_NET, PSK, count, report_within, spawn_loadgen};
+use common::swarm::{HUB_NET, PSK, SWARM_100, count, interrupt, spawn_loadgen};
 use common::{Daemon, TempDir, poll_until, require_root_or_skip};
 
 const N: usize = 100;
@@ -127,34 +127,11 @@ fn reload_changing_one_policy_loses_nothing_on_100_live_tunnels_and_a_real_spoke
     wait_child_sas(&spoke, "ToHub", Duration::from_secs(30));
 
     let dir = TempDir::new("rl-psk");
-    let swarm = spawn_loadgen(
-        &sites.hub,
-        &dir,
-        &[
-            "--hub",
-            "127.0.0.1",
-            "--spokes",
-            "100",
-            "--sources",
-            "127.1.0.1-127.1.0.100",
-            "--ike-group",
-            "2",
-            "--rate",
-            "50",
-            "--max-in-flight",
-            "20",
-            "--hold",
-            "600",
-            "--timeout",
-            "600",
-        ],
-    );
+    let swarm = spawn_loadgen(&sites.hub, &dir, &SWARM_100);
     let up = poll_until(ALL_UP_TIMEOUT, || (swarm_tunnels(&hub) == N).then_some(()));
     if up.is_none() {
         let shown = swarm_tunnels(&hub);
-        // SAFETY: kill(2) on our own, not yet reaped child.
-        unsafe { libc::kill(swarm.id() as i32, libc::SIGINT) };
-        let (_, r) = report_within(swarm, EXIT_TIMEOUT);
+        let (_, r) = interrupt(swarm);
         panic!(
             "the hub shows {shown}/{N} swarm tunnels; swarm report: {r:#}\n{}",
             views(&hub)
@@ -226,9 +203,7 @@ fn reload_changing_one_policy_loses_nothing_on_100_live_tunnels_and_a_real_spoke
     );
     assert_eq!(swarm_tunnels(&hub), N);
 
-    // SAFETY: kill(2) on our own, not yet reaped child.
-    unsafe { libc::kill(swarm.id() as i32, libc::SIGINT) };
-    let (code, r) = report_within(swarm, EXIT_TIMEOUT);
+    let (code, r) = interrupt(swarm);
     assert_eq!(code, Some(0), "{r:#}");
     for (key, want) in [
         ("up", N as u64),

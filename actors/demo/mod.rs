@@ -91,30 +91,6 @@ fn policy_name(i: usize) -> String {
     format!("spoke-{}", i + 1)
 }
 
-/// Raises the soft open-file limit to the hard one; returns the resulting soft limit.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 /// How long the IKE setup of `n` spokes may take before the demo carries on without the rest:
 /// a generous multiple of what a slow shared 2-core machine needs (~4 group-14 modexps per
 /// tunnel in this one process), plus the session's own give-up time.
@@ -143,7 +119,7 @@ pub fn run(spokes: usize, seconds: u64, ike_workers: usize) -> ExitCode {
         .and_then(|s| s.parse::<usize>().ok())
         .unwrap_or(cores)
         .clamp(1, 4);
-    let nofile = raise_nofile();
+    let nofile = crate::rlimit::raise_nofile();
     // One socket per spoke, n WAN sockets, 2n MemoryPort ends, the IKE socket and its NAT-T
     // dup, epoll/eventfds of the threads.
     let needed = spokes as u64 + 3 * shards as u64 + 66;

@@ -650,13 +650,37 @@ impl PeerActor {
     }
 }
 
+/// Whether the inbound packet count a shard reported for pair `spi` grew since its last report.
+/// Only installed pairs keep a count: a report for a pair removed since it was asked for (the
+/// old pair of a re-key, removed while the shard answered) compares against zero and leaves no
+/// entry behind; one stayed for the actor's life per such re-key.
+fn packets_grew<C>(
+    children: &SmallMap<u32, C>,
+    seen: &mut SmallMap<u32, u64>,
+    spi: u32,
+    packets: u64,
+) -> bool {
+    if !children.contains_key(&spi) {
+        return packets > 0;
+    }
+    let last = seen.get_or_default(spi);
+    if packets > *last {
+        *last = packets;
+        return true;
+    }
+    false
+}
+
 impl Handler<Usage> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Usage, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        let seen = self.seen_packets.get_or_default(msg.inbound_spi);
-        if msg.usage.packets > *seen {
-            *seen = msg.usage.packets;
+        if packets_grew(
+            &self.children,
+            &mut self.seen_packets,
+            msg.inbound_spi,
+            msg.usage.packets,
+        ) {
             self.session
                 .note_inbound_traffic(now, Some(msg.inbound_spi));
         }
@@ -735,5 +759,27 @@ impl Handler<GetStatus> for PeerActor {
     type Result = MessageResult<GetStatus>;
     fn handle(&mut self, _: GetStatus, _: &mut Context<Self>) -> Self::Result {
         MessageResult(self.status())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_a_removed_pair_leaves_no_count_behind() {
+        let mut children: SmallMap<u32, ()> = SmallMap::default();
+        let mut seen = SmallMap::default();
+        children.insert(0x1001, ());
+        assert!(packets_grew(&children, &mut seen, 0x1001, 5));
+        assert!(!packets_grew(&children, &mut seen, 0x1001, 5));
+        assert!(packets_grew(&children, &mut seen, 0x1001, 7));
+        // The pair is removed (a re-key's old one) as the remove path does; a report asked
+        // for before that arrives after it: traffic as before, but no count kept.
+        children.remove(&0x1001);
+        seen.remove(&0x1001);
+        assert!(packets_grew(&children, &mut seen, 0x1001, 9));
+        assert!(!packets_grew(&children, &mut seen, 0x1001, 0));
+        assert!(seen.is_empty(), "a count outlived its pair");
     }
 }

@@ -58,6 +58,10 @@ impl<K: Ord + Copy, V> SmallMap<K, V> {
         &mut self.entries[i].1
     }
 
+    pub fn contains_key(&self, k: &K) -> bool {
+        self.find(k).is_ok()
+    }
+
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.entries.iter().map(|(_, v)| v)
     }

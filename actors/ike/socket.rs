@@ -109,8 +109,8 @@ impl IkeSockets {
         actix::spawn(async move {
             let mut buf = vec![0u8; 65536];
             // A router that cannot keep up drops datagrams here (its mailbox is bounded)
-            // instead of queueing a flood; summed up in the log at most every 10 s.
-            let mut dropped = 0u64;
+            // instead of queueing a flood; counted, and summed up in the log at most every 10 s.
+            let mut logged = 0u64;
             let mut last_log = std::time::Instant::now();
             loop {
                 match sock.recv_from(&mut buf).await {
@@ -122,14 +122,15 @@ impl IkeSockets {
                             bytes: buf[..n].to_vec(),
                         };
                         if router.try_send(msg).is_err() {
-                            dropped += 1;
                             router_busy.fetch_add(1, Ordering::Relaxed);
                         }
-                        if dropped > 0 && last_log.elapsed().as_secs() >= 10 {
+                        let dropped = router_busy.load(Ordering::Relaxed);
+                        if dropped > logged && last_log.elapsed().as_secs() >= 10 {
                             warn!(
-                                "IKE socket {local}: {dropped} datagrams dropped, the router is saturated"
+                                "IKE socket {local}: {} datagrams dropped, the router is saturated",
+                                dropped.saturating_sub(logged)
                             );
-                            dropped = 0;
+                            logged = dropped;
                             last_log = std::time::Instant::now();
                         }
                     }

@@ -126,8 +126,20 @@ struct Plan {
     threads: usize,
 }
 
+/// Longest `--hold` and `--timeout`: a run's end is an `Instant`, and one far enough away
+/// overflows it (a panic, not a refusal).
+const MAX_SECONDS: Duration = Duration::from_secs(86400 * 365);
+
 fn seconds(what: &str, s: f64) -> Result<Duration, String> {
-    Duration::try_from_secs_f64(s).map_err(|_| format!("--{what} {s}: not a number of seconds"))
+    let d = Duration::try_from_secs_f64(s)
+        .map_err(|_| format!("--{what} {s}: not a number of seconds"))?;
+    if d > MAX_SECONDS {
+        return Err(format!(
+            "--{what} {s}: at most {} seconds (a year)",
+            MAX_SECONDS.as_secs()
+        ));
+    }
+    Ok(d)
 }
 
 fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
@@ -269,30 +281,6 @@ fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
     })
 }
 
-/// Raises the soft open-file limit to the hard one; returns the resulting soft limit.
-fn raise_nofile() -> u64 {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit with a pointer to a local struct.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
-            return 1024;
-        }
-        if lim.rlim_cur < lim.rlim_max {
-            let want = libc::rlimit {
-                rlim_cur: lim.rlim_max,
-                rlim_max: lim.rlim_max,
-            };
-            if libc::setrlimit(libc::RLIMIT_NOFILE, &want) == 0 {
-                lim.rlim_cur = lim.rlim_max;
-            }
-        }
-    }
-    lim.rlim_cur
-}
-
 pub fn run(args: &LoadgenArgs) -> ExitCode {
     let plan = match plan(args) {
         Ok(p) => p,
@@ -303,7 +291,7 @@ pub fn run(args: &LoadgenArgs) -> ExitCode {
     };
     let per_spoke = if args.nat_t { 2 } else { 1 };
     let needed = plan.spokes.saturating_mul(per_spoke) + 64;
-    let nofile = raise_nofile();
+    let nofile = crate::rlimit::raise_nofile();
     if needed > nofile {
         eprintln!(
             "ikehub loadgen: warning: {} spokes may hold {needed} open sockets at once but the \

@@ -13,34 +13,49 @@ use ikehub::ike::dh::DhGroup;
 /// open sockets for, low enough that a typo such as `/0` is refused before anything is built.
 pub const MAX_ADDRESSES: u64 = 1 << 24;
 
+/// The CBC ciphers in strongSwan's words: all phase 1 may use (RFC 2409 Appendix A), and ESP's
+/// besides `null` and the GCM suites.
+const CBC: [(&str, EncrAlgorithm); 5] = [
+    ("des", EncrAlgorithm::Des),
+    ("3des", EncrAlgorithm::TripleDes),
+    ("aes128", EncrAlgorithm::AesCbc128),
+    ("aes192", EncrAlgorithm::AesCbc192),
+    ("aes256", EncrAlgorithm::AesCbc256),
+];
+
+const HASHES: [(&str, HashAlgorithm); 3] = [
+    ("md5", HashAlgorithm::Md5),
+    ("sha1", HashAlgorithm::Sha1),
+    ("sha256", HashAlgorithm::Sha256),
+];
+
+const ESP_AUTH: [(&str, AuthAlgorithm); 3] = [
+    ("md5", AuthAlgorithm::HmacMd5),
+    ("sha1", AuthAlgorithm::HmacSha1),
+    ("sha256", AuthAlgorithm::HmacSha256),
+];
+
+/// `word`'s value in `table`, or an error naming `what` and the words it may be.
+fn lookup<T: Copy>(table: &[(&str, T)], word: &str, what: &str) -> Result<T, String> {
+    table
+        .iter()
+        .find(|(w, _)| *w == word)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let words: Vec<&str> = table.iter().map(|(w, _)| *w).collect();
+            format!("`{word}`: {what} is one of {}", words.join(", "))
+        })
+}
+
 /// `--ike ENC-HASH`: the main-mode cipher and hash (RFC 2409 Appendix A: CBC ciphers only).
 pub fn ike_suite(s: &str) -> Result<(EncrAlgorithm, HashAlgorithm), String> {
     let (enc, hash) = s
         .split_once('-')
         .ok_or_else(|| format!("`{s}`: write the phase-1 suite as ENC-HASH, e.g. aes128-sha1"))?;
-    let enc = match enc {
-        "des" => EncrAlgorithm::Des,
-        "3des" => EncrAlgorithm::TripleDes,
-        "aes128" => EncrAlgorithm::AesCbc128,
-        "aes192" => EncrAlgorithm::AesCbc192,
-        "aes256" => EncrAlgorithm::AesCbc256,
-        other => {
-            return Err(format!(
-                "`{other}`: phase-1 encryption is one of des, 3des, aes128, aes192, aes256"
-            ));
-        }
-    };
-    let hash = match hash {
-        "md5" => HashAlgorithm::Md5,
-        "sha1" => HashAlgorithm::Sha1,
-        "sha256" => HashAlgorithm::Sha256,
-        other => {
-            return Err(format!(
-                "`{other}`: phase-1 hash is one of md5, sha1, sha256"
-            ));
-        }
-    };
-    Ok((enc, hash))
+    Ok((
+        lookup(&CBC, enc, "phase-1 encryption")?,
+        lookup(&HASHES, hash, "phase-1 hash")?,
+    ))
 }
 
 /// `--esp SUITE`: `ENC-AUTH` for CBC ciphers (`aes128-sha1`, `3des-md5`, `aes256-sha256`) or
@@ -56,29 +71,13 @@ pub fn esp_suite(s: &str) -> Result<(EncrAlgorithm, AuthAlgorithm), String> {
     })?;
     let enc = match enc {
         "null" => EncrAlgorithm::Null,
-        "des" => EncrAlgorithm::Des,
-        "3des" => EncrAlgorithm::TripleDes,
-        "aes128" => EncrAlgorithm::AesCbc128,
-        "aes192" => EncrAlgorithm::AesCbc192,
-        "aes256" => EncrAlgorithm::AesCbc256,
-        other => {
-            return Err(format!(
-                "`{other}`: ESP encryption is one of null, des, 3des, aes128, aes192, aes256 \
-                 (or the whole suite aes128gcm16 / aes256gcm16)"
-            ));
-        }
+        _ => lookup(
+            &CBC,
+            enc,
+            "ESP encryption (besides null, aes128gcm16, aes256gcm16)",
+        )?,
     };
-    let auth = match auth {
-        "md5" => AuthAlgorithm::HmacMd5,
-        "sha1" => AuthAlgorithm::HmacSha1,
-        "sha256" => AuthAlgorithm::HmacSha256,
-        other => {
-            return Err(format!(
-                "`{other}`: ESP authentication is one of md5, sha1, sha256"
-            ));
-        }
-    };
-    Ok((enc, auth))
+    Ok((enc, lookup(&ESP_AUTH, auth, "ESP authentication")?))
 }
 
 /// `--ike-group` / `--pfs`: a MODP group this build implements (RFC 2409 §6, RFC 3526).
@@ -175,6 +174,19 @@ mod tests {
             Ok((EncrAlgorithm::AesGcm128, AuthAlgorithm::None))
         );
         assert!(esp_suite("aes128-sha512").is_err());
+        assert_eq!(
+            esp_suite("null-md5"),
+            Ok((EncrAlgorithm::Null, AuthAlgorithm::HmacMd5))
+        );
+        // A refusal names the words there are.
+        assert_eq!(
+            ike_suite("aes128-sha384"),
+            Err("`sha384`: phase-1 hash is one of md5, sha1, sha256".into())
+        );
+        assert!(
+            ike_suite("null-sha1").is_err(),
+            "phase 1 never runs unencrypted"
+        );
         assert_eq!(dh_group(14), Ok(14));
         assert!(dh_group(19).is_err());
     }

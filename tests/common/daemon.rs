@@ -14,6 +14,27 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
+/// `ikehub run -c CONFIG` in namespace `netns`, stdout and stderr into `log`, with `env` (and
+/// `RUST_LOG=info` unless the test's environment sets it).
+fn launch(bin: &Path, netns: &str, config: &Path, log: File, env: &[(&str, &str)]) -> Child {
+    let log2 = log.try_clone().expect("dup log file");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", netns])
+        .arg(bin)
+        .arg("run")
+        .arg("-c")
+        .arg(config);
+    if std::env::var_os("RUST_LOG").is_none() {
+        cmd.env("RUST_LOG", "info");
+    }
+    cmd.envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log2)
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()))
+}
+
 pub struct Daemon {
     label: String,
     bin: PathBuf,
@@ -76,19 +97,7 @@ impl Daemon {
         let log = dir.join("daemon.log");
         let log_file =
             File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let log_file2 = log_file.try_clone().expect("dup log file");
-        let mut cmd = ns.command(bin);
-        cmd.arg("run").arg("-c").arg(&config);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        cmd.envs(env.iter().copied());
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log_file)
-            .stderr(log_file2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let child = launch(bin, ns.name(), &config, log_file, env);
         Daemon {
             label: label.to_string(),
             bin: bin.to_path_buf(),
@@ -195,23 +204,7 @@ impl Daemon {
             .append(true)
             .open(&d.log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", d.log.display()));
-        let log2 = log.try_clone().expect("dup log file");
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &d.netns])
-            .arg(&d.bin)
-            .arg("run")
-            .arg("-c")
-            .arg(&d.config);
-        if std::env::var_os("RUST_LOG").is_none() {
-            cmd.env("RUST_LOG", "info");
-        }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log)
-            .stderr(log2)
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} again: {e}", d.bin.display()));
-        d.child = Some(child);
+        d.child = Some(launch(&d.bin, &d.netns, &d.config, log, &[]));
         (status, d.wait_ready())
     }
 

@@ -18,6 +18,29 @@ pub const HUB_NET: &str = "198.51.100.0/24";
 /// Bound on the swarm's exit after its stop (it gives its spokes 5 s to send their deletes).
 pub const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The swarm of the 100-spoke tests (tests/loadgen.rs, hub_restart.rs, reload_live.rs):
+/// spokes 127.1.0.1-127.1.0.100 against the hub on 127.0.0.1, group 2 (cheap on a shared
+/// machine), 50 new exchanges a second with at most 20 in flight, held 600 s, longer than any
+/// of the tests waits: each stops the swarm itself.
+pub const SWARM_100: [&str; 16] = [
+    "--hub",
+    "127.0.0.1",
+    "--spokes",
+    "100",
+    "--sources",
+    "127.1.0.1-127.1.0.100",
+    "--ike-group",
+    "2",
+    "--rate",
+    "50",
+    "--max-in-flight",
+    "20",
+    "--hold",
+    "600",
+    "--timeout",
+    "600",
+];
+
 /// A hub responding to every spoke of `block` with one template policy (responder only, both
 /// DH groups the tests use, NAT-T on, no routes: nothing is forwarded).
 pub fn hub_profile(dir: &Path, block: &str) -> String {
@@ -57,6 +80,14 @@ pub fn spawn_loadgen(ns: &Netns, psk_dir: &TempDir, args: &[&str]) -> Child {
 /// Waits for the swarm's exit and parses its report; panics with its output otherwise.
 pub fn report(child: Child) -> (Option<i32>, Value) {
     report_within(child, EXIT_TIMEOUT)
+}
+
+/// Interrupts the swarm (SIGINT: it deletes the tunnels it holds, then reports) and waits for
+/// its report like [`report`].
+pub fn interrupt(child: Child) -> (Option<i32>, Value) {
+    // SAFETY: kill(2) on our own child, not yet reaped (`report` reaps it).
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    report(child)
 }
 
 pub fn report_within(child: Child, timeout: Duration) -> (Option<i32>, Value) {
