@@ -283,10 +283,11 @@ impl EspShard {
             }
         }
         // The cleartext goes to the device from the receive slots, where it was decrypted:
-        // no copy into a send batch. Everything else in the batch becomes empty and is
-        // skipped.
-        for (i, at) in inner.iter().enumerate().take(n) {
-            let (start, len) = at.unwrap_or((bounds[i].0, 0));
+        // no copy into a send batch. Every other slot of the batch becomes empty and is
+        // skipped, also one past `ats` (never read here): what reaches the device is only
+        // what an SA decrypted, whatever the caller passed.
+        for i in 0..rx.len() {
+            let (start, len) = inner.get(i).copied().flatten().unwrap_or((0, 0));
             rx.set_bounds(i, start, len);
         }
         self.flush_clear();
@@ -525,6 +526,26 @@ mod tests {
             Kind::Udp => shard.demux_udp(HUB, SocketAddrV4::new(SPOKE, 4500), packet),
             _ => shard.demux_ip(HUB, packet),
         }
+    }
+
+    /// `inbound_batch` writes to the device only what an SA decrypted: a received packet it
+    /// was given no record for (`ats` shorter than the batch) is not written back as it came
+    /// (its ciphertext, or anything a peer sent, on the LAN).
+    #[test]
+    fn batch_writes_back_only_decrypted_slots() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        let (mut shard, lan) = shard(0, 1);
+        let mut rx = PacketBatch::new(MAX_RX, 2048, HEADROOM);
+        let ip = inner(Mode::Tunnel, 9);
+        rx.push(&ip, None).unwrap();
+        rx.push(&ip, None).unwrap();
+        shard.inbound_batch(Instant::now(), &mut rx, &[None]);
+        let mut got = [0u8; 2048];
+        assert!(lan.recv(&mut got).is_err(), "a packet reached the device");
     }
 
     /// Issue 12 point 5: a packet read on a shard that does not own its SPI is handed over as
