@@ -753,6 +753,66 @@ mod tests {
         assert!(batched.1.contains("icv_failures: 1,"), "{}", batched.1);
     }
 
+    /// The hand-over budget comes back also when the owner stops: batches queued in its
+    /// mailbox are released when the mailbox is dropped, and a batch sent after it is gone is
+    /// released at once. Otherwise a shard that stopped would keep the bytes counted for good.
+    #[test]
+    fn handoff_budget_comes_back_when_the_owner_stops() {
+        const SPI: u32 = 0x2003;
+        assert_eq!(io::spi_shard(SPI, 2), 1, "the test wants shard 1 to own it");
+        actix::System::new().block_on(async {
+            // Stops as soon as it runs; it cannot run before this task yields.
+            let owner = EspShard::create(|ctx: &mut Context<EspShard>| {
+                ctx.stop();
+                EspShard::new(
+                    1,
+                    2,
+                    ShardIo {
+                        cleartext: None,
+                        wans: vec![],
+                    },
+                )
+            });
+            let (mut reader, _lan) = shard(0, 2);
+            reader.peers = vec![owner.clone(), owner.clone()];
+            let mut ip = [0u8; 1000];
+            Ipv4Repr::new(SPOKE, HUB, IpProtocol::ESP, 980)
+                .emit(&mut ip)
+                .unwrap();
+            ip[20..24].copy_from_slice(&SPI.to_be_bytes());
+            let send_one = |reader: &mut EspShard| {
+                let mut slot = [0u8; HEADROOM + 1000];
+                slot[HEADROOM..].copy_from_slice(&ip);
+                let at = reader.demux_ip(HUB, &slot[HEADROOM..]).expect("ESP");
+                reader.inbound(Instant::now(), at, &mut slot, HEADROOM);
+                reader.flush_handoffs();
+            };
+            let in_flight = reader.handoffs_in_flight[1].clone();
+            for _ in 0..3 {
+                send_one(&mut reader);
+            }
+            assert!(in_flight.load(Ordering::Acquire) > 0, "queued, counted");
+            assert_eq!(reader.counters.handoff_dropped, 0);
+            let released = |in_flight: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+                in_flight.load(Ordering::Acquire) == 0
+            };
+            for _ in 0..1000 {
+                if released(&in_flight) && !owner.connected() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(!owner.connected(), "the owner stopped");
+            assert!(released(&in_flight), "queued batches released");
+            send_one(&mut reader);
+            assert!(
+                released(&in_flight),
+                "a batch to a stopped owner released at once"
+            );
+            System::current().stop();
+        });
+    }
+
     /// Issue 12 leftover: the hand-over queue is bounded in bytes, not batches. While the
     /// owner does not run, a burst of 2,000 full-size packets, each flushed as its own batch
     /// (a loaded reader that drains a packet at a time), is all queued; with the old bound of
