@@ -104,8 +104,9 @@ pub fn run(spokes: usize, seconds: u64, ike_workers: usize) -> ExitCode {
         return ExitCode::from(2);
     }
     // The profile key's bound (`[system] ike-workers`).
-    if ike_workers > 256 {
-        eprintln!("ikehub demo: --ike-workers must be between 0 (one per core) and 256");
+    let max = ikehub::config::defaults::IKE_WORKERS_MAX;
+    if !i64::try_from(ike_workers).is_ok_and(|w| w <= max) {
+        eprintln!("ikehub demo: --ike-workers must be between 0 (one per core) and {max}");
         return ExitCode::from(2);
     }
     if seconds == 0 {

@@ -101,6 +101,7 @@ pub fn interface_index(name: &str) -> io::Result<u32> {
     interface_index_on(&mut Netlink::open()?, name)
 }
 
+#[cfg(test)]
 /// Device MTU of interface `name` (`IFLA_MTU`): the ceiling for the path MTU of packets
 /// leaving through it.
 pub fn interface_mtu(name: &str) -> io::Result<u32> {
@@ -174,9 +175,9 @@ fn holds(m: &AddressMessage, addr: IpAddr) -> bool {
     local.or(address) == Some(addr)
 }
 
-/// Name of the interface that holds local address `addr` (an `RTM_GETADDR` dump, then
-/// `RTM_GETLINK` of the index found).
-pub fn interface_with_address(addr: IpAddr) -> io::Result<String> {
+/// The interface that holds local address `addr`: an `RTM_GETADDR` dump, then `RTM_GETLINK`
+/// of the index found, whose one answer has both its name and its MTU.
+fn link_with_address(addr: IpAddr) -> io::Result<LinkSummary> {
     let mut nl = Netlink::open()?;
     let mut index = None;
     nl.dump(
@@ -192,26 +193,32 @@ pub fn interface_with_address(addr: IpAddr) -> io::Result<String> {
         },
     )
     .map_err(|e| e.into_io("listing addresses"))?;
-    let not_found = || {
-        io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("no interface holds address {addr}"),
-        )
-    };
-    let index = index.ok_or_else(not_found)?;
+    let index = index.ok_or_else(|| not_held(addr))?;
     let mut by_index = LinkMessage::default();
     by_index.header.index = index;
     nl.get::<LinkSummary>(RouteNetlinkMessage::GetLink(by_index))
-        .map_err(|e| e.into_io(&format!("interface {index}")))?
-        .name
-        .ok_or_else(not_found)
+        .map_err(|e| e.into_io(&format!("interface {index}")))
 }
 
-/// Device MTU of the interface that holds local address `addr`, with its name.
+fn not_held(addr: IpAddr) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::NotFound,
+        format!("no interface holds address {addr}"),
+    )
+}
+
+/// Device MTU of the interface that holds local address `addr`, with its name (one
+/// `RTM_GETLINK` answer: a rename in between cannot pair one device's name with another's
+/// MTU).
 pub fn mtu_of_address(addr: IpAddr) -> io::Result<(String, u32)> {
-    let name = interface_with_address(addr)?;
-    let mtu = interface_mtu(&name)?;
-    Ok((name, mtu))
+    let link = link_with_address(addr)?;
+    let name = link.name.ok_or_else(|| not_held(addr))?;
+    match link.mtu {
+        Some(mtu) => Ok((name, mtu)),
+        None => Err(io::Error::other(format!(
+            "MTU of {name}: no IFLA_MTU in the answer"
+        ))),
+    }
 }
 
 #[cfg(test)]
@@ -236,7 +243,7 @@ mod tests {
         let e = interface_mtu("a-name-far-too-long").unwrap_err();
         assert_eq!(e.kind(), io::ErrorKind::InvalidInput);
         assert!(interface_mtu("a/b").is_err());
-        let e = interface_with_address("192.0.2.254".parse().unwrap()).unwrap_err();
+        let e = mtu_of_address("192.0.2.254".parse().unwrap()).unwrap_err();
         assert_eq!(e.to_string(), "no interface holds address 192.0.2.254");
     }
 

@@ -156,15 +156,7 @@ impl Netlink {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(NlError::io(e)),
             }
-            let mut data = &self.buf[..];
-            while data.len() >= NLMSG_HDRLEN {
-                let len = u32::from_ne_bytes([data[0], data[1], data[2], data[3]]) as usize;
-                if len < NLMSG_HDRLEN || len > data.len() {
-                    break;
-                }
-                let seq = u32::from_ne_bytes([data[8], data[9], data[10], data[11]]);
-                let msg = &data[..len];
-                data = &data[align4(len).min(data.len())..];
+            for (seq, msg) in messages(&self.buf) {
                 // Answers to an earlier request (one that timed out) are skipped.
                 if seq != self.seq {
                     continue;
@@ -191,6 +183,24 @@ impl Netlink {
             }
         }
     }
+}
+
+/// The netlink messages of one datagram, each with its sequence number. A length that cannot
+/// be one (shorter than the header, or past the end of the datagram) ends the walk: the kernel
+/// never sends one, and the bytes behind it cannot be found.
+fn messages(datagram: &[u8]) -> impl Iterator<Item = (u32, &[u8])> {
+    let mut data = datagram;
+    std::iter::from_fn(move || {
+        let header = data.get(..NLMSG_HDRLEN)?;
+        let len = u32::from_ne_bytes([header[0], header[1], header[2], header[3]]) as usize;
+        if len < NLMSG_HDRLEN || len > data.len() {
+            return None;
+        }
+        let seq = u32::from_ne_bytes([header[8], header[9], header[10], header[11]]);
+        let msg = &data[..len];
+        data = &data[align4(len).min(data.len())..];
+        Some((seq, msg))
+    })
 }
 
 fn align4(n: usize) -> usize {
@@ -269,6 +279,36 @@ mod tests {
         huge[..4].copy_from_slice(&u32::MAX.to_ne_bytes());
         assert_eq!(ext_ack_message(&huge, NLM_F_ACK_TLVS), None);
         assert_eq!(ext_ack_message(&[1, 2], flags), None);
+    }
+
+    /// A datagram is walked message by message; hostile or short lengths end the walk
+    /// instead of reading past the datagram or looping.
+    #[test]
+    fn datagram_walk_stops_at_bad_lengths() {
+        let header = |len: u32, seq: u32| {
+            let mut h = vec![0u8; NLMSG_HDRLEN];
+            h[..4].copy_from_slice(&len.to_ne_bytes());
+            h[8..12].copy_from_slice(&seq.to_ne_bytes());
+            h
+        };
+        // Two messages, the first of 18 bytes padded to 20.
+        let mut d = header(18, 7);
+        d.extend_from_slice(&[1, 2, 0, 0]);
+        d.extend(header(16, 8));
+        let got: Vec<(u32, usize)> = messages(&d).map(|(s, m)| (s, m.len())).collect();
+        assert_eq!(got, [(7, 18), (8, 16)]);
+        // The last message unpadded at the end of the datagram.
+        let d = header(18, 9).into_iter().chain([1, 2]).collect::<Vec<_>>();
+        assert_eq!(messages(&d).count(), 1);
+        for bad in [0, 15, 17, u32::MAX] {
+            let d = header(bad, 1);
+            assert_eq!(messages(&d).count(), 0, "length {bad}");
+        }
+        let mut d = header(16, 1);
+        d.extend(header(4, 2));
+        assert_eq!(messages(&d).count(), 1, "a bad length after a good message");
+        assert_eq!(messages(&[0u8; 15]).count(), 0, "shorter than a header");
+        assert_eq!(messages(&[]).count(), 0);
     }
 
     #[test]

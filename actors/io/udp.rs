@@ -313,23 +313,25 @@ pub(super) fn setsockopt_int(
 /// root): replies to forged on-link sources wait in the neighbour queue until ARP gives up, and
 /// must not fill a small buffer that real peers' datagrams need too.
 pub fn set_send_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result<()> {
+    set_buffer(sock, [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF], n)
+}
+
+/// Sets a buffer size of `n` bytes with the first of `opts` (the `*FORCE` option, root only)
+/// the kernel accepts; the error of the last when it accepts none.
+fn set_buffer(
+    sock: &impl std::os::fd::AsRawFd,
+    opts: [libc::c_int; 2],
+    n: usize,
+) -> io::Result<()> {
     let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_SNDBUFFORCE, libc::SO_SNDBUF] {
-        // SAFETY: setsockopt on a valid socket fd with a pointer to a c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return Ok(());
+    let mut result = Ok(());
+    for opt in opts {
+        result = setsockopt_int(sock.as_raw_fd(), libc::SOL_SOCKET, opt, v);
+        if result.is_ok() {
+            break;
         }
     }
-    Err(io::Error::last_os_error())
+    result
 }
 
 /// `SO_RCVBUF` of `n` bytes, past the `net.core.rmem_max` cap when we may (`SO_RCVBUFFORCE`,
@@ -337,23 +339,8 @@ pub fn set_send_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result
 /// hub restarted) must wait in the buffer, not be dropped by the kernel. Returns what was
 /// granted, as the kernel reports it (twice the usable size: it counts its own overhead).
 pub fn set_recv_buffer(sock: &impl std::os::fd::AsRawFd, n: usize) -> io::Result<usize> {
-    let v = libc::c_int::try_from(n).unwrap_or(libc::c_int::MAX);
-    for opt in [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF] {
-        // SAFETY: setsockopt on a valid socket fd with a pointer to a c_int and its size.
-        let rc = unsafe {
-            libc::setsockopt(
-                sock.as_raw_fd(),
-                libc::SOL_SOCKET,
-                opt,
-                (&v as *const libc::c_int).cast(),
-                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-            )
-        };
-        if rc == 0 {
-            return recv_buffer(sock);
-        }
-    }
-    Err(io::Error::last_os_error())
+    set_buffer(sock, [libc::SO_RCVBUFFORCE, libc::SO_RCVBUF], n)?;
+    recv_buffer(sock)
 }
 
 /// The socket's `SO_RCVBUF` as the kernel reports it.

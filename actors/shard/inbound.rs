@@ -283,10 +283,11 @@ impl EspShard {
             }
         }
         // The cleartext goes to the device from the receive slots, where it was decrypted:
-        // no copy into a send batch. Everything else in the batch becomes empty and is
-        // skipped.
-        for (i, at) in inner.iter().enumerate().take(n) {
-            let (start, len) = at.unwrap_or((bounds[i].0, 0));
+        // no copy into a send batch. Every other slot of the batch becomes empty and is
+        // skipped, also one past `ats` (never read here): what reaches the device is only
+        // what an SA decrypted, whatever the caller passed.
+        for i in 0..rx.len() {
+            let (start, len) = inner.get(i).copied().flatten().unwrap_or((0, 0));
             rx.set_bounds(i, start, len);
         }
         self.flush_clear();
@@ -527,6 +528,26 @@ mod tests {
         }
     }
 
+    /// `inbound_batch` writes to the device only what an SA decrypted: a received packet it
+    /// was given no record for (`ats` shorter than the batch) is not written back as it came
+    /// (its ciphertext, or anything a peer sent, on the LAN).
+    #[test]
+    fn batch_writes_back_only_decrypted_slots() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        let (mut shard, lan) = shard(0, 1);
+        let mut rx = PacketBatch::new(MAX_RX, 2048, HEADROOM);
+        let ip = inner(Mode::Tunnel, 9);
+        rx.push(&ip, None).unwrap();
+        rx.push(&ip, None).unwrap();
+        shard.inbound_batch(Instant::now(), &mut rx, &[None]);
+        let mut got = [0u8; 2048];
+        assert!(lan.recv(&mut got).is_err(), "a packet reached the device");
+    }
+
     /// Issue 12 point 5: a packet read on a shard that does not own its SPI is handed over as
     /// a typed record and decapsulated by the owner through the same `inbound` route as one it
     /// reads itself, for ESP-in-UDP (transport mode, ESP-NULL: the owner needs headroom in
@@ -730,6 +751,66 @@ mod tests {
         assert!(batched.1.contains("unknown_spi: 1,"), "{}", batched.1);
         assert!(batched.1.contains("replay_drops: 2,"), "{}", batched.1);
         assert!(batched.1.contains("icv_failures: 1,"), "{}", batched.1);
+    }
+
+    /// The hand-over budget comes back also when the owner stops: batches queued in its
+    /// mailbox are released when the mailbox is dropped, and a batch sent after it is gone is
+    /// released at once. Otherwise a shard that stopped would keep the bytes counted for good.
+    #[test]
+    fn handoff_budget_comes_back_when_the_owner_stops() {
+        const SPI: u32 = 0x2003;
+        assert_eq!(io::spi_shard(SPI, 2), 1, "the test wants shard 1 to own it");
+        actix::System::new().block_on(async {
+            // Stops as soon as it runs; it cannot run before this task yields.
+            let owner = EspShard::create(|ctx: &mut Context<EspShard>| {
+                ctx.stop();
+                EspShard::new(
+                    1,
+                    2,
+                    ShardIo {
+                        cleartext: None,
+                        wans: vec![],
+                    },
+                )
+            });
+            let (mut reader, _lan) = shard(0, 2);
+            reader.peers = vec![owner.clone(), owner.clone()];
+            let mut ip = [0u8; 1000];
+            Ipv4Repr::new(SPOKE, HUB, IpProtocol::ESP, 980)
+                .emit(&mut ip)
+                .unwrap();
+            ip[20..24].copy_from_slice(&SPI.to_be_bytes());
+            let send_one = |reader: &mut EspShard| {
+                let mut slot = [0u8; HEADROOM + 1000];
+                slot[HEADROOM..].copy_from_slice(&ip);
+                let at = reader.demux_ip(HUB, &slot[HEADROOM..]).expect("ESP");
+                reader.inbound(Instant::now(), at, &mut slot, HEADROOM);
+                reader.flush_handoffs();
+            };
+            let in_flight = reader.handoffs_in_flight[1].clone();
+            for _ in 0..3 {
+                send_one(&mut reader);
+            }
+            assert!(in_flight.load(Ordering::Acquire) > 0, "queued, counted");
+            assert_eq!(reader.counters.handoff_dropped, 0);
+            let released = |in_flight: &std::sync::Arc<std::sync::atomic::AtomicUsize>| {
+                in_flight.load(Ordering::Acquire) == 0
+            };
+            for _ in 0..1000 {
+                if released(&in_flight) && !owner.connected() {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            assert!(!owner.connected(), "the owner stopped");
+            assert!(released(&in_flight), "queued batches released");
+            send_one(&mut reader);
+            assert!(
+                released(&in_flight),
+                "a batch to a stopped owner released at once"
+            );
+            System::current().stop();
+        });
     }
 
     /// Issue 12 leftover: the hand-over queue is bounded in bytes, not batches. While the

@@ -298,19 +298,16 @@ impl EspShard {
     /// also carries IKE after the float, so its drops are also in the router's
     /// `ike_socket_drops`.
     fn sync_socket_drops(&mut self) {
+        use std::os::fd::AsRawFd;
         let mut drops = 0u64;
         for w in &self.wans {
-            let udp = w.udp.as_ref().map(|s| io::udp::socket_drops(s.get_ref()));
-            let esp = w
-                .raw_esp
-                .as_ref()
-                .map(|s| io::udp::socket_drops(s.get_ref()));
-            let ah = w
-                .raw_ah
-                .as_ref()
-                .map(|s| io::udp::socket_drops(s.get_ref()));
-            for d in [udp, esp, ah].into_iter().flatten() {
-                drops = drops.saturating_add(d.unwrap_or(0));
+            let fds = [
+                w.udp.as_ref().map(|s| s.as_raw_fd()),
+                w.raw_esp.as_ref().map(|s| s.as_raw_fd()),
+                w.raw_ah.as_ref().map(|s| s.as_raw_fd()),
+            ];
+            for fd in fds.into_iter().flatten() {
+                drops = drops.saturating_add(io::udp::socket_drops(&fd).unwrap_or(0));
             }
         }
         self.counters.wan_socket_drops = drops;

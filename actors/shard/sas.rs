@@ -30,24 +30,32 @@ static NEXT_HANDLE: AtomicU64 = AtomicU64::new(1);
 /// Bits of a handle below its counter: the outbound shard (there are at most 256 shards, one
 /// per TUN queue).
 const SHARD_BITS: u32 = 16;
+const SHARD_MASK: u64 = (1 << SHARD_BITS) - 1;
 
 impl SaHandle {
     /// A fresh handle; as an outbound SA's, it spreads over the shards with the counter.
     pub fn issue() -> SaHandle {
         let n = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-        SaHandle(n << SHARD_BITS | n & ((1 << SHARD_BITS) - 1))
+        SaHandle::of(n, n)
     }
 
     /// A fresh handle whose outbound SA lives on `shard`.
     fn issue_on(shard: u32) -> SaHandle {
-        let n = NEXT_HANDLE.fetch_add(1, Ordering::Relaxed);
-        SaHandle(n << SHARD_BITS | u64::from(shard) & ((1 << SHARD_BITS) - 1))
+        SaHandle::of(
+            NEXT_HANDLE.fetch_add(1, Ordering::Relaxed),
+            u64::from(shard),
+        )
+    }
+
+    /// Counter value `n` above the shard bits `shard`.
+    fn of(n: u64, shard: u64) -> SaHandle {
+        SaHandle(n << SHARD_BITS | shard & SHARD_MASK)
     }
 
     /// The shard that holds this handle's SA when it is outbound; inbound SAs live where the
     /// kernel steers their SPI instead ([`crate::io::spi_shard`]).
     pub fn outbound_shard(self, shards: u32) -> u32 {
-        ((self.0 & ((1 << SHARD_BITS) - 1)) % u64::from(shards.max(1))) as u32
+        ((self.0 & SHARD_MASK) % u64::from(shards.max(1))) as u32
     }
 }
 
