@@ -10,6 +10,8 @@ use super::ipv4::Ipv4Repr;
 pub struct IpProtocol(pub u8);
 
 impl IpProtocol {
+    /// IPv6 hop-by-hop options (RFC 8200 §4.3).
+    pub const HOP_BY_HOP: Self = Self(0);
     pub const ICMP: Self = Self(1);
     /// IPv4 encapsulated in IP: the ESP/AH next header of a tunnel-mode IPv4 packet.
     pub const IPV4: Self = Self(4);
@@ -26,6 +28,7 @@ impl IpProtocol {
     /// The IANA keyword for known values.
     pub fn name(self) -> Option<&'static str> {
         Some(match self {
+            Self::HOP_BY_HOP => "HOPOPT",
             Self::ICMP => "ICMP",
             Self::IPV4 => "IPv4",
             Self::TCP => "TCP",

@@ -16,6 +16,7 @@ pub mod gso;
 pub mod icmp;
 pub mod ip;
 pub mod ipv4;
+pub mod ipv6;
 pub mod isakmp;
 pub mod udp;
 pub mod udp_encap;
@@ -30,6 +31,7 @@ pub use frag::Ipv4Fragmenter;
 pub use icmp::{Icmpv4Packet, Icmpv4Repr, build_frag_needed};
 pub use ip::{IpProtocol, IpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
+pub use ipv6::{Ipv6Packet, Ipv6Repr};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// Why bytes could not be read as a header (the wire-layer error of docs/design.md convention 4).
