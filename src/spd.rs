@@ -27,7 +27,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use crate::config::{NetworkSpec, ProtectedNetwork};
 
@@ -206,7 +206,14 @@ impl<H> Spd<H> {
 
     /// The policy for a cleartext packet from `src` (our side) to `dst` (the peer's side),
     /// by the ambiguity rule of the module documentation.
-    pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<(PolicyId, &Policy<H>)> {
+    pub fn lookup(
+        &self,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+    ) -> Option<(PolicyId, &Policy<H>)> {
+        let (src, IpAddr::V4(dst)) = (src.into(), dst.into()) else {
+            return None;
+        };
         let d = u32::from(dst);
         let mut best: Option<&Entry> = None;
         for &len in &self.lengths {
@@ -235,7 +242,7 @@ impl<H> Spd<H> {
     }
 
     /// The outbound SA handle for a packet, if its policy has one.
-    pub fn outbound_sa(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<&H> {
+    pub fn outbound_sa(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Option<&H> {
         self.lookup(src, dst).and_then(|(_, p)| p.outbound.as_ref())
     }
 }
@@ -346,6 +353,7 @@ pub fn spi_of(ipsec_header: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
 
     fn pn(local: &str, remote: &str) -> ProtectedNetwork {
         ProtectedNetwork {

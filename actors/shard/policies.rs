@@ -12,7 +12,7 @@
 //! overlaps between policies, so that only breaks ties that cannot matter.
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use ikehub::config::ProtectedNetwork;
@@ -156,12 +156,16 @@ impl ShardPolicies {
     }
 
     /// `None`: no entry covers the packet; `Some(None)`: one does but has no SA yet.
-    pub fn lookup(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<Option<SaHandle>> {
+    pub fn lookup(
+        &self,
+        src: impl Into<IpAddr>,
+        dst: impl Into<IpAddr>,
+    ) -> Option<Option<SaHandle>> {
         self.spd.lookup(src, dst).map(|(_, p)| p.outbound)
     }
 
     /// The name of the policy covering a packet (for an Acquire).
-    pub fn name_of(&self, src: Ipv4Addr, dst: Ipv4Addr) -> Option<&str> {
+    pub fn name_of(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Option<&str> {
         self.spd.lookup(src, dst).map(|(_, p)| p.name.as_str())
     }
 }
@@ -170,6 +174,7 @@ impl ShardPolicies {
 mod tests {
     use super::*;
     use ikehub::config::NetworkSpec;
+    use std::net::Ipv4Addr;
 
     fn pn(l: &str, r: &str) -> ProtectedNetwork {
         ProtectedNetwork {

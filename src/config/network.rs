@@ -3,7 +3,7 @@
 //! ID_IPV4_ADDR_RANGE, RFC 2407 §4.6.2.1).
 
 use std::fmt;
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::str::FromStr;
 
 /// One side of a protected network, as written in a profile.
@@ -36,7 +36,11 @@ impl NetworkSpec {
         }
     }
 
-    pub fn contains(&self, ip: Ipv4Addr) -> bool {
+    /// True when `ip` is in the network (an address of the other family never is).
+    pub fn contains(&self, ip: impl Into<IpAddr>) -> bool {
+        let IpAddr::V4(ip) = ip.into() else {
+            return false;
+        };
         let ip = u32::from(ip);
         u32::from(self.first()) <= ip && ip <= u32::from(self.last())
     }

@@ -516,7 +516,8 @@ impl SecurityAssociation {
 
     /// RFC 4301 §5.2: is this inner (src, dst) allowed by one protected-network pair, seen
     /// from the direction of the SA? Inbound: src remote, dst local; outbound: the reverse.
-    pub fn selectors_allow(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    pub fn selectors_allow(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> bool {
+        let (src, dst) = (src.into(), dst.into());
         if self.protected.is_empty() {
             return true;
         }
