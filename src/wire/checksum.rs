@@ -1,4 +1,8 @@
-//! The Internet checksum (RFC 1071), used by the IPv4 header, ICMP and (optionally) UDP.
+//! The Internet checksum (RFC 1071), used by the IPv4 header, ICMP, ICMPv6, TCP and UDP.
+
+use std::net::IpAddr;
+
+use super::ip::IpProtocol;
 
 /// Ones'-complement sum of `data` folded to 16 bits, not yet complemented.
 pub fn sum(data: &[u8]) -> u32 {
@@ -35,9 +39,57 @@ pub fn combine(parts: &[u32]) -> u16 {
     !(acc as u16)
 }
 
+/// Sum of the pseudo-header that TCP, UDP and ICMPv6 checksums cover: for IPv4 the source,
+/// destination, protocol and length (RFC 768, RFC 793); for IPv6 the source, destination,
+/// 32-bit upper-layer length and next header (RFC 8200 §8.1). `src` and `dst` are of one
+/// family (the caller's packet header); `upper_len` is the length of the upper-layer header
+/// and data. Add the sum of the upper-layer bytes and [`combine`].
+pub fn pseudo_header(src: IpAddr, dst: IpAddr, protocol: IpProtocol, upper_len: u32) -> u32 {
+    let addrs = match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => sum(&s.octets()) + sum(&d.octets()),
+        (s, d) => sum(&v6_octets(s)) + sum(&v6_octets(d)),
+    };
+    fold(addrs + u32::from(protocol.0) + (upper_len >> 16) + (upper_len & 0xffff))
+}
+
+fn v6_octets(a: IpAddr) -> [u8; 16] {
+    match a {
+        IpAddr::V4(a) => a.to_ipv6_mapped().octets(),
+        IpAddr::V6(a) => a.octets(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pseudo_header_sums_the_rfc_layouts() {
+        // RFC 8200 §8.1: source, destination, 32-bit length, three zero bytes, next header.
+        let (s6, d6): (IpAddr, IpAddr) = (
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8:ff::2".parse().unwrap(),
+        );
+        let mut bytes = Vec::new();
+        for a in [s6, d6] {
+            if let IpAddr::V6(a) = a {
+                bytes.extend_from_slice(&a.octets());
+            }
+        }
+        bytes.extend_from_slice(&70_000u32.to_be_bytes());
+        bytes.extend_from_slice(&[0, 0, 0, 58]);
+        assert_eq!(
+            pseudo_header(s6, d6, IpProtocol::ICMPV6, 70_000),
+            sum(&bytes)
+        );
+        // RFC 768: source, destination, zero, protocol, 16-bit length.
+        let (s4, d4): (IpAddr, IpAddr) = (
+            "192.0.2.1".parse().unwrap(),
+            "198.51.100.7".parse().unwrap(),
+        );
+        let bytes = [192, 0, 2, 1, 198, 51, 100, 7, 0, 17, 0x05, 0xdc];
+        assert_eq!(pseudo_header(s4, d4, IpProtocol::UDP, 1500), sum(&bytes));
+    }
 
     #[test]
     fn rfc1071_example() {
