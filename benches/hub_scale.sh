@@ -22,7 +22,10 @@
 #
 #   sudo benches/hub_scale.sh [--spokes "1000 10000"] [--groups "2 14"] [--rate R]
 #                             [--in-flight N] [--restart-signal TERM|KILL] [--dpd S] [--pin]
-#                             [--json]
+#                             [--dh-key-reuse S] [--json]
+#
+# --dh-key-reuse S sets the spokes policy's dh-key-reuse-seconds (default 0: a fresh DH key pair
+# per main mode; see docs/profiles.md for what reuse costs in forward secrecy).
 #
 # It is a benchmark, not a test: it asserts nothing about speed; exit 0 when every run brought
 # every tunnel up and back, 1 otherwise, 2 on wrong usage or without root. The namespaces
@@ -31,7 +34,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,31p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
     echo "Environment: IKEHUB_BIN (default target/release/ikehub)."
 }
 
@@ -43,6 +46,7 @@ PIN=0
 JSON=0
 SIGNAL=TERM
 DPD=30
+DH_REUSE=0
 while [ $# -gt 0 ]; do
     case $1 in
         --spokes) SPOKES_LIST=$2; shift 2 ;;
@@ -52,6 +56,7 @@ while [ $# -gt 0 ]; do
         --restart-signal) SIGNAL=$2; shift 2 ;;
         --dpd) DPD=$2; shift 2 ;;
         --pin) PIN=1; shift ;;
+        --dh-key-reuse) DH_REUSE=$2; shift 2 ;;
         --json) JSON=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "unknown option $1" >&2; usage >&2; exit 2 ;;
@@ -159,6 +164,7 @@ isakmp-transform = ["G$1"]
 ipsec-transform = ["AES128_SHA1"]
 initiate = "never"
 nat-traversal = true
+dh-key-reuse-seconds = $DH_REUSE
 protected-network = [ { local = "198.51.100.0/24", remote = "127.1.0.0/16" } ]
 
 [ipsec-policy-isakmp.Branch]

@@ -147,6 +147,7 @@ fn config(policy: String, group: u16, hub: bool, net: ProtectedNetwork) -> PeerC
         selector_guard: None,
         local_id: Default::default(),
         remote_id: Default::default(),
+        dh_key_reuse: None,
     }
 }
 

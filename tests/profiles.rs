@@ -1415,3 +1415,34 @@ fn ike_workers_key() {
     let text = format!("[system]\nike-workers = \"two\"\n{BASE}");
     one_error(&text, "ike-workers = ^\"two\"", &["ike-workers"]);
 }
+
+#[test]
+fn dh_key_reuse_seconds_key() {
+    // Off by default, and no warning.
+    let l = loads(&isakmp(ISAKMP_OK));
+    assert_eq!(l.profiles.isakmp_policies["B"].dh_key_reuse_seconds, 0);
+    assert!(l.warnings.is_empty(), "{:#?}", l.warnings);
+    let l = loads(&isakmp(&format!("{ISAKMP_OK}dh-key-reuse-seconds = 0\n")));
+    assert_eq!(l.profiles.isakmp_policies["B"].dh_key_reuse_seconds, 0);
+    assert!(l.warnings.is_empty(), "{:#?}", l.warnings);
+    // On: loads, with a warning at the value that names the cost.
+    let l = loads(&isakmp(&format!("{ISAKMP_OK}dh-key-reuse-seconds = 300\n")));
+    assert_eq!(l.profiles.isakmp_policies["B"].dh_key_reuse_seconds, 300);
+    let w: Vec<String> = l.warnings.iter().map(|d| d.to_string()).collect();
+    assert_eq!(w.len(), 1, "{w:#?}");
+    assert!(
+        w[0].contains("dh-key-reuse-seconds = 300") && w[0].contains("weaker forward secrecy"),
+        "{w:#?}"
+    );
+    // Past five minutes or negative: refused at the value.
+    one_error(
+        &isakmp(&format!("{ISAKMP_OK}dh-key-reuse-seconds = 301\n")),
+        "dh-key-reuse-seconds = ^301",
+        &["dh-key-reuse-seconds 301 is out of range: 0 (off) to 300 seconds"],
+    );
+    one_error(
+        &isakmp(&format!("{ISAKMP_OK}dh-key-reuse-seconds = -1\n")),
+        "dh-key-reuse-seconds = ^-1",
+        &["dh-key-reuse-seconds -1 is out of range"],
+    );
+}

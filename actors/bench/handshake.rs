@@ -55,6 +55,7 @@ fn config(group: u16, initiator: bool) -> PeerConfig {
         selector_guard: None,
         local_id: Default::default(),
         remote_id: Default::default(),
+        dh_key_reuse: None,
     }
 }
 

@@ -99,6 +99,7 @@ fn hub_profiles(
         }],
         local_id: Default::default(),
         remote_id: Default::default(),
+        dh_key_reuse_seconds: 0,
     };
     Profiles {
         system: System {

@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
 use ikehub::ike::demux::{Demux, DropReason, PeerId, Role, Route};
+use ikehub::ike::dh::DhKeyCache;
 use ikehub::ike::stats::{IKE_STATS, IkeStats};
 use ikehub::ike::{IkeSession, PeerConfig, SpiAllocator};
 use tracing::{debug, info, warn};
@@ -128,6 +129,9 @@ pub struct IkeRouter {
     sockets: HashMap<IpAddr, IkeSockets>,
     shards: Vec<Addr<EspShard>>,
     spis: Arc<HostSpis>,
+    /// Responder DH key pairs for the policies with `dh-key-reuse-seconds`, shared by all
+    /// workers.
+    dh_keys: Arc<DhKeyCache>,
     demux: Demux,
     peers: HashMap<PeerId, Peer>,
     /// The actor of each single-peer policy, when one runs.
@@ -263,6 +267,7 @@ impl IkeRouter {
             sockets,
             shards,
             spis,
+            dh_keys: Arc::new(DhKeyCache::new()),
             demux: Demux::default(),
             peers: HashMap::new(),
             single: HashMap::new(),
@@ -370,6 +375,9 @@ impl IkeRouter {
             IkeSession::new_responder(config, local_addr, peer_addr, now, rng, spis)
         };
         session.set_selector_guard(guard);
+        if policy.dh_key_reuse_seconds > 0 {
+            session.set_dh_key_cache(self.dh_keys.clone());
+        }
         // The initiator's cookie is routable before its message 1 leaves.
         self.demux.set_cookies(id, &session.our_cookies());
         let clean_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -265,6 +265,7 @@ fn plan(a: &LoadgenArgs) -> Result<Plan, String> {
         // A responder behind NAT-T (strongSwan with kernel-libipsec fakes one) may send any
         // address as its ID; the pre-shared key authenticates it all the same.
         remote_id: RemoteId::Any,
+        dh_key_reuse: None,
     };
     Ok(Plan {
         config: Arc::new(config),

@@ -56,5 +56,8 @@ pub const NAT_TRAVERSAL: bool = true;
 /// `dpd = { ... }` keys left out of the table (RFC 3706); without the table, no DPD.
 pub const DPD_INTERVAL_SECONDS: u64 = 30;
 pub const DPD_TIMEOUT_SECONDS: u64 = 120;
+/// Upper bound of `dh-key-reuse-seconds`: a reused exponent exposes every main mode answered
+/// with it, so the window stays short (src/ike/dh/reuse.rs).
+pub const DH_KEY_REUSE_SECONDS_MAX: u32 = 300;
 /// Diffie-Hellman groups accepted for `dh-group` and `pfs-group` (RFC 2409 §6, RFC 3526).
 pub const DH_GROUPS: [u16; 6] = [1, 2, 5, 14, 15, 16];

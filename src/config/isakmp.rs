@@ -265,6 +265,32 @@ pub(crate) fn isakmp(
             .map_err(|why| c.error(&at.loc, format_args!("remote-id {why}")))
             .ok()
     });
+    // Off by default; at most five minutes of weaker forward secrecy (ike/dh/reuse.rs).
+    let dh_key_reuse_seconds = match &b.dh_key_reuse_seconds {
+        None => Some(0),
+        Some(at) => {
+            let v = c
+                .range(
+                    "dh-key-reuse-seconds",
+                    at,
+                    0,
+                    i64::from(def::DH_KEY_REUSE_SECONDS_MAX),
+                    "0 (off) to 300 seconds",
+                )
+                .map(|s| s as u32);
+            if let Some(s @ 1..) = v {
+                c.warning(
+                    &at.loc,
+                    format_args!(
+                        "dh-key-reuse-seconds = {s}: main modes answered within {s} s share one \
+                         DH key pair, so one disclosed exponent exposes all of them (weaker \
+                         forward secrecy)"
+                    ),
+                );
+            }
+            v
+        }
+    };
     let networks = protected_networks(&c, &b.protected_network);
     if let (Some(nets), Some(peer)) = (&networks, peer) {
         let template = (!matches!(peer, PeerSpec::Address(_))).then_some(peer);
@@ -291,5 +317,6 @@ pub(crate) fn isakmp(
         protected_networks: networks?.into_iter().map(|(pn, _)| pn).collect(),
         local_id: local_id?,
         remote_id: remote_id?,
+        dh_key_reuse_seconds: dh_key_reuse_seconds?,
     })
 }

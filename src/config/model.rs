@@ -222,4 +222,6 @@ pub struct IsakmpPolicy {
     pub local_id: super::identity::LocalId,
     /// Phase-1 identities the peer may claim (`remote-id`).
     pub remote_id: super::identity::RemoteId,
+    /// As responder, reuse a DH key pair for up to this many seconds; 0 = never (the default).
+    pub dh_key_reuse_seconds: u32,
 }

@@ -135,6 +135,7 @@ pub(crate) struct RawIsakmpPolicy {
     pub protected_network: Option<At<Vec<RawProtectedNetwork>>>,
     pub local_id: Option<At<String>>,
     pub remote_id: Option<At<String>>,
+    pub dh_key_reuse_seconds: Option<At<i64>>,
 }
 
 /// Everything one file defines, in the order written.
@@ -337,6 +338,7 @@ fn read_isakmp_policy(f: &mut Fields<'_, '_>) -> RawIsakmpPolicy {
         protected_network: f.protected_networks("protected-network"),
         local_id: f.string("local-id"),
         remote_id: f.string("remote-id"),
+        dh_key_reuse_seconds: f.int("dh-key-reuse-seconds"),
     };
     f.finish();
     r

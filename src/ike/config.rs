@@ -146,6 +146,10 @@ pub struct PeerConfig {
     pub local_id: LocalId,
     /// Phase-1 IDs the peer may send (`remote-id`), checked once HASH_I/HASH_R verified.
     pub remote_id: RemoteId,
+    /// As responder, answer main modes with a DH key pair made at most this long ago
+    /// (`dh-key-reuse-seconds`; `None` = a fresh pair per exchange, the default). Needs the
+    /// session's cache (`IkeSession::set_dh_key_cache`).
+    pub dh_key_reuse: Option<Duration>,
 }
 
 impl PeerConfig {
@@ -173,6 +177,8 @@ impl PeerConfig {
             selector_guard: None,
             local_id: policy.local_id.clone(),
             remote_id: policy.remote_id.clone(),
+            dh_key_reuse: (policy.dh_key_reuse_seconds > 0)
+                .then(|| Duration::from_secs(u64::from(policy.dh_key_reuse_seconds))),
         }
     }
 }
@@ -253,8 +259,10 @@ mod from_policy_tests {
             }],
             local_id: LocalId::Fqdn("hub.example.net".into()),
             remote_id: "fqdn:*.branches.example.net".parse().unwrap(),
+            dh_key_reuse_seconds: 45,
         };
         let c = PeerConfig::from_policy(&pol, &iface);
+        assert_eq!(c.dh_key_reuse, Some(Duration::from_secs(45)));
         assert_eq!(c.policy, "Branches");
         assert_eq!(c.pfs_group, Some(14));
         assert!(!c.nat.enabled);

@@ -22,6 +22,7 @@ use rand::CryptoRng;
 use zeroize::{Zeroize, ZeroizeOnDrop, Zeroizing};
 
 use fixed_base::FixedBase;
+pub use reuse::{DhKeyCache, DhKeyPair};
 
 /// A MODP group ikehub implements (the Transform attribute "Group Description", RFC 2409
 /// Appendix A, and the IANA IKE group registry).
@@ -495,5 +496,6 @@ impl std::fmt::Debug for SharedSecret {
 
 mod fixed_base;
 mod ossl;
+pub mod reuse;
 #[cfg(test)]
 mod tests;

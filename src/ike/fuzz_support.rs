@@ -119,6 +119,7 @@ pub(crate) fn peer_config(initiator: bool) -> PeerConfig {
         selector_guard: None,
         local_id: Default::default(),
         remote_id: Default::default(),
+        dh_key_reuse: None,
     }
 }
 

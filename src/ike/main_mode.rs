@@ -13,6 +13,7 @@
 //! both nonces and KE values are known (responder: on message 3, initiator: on message 4).
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rand::CryptoRng;
@@ -25,7 +26,7 @@ use crate::wire::isakmp::{
 
 use super::cipher::IvChain;
 use super::config::{PeerConfig, SpiAllocator};
-use super::dh::{DhGroup, DhPrivate};
+use super::dh::{DhGroup, DhKeyCache, DhKeyPair};
 use super::error::{IkeError, IkeResult};
 use super::identity::{check_phase1_id, describe_phase1_id, local_phase1_id};
 use super::isakmp_sa::{IsakmpSa, hex};
@@ -91,6 +92,9 @@ pub(crate) struct Ctx<'a> {
     pub rng: &'a mut (dyn CryptoRng + Send),
     /// Allocates (and frees) the inbound SPIs of quick modes.
     pub spis: &'a dyn SpiAllocator,
+    /// Responder key pairs shared by the sessions whose policy allows reuse
+    /// (`IkeSession::set_dh_key_cache`); `None`: every exchange makes its own.
+    pub dh_keys: Option<&'a DhKeyCache>,
     pub now: Instant,
     /// Our IKE address (interface address, IKE port).
     pub local: SocketAddr,
@@ -134,7 +138,7 @@ pub(crate) struct MainMode {
     /// SAi_b: the body of the initiator's SA payload, as sent/received (HASH_I/HASH_R input).
     pub(crate) sai_b: Vec<u8>,
     suite: Option<Phase1Suite>,
-    dh: Option<DhPrivate>,
+    dh: Option<Arc<DhKeyPair>>,
     g_xi: Vec<u8>,
     g_xr: Vec<u8>,
     ni: Vec<u8>,
@@ -459,9 +463,9 @@ impl MainMode {
                 format!("DH group {} unsupported", chosen.group),
             )
         })?;
-        let dh = DhPrivate::generate(group, &mut *ctx.rng);
-        self.g_xi = dh.public_value();
-        self.dh = Some(dh);
+        let dh = DhKeyPair::generate(group, &mut *ctx.rng);
+        self.g_xi = dh.public().to_vec();
+        self.dh = Some(Arc::new(dh));
         self.ni = ctx.random(NONCE_LEN);
         let mut payloads = vec![
             Payload::KeyExchange(self.g_xi.clone()),
@@ -491,7 +495,7 @@ impl MainMode {
             .dh
             .as_ref()
             .ok_or_else(|| IkeError::fatal("no DH value"))?;
-        let g_xy = dh.shared_secret(peer_ke).map_err(|e| {
+        let g_xy = dh.private().shared_secret(peer_ke).map_err(|e| {
             IkeError::notify(
                 NotifyType::INVALID_KEY_INFORMATION,
                 format!("peer's KE refused: {e}"),
@@ -707,8 +711,15 @@ impl MainMode {
                 format!("peer's KE refused: {e}"),
             )
         })?;
-        let dh = DhPrivate::generate(group, &mut *ctx.rng);
-        self.g_xr = dh.public_value();
+        // A fresh pair per exchange, unless the policy allows reuse (dh/reuse.rs says what
+        // that costs).
+        let dh = match (ctx.config.dh_key_reuse, ctx.dh_keys) {
+            (Some(window), Some(cache)) => {
+                cache.responder_key(group, ctx.now, window, &mut *ctx.rng)
+            }
+            _ => Arc::new(DhKeyPair::generate(group, &mut *ctx.rng)),
+        };
+        self.g_xr = dh.public().to_vec();
         self.g_xi = ke.clone();
         self.dh = Some(dh);
         self.ni = ni;

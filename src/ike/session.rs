@@ -19,6 +19,7 @@ use crate::config::{Initiate, ProtectedNetwork};
 use crate::wire::isakmp::{ExchangeType, NotifyType, peek_header};
 
 use super::config::{PeerConfig, SelectorGuard, SpiAllocator};
+use super::dh::DhKeyCache;
 use super::dpd::DpdState;
 use super::error::IkeError;
 use super::events::{Event, SpiPair};
@@ -123,6 +124,8 @@ pub(crate) struct Env {
     pub selector_guard: Option<Arc<dyn SelectorGuard>>,
     pub rng: Box<dyn CryptoRng + Send>,
     pub spis: Arc<dyn SpiAllocator>,
+    /// Responder key pairs to reuse when the policy allows it (`dh-key-reuse-seconds`).
+    pub dh_keys: Option<Arc<DhKeyCache>>,
     /// Our IKE address (interface address, IKE port).
     pub local: SocketAddr,
 }
@@ -138,6 +141,7 @@ impl Env {
                 .or(self.config.selector_guard.as_deref()),
             rng: &mut *self.rng,
             spis: &*self.spis,
+            dh_keys: self.dh_keys.as_deref(),
             now,
             local: self.local,
         }
@@ -192,6 +196,7 @@ impl IkeSession {
                 selector_guard: None,
                 rng,
                 spis,
+                dh_keys: None,
                 local,
             },
             path: Path::new(peer),
@@ -247,6 +252,13 @@ impl IkeSession {
     /// (docs/design.md "Per-tunnel memory budget"). Wins over `PeerConfig::selector_guard`.
     pub fn set_selector_guard(&mut self, guard: Arc<dyn SelectorGuard>) {
         self.env.selector_guard = Some(guard);
+    }
+
+    /// Shares the daemon's responder key pairs with this session. They are used only when the
+    /// policy sets `PeerConfig::dh_key_reuse` (see `dh/reuse.rs` for the cost in forward
+    /// secrecy); without this call every exchange makes its own pair.
+    pub fn set_dh_key_cache(&mut self, cache: Arc<DhKeyCache>) {
+        self.env.dh_keys = Some(cache);
     }
 
     // ---- outputs (`poll_timeout` and `handle_timeout`: timers.rs) ----------------------------

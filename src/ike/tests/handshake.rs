@@ -323,3 +323,67 @@ fn refused_phase1_with_a_waiting_child_sends_no_new_message_1() {
     assert_eq!(from_a, 1, "A sent {from_a} datagrams: {:?}", p.log);
     assert!(p.sides[0].s.is_closed());
 }
+
+/// `dh-key-reuse-seconds`: responders sharing the daemon's cache answer with one key pair while
+/// the policy's window lasts, a new one after it, and a fresh one per exchange without the
+/// switch; every handshake still agrees on its keys (the nonces make them differ).
+#[test]
+fn a_responder_reuses_its_dh_key_pair_only_as_long_as_the_policy_allows() {
+    use crate::ike::dh::DhKeyCache;
+    use crate::wire::isakmp::{Message, Payload};
+    use std::cell::RefCell;
+    use std::rc::Rc;
+    use std::sync::Arc;
+
+    let cache = Arc::new(DhKeyCache::new());
+    // Runs one handshake with B's clock starting `start` seconds after the first one, and
+    // returns B's KE payload data and the child pair's keys.
+    let t_first = std::time::Instant::now();
+    let run = |reuse: Option<u64>, start: u64, seed: u64| {
+        let mut b = config("ToA", false);
+        b.dh_key_reuse = reuse.map(Duration::from_secs);
+        let mut p = Pair::new_at(
+            config("ToB", true),
+            b,
+            seed,
+            t_first + Duration::from_secs(start),
+        );
+        p.sides[1].s.set_dh_key_cache(cache.clone());
+        let kes: Rc<RefCell<Vec<Vec<u8>>>> = Rc::default();
+        let seen = kes.clone();
+        p.tamper = Box::new(move |side, bytes| {
+            let Ok(m) = Message::decode(bytes) else {
+                return;
+            };
+            for pl in m.payloads().unwrap_or_default() {
+                if let (1, Payload::KeyExchange(ke)) = (side, pl) {
+                    seen.borrow_mut().push(ke.clone());
+                }
+            }
+        });
+        p.run_until(5.0);
+        let (a, _) = up(&p);
+        let kes = kes.borrow().clone();
+        assert_eq!(kes.len(), 1, "B sent one KE");
+        (kes[0].clone(), a)
+    };
+    let (ke1, sa1) = run(Some(30), 0, 21);
+    let (ke2, sa2) = run(Some(30), 20, 22);
+    assert_eq!(ke1, ke2, "within the window B answers with the same g^x");
+    let key =
+        |sa: &crate::ike::ChildSaInfo| sa.outbound.esp.as_ref().unwrap().encryption_key.0.clone();
+    assert_ne!(
+        key(&sa1),
+        key(&sa2),
+        "the nonces still give each exchange its own keys"
+    );
+    let (ke3, _) = run(Some(30), 40, 23);
+    assert_ne!(ke1, ke3, "after the window a new pair");
+    let (ke4, _) = run(None, 41, 24);
+    assert_ne!(ke3, ke4, "without the switch a fresh pair, cache or not");
+    let (ke5, _) = run(Some(30), 42, 25);
+    assert_eq!(
+        ke3, ke5,
+        "the switch off elsewhere leaves the cached pair alone"
+    );
+}

@@ -90,6 +90,7 @@ pub fn config(name: &str, a_side: bool) -> PeerConfig {
         selector_guard: None,
         local_id: Default::default(),
         remote_id: Default::default(),
+        dh_key_reuse: None,
     }
 }
 
@@ -171,7 +172,11 @@ fn rng(seed: u64) -> Box<StdRng> {
 impl Pair {
     /// A initiates (new_initiator), B responds.
     pub fn new(a: PeerConfig, b: PeerConfig, seed: u64) -> Self {
-        let t0 = Instant::now();
+        Self::new_at(a, b, seed, Instant::now())
+    }
+
+    /// [`Pair::new`] with virtual time starting at `t0`.
+    pub fn new_at(a: PeerConfig, b: PeerConfig, seed: u64, t0: Instant) -> Self {
         let a_spis = CountingSpis::new(0x1000_0000);
         let b_spis = CountingSpis::new(0x2000_0000);
         let sa = IkeSession::new_initiator(
