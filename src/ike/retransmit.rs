@@ -2,7 +2,7 @@
 //! receiver of a retransmitted request answers with the reply it already sent, without computing
 //! it again, which for main mode would mean a second Diffie-Hellman and a different answer).
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::config::HashAlgorithm;
 
@@ -90,7 +90,14 @@ struct Entry {
     digest: [u8; 32],
     tag: ExchangeTag,
     reply: Option<Box<[u8]>>,
+    /// Forgotten at this time even if nothing shows the exchange is over.
+    until: Option<Instant>,
 }
+
+/// How long an answer nothing acknowledges stays answerable (the initiator's quick-mode
+/// message 3): as long as a peer may go on retransmitting the request. Ours gives up after 31
+/// s; strongSwan's default schedule (5 retransmissions, 4 s growing by 1.8x) after 165 s.
+pub(crate) const UNACKNOWLEDGED_REPLY_KEPT: Duration = Duration::from_secs(180);
 
 /// The last requests the session answered and the answers: a byte-identical request gets the
 /// same answer again (RFC 2408 §5 retransmission), before any decryption, so that a duplicate
@@ -105,8 +112,8 @@ struct Entry {
 /// [`forgets`](Self::forget) the exchange's earlier entries, so a responder's established
 /// tunnel keeps nothing here (docs/design.md "Per-tunnel memory budget"). The exception is
 /// the quick-mode message 3 we send as initiator: nothing tells us the peer got it, so each
-/// stays until [`Self::KEEP`] newer entries push it out (a session that initiated many child
-/// re-keys holds `KEEP` of them, about 1.5 KB of digests and answers).
+/// stays for [`UNACKNOWLEDGED_REPLY_KEPT`] ([`Self::store_until`]), or until [`Self::KEEP`]
+/// newer entries push it out if that comes first.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct ReplyCache {
     entries: Vec<Entry>,
@@ -123,6 +130,16 @@ impl ReplyCache {
 
     /// Remembers that `request` was answered with `reply` (`None`: handled, no answer).
     pub fn store(&mut self, request: &[u8], reply: Option<Vec<u8>>) {
+        self.push(request, reply, None);
+    }
+
+    /// Like [`Self::store`], for an answer whose receipt nothing will show: it is forgotten at
+    /// `until` ([`Self::expire`]) at the latest.
+    pub fn store_until(&mut self, request: &[u8], reply: Vec<u8>, until: Instant) {
+        self.push(request, Some(reply), Some(until));
+    }
+
+    fn push(&mut self, request: &[u8], reply: Option<Vec<u8>>, until: Option<Instant>) {
         if self.entries.len() >= Self::KEEP {
             self.entries.remove(0);
         }
@@ -130,7 +147,21 @@ impl ReplyCache {
             digest: digest(request),
             tag: ExchangeTag::of(request),
             reply: reply.map(Vec::into_boxed_slice),
+            until,
         });
+    }
+
+    /// When the next entry stored with a time limit is due (for the session's timer).
+    pub fn next_expiry(&self) -> Option<Instant> {
+        self.entries.iter().filter_map(|e| e.until).min()
+    }
+
+    /// Forgets the entries whose time limit has passed.
+    pub fn expire(&mut self, now: Instant) {
+        self.entries.retain(|e| e.until.is_none_or(|u| now < u));
+        if self.entries.is_empty() {
+            self.entries = Vec::new();
+        }
     }
 
     /// `Some(answer)` when `request` was seen before (the answer may be "none").
@@ -190,6 +221,28 @@ mod tests {
         }
         assert_eq!(resends, [1, 3, 7, 15]);
         assert_eq!(t - t0, Duration::from_secs(31));
+    }
+
+    #[test]
+    fn an_unacknowledged_reply_is_forgotten_at_its_time_limit() {
+        let t0 = Instant::now();
+        let mut c = ReplyCache::default();
+        c.store(b"req1", Some(b"rep1".to_vec()));
+        c.store_until(b"req2", b"rep2".to_vec(), t0 + Duration::from_secs(5));
+        c.store_until(b"req3", b"rep3".to_vec(), t0 + Duration::from_secs(3));
+        assert_eq!(c.next_expiry(), Some(t0 + Duration::from_secs(3)));
+        c.expire(t0 + Duration::from_secs(3));
+        assert_eq!(c.lookup(b"req3"), None);
+        assert_eq!(c.lookup(b"req2"), Some(Some(&b"rep2"[..])));
+        assert_eq!(c.next_expiry(), Some(t0 + Duration::from_secs(5)));
+        c.expire(t0 + Duration::from_secs(60));
+        assert_eq!(c.lookup(b"req2"), None);
+        assert_eq!(
+            c.lookup(b"req1"),
+            Some(Some(&b"rep1"[..])),
+            "no limit, kept"
+        );
+        assert_eq!(c.next_expiry(), None);
     }
 
     #[test]

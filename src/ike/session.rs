@@ -1004,8 +1004,10 @@ impl IkeSession {
                         let ni = qm.ni.into_boxed_slice();
                         self.add_child(now, *child, qm.network, qm.rekey_of, true, ni);
                         // Kept: the responder retransmits message 2 until message 3 arrives,
-                        // and nothing tells us when it did (RFC 2408 §5).
-                        self.replies.store(bytes, Some(msg.clone()));
+                        // and nothing tells us when it did (RFC 2408 §5); so for as long as
+                        // it may retransmit, not for the session's life.
+                        let until = now + crate::ike::retransmit::UNACKNOWLEDGED_REPLY_KEPT;
+                        self.replies.store_until(bytes, msg.clone(), until);
                         self.send(msg);
                     }
                     QmStep::AwaitConnected(msg) => {

@@ -60,6 +60,7 @@ impl IkeSession {
             at(self.dpd.as_ref().and_then(DpdState::deadline));
         }
         at(self.keepalive_at);
+        at(self.replies.next_expiry());
         t
     }
 
@@ -73,6 +74,7 @@ impl IkeSession {
         self.isakmp_timers(now);
         self.child_timers(now);
         self.dpd_timer(now);
+        self.replies.expire(now);
         if let Some(t) = self.keepalive_at
             && now >= t
         {

@@ -82,3 +82,28 @@ fn a_lost_quick_mode_message_3_is_sent_again_from_the_cache() {
     assert_eq!(p.installed(1).len(), 1);
     assert_crosswise(&p.installed(0)[0], &p.installed(1)[0]);
 }
+
+/// The initiator's quick-mode message 3 is kept only while the responder could still be
+/// retransmitting message 2 (`UNACKNOWLEDGED_REPLY_KEPT`), then forgotten by the session's
+/// own timer, with no other input. Old code: it stayed until 16 newer entries pushed it out,
+/// for the session's life in a tunnel that re-keys rarely (about 2 KB after many re-keys).
+#[test]
+fn the_initiator_forgets_message_3_once_no_retransmission_can_come() {
+    use crate::ike::retransmit::UNACKNOWLEDGED_REPLY_KEPT;
+    let mut p = Pair::new(config("ToB", true), config("ToA", false), 10);
+    p.run_until(10.0);
+    assert_eq!(p.sides[0].s.replies.len(), 1, "message 3 is kept at first");
+    let limit = UNACKNOWLEDGED_REPLY_KEPT.as_secs_f64();
+    p.run_until(limit - 1.0);
+    assert_eq!(
+        p.sides[0].s.replies.len(),
+        1,
+        "and while a peer may retransmit"
+    );
+    p.run_until(limit + 1.0);
+    assert_eq!(p.sides[0].s.replies.len(), 0, "then forgotten");
+    assert_eq!(p.sides[0].s.replies.next_expiry(), None);
+    assert!(p.failures(0).is_empty() && p.failures(1).is_empty());
+    assert_eq!(p.installed(0).len(), 1);
+    assert_eq!(p.installed(1).len(), 1);
+}
