@@ -157,7 +157,7 @@ pub fn may_answer_with_error<T: AsRef<[u8]>>(original: &Ipv6Packet<T>) -> bool {
     if upper.protocol != IpProtocol::ICMPV6 {
         return true;
     }
-    if upper.fragment.is_some_and(|f| f.frag_offset != 0) {
+    if upper.is_later_fragment() {
         // A later fragment does not show the ICMPv6 type; Linux answers it too.
         return true;
     }

@@ -173,6 +173,14 @@ pub struct UpperLayer {
     pub segments_left: u8,
 }
 
+impl UpperLayer {
+    /// True for a fragment with a non-zero offset: `offset` is the start of fragment data, not
+    /// of a `protocol` header (no ports to read; RFC 8200 §4.5).
+    pub fn is_later_fragment(&self) -> bool {
+        self.fragment.is_some_and(|f| f.frag_offset != 0)
+    }
+}
+
 /// One extension header the walk went through: its type, offset and length.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Seen {
@@ -260,9 +268,7 @@ fn walk(b: &[u8], first: IpProtocol, stop_at: Option<IpProtocol>) -> Result<Chai
         chain.upper.next_header_at = at;
         next = IpProtocol(rest[0]);
         at += len;
-        if let Some(f) = chain.upper.fragment
-            && f.frag_offset != 0
-        {
+        if chain.upper.is_later_fragment() {
             // A later fragment: its data continues some header we cannot see.
             break;
         }
