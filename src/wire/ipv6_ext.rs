@@ -201,10 +201,10 @@ struct Chain {
 /// Refused (`Malformed`): more than [`MAX_EXT_HEADERS`] extension headers, hop-by-hop anywhere
 /// but right after the fixed header (RFC 8200 §4.1), a second routing or fragment header (RFC
 /// 8200 §4.1 has each once; the walk reports one of each), options whose lengths overrun their
-/// header, and the jumbo payload option. A header that runs past the payload length is `Truncated`. A first fragment
-/// (offset 0) is walked on, since it must carry the whole chain (RFC 8200 §4.5); a later one
-/// ends the walk at its fragment header. The option types' action bits and the routing type
-/// are the caller's to act on.
+/// header, and the jumbo payload option. A header that runs past the payload length is
+/// `Truncated`. A first fragment (offset 0) is walked on, since it must carry the whole chain
+/// (RFC 8200 §4.5); a later one ends the walk at its fragment header. The option types' action
+/// bits and the routing type are the caller's to act on.
 pub fn upper_layer<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Result<UpperLayer> {
     packet.check_len()?;
     Ok(walk(packet.packet(), packet.next_header(), None)?.upper)

@@ -273,9 +273,9 @@ fn ah_packet(hop_limit: u8, tc: u8, flow: u32, option: [u8; 4], alert: u8) -> (V
 }
 
 /// The ICV input's first 56 bytes written out by hand from RFC 4302 §3.3.3.1.2 and Appendix
-/// A.2: version 6 with traffic class, flow label and hop limit zero; payload length 80 (16 + 24 + 40), next
-/// header hop-by-hop, the addresses; the hop-by-hop header with the mutable option's data zero
-/// and the immutable router alert as sent.
+/// A.2: version 6 with traffic class, flow label and hop limit zero; payload length 80 (16 +
+/// 24 + 40), next header hop-by-hop, the addresses; the hop-by-hop header with the mutable
+/// option's data zero and the immutable router alert as sent.
 fn hand_written_icv_header(alert: u8) -> Vec<u8> {
     let mut h = vec![0x60, 0, 0, 0, 0, 80, 0, 0];
     h.extend_from_slice(&SRC.octets());
