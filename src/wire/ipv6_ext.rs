@@ -20,8 +20,8 @@ impl IpProtocol {
 }
 
 /// At most this many extension headers before the upper layer. RFC 8200 §4.1 recommends one of
-/// each (destination options twice), six in all; a longer chain is an attack on whoever walks
-/// it (RFC 7045 §2.1 lets a node drop what it will not process).
+/// each (destination options twice), six in all, with AH and ESP among them; a longer chain
+/// only costs whoever walks it, so it is dropped.
 pub const MAX_EXT_HEADERS: usize = 8;
 /// Length of the fragment header (RFC 8200 §4.5).
 pub const FRAGMENT_HEADER_LEN: usize = 8;
@@ -351,7 +351,7 @@ impl Iterator for Options<'_> {
 /// segments left > 0 the addresses would have to be reordered (Appendix A.2), which this
 /// daemon, never the sender or an intermediate hop of such a packet, does not do: `Malformed`.
 /// A fragment header is `Malformed` too: AH is computed before fragmentation and verified
-/// after reassembly (RFC 4302 §3.3.2.2, §3.4.1).
+/// after reassembly (RFC 4302 §3.3.4, §3.4.1).
 pub fn zero_mutable_fields(header: &mut [u8]) -> Result<()> {
     if header.len() < ipv6::HEADER_LEN {
         return Err(Error::Truncated);
