@@ -1,6 +1,7 @@
 //! Bytes <-> types for the data plane: IPv4, UDP, ESP, AH and the ICMP messages the concentrator
 //! originates, plus IPv4 fragmentation and the TUN device's virtio-net header and GSO
-//! segmentation.
+//! segmentation; IPv6, its extension headers (`ipv6_ext`: the walk to the upper layer, AH's
+//! zeroing of mutable fields) and ICMPv6 Packet Too Big.
 //!
 //! Each fixed header is a zero-copy view over a byte slice (`XxxPacket<T: AsRef<[u8]>>`) with a
 //! checked constructor (`new_checked`) and a typed `XxxRepr` with `parse` / `buffer_len` /
@@ -14,9 +15,11 @@ pub mod frag;
 pub mod gro;
 pub mod gso;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ipv6_ext;
 pub mod isakmp;
 pub mod udp;
 pub mod udp_encap;
@@ -29,9 +32,11 @@ pub use ah::{AhPacket, AhRepr};
 pub use esp::{EspPacket, EspRepr};
 pub use frag::Ipv4Fragmenter;
 pub use icmp::{Icmpv4Packet, Icmpv4Repr, build_frag_needed};
+pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, build_packet_too_big};
 pub use ip::{IpProtocol, IpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use ipv6_ext::{Ipv6FragmentRepr, UpperLayer};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// Why bytes could not be read as a header (the wire-layer error of docs/design.md convention 4).
