@@ -27,6 +27,8 @@ pub mod suite;
 mod gcm_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v6;
 
 pub use counters::SaCounters;
 pub use decap::{DecapJob, Decapsulated, Received};
