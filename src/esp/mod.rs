@@ -18,7 +18,6 @@ pub mod counters;
 mod decap;
 mod encap;
 pub mod manual;
-pub mod ptb;
 pub mod replay;
 pub mod sa;
 pub mod suite;
@@ -27,6 +26,8 @@ pub mod suite;
 mod gcm_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ah6;
 #[cfg(test)]
 mod tests_v6;
 

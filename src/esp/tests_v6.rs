@@ -642,10 +642,10 @@ fn hostile_ipv6_inner_packets_are_dropped_and_counted() {
     assert_eq!(&rx[d.inner], &v6[..]);
 }
 
-/// Hostile outer IPv6 packets: a fragment (reassemble first), a hop-by-hop header before ESP
-/// (not walked), an IPv6 packet at an IPv4 SA and the reverse, mixed-family socket addresses,
-/// and every truncation of a valid packet: each dropped with its reason and counted, none
-/// panics.
+/// Hostile outer IPv6 packets: a fragment (reassemble first), a chain of nine extension
+/// headers, an IPv6 packet at an IPv4 SA and the reverse, mixed-family socket addresses, and
+/// every truncation of a valid packet: each dropped with its reason and counted, none panics.
+/// A hop-by-hop header before ESP is walked through (RFC 8200 §4).
 #[test]
 fn hostile_ipv6_outer_packets_are_dropped_and_counted() {
     let now = Instant::now();
@@ -662,12 +662,19 @@ fn hostile_ipv6_outer_packets_are_dropped_and_counted() {
     let mut frag = esp_pkt.clone();
     frag.splice(0..0, [50, 0, 0, 0, 0, 0, 0, 1]);
     let frag = ipv6_packet(PEER6, LOCAL6, IpProtocol(44), &frag);
-    let mut hbh = esp_pkt.clone();
+    let mut hbh = esp_null(0x777, 2, &inner, 4);
     hbh.splice(0..0, [50, 0, 1, 4, 0, 0, 0, 0]);
     let hbh = ipv6_packet(PEER6, LOCAL6, IpProtocol::HOP_BY_HOP, &hbh);
+    // Nine destination-options headers (PadN), one more than the walk takes.
+    let mut nine = esp_pkt.clone();
+    for k in 0..9 {
+        let next = if k == 0 { 50 } else { 60 };
+        nine.splice(0..0, [next, 0, 1, 4, 0, 0, 0, 0]);
+    }
+    let nine = ipv6_packet(PEER6, LOCAL6, IpProtocol(60), &nine);
     for (what, pkt, want) in [
         ("fragment", frag, DropReason::Fragment),
-        ("hop-by-hop", hbh, DropReason::Unsupported),
+        ("nine extension headers", nine, DropReason::Malformed),
     ] {
         let mut rx = pkt.clone();
         let before = sa.counters().other_drops;
@@ -710,14 +717,34 @@ fn hostile_ipv6_outer_packets_are_dropped_and_counted() {
         );
         assert_eq!(sa.counters().drops(), before + 1);
     }
-    // The whole packet goes through (received with its IPv6 header).
+    // The whole packet goes through (received with its IPv6 header), and one with a
+    // hop-by-hop header before ESP.
     let mut rx = whole.clone();
     let d = sa.decap(now, &mut rx, Received::Ip).unwrap();
     assert_eq!(&rx[d.inner], &inner[..]);
+    let mut rx = hbh.clone();
+    let d = sa.decap(now, &mut rx, Received::Ip).unwrap();
+    assert_eq!(&rx[d.inner], &inner[..]);
+    // In transport mode the extension headers would have to be rebuilt: refused.
+    let mut pt = params6(
+        true,
+        Mode::Transport,
+        esp(0x777, EncrAlgorithm::Null, AuthAlgorithm::HmacSha1),
+        SaEncapsulation::Raw,
+    );
+    pt.direction = Direction::Inbound;
+    std::mem::swap(&mut pt.local, &mut pt.peer);
+    let mut st = SecurityAssociation::new(pt, now).unwrap();
+    let mut t = esp_null(0x777, 1, &[9u8; 30], 17);
+    t.splice(0..0, [50, 0, 1, 4, 0, 0, 0, 0]);
+    let mut t = ipv6_packet(PEER6, LOCAL6, IpProtocol::HOP_BY_HOP, &t);
+    assert_eq!(
+        st.decap(now, &mut t, Received::Ip),
+        Err(DropReason::Unsupported)
+    );
 }
 
-/// SA construction with IPv6 addresses: ESP is built, the families must match, AH over an
-/// IPv6 outer is refused until its mutable-field rules are in (RFC 4302 §3.3.3.1.2).
+/// SA construction with IPv6 addresses: ESP and AH are built, the families must match.
 #[test]
 fn ipv6_sa_construction() {
     let now = Instant::now();
@@ -739,10 +766,7 @@ fn ipv6_sa_construction() {
         authentication: AuthAlgorithm::HmacSha1,
         authentication_key: key(20, 3),
     });
-    assert_eq!(
-        SecurityAssociation::new(ah, now).unwrap_err(),
-        SaError::AhOverIpv6
-    );
+    assert!(SecurityAssociation::new(ah, now).is_ok());
 }
 
 /// The batch path gives the same bytes as one-by-one encapsulation for IPv6 inner and outer
