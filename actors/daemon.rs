@@ -138,12 +138,9 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                 offload: td.offload,
             })
             .map_err(|e| format!("cannot create the tunnel device: {e}"))?;
-            let src = match td.source_address {
-                Some(a) => Some(v4(a, "tunnel-device.source-address")?),
-                None => None,
-            };
             let routes = if td.routes {
-                Routes::new(&td.name, src).map_err(|e| format!("netlink: {e}"))?
+                Routes::new(&td.name, td.source_v4, td.source_v6)
+                    .map_err(|e| format!("netlink: {e}"))?
             } else {
                 Routes::disabled()
             };
