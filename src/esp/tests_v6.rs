@@ -826,3 +826,57 @@ fn batch_paths_carry_ipv6() {
         }
     }
 }
+
+/// RFC 4301 §5.2 with IPv6 traffic selectors: an inbound inner IPv6 packet from the remote
+/// network to the local one is delivered; one from another IPv6 network, to another local
+/// address, or an IPv4 packet, is dropped as a selector mismatch and counted as one.
+#[test]
+fn ipv6_selectors_refuse_the_wrong_networks() {
+    let now = Instant::now();
+    let mut p = params6(
+        false,
+        Mode::Tunnel,
+        esp(0x777, EncrAlgorithm::Null, AuthAlgorithm::HmacSha1),
+        SaEncapsulation::Raw,
+    );
+    p.direction = Direction::Inbound;
+    std::mem::swap(&mut p.local, &mut p.peer);
+    p.protected_networks = vec![ProtectedNetwork {
+        local: "2001:db8:b::/48".parse().unwrap(),
+        remote: "2001:db8:a::/48".parse().unwrap(),
+    }];
+    let mut sa = SecurityAssociation::new(p, now).unwrap();
+    let stranger: Ipv6Addr = "2001:db8:c::1".parse().unwrap();
+    let v4 = ipv4_packet(
+        Ipv4Addr::new(198, 51, 100, 7),
+        Ipv4Addr::new(203, 0, 113, 9),
+        IpProtocol::UDP,
+        &[1u8; 20],
+        false,
+    );
+    let cases = [
+        (echo6(HOST_A6, HOST_B6, 80), 41, true),
+        (echo6(stranger, HOST_B6, 80), 41, false),
+        (echo6(HOST_A6, stranger, 80), 41, false),
+        (echo6(HOST_B6, HOST_A6, 80), 41, false),
+        (v4, 4, false),
+    ];
+    for (seq, (inner, next, ok)) in cases.into_iter().enumerate() {
+        let mut rx = vec![0u8; 20];
+        rx.extend(esp_null(0x777, seq as u32 + 1, &inner, next));
+        let received = Received::Udp {
+            src: PEER.into(),
+            dst: LOCAL.into(),
+            offset: 20,
+        };
+        let before = sa.counters().selector_mismatches;
+        let r = sa.decap(now, &mut rx, received);
+        if ok {
+            assert_eq!(&rx[r.unwrap().inner], &inner[..]);
+        } else {
+            assert_eq!(r, Err(DropReason::SelectorMismatch), "#{seq}");
+            assert_eq!(sa.counters().selector_mismatches, before + 1);
+        }
+    }
+    assert_eq!(sa.counters().packets, 1);
+}
