@@ -152,7 +152,7 @@ enum Step {
 }
 
 impl SecurityAssociation {
-    /// Encapsulates one cleartext IPv4 or IPv6 packet into `out`. See [`EncapOutcome`] for the three
+    /// Encapsulates one cleartext IPv4 or IPv6 packet into `out`. See [`EncapOutcome`] for the
     /// results; `rng` supplies the random IV (RFC 4303 §3.3.2: unpredictable per packet).
     pub fn encap<R: CryptoRng + ?Sized>(
         &mut self,
