@@ -94,8 +94,9 @@ pub enum DropReason {
     /// The SA reached its hard lifetime.
     #[error("SA expired")]
     Expired,
-    /// Called on an outbound SA, or a transport-mode UDP packet with no headroom to rebuild
-    /// the IP header, or an outer IPv6 packet with extension headers before ESP.
+    /// Called on an outbound SA, or a transport-mode packet with no headroom to rebuild the IP
+    /// header, or with IPv6 extension headers before ESP/AH (transport mode only), or an AH
+    /// packet behind more than 512 bytes of IPv6 header chain.
     #[error("not supported")]
     Unsupported,
 }
