@@ -3,7 +3,7 @@
 //! packet; drops are counted (on the SA when one is known, else on the shard).
 
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -228,7 +228,7 @@ impl EspShard {
         };
         let udp_peer = match inst.sa.encapsulation() {
             SaEncapsulation::Udp { peer_port, .. } => {
-                Some(SocketAddr::V4(SocketAddrV4::new(inst.sa.peer(), peer_port)))
+                Some(SocketAddr::new(inst.sa.peer(), peer_port))
             }
             SaEncapsulation::Raw => None,
         };
@@ -239,7 +239,12 @@ impl EspShard {
         if needs_flush {
             self.flush_wan();
         }
-        let path_mtu = self.wans[w].path_mtu;
+        let params = EncapParams {
+            path_mtu: self.wans[w].path_mtu,
+            ip_id: 0,
+            icmp_source: self.wans[w].local,
+            icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
+        };
         let Some(inst) = self.sas.outbound_mut(sa) else {
             self.counters.no_sa += k as u64;
             return;
@@ -262,7 +267,7 @@ impl EspShard {
                 *job = EncapJob::new(pkt, &mut slot[start..], self.ip_id);
             }
             inst.sa
-                .encap_batch(now, &mut jobs[..k], path_mtu, local, &mut self.rng);
+                .encap_batch(now, &mut jobs[..k], &params, &mut self.rng);
             for (r, job) in results.iter_mut().zip(&jobs[..k]) {
                 *r = job.result.ok();
             }
@@ -306,7 +311,7 @@ impl EspShard {
         };
         let (udp_peer, tx) = match inst.sa.encapsulation() {
             SaEncapsulation::Udp { peer_port, .. } => (
-                Some(SocketAddr::V4(SocketAddrV4::new(inst.sa.peer(), peer_port))),
+                Some(SocketAddr::new(inst.sa.peer(), peer_port)),
                 &mut self.tx_udp[w],
             ),
             SaEncapsulation::Raw => (None, &mut self.tx_raw),
@@ -320,7 +325,8 @@ impl EspShard {
         let params = EncapParams {
             path_mtu: self.wans[w].path_mtu,
             ip_id: self.ip_id,
-            icmp_source: local,
+            icmp_source: self.wans[w].local,
+            icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
         };
         let Some(slot) = tx.push_empty() else {
             self.counters.send_errors += 1;
@@ -348,7 +354,10 @@ impl EspShard {
                     self.fragment_last(slot, start, o.len, params.path_mtu);
                 }
             }
-            Ok(EncapOutcome::IcmpFragNeeded { len, .. }) => {
+            Ok(
+                EncapOutcome::IcmpFragNeeded { len, .. }
+                | EncapOutcome::IcmpPacketTooBig { len, .. },
+            ) => {
                 self.counters.icmp_frag_needed += 1;
                 let (buf, start, _) = tx.slot_buf_mut(slot);
                 let icmp = &buf[start..start + len];
@@ -613,6 +622,7 @@ mod tests {
                     path_mtu,
                     ip_id,
                     icmp_source: LOCAL,
+                    icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
                 };
                 let mut out = [0u8; 2048];
                 let fits = sa.encap(

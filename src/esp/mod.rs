@@ -1,5 +1,6 @@
 //! IPsec security associations: ESP (RFC 4303) and AH (RFC 4302), tunnel and transport mode,
-//! raw or RFC 3948 UDP encapsulation, anti-replay, lifetimes and counters.
+//! raw or RFC 3948 UDP encapsulation, anti-replay, lifetimes and counters; IPv4 or IPv6 inside
+//! (tunnel mode carries either over either) and outside.
 //!
 //! Sans-IO like the rest of the core: [`SecurityAssociation::encap`] and
 //! [`SecurityAssociation::decap`] work on caller buffers, take the time and the RNG from the
@@ -8,10 +9,12 @@
 //! * Outbound: build the SA with [`SecurityAssociation::new`] from [`SaParams`] (direction
 //!   [`Direction::Outbound`]); for each cleartext packet call `encap` (or `encap_batch` for a
 //!   batch read from the TUN) with an [`EncapParams`]; the [`EncapOutcome`] says whether to send
-//!   the packet, fragment it first, or write an ICMP "fragmentation needed" back to the TUN.
+//!   the packet, fragment it first, or write an ICMP "fragmentation needed" (IPv4) or ICMPv6
+//!   Packet Too Big (IPv6) back to the TUN.
 //! * Inbound: build with [`Direction::Inbound`], find it by SPI (`crate::spd::SpiTable`) and call
-//!   `decap` on the received bytes ([`Received::Ip`] for a raw socket, [`Received::Udp`] for
-//!   the payload of a UDP 4500 datagram). `Ok` gives the range of the cleartext packet in the
+//!   `decap` on the received bytes ([`Received::Ip`] for a whole IPv4 or IPv6 packet,
+//!   [`Received::Udp`] for the payload of a UDP 4500 datagram, [`Received::Esp`] for what a raw
+//!   `AF_INET6` ESP socket reads). `Ok` gives the range of the cleartext packet in the
 //!   buffer; `Err` gives the [`DropReason`], already counted on the SA.
 
 pub mod counters;
@@ -26,6 +29,10 @@ pub mod suite;
 mod gcm_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ah6;
+#[cfg(test)]
+mod tests_v6;
 
 pub use counters::SaCounters;
 pub use decap::{DecapJob, Decapsulated, Received};
@@ -72,13 +79,13 @@ pub enum DropReason {
     /// Padding bytes are not 1, 2, 3, ... (RFC 4303 §2.4).
     #[error("bad padding bytes")]
     BadPadding,
-    /// Next header is neither IPv4 (tunnel) nor a protocol transport mode can carry.
+    /// Next header is neither IPv4 nor IPv6 (tunnel) nor a protocol transport mode can carry.
     #[error("unknown next header")]
     UnknownNextHeader,
     /// An ESP dummy packet (next header 59, RFC 4303 §2.6): dropped silently by design.
     #[error("dummy packet")]
     Dummy,
-    /// The decapsulated packet is not a valid IPv4 packet.
+    /// The decapsulated packet is not a valid IPv4 (or, for next header 41, IPv6) packet.
     #[error("inner packet malformed")]
     InnerMalformed,
     /// Inner addresses outside the SA's protected networks (RFC 4301 §5.2).
@@ -87,8 +94,9 @@ pub enum DropReason {
     /// The SA reached its hard lifetime.
     #[error("SA expired")]
     Expired,
-    /// Called on an outbound SA, or a transport-mode UDP packet with no headroom to rebuild
-    /// the IP header, or an IPv6 inner packet (not yet supported).
+    /// Called on an outbound SA, or a transport-mode packet with no headroom to rebuild the IP
+    /// header, or with IPv6 extension headers before ESP/AH (transport mode only), or an AH
+    /// packet behind more than 512 bytes of IPv6 header chain.
     #[error("not supported")]
     Unsupported,
 }
@@ -115,11 +123,11 @@ pub enum EncapError {
     #[error("output buffer too small")]
     BufferTooSmall,
     /// The cleartext packet failed to parse.
-    #[error("cleartext packet is not a valid IPv4 packet: {0}")]
+    #[error("cleartext packet is not a valid IP packet: {0}")]
     InnerMalformed(wire::Error),
-    /// The cleartext packet is IPv6 (not yet supported) or not IP at all.
-    #[error("cleartext packet is not IPv4")]
-    InnerNotIpv4,
+    /// The cleartext packet is neither IPv4 nor IPv6.
+    #[error("cleartext packet is not IP")]
+    InnerNotIp,
     /// Transport mode protects the hosts' own traffic: inner addresses must be local/peer.
     #[error("transport mode packet is not between the SA's endpoints")]
     TransportAddressMismatch,
@@ -133,6 +141,15 @@ pub enum EncapError {
     /// Transport mode applies to whole datagrams only (RFC 4301 §4.1).
     #[error("transport mode cannot carry a fragment")]
     TransportFragment,
+    /// RFC 4303 §3.1.1 puts ESP after the IPv6 hop-by-hop, routing, fragment and some
+    /// destination-options headers; we carry only IPv6 packets without extension headers in
+    /// transport mode.
+    #[error("transport mode does not carry IPv6 packets with extension headers")]
+    TransportExtensionHeaders,
+    /// An IPv6 packet does not fit, and RFC 4443 §2.4 (e) forbids the Packet Too Big that
+    /// would say so (it answers an ICMPv6 error, or its source is unspecified or multicast).
+    #[error("packet too big, and no ICMPv6 error may answer it")]
+    TooBigNoIcmp,
     /// The encapsulated packet would exceed the IPv4 maximum.
     #[error("the encapsulated packet would exceed 65535 bytes")]
     TooLarge,

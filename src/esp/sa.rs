@@ -1,6 +1,6 @@
 //! SA parameters, construction (with the checks RFC 4301/4303 require) and state.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{KeyBytes, Mode, ProtectedNetwork};
@@ -151,9 +151,10 @@ pub enum SaError {
     ReservedSpi(u32),
     #[error("replay window {0} is larger than {MAX_WINDOW}")]
     ReplayWindowTooLarge(u32),
-    /// Only IPv4 outer addresses are implemented so far.
-    #[error("IPv6 SA endpoints are not supported yet")]
-    Ipv6Unsupported,
+    /// The two outer addresses must be of one family (an IPv4 packet cannot go to an IPv6
+    /// peer).
+    #[error("local and peer addresses are of different IP families")]
+    MixedFamilies,
     /// RFC 3948 defines UDP encapsulation for ESP only; AH cannot cross a NAT.
     #[error("AH cannot be UDP-encapsulated (RFC 3948 covers ESP only)")]
     AhOverUdp,
@@ -205,6 +206,8 @@ impl EspState {
 
 #[derive(Debug)]
 pub(crate) struct AhState {
+    /// Length of the ICV field: the ICV and, over IPv6, padding to 8 bytes (RFC 4302 §2.6).
+    pub icv_field: usize,
     pub spi: u32,
     pub integ: Integrity,
     pub seq: u32,
@@ -217,8 +220,8 @@ pub(crate) struct AhState {
 pub struct SecurityAssociation {
     pub(crate) direction: Direction,
     pub(crate) mode: Mode,
-    pub(crate) local: Ipv4Addr,
-    pub(crate) peer: Ipv4Addr,
+    pub(crate) local: IpAddr,
+    pub(crate) peer: IpAddr,
     pub(crate) encapsulation: SaEncapsulation,
     pub(crate) esp: Option<EspState>,
     /// Boxed: AH is rare, and inline its integrity state took 230 bytes of every ESP SA.
@@ -268,9 +271,10 @@ impl SecurityAssociation {
     /// exact key lengths. `now` is the creation time lifetimes count from. Keys are expanded
     /// here once (AES/DES key schedules, HMAC pads); the per-packet path does no key setup.
     pub fn new(params: SaParams, now: Instant) -> Result<Self, SaError> {
-        let (IpAddr::V4(local), IpAddr::V4(peer)) = (params.local, params.peer) else {
-            return Err(SaError::Ipv6Unsupported);
-        };
+        let (local, peer) = (params.local, params.peer);
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(SaError::MixedFamilies);
+        }
         if params.esp.is_none() && params.ah.is_none() {
             return Err(SaError::NoTransform);
         }
@@ -337,7 +341,14 @@ impl SecurityAssociation {
                     k.authentication.key_len(),
                     &k.authentication_key,
                 )?;
+                // RFC 4302 §2.6: over IPv6 the AH header is a multiple of 8 bytes, so the ICV
+                // field of a 16-byte ICV (12 + 16 = 28) carries 4 bytes of padding.
+                let icv_len = k.authentication.icv_len();
+                let align = if local.is_ipv6() { 8 } else { 4 };
+                let icv_field = (crate::wire::ah::FIXED_LEN + icv_len).next_multiple_of(align)
+                    - crate::wire::ah::FIXED_LEN;
                 Some(Box::new(AhState {
+                    icv_field,
                     spi: k.spi,
                     integ: Integrity::new(k.authentication, &k.authentication_key.0)
                         .map_err(key_err("AH authentication"))?,
@@ -372,14 +383,28 @@ impl SecurityAssociation {
         self.mode
     }
 
-    /// Our outer address.
-    pub fn local(&self) -> Ipv4Addr {
+    /// Our outer address (IPv4 or IPv6; the peer's is of the same family).
+    pub fn local(&self) -> IpAddr {
         self.local
     }
 
     /// The peer's outer address.
-    pub fn peer(&self) -> Ipv4Addr {
+    pub fn peer(&self) -> IpAddr {
         self.peer
+    }
+
+    /// Whether the outer header is IPv6 (RFC 8200) rather than IPv4.
+    pub fn outer_is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+
+    /// Length of the outer IP header this SA writes in tunnel mode.
+    pub(crate) fn outer_header_len(&self) -> usize {
+        if self.outer_is_ipv6() {
+            crate::wire::ipv6::HEADER_LEN
+        } else {
+            crate::wire::ipv4::HEADER_LEN
+        }
     }
 
     /// Raw or UDP encapsulation.
@@ -531,7 +556,7 @@ impl SecurityAssociation {
     /// bytes whose IP header is `inner_hdr_len` (transport mode keeps that header).
     pub(crate) fn layout(&self, inner_len: usize, inner_hdr_len: usize) -> Layout {
         let (ip_hdr, payload) = match self.mode {
-            Mode::Tunnel => (crate::wire::ipv4::HEADER_LEN, inner_len),
+            Mode::Tunnel => (self.outer_header_len(), inner_len),
             Mode::Transport => (inner_hdr_len, inner_len - inner_hdr_len),
         };
         let udp = match self.encapsulation {
@@ -541,7 +566,7 @@ impl SecurityAssociation {
         let ah = self
             .ah
             .as_ref()
-            .map_or(0, |a| crate::wire::ah::FIXED_LEN + a.integ.icv_len());
+            .map_or(0, |a| crate::wire::ah::FIXED_LEN + a.icv_field);
         let (iv, pad, icv, esp_len) = match &self.esp {
             Some(e) => {
                 // RFC 4303 §2.4: pad so that payload + pad + 2 fills whole cipher blocks and
