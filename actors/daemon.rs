@@ -287,6 +287,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
         .into_iter()
         .map(|wans| ShardIo {
             cleartext: queues.next().map(Cleartext::Tun),
+            icmpv6_source: None,
             wans,
         })
         .collect();

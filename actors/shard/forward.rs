@@ -3,12 +3,12 @@
 //! packet; drops are counted (on the SA when one is known, else on the shard).
 
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::sync::Arc;
 use std::time::Instant;
 
 use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, SaEncapsulation};
-use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet};
+use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet, Ipv6Packet};
 
 use super::{ClearFd, EspShard, HandoffMeta, MAX_RX, SaHandle};
 use crate::io::{self, PacketBatch};
@@ -31,6 +31,22 @@ pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize
         0
     } else {
         limit
+    }
+}
+
+/// The addresses the SPD looks a cleartext packet up by, IPv4 or IPv6 by its version nibble
+/// (RFC 791 §3.1, RFC 8200 §3), read through the checked views: `None` for anything else, or a
+/// header or length that does not hold (counted as `not_ip`). The selectors are the fixed
+/// header's addresses; extension headers are the ESP layer's business.
+pub(super) fn cleartext_addresses(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => Ipv4Packet::new_checked(pkt)
+            .ok()
+            .map(|ip| (ip.src_addr().into(), ip.dst_addr().into())),
+        Some(6) => Ipv6Packet::new_checked(pkt)
+            .ok()
+            .map(|ip| (ip.src_addr().into(), ip.dst_addr().into())),
+        _ => None,
     }
 }
 
@@ -141,11 +157,10 @@ impl EspShard {
     /// shard that holds the SA.
     fn classify(&mut self, pkt: &[u8]) -> Option<(SaHandle, usize)> {
         self.counters.cleartext_in += 1;
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            self.counters.not_ipv4 += 1;
+        let Some((src, dst)) = cleartext_addresses(pkt) else {
+            self.counters.not_ip += 1;
             return None;
         };
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let Some(sa) = self.spd.lookup(src, dst) else {
             self.counters.no_policy += 1;
             return None;
@@ -480,7 +495,7 @@ impl EspShard {
 
     /// Asks the IKE router for an SA for the policy covering `src -> dst`, at most once a
     /// second per policy.
-    fn acquire(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    fn acquire(&mut self, src: IpAddr, dst: IpAddr) {
         let Some(recipient) = &self.acquire else {
             return;
         };
@@ -569,6 +584,51 @@ mod tests {
         .unwrap();
         p[6] |= 0x40;
         p
+    }
+
+    /// Issue 11: the cleartext path dispatches on the version nibble and reads IPv6 through
+    /// the checked view; anything else, or a header or length that does not hold, is `None`
+    /// (counted as `not_ip`). The old code read every packet as IPv4, so an IPv6 packet was
+    /// "not IPv4" and never reached the SPD.
+    #[test]
+    fn cleartext_addresses_take_ipv4_and_ipv6_by_version() {
+        use ikehub::wire::Ipv6Repr;
+        use std::net::Ipv6Addr;
+        let v4 = cleartext(60);
+        assert_eq!(
+            cleartext_addresses(&v4),
+            Some((
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))
+            ))
+        );
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:a::1".parse().unwrap(),
+            "2001:db8:b::1".parse().unwrap(),
+        );
+        let mut v6 = vec![0u8; 40 + 16];
+        Ipv6Repr::new(src, dst, IpProtocol::UDP, 16)
+            .emit(&mut v6)
+            .unwrap();
+        assert_eq!(
+            cleartext_addresses(&v6),
+            Some((IpAddr::V6(src), IpAddr::V6(dst)))
+        );
+        // Every truncation of either is refused, never a panic.
+        for p in [&v4, &v6] {
+            for len in 0..p.len() {
+                assert_eq!(cleartext_addresses(&p[..len]), None, "{len} bytes");
+            }
+        }
+        // A payload length past the buffer, and versions that are neither 4 nor 6.
+        let mut long = v6.clone();
+        long[4..6].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(cleartext_addresses(&long), None);
+        for version in [0u8, 5, 7, 15] {
+            let mut other = v6.clone();
+            other[0] = (version << 4) | (other[0] & 0x0f);
+            assert_eq!(cleartext_addresses(&other), None, "version {version}");
+        }
     }
 
     /// Issue 12 (relay CPU): with a 1400-byte tunnel MTU on a 1500-byte path, full-size

@@ -514,6 +514,7 @@ mod tests {
             count,
             ShardIo {
                 cleartext: None,
+                icmpv6_source: None,
                 wans: vec![],
             },
         );
@@ -769,6 +770,7 @@ mod tests {
                     2,
                     ShardIo {
                         cleartext: None,
+                        icmpv6_source: None,
                         wans: vec![],
                     },
                 )
@@ -833,6 +835,7 @@ mod tests {
                 2,
                 ShardIo {
                     cleartext: None,
+                    icmpv6_source: None,
                     wans: vec![],
                 },
             )
