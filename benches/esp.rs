@@ -63,6 +63,7 @@ fn esp(c: &mut Criterion) {
                 path_mtu: 9000,
                 ip_id: 1,
                 icmp_source: HUB,
+                icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
             };
             let mut buf = [0u8; 2048];
             g.throughput(Throughput::Bytes(size as u64));

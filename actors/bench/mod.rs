@@ -132,6 +132,7 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
         path_mtu: 9000,
         ip_id: 1,
         icmp_source: HUB,
+        icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
     };
     let mut buf = [0u8; 2048];
     let encap = ops_per_sec(budget, || {
@@ -151,7 +152,7 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
                 .enumerate()
                 .map(|(i, o)| EncapJob::new(&inner[..len], &mut o[..], i as u16))
                 .collect();
-            out.encap_batch_on(engine, now, &mut jobs, 9000, HUB, &mut rng);
+            out.encap_batch_on(engine, now, &mut jobs, &params, &mut rng);
             black_box(&jobs);
         }) * BATCH as f64
     };

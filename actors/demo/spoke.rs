@@ -236,6 +236,7 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
                 path_mtu: 1500,
                 ip_id,
                 icmp_source: addr,
+                icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
             };
             let now = Instant::now();
             let range = match t
@@ -298,7 +299,7 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
                 };
                 outstanding = outstanding.saturating_sub(1);
                 loss_timer.as_mut().reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
-                let received = Received::Udp { src: *from.ip(), dst: addr, offset: HEADROOM };
+                let received = Received::Udp { src: (*from.ip()).into(), dst: addr.into(), offset: HEADROOM };
                 match t.inbound.decap(now, &mut rx[..HEADROOM + len], received) {
                     Ok(d) => {
                         let p = &rx[d.inner.clone()];

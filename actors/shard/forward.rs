@@ -3,7 +3,7 @@
 //! packet; drops are counted (on the SA when one is known, else on the shard).
 
 use std::io::ErrorKind;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -17,20 +17,33 @@ use crate::io::{self, PacketBatch};
 /// interleaves the blocks of several packets; 32 keeps every AES unit busy with room to spare
 /// and bounds the per-SA job array on the stack.
 const ENCAP_BATCH: usize = 32;
-/// The largest cleartext packet (IPv4 header without options) that `sa` encapsulates within
-/// `path_mtu`, exactly, or 0 when the path is too small to tell (then every packet takes the
-/// one-by-one path, which handles ICMP and fragmentation). The bound must be exact, not a
-/// worst case over all suites: with a tunnel MTU of 1400 on a 1500-byte path, a full-size
-/// packet of AES-CBC/HMAC-SHA1 over UDP is 1472 bytes on the wire, and a worst-case margin
-/// (113 bytes: AH + ESP + the largest IV and ICV) sent every full-size packet one by one,
-/// past the batched (stitched) encryption.
-pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize) -> usize {
-    let limit = sa.max_inner_len(path_mtu, ikehub::wire::ipv4::HEADER_LEN);
+/// The largest cleartext packets that `sa` encapsulates within `path_mtu`, exactly, per inner
+/// family: an IPv4 packet without options, an IPv6 packet (its 40-byte header, which matters
+/// in transport mode only). 0 when the path is too small to tell (then every packet takes
+/// the one-by-one path, which handles ICMP, ICMPv6 and fragmentation). The bound must be
+/// exact, not a worst case over all suites: with a tunnel MTU of 1400 on a 1500-byte path, a
+/// full-size packet of AES-CBC/HMAC-SHA1 over UDP is 1472 bytes on the wire, and a
+/// worst-case margin (113 bytes: AH + ESP + the largest IV and ICV) sent every full-size
+/// packet one by one, past the batched (stitched) encryption.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct BatchLimit {
+    pub v4: usize,
+    pub v6: usize,
+}
+
+pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize) -> BatchLimit {
     // `max_inner_len` never answers below the IPv4 minimum, fitting or not.
-    if limit <= ikehub::wire::ipv4::MIN_MTU {
-        0
-    } else {
-        limit
+    let exact = |hdr_len| {
+        let limit = sa.max_inner_len(path_mtu, hdr_len);
+        if limit <= ikehub::wire::ipv4::MIN_MTU {
+            0
+        } else {
+            limit
+        }
+    };
+    BatchLimit {
+        v4: exact(ikehub::wire::ipv4::HEADER_LEN),
+        v6: exact(ikehub::wire::ipv6::HEADER_LEN),
     }
 }
 
@@ -50,6 +63,19 @@ pub(super) fn cleartext_addresses(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
     }
 }
 
+/// The source of an ICMPv6 Packet Too Big answering cleartext packet `pkt`: the tunnel
+/// device's IPv6 `source-address` when one is set (the gateway's own address on the cleartext
+/// side, RFC 4443 §2.2). Without one, the destination of the packet that did not fit: the
+/// error then seems to come from the far end of the tunnel, an address the sender routes
+/// back to and accepts an error from (a link-local or unspecified source would be dropped by
+/// a router between the sender and the tunnel device). Not a peer's choice either way: the
+/// packet is the sender's own, answered to it only.
+fn icmpv6_source(configured: Option<Ipv6Addr>, pkt: &[u8]) -> Ipv6Addr {
+    configured
+        .or_else(|| Ipv6Packet::new_checked(pkt).ok().map(|ip| ip.dst_addr()))
+        .unwrap_or(Ipv6Addr::UNSPECIFIED)
+}
+
 /// Writes the non-empty packets of `batch` to the cleartext device; returns how many it
 /// refused.
 fn send_clear(clear: &Option<ClearFd>, batch: &mut PacketBatch) -> u64 {
@@ -67,9 +93,14 @@ fn send_clear(clear: &Option<ClearFd>, batch: &mut PacketBatch) -> u64 {
 
 /// Whether `pkt` fits the path as [`batch_limit`] computed it: in transport mode the inner
 /// header stays and its length moves the padding, so a packet with IPv4 options goes the
-/// one-by-one path.
-fn fits_batch(pkt: &[u8], limit: usize) -> bool {
-    pkt.len() <= limit && pkt.first() == Some(&0x45)
+/// one-by-one path (an IPv6 header is always 40 bytes: its extension headers are payload to
+/// the limit).
+fn fits_batch(pkt: &[u8], limit: BatchLimit) -> bool {
+    match pkt.first() {
+        Some(0x45) => pkt.len() <= limit.v4,
+        Some(b) if b >> 4 == 6 => pkt.len() <= limit.v6,
+        _ => false,
+    }
 }
 
 impl EspShard {
@@ -108,7 +139,7 @@ impl EspShard {
         let mut sas: [Option<SaHandle>; MAX_RX] = [None; MAX_RX];
         let mut slow = [false; MAX_RX];
         // The bound of the SA last seen (a batch is mostly one SA's packets).
-        let mut last: Option<(SaHandle, usize)> = None;
+        let mut last: Option<(SaHandle, BatchLimit)> = None;
         for (i, sa) in sas.iter_mut().enumerate().take(n) {
             let pkt = rx.packet(i);
             if let Some((h, w)) = self.classify(pkt) {
@@ -193,10 +224,10 @@ impl EspShard {
 
     /// The largest cleartext packet of outbound SA `sa` (on WAN `w`) that takes the batched
     /// path; 0 when none does.
-    fn outbound_limit(&self, sa: SaHandle, w: usize) -> usize {
+    fn outbound_limit(&self, sa: SaHandle, w: usize) -> BatchLimit {
         match (self.sas.outbound(sa), self.wans.get(w)) {
             (Some(inst), Some(wan)) => batch_limit(&inst.sa, wan.path_mtu),
-            _ => 0,
+            _ => BatchLimit::default(),
         }
     }
 
@@ -211,7 +242,7 @@ impl EspShard {
                 let local = inst.sa.local();
                 self.wans.iter().position(|w| w.local == local)
             })
-            .map_or(0, |w| self.outbound_limit(sa, w));
+            .map_or(BatchLimit::default(), |w| self.outbound_limit(sa, w));
         let mut rest = packets;
         while let Some((first, _)) = rest.split_first() {
             if !fits_batch(first, limit) {
@@ -243,7 +274,7 @@ impl EspShard {
         };
         let udp_peer = match inst.sa.encapsulation() {
             SaEncapsulation::Udp { peer_port, .. } => {
-                Some(SocketAddr::V4(SocketAddrV4::new(inst.sa.peer(), peer_port)))
+                Some(SocketAddr::new(inst.sa.peer(), peer_port))
             }
             SaEncapsulation::Raw => None,
         };
@@ -254,7 +285,13 @@ impl EspShard {
         if needs_flush {
             self.flush_wan();
         }
-        let path_mtu = self.wans[w].path_mtu;
+        // Only packets that fit come here: no ICMP is made from these parameters.
+        let params = EncapParams {
+            path_mtu: self.wans[w].path_mtu,
+            ip_id: 0,
+            icmp_source: self.wans[w].local,
+            icmp_source_v6: self.icmpv6_source.unwrap_or(Ipv6Addr::UNSPECIFIED),
+        };
         let Some(inst) = self.sas.outbound_mut(sa) else {
             self.counters.no_sa += k as u64;
             return;
@@ -277,7 +314,7 @@ impl EspShard {
                 *job = EncapJob::new(pkt, &mut slot[start..], self.ip_id);
             }
             inst.sa
-                .encap_batch(now, &mut jobs[..k], path_mtu, local, &mut self.rng);
+                .encap_batch(now, &mut jobs[..k], &params, &mut self.rng);
             for (r, job) in results.iter_mut().zip(&jobs[..k]) {
                 *r = job.result.ok();
             }
@@ -321,7 +358,7 @@ impl EspShard {
         };
         let (udp_peer, tx) = match inst.sa.encapsulation() {
             SaEncapsulation::Udp { peer_port, .. } => (
-                Some(SocketAddr::V4(SocketAddrV4::new(inst.sa.peer(), peer_port))),
+                Some(SocketAddr::new(inst.sa.peer(), peer_port)),
                 &mut self.tx_udp[w],
             ),
             SaEncapsulation::Raw => (None, &mut self.tx_raw),
@@ -335,7 +372,8 @@ impl EspShard {
         let params = EncapParams {
             path_mtu: self.wans[w].path_mtu,
             ip_id: self.ip_id,
-            icmp_source: local,
+            icmp_source: self.wans[w].local,
+            icmp_source_v6: icmpv6_source(self.icmpv6_source, pkt),
         };
         let Some(slot) = tx.push_empty() else {
             self.counters.send_errors += 1;
@@ -363,8 +401,15 @@ impl EspShard {
                     self.fragment_last(slot, start, o.len, params.path_mtu);
                 }
             }
-            Ok(EncapOutcome::IcmpFragNeeded { len, .. }) => {
-                self.counters.icmp_frag_needed += 1;
+            Ok(
+                EncapOutcome::IcmpFragNeeded { len, .. }
+                | EncapOutcome::IcmpPacketTooBig { len, .. },
+            ) => {
+                if pkt.first().is_some_and(|b| b >> 4 == 6) {
+                    self.counters.icmpv6_too_big += 1;
+                } else {
+                    self.counters.icmp_frag_needed += 1;
+                }
                 let (buf, start, _) = tx.slot_buf_mut(slot);
                 let icmp = &buf[start..start + len];
                 let sent = match &self.clear {
@@ -586,6 +631,23 @@ mod tests {
         p
     }
 
+    const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0xfe);
+    const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 1);
+
+    /// A cleartext IPv6 UDP packet of `len` bytes from 2001:db8:a::1 to [`FAR6`].
+    fn cleartext6(len: usize) -> Vec<u8> {
+        let mut p = vec![0xa5; len];
+        ikehub::wire::Ipv6Repr::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 1),
+            FAR6,
+            IpProtocol::UDP,
+            len - 40,
+        )
+        .emit(&mut p)
+        .unwrap();
+        p
+    }
+
     /// Issue 11: the cleartext path dispatches on the version nibble and reads IPv6 through
     /// the checked view; anything else, or a header or length that does not hold, is `None`
     /// (counted as `not_ip`). The old code read every packet as IPv4, so an IPv6 packet was
@@ -593,7 +655,6 @@ mod tests {
     #[test]
     fn cleartext_addresses_take_ipv4_and_ipv6_by_version() {
         use ikehub::wire::Ipv6Repr;
-        use std::net::Ipv6Addr;
         let v4 = cleartext(60);
         assert_eq!(
             cleartext_addresses(&v4),
@@ -634,7 +695,10 @@ mod tests {
     /// Issue 12 (relay CPU): with a 1400-byte tunnel MTU on a 1500-byte path, full-size
     /// packets of the common suites fit, so they take the batched (stitched) encryption; the
     /// old fixed margin of 113 bytes sent every one of them through `encap_one`. The bound is
-    /// exact for every suite: the limit fits the path, one byte more does not.
+    /// exact for every suite: the limit fits the path, one byte more does not. Issue 11: the
+    /// same for IPv6 packets (which took the one-by-one path before), whose packet one byte
+    /// too large gets an ICMPv6 Packet Too Big announcing exactly the limit, or, where the
+    /// path cannot carry the IPv6 minimum inside, outer fragments (RFC 8200 §5).
     #[test]
     fn batch_limit_is_the_exact_largest_packet_that_fits() {
         let udp = SaEncapsulation::Udp {
@@ -654,25 +718,32 @@ mod tests {
         for (enc, auth, ah, encap) in cases {
             for path_mtu in [1500, 1400, 576] {
                 let mut sa = outbound(enc, auth, ah, encap);
-                let limit = batch_limit(&sa, path_mtu);
+                let limits = batch_limit(&sa, path_mtu);
+                // Tunnel mode: the inner header is payload, so both families fit alike.
+                assert_eq!(limits.v4, limits.v6, "{enc:?} {path_mtu}");
+                let limit = limits.v4;
                 assert!(
                     limit > 100 && limit < path_mtu,
                     "{enc:?} {path_mtu}: {limit}"
                 );
                 if path_mtu == 1500 {
-                    assert!(
-                        fits_batch(&cleartext(1400), limit),
-                        "{enc:?}/{auth:?} ah={ah} {encap:?}: limit {limit}"
-                    );
+                    for p in [cleartext(1400), cleartext6(1400)] {
+                        assert!(
+                            fits_batch(&p, limits),
+                            "{enc:?}/{auth:?} ah={ah} {encap:?}: limit {limit}"
+                        );
+                    }
                 }
                 if path_mtu == 1400 {
-                    assert!(!fits_batch(&cleartext(1400), limit));
+                    assert!(!fits_batch(&cleartext(1400), limits));
+                    assert!(!fits_batch(&cleartext6(1400), limits));
                 }
                 let mut rng = rand::make_rng::<rand::rngs::StdRng>();
                 let params = |ip_id| EncapParams {
                     path_mtu,
                     ip_id,
                     icmp_source: LOCAL,
+                    icmp_source_v6: GATEWAY6,
                 };
                 let mut out = [0u8; 2048];
                 let fits = sa.encap(
@@ -698,11 +769,56 @@ mod tests {
                     "{enc:?} {path_mtu}: {} bytes: {over:?}",
                     limit + 1
                 );
+                let fits = sa.encap(
+                    Instant::now(),
+                    &cleartext6(limit),
+                    &params(3),
+                    &mut rng,
+                    &mut out,
+                );
+                assert!(
+                    matches!(fits, Ok(EncapOutcome::Send(o)) if o.len <= path_mtu),
+                    "IPv6 {enc:?} {path_mtu}: {limit} bytes: {fits:?}"
+                );
+                let over = sa.encap(
+                    Instant::now(),
+                    &cleartext6(limit + 1),
+                    &params(4),
+                    &mut rng,
+                    &mut out,
+                );
+                if limit >= ikehub::wire::ipv6::MIN_MTU {
+                    assert!(
+                        matches!(over, Ok(EncapOutcome::IcmpPacketTooBig { mtu, .. }) if mtu as usize == limit),
+                        "IPv6 {enc:?} {path_mtu}: {} bytes: {over:?}",
+                        limit + 1
+                    );
+                } else {
+                    assert!(
+                        matches!(over, Ok(EncapOutcome::Fragment(_))),
+                        "IPv6 {enc:?} {path_mtu}: {} bytes: {over:?}",
+                        limit + 1
+                    );
+                }
             }
         }
         // Options in the inner header: never batched (transport mode pads by them).
         let mut opts = cleartext(200);
         opts[0] = 0x46;
-        assert!(!fits_batch(&opts, 1000));
+        assert!(!fits_batch(&opts, BatchLimit { v4: 1000, v6: 1000 }));
+        // Neither IPv4 nor IPv6: never batched.
+        let mut other = cleartext6(200);
+        other[0] = 0x50;
+        assert!(!fits_batch(&other, BatchLimit { v4: 1000, v6: 1000 }));
+    }
+
+    /// The source of a Packet Too Big: the configured IPv6 source-address, else the
+    /// destination of the packet that did not fit.
+    #[test]
+    fn packet_too_big_source_is_the_configured_address_or_the_far_end() {
+        let p = cleartext6(1400);
+        assert_eq!(icmpv6_source(Some(GATEWAY6), &p), GATEWAY6);
+        assert_eq!(icmpv6_source(None, &p), FAR6);
+        assert_eq!(icmpv6_source(None, &p[..20]), Ipv6Addr::UNSPECIFIED);
     }
 }

@@ -179,8 +179,8 @@ impl EspShard {
             Encap::Udp => (
                 buf,
                 Received::Udp {
-                    src: *at.from.ip(),
-                    dst: at.local,
+                    src: (*at.from.ip()).into(),
+                    dst: at.local.into(),
                     offset: start,
                 },
             ),
@@ -251,8 +251,8 @@ impl EspShard {
                     Encap::Udp => DecapJob::new(
                         &mut slot[..start + len],
                         Received::Udp {
-                            src: *at.from.ip(),
-                            dst: at.local,
+                            src: (*at.from.ip()).into(),
+                            dst: at.local.into(),
                             offset: start,
                         },
                     ),
@@ -490,6 +490,7 @@ mod tests {
             path_mtu: 1500,
             ip_id: 1,
             icmp_source: SPOKE,
+            icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
         };
         let mut rng = rand::make_rng::<rand::rngs::StdRng>();
         let Ok(EncapOutcome::Send(o)) =

@@ -287,13 +287,10 @@ mod tests {
             let h = spd.lookup(lan, Ipv4Addr::new(203, 0, 113, last))??;
             t.outbound(h).map(|i| (i.policy.to_string(), i.sa.peer()))
         };
-        assert_eq!(
-            reach(&t, &spd, 5),
-            Some(("A".into(), Ipv4Addr::from(peer_a)))
-        );
+        assert_eq!(reach(&t, &spd, 5), Some(("A".into(), IpAddr::from(peer_a))));
         assert_eq!(
             reach(&t, &spd, 200),
-            Some(("B".into(), Ipv4Addr::from(peer_b)))
+            Some(("B".into(), IpAddr::from(peer_b)))
         );
         assert_eq!(t.iter().count(), 2);
 
@@ -301,10 +298,7 @@ mod tests {
         let removed = t.remove(to_b).unwrap();
         assert_eq!(removed.sa.peer(), Ipv4Addr::from(peer_b));
         spd.remove("B");
-        assert_eq!(
-            reach(&t, &spd, 5),
-            Some(("A".into(), Ipv4Addr::from(peer_a)))
-        );
+        assert_eq!(reach(&t, &spd, 5), Some(("A".into(), IpAddr::from(peer_a))));
         assert_eq!(reach(&t, &spd, 200), None);
         assert!(t.remove(to_b).is_none());
         assert_eq!(t.iter().count(), 1);

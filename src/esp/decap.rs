@@ -6,14 +6,16 @@
 //! decryption happens only after that (RFC 4303 §3.4.3-3.4.4). Every failure is a
 //! [`DropReason`] counted on the SA; nothing a peer sends can panic this code.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::ops::Range;
 use std::time::Instant;
 
 use crate::config::Mode;
 use crate::crypto::stitch::Engine;
 use crate::crypto::{EspAead, aead};
-use crate::wire::{self, AhPacket, EspPacket, IpProtocol, Ipv4Packet, UdpPacket, ipv4};
+use crate::wire::{
+    self, AhPacket, EspPacket, IpProtocol, Ipv4Packet, Ipv6Packet, Ipv6Repr, UdpPacket, ipv4, ipv6,
+};
 
 use super::DropReason;
 use super::replay::ReplayError;
@@ -23,18 +25,31 @@ use super::sa::{Direction, LifetimeState, SecurityAssociation};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {
     /// A complete outer IPv4 packet as a raw socket delivers it (protocol 50, 51, or 17 for
-    /// UDP-encapsulated ESP).
+    /// UDP-encapsulated ESP), or a complete IPv6 packet whose fixed header is followed
+    /// directly by ESP or UDP (a fragment header is [`DropReason::Fragment`], other extension
+    /// headers [`DropReason::Unsupported`]).
     Ip,
     /// The payload of a UDP datagram (RFC 3948, non-ESP marker already checked) starting at
-    /// `offset` in the buffer; `src`/`dst` are the datagram's outer addresses. The bytes
-    /// before `offset` are free headroom: transport mode needs 20 of them to rebuild the IP
-    /// header in front of the payload.
+    /// `offset` in the buffer; `src`/`dst` are the datagram's outer addresses (IPv4 or IPv6,
+    /// as the SA's). The bytes before `offset` are free headroom: transport mode needs 20
+    /// (IPv4) or 40 (IPv6) of them to rebuild the IP header in front of the payload.
     Udp {
         /// Outer source (the peer, possibly NATed).
-        src: Ipv4Addr,
+        src: IpAddr,
         /// Outer destination (our address).
-        dst: Ipv4Addr,
+        dst: IpAddr,
         /// Where the UDP payload starts in the buffer.
+        offset: usize,
+    },
+    /// A raw ESP packet without its IP header, starting at `offset`, as a raw `AF_INET6`
+    /// socket delivers it (the kernel strips the IPv6 header and has reassembled fragments);
+    /// `src`/`dst` are the outer IPv6 addresses from the socket. Headroom as for `Udp`.
+    Esp {
+        /// Outer source (the peer).
+        src: IpAddr,
+        /// Outer destination (our address).
+        dst: IpAddr,
+        /// Where the ESP header starts in the buffer.
         offset: usize,
     },
 }
@@ -42,7 +57,7 @@ pub enum Received {
 /// A successfully decapsulated packet.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Decapsulated {
-    /// The cleartext IPv4 packet is `buffer[inner]`, ready to be written to the TUN.
+    /// The cleartext IPv4 or IPv6 packet is `buffer[inner]`, ready to be written to the TUN.
     pub inner: Range<usize>,
     /// Sequence number of the outermost header (AH in a bundle, else ESP).
     pub sequence_number: u32,
@@ -81,7 +96,7 @@ struct EspFrame {
     end: usize,
     body: (usize, usize),
     seq: u32,
-    outer: (usize, Ipv4Addr, Ipv4Addr),
+    outer: (usize, IpAddr, IpAddr),
 }
 
 impl SecurityAssociation {
@@ -161,7 +176,7 @@ impl SecurityAssociation {
 
     /// Steps 1 and 2 of [`Self::decap`] for ESP alone, short of the ICV.
     fn esp_frame(&self, packet: &[u8], received: Received) -> Result<EspFrame, DropReason> {
-        let (ip_hdr_len, start, end, src, dst, proto) = outer_frame(packet, received)?;
+        let (ip_hdr_len, start, end, src, dst, proto) = self.outer_frame(packet, received)?;
         if proto != IpProtocol::ESP {
             return Err(DropReason::WrongProtocol);
         }
@@ -230,7 +245,7 @@ impl SecurityAssociation {
 
         // 1. The outer framing: where the IPsec part is, the outer header if any.
         let (ip_hdr_len, mut start, end, outer_src, outer_dst, proto) =
-            outer_frame(packet, received)?;
+            self.outer_frame(packet, received)?;
 
         // 2. Verify everything before changing anything.
         let mut ah_seq = None;
@@ -362,7 +377,7 @@ impl SecurityAssociation {
         packet: &mut [u8],
         mut payload: Range<usize>,
         mut next: IpProtocol,
-        outer: (usize, Ipv4Addr, Ipv4Addr),
+        outer: (usize, IpAddr, IpAddr),
         decrypt: bool,
     ) -> Result<Range<usize>, DropReason> {
         let (ip_hdr_len, outer_src, outer_dst) = outer;
@@ -398,49 +413,52 @@ impl SecurityAssociation {
         }
 
         // 5. Rebuild / locate the inner packet and check it against the selectors.
-        let inner = match self.mode {
+        let (inner, src, dst) = match self.mode {
             Mode::Tunnel => {
+                // TFC padding (RFC 4303 §2.7) may follow the inner packet: trim to the
+                // length its own header gives, which must fit what the trailer left.
+                let at = payload.start;
                 match next {
-                    IpProtocol::IPV4 => {}
-                    IpProtocol::IPV6 => return Err(DropReason::Unsupported),
+                    IpProtocol::IPV4 => {
+                        let ip = Ipv4Packet::new_checked(&packet[payload])
+                            .map_err(|_| DropReason::InnerMalformed)?;
+                        let end = at + usize::from(ip.total_len());
+                        (at..end, ip.src_addr().into(), ip.dst_addr().into())
+                    }
+                    IpProtocol::IPV6 => {
+                        let ip = Ipv6Packet::new_checked(&packet[payload])
+                            .map_err(|_| DropReason::InnerMalformed)?;
+                        let end = at + ip.packet().len();
+                        (at..end, ip.src_addr().into(), ip.dst_addr().into())
+                    }
                     _ => return Err(DropReason::UnknownNextHeader),
                 }
-                let ip = Ipv4Packet::new_checked(&packet[payload.clone()])
-                    .map_err(|_| DropReason::InnerMalformed)?;
-                // TFC padding (RFC 4303 §2.7) may follow the inner packet: trim to its length.
-                payload.start..payload.start + usize::from(ip.total_len())
             }
             Mode::Transport => {
-                let body = payload.len();
-                let hl = if ip_hdr_len > 0 {
-                    ip_hdr_len
-                } else {
-                    ipv4::HEADER_LEN
-                };
-                if payload.start < hl {
-                    return Err(DropReason::Unsupported);
-                }
-                let total = hl + body;
-                let total16 = u16::try_from(total).map_err(|_| DropReason::Malformed)?;
-                let at = payload.start - hl;
-                if ip_hdr_len > 0 {
-                    packet.copy_within(0..hl, at);
-                } else {
-                    crate::wire::Ipv4Repr::new(outer_src, outer_dst, next, body)
-                        .emit(&mut packet[at..])?;
-                }
-                let mut ip = Ipv4Packet::new_unchecked(&mut packet[at..at + hl]);
-                ip.set_protocol(next);
-                ip.set_total_len(total16);
-                ip.fill_checksum();
-                at..at + total
+                let inner =
+                    rebuild_transport(packet, payload, next, ip_hdr_len, outer_src, outer_dst)?;
+                (inner, outer_src, outer_dst)
             }
         };
-        let ip = Ipv4Packet::new_unchecked(&packet[inner.clone()]);
-        if !self.selectors_allow(ip.src_addr(), ip.dst_addr()) {
+        if !self.selectors_allow(src, dst) {
             return Err(DropReason::SelectorMismatch);
         }
         Ok(inner)
+    }
+
+    /// [`outer_frame`], and the outer family must be the SA's: an IPv6 packet never reaches
+    /// the IPv4 header rules (AH's mutable fields, the transport header) or the reverse.
+    #[allow(clippy::type_complexity)]
+    fn outer_frame(
+        &self,
+        packet: &[u8],
+        received: Received,
+    ) -> Result<(usize, usize, usize, IpAddr, IpAddr, IpProtocol), DropReason> {
+        let f = outer_frame(packet, received)?;
+        if f.3.is_ipv6() != self.outer_is_ipv6() {
+            return Err(DropReason::WrongProtocol);
+        }
+        Ok(f)
     }
 
     fn commit_replay(&mut self, ah_seq: Option<u32>, esp_seq: Option<u32>) {
@@ -474,15 +492,92 @@ fn open_gcm(aead: &EspAead, esp: &mut [u8]) -> bool {
     }
 }
 
+/// Transport mode (RFC 4303 §3.4.4 last step): puts the IP header back in front of the
+/// payload `packet[payload]`, with `next` as its protocol: the received outer header moved
+/// (`ip_hdr_len` > 0) or one rebuilt from the outer addresses (a UDP or raw IPv6 payload,
+/// whose headroom must hold it). The transport-mode header is the hosts' own, so its
+/// addresses are the outer ones (RFC 4301 §4.1).
+fn rebuild_transport(
+    packet: &mut [u8],
+    payload: Range<usize>,
+    next: IpProtocol,
+    ip_hdr_len: usize,
+    src: IpAddr,
+    dst: IpAddr,
+) -> Result<Range<usize>, DropReason> {
+    let body = payload.len();
+    let v6 = src.is_ipv6();
+    let hl = match (ip_hdr_len, v6) {
+        (0, false) => ipv4::HEADER_LEN,
+        (0, true) => ipv6::HEADER_LEN,
+        (n, _) => n,
+    };
+    if payload.start < hl {
+        return Err(DropReason::Unsupported);
+    }
+    let at = payload.start - hl;
+    if ip_hdr_len > 0 {
+        packet.copy_within(0..hl, at);
+    }
+    match (src, dst) {
+        (IpAddr::V4(s), IpAddr::V4(d)) => {
+            let total = u16::try_from(hl + body).map_err(|_| DropReason::Malformed)?;
+            if ip_hdr_len == 0 {
+                wire::Ipv4Repr::new(s, d, next, body).emit(&mut packet[at..])?;
+            }
+            let mut ip = Ipv4Packet::new_unchecked(&mut packet[at..at + hl]);
+            ip.set_protocol(next);
+            ip.set_total_len(total);
+            ip.fill_checksum();
+        }
+        (IpAddr::V6(s), IpAddr::V6(d)) => {
+            let len = u16::try_from(body).map_err(|_| DropReason::Malformed)?;
+            if ip_hdr_len == 0 {
+                Ipv6Repr::new(s, d, next, body).emit(&mut packet[at..])?;
+            }
+            let mut ip = Ipv6Packet::new_unchecked(&mut packet[at..at + hl]);
+            ip.set_next_header(next);
+            ip.set_payload_len(len);
+        }
+        _ => return Err(DropReason::Malformed),
+    }
+    Ok(at..at + hl + body)
+}
+
 /// The outer framing (step 1 of [`SecurityAssociation::decap`]): the outer header length (0
-/// for a UDP payload), where the IPsec part starts and ends, the outer addresses and the
-/// protocol of the IPsec part.
+/// for a UDP or raw-IPv6 payload), where the IPsec part starts and ends, the outer addresses
+/// and the protocol of the IPsec part.
 #[allow(clippy::type_complexity)]
 fn outer_frame(
     packet: &[u8],
     received: Received,
-) -> Result<(usize, usize, usize, Ipv4Addr, Ipv4Addr, IpProtocol), DropReason> {
+) -> Result<(usize, usize, usize, IpAddr, IpAddr, IpProtocol), DropReason> {
     Ok(match received {
+        Received::Ip if packet.first().map(|b| b >> 4) == Some(6) => {
+            let ip = Ipv6Packet::new_checked(packet)?;
+            let end = ip.packet().len();
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+            let hl = ipv6::HEADER_LEN;
+            match ip.next_header() {
+                IpProtocol::UDP => {
+                    let udp = UdpPacket::new_checked(&packet[hl..end])?;
+                    let uend = hl + usize::from(udp.len());
+                    (
+                        hl,
+                        hl + wire::udp::HEADER_LEN,
+                        uend,
+                        src,
+                        dst,
+                        IpProtocol::ESP,
+                    )
+                }
+                // RFC 8200 §4.5: reassemble first (RFC 4303 §3.4.1).
+                IpProtocol(44) => return Err(DropReason::Fragment),
+                // Hop-by-hop, routing, destination options: not walked here.
+                IpProtocol(0 | 43 | 60) => return Err(DropReason::Unsupported),
+                p => (hl, hl, end, src, dst, p),
+            }
+        }
         Received::Ip => {
             let ip = Ipv4Packet::new_checked(packet)?;
             if ip.is_fragment() {
@@ -490,7 +585,7 @@ fn outer_frame(
             }
             let hl = ip.header_len();
             let end = usize::from(ip.total_len());
-            let (src, dst) = (ip.src_addr(), ip.dst_addr());
+            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
             match ip.protocol() {
                 IpProtocol::UDP => {
                     let udp = UdpPacket::new_checked(&packet[hl..end])?;
@@ -507,9 +602,12 @@ fn outer_frame(
                 p => (hl, hl, end, src, dst, p),
             }
         }
-        Received::Udp { src, dst, offset } => {
+        Received::Udp { src, dst, offset } | Received::Esp { src, dst, offset } => {
             if offset > packet.len() {
                 return Err(DropReason::Truncated);
+            }
+            if src.is_ipv4() != dst.is_ipv4() {
+                return Err(DropReason::Malformed);
             }
             (0, offset, packet.len(), src, dst, IpProtocol::ESP)
         }

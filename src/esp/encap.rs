@@ -1,7 +1,7 @@
-//! Outbound processing (RFC 4303 §3.3, RFC 4302 §3.3): cleartext IPv4 packet in, complete
-//! outer IPv4 packet out, written into a caller buffer without allocating.
+//! Outbound processing (RFC 4303 §3.3, RFC 4302 §3.3): cleartext IPv4 or IPv6 packet in,
+//! complete outer IPv4 or IPv6 packet out, written into a caller buffer without allocating.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use rand::CryptoRng;
@@ -10,10 +10,12 @@ use crate::config::Mode;
 use crate::crypto::aead;
 use crate::crypto::stitch::Engine;
 use crate::wire::{
-    self, AhRepr, EspRepr, IpProtocol, Ipv4Packet, Ipv4Repr, UdpRepr, build_frag_needed, ipv4,
+    self, AhRepr, EspRepr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket,
+    UdpRepr, build_frag_needed, checksum, ipv4, ipv6,
 };
 
 use super::EncapError;
+use super::ptb::build_packet_too_big;
 use super::sa::{Direction, Layout, LifetimeState, SaEncapsulation, SecurityAssociation};
 
 /// Outer TTL of the packets we originate (RFC 4301 §5.1.2.1 leaves it to the encapsulator).
@@ -23,36 +25,56 @@ const BATCH: usize = 32;
 /// Largest IV (AES).
 const MAX_IV: usize = 16;
 
-/// Per-call parameters of [`SecurityAssociation::encap`].
+/// Per-call parameters of [`SecurityAssociation::encap`] (and of
+/// [`SecurityAssociation::encap_batch`], where each job carries its own `ip_id`).
 #[derive(Clone, Copy, Debug)]
 pub struct EncapParams {
     /// MTU of the path to the peer (outer packet size limit).
     pub path_mtu: usize,
-    /// IPv4 identification of the outer header (tunnel mode; transport mode keeps the inner
-    /// one).
+    /// IPv4 identification of the outer header (IPv4 tunnel mode; transport mode keeps the
+    /// inner one; an IPv6 outer header has none).
     pub ip_id: u16,
     /// Source address of an ICMP "fragmentation needed" we may have to send back into the
-    /// cleartext side: the gateway address on that side (e.g. `tunnel-device.source-address`).
+    /// cleartext side for an IPv4 packet: the gateway address on that side (e.g.
+    /// `tunnel-device.source-address`).
     pub icmp_source: Ipv4Addr,
+    /// Source address of an ICMPv6 Packet Too Big for an IPv6 packet (RFC 4443 §3.2): the
+    /// gateway's IPv6 address on the cleartext side. It must be a unicast address the sender
+    /// accepts an error from.
+    pub icmp_source_v6: Ipv6Addr,
 }
 
 /// Where the parts of an outer packet are in the output buffer.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct OuterPacket {
-    /// The complete outer IPv4 packet is `out[..len]` (send as is on a raw `IP_HDRINCL`
-    /// socket).
+    /// The complete outer packet, IP header included, is `out[..len]` (for an IPv4 outer,
+    /// send as is on a raw `IP_HDRINCL` socket).
     pub len: usize,
-    /// Length of the outer IPv4 header.
+    /// Length of the outer IP header (20 for IPv4, 40 for IPv6; in transport mode the
+    /// inner header's length). The ESP/AH packet, or the UDP header, starts here.
     pub ip_header_len: usize,
     /// For RFC 3948 encapsulation: the UDP payload (the ESP packet) starts here; send
     /// `out[udp_payload_offset..len]` on the UDP 4500 socket.
     pub udp_payload_offset: Option<usize>,
+    /// The outer header is IPv6 (RFC 8200), the SA's addresses being IPv6.
+    pub ipv6: bool,
 }
 
 impl OuterPacket {
-    /// The UDP payload range for a UDP socket, or the whole packet for a raw socket.
+    /// What to hand the socket: the UDP payload for a UDP socket; for raw ESP/AH the whole
+    /// packet over IPv4 (`IP_HDRINCL`), the part after the IPv6 header over IPv6 (a raw
+    /// `AF_INET6` socket always writes the IPv6 header itself).
     pub fn socket_payload(&self) -> std::ops::Range<usize> {
-        self.udp_payload_offset.unwrap_or(0)..self.len
+        match self.udp_payload_offset {
+            Some(at) => at..self.len,
+            None if self.ipv6 => self.ip_payload(),
+            None => 0..self.len,
+        }
+    }
+
+    /// The bytes after the outer IP header: the ESP or AH packet (raw), or the UDP datagram.
+    pub fn ip_payload(&self) -> std::ops::Range<usize> {
+        self.ip_header_len..self.len
     }
 }
 
@@ -61,9 +83,13 @@ impl OuterPacket {
 pub enum EncapOutcome {
     /// Send the packet.
     Send(OuterPacket),
-    /// The packet exceeds the path MTU and the inner packet allowed fragmentation: cut
-    /// `out[..len]` with [`wire::Ipv4Fragmenter`] for the path MTU before sending on a raw
-    /// socket (a UDP socket with PMTU discovery off lets the kernel do it).
+    /// The packet exceeds the path MTU and the inner packet allowed fragmentation (an IPv4
+    /// packet without DF, or an IPv6 packet of at most 1280 bytes on a path that cannot carry
+    /// that much inside: RFC 8200 §5): over IPv4 cut `out[..len]` with
+    /// [`wire::Ipv4Fragmenter`] for the path MTU before sending on a raw socket (a UDP socket
+    /// with PMTU discovery off lets the kernel do it). An IPv6 outer packet is never cut
+    /// here: the sending socket's kernel fragments it at the source (RFC 8200 §4.5), which
+    /// needs PMTU discovery off on that socket (`IPV6_MTU_DISCOVER` = `IPV6_PMTUDISC_DONT`).
     Fragment(OuterPacket),
     /// The inner packet had DF set and does not fit after encapsulation: `out[..len]` holds an
     /// ICMP "fragmentation needed" (RFC 1191) announcing `mtu`, the largest inner packet that
@@ -75,16 +101,27 @@ pub enum EncapOutcome {
         /// The next-hop MTU announced.
         mtu: u16,
     },
+    /// The inner packet is IPv6 and does not fit after encapsulation: `out[..len]` holds an
+    /// IPv6 packet with an ICMPv6 Packet Too Big (RFC 4443 §3.2, from
+    /// [`EncapParams::icmp_source_v6`]) announcing `mtu`, the largest inner packet that fits
+    /// (never below 1280); write it back into the cleartext side. Nothing was sent and no
+    /// sequence number was used.
+    IcmpPacketTooBig {
+        /// Length of the ICMPv6 packet in `out`.
+        len: usize,
+        /// The MTU announced.
+        mtu: u32,
+    },
 }
 
 /// One packet of [`SecurityAssociation::encap_batch`].
 #[derive(Debug)]
 pub struct EncapJob<'a> {
-    /// The cleartext IPv4 packet.
+    /// The cleartext IPv4 or IPv6 packet.
     pub inner: &'a [u8],
     /// Where the outer packet (or ICMP) is written.
     pub out: &'a mut [u8],
-    /// Outer IPv4 identification.
+    /// Outer IPv4 identification (unused with an IPv6 outer).
     pub ip_id: u16,
     /// Filled by `encap_batch`.
     pub result: Result<EncapOutcome, EncapError>,
@@ -116,7 +153,7 @@ enum Step {
 }
 
 impl SecurityAssociation {
-    /// Encapsulates one cleartext IPv4 packet into `out`. See [`EncapOutcome`] for the three
+    /// Encapsulates one cleartext IPv4 or IPv6 packet into `out`. See [`EncapOutcome`] for the three
     /// results; `rng` supplies the random IV (RFC 4303 §3.3.2: unpredictable per packet).
     pub fn encap<R: CryptoRng + ?Sized>(
         &mut self,
@@ -127,13 +164,7 @@ impl SecurityAssociation {
         out: &mut [u8],
     ) -> Result<EncapOutcome, EncapError> {
         self.check_outbound(now)?;
-        let p = match self.prepare(
-            inner,
-            params.path_mtu,
-            params.icmp_source,
-            params.ip_id,
-            out,
-        )? {
+        let p = match self.prepare(inner, params, params.ip_id, out)? {
             Step::Done(o) => return Ok(o),
             Step::Continue(p) => p,
         };
@@ -159,16 +190,16 @@ impl SecurityAssociation {
     /// with one RNG call; AES-CBC with HMAC-SHA1 runs stitched over the batch (see
     /// [`crate::crypto::stitch`]), other AES suites interleave the packets' CBC chains (see
     /// [`crate::crypto::EspCipher::encrypt_cbc_batch`]); each job gets its own `result`, in
-    /// order, and sequence numbers follow the job order.
+    /// order, and sequence numbers follow the job order. `params.ip_id` is unused: each job
+    /// carries its own.
     pub fn encap_batch<R: CryptoRng + ?Sized>(
         &mut self,
         now: Instant,
         jobs: &mut [EncapJob<'_>],
-        path_mtu: usize,
-        icmp_source: Ipv4Addr,
+        params: &EncapParams,
         rng: &mut R,
     ) {
-        self.encap_batch_on(Engine::detect(), now, jobs, path_mtu, icmp_source, rng);
+        self.encap_batch_on(Engine::detect(), now, jobs, params, rng);
     }
 
     /// [`Self::encap_batch`] with a chosen crypto engine (tests and `ikehub bench` compare the
@@ -178,8 +209,7 @@ impl SecurityAssociation {
         engine: Engine,
         now: Instant,
         jobs: &mut [EncapJob<'_>],
-        path_mtu: usize,
-        icmp_source: Ipv4Addr,
+        params: &EncapParams,
         rng: &mut R,
     ) {
         if let Err(e) = self.check_outbound(now) {
@@ -192,7 +222,7 @@ impl SecurityAssociation {
             let mut prepared: [Option<Prepared>; BATCH] = [None; BATCH];
             let mut n_enc = 0;
             for (i, j) in chunk.iter_mut().enumerate() {
-                match self.prepare(j.inner, path_mtu, icmp_source, j.ip_id, j.out) {
+                match self.prepare(j.inner, params, j.ip_id, j.out) {
                     Ok(Step::Done(o)) => j.result = Ok(o),
                     Ok(Step::Continue(p)) => {
                         if p.layout.iv > 0 {
@@ -270,9 +300,14 @@ impl SecurityAssociation {
     /// The largest inner packet (with an IP header of `hdr_len`) whose encapsulation fits
     /// `mtu`, never below the IPv4 minimum of 68.
     pub fn max_inner_len(&self, mtu: usize, hdr_len: usize) -> usize {
+        self.fit_inner_len(mtu, hdr_len).max(ipv4::MIN_MTU)
+    }
+
+    /// The largest inner packet whose encapsulation fits `mtu`, or 0 when none does.
+    fn fit_inner_len(&self, mtu: usize, hdr_len: usize) -> usize {
         let (mut lo, mut hi) = (hdr_len, mtu.max(hdr_len));
         if self.layout(lo, hdr_len).total > mtu {
-            return ipv4::MIN_MTU;
+            return 0;
         }
         // Largest L in [lo, hi] with total(L) <= mtu; total is monotonic in L.
         while lo < hi {
@@ -283,7 +318,7 @@ impl SecurityAssociation {
                 hi = mid - 1;
             }
         }
-        lo.max(ipv4::MIN_MTU)
+        lo
     }
 
     /// Validates the inner packet, decides send / fragment / ICMP, writes every header and the
@@ -291,37 +326,53 @@ impl SecurityAssociation {
     fn prepare(
         &mut self,
         inner: &[u8],
-        path_mtu: usize,
-        icmp_source: Ipv4Addr,
+        params: &EncapParams,
         ip_id: u16,
         out: &mut [u8],
     ) -> Result<Step, EncapError> {
-        if inner.first().map(|b| b >> 4) != Some(4) {
-            return Err(EncapError::InnerNotIpv4);
-        }
-        let ip = Ipv4Packet::new_checked(inner).map_err(EncapError::InnerMalformed)?;
-        let inner = &inner[..usize::from(ip.total_len())];
-        let hdr_len = ip.header_len();
+        let c = Cleartext::parse(inner)?;
+        let inner = c.packet;
+        let hdr_len = c.header_len;
         if self.mode == Mode::Transport {
-            if ip.is_fragment() {
+            if c.fragment {
                 return Err(EncapError::TransportFragment);
             }
-            if ip.src_addr() != self.local || ip.dst_addr() != self.peer {
+            if c.src != self.local || c.dst != self.peer {
                 return Err(EncapError::TransportAddressMismatch);
             }
-            if ip.protocol() == IpProtocol::NO_NEXT_HEADER {
+            if c.protocol == IpProtocol::NO_NEXT_HEADER {
                 return Err(EncapError::TransportNoNextHeader);
+            }
+            if c.ipv6 && is_ipv6_extension(c.protocol) {
+                return Err(EncapError::TransportExtensionHeaders);
             }
         }
         let l = self.layout(inner.len(), hdr_len);
+        let path_mtu = params.path_mtu;
         let mut fragment = false;
         if l.total > path_mtu {
-            if ip.dont_frag() {
+            let fits = self.fit_inner_len(path_mtu, hdr_len);
+            if c.ipv6 {
+                // RFC 8200 §5: IPv6 packets are never fragmented on the way, so the sender
+                // learns the size that fits (RFC 4443 §3.2), but never below the 1280 every
+                // IPv6 link carries: a tunnel that cannot take 1280 inside fragments its outer
+                // packet instead (RFC 4459 §3, RFC 8200 §5).
+                let mtu = fits.max(ipv6::MIN_MTU).min(usize::from(u16::MAX));
+                if inner.len() > mtu {
+                    let len = build_packet_too_big(params.icmp_source_v6, inner, mtu as u32, out)
+                        .map_err(|e| match e {
+                        wire::Error::BufferTooSmall => EncapError::BufferTooSmall,
+                        _ => EncapError::TooBigNoIcmp,
+                    })?;
+                    return Ok(Step::Done(EncapOutcome::IcmpPacketTooBig {
+                        len,
+                        mtu: mtu as u32,
+                    }));
+                }
+            } else if c.dont_frag {
                 // RFC 4301 §8.2 / RFC 1191: tell the sender the size that fits.
-                let mtu = self
-                    .max_inner_len(path_mtu, hdr_len)
-                    .min(usize::from(u16::MAX));
-                let len = build_frag_needed(icmp_source, inner, mtu as u16, out)
+                let mtu = fits.max(ipv4::MIN_MTU).min(usize::from(u16::MAX));
+                let len = build_frag_needed(params.icmp_source, inner, mtu as u16, out)
                     .map_err(|_| EncapError::BufferTooSmall)?;
                 return Ok(Step::Done(EncapOutcome::IcmpFragNeeded {
                     len,
@@ -351,36 +402,59 @@ impl SecurityAssociation {
             (SaEncapsulation::Raw, true) => IpProtocol::AH,
             (SaEncapsulation::Raw, false) => IpProtocol::ESP,
         };
-        let protected_next = match self.mode {
-            Mode::Tunnel => IpProtocol::IPV4,
-            Mode::Transport => ip.protocol(),
+        // RFC 4303 §2.6 / RFC 4301 §5.1.2: tunnel mode names the inner IP version (4 or 41),
+        // transport mode the upper layer.
+        let protected_next = match (self.mode, c.ipv6) {
+            (Mode::Tunnel, false) => IpProtocol::IPV4,
+            (Mode::Tunnel, true) => IpProtocol::IPV6,
+            (Mode::Transport, _) => c.protocol,
         };
 
         // Outer IP header.
-        match self.mode {
-            Mode::Tunnel => {
+        match (self.mode, self.local, self.peer) {
+            (Mode::Tunnel, IpAddr::V4(local), IpAddr::V4(peer)) => {
                 Ipv4Repr {
-                    src_addr: self.local,
-                    dst_addr: self.peer,
+                    src_addr: local,
+                    dst_addr: peer,
                     protocol: outer_proto,
                     payload_len: l.total - ipv4::HEADER_LEN,
                     ttl: OUTER_TTL,
                     // RFC 4301 §5.1.2.1: DSCP copied from the inner header; DF copied too so
-                    // PMTU discovery of the inner flow keeps working.
-                    tos: ip.tos(),
+                    // PMTU discovery of the inner flow keeps working (an IPv6 inner is never
+                    // fragmented on the way, so its outer packet is DF unless we must
+                    // fragment it).
+                    tos: c.tos,
                     ident: ip_id,
-                    dont_frag: ip.dont_frag(),
+                    dont_frag: c.dont_frag && !fragment,
                     more_frags: false,
                     frag_offset: 0,
                 }
                 .emit(out)
                 .map_err(|_| EncapError::BufferTooSmall)?;
             }
-            Mode::Transport => {
+            (Mode::Tunnel, IpAddr::V6(local), IpAddr::V6(peer)) => {
+                // RFC 4301 §5.1.2.1 (IPv6 column): traffic class copied, flow label 0 (the
+                // inner one means nothing between the gateways), hop limit ours.
+                Ipv6Repr {
+                    hop_limit: OUTER_TTL,
+                    traffic_class: c.tos,
+                    ..Ipv6Repr::new(local, peer, outer_proto, l.total - ipv6::HEADER_LEN)
+                }
+                .emit(out)
+                .map_err(|_| EncapError::BufferTooSmall)?;
+            }
+            (Mode::Tunnel, _, _) => return Err(EncapError::TransportAddressMismatch),
+            (Mode::Transport, ..) => {
                 out[..hdr_len].copy_from_slice(&inner[..hdr_len]);
-                let mut p = Ipv4Packet::new_unchecked(&mut out[..hdr_len]);
-                p.set_protocol(outer_proto);
-                p.set_total_len(l.total as u16);
+                if c.ipv6 {
+                    let mut p = Ipv6Packet::new_unchecked(&mut out[..hdr_len]);
+                    p.set_next_header(outer_proto);
+                    p.set_payload_len((l.total - ipv6::HEADER_LEN) as u16);
+                } else {
+                    let mut p = Ipv4Packet::new_unchecked(&mut out[..hdr_len]);
+                    p.set_protocol(outer_proto);
+                    p.set_total_len(l.total as u16);
+                }
             }
         }
         let mut udp_payload_offset = None;
@@ -443,6 +517,7 @@ impl SecurityAssociation {
             len: l.total,
             ip_header_len: l.ip_hdr,
             udp_payload_offset,
+            ipv6: self.outer_is_ipv6(),
         };
         Ok(Step::Continue(Prepared {
             layout: l,
@@ -513,7 +588,85 @@ impl SecurityAssociation {
             let at = ah_off + wire::ah::FIXED_LEN;
             out[at..at + icv_len].copy_from_slice(&icv[..icv_len]);
         }
-        Ipv4Packet::new_unchecked(&mut out[..l.ip_hdr]).fill_checksum();
+        if !self.outer_is_ipv6() {
+            Ipv4Packet::new_unchecked(&mut out[..l.ip_hdr]).fill_checksum();
+        } else if l.udp > 0 {
+            // RFC 8200 §8.1: over IPv6 the UDP checksum is mandatory, over the pseudo-header
+            // and the finished datagram (so only now, after encryption and ICVs).
+            let udp = &mut out[l.ip_hdr..l.total];
+            let c = checksum::combine(&[
+                checksum::pseudo_header(self.local, self.peer, IpProtocol::UDP, udp.len() as u32),
+                checksum::sum(udp),
+            ]);
+            // A computed 0 is sent as all ones (RFC 768; RFC 8200 §8.1 forbids a zero).
+            UdpPacket::new_unchecked(udp).set_checksum(if c == 0 { 0xffff } else { c });
+        }
         self.counters.record_ok(p.inner_len);
     }
+}
+
+/// What `prepare` needs to know of a cleartext packet of either IP version.
+struct Cleartext<'a> {
+    /// The packet, trimmed to the length its header gives.
+    packet: &'a [u8],
+    ipv6: bool,
+    /// The IP header transport mode keeps (the IPv4 header with options, or the fixed IPv6
+    /// header: transport mode refuses IPv6 extension headers).
+    header_len: usize,
+    src: IpAddr,
+    dst: IpAddr,
+    /// IPv4 protocol or IPv6 next header.
+    protocol: IpProtocol,
+    /// IPv4 TOS or IPv6 traffic class (DSCP and ECN).
+    tos: u8,
+    /// The sender forbids fragmentation: IPv4 DF, always for IPv6 (RFC 8200 §5).
+    dont_frag: bool,
+    /// An IPv4 fragment, or an IPv6 packet whose first next header is a fragment header.
+    fragment: bool,
+}
+
+impl<'a> Cleartext<'a> {
+    fn parse(packet: &'a [u8]) -> Result<Self, EncapError> {
+        match packet.first().map(|b| b >> 4) {
+            Some(4) => {
+                let ip = Ipv4Packet::new_checked(packet).map_err(EncapError::InnerMalformed)?;
+                Ok(Self {
+                    packet: &packet[..usize::from(ip.total_len())],
+                    ipv6: false,
+                    header_len: ip.header_len(),
+                    src: ip.src_addr().into(),
+                    dst: ip.dst_addr().into(),
+                    protocol: ip.protocol(),
+                    tos: ip.tos(),
+                    dont_frag: ip.dont_frag(),
+                    fragment: ip.is_fragment(),
+                })
+            }
+            Some(6) => {
+                let ip = Ipv6Packet::new_checked(packet).map_err(EncapError::InnerMalformed)?;
+                Ok(Self {
+                    packet: &packet[..ipv6::HEADER_LEN + usize::from(ip.payload_len())],
+                    ipv6: true,
+                    header_len: ipv6::HEADER_LEN,
+                    src: ip.src_addr().into(),
+                    dst: ip.dst_addr().into(),
+                    protocol: ip.next_header(),
+                    tos: ip.traffic_class(),
+                    dont_frag: true,
+                    fragment: ip.next_header() == IPV6_FRAGMENT,
+                })
+            }
+            _ => Err(EncapError::InnerNotIp),
+        }
+    }
+}
+
+/// IPv6 Fragment header (RFC 8200 §4.5).
+const IPV6_FRAGMENT: IpProtocol = IpProtocol(44);
+
+/// The IPv6 extension headers ESP must follow in transport mode (RFC 4303 §3.1.1: hop-by-hop,
+/// routing, fragment, and destination options before routing) — we do not place ESP inside
+/// such a chain, and refuse it instead.
+fn is_ipv6_extension(p: IpProtocol) -> bool {
+    matches!(p.0, 0 | 43 | 44 | 60)
 }

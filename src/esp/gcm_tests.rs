@@ -86,13 +86,7 @@ fn rfc4106_packets_equal_independently_computed_bytes() {
         b.esp.as_mut().unwrap().seq = seq - 1;
         let mut out = vec![0u8; 2000];
         let mut jobs = [EncapJob::new(&inner, &mut out, 7)];
-        b.encap_batch(
-            now,
-            &mut jobs,
-            1500,
-            Ipv4Addr::UNSPECIFIED,
-            &mut ScriptRng::new(vec![]),
-        );
+        b.encap_batch(now, &mut jobs, &mtu(1500), &mut ScriptRng::new(vec![]));
         let n = sent(jobs[0].result.unwrap()).len;
         assert_eq!(&out[20..n], &hex(esp)[..], "{alg:?} batch");
         // And decap gives the inner packet back.
@@ -143,8 +137,8 @@ fn every_flipped_byte_and_truncation_is_dropped_without_moving_the_window() {
             now,
             &mut pk,
             Received::Udp {
-                src: PEER,
-                dst: LOCAL,
+                src: PEER.into(),
+                dst: LOCAL.into(),
                 offset: 0,
             },
         );
@@ -202,13 +196,7 @@ fn batch_equals_single_for_many_sizes() {
         .zip(outs.iter_mut())
         .map(|(inn, out)| EncapJob::new(inn, out, 7))
         .collect();
-    batch.encap_batch(
-        now,
-        &mut jobs,
-        1500,
-        Ipv4Addr::UNSPECIFIED,
-        &mut ScriptRng::new(vec![]),
-    );
+    batch.encap_batch(now, &mut jobs, &mtu(1500), &mut ScriptRng::new(vec![]));
     let lens: Vec<usize> = jobs.iter().map(|j| sent(j.result.unwrap()).len).collect();
     for (k, ((out, want), inner)) in outs.iter_mut().zip(&expect).zip(&inners).enumerate() {
         assert_eq!(&out[..lens[k]], &want[..], "packet {k}");

@@ -18,6 +18,7 @@ pub mod counters;
 mod decap;
 mod encap;
 pub mod manual;
+pub mod ptb;
 pub mod replay;
 pub mod sa;
 pub mod suite;
@@ -72,13 +73,13 @@ pub enum DropReason {
     /// Padding bytes are not 1, 2, 3, ... (RFC 4303 §2.4).
     #[error("bad padding bytes")]
     BadPadding,
-    /// Next header is neither IPv4 (tunnel) nor a protocol transport mode can carry.
+    /// Next header is neither IPv4 nor IPv6 (tunnel) nor a protocol transport mode can carry.
     #[error("unknown next header")]
     UnknownNextHeader,
     /// An ESP dummy packet (next header 59, RFC 4303 §2.6): dropped silently by design.
     #[error("dummy packet")]
     Dummy,
-    /// The decapsulated packet is not a valid IPv4 packet.
+    /// The decapsulated packet is not a valid IPv4 (or, for next header 41, IPv6) packet.
     #[error("inner packet malformed")]
     InnerMalformed,
     /// Inner addresses outside the SA's protected networks (RFC 4301 §5.2).
@@ -88,7 +89,7 @@ pub enum DropReason {
     #[error("SA expired")]
     Expired,
     /// Called on an outbound SA, or a transport-mode UDP packet with no headroom to rebuild
-    /// the IP header, or an IPv6 inner packet (not yet supported).
+    /// the IP header, or an outer IPv6 packet with extension headers before ESP.
     #[error("not supported")]
     Unsupported,
 }
@@ -115,11 +116,11 @@ pub enum EncapError {
     #[error("output buffer too small")]
     BufferTooSmall,
     /// The cleartext packet failed to parse.
-    #[error("cleartext packet is not a valid IPv4 packet: {0}")]
+    #[error("cleartext packet is not a valid IP packet: {0}")]
     InnerMalformed(wire::Error),
-    /// The cleartext packet is IPv6 (not yet supported) or not IP at all.
-    #[error("cleartext packet is not IPv4")]
-    InnerNotIpv4,
+    /// The cleartext packet is neither IPv4 nor IPv6.
+    #[error("cleartext packet is not IP")]
+    InnerNotIp,
     /// Transport mode protects the hosts' own traffic: inner addresses must be local/peer.
     #[error("transport mode packet is not between the SA's endpoints")]
     TransportAddressMismatch,
@@ -133,6 +134,15 @@ pub enum EncapError {
     /// Transport mode applies to whole datagrams only (RFC 4301 §4.1).
     #[error("transport mode cannot carry a fragment")]
     TransportFragment,
+    /// RFC 4303 §3.1.1 puts ESP after the IPv6 hop-by-hop, routing, fragment and some
+    /// destination-options headers; we carry only IPv6 packets without extension headers in
+    /// transport mode.
+    #[error("transport mode does not carry IPv6 packets with extension headers")]
+    TransportExtensionHeaders,
+    /// An IPv6 packet does not fit, and RFC 4443 §2.4 (e) forbids the Packet Too Big that
+    /// would say so (it answers an ICMPv6 error, or its source is unspecified or multicast).
+    #[error("packet too big, and no ICMPv6 error may answer it")]
+    TooBigNoIcmp,
     /// The encapsulated packet would exceed the IPv4 maximum.
     #[error("the encapsulated packet would exceed 65535 bytes")]
     TooLarge,

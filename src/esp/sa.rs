@@ -1,6 +1,6 @@
 //! SA parameters, construction (with the checks RFC 4301/4303 require) and state.
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use crate::config::{KeyBytes, Mode, ProtectedNetwork};
@@ -151,9 +151,14 @@ pub enum SaError {
     ReservedSpi(u32),
     #[error("replay window {0} is larger than {MAX_WINDOW}")]
     ReplayWindowTooLarge(u32),
-    /// Only IPv4 outer addresses are implemented so far.
-    #[error("IPv6 SA endpoints are not supported yet")]
-    Ipv6Unsupported,
+    /// The two outer addresses must be of one family (an IPv4 packet cannot go to an IPv6
+    /// peer).
+    #[error("local and peer addresses are of different IP families")]
+    MixedFamilies,
+    /// AH over an IPv6 outer header needs the IPv6 mutable-field rules of RFC 4302
+    /// §3.3.3.1.2, not implemented yet: such an SA is refused rather than sent wrong.
+    #[error("AH with IPv6 outer addresses is not supported yet")]
+    AhOverIpv6,
     /// RFC 3948 defines UDP encapsulation for ESP only; AH cannot cross a NAT.
     #[error("AH cannot be UDP-encapsulated (RFC 3948 covers ESP only)")]
     AhOverUdp,
@@ -217,8 +222,8 @@ pub(crate) struct AhState {
 pub struct SecurityAssociation {
     pub(crate) direction: Direction,
     pub(crate) mode: Mode,
-    pub(crate) local: Ipv4Addr,
-    pub(crate) peer: Ipv4Addr,
+    pub(crate) local: IpAddr,
+    pub(crate) peer: IpAddr,
     pub(crate) encapsulation: SaEncapsulation,
     pub(crate) esp: Option<EspState>,
     /// Boxed: AH is rare, and inline its integrity state took 230 bytes of every ESP SA.
@@ -268,9 +273,10 @@ impl SecurityAssociation {
     /// exact key lengths. `now` is the creation time lifetimes count from. Keys are expanded
     /// here once (AES/DES key schedules, HMAC pads); the per-packet path does no key setup.
     pub fn new(params: SaParams, now: Instant) -> Result<Self, SaError> {
-        let (IpAddr::V4(local), IpAddr::V4(peer)) = (params.local, params.peer) else {
-            return Err(SaError::Ipv6Unsupported);
-        };
+        let (local, peer) = (params.local, params.peer);
+        if local.is_ipv4() != peer.is_ipv4() {
+            return Err(SaError::MixedFamilies);
+        }
         if params.esp.is_none() && params.ah.is_none() {
             return Err(SaError::NoTransform);
         }
@@ -331,6 +337,9 @@ impl SecurityAssociation {
                 if matches!(params.encapsulation, SaEncapsulation::Udp { .. }) {
                     return Err(SaError::AhOverUdp);
                 }
+                if local.is_ipv6() {
+                    return Err(SaError::AhOverIpv6);
+                }
                 check_spi(k.spi)?;
                 exact(
                     "AH authentication",
@@ -372,14 +381,28 @@ impl SecurityAssociation {
         self.mode
     }
 
-    /// Our outer address.
-    pub fn local(&self) -> Ipv4Addr {
+    /// Our outer address (IPv4 or IPv6; the peer's is of the same family).
+    pub fn local(&self) -> IpAddr {
         self.local
     }
 
     /// The peer's outer address.
-    pub fn peer(&self) -> Ipv4Addr {
+    pub fn peer(&self) -> IpAddr {
         self.peer
+    }
+
+    /// Whether the outer header is IPv6 (RFC 8200) rather than IPv4.
+    pub fn outer_is_ipv6(&self) -> bool {
+        self.local.is_ipv6()
+    }
+
+    /// Length of the outer IP header this SA writes in tunnel mode.
+    pub(crate) fn outer_header_len(&self) -> usize {
+        if self.outer_is_ipv6() {
+            crate::wire::ipv6::HEADER_LEN
+        } else {
+            crate::wire::ipv4::HEADER_LEN
+        }
     }
 
     /// Raw or UDP encapsulation.
@@ -531,7 +554,7 @@ impl SecurityAssociation {
     /// bytes whose IP header is `inner_hdr_len` (transport mode keeps that header).
     pub(crate) fn layout(&self, inner_len: usize, inner_hdr_len: usize) -> Layout {
         let (ip_hdr, payload) = match self.mode {
-            Mode::Tunnel => (crate::wire::ipv4::HEADER_LEN, inner_len),
+            Mode::Tunnel => (self.outer_header_len(), inner_len),
             Mode::Transport => (inner_hdr_len, inner_len - inner_hdr_len),
         };
         let udp = match self.encapsulation {

@@ -128,6 +128,7 @@ pub(super) fn mtu(path_mtu: usize) -> EncapParams {
         path_mtu,
         ip_id: 7,
         icmp_source: Ipv4Addr::new(198, 51, 100, 1),
+        icmp_source_v6: "2001:db8:1::1".parse().unwrap(),
     }
 }
 
@@ -327,8 +328,8 @@ fn every_suite_mode_and_encapsulation_round_trips() {
                                 now,
                                 &mut rx,
                                 Received::Udp {
-                                    src: LOCAL,
-                                    dst: PEER,
+                                    src: LOCAL.into(),
+                                    dst: PEER.into(),
                                     offset: 20,
                                 },
                             )
@@ -415,7 +416,7 @@ fn refuses_bad_sa_parameters() {
         None,
     );
     p.peer = "2001:db8::1".parse().unwrap();
-    assert_eq!(bad(p), SaError::Ipv6Unsupported);
+    assert_eq!(bad(p), SaError::MixedFamilies);
 }
 
 fn aes_sha1() -> SaParams {
@@ -608,8 +609,8 @@ fn every_truncation_and_bit_flip_is_a_counted_drop() {
                 now,
                 &mut pk,
                 Received::Udp {
-                    src: LOCAL,
-                    dst: PEER,
+                    src: LOCAL.into(),
+                    dst: PEER.into(),
                     offset: n.min(20),
                 },
             );
@@ -750,13 +751,7 @@ fn batch_encap_equals_single_encap() {
             .map(|(inn, out)| EncapJob::new(inn, out, 7))
             .collect();
         let mut rng2 = ScriptRng::new(vec![]);
-        batch.encap_batch(
-            now,
-            &mut jobs,
-            1500,
-            Ipv4Addr::new(198, 51, 100, 1),
-            &mut rng2,
-        );
+        batch.encap_batch(now, &mut jobs, &mtu(1500), &mut rng2);
         for (k, j) in jobs.iter().enumerate() {
             let p = sent(j.result.unwrap());
             assert_eq!(&j.out[..p.len], &expect[k][..], "{suite:?} packet {k}");
@@ -855,8 +850,12 @@ fn transport_mode_checks_endpoints() {
         Err(EncapError::TransportAddressMismatch)
     );
     assert!(matches!(
+        o.encap(now, &[0x70, 0, 0, 0], &mtu(1500), &mut rng, &mut buf),
+        Err(EncapError::InnerNotIp)
+    ));
+    assert!(matches!(
         o.encap(now, &[0x60, 0, 0, 0], &mtu(1500), &mut rng, &mut buf),
-        Err(EncapError::InnerNotIpv4)
+        Err(EncapError::InnerMalformed(_))
     ));
     assert!(matches!(
         o.encap(now, &[0x45, 0, 0], &mtu(1500), &mut rng, &mut buf),
@@ -947,7 +946,7 @@ fn stitched_batch_equals_single_encap_for_every_size_and_batch_size() {
                     .zip(outs.iter_mut())
                     .map(|(inn, out)| EncapJob::new(inn, out, 7))
                     .collect();
-                batch.encap_batch_on(engine, now, &mut jobs, 9000, LOCAL, &mut rng2);
+                batch.encap_batch_on(engine, now, &mut jobs, &mtu(9000), &mut rng2);
                 for (k, j) in jobs.iter_mut().enumerate() {
                     let o = sent(j.result.unwrap());
                     let mut buf = vec![0u8; 2200];

@@ -2,7 +2,7 @@
 //! parameters through encapsulation, and decapsulation of the result by the peer's SA must
 //! give the cleartext back) and `esp_decap` (arbitrary bytes into decapsulation).
 
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
 
 use rand::SeedableRng;
@@ -120,6 +120,7 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
         path_mtu: usize::from(input.u16()),
         ip_id: input.u16(),
         icmp_source: Ipv4Addr::new(198, 51, 100, 1),
+        icmp_source_v6: Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1),
     };
     let mut rng = StdRng::seed_from_u64(u64::from(s1));
     for _ in 0..4 {
@@ -145,6 +146,7 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
                 assert_eq!(icmp.protocol(), IpProtocol::ICMP);
                 reached.icmp += 1;
             }
+            Ok(EncapOutcome::IcmpPacketTooBig { .. }) => reached.icmp += 1,
             Err(_) => {}
         }
     }
@@ -201,8 +203,8 @@ fn check_round_trip(
             let mut rx = vec![0u8; 20 + p.len - off];
             rx[20..].copy_from_slice(&out[off..p.len]);
             let r = Received::Udp {
-                src: LOCAL,
-                dst: PEER,
+                src: LOCAL.into(),
+                dst: PEER.into(),
                 offset: 20,
             };
             (rx, r)
@@ -295,8 +297,8 @@ pub fn decap(now: Instant, data: &[u8]) -> bool {
     let mut buf = rest.to_vec();
     let received = if sel & 0x80 != 0 {
         Received::Udp {
-            src: PEER,
-            dst: LOCAL,
+            src: PEER.into(),
+            dst: LOCAL.into(),
             offset: usize::from(sel >> 3 & 0x0f).min(buf.len()),
         }
     } else {
@@ -330,7 +332,7 @@ fn reauthenticate(buf: &mut [u8], received: Received) {
             Ok(p) => (p.header_len(), usize::from(p.total_len())),
             Err(_) => return,
         },
-        Received::Udp { offset, .. } => (offset, buf.len()),
+        Received::Udp { offset, .. } | Received::Esp { offset, .. } => (offset, buf.len()),
     };
     if end < start + 8 + 12 || end > buf.len() {
         return;
