@@ -11,6 +11,7 @@
 //!                                  of the result must give the cleartext back;
 //!                 esp_decap        arbitrary bytes into decap of several suites
 //! decoders.rs     isakmp_decode, wire_headers   the parsers, with re-encode round trips
+//! ipv6.rs         ipv6             IPv6 header, extension-header walk, AH zeroing, ICMPv6
 //! ```
 //!
 //! Under `--cfg fuzzing` (cargo-fuzz) the sessions use the 64-bit DH group of
@@ -31,6 +32,7 @@ use super::config::{NatConfig, PeerConfig, RekeyConfig, RetransmitConfig};
 pub mod decoders;
 pub mod esp;
 pub mod established;
+pub mod ipv6;
 pub mod responder;
 
 pub use responder::run;

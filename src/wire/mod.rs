@@ -14,9 +14,11 @@ pub mod frag;
 pub mod gro;
 pub mod gso;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ip;
 pub mod ipv4;
 pub mod ipv6;
+pub mod ipv6_ext;
 pub mod isakmp;
 pub mod udp;
 pub mod udp_encap;
@@ -29,9 +31,11 @@ pub use ah::{AhPacket, AhRepr};
 pub use esp::{EspPacket, EspRepr};
 pub use frag::Ipv4Fragmenter;
 pub use icmp::{Icmpv4Packet, Icmpv4Repr, build_frag_needed};
+pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, build_packet_too_big};
 pub use ip::{IpProtocol, IpRepr};
 pub use ipv4::{Ipv4Packet, Ipv4Repr};
 pub use ipv6::{Ipv6Packet, Ipv6Repr};
+pub use ipv6_ext::{Ipv6FragmentRepr, UpperLayer};
 pub use udp::{UdpPacket, UdpRepr};
 
 /// Why bytes could not be read as a header (the wire-layer error of docs/design.md convention 4).

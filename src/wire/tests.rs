@@ -72,6 +72,63 @@ fn icmp(b: &[u8]) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+fn ipv6(b: &[u8]) -> Result<Vec<u8>> {
+    let p = Ipv6Packet::new_checked(b)?;
+    let r = Ipv6Repr::parse(&p)?;
+    let mut out = vec![0u8; r.buffer_len() + r.payload_len];
+    r.emit(&mut out)?;
+    out[r.buffer_len()..].copy_from_slice(p.payload());
+    Ok(out)
+}
+
+/// IPv6 with extension headers: the fixed header by its repr, each extension header re-emitted
+/// from its view (fragment header by its repr), then the upper layer where the walk says.
+fn ipv6_ext(b: &[u8]) -> Result<Vec<u8>> {
+    let p = Ipv6Packet::new_checked(b)?;
+    let upper = ipv6_ext::upper_layer(&p)?;
+    let mut out = ipv6(b)?;
+    let mut next = p.next_header();
+    let mut at = ipv6::HEADER_LEN;
+    while ipv6_ext::is_extension_header(next) {
+        if next == IpProtocol::IPV6_FRAG {
+            let r = Ipv6FragmentRepr::parse(&b[at..])?;
+            r.emit(&mut out[at..])?;
+            (next, at) = (r.next_header, at + r.buffer_len());
+        } else {
+            let h = ipv6_ext::ExtHeader::new_checked(&b[at..])?;
+            let len = h.header_len();
+            let mut e = ipv6_ext::ExtHeader::new_unchecked(&mut out[at..at + len]);
+            e.set_next_header(h.next_header());
+            e.set_header_len_field(h.header_len_field());
+            e.data_mut().copy_from_slice(h.data());
+            (next, at) = (h.next_header(), at + len);
+        }
+    }
+    assert_eq!((next, at), (upper.protocol, upper.offset));
+    Ok(out)
+}
+
+fn ipv6_frag(b: &[u8]) -> Result<Vec<u8>> {
+    let r = Ipv6FragmentRepr::parse(b)?;
+    let mut out = vec![0u8; r.buffer_len()];
+    r.emit(&mut out)?;
+    Ok(out)
+}
+
+const ICMPV6_SRC: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const ICMPV6_DST: std::net::Ipv6Addr = std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+fn icmpv6(b: &[u8]) -> Result<Vec<u8>> {
+    let p = Icmpv6Packet::new_checked(b)?;
+    if !p.verify_checksum(ICMPV6_SRC, ICMPV6_DST) {
+        return Err(Error::Checksum);
+    }
+    let r = Icmpv6Repr::parse(&p)?;
+    let mut out = vec![0u8; r.buffer_len() + p.data().len()];
+    r.emit(ICMPV6_SRC, ICMPV6_DST, &mut out, p.data())?;
+    Ok(out)
+}
+
 fn table() -> Vec<Case> {
     // RFC 3602 case #7 inner packet: ICMP echo 192.168.123.3 -> .200, 84 bytes.
     let mut ip = vec![
@@ -97,7 +154,50 @@ fn table() -> Vec<Case> {
     let mut icmp_b = vec![3, 4, 0, 0, 0, 0, 0x05, 0x78];
     let c = checksum::checksum(&icmp_b);
     icmp_b[2..4].copy_from_slice(&c.to_be_bytes());
+    // An IPv6 UDP datagram 2001:db8::1 -> 2001:db8::2 (traffic class 0x28, flow label
+    // 0xabcde, hop limit 63), then the same behind hop-by-hop (router alert), destination
+    // options (PadN) and fragment headers (offset 0, more fragments).
+    let mut ip6 = vec![0x62, 0x8a, 0xbc, 0xde, 0x00, 0x0c, 17, 63];
+    ip6.extend_from_slice(&ICMPV6_SRC.octets());
+    ip6.extend_from_slice(&ICMPV6_DST.octets());
+    ip6.extend_from_slice(&[0x30, 0x39, 0x00, 0x35, 0x00, 0x0c, 0x00, 0x00, 1, 2, 3, 4]);
+    let mut ip6_ext = ip6.clone();
+    ip6_ext[5] = 12 + 24;
+    ip6_ext[6] = 0;
+    ip6_ext.splice(
+        40..40,
+        [
+            60, 0, 0x05, 2, 0, 0, 0x01, 0, // hop-by-hop
+            44, 0, 0x01, 2, 0, 0, 0, 0, // destination options
+            17, 0, 0, 1, 0, 0, 0, 42, // fragment
+        ],
+    );
+    let frag6 = vec![6, 0, 0x05, 0xa9, 0xde, 0xad, 0xbe, 0xef];
+    let mut icmp6 = vec![0u8; 12];
+    Icmpv6Repr::packet_too_big(1280)
+        .emit(ICMPV6_SRC, ICMPV6_DST, &mut icmp6, &[0x60, 1, 2, 3])
+        .unwrap();
     vec![
+        Case {
+            name: "ipv6",
+            bytes: ip6,
+            roundtrip: ipv6,
+        },
+        Case {
+            name: "ipv6+extension headers",
+            bytes: ip6_ext,
+            roundtrip: ipv6_ext,
+        },
+        Case {
+            name: "ipv6 fragment header",
+            bytes: frag6,
+            roundtrip: ipv6_frag,
+        },
+        Case {
+            name: "icmpv6",
+            bytes: icmp6,
+            roundtrip: icmpv6,
+        },
         Case {
             name: "ipv4",
             bytes: ip,
