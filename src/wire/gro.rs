@@ -1,18 +1,22 @@
 //! Coalescing of consecutive TCP segments of one flow into one super-packet (GRO, as Linux
 //! `tcp_gro_receive` does), for a TUN device with the virtio-net header: the decapsulated
-//! packets of a batch are written as one `GSO_TCPV4` packet, so the kernel's stack handles
-//! one skb where it would have handled up to 45.
+//! packets of a batch are written as one `GSO_TCPV4` (`GSO_TCPV6`) packet, so the kernel's
+//! stack handles one skb where it would have handled up to 45.
 //!
 //! Only what the kernel could have received as one stream of equal segments is merged:
 //! IPv4 without fragmentation, the same IP header but for length, ID (+1 each, or fixed with
-//! DF: RFC 6864 §4.1) and checksum; the same TCP header but for the sequence number (each
+//! DF: RFC 6864 §4.1) and checksum; or IPv6 with TCP right after the fixed header (a packet
+//! with extension headers goes alone, as Linux `ipv6_gro_receive` keeps it apart too), the
+//! same fixed header (traffic class, flow label, hop limit, addresses) but for the payload
+//! length; the same TCP header but for the sequence number (each
 //! segment starting where the previous ended), PSH and the checksum; ACK (and PSH on the
 //! last) as the only flags, so SYN, FIN, RST, URG, ECE and CWR always travel alone; every
 //! segment but the last as long as the first (which sets `gso_size`), and at most 64 KB in all.
 
 use super::checksum;
 use super::ipv4::Ipv4Packet;
-use super::vnet::{F_NEEDS_CSUM, GSO_TCPV4, VnetHeader};
+use super::ipv6::{self, Ipv6Packet};
+use super::vnet::{F_NEEDS_CSUM, GSO_TCPV4, GSO_TCPV6, VnetHeader};
 use super::{be16, be32, put16};
 
 const TCP_PSH: u8 = 0x08;
@@ -21,11 +25,22 @@ const TCP_FLAGS: usize = 13;
 const TCP_CHECKSUM: usize = 16;
 /// The protocol number of TCP.
 const TCP: u8 = 6;
+/// Offset of the payload length in the IPv6 fixed header.
+const IPV6_PAYLOAD_LEN: usize = 4;
+
+/// Sum of the TCP pseudo-header of `packet` (not folded): RFC 9293 §3.1 for IPv4, RFC 8200
+/// §8.1 for IPv6 (a TCP length below 64 KB has no upper 16 bits to add).
+fn pseudo_sum(packet: &[u8], v6: bool, tcp_len: usize) -> u32 {
+    let addrs = if v6 { &packet[8..40] } else { &packet[12..20] };
+    checksum::sum(addrs) + u32::from(TCP) + tcp_len as u32
+}
 
 /// A TCP segment that may take part in a merge, with the fields the merge compares.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Segment {
-    /// IPv4 header length.
+    /// IPv6 (else IPv4).
+    v6: bool,
+    /// IP header length (40 for IPv6).
     l3: usize,
     /// TCP header length.
     l4: usize,
@@ -38,18 +53,31 @@ pub struct Segment {
 }
 
 impl Segment {
-    /// Reads `packet` as a mergeable segment: IPv4, not a fragment, TCP with only ACK (and
-    /// perhaps PSH) set and some payload, its IP length equal to the buffer's, and a TCP
+    /// Reads `packet` as a mergeable segment: IPv4 not a fragment or IPv6 without extension
+    /// headers, TCP with only ACK (and perhaps PSH) set and some payload, its IP length equal
+    /// to the buffer's, and a TCP
     /// checksum that verifies. The merged packet goes up as `CHECKSUM_PARTIAL`, which the
     /// kernel does not verify again, so a segment with a bad checksum is left alone for the
     /// kernel to drop (Linux GRO validates before it merges, too).
     pub fn parse(packet: &[u8]) -> Option<Self> {
-        let ip = Ipv4Packet::new_checked(packet).ok()?;
-        if ip.protocol().0 != TCP || ip.is_fragment() || usize::from(ip.total_len()) != packet.len()
-        {
-            return None;
-        }
-        let l3 = ip.header_len();
+        let v6 = *packet.first()? >> 4 == 6;
+        let (l3, ident, dont_frag) = if v6 {
+            let ip = Ipv6Packet::new_checked(packet).ok()?;
+            if ip.next_header().0 != TCP || ip.packet().len() != packet.len() {
+                return None;
+            }
+            // No identification outside a Fragment header, and IPv6 routers never fragment.
+            (ipv6::HEADER_LEN, 0, true)
+        } else {
+            let ip = Ipv4Packet::new_checked(packet).ok()?;
+            if ip.protocol().0 != TCP
+                || ip.is_fragment()
+                || usize::from(ip.total_len()) != packet.len()
+            {
+                return None;
+            }
+            (ip.header_len(), ip.ident(), ip.dont_frag())
+        };
         let tcp = packet.get(l3..)?;
         let l4 = usize::from(*tcp.get(12)? >> 4) * 4;
         if l4 < 20 || tcp.len() <= l4 {
@@ -59,16 +87,17 @@ impl Segment {
         if flags & !TCP_PSH != TCP_ACK {
             return None;
         }
-        let pseudo = checksum::sum(&packet[12..20]) + u32::from(TCP) + tcp.len() as u32;
+        let pseudo = pseudo_sum(packet, v6, tcp.len());
         if checksum::combine(&[pseudo, checksum::sum(tcp)]) != 0 {
             return None;
         }
         Some(Self {
+            v6,
             l3,
             l4,
             seq: be32(tcp, 4),
-            ident: ip.ident(),
-            dont_frag: ip.dont_frag(),
+            ident,
+            dont_frag,
             payload: tcp.len() - l4,
             push: flags & TCP_PSH != 0,
         })
@@ -115,17 +144,20 @@ impl Run {
     /// returns whether it did.
     pub fn push(&mut self, first_pkt: &[u8], next: &Segment, next_pkt: &[u8]) -> bool {
         let (f, l) = (&self.first, &self.last);
-        let ok = next.l3 == f.l3
+        let ok = next.v6 == f.v6
+            && next.l3 == f.l3
             && next.l4 == f.l4
             // A PSH ends a run (the receiver should see it without waiting: Linux flushes).
             && !l.push
             && l.payload == f.payload
             && next.payload <= f.payload
             && next.seq == l.seq.wrapping_add(l.payload as u32)
-            && (next.ident == l.ident.wrapping_add(1)
+            && (f.v6
+                || next.ident == l.ident.wrapping_add(1)
                 || (next.dont_frag && f.dont_frag && next.ident == l.ident))
+            // 64 KB in all for IPv6 too: what the kernel's GRO builds without BIG TCP.
             && self.total + next.payload <= usize::from(u16::MAX)
-            && same_headers(first_pkt, next_pkt, f.l3, f.l4);
+            && same_headers(first_pkt, next_pkt, f.v6, f.l3, f.l4);
         if ok {
             self.last = *next;
             self.count += 1;
@@ -135,16 +167,19 @@ impl Run {
     }
 
     /// Turns the first packet's headers (`first_hdrs`, at least `header_len` bytes) into those
-    /// of the merged packet: total length, IP checksum, PSH of the last segment, and the TCP
+    /// of the merged packet: total length and IP checksum (IPv6: payload length), PSH of the last segment, and the TCP
     /// checksum field set to the pseudo-header sum the kernel completes (`CHECKSUM_PARTIAL`).
     /// Returns the virtio-net header to write in front.
     pub fn finish(&self, first_hdrs: &mut [u8]) -> VnetHeader {
-        let (l3, l4) = (self.first.l3, self.first.l4);
-        let mut ip = Ipv4Packet::new_unchecked(&mut *first_hdrs);
-        ip.set_total_len(self.total as u16);
-        ip.fill_checksum();
-        let tcp_len = (self.total - l3) as u32;
-        let pseudo = checksum::fold(checksum::sum(&first_hdrs[12..20]) + u32::from(TCP) + tcp_len);
+        let (v6, l3, l4) = (self.first.v6, self.first.l3, self.first.l4);
+        if v6 {
+            put16(first_hdrs, IPV6_PAYLOAD_LEN, (self.total - l3) as u16);
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut *first_hdrs);
+            ip.set_total_len(self.total as u16);
+            ip.fill_checksum();
+        }
+        let pseudo = checksum::fold(pseudo_sum(first_hdrs, v6, self.total - l3));
         let tcp = &mut first_hdrs[l3..l3 + l4];
         if self.last.push {
             tcp[TCP_FLAGS] |= TCP_PSH;
@@ -152,7 +187,7 @@ impl Run {
         put16(tcp, TCP_CHECKSUM, pseudo as u16);
         VnetHeader {
             flags: F_NEEDS_CSUM,
-            gso_type: GSO_TCPV4,
+            gso_type: if v6 { GSO_TCPV6 } else { GSO_TCPV4 },
             hdr_len: (l3 + l4) as u16,
             gso_size: self.first.payload as u16,
             csum_start: l3 as u16,
@@ -163,12 +198,15 @@ impl Run {
 
 /// The IP and TCP headers of `a` and `b` agree but for the fields that differ per segment
 /// (IP length, ID, checksum; TCP sequence number, PSH, checksum).
-fn same_headers(a: &[u8], b: &[u8], l3: usize, l4: usize) -> bool {
+fn same_headers(a: &[u8], b: &[u8], v6: bool, l3: usize, l4: usize) -> bool {
     let (ta, tb) = (&a[l3..l3 + l4], &b[l3..l3 + l4]);
-    a[..2] == b[..2]
-        && a[6..10] == b[6..10]
-        && a[12..l3] == b[12..l3]
-        && ta[..4] == tb[..4]
+    let ip = if v6 {
+        // Version, traffic class, flow label; next header, hop limit, addresses.
+        a[..4] == b[..4] && a[6..l3] == b[6..l3]
+    } else {
+        a[..2] == b[..2] && a[6..10] == b[6..10] && a[12..l3] == b[12..l3]
+    };
+    ip && ta[..4] == tb[..4]
         && ta[8..TCP_FLAGS] == tb[8..TCP_FLAGS]
         && ta[TCP_FLAGS] & !TCP_PSH == tb[TCP_FLAGS] & !TCP_PSH
         && be16(ta, 14) == be16(tb, 14)
@@ -392,3 +430,6 @@ mod tests {
         assert_eq!(run.count(), (65535 - 52) / mss);
     }
 }
+
+#[cfg(test)]
+mod tests_v6;

@@ -1,22 +1,30 @@
 //! Segmentation of a GSO super-packet (TSO for TCP, USO for UDP) into the packets the wire
 //! would have carried, as Linux `tcp_gso_segment` / `__udp_gso_segment` do in software.
 //!
-//! A TUN device with `TUN_F_TSO4`/`TUN_F_USO4` hands over one IPv4 packet of up to 64 KB whose
-//! payload must be cut every `gso_size` bytes. Each segment gets a copy of the IP and transport
-//! headers with the fields that differ per segment rewritten:
+//! A TUN device with `TUN_F_TSO4`/`TUN_F_USO4` (`TSO6`/`USO6`) hands over one IPv4 (IPv6)
+//! packet of up to 64 KB whose payload must be cut every `gso_size` bytes. Each segment gets a
+//! copy of the IP and transport headers with the fields that differ per segment rewritten:
 //!
 //! * IPv4: total length, identification (+1 per segment, as the stack would have numbered the
 //!   packets, RFC 6864 §4.1), header checksum;
+//! * IPv6: payload length (RFC 8200 §3; there is no identification outside a Fragment header,
+//!   and no header checksum); extension headers in front of the transport header (only
+//!   Hop-by-Hop and Destination Options are let through, see [`super::vnet`]) are copied as
+//!   they are;
 //! * TCP: sequence number (+ payload offset), FIN and PSH only on the last segment, CWR only on
-//!   the first (RFC 3168 §6.1.2: CWR marks one packet), checksum over the pseudo-header;
+//!   the first (RFC 3168 §6.1.2: CWR marks one packet), checksum over the pseudo-header (RFC 768
+//!   layout for IPv4, RFC 8200 §8.1 for IPv6);
 //! * UDP: length and checksum (each segment is a datagram of its own).
 //!
 //! Checksums are computed in full, not patched from the partial value the kernel left, so a
 //! wrong partial sum cannot reach the wire.
 
+use std::net::{IpAddr, Ipv6Addr};
+
 use super::checksum;
 use super::ip::IpProtocol;
 use super::ipv4::Ipv4Packet;
+use super::ipv6;
 use super::{be32, put16, put32};
 
 /// TCP flag bits in byte 13 of the header (RFC 9293 §3.1, RFC 3168 §23.2).
@@ -29,17 +37,21 @@ const TCP_FLAGS: usize = 13;
 const TCP_CHECKSUM: usize = 16;
 const UDP_LENGTH: usize = 4;
 const UDP_CHECKSUM: usize = 6;
+/// Offset of the payload length in the IPv6 fixed header.
+const IPV6_PAYLOAD_LEN: usize = 4;
 
-/// The segmentation plan of one IPv4 super-packet; made by [`super::vnet::prepare`], which
-/// checked the headers. Stateless: segment `k` can be written at any time, in any order.
+/// The segmentation plan of one IPv4 or IPv6 super-packet; made by [`super::vnet::prepare`],
+/// which checked the headers. Stateless: segment `k` can be written at any time, in any order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Gso {
     proto: IpProtocol,
-    /// IPv4 header length (options included).
+    /// IPv6 (else IPv4).
+    v6: bool,
+    /// IP header length: IPv4 options, or the IPv6 fixed header and its extension headers.
     l3: usize,
     /// Transport header length (TCP options included).
     l4: usize,
-    /// Length of the super-packet (its IPv4 total length).
+    /// Length of the super-packet (its IPv4 total length, IPv6 fixed header + payload length).
     total: usize,
     /// Payload bytes per segment.
     mss: usize,
@@ -49,9 +61,11 @@ pub struct Gso {
 impl Gso {
     /// A plan for a packet of `total` bytes with `l3 + l4` bytes of headers, cut every `mss`
     /// payload bytes. `None` when the headers do not fit, there is no payload, or a segment
-    /// would exceed an IPv4 datagram.
+    /// would exceed 64 KB (an IPv4 datagram; for IPv6 a payload length the header can say
+    /// without a jumbogram, RFC 2675).
     pub(super) fn new(
         proto: IpProtocol,
+        v6: bool,
         l3: usize,
         l4: usize,
         total: usize,
@@ -62,8 +76,12 @@ impl Gso {
         if mss == 0 || hdrs + mss.min(payload) > usize::from(u16::MAX) {
             return None;
         }
+        if v6 && l3 < ipv6::HEADER_LEN {
+            return None;
+        }
         Some(Self {
             proto,
+            v6,
             l3,
             l4,
             total,
@@ -113,13 +131,18 @@ impl Gso {
         out[..hdrs].copy_from_slice(&packet[..hdrs]);
         out[hdrs..].copy_from_slice(&packet[from..from + chunk]);
 
-        let mut ip = Ipv4Packet::new_unchecked(&mut *out);
-        ip.set_total_len(len as u16);
-        ip.set_ident(ip.ident().wrapping_add(k as u16));
-        ip.fill_checksum();
+        if self.v6 {
+            // RFC 8200 §3: the payload length counts the extension headers too.
+            put16(out, IPV6_PAYLOAD_LEN, (len - ipv6::HEADER_LEN) as u16);
+        } else {
+            let mut ip = Ipv4Packet::new_unchecked(&mut *out);
+            ip.set_total_len(len as u16);
+            ip.set_ident(ip.ident().wrapping_add(k as u16));
+            ip.fill_checksum();
+        }
 
         let l4_len = len - self.l3;
-        let (src_dst, l4) = out.split_at_mut(self.l3);
+        let (ip_hdrs, l4) = out.split_at_mut(self.l3);
         let check_at = if self.proto == IpProtocol::TCP {
             let seq = be32(l4, TCP_SEQ).wrapping_add((k * self.mss) as u32);
             put32(l4, TCP_SEQ, seq);
@@ -135,8 +158,19 @@ impl Gso {
             UDP_CHECKSUM
         };
         put16(l4, check_at, 0);
-        // RFC 9293 §3.1 / RFC 768: pseudo-header of source, destination, protocol, length.
-        let pseudo = checksum::sum(&src_dst[12..20]) + u32::from(self.proto.0) + l4_len as u32;
+        let pseudo = if self.v6 {
+            // RFC 8200 §8.1: the upper-layer length excludes the extension headers, and the
+            // destination is the packet's own (no Routing header gets this far).
+            let addr = |at: usize| {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&ip_hdrs[at..at + 16]);
+                IpAddr::V6(Ipv6Addr::from(a))
+            };
+            checksum::pseudo_header(addr(8), addr(24), self.proto, l4_len as u32)
+        } else {
+            // RFC 9293 §3.1 / RFC 768: pseudo-header of source, destination, protocol, length.
+            checksum::sum(&ip_hdrs[12..20]) + u32::from(self.proto.0) + l4_len as u32
+        };
         let c = checksum::combine(&[pseudo, checksum::sum(l4)]);
         // A computed 0 is sent as 0xffff (the same in ones'-complement; 0 means "none" in UDP).
         put16(l4, check_at, if c == 0 { 0xffff } else { c });
@@ -429,3 +463,6 @@ mod tests {
         assert_eq!(g.write_segment(&p, 2, &mut [0u8; 1040]), Some(1040));
     }
 }
+
+#[cfg(test)]
+mod tests_v6;

@@ -2,7 +2,8 @@
 //! virtio 1.x §5.1.6) that a TUN device opened with `IFF_VNET_HDR` puts in front of every packet,
 //! and what a packet read that way needs before the data plane may use it: a partial checksum
 //! completed (`NEEDS_CSUM`, the skb's `CHECKSUM_PARTIAL`), or a GSO super-packet planned for
-//! segmentation (see [`super::gso`]).
+//! segmentation (see [`super::gso`]). IPv4 and IPv6 alike: TSO4/TSO6 (`GSO_TCPV4`,
+//! `GSO_TCPV6`) and USO (`GSO_UDP_L4`, either family).
 //!
 //! The TUN device uses the header in the host's byte order unless told otherwise
 //! (`TUNSETVNETLE`); this view reads and writes little-endian, so the daemon enables the
@@ -15,6 +16,7 @@ use super::checksum;
 use super::gso::Gso;
 use super::ip::IpProtocol;
 use super::ipv4::Ipv4Packet;
+use super::ipv6::{self, Ipv6Packet};
 
 /// Length of the header the TUN device uses by default (`TUNSETVNETHDRSZ` not called): the
 /// legacy 10-byte `struct virtio_net_hdr`, without `num_buffers`.
@@ -103,7 +105,8 @@ pub enum OffloadError {
     /// of 0, an IPv4 fragment marked for GSO, ...).
     #[error("malformed offload packet")]
     Malformed,
-    /// A GSO type the data plane does not carry (IPv6, UFO).
+    /// A GSO type the data plane does not carry (UFO), or an IPv6 super-packet with an
+    /// extension header that segmentation cannot copy as it is (Routing, Fragment, AH, ...).
     #[error("unsupported GSO type")]
     Unsupported,
 }
@@ -126,17 +129,23 @@ pub fn prepare(hdr: &VnetHeader, packet: &mut [u8]) -> Result<Plan, OffloadError
     match hdr.gso_type & !GSO_ECN {
         GSO_NONE => {
             if hdr.flags & F_NEEDS_CSUM != 0 {
+                // The sum must not take in the IPv6 header: its addresses are in the
+                // pseudo-header sum already (the IPv4 path is left as it always was).
+                if is_ipv6(packet) && usize::from(hdr.csum_start) < ipv6::HEADER_LEN {
+                    return Err(OffloadError::Malformed);
+                }
                 complete_checksum(packet, hdr.csum_start, hdr.csum_offset)?;
             }
             Ok(Plan::Single)
         }
         GSO_TCPV4 => plan_ipv4(hdr, packet, IpProtocol::TCP).map(Plan::Segment),
+        GSO_TCPV6 => plan_ipv6(hdr, packet, IpProtocol::TCP).map(Plan::Segment),
         GSO_UDP_L4 => match packet.first().map(|b| b >> 4) {
             Some(4) => plan_ipv4(hdr, packet, IpProtocol::UDP).map(Plan::Segment),
-            Some(6) => Err(OffloadError::Unsupported),
+            Some(6) => plan_ipv6(hdr, packet, IpProtocol::UDP).map(Plan::Segment),
             _ => Err(OffloadError::Malformed),
         },
-        GSO_TCPV6 | GSO_UDP => Err(OffloadError::Unsupported),
+        GSO_UDP => Err(OffloadError::Unsupported),
         _ => Err(OffloadError::Malformed),
     }
 }
@@ -176,7 +185,74 @@ fn plan_ipv4(hdr: &VnetHeader, packet: &[u8], proto: IpProtocol) -> Result<Gso, 
     if l4 < super::udp::HEADER_LEN || (proto == IpProtocol::TCP && l4 < 20) {
         return Err(OffloadError::Malformed);
     }
-    Gso::new(proto, l3, l4, total, usize::from(hdr.gso_size)).ok_or(OffloadError::Malformed)
+    Gso::new(proto, false, l3, l4, total, usize::from(hdr.gso_size)).ok_or(OffloadError::Malformed)
+}
+
+fn is_ipv6(packet: &[u8]) -> bool {
+    packet.first().is_some_and(|b| b >> 4 == 6)
+}
+
+/// Extension header types (RFC 8200 §4, IANA "IPv6 Extension Header Types") that are not in
+/// [`IpProtocol`]'s list: the one that may sit in front of a segmented transport header, and
+/// those that may not.
+const DESTINATION_OPTIONS: IpProtocol = IpProtocol(60);
+const REFUSED_EXTENSIONS: [u8; 8] = [43, 44, 51, 135, 139, 140, 253, 254];
+/// Extension headers walked before giving up (each is at least 8 bytes; a real stack sends
+/// one or two).
+const MAX_EXTENSIONS: usize = 4;
+
+/// Checks an IPv6 TCP or UDP super-packet and returns its segmentation plan.
+///
+/// The transport header is found by walking the extension headers ourselves, not taken from
+/// `csum_start`; when the header says `NEEDS_CSUM`, its `csum_start` must agree. Only
+/// Hop-by-Hop (first, RFC 8200 §4.1) and Destination Options are skipped and copied into
+/// every segment: they change neither the payload length's meaning nor the pseudo-header.
+/// A Routing header would change the pseudo-header's destination (§8.1), a Fragment header
+/// cannot be on a super-packet, AH covers the payload: those are refused as
+/// [`OffloadError::Unsupported`] (counted apart from malformed input).
+fn plan_ipv6(hdr: &VnetHeader, packet: &[u8], proto: IpProtocol) -> Result<Gso, OffloadError> {
+    let ip = Ipv6Packet::new_checked(packet).map_err(|_| OffloadError::Malformed)?;
+    if hdr.gso_size == 0 {
+        return Err(OffloadError::Malformed);
+    }
+    let packet = ip.packet();
+    let total = packet.len();
+    let mut l3 = ipv6::HEADER_LEN;
+    let mut next = ip.next_header();
+    for i in 0..=MAX_EXTENSIONS {
+        let skip = (next == IpProtocol::HOP_BY_HOP && i == 0) || next == DESTINATION_OPTIONS;
+        if !skip || i == MAX_EXTENSIONS {
+            break;
+        }
+        // Next header and header extension length in 8-octet units, not counting the first
+        // eight (RFC 8200 §4.3).
+        let ext = packet.get(l3..l3 + 2).ok_or(OffloadError::Malformed)?;
+        next = IpProtocol(ext[0]);
+        l3 += (usize::from(ext[1]) + 1) * 8;
+    }
+    if next != proto {
+        let ext = next == IpProtocol::HOP_BY_HOP
+            || next == DESTINATION_OPTIONS
+            || REFUSED_EXTENSIONS.contains(&next.0);
+        return Err(if ext {
+            OffloadError::Unsupported
+        } else {
+            OffloadError::Malformed
+        });
+    }
+    if hdr.flags & F_NEEDS_CSUM != 0 && usize::from(hdr.csum_start) != l3 {
+        return Err(OffloadError::Malformed);
+    }
+    let l4 = if proto == IpProtocol::TCP {
+        let doff = packet.get(l3 + 12).ok_or(OffloadError::Malformed)? >> 4;
+        usize::from(doff) * 4
+    } else {
+        super::udp::HEADER_LEN
+    };
+    if proto == IpProtocol::TCP && l4 < 20 {
+        return Err(OffloadError::Malformed);
+    }
+    Gso::new(proto, true, l3, l4, total, usize::from(hdr.gso_size)).ok_or(OffloadError::Malformed)
 }
 
 #[cfg(test)]
@@ -257,18 +333,18 @@ mod tests {
             gso_size: 100,
             ..VnetHeader::PLAIN
         };
-        assert_eq!(
-            prepare(&h(GSO_TCPV6), &mut p),
-            Err(OffloadError::Unsupported)
-        );
+        // IPv6 GSO is carried now (see gso.rs): on an IPv4 packet it is malformed.
+        assert_eq!(prepare(&h(GSO_TCPV6), &mut p), Err(OffloadError::Malformed));
         assert_eq!(prepare(&h(GSO_UDP), &mut p), Err(OffloadError::Unsupported));
         assert_eq!(prepare(&h(2), &mut p), Err(OffloadError::Malformed));
         assert_eq!(prepare(&h(0x7f), &mut p), Err(OffloadError::Malformed));
+        // An IPv6 header of zeros: a Hop-by-Hop jumbogram (payload length 0), refused.
         p[0] = 0x60;
         assert_eq!(
             prepare(&h(GSO_UDP_L4), &mut p),
-            Err(OffloadError::Unsupported)
+            Err(OffloadError::Malformed)
         );
+        assert_eq!(prepare(&h(GSO_TCPV4), &mut p), Err(OffloadError::Malformed));
         // hdr_len beyond the packet.
         let mut short = [0x45u8; 30];
         let bad = VnetHeader {

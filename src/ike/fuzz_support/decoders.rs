@@ -113,7 +113,7 @@ pub fn headers(data: &[u8]) -> bool {
 }
 
 /// The input as a TUN read with offload: a virtio-net header and a packet. A planned
-/// super-packet must cut into valid IPv4 packets whose payloads add up to the original's.
+/// super-packet must cut into valid IPv4 (IPv6) packets whose payloads add up to the original's.
 /// Returns the number of segments.
 fn vnet_segments(data: &[u8]) -> usize {
     use crate::wire::vnet::{self, Plan, VnetHeader};
@@ -134,13 +134,25 @@ fn vnet_segments(data: &[u8]) -> usize {
             .write_segment(&packet, k, &mut out)
             .expect("planned segment fits");
         assert_eq!(len, g.segment_len(k));
-        let ip = Ipv4Packet::new_checked(&out[..len]).expect("segment is IPv4");
-        assert!(ip.verify_checksum());
-        assert_eq!(usize::from(ip.total_len()), len);
+        if packet[0] >> 4 == 6 {
+            let ip = crate::wire::Ipv6Packet::new_checked(&out[..len]).expect("segment is IPv6");
+            assert_eq!(ip.packet().len(), len);
+        } else {
+            let ip = Ipv4Packet::new_checked(&out[..len]).expect("segment is IPv4");
+            assert!(ip.verify_checksum());
+            assert_eq!(usize::from(ip.total_len()), len);
+        }
         data_len += len - g.header_len();
     }
-    let orig = Ipv4Packet::new_checked(&packet[..]).expect("planned packet is IPv4");
-    assert_eq!(data_len, usize::from(orig.total_len()) - g.header_len());
+    let total = match crate::wire::Ipv6Packet::new_checked(&packet[..]) {
+        Ok(ip6) => ip6.packet().len(),
+        Err(_) => usize::from(
+            Ipv4Packet::new_checked(&packet[..])
+                .expect("planned packet is IPv4 or IPv6")
+                .total_len(),
+        ),
+    };
+    assert_eq!(data_len, total - g.header_len());
     g.count()
 }
 
