@@ -143,7 +143,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                 None => None,
             };
             let routes = if td.routes {
-                Routes::new(&td.name, src).map_err(|e| format!("netlink: {e}"))?
+                Routes::new(&td.name, src, None).map_err(|e| format!("netlink: {e}"))?
             } else {
                 Routes::disabled()
             };

@@ -2,7 +2,7 @@
 //! the policy goes and when the daemon exits.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use ikehub::config::NetworkSpec;
 
@@ -27,17 +27,25 @@ impl std::fmt::Display for RoutesRefused {
 pub struct Routes {
     guard: Option<RouteGuard>,
     dev: String,
-    src: Option<IpAddr>,
+    /// Preferred sources per family (`tunnel-device.source-address`): a route gets the one of
+    /// its own family, or none (the kernel refuses a source of the other family).
+    src_v4: Option<Ipv4Addr>,
+    src_v6: Option<Ipv6Addr>,
     by_policy: HashMap<String, Vec<Route>>,
 }
 
 impl Routes {
-    /// Installs routes via `dev` (preferred source `src`; the policies' networks are IPv4).
-    pub fn new(dev: &str, src: Option<Ipv4Addr>) -> std::io::Result<Self> {
+    /// Installs routes via `dev`, with the preferred source of each route's family.
+    pub fn new(
+        dev: &str,
+        src_v4: Option<Ipv4Addr>,
+        src_v6: Option<Ipv6Addr>,
+    ) -> std::io::Result<Self> {
         Ok(Routes {
             guard: Some(RouteGuard::new()?),
             dev: dev.to_string(),
-            src: src.map(IpAddr::V4),
+            src_v4,
+            src_v6,
             by_policy: HashMap::new(),
         })
     }
@@ -47,7 +55,8 @@ impl Routes {
         Routes {
             guard: None,
             dev: String::new(),
-            src: None,
+            src_v4: None,
+            src_v6: None,
             by_policy: HashMap::new(),
         }
     }
@@ -56,13 +65,14 @@ impl Routes {
     /// to it already exists, say) does not keep the other blocks out: each is tried, and the
     /// refusals come back together.
     pub fn add(&mut self, policy: &str, remote: &NetworkSpec) -> Result<(), RoutesRefused> {
+        let src = self.source_for(remote.first());
         let Some(guard) = self.guard.as_mut() else {
             return Ok(());
         };
         let mut refused = Vec::new();
         for (addr, len) in ikehub::spd::cidrs(remote) {
-            let mut route = Route::new(Ipv4Addr::from(addr), len, self.dev.clone());
-            if let Some(src) = self.src {
+            let mut route = Route::new(addr, len, self.dev.clone());
+            if let Some(src) = src {
                 route = route.with_src(src);
             }
             match guard.add(route.clone()) {
@@ -78,6 +88,14 @@ impl Routes {
             Ok(())
         } else {
             Err(RoutesRefused(refused))
+        }
+    }
+
+    /// The preferred source for a route to `dst`: the configured one of the same family.
+    fn source_for(&self, dst: IpAddr) -> Option<IpAddr> {
+        match dst {
+            IpAddr::V4(_) => self.src_v4.map(IpAddr::V4),
+            IpAddr::V6(_) => self.src_v6.map(IpAddr::V6),
         }
     }
 

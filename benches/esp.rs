@@ -41,8 +41,8 @@ fn endpoint(local: Ipv4Addr, peer: Ipv4Addr, l: Ipv4Addr, r: Ipv4Addr) -> Endpoi
         peer: IpAddr::V4(peer),
         encapsulation: SaEncapsulation::Raw,
         protected_networks: vec![ProtectedNetwork {
-            local: NetworkSpec::Host(l),
-            remote: NetworkSpec::Host(r),
+            local: NetworkSpec::Host(l.into()),
+            remote: NetworkSpec::Host(r.into()),
         }],
     }
 }
@@ -98,12 +98,12 @@ fn lookup(c: &mut Criterion) {
                 name: format!("p{i}"),
                 networks: vec![ProtectedNetwork {
                     local: NetworkSpec::Subnet {
-                        addr: Ipv4Addr::new(198, 51, 100, 0),
+                        addr: Ipv4Addr::new(198, 51, 100, 0).into(),
                         prefix: 24,
                     },
-                    remote: NetworkSpec::Host(Ipv4Addr::from(
-                        u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i,
-                    )),
+                    remote: NetworkSpec::Host(
+                        Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i).into(),
+                    ),
                 }],
                 outbound: Some(i),
             });

@@ -147,7 +147,8 @@ impl ClaimTable {
     }
 
     /// Whether `who` may have `pair`, without taking it (quick mode asks before it answers).
-    pub fn check(&self, who: Claimant<'_>, pair: &ProtectedNetwork) -> Result<(), Refusal> {
+    /// A refusal is boxed: it holds two pairs of 16-byte-capable addresses and is the cold path.
+    pub fn check(&self, who: Claimant<'_>, pair: &ProtectedNetwork) -> Result<(), Box<Refusal>> {
         let holder = match who {
             // Its children lie inside its own protected networks (the session checked), which
             // it reserved; the validator already settled its overlaps with other policies.
@@ -155,31 +156,35 @@ impl ClaimTable {
             Claimant::Spoke(h) => h,
         };
         if let Some((_, r, owner)) = self.reserved.overlapping(pair).next() {
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 asked: *pair,
                 taken: *r,
                 by: owner.to_string(),
                 reserved: true,
-            });
+            }));
         }
         if let Some((_, r, h)) = self
             .held
             .overlapping(pair)
             .find(|(_, _, h)| &***h != holder)
         {
-            return Err(Refusal {
+            return Err(Box::new(Refusal {
                 asked: *pair,
                 taken: *r,
                 by: h.to_string(),
                 reserved: false,
-            });
+            }));
         }
         Ok(())
     }
 
     /// Takes `pair` for `who` (child SA installed, or re-keyed: a holder may claim again what it
     /// holds). A refusal is counted.
-    pub fn claim(&mut self, who: Claimant<'_>, pair: &ProtectedNetwork) -> Result<(), Refusal> {
+    pub fn claim(
+        &mut self,
+        who: Claimant<'_>,
+        pair: &ProtectedNetwork,
+    ) -> Result<(), Box<Refusal>> {
         if let Err(r) = self.check(who, pair) {
             self.refused = self.refused.saturating_add(1);
             return Err(r);
@@ -442,13 +447,35 @@ protected-network = [ { local = "198.51.100.0/24", remote = "203.0.113.64/26" } 
 #[doc(hidden)]
 pub fn fuzz_ops(data: &[u8]) -> (u64, u64) {
     use crate::config::NetworkSpec;
-    // Two bytes per side: start and length inside x.x.x.0/26.
+    // Two bytes per side: start and length inside x.x.x.0/26, or inside 2001:db8:x:x::/122
+    // with the same last byte when the local length's top bit is set (both families at once,
+    // with equal low bits, so a family mix-up would show as an overlap).
     let pair = |b: &[u8]| {
+        let v6 = b[1] & 0x80 != 0;
         let side = |base: [u8; 3], start: u8, len: u8| {
             let start = start % 64;
+            let end = start.saturating_add(len % 16);
+            let addr = |last: u8| -> std::net::IpAddr {
+                if v6 {
+                    let net = u16::from_be_bytes([base[0], base[1]]);
+                    std::net::Ipv6Addr::new(
+                        0x2001,
+                        0xdb8,
+                        net,
+                        u16::from(base[2]),
+                        0,
+                        0,
+                        0,
+                        last.into(),
+                    )
+                    .into()
+                } else {
+                    [base[0], base[1], base[2], last].into()
+                }
+            };
             NetworkSpec::Range {
-                start: [base[0], base[1], base[2], start].into(),
-                end: [base[0], base[1], base[2], start.saturating_add(len % 16)].into(),
+                start: addr(start),
+                end: addr(end),
             }
         };
         ProtectedNetwork {

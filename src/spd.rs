@@ -4,8 +4,11 @@
 //! # Outbound lookup
 //!
 //! A policy protects traffic between its `local` and `remote` networks (docs/profiles.md
-//! `protected-network`). [`Spd::lookup`] takes the (src, dst) of a cleartext IPv4 packet from
-//! the TUN and finds the policy whose `local` contains src and `remote` contains dst.
+//! `protected-network`). [`Spd::lookup`] takes the (src, dst) of a cleartext IPv4 or IPv6
+//! packet from the TUN and finds the policy whose `local` contains src and `remote` contains
+//! dst. A policy may hold pairs of both families (tunnel mode carries either); each pair is
+//! indexed in its family's index, so a lookup probes only the prefix lengths in use in the
+//! packet's family.
 //!
 //! **Ambiguity rule**: when several pairs match, the most specific wins: the one with the
 //! smallest remote block, then the smallest local block, then the lowest policy id (the
@@ -15,7 +18,7 @@
 //!
 //! Cost: every remote network is split into CIDR blocks and indexed in one hash map per
 //! prefix length; a lookup probes only the prefix lengths in use (typically a handful), so it
-//! is independent of the number of policies. Within one remote block the local networks are
+//! is independent of the number of policies (IPv4 keys are `u32`, IPv6 keys `u128`). Within one remote block the local networks are
 //! scanned, which is short for the hub-and-spoke shape (one local network, many remotes).
 //! A removal un-indexes only the removed policy's blocks and frees its slot for the next
 //! insert, so spokes coming and going never rebuild the index.
@@ -29,7 +32,7 @@ use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
 
-use crate::config::{NetworkSpec, ProtectedNetwork};
+use crate::config::{Family, NetworkSpec, ProtectedNetwork};
 
 /// Index of a policy in its [`Spd`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,44 +54,145 @@ pub struct Policy<H> {
 struct Entry {
     policy: u32,
     local: NetworkSpec,
-    /// Size of the remote and local blocks (addresses), for the ambiguity rule.
-    remote_size: u64,
-    local_size: u64,
+    /// Span (last - first, exact in both families) of the remote and local blocks, for the
+    /// ambiguity rule.
+    remote_span: u128,
+    local_span: u128,
 }
 
-fn size(n: &NetworkSpec) -> u64 {
-    u64::from(u32::from(n.last())) - u64::from(u32::from(n.first())) + 1
+fn span(n: &NetworkSpec) -> u128 {
+    let (first, last) = n.bounds();
+    last - first
 }
 
-fn mask(prefix: u8) -> u32 {
-    if prefix == 0 {
-        0
-    } else {
-        u32::MAX << (32 - u32::from(prefix))
-    }
+/// The minimal list of CIDR blocks of a spec, as (first address number, prefix length).
+fn blocks(n: &NetworkSpec) -> impl Iterator<Item = (u128, u8)> + use<> {
+    let width = n.family().bits();
+    let (first, end) = n.bounds();
+    let mut next = Some(first);
+    // 2^bits - 1 without overflowing at bits = 128.
+    let ones = |bits: u8| {
+        if bits >= 128 {
+            u128::MAX
+        } else {
+            (1u128 << bits) - 1
+        }
+    };
+    std::iter::from_fn(move || {
+        let start = next.filter(|s| *s <= end)?;
+        let mut bits = if start == 0 {
+            width
+        } else {
+            (start.trailing_zeros() as u8).min(width)
+        };
+        while bits > 0 && ones(bits) > end - start {
+            bits -= 1;
+        }
+        next = start.checked_add(ones(bits)).and_then(|l| l.checked_add(1));
+        Some((start, width - bits))
+    })
 }
 
 /// Splits a protected network into the minimal list of CIDR blocks (for routes and the index).
-pub fn cidrs(n: &NetworkSpec) -> impl Iterator<Item = (u32, u8)> {
-    let mut start = u64::from(u32::from(n.first()));
-    let end = u64::from(u32::from(n.last()));
-    std::iter::from_fn(move || {
-        if start > end {
-            return None;
+pub fn cidrs(n: &NetworkSpec) -> impl Iterator<Item = (IpAddr, u8)> + use<> {
+    let family = n.family();
+    blocks(n).map(move |(start, len)| (family.addr(start), len))
+}
+
+/// A masked address of one family as a hash key: `u32` for IPv4 keeps its index as small and
+/// fast as before IPv6 existed.
+trait Key: Copy + Eq + std::hash::Hash + std::fmt::Debug {
+    fn of(n: u128) -> Self;
+}
+
+impl Key for u32 {
+    fn of(n: u128) -> Self {
+        n as u32
+    }
+}
+
+impl Key for u128 {
+    fn of(n: u128) -> Self {
+        n
+    }
+}
+
+/// The remote blocks of one family: one map per prefix length.
+#[derive(Debug)]
+struct Index<K> {
+    family: Family,
+    /// `by_prefix[len]`: masked remote address -> entries.
+    by_prefix: Vec<HashMap<K, Vec<Entry>, BuildHasherDefault<SpiHasher>>>,
+    /// Prefix lengths in use, longest first.
+    lengths: Vec<u8>,
+}
+
+impl<K: Key> Index<K> {
+    fn new(family: Family) -> Self {
+        Self {
+            family,
+            by_prefix: (0..=family.bits()).map(|_| HashMap::default()).collect(),
+            lengths: Vec::new(),
         }
-        let align = if start == 0 {
-            32
-        } else {
-            start.trailing_zeros().min(32)
-        };
-        let mut bits = align;
-        while bits > 0 && start + (1u64 << bits) - 1 > end {
-            bits -= 1;
+    }
+
+    fn add(&mut self, remote: &NetworkSpec, e: Entry) {
+        for (addr, len) in blocks(remote) {
+            let Some(map) = self.by_prefix.get_mut(usize::from(len)) else {
+                continue;
+            };
+            map.entry(K::of(addr)).or_default().push(e);
+            if !self.lengths.contains(&len) {
+                self.lengths.push(len);
+                self.lengths.sort_unstable_by(|a, b| b.cmp(a));
+            }
         }
-        let block = (start as u32, (32 - bits) as u8);
-        start += 1u64 << bits;
-        Some(block)
-    })
+    }
+
+    fn remove(&mut self, remote: &NetworkSpec, policy: u32) {
+        for (addr, len) in blocks(remote) {
+            let Some(map) = self.by_prefix.get_mut(usize::from(len)) else {
+                continue;
+            };
+            let Some(entries) = map.get_mut(&K::of(addr)) else {
+                continue;
+            };
+            entries.retain(|e| e.policy != policy);
+            if entries.is_empty() {
+                map.remove(&K::of(addr));
+                if map.is_empty() {
+                    self.lengths.retain(|l| *l != len);
+                }
+            }
+        }
+    }
+
+    /// The best entry (module documentation) for `dst`, an address number of this family.
+    fn best(&self, src: IpAddr, dst: u128) -> Option<&Entry> {
+        let mut best: Option<&Entry> = None;
+        for &len in &self.lengths {
+            let key = K::of(dst & self.family.mask(len));
+            let Some(entries) = self.by_prefix[usize::from(len)].get(&key) else {
+                continue;
+            };
+            for e in entries {
+                if !e.local.contains(src) {
+                    continue;
+                }
+                let better = match best {
+                    None => true,
+                    Some(b) => {
+                        (e.remote_span, e.local_span, e.policy)
+                            < (b.remote_span, b.local_span, b.policy)
+                    }
+                };
+                if better {
+                    best = Some(e);
+                }
+            }
+        }
+        best
+    }
 }
 
 /// The security policy database of one interface.
@@ -97,10 +201,8 @@ pub struct Spd<H> {
     /// By id; `None` is a removed policy's slot, reused by the next insert.
     policies: Vec<Option<Policy<H>>>,
     free: Vec<u32>,
-    /// `by_prefix[len]`: masked remote address -> entries.
-    by_prefix: Vec<HashMap<u32, Vec<Entry>, BuildHasherDefault<SpiHasher>>>,
-    /// Prefix lengths in use, longest first.
-    lengths: Vec<u8>,
+    v4: Index<u32>,
+    v6: Index<u128>,
 }
 
 impl<H> Default for Spd<H> {
@@ -115,8 +217,8 @@ impl<H> Spd<H> {
         Self {
             policies: Vec::new(),
             free: Vec::new(),
-            by_prefix: (0..=32).map(|_| HashMap::default()).collect(),
-            lengths: Vec::new(),
+            v4: Index::new(Family::V4),
+            v6: Index::new(Family::V6),
         }
     }
 
@@ -134,18 +236,12 @@ impl<H> Spd<H> {
             let e = Entry {
                 policy: id,
                 local: pn.local,
-                remote_size: size(&pn.remote),
-                local_size: size(&pn.local),
+                remote_span: span(&pn.remote),
+                local_span: span(&pn.local),
             };
-            for (addr, len) in cidrs(&pn.remote) {
-                self.by_prefix[usize::from(len)]
-                    .entry(addr)
-                    .or_default()
-                    .push(e);
-                if !self.lengths.contains(&len) {
-                    self.lengths.push(len);
-                    self.lengths.sort_unstable_by(|a, b| b.cmp(a));
-                }
+            match pn.remote.family() {
+                Family::V4 => self.v4.add(&pn.remote, e),
+                Family::V6 => self.v6.add(&pn.remote, e),
             }
         }
         self.policies[id as usize] = Some(policy);
@@ -156,18 +252,9 @@ impl<H> Spd<H> {
     pub fn remove(&mut self, id: PolicyId) -> Option<Policy<H>> {
         let policy = self.policies.get_mut(id.0 as usize)?.take()?;
         for pn in &policy.networks {
-            for (addr, len) in cidrs(&pn.remote) {
-                let map = &mut self.by_prefix[usize::from(len)];
-                let Some(entries) = map.get_mut(&addr) else {
-                    continue;
-                };
-                entries.retain(|e| e.policy != id.0);
-                if entries.is_empty() {
-                    map.remove(&addr);
-                    if map.is_empty() {
-                        self.lengths.retain(|l| *l != len);
-                    }
-                }
+            match pn.remote.family() {
+                Family::V4 => self.v4.remove(&pn.remote, id.0),
+                Family::V6 => self.v6.remove(&pn.remote, id.0),
             }
         }
         self.free.push(id.0);
@@ -211,31 +298,11 @@ impl<H> Spd<H> {
         src: impl Into<IpAddr>,
         dst: impl Into<IpAddr>,
     ) -> Option<(PolicyId, &Policy<H>)> {
-        let (src, IpAddr::V4(dst)) = (src.into(), dst.into()) else {
-            return None;
+        let (src, dst) = (src.into(), dst.into());
+        let best = match dst {
+            IpAddr::V4(d) => self.v4.best(src, u128::from(u32::from(d))),
+            IpAddr::V6(d) => self.v6.best(src, u128::from(d)),
         };
-        let d = u32::from(dst);
-        let mut best: Option<&Entry> = None;
-        for &len in &self.lengths {
-            let Some(entries) = self.by_prefix[usize::from(len)].get(&(d & mask(len))) else {
-                continue;
-            };
-            for e in entries {
-                if !e.local.contains(src) {
-                    continue;
-                }
-                let better = match best {
-                    None => true,
-                    Some(b) => {
-                        (e.remote_size, e.local_size, e.policy)
-                            < (b.remote_size, b.local_size, b.policy)
-                    }
-                };
-                if better {
-                    best = Some(e);
-                }
-            }
-        }
         let e = best?;
         let policy = self.policies.get(e.policy as usize)?.as_ref()?;
         Some((PolicyId(e.policy), policy))
@@ -247,7 +314,7 @@ impl<H> Spd<H> {
     }
 }
 
-/// A fast hasher for 32-bit keys (SPIs, masked addresses): one multiply by 2^32/phi
+/// A fast hasher for 32-bit keys (SPIs, masked addresses; 128-bit IPv6 ones folded): one multiply by 2^32/phi
 /// (Fibonacci hashing), the high bits moved down. Not DoS-resistant; keys here are ours.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct SpiHasher(u64);
@@ -266,6 +333,12 @@ impl Hasher for SpiHasher {
     fn write_u32(&mut self, v: u32) {
         let h = (self.0 ^ u64::from(v)).wrapping_mul(0x9e37_79b9_7f4a_7c15);
         self.0 = h ^ (h >> 32);
+    }
+
+    /// Masked IPv6 addresses: both halves folded in, two multiplies instead of sixteen.
+    fn write_u128(&mut self, v: u128) {
+        self.write_u64(v as u64);
+        self.write_u64((v >> 64) as u64);
     }
 
     /// 64-bit keys: the daemon's SA handles, which it issues itself.
@@ -353,7 +426,7 @@ pub fn spi_of(ipsec_header: &[u8]) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::Ipv4Addr;
+    use std::net::{Ipv4Addr, Ipv6Addr};
 
     fn pn(local: &str, remote: &str) -> ProtectedNetwork {
         ProtectedNetwork {
@@ -366,6 +439,10 @@ mod tests {
         s.parse().unwrap()
     }
 
+    fn ip6(s: &str) -> IpAddr {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn cidr_split() {
         let r: NetworkSpec = "10.0.0.1-10.0.0.6".parse().unwrap();
@@ -373,15 +450,150 @@ mod tests {
         assert_eq!(
             v,
             vec![
-                (u32::from(ip("10.0.0.1")), 32),
-                (u32::from(ip("10.0.0.2")), 31),
-                (u32::from(ip("10.0.0.4")), 31),
-                (u32::from(ip("10.0.0.6")), 32)
+                (ip("10.0.0.1").into(), 32),
+                (ip("10.0.0.2").into(), 31),
+                (ip("10.0.0.4").into(), 31),
+                (ip("10.0.0.6").into(), 32)
             ]
         );
-        assert_eq!(cidrs(&NetworkSpec::ANY).collect::<Vec<_>>(), vec![(0, 0)]);
+        assert_eq!(
+            cidrs(&NetworkSpec::ANY).collect::<Vec<_>>(),
+            vec![(Ipv4Addr::UNSPECIFIED.into(), 0)]
+        );
         let all: NetworkSpec = "0.0.0.0-255.255.255.255".parse().unwrap();
         assert_eq!(cidrs(&all).count(), 1);
+        let top: NetworkSpec = "255.255.255.254-255.255.255.255".parse().unwrap();
+        assert_eq!(
+            cidrs(&top).collect::<Vec<_>>(),
+            vec![(ip("255.255.255.254").into(), 31)]
+        );
+    }
+
+    #[test]
+    fn cidr_split_ipv6() {
+        let r: NetworkSpec = "2001:db8::1-2001:db8::6".parse().unwrap();
+        let v: Vec<_> = cidrs(&r).collect();
+        assert_eq!(
+            v,
+            vec![
+                (ip6("2001:db8::1"), 128),
+                (ip6("2001:db8::2"), 127),
+                (ip6("2001:db8::4"), 127),
+                (ip6("2001:db8::6"), 128)
+            ]
+        );
+        // ::/0 holds 2^128 addresses, one more than a u128 counts: one block, no overflow.
+        assert_eq!(
+            cidrs(&NetworkSpec::ANY6).collect::<Vec<_>>(),
+            vec![(ip6("::"), 0)]
+        );
+        let all: NetworkSpec = "::-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+            .parse()
+            .unwrap();
+        assert_eq!(cidrs(&all).collect::<Vec<_>>(), vec![(ip6("::"), 0)]);
+        let top: NetworkSpec =
+            "ffff:ffff:ffff:ffff:ffff:ffff:ffff:fffe-ffff:ffff:ffff:ffff:ffff:ffff:ffff:ffff"
+                .parse()
+                .unwrap();
+        assert_eq!(cidrs(&top).count(), 1);
+        let p: NetworkSpec = "2001:db8:1::/48".parse().unwrap();
+        assert_eq!(
+            cidrs(&p).collect::<Vec<_>>(),
+            vec![(ip6("2001:db8:1::"), 48)]
+        );
+    }
+
+    /// The IPv4 rules hold the same in IPv6: most specific remote, then local.
+    #[test]
+    fn most_specific_wins_ipv6() {
+        let mut spd: Spd<&str> = Spd::new();
+        let any = spd.insert(Policy {
+            name: "Default".into(),
+            networks: vec![pn("2001:db8:1::/48", "::/0")],
+            outbound: Some("sa-any"),
+        });
+        let branch = spd.insert(Policy {
+            name: "Branch".into(),
+            networks: vec![pn("2001:db8:1::/48", "2001:db8:2::/48")],
+            outbound: None,
+        });
+        let host = spd.insert(Policy {
+            name: "Host".into(),
+            networks: vec![pn("2001:db8:1::7", "2001:db8:2::10-2001:db8:2::20")],
+            outbound: Some("sa-host"),
+        });
+        let l = |s: &str, d: &str| spd.lookup(ip6(s), ip6(d)).map(|(id, _)| id);
+        assert_eq!(l("2001:db8:1::1", "2001:db8:ff::8"), Some(any));
+        assert_eq!(l("2001:db8:1::1", "2001:db8:2::15"), Some(branch));
+        assert_eq!(l("2001:db8:1::7", "2001:db8:2::15"), Some(host));
+        assert_eq!(l("2001:db8:1::7", "2001:db8:2::21"), Some(branch));
+        assert_eq!(l("2001:db8:9::1", "2001:db8:2::15"), None);
+        assert_eq!(spd.v6.lengths, vec![128, 124, 48, 0]);
+        assert!(spd.v4.lengths.is_empty());
+    }
+
+    /// One policy with a pair of each family (a tunnel carrying both): each packet finds it
+    /// through its own family, and addresses with the same low bits never cross over.
+    #[test]
+    fn mixed_family_policy() {
+        let mut spd: Spd<&str> = Spd::new();
+        let both = spd.insert(Policy {
+            name: "Both".into(),
+            networks: vec![
+                pn("198.51.100.0/24", "203.0.113.0/24"),
+                pn("2001:db8:1::/48", "2001:db8:2::/48"),
+            ],
+            outbound: Some("sa"),
+        });
+        let v4 = spd.lookup(ip("198.51.100.1"), ip("203.0.113.9"));
+        assert_eq!(v4.map(|(id, _)| id), Some(both));
+        let v6 = spd.lookup(ip6("2001:db8:1::1"), ip6("2001:db8:2::9"));
+        assert_eq!(v6.map(|(id, _)| id), Some(both));
+        // Crossed families, and the v4 numbers seen as IPv6 (::c633:6401 is 198.51.100.1).
+        assert!(
+            spd.lookup(ip("198.51.100.1"), ip6("2001:db8:2::9"))
+                .is_none()
+        );
+        assert!(
+            spd.lookup(ip6("2001:db8:1::1"), ip("203.0.113.9"))
+                .is_none()
+        );
+        assert!(spd.lookup(ip6("::c633:6401"), ip6("::cb00:7109")).is_none());
+        assert!(
+            spd.lookup(ip6("::ffff:198.51.100.1"), ip6("::ffff:203.0.113.9"))
+                .is_none()
+        );
+        let removed = spd.remove(both).map(|p| p.networks.len());
+        assert_eq!(removed, Some(2));
+        assert!(spd.v4.lengths.is_empty() && spd.v6.lengths.is_empty());
+        assert!(
+            spd.lookup(ip6("2001:db8:1::1"), ip6("2001:db8:2::9"))
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn many_ipv6_spokes() {
+        let mut spd: Spd<u32> = Spd::new();
+        let net = |i: u32| 0x2001_0db8_u128 << 96 | u128::from(i) << 64;
+        for i in 0..20_000u32 {
+            spd.insert(Policy {
+                name: format!("spoke{i}"),
+                networks: vec![ProtectedNetwork {
+                    local: "2001:db8:ffff::/48".parse().unwrap(),
+                    remote: NetworkSpec::Subnet {
+                        addr: Ipv6Addr::from(net(i)).into(),
+                        prefix: 64,
+                    },
+                }],
+                outbound: Some(i),
+            });
+        }
+        assert_eq!(spd.v6.lengths, vec![64]);
+        for i in (0..20_000u32).step_by(997) {
+            let dst = Ipv6Addr::from(net(i) | 77);
+            assert_eq!(spd.outbound_sa(ip6("2001:db8:ffff::9"), dst), Some(&i));
+        }
     }
 
     #[test]
@@ -433,14 +645,14 @@ mod tests {
                 networks: vec![ProtectedNetwork {
                     local: "198.51.100.0/24".parse().unwrap(),
                     remote: NetworkSpec::Subnet {
-                        addr: net,
+                        addr: net.into(),
                         prefix: 24,
                     },
                 }],
                 outbound: Some(i),
             });
         }
-        assert_eq!(spd.lengths, vec![24]);
+        assert_eq!(spd.v4.lengths, vec![24]);
         for i in (0..100_000u32).step_by(997) {
             let dst = Ipv4Addr::from((10 << 24) | (i << 8) | 77);
             assert_eq!(spd.outbound_sa(ip("198.51.100.9"), dst), Some(&i));
@@ -468,7 +680,7 @@ mod tests {
         assert!(!spd.set_outbound(narrow, Some(9)));
         // The wider policy covers it again; the narrow blocks' prefix lengths are gone.
         assert_eq!(spd.outbound_sa(src, ip("203.0.113.15")), Some(&1));
-        assert_eq!(spd.lengths, vec![24]);
+        assert_eq!(spd.v4.lengths, vec![24]);
         assert_eq!(spd.len(), 1);
         let again = spd.insert(Policy {
             name: "Again".into(),
@@ -482,7 +694,7 @@ mod tests {
         spd.remove(again);
         assert!(spd.is_empty());
         assert_eq!(spd.lookup(src, ip("203.0.113.200")).map(|(id, _)| id), None);
-        assert!(spd.lengths.is_empty());
+        assert!(spd.v4.lengths.is_empty());
     }
 
     #[test]

@@ -34,10 +34,10 @@ fn tables(n: usize) -> Result<(SaTables, ShardPolicies), String> {
     for i in 0..n as u32 {
         let networks = vec![ProtectedNetwork {
             local: NetworkSpec::Subnet {
-                addr: Ipv4Addr::new(198, 51, 100, 0),
+                addr: Ipv4Addr::new(198, 51, 100, 0).into(),
                 prefix: 24,
             },
-            remote: NetworkSpec::Host(remote(i)),
+            remote: NetworkSpec::Host(remote(i).into()),
         }];
         let end = |local, peer| Endpoint {
             local: IpAddr::V4(local),

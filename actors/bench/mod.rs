@@ -99,8 +99,8 @@ struct Report {
 fn endpoints() -> (Endpoint, Endpoint) {
     let pn = |l: Ipv4Addr, r: Ipv4Addr| {
         vec![ProtectedNetwork {
-            local: NetworkSpec::Host(l),
-            remote: NetworkSpec::Host(r),
+            local: NetworkSpec::Host(l.into()),
+            remote: NetworkSpec::Host(r.into()),
         }]
     };
     (

@@ -29,7 +29,7 @@ pub const POLICY: &str = "spokes";
 const INTERFACE: &str = "loopback";
 /// The spokes' protected hosts live here (each spoke proposes its own /32 inside it).
 const SPOKE_HOSTS: NetworkSpec = NetworkSpec::Subnet {
-    addr: Ipv4Addr::new(198, 18, 0, 0),
+    addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)),
     prefix: 15,
 };
 pub const REPLAY_WINDOW: u32 = 64;
@@ -94,7 +94,7 @@ fn hub_profiles(
         nat_traversal: true,
         dpd: None,
         protected_networks: vec![ProtectedNetwork {
-            local: NetworkSpec::Host(HUB_LAN),
+            local: NetworkSpec::Host(HUB_LAN.into()),
             remote: SPOKE_HOSTS,
         }],
         local_id: Default::default(),
@@ -130,7 +130,7 @@ pub fn spoke_config(hub: &Hub) -> Arc<PeerConfig> {
         initiate: Initiate::OnDemand,
         protected_networks: vec![ProtectedNetwork {
             local: SPOKE_HOSTS,
-            remote: NetworkSpec::Host(HUB_LAN),
+            remote: NetworkSpec::Host(HUB_LAN.into()),
         }],
         ..IsakmpPolicy::clone(hub_policy)
     };

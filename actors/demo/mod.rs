@@ -274,8 +274,8 @@ async fn demo(
     let stats: Arc<[SpokeStats]> = (0..n).map(|_| SpokeStats::default()).collect();
     let lan_stats = Arc::new(LanStats::default());
     let block = NetworkSpec::Range {
-        start: spoke_addr(0),
-        end: spoke_addr(n - 1),
+        start: spoke_addr(0).into(),
+        end: spoke_addr(n - 1).into(),
     };
     let hub = hub::start(
         shard_count,

@@ -122,8 +122,8 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
     let started = Instant::now();
     SpokeStats::add(&setup.started, 1);
     let network = ProtectedNetwork {
-        local: NetworkSpec::Host(host),
-        remote: NetworkSpec::Host(HUB_LAN),
+        local: NetworkSpec::Host(host.into()),
+        remote: NetworkSpec::Host(HUB_LAN.into()),
     };
     let mut session = IkeSession::new_initiator(
         env.config.clone(),

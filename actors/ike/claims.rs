@@ -46,7 +46,7 @@ impl Claims {
         spd_key: &str,
         template: bool,
         pair: &ProtectedNetwork,
-    ) -> Result<(), Refusal> {
+    ) -> Result<(), Box<Refusal>> {
         self.table().claim(claimant(spd_key, template), pair)
     }
 

@@ -293,8 +293,9 @@ impl IkeRouter {
             }
             let rank = match (&p.peer, ip) {
                 (PeerSpec::Address(a), _) if *a == ip => 0,
-                (PeerSpec::Block(b), IpAddr::V4(v4)) if b.contains(v4) => {
-                    1 + u64::from(u32::from(b.last()) - u32::from(b.first()))
+                (PeerSpec::Block(b), _) if b.contains(ip) => {
+                    // The block's size; an IPv6 block may exceed u64 but still ranks before `any`.
+                    u64::try_from(b.size()).map_or(u64::MAX - 1, |n| n.min(u64::MAX - 1))
                 }
                 (PeerSpec::Any, _) => u64::MAX,
                 _ => continue,

@@ -254,7 +254,7 @@ async fn session(
         env.spis.clone(),
     );
     let network = ProtectedNetwork {
-        local: NetworkSpec::Host(spoke.host),
+        local: NetworkSpec::Host(spoke.host.into()),
         remote: env.remote,
     };
     session.initiate_child(started, ChildRequest { network });

@@ -2,7 +2,7 @@
 //! proposal words (`aes128-sha1`, `aes256gcm16`), the source addresses of the spokes and the
 //! protected host of each, and the pre-shared key file.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr};
 use std::path::Path;
 
 use ikehub::config::{HashAlgorithm, NetworkSpec};
@@ -103,7 +103,10 @@ pub struct AddressPool {
 impl AddressPool {
     pub fn parse(s: &str) -> Result<Self, String> {
         let spec: NetworkSpec = s.parse().map_err(|e| format!("{e}"))?;
-        let (first, last) = (u32::from(spec.first()), u32::from(spec.last()));
+        let (IpAddr::V4(first), IpAddr::V4(last)) = (spec.first(), spec.last()) else {
+            return Err(format!("`{s}` is IPv6; address pools are IPv4"));
+        };
+        let (first, last) = (u32::from(first), u32::from(last));
         let (first, last) = match spec {
             NetworkSpec::Subnet { prefix, .. } if prefix <= 30 => (first + 1, last - 1),
             _ => (first, last),

@@ -194,16 +194,15 @@ fn overlaps(all: &[SelectorUse], sink: &Sink) {
 }
 
 fn peers_overlap(a: &PeerSpec, b: &PeerSpec) -> bool {
+    // `any` admits spokes of either family, so it overlaps every other peer.
     let block = |p: &PeerSpec| match p {
-        PeerSpec::Any => Some(NetworkSpec::ANY),
+        PeerSpec::Any => None,
         PeerSpec::Block(b) => Some(*b),
-        PeerSpec::Address(IpAddr::V4(a)) => Some(NetworkSpec::Host(*a)),
-        PeerSpec::Address(IpAddr::V6(_)) => None,
+        PeerSpec::Address(a) => Some(NetworkSpec::Host(*a)),
     };
     match (block(a), block(b)) {
         (Some(x), Some(y)) => x.overlaps(&y),
-        // IPv6 peers: only `any` or the very same address overlap.
-        _ => matches!(a, PeerSpec::Any) || matches!(b, PeerSpec::Any) || a == b,
+        _ => true,
     }
 }
 

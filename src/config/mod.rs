@@ -35,5 +35,5 @@ pub use diff::{Change, NeedsRestart, PolicyChanges, ProfileDiff, diff};
 pub use identity::{IdPattern, LocalId, RemoteId};
 pub use load::{Loaded, load, load_sources, profile_files};
 pub use model::*;
-pub use network::{NetworkSpec, ProtectedNetwork};
+pub use network::{Family, NetworkSpec, ProtectedNetwork};
 pub use summary::summary;
