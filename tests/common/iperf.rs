@@ -69,15 +69,22 @@ pub fn iperf3_client(
     run_client(ns, bind, server, &["-t", &seconds.to_string()], seconds)
 }
 
-/// Like [`iperf3_client`], but sends `bytes` (`-n`) instead of running for a time: a run whose
-/// every packet a capture can keep and tshark can check. Bounded by a deadline of 30 s.
+/// Like [`iperf3_client`], but sends `bytes` (`-n`) at 20 Mbit/s at most (`-b`) instead of
+/// running for a time: a run whose every packet a capture keeps (a burst at full speed
+/// overruns tcpdump's buffer) and tshark can check. Bounded by a deadline of 30 s.
 pub fn iperf3_client_bytes(
     ns: &Netns,
     bind: &str,
     server: &str,
     bytes: u64,
 ) -> Result<IperfResult, String> {
-    run_client(ns, bind, server, &["-n", &bytes.to_string()], 10)
+    run_client(
+        ns,
+        bind,
+        server,
+        &["-n", &bytes.to_string(), "-b", "20M"],
+        10,
+    )
 }
 
 fn run_client(
