@@ -64,6 +64,9 @@ fn manual_esp_ipv6_over_ipv4_offload_on() {
     manual_case("m6-e-on", Encapsulation::Esp, true);
 }
 
+/// Also: the hosts disable IPv6 on new devices (`net.ipv6.conf.default.disable_ipv6 = 1`), so
+/// the tunnel device is born without IPv6; the daemon, whose policy carries IPv6, enables it
+/// (else the kernel drops every IPv6 packet written into the device and refuses the routes).
 #[test]
 fn manual_esp_ipv6_over_ipv4_offload_off() {
     manual_case("m6-e-off", Encapsulation::Esp, false);
@@ -121,6 +124,12 @@ fn manual_case(tag: &str, encap: Encapsulation, offload: bool) {
     }
     let pair = ManualPair::new(AES128_SHA1, encap);
     let sites = two_sites6(tag);
+    let ipv6_off_by_default = encap == Encapsulation::Esp && !offload;
+    if ipv6_off_by_default {
+        for ns in [&sites.a, &sites.b] {
+            ns.run("sysctl", &["-qw", "net.ipv6.conf.default.disable_ipv6=1"]);
+        }
+    }
     let (mut da, mut db) = start_manual(
         &sites,
         &pair,
@@ -129,6 +138,16 @@ fn manual_case(tag: &str, encap: Encapsulation, offload: bool) {
         offload,
     );
 
+    if ipv6_off_by_default {
+        for (ns, d) in [(&sites.a, &da), (&sites.b, &db)] {
+            let knob = ns.run(
+                "sysctl",
+                &["-n", &format!("net.ipv6.conf.{TUN}.disable_ipv6")],
+            );
+            assert_eq!(knob.trim(), "0", "IPv6 still off on {TUN} in {}", ns.name());
+            assert!(d.log().contains("IPv6 enabled on"), "{}", d.log());
+        }
+    }
     let mut cap = Capture::start(&sites.a, WAN_DEV);
     let ab = ping(&sites.a, A_HOST6, B_HOST6, PINGS);
     let ba = ping(&sites.b, B_HOST6, A_HOST6, PINGS);
