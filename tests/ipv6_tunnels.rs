@@ -29,13 +29,13 @@ use common::ike::{
 use common::iperf::{IperfServer, iperf3_client_bytes};
 use common::ipv6::{
     A_HOST6, A_NET6, A_STRAY6, A_WIDE6, B_HOST6, B_NET6, manual_profile6, ping6_exact,
-    source_addresses, two_sites6,
+    source_addresses, swan_logged_child_keys, two_sites6,
 };
 use common::netns::{A_HOST, A_WAN, B_HOST, B_WAN, WAN_DEV, wait_for_route};
 use common::sa::{SaRow, parse_rows, row};
 use common::strongswan::{Charon, require_strongswan_or_skip};
-use common::tunnel::{AES128_SHA1, Encapsulation, ManualPair, POLICY, Side};
-use common::wireshark::{IpsecPacket, WiresharkConfig, decode_ipsec};
+use common::tunnel::{AES128_SHA1, Auth, Encapsulation, Encr, ManualPair, POLICY, Side};
+use common::wireshark::{EspSaEntry, IpsecPacket, WiresharkConfig, decode_ipsec};
 use common::{Capture, Daemon, TwoSites, ping, poll_until};
 
 const TOOLS: &[&str] = &["ip", "ping", "tcpdump", "tshark", "iperf3"];
@@ -525,9 +525,14 @@ fn ike_case(tag: &str, offload: bool) {
 // ikehub <-> strongSwan 5.9.8 (kernel-libipsec): IKEv1 with IPv6 traffic selectors, IPv4
 // endpoints, ESP in UDP (libipsec forces it).
 
+/// strongSwan initiates main mode + quick mode with IPv6 traffic selectors (ID_IPV6_ADDR_SUBNET
+/// both ways) to ikehub; both install the IPv6 child, libipsec routes 2001:db8:a::/48 into its
+/// TUN device, and ping -6 flows both ways. strongSwan logs the child's keys (`chd` 4), so
+/// tshark decrypts every captured ESP packet with the keys both ends derived and finds ICMPv6
+/// echo between the protected hosts inside.
 #[test]
 fn strongswan_ikev1_carries_ipv6_over_ipv4() {
-    if !require_strongswan_or_skip(&["ip", "ping"]) {
+    if !require_strongswan_or_skip(&["ip", "ping", "tcpdump", "tshark"]) {
         return;
     }
     let sites = two_sites6("s6");
@@ -535,7 +540,9 @@ fn strongswan_ikev1_carries_ipv6_over_ipv4() {
         .initiate(Initiate::Never)
         .protected(A_NET6, B_NET6);
     let mut d = Daemon::start(&sites.a, "A", |dir| ike_toml6(&profile, Side::A, true, dir));
-    let swan = Charon::start(&sites.b, "b", &profile.swan_peer());
+    let mut cap = Capture::start(&sites.a, WAN_DEV);
+    // `chd` 4: strongSwan logs the child's keys (keymat_v1.c), for tshark.
+    let swan = Charon::start(&sites.b, "b", &profile.swan_peer().log_level("chd", 4));
     let out = swan.initiate(CHILD, INITIATE_TIMEOUT).unwrap_or_else(|e| {
         panic!(
             "strongSwan could not bring up the IPv6 child: {e}\n{}\n{}",
@@ -544,15 +551,32 @@ fn strongswan_ikev1_carries_ipv6_over_ipv4() {
         )
     });
     let child = swan.wait_child_installed(CHILD, UP_TIMEOUT);
+    assert_eq!(
+        (child.local_ts.as_slice(), child.remote_ts.as_slice()),
+        (&[B_NET6.to_string()][..], &[A_NET6.to_string()][..]),
+        "strongSwan's child: {child:#?}"
+    );
     wait_child_sas(&d, POLICY, UP_TIMEOUT);
     wait_for_route(&sites.a, A_HOST6, B_HOST6, TUN, UP_TIMEOUT);
     let swan_routes = sites.b.ip(&["-6", "route", "show", "table", "220"]);
+    assert!(
+        swan_routes.contains(A_NET6) && swan_routes.contains("dev ipsec0"),
+        "libipsec did not route {A_NET6} into its device:\n{swan_routes}"
+    );
     eprintln!(
-        "strongSwan installed the child: {child:?}\nits IPv6 routes (table 220):\n{swan_routes}\
-         swanctl --initiate said:\n{out}"
+        "strongSwan installed the child: {} {} {}/{} {:?} <-> {:?}, encap {}\n\
+         its IPv6 routes (table 220):\n{swan_routes}swanctl --initiate said:\n{out}",
+        child.mode,
+        child.protocol,
+        child.encr_alg,
+        child.integ_alg,
+        child.local_ts,
+        child.remote_ts,
+        child.encap
     );
     let ab = ping(&sites.a, A_HOST6, B_HOST6, PINGS);
     let ba = ping(&sites.b, B_HOST6, A_HOST6, PINGS);
+    let pcap = cap.finish().to_path_buf();
     eprintln!("ping -6 through ikehub <-> strongSwan: loss {ab}% A->B, {ba}% B->A");
     assert_eq!(
         (ab, ba),
@@ -562,9 +586,49 @@ fn strongswan_ikev1_carries_ipv6_over_ipv4() {
         swan.list_sas()
     );
     let (i, o) = child_pair(&sa_rows(&d), POLICY).expect("child SAs");
+    assert_eq!(i.esp_spi, Some(child.spi_out), "{i:#?}\n{child:#?}");
+    assert_eq!(o.esp_spi, Some(child.spi_in), "{o:#?}\n{child:#?}");
     assert!(i.packets >= u64::from(2 * PINGS), "{i:#?}");
     assert!(o.packets >= u64::from(2 * PINGS), "{o:#?}");
     assert_eq!((i.icv_failures, i.selector_mismatches), (0, 0), "{i:#?}");
+
+    // tshark with strongSwan's keys: the initiator's (strongSwan, B) direction is B -> A.
+    let [(enc_i, int_i), (enc_r, int_r)] = swan_logged_child_keys(&swan.log())
+        .unwrap_or_else(|| panic!("strongSwan logged no child keys:\n{}", swan.log()));
+    let entry = |src: &str, dst: &str, spi: u32, enc: Vec<u8>, int: Vec<u8>| EspSaEntry {
+        src: src.into(),
+        dst: dst.into(),
+        spi,
+        encryption: Encr::Aes128,
+        encryption_key: enc,
+        authentication: Auth::HmacSha1,
+        authentication_key: int,
+    };
+    let ws = WiresharkConfig::new(&[
+        entry(B_WAN, A_WAN, child.spi_out, enc_i, int_i),
+        entry(A_WAN, B_WAN, child.spi_in, enc_r, int_r),
+    ]);
+    let pkts = decode_ipsec(&pcap, &ws);
+    assert_eq!(pkts.len(), 4 * PINGS as usize, "ESP packets: {pkts:#?}");
+    for p in &pkts {
+        assert_eq!(p.udp_dport, Some(4500), "libipsec sends ESP in UDP: {p:#?}");
+        assert!(p.decrypted, "tshark could not decrypt: {p:#?}");
+        assert_eq!(p.esp_icv_good, Some(true), "ICV not good: {p:#?}");
+        let inner = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
+        assert!(
+            inner == (Some(A_HOST6), Some(B_HOST6)) || inner == (Some(B_HOST6), Some(A_HOST6)),
+            "inner packet is not IPv6 between the protected hosts: {p:#?}"
+        );
+        assert_eq!(p.inner_ipv6_next, Some(ICMPV6), "{p:#?}");
+        assert!(
+            matches!(p.icmpv6_type, Some(ECHO_REQUEST | ECHO_REPLY)),
+            "{p:#?}"
+        );
+    }
+    eprintln!(
+        "tshark decrypted all {} ESP packets of ikehub <-> strongSwan with strongSwan's keys",
+        pkts.len()
+    );
     swan.terminate_ike(CONN).unwrap_or_else(|e| panic!("{e}"));
     assert!(d.is_running(), "daemon died");
     assert!(!ike::log_shows_panic(&d.log()));

@@ -114,3 +114,42 @@ pub fn manual_profile6(
             ),
         )
 }
+
+/// The ESP keys strongSwan logs for a CHILD_SA at `chd` level 4 (keymat_v1.c
+/// `derive_child_keys`: "encryption initiator key => 16 bytes @ ..." and hex-dump lines):
+/// (encryption, integrity) for the initiator's and the responder's direction. `None` when the
+/// log does not have all four.
+pub fn swan_logged_child_keys(log: &str) -> Option<[(Vec<u8>, Vec<u8>); 2]> {
+    let key = |name: &str| -> Option<Vec<u8>> {
+        let mut lines = log
+            .lines()
+            .skip_while(|l| !l.contains(&format!("{name} key => ")));
+        let head = lines.next()?;
+        let len: usize = head
+            .split("=> ")
+            .nth(1)?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()?;
+        let mut bytes = Vec::with_capacity(len);
+        for line in lines {
+            // "12:44:01 12[CHD]   16: A6 FA F9 0F      ...." : the hex after the offset.
+            let (_, dump) = line.split_once("[CHD]")?;
+            let (_, hex) = dump.split_once(": ")?;
+            // At most 16 bytes a line; the ASCII column after them is not hex.
+            let want = (len - bytes.len()).min(16);
+            for t in hex.split_whitespace().take(want) {
+                bytes.push(u8::from_str_radix(t, 16).ok()?);
+            }
+            if bytes.len() == len {
+                return Some(bytes);
+            }
+        }
+        None
+    };
+    Some([
+        (key("encryption initiator")?, key("integrity initiator")?),
+        (key("encryption responder")?, key("integrity responder")?),
+    ])
+}
