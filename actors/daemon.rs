@@ -193,18 +193,14 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                 offload: td.offload,
             })
             .map_err(|e| format!("cannot create the tunnel device: {e}"))?;
-            let (src_v4, src_v6) = match td.source_address {
-                Some(IpAddr::V4(a)) => (Some(a), None),
-                Some(IpAddr::V6(a)) => (None, Some(a)),
-                None => (None, None),
-            };
-            icmpv6_source = src_v6;
+            icmpv6_source = td.source_v6;
             let carried = ipv6_carried_by(&profiles);
             if let Some(policy) = &carried {
                 enable_ipv6(&td.name, td.mtu, policy)?;
             }
             let routes = if td.routes {
-                Routes::new(&td.name, src_v4, src_v6).map_err(|e| format!("netlink: {e}"))?
+                Routes::new(&td.name, td.source_v4, td.source_v6)
+                    .map_err(|e| format!("netlink: {e}"))?
             } else {
                 Routes::disabled()
             };

@@ -999,7 +999,8 @@ fn full_profiles_md_example_loads() {
         (tun.name.as_str(), tun.mtu, tun.routes),
         ("ikehub0", 1400, true)
     );
-    assert_eq!(tun.source_address.unwrap().to_string(), "198.51.100.1");
+    assert_eq!(tun.source_v4.unwrap().to_string(), "198.51.100.1");
+    assert_eq!(tun.source_v6, None);
 
     let t = &p.ipsec_transforms["AES128_SHA1"];
     let esp = t.esp.unwrap();
@@ -1087,8 +1088,14 @@ fn defaults_are_applied() {
     let l = loads(&format!("{BASE}[tunnel-device]\n"));
     let tun = l.profiles.tunnel_device.unwrap();
     assert_eq!(
-        (tun.name.as_str(), tun.mtu, tun.source_address, tun.routes),
-        ("ikehub0", 1400, None, true)
+        (
+            tun.name.as_str(),
+            tun.mtu,
+            tun.source_v4,
+            tun.source_v6,
+            tun.routes
+        ),
+        ("ikehub0", 1400, None, None, true)
     );
 }
 
@@ -1414,4 +1421,215 @@ fn ike_workers_key() {
     );
     let text = format!("[system]\nike-workers = \"two\"\n{BASE}");
     one_error(&text, "ike-workers = ^\"two\"", &["ike-workers"]);
+}
+
+// ---- IPv6 (issue 11; docs/profiles.md "IPv6") ------------------------------------------------
+
+/// ISAKMP_OK with its one protected-network list replaced by `pairs`.
+fn isakmp_pairs(pairs: &str) -> String {
+    isakmp(&ISAKMP_OK.replace(
+        "protected-network = [ { local = \"198.51.100.0/24\", remote = \"10.0.0.0/8\" } ]",
+        &format!("protected-network = [ {pairs} ]"),
+    ))
+}
+
+#[test]
+fn ipv6_protected_networks_load_beside_ipv4() {
+    use ikehub::config::{Family, NetworkSpec};
+    let l = loads(&isakmp_pairs(
+        "{ local = \"198.51.100.0/24\", remote = \"10.0.0.0/8\" }, \
+         { local = \"2001:db8:1::/48\", remote = \"2001:db8:2::10-2001:db8:2::20\" }, \
+         { local = \"2001:db8:1::7\", remote = \"any\" }, \
+         { local = \"any\", remote = \"any\" }",
+    ));
+    let nets = &l.profiles.isakmp_policies["B"].protected_networks;
+    let shown: Vec<String> = nets
+        .iter()
+        .map(|p| format!("{} <-> {}", p.local, p.remote))
+        .collect();
+    assert_eq!(
+        shown,
+        [
+            "198.51.100.0/24 <-> 10.0.0.0/8",
+            "2001:db8:1::/48 <-> 2001:db8:2::10-2001:db8:2::20",
+            // "any" opposite an IPv6 network is ::/0, any <-> any stays IPv4.
+            "2001:db8:1::7 <-> ::/0",
+            "0.0.0.0/0 <-> 0.0.0.0/0",
+        ]
+    );
+    assert_eq!(nets[2].remote, NetworkSpec::ANY6);
+    assert_eq!(nets[1].family(), Family::V6);
+    assert_eq!(nets[3].family(), Family::V4);
+}
+
+#[test]
+fn a_pair_carries_one_family() {
+    let text = isakmp_pairs("{ local = \"198.51.100.0/24\", remote = \"2001:db8::/32\" }");
+    one_error(
+        &text,
+        "protected-network = [ ^{",
+        &[
+            "ipsec-policy-isakmp.B: protected-network: local 198.51.100.0/24 is IPv4, remote \
+             2001:db8::/32 is IPv6: a protected network carries one family",
+        ],
+    );
+    // Every problem at once: both crossed pairs are reported, each at its place.
+    let text = isakmp_pairs(
+        "{ local = \"198.51.100.0/24\", remote = \"2001:db8::/32\" }, \
+         { local = \"2001:db8::1\", remote = \"203.0.113.9\" }",
+    );
+    let (_, errs) = errors(&text);
+    assert_eq!(errs.len(), 2, "{errs:#?}");
+    assert_eq!(
+        (errs[1].line, errs[1].col),
+        pos(&text, "^{ local = \"2001:db8::1\"")
+    );
+    assert!(
+        errs[1]
+            .message
+            .contains("local 2001:db8::1 is IPv6, remote 203.0.113.9 is IPv4"),
+        "{}",
+        errs[1]
+    );
+}
+
+#[test]
+fn ipv6_networks_must_parse() {
+    let text = isakmp_pairs("{ local = \"2001:db8::/129\", remote = \"2001:db8:2::/48\" }");
+    one_error(
+        &text,
+        "local = ^\"2001:db8::/129\"",
+        &["protected-network.local: IPv6 prefix length 129 is out of range 0..=128"],
+    );
+    let text = isakmp_pairs("{ local = \"192.0.2.1-2001:db8::1\", remote = \"2001:db8:2::/48\" }");
+    one_error(
+        &text,
+        "local = ^\"192.0.2.1-",
+        &["range `192.0.2.1-2001:db8::1` mixes IPv4 and IPv6"],
+    );
+    let text =
+        isakmp_pairs("{ local = \"2001:db8::9-2001:db8::1\", remote = \"2001:db8:2::/48\" }");
+    one_error(
+        &text,
+        "local = ^\"2001:db8::9",
+        &["range `2001:db8::9-2001:db8::1` ends before it starts"],
+    );
+    let text = isakmp_pairs("{ local = \"2001:db8::zz\", remote = \"2001:db8:2::/48\" }");
+    one_error(
+        &text,
+        "local = ^\"2001:db8::zz\"",
+        &["`2001:db8::zz` is not an IPv6 address"],
+    );
+}
+
+/// Overlaps are judged per family: the same IPv6 networks in two policies are refused, while
+/// `any <-> any` (IPv4) and `::/0 <-> ::/0` never meet.
+#[test]
+fn ipv6_overlaps_refused_per_family() {
+    let second = |pairs: &str| {
+        manual_ok_lines(3333, 4444)
+            .replace("192.0.2.2", "192.0.2.3")
+            .replace(
+                "{ local = \"198.51.100.0/24\", remote = \"203.0.113.0/24\" }",
+                pairs,
+            )
+    };
+    let first = manual(&manual_ok_lines(1111, 2222).replace(
+        "{ local = \"198.51.100.0/24\", remote = \"203.0.113.0/24\" }",
+        "{ local = \"2001:db8:1::/48\", remote = \"2001:db8:2::/48\" }",
+    ));
+    let crossed = "{ local = \"2001:db8:1::/64\", remote = \"2001:db8::/32\" }";
+    let text = format!("{first}\n[ipsec-policy-manual.N]\n{}", second(crossed));
+    one_error(
+        &text,
+        "protected-network = [ ^{ local = \"2001:db8:1::/64\"",
+        &[
+            "ipsec-policy-manual.N: protected-network 2001:db8:1::/64 <-> 2001:db8::/32 overlaps ipsec-policy-manual.M's 2001:db8:1::/48 <-> 2001:db8:2::/48",
+            "a packet 2001:db8:1:: -> 2001:db8:2:: would match both",
+        ],
+    );
+    let both_any = format!(
+        "{}\n[ipsec-policy-manual.N]\n{}",
+        manual(&manual_ok_lines(1111, 2222).replace(
+            "{ local = \"198.51.100.0/24\", remote = \"203.0.113.0/24\" }",
+            "{ local = \"any\", remote = \"any\" }",
+        )),
+        second("{ local = \"::/0\", remote = \"any\" }")
+    );
+    loads(&both_any);
+}
+
+#[test]
+fn transport_mode_networks_are_of_the_peers_family() {
+    let text = manual(
+        &manual_ok_lines(1111, 2222)
+            .replace("peer = \"192.0.2.2\"", "peer = \"2001:db8::2\"")
+            .replace(
+                "{ local = \"198.51.100.0/24\", remote = \"203.0.113.0/24\" }",
+                "{ local = \"192.0.2.1\", remote = \"192.0.2.2\" }",
+            ),
+    )
+    .replace("address = \"192.0.2.1\"", "address = \"2001:db8::1\"")
+    .replace(
+        "esp-authentication = \"hmac-sha1\"",
+        "esp-authentication = \"hmac-sha1\"\nmode = \"transport\"",
+    );
+    one_error(
+        &text,
+        "protected-network = [ ^{",
+        &[
+            "transform T uses transport mode",
+            "protected-network must be { local = \"2001:db8::1\", remote = \"2001:db8::2\" }, not 192.0.2.1 <-> 192.0.2.2",
+        ],
+    );
+    loads(&text.replace(
+        "{ local = \"192.0.2.1\", remote = \"192.0.2.2\" }",
+        "{ local = \"2001:db8::1/128\", remote = \"2001:db8::2\" }",
+    ));
+    // Tunnel mode carries IPv4 in IPv6.
+    loads(&text.replace("\nmode = \"transport\"", ""));
+}
+
+#[test]
+fn template_block_is_of_the_interfaces_family() {
+    let text = isakmp(&ISAKMP_OK.replace("peer = \"any\"", "peer = \"2001:db8::/32\""));
+    one_error(
+        &text,
+        "peer = ^\"2001:db8::/32\"",
+        &["peer 2001:db8::/32 and interface wan (192.0.2.1) are of different IP versions"],
+    );
+}
+
+#[test]
+fn source_address_one_per_family() {
+    let tun = |extra: &str| {
+        loads(&format!("{BASE}[tunnel-device]\n{extra}"))
+            .profiles
+            .tunnel_device
+            .unwrap()
+    };
+    let t = tun("source-address = [\"198.51.100.1\", \"2001:db8:1::1\"]\n");
+    assert_eq!(t.source_v4, Some("198.51.100.1".parse().unwrap()));
+    assert_eq!(t.source_v6, Some("2001:db8:1::1".parse().unwrap()));
+    let t = tun("source-address = \"2001:db8:1::1\"\n");
+    assert_eq!((t.source_v4, t.source_v6.is_some()), (None, true));
+    let text = format!(
+        "{BASE}[tunnel-device]\nsource-address = [\"198.51.100.1\", \"2001:db8:1::1\", \"198.51.100.2\"]\n"
+    );
+    one_error(
+        &text,
+        "^\"198.51.100.2\"",
+        &[
+            "source-address lists two IPv4 addresses (198.51.100.1 and 198.51.100.2): give at most one per family",
+        ],
+    );
+    let text =
+        format!("{BASE}[tunnel-device]\nsource-address = [\"2001:db8::1\", \"2001:db8::1\"]\n");
+    let (_, errs) = errors(&text);
+    assert_eq!(errs.len(), 1, "{errs:#?}");
+    assert!(
+        errs[0].message.contains("two IPv6 addresses"),
+        "{}",
+        errs[0]
+    );
 }

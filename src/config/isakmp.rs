@@ -11,7 +11,7 @@ use super::defaults as def;
 use super::diagnostic::Sink;
 use super::identity::{LocalId, RemoteId};
 use super::model::*;
-use super::network::NetworkSpec;
+use super::network::{Family, NetworkSpec};
 use super::policy::{INITIATE, Names, interface, peer_address, protected_networks, resolve};
 use super::raw::{self, At, Named};
 use super::validate::profile_path;
@@ -26,7 +26,20 @@ fn peer_spec(c: &Check<'_>, at: &At<String>, iface: Option<&Interface>) -> Optio
     }
     match v.parse::<NetworkSpec>() {
         Ok(s) if s == NetworkSpec::ANY => Some(PeerSpec::Any),
-        Ok(s) => Some(PeerSpec::Block(s)),
+        Ok(s) => match iface {
+            // Spokes reach the interface address, so they are of its family.
+            Some(i) if Family::of(i.address) != s.family() => {
+                c.error(
+                    &at.loc,
+                    format_args!(
+                        "peer {s} and interface {} ({}) are of different IP versions",
+                        i.name, i.address
+                    ),
+                );
+                None
+            }
+            _ => Some(PeerSpec::Block(s)),
+        },
         Err(_) => {
             c.error(
                 &at.loc,

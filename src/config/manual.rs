@@ -66,10 +66,12 @@ pub(crate) fn manual(
     let networks = protected_networks(&c, &b.protected_network);
     if let (Some(t), Some(i), Some(p), Some(nets)) = (transform, iface, peer, &networks)
         && t.mode == Mode::Transport
-        && let (IpAddr::V4(local), IpAddr::V4(remote)) = (i.address, p)
     {
+        // Either family: the endpoints' own packets are of the peer's family, so this also
+        // refuses a network of the other family.
+        let (local, remote) = (i.address, p);
         for (pn, loc) in nets {
-            let only = |s: &NetworkSpec, a| s.first() == a && s.last() == a;
+            let only = |s: &NetworkSpec, a: IpAddr| s.first() == a && s.last() == a;
             if !only(&pn.local, local) || !only(&pn.remote, remote) {
                 c.error(
                     loc,

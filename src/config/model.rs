@@ -2,7 +2,7 @@
 //! downstream (registry, shards, IKE) works from this, never from raw TOML.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -58,7 +58,10 @@ pub struct Interface {
 pub struct TunnelDevice {
     pub name: String,
     pub mtu: u16,
-    pub source_address: Option<IpAddr>,
+    /// `source-address`: the preferred source of the IPv4 routes and of the IPv6 routes (one
+    /// address per family, either may be absent).
+    pub source_v4: Option<Ipv4Addr>,
+    pub source_v6: Option<Ipv6Addr>,
     pub routes: bool,
     /// `offload`: TUN offloads (virtio-net header, TSO/USO) and UDP GSO/GRO on ESP-in-UDP.
     pub offload: bool,

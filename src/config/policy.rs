@@ -130,7 +130,8 @@ pub(crate) fn protected_networks(
     let mut out = Vec::new();
     let mut ok = true;
     for pn in &at.value {
-        let side = |key: &str, v: &Option<At<String>>| -> Option<NetworkSpec> {
+        // (spec, written as "any")
+        let side = |key: &str, v: &Option<At<String>>| -> Option<(NetworkSpec, bool)> {
             let Some(v) = v else {
                 if c.sink
                     .was_refused(&c.path, &format!("protected-network.{key}"))
@@ -146,7 +147,7 @@ pub(crate) fn protected_networks(
                 return None;
             };
             match v.value.parse::<NetworkSpec>() {
-                Ok(s) => Some(s),
+                Ok(s) => Some((s, v.value.trim() == "any")),
                 Err(e) => {
                     c.error(&v.loc, format_args!("protected-network.{key}: {e}"));
                     None
@@ -154,12 +155,39 @@ pub(crate) fn protected_networks(
             }
         };
         let (local, remote) = (side("local", &pn.local), side("remote", &pn.remote));
-        match (local, remote) {
-            (Some(local), Some(remote)) => {
-                out.push((ProtectedNetwork { local, remote }, pn.loc.clone()))
-            }
-            _ => ok = false,
+        let (Some((local, local_any)), Some((remote, remote_any))) = (local, remote) else {
+            ok = false;
+            continue;
+        };
+        // "any" takes the family of the other side (docs/profiles.md): `::/0` opposite an
+        // IPv6 network, `0.0.0.0/0` otherwise (also for any <-> any).
+        let local = if local_any {
+            NetworkSpec::any(remote.family())
+        } else {
+            local
+        };
+        let remote = if remote_any {
+            NetworkSpec::any(local.family())
+        } else {
+            remote
+        };
+        // A packet's two addresses are of one version, so a pair of two families would match
+        // nothing. Tunnel mode carries either family in either outer family; the pairs of one
+        // policy may be of both.
+        if local.family() != remote.family() {
+            c.error(
+                &pn.loc,
+                format_args!(
+                    "protected-network: local {local} is {}, remote {remote} is {}: a protected \
+                     network carries one family",
+                    local.family(),
+                    remote.family()
+                ),
+            );
+            ok = false;
+            continue;
         }
+        out.push((ProtectedNetwork { local, remote }, pn.loc.clone()));
     }
     ok.then_some(out)
 }

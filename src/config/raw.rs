@@ -63,7 +63,7 @@ pub(crate) struct RawInterface {
 pub(crate) struct RawTunnelDevice {
     pub name: Option<At<String>>,
     pub mtu: Option<At<i64>>,
-    pub source_address: Option<At<String>>,
+    pub source_address: Option<At<Vec<At<String>>>>,
     pub routes: Option<At<bool>>,
     pub offload: Option<At<bool>>,
 }
@@ -254,7 +254,7 @@ fn read_tunnel_device(f: &mut Fields<'_, '_>) -> RawTunnelDevice {
     let r = RawTunnelDevice {
         name: f.string("name"),
         mtu: f.int("mtu"),
-        source_address: f.string("source-address"),
+        source_address: f.string_list("source-address"),
         routes: f.bool("routes"),
         offload: f.bool("offload"),
     };

@@ -64,9 +64,12 @@ pub fn summary(loaded: &Loaded) -> String {
                 "tunnel device: {} mtu {}{}, routes {}, offload {}",
                 t.name,
                 t.mtu,
-                t.source_address
-                    .map(|a| format!(" source {a}"))
-                    .unwrap_or_default(),
+                match (t.source_v4, t.source_v6) {
+                    (Some(a), Some(b)) => format!(" source {a}, {b}"),
+                    (Some(a), None) => format!(" source {a}"),
+                    (None, Some(b)) => format!(" source {b}"),
+                    (None, None) => String::new(),
+                },
                 if t.routes {
                     "installed"
                 } else {

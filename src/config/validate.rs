@@ -3,7 +3,7 @@
 //! (SPIs, overlapping protected networks, sockets) in `conflicts`.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -308,6 +308,55 @@ fn interface(n: &Named<raw::RawInterface>, sink: &Sink) -> Option<Interface> {
     })
 }
 
+/// `source-address`: one address, or an array with at most one address per family (the
+/// preferred source of the IPv4 routes and of the IPv6 routes). `None` after an error.
+#[allow(clippy::type_complexity)]
+fn source_addresses(
+    c: &Check<'_>,
+    raw: &Option<At<Vec<At<String>>>>,
+) -> Option<(Option<Ipv4Addr>, Option<Ipv6Addr>)> {
+    let Some(list) = raw else {
+        return Some((None, None));
+    };
+    let (mut v4, mut v6) = (None::<Ipv4Addr>, None::<Ipv6Addr>);
+    let mut ok = true;
+    for at in &list.value {
+        let twice = |first: &dyn std::fmt::Display, family: &str| {
+            c.error(
+                &at.loc,
+                format_args!(
+                    "source-address lists two {family} addresses ({first} and {}): give at most one per family",
+                    at.value.trim()
+                ),
+            )
+        };
+        match at.value.trim().parse::<IpAddr>() {
+            Ok(IpAddr::V4(a)) => match v4 {
+                Some(first) => {
+                    twice(&first, "IPv4");
+                    ok = false;
+                }
+                None => v4 = Some(a),
+            },
+            Ok(IpAddr::V6(a)) => match v6 {
+                Some(first) => {
+                    twice(&first, "IPv6");
+                    ok = false;
+                }
+                None => v6 = Some(a),
+            },
+            Err(_) => {
+                c.error(
+                    &at.loc,
+                    format_args!("source-address `{}` is not an IP address", at.value),
+                );
+                ok = false;
+            }
+        }
+    }
+    ok.then_some((v4, v6))
+}
+
 fn tunnel_device(n: &Named<raw::RawTunnelDevice>, sink: &Sink) -> Option<TunnelDevice> {
     let c = Check::new(sink, raw::TUNNEL_DEVICE.to_string(), &n.loc);
     let b = &n.body;
@@ -327,23 +376,12 @@ fn tunnel_device(n: &Named<raw::RawTunnelDevice>, sink: &Sink) -> Option<TunnelD
             )
             .map(|m| m as u16),
     };
-    let source_address = match &b.source_address {
-        None => Some(None),
-        Some(at) => match at.value.trim().parse::<IpAddr>() {
-            Ok(a) => Some(Some(a)),
-            Err(_) => {
-                c.error(
-                    &at.loc,
-                    format_args!("source-address `{}` is not an IP address", at.value),
-                );
-                None
-            }
-        },
-    };
+    let (source_v4, source_v6) = source_addresses(&c, &b.source_address)?;
     Some(TunnelDevice {
         name: name?,
         mtu: mtu?,
-        source_address: source_address?,
+        source_v4,
+        source_v6,
         routes: b.routes.as_ref().map_or(def::TUNNEL_ROUTES, |at| at.value),
         offload: b
             .offload

@@ -76,8 +76,8 @@ pub(crate) fn id_network(id: &Identification) -> Result<NetworkSpec, String> {
 
 /// Host identity of an endpoint, used when quick mode carries no IDs (RFC 2409 §5.5: the
 /// ISAKMP endpoints are then the identities), of either family.
-pub(crate) fn host(addr: IpAddr) -> Option<NetworkSpec> {
-    Some(NetworkSpec::Host(addr.to_canonical()))
+pub(crate) fn host(addr: IpAddr) -> NetworkSpec {
+    NetworkSpec::Host(addr.to_canonical())
 }
 
 /// Responder check: the initiator's IDci (its local side = our remote) and IDcr (our local
@@ -261,12 +261,12 @@ mod tests {
     #[test]
     fn host_of_either_family() {
         let v6: IpAddr = "2001:db8::2".parse().unwrap();
-        assert_eq!(host(v6), Some(NetworkSpec::Host(v6)));
+        assert_eq!(host(v6), NetworkSpec::Host(v6));
         let v4: IpAddr = "192.0.2.2".parse().unwrap();
-        assert_eq!(host(v4), Some(NetworkSpec::Host(v4)));
+        assert_eq!(host(v4), NetworkSpec::Host(v4));
         // A dual-stack socket's IPv4-mapped form is the IPv4 peer.
         let mapped: IpAddr = "::ffff:192.0.2.2".parse().unwrap();
-        assert_eq!(host(mapped), Some(NetworkSpec::Host(v4)));
+        assert_eq!(host(mapped), NetworkSpec::Host(v4));
     }
 
     #[test]

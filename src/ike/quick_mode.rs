@@ -302,6 +302,17 @@ fn nonce_of(m: &Parsed) -> IkeResult<Vec<u8>> {
     }
 }
 
+/// Why a refused proposal did not fit, when the reason is its family: " (IPv6; the policy
+/// protects no IPv6 network)". Empty when the policy has networks of that family.
+fn family_note(policy: &[ProtectedNetwork], proposed: &ProtectedNetwork) -> String {
+    let f = proposed.family();
+    if policy.iter().any(|p| p.family() == f) {
+        String::new()
+    } else {
+        format!(" ({f}; the policy protects no {f} network)")
+    }
+}
+
 fn ids_of(
     m: &Parsed,
 ) -> IkeResult<Option<(crate::config::NetworkSpec, crate::config::NetworkSpec)>> {
@@ -319,7 +330,20 @@ fn ids_of(
             let f = |i| {
                 id_network(i).map_err(|e| IkeError::notify(NotifyType::INVALID_ID_INFORMATION, e))
             };
-            Ok(Some((f(ci)?, f(cr)?)))
+            let (ci, cr) = (f(ci)?, f(cr)?);
+            // A selector pair carries one family (RFC 4301 §4.4.1: the addresses of a packet
+            // are of one version): an IPv4 IDci with an IPv6 IDcr names no packet at all.
+            if ci.family() != cr.family() {
+                return Err(IkeError::notify(
+                    NotifyType::INVALID_ID_INFORMATION,
+                    format!(
+                        "IDci {ci} is {}, IDcr {cr} is {}: a protected network carries one family",
+                        ci.family(),
+                        cr.family()
+                    ),
+                ));
+            }
+            Ok(Some((ci, cr)))
         }
         _ => Err(IkeError::notify(
             NotifyType::INVALID_ID_INFORMATION,
@@ -443,29 +467,22 @@ impl QuickMode {
                     remote: ci,
                 },
             ),
-            None => {
-                let (Some(l), Some(r)) = (host(ctx.local.ip()), host(env.peer.ip())) else {
-                    return Err(IkeError::notify(
-                        NotifyType::INVALID_ID_INFORMATION,
-                        "IPv6 endpoints",
-                    ));
-                };
-                (
-                    false,
-                    ProtectedNetwork {
-                        local: l,
-                        remote: r,
-                    },
-                )
-            }
+            None => (
+                false,
+                ProtectedNetwork {
+                    local: host(ctx.local.ip()),
+                    remote: host(env.peer.ip()),
+                },
+            ),
         };
         let Some(network) = match_proposed(&ctx.config.protected_networks, proposed) else {
             return Err(IkeError::notify(
                 NotifyType::INVALID_ID_INFORMATION,
                 format!(
-                    "peer proposed {} <-> {} (its side first), policy {} protects {}",
+                    "peer proposed {} <-> {} (its side first){}, policy {} protects {}",
                     proposed.remote,
                     proposed.local,
+                    family_note(&ctx.config.protected_networks, &proposed),
                     ctx.config.policy,
                     describe(&ctx.config.protected_networks)
                 ),

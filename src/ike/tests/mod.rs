@@ -5,6 +5,7 @@ mod handshake;
 mod harness;
 mod hostile;
 mod identities;
+mod ipv6_selectors;
 mod lifetimes;
 mod memory;
 mod reliability;
