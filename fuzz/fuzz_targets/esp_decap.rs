@@ -1,5 +1,5 @@
-//! Arbitrary bytes into inbound decapsulation of SAs of several suites, raw and UDP-framed,
-//! with valid ICVs on request. Body: `ikehub::ike::fuzz_support::esp::decap`.
+//! Arbitrary bytes into inbound decapsulation of SAs of several suites over IPv4 and IPv6, raw
+//! and UDP-framed, with valid ICVs on request. Body: `ikehub::ike::fuzz_support::esp::decap`.
 #![no_main]
 
 use std::sync::OnceLock;

@@ -15,6 +15,7 @@ use crate::crypto::stitch::Engine;
 use crate::crypto::{EspAead, aead};
 use crate::wire::{
     self, AhPacket, EspPacket, IpProtocol, Ipv4Packet, Ipv6Packet, Ipv6Repr, UdpPacket, ipv4, ipv6,
+    ipv6_ext,
 };
 
 use super::DropReason;
@@ -25,9 +26,9 @@ use super::sa::{Direction, LifetimeState, SecurityAssociation};
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Received {
     /// A complete outer IPv4 packet as a raw socket delivers it (protocol 50, 51, or 17 for
-    /// UDP-encapsulated ESP), or a complete IPv6 packet whose fixed header is followed
-    /// directly by ESP or UDP (a fragment header is [`DropReason::Fragment`], other extension
-    /// headers [`DropReason::Unsupported`]).
+    /// UDP-encapsulated ESP), or a complete IPv6 packet (ESP, AH or UDP after any extension
+    /// headers, RFC 8200 §4; a fragment is [`DropReason::Fragment`]). AH needs this form:
+    /// its ICV covers the outer header.
     Ip,
     /// The payload of a UDP datagram (RFC 3948, non-ESP marker already checked) starting at
     /// `offset` in the buffer; `src`/`dst` are the datagram's outer addresses (IPv4 or IPv6,
@@ -62,6 +63,10 @@ pub struct Decapsulated {
     /// Sequence number of the outermost header (AH in a bundle, else ESP).
     pub sequence_number: u32,
 }
+
+/// The longest IP header (with IPv6 extension headers) in front of an AH header we verify: the
+/// zeroed copy AH's ICV covers lives on the stack. Longer chains are refused as unsupported.
+const MAX_AH_COVERED_HEADER: usize = 512;
 
 /// How many packets of a batch go through one stitched verify-and-decrypt pass.
 const BATCH: usize = 32;
@@ -258,25 +263,33 @@ impl SecurityAssociation {
             if p.spi() != ah.spi {
                 return Err(DropReason::SpiMismatch);
             }
-            let icv_len = ah.integ.icv_len();
-            if p.header_len() != wire::ah::FIXED_LEN + icv_len {
+            let (icv_len, icv_field) = (ah.integ.icv_len(), ah.icv_field);
+            if p.header_len() != wire::ah::FIXED_LEN + icv_field {
                 return Err(DropReason::Malformed);
             }
             let seq = p.sequence_number();
             ah.replay.check(seq).map_err(replay_drop)?;
-            // RFC 4302 §3.4.3: ICV over the header with mutable fields zeroed, AH with a zero
-            // ICV field, and the rest.
-            let mut hdr = [0u8; ipv4::MAX_HEADER_LEN];
-            hdr[..ip_hdr_len].copy_from_slice(&packet[..ip_hdr_len]);
-            ipv4::zero_mutable_fields(&mut hdr[..ip_hdr_len]);
+            // RFC 4302 §3.4.3: ICV over the header with mutable fields zeroed (IPv4
+            // §3.3.3.1.1; IPv6 §3.3.3.1.2, extension headers before AH included), AH with a
+            // zero ICV field (padding too), and the rest.
+            let mut hdr = [0u8; MAX_AH_COVERED_HEADER];
+            let Some(hdr) = hdr.get_mut(..ip_hdr_len) else {
+                return Err(DropReason::Unsupported);
+            };
+            hdr.copy_from_slice(&packet[..ip_hdr_len]);
+            if self.outer_is_ipv6() {
+                ipv6_ext::zero_mutable_fields(hdr)?;
+            } else {
+                ipv4::zero_mutable_fields(hdr);
+            }
             let zeros = [0u8; 32];
             let icv_at = start + wire::ah::FIXED_LEN;
             let ok = ah.integ.verify(
                 &[
-                    &hdr[..ip_hdr_len],
+                    hdr,
                     &packet[start..icv_at],
-                    &zeros[..icv_len],
-                    &packet[icv_at + icv_len..end],
+                    &zeros[..icv_field],
+                    &packet[icv_at + icv_field..end],
                 ],
                 &packet[icv_at..icv_at + icv_len],
             );
@@ -284,7 +297,7 @@ impl SecurityAssociation {
                 return Err(DropReason::IcvFailure);
             }
             next = p.next_header();
-            start = icv_at + icv_len;
+            start = icv_at + icv_field;
             ah_seq = Some(seq);
         } else if proto == IpProtocol::AH {
             return Err(DropReason::WrongProtocol);
@@ -515,6 +528,10 @@ fn rebuild_transport(
     if payload.start < hl {
         return Err(DropReason::Unsupported);
     }
+    if v6 && hl != ipv6::HEADER_LEN {
+        // Extension headers before ESP/AH: their next-header chain would need rewriting.
+        return Err(DropReason::Unsupported);
+    }
     let at = payload.start - hl;
     if ip_hdr_len > 0 {
         packet.copy_within(0..hl, at);
@@ -557,8 +574,14 @@ fn outer_frame(
             let ip = Ipv6Packet::new_checked(packet)?;
             let end = ip.packet().len();
             let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            let hl = ipv6::HEADER_LEN;
-            match ip.next_header() {
+            // RFC 8200 §4: through the extension headers (bounded walk) to ESP, AH or UDP.
+            let up = ipv6_ext::upper_layer(&ip)?;
+            if up.fragment.is_some() {
+                // RFC 8200 §4.5: reassemble first (RFC 4303 §3.4.1).
+                return Err(DropReason::Fragment);
+            }
+            let hl = up.offset;
+            match up.protocol {
                 IpProtocol::UDP => {
                     let udp = UdpPacket::new_checked(&packet[hl..end])?;
                     let uend = hl + usize::from(udp.len());
@@ -571,10 +594,6 @@ fn outer_frame(
                         IpProtocol::ESP,
                     )
                 }
-                // RFC 8200 §4.5: reassemble first (RFC 4303 §3.4.1).
-                IpProtocol(44) => return Err(DropReason::Fragment),
-                // Hop-by-hop, routing, destination options: not walked here.
-                IpProtocol(0 | 43 | 60) => return Err(DropReason::Unsupported),
                 p => (hl, hl, end, src, dst, p),
             }
         }

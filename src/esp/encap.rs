@@ -11,11 +11,10 @@ use crate::crypto::aead;
 use crate::crypto::stitch::Engine;
 use crate::wire::{
     self, AhRepr, EspRepr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket,
-    UdpRepr, build_frag_needed, checksum, ipv4, ipv6,
+    UdpRepr, build_frag_needed, checksum, icmpv6, ipv4, ipv6, ipv6_ext,
 };
 
 use super::EncapError;
-use super::ptb::build_packet_too_big;
 use super::sa::{Direction, Layout, LifetimeState, SaEncapsulation, SecurityAssociation};
 
 /// Outer TTL of the packets we originate (RFC 4301 §5.1.2.1 leaves it to the encapsulator).
@@ -153,7 +152,7 @@ enum Step {
 }
 
 impl SecurityAssociation {
-    /// Encapsulates one cleartext IPv4 or IPv6 packet into `out`. See [`EncapOutcome`] for the three
+    /// Encapsulates one cleartext IPv4 or IPv6 packet into `out`. See [`EncapOutcome`] for the
     /// results; `rng` supplies the random IV (RFC 4303 §3.3.2: unpredictable per packet).
     pub fn encap<R: CryptoRng + ?Sized>(
         &mut self,
@@ -343,7 +342,7 @@ impl SecurityAssociation {
             if c.protocol == IpProtocol::NO_NEXT_HEADER {
                 return Err(EncapError::TransportNoNextHeader);
             }
-            if c.ipv6 && is_ipv6_extension(c.protocol) {
+            if c.ipv6 && ipv6_ext::is_extension_header(c.protocol) {
                 return Err(EncapError::TransportExtensionHeaders);
             }
         }
@@ -359,11 +358,13 @@ impl SecurityAssociation {
                 // packet instead (RFC 4459 §3, RFC 8200 §5).
                 let mtu = fits.max(ipv6::MIN_MTU).min(usize::from(u16::MAX));
                 if inner.len() > mtu {
-                    let len = build_packet_too_big(params.icmp_source_v6, inner, mtu as u32, out)
-                        .map_err(|e| match e {
-                        wire::Error::BufferTooSmall => EncapError::BufferTooSmall,
-                        _ => EncapError::TooBigNoIcmp,
-                    })?;
+                    let len =
+                        icmpv6::build_packet_too_big(params.icmp_source_v6, inner, mtu as u32, out)
+                            .map_err(|e| match e {
+                                wire::Error::BufferTooSmall => EncapError::BufferTooSmall,
+                                e => EncapError::InnerMalformed(e),
+                            })?
+                            .ok_or(EncapError::TooBigNoIcmp)?;
                     return Ok(Step::Done(EncapOutcome::IcmpPacketTooBig {
                         len,
                         mtu: mtu as u32,
@@ -484,7 +485,7 @@ impl SecurityAssociation {
                 },
                 spi: a.spi,
                 sequence_number: seq,
-                icv_len: a.integ.icv_len(),
+                icv_len: a.icv_field,
             }
             .emit(&mut out[l.ah_off()..])
             .map_err(|_| EncapError::BufferTooSmall)?;
@@ -573,12 +574,19 @@ impl SecurityAssociation {
             let _ = e.integ.compute(&[authed], icv);
         }
         if let Some(a) = &self.ah {
-            // RFC 4302 §3.3.3: ICV over the IP header with mutable fields zeroed, the AH
-            // header with a zero ICV field (emit left it zero) and everything after it.
+            // RFC 4302 §3.3.3: ICV over the IP header with mutable fields zeroed (IPv4
+            // §3.3.3.1.1, IPv6 §3.3.3.1.2), the AH header with a zero ICV field (emit left it
+            // and its padding zero) and everything after it.
             let mut hdr = [0u8; ipv4::MAX_HEADER_LEN];
             let hl = l.ip_hdr;
             hdr[..hl].copy_from_slice(&out[..hl]);
-            ipv4::zero_mutable_fields(&mut hdr[..hl]);
+            if self.outer_is_ipv6() {
+                // Our own header: the fixed IPv6 header with next header AH (transport mode
+                // refuses extension headers), so this cannot fail.
+                let _ = ipv6_ext::zero_mutable_fields(&mut hdr[..hl]);
+            } else {
+                ipv4::zero_mutable_fields(&mut hdr[..hl]);
+            }
             let ah_off = l.ah_off();
             let icv_len = a.integ.icv_len();
             let mut icv = [0u8; 32];
@@ -653,20 +661,10 @@ impl<'a> Cleartext<'a> {
                     protocol: ip.next_header(),
                     tos: ip.traffic_class(),
                     dont_frag: true,
-                    fragment: ip.next_header() == IPV6_FRAGMENT,
+                    fragment: ip.next_header() == IpProtocol::IPV6_FRAG,
                 })
             }
             _ => Err(EncapError::InnerNotIp),
         }
     }
-}
-
-/// IPv6 Fragment header (RFC 8200 §4.5).
-const IPV6_FRAGMENT: IpProtocol = IpProtocol(44);
-
-/// The IPv6 extension headers ESP must follow in transport mode (RFC 4303 §3.1.1: hop-by-hop,
-/// routing, fragment, and destination options before routing) — we do not place ESP inside
-/// such a chain, and refuse it instead.
-fn is_ipv6_extension(p: IpProtocol) -> bool {
-    matches!(p.0, 0 | 43 | 44 | 60)
 }

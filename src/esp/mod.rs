@@ -1,5 +1,6 @@
 //! IPsec security associations: ESP (RFC 4303) and AH (RFC 4302), tunnel and transport mode,
-//! raw or RFC 3948 UDP encapsulation, anti-replay, lifetimes and counters.
+//! raw or RFC 3948 UDP encapsulation, anti-replay, lifetimes and counters; IPv4 or IPv6 inside
+//! (tunnel mode carries either over either) and outside.
 //!
 //! Sans-IO like the rest of the core: [`SecurityAssociation::encap`] and
 //! [`SecurityAssociation::decap`] work on caller buffers, take the time and the RNG from the
@@ -8,17 +9,18 @@
 //! * Outbound: build the SA with [`SecurityAssociation::new`] from [`SaParams`] (direction
 //!   [`Direction::Outbound`]); for each cleartext packet call `encap` (or `encap_batch` for a
 //!   batch read from the TUN) with an [`EncapParams`]; the [`EncapOutcome`] says whether to send
-//!   the packet, fragment it first, or write an ICMP "fragmentation needed" back to the TUN.
+//!   the packet, fragment it first, or write an ICMP "fragmentation needed" (IPv4) or ICMPv6
+//!   Packet Too Big (IPv6) back to the TUN.
 //! * Inbound: build with [`Direction::Inbound`], find it by SPI (`crate::spd::SpiTable`) and call
-//!   `decap` on the received bytes ([`Received::Ip`] for a raw socket, [`Received::Udp`] for
-//!   the payload of a UDP 4500 datagram). `Ok` gives the range of the cleartext packet in the
+//!   `decap` on the received bytes ([`Received::Ip`] for a whole IPv4 or IPv6 packet,
+//!   [`Received::Udp`] for the payload of a UDP 4500 datagram, [`Received::Esp`] for what a raw
+//!   `AF_INET6` ESP socket reads). `Ok` gives the range of the cleartext packet in the
 //!   buffer; `Err` gives the [`DropReason`], already counted on the SA.
 
 pub mod counters;
 mod decap;
 mod encap;
 pub mod manual;
-pub mod ptb;
 pub mod replay;
 pub mod sa;
 pub mod suite;
@@ -27,6 +29,10 @@ pub mod suite;
 mod gcm_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_ah6;
+#[cfg(test)]
+mod tests_v6;
 
 pub use counters::SaCounters;
 pub use decap::{DecapJob, Decapsulated, Received};
@@ -88,8 +94,9 @@ pub enum DropReason {
     /// The SA reached its hard lifetime.
     #[error("SA expired")]
     Expired,
-    /// Called on an outbound SA, or a transport-mode UDP packet with no headroom to rebuild
-    /// the IP header, or an outer IPv6 packet with extension headers before ESP.
+    /// Called on an outbound SA, or a transport-mode packet with no headroom to rebuild the IP
+    /// header, or with IPv6 extension headers before ESP/AH (transport mode only), or an AH
+    /// packet behind more than 512 bytes of IPv6 header chain.
     #[error("not supported")]
     Unsupported,
 }

@@ -155,10 +155,6 @@ pub enum SaError {
     /// peer).
     #[error("local and peer addresses are of different IP families")]
     MixedFamilies,
-    /// AH over an IPv6 outer header needs the IPv6 mutable-field rules of RFC 4302
-    /// §3.3.3.1.2, not implemented yet: such an SA is refused rather than sent wrong.
-    #[error("AH with IPv6 outer addresses is not supported yet")]
-    AhOverIpv6,
     /// RFC 3948 defines UDP encapsulation for ESP only; AH cannot cross a NAT.
     #[error("AH cannot be UDP-encapsulated (RFC 3948 covers ESP only)")]
     AhOverUdp,
@@ -210,6 +206,8 @@ impl EspState {
 
 #[derive(Debug)]
 pub(crate) struct AhState {
+    /// Length of the ICV field: the ICV and, over IPv6, padding to 8 bytes (RFC 4302 §2.6).
+    pub icv_field: usize,
     pub spi: u32,
     pub integ: Integrity,
     pub seq: u32,
@@ -337,16 +335,20 @@ impl SecurityAssociation {
                 if matches!(params.encapsulation, SaEncapsulation::Udp { .. }) {
                     return Err(SaError::AhOverUdp);
                 }
-                if local.is_ipv6() {
-                    return Err(SaError::AhOverIpv6);
-                }
                 check_spi(k.spi)?;
                 exact(
                     "AH authentication",
                     k.authentication.key_len(),
                     &k.authentication_key,
                 )?;
+                // RFC 4302 §2.6: over IPv6 the AH header is a multiple of 8 bytes, so the ICV
+                // field of a 16-byte ICV (12 + 16 = 28) carries 4 bytes of padding.
+                let icv_len = k.authentication.icv_len();
+                let align = if local.is_ipv6() { 8 } else { 4 };
+                let icv_field = (crate::wire::ah::FIXED_LEN + icv_len).next_multiple_of(align)
+                    - crate::wire::ah::FIXED_LEN;
                 Some(Box::new(AhState {
+                    icv_field,
                     spi: k.spi,
                     integ: Integrity::new(k.authentication, &k.authentication_key.0)
                         .map_err(key_err("AH authentication"))?,
@@ -564,7 +566,7 @@ impl SecurityAssociation {
         let ah = self
             .ah
             .as_ref()
-            .map_or(0, |a| crate::wire::ah::FIXED_LEN + a.integ.icv_len());
+            .map_or(0, |a| crate::wire::ah::FIXED_LEN + a.icv_field);
         let (iv, pad, icv, esp_len) = match &self.esp {
             Some(e) => {
                 // RFC 4303 §2.4: pad so that payload + pad + 2 fills whole cipher blocks and

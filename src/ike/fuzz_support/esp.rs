@@ -1,6 +1,7 @@
 //! The ESP/AH data plane under arbitrary input: `esp_encap` (arbitrary cleartext and SA
 //! parameters through encapsulation, and decapsulation of the result by the peer's SA must
-//! give the cleartext back) and `esp_decap` (arbitrary bytes into decapsulation).
+//! give the cleartext back) and `esp_decap` (arbitrary bytes into decapsulation). Both cover
+//! IPv4 and IPv6, inside and outside.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::time::Instant;
@@ -14,12 +15,17 @@ use crate::esp::{
     AhKeys, Direction, EncapOutcome, EncapParams, EspKeys, LifetimeLimits, OuterPacket, Received,
     SaEncapsulation, SaParams, SecurityAssociation,
 };
-use crate::wire::{IpProtocol, Ipv4Packet, Ipv4Repr};
+use crate::wire::{IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, ipv6};
 
 use super::Input;
 
 const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const LOCAL6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+const PEER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+/// Headroom in front of a socket-delivered payload: transport mode rebuilds the IPv4 (20) or
+/// IPv6 (40) header there.
+const HEADROOM: usize = 40;
 /// Room for every header and trailer an SA adds (outer IP, UDP, AH with a 32-byte ICV, ESP
 /// header, IV, padding, trailer, ICV) and for an ICMP "fragmentation needed".
 const OVERHEAD: usize = 640;
@@ -29,13 +35,13 @@ const OVERHEAD: usize = 640;
 pub struct EncapReached {
     /// Packets encapsulated and decapsulated back to their cleartext.
     pub round_trips: usize,
-    /// ICMP "fragmentation needed" answers.
+    /// ICMP "fragmentation needed" and ICMPv6 Packet Too Big answers.
     pub icmp: usize,
 }
 
 /// `esp_encap`. Input: two selector bytes (ESP encryption and integrity, AH and its
 /// integrity, mode, UDP encapsulation, how the peer receives, whether cleartexts are built
-/// from fields), ports, replay window, SPIs, keys and path MTU from the input, then up to four
+/// from fields, IPv6 outside, IPv6 inside), ports, replay window, SPIs, keys and path MTU from the input, then up to four
 /// cleartext packets. Every packet the SA sends must decapsulate on the peer's SA to exactly
 /// the cleartext (tunnel mode) or to the same addresses, protocol and payload (transport
 /// mode); a panic here is a finding.
@@ -51,7 +57,9 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
     // The choices the SA constructor refuses (no transform, AH without integrity, AH over
     // UDP) are left out, so inputs are not wasted on them: its checks have their own tests.
     let udp = s2 & 0x08 != 0;
-    let with_ah = s1 & 0x40 != 0 && !udp;
+    let outer_v6 = s2 & 0x10 != 0;
+    // AH over an IPv6 outer header is refused by the SA (not implemented yet).
+    let with_ah = s1 & 0x40 != 0 && !udp && !outer_v6;
     let encr = EncrAlgorithm::ALL[usize::from(s1) % EncrAlgorithm::ALL.len()];
     // AES-GCM takes no separate integrity algorithm (the SA refuses one).
     let integ = match encr.is_aead() {
@@ -94,8 +102,12 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
         mode,
         esp,
         ah,
-        local: IpAddr::V4(LOCAL),
-        peer: IpAddr::V4(PEER),
+        local: if outer_v6 {
+            LOCAL6.into()
+        } else {
+            LOCAL.into()
+        },
+        peer: if outer_v6 { PEER6.into() } else { PEER.into() },
         encapsulation,
         replay_window: u32::from(input.u16()),
         lifetime: LifetimeLimits::UNLIMITED,
@@ -128,7 +140,16 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
             break;
         }
         let inner = if s2 & 0x80 != 0 {
-            built_cleartext(&mut input, mode)
+            // Transport mode carries the hosts' own packets, of the outer family.
+            let inner_v6 = match mode {
+                Mode::Transport => outer_v6,
+                Mode::Tunnel => s2 & 0x20 != 0,
+            };
+            if inner_v6 {
+                built_cleartext_v6(&mut input, mode)
+            } else {
+                built_cleartext(&mut input, mode)
+            }
         } else {
             let n = usize::from(input.u16() % 2048);
             input.take(n).to_vec()
@@ -146,7 +167,13 @@ pub fn encap(now: Instant, data: &[u8]) -> EncapReached {
                 assert_eq!(icmp.protocol(), IpProtocol::ICMP);
                 reached.icmp += 1;
             }
-            Ok(EncapOutcome::IcmpPacketTooBig { .. }) => reached.icmp += 1,
+            Ok(EncapOutcome::IcmpPacketTooBig { len, mtu }) => {
+                assert!(len <= out.len() && mtu as usize >= ipv6::MIN_MTU);
+                let icmp = Ipv6Packet::new_checked(&out[..len]).expect("ICMPv6 we built parses");
+                assert_eq!(icmp.next_header(), IpProtocol::ICMPV6);
+                assert!(len <= ipv6::MIN_MTU);
+                reached.icmp += 1;
+            }
             Err(_) => {}
         }
     }
@@ -183,8 +210,61 @@ fn built_cleartext(input: &mut Input<'_>, mode: Mode) -> Vec<u8> {
     p
 }
 
-/// Decapsulates what `encap` sent (as a raw socket or, for UDP encapsulation and `udp_socket`,
-/// as a UDP socket delivers it) and compares with the cleartext.
+/// A cleartext IPv6 packet from input fields: addresses (the SA's endpoints in transport
+/// mode), next header, traffic class, and a payload of input bytes.
+fn built_cleartext_v6(input: &mut Input<'_>, mode: Mode) -> Vec<u8> {
+    let (src, dst) = match mode {
+        Mode::Transport => (LOCAL6, PEER6),
+        Mode::Tunnel => {
+            let a = |input: &mut Input<'_>| {
+                let (hi, lo) = (input.u32(), input.u32());
+                Ipv6Addr::from((0x2001_0db8_u128 << 96) | (u128::from(hi) << 32) | u128::from(lo))
+            };
+            (a(input), a(input))
+        }
+    };
+    let (next, tc) = (input.byte(), input.byte());
+    let n = usize::from(input.u16() % 1600);
+    let payload = input.take(n);
+    let mut p = vec![0u8; ipv6::HEADER_LEN + payload.len()];
+    let repr = Ipv6Repr {
+        traffic_class: tc,
+        ..Ipv6Repr::new(src, dst, IpProtocol(next), payload.len())
+    };
+    if repr.emit(&mut p).is_err() {
+        return Vec::new();
+    }
+    p[ipv6::HEADER_LEN..].copy_from_slice(payload);
+    p
+}
+
+/// The addresses, protocol, header length and total length of a cleartext packet `encap`
+/// took (IPv4 or IPv6).
+fn inner_fields(inner: &[u8]) -> (IpAddr, IpAddr, IpProtocol, usize, usize) {
+    if inner.first().map(|b| b >> 4) == Some(6) {
+        let p = Ipv6Packet::new_checked(inner).expect("encap took it");
+        let len = p.packet().len();
+        (
+            p.src_addr().into(),
+            p.dst_addr().into(),
+            p.next_header(),
+            ipv6::HEADER_LEN,
+            len,
+        )
+    } else {
+        let p = Ipv4Packet::new_checked(inner).expect("encap took it");
+        (
+            p.src_addr().into(),
+            p.dst_addr().into(),
+            p.protocol(),
+            p.header_len(),
+            usize::from(p.total_len()),
+        )
+    }
+}
+
+/// Decapsulates what `encap` sent (as a raw socket or, for UDP encapsulation or an IPv6 outer
+/// header and `udp_socket`, as the socket delivers it) and compares with the cleartext.
 fn check_round_trip(
     in_sa: &mut SecurityAssociation,
     now: Instant,
@@ -194,22 +274,27 @@ fn check_round_trip(
     udp_socket: bool,
     mode: Mode,
 ) {
-    let original = Ipv4Packet::new_checked(inner).expect("encap took it");
-    let inner = &inner[..usize::from(original.total_len())];
-    let (mut buf, received) = match p.udp_payload_offset {
-        Some(off) if udp_socket => {
-            // A UDP socket hands over only the payload; leave the 20 bytes of headroom
-            // transport mode needs to rebuild the IP header.
-            let mut rx = vec![0u8; 20 + p.len - off];
-            rx[20..].copy_from_slice(&out[off..p.len]);
-            let r = Received::Udp {
-                src: LOCAL.into(),
-                dst: PEER.into(),
-                offset: 20,
-            };
-            (rx, r)
-        }
-        _ => (out[..p.len].to_vec(), Received::Ip),
+    let (src, dst, proto, hdr_len, len) = inner_fields(inner);
+    let inner = &inner[..len];
+    let (from, to): (IpAddr, IpAddr) = if p.ipv6 {
+        (LOCAL6.into(), PEER6.into())
+    } else {
+        (LOCAL.into(), PEER.into())
+    };
+    let (mut buf, received) = if udp_socket && (p.udp_payload_offset.is_some() || p.ipv6) {
+        // A UDP socket (or a raw IPv6 one) hands over only the payload; leave the headroom
+        // transport mode needs to rebuild the IP header.
+        let r = p.socket_payload();
+        let mut rx = vec![0u8; HEADROOM + r.len()];
+        rx[HEADROOM..].copy_from_slice(&out[r]);
+        let (src, dst, offset) = (from, to, HEADROOM);
+        let r = match p.udp_payload_offset {
+            Some(_) => Received::Udp { src, dst, offset },
+            None => Received::Esp { src, dst, offset },
+        };
+        (rx, r)
+    } else {
+        (out[..p.len].to_vec(), Received::Ip)
     };
     let d = match in_sa.decap(now, &mut buf, received) {
         Ok(d) => d,
@@ -222,18 +307,21 @@ fn check_round_trip(
     match mode {
         Mode::Tunnel => assert_eq!(got, inner, "tunnel-mode round trip"),
         Mode::Transport => {
-            let g = Ipv4Packet::new_checked(got).expect("decap built a valid header");
-            assert_eq!(g.src_addr(), original.src_addr());
-            assert_eq!(g.dst_addr(), original.dst_addr());
-            assert_eq!(g.protocol(), original.protocol());
-            assert_eq!(&got[g.header_len()..], &inner[original.header_len()..]);
+            let (g_src, g_dst, g_proto, g_hdr, g_len) = inner_fields(got);
+            assert_eq!((g_src, g_dst, g_proto), (src, dst, proto));
+            assert_eq!(g_len, got.len());
+            assert_eq!(&got[g_hdr..], &inner[hdr_len..]);
         }
     }
 }
 
+/// How many SAs `esp_decap` picks from.
+const DECAP_SAS: u8 = 8;
+
 /// The SAs of `esp_decap`, by the selector byte: ESP-NULL/HMAC-SHA1 tunnel, AES/SHA1 tunnel,
 /// AH tunnel, AES-256/SHA-256 + AH bundle, ESP-NULL/SHA1 transport, 3DES without integrity
-/// transport. Keys are 00 01 02 ...
+/// transport over IPv4; ESP-NULL/HMAC-SHA1 tunnel and transport over IPv6 (no selectors, so
+/// any inner packet that parses is delivered). Keys are 00 01 02 ...
 fn decap_params(i: u8) -> SaParams {
     let key = |n: usize| KeyBytes((0..n as u8).collect());
     let esp = |e: EncrAlgorithm, a: AuthAlgorithm| EspKeys {
@@ -250,7 +338,7 @@ fn decap_params(i: u8) -> SaParams {
     };
     use AuthAlgorithm as A;
     use EncrAlgorithm as E;
-    let (esp, ah, mode) = match i % 6 {
+    let (esp, ah, mode) = match i % DECAP_SAS {
         0 => (Some(esp(E::Null, A::HmacSha1)), None, Mode::Tunnel),
         1 => (Some(esp(E::AesCbc128, A::HmacSha1)), None, Mode::Tunnel),
         2 => (None, Some(ah), Mode::Tunnel),
@@ -259,28 +347,39 @@ fn decap_params(i: u8) -> SaParams {
             Some(ah),
             Mode::Tunnel,
         ),
-        4 => (Some(esp(E::Null, A::HmacSha1)), None, Mode::Transport),
-        _ => (Some(esp(E::TripleDes, A::None)), None, Mode::Transport),
+        4 | 7 => (Some(esp(E::Null, A::HmacSha1)), None, Mode::Transport),
+        5 => (Some(esp(E::TripleDes, A::None)), None, Mode::Transport),
+        _ => (Some(esp(E::Null, A::HmacSha1)), None, Mode::Tunnel),
     };
+    let v6 = decap_v6(i);
     SaParams {
         direction: Direction::Inbound,
         mode,
         esp,
         ah,
-        local: IpAddr::V4(LOCAL),
-        peer: IpAddr::V4(PEER),
+        local: if v6 { LOCAL6.into() } else { LOCAL.into() },
+        peer: if v6 { PEER6.into() } else { PEER.into() },
         encapsulation: SaEncapsulation::Raw,
         replay_window: 64,
         lifetime: LifetimeLimits::UNLIMITED,
-        protected_networks: vec![ProtectedNetwork {
-            local: "0.0.0.0/1".parse().unwrap_or(NetworkSpec::ANY),
-            remote: NetworkSpec::ANY,
-        }],
+        protected_networks: match v6 {
+            true => Vec::new(),
+            false => vec![ProtectedNetwork {
+                local: "0.0.0.0/1".parse().unwrap_or(NetworkSpec::ANY),
+                remote: NetworkSpec::ANY,
+            }],
+        },
     }
 }
 
+/// Whether SA `i` of `esp_decap` has IPv6 outer addresses.
+fn decap_v6(i: u8) -> bool {
+    i % DECAP_SAS >= 6
+}
+
 /// `esp_decap`: arbitrary bytes into inbound decapsulation of SAs of several suites, both as
-/// a raw-socket IPv4 packet and as a UDP 4500 payload. The first byte picks the SA and the
+/// a whole IPv4 or IPv6 packet and as a UDP 4500 payload (or, over IPv6, a raw socket's ESP
+/// packet). The first byte picks the SA and the
 /// framing. Behind an ICV the fuzzer could only get by forging HMACs, so for the ESP-NULL +
 /// HMAC-SHA1 suites bit 0x40 of the selector makes the harness re-compute the ICV over
 /// whatever the input holds: the fuzzer then drives the replay window, padding check,
@@ -295,16 +394,18 @@ pub fn decap(now: Instant, data: &[u8]) -> bool {
         panic!("the fixed SAs are valid");
     };
     let mut buf = rest.to_vec();
-    let received = if sel & 0x80 != 0 {
-        Received::Udp {
-            src: PEER.into(),
-            dst: LOCAL.into(),
-            offset: usize::from(sel >> 3 & 0x0f).min(buf.len()),
-        }
-    } else {
-        Received::Ip
+    let v6 = decap_v6(sel);
+    let (src, dst): (IpAddr, IpAddr) = match v6 {
+        true => (PEER6.into(), LOCAL6.into()),
+        false => (PEER.into(), LOCAL.into()),
     };
-    if sel & 0x40 != 0 && matches!(sel % 6, 0 | 4) {
+    let offset = usize::from(sel >> 3 & 0x0f).min(buf.len());
+    let received = match (sel & 0x80 != 0, v6 && sel & 0x08 != 0) {
+        (false, _) => Received::Ip,
+        (true, false) => Received::Udp { src, dst, offset },
+        (true, true) => Received::Esp { src, dst, offset },
+    };
+    if sel & 0x40 != 0 && matches!(sel % DECAP_SAS, 0 | 4 | 6 | 7) {
         reauthenticate(&mut buf, received);
     }
     let before = *sa.counters();
@@ -328,6 +429,12 @@ pub fn decap(now: Instant, data: &[u8]) -> bool {
 /// Writes a valid HMAC-SHA1-96 over the ESP part of `buf` (key 00 01 .. 13, as the params).
 fn reauthenticate(buf: &mut [u8], received: Received) {
     let (start, end) = match received {
+        Received::Ip if buf.first().map(|b| b >> 4) == Some(6) => {
+            match Ipv6Packet::new_checked(&buf[..]) {
+                Ok(p) => (ipv6::HEADER_LEN, p.packet().len()),
+                Err(_) => return,
+            }
+        }
         Received::Ip => match Ipv4Packet::new_checked(&buf[..]) {
             Ok(p) => (p.header_len(), usize::from(p.total_len())),
             Err(_) => return,
@@ -363,6 +470,23 @@ mod tests {
             }
             // Valid cleartexts in half of the cases; ESP in 7 of 8 (bit 7 of s1 clear).
             data[1] |= if n % 2 == 0 { 0x80 } else { 0 };
+            let r = super::encap(Instant::now(), &data);
+            total.round_trips += r.round_trips;
+            total.icmp += r.icmp;
+        }
+        assert!(total.round_trips >= 100, "{total:?}");
+    }
+
+    /// The same with every SA over IPv6 and, in tunnel mode, IPv6 cleartexts built from
+    /// fields (transport mode carries the hosts' IPv6 packets): IPv6 gets through too.
+    #[test]
+    fn ipv6_encap_decap_round_trips() {
+        let mut total = super::EncapReached::default();
+        for mut data in test_inputs(0xe56, 300, 1200, 0) {
+            if data.len() < 2 {
+                continue;
+            }
+            data[1] |= 0x80 | 0x10 | 0x20;
             let r = super::encap(Instant::now(), &data);
             total.round_trips += r.round_trips;
             total.icmp += r.icmp;
