@@ -13,6 +13,8 @@ use super::{Error, Result, be16, be32, checksum, put16, put32};
 pub const HEADER_LEN: usize = 8;
 /// ICMPv6 type 2: packet too big.
 pub const TYPE_PACKET_TOO_BIG: u8 = 2;
+/// ICMPv6 type 137: redirect (RFC 4861 §4.5), never answered with an error (RFC 4443 §2.4 e.2).
+pub const TYPE_REDIRECT: u8 = 137;
 /// Types below this are errors, from it on informational (RFC 4443 §2.1).
 pub const FIRST_INFORMATIONAL_TYPE: u8 = 128;
 /// An ICMPv6 error carries as much of the offending packet as keeps it within the minimum MTU
@@ -143,9 +145,9 @@ impl Icmpv6Repr {
 }
 
 /// Whether RFC 4443 §2.4 (e) lets a node answer `original` with an error: not when it is an
-/// ICMPv6 error itself (or too short to tell), and not when its source does not name one node
-/// (unspecified or multicast). Packet Too Big may answer a multicast destination (e.3). A
-/// packet whose header chain does not parse gets no answer either.
+/// ICMPv6 error or a redirect, or too short to tell (e.1, e.2); not when its source does not
+/// name one node, unspecified or multicast (e.6). Packet Too Big may answer a multicast
+/// destination (e.3). A packet whose header chain does not parse gets no answer either.
 pub fn may_answer_with_error<T: AsRef<[u8]>>(original: &Ipv6Packet<T>) -> bool {
     let src = original.src_addr();
     if src.is_unspecified() || src.is_multicast() {
@@ -157,14 +159,14 @@ pub fn may_answer_with_error<T: AsRef<[u8]>>(original: &Ipv6Packet<T>) -> bool {
     if upper.protocol != IpProtocol::ICMPV6 {
         return true;
     }
-    if upper.fragment.is_some_and(|f| f.frag_offset != 0) {
+    if upper.is_later_fragment() {
         // A later fragment does not show the ICMPv6 type; Linux answers it too.
         return true;
     }
     original
         .packet()
         .get(upper.offset)
-        .is_some_and(|t| *t >= FIRST_INFORMATIONAL_TYPE)
+        .is_some_and(|t| *t >= FIRST_INFORMATIONAL_TYPE && *t != TYPE_REDIRECT)
 }
 
 /// Builds into `out` a complete IPv6 packet carrying an ICMPv6 Packet Too Big for `original`

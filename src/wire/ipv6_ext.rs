@@ -20,8 +20,8 @@ impl IpProtocol {
 }
 
 /// At most this many extension headers before the upper layer. RFC 8200 §4.1 recommends one of
-/// each (destination options twice), six in all; a longer chain is an attack on whoever walks
-/// it (RFC 7045 §2.1 lets a node drop what it will not process).
+/// each (destination options twice), six in all, with AH and ESP among them; a longer chain
+/// only costs whoever walks it, so it is dropped.
 pub const MAX_EXT_HEADERS: usize = 8;
 /// Length of the fragment header (RFC 8200 §4.5).
 pub const FRAGMENT_HEADER_LEN: usize = 8;
@@ -173,6 +173,14 @@ pub struct UpperLayer {
     pub segments_left: u8,
 }
 
+impl UpperLayer {
+    /// True for a fragment with a non-zero offset: `offset` is the start of fragment data, not
+    /// of a `protocol` header (no ports to read; RFC 8200 §4.5).
+    pub fn is_later_fragment(&self) -> bool {
+        self.fragment.is_some_and(|f| f.frag_offset != 0)
+    }
+}
+
 /// One extension header the walk went through: its type, offset and length.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Seen {
@@ -193,10 +201,10 @@ struct Chain {
 /// Refused (`Malformed`): more than [`MAX_EXT_HEADERS`] extension headers, hop-by-hop anywhere
 /// but right after the fixed header (RFC 8200 §4.1), a second routing or fragment header (RFC
 /// 8200 §4.1 has each once; the walk reports one of each), options whose lengths overrun their
-/// header, and the jumbo payload option. A header that runs past the payload length is `Truncated`. A first fragment
-/// (offset 0) is walked on, since it must carry the whole chain (RFC 8200 §4.5); a later one
-/// ends the walk at its fragment header. The option types' action bits and the routing type
-/// are the caller's to act on.
+/// header, and the jumbo payload option. A header that runs past the payload length is
+/// `Truncated`. A first fragment (offset 0) is walked on, since it must carry the whole chain
+/// (RFC 8200 §4.5); a later one ends the walk at its fragment header. The option types' action
+/// bits and the routing type are the caller's to act on.
 pub fn upper_layer<T: AsRef<[u8]>>(packet: &Ipv6Packet<T>) -> Result<UpperLayer> {
     packet.check_len()?;
     Ok(walk(packet.packet(), packet.next_header(), None)?.upper)
@@ -260,9 +268,7 @@ fn walk(b: &[u8], first: IpProtocol, stop_at: Option<IpProtocol>) -> Result<Chai
         chain.upper.next_header_at = at;
         next = IpProtocol(rest[0]);
         at += len;
-        if let Some(f) = chain.upper.fragment
-            && f.frag_offset != 0
-        {
+        if chain.upper.is_later_fragment() {
             // A later fragment: its data continues some header we cannot see.
             break;
         }
@@ -345,7 +351,7 @@ impl Iterator for Options<'_> {
 /// segments left > 0 the addresses would have to be reordered (Appendix A.2), which this
 /// daemon, never the sender or an intermediate hop of such a packet, does not do: `Malformed`.
 /// A fragment header is `Malformed` too: AH is computed before fragmentation and verified
-/// after reassembly (RFC 4302 §3.3.2.2, §3.4.1).
+/// after reassembly (RFC 4302 §3.3.4, §3.4.1).
 pub fn zero_mutable_fields(header: &mut [u8]) -> Result<()> {
     if header.len() < ipv6::HEADER_LEN {
         return Err(Error::Truncated);

@@ -1,6 +1,7 @@
 //! Bytes <-> types for the data plane: IPv4, UDP, ESP, AH and the ICMP messages the concentrator
 //! originates, plus IPv4 fragmentation and the TUN device's virtio-net header and GSO
-//! segmentation.
+//! segmentation; IPv6, its extension headers (`ipv6_ext`: the walk to the upper layer, AH's
+//! zeroing of mutable fields) and ICMPv6 Packet Too Big.
 //!
 //! Each fixed header is a zero-copy view over a byte slice (`XxxPacket<T: AsRef<[u8]>>`) with a
 //! checked constructor (`new_checked`) and a typed `XxxRepr` with `parse` / `buffer_len` /

@@ -89,8 +89,9 @@ fn packet(data: &[u8]) -> bool {
 mod tests {
     use super::super::test_inputs;
 
-    /// A packet with hop-by-hop, destination options, routing and AH headers, every prefix and bit flip of it, and 400
-    /// pseudo-random buffers through the harness: its assertions hold and nothing panics.
+    /// A packet with hop-by-hop, destination options, routing and AH headers, every prefix and
+    /// bit flip of it, and 400 pseudo-random buffers through the harness: its assertions hold
+    /// and nothing panics.
     #[test]
     fn hundreds_of_inputs_through_the_ipv6_harness() {
         let mut p = vec![0x60, 0, 0, 0, 0, 0, 0, 64];

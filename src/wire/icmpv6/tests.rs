@@ -83,6 +83,11 @@ fn never_answers_an_icmpv6_error_or_a_source_that_is_not_one_node() {
             None
         );
     }
+    // A redirect neither (e.2).
+    assert_eq!(
+        build(&original(SENDER, IpProtocol::ICMPV6, &[137, 0], 1300)),
+        None
+    );
     // An echo request is answered.
     assert!(build(&original(SENDER, IpProtocol::ICMPV6, &[128, 0], 1300)).is_some());
     // An ICMPv6 header cut off: cannot tell, so no answer.
