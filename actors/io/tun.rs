@@ -141,8 +141,9 @@ impl TunDevice {
 /// Most packets written as one coalesced TCP packet (one `writev` of this many + 1 pieces).
 const MAX_RUN: usize = 64;
 
-/// Room for one read with offload: the largest IPv4 super-packet (64 KB) and its header.
-const SUPER_PACKET_ROOM: usize = vnet::HEADER_LEN + 65536;
+/// Room for one read with offload: the largest super-packet and its header. An IPv4 one is
+/// at most 64 KB; an IPv6 payload length may say 64 KB after the 40-byte fixed header.
+const SUPER_PACKET_ROOM: usize = vnet::HEADER_LEN + ikehub::wire::ipv6::HEADER_LEN + 65536;
 
 /// The longest run of TCP segments from packet `i` on that may be written as one; `None`
 /// when packet `i` goes alone.
@@ -178,7 +179,8 @@ pub struct OffloadStats {
     pub checksums_completed: Cell<u64>,
     /// Dropped: header or packet inconsistent (see [`OffloadError::Malformed`]).
     pub malformed: Cell<u64>,
-    /// Dropped: a GSO type the data plane does not carry (IPv6).
+    /// Dropped: a GSO type the data plane does not carry (UFO), or an IPv6 super-packet with
+    /// an extension header that segmentation cannot copy (Routing, Fragment, AH, ...).
     pub unsupported: Cell<u64>,
     /// Dropped: a packet or segment larger than a batch slot.
     pub too_big: Cell<u64>,
@@ -400,7 +402,8 @@ impl TunQueue {
     }
 
     /// Writes every packet of `batch` into the kernel and returns how many it refused. With
-    /// offload, consecutive segments of one TCP flow go as one `GSO_TCPV4` write (GRO, see
+    /// offload, consecutive segments of one TCP flow go as one `GSO_TCPV4` (`GSO_TCPV6`)
+    /// write (GRO, see
     /// [`ikehub::wire::gro`]): the kernel's stack then handles one packet instead of dozens.
     /// Packet headers in `batch` may be rewritten. Empty packets are skipped (a receive batch
     /// written back in place holds its dropped packets as empty ones).
@@ -435,7 +438,7 @@ impl TunQueue {
     /// refuse it, one by one as they were.
     fn send_run(&self, batch: &mut PacketBatch, i: usize, run: &Run) -> u64 {
         let hl = run.header_len();
-        let mut saved = [0u8; 120]; // IPv4 (60) + TCP (60) headers at most
+        let mut saved = [0u8; 120]; // IPv4 (60) or IPv6 (40) + TCP (60) headers at most
         saved[..hl].copy_from_slice(&batch.packet(i)[..hl]);
         let (slot, start, _) = batch.slot_buf_mut(i);
         let vh = run.finish(&mut slot[start..start + hl]);
@@ -494,3 +497,6 @@ impl AsFd for TunQueue {
 
 #[cfg(test)]
 mod tests;
+
+#[cfg(test)]
+mod tests_v6;
