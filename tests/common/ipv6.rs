@@ -73,8 +73,8 @@ pub fn ping6_exact(ns: &Netns, src: &str, dst: &str, count: u32, size: u32) -> (
 /// one is the source of the ICMPv6 Packet Too Big the daemon writes into the device).
 pub fn source_addresses(side: Side) -> String {
     match side {
-        Side::A => format!("\"{A_HOST6}\""),
-        Side::B => format!("\"{B_HOST6}\""),
+        Side::A => format!("[\"{A_HOST}\", \"{A_HOST6}\"]"),
+        Side::B => format!("[\"{B_HOST}\", \"{B_HOST6}\"]"),
     }
 }
 
