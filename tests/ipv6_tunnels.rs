@@ -26,7 +26,7 @@ use common::daemon::{shard_counter, show_sa_json};
 use common::ike::{
     self, IkeProfile, Initiate, TUN, UP_TIMEOUT, child_pair, sa_rows, views, wait_child_sas,
 };
-use common::iperf::{IperfServer, iperf3_client_bytes};
+use common::iperf::{IperfServer, iperf3_client, iperf3_client_bytes};
 use common::ipv6::{
     A_HOST6, A_NET6, A_STRAY6, A_WIDE6, B_HOST6, B_NET6, manual_profile6, ping6_exact,
     source_addresses, swan_logged_child_keys, two_sites6,
@@ -221,6 +221,18 @@ fn manual_case(tag: &str, encap: Encapsulation, offload: bool) {
     eprintln!(
         "{tag}: tshark decrypted {} ESP packets: {echo} ICMPv6 echo, {tcp} TCP over IPv6",
         pkts.len()
+    );
+
+    // Throughput, bounded and not captured: that bulk IPv6 flows at speed (the figure is for
+    // the report; speed is `ikehub bench`'s business, not an assertion).
+    let server = IperfServer::start(&sites.b, B_HOST6);
+    let fast = iperf3_client(&sites.a, A_HOST6, B_HOST6, 2);
+    drop(server);
+    let fast = fast.unwrap_or_else(|e| panic!("iperf3 -t 2 over IPv6: {e}"));
+    assert!(fast.bytes_received > 0, "{fast:?}");
+    eprintln!(
+        "FIGURE {tag}: iperf3 -t 2 TCP over IPv6 through the tunnel: {:.1} Mbit/s",
+        fast.bits_per_second / 1e6
     );
     assert!(da.is_running(), "daemon A died");
     assert!(db.is_running(), "daemon B died");
