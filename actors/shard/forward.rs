@@ -584,13 +584,8 @@ mod tests {
     const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
-    fn outbound(
-        encryption: EncrAlgorithm,
-        authentication: AuthAlgorithm,
-        ah: bool,
-        encapsulation: SaEncapsulation,
-    ) -> SecurityAssociation {
-        let params = SaParams {
+    fn params(encryption: EncrAlgorithm, authentication: AuthAlgorithm) -> SaParams {
+        SaParams {
             direction: ikehub::esp::Direction::Outbound,
             mode: Mode::Tunnel,
             esp: Some(EspKeys {
@@ -600,19 +595,42 @@ mod tests {
                 authentication,
                 authentication_key: KeyBytes(vec![9; authentication.key_len()]),
             }),
+            ah: None,
+            local: IpAddr::V4(LOCAL),
+            peer: IpAddr::V4(PEER),
+            encapsulation: SaEncapsulation::Raw,
+            replay_window: 64,
+            lifetime: LifetimeLimits::UNLIMITED,
+            protected_networks: vec![],
+        }
+    }
+
+    fn outbound(
+        encryption: EncrAlgorithm,
+        authentication: AuthAlgorithm,
+        ah: bool,
+        encapsulation: SaEncapsulation,
+    ) -> SecurityAssociation {
+        let params = SaParams {
             ah: ah.then(|| AhKeys {
                 spi: 0x1001,
                 authentication: AuthAlgorithm::HmacSha1,
                 authentication_key: KeyBytes(vec![5; 20]),
             }),
-            local: IpAddr::V4(LOCAL),
-            peer: IpAddr::V4(PEER),
             encapsulation,
-            replay_window: 64,
-            lifetime: LifetimeLimits::UNLIMITED,
-            protected_networks: vec![],
+            ..params(encryption, authentication)
         };
         SecurityAssociation::new(params, Instant::now()).unwrap()
+    }
+
+    /// The raw AES-CBC-128/HMAC-SHA1 outbound SA of the shard test.
+    fn outbound_sa() -> SecurityAssociation {
+        outbound(
+            EncrAlgorithm::AesCbc128,
+            AuthAlgorithm::HmacSha1,
+            false,
+            SaEncapsulation::Raw,
+        )
     }
 
     /// A cleartext IPv4 packet of `len` bytes with DF set (so one that does not fit yields
@@ -810,6 +828,138 @@ mod tests {
         let mut other = cleartext6(200);
         other[0] = 0x50;
         assert!(!fits_batch(&other, BatchLimit { v4: 1000, v6: 1000 }));
+    }
+
+    /// Issue 11, the cleartext path end to end in one shard: an IPv6 packet of a policy's
+    /// networks is encrypted (batched) and decrypts back to itself; one outside every policy
+    /// is `no_policy`, one of a policy without an SA is `no_sa`; neither IPv4 nor IPv6, and a
+    /// truncated IPv6 header, are `not_ip`; an IPv6 packet too big for the path is answered
+    /// with an ICMPv6 Packet Too Big written into the cleartext side, from the configured
+    /// IPv6 source to the sender, counted as `icmpv6_too_big`. The old code counted every
+    /// IPv6 packet as not IPv4 and never looked it up.
+    #[test]
+    fn ipv6_cleartext_is_classified_encrypted_and_answered_when_too_big() {
+        use std::rc::Rc;
+
+        use ikehub::config::{NetworkSpec, ProtectedNetwork};
+        use ikehub::esp::{Direction, Received};
+
+        use super::super::{SaKind, ShardIo, Wan};
+        use crate::io::{self, MemoryPort};
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        let (port, lan) = MemoryPort::pair().unwrap();
+        let mut shard = EspShard::new(
+            0,
+            1,
+            ShardIo {
+                cleartext: None,
+                icmpv6_source: None,
+                wans: vec![],
+            },
+        );
+        shard.clear = Some(ClearFd::Memory(Rc::new(io::register(port).unwrap())));
+        shard.icmpv6_source = Some(GATEWAY6);
+        shard.wans.push(Wan {
+            local: LOCAL,
+            nat_t_port: 4500,
+            path_mtu: 1400,
+            udp: None,
+            raw_esp: None,
+            raw_ah: None,
+            raw_tx: None,
+        });
+        shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
+        let pn = |l: &str, r: &str| ProtectedNetwork {
+            local: l.parse::<NetworkSpec>().unwrap(),
+            remote: r.parse::<NetworkSpec>().unwrap(),
+        };
+        let h = SaHandle::issue();
+        shard
+            .sas
+            .install(h, "P".into(), SaKind::Manual, outbound_sa())
+            .unwrap();
+        shard.spd.install(
+            "P".into(),
+            &[pn("2001:db8:a::/48", "2001:db8:b::/48")],
+            Some(h),
+        );
+        shard.spd.install(
+            "Q".into(),
+            &[pn("2001:db8:a::/48", "2001:db8:d::/48")],
+            None,
+        );
+
+        let to = |dst: Ipv6Addr, len: usize| {
+            let mut p = cleartext6(len);
+            p[24..40].copy_from_slice(&dst.octets());
+            p
+        };
+        let fits = cleartext6(200);
+        let too_big = cleartext6(1388);
+        let nowhere = to(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1), 100);
+        let waiting = to(Ipv6Addr::new(0x2001, 0xdb8, 0xd, 0, 0, 0, 0, 1), 100);
+        let mut version5 = cleartext6(100);
+        version5[0] = 0x50;
+        let truncated = cleartext6(100)[..39].to_vec();
+        let mut rx = PacketBatch::new(MAX_RX, 2048, 128);
+        for p in [&fits, &nowhere, &waiting, &version5, &truncated, &too_big] {
+            rx.push(p, None).unwrap();
+        }
+        shard.encap_received(Instant::now(), &rx);
+
+        let c = &shard.counters;
+        assert_eq!(
+            (
+                c.cleartext_in,
+                c.no_policy,
+                c.no_sa,
+                c.not_ip,
+                c.icmpv6_too_big
+            ),
+            (6, 1, 1, 2, 1),
+            "{c:?}"
+        );
+        assert_eq!((c.encap_errors, c.icmp_frag_needed), (0, 0), "{c:?}");
+        // The one that fits left as raw ESP and decrypts back to itself.
+        assert_eq!(shard.tx_raw.len(), 1);
+        let mut wire = shard.tx_raw.packet(0).to_vec();
+        let mut inbound = SecurityAssociation::new(
+            SaParams {
+                direction: Direction::Inbound,
+                local: IpAddr::V4(PEER),
+                peer: IpAddr::V4(LOCAL),
+                ..params(EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        let d = inbound
+            .decap(Instant::now(), &mut wire, Received::Ip)
+            .unwrap();
+        assert_eq!(&wire[d.inner], &fits[..]);
+        // The Packet Too Big went back into the cleartext side (RFC 4443 §3.2).
+        let mut got = [0u8; 2048];
+        let n = lan
+            .recv(&mut got)
+            .expect("a Packet Too Big on the LAN side");
+        let ptb = Ipv6Packet::new_checked(&got[..n]).unwrap();
+        assert_eq!(ptb.next_header(), IpProtocol::ICMPV6);
+        assert_eq!(ptb.src_addr(), GATEWAY6);
+        assert_eq!(
+            &ptb.dst_addr().octets()[..],
+            &too_big[8..24],
+            "to the sender"
+        );
+        let icmp = ptb.payload();
+        assert_eq!(icmp[0], 2, "type Packet Too Big");
+        let mtu = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]) as usize;
+        assert_eq!(mtu, batch_limit(&outbound_sa(), 1400).v6);
+        assert!(lan.recv(&mut got).is_err(), "nothing else on the LAN side");
     }
 
     /// The source of a Packet Too Big: the configured IPv6 source-address, else the
