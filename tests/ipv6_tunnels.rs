@@ -31,7 +31,7 @@ use common::ipv6::{
     A_HOST6, A_NET6, A_STRAY6, A_WIDE6, B_HOST6, B_NET6, manual_profile6, ping6_exact,
     source_addresses, swan_logged_child_keys, two_sites6,
 };
-use common::netns::{A_HOST, A_WAN, B_HOST, B_WAN, WAN_DEV, wait_for_route};
+use common::netns::{A_HOST, A_NET, A_WAN, B_HOST, B_NET, B_WAN, WAN_DEV, wait_for_route};
 use common::sa::{SaRow, parse_rows, row};
 use common::strongswan::{Charon, require_strongswan_or_skip};
 use common::tunnel::{AES128_SHA1, Auth, Encapsulation, Encr, ManualPair, POLICY, Side};
@@ -526,6 +526,76 @@ fn ike_case(tag: &str, offload: bool) {
         };
         assert!(spi_ok, "ESP with an SPI neither daemon lists: {p:#?}");
         assert_eq!(p.udp_dport, None, "ESP in UDP without a NAT: {p:#?}");
+    }
+    for d in [&mut da, &mut db] {
+        assert!(d.is_running(), "daemon {} died", d.label());
+        assert!(!ike::log_shows_panic(&d.log()), "{} panicked", d.label());
+    }
+}
+
+/// One IKE policy protecting an IPv4 and an IPv6 pair (a policy may carry both families,
+/// each pair its own quick mode and child SA pair over the one IPv4 phase 1): both families
+/// flow both ways, each through its own child.
+#[test]
+fn ike_one_policy_carries_an_ipv4_and_an_ipv6_pair() {
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    let sites = two_sites6("i46");
+    let mut pa = ike_profile_a();
+    pa.protected = vec![
+        (A_NET.to_string(), B_NET.to_string()),
+        (A_NET6.to_string(), B_NET6.to_string()),
+    ];
+    let pb = pa.mirrored().initiate(Initiate::Never);
+    let mut db = Daemon::start(&sites.b, "B", |dir| ike_toml6(&pb, Side::B, true, dir));
+    let mut da = Daemon::start(&sites.a, "A", |dir| ike_toml6(&pa, Side::A, true, dir));
+    for (ns, src, dst, src6, dst6) in [
+        (&sites.a, A_HOST, B_HOST, A_HOST6, B_HOST6),
+        (&sites.b, B_HOST, A_HOST, B_HOST6, A_HOST6),
+    ] {
+        wait_for_route(ns, src, dst, TUN, UP_TIMEOUT);
+        wait_for_route(ns, src6, dst6, TUN, UP_TIMEOUT);
+    }
+    // Two child SA pairs per side: one per protected-network pair.
+    for (side, d) in [("A", &da), ("B", &db)] {
+        let two = poll_until(UP_TIMEOUT, || {
+            let r = sa_rows(d);
+            let n = |dir: &str| ike::ike_rows(&r, POLICY, dir).len();
+            (n("IN") >= 2 && n("OUT") >= 2).then_some(())
+        });
+        assert!(two.is_some(), "{side}: not two child pairs:\n{}", views(d));
+    }
+    let losses = [
+        ping(&sites.a, A_HOST, B_HOST, PINGS),
+        ping(&sites.b, B_HOST, A_HOST, PINGS),
+        ping(&sites.a, A_HOST6, B_HOST6, PINGS),
+        ping(&sites.b, B_HOST6, A_HOST6, PINGS),
+    ];
+    assert_eq!(
+        losses,
+        [0.0; 4],
+        "IPv4 A->B, B->A, IPv6 A->B, B->A\nA:\n{}\nB:\n{}",
+        views(&da),
+        views(&db)
+    );
+    // Each child carried its own family's pings: every SA moved, none dropped anything.
+    for (side, d) in [("A", &da), ("B", &db)] {
+        let moved = poll_until(Duration::from_secs(5), || {
+            let r = sa_rows(d);
+            r.iter()
+                .filter(|x| x.policy == POLICY)
+                .all(|x| x.packets >= u64::from(2 * PINGS))
+                .then_some(r)
+        });
+        let r = moved.unwrap_or_else(|| panic!("{side}: counters:\n{}", views(d)));
+        for x in r.iter().filter(|x| x.policy == POLICY) {
+            assert_eq!(
+                (x.icv_failures, x.selector_mismatches),
+                (0, 0),
+                "{side}: {x:#?}"
+            );
+        }
     }
     for d in [&mut da, &mut db] {
         assert!(d.is_running(), "daemon {} died", d.label());
