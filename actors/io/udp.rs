@@ -485,12 +485,25 @@ mod tests {
     /// returns the socket index; IKE (marker) and runts go to socket 0, ESP to SPI % 2.
     #[test]
     fn reuseport_cbpf_steers_by_spi() {
-        let group = UdpBatchSocket::bind_group(loopback(), 2, &UdpOptions::default()).unwrap();
+        steers_by_spi_on(loopback());
+    }
+
+    /// The same on ::1 (the IPv6 outer side, issue 11): the kernel pulls the UDP header for
+    /// IPv6 too, so the one program steers both families.
+    #[test]
+    fn reuseport_cbpf_steers_by_spi_over_ipv6() {
+        crate::io::testns::in_netns("reuseport_cbpf_steers_by_spi_over_ipv6", || {
+            steers_by_spi_on("[::1]:0".parse().unwrap())
+        });
+    }
+
+    fn steers_by_spi_on(addr: SocketAddr) {
+        let group = UdpBatchSocket::bind_group(addr, 2, &UdpOptions::default()).unwrap();
         let port = group[0].local_addr().unwrap();
         assert_eq!(group[1].local_addr().unwrap(), port);
         group[0].steer_by_spi(2).unwrap();
 
-        let tx = UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap();
+        let tx = UdpBatchSocket::bind(addr, &UdpOptions::default()).unwrap();
         let mut out = PacketBatch::new(32, 256, 0);
         let spis: [u32; 8] = [
             256,
