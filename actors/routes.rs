@@ -111,3 +111,26 @@ impl Routes {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A route takes the preferred source of its own family, never the other one (the kernel
+    /// refuses an IPv4 `src` on an IPv6 route).
+    #[test]
+    fn source_of_the_routes_family() {
+        let mut r = Routes::disabled();
+        let v4: Ipv4Addr = "198.51.100.1".parse().unwrap();
+        let v6: Ipv6Addr = "2001:db8:1::1".parse().unwrap();
+        let to4: IpAddr = "203.0.113.0".parse().unwrap();
+        let to6: IpAddr = "2001:db8:2::".parse().unwrap();
+        r.src_v4 = Some(v4);
+        assert_eq!(r.source_for(to4), Some(IpAddr::V4(v4)));
+        assert_eq!(r.source_for(to6), None);
+        r.src_v6 = Some(v6);
+        assert_eq!(r.source_for(to6), Some(IpAddr::V6(v6)));
+        r.src_v4 = None;
+        assert_eq!(r.source_for(to4), None);
+    }
+}

@@ -416,6 +416,60 @@ protected-network = [ { local = "198.51.100.0/24", remote = "203.0.113.64/26" } 
         assert_eq!(t.held().count(), 0, "covered by its reservation");
     }
 
+    /// A manual policy reserving an IPv6 pair and an IPv4 one (a tunnel carrying both).
+    const DUAL: &str = r#"
+[ipsec-policy-manual.Dual]
+interface = "wan"
+peer = "192.0.2.4"
+transform = "T"
+protected-network = [
+  { local = "198.51.100.0/24", remote = "203.0.113.128/28" },
+  { local = "2001:db8:1::/48", remote = "2001:db8:2::/64" },
+]
+inbound  = { esp-spi = 3333, esp-encryption-key = "0x00112233445566778899aabbccddeeff", esp-authentication-key = "0x0102030405060708090a0b0c0d0e0f1011121314" }
+outbound = { esp-spi = 4444, esp-encryption-key = "0xffeeddccbbaa99887766554433221100", esp-authentication-key = "0x1413121110090807060504030201000f0e0d0c0b" }
+"#;
+
+    /// IPv6 pairs are reserved and held like IPv4 ones, and a pair of one family never stands
+    /// in the way of the other.
+    #[test]
+    fn ipv6_pairs_reserved_and_held_per_family() {
+        let mut t = ClaimTable::new(&profiles(&[DUAL]));
+        assert_eq!(t.reserved.len(), 2);
+        let a = Claimant::Spoke("Branches@192.0.2.10");
+        let b = Claimant::Spoke("Branches@192.0.2.11");
+        // Inside Dual's IPv6 reservation: refused, naming Dual.
+        let e = t
+            .claim(a, &pn("2001:db8:1::/64", "2001:db8:2::5"))
+            .unwrap_err();
+        assert!(e.reserved);
+        assert_eq!(e.by, "ipsec-policy-manual.Dual");
+        // Another /64 of the same /48: granted; a second spoke cannot take an overlap of it.
+        assert!(
+            t.claim(a, &pn("2001:db8:1::/48", "2001:db8:2:1::/64"))
+                .is_ok()
+        );
+        let e = t
+            .claim(b, &pn("2001:db8:1::9", "2001:db8:2:1::/80"))
+            .unwrap_err();
+        assert_eq!((e.reserved, e.by.as_str()), (false, "Branches@192.0.2.10"));
+        // IPv4 pairs beside them are judged on their own: Dual's IPv4 block is refused, the
+        // rest of the template is granted, whatever the IPv6 holdings.
+        assert!(t.claim(b, &pn("198.51.100.0/24", "203.0.113.130")).is_err());
+        assert!(t.claim(b, &pn("198.51.100.0/24", "203.0.113.0/28")).is_ok());
+        // ::/0 overlaps every IPv6 pair and no IPv4 one.
+        let all6 = pn("::/0", "::/0");
+        assert_eq!(
+            t.check(b, &all6).map_err(|e| e.by),
+            Err("ipsec-policy-manual.Dual".to_string())
+        );
+        t.release("Branches@192.0.2.10");
+        assert!(
+            t.claim(b, &pn("2001:db8:1::9", "2001:db8:2:1::/80"))
+                .is_ok()
+        );
+    }
+
     #[test]
     fn reload_reserves_and_releases_by_diff() {
         let mut t = ClaimTable::new(&profiles(&[]));

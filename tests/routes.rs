@@ -219,3 +219,68 @@ fn an_existing_route_blocks_only_its_own_block_and_stays_after_stop() {
         .unwrap_or_default();
     assert!(line.contains("Range") && line.contains("WARN"), "{line}");
 }
+
+/// IPv6 remote networks (issue 11): an IPv6 protected network carried over the IPv4 WAN gets
+/// its routes too, one per CIDR block, with the IPv6 `source-address` as preferred source while
+/// the IPv4 routes keep the IPv4 one; stop removes both families' routes.
+#[test]
+fn ipv6_remote_networks_get_routes_with_the_ipv6_source() {
+    if !common::require_env_or_skip(&["ip"]) {
+        return;
+    }
+    const HOST6: &str = "2001:db8:1::1";
+    let ns = site("routes6");
+    ns.add_lo_address(&format!("{HOST6}/128"));
+    let text = |dir: &Path| {
+        profile(dir, true, false).replace(
+            &format!("source-address = \"{HOST}\""),
+            &format!("source-address = [\"{HOST}\", \"{HOST6}\"]"),
+        ) + &manual_policy(
+            "Six",
+            "ManT",
+            "esp",
+            PEER,
+            HOST6,
+            "2001:db8:2::-2001:db8:2::bf",
+            5021,
+            5022,
+        )
+    };
+    let d = Daemon::start(&ns, "routes6", text);
+    let routes6 = || {
+        let table = ns.ip(&["-6", "route", "show", "table", "all"]);
+        let mut v: Vec<String> = table
+            .lines()
+            .filter(|l| l.starts_with("2001:db8:2:"))
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let after = |k: &str| {
+                    w.iter()
+                        .position(|x| *x == k)
+                        .and_then(|i| w.get(i + 1))
+                        .copied()
+                        .unwrap_or("-")
+                };
+                format!("{} dev {} src {}", w[0], after("dev"), after("src"))
+            })
+            .collect();
+        v.sort();
+        v
+    };
+    let want6 = vec![
+        format!("2001:db8:2::/121 dev {TUN} src {HOST6}"),
+        format!("2001:db8:2::80/122 dev {TUN} src {HOST6}"),
+    ];
+    let got = poll_until(ROUTE_TIMEOUT, || (routes6() == want6).then_some(()));
+    assert!(
+        got.is_some(),
+        "IPv6 routes {:?}, want {want6:?}\n{}\nlog:\n{}",
+        routes6(),
+        ns.ip(&["-6", "route", "show", "table", "all"]),
+        d.log()
+    );
+    wait_routes(&ns, &d, &expected(false), "IPv4 beside IPv6");
+    let log = sigterm(&ns, d);
+    assert!(routes6().is_empty(), "IPv6 routes left after stop\n{log}");
+    assert!(routes(&ns).is_empty(), "IPv4 routes left after stop\n{log}");
+}

@@ -243,4 +243,41 @@ mod tests {
             &pn("198.51.100.15-198.51.100.30", "203.0.113.0/24")
         ));
     }
+
+    /// The same rule in IPv6, and never across families.
+    #[test]
+    fn overlap_rule_ipv6_and_across_families() {
+        let wide = pn("2001:db8:1::/48", "::/0");
+        assert!(!ambiguous(&wide, &pn("2001:db8:1::/48", "2001:db8:2::/48")));
+        assert!(ambiguous(&wide, &pn("2001:db8:1::/48", "::/0")));
+        assert!(ambiguous(
+            &pn("2001:db8:1::/64", "2001:db8:2::/48"),
+            &pn("2001:db8:1::/48", "2001:db8:2::/64")
+        ));
+        assert!(ambiguous(
+            &pn("2001:db8:1::7", "2001:db8:2::/48"),
+            &pn("2001:db8:1::7/128", "2001:db8:2::/48")
+        ));
+        // any <-> any (IPv4) and ::/0 <-> ::/0 share no packet.
+        assert!(!ambiguous(&pn("any", "any"), &pn("::/0", "::/0")));
+    }
+
+    #[test]
+    fn template_peers_overlap_within_a_family() {
+        let block = |s: &str| PeerSpec::Block(s.parse().unwrap());
+        let addr = |s: &str| PeerSpec::Address(s.parse().unwrap());
+        assert!(peers_overlap(
+            &block("2001:db8::/32"),
+            &block("2001:db8:5::/48")
+        ));
+        assert!(peers_overlap(&block("2001:db8::/32"), &addr("2001:db8::9")));
+        assert!(!peers_overlap(
+            &block("2001:db8::/32"),
+            &block("2001:db9::/32")
+        ));
+        assert!(!peers_overlap(&block("::/0"), &block("0.0.0.0/1")));
+        assert!(!peers_overlap(&addr("2001:db8::9"), &addr("192.0.2.9")));
+        assert!(peers_overlap(&PeerSpec::Any, &block("2001:db8::/32")));
+        assert!(peers_overlap(&PeerSpec::Any, &block("192.0.2.0/24")));
+    }
 }

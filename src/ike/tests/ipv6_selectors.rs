@@ -95,3 +95,17 @@ fn other_family_proposal_refused_with_the_reason() {
         "{reason}"
     );
 }
+
+/// A peer whose IDci and IDcr are of two families (our validator never writes such a pair, so
+/// side A's config is built by hand, as a hostile peer's would be): refused before the policy
+/// is even consulted, naming both families.
+#[test]
+fn ids_of_two_families_refused() {
+    let mut p = pair(net("10.1.0.0/16", HUB_LAN), 1104);
+    p.run_until(5.0);
+    let reason = refused(&p);
+    assert_eq!(
+        reason,
+        "IDci 10.1.0.0/16 is IPv4, IDcr 2001:db8:1::/48 is IPv6: a protected network carries one family"
+    );
+}
