@@ -409,6 +409,62 @@ fn manual_ipv6_packet_too_big_tells_the_sender_the_tunnel_mtu() {
     drop(db);
 }
 
+/// No root needed: every profile these tests start daemons with passes `ikehub check`, and
+/// a pair of two families is refused with the location and reason (the daemon never sees
+/// one).
+#[test]
+fn ipv6_profiles_pass_ikehub_check() {
+    let check = |label: &str, text: &str| {
+        let dir = common::TempDir::new("v6-check");
+        let file = dir.join("ikehub.toml");
+        std::fs::write(&file, text).expect("writing the profile");
+        let out = std::process::Command::new(common::ikehub_bin())
+            .args(["check", "-c"])
+            .arg(&file)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("ikehub check runs");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), format!("{label}:\n{said}\n{text}"))
+    };
+    let dir = common::TempDir::new("v6-sock");
+    let pair = ManualPair::new(AES128_SHA1, Encapsulation::Udp);
+    let ike_a = ike_profile_a();
+    let ike_b = ike_a.mirrored().initiate(Initiate::Never);
+    let texts = [
+        (
+            "manual A",
+            manual_profile6(&pair, Side::A, dir.path(), &[(A_NET6, B_NET6)], true),
+        ),
+        (
+            "manual B",
+            manual_profile6(&pair, Side::B, dir.path(), &[(B_NET6, A_NET6)], false),
+        ),
+        (
+            "manual A, wide",
+            manual_profile6(&pair, Side::A, dir.path(), &[(A_WIDE6, B_NET6)], false),
+        ),
+        ("IKE A", ike_toml6(&ike_a, Side::A, true, dir.path())),
+        ("IKE B", ike_toml6(&ike_b, Side::B, false, dir.path())),
+    ];
+    for (label, text) in &texts {
+        let (ok, said) = check(label, text);
+        assert!(ok, "refused: {said}");
+    }
+    let mixed = manual_profile6(&pair, Side::A, dir.path(), &[(A_NET, B_NET6)], true);
+    let (ok, said) = check("mixed families", &mixed);
+    assert!(!ok, "a pair of two families passed: {said}");
+    assert!(said.contains("ikehub.toml:"), "no location: {said}");
+    assert!(
+        said.contains("IPv6") && said.contains("IPv4"),
+        "no reason: {said}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------------
 // IKE keying: main mode + quick mode with IPv6 identities, IPv4 endpoints.
 
