@@ -402,10 +402,10 @@ impl EspShard {
                 }
             }
             Ok(
-                EncapOutcome::IcmpFragNeeded { len, .. }
-                | EncapOutcome::IcmpPacketTooBig { len, .. },
+                outcome @ (EncapOutcome::IcmpFragNeeded { len, .. }
+                | EncapOutcome::IcmpPacketTooBig { len, .. }),
             ) => {
-                if pkt.first().is_some_and(|b| b >> 4 == 6) {
+                if matches!(outcome, EncapOutcome::IcmpPacketTooBig { .. }) {
                     self.counters.icmpv6_too_big += 1;
                 } else {
                     self.counters.icmp_frag_needed += 1;
