@@ -114,11 +114,65 @@ fn watch_signals(registry: Addr<Registry>) {
     });
 }
 
+/// The WAN side is IPv4 for now: an IPv6 interface address (IPv6 *outer* packets) is refused
+/// with this message; IPv6 inside tunnels over IPv4 is carried.
 fn v4(addr: IpAddr, what: &str) -> Result<Ipv4Addr, String> {
     match addr {
         IpAddr::V4(a) => Ok(a),
         IpAddr::V6(_) => Err(format!(
-            "{what}: IPv6 is not supported by the data plane yet"
+            "{what}: an IPv6 interface address (IPv6 outer packets) is not supported by the \
+             data plane yet; IPv6 protected networks over an IPv4 interface are"
+        )),
+    }
+}
+
+/// The first policy whose protected networks carry IPv6 (manual or IKE), if any.
+fn ipv6_carried_by(profiles: &Profiles) -> Option<String> {
+    use ikehub::config::Family;
+    let v6 = |nets: &[ikehub::config::ProtectedNetwork]| {
+        nets.iter()
+            .any(|pn| pn.local.family() == Family::V6 || pn.remote.family() == Family::V6)
+    };
+    let manual = profiles
+        .manual_policies
+        .values()
+        .find(|p| v6(&p.protected_networks))
+        .map(|p| p.name.clone());
+    manual.or_else(|| {
+        profiles
+            .isakmp_policies
+            .values()
+            .find(|p| v6(&p.protected_networks))
+            .map(|p| p.name.clone())
+    })
+}
+
+/// Makes sure the tunnel device carries IPv6 when a policy does: a host may disable IPv6 on
+/// new devices (`net.ipv6.conf.default.disable_ipv6 = 1`), and then the kernel drops every
+/// IPv6 packet the shards write into the device and refuses IPv6 routes through it. IPv6 also
+/// needs an MTU of at least 1280 (RFC 8200 §5): below it the kernel turns IPv6 off on the
+/// device.
+fn enable_ipv6(dev: &str, mtu: u16, policy: &str) -> Result<(), String> {
+    let min = ikehub::wire::ipv6::MIN_MTU;
+    if (mtu as usize) < min {
+        return Err(format!(
+            "tunnel-device.mtu {mtu} is below the IPv6 minimum of {min} (RFC 8200 §5), and \
+             policy {policy} carries IPv6"
+        ));
+    }
+    let knob = format!("/proc/sys/net/ipv6/conf/{dev}/disable_ipv6");
+    match std::fs::read_to_string(&knob) {
+        Ok(v) if v.trim() == "0" => Ok(()),
+        Ok(_) => {
+            std::fs::write(&knob, "0").map_err(|e| {
+                format!("cannot enable IPv6 on {dev} ({knob}), which policy {policy} needs: {e}")
+            })?;
+            info!("IPv6 enabled on {dev} (it was disabled): policy {policy} carries IPv6");
+            Ok(())
+        }
+        Err(e) => Err(format!(
+            "policy {policy} carries IPv6, but {dev} has no IPv6 ({knob}: {e}): is IPv6 \
+             compiled into the kernel and not disabled on the command line?"
         )),
     }
 }
@@ -128,6 +182,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
     let manual = profiles.manual_policies.values();
 
     // The cleartext side.
+    let mut icmpv6_source = None;
     let (queues, routes) = match &profiles.tunnel_device {
         Some(td) => {
             let tun = TunDevice::create(&TunConfig {
@@ -138,6 +193,11 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                 offload: td.offload,
             })
             .map_err(|e| format!("cannot create the tunnel device: {e}"))?;
+            icmpv6_source = td.source_v6;
+            let carried = ipv6_carried_by(&profiles);
+            if let Some(policy) = &carried {
+                enable_ipv6(&td.name, td.mtu, policy)?;
+            }
             let routes = if td.routes {
                 Routes::new(&td.name, td.source_v4, td.source_v6)
                     .map_err(|e| format!("netlink: {e}"))?
@@ -284,6 +344,7 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
         .into_iter()
         .map(|wans| ShardIo {
             cleartext: queues.next().map(Cleartext::Tun),
+            icmpv6_source,
             wans,
         })
         .collect();

@@ -19,13 +19,15 @@ pub struct IkeDatagram {
     pub bytes: Vec<u8>,
 }
 
-/// A shard saw cleartext for a policy that has no SA yet (on-demand initiation).
+/// A shard saw cleartext for a policy that has no SA yet (on-demand initiation). The
+/// addresses are the packet's (IPv4 or IPv6; both of one family), for the log line only: the
+/// policy is what the router acts on.
 #[derive(Message, Clone, Debug)]
 #[rtype(result = "()")]
 pub struct Acquire {
     pub policy: std::sync::Arc<str>,
-    pub src: std::net::Ipv4Addr,
-    pub dst: std::net::Ipv4Addr,
+    pub src: std::net::IpAddr,
+    pub dst: std::net::IpAddr,
 }
 
 /// Where a shard sends IKE datagrams that arrive on its NAT-T socket, and Acquires.

@@ -212,6 +212,7 @@ pub fn start(
         actix::spawn(lan::echo(lan_end, stats.clone(), lan_stats.clone()));
         ios.push(ShardIo {
             cleartext: Some(Cleartext::Memory(hub_end)),
+            icmpv6_source: None,
             wans: vec![WanSockets {
                 local: HUB_WAN,
                 nat_t_port,

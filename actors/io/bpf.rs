@@ -15,6 +15,9 @@
 //!   socket sees the reassembled datagram, header included). The return value is how many
 //!   bytes to keep: 0 drops the packet for this socket only, other raw sockets of the same
 //!   protocol still get their copy. A load past the end drops the packet.
+//! * `SO_ATTACH_FILTER` on a raw `AF_INET6` socket (`raw6.rs`): offset 0 is the **ESP or AH
+//!   header** (an IPv6 raw socket never sees the IPv6 header); the reuseport program above
+//!   works unchanged for an IPv6 UDP group (the UDP header is pulled for IPv6 too).
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -235,6 +235,23 @@ mod tests {
         assert_eq!(mtu, interface_mtu("lo").unwrap());
     }
 
+    /// The IPv6 outer side (issue 11): the interface and path MTU of an IPv6 interface
+    /// address are found like an IPv4 one's (the address dump covers both families).
+    #[test]
+    fn mtu_of_an_ipv6_address() {
+        crate::io::testns::in_netns("mtu_of_an_ipv6_address", || {
+            std::process::Command::new("ip")
+                .args(["-6", "addr", "add", "2001:db8::5/128", "dev", "lo", "nodad"])
+                .status()
+                .expect("ip addr add");
+            set_interface_mtu("lo", 9000).unwrap();
+            let (name, mtu) = mtu_of_address("2001:db8::5".parse().unwrap()).unwrap();
+            assert_eq!((name.as_str(), mtu), ("lo", 9000));
+            let e = mtu_of_address("2001:db8::6".parse().unwrap()).unwrap_err();
+            assert_eq!(e.kind(), io::ErrorKind::NotFound, "{e}");
+        });
+    }
+
     #[test]
     fn bad_names_are_reported() {
         let e = interface_mtu("no-such-if0").unwrap_err();

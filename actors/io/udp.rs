@@ -33,11 +33,15 @@ pub enum PmtuDisc {
 }
 
 impl PmtuDisc {
-    fn raw(self) -> libc::c_int {
-        match self {
-            PmtuDisc::Dont => libc::IP_PMTUDISC_DONT,
+    /// The option value for a socket of `family`'s (ip(7), ipv6(7)).
+    fn raw(self, ipv6: bool) -> libc::c_int {
+        match (self, ipv6) {
+            (PmtuDisc::Dont, false) => libc::IP_PMTUDISC_DONT,
+            (PmtuDisc::Dont, true) => libc::IPV6_PMTUDISC_DONT,
             #[cfg(test)]
-            PmtuDisc::Do => libc::IP_PMTUDISC_DO,
+            (PmtuDisc::Do, false) => libc::IP_PMTUDISC_DO,
+            #[cfg(test)]
+            (PmtuDisc::Do, true) => libc::IPV6_PMTUDISC_DO,
         }
     }
 }
@@ -49,7 +53,7 @@ pub struct UdpOptions {
     pub reuse_port: bool,
     /// Bind to this device (`SO_BINDTODEVICE`, needs CAP_NET_RAW).
     pub device: Option<String>,
-    /// `IP_MTU_DISCOVER` for IPv4 sockets.
+    /// `IP_MTU_DISCOVER` (IPv4) or `IPV6_MTU_DISCOVER` (IPv6).
     pub pmtu: Option<PmtuDisc>,
     /// `SO_RCVBUF` in bytes (the kernel doubles it).
     pub recv_buffer: Option<usize>,
@@ -117,7 +121,7 @@ impl UdpBatchSocket {
         if opts.offload {
             this.enable_offloads();
         }
-        if let (Some(mode), SocketAddr::V4(_)) = (opts.pmtu, addr) {
+        if let Some(mode) = opts.pmtu {
             this.set_mtu_discover(mode)?;
         }
         this.sock
@@ -196,14 +200,16 @@ impl UdpBatchSocket {
             .ok_or_else(|| io::Error::other("UDP socket has a non-IP local address"))
     }
 
-    /// Sets `IP_MTU_DISCOVER` (IPv4).
+    /// Sets `IP_MTU_DISCOVER` on an IPv4 socket, `IPV6_MTU_DISCOVER` on an IPv6 one (the
+    /// IPv4 option on an IPv6 socket is accepted but governs only v4-mapped traffic).
     pub fn set_mtu_discover(&self, mode: PmtuDisc) -> io::Result<()> {
-        setsockopt_int(
-            self.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_MTU_DISCOVER,
-            mode.raw(),
-        )
+        let ipv6 = self.sock.domain().is_ok_and(|d| d == Domain::IPV6);
+        let (level, name) = if ipv6 {
+            (libc::IPPROTO_IPV6, libc::IPV6_MTU_DISCOVER)
+        } else {
+            (libc::IPPROTO_IP, libc::IP_MTU_DISCOVER)
+        };
+        setsockopt_int(self.as_raw_fd(), level, name, mode.raw(ipv6))
     }
 
     /// Installs the reuseport program that steers IKE (non-ESP marker) to socket 0 and ESP
@@ -485,12 +491,25 @@ mod tests {
     /// returns the socket index; IKE (marker) and runts go to socket 0, ESP to SPI % 2.
     #[test]
     fn reuseport_cbpf_steers_by_spi() {
-        let group = UdpBatchSocket::bind_group(loopback(), 2, &UdpOptions::default()).unwrap();
+        steers_by_spi_on(loopback());
+    }
+
+    /// The same on ::1 (the IPv6 outer side, issue 11): the kernel pulls the UDP header for
+    /// IPv6 too, so the one program steers both families.
+    #[test]
+    fn reuseport_cbpf_steers_by_spi_over_ipv6() {
+        crate::io::testns::in_netns("reuseport_cbpf_steers_by_spi_over_ipv6", || {
+            steers_by_spi_on("[::1]:0".parse().unwrap())
+        });
+    }
+
+    fn steers_by_spi_on(addr: SocketAddr) {
+        let group = UdpBatchSocket::bind_group(addr, 2, &UdpOptions::default()).unwrap();
         let port = group[0].local_addr().unwrap();
         assert_eq!(group[1].local_addr().unwrap(), port);
         group[0].steer_by_spi(2).unwrap();
 
-        let tx = UdpBatchSocket::bind(loopback(), &UdpOptions::default()).unwrap();
+        let tx = UdpBatchSocket::bind(addr, &UdpOptions::default()).unwrap();
         let mut out = PacketBatch::new(32, 256, 0);
         let spis: [u32; 8] = [
             256,
@@ -627,6 +646,34 @@ mod tests {
             }
             sizes.sort();
             assert_eq!(sizes, vec![1472, 3000], "fragmented datagram reassembled");
+        });
+    }
+
+    /// The same for IPv6 (issue 11, the IPv6 outer side): `IPV6_MTU_DISCOVER`=DO refuses a
+    /// datagram larger than the path (1500 - 40 - 8 bytes of payload fit), DONT lets the
+    /// kernel fragment it. Before, an IPv6 socket got the IPv4 option, which governs only
+    /// v4-mapped traffic, so DO had no effect.
+    #[test]
+    fn pmtu_modes_over_ipv6_in_netns() {
+        crate::io::testns::in_netns("pmtu_modes_over_ipv6_in_netns", || {
+            crate::io::link::set_interface_mtu("lo", 1500).unwrap();
+            let do_ = UdpOptions {
+                pmtu: Some(PmtuDisc::Do),
+                ..Default::default()
+            };
+            let v6: SocketAddr = "[::1]:0".parse().unwrap();
+            let rx = UdpBatchSocket::bind(v6, &UdpOptions::default()).unwrap();
+            let tx = UdpBatchSocket::bind(v6, &do_).unwrap();
+            let dst = rx.local_addr().unwrap();
+            let e = tx.send_to(&[0u8; 1500 - 48 + 1], dst).unwrap_err();
+            assert_eq!(e.raw_os_error(), Some(libc::EMSGSIZE), "{e}");
+            tx.send_to(&[0u8; 1500 - 48], dst).unwrap();
+            tx.set_mtu_discover(PmtuDisc::Dont).unwrap();
+            tx.send_to(&[0u8; 3000], dst).unwrap();
+            let mut b = PacketBatch::new(4, 4096, 0);
+            recv_until(&rx, &mut b, 2);
+            let sizes: Vec<usize> = b.iter().map(|(p, _)| p.len()).collect();
+            assert_eq!(sizes, vec![1452, 3000], "fragmented datagram reassembled");
         });
     }
 

@@ -3,12 +3,12 @@
 //! packet; drops are counted (on the SA when one is known, else on the shard).
 
 use std::io::ErrorKind;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Instant;
 
 use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, SaEncapsulation};
-use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet};
+use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet, Ipv6Packet};
 
 use super::{ClearFd, EspShard, HandoffMeta, MAX_RX, SaHandle};
 use crate::io::{self, PacketBatch};
@@ -17,21 +17,63 @@ use crate::io::{self, PacketBatch};
 /// interleaves the blocks of several packets; 32 keeps every AES unit busy with room to spare
 /// and bounds the per-SA job array on the stack.
 const ENCAP_BATCH: usize = 32;
-/// The largest cleartext packet (IPv4 header without options) that `sa` encapsulates within
-/// `path_mtu`, exactly, or 0 when the path is too small to tell (then every packet takes the
-/// one-by-one path, which handles ICMP and fragmentation). The bound must be exact, not a
-/// worst case over all suites: with a tunnel MTU of 1400 on a 1500-byte path, a full-size
-/// packet of AES-CBC/HMAC-SHA1 over UDP is 1472 bytes on the wire, and a worst-case margin
-/// (113 bytes: AH + ESP + the largest IV and ICV) sent every full-size packet one by one,
-/// past the batched (stitched) encryption.
-pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize) -> usize {
-    let limit = sa.max_inner_len(path_mtu, ikehub::wire::ipv4::HEADER_LEN);
+/// The largest cleartext packets that `sa` encapsulates within `path_mtu`, exactly, per inner
+/// family: an IPv4 packet without options, an IPv6 packet (its 40-byte header, which matters
+/// in transport mode only). 0 when the path is too small to tell (then every packet takes
+/// the one-by-one path, which handles ICMP, ICMPv6 and fragmentation). The bound must be
+/// exact, not a worst case over all suites: with a tunnel MTU of 1400 on a 1500-byte path, a
+/// full-size packet of AES-CBC/HMAC-SHA1 over UDP is 1472 bytes on the wire, and a
+/// worst-case margin (113 bytes: AH + ESP + the largest IV and ICV) sent every full-size
+/// packet one by one, past the batched (stitched) encryption.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct BatchLimit {
+    pub v4: usize,
+    pub v6: usize,
+}
+
+pub(super) fn batch_limit(sa: &ikehub::esp::SecurityAssociation, path_mtu: usize) -> BatchLimit {
     // `max_inner_len` never answers below the IPv4 minimum, fitting or not.
-    if limit <= ikehub::wire::ipv4::MIN_MTU {
-        0
-    } else {
-        limit
+    let exact = |hdr_len| {
+        let limit = sa.max_inner_len(path_mtu, hdr_len);
+        if limit <= ikehub::wire::ipv4::MIN_MTU {
+            0
+        } else {
+            limit
+        }
+    };
+    BatchLimit {
+        v4: exact(ikehub::wire::ipv4::HEADER_LEN),
+        v6: exact(ikehub::wire::ipv6::HEADER_LEN),
     }
+}
+
+/// The addresses the SPD looks a cleartext packet up by, IPv4 or IPv6 by its version nibble
+/// (RFC 791 §3.1, RFC 8200 §3), read through the checked views: `None` for anything else, or a
+/// header or length that does not hold (counted as `not_ip`). The selectors are the fixed
+/// header's addresses; extension headers are the ESP layer's business.
+pub(super) fn cleartext_addresses(pkt: &[u8]) -> Option<(IpAddr, IpAddr)> {
+    match pkt.first().map(|b| b >> 4) {
+        Some(4) => Ipv4Packet::new_checked(pkt)
+            .ok()
+            .map(|ip| (ip.src_addr().into(), ip.dst_addr().into())),
+        Some(6) => Ipv6Packet::new_checked(pkt)
+            .ok()
+            .map(|ip| (ip.src_addr().into(), ip.dst_addr().into())),
+        _ => None,
+    }
+}
+
+/// The source of an ICMPv6 Packet Too Big answering cleartext packet `pkt`: the tunnel
+/// device's IPv6 `source-address` when one is set (the gateway's own address on the cleartext
+/// side, RFC 4443 §2.2). Without one, the destination of the packet that did not fit: the
+/// error then seems to come from the far end of the tunnel, an address the sender routes
+/// back to and accepts an error from (a link-local or unspecified source would be dropped by
+/// a router between the sender and the tunnel device). Not a peer's choice either way: the
+/// packet is the sender's own, answered to it only.
+fn icmpv6_source(configured: Option<Ipv6Addr>, pkt: &[u8]) -> Ipv6Addr {
+    configured
+        .or_else(|| Ipv6Packet::new_checked(pkt).ok().map(|ip| ip.dst_addr()))
+        .unwrap_or(Ipv6Addr::UNSPECIFIED)
 }
 
 /// Writes the non-empty packets of `batch` to the cleartext device; returns how many it
@@ -51,9 +93,14 @@ fn send_clear(clear: &Option<ClearFd>, batch: &mut PacketBatch) -> u64 {
 
 /// Whether `pkt` fits the path as [`batch_limit`] computed it: in transport mode the inner
 /// header stays and its length moves the padding, so a packet with IPv4 options goes the
-/// one-by-one path.
-fn fits_batch(pkt: &[u8], limit: usize) -> bool {
-    pkt.len() <= limit && pkt.first() == Some(&0x45)
+/// one-by-one path (an IPv6 header is always 40 bytes: its extension headers are payload to
+/// the limit).
+fn fits_batch(pkt: &[u8], limit: BatchLimit) -> bool {
+    match pkt.first() {
+        Some(0x45) => pkt.len() <= limit.v4,
+        Some(b) if b >> 4 == 6 => pkt.len() <= limit.v6,
+        _ => false,
+    }
 }
 
 impl EspShard {
@@ -92,7 +139,7 @@ impl EspShard {
         let mut sas: [Option<SaHandle>; MAX_RX] = [None; MAX_RX];
         let mut slow = [false; MAX_RX];
         // The bound of the SA last seen (a batch is mostly one SA's packets).
-        let mut last: Option<(SaHandle, usize)> = None;
+        let mut last: Option<(SaHandle, BatchLimit)> = None;
         for (i, sa) in sas.iter_mut().enumerate().take(n) {
             let pkt = rx.packet(i);
             if let Some((h, w)) = self.classify(pkt) {
@@ -141,11 +188,10 @@ impl EspShard {
     /// shard that holds the SA.
     fn classify(&mut self, pkt: &[u8]) -> Option<(SaHandle, usize)> {
         self.counters.cleartext_in += 1;
-        let Ok(ip) = Ipv4Packet::new_checked(pkt) else {
-            self.counters.not_ipv4 += 1;
+        let Some((src, dst)) = cleartext_addresses(pkt) else {
+            self.counters.not_ip += 1;
             return None;
         };
-        let (src, dst) = (ip.src_addr(), ip.dst_addr());
         let Some(sa) = self.spd.lookup(src, dst) else {
             self.counters.no_policy += 1;
             return None;
@@ -178,10 +224,10 @@ impl EspShard {
 
     /// The largest cleartext packet of outbound SA `sa` (on WAN `w`) that takes the batched
     /// path; 0 when none does.
-    fn outbound_limit(&self, sa: SaHandle, w: usize) -> usize {
+    fn outbound_limit(&self, sa: SaHandle, w: usize) -> BatchLimit {
         match (self.sas.outbound(sa), self.wans.get(w)) {
             (Some(inst), Some(wan)) => batch_limit(&inst.sa, wan.path_mtu),
-            _ => 0,
+            _ => BatchLimit::default(),
         }
     }
 
@@ -196,7 +242,7 @@ impl EspShard {
                 let local = inst.sa.local();
                 self.wans.iter().position(|w| w.local == local)
             })
-            .map_or(0, |w| self.outbound_limit(sa, w));
+            .map_or(BatchLimit::default(), |w| self.outbound_limit(sa, w));
         let mut rest = packets;
         while let Some((first, _)) = rest.split_first() {
             if !fits_batch(first, limit) {
@@ -239,11 +285,12 @@ impl EspShard {
         if needs_flush {
             self.flush_wan();
         }
+        // Only packets that fit come here: no ICMP is made from these parameters.
         let params = EncapParams {
             path_mtu: self.wans[w].path_mtu,
             ip_id: 0,
             icmp_source: self.wans[w].local,
-            icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
+            icmp_source_v6: self.icmpv6_source.unwrap_or(Ipv6Addr::UNSPECIFIED),
         };
         let Some(inst) = self.sas.outbound_mut(sa) else {
             self.counters.no_sa += k as u64;
@@ -326,7 +373,7 @@ impl EspShard {
             path_mtu: self.wans[w].path_mtu,
             ip_id: self.ip_id,
             icmp_source: self.wans[w].local,
-            icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
+            icmp_source_v6: icmpv6_source(self.icmpv6_source, pkt),
         };
         let Some(slot) = tx.push_empty() else {
             self.counters.send_errors += 1;
@@ -355,10 +402,14 @@ impl EspShard {
                 }
             }
             Ok(
-                EncapOutcome::IcmpFragNeeded { len, .. }
-                | EncapOutcome::IcmpPacketTooBig { len, .. },
+                outcome @ (EncapOutcome::IcmpFragNeeded { len, .. }
+                | EncapOutcome::IcmpPacketTooBig { len, .. }),
             ) => {
-                self.counters.icmp_frag_needed += 1;
+                if matches!(outcome, EncapOutcome::IcmpPacketTooBig { .. }) {
+                    self.counters.icmpv6_too_big += 1;
+                } else {
+                    self.counters.icmp_frag_needed += 1;
+                }
                 let (buf, start, _) = tx.slot_buf_mut(slot);
                 let icmp = &buf[start..start + len];
                 let sent = match &self.clear {
@@ -489,7 +540,7 @@ impl EspShard {
 
     /// Asks the IKE router for an SA for the policy covering `src -> dst`, at most once a
     /// second per policy.
-    fn acquire(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    fn acquire(&mut self, src: IpAddr, dst: IpAddr) {
         let Some(recipient) = &self.acquire else {
             return;
         };
@@ -533,13 +584,8 @@ mod tests {
     const LOCAL: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
     const PEER: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 
-    fn outbound(
-        encryption: EncrAlgorithm,
-        authentication: AuthAlgorithm,
-        ah: bool,
-        encapsulation: SaEncapsulation,
-    ) -> SecurityAssociation {
-        let params = SaParams {
+    fn params(encryption: EncrAlgorithm, authentication: AuthAlgorithm) -> SaParams {
+        SaParams {
             direction: ikehub::esp::Direction::Outbound,
             mode: Mode::Tunnel,
             esp: Some(EspKeys {
@@ -549,19 +595,42 @@ mod tests {
                 authentication,
                 authentication_key: KeyBytes(vec![9; authentication.key_len()]),
             }),
+            ah: None,
+            local: IpAddr::V4(LOCAL),
+            peer: IpAddr::V4(PEER),
+            encapsulation: SaEncapsulation::Raw,
+            replay_window: 64,
+            lifetime: LifetimeLimits::UNLIMITED,
+            protected_networks: vec![],
+        }
+    }
+
+    fn outbound(
+        encryption: EncrAlgorithm,
+        authentication: AuthAlgorithm,
+        ah: bool,
+        encapsulation: SaEncapsulation,
+    ) -> SecurityAssociation {
+        let params = SaParams {
             ah: ah.then(|| AhKeys {
                 spi: 0x1001,
                 authentication: AuthAlgorithm::HmacSha1,
                 authentication_key: KeyBytes(vec![5; 20]),
             }),
-            local: IpAddr::V4(LOCAL),
-            peer: IpAddr::V4(PEER),
             encapsulation,
-            replay_window: 64,
-            lifetime: LifetimeLimits::UNLIMITED,
-            protected_networks: vec![],
+            ..params(encryption, authentication)
         };
         SecurityAssociation::new(params, Instant::now()).unwrap()
+    }
+
+    /// The raw AES-CBC-128/HMAC-SHA1 outbound SA of the shard test.
+    fn outbound_sa() -> SecurityAssociation {
+        outbound(
+            EncrAlgorithm::AesCbc128,
+            AuthAlgorithm::HmacSha1,
+            false,
+            SaEncapsulation::Raw,
+        )
     }
 
     /// A cleartext IPv4 packet of `len` bytes with DF set (so one that does not fit yields
@@ -580,10 +649,74 @@ mod tests {
         p
     }
 
+    const GATEWAY6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 0xfe);
+    const FAR6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xb, 0, 0, 0, 0, 1);
+
+    /// A cleartext IPv6 UDP packet of `len` bytes from 2001:db8:a::1 to [`FAR6`].
+    fn cleartext6(len: usize) -> Vec<u8> {
+        let mut p = vec![0xa5; len];
+        ikehub::wire::Ipv6Repr::new(
+            Ipv6Addr::new(0x2001, 0xdb8, 0xa, 0, 0, 0, 0, 1),
+            FAR6,
+            IpProtocol::UDP,
+            len - 40,
+        )
+        .emit(&mut p)
+        .unwrap();
+        p
+    }
+
+    /// Issue 11: the cleartext path dispatches on the version nibble and reads IPv6 through
+    /// the checked view; anything else, or a header or length that does not hold, is `None`
+    /// (counted as `not_ip`). The old code read every packet as IPv4, so an IPv6 packet was
+    /// "not IPv4" and never reached the SPD.
+    #[test]
+    fn cleartext_addresses_take_ipv4_and_ipv6_by_version() {
+        use ikehub::wire::Ipv6Repr;
+        let v4 = cleartext(60);
+        assert_eq!(
+            cleartext_addresses(&v4),
+            Some((
+                IpAddr::V4(Ipv4Addr::new(198, 51, 100, 1)),
+                IpAddr::V4(Ipv4Addr::new(203, 0, 113, 1))
+            ))
+        );
+        let (src, dst): (Ipv6Addr, Ipv6Addr) = (
+            "2001:db8:a::1".parse().unwrap(),
+            "2001:db8:b::1".parse().unwrap(),
+        );
+        let mut v6 = vec![0u8; 40 + 16];
+        Ipv6Repr::new(src, dst, IpProtocol::UDP, 16)
+            .emit(&mut v6)
+            .unwrap();
+        assert_eq!(
+            cleartext_addresses(&v6),
+            Some((IpAddr::V6(src), IpAddr::V6(dst)))
+        );
+        // Every truncation of either is refused, never a panic.
+        for p in [&v4, &v6] {
+            for len in 0..p.len() {
+                assert_eq!(cleartext_addresses(&p[..len]), None, "{len} bytes");
+            }
+        }
+        // A payload length past the buffer, and versions that are neither 4 nor 6.
+        let mut long = v6.clone();
+        long[4..6].copy_from_slice(&100u16.to_be_bytes());
+        assert_eq!(cleartext_addresses(&long), None);
+        for version in [0u8, 5, 7, 15] {
+            let mut other = v6.clone();
+            other[0] = (version << 4) | (other[0] & 0x0f);
+            assert_eq!(cleartext_addresses(&other), None, "version {version}");
+        }
+    }
+
     /// Issue 12 (relay CPU): with a 1400-byte tunnel MTU on a 1500-byte path, full-size
     /// packets of the common suites fit, so they take the batched (stitched) encryption; the
     /// old fixed margin of 113 bytes sent every one of them through `encap_one`. The bound is
-    /// exact for every suite: the limit fits the path, one byte more does not.
+    /// exact for every suite: the limit fits the path, one byte more does not. Issue 11: the
+    /// same for IPv6 packets (which took the one-by-one path before), whose packet one byte
+    /// too large gets an ICMPv6 Packet Too Big announcing exactly the limit, or, where the
+    /// path cannot carry the IPv6 minimum inside, outer fragments (RFC 8200 §5).
     #[test]
     fn batch_limit_is_the_exact_largest_packet_that_fits() {
         let udp = SaEncapsulation::Udp {
@@ -603,26 +736,32 @@ mod tests {
         for (enc, auth, ah, encap) in cases {
             for path_mtu in [1500, 1400, 576] {
                 let mut sa = outbound(enc, auth, ah, encap);
-                let limit = batch_limit(&sa, path_mtu);
+                let limits = batch_limit(&sa, path_mtu);
+                // Tunnel mode: the inner header is payload, so both families fit alike.
+                assert_eq!(limits.v4, limits.v6, "{enc:?} {path_mtu}");
+                let limit = limits.v4;
                 assert!(
                     limit > 100 && limit < path_mtu,
                     "{enc:?} {path_mtu}: {limit}"
                 );
                 if path_mtu == 1500 {
-                    assert!(
-                        fits_batch(&cleartext(1400), limit),
-                        "{enc:?}/{auth:?} ah={ah} {encap:?}: limit {limit}"
-                    );
+                    for p in [cleartext(1400), cleartext6(1400)] {
+                        assert!(
+                            fits_batch(&p, limits),
+                            "{enc:?}/{auth:?} ah={ah} {encap:?}: limit {limit}"
+                        );
+                    }
                 }
                 if path_mtu == 1400 {
-                    assert!(!fits_batch(&cleartext(1400), limit));
+                    assert!(!fits_batch(&cleartext(1400), limits));
+                    assert!(!fits_batch(&cleartext6(1400), limits));
                 }
                 let mut rng = rand::make_rng::<rand::rngs::StdRng>();
                 let params = |ip_id| EncapParams {
                     path_mtu,
                     ip_id,
                     icmp_source: LOCAL,
-                    icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
+                    icmp_source_v6: GATEWAY6,
                 };
                 let mut out = [0u8; 2048];
                 let fits = sa.encap(
@@ -648,11 +787,188 @@ mod tests {
                     "{enc:?} {path_mtu}: {} bytes: {over:?}",
                     limit + 1
                 );
+                let fits = sa.encap(
+                    Instant::now(),
+                    &cleartext6(limit),
+                    &params(3),
+                    &mut rng,
+                    &mut out,
+                );
+                assert!(
+                    matches!(fits, Ok(EncapOutcome::Send(o)) if o.len <= path_mtu),
+                    "IPv6 {enc:?} {path_mtu}: {limit} bytes: {fits:?}"
+                );
+                let over = sa.encap(
+                    Instant::now(),
+                    &cleartext6(limit + 1),
+                    &params(4),
+                    &mut rng,
+                    &mut out,
+                );
+                if limit >= ikehub::wire::ipv6::MIN_MTU {
+                    assert!(
+                        matches!(over, Ok(EncapOutcome::IcmpPacketTooBig { mtu, .. }) if mtu as usize == limit),
+                        "IPv6 {enc:?} {path_mtu}: {} bytes: {over:?}",
+                        limit + 1
+                    );
+                } else {
+                    assert!(
+                        matches!(over, Ok(EncapOutcome::Fragment(_))),
+                        "IPv6 {enc:?} {path_mtu}: {} bytes: {over:?}",
+                        limit + 1
+                    );
+                }
             }
         }
         // Options in the inner header: never batched (transport mode pads by them).
         let mut opts = cleartext(200);
         opts[0] = 0x46;
-        assert!(!fits_batch(&opts, 1000));
+        assert!(!fits_batch(&opts, BatchLimit { v4: 1000, v6: 1000 }));
+        // Neither IPv4 nor IPv6: never batched.
+        let mut other = cleartext6(200);
+        other[0] = 0x50;
+        assert!(!fits_batch(&other, BatchLimit { v4: 1000, v6: 1000 }));
+    }
+
+    /// Issue 11, the cleartext path end to end in one shard: an IPv6 packet of a policy's
+    /// networks is encrypted (batched) and decrypts back to itself; one outside every policy
+    /// is `no_policy`, one of a policy without an SA is `no_sa`; neither IPv4 nor IPv6, and a
+    /// truncated IPv6 header, are `not_ip`; an IPv6 packet too big for the path is answered
+    /// with an ICMPv6 Packet Too Big written into the cleartext side, from the configured
+    /// IPv6 source to the sender, counted as `icmpv6_too_big`. The old code counted every
+    /// IPv6 packet as not IPv4 and never looked it up.
+    #[test]
+    fn ipv6_cleartext_is_classified_encrypted_and_answered_when_too_big() {
+        use std::rc::Rc;
+
+        use ikehub::config::{NetworkSpec, ProtectedNetwork};
+        use ikehub::esp::{Direction, Received};
+
+        use super::super::{SaKind, ShardIo, Wan};
+        use crate::io::{self, MemoryPort};
+
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        let (port, lan) = MemoryPort::pair().unwrap();
+        let mut shard = EspShard::new(
+            0,
+            1,
+            ShardIo {
+                cleartext: None,
+                icmpv6_source: None,
+                wans: vec![],
+            },
+        );
+        shard.clear = Some(ClearFd::Memory(Rc::new(io::register(port).unwrap())));
+        shard.icmpv6_source = Some(GATEWAY6);
+        shard.wans.push(Wan {
+            local: LOCAL,
+            nat_t_port: 4500,
+            path_mtu: 1400,
+            udp: None,
+            raw_esp: None,
+            raw_ah: None,
+            raw_tx: None,
+        });
+        shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
+        let pn = |l: &str, r: &str| ProtectedNetwork {
+            local: l.parse::<NetworkSpec>().unwrap(),
+            remote: r.parse::<NetworkSpec>().unwrap(),
+        };
+        let h = SaHandle::issue();
+        shard
+            .sas
+            .install(h, "P".into(), SaKind::Manual, outbound_sa())
+            .unwrap();
+        shard.spd.install(
+            "P".into(),
+            &[pn("2001:db8:a::/48", "2001:db8:b::/48")],
+            Some(h),
+        );
+        shard.spd.install(
+            "Q".into(),
+            &[pn("2001:db8:a::/48", "2001:db8:d::/48")],
+            None,
+        );
+
+        let to = |dst: Ipv6Addr, len: usize| {
+            let mut p = cleartext6(len);
+            p[24..40].copy_from_slice(&dst.octets());
+            p
+        };
+        let fits = cleartext6(200);
+        let too_big = cleartext6(1388);
+        let nowhere = to(Ipv6Addr::new(0x2001, 0xdb8, 0xc, 0, 0, 0, 0, 1), 100);
+        let waiting = to(Ipv6Addr::new(0x2001, 0xdb8, 0xd, 0, 0, 0, 0, 1), 100);
+        let mut version5 = cleartext6(100);
+        version5[0] = 0x50;
+        let truncated = cleartext6(100)[..39].to_vec();
+        let mut rx = PacketBatch::new(MAX_RX, 2048, 128);
+        for p in [&fits, &nowhere, &waiting, &version5, &truncated, &too_big] {
+            rx.push(p, None).unwrap();
+        }
+        shard.encap_received(Instant::now(), &rx);
+
+        let c = &shard.counters;
+        assert_eq!(
+            (
+                c.cleartext_in,
+                c.no_policy,
+                c.no_sa,
+                c.not_ip,
+                c.icmpv6_too_big
+            ),
+            (6, 1, 1, 2, 1),
+            "{c:?}"
+        );
+        assert_eq!((c.encap_errors, c.icmp_frag_needed), (0, 0), "{c:?}");
+        // The one that fits left as raw ESP and decrypts back to itself.
+        assert_eq!(shard.tx_raw.len(), 1);
+        let mut wire = shard.tx_raw.packet(0).to_vec();
+        let mut inbound = SecurityAssociation::new(
+            SaParams {
+                direction: Direction::Inbound,
+                local: IpAddr::V4(PEER),
+                peer: IpAddr::V4(LOCAL),
+                ..params(EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        let d = inbound
+            .decap(Instant::now(), &mut wire, Received::Ip)
+            .unwrap();
+        assert_eq!(&wire[d.inner], &fits[..]);
+        // The Packet Too Big went back into the cleartext side (RFC 4443 §3.2).
+        let mut got = [0u8; 2048];
+        let n = lan
+            .recv(&mut got)
+            .expect("a Packet Too Big on the LAN side");
+        let ptb = Ipv6Packet::new_checked(&got[..n]).unwrap();
+        assert_eq!(ptb.next_header(), IpProtocol::ICMPV6);
+        assert_eq!(ptb.src_addr(), GATEWAY6);
+        assert_eq!(
+            &ptb.dst_addr().octets()[..],
+            &too_big[8..24],
+            "to the sender"
+        );
+        let icmp = ptb.payload();
+        assert_eq!(icmp[0], 2, "type Packet Too Big");
+        let mtu = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]) as usize;
+        assert_eq!(mtu, batch_limit(&outbound_sa(), 1400).v6);
+        assert!(lan.recv(&mut got).is_err(), "nothing else on the LAN side");
+    }
+
+    /// The source of a Packet Too Big: the configured IPv6 source-address, else the
+    /// destination of the packet that did not fit.
+    #[test]
+    fn packet_too_big_source_is_the_configured_address_or_the_far_end() {
+        let p = cleartext6(1400);
+        assert_eq!(icmpv6_source(Some(GATEWAY6), &p), GATEWAY6);
+        assert_eq!(icmpv6_source(None, &p), FAR6);
+        assert_eq!(icmpv6_source(None, &p[..20]), Ipv6Addr::UNSPECIFIED);
     }
 }

@@ -515,6 +515,7 @@ mod tests {
             count,
             ShardIo {
                 cleartext: None,
+                icmpv6_source: None,
                 wans: vec![],
             },
         );
@@ -770,6 +771,7 @@ mod tests {
                     2,
                     ShardIo {
                         cleartext: None,
+                        icmpv6_source: None,
                         wans: vec![],
                     },
                 )
@@ -834,6 +836,7 @@ mod tests {
                 2,
                 ShardIo {
                     cleartext: None,
+                    icmpv6_source: None,
                     wans: vec![],
                 },
             )

@@ -120,8 +120,17 @@ pub struct ShardCounters {
     pub no_policy: u64,
     pub no_sa: u64,
     pub unknown_spi: u64,
-    pub not_ipv4: u64,
+    /// Cleartext from the tunnel device that is neither a well-formed IPv4 nor a well-formed
+    /// IPv6 packet (version nibble, header or length wrong). Called `not_ipv4` before IPv6
+    /// (issue 11); a report under the old name still reads.
+    #[serde(alias = "not_ipv4")]
+    pub not_ip: u64,
     pub icmp_frag_needed: u64,
+    /// ICMPv6 Packet Too Big written back into the tunnel device (RFC 4443 §3.2): an IPv6
+    /// packet that no longer fits the path once encapsulated (IPv6 routers never fragment,
+    /// RFC 8200 §5).
+    #[serde(default)]
+    pub icmpv6_too_big: u64,
     pub encap_errors: u64,
     pub send_errors: u64,
     pub handed_over: u64,
@@ -259,7 +268,9 @@ mod tests {
             .sum();
         assert_eq!(other, 0, "nothing else changed");
         // A report from a daemon without these fields still reads.
-        let old: ShardCounters = serde_json::from_str(r#"{"cleartext_in":1,"no_policy":0,"no_sa":0,"unknown_spi":0,"not_ipv4":0,"icmp_frag_needed":0,"encap_errors":0,"send_errors":0,"handed_over":0,"ike_datagrams":0,"ike_dropped":0,"keepalives":0,"icv_failures":0,"replay_drops":0,"padding_errors":0,"selector_mismatches":0,"malformed":0}"#).unwrap();
+        let old: ShardCounters = serde_json::from_str(r#"{"cleartext_in":1,"no_policy":0,"no_sa":0,"unknown_spi":0,"not_ipv4":2,"icmp_frag_needed":0,"encap_errors":0,"send_errors":0,"handed_over":0,"ike_datagrams":0,"ike_dropped":0,"keepalives":0,"icv_failures":0,"replay_drops":0,"padding_errors":0,"selector_mismatches":0,"malformed":0}"#).unwrap();
         assert_eq!((old.cleartext_in, old.tun_offload_too_big), (1, 0));
+        // `not_ipv4` became `not_ip` with IPv6 (issue 11): the old name still reads.
+        assert_eq!((old.not_ip, old.icmpv6_too_big), (2, 0));
     }
 }

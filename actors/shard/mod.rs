@@ -12,7 +12,7 @@ mod ready;
 mod sas;
 
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -82,6 +82,10 @@ pub struct WanSockets {
 pub struct ShardIo {
     /// `None` when the daemon runs without a tunnel device.
     pub cleartext: Option<Cleartext>,
+    /// Source of the ICMPv6 Packet Too Big the shard writes back into the tunnel device
+    /// (`[tunnel-device] source-address`, its IPv6 one). `None`: the destination of the
+    /// packet that did not fit (see [`EspShard::icmpv6_source`]).
+    pub icmpv6_source: Option<Ipv6Addr>,
     pub wans: Vec<WanSockets>,
 }
 
@@ -105,6 +109,7 @@ pub struct EspShard {
     count: u32,
     io: Option<ShardIo>,
     clear: Option<ClearFd>,
+    icmpv6_source: Option<Ipv6Addr>,
     wans: Vec<Wan>,
     peers: Vec<Addr<EspShard>>,
     sas: SaTables,
@@ -136,6 +141,7 @@ impl EspShard {
             count,
             io: Some(io),
             clear: None,
+            icmpv6_source: None,
             wans: Vec::new(),
             peers: Vec::new(),
             sas: SaTables::default(),
@@ -233,6 +239,7 @@ impl EspShard {
         let Some(io) = self.io.take() else {
             return Ok(());
         };
+        self.icmpv6_source = io.icmpv6_source;
         match io.cleartext {
             None => {}
             Some(Cleartext::Tun(q)) => {
@@ -320,7 +327,7 @@ impl EspShard {
         let now = [
             c.unknown_spi,
             c.no_policy,
-            c.not_ipv4,
+            c.not_ip,
             c.encap_errors,
             c.send_errors,
             c.handoff_dropped,
@@ -337,7 +344,7 @@ impl EspShard {
         let names = [
             "unknown SPI",
             "no policy",
-            "not IPv4",
+            "neither IPv4 nor IPv6",
             "encapsulation errors",
             "send errors",
             "for a shard that is behind",
@@ -593,6 +600,7 @@ mod tests {
                 1,
                 ShardIo {
                     cleartext: None,
+                    icmpv6_source: None,
                     wans: vec![WanSockets {
                         local: Ipv4Addr::LOCALHOST,
                         nat_t_port: to.port(),

@@ -66,9 +66,38 @@ pub fn iperf3_client(
     server: &str,
     seconds: u32,
 ) -> Result<IperfResult, String> {
+    run_client(ns, bind, server, &["-t", &seconds.to_string()], seconds)
+}
+
+/// Like [`iperf3_client`], but sends `bytes` (`-n`) at 20 Mbit/s at most (`-b`) instead of
+/// running for a time: a run whose every packet a capture keeps (a burst at full speed
+/// overruns tcpdump's buffer) and tshark can check. Bounded by a deadline of 30 s.
+pub fn iperf3_client_bytes(
+    ns: &Netns,
+    bind: &str,
+    server: &str,
+    bytes: u64,
+) -> Result<IperfResult, String> {
+    run_client(
+        ns,
+        bind,
+        server,
+        &["-n", &bytes.to_string(), "-b", "20M"],
+        10,
+    )
+}
+
+fn run_client(
+    ns: &Netns,
+    bind: &str,
+    server: &str,
+    amount: &[&str],
+    seconds: u32,
+) -> Result<IperfResult, String> {
     let mut child = ns
         .command("iperf3")
-        .args(["-c", server, "-B", bind, "-t", &seconds.to_string(), "-J"])
+        .args(["-c", server, "-B", bind, "-J"])
+        .args(amount)
         .args(["--connect-timeout", "5000"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())

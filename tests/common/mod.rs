@@ -17,6 +17,7 @@ pub mod hub;
 pub mod ike;
 pub mod ikescan;
 pub mod iperf;
+pub mod ipv6;
 pub mod nat;
 pub mod netns;
 pub mod refpkt;

@@ -110,6 +110,15 @@ pub struct IpsecPacket {
     pub inner_proto: Option<u8>,
     /// ICMP types seen inside (8 echo request, 0 echo reply).
     pub icmp_type: Option<u8>,
+    /// The innermost IPv6 header, if one was reached (an IPv6 packet carried in the tunnel).
+    pub inner_ipv6_src: Option<String>,
+    pub inner_ipv6_dst: Option<String>,
+    /// Its next header (58 = ICMPv6, 6 = TCP).
+    pub inner_ipv6_next: Option<u8>,
+    /// ICMPv6 type inside (128 echo request, 129 echo reply).
+    pub icmpv6_type: Option<u8>,
+    /// TCP ports inside (source, destination).
+    pub tcp_ports: Option<(u16, u16)>,
 }
 
 const FIELDS: &[&str] = &[
@@ -125,6 +134,12 @@ const FIELDS: &[&str] = &[
     "esp.decrypted_data",
     "ah.spi",
     "icmp.type",
+    "ipv6.src",
+    "ipv6.dst",
+    "ipv6.nxt",
+    "icmpv6.type",
+    "tcp.srcport",
+    "tcp.dstport",
 ];
 
 /// Runs `tshark -r PCAP` with `config` and returns every packet that has an ESP or AH header.
@@ -203,6 +218,14 @@ fn parse_packet(p: &Value) -> IpsecPacket {
             .then(|| protos.last().and_then(|s| num(s)).map(|v| v as u8))
             .flatten(),
         icmp_type: first("icmp.type").and_then(|s| num(&s)).map(|v| v as u8),
+        inner_ipv6_src: all("ipv6.src").last().cloned(),
+        inner_ipv6_dst: all("ipv6.dst").last().cloned(),
+        inner_ipv6_next: all("ipv6.nxt").last().and_then(|s| num(s)).map(|v| v as u8),
+        icmpv6_type: first("icmpv6.type").and_then(|s| num(&s)).map(|v| v as u8),
+        tcp_ports: first("tcp.srcport")
+            .and_then(|s| num(&s))
+            .zip(first("tcp.dstport").and_then(|s| num(&s)))
+            .map(|(s, d)| (s as u16, d as u16)),
     }
 }
 

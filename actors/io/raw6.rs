@@ -1,0 +1,360 @@
+//! Raw IPv6 sockets for ESP (next header 50) and AH (51): the IPv6 *outer* side (issue 11,
+//! point 1), ready for the shards but not wired into them yet (the daemon refuses an IPv6
+//! interface address at start).
+//!
+//! IPv6 raw sockets differ from IPv4 ones (RFC 3542 §3): the kernel never hands over the IPv6
+//! header, only what follows it (and its extension headers), with the source in the socket
+//! address; it builds the IPv6 header of what is sent. So:
+//!
+//! Receive: an `AF_INET6`/`SOCK_RAW` socket per protocol and shard, bound to the interface
+//! address (the kernel then delivers only packets to that address: which of the host's
+//! addresses a packet was for needs no ancillary data), with a socket filter
+//! ([`raw6_spi_filter`]) that keeps only the SPIs of this shard. The filter sees the packet
+//! from the ESP or AH header on, so the SPI is at a fixed offset (unlike IPv4's header
+//! length).
+//!
+//! Send: an `AF_INET6`/`SOCK_RAW` socket of the protocol, bound to the interface address
+//! (the source of every packet), sending the ESP or AH packet to the slot's address
+//! ([`PacketBatch::set_addr`], port 0).
+
+use std::io;
+use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use super::batch::{BatchSend, Dest, PacketBatch};
+use super::bpf::{self, IpsecProto};
+use super::raw::Share;
+
+/// Socket filter for raw IPv6 socket `shard` of `shards`: accept only packets whose SPI
+/// satisfies `SPI % shards == shard`. Packets too short to hold an SPI go to shard 0, which
+/// counts them as malformed (as [`bpf::raw_spi_filter`] does for IPv4).
+///
+/// ```text
+///        ld   len           ; A = bytes from the ESP/AH header on
+///        jge  #off+4, spi, short
+/// spi:   ld   [off]         ; A = SPI (off = 0 for ESP, 4 for AH)
+///        mod  #N
+///        jeq  #shard, accept, drop
+/// short: ret  #(shard == 0 ? 0xffffffff : 0)
+/// accept: ret #0xffffffff
+/// drop:   ret #0
+/// ```
+pub fn raw6_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
+    let n = shards.max(1);
+    let short = if shard == 0 { u32::MAX } else { 0 };
+    let stmt = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
+        code: code as u16,
+        jt,
+        jf,
+        k,
+    };
+    vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN, 0),
+        jump(
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+            proto.spi_offset() + 4,
+            0,
+            3,
+        ),
+        stmt(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            proto.spi_offset(),
+        ),
+        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
+        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 1, 2),
+        stmt(libc::BPF_RET | libc::BPF_K, short),
+        stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),
+        stmt(libc::BPF_RET | libc::BPF_K, 0),
+    ]
+}
+
+fn raw6_socket(proto: IpsecProto, local: Ipv6Addr, device: Option<&str>) -> io::Result<Socket> {
+    let sock = Socket::new(
+        Domain::IPV6,
+        Type::RAW.nonblocking().cloexec(),
+        Some(Protocol::from(i32::from(proto.number()))),
+    )
+    .map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("raw IPv6 socket for next header {}: {e}", proto.number()),
+        )
+    })?;
+    if let Some(dev) = device {
+        sock.bind_device(Some(dev.as_bytes()))
+            .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
+    }
+    sock.bind(&SockAddr::from(SocketAddrV6::new(local, 0, 0, 0)))
+        .map_err(|e| io::Error::new(e.kind(), format!("binding raw IPv6 to {local}: {e}")))?;
+    Ok(sock)
+}
+
+/// A non-blocking raw IPv6 socket receiving one IPsec protocol for one local address,
+/// optionally only the SPIs of one shard. Packets arrive from their ESP or AH header on; the
+/// batch address is the source (port 0).
+#[derive(Debug)]
+pub struct RawReceiver6 {
+    sock: Socket,
+}
+
+impl RawReceiver6 {
+    /// Opens a receiver for `proto` packets to `local` (needs CAP_NET_RAW). With `share`,
+    /// attaches the SPI filter and discards whatever slipped in before it was in place. With
+    /// `device`, only packets arriving on that interface are seen.
+    pub fn new(
+        proto: IpsecProto,
+        local: Ipv6Addr,
+        share: Option<Share>,
+        device: Option<&str>,
+    ) -> io::Result<Self> {
+        let this = Self {
+            sock: raw6_socket(proto, local, device)?,
+        };
+        if let Some(s) = share.filter(|s| s.shards > 1) {
+            if s.shard >= s.shards {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("shard {} of {} does not exist", s.shard, s.shards),
+                ));
+            }
+            bpf::attach_filter(&this, &raw6_spi_filter(proto, s.shard, s.shards))?;
+            // Packets queued between socket() and the filter belong to every shard: drop them.
+            let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 64];
+            while this.sock.recv(&mut scratch).is_ok() {}
+        }
+        Ok(this)
+    }
+
+    /// `recvmmsg` into the free slots of `batch`; each packet starts with its ESP or AH
+    /// header, its address is the IPv6 source.
+    pub fn recv_batch(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        loop {
+            match batch.recvmmsg(self.as_raw_fd()) {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                r => return r,
+            }
+        }
+    }
+}
+
+/// A non-blocking raw IPv6 socket sending ESP or AH packets from one local address; the
+/// kernel writes the IPv6 header (and fragments a packet larger than the path, RFC 8200 §5:
+/// the source may).
+#[derive(Debug)]
+pub struct RawSender6 {
+    sock: Socket,
+}
+
+impl RawSender6 {
+    /// Opens the sender of `proto` from `local` (needs CAP_NET_RAW); with `device`, packets
+    /// leave through it.
+    pub fn new(proto: IpsecProto, local: Ipv6Addr, device: Option<&str>) -> io::Result<Self> {
+        Ok(Self {
+            sock: raw6_socket(proto, local, device)?,
+        })
+    }
+
+    /// `sendmmsg` of packets `from..len()` of `batch`, each an ESP or AH packet sent to its
+    /// slot's address. Returns how many the kernel took; use [`send_all`](super::send_all)
+    /// to skip refused packets and go on.
+    pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
+        batch
+            .sendmmsg(self.as_raw_fd(), from, Dest::SlotAddr, false)
+            .0
+    }
+
+    /// Sends one packet to `peer`.
+    pub fn send_to(&self, packet: &[u8], peer: Ipv6Addr) -> io::Result<usize> {
+        self.sock.send_to(
+            packet,
+            &SockAddr::from(SocketAddr::V6(SocketAddrV6::new(peer, 0, 0, 0))),
+        )
+    }
+}
+
+impl BatchSend for RawSender6 {
+    fn send_from(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
+        self.send_batch(batch, from)
+    }
+}
+
+macro_rules! fd_impls {
+    ($t:ty) => {
+        impl AsRawFd for $t {
+            fn as_raw_fd(&self) -> RawFd {
+                self.sock.as_raw_fd()
+            }
+        }
+        impl AsFd for $t {
+            fn as_fd(&self) -> BorrowedFd<'_> {
+                self.sock.as_fd()
+            }
+        }
+    };
+}
+fd_impls!(RawReceiver6);
+fd_impls!(RawSender6);
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+    use crate::io::batch::send_all;
+    use crate::io::testns::in_netns;
+
+    const OTHER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+
+    /// An ESP or AH packet (no IP header) of `len` bytes carrying `spi` where the protocol
+    /// keeps it.
+    fn packet(proto: IpsecProto, spi: u32, len: usize) -> Vec<u8> {
+        let mut p = vec![0u8; len];
+        let at = proto.spi_offset() as usize;
+        p[at..at + 4].copy_from_slice(&spi.to_be_bytes());
+        p
+    }
+
+    /// The SPI, or `None` for a packet too short to carry one.
+    fn spi_of(proto: IpsecProto, p: &[u8]) -> Option<u32> {
+        let at = proto.spi_offset() as usize;
+        Some(u32::from_be_bytes(p.get(at..at + 4)?.try_into().ok()?))
+    }
+
+    /// Collects (SPI, source) from `rx` until `want` arrived, then waits a little for extras.
+    fn collect(
+        rx: &RawReceiver6,
+        proto: IpsecProto,
+        want: usize,
+    ) -> Vec<(Option<u32>, SocketAddr)> {
+        let mut b = PacketBatch::with_defaults();
+        let mut got = Vec::new();
+        let mut deadline = Instant::now() + Duration::from_secs(2);
+        let mut settled = false;
+        loop {
+            b.clear();
+            match rx.recv_batch(&mut b) {
+                Ok(_) => got.extend(b.iter().map(|(p, a)| {
+                    (
+                        spi_of(proto, p),
+                        a.unwrap_or_else(|| panic!("no source address")),
+                    )
+                })),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::thread::sleep(Duration::from_millis(2))
+                }
+                Err(e) => panic!("recvmmsg: {e}"),
+            }
+            if got.len() >= want && !settled {
+                settled = true;
+                deadline = Instant::now() + Duration::from_millis(100);
+            }
+            if Instant::now() > deadline {
+                return got;
+            }
+        }
+    }
+
+    /// Raw ESP and AH over IPv6 on ::1: each shard's receiver gets exactly its SPIs (the
+    /// filter reads the SPI at the start of what an IPv6 raw socket sees), an unfiltered one
+    /// all of them, each with the source address; a receiver bound to another address of
+    /// the host sees none of them.
+    #[test]
+    fn raw6_spi_filter_gives_each_shard_its_share() {
+        in_netns("raw6_spi_filter_gives_each_shard_its_share", || {
+            let lo = Ipv6Addr::LOCALHOST;
+            std::process::Command::new("ip")
+                .args(["-6", "addr", "add", "2001:db8::2/128", "dev", "lo", "nodad"])
+                .status()
+                .expect("ip addr add");
+            let n = 3;
+            let share = |k, shards| Some(Share { shard: k, shards });
+            let esp: Vec<RawReceiver6> = (0..n)
+                .map(|k| RawReceiver6::new(IpsecProto::Esp, lo, share(k, n), None).unwrap())
+                .collect();
+            let esp_all = RawReceiver6::new(IpsecProto::Esp, lo, None, None).unwrap();
+            let elsewhere = RawReceiver6::new(IpsecProto::Esp, OTHER, None, None).unwrap();
+            let ah: Vec<RawReceiver6> = (0..2)
+                .map(|k| RawReceiver6::new(IpsecProto::Ah, lo, share(k, 2), None).unwrap())
+                .collect();
+            let esp_tx = RawSender6::new(IpsecProto::Esp, lo, None).unwrap();
+            let ah_tx = RawSender6::new(IpsecProto::Ah, lo, None).unwrap();
+
+            let to = Some(SocketAddr::V6(SocketAddrV6::new(lo, 0, 0, 0)));
+            let esp_spis: Vec<u32> = (1000..1030).chain([0xffff_fffe, 0x8000_0001]).collect();
+            let mut batch = PacketBatch::with_defaults();
+            for spi in &esp_spis {
+                batch.push(&packet(IpsecProto::Esp, *spi, 100), to).unwrap();
+            }
+            let mut cursor = 0;
+            send_all(&esp_tx, &mut batch, &mut cursor, |i, e| {
+                panic!("ESP packet {i}: {e}")
+            })
+            .unwrap();
+            let ah_spis: Vec<u32> = (5000..5010).collect();
+            for spi in &ah_spis {
+                ah_tx
+                    .send_to(&packet(IpsecProto::Ah, *spi, 80), lo)
+                    .unwrap();
+            }
+            // A runt: too short for an SPI, kept by shard 0 only (it counts it).
+            esp_tx.send_to(&[0xee; 3], lo).unwrap();
+
+            let src = SocketAddr::V6(SocketAddrV6::new(lo, 0, 0, 0));
+            let expect = |spis: &[u32], k: u32, shards: u32| -> Vec<(Option<u32>, SocketAddr)> {
+                spis.iter()
+                    .filter(|s| *s % shards == k)
+                    .map(|s| (Some(*s), src))
+                    .collect()
+            };
+            for (k, rx) in esp.iter().enumerate() {
+                let mut want = expect(&esp_spis, k as u32, n);
+                if k == 0 {
+                    want.push((None, src));
+                }
+                assert_eq!(
+                    collect(rx, IpsecProto::Esp, want.len()),
+                    want,
+                    "ESP shard {k} of {n} (shard 0 keeps the runt)"
+                );
+            }
+            let mut want = expect(&esp_spis, 0, 1);
+            want.push((None, src));
+            assert_eq!(
+                collect(&esp_all, IpsecProto::Esp, want.len()),
+                want,
+                "the unfiltered socket sees every packet"
+            );
+            assert!(
+                collect(&elsewhere, IpsecProto::Esp, 0).is_empty(),
+                "a receiver bound to another address saw packets to ::1"
+            );
+            for (k, rx) in ah.iter().enumerate() {
+                let want = expect(&ah_spis, k as u32, 2);
+                assert_eq!(
+                    collect(rx, IpsecProto::Ah, want.len()),
+                    want,
+                    "AH shard {k} of 2"
+                );
+            }
+        });
+    }
+
+    #[test]
+    fn raw6_filter_shape() {
+        let f = raw6_spi_filter(IpsecProto::Ah, 1, 4);
+        assert_eq!(f[1].k, 8, "length check covers the AH SPI");
+        assert_eq!(f[2].k, 4, "AH SPI offset");
+        assert_eq!(f[3].k, 4, "modulus");
+        assert_eq!(f[4].k, 1, "shard");
+        assert_eq!(f[5].k, 0, "short packets only on shard 0");
+        assert_eq!(raw6_spi_filter(IpsecProto::Esp, 0, 4)[5].k, u32::MAX);
+    }
+}
