@@ -2,7 +2,7 @@
 //! start the registry and the control socket, and run until SIGTERM/SIGINT.
 
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -17,8 +17,8 @@ use crate::ike::router::start_router;
 use crate::ike::socket::IkeSockets;
 use crate::ike::spis::HostSpis;
 use crate::io::{
-    self, IpsecProto, PmtuDisc, RawReceiver, RawSender, Share, TunConfig, TunDevice,
-    UdpBatchSocket, UdpOptions,
+    self, IpsecProto, PmtuDisc, RawIpv6Sender, RawReceiver, RawReceiver6, RawSender, Share,
+    TunConfig, TunDevice, UdpBatchSocket, UdpOptions, WanRawReceiver,
 };
 use crate::registry::{Registry, ReloadSignal, Shutdown};
 use crate::routes::Routes;
@@ -114,16 +114,19 @@ fn watch_signals(registry: Addr<Registry>) {
     });
 }
 
-/// The WAN side is IPv4 for now: an IPv6 interface address (IPv6 *outer* packets) is refused
-/// with this message; IPv6 inside tunnels over IPv4 is carried.
-fn v4(addr: IpAddr, what: &str) -> Result<Ipv4Addr, String> {
-    match addr {
-        IpAddr::V4(a) => Ok(a),
-        IpAddr::V6(_) => Err(format!(
-            "{what}: an IPv6 interface address (IPv6 outer packets) is not supported by the \
-             data plane yet; IPv6 protected networks over an IPv4 interface are"
-        )),
-    }
+/// The raw receiver of `proto` for one shard on an interface: IPv4 sees every packet of the
+/// protocol with its header (the shard keeps those to `local`); IPv6 is bound to `local` and
+/// sees the packet from the ESP/AH header on ([`io::raw6`]).
+fn raw_receiver(
+    proto: IpsecProto,
+    local: IpAddr,
+    share: Option<Share>,
+    device: Option<&str>,
+) -> std::io::Result<WanRawReceiver> {
+    Ok(match local {
+        IpAddr::V4(_) => WanRawReceiver::V4(RawReceiver::new(proto, share, device)?),
+        IpAddr::V6(a) => WanRawReceiver::V6(RawReceiver6::new(proto, a, share, device)?),
+    })
 }
 
 /// The first policy whose protected networks carry IPv6 (manual or IKE), if any.
@@ -231,7 +234,8 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
     let mut ike_sockets: HashMap<IpAddr, IkeSockets> = HashMap::new();
     let mut per_shard: Vec<Vec<WanSockets>> = (0..n).map(|_| Vec::new()).collect();
     for iface in profiles.interfaces.values() {
-        let local = v4(iface.address, &format!("interface.{}", iface.name))?;
+        // IPv4 or IPv6: the interface's sockets are of its address's family (issue 11).
+        let local = iface.address;
         let uses = |f: &dyn Fn(&ikehub::config::ManualPolicy) -> bool| {
             manual.clone().any(|p| p.interface == iface.name && f(p))
         };
@@ -311,17 +315,22 @@ fn boot(profiles: Arc<Profiles>, path: &Path) -> Result<(Running, Addr<Registry>
                 path_mtu,
                 udp: udp[k].take(),
                 raw_esp: if needs_raw {
-                    Some(RawReceiver::new(IpsecProto::Esp, share, device).map_err(raw_err)?)
+                    Some(raw_receiver(IpsecProto::Esp, local, share, device).map_err(raw_err)?)
                 } else {
                     None
                 },
                 raw_ah: if needs_raw && needs_ah {
-                    Some(RawReceiver::new(IpsecProto::Ah, share, device).map_err(raw_err)?)
+                    Some(raw_receiver(IpsecProto::Ah, local, share, device).map_err(raw_err)?)
                 } else {
                     None
                 },
-                raw_tx: if needs_raw {
+                raw_tx: if needs_raw && local.is_ipv4() {
                     Some(RawSender::new(device).map_err(raw_err)?)
+                } else {
+                    None
+                },
+                raw_tx6: if needs_raw && local.is_ipv6() {
+                    Some(RawIpv6Sender::new(device).map_err(raw_err)?)
                 } else {
                     None
                 },

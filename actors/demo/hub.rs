@@ -214,13 +214,14 @@ pub fn start(
             cleartext: Some(Cleartext::Memory(hub_end)),
             icmpv6_source: None,
             wans: vec![WanSockets {
-                local: HUB_WAN,
+                local: HUB_WAN.into(),
                 nat_t_port,
                 path_mtu: 1500,
                 udp: Some(udp),
                 raw_esp: None,
                 raw_ah: None,
                 raw_tx: None,
+                raw_tx6: None,
             }],
         });
     }

@@ -9,7 +9,7 @@
 use std::io;
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-use ikehub::wire::Ipv4Packet;
+use ikehub::wire::{Ipv4Packet, Ipv6Packet};
 
 #[cfg(test)]
 /// Packets per batch the shard uses unless told otherwise.
@@ -541,6 +541,12 @@ impl PacketBatch {
                         .ok()
                         .map(|p| SocketAddr::V4(SocketAddrV4::new(p.dst_addr(), 0)))
                 }
+                Dest::Ipv6HeaderDst => {
+                    let base = i * self.slot_size + s.start;
+                    Ipv6Packet::new_checked(&self.buf[base..base + s.len])
+                        .ok()
+                        .map(|p| SocketAddr::V6(SocketAddrV6::new(p.dst_addr(), 0, 0, 0)))
+                }
             };
             let namelen = match addr {
                 Some(a) => std_to_sockaddr(a, &mut self.scratch.names[m]),
@@ -647,6 +653,9 @@ pub(super) enum Dest {
     SlotAddr,
     /// Bytes 16..20 of the packet (a complete IPv4 packet for an `IPPROTO_RAW` socket).
     Ipv4HeaderDst,
+    /// Bytes 24..40 of the packet (a complete IPv6 packet for an `AF_INET6` `IPPROTO_RAW`
+    /// socket, which routes by the socket address, not by the header).
+    Ipv6HeaderDst,
 }
 
 /// A sink that takes packets `from..len()` of a batch and reports how many it took.

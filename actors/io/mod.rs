@@ -26,8 +26,6 @@ pub mod link;
 pub mod memory;
 pub mod netlink;
 pub mod raw;
-// The IPv6 outer side (issue 11): tested here, not wired into the shards yet.
-#[allow(dead_code)]
 pub mod raw6;
 pub mod route;
 pub mod tun;
@@ -41,6 +39,7 @@ pub use bpf::{IpsecProto, spi_shard};
 pub use link::mtu_of_address;
 pub use memory::MemoryPort;
 pub use raw::{RawReceiver, RawSender, Share};
+pub use raw6::{RawIpv6Sender, RawReceiver6};
 pub use route::{Route, RouteError, RouteGuard};
 pub use tun::{OffloadStats, TunConfig, TunDevice, TunQueue};
 pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};
@@ -48,11 +47,41 @@ pub use udp::{PmtuDisc, UdpBatchSocket, UdpOptions};
 use std::os::fd::AsRawFd;
 use tokio::io::unix::AsyncFd;
 
+/// The raw ESP or AH receiver of one shard on one interface, of the interface address's
+/// family.
+#[derive(Debug)]
+pub enum WanRawReceiver {
+    V4(RawReceiver),
+    V6(RawReceiver6),
+}
+
+impl WanRawReceiver {
+    /// Reads a batch of whole IP packets: IPv4 as the kernel hands them over, IPv6 with the
+    /// header written back in front ([`RawReceiver6::recv_whole`]).
+    pub fn recv_whole(&self, batch: &mut PacketBatch) -> std::io::Result<usize> {
+        match self {
+            WanRawReceiver::V4(r) => r.recv_batch(batch),
+            WanRawReceiver::V6(r) => r.recv_whole(batch),
+        }
+    }
+}
+
+impl AsRawFd for WanRawReceiver {
+    fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        match self {
+            WanRawReceiver::V4(r) => r.as_raw_fd(),
+            WanRawReceiver::V6(r) => r.as_raw_fd(),
+        }
+    }
+}
+
 mod sealed {
     pub trait Sealed {}
     impl Sealed for super::UdpBatchSocket {}
     impl Sealed for super::RawReceiver {}
     impl Sealed for super::RawSender {}
+    impl Sealed for super::WanRawReceiver {}
+    impl Sealed for super::RawIpv6Sender {}
     impl Sealed for super::TunQueue {}
     impl Sealed for super::MemoryPort {}
 }
@@ -63,6 +92,8 @@ pub trait OwnedIoFd: AsRawFd + sealed::Sealed {}
 impl OwnedIoFd for UdpBatchSocket {}
 impl OwnedIoFd for RawReceiver {}
 impl OwnedIoFd for RawSender {}
+impl OwnedIoFd for WanRawReceiver {}
+impl OwnedIoFd for RawIpv6Sender {}
 impl OwnedIoFd for MemoryPort {}
 impl OwnedIoFd for TunQueue {}
 

@@ -1,6 +1,5 @@
 //! Raw IPv6 sockets for ESP (next header 50) and AH (51): the IPv6 *outer* side (issue 11,
-//! point 1), ready for the shards but not wired into them yet (the daemon refuses an IPv6
-//! interface address at start).
+//! point 1) of an interface with an IPv6 address.
 //!
 //! IPv6 raw sockets differ from IPv4 ones (RFC 3542 §3): the kernel never hands over the IPv6
 //! header, only what follows it (and its extension headers), with the source in the socket
@@ -13,15 +12,31 @@
 //! from the ESP or AH header on, so the SPI is at a fixed offset (unlike IPv4's header
 //! length).
 //!
-//! Send: an `AF_INET6`/`SOCK_RAW` socket of the protocol, bound to the interface address
-//! (the source of every packet), sending the ESP or AH packet to the slot's address
-//! ([`PacketBatch::set_addr`], port 0).
+//! The shards read with [`RawReceiver6::recv_whole`], which writes the IPv6 header back in
+//! front of each packet (source from the socket address, destination the bound address,
+//! payload length and next header from what arrived): the decapsulation then takes the one
+//! form it takes for IPv4 ("a whole packet"), and AH, whose ICV covers the IPv6 header
+//! (RFC 4302 §3.3.3.1.2), gets that header back with its immutable fields as sent. (The
+//! kernel removes any extension header the peer put before ESP/AH; an AH ICV over such
+//! headers then fails and is counted. Peers send none in practice.)
+//!
+//! Send: the shards use [`RawIpv6Sender`], one `AF_INET6`/`IPPROTO_RAW` socket (which
+//! implies `IPV6_HDRINCL`) taking the complete IPv6 packets the SA built, as the IPv4 side
+//! takes complete IPv4 packets: one socket carries both ESP and AH (a per-protocol socket
+//! would need the packet's protocol to pick it), the source is the SA's own local address,
+//! and the bytes sent are exactly the bytes an AH ICV was computed over. Like the IPv4
+//! `IPPROTO_RAW` socket it never fragments: a packet larger than the device MTU fails with
+//! EMSGSIZE (counted as a send error). [`RawSender6`] (the kernel writes the header) stays
+//! for tests that send a bare ESP/AH packet.
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+
+use ikehub::wire::Ipv6Repr;
+use ikehub::wire::ipv6::HEADER_LEN;
 
 use super::batch::{BatchSend, Dest, PacketBatch};
 use super::bpf::{self, IpsecProto};
@@ -103,6 +118,8 @@ fn raw6_socket(proto: IpsecProto, local: Ipv6Addr, device: Option<&str>) -> io::
 #[derive(Debug)]
 pub struct RawReceiver6 {
     sock: Socket,
+    proto: IpsecProto,
+    local: Ipv6Addr,
 }
 
 impl RawReceiver6 {
@@ -117,6 +134,8 @@ impl RawReceiver6 {
     ) -> io::Result<Self> {
         let this = Self {
             sock: raw6_socket(proto, local, device)?,
+            proto,
+            local,
         };
         if let Some(s) = share.filter(|s| s.shards > 1) {
             if s.shard >= s.shards {
@@ -143,16 +162,89 @@ impl RawReceiver6 {
             }
         }
     }
+
+    /// [`recv_batch`](Self::recv_batch), then writes each new packet's IPv6 header back in
+    /// front of it, in the slot's headroom (which must hold 40 bytes): source from the
+    /// socket address, destination the bound address, next header this socket's protocol,
+    /// hop limit 0 (unknown; AH counts it mutable). A packet without a source address, or
+    /// without room, is left empty (length 0: the caller's demux counts it).
+    pub fn recv_whole(&self, batch: &mut PacketBatch) -> io::Result<usize> {
+        let first = batch.len();
+        let n = self.recv_batch(batch)?;
+        for i in first..first + n {
+            let src = match batch.addr(i) {
+                Some(SocketAddr::V6(a)) => Some(*a.ip()),
+                _ => None,
+            };
+            let (buf, start, len) = batch.slot_buf_mut(i);
+            let hdr = Ipv6Repr {
+                hop_limit: 0,
+                ..Ipv6Repr::new(
+                    src.unwrap_or(Ipv6Addr::UNSPECIFIED),
+                    self.local,
+                    ikehub::wire::IpProtocol::from(self.proto.number()),
+                    len,
+                )
+            };
+            match start.checked_sub(HEADER_LEN) {
+                Some(at) if src.is_some() && hdr.emit(&mut buf[at..start]).is_ok() => {
+                    batch.set_bounds(i, at, len + HEADER_LEN)
+                }
+                _ => batch.set_bounds(i, start, 0),
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A non-blocking `AF_INET6`/`IPPROTO_RAW` socket sending complete IPv6 packets (ESP or AH,
+/// header written by the caller) to the destination in their header.
+#[derive(Debug)]
+pub struct RawIpv6Sender {
+    sock: Socket,
+}
+
+impl RawIpv6Sender {
+    /// Opens the sender (needs CAP_NET_RAW); with `device`, packets leave through it.
+    pub fn new(device: Option<&str>) -> io::Result<Self> {
+        let sock = Socket::new(
+            Domain::IPV6,
+            Type::RAW.nonblocking().cloexec(),
+            Some(Protocol::from(libc::IPPROTO_RAW)),
+        )
+        .map_err(|e| io::Error::new(e.kind(), format!("IPv6 IPPROTO_RAW socket: {e}")))?;
+        if let Some(dev) = device {
+            sock.bind_device(Some(dev.as_bytes()))
+                .map_err(|e| io::Error::new(e.kind(), format!("SO_BINDTODEVICE {dev}: {e}")))?;
+        }
+        Ok(Self { sock })
+    }
+
+    /// `sendmmsg` of packets `from..len()` of `batch`, each a complete IPv6 packet sent to
+    /// the destination in its header.
+    pub fn send_batch(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
+        batch
+            .sendmmsg(self.as_raw_fd(), from, Dest::Ipv6HeaderDst, false)
+            .0
+    }
+}
+
+impl BatchSend for RawIpv6Sender {
+    fn send_from(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
+        self.send_batch(batch, from)
+    }
 }
 
 /// A non-blocking raw IPv6 socket sending ESP or AH packets from one local address; the
 /// kernel writes the IPv6 header (and fragments a packet larger than the path, RFC 8200 §5:
 /// the source may).
+#[cfg_attr(not(test), allow(dead_code))]
 #[derive(Debug)]
 pub struct RawSender6 {
     sock: Socket,
 }
 
+#[cfg_attr(not(test), allow(dead_code))]
 impl RawSender6 {
     /// Opens the sender of `proto` from `local` (needs CAP_NET_RAW); with `device`, packets
     /// leave through it.
@@ -202,6 +294,7 @@ macro_rules! fd_impls {
 }
 fd_impls!(RawReceiver6);
 fd_impls!(RawSender6);
+fd_impls!(RawIpv6Sender);
 
 #[cfg(test)]
 mod tests {
@@ -343,6 +436,60 @@ mod tests {
                     want,
                     "AH shard {k} of 2"
                 );
+            }
+        });
+    }
+
+    /// What the shards use: complete IPv6 packets (ESP and AH) sent through one
+    /// `IPPROTO_RAW` socket come back from `recv_whole` byte for byte, the rebuilt header
+    /// included (hop limit aside: it is not known at the receiver, AH counts it mutable).
+    #[test]
+    fn hdrincl_packets_come_back_whole() {
+        in_netns("hdrincl_packets_come_back_whole", || {
+            let lo = Ipv6Addr::LOCALHOST;
+            let tx = RawIpv6Sender::new(None).unwrap();
+            for proto in [IpsecProto::Esp, IpsecProto::Ah] {
+                let rx = RawReceiver6::new(proto, lo, None, None).unwrap();
+                let mut sent = Vec::new();
+                let mut batch = PacketBatch::with_defaults();
+                for k in 0..5u32 {
+                    let body = packet(proto, 0x4000 + k, 64 + 8 * k as usize);
+                    let mut p = vec![0u8; HEADER_LEN];
+                    Ipv6Repr::new(
+                        lo,
+                        lo,
+                        ikehub::wire::IpProtocol::from(proto.number()),
+                        body.len(),
+                    )
+                    .emit(&mut p)
+                    .unwrap();
+                    p.extend_from_slice(&body);
+                    batch.push(&p, None).unwrap();
+                    sent.push(p);
+                }
+                let mut cursor = 0;
+                send_all(&tx, &mut batch, &mut cursor, |i, e| {
+                    panic!("packet {i}: {e}")
+                })
+                .unwrap();
+                let mut got = Vec::new();
+                let deadline = Instant::now() + Duration::from_secs(5);
+                let mut b = PacketBatch::new(8, 2048, 128);
+                while got.len() < sent.len() && Instant::now() < deadline {
+                    b.clear();
+                    match rx.recv_whole(&mut b) {
+                        Ok(_) => got.extend(b.iter().map(|(p, _)| {
+                            let mut p = p.to_vec();
+                            p[7] = 64; // the hop limit we sent
+                            p
+                        })),
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                            std::thread::sleep(Duration::from_millis(2))
+                        }
+                        Err(e) => panic!("recvmmsg: {e}"),
+                    }
+                }
+                assert_eq!(got, sent, "{proto:?}");
             }
         });
     }

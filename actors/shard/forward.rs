@@ -76,6 +76,19 @@ fn icmpv6_source(configured: Option<Ipv6Addr>, pkt: &[u8]) -> Ipv6Addr {
         .unwrap_or(Ipv6Addr::UNSPECIFIED)
 }
 
+/// Source of an ICMP "fragmentation needed" for IPv4 packet `pkt`: the WAN address over an
+/// IPv4 interface (as always); over an IPv6 interface, which has no IPv4 address, the
+/// destination of the packet that did not fit (a unicast address the sender accepts an error
+/// from, as for [`icmpv6_source`]).
+fn icmp_source(wan: IpAddr, pkt: &[u8]) -> Ipv4Addr {
+    match wan {
+        IpAddr::V4(a) => a,
+        IpAddr::V6(_) => Ipv4Packet::new_checked(pkt)
+            .ok()
+            .map_or(Ipv4Addr::UNSPECIFIED, |ip| ip.dst_addr()),
+    }
+}
+
 /// Writes the non-empty packets of `batch` to the cleartext device; returns how many it
 /// refused.
 fn send_clear(clear: &Option<ClearFd>, batch: &mut PacketBatch) -> u64 {
@@ -278,8 +291,10 @@ impl EspShard {
             }
             SaEncapsulation::Raw => None,
         };
+        let v6 = inst.sa.peer().is_ipv6();
         let needs_flush = match udp_peer {
             Some(_) => self.tx_udp[w].free_slots() < k,
+            None if v6 => self.tx_raw6.free_slots() < k,
             None => self.tx_raw.free_slots() < k,
         };
         if needs_flush {
@@ -289,7 +304,7 @@ impl EspShard {
         let params = EncapParams {
             path_mtu: self.wans[w].path_mtu,
             ip_id: 0,
-            icmp_source: self.wans[w].local,
+            icmp_source: icmp_source(self.wans[w].local, &[]),
             icmp_source_v6: self.icmpv6_source.unwrap_or(Ipv6Addr::UNSPECIFIED),
         };
         let Some(inst) = self.sas.outbound_mut(sa) else {
@@ -298,6 +313,7 @@ impl EspShard {
         };
         let tx = match udp_peer {
             Some(_) => &mut self.tx_udp[w],
+            None if v6 => &mut self.tx_raw6,
             None => &mut self.tx_raw,
         };
         let first = tx.len();
@@ -356,11 +372,13 @@ impl EspShard {
             self.counters.encap_errors += 1;
             return;
         };
+        let v6 = inst.sa.peer().is_ipv6();
         let (udp_peer, tx) = match inst.sa.encapsulation() {
             SaEncapsulation::Udp { peer_port, .. } => (
                 Some(SocketAddr::new(inst.sa.peer(), peer_port)),
                 &mut self.tx_udp[w],
             ),
+            SaEncapsulation::Raw if v6 => (None, &mut self.tx_raw6),
             SaEncapsulation::Raw => (None, &mut self.tx_raw),
         };
         if tx.is_full() {
@@ -372,7 +390,7 @@ impl EspShard {
         let params = EncapParams {
             path_mtu: self.wans[w].path_mtu,
             ip_id: self.ip_id,
-            icmp_source: self.wans[w].local,
+            icmp_source: icmp_source(self.wans[w].local, pkt),
             icmp_source_v6: icmpv6_source(self.icmpv6_source, pkt),
         };
         let Some(slot) = tx.push_empty() else {
@@ -383,6 +401,7 @@ impl EspShard {
         let out = &mut buf[start..];
         match inst.sa.encap(now, pkt, &params, &mut self.rng, out) {
             Ok(EncapOutcome::Send(o)) => {
+                // Raw: the whole packet, IPv4 or IPv6, for an `IPPROTO_RAW` socket.
                 let r = if udp_peer.is_some() {
                     o.socket_payload()
                 } else {
@@ -397,6 +416,13 @@ impl EspShard {
                     let r = o.socket_payload();
                     tx.set_bounds(slot, start + r.start, r.len());
                     tx.set_addr(slot, udp_peer);
+                } else if v6 {
+                    // An IPv6 packet of at most 1280 bytes on a path that cannot carry it
+                    // encapsulated: RFC 8200 §5 lets the tunnel source fragment the outer
+                    // packet (§4.5), which the shard does not do yet; the raw IPv6 socket
+                    // would refuse it (EMSGSIZE), so it is dropped and counted here.
+                    self.counters.encap_errors += 1;
+                    tx.pop();
                 } else {
                     self.fragment_last(slot, start, o.len, params.path_mtu);
                 }
@@ -475,6 +501,17 @@ impl EspShard {
                 dropped += self.tx_raw.len() as u64;
             }
             self.tx_raw.clear();
+        }
+        if !self.tx_raw6.is_empty() {
+            if let Some(tx) = self.wans.iter().find_map(|w| w.raw_tx6.as_ref()) {
+                let mut cursor = 0;
+                if io::send_all(tx, &mut self.tx_raw6, &mut cursor, |_, _| dropped += 1).is_err() {
+                    dropped += (self.tx_raw6.len() - cursor) as u64;
+                }
+            } else {
+                dropped += self.tx_raw6.len() as u64;
+            }
+            self.tx_raw6.clear();
         }
         for (w, tx) in self.tx_udp.iter_mut().enumerate() {
             if tx.is_empty() {
@@ -558,7 +595,7 @@ impl EspShard {
         recipient.do_send(crate::messages::Acquire { policy, src, dst });
     }
 
-    pub(super) fn nat_t_port(&self, local: Ipv4Addr) -> u16 {
+    pub(super) fn nat_t_port(&self, local: IpAddr) -> u16 {
         self.wans
             .iter()
             .find(|w| w.local == local)
@@ -865,13 +902,14 @@ mod tests {
         shard.clear = Some(ClearFd::Memory(Rc::new(io::register(port).unwrap())));
         shard.icmpv6_source = Some(GATEWAY6);
         shard.wans.push(Wan {
-            local: LOCAL,
+            local: LOCAL.into(),
             nat_t_port: 4500,
             path_mtu: 1400,
             udp: None,
             raw_esp: None,
             raw_ah: None,
             raw_tx: None,
+            raw_tx6: None,
         });
         shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
         let pn = |l: &str, r: &str| ProtectedNetwork {

@@ -5,9 +5,9 @@
 //! owner runs the record through the same [`inbound`](super::EspShard::inbound) path as a packet
 //! it read itself, so nothing is parsed twice and no hand-encoded header has to be decoded.
 
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 
-use ikehub::wire::ipv4;
+use ikehub::wire::ipv6;
 
 use super::SaHandle;
 
@@ -28,9 +28,9 @@ pub enum Encap {
 pub struct Inbound {
     pub encap: Encap,
     /// Our address the packet was sent to (the WAN it arrived on).
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     /// The outer source; the port is the UDP source port (0 for raw IP).
-    pub from: SocketAddrV4,
+    pub from: SocketAddr,
     /// The outermost SPI (AH's in an AH+ESP bundle). Only a key into this host's own SPI
     /// table, which holds SPIs we allocated: an unknown one is dropped.
     pub spi: u32,
@@ -54,9 +54,9 @@ struct Record {
 }
 
 /// Free bytes kept in front of each handed-over UDP payload: transport-mode decapsulation
-/// rebuilds the IPv4 header in front of the payload (`Received::Udp`), which a datagram read
-/// from the socket has in its slot's headroom.
-const UDP_HEADROOM: usize = ipv4::HEADER_LEN;
+/// rebuilds the IP header in front of the payload (`Received::Udp`: 20 bytes for IPv4, 40 for
+/// IPv6), which a datagram read from the socket has in its slot's headroom.
+const UDP_HEADROOM: usize = ipv6::HEADER_LEN;
 
 /// A batch of handed-over packets: one record per packet and one byte arena, so filling it
 /// copies each packet once and allocates nothing per packet. A batch sent away
@@ -152,13 +152,15 @@ impl HandoffBatch {
 
 #[cfg(test)]
 mod tests {
+    use std::net::Ipv4Addr;
+
     use super::*;
 
     fn wan(encap: Encap, spi: u32) -> HandoffMeta {
         HandoffMeta::Wan(Inbound {
             encap,
-            local: Ipv4Addr::new(192, 0, 2, 1),
-            from: SocketAddrV4::new(Ipv4Addr::new(198, 51, 100, 7), 4501),
+            local: Ipv4Addr::new(192, 0, 2, 1).into(),
+            from: SocketAddr::from((Ipv4Addr::new(198, 51, 100, 7), 4501)),
             spi,
         })
     }

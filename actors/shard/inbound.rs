@@ -5,12 +5,12 @@
 //! WAN socket takes [`EspShard::inbound_batch`], the same route with each SA's packets
 //! decapsulated together.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, SocketAddr};
 use std::time::Instant;
 
 use ikehub::esp::{DecapJob, Received};
 use ikehub::wire::udp_encap::{UdpEncapPayload, classify};
-use ikehub::wire::{AhPacket, EspPacket, IpProtocol, Ipv4Packet};
+use ikehub::wire::{AhPacket, EspPacket, IpProtocol, Ipv4Packet, Ipv6Packet};
 
 use super::{
     Encap, EspShard, Handoff, HandoffBatch, HandoffMeta, InFlight, Inbound,
@@ -28,8 +28,9 @@ impl EspShard {
             now,
             |rx| sock.get_ref().recv_batch(rx).is_ok(),
             |shard, rx, i| match rx.addr(i) {
-                Some(SocketAddr::V4(from)) => shard.demux_udp(local, from, rx.packet(i)),
-                _ => None,
+                // The socket is of the interface address's family: the source is too.
+                Some(from) => shard.demux_udp(local, from, rx.packet(i)),
+                None => None,
             },
         );
     }
@@ -44,7 +45,7 @@ impl EspShard {
         let local = self.wans[w].local;
         self.drain_wan(
             now,
-            |rx| sock.get_ref().recv_batch(rx).is_ok(),
+            |rx| sock.get_ref().recv_whole(rx).is_ok(),
             |shard, rx, i| shard.demux_ip(local, rx.packet(i)),
         );
     }
@@ -82,8 +83,8 @@ impl EspShard {
     /// runts are counted, ESP yields its record.
     pub(super) fn demux_udp(
         &mut self,
-        local: Ipv4Addr,
-        from: SocketAddrV4,
+        local: IpAddr,
+        from: SocketAddr,
         payload: &[u8],
     ) -> Option<Inbound> {
         match classify(payload) {
@@ -113,8 +114,8 @@ impl EspShard {
                     // The router's mailbox is bounded: a flood of IKE on the NAT-T port is
                     // dropped and counted here rather than queued.
                     let sent = ike.try_send(crate::messages::IkeDatagram {
-                        local: SocketAddr::V4(SocketAddrV4::new(local, self.nat_t_port(local))),
-                        from: SocketAddr::V4(from),
+                        local: SocketAddr::new(local, self.nat_t_port(local)),
+                        from,
                         nat_t: true,
                         // With its non-ESP marker: the session checks and strips it.
                         bytes: payload.to_vec(),
@@ -131,21 +132,43 @@ impl EspShard {
         }
     }
 
-    /// A whole IPv4 packet from a raw ESP or AH socket: its record, or `None` when it is not
-    /// for this WAN (the raw socket sees every ESP/AH packet of the host) or too short to
-    /// carry an SPI.
-    pub(super) fn demux_ip(&mut self, local: Ipv4Addr, packet: &[u8]) -> Option<Inbound> {
-        let Ok(ip) = Ipv4Packet::new_checked(packet) else {
+    /// A whole IPv4 packet from a raw ESP or AH socket, or an IPv6 one as
+    /// [`RawReceiver6::recv_whole`](crate::io::RawReceiver6::recv_whole) rebuilt it: its
+    /// record, or `None` when it is not for this WAN (the raw IPv4 socket sees every ESP/AH
+    /// packet of the host) or too short to carry an SPI.
+    pub(super) fn demux_ip(&mut self, local: IpAddr, packet: &[u8]) -> Option<Inbound> {
+        let parsed = match packet.first().map(|b| b >> 4) {
+            Some(6) => Ipv6Packet::new_checked(packet).ok().map(|ip| {
+                (
+                    IpAddr::from(ip.src_addr()),
+                    IpAddr::from(ip.dst_addr()),
+                    ip.next_header(),
+                    &packet[ikehub::wire::ipv6::HEADER_LEN..ip.packet().len()],
+                )
+            }),
+            _ => Ipv4Packet::new_checked(packet).ok().map(|ip| {
+                let (src, dst, proto) = (ip.src_addr(), ip.dst_addr(), ip.protocol());
+                let hl = ip.header_len();
+                let end = usize::from(ip.total_len()).min(packet.len());
+                (
+                    IpAddr::from(src),
+                    IpAddr::from(dst),
+                    proto,
+                    packet.get(hl..end).unwrap_or_default(),
+                )
+            }),
+        };
+        let Some((src, dst, proto, payload)) = parsed else {
             self.counters.unknown_spi += 1;
             return None;
         };
-        if ip.dst_addr() != local {
+        if dst != local {
             return None;
         }
         // The outermost header carries the SPI the SA is found by (AH's in an AH+ESP bundle).
-        let spi = match ip.protocol() {
-            IpProtocol::ESP => EspPacket::new_checked(ip.payload()).map(|p| (Encap::Esp, p.spi())),
-            IpProtocol::AH => AhPacket::new_checked(ip.payload()).map(|p| (Encap::Ah, p.spi())),
+        let spi = match proto {
+            IpProtocol::ESP => EspPacket::new_checked(payload).map(|p| (Encap::Esp, p.spi())),
+            IpProtocol::AH => AhPacket::new_checked(payload).map(|p| (Encap::Ah, p.spi())),
             _ => Err(ikehub::wire::Error::Malformed),
         };
         let Ok((encap, spi)) = spi else {
@@ -155,7 +178,7 @@ impl EspShard {
         Some(Inbound {
             encap,
             local,
-            from: SocketAddrV4::new(ip.src_addr(), 0),
+            from: SocketAddr::new(src, 0),
             spi,
         })
     }
@@ -179,8 +202,8 @@ impl EspShard {
             Encap::Udp => (
                 buf,
                 Received::Udp {
-                    src: (*at.from.ip()).into(),
-                    dst: at.local.into(),
+                    src: at.from.ip(),
+                    dst: at.local,
                     offset: start,
                 },
             ),
@@ -251,8 +274,8 @@ impl EspShard {
                     Encap::Udp => DecapJob::new(
                         &mut slot[..start + len],
                         Received::Udp {
-                            src: (*at.from.ip()).into(),
-                            dst: at.local.into(),
+                            src: at.from.ip(),
+                            dst: at.local,
                             offset: start,
                         },
                     ),
@@ -386,7 +409,7 @@ impl EspShard {
 
 #[cfg(test)]
 mod tests {
-    use std::net::IpAddr;
+    use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
     use std::rc::Rc;
     use std::sync::atomic::Ordering;
 
@@ -525,8 +548,8 @@ mod tests {
 
     fn demux(shard: &mut EspShard, kind: Kind, packet: &[u8]) -> Option<Inbound> {
         match kind {
-            Kind::Udp => shard.demux_udp(HUB, SocketAddrV4::new(SPOKE, 4500), packet),
-            _ => shard.demux_ip(HUB, packet),
+            Kind::Udp => shard.demux_udp(HUB.into(), SocketAddrV4::new(SPOKE, 4500).into(), packet),
+            _ => shard.demux_ip(HUB.into(), packet),
         }
     }
 
@@ -786,7 +809,7 @@ mod tests {
             let send_one = |reader: &mut EspShard| {
                 let mut slot = [0u8; HEADROOM + 1000];
                 slot[HEADROOM..].copy_from_slice(&ip);
-                let at = reader.demux_ip(HUB, &slot[HEADROOM..]).expect("ESP");
+                let at = reader.demux_ip(HUB.into(), &slot[HEADROOM..]).expect("ESP");
                 reader.inbound(Instant::now(), at, &mut slot, HEADROOM);
                 reader.flush_handoffs();
             };
@@ -850,7 +873,7 @@ mod tests {
             let push_one = |reader: &mut EspShard| {
                 let mut slot = [0u8; HEADROOM + LEN];
                 slot[HEADROOM..].copy_from_slice(&ip);
-                let at = reader.demux_ip(HUB, &slot[HEADROOM..]).expect("ESP");
+                let at = reader.demux_ip(HUB.into(), &slot[HEADROOM..]).expect("ESP");
                 reader.inbound(Instant::now(), at, &mut slot, HEADROOM);
             };
             let send_one = |reader: &mut EspShard| {
@@ -866,7 +889,7 @@ mod tests {
             reader.peers = vec![owner.clone(), owner.clone()];
 
             let per = HandoffBatch::footprint_of(
-                HandoffMeta::Wan(reader.demux_ip(HUB, &ip).expect("ESP")),
+                HandoffMeta::Wan(reader.demux_ip(HUB.into(), &ip).expect("ESP")),
                 LEN,
             );
             let fits = MAX_HANDOFF_BYTES_IN_FLIGHT / per;
@@ -934,16 +957,17 @@ mod tests {
             .unwrap();
         let _reactor = rt.enter();
         let (mut s, _lan) = shard(0, 2);
-        let from = SocketAddrV4::new(SPOKE, 4500);
-        assert_eq!(s.demux_udp(HUB, from, &[0xff]), None);
+        let from = SocketAddr::from(SocketAddrV4::new(SPOKE, 4500));
+        let hub = IpAddr::from(HUB);
+        assert_eq!(s.demux_udp(hub, from, &[0xff]), None);
         assert_eq!(s.counters.keepalives, 1);
-        assert_eq!(s.demux_udp(HUB, from, &[1, 2, 3]), None);
+        assert_eq!(s.demux_udp(hub, from, &[1, 2, 3]), None);
         assert_eq!(s.counters.unknown_spi, 1);
         // IKE (non-ESP marker) before the router is connected: dropped and counted.
-        assert_eq!(s.demux_udp(HUB, from, &[0; 36]), None);
+        assert_eq!(s.demux_udp(hub, from, &[0; 36]), None);
         assert_eq!((s.counters.ike_datagrams, s.counters.ike_dropped), (1, 1));
         let esp = [0, 0, 0x10, 0x01, 0, 0, 0, 1];
-        let at = s.demux_udp(HUB, from, &esp).unwrap();
+        let at = s.demux_udp(hub, from, &esp).unwrap();
         assert_eq!((at.encap, at.spi, at.from), (Encap::Udp, 0x1001, from));
 
         let mut ip = [0u8; 28];
@@ -951,19 +975,19 @@ mod tests {
             .emit(&mut ip)
             .unwrap();
         ip[20..24].copy_from_slice(&0x2003u32.to_be_bytes());
-        let at = s.demux_ip(HUB, &ip).unwrap();
+        let at = s.demux_ip(HUB.into(), &ip).unwrap();
         assert_eq!(
             (at.encap, at.spi, at.from),
-            (Encap::Esp, 0x2003, SocketAddrV4::new(SPOKE, 0))
+            (Encap::Esp, 0x2003, SocketAddrV4::new(SPOKE, 0).into())
         );
         assert_eq!(
-            s.demux_ip(Ipv4Addr::new(192, 0, 2, 99), &ip),
+            s.demux_ip(Ipv4Addr::new(192, 0, 2, 99).into(), &ip),
             None,
             "not our address"
         );
         let before = s.counters.unknown_spi;
         assert_eq!(
-            s.demux_ip(HUB, &ip[..27]),
+            s.demux_ip(HUB.into(), &ip[..27]),
             None,
             "shorter than its total length"
         );
@@ -971,13 +995,68 @@ mod tests {
         Ipv4Repr::new(SPOKE, HUB, IpProtocol::AH, 4)
             .emit(&mut short)
             .unwrap();
-        assert_eq!(s.demux_ip(HUB, &short), None, "AH without room for its SPI");
+        assert_eq!(
+            s.demux_ip(HUB.into(), &short),
+            None,
+            "AH without room for its SPI"
+        );
         let mut udp = ip;
         Ipv4Repr::new(SPOKE, HUB, IpProtocol::UDP, 8)
             .emit(&mut udp)
             .unwrap();
-        assert_eq!(s.demux_ip(HUB, &udp), None, "not ESP or AH");
+        assert_eq!(s.demux_ip(HUB.into(), &udp), None, "not ESP or AH");
         assert_eq!(s.counters.unknown_spi, before + 3);
         assert_eq!(s.counters.handed_over, 0);
+    }
+
+    /// The IPv6 outer side (issue 11): a raw IPv6 packet as `RawReceiver6::recv_whole`
+    /// rebuilt it yields its record (ESP and AH, the IPv6 source, our address), one for
+    /// another address of the host nothing, a header without room for an SPI a count.
+    #[test]
+    fn demux_reads_ipv6_outer_packets() {
+        use std::net::Ipv6Addr;
+
+        use ikehub::wire::Ipv6Repr;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .unwrap();
+        let _reactor = rt.enter();
+        let (mut s, _lan) = shard(0, 2);
+        let hub6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
+        let spoke6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
+        let packet = |proto, spi: u32| {
+            let mut p = vec![0u8; 40 + 16];
+            Ipv6Repr::new(spoke6, hub6, proto, 16).emit(&mut p).unwrap();
+            let at = if proto == IpProtocol::AH {
+                // Payload length in 32-bit words minus 2 (RFC 4302 §2.2): 16 bytes.
+                p[41] = 2;
+                44
+            } else {
+                40
+            };
+            p[at..at + 4].copy_from_slice(&spi.to_be_bytes());
+            p
+        };
+        let from = SocketAddr::new(spoke6.into(), 0);
+        let esp = packet(IpProtocol::ESP, 0x3001);
+        let at = s.demux_ip(hub6.into(), &esp).unwrap();
+        assert_eq!(
+            (at.encap, at.spi, at.from, at.local),
+            (Encap::Esp, 0x3001, from, IpAddr::from(hub6))
+        );
+        let ah = packet(IpProtocol::AH, 0x3002);
+        let at = s.demux_ip(hub6.into(), &ah).unwrap();
+        assert_eq!((at.encap, at.spi, at.from), (Encap::Ah, 0x3002, from));
+        let other = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 9);
+        assert_eq!(s.demux_ip(other.into(), &esp), None, "not our address");
+        let before = s.counters.unknown_spi;
+        let mut short = [0u8; 42];
+        Ipv6Repr::new(spoke6, hub6, IpProtocol::ESP, 2)
+            .emit(&mut short)
+            .unwrap();
+        assert_eq!(s.demux_ip(hub6.into(), &short), None, "ESP without an SPI");
+        assert_eq!(s.demux_ip(hub6.into(), &[]), None, "an empty slot");
+        assert_eq!(s.counters.unknown_spi, before + 2);
     }
 }

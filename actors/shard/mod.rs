@@ -12,7 +12,7 @@ mod ready;
 mod sas;
 
 use std::collections::HashMap;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv6Addr};
 use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::AtomicUsize;
@@ -24,7 +24,10 @@ use rand::rngs::StdRng;
 use tokio::io::unix::AsyncFd;
 
 use crate::control::protocol::SaStatus;
-use crate::io::{self, MemoryPort, PacketBatch, RawReceiver, RawSender, TunQueue, UdpBatchSocket};
+use crate::io::{
+    self, MemoryPort, PacketBatch, RawIpv6Sender, RawSender, TunQueue, UdpBatchSocket,
+    WanRawReceiver,
+};
 use crate::messages::{Acquire, ConnectIke, IkeDatagram};
 pub use handoff::{Encap, HandoffBatch, HandoffMeta, Inbound};
 pub use messages::*;
@@ -67,16 +70,21 @@ pub enum Cleartext {
 }
 
 /// The WAN sockets of one interface that belong to one shard (not yet registered with tokio:
-/// that happens on the shard's own thread).
+/// that happens on the shard's own thread). All of the interface address's family: an IPv4
+/// interface carries the SAs whose outer addresses are IPv4, an IPv6 one those with IPv6
+/// outer addresses (a hub with both has an interface of each).
 pub struct WanSockets {
-    pub local: Ipv4Addr,
+    pub local: IpAddr,
     pub nat_t_port: u16,
     /// Largest outer packet the path takes (the device MTU).
     pub path_mtu: usize,
     pub udp: Option<UdpBatchSocket>,
-    pub raw_esp: Option<RawReceiver>,
-    pub raw_ah: Option<RawReceiver>,
+    pub raw_esp: Option<WanRawReceiver>,
+    pub raw_ah: Option<WanRawReceiver>,
+    /// Complete IPv4 packets (an IPv4 interface).
     pub raw_tx: Option<RawSender>,
+    /// Complete IPv6 packets (an IPv6 interface).
+    pub raw_tx6: Option<RawIpv6Sender>,
 }
 
 pub struct ShardIo {
@@ -90,13 +98,14 @@ pub struct ShardIo {
 }
 
 pub(crate) struct Wan {
-    local: Ipv4Addr,
+    local: IpAddr,
     nat_t_port: u16,
     path_mtu: usize,
     udp: Option<Rc<AsyncFd<UdpBatchSocket>>>,
-    raw_esp: Option<Rc<AsyncFd<RawReceiver>>>,
-    raw_ah: Option<Rc<AsyncFd<RawReceiver>>>,
+    raw_esp: Option<Rc<AsyncFd<WanRawReceiver>>>,
+    raw_ah: Option<Rc<AsyncFd<WanRawReceiver>>>,
     raw_tx: Option<RawSender>,
+    raw_tx6: Option<RawIpv6Sender>,
 }
 
 pub(crate) enum ClearFd {
@@ -115,7 +124,11 @@ pub struct EspShard {
     sas: SaTables,
     spd: ShardPolicies,
     rx: Option<PacketBatch>,
+    /// Raw IPv4 packets (ESP, AH) for the WAN, whatever their interface: the `IPPROTO_RAW`
+    /// sender routes each by its header.
     tx_raw: PacketBatch,
+    /// Raw IPv6 packets for the WAN; allocated when the shard has an IPv6 interface.
+    tx_raw6: PacketBatch,
     tx_udp: Vec<PacketBatch>,
     tx_clear: PacketBatch,
     /// Packets for shard `k` gathered during one batch, sent as one [`Handoff`] message.
@@ -148,6 +161,7 @@ impl EspShard {
             spd: ShardPolicies::default(),
             rx: Some(PacketBatch::new(MAX_RX, SLOT_SIZE, RX_HEADROOM)),
             tx_raw: PacketBatch::new(MAX_TX, SLOT_SIZE, 0),
+            tx_raw6: PacketBatch::new(1, SLOT_SIZE, 0),
             tx_udp: Vec::new(),
             tx_clear: PacketBatch::new(MAX_RX, SLOT_SIZE, 0),
             handoff: (0..count).map(|_| HandoffBatch::default()).collect(),
@@ -262,7 +276,11 @@ impl EspShard {
                 raw_esp: None,
                 raw_ah: None,
                 raw_tx: sockets.raw_tx,
+                raw_tx6: sockets.raw_tx6,
             };
+            if wan.raw_tx6.is_some() && self.tx_raw6.free_slots() < MAX_TX {
+                self.tx_raw6 = PacketBatch::new(MAX_TX, SLOT_SIZE, 0);
+            }
             if let Some(s) = sockets.udp {
                 let fd = Rc::new(io::register(s)?);
                 ctx.add_stream(Readable::new(fd.clone(), Source::Udp(w)));
@@ -576,7 +594,7 @@ pub fn remove_pair(shards: &[Addr<EspShard>], pair: &SaPair, policy: &Arc<str>) 
 
 #[cfg(test)]
 mod tests {
-    use std::net::{SocketAddr, UdpSocket};
+    use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 
     use super::*;
     use crate::io::UdpOptions;
@@ -602,13 +620,14 @@ mod tests {
                     cleartext: None,
                     icmpv6_source: None,
                     wans: vec![WanSockets {
-                        local: Ipv4Addr::LOCALHOST,
+                        local: Ipv4Addr::LOCALHOST.into(),
                         nat_t_port: to.port(),
                         path_mtu: 1500,
                         udp: Some(udp),
                         raw_esp: None,
                         raw_ah: None,
                         raw_tx: None,
+                        raw_tx6: None,
                     }],
                 },
             )
