@@ -28,8 +28,9 @@ use common::ike::{
 };
 use common::iperf::{IperfServer, iperf3_client, iperf3_client_bytes};
 use common::ipv6::{
-    A_HOST6, A_NET6, A_STRAY6, A_WIDE6, B_HOST6, B_NET6, manual_profile6, ping6_exact,
-    source_addresses, swan_logged_child_keys, two_sites6,
+    A_HOST6, A_NET6, A_STRAY6, A_WAN6, A_WIDE6, B_HOST6, B_NET6, B_WAN6, entries_on_wan6,
+    manual_profile6, on_wan6, ping6_exact, source_addresses, swan_logged_child_keys,
+    two_sites_wan6, two_sites6,
 };
 use common::netns::{A_HOST, A_NET, A_WAN, B_HOST, B_NET, B_WAN, WAN_DEV, wait_for_route};
 use common::sa::{SaRow, parse_rows, row};
@@ -770,4 +771,256 @@ fn strongswan_ikev1_carries_ipv6_over_ipv4() {
     swan.terminate_ike(CONN).unwrap_or_else(|e| panic!("{e}"));
     assert!(d.is_running(), "daemon died");
     assert!(!ike::log_shows_panic(&d.log()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// IPv6 outside (issue 11 point 1): both daemons' interfaces have an IPv6 address, so every
+// outer packet is IPv6 (raw ESP of next header 50, or ESP in UDP 4500 over IPv6); one manual
+// SA pair carries IPv6 (6-in-6) and IPv4 (4-in-6) protected networks.
+
+#[test]
+fn manual_esp_over_an_ipv6_wan() {
+    manual_outer6_case("o6-e", Encapsulation::Esp);
+}
+
+#[test]
+fn manual_udp_over_an_ipv6_wan() {
+    manual_outer6_case("o6-u", Encapsulation::Udp);
+}
+
+fn manual_outer6_case(tag: &str, encap: Encapsulation) {
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    let pair = ManualPair::new(AES128_SHA1, encap);
+    let sites = two_sites_wan6(tag);
+    let nets_a = [(A_NET6, B_NET6), (A_NET, B_NET)];
+    let nets_b = [(B_NET6, A_NET6), (B_NET, A_NET)];
+    let mut da = Daemon::start(&sites.a, "A", |dir| {
+        on_wan6(&manual_profile6(&pair, Side::A, dir, &nets_a, true))
+    });
+    let mut db = Daemon::start(&sites.b, "B", |dir| {
+        on_wan6(&manual_profile6(&pair, Side::B, dir, &nets_b, true))
+    });
+    for (ns, d, hosts) in [
+        (&sites.a, &da, [(A_HOST6, B_HOST6), (A_HOST, B_HOST)]),
+        (&sites.b, &db, [(B_HOST6, A_HOST6), (B_HOST, A_HOST)]),
+    ] {
+        for (src, dst) in hosts {
+            wait_for_route(ns, src, dst, TUN, UP_TIMEOUT);
+        }
+        let up = poll_until(UP_TIMEOUT, || {
+            let r = rows(d);
+            let has = |dir: &str| r.iter().any(|x| x.policy == POLICY && x.direction == dir);
+            (has("IN") && has("OUT")).then_some(())
+        });
+        assert!(up.is_some(), "SAs of {POLICY} not listed: {:#?}", rows(d));
+    }
+
+    let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, "ip6");
+    let losses = [
+        ping(&sites.a, A_HOST6, B_HOST6, PINGS),
+        ping(&sites.b, B_HOST6, A_HOST6, PINGS),
+        ping(&sites.a, A_HOST, B_HOST, PINGS),
+        ping(&sites.b, B_HOST, A_HOST, PINGS),
+    ];
+    let mut bulk = Vec::new();
+    for (src, dst) in [(A_HOST6, B_HOST6), (A_HOST, B_HOST)] {
+        let server = IperfServer::start(&sites.b, dst);
+        bulk.push(iperf3_client_bytes(&sites.a, src, dst, BULK_BYTES));
+        drop(server);
+    }
+    let pcap = cap.finish().to_path_buf();
+    assert_eq!(
+        losses,
+        [0.0; 4],
+        "ping through the tunnel over the IPv6 WAN lost packets (6-in-6 both ways, 4-in-6 \
+         both ways)\nA:\n{}\nB:\n{}",
+        da.log(),
+        db.log()
+    );
+    for (inner, b) in ["IPv6", "IPv4"].iter().zip(bulk) {
+        let b = b.unwrap_or_else(|e| panic!("iperf3 over {inner} through the tunnel: {e}"));
+        assert!(b.bytes_received > 0, "{b:?}");
+        eprintln!(
+            "FIGURE {tag}: iperf3 -n {BULK_BYTES} TCP over {inner} through the tunnel over the \
+             IPv6 WAN: {:.1} Mbit/s",
+            b.bits_per_second / 1e6
+        );
+    }
+
+    let expected = u64::from(4 * PINGS);
+    let _ = poll_until(Duration::from_secs(5), || {
+        let all = rows(&da).into_iter().chain(rows(&db));
+        all.filter(|r| r.policy == POLICY)
+            .all(|r| r.packets > expected)
+            .then_some(())
+    });
+    for (side, d) in [("A", &da), ("B", &db)] {
+        let r = rows(d);
+        for dir in ["IN", "OUT"] {
+            let x = row(&r, POLICY, dir);
+            assert!(x.packets > expected, "{side} {dir}: {x:#?}");
+            assert_eq!(
+                (
+                    x.icv_failures,
+                    x.replay_drops,
+                    x.padding_errors,
+                    x.selector_mismatches,
+                    x.other_drops
+                ),
+                (0, 0, 0, 0, 0),
+                "{side} {dir}: drop counters\n{x:#?}"
+            );
+        }
+        for c in ["not_ip", "encap_errors", "send_errors", "malformed"] {
+            assert_eq!(shard_counter(d, c), 0, "{side}: shard counter {c}");
+        }
+    }
+
+    // tshark decrypts every captured ESP packet (IPv6 outer, SAs keyed by the IPv6 WAN
+    // addresses) with the configured keys and finds the pings and the transfers inside.
+    let pkts = decode_ipsec(
+        &pcap,
+        &WiresharkConfig::new(&entries_on_wan6(pair.esp_sa_entries())),
+    );
+    assert!(!pkts.is_empty(), "no ESP captured");
+    let (mut echo6, mut echo4, mut tcp) = (0, 0, 0);
+    for p in &pkts {
+        let keys = match (p.src.as_str(), p.dst.as_str()) {
+            (A_WAN6, B_WAN6) => &pair.a_to_b,
+            (B_WAN6, A_WAN6) => &pair.b_to_a,
+            _ => panic!("outer addresses are not the IPv6 WAN: {p:#?}"),
+        };
+        match encap {
+            Encapsulation::Udp => assert_eq!(p.udp_dport, Some(4500), "{p:#?}"),
+            Encapsulation::Esp => assert_eq!(p.udp_dport, None, "{p:#?}"),
+        }
+        assert_eq!(p.esp_spi, keys.esp_spi, "ESP SPI: {p:#?}");
+        assert!(p.decrypted, "tshark could not decrypt: {p:#?}");
+        assert_eq!(p.esp_icv_good, Some(true), "ICV not good: {p:#?}");
+        let v6 = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
+        let v4 = (p.inner_src.as_deref(), p.inner_dst.as_deref());
+        if v6 == (Some(A_HOST6), Some(B_HOST6)) || v6 == (Some(B_HOST6), Some(A_HOST6)) {
+            match p.inner_ipv6_next {
+                Some(ICMPV6) => echo6 += 1,
+                Some(TCP) => tcp += 1,
+                _ => panic!("neither ICMPv6 nor TCP inside: {p:#?}"),
+            }
+        } else if v4 == (Some(A_HOST), Some(B_HOST)) || v4 == (Some(B_HOST), Some(A_HOST)) {
+            match p.inner_proto {
+                Some(1) => echo4 += 1,
+                Some(TCP) => tcp += 1,
+                _ => panic!("neither ICMP nor TCP inside: {p:#?}"),
+            }
+        } else {
+            panic!("inner packet is not between the protected hosts: {p:#?}");
+        }
+    }
+    assert_eq!(
+        (echo6, echo4),
+        (4 * PINGS as usize, 4 * PINGS as usize),
+        "ICMPv6 / ICMP echo packets in the capture"
+    );
+    assert!(
+        tcp as u64 >= 2 * BULK_BYTES / 1400 / 2,
+        "{tcp} TCP packets in the capture for 2 x {BULK_BYTES} bytes"
+    );
+    eprintln!(
+        "{tag}: tshark decrypted {} ESP packets over IPv6: {echo6} ICMPv6 echo, {echo4} ICMP \
+         echo, {tcp} TCP",
+        pkts.len()
+    );
+    assert!(da.is_running(), "daemon A died");
+    assert!(db.is_running(), "daemon B died");
+}
+
+/// IKEv1 over an IPv6 WAN: main mode and quick mode on [2001:db8:ffff::1]:500 <->
+/// [2001:db8:ffff::2]:500 (NAT-D hashed over the IPv6 addresses finds no NAT), the child SAs
+/// carry raw ESP over IPv6 with IPv6 inside; ping both ways and a bounded transfer.
+#[test]
+fn ike_over_an_ipv6_wan() {
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    let sites = two_sites_wan6("i-o6");
+    let mut pa = ike_profile_a();
+    pa.local_wan = A_WAN6.into();
+    pa.peer = B_WAN6.into();
+    let pb = pa.mirrored().initiate(Initiate::Never);
+    let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, "ip6");
+    let mut db = Daemon::start(&sites.b, "B", |dir| ike_toml6(&pb, Side::B, true, dir));
+    let mut da = Daemon::start(&sites.a, "A", |dir| ike_toml6(&pa, Side::A, true, dir));
+    wait_child_sas(&da, POLICY, UP_TIMEOUT);
+    wait_child_sas(&db, POLICY, UP_TIMEOUT);
+    wait_for_route(&sites.a, A_HOST6, B_HOST6, TUN, UP_TIMEOUT);
+    wait_for_route(&sites.b, B_HOST6, A_HOST6, TUN, UP_TIMEOUT);
+    let agreed = poll_until(Duration::from_secs(10), || {
+        let a = child_pair(&sa_rows(&da), POLICY)?;
+        let b = child_pair(&sa_rows(&db), POLICY)?;
+        (a.1.esp_spi == b.0.esp_spi && a.0.esp_spi == b.1.esp_spi).then_some((a, b))
+    });
+    let ((a_in, a_out), _) = agreed.unwrap_or_else(|| {
+        panic!(
+            "the daemons' SPIs do not agree:\nA:\n{}\nB:\n{}",
+            views(&da),
+            views(&db)
+        )
+    });
+    let ab = ping(&sites.a, A_HOST6, B_HOST6, PINGS);
+    let ba = ping(&sites.b, B_HOST6, A_HOST6, PINGS);
+    let server = IperfServer::start(&sites.b, B_HOST6);
+    let bulk = iperf3_client_bytes(&sites.a, A_HOST6, B_HOST6, BULK_BYTES);
+    drop(server);
+    let pcap = cap.finish().to_path_buf();
+    assert_eq!(
+        (ab, ba),
+        (0.0, 0.0),
+        "ping -6 through the IKE tunnel over the IPv6 WAN lost packets\nA:\n{}\nB:\n{}",
+        views(&da),
+        views(&db)
+    );
+    let bulk = bulk.unwrap_or_else(|e| panic!("iperf3 through the tunnel: {e}"));
+    assert!(bulk.bytes_received > 0, "{bulk:?}");
+    eprintln!(
+        "FIGURE i-o6: iperf3 -n {BULK_BYTES} over IPv6 through the IKE tunnel over the IPv6 \
+         WAN: {:.1} Mbit/s",
+        bulk.bits_per_second / 1e6
+    );
+    for (side, d) in [("A", &da), ("B", &db)] {
+        let (i, o) = child_pair(&sa_rows(d), POLICY)
+            .unwrap_or_else(|| panic!("{side}: no child pair:\n{}", views(d)));
+        assert_eq!(i.peer, o.peer, "{side}");
+        for r in [&i, &o] {
+            assert_eq!(
+                (r.icv_failures, r.replay_drops, r.selector_mismatches),
+                (0, 0, 0),
+                "{side}: {r:#?}"
+            );
+        }
+        for c in ["not_ip", "encap_errors", "send_errors"] {
+            assert_eq!(shard_counter(d, c), 0, "{side}: shard counter {c}");
+        }
+    }
+    // On the wire: IKE on UDP 500 over IPv6, then raw ESP over IPv6 with the negotiated SPIs
+    // only (no NAT: no UDP encapsulation). The keys come from the Diffie-Hellman exchange.
+    let pkts = decode_ipsec(&pcap, &WiresharkConfig::new(&[]));
+    assert!(
+        pkts.len() >= 4 * PINGS as usize,
+        "{} ESP packets on the wire",
+        pkts.len()
+    );
+    for p in &pkts {
+        let spi_ok = match (p.src.as_str(), p.dst.as_str()) {
+            (A_WAN6, B_WAN6) => p.esp_spi == a_out.esp_spi,
+            (B_WAN6, A_WAN6) => p.esp_spi == a_in.esp_spi,
+            _ => false,
+        };
+        assert!(spi_ok, "ESP with an SPI neither daemon lists: {p:#?}");
+        assert_eq!(p.udp_dport, None, "ESP in UDP without a NAT: {p:#?}");
+    }
+    for d in [&mut da, &mut db] {
+        assert!(d.is_running(), "daemon {} died", d.label());
+        assert!(!ike::log_shows_panic(&d.log()), "{} panicked", d.label());
+    }
 }

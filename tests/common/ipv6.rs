@@ -153,3 +153,56 @@ pub fn swan_logged_child_keys(log: &str) -> Option<[(Vec<u8>, Vec<u8>); 2]> {
         (key("encryption responder")?, key("integrity responder")?),
     ])
 }
+
+/// The IPv6 WAN addresses of the outer-IPv6 cases (issue 11 point 1): on `wan0` beside the
+/// IPv4 ones, in the documentation prefix.
+pub const A_WAN6: &str = "2001:db8:ffff::1";
+pub const B_WAN6: &str = "2001:db8:ffff::2";
+
+/// [`two_sites6`] with an IPv6 address on each side's `wan0` ([`A_WAN6`], [`B_WAN6`], a /64
+/// on the link, `nodad`): the daemons' interfaces take these, so every outer packet is IPv6.
+pub fn two_sites_wan6(tag: &str) -> TwoSites {
+    let sites = two_sites6(tag);
+    for (ns, a) in [(&sites.a, A_WAN6), (&sites.b, B_WAN6)] {
+        ns.run("sysctl", &["-qw", "net.ipv6.conf.wan0.disable_ipv6=0"]);
+        ns.ip(&[
+            "-6",
+            "addr",
+            "add",
+            &format!("{a}/64"),
+            "dev",
+            super::netns::WAN_DEV,
+            "nodad",
+        ]);
+    }
+    sites
+}
+
+/// A profile of the IPv4-WAN harness moved onto the IPv6 WAN: the interface address and the
+/// peer become [`A_WAN6`] / [`B_WAN6`] (each quoted address of the IPv4 WAN is replaced).
+pub fn on_wan6(text: &str) -> String {
+    use super::netns::{A_WAN, B_WAN};
+    let (a, b) = (format!("\"{A_WAN}\""), format!("\"{B_WAN}\""));
+    assert!(
+        text.contains(&a) && text.contains(&b),
+        "the profile names no IPv4 WAN address:\n{text}"
+    );
+    text.replace(&a, &format!("\"{A_WAN6}\""))
+        .replace(&b, &format!("\"{B_WAN6}\""))
+}
+
+/// `entries` (ESP SAs between the IPv4 WAN addresses) with the IPv6 WAN addresses.
+pub fn entries_on_wan6(
+    entries: Vec<super::wireshark::EspSaEntry>,
+) -> Vec<super::wireshark::EspSaEntry> {
+    use super::netns::A_WAN;
+    let v6 = |a: &str| if a == A_WAN { A_WAN6 } else { B_WAN6 }.to_string();
+    entries
+        .into_iter()
+        .map(|e| super::wireshark::EspSaEntry {
+            src: v6(&e.src),
+            dst: v6(&e.dst),
+            ..e
+        })
+        .collect()
+}

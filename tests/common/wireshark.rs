@@ -49,8 +49,14 @@ impl EspSaEntry {
                 format!("0x{}", hex(k))
             }
         };
+        // The outer family of the SA's addresses (an IPv6 WAN, issue 11).
+        let family = if self.src.contains(':') {
+            "IPv6"
+        } else {
+            "IPv4"
+        };
         format!(
-            "\"IPv4\",\"{}\",\"{}\",\"0x{:08x}\",\"{}\",\"{}\",\"{}\",\"{}\"",
+            "\"{family}\",\"{}\",\"{}\",\"0x{:08x}\",\"{}\",\"{}\",\"{}\",\"{}\"",
             self.src,
             self.dst,
             self.spi,
@@ -123,6 +129,7 @@ pub struct IpsecPacket {
 
 const FIELDS: &[&str] = &[
     "frame.number",
+    "eth.type",
     "ip.src",
     "ip.dst",
     "ip.proto",
@@ -198,11 +205,27 @@ fn parse_packet(p: &Value) -> IpsecPacket {
     let protos = all("ip.proto");
     let icv_good = flag("esp.icv_good");
     let icv_bad = flag("esp.icv_bad");
-    let has_inner = srcs.len() >= 2;
+    // An IPv6 outer header (EtherType 0x86dd, issue 11): the first IPv6 header is the outer
+    // one, every IPv4 header is inside.
+    let outer_v6 = first("eth.type").and_then(|s| num(&s)) == Some(0x86dd);
+    let (mut srcs6, mut dsts6) = (all("ipv6.src"), all("ipv6.dst"));
+    let (src, dst) = if outer_v6 && !srcs6.is_empty() && !dsts6.is_empty() {
+        (srcs6.remove(0), dsts6.remove(0))
+    } else {
+        (
+            srcs.first().cloned().unwrap_or_default(),
+            dsts.first().cloned().unwrap_or_default(),
+        )
+    };
+    let has_inner = srcs.len() >= if outer_v6 { 1 } else { 2 };
+    let mut nxts6 = all("ipv6.nxt");
+    if outer_v6 && !nxts6.is_empty() {
+        nxts6.remove(0);
+    }
     IpsecPacket {
         frame: first("frame.number").and_then(|s| num(&s)).unwrap_or(0),
-        src: srcs.first().cloned().unwrap_or_default(),
-        dst: dsts.first().cloned().unwrap_or_default(),
+        src,
+        dst,
         udp_dport: first("udp.dstport").and_then(|s| num(&s)).map(|v| v as u16),
         esp_spi: first("esp.spi").and_then(|s| num(&s)).map(|v| v as u32),
         ah_spi: first("ah.spi").and_then(|s| num(&s)).map(|v| v as u32),
@@ -218,9 +241,9 @@ fn parse_packet(p: &Value) -> IpsecPacket {
             .then(|| protos.last().and_then(|s| num(s)).map(|v| v as u8))
             .flatten(),
         icmp_type: first("icmp.type").and_then(|s| num(&s)).map(|v| v as u8),
-        inner_ipv6_src: all("ipv6.src").last().cloned(),
-        inner_ipv6_dst: all("ipv6.dst").last().cloned(),
-        inner_ipv6_next: all("ipv6.nxt").last().and_then(|s| num(s)).map(|v| v as u8),
+        inner_ipv6_src: srcs6.last().cloned(),
+        inner_ipv6_dst: dsts6.last().cloned(),
+        inner_ipv6_next: nxts6.last().and_then(|s| num(s)).map(|v| v as u8),
         icmpv6_type: first("icmpv6.type").and_then(|s| num(&s)).map(|v| v as u8),
         tcp_ports: first("tcp.srcport")
             .and_then(|s| num(&s))
@@ -240,6 +263,11 @@ pub struct Capture {
 impl Capture {
     /// Starts capturing IPv4 on `dev` in `ns` and returns once tcpdump is listening.
     pub fn start(ns: &Netns, dev: &str) -> Capture {
+        Self::start_filtered(ns, dev, "ip")
+    }
+
+    /// Starts capturing what the tcpdump `filter` takes (`"ip6"` for an IPv6 WAN).
+    pub fn start_filtered(ns: &Netns, dev: &str, filter: &str) -> Capture {
         let dir = TempDir::new("capture");
         let file = dir.join("wan.pcap");
         let mut child = ns
@@ -260,7 +288,7 @@ impl Capture {
                 "-w",
             ])
             .arg(&file)
-            .arg("ip")
+            .arg(filter)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
