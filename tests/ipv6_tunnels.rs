@@ -671,15 +671,41 @@ fn ike_one_policy_carries_an_ipv4_and_an_ipv6_pair() {
 /// echo between the protected hosts inside.
 #[test]
 fn strongswan_ikev1_carries_ipv6_over_ipv4() {
+    strongswan_case("s6", false);
+}
+
+/// strongSwan 5.9.8 with kernel-libipsec over an IPv6 WAN (issue 11 point 1): IKE on
+/// [2001:db8:ffff::2]:500/4500, and libipsec's forced UDP encapsulation (see
+/// tests/common/strongswan.rs) over IPv6: ESP in UDP 4500 over IPv6, IPv6 inside, decrypted by
+/// tshark with strongSwan's logged keys.
+#[test]
+fn strongswan_ikev1_over_an_ipv6_wan() {
+    strongswan_case("s6-o6", true);
+}
+
+/// ikehub (A, responder) against strongSwan (B, initiator) carrying IPv6 inside, over the IPv4
+/// WAN or (`wan6`) the IPv6 one.
+fn strongswan_case(tag: &str, wan6: bool) {
     if !require_strongswan_or_skip(&["ip", "ping", "tcpdump", "tshark"]) {
         return;
     }
-    let sites = two_sites6("s6");
-    let profile = IkeProfile::site_a(PSK)
+    let sites = if wan6 {
+        two_sites_wan6(tag)
+    } else {
+        two_sites6(tag)
+    };
+    let (a_wan, b_wan) = if wan6 {
+        (A_WAN6, B_WAN6)
+    } else {
+        (A_WAN, B_WAN)
+    };
+    let mut profile = IkeProfile::site_a(PSK)
         .initiate(Initiate::Never)
         .protected(A_NET6, B_NET6);
+    profile.local_wan = a_wan.into();
+    profile.peer = b_wan.into();
     let mut d = Daemon::start(&sites.a, "A", |dir| ike_toml6(&profile, Side::A, true, dir));
-    let mut cap = Capture::start(&sites.a, WAN_DEV);
+    let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, if wan6 { "ip6" } else { "ip" });
     // `chd` 4: strongSwan logs the child's keys (keymat_v1.c), for tshark.
     let swan = Charon::start(&sites.b, "b", &profile.swan_peer().log_level("chd", 4));
     let out = swan.initiate(CHILD, INITIATE_TIMEOUT).unwrap_or_else(|e| {
@@ -744,13 +770,18 @@ fn strongswan_ikev1_carries_ipv6_over_ipv4() {
         authentication_key: int,
     };
     let ws = WiresharkConfig::new(&[
-        entry(B_WAN, A_WAN, child.spi_out, enc_i, int_i),
-        entry(A_WAN, B_WAN, child.spi_in, enc_r, int_r),
+        entry(b_wan, a_wan, child.spi_out, enc_i, int_i),
+        entry(a_wan, b_wan, child.spi_in, enc_r, int_r),
     ]);
     let pkts = decode_ipsec(&pcap, &ws);
     assert_eq!(pkts.len(), 4 * PINGS as usize, "ESP packets: {pkts:#?}");
     for p in &pkts {
         assert_eq!(p.udp_dport, Some(4500), "libipsec sends ESP in UDP: {p:#?}");
+        assert!(
+            (p.src.as_str(), p.dst.as_str()) == (a_wan, b_wan)
+                || (p.src.as_str(), p.dst.as_str()) == (b_wan, a_wan),
+            "outer addresses: {p:#?}"
+        );
         assert!(p.decrypted, "tshark could not decrypt: {p:#?}");
         assert_eq!(p.esp_icv_good, Some(true), "ICV not good: {p:#?}");
         let inner = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
