@@ -1055,3 +1055,127 @@ fn ike_over_an_ipv6_wan() {
         assert!(!ike::log_shows_panic(&d.log()), "{} panicked", d.label());
     }
 }
+
+/// A hub with both families (issue 11 point 1): each daemon has an IPv4 interface and an
+/// IPv6 one on the same device, a policy on each (raw ESP over IPv4 for the IPv4 networks,
+/// ESP-in-UDP over IPv6 for the IPv6 ones). The shards send each SA's packets on the sockets of
+/// its interface's family and receive from both: every captured ESP packet has the outer
+/// family and the SPIs of its policy and decrypts to the matching inner family.
+#[test]
+fn manual_two_interfaces_one_per_family() {
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    const POLICY6: &str = "ToBerne6";
+    let pair4 = ManualPair::new(AES128_SHA1, Encapsulation::Esp);
+    let mut pair6 = ManualPair::new(AES128_SHA1, Encapsulation::Udp);
+    pair6.a_to_b.esp_spi = Some(6222);
+    pair6.b_to_a.esp_spi = Some(6111);
+    let sites = two_sites_wan6("o46");
+    let profile = |side: Side, dir: &Path| {
+        let (wan6, peer6, local, remote, inbound, outbound) = match side {
+            Side::A => (A_WAN6, B_WAN6, A_NET6, B_NET6, &pair6.b_to_a, &pair6.a_to_b),
+            Side::B => (B_WAN6, A_WAN6, B_NET6, A_NET6, &pair6.a_to_b, &pair6.b_to_a),
+        };
+        let t = &pair6.transform;
+        // Both source addresses on the tunnel device (the IPv6 one for the IPv6 routes).
+        let text = pair4.profile(side, dir).replace(
+            &format!("source-address = \"{}\"\n", ManualPair::host(side)),
+            &format!("source-address = {}\n", source_addresses(side)),
+        );
+        format!(
+            "{text}\n[interface.wan6]\naddress = \"{wan6}\"\n\n\
+             [ipsec-policy-manual.{POLICY6}]\ninterface = \"wan6\"\npeer = \"{peer6}\"\n\
+             transform = \"{tname}\"\nencapsulation = \"udp\"\n\
+             protected-network = [ {{ local = \"{local}\", remote = \"{remote}\" }} ]\n\
+             inbound = {inb}\noutbound = {outb}\n",
+            tname = t.name,
+            inb = inbound.toml_inline(t),
+            outb = outbound.toml_inline(t),
+        )
+    };
+    let mut da = Daemon::start(&sites.a, "A", |dir| profile(Side::A, dir));
+    let mut db = Daemon::start(&sites.b, "B", |dir| profile(Side::B, dir));
+    for (ns, d, hosts) in [
+        (&sites.a, &da, [(A_HOST6, B_HOST6), (A_HOST, B_HOST)]),
+        (&sites.b, &db, [(B_HOST6, A_HOST6), (B_HOST, A_HOST)]),
+    ] {
+        for (src, dst) in hosts {
+            wait_for_route(ns, src, dst, TUN, UP_TIMEOUT);
+        }
+        let up = poll_until(UP_TIMEOUT, || {
+            let r = rows(d);
+            let n = r
+                .iter()
+                .filter(|x| x.policy == POLICY || x.policy == POLICY6)
+                .count();
+            (n == 4).then_some(())
+        });
+        assert!(up.is_some(), "SAs not listed: {:#?}", rows(d));
+    }
+    let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, "ip or ip6");
+    let losses = [
+        ping(&sites.a, A_HOST6, B_HOST6, PINGS),
+        ping(&sites.b, B_HOST6, A_HOST6, PINGS),
+        ping(&sites.a, A_HOST, B_HOST, PINGS),
+        ping(&sites.b, B_HOST, A_HOST, PINGS),
+    ];
+    let pcap = cap.finish().to_path_buf();
+    assert_eq!(
+        losses,
+        [0.0; 4],
+        "ping over the IPv6 and the IPv4 interface lost packets\nA:\n{}\nB:\n{}",
+        da.log(),
+        db.log()
+    );
+    for (side, d) in [("A", &da), ("B", &db)] {
+        let r = rows(d);
+        for policy in [POLICY, POLICY6] {
+            for dir in ["IN", "OUT"] {
+                let x = row(&r, policy, dir);
+                assert!(
+                    x.packets >= u64::from(2 * PINGS),
+                    "{side} {policy} {dir}: {x:#?}"
+                );
+            }
+        }
+        for c in [
+            "not_ip",
+            "encap_errors",
+            "send_errors",
+            "malformed",
+            "unknown_spi",
+        ] {
+            assert_eq!(shard_counter(d, c), 0, "{side}: shard counter {c}");
+        }
+    }
+    let mut entries = pair4.esp_sa_entries();
+    entries.extend(entries_on_wan6(pair6.esp_sa_entries()));
+    let pkts = decode_ipsec(&pcap, &WiresharkConfig::new(&entries));
+    let (mut v4, mut v6) = (0, 0);
+    for p in &pkts {
+        let (keys, udp) = match (p.src.as_str(), p.dst.as_str()) {
+            (A_WAN, B_WAN) => (&pair4.a_to_b, None),
+            (B_WAN, A_WAN) => (&pair4.b_to_a, None),
+            (A_WAN6, B_WAN6) => (&pair6.a_to_b, Some(4500)),
+            (B_WAN6, A_WAN6) => (&pair6.b_to_a, Some(4500)),
+            _ => panic!("outer addresses: {p:#?}"),
+        };
+        assert_eq!(p.esp_spi, keys.esp_spi, "{p:#?}");
+        assert_eq!(p.udp_dport, udp, "{p:#?}");
+        assert!(p.decrypted && p.esp_icv_good == Some(true), "{p:#?}");
+        if udp.is_some() {
+            assert_eq!(
+                p.inner_ipv6_next,
+                Some(ICMPV6),
+                "IPv6 inside over IPv6: {p:#?}"
+            );
+            v6 += 1;
+        } else {
+            assert_eq!(p.inner_proto, Some(1), "IPv4 inside over IPv4: {p:#?}");
+            v4 += 1;
+        }
+    }
+    assert_eq!((v4, v6), (4 * PINGS, 4 * PINGS), "ESP packets per family");
+    assert!(da.is_running() && db.is_running(), "a daemon died");
+}
