@@ -35,7 +35,9 @@ use common::ipv6::{
 use common::netns::{A_HOST, A_NET, A_WAN, B_HOST, B_NET, B_WAN, WAN_DEV, wait_for_route};
 use common::sa::{SaRow, parse_rows, row};
 use common::strongswan::{Charon, require_strongswan_or_skip};
-use common::tunnel::{AES128_SHA1, Auth, Encapsulation, Encr, ManualPair, POLICY, Side};
+use common::tunnel::{
+    AES128_SHA1, AH_SHA1_ESP_AES128_SHA1, Auth, Encapsulation, Encr, ManualPair, POLICY, Side,
+};
 use common::wireshark::{EspSaEntry, IpsecPacket, WiresharkConfig, decode_ipsec};
 use common::{Capture, Daemon, TwoSites, ping, poll_until};
 
@@ -1177,5 +1179,73 @@ fn manual_two_interfaces_one_per_family() {
         }
     }
     assert_eq!((v4, v6), (4 * PINGS, 4 * PINGS), "ESP packets per family");
+    assert!(da.is_running() && db.is_running(), "a daemon died");
+}
+
+/// AH over an IPv6 WAN (RFC 4302 §3.3.3.1.2: the ICV covers the IPv6 header's immutable
+/// fields): raw AH+ESP bundles 6-in-6. The receiver gets the packet from the AH header on (an
+/// IPv6 raw socket) and writes the header back before checking the ICV, so a wrong rebuild
+/// would fail every packet: pings both ways and no ICV failure on either side.
+#[test]
+fn manual_ah_esp_over_an_ipv6_wan() {
+    if !common::require_env_or_skip(TOOLS) {
+        return;
+    }
+    let pair = ManualPair::new(AH_SHA1_ESP_AES128_SHA1, Encapsulation::Esp);
+    let sites = two_sites_wan6("o6-ah");
+    let mut da = Daemon::start(&sites.a, "A", |dir| {
+        on_wan6(&manual_profile6(
+            &pair,
+            Side::A,
+            dir,
+            &[(A_NET6, B_NET6)],
+            true,
+        ))
+    });
+    let mut db = Daemon::start(&sites.b, "B", |dir| {
+        on_wan6(&manual_profile6(
+            &pair,
+            Side::B,
+            dir,
+            &[(B_NET6, A_NET6)],
+            true,
+        ))
+    });
+    wait_for_route(&sites.a, A_HOST6, B_HOST6, TUN, UP_TIMEOUT);
+    wait_for_route(&sites.b, B_HOST6, A_HOST6, TUN, UP_TIMEOUT);
+    let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, "ip6");
+    let ab = ping(&sites.a, A_HOST6, B_HOST6, PINGS);
+    let ba = ping(&sites.b, B_HOST6, A_HOST6, PINGS);
+    let pcap = cap.finish().to_path_buf();
+    assert_eq!(
+        (ab, ba),
+        (0.0, 0.0),
+        "ping -6 through AH+ESP over the IPv6 WAN lost packets\nA:\n{:#?}\nB:\n{:#?}",
+        rows(&da),
+        rows(&db)
+    );
+    for (side, d) in [("A", &da), ("B", &db)] {
+        let r = rows(d);
+        for dir in ["IN", "OUT"] {
+            let x = row(&r, POLICY, dir);
+            assert!(x.packets >= u64::from(2 * PINGS), "{side} {dir}: {x:#?}");
+            assert_eq!(
+                (x.icv_failures, x.other_drops),
+                (0, 0),
+                "{side} {dir}: {x:#?}"
+            );
+        }
+    }
+    // On the wire: AH (next header 51) right after the IPv6 header, with the pair's SPIs.
+    let pkts = decode_ipsec(&pcap, &WiresharkConfig::new(&[]));
+    assert_eq!(pkts.len(), 4 * PINGS as usize, "{pkts:#?}");
+    for p in &pkts {
+        let keys = match (p.src.as_str(), p.dst.as_str()) {
+            (A_WAN6, B_WAN6) => &pair.a_to_b,
+            (B_WAN6, A_WAN6) => &pair.b_to_a,
+            _ => panic!("outer addresses: {p:#?}"),
+        };
+        assert_eq!(p.ah_spi, keys.ah_spi, "{p:#?}");
+    }
     assert!(da.is_running() && db.is_running(), "a daemon died");
 }
