@@ -56,6 +56,12 @@ pub enum Command {
     Run {
         #[command(flatten)]
         config: ConfigArg,
+        /// Append the keys of every ESP SA installed (manual and IKE, both directions, re-keys)
+        /// to FILE as a Wireshark `esp_sa` table, for decrypting captures. WARNING: anyone who
+        /// reads FILE can decrypt the tunnels; for debugging only. Created 0600; not a profile
+        /// key, so shared profiles never switch it on.
+        #[arg(long, value_name = "FILE")]
+        esp_key_log: Option<PathBuf>,
     },
     /// Validate the profiles without touching the system: exit 0 and a summary when valid,
     /// otherwise exit 1 and one `FILE:LINE:COL: message` line per problem.

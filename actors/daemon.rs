@@ -29,7 +29,7 @@ struct Running {
     _control: control::server::SocketGuard,
 }
 
-pub fn run(path: &Path) -> ExitCode {
+pub fn run(path: &Path, esp_key_log: Option<&Path>) -> ExitCode {
     let loaded = match ikehub::config::load(path) {
         Ok(l) => l,
         Err(problems) => {
@@ -45,6 +45,12 @@ pub fn run(path: &Path) -> ExitCode {
     };
     for w in &loaded.warnings {
         warn!("{w}");
+    }
+    // Before any SA exists, so that none is missing from the log.
+    if let Some(Err(e)) = esp_key_log.map(crate::keylog::open) {
+        error!("{e}");
+        eprintln!("ikehub: {e}; not started");
+        return ExitCode::from(1);
     }
     let profiles = Arc::new(loaded.profiles);
     let sys = System::new();

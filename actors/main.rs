@@ -9,6 +9,7 @@ mod demo;
 mod events;
 mod ike;
 mod io;
+mod keylog;
 mod loadgen;
 mod man;
 mod messages;
@@ -191,9 +192,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check { config } => return check(&config.config),
-        Command::Run { config } => {
+        Command::Run {
+            config,
+            esp_key_log,
+        } => {
             init_logging(cli.log_format, "info");
-            return daemon::run(&config.config);
+            return daemon::run(&config.config, esp_key_log.as_deref());
         }
         Command::Show { what } => show(what),
         Command::Reload { control } => call(&control, &Request::Reload).map(|body| {

@@ -76,6 +76,10 @@ impl Registry {
         };
         let inbound = build(Direction::Inbound)?;
         let outbound = build(Direction::Outbound)?;
+        crate::keylog::record_pair(
+            &manual::sa_params(policy, iface, Direction::Inbound),
+            &manual::sa_params(policy, iface, Direction::Outbound),
+        );
         // Two manual policies may name the same outbound SPI (each peer chose its own): the
         // SAs are told apart by their handles, and each policy's SPD entries point at its own.
         let pair = SaPair::issue(

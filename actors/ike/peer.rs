@@ -282,6 +282,7 @@ impl PeerActor {
             }
         };
         self.installed_any = true;
+        crate::keylog::record_pair(&info.inbound, &info.outbound);
         // The SAs by handles the daemon issues: the outbound SPI is the peer's choice and may
         // equal another tunnel's (docs/design.md: SA handles). The SAs are in place before the SPD
         // entries of this child's selectors point at them (a re-key: the entries move to the

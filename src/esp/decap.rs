@@ -570,42 +570,29 @@ fn outer_frame(
     received: Received,
 ) -> Result<(usize, usize, usize, IpAddr, IpAddr, IpProtocol), DropReason> {
     Ok(match received {
-        Received::Ip if packet.first().map(|b| b >> 4) == Some(6) => {
-            let ip = Ipv6Packet::new_checked(packet)?;
-            let end = ip.packet().len();
-            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            // RFC 8200 §4: through the extension headers (bounded walk) to ESP, AH or UDP.
-            let up = ipv6_ext::upper_layer(&ip)?;
-            if up.fragment.is_some() {
-                // RFC 8200 §4.5: reassemble first (RFC 4303 §3.4.1).
-                return Err(DropReason::Fragment);
-            }
-            let hl = up.offset;
-            match up.protocol {
-                IpProtocol::UDP => {
-                    let udp = UdpPacket::new_checked(&packet[hl..end])?;
-                    let uend = hl + usize::from(udp.len());
-                    (
-                        hl,
-                        hl + wire::udp::HEADER_LEN,
-                        uend,
-                        src,
-                        dst,
-                        IpProtocol::ESP,
-                    )
-                }
-                p => (hl, hl, end, src, dst, p),
-            }
-        }
         Received::Ip => {
-            let ip = Ipv4Packet::new_checked(packet)?;
-            if ip.is_fragment() {
-                return Err(DropReason::Fragment);
-            }
-            let hl = ip.header_len();
-            let end = usize::from(ip.total_len());
-            let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
-            match ip.protocol() {
+            // The outer header of either family: where its payload starts and ends, the
+            // addresses and the protocol after it.
+            let (hl, end, src, dst, protocol) = if packet.first().map(|b| b >> 4) == Some(6) {
+                let ip = Ipv6Packet::new_checked(packet)?;
+                // RFC 8200 §4: through the extension headers (bounded walk) to ESP, AH or UDP.
+                let up = ipv6_ext::upper_layer(&ip)?;
+                if up.fragment.is_some() {
+                    // RFC 8200 §4.5: reassemble first (RFC 4303 §3.4.1).
+                    return Err(DropReason::Fragment);
+                }
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                (up.offset, ip.packet().len(), src, dst, up.protocol)
+            } else {
+                let ip = Ipv4Packet::new_checked(packet)?;
+                if ip.is_fragment() {
+                    return Err(DropReason::Fragment);
+                }
+                let (src, dst) = (ip.src_addr().into(), ip.dst_addr().into());
+                let end = usize::from(ip.total_len());
+                (ip.header_len(), end, src, dst, ip.protocol())
+            };
+            match protocol {
                 IpProtocol::UDP => {
                     let udp = UdpPacket::new_checked(&packet[hl..end])?;
                     let uend = hl + usize::from(udp.len());

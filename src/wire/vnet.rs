@@ -17,6 +17,7 @@ use super::gso::Gso;
 use super::ip::IpProtocol;
 use super::ipv4::Ipv4Packet;
 use super::ipv6::{self, Ipv6Packet};
+use super::ipv6_ext;
 
 /// Length of the header the TUN device uses by default (`TUNSETVNETHDRSZ` not called): the
 /// legacy 10-byte `struct virtio_net_hdr`, without `num_buffers`.
@@ -192,24 +193,15 @@ fn is_ipv6(packet: &[u8]) -> bool {
     packet.first().is_some_and(|b| b >> 4 == 6)
 }
 
-/// Extension header types (RFC 8200 §4, IANA "IPv6 Extension Header Types") that are not in
-/// [`IpProtocol`]'s list: the one that may sit in front of a segmented transport header, and
-/// those that may not.
-const DESTINATION_OPTIONS: IpProtocol = IpProtocol(60);
-const REFUSED_EXTENSIONS: [u8; 8] = [43, 44, 51, 135, 139, 140, 253, 254];
-/// Extension headers walked before giving up (each is at least 8 bytes; a real stack sends
-/// one or two).
-const MAX_EXTENSIONS: usize = 4;
-
 /// Checks an IPv6 TCP or UDP super-packet and returns its segmentation plan.
 ///
-/// The transport header is found by walking the extension headers ourselves, not taken from
-/// `csum_start`; when the header says `NEEDS_CSUM`, its `csum_start` must agree. Only
-/// Hop-by-Hop (first, RFC 8200 §4.1) and Destination Options are skipped and copied into
-/// every segment: they change neither the payload length's meaning nor the pseudo-header.
-/// A Routing header would change the pseudo-header's destination (§8.1), a Fragment header
-/// cannot be on a super-packet, AH covers the payload: those are refused as
-/// [`OffloadError::Unsupported`] (counted apart from malformed input).
+/// The transport header is found by the extension-header walk ([`ipv6_ext::upper_layer`]),
+/// not taken from `csum_start`; when the header says `NEEDS_CSUM`, its `csum_start` must
+/// agree. The headers in front of it are copied into every segment, which is right for
+/// hop-by-hop and destination options and for a routing header with no segments left. A
+/// routing header in transit would change the pseudo-header's destination (RFC 8200 §8.1), a
+/// fragment header cannot be on a super-packet and AH or ESP cover the payload: those are
+/// refused as [`OffloadError::Unsupported`] (counted apart from malformed input).
 fn plan_ipv6(hdr: &VnetHeader, packet: &[u8], proto: IpProtocol) -> Result<Gso, OffloadError> {
     let ip = Ipv6Packet::new_checked(packet).map_err(|_| OffloadError::Malformed)?;
     if hdr.gso_size == 0 {
@@ -217,29 +209,17 @@ fn plan_ipv6(hdr: &VnetHeader, packet: &[u8], proto: IpProtocol) -> Result<Gso, 
     }
     let packet = ip.packet();
     let total = packet.len();
-    let mut l3 = ipv6::HEADER_LEN;
-    let mut next = ip.next_header();
-    for i in 0..=MAX_EXTENSIONS {
-        let skip = (next == IpProtocol::HOP_BY_HOP && i == 0) || next == DESTINATION_OPTIONS;
-        if !skip || i == MAX_EXTENSIONS {
-            break;
-        }
-        // Next header and header extension length in 8-octet units, not counting the first
-        // eight (RFC 8200 §4.3).
-        let ext = packet.get(l3..l3 + 2).ok_or(OffloadError::Malformed)?;
-        next = IpProtocol(ext[0]);
-        l3 += (usize::from(ext[1]) + 1) * 8;
+    let upper = ipv6_ext::upper_layer(&ip).map_err(|_| OffloadError::Malformed)?;
+    if upper.fragment.is_some()
+        || upper.segments_left > 0
+        || matches!(upper.protocol, IpProtocol::AH | IpProtocol::ESP)
+    {
+        return Err(OffloadError::Unsupported);
     }
-    if next != proto {
-        let ext = next == IpProtocol::HOP_BY_HOP
-            || next == DESTINATION_OPTIONS
-            || REFUSED_EXTENSIONS.contains(&next.0);
-        return Err(if ext {
-            OffloadError::Unsupported
-        } else {
-            OffloadError::Malformed
-        });
+    if upper.protocol != proto {
+        return Err(OffloadError::Malformed);
     }
+    let l3 = upper.offset;
     if hdr.flags & F_NEEDS_CSUM != 0 && usize::from(hdr.csum_start) != l3 {
         return Err(OffloadError::Malformed);
     }

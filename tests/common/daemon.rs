@@ -14,16 +14,24 @@ pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to stop after SIGTERM before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(10);
 
-/// `ikehub run -c CONFIG` in namespace `netns`, stdout and stderr into `log`, with `env` (and
-/// `RUST_LOG=info` unless the test's environment sets it).
-fn launch(bin: &Path, netns: &str, config: &Path, log: File, env: &[(&str, &str)]) -> Child {
+/// `ikehub run -c CONFIG ARGS...` in namespace `netns`, stdout and stderr into `log`, with `env`
+/// (and `RUST_LOG=info` unless the test's environment sets it).
+fn launch(
+    bin: &Path,
+    netns: &str,
+    config: &Path,
+    args: &[String],
+    log: File,
+    env: &[(&str, &str)],
+) -> Child {
     let log2 = log.try_clone().expect("dup log file");
     let mut cmd = Command::new("ip");
     cmd.args(["netns", "exec", netns])
         .arg(bin)
         .arg("run")
         .arg("-c")
-        .arg(config);
+        .arg(config)
+        .args(args);
     if std::env::var_os("RUST_LOG").is_none() {
         cmd.env("RUST_LOG", "info");
     }
@@ -41,6 +49,8 @@ pub struct Daemon {
     netns: String,
     child: Option<Child>,
     config: PathBuf,
+    /// More `ikehub run` options (kept for a restart).
+    args: Vec<String>,
     log: PathBuf,
     // Last field: dropped after the child is gone.
     dir: TempDir,
@@ -70,7 +80,17 @@ impl Daemon {
         env: &[(&str, &str)],
         profile: impl FnOnce(&Path) -> String,
     ) -> Daemon {
-        Daemon::spawn_env(&ikehub_bin(), ns, label, env, profile).wait_ready()
+        Daemon::spawn_env(&ikehub_bin(), ns, label, env, &[], profile).wait_ready()
+    }
+
+    /// [`Daemon::start`] with more `ikehub run` options (e.g. `--esp-key-log FILE`).
+    pub fn start_with_args(
+        ns: &Netns,
+        label: &str,
+        args: &[String],
+        profile: impl FnOnce(&Path) -> String,
+    ) -> Daemon {
+        Daemon::spawn_env(&ikehub_bin(), ns, label, &[], args, profile).wait_ready()
     }
 
     /// [`Daemon::spawn`] with another binary (the harness's self-test uses a stand-in script).
@@ -80,7 +100,7 @@ impl Daemon {
         label: &str,
         profile: impl FnOnce(&Path) -> String,
     ) -> Daemon {
-        Daemon::spawn_env(bin, ns, label, &[], profile)
+        Daemon::spawn_env(bin, ns, label, &[], &[], profile)
     }
 
     fn spawn_env(
@@ -88,6 +108,7 @@ impl Daemon {
         ns: &Netns,
         label: &str,
         env: &[(&str, &str)],
+        args: &[String],
         profile: impl FnOnce(&Path) -> String,
     ) -> Daemon {
         let dir = TempDir::new(&format!("daemon-{label}"));
@@ -97,13 +118,14 @@ impl Daemon {
         let log = dir.join("daemon.log");
         let log_file =
             File::create(&log).unwrap_or_else(|e| panic!("creating {}: {e}", log.display()));
-        let child = launch(bin, ns.name(), &config, log_file, env);
+        let child = launch(bin, ns.name(), &config, args, log_file, env);
         Daemon {
             label: label.to_string(),
             bin: bin.to_path_buf(),
             netns: ns.name().to_string(),
             child: Some(child),
             config,
+            args: args.to_vec(),
             log,
             dir,
         }
@@ -204,7 +226,7 @@ impl Daemon {
             .append(true)
             .open(&d.log)
             .unwrap_or_else(|e| panic!("opening {}: {e}", d.log.display()));
-        d.child = Some(launch(&d.bin, &d.netns, &d.config, log, &[]));
+        d.child = Some(launch(&d.bin, &d.netns, &d.config, &d.args, log, &[]));
         (status, d.wait_ready())
     }
 

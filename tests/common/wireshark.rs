@@ -68,6 +68,74 @@ impl EspSaEntry {
     }
 }
 
+impl EspSaEntry {
+    /// Reads one `esp_sa` line back (the inverse of [`EspSaEntry::uat_line`], IPv4 only): how a
+    /// test turns `ikehub run --esp-key-log` output into entries. AES-CBC key sizes share one
+    /// Wireshark name and are told apart by the key's length.
+    pub fn parse_uat_line(line: &str) -> Result<EspSaEntry, String> {
+        let bad = |why: &str| format!("esp_sa line {line:?}: {why}");
+        let fields: Vec<&str> = line
+            .split(',')
+            .map(|f| {
+                f.strip_prefix('"')
+                    .and_then(|f| f.strip_suffix('"'))
+                    .ok_or_else(|| bad("a field is not quoted"))
+            })
+            .collect::<Result<_, _>>()?;
+        let [family, src, dst, spi, encr, encr_key, auth, auth_key] = fields[..] else {
+            return Err(bad("not eight fields"));
+        };
+        if family != "IPv4" {
+            return Err(bad("family is not IPv4"));
+        }
+        let key = |k: &str| -> Result<Vec<u8>, String> {
+            if k.is_empty() {
+                return Ok(Vec::new());
+            }
+            let h = k.strip_prefix("0x").ok_or_else(|| bad("key without 0x"))?;
+            if h.len() % 2 != 0 {
+                return Err(bad("odd key length"));
+            }
+            (0..h.len())
+                .step_by(2)
+                .map(|i| u8::from_str_radix(&h[i..i + 2], 16).map_err(|_| bad("key is not hex")))
+                .collect()
+        };
+        let encryption_key = key(encr_key)?;
+        let authentication_key = key(auth_key)?;
+        let encryption = [
+            Encr::None,
+            Encr::Des,
+            Encr::TripleDes,
+            Encr::Aes128,
+            Encr::Aes192,
+            Encr::Aes256,
+            Encr::AesGcm128,
+            Encr::AesGcm256,
+        ]
+        .into_iter()
+        .find(|e| e.wireshark_name() == encr && e.key_len() == encryption_key.len())
+        .ok_or_else(|| bad("unknown encryption or key length"))?;
+        let authentication = [Auth::None, Auth::HmacMd5, Auth::HmacSha1, Auth::HmacSha256]
+            .into_iter()
+            .find(|a| a.wireshark_name() == auth && a.key_len() == authentication_key.len())
+            .ok_or_else(|| bad("unknown authentication or key length"))?;
+        let spi = spi
+            .strip_prefix("0x")
+            .and_then(|h| u32::from_str_radix(h, 16).ok())
+            .ok_or_else(|| bad("SPI is not 0x-hex"))?;
+        Ok(EspSaEntry {
+            src: src.to_string(),
+            dst: dst.to_string(),
+            spi,
+            encryption,
+            encryption_key,
+            authentication,
+            authentication_key,
+        })
+    }
+}
+
 pub const PREFERENCES: &str =
     "esp.enable_encryption_decode: TRUE\nesp.enable_authentication_check: TRUE\n";
 

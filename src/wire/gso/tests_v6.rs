@@ -204,38 +204,48 @@ fn hop_by_hop_and_destination_options_are_copied_into_every_segment() {
     }
 }
 
+/// The headers segmentation cannot copy are refused as unsupported (counted apart), a chain
+/// the walk (`wire::ipv6_ext`) refuses is malformed. `super_packet` fills each extension
+/// header with one PadN option: for a routing header that puts 20 in segments left (in transit).
 #[test]
 fn extension_headers_segmentation_cannot_copy_are_refused_as_unsupported() {
-    let cases: [(&str, &[(u8, usize)]); 6] = [
-        ("Routing (changes the pseudo-header)", &[(ROUTING, 24)]),
-        ("Fragment", &[(FRAGMENT, 8)]),
-        ("AH", &[(AH, 16)]),
-        ("Hop-by-Hop not first", &[(DEST_OPTS, 8), (HOP_BY_HOP, 8)]),
+    type Case = (&'static str, &'static [(u8, usize)], OffloadError);
+    let cases: [Case; 6] = [
+        (
+            "Routing in transit (changes the pseudo-header)",
+            &[(ROUTING, 24)],
+            OffloadError::Unsupported,
+        ),
+        ("Fragment", &[(FRAGMENT, 8)], OffloadError::Unsupported),
+        ("AH", &[(AH, 16)], OffloadError::Unsupported),
         (
             "Routing after Hop-by-Hop",
             &[(HOP_BY_HOP, 8), (ROUTING, 24)],
+            OffloadError::Unsupported,
         ),
         (
-            "five Destination Options",
-            &[
-                (DEST_OPTS, 8),
-                (DEST_OPTS, 8),
-                (DEST_OPTS, 8),
-                (DEST_OPTS, 8),
-                (DEST_OPTS, 8),
-            ],
+            "Hop-by-Hop not first (RFC 8200 §4.1)",
+            &[(DEST_OPTS, 8), (HOP_BY_HOP, 8)],
+            OffloadError::Malformed,
+        ),
+        (
+            "nine extension headers",
+            &[(DEST_OPTS, 8); 9],
+            OffloadError::Malformed,
         ),
     ];
-    for (what, exts) in cases {
+    for (what, exts, expected) in cases {
         let mut p = super_packet(6, exts, 0, ACK, 3000);
         let l3: usize = 40 + exts.iter().map(|e| e.1).sum::<usize>();
         let hdr = header(GSO_TCPV6, 1000, l3 as u16, 20);
-        assert_eq!(
-            prepare(&hdr, &mut p),
-            Err(OffloadError::Unsupported),
-            "{what}"
-        );
+        assert_eq!(prepare(&hdr, &mut p), Err(expected), "{what}");
     }
+    // Five destination options headers are a legal chain: copied into every segment.
+    let exts = [(DEST_OPTS, 8); 5];
+    let mut p = super_packet(6, &exts, 0, ACK, 3000);
+    let segs = segments(&header(GSO_TCPV6, 1000, 80, 20), &mut p);
+    assert_eq!(segs.len(), 3);
+    assert!(segs.iter().all(|s| s[40..80] == p[40..80]));
 }
 
 #[test]
