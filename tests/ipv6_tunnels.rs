@@ -982,7 +982,13 @@ fn ike_over_an_ipv6_wan() {
     pa.peer = B_WAN6.into();
     let pb = pa.mirrored().initiate(Initiate::Never);
     let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, "ip6");
-    let mut db = Daemon::start(&sites.b, "B", |dir| ike_toml6(&pb, Side::B, true, dir));
+    // B writes its child SAs' keys (`--esp-key-log`, docs/cli.md) for tshark.
+    let keys = common::TempDir::new("esp-key-log6");
+    let key_log = keys.join("esp-keys");
+    let args = ["--esp-key-log".to_string(), key_log.display().to_string()];
+    let mut db = Daemon::start_with_args(&sites.b, "B", &args, |dir| {
+        ike_toml6(&pb, Side::B, true, dir)
+    });
     let mut da = Daemon::start(&sites.a, "A", |dir| ike_toml6(&pa, Side::A, true, dir));
     wait_child_sas(&da, POLICY, UP_TIMEOUT);
     wait_child_sas(&db, POLICY, UP_TIMEOUT);
@@ -1035,9 +1041,23 @@ fn ike_over_an_ipv6_wan() {
             assert_eq!(shard_counter(d, c), 0, "{side}: shard counter {c}");
         }
     }
-    // On the wire: IKE on UDP 500 over IPv6, then raw ESP over IPv6 with the negotiated SPIs
-    // only (no NAT: no UDP encapsulation). The keys come from the Diffie-Hellman exchange.
-    let pkts = decode_ipsec(&pcap, &WiresharkConfig::new(&[]));
+    // On the wire: raw ESP over IPv6 with the negotiated SPIs only (no NAT: no UDP
+    // encapsulation), every packet decrypted by tshark with B's key log (IPv6 rows) and
+    // carrying IPv6 between the protected hosts.
+    let text = std::fs::read_to_string(&key_log)
+        .unwrap_or_else(|e| panic!("reading the key log {}: {e}", key_log.display()));
+    let entries: Vec<EspSaEntry> = text
+        .lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| EspSaEntry::parse_uat_line(l).unwrap_or_else(|e| panic!("{e}\n{text}")))
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .all(|e| e.src.contains(':') && e.dst.contains(':')),
+        "key log rows are not of the IPv6 WAN:\n{text}"
+    );
+    let pkts = decode_ipsec(&pcap, &WiresharkConfig::new(&entries));
     assert!(
         pkts.len() >= 4 * PINGS as usize,
         "{} ESP packets on the wire",
@@ -1051,6 +1071,13 @@ fn ike_over_an_ipv6_wan() {
         };
         assert!(spi_ok, "ESP with an SPI neither daemon lists: {p:#?}");
         assert_eq!(p.udp_dport, None, "ESP in UDP without a NAT: {p:#?}");
+        assert!(p.decrypted, "tshark could not decrypt: {p:#?}");
+        assert_eq!(p.esp_icv_good, Some(true), "ICV not good: {p:#?}");
+        let inner = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
+        assert!(
+            inner == (Some(A_HOST6), Some(B_HOST6)) || inner == (Some(B_HOST6), Some(A_HOST6)),
+            "inner packet is not IPv6 between the protected hosts: {p:#?}"
+        );
     }
     for d in [&mut da, &mut db] {
         assert!(d.is_running(), "daemon {} died", d.label());

@@ -69,7 +69,7 @@ impl EspSaEntry {
 }
 
 impl EspSaEntry {
-    /// Reads one `esp_sa` line back (the inverse of [`EspSaEntry::uat_line`], IPv4 only): how a
+    /// Reads one `esp_sa` line back (the inverse of [`EspSaEntry::uat_line`]): how a
     /// test turns `ikehub run --esp-key-log` output into entries. AES-CBC key sizes share one
     /// Wireshark name and are told apart by the key's length.
     pub fn parse_uat_line(line: &str) -> Result<EspSaEntry, String> {
@@ -85,8 +85,10 @@ impl EspSaEntry {
         let [family, src, dst, spi, encr, encr_key, auth, auth_key] = fields[..] else {
             return Err(bad("not eight fields"));
         };
-        if family != "IPv4" {
-            return Err(bad("family is not IPv4"));
+        // `uat_line` writes the family from the address (IPv6 for an IPv6 WAN, issue 11).
+        let v6 = src.contains(':');
+        if family != if v6 { "IPv6" } else { "IPv4" } {
+            return Err(bad("family does not match the addresses"));
         }
         let key = |k: &str| -> Result<Vec<u8>, String> {
             if k.is_empty() {
