@@ -13,6 +13,12 @@
 //! once encapsulated is answered with an ICMPv6 Packet Too Big (RFC 4443 §3.2) whose MTU the
 //! sender's kernel takes and that then fits.
 //!
+//! IPv6 outside (issue 11 point 1, the cases `*_over_an_ipv6_wan` and
+//! `manual_two_interfaces_one_per_family`): the interfaces take 2001:db8:ffff::1 and ::2 on
+//! the same veth, so every outer packet is IPv6: manual raw ESP, ESP-in-UDP and AH+ESP carrying
+//! 6-in-6 and 4-in-6, IKEv1 (tshark decrypting with B's `--esp-key-log`), strongSwan 5.9.8 with
+//! kernel-libipsec (ESP in UDP over IPv6), and a hub with one interface of each family.
+//!
 //! Needs root and ip, ping, tcpdump, tshark, iperf3 (charon and swanctl for the strongSwan
 //! case). Outside CI the tests skip (with a message) when those are missing; under `CI=true`
 //! they fail.
