@@ -138,6 +138,43 @@ pub fn raw_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::s
     ]
 }
 
+/// Socket filter for raw IPv6 socket `shard` of `shards`: accept only packets whose SPI
+/// satisfies `SPI % shards == shard`. Packets too short to hold an SPI go to shard 0, which
+/// counts them as malformed (as [`raw_spi_filter`] does for IPv4).
+///
+/// ```text
+///        ld   len           ; A = bytes from the ESP/AH header on
+///        jge  #off+4, spi, short
+/// spi:   ld   [off]         ; A = SPI (off = 0 for ESP, 4 for AH)
+///        mod  #N
+///        jeq  #shard, accept, drop
+/// short: ret  #(shard == 0 ? 0xffffffff : 0)
+/// accept: ret #0xffffffff
+/// drop:   ret #0
+/// ```
+pub fn raw6_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
+    let n = shards.max(1);
+    let short = if shard == 0 { u32::MAX } else { 0 };
+    vec![
+        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN, 0),
+        jump(
+            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
+            proto.spi_offset() + 4,
+            0,
+            3,
+        ),
+        stmt(
+            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
+            proto.spi_offset(),
+        ),
+        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
+        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 1, 2),
+        stmt(libc::BPF_RET | libc::BPF_K, short),
+        stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),
+        stmt(libc::BPF_RET | libc::BPF_K, 0),
+    ]
+}
+
 fn attach(fd: libc::c_int, opt: libc::c_int, prog: &[libc::sock_filter]) -> io::Result<()> {
     let fprog = libc::sock_fprog {
         len: prog.len() as u16,

@@ -8,7 +8,7 @@
 //! Receive: an `AF_INET6`/`SOCK_RAW` socket per protocol and shard, bound to the interface
 //! address (the kernel then delivers only packets to that address: which of the host's
 //! addresses a packet was for needs no ancillary data), with a socket filter
-//! ([`raw6_spi_filter`]) that keeps only the SPIs of this shard. The filter sees the packet
+//! ([`bpf::raw6_spi_filter`]) that keeps only the SPIs of this shard. The filter sees the packet
 //! from the ESP or AH header on, so the SPI is at a fixed offset (unlike IPv4's header
 //! length).
 //!
@@ -41,55 +41,6 @@ use ikehub::wire::ipv6::HEADER_LEN;
 use super::batch::{BatchSend, Dest, PacketBatch};
 use super::bpf::{self, IpsecProto};
 use super::raw::Share;
-
-/// Socket filter for raw IPv6 socket `shard` of `shards`: accept only packets whose SPI
-/// satisfies `SPI % shards == shard`. Packets too short to hold an SPI go to shard 0, which
-/// counts them as malformed (as [`bpf::raw_spi_filter`] does for IPv4).
-///
-/// ```text
-///        ld   len           ; A = bytes from the ESP/AH header on
-///        jge  #off+4, spi, short
-/// spi:   ld   [off]         ; A = SPI (off = 0 for ESP, 4 for AH)
-///        mod  #N
-///        jeq  #shard, accept, drop
-/// short: ret  #(shard == 0 ? 0xffffffff : 0)
-/// accept: ret #0xffffffff
-/// drop:   ret #0
-/// ```
-pub fn raw6_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
-    let n = shards.max(1);
-    let short = if shard == 0 { u32::MAX } else { 0 };
-    let stmt = |code: u32, k: u32| libc::sock_filter {
-        code: code as u16,
-        jt: 0,
-        jf: 0,
-        k,
-    };
-    let jump = |code: u32, k: u32, jt: u8, jf: u8| libc::sock_filter {
-        code: code as u16,
-        jt,
-        jf,
-        k,
-    };
-    vec![
-        stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN, 0),
-        jump(
-            libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
-            proto.spi_offset() + 4,
-            0,
-            3,
-        ),
-        stmt(
-            libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
-            proto.spi_offset(),
-        ),
-        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
-        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 1, 2),
-        stmt(libc::BPF_RET | libc::BPF_K, short),
-        stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),
-        stmt(libc::BPF_RET | libc::BPF_K, 0),
-    ]
-}
 
 fn raw6_socket(proto: IpsecProto, local: Ipv6Addr, device: Option<&str>) -> io::Result<Socket> {
     let sock = Socket::new(
@@ -144,7 +95,7 @@ impl RawReceiver6 {
                     format!("shard {} of {} does not exist", s.shard, s.shards),
                 ));
             }
-            bpf::attach_filter(&this, &raw6_spi_filter(proto, s.shard, s.shards))?;
+            bpf::attach_filter(&this, &bpf::raw6_spi_filter(proto, s.shard, s.shards))?;
             // Packets queued between socket() and the filter belong to every shard: drop them.
             let mut scratch = [std::mem::MaybeUninit::<u8>::uninit(); 64];
             while this.sock.recv(&mut scratch).is_ok() {}
@@ -496,12 +447,12 @@ mod tests {
 
     #[test]
     fn raw6_filter_shape() {
-        let f = raw6_spi_filter(IpsecProto::Ah, 1, 4);
+        let f = bpf::raw6_spi_filter(IpsecProto::Ah, 1, 4);
         assert_eq!(f[1].k, 8, "length check covers the AH SPI");
         assert_eq!(f[2].k, 4, "AH SPI offset");
         assert_eq!(f[3].k, 4, "modulus");
         assert_eq!(f[4].k, 1, "shard");
         assert_eq!(f[5].k, 0, "short packets only on shard 0");
-        assert_eq!(raw6_spi_filter(IpsecProto::Esp, 0, 4)[5].k, u32::MAX);
+        assert_eq!(bpf::raw6_spi_filter(IpsecProto::Esp, 0, 4)[5].k, u32::MAX);
     }
 }
