@@ -171,8 +171,7 @@ mod tests {
     use super::*;
     use crate::io::batch::send_all;
     use crate::io::link::set_interface_mtu;
-    use crate::io::testns::in_netns;
-    use std::time::{Duration, Instant};
+    use crate::io::testns::{in_netns, recv_until};
 
     /// An IPv4 packet 127.0.0.1 -> 127.0.0.1 of `proto` with `spi` where that protocol keeps
     /// it, `options` bytes of IP options (NOPs) and `total` bytes in all.
@@ -201,27 +200,7 @@ mod tests {
 
     /// Collects SPIs from `rx` until `want` arrived, then waits a little for extras.
     fn collect(rx: &RawReceiver, proto: IpsecProto, want: usize) -> Vec<u32> {
-        let mut b = PacketBatch::with_defaults();
-        let mut spis = Vec::new();
-        let mut deadline = Instant::now() + Duration::from_secs(2);
-        let mut settled = false;
-        loop {
-            b.clear();
-            match rx.recv_batch(&mut b) {
-                Ok(_) => spis.extend(b.iter().map(|(p, _)| spi_of(proto, p))),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-            if spis.len() >= want && !settled {
-                settled = true;
-                deadline = Instant::now() + Duration::from_millis(100);
-            }
-            if Instant::now() > deadline {
-                return spis;
-            }
-        }
+        recv_until(|b| rx.recv_batch(b), want, |p, _| spi_of(proto, p))
     }
 
     #[test]

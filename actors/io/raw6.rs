@@ -253,7 +253,7 @@ mod tests {
 
     use super::*;
     use crate::io::batch::send_all;
-    use crate::io::testns::in_netns;
+    use crate::io::testns::{in_netns, recv_until};
 
     const OTHER: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
 
@@ -278,32 +278,16 @@ mod tests {
         proto: IpsecProto,
         want: usize,
     ) -> Vec<(Option<u32>, SocketAddr)> {
-        let mut b = PacketBatch::with_defaults();
-        let mut got = Vec::new();
-        let mut deadline = Instant::now() + Duration::from_secs(2);
-        let mut settled = false;
-        loop {
-            b.clear();
-            match rx.recv_batch(&mut b) {
-                Ok(_) => got.extend(b.iter().map(|(p, a)| {
-                    (
-                        spi_of(proto, p),
-                        a.unwrap_or_else(|| panic!("no source address")),
-                    )
-                })),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(2))
-                }
-                Err(e) => panic!("recvmmsg: {e}"),
-            }
-            if got.len() >= want && !settled {
-                settled = true;
-                deadline = Instant::now() + Duration::from_millis(100);
-            }
-            if Instant::now() > deadline {
-                return got;
-            }
-        }
+        recv_until(
+            |b| rx.recv_batch(b),
+            want,
+            |p, a| {
+                (
+                    spi_of(proto, p),
+                    a.unwrap_or_else(|| panic!("no source address")),
+                )
+            },
+        )
     }
 
     /// Raw ESP and AH over IPv6 on ::1: each shard's receiver gets exactly its SPIs (the

@@ -50,3 +50,35 @@ pub(crate) fn in_netns<T: Send + 'static>(
         Err(panic) => std::panic::resume_unwind(panic),
     }
 }
+
+/// Reads batches with `recv` until `want` packets arrived (at most 2 s), then 100 ms more for
+/// packets that should not come, mapping each (packet, source) with `take`. For the socket
+/// tests that check which packets a filtered socket gets.
+pub(crate) fn recv_until<T>(
+    mut recv: impl FnMut(&mut super::batch::PacketBatch) -> io::Result<usize>,
+    want: usize,
+    mut take: impl FnMut(&[u8], Option<std::net::SocketAddr>) -> T,
+) -> Vec<T> {
+    use std::time::{Duration, Instant};
+    let mut b = super::batch::PacketBatch::with_defaults();
+    let mut got = Vec::new();
+    let mut deadline = Instant::now() + Duration::from_secs(2);
+    let mut settled = false;
+    loop {
+        b.clear();
+        match recv(&mut b) {
+            Ok(_) => got.extend(b.iter().map(|(p, a)| take(p, a))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                std::thread::sleep(Duration::from_millis(2))
+            }
+            Err(e) => panic!("recvmmsg: {e}"),
+        }
+        if got.len() >= want && !settled {
+            settled = true;
+            deadline = Instant::now() + Duration::from_millis(100);
+        }
+        if Instant::now() > deadline {
+            return got;
+        }
+    }
+}
