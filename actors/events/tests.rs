@@ -46,6 +46,7 @@ fn child() -> ChildSaInfo {
         protected_networks: vec![pn],
         suite: "ESP-AES128-SHA1-nopfs tunnel".into(),
         lifetime: Some(Duration::from_secs(3600)),
+        confirmed: true,
     }
 }
 

@@ -147,6 +147,8 @@ pub struct PeerActor {
 struct Child {
     pair: SaPair,
     selectors: Vec<ProtectedNetwork>,
+    /// A responder's successor whose selectors wait for `Event::ChildSaConfirmed`.
+    unconfirmed: bool,
 }
 
 /// How often a peer asks the shards whether its SAs carried traffic (DPD probes only an idle
@@ -296,12 +298,18 @@ impl PeerActor {
             inbound,
             outbound,
         );
-        self.point_entries(&info.protected_networks, pair.outbound);
+        // A responder's successor takes the selectors only when the initiator confirms it
+        // has the pair (`Event::ChildSaConfirmed`): the old pair carries them until then.
+        let unconfirmed = replaces.is_some() && !info.confirmed;
+        if !unconfirmed {
+            self.point_entries(&info.protected_networks, pair.outbound);
+        }
         self.children.insert(
             spis.inbound,
             Child {
                 pair,
                 selectors: info.protected_networks.clone(),
+                unconfirmed,
             },
         );
         self.children_changed();
@@ -311,6 +319,25 @@ impl PeerActor {
         };
         self.record(ev);
         true
+    }
+
+    /// The initiator has the pair: its selectors move to it, unless a newer pair has them.
+    fn confirm(&mut self, spis: SpiPair) {
+        let Some(c) = self.children.get_mut(&spis.inbound) else {
+            return;
+        };
+        if !std::mem::take(&mut c.unconfirmed) {
+            return;
+        }
+        let outbound = c.pair.outbound;
+        let mut selectors = c.selectors.clone();
+        selectors.retain(|pn| {
+            !self
+                .children
+                .values()
+                .any(|o| o.pair.outbound > outbound && o.selectors.contains(pn))
+        });
+        self.point_entries(&selectors, outbound);
     }
 
     fn remove(&mut self, spis: SpiPair, why: &str) {
@@ -350,6 +377,7 @@ impl PeerActor {
                     self.refused = true;
                 }
             }
+            Event::ChildSaConfirmed(spis) => self.confirm(spis),
             Event::ChildSaExpired(spis) => self.remove(spis, "expired"),
             Event::ChildSaDeleted { spis, reason } => self.remove(spis, &reason),
             Event::IsakmpSaEstablished {

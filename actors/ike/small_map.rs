@@ -58,6 +58,11 @@ impl<K: Ord + Copy, V> SmallMap<K, V> {
         &mut self.entries[i].1
     }
 
+    pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
+        let i = self.find(k).ok()?;
+        Some(&mut self.entries[i].1)
+    }
+
     pub fn contains_key(&self, k: &K) -> bool {
         self.find(k).is_ok()
     }
@@ -89,11 +94,13 @@ mod tests {
         assert_eq!(m.insert(20, "b"), None);
         assert_eq!(m.insert(20, "B"), Some("b"));
         assert_eq!(m.values().copied().collect::<Vec<_>>(), ["a", "B", "c"]);
+        *m.get_mut(&30).unwrap() = "C";
+        assert!(m.get_mut(&25).is_none());
         assert_eq!(m.len(), 3);
         assert_eq!(m.remove(&10), Some("a"));
         assert_eq!(m.remove(&10), None);
         assert_eq!(m.entries.capacity(), 2);
-        assert_eq!(m.values().copied().collect::<Vec<_>>(), ["B", "c"]);
+        assert_eq!(m.values().copied().collect::<Vec<_>>(), ["B", "C"]);
     }
 
     #[test]

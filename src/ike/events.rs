@@ -6,6 +6,11 @@
 //! message 3 (initiator). The daemon must therefore drain `poll_event` (and apply InstallSa)
 //! *before* `poll_transmit` after every input; then the SAs are in the shards before the peer can
 //! send on them. (docs/design.md: the PeerActor drains events first.)
+//!
+//! The responder's pair is announced with [`ChildSaInfo::confirmed`] false: the initiator
+//! installs its inbound SA only when message 2 reaches it, so the responder's new outbound SA
+//! may carry a re-keyed selector's traffic only from [`Event::ChildSaConfirmed`] (message 3, the
+//! proof that the initiator has the pair); until then the old pair carries it.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -38,6 +43,9 @@ pub struct ChildSaInfo {
     pub suite: String,
     /// Hard lifetime in seconds of the pair (also in `inbound.lifetime`).
     pub lifetime: Option<Duration>,
+    /// Whether the peer is known to have the pair: true for the quick-mode initiator (message 2
+    /// came back), false for the responder until [`Event::ChildSaConfirmed`].
+    pub confirmed: bool,
 }
 
 impl ChildSaInfo {
@@ -84,6 +92,10 @@ pub enum Event {
     /// A re-key of `old` completed: install `new`; `old` stays installed until its own
     /// `ChildSaDeleted`/`ChildSaExpired` (after the grace period) so no packet in flight is lost.
     ChildSaRekeyed { old: SpiPair, new: ChildSaInfo },
+    /// The initiator confirmed a pair we announced as responder (quick-mode message 3, or its
+    /// retransmissions ran out with the pair kept): its outbound SA may now carry the traffic
+    /// of its selectors that an older pair still carries.
+    ChildSaConfirmed(SpiPair),
     /// The pair reached its hard lifetime: remove it.
     ChildSaExpired(SpiPair),
     /// The pair was deleted (by us or by the peer): remove it.
@@ -120,6 +132,7 @@ impl Event {
             Event::IsakmpSaDeleted { .. } => "ISAKMP SA deleted",
             Event::ChildSaEstablished(_) => "child SA established",
             Event::ChildSaRekeyed { .. } => "child SA re-keyed",
+            Event::ChildSaConfirmed(_) => "child SA confirmed",
             Event::ChildSaExpired(_) => "child SA expired",
             Event::ChildSaDeleted { .. } => "child SA deleted",
             Event::PeerDead => "peer dead",

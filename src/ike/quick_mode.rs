@@ -78,6 +78,8 @@ pub(crate) struct QuickMode {
     pub reserved: Vec<u32>,
     /// `AwaitConnected`: the negotiated pair, and when to stop waiting for CONNECTED.
     pub committed: Option<(Box<ChildSaInfo>, Instant)>,
+    /// Responder: the pair announced with message 2, confirmed by message 3.
+    pub announced: Option<SpiPair>,
 }
 
 /// What one step produced.
@@ -253,6 +255,7 @@ impl Keying<'_> {
             protected_networks: vec![network],
             suite: suite.to_string(),
             lifetime: suite.lifetime_seconds.map(Duration::from_secs),
+            confirmed: true,
         })
     }
 }
@@ -423,6 +426,7 @@ impl QuickMode {
                 )),
                 reserved,
                 committed: None,
+                announced: None,
             },
             msg,
         ))
@@ -510,13 +514,17 @@ impl QuickMode {
         let mut reserved = Vec::new();
         let our_spis = reserve(ctx, &suite, &mut reserved);
         let nr = ctx.random(NONCE_LEN);
-        let child = Keying {
+        let mut child = Keying {
             keys: &sa.keys,
             g_qm_xy: g_qm_xy.as_ref().map(|s| s.as_bytes()),
             ni: &ni,
             nr: &nr,
         }
         .child(ctx, env, &suite, our_spis, chosen.spis, transform, network)?;
+        // The initiator installs the pair when message 2 reaches it: until message 3 says it
+        // did, our outbound SA must not take a re-keyed selector's traffic (events.rs).
+        child.confirmed = false;
+        let announced = child.spis();
         let mut rest = vec![
             Payload::Sa(sa_payload::phase2_reply(offer, chosen, our_spis)),
             Payload::Nonce(nr.clone()),
@@ -575,6 +583,7 @@ impl QuickMode {
             )),
             reserved,
             committed: None,
+            announced: Some(announced),
         };
         Ok((qm, QmStep::Reply(Box::new(child), msg)))
     }

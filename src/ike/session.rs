@@ -1016,8 +1016,10 @@ impl IkeSession {
                         self.send(msg);
                     }
                     QmStep::Confirmed => {
-                        if let Some(qi) = qi {
-                            self.quick_modes.remove(qi);
+                        if let Some(qi) = qi
+                            && let Some(spis) = self.quick_modes.remove(qi).announced
+                        {
+                            self.emit(Event::ChildSaConfirmed(spis));
                         }
                         // Message 3 ends the exchange: the peer has message 2. A late copy of
                         // message 3 finds its message ID used and is dropped.

@@ -12,6 +12,7 @@ use crate::wire::isakmp::{Notification, Payload};
 
 use super::dpd::{DpdAction, DpdState};
 use super::error::IkeError;
+use super::events::Event;
 use super::isakmp_sa::hex;
 use super::main_mode::MmState;
 use super::nat_t;
@@ -175,6 +176,9 @@ impl IkeSession {
                         // The pair is installed and the initiator may be using it; only the
                         // confirmation was lost.
                         debug!("quick mode {:08x}: no message 3, keeping the SA", qm.msg_id);
+                        if let Some(spis) = qm.announced {
+                            self.emit(Event::ChildSaConfirmed(spis));
+                        }
                         continue;
                     }
                     self.release_reserved(&qm);

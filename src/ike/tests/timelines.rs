@@ -189,6 +189,27 @@ fn child_rekey_timeline_is_exact() {
         [95_010, 185_030]
     );
     assert!(time_of(&p, 0, |e| matches!(e, Event::ChildSaExpired(_))).is_empty());
+    // B's successor carries traffic only once A has it: message 3 confirms it one round
+    // trip after B announced it, and A's own announcement needs no confirmation.
+    let confirmed = |side: usize| -> Vec<bool> {
+        p.sides[side]
+            .events
+            .iter()
+            .filter_map(|(_, e)| match e {
+                Event::ChildSaEstablished(i) | Event::ChildSaRekeyed { new: i, .. } => {
+                    Some(i.confirmed)
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(confirmed(0), [true, true, true]);
+    assert_eq!(confirmed(1), [false, false, false]);
+    assert_eq!(
+        rel(time_of(&p, 1, |e| matches!(e, Event::ChildSaConfirmed(_)))),
+        [10, 90_030, 180_050]
+    );
+    assert!(time_of(&p, 0, |e| matches!(e, Event::ChildSaConfirmed(_))).is_empty());
     let a = p.installed(0);
     let b = p.installed(1);
     assert_eq!((a.len(), b.len()), (1, 1));
@@ -461,4 +482,57 @@ impl IkeSessionFactory {
             CountingSpis::new(0x3000_0000),
         )
     }
+}
+
+/// Quick-mode message 3 of a re-key never reaches the responder: its successor pair is kept and
+/// confirmed when the retransmissions of message 2 run out, so its outbound SA takes the traffic
+/// then (and no later), and the old pair is still deleted after the grace period.
+#[test]
+fn lost_message_3_confirms_the_successor_when_retransmissions_end() {
+    let mut p = rekey_pair(301, 100);
+    // A's quick-mode message 3 is its only datagram of 60 bytes or less (a hash payload);
+    // the first one (the initial exchange) passes, every later one is lost.
+    let mut seen = 0;
+    p.filter = Box::new(move |_, from, t| {
+        if from == 0 && t.bytes.len() <= 60 {
+            seen += 1;
+            if seen > 1 {
+                return Vec::new();
+            }
+        }
+        vec![Duration::ZERO]
+    });
+    p.run_until(150.0);
+    let est = time_of(&p, 1, |e| matches!(e, Event::ChildSaEstablished(_)))[0];
+    let rel = |v: Vec<Duration>| v.iter().map(|d| ms(*d - est)).collect::<Vec<_>>();
+    let rekeyed: Vec<_> = p.sides[1]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::ChildSaRekeyed { new, .. } => Some(new.spis()),
+            _ => None,
+        })
+        .collect();
+    let confirmed: Vec<_> = p.sides[1]
+        .events
+        .iter()
+        .filter_map(|(_, e)| match e {
+            Event::ChildSaConfirmed(s) => Some(*s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(rekeyed.len(), 1, "{:?}", p.sides[1].events);
+    assert_eq!(confirmed.len(), 2, "{:?}", p.sides[1].events);
+    assert_eq!(confirmed[1], rekeyed[0]);
+    // (Times from B's first pair.) Message 2 went out at 90.02 s and again at 1, 3, 7 and 15 s after; given up at 31 s.
+    let total = crate::ike::config::RetransmitConfig::default().total();
+    assert_eq!(
+        rel(time_of(&p, 1, |e| matches!(e, Event::ChildSaConfirmed(_))))[1],
+        90_020 + ms(total)
+    );
+    assert!(p.failures(1).is_empty(), "{:?}", p.failures(1));
+    assert_eq!(
+        rel(time_of(&p, 1, |e| matches!(e, Event::ChildSaDeleted { .. }))),
+        [95_020]
+    );
 }
