@@ -47,6 +47,8 @@ pub struct RouterCounters {
     pub refused_malformed: u64,
     pub refused_unknown_cookies: u64,
     pub refused_aggressive: u64,
+    /// New exchanges refused while the daemon stops (`Demux::stop_admitting`).
+    pub refused_stopping: u64,
     /// Half-open exchanges evicted (the oldest, to admit a new one past a bound).
     pub half_open_evicted: u64,
     /// Datagrams dropped because a peer actor's mailbox was full.
@@ -82,12 +84,13 @@ pub struct RouterCounters {
 
 impl RouterCounters {
     /// The refusal counters, for the periodic summary.
-    fn refusals(&self) -> [(u64, &'static str); 6] {
+    fn refusals(&self) -> [(u64, &'static str); 7] {
         [
             (self.refused_unknown_peer, "from addresses no policy admits"),
             (self.refused_malformed, "malformed"),
             (self.refused_unknown_cookies, "with unknown cookies"),
             (self.refused_aggressive, "aggressive mode (refused)"),
+            (self.refused_stopping, "new exchanges while stopping"),
             (self.half_open_evicted, "half-open exchanges evicted"),
             (
                 self.unauthenticated_failures,
@@ -158,6 +161,8 @@ pub struct IkeRouter {
     events: EventLog,
     /// The threads peer actors run on (workers.rs).
     workers: super::workers::IkeWorkers,
+    /// The daemon stops (`TerminateAll`): nothing is initiated or restarted any more.
+    stopping: bool,
 }
 
 /// All peers' status rows.
@@ -260,6 +265,7 @@ impl IkeRouter {
     ) -> Self {
         IkeRouter {
             workers: super::workers::IkeWorkers::start(profiles.system.ike_workers),
+            stopping: false,
             events,
             // Reserved from load, whether or not the owners' tunnels ever come up.
             claims: super::claims::Claims::new(&profiles),
@@ -757,6 +763,7 @@ impl Handler<IkeDatagram> for IkeRouter {
                     DropReason::Malformed => self.counters.refused_malformed += 1,
                     DropReason::UnknownCookies => self.counters.refused_unknown_cookies += 1,
                     DropReason::Aggressive => self.counters.refused_aggressive += 1,
+                    DropReason::Stopping => self.counters.refused_stopping += 1,
                 }
                 self.refuse(&msg.from.to_string(), reason.describe());
             }
@@ -807,7 +814,7 @@ impl Handler<Acquire> for IkeRouter {
         let Some(policy) = self.profiles.isakmp_policies.get(&*msg.policy).cloned() else {
             return;
         };
-        if policy.initiate == InitiateMode::Never {
+        if policy.initiate == InitiateMode::Never || self.stopping {
             return;
         }
         // A template policy cannot initiate: it does not know which spoke to call.
@@ -860,6 +867,7 @@ impl IkeRouter {
         };
         if policy.initiate != InitiateMode::Permanent
             || !matches!(policy.peer, PeerSpec::Address(_))
+            || self.stopping
         {
             return;
         }
@@ -1024,7 +1032,10 @@ impl Handler<TerminateAll> for IkeRouter {
     type Result = ResponseFuture<()>;
     fn handle(&mut self, _: TerminateAll, _: &mut Context<Self>) -> Self::Result {
         // Answered once every peer actor handled its Terminate (its deletes are on the wire):
-        // they run on other threads, which the system stops soon after.
+        // they run on other threads, which the system stops soon after. No exchange starts
+        // from here on: not from a peer (`stop_admitting`), nor ours (`stopping`).
+        self.demux.stop_admitting();
+        self.stopping = true;
         let asked: Vec<_> = self
             .peers
             .values()

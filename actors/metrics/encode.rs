@@ -61,6 +61,7 @@ const IKE_REFUSALS: &[(&str, &str)] = &[
     ("refused_malformed", "malformed"),
     ("refused_unknown_cookies", "unknown_cookies"),
     ("refused_aggressive", "aggressive_mode"),
+    ("refused_stopping", "stopping"),
     ("refused_network_claims", "network_claimed"),
     ("dropped_peer_busy", "peer_busy"),
     ("dropped_router_busy", "router_busy"),

@@ -84,6 +84,8 @@ pub enum DropReason {
     /// Aggressive mode (RFC 2409 §5.4) is refused: with pre-shared keys it gives away an
     /// offline-crackable hash of the key.
     Aggressive,
+    /// A new exchange while the daemon stops ([`Demux::stop_admitting`]).
+    Stopping,
 }
 
 impl DropReason {
@@ -96,6 +98,7 @@ impl DropReason {
                 "aggressive mode refused: with pre-shared keys it sends a hash of the key in the \
                  clear that can be cracked offline; configure the peer for main mode"
             }
+            DropReason::Stopping => "stopping: no new exchange until restarted",
         }
     }
 }
@@ -141,6 +144,8 @@ pub struct Demux {
     half_open: BTreeMap<u64, PeerId>,
     half_open_policy: HashMap<Arc<str>, BTreeMap<u64, PeerId>>,
     half_open_source: HashMap<IpAddr, BTreeMap<u64, PeerId>>,
+    /// Set when the daemon stops: see [`Demux::stop_admitting`].
+    stopping: bool,
 }
 
 impl Default for Demux {
@@ -161,7 +166,19 @@ impl Demux {
             half_open: BTreeMap::new(),
             half_open_policy: HashMap::new(),
             half_open_source: HashMap::new(),
+            stopping: false,
         }
+    }
+
+    /// The daemon is stopping: from now on a main-mode message 1 with a fresh exchange is
+    /// dropped, also from an address that has a session. A spoke that re-initiates as soon as
+    /// our delete reaches it would otherwise be answered by the process that is going away,
+    /// and retransmit message 3 to the restarted daemon, which knows none of those cookies,
+    /// until its exchange times out (a 10,000-spoke hub restart took 34 s instead of 4 s). Its
+    /// unanswered message 1 is retransmitted to the restarted daemon instead. Datagrams of
+    /// sessions that exist (the answers to our deletes) still reach them.
+    pub fn stop_admitting(&mut self) {
+        self.stopping = true;
     }
 
     /// The session a datagram from `from` goes to (see the module documentation). `bytes` is
@@ -184,6 +201,9 @@ impl Demux {
         }
         if cky_r != [0; 8] || h.message_id() != 0 {
             return Route::Drop(DropReason::UnknownCookies);
+        }
+        if self.stopping && h.exchange_type() == ExchangeType::MAIN_MODE {
+            return Route::Drop(DropReason::Stopping);
         }
         match h.exchange_type() {
             ExchangeType::MAIN_MODE => match self.by_addr.get(&from) {

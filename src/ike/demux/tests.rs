@@ -48,6 +48,32 @@ fn routes_by_our_cookie_not_by_address() {
     d.check_invariants().unwrap();
 }
 
+/// A stopping daemon answers no new exchange, not even from a spoke that has a session (it
+/// re-initiates after our delete), while the sessions' own datagrams still reach them.
+#[test]
+fn a_stopping_demux_admits_no_new_exchange_but_routes_sessions() {
+    let mut d = Demux::default();
+    let p: Arc<str> = Arc::from("Branches");
+    let spoke = sa("203.0.113.7:500");
+    let a = d.admit(spoke, &p);
+    d.set_cookies(a.id, &[([9; 8], Role::Responder)]);
+    let ours = d.insert_initiator(sa("192.0.2.2:500"), &p);
+    d.set_cookies(ours, &[([5; 8], Role::Initiator)]);
+    d.stop_admitting();
+    for from in [spoke, sa("203.0.113.8:500")] {
+        assert_eq!(d.route(from, &mm1(2)), Route::Drop(DropReason::Stopping));
+    }
+    let info = datagram([1; 8], [9; 8], ExchangeType::INFORMATIONAL, 7);
+    assert_eq!(d.route(spoke, &info), Route::Session(a.id));
+    let m2 = datagram([5; 8], [6; 8], ExchangeType::MAIN_MODE, 0);
+    assert_eq!(d.route(sa("192.0.2.2:500"), &m2), Route::Session(ours));
+    let aggressive = datagram([3; 8], [0; 8], ExchangeType::AGGRESSIVE, 0);
+    assert_eq!(
+        d.route(spoke, &aggressive),
+        Route::Drop(DropReason::Aggressive)
+    );
+}
+
 #[test]
 fn our_initiator_cookie_routes_replies_and_only_in_that_role() {
     let mut d = Demux::default();

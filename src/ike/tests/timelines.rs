@@ -532,7 +532,10 @@ fn lost_message_3_confirms_the_successor_when_retransmissions_end() {
     );
     assert!(p.failures(1).is_empty(), "{:?}", p.failures(1));
     assert_eq!(
-        rel(time_of(&p, 1, |e| matches!(e, Event::ChildSaDeleted { .. }))),
+        rel(time_of(&p, 1, |e| matches!(
+            e,
+            Event::ChildSaDeleted { .. }
+        ))),
         [95_020]
     );
 }
