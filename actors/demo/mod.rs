@@ -5,8 +5,8 @@
 //!   on `127.0.0.1:<high port Q>` (`[::1]` with `--ipv6`; the NAT-T port) steered by SPI,
 //!   cleartext = one [`MemoryPort`] per shard whose far end is the hub "LAN" (host 198.51.100.1
 //!   or 2001:db8:ffff::1), driven by [`lan::echo`]; IKE = the real `IkeRouter` on
-//!   `127.0.0.1:<high port P>` with one template policy admitting the spokes, one `PeerActor`
-//!   per spoke ([`hub`]).
+//!   `127.0.0.1:<high port P>` (or `[::1]`) with one template policy admitting the spokes, one
+//!   `PeerActor` per spoke ([`hub`]).
 //! * Spoke `i` is simulated: one UDP socket for IKE and ESP-in-UDP, on its own 127.x address or,
 //!   over IPv6, on `::1` with its own port ([`addresses`] says why), and an initiator
 //!   `IkeSession` that asks for its own host (in 198.18.0.0/15 or 2001:db8:1::/64,
@@ -45,7 +45,12 @@ use stats::{LanStats, SetupStats, SpokeStats, Totals};
 
 /// IKE handshakes in flight at the same time (a spoke holds a slot from main-mode message 1
 /// until its child SA is up): enough to keep the hub busy, few enough that a slow hub does not
-/// make thousands of spokes retransmit at once.
+/// make thousands of spokes retransmit at once. Over IPv6 every spoke calls from `::1`, so all
+/// of them count against the router's bound on half-open exchanges per source address
+/// (`HalfOpenLimits::per_source`, 128, src/ike/demux.rs): 64 stays under it. (Measured with
+/// 1,000 slots instead: each main mode beyond 128 evicted the oldest half-open one from `::1`,
+/// 861 of 1,000 spokes lost their exchange after message 2 and 139 came up; over IPv4, one
+/// address per spoke, all 1,000 came up.)
 pub const SETUP_SLOTS: usize = 64;
 /// How long the demo waits for the hub to install the tunnels the spokes have up before the
 /// traffic starts (each poll asks every shard for its SA table).
