@@ -119,6 +119,10 @@ pub enum Command {
         /// The hub's IKE worker threads (`[system] ike-workers`); 0 = one per core.
         #[arg(long, default_value_t = 0)]
         ike_workers: usize,
+        /// IPv6 outside and inside: the hub and the spokes on ::1 (the spokes told apart by
+        /// UDP port and key ID), hosts in 2001:db8::/32.
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Measure this machine: ESP encap/decap MB/s per suite and size, SA lookup, DH operations
     /// and handshakes per second per group.

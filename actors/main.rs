@@ -225,11 +225,12 @@ fn main() -> ExitCode {
             spokes,
             seconds,
             ike_workers,
+            ipv6,
         } => {
             // Thousands of IKE sessions log every event at info: the demo shows warnings only,
             // its progress lines and summary say the rest.
             init_logging(cli.log_format, "warn");
-            return demo::run(spokes, seconds, ike_workers);
+            return demo::run(spokes, seconds, ike_workers, ipv6);
         }
         Command::Bench { json, seconds } => return bench::run(json, seconds),
         Command::Loadgen(args) => {

@@ -34,9 +34,3 @@ pub fn udp_datagram(
     buf[28..28 + n].copy_from_slice(&tag.to_be_bytes()[..n]);
     total_len
 }
-
-/// The tag stamped by [`udp_datagram`].
-pub fn tag_of(packet: &[u8]) -> Option<u64> {
-    let b = packet.get(28..36)?;
-    Some(u64::from_be_bytes(b.try_into().ok()?))
-}

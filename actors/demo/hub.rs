@@ -1,46 +1,45 @@
-//! The demo's hub: an in-memory profile (one interface on 127.0.0.1 with a high IKE port and a
-//! high NAT-T port, one template `ipsec-policy-isakmp` admitting the whole block of spoke
-//! addresses), the real `EspShard`s over `MemoryPort`s, and the real `IkeRouter` wired to them
-//! exactly as `ikehub run` wires it. Also the spokes' mirror of that policy.
+//! The demo's hub: an in-memory profile (one interface on 127.0.0.1 or ::1 with a high IKE port
+//! and a high NAT-T port, one template `ipsec-policy-isakmp` admitting the spokes: IPv4 by the
+//! block of their addresses, IPv6 from `::1/128` by their key IDs, see [`addresses`]), the real
+//! `EspShard`s over `MemoryPort`s, and the real `IkeRouter` wired to them exactly as `ikehub run`
+//! wires it. Also the spokes' mirror of that policy.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use actix::prelude::*;
 use ikehub::config::{
-    HashAlgorithm, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform, KeyBytes,
-    NetworkSpec, PeerSpec, Profiles, ProtectedNetwork, System,
+    Family, HashAlgorithm, Initiate, Interface, IpsecTransform, IsakmpPolicy, IsakmpTransform,
+    KeyBytes, LocalId, NetworkSpec, PeerSpec, Profiles, ProtectedNetwork, RemoteId, System,
 };
 use ikehub::crypto::{AuthAlgorithm, EncrAlgorithm};
 use ikehub::ike::PeerConfig;
 use rand::RngExt;
 
+use super::addresses::{self, hub_lan, hub_wan, spoke_hosts};
+use super::lan;
 use super::stats::{LanStats, SpokeStats};
-use super::{HUB_LAN, HUB_WAN, lan};
 use crate::ike::router::{IkeRouter, start_router};
 use crate::ike::socket::IkeSockets;
 use crate::ike::spis::HostSpis;
 use crate::io::{MemoryPort, PmtuDisc, UdpBatchSocket, UdpOptions};
 use crate::shard::{Cleartext, EspShard, ShardIo, WanSockets};
 
-/// Name of the template policy; the hub's SPD keys are `spokes@<spoke address>`.
+/// Name of the template policy; the hub's SPD keys are `spokes@<spoke address>` (a further
+/// spoke from the same address: `spokes@<address>#<session>`).
 pub const POLICY: &str = "spokes";
 const INTERFACE: &str = "loopback";
-/// The spokes' protected hosts live here (each spoke proposes its own /32 inside it).
-const SPOKE_HOSTS: NetworkSpec = NetworkSpec::Subnet {
-    addr: IpAddr::V4(Ipv4Addr::new(198, 18, 0, 0)),
-    prefix: 15,
-};
 pub const REPLAY_WINDOW: u32 = 64;
 
 pub struct Hub {
+    pub family: Family,
     pub shards: Vec<Addr<EspShard>>,
     pub router: Addr<IkeRouter>,
     /// Where spokes start main mode.
-    pub ike: SocketAddrV4,
+    pub ike: SocketAddr,
     /// The NAT-T port: IKE after the float (non-ESP marker) and all ESP-in-UDP.
-    pub nat_t: SocketAddrV4,
+    pub nat_t: SocketAddr,
     pub profiles: Arc<Profiles>,
 }
 
@@ -64,8 +63,12 @@ fn isakmp_transform() -> Arc<IsakmpTransform> {
     ))
 }
 
-/// The hub's profiles, as if read from a file: `spokes` admits every address of `block`.
+/// The hub's profiles, as if read from a file: `spokes` admits every address of `block`; over
+/// IPv6, where every spoke calls from `::1`, only under a `keyid:demo-spoke-*` identity: what
+/// an operator whose spokes share a NAT address sets, so that each spoke is one authenticated
+/// name (a spoke that starts over replaces its own old session, never another spoke's).
 fn hub_profiles(
+    family: Family,
     ike_port: u16,
     nat_t_port: u16,
     shards: usize,
@@ -77,7 +80,7 @@ fn hub_profiles(
     let kt = isakmp_transform();
     let iface = Interface {
         name: INTERFACE.into(),
-        address: IpAddr::V4(HUB_WAN),
+        address: hub_wan(family),
         device: None,
         ike_port,
         nat_t_port,
@@ -94,11 +97,14 @@ fn hub_profiles(
         nat_traversal: true,
         dpd: None,
         protected_networks: vec![ProtectedNetwork {
-            local: NetworkSpec::Host(HUB_LAN.into()),
-            remote: SPOKE_HOSTS,
+            local: NetworkSpec::Host(hub_lan(family)),
+            remote: spoke_hosts(family),
         }],
         local_id: Default::default(),
-        remote_id: Default::default(),
+        remote_id: match family {
+            Family::V4 => RemoteId::Address,
+            Family::V6 => addresses::spoke_key_ids(),
+        },
         dh_key_reuse_seconds: 0,
     };
     Profiles {
@@ -118,26 +124,32 @@ fn hub_profiles(
     }
 }
 
-/// The spokes' side of the policy (one config shared by all spokes: each asks quick mode for
-/// its own /32 inside it). `force_encapsulation`: on loopback NAT-D finds no NAT, and raw ESP
-/// needs root, so the spokes claim to be behind a NAT (strongSwan's `forceencaps`); both ends
-/// then float to the hub's NAT-T port and ESP runs in UDP (RFC 3948).
+/// The spokes' side of the policy (one config shared by all IPv4 spokes: each asks quick mode
+/// for its own host inside it; see [`spoke_config_for`]). `force_encapsulation`: on loopback
+/// NAT-D finds no NAT, and raw ESP needs root, so the spokes claim to be behind a NAT
+/// (strongSwan's `forceencaps`); both ends then float to the hub's NAT-T port and ESP runs in
+/// UDP (RFC 3948).
 pub fn spoke_config(hub: &Hub) -> Arc<PeerConfig> {
     let hub_policy = &hub.profiles.isakmp_policies[POLICY];
     let policy = IsakmpPolicy {
         name: "hub".into(),
         interface: INTERFACE.into(),
-        peer: PeerSpec::Address(IpAddr::V4(*hub.ike.ip())),
+        peer: PeerSpec::Address(hub.ike.ip()),
         initiate: Initiate::OnDemand,
         protected_networks: vec![ProtectedNetwork {
-            local: SPOKE_HOSTS,
-            remote: NetworkSpec::Host(HUB_LAN.into()),
+            local: spoke_hosts(hub.family),
+            remote: NetworkSpec::Host(hub_lan(hub.family)),
         }],
+        // The hub sends its address (ID_IPV4_ADDR / ID_IPV6_ADDR) and must be at it.
+        remote_id: RemoteId::Address,
         ..IsakmpPolicy::clone(hub_policy)
     };
     let iface = Interface {
         name: INTERFACE.into(),
-        address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+        address: match hub.family {
+            Family::V4 => Ipv4Addr::UNSPECIFIED.into(),
+            Family::V6 => Ipv6Addr::UNSPECIFIED.into(),
+        },
         device: None,
         // Only the NAT-T port matters to an initiator: it is where it floats to (the hub's).
         ike_port: hub.ike.port(),
@@ -148,9 +160,22 @@ pub fn spoke_config(hub: &Hub) -> Arc<PeerConfig> {
     Arc::new(config)
 }
 
+/// Spoke `i`'s config: over IPv4 the shared one (the hub tells the spokes apart by address);
+/// over IPv6 a copy that sends the spoke's own key ID (`keyid:demo-spoke-<i+1>`).
+pub fn spoke_config_for(shared: &Arc<PeerConfig>, family: Family, i: usize) -> Arc<PeerConfig> {
+    match family {
+        Family::V4 => shared.clone(),
+        Family::V6 => Arc::new(PeerConfig {
+            local_id: LocalId::KeyId(addresses::spoke_key_id(i)),
+            ..PeerConfig::clone(shared)
+        }),
+    }
+}
+
 /// Binds the hub's REUSEPORT NAT-T group on the first free port from 40000 + pid % 10000 upward,
 /// and the IKE port on the next free one after it.
-fn bind(n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
+fn bind(family: Family, n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
+    let wan = hub_wan(family);
     let start = 40000 + (std::process::id() % 10000) as u16;
     let opts = UdpOptions {
         reuse_port: true,
@@ -162,7 +187,7 @@ fn bind(n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
     };
     let mut last = String::new();
     for port in (start..u16::MAX).chain(40000..start).take(500) {
-        let addr = SocketAddr::new(IpAddr::V4(HUB_WAN), port);
+        let addr = SocketAddr::new(wan, port);
         // Probe without SO_REUSEPORT first, so we never join someone else's group.
         match std::net::UdpSocket::bind(addr) {
             Ok(probe) => drop(probe),
@@ -184,37 +209,42 @@ fn bind(n: usize) -> Result<(u16, Vec<UdpBatchSocket>, IkeSockets), String> {
                 .map_err(|e| format!("SPI steering on the hub's UDP group: {e}"))?;
         }
         for ike_port in (port + 1..u16::MAX).take(100) {
-            let ike_addr = SocketAddr::new(IpAddr::V4(HUB_WAN), ike_port);
+            let ike_addr = SocketAddr::new(wan, ike_port);
             match IkeSockets::bind(ike_addr, Some(&group[0])) {
                 Ok(s) => return Ok((port, group, s)),
                 Err(e) => last = e.to_string(),
             }
         }
     }
-    Err(format!(
-        "no free UDP ports for the hub on {HUB_WAN}: {last}"
-    ))
+    Err(format!("no free UDP ports for the hub on {wan}: {last}"))
 }
 
 /// Starts the hub: shards (with the LAN echo on their memory ports) and the IKE router.
 pub fn start(
+    family: Family,
     shard_count: usize,
     ike_workers: usize,
     block: NetworkSpec,
     stats: Arc<[SpokeStats]>,
     lan_stats: Arc<LanStats>,
 ) -> Result<Hub, String> {
-    let (nat_t_port, group, ike_sockets) = bind(shard_count)?;
+    let (nat_t_port, group, ike_sockets) = bind(family, shard_count)?;
+    let wan = hub_wan(family);
     let mut ios = Vec::with_capacity(shard_count);
     for udp in group {
         let (hub_end, lan_end) =
             MemoryPort::pair().map_err(|e| format!("cannot create a memory port: {e}"))?;
-        actix::spawn(lan::echo(lan_end, stats.clone(), lan_stats.clone()));
+        actix::spawn(lan::echo(
+            lan_end,
+            hub_lan(family),
+            stats.clone(),
+            lan_stats.clone(),
+        ));
         ios.push(ShardIo {
             cleartext: Some(Cleartext::Memory(hub_end)),
             icmpv6_source: None,
             wans: vec![WanSockets {
-                local: HUB_WAN.into(),
+                local: wan,
                 nat_t_port,
                 path_mtu: 1500,
                 udp: Some(udp),
@@ -231,6 +261,7 @@ pub fn start(
     let psk = KeyBytes((0..32).map(|_| rng.random::<u8>()).collect());
     let ike_port = ike_sockets.ike_addr.port();
     let profiles = Arc::new(hub_profiles(
+        family,
         ike_port,
         nat_t_port,
         shard_count,
@@ -240,17 +271,18 @@ pub fn start(
     ));
     let router = start_router(
         profiles.clone(),
-        HashMap::from([(IpAddr::V4(HUB_WAN), ike_sockets)]),
+        HashMap::from([(wan, ike_sockets)]),
         &shards,
         Arc::new(HostSpis::default()),
         // Nobody follows the demo's events: the ring keeps the last ones, bounded.
         crate::events::EventLog::default(),
     )?;
     Ok(Hub {
+        family,
         shards,
         router,
-        ike: SocketAddrV4::new(HUB_WAN, ike_port),
-        nat_t: SocketAddrV4::new(HUB_WAN, nat_t_port),
+        ike: SocketAddr::new(wan, ike_port),
+        nat_t: SocketAddr::new(wan, nat_t_port),
         profiles,
     })
 }

@@ -1,14 +1,23 @@
 //! The hub's LAN in the demo: the far end of each shard's MemoryPort. Every packet the hub
 //! decapsulated is counted for its spoke and echoed back (addresses and ports swapped), so
-//! the hub encapsulates it back to that spoke.
+//! the hub encapsulates it back to that spoke. IPv4 or IPv6 alike: [`inner::parse`] checks the
+//! headers (and over IPv6 the UDP checksum the pseudo-header covers) of what the hub delivered.
 
+use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::addresses::spoke_of_host;
+use super::inner;
 use super::stats::{LanStats, SpokeStats};
-use super::{HUB_LAN, spoke_of_host};
 use crate::io::{self, MemoryPort};
 
-pub async fn echo(port: MemoryPort, spokes: Arc<[SpokeStats]>, lan: Arc<LanStats>) {
+/// Echoes what comes out of the hub on `port` to the hub LAN host `hub_lan`.
+pub async fn echo(
+    port: MemoryPort,
+    hub_lan: IpAddr,
+    spokes: Arc<[SpokeStats]>,
+    lan: Arc<LanStats>,
+) {
     let fd = match io::register(port) {
         Ok(fd) => fd,
         Err(e) => {
@@ -29,23 +38,16 @@ pub async fn echo(port: MemoryPort, spokes: Arc<[SpokeStats]>, lan: Arc<LanStats
                 Err(_would_block) => break,
             };
             let p = &mut buf[..n];
-            let src = if n >= 28 && p[0] == 0x45 && p[9] == 17 && p[16..20] == HUB_LAN.octets() {
-                spoke_of_host([p[12], p[13], p[14], p[15]], spokes.len())
-            } else {
-                None
-            };
+            let src = inner::parse(p)
+                .filter(|d| d.dst == hub_lan)
+                .and_then(|d| spoke_of_host(d.src, spokes.len()));
             let Some(i) = src else {
                 SpokeStats::add(&lan.unexpected, 1);
                 continue;
             };
             SpokeStats::add(&spokes[i].up_packets, 1);
             SpokeStats::add(&spokes[i].up_bytes, n as u64);
-            // Swap addresses and ports: neither changes the IPv4 or UDP checksum.
-            for k in 0..4 {
-                p.swap(12 + k, 16 + k);
-            }
-            p.swap(20, 22);
-            p.swap(21, 23);
+            inner::swap(p);
             if send(&fd, p).await.is_err() {
                 SpokeStats::add(&lan.send_errors, 1);
             }

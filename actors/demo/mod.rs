@@ -1,91 +1,60 @@
-//! `ikehub demo`: a hub and N spokes in one unprivileged process over loopback, every tunnel
-//! keyed by IKE (main mode + quick mode, pre-shared key, group 14).
+//! `ikehub demo [--ipv6]`: a hub and N spokes in one unprivileged process over loopback, every
+//! tunnel keyed by IKE (main mode + quick mode, pre-shared key, group 14).
 //!
 //! * The hub is the real daemon code: `min(cores, 4)` [`EspShard`]s, WAN = a REUSEPORT UDP group
-//!   on `127.0.0.1:<high port Q>` (the NAT-T port) steered by SPI, cleartext = one
-//!   [`MemoryPort`] per shard whose far end is the hub "LAN" (host 198.51.100.1), driven by
-//!   [`lan::echo`]; IKE = the real `IkeRouter` on `127.0.0.1:<high port P>` with one template
-//!   policy admitting the block of spoke addresses, one `PeerActor` per spoke ([`hub`]).
-//! * Spoke `i` is simulated: one UDP socket on its own 127.x address for IKE and ESP-in-UDP, an
-//!   initiator `IkeSession` that asks for its own host in 198.18.0.0/15 ([`spoke::run`]); all
-//!   spokes run as tasks on a small tokio runtime, at most [`SETUP_SLOTS`] handshakes at a time.
+//!   on `127.0.0.1:<high port Q>` (`[::1]` with `--ipv6`; the NAT-T port) steered by SPI,
+//!   cleartext = one [`MemoryPort`] per shard whose far end is the hub "LAN" (host 198.51.100.1
+//!   or 2001:db8:ffff::1), driven by [`lan::echo`]; IKE = the real `IkeRouter` on
+//!   `127.0.0.1:<high port P>` (or `[::1]`) with one template policy admitting the spokes, one
+//!   `PeerActor` per spoke ([`hub`]).
+//! * Spoke `i` is simulated: one UDP socket for IKE and ESP-in-UDP, on its own 127.x address or,
+//!   over IPv6, on `::1` with its own port ([`addresses`] says why), and an initiator
+//!   `IkeSession` that asks for its own host (in 198.18.0.0/15 or 2001:db8:1::/64,
+//!   [`spoke::run`]); all spokes run as tasks on a small tokio runtime, at most [`SETUP_SLOTS`]
+//!   handshakes at a time.
 //! * Traffic: once every tunnel is up, each spoke keeps a small window of tagged packets to the
 //!   hub LAN host in flight; the LAN side counts them and echoes them back through the hub to
 //!   the spoke, which checks them. After `seconds` of traffic a summary goes to stdout; exit 0
 //!   only if every tunnel came up by IKE and carried traffic both ways without ICV, replay or
 //!   padding errors.
 
+mod addresses;
 mod hub;
+mod inner;
 mod lan;
 mod spoke;
 mod stats;
 
+use std::collections::HashMap;
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ikehub::config::NetworkSpec;
+use ikehub::config::Family;
 use tokio::sync::{Semaphore, watch};
 
 use crate::ike::router::GetCounters;
 use crate::ike::spis::HostSpis;
 use crate::shard::{EspShard, Report};
+use addresses::{hub_lan, hub_wan, spoke_addr, spoke_host};
 use spoke::{Env, Phase, Spoke};
 use stats::{LanStats, SetupStats, SpokeStats, Totals};
 
-/// The hub's LAN host, the far end of every tunnel.
-pub const HUB_LAN: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 1);
-const HUB_WAN: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 1);
-/// 254 usable values per octet (.0 and .255 skipped), two /16s in 198.18.0.0/15.
-const MAX_SPOKES: usize = 2 * 254 * 254;
 /// IKE handshakes in flight at the same time (a spoke holds a slot from main-mode message 1
 /// until its child SA is up): enough to keep the hub busy, few enough that a slow hub does not
-/// make thousands of spokes retransmit at once.
+/// make thousands of spokes retransmit at once. Over IPv6 every spoke calls from `::1`, so all
+/// of them count against the router's bound on half-open exchanges per source address
+/// (`HalfOpenLimits::per_source`, 128, src/ike/demux.rs): 64 stays under it. (Measured with
+/// 1,000 slots instead: each main mode beyond 128 evicted the oldest half-open one from `::1`,
+/// 861 of 1,000 spokes lost their exchange after message 2 and 139 came up; over IPv4, one
+/// address per spoke, all 1,000 came up.)
 pub const SETUP_SLOTS: usize = 64;
 /// How long the demo waits for the hub to install the tunnels the spokes have up before the
 /// traffic starts (each poll asks every shard for its SA table).
 const INSTALL_ALLOWANCE: Duration = Duration::from_secs(10);
-
-/// (w, y, z) of spoke `i`: its WAN address is 127.(1+w).y.z, its host 198.(18+w).y.z.
-fn octets(i: usize) -> (u8, u8, u8) {
-    let z = (i % 254 + 1) as u8;
-    let y = ((i / 254) % 254 + 1) as u8;
-    let w = (i / (254 * 254)) as u8;
-    (w, y, z)
-}
-
-fn spoke_addr(i: usize) -> Ipv4Addr {
-    let (w, y, z) = octets(i);
-    Ipv4Addr::new(127, 1 + w, y, z)
-}
-
-fn spoke_host(i: usize) -> Ipv4Addr {
-    let (w, y, z) = octets(i);
-    Ipv4Addr::new(198, 18 + w, y, z)
-}
-
-/// The spoke whose protected host is `host`, if any.
-pub fn spoke_of_host(host: [u8; 4], spokes: usize) -> Option<usize> {
-    let [a, b, y, z] = host;
-    if a != 198 || !(18..=19).contains(&b) || !(1..=254).contains(&y) || !(1..=254).contains(&z) {
-        return None;
-    }
-    let i = usize::from(b - 18) * 254 * 254 + usize::from(y - 1) * 254 + usize::from(z - 1);
-    (i < spokes).then_some(i)
-}
-
-/// The spoke whose WAN address is `addr`, if any.
-fn spoke_of_addr(addr: Ipv4Addr, spokes: usize) -> Option<usize> {
-    let [a, b, y, z] = addr.octets();
-    if a != 127 || !(1..=2).contains(&b) || !(1..=254).contains(&y) || !(1..=254).contains(&z) {
-        return None;
-    }
-    let i = usize::from(b - 1) * 254 * 254 + usize::from(y - 1) * 254 + usize::from(z - 1);
-    (i < spokes).then_some(i)
-}
 
 fn policy_name(i: usize) -> String {
     format!("spoke-{}", i + 1)
@@ -98,9 +67,18 @@ fn setup_allowance(n: usize) -> Duration {
     Duration::from_secs(45 + (n / 20) as u64)
 }
 
-pub fn run(spokes: usize, seconds: u64, ike_workers: usize) -> ExitCode {
-    if spokes == 0 || spokes > MAX_SPOKES {
-        eprintln!("ikehub demo: --spokes must be between 1 and {MAX_SPOKES}");
+pub fn run(spokes: usize, seconds: u64, ike_workers: usize, ipv6: bool) -> ExitCode {
+    let family = if ipv6 { Family::V6 } else { Family::V4 };
+    let max_spokes = addresses::max_spokes(family);
+    if spokes == 0 || spokes > max_spokes {
+        eprintln!(
+            "ikehub demo: --spokes must be between 1 and {max_spokes}{}",
+            if ipv6 {
+                " with --ipv6 (one UDP port on ::1 per spoke)"
+            } else {
+                ""
+            }
+        );
         return ExitCode::from(2);
     }
     // The profile key's bound (`[system] ike-workers`).
@@ -160,7 +138,7 @@ pub fn run(spokes: usize, seconds: u64, ike_workers: usize) -> ExitCode {
     let sys = System::new();
     let handle = spoke_rt.handle().clone();
     let result = sys.block_on(async move {
-        let r = demo(spokes, seconds, shards, ike_workers, handle).await;
+        let r = demo(family, spokes, seconds, shards, ike_workers, handle).await;
         System::current().stop();
         r
     });
@@ -207,9 +185,23 @@ struct HubErrors {
     wan_socket_drops: u64,
 }
 
-async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubErrors) {
-    let mut sides = vec![HubSide::default(); n];
+/// The hub's SAs and counters, each IKE-keyed SA assigned to the spoke whose pair it belongs to
+/// by its SPI (the spokes recorded theirs, [`SpokeStats::out_spi`]).
+async fn hub_report(shards: &[Addr<EspShard>], spokes: &[SpokeStats]) -> (Vec<HubSide>, HubErrors) {
+    let mut sides = vec![HubSide::default(); spokes.len()];
     let mut errs = HubErrors::default();
+    let by_spi = |f: fn(&SpokeStats) -> &std::sync::atomic::AtomicU64| {
+        spokes
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| match SpokeStats::get(f(s)) {
+                0 => None,
+                spi => Some((spi, i)),
+            })
+            .collect::<HashMap<u64, usize>>()
+    };
+    // The hub's inbound SA is the spoke's outbound one, and the other way round.
+    let (hub_in, hub_out) = (by_spi(|s| &s.out_spi), by_spi(|s| &s.in_spi));
     for s in shards {
         let Ok(r) = s.send(Report).await else {
             continue;
@@ -220,14 +212,16 @@ async fn hub_report(shards: &[Addr<EspShard>], n: usize) -> (Vec<HubSide>, HubEr
             errs.padding += sa.padding_errors;
             errs.selector += sa.selector_mismatches;
             errs.other += sa.other_drops;
-            // SPD keys of template spokes are `spokes@<spoke address>`; only IKE-keyed SAs count.
+            // Only IKE-keyed SAs of the template count.
+            let map = if sa.direction == "IN" {
+                &hub_in
+            } else {
+                &hub_out
+            };
             let i = sa
-                .policy
-                .strip_prefix(hub::POLICY)
-                .and_then(|x| x.strip_prefix('@'))
-                .and_then(|x| x.parse::<Ipv4Addr>().ok())
-                .and_then(|a| spoke_of_addr(a, n))
-                .filter(|_| sa.kind == "ISAKMP");
+                .esp_spi
+                .and_then(|spi| map.get(&u64::from(spi)).copied())
+                .filter(|_| sa.kind == "ISAKMP" && sa.policy.starts_with(hub::POLICY));
             if sa.direction == "IN" {
                 errs.decapsulated += sa.packets;
             } else {
@@ -258,6 +252,7 @@ fn mb(bytes: u64) -> f64 {
 }
 
 async fn demo(
+    family: Family,
     n: usize,
     seconds: u64,
     shard_count: usize,
@@ -266,54 +261,65 @@ async fn demo(
 ) -> Result<bool, String> {
     let begin = Instant::now();
     eprintln!(
-        "ikehub demo: hub with {shard_count} shard(s) and {ike_workers} IKE worker(s) on \
-         {HUB_WAN}, LAN {HUB_LAN}; {n} spoke(s) keyed by IKE (main + quick mode, PSK, group 14)"
+        "ikehub demo ({}): hub with {shard_count} shard(s) and {ike_workers} IKE worker(s) on \
+         {}, LAN {}; {n} spoke(s) keyed by IKE (main + quick mode, PSK, group 14)",
+        addresses::name(family),
+        hub_wan(family),
+        hub_lan(family)
     );
 
     // ---- the hub --------------------------------------------------------------------------
     let stats: Arc<[SpokeStats]> = (0..n).map(|_| SpokeStats::default()).collect();
     let lan_stats = Arc::new(LanStats::default());
-    let block = NetworkSpec::Range {
-        start: spoke_addr(0).into(),
-        end: spoke_addr(n - 1).into(),
-    };
+    let block = addresses::spoke_block(family, n);
     let hub = hub::start(
+        family,
         shard_count,
         ike_workers,
         block,
         stats.clone(),
         lan_stats.clone(),
     )?;
+    let admits = match family {
+        Family::V4 => block.to_string(),
+        Family::V6 => format!(
+            "{block} with remote-id {} (the spokes differ by port and key ID)",
+            addresses::spoke_key_ids()
+        ),
+    };
     eprintln!(
-        "hub: IKE on UDP {}, NAT-T/ESP-in-UDP on UDP {}, template policy `{}` admits {}-{}",
+        "hub: IKE on UDP {}, NAT-T/ESP-in-UDP on UDP {}, template policy `{}` admits {admits}",
         hub.ike,
         hub.nat_t,
         hub::POLICY,
-        spoke_addr(0),
-        spoke_addr(n - 1)
     );
 
     // ---- the spokes -----------------------------------------------------------------------
     let mut spokes: Vec<Spoke> = Vec::with_capacity(n);
+    // Where each spoke calls from (for the list of failed spokes).
+    let mut wans: Vec<SocketAddr> = Vec::with_capacity(n);
+    let shared_config = hub::spoke_config(&hub);
     for i in 0..n {
-        let addr = spoke_addr(i);
-        let socket = std::net::UdpSocket::bind(SocketAddrV4::new(addr, 0))
+        let addr = spoke_addr(family, i);
+        let socket = std::net::UdpSocket::bind(SocketAddr::new(addr, 0))
             .and_then(|s| s.set_nonblocking(true).map(|_| s))
             .map_err(|e| format!("spoke {}: cannot bind UDP on {addr}: {e}", i + 1))?;
+        wans.push(socket.local_addr().unwrap_or(SocketAddr::new(addr, 0)));
         spokes.push(Spoke {
             index: i,
             addr,
-            host: spoke_host(i),
+            host: spoke_host(family, i),
             socket,
+            config: hub::spoke_config_for(&shared_config, family, i),
         });
     }
     let setup = Arc::new(SetupStats::default());
     let setup_start = Instant::now();
     let env = Arc::new(Env {
-        config: hub::spoke_config(&hub),
         spis: Arc::new(HostSpis::default()),
         hub_ike: hub.ike,
         hub_nat_t: hub.nat_t,
+        hub_lan: hub_lan(family),
         window: (1024 / n).clamp(1, 8) as u32,
         stats: stats.clone(),
         setup: setup.clone(),
@@ -369,7 +375,7 @@ async fn demo(
     let install_wait = Instant::now();
     let mut up = 0;
     while install_wait.elapsed() < INSTALL_ALLOWANCE {
-        let (sides, _) = hub_report(&hub.shards, n).await;
+        let (sides, _) = hub_report(&hub.shards, &stats).await;
         up = sides.iter().filter(|s| s.inbound && s.outbound).count();
         if up >= ike_up {
             break;
@@ -411,7 +417,7 @@ async fn demo(
     let _ = phase_tx.send(Phase::Stop);
 
     // ---- the summary ----------------------------------------------------------------------
-    let (sides, hub_errs) = hub_report(&hub.shards, n).await;
+    let (sides, hub_errs) = hub_report(&hub.shards, &stats).await;
     let router = hub.router.send(GetCounters).await.unwrap_or_default();
     let t = stats::totals(&stats);
     let up = sides.iter().filter(|s| s.inbound && s.outbound).count();
@@ -442,8 +448,8 @@ async fn demo(
             failed.push(format!(
                 "  {} ({} {}): {}",
                 policy_name(i),
-                spoke_addr(i),
-                spoke_host(i),
+                wans[i],
+                spoke_host(family, i),
                 why.join(", ")
             ));
         }
@@ -460,6 +466,21 @@ async fn demo(
     let secs = traffic.as_secs_f64().max(1e-9);
     let mut out = String::new();
     let mut line = |k: &str, v: String| out.push_str(&format!("{k:<44} {v}\n"));
+    line(
+        "address family",
+        match family {
+            Family::V4 => format!(
+                "IPv4: hub {}, spokes on 127.0.0.0/8 by address, hosts {}",
+                hub_wan(family),
+                addresses::spoke_hosts(family)
+            ),
+            Family::V6 => format!(
+                "IPv6: hub [{}], spokes on [::1] by port and key ID, hosts {}",
+                hub_wan(family),
+                addresses::spoke_hosts(family)
+            ),
+        },
+    );
     line("spokes", n.to_string());
     line("hub shards", shard_count.to_string());
     line("hub IKE workers", ike_workers.to_string());

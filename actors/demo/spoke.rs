@@ -1,14 +1,15 @@
-//! A simulated spoke: one UDP socket on its own 127.x address for both IKE and ESP-in-UDP, an
-//! initiator `IkeSession` (main mode + quick mode, group 14) against the hub's real IKE router,
-//! and, once its child SA is up, tagged cleartext packets to the hub LAN host through the tunnel
-//! (a small window of them in flight) whose echoes it decapsulates and checks.
+//! A simulated spoke: one UDP socket for both IKE and ESP-in-UDP (IPv4: on its own 127.x
+//! address; IPv6: on `::1`, its own port), an initiator `IkeSession` (main mode + quick mode,
+//! group 14) against the hub's real IKE router, and, once its child SA is up, tagged cleartext
+//! packets (IPv4 or IPv6, [`inner`]) to the hub LAN host through the tunnel (a small window of
+//! them in flight) whose echoes it decapsulates and checks.
 //!
 //! Each spoke is one tokio task on the demo's small multi-thread runtime (a few threads for
 //! all spokes); its IKE deadline is one pinned timer re-armed only when `poll_timeout` moves.
 //! Handshakes are paced by a semaphore: a spoke holds a setup slot from its first main-mode
 //! message until its child SA is up (or its session gives up).
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,9 +21,8 @@ use rand::RngExt;
 use rand::rngs::StdRng;
 use tokio::sync::{Semaphore, watch};
 
-use super::HUB_LAN;
+use super::inner;
 use super::stats::{SetupStats, SpokeStats};
-use crate::bench::packet::{tag_of, udp_datagram};
 use crate::ike::spis::HostSpis;
 
 /// What the spokes are asked to do.
@@ -40,18 +40,20 @@ pub enum Phase {
 
 pub struct Spoke {
     pub index: usize,
-    pub addr: Ipv4Addr,
-    pub host: Ipv4Addr,
+    pub addr: IpAddr,
+    pub host: IpAddr,
     pub socket: std::net::UdpSocket,
+    /// Its side of the policy (IPv6: with its own phase-1 identity).
+    pub config: Arc<PeerConfig>,
 }
 
 /// What all spokes share.
 pub struct Env {
-    pub config: Arc<PeerConfig>,
     /// The spokes' inbound SPIs are the hub's outbound ones: unique across spokes.
     pub spis: Arc<HostSpis>,
-    pub hub_ike: SocketAddrV4,
-    pub hub_nat_t: SocketAddrV4,
+    pub hub_ike: SocketAddr,
+    pub hub_nat_t: SocketAddr,
+    pub hub_lan: IpAddr,
     pub window: u32,
     pub stats: Arc<[SpokeStats]>,
     pub setup: Arc<SetupStats>,
@@ -75,8 +77,11 @@ struct Tunnel {
     inbound: SecurityAssociation,
 }
 
-fn build(info: ChildSaInfo) -> Result<Tunnel, String> {
+fn build(info: ChildSaInfo, st: &SpokeStats) -> Result<Tunnel, String> {
     let now = Instant::now();
+    let spi = |p: &ikehub::esp::SaParams| p.esp.as_ref().map_or(0, |k| u64::from(k.spi));
+    SpokeStats::set(&st.out_spi, spi(&info.outbound));
+    SpokeStats::set(&st.in_spi, spi(&info.inbound));
     let inbound = SecurityAssociation::new(info.inbound, now).map_err(|e| e.to_string())?;
     let outbound = SecurityAssociation::new(info.outbound, now).map_err(|e| e.to_string())?;
     Ok(Tunnel { outbound, inbound })
@@ -88,14 +93,19 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
         addr,
         host,
         socket,
+        config,
     } = spoke;
     let st = &env.stats[index];
     let setup = &env.setup;
-    let name = || format!("{} ({addr})", super::policy_name(index));
-    let (sock, port) = match socket
-        .local_addr()
-        .and_then(|a| Ok((tokio::net::UdpSocket::from_std(socket)?, a.port())))
-    {
+    let port = socket.local_addr().map_or(0, |a| a.port());
+    let name = || {
+        format!(
+            "{} ({})",
+            super::policy_name(index),
+            SocketAddr::new(addr, port)
+        )
+    };
+    let sock = match tokio::net::UdpSocket::from_std(socket) {
         Ok(s) => s,
         Err(e) => {
             setup.note_failure(format!("{}: socket: {e}", name()));
@@ -122,13 +132,13 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
     let started = Instant::now();
     SpokeStats::add(&setup.started, 1);
     let network = ProtectedNetwork {
-        local: NetworkSpec::Host(host.into()),
-        remote: NetworkSpec::Host(HUB_LAN.into()),
+        local: NetworkSpec::Host(host),
+        remote: NetworkSpec::Host(env.hub_lan),
     };
     let mut session = IkeSession::new_initiator(
-        env.config.clone(),
-        SocketAddr::V4(SocketAddrV4::new(addr, port)),
-        SocketAddr::V4(env.hub_ike),
+        config,
+        SocketAddr::new(addr, port),
+        env.hub_ike,
         started,
         Box::new(rand::make_rng::<StdRng>()),
         env.spis.clone(),
@@ -145,7 +155,11 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
     let mut next_tag: u64 = 0;
     let mut ip_id: u16 = index as u16;
     let mut outstanding: u32 = 0;
-    let hub_esp = SocketAddr::V4(env.hub_nat_t);
+    let hub_esp = env.hub_nat_t;
+    let (icmp_source, icmp_source_v6) = match addr {
+        IpAddr::V4(a) => (a, Ipv6Addr::UNSPECIFIED),
+        IpAddr::V6(a) => (Ipv4Addr::UNSPECIFIED, a),
+    };
     let loss_timer = tokio::time::sleep(LOSS_TIMEOUT);
     tokio::pin!(loss_timer);
     let ike_timer = tokio::time::sleep(NEVER);
@@ -156,7 +170,7 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
         while let Some(ev) = session.poll_event() {
             match ev {
                 Event::ChildSaEstablished(info) | Event::ChildSaRekeyed { new: info, .. } => {
-                    match build(info) {
+                    match build(info, st) {
                         Ok(t) => tunnel = Some(t),
                         Err(e) => last_error = Some(format!("negotiated SA cannot be built: {e}")),
                     }
@@ -230,13 +244,20 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
             // The tag carries the spoke index and a sequence number, checked on the echo.
             let tag = ((index as u64) << 32) | (next_tag & 0xffff_ffff);
             next_tag += 1;
-            let n = udp_datagram(&mut inner, host, HUB_LAN, (SPOKE_PORT, LAN_PORT), len, tag);
+            let n = inner::write(
+                &mut inner,
+                host,
+                env.hub_lan,
+                (SPOKE_PORT, LAN_PORT),
+                len,
+                tag,
+            );
             ip_id = ip_id.wrapping_add(1);
             let params = EncapParams {
                 path_mtu: 1500,
                 ip_id,
-                icmp_source: addr,
-                icmp_source_v6: std::net::Ipv6Addr::UNSPECIFIED,
+                icmp_source,
+                icmp_source_v6,
             };
             let now = Instant::now();
             let range = match t
@@ -274,14 +295,14 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
                 session.handle_timeout(Instant::now());
             }
             r = sock.recv_from(&mut rx[HEADROOM..]) => {
-                let Ok((len, SocketAddr::V4(from))) = r else {
+                let Ok((len, from)) = r else {
                     SpokeStats::add(&st.other_drops, 1);
                     continue;
                 };
                 let data = &rx[HEADROOM..HEADROOM + len];
                 let now = Instant::now();
                 if from == env.hub_ike {
-                    session.handle_datagram(now, SocketAddr::V4(from), false, data);
+                    session.handle_datagram(now, from, false, data);
                     continue;
                 }
                 if from != env.hub_nat_t {
@@ -290,7 +311,7 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
                 }
                 if matches!(classify(data), UdpEncapPayload::Ike(_)) {
                     // Non-ESP marker (RFC 3948 §2.2): IKE after the float.
-                    session.handle_datagram(now, SocketAddr::V4(from), true, data);
+                    session.handle_datagram(now, from, true, data);
                     continue;
                 }
                 let Some(t) = tunnel.as_mut() else {
@@ -299,16 +320,17 @@ pub async fn run(spoke: Spoke, env: Arc<Env>, mut phase: watch::Receiver<Phase>)
                 };
                 outstanding = outstanding.saturating_sub(1);
                 loss_timer.as_mut().reset(tokio::time::Instant::now() + LOSS_TIMEOUT);
-                let received = Received::Udp { src: (*from.ip()).into(), dst: addr.into(), offset: HEADROOM };
+                let received = Received::Udp { src: from.ip(), dst: addr, offset: HEADROOM };
                 match t.inbound.decap(now, &mut rx[..HEADROOM + len], received) {
                     Ok(d) => {
                         let p = &rx[d.inner.clone()];
-                        let ok = p.len() >= 28
-                            && p[12..16] == HUB_LAN.octets()
-                            && p[16..20] == host.octets()
-                            && tag_of(p).is_some_and(|t| {
-                                t >> 32 == index as u64 && (t & 0xffff_ffff) < next_tag
-                            });
+                        let ok = inner::parse(p).is_some_and(|d| {
+                            d.src == env.hub_lan
+                                && d.dst == host
+                                && d.ports == (LAN_PORT, SPOKE_PORT)
+                                && d.tag >> 32 == index as u64
+                                && (d.tag & 0xffff_ffff) < next_tag
+                        });
                         if ok {
                             SpokeStats::add(&st.down_packets, 1);
                             SpokeStats::add(&st.down_bytes, p.len() as u64);

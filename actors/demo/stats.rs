@@ -20,6 +20,13 @@ pub struct SpokeStats {
     pub other_drops: AtomicU64,
     /// Datagrams the spoke could not send or encapsulate.
     pub send_errors: AtomicU64,
+    /// ESP SPIs of the spoke's current pair (0 until it is up; 0 is reserved, RFC 4303 §2.1):
+    /// its outbound SA's is the hub's inbound SA's, its inbound's the hub's outbound's. They
+    /// find the spoke's SAs in the hub's report: the hub chose its inbound SPI and the spokes
+    /// theirs from one allocator, so neither repeats, while the hub's policy names (`spokes@::1`,
+    /// `spokes@::1#7`, ...) say nothing about which spoke behind one address is which.
+    pub out_spi: AtomicU64,
+    pub in_spi: AtomicU64,
 }
 
 impl SpokeStats {
@@ -28,6 +35,9 @@ impl SpokeStats {
     }
     pub fn get(c: &AtomicU64) -> u64 {
         c.load(Relaxed)
+    }
+    pub fn set(c: &AtomicU64, v: u64) {
+        c.store(v, Relaxed);
     }
 }
 
