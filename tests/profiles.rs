@@ -1424,6 +1424,26 @@ fn ike_workers_key() {
 }
 
 #[test]
+fn half_open_per_source_key() {
+    assert_eq!(loads(BASE).profiles.system.half_open_per_source, 128);
+    for n in [1, 600, 1024] {
+        let l = loads(&format!("[system]\nhalf-open-per-source = {n}\n{BASE}"));
+        assert_eq!(l.profiles.system.half_open_per_source, n);
+    }
+    for bad in ["0", "1025", "-3"] {
+        let text = format!("[system]\nhalf-open-per-source = {bad}\n{BASE}");
+        one_error(
+            &text,
+            &format!("half-open-per-source = ^{bad}"),
+            &[&format!(
+                "system: half-open-per-source {bad} is out of range: 1 to 1024 half-open \
+                 exchanges per source address"
+            )],
+        );
+    }
+}
+
+#[test]
 fn dh_key_reuse_seconds_key() {
     // Off by default, and no warning.
     let l = loads(&isakmp(ISAKMP_OK));

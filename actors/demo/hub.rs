@@ -113,6 +113,8 @@ fn hub_profiles(
             control_socket: std::env::temp_dir().join("ikehub-demo.sock"),
             shards,
             ike_workers,
+            // Every IPv6 spoke comes from ::1; the demo keeps SETUP_SLOTS below the default.
+            half_open_per_source: ikehub::config::defaults::HALF_OPEN_PER_SOURCE as usize,
             metrics: None,
         },
         interfaces: BTreeMap::from([(INTERFACE.into(), iface)]),

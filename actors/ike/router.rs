@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
-use ikehub::ike::demux::{Demux, DropReason, PeerId, Role, Route};
+use ikehub::ike::demux::{Demux, DropReason, HalfOpenLimits, PeerId, Role, Route};
 use ikehub::ike::dh::DhKeyCache;
 use ikehub::ike::stats::{IKE_STATS, IkeStats};
 use ikehub::ike::{IkeSession, PeerConfig, SpiAllocator};
@@ -265,6 +265,10 @@ impl IkeRouter {
     ) -> Self {
         IkeRouter {
             workers: super::workers::IkeWorkers::start(profiles.system.ike_workers),
+            demux: Demux::new(HalfOpenLimits {
+                per_source: profiles.system.half_open_per_source,
+                ..HalfOpenLimits::default()
+            }),
             stopping: false,
             events,
             // Reserved from load, whether or not the owners' tunnels ever come up.
@@ -274,7 +278,6 @@ impl IkeRouter {
             shards,
             spis,
             dh_keys: Arc::new(DhKeyCache::new()),
-            demux: Demux::default(),
             peers: HashMap::new(),
             single: HashMap::new(),
             spoke_keys: HashMap::new(),

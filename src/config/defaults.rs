@@ -10,6 +10,11 @@ pub const IKE_WORKERS: i64 = 0;
 /// Most `system.ike-workers`: IKE work is bound by cores, and each worker is a thread with its
 /// own runtime; more than this is a typo, not a machine.
 pub const IKE_WORKERS_MAX: i64 = 256;
+/// `system.half-open-per-source`: exchanges one source address may have half open (main mode
+/// begun, not yet authenticated) before its oldest is evicted for a new one.
+pub const HALF_OPEN_PER_SOURCE: i64 = 128;
+/// Most `system.half-open-per-source`: the bound per policy (`ike::demux::HalfOpenLimits`).
+pub const HALF_OPEN_PER_SOURCE_MAX: i64 = 1024;
 /// `interface.*.ike-port` (RFC 2408 §2.5.1 / IANA `isakmp`).
 pub const IKE_PORT: u16 = 500;
 /// `interface.*.nat-t-port` (RFC 3947/3948).

@@ -111,6 +111,9 @@ pub fn diff(old: &Profiles, new: &Profiles) -> ProfileDiff {
     if old.system.ike_workers != new.system.ike_workers {
         needs_restart.push(NeedsRestart::System("ike-workers"));
     }
+    if old.system.half_open_per_source != new.system.half_open_per_source {
+        needs_restart.push(NeedsRestart::System("half-open-per-source"));
+    }
     if old.system.metrics != new.system.metrics {
         needs_restart.push(NeedsRestart::System("metrics"));
     }
@@ -337,5 +340,12 @@ protected-network = [ { local = "198.51.100.0/24", remote = "10.0.0.0/8" } ]
         let d = diff(&profiles(BASE), &profiles(&new));
         assert_eq!(d.needs_restart, [NeedsRestart::System("ike-workers")]);
         assert_eq!(d.needs_restart[0].to_string(), "system.ike-workers changed");
+        // The router's half-open bounds are set when it starts.
+        let new = BASE.replace("shards = 2", "shards = 2\nhalf-open-per-source = 512");
+        let d = diff(&profiles(BASE), &profiles(&new));
+        assert_eq!(
+            d.needs_restart,
+            [NeedsRestart::System("half-open-per-source")]
+        );
     }
 }

@@ -41,6 +41,9 @@ pub struct System {
     /// Threads the IKE peer actors (sessions, DH) are spread over; already resolved (0 in the
     /// profile = CPU count). A restart-only key.
     pub ike_workers: usize,
+    /// Half-open exchanges per source address (`ike::demux::HalfOpenLimits::per_source`). A
+    /// restart-only key.
+    pub half_open_per_source: usize,
     /// The OpenMetrics endpoint (docs/metrics.md); `None` = off.
     pub metrics: Option<SocketAddr>,
 }

@@ -47,6 +47,7 @@ pub(crate) struct RawSystem {
     pub control_socket: Option<At<String>>,
     pub shards: Option<At<i64>>,
     pub ike_workers: Option<At<i64>>,
+    pub half_open_per_source: Option<At<i64>>,
     pub metrics: Option<At<String>>,
     pub metrics_allow_remote: Option<At<bool>>,
 }
@@ -233,6 +234,7 @@ fn read_system(f: &mut Fields<'_, '_>) -> RawSystem {
         control_socket: f.string("control-socket"),
         shards: f.int("shards"),
         ike_workers: f.int("ike-workers"),
+        half_open_per_source: f.int("half-open-per-source"),
         metrics: f.string("metrics"),
         metrics_allow_remote: f.bool("metrics-allow-remote"),
     };

@@ -153,11 +153,25 @@ fn system(raw: Option<&Named<raw::RawSystem>>, sink: &Sink) -> Option<System> {
         def::IKE_WORKERS_MAX,
         "IKE worker threads",
     )?;
+    let half_open_per_source = match &body.half_open_per_source {
+        None => def::HALF_OPEN_PER_SOURCE,
+        Some(at) => c.range(
+            "half-open-per-source",
+            at,
+            1,
+            def::HALF_OPEN_PER_SOURCE_MAX,
+            &format!(
+                "1 to {} half-open exchanges per source address",
+                def::HALF_OPEN_PER_SOURCE_MAX
+            ),
+        )?,
+    };
     let metrics = metrics(&c, body);
     Some(System {
         control_socket,
         shards,
         ike_workers,
+        half_open_per_source: usize::try_from(half_open_per_source).ok()?,
         metrics: metrics?,
     })
 }

@@ -57,7 +57,7 @@ impl Default for HalfOpenLimits {
         HalfOpenLimits {
             total: 2048,
             per_policy: 1024,
-            per_source: 128,
+            per_source: crate::config::defaults::HALF_OPEN_PER_SOURCE as usize,
         }
     }
 }
