@@ -1,25 +1,42 @@
-//! IPv6 inner traffic over an IPv4 outer, end to end (issue 11): two `ikehub run` daemons in two
-//! network namespaces (the ToBerne pair of docs/profiles.md, outer 192.0.2.1 <-> 192.0.2.2)
-//! protecting 2001:db8:a::/48 and 2001:db8:b::/48, keyed manually (raw ESP and ESP-in-UDP) and
-//! by IKEv1 (PSK, main + quick mode with ID_IPV6_ADDR_SUBNET), with the tunnel device's
-//! offloads on and off; and ikehub against strongSwan 5.9.8 (kernel-libipsec) carrying IPv6
-//! inside IKEv1 SAs. Checked from outside: `ping -6` both ways, a bounded iperf3 TCP transfer
-//! over IPv6, `show sa --json` / `show counters --json`, and tshark decrypting every captured
-//! ESP packet of the manual tunnels with the configured keys and finding ICMPv6 or TCP over
-//! IPv6 inside.
+//! IPv6 end to end (issue 11): two `ikehub run` daemons in two network namespaces (the ToBerne
+//! pair of docs/profiles.md) protecting 2001:db8:a::/48 <-> 2001:db8:b::/48 (and 198.51.100.0/24
+//! <-> 203.0.113.0/24 for 4-in-6), over the IPv4 WAN 192.0.2.1 <-> 192.0.2.2 or the IPv6 WAN
+//! 2001:db8:ffff::1 <-> ::2 (same veth), keyed manually or by IKEv1 (PSK, main + quick mode
+//! with ID_IPV6_ADDR_SUBNET / ID_IPV4_ADDR_SUBNET); and ikehub against strongSwan 5.9.8
+//! (kernel-libipsec) carrying IPv6 inside IKEv1 SAs.
+//!
+//! The matrix (every cell: ping both ways with no loss, a bounded iperf3 TCP transfer with
+//! bytes received and no error, tshark decrypting every captured ESP packet with a good ICV
+//! and finding the pings and the transfer inside; the IKE cases decrypt with B's
+//! `--esp-key-log`):
+//!
+//! | keying | inner / outer | raw ESP | ESP in UDP |
+//! |---|---|---|---|
+//! | manual | 6-in-4 | `manual_esp_ipv6_over_ipv4_offload_{on,off}` | `manual_udp_ipv6_over_ipv4_offload_{on,off}` |
+//! | manual | 6-in-6 | `manual_esp_over_an_ipv6_wan` | `manual_udp_over_an_ipv6_wan` |
+//! | manual | 4-in-6 | `manual_esp_over_an_ipv6_wan` | `manual_udp_over_an_ipv6_wan` |
+//! | IKE | 6-in-4 | `ike_ipv6_over_ipv4_offload_on` | `ike_ipv6_over_ipv4_esp_in_udp_behind_a_nat_offload_off` |
+//! | IKE | 6-in-6 | `ike_over_an_ipv6_wan` | `ike_over_an_ipv6_wan_esp_in_udp_behind_a_nat_offload_off` |
+//! | IKE | 4-in-6 | `ike_over_an_ipv6_wan` | `ike_over_an_ipv6_wan_esp_in_udp_behind_a_nat_offload_off` |
+//!
+//! An IKE-keyed pair carries ESP in UDP only when NAT-D finds a NAT (RFC 3947; ikehub has no
+//! "force encapsulation" knob), so the UDP column puts A behind a port-translating NAT of its
+//! own IKE ports (nftables `snat` in A's namespace, IPv4 or IPv6). Also in the matrix's cases
+//! without all three checks: `manual_ah_esp_over_an_ipv6_wan` (AH+ESP 6-in-6, ping; tshark
+//! sees the AH SPIs), `manual_two_interfaces_one_per_family` (one interface of each family,
+//! ping, tshark decrypts), `strongswan_ikev1_carries_ipv6_over_ipv4` and
+//! `strongswan_ikev1_over_an_ipv6_wan` (ESP in UDP, libipsec forces it; ping, tshark with
+//! strongSwan's logged keys).
 //!
 //! Also: an IPv6 packet from a source the receiver's SA does not cover is dropped by the
 //! selector check (RFC 4301 §5.2) and counted; an IPv6 packet that no longer fits the path
 //! once encapsulated is answered with an ICMPv6 Packet Too Big (RFC 4443 §3.2) whose MTU the
-//! sender's kernel takes and that then fits.
+//! sender's kernel takes and that then fits; over the IPv6 WAN of 1400 bytes
+//! (`manual_{esp,udp}_over_an_ipv6_wan`) an IPv4 packet without DF that does not fit
+//! encapsulated is fragmented as an outer IPv6 packet (by the shard for raw ESP, RFC 8200
+//! §4.5; by the kernel for ESP in UDP), reassembled by the peer and by tshark, and decrypted.
 //!
-//! IPv6 outside (issue 11 point 1, the cases `*_over_an_ipv6_wan` and
-//! `manual_two_interfaces_one_per_family`): the interfaces take 2001:db8:ffff::1 and ::2 on
-//! the same veth, so every outer packet is IPv6: manual raw ESP, ESP-in-UDP and AH+ESP carrying
-//! 6-in-6 and 4-in-6, IKEv1 (tshark decrypting with B's `--esp-key-log`), strongSwan 5.9.8 with
-//! kernel-libipsec (ESP in UDP over IPv6), and a hub with one interface of each family.
-//!
-//! Needs root and ip, ping, tcpdump, tshark, iperf3 (charon and swanctl for the strongSwan
+//! Needs root and ip, ping, tcpdump, tshark, iperf3, nft (charon and swanctl for the strongSwan
 //! case). Outside CI the tests skip (with a message) when those are missing; under `CI=true`
 //! they fail.
 
@@ -47,7 +64,7 @@ use common::tunnel::{
 use common::wireshark::{EspSaEntry, IpsecPacket, WiresharkConfig, decode_ipsec};
 use common::{Capture, Daemon, TwoSites, ping, poll_until};
 
-const TOOLS: &[&str] = &["ip", "ping", "tcpdump", "tshark", "iperf3"];
+const TOOLS: &[&str] = &["ip", "ping", "tcpdump", "tshark", "iperf3", "nft"];
 /// Echo requests per direction.
 const PINGS: u32 = 10;
 /// Bytes of the captured iperf3 transfer: every packet of it is decrypted by tshark.
@@ -1004,6 +1021,12 @@ fn manual_outer6_case(tag: &str, encap: Encapsulation) {
         u64::from(4 * PINGS),
         &["not_ip", "encap_errors", "send_errors", "malformed"],
     );
+    // The transfers' full-size segments did not fit the 1400-byte IPv6 path either: A told
+    // the senders (ICMPv6 Packet Too Big for IPv6, fragmentation needed for IPv4 with DF), and
+    // the transfers completed, so the announced MTU fits an IPv6 outer packet.
+    for c in ["icmpv6_too_big", "icmp_frag_needed"] {
+        assert!(shard_counter(&da, c) > 0, "A: shard counter {c}");
+    }
 
     // tshark decrypts every captured ESP packet (IPv6 outer, SAs keyed by the IPv6 WAN
     // addresses) with the configured keys and finds the pings and the transfers inside.
