@@ -1022,10 +1022,31 @@ fn manual_outer6_case(tag: &str, encap: Encapsulation) {
         &["not_ip", "encap_errors", "send_errors", "malformed"],
     );
     // The transfers' full-size segments did not fit the 1400-byte IPv6 path either: A told
-    // the senders (ICMPv6 Packet Too Big for IPv6, fragmentation needed for IPv4 with DF), and
-    // the transfers completed, so the announced MTU fits an IPv6 outer packet.
+    // the senders (ICMPv6 Packet Too Big for IPv6, fragmentation needed for IPv4 with DF) the
+    // largest inner packet an IPv6 outer packet carries, and A's kernel took it for both
+    // routes: 40 (IPv6) + 8 (UDP, if any) + 8 (ESP) + 16 (IV) + the inner packet and 2
+    // trailer bytes padded to 16 + 12 (ICV) <= 1400 (RFC 4303 §2; an IPv4 outer header would
+    // allow 32 bytes more).
     for c in ["icmpv6_too_big", "icmp_frag_needed"] {
         assert!(shard_counter(&da, c) > 0, "A: shard counter {c}");
+    }
+    let udp = if encap == Encapsulation::Udp { 8 } else { 0 };
+    let fits = (0..1400u32)
+        .filter(|l| 40 + udp + 8 + 16 + (l + 2).div_ceil(16) * 16 + 12 <= 1400)
+        .max()
+        .unwrap_or(0);
+    for (family, dst, src) in [("-6", B_HOST6, A_HOST6), ("-4", B_HOST, A_HOST)] {
+        let mtu = poll_until(Duration::from_secs(5), || {
+            let out = sites.a.ip(&[family, "route", "get", dst, "from", src]);
+            let mut words = out.split_whitespace();
+            words.find(|w| *w == "mtu")?;
+            words.next()?.parse::<u32>().ok()
+        });
+        assert_eq!(
+            mtu,
+            Some(fits),
+            "the path MTU A's kernel took for {dst} (announced by A's daemon)"
+        );
     }
 
     // tshark decrypts every captured ESP packet (IPv6 outer, SAs keyed by the IPv6 WAN
