@@ -1239,7 +1239,8 @@ fn manual_two_interfaces_one_per_family() {
 /// AH over an IPv6 WAN (RFC 4302 §3.3.3.1.2: the ICV covers the IPv6 header's immutable
 /// fields): raw AH+ESP bundles 6-in-6. The receiver gets the packet from the AH header on (an
 /// IPv6 raw socket) and writes the header back before checking the ICV, so a wrong rebuild
-/// would fail every packet: pings both ways and no ICV failure on either side.
+/// would fail every packet: pings both ways and no ICV failure on either side. On a WAN of
+/// 1280 bytes, 1280-byte IPv6 packets go as outer fragments (RFC 8200 §4.5) and still pass.
 #[test]
 fn manual_ah_esp_over_an_ipv6_wan() {
     if !common::require_env_or_skip(TOOLS) {
@@ -1247,6 +1248,11 @@ fn manual_ah_esp_over_an_ipv6_wan() {
     }
     let pair = ManualPair::new(AH_SHA1_ESP_AES128_SHA1, Encapsulation::Esp);
     let sites = two_sites_wan6("o6-ah");
+    // The IPv6 minimum link MTU on the WAN (RFC 8200 §5): no 1280-byte IPv6 packet fits it
+    // encapsulated, and none may be refused with a Packet Too Big below 1280.
+    for ns in [&sites.a, &sites.b] {
+        ns.ip(&["link", "set", WAN_DEV, "mtu", "1280"]);
+    }
     let mut da = Daemon::start(&sites.a, "A", |dir| {
         on_wan6(&manual_profile6(
             &pair,
@@ -1270,6 +1276,10 @@ fn manual_ah_esp_over_an_ipv6_wan() {
     let mut cap = Capture::start_filtered(&sites.a, WAN_DEV, "ip6");
     let ab = ping(&sites.a, A_HOST6, B_HOST6, PINGS);
     let ba = ping(&sites.b, B_HOST6, A_HOST6, PINGS);
+    // 1280-byte IPv6 packets (the requests, and B's replies): each daemon fragments its outer
+    // packet (RFC 8200 §4.5), the peer's kernel reassembles it before the raw socket, and AH's
+    // ICV, computed over the whole packet, still checks out.
+    let (big_loss, big_text) = ping6_exact(&sites.a, A_HOST6, B_HOST6, BIG_PINGS, 1232);
     let pcap = cap.finish().to_path_buf();
     assert_eq!(
         (ab, ba),
@@ -1278,6 +1288,19 @@ fn manual_ah_esp_over_an_ipv6_wan() {
         rows(&da),
         rows(&db)
     );
+    assert_eq!(
+        big_loss,
+        0.0,
+        "1280-byte IPv6 packets through AH+ESP over a 1280-byte IPv6 WAN:\n{big_text}\n\
+         A:\n{:#?}\nB:\n{:#?}",
+        rows(&da),
+        rows(&db)
+    );
+    for (side, d) in [("A", &da), ("B", &db)] {
+        for c in ["encap_errors", "icmpv6_too_big", "send_errors"] {
+            assert_eq!(shard_counter(d, c), 0, "{side}: shard counter {c}");
+        }
+    }
     for (side, d) in [("A", &da), ("B", &db)] {
         let r = rows(d);
         for dir in ["IN", "OUT"] {
@@ -1292,7 +1315,10 @@ fn manual_ah_esp_over_an_ipv6_wan() {
     }
     // On the wire: AH (next header 51) right after the IPv6 header, with the pair's SPIs.
     let pkts = decode_ipsec(&pcap, &WiresharkConfig::new(&[]));
-    assert_eq!(pkts.len(), 4 * PINGS as usize, "{pkts:#?}");
+    let big = 2 * BIG_PINGS as usize;
+    assert_eq!(pkts.len(), 4 * PINGS as usize + big, "{pkts:#?}");
+    let fragmented = pkts.iter().filter(|p| p.outer_fragmented).count();
+    assert_eq!(fragmented, big, "AH packets reassembled from fragments");
     for p in &pkts {
         let keys = match (p.src.as_str(), p.dst.as_str()) {
             (A_WAN6, B_WAN6) => &pair.a_to_b,
