@@ -34,7 +34,10 @@
 //! sender's kernel takes and that then fits; over the IPv6 WAN of 1400 bytes
 //! (`manual_{esp,udp}_over_an_ipv6_wan`) an IPv4 packet without DF that does not fit
 //! encapsulated is fragmented as an outer IPv6 packet (by the shard for raw ESP, RFC 8200
-//! §4.5; by the kernel for ESP in UDP), reassembled by the peer and by tshark, and decrypted.
+//! §4.5; by the kernel for ESP in UDP), reassembled by the peer and by tshark, and decrypted,
+//! and A's kernel takes the Packet Too Big / fragmentation-needed MTU of an IPv6 outer packet;
+//! over a 1280-byte IPv6 WAN (`manual_ah_esp_over_an_ipv6_wan`) 1280-byte IPv6 packets, which
+//! no Packet Too Big may refuse, go as outer fragments through raw AH+ESP.
 //!
 //! Needs root and ip, ping, tcpdump, tshark, iperf3, nft (charon and swanctl for the strongSwan
 //! case). Outside CI the tests skip (with a message) when those are missing; under `CI=true`
