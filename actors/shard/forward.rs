@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use ikehub::esp::{DropReason, EncapJob, EncapOutcome, EncapParams, SaEncapsulation};
-use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet, Ipv6Packet};
+use ikehub::wire::{Ipv4Fragmenter, Ipv4Packet, Ipv6Fragmenter, Ipv6Packet};
 
-use super::{ClearFd, EspShard, HandoffMeta, MAX_RX, SaHandle};
+use super::{ClearFd, EspShard, HandoffMeta, MAX_RX, SLOT_SIZE, SaHandle};
 use crate::io::{self, PacketBatch};
 
 /// Packets of one SA encrypted together: AES-CBC is serial within a packet, so the batch path
@@ -416,15 +416,9 @@ impl EspShard {
                     let r = o.socket_payload();
                     tx.set_bounds(slot, start + r.start, r.len());
                     tx.set_addr(slot, udp_peer);
-                } else if v6 {
-                    // An IPv6 packet of at most 1280 bytes on a path that cannot carry it
-                    // encapsulated: RFC 8200 §5 lets the tunnel source fragment the outer
-                    // packet (§4.5), which the shard does not do yet; the raw IPv6 socket
-                    // would refuse it (EMSGSIZE), so it is dropped and counted here.
-                    self.counters.encap_errors += 1;
-                    tx.pop();
                 } else {
-                    self.fragment_last(slot, start, o.len, params.path_mtu);
+                    // Raw sockets (IP_HDRINCL, IPV6_HDRINCL) do not fragment for us.
+                    self.fragment_last(slot, start, o.len, params.path_mtu, v6);
                 }
             }
             Ok(
@@ -455,37 +449,68 @@ impl EspShard {
         }
     }
 
-    /// Replaces the last raw packet (too large for the path, DF clear) by its fragments: raw
-    /// IP_HDRINCL sockets do not fragment for us.
-    fn fragment_last(&mut self, slot: usize, start: usize, len: usize, mtu: usize) {
-        let (buf, _, _) = self.tx_raw.slot_buf_mut(slot);
-        let mut whole = [0u8; 2048];
-        whole[..len].copy_from_slice(&buf[start..start + len]);
-        self.tx_raw.pop();
-        let Ok(mut frags) = Ipv4Fragmenter::new(&whole[..len], mtu) else {
+    /// Replaces the last raw packet (too large for the path, and one the sender may not be
+    /// refused: IPv4 inside without DF, or IPv6 inside of at most 1280 bytes) by its
+    /// fragments. Over IPv4 as RFC 791 §3.2 does it. Over IPv6 the tunnel endpoint is the outer
+    /// packet's source and fragments it (RFC 8200 §5: "the tunnel entry-point [...] may
+    /// fragment"; §4.5), with a random Identification per packet (RFC 7739 §5.1). Cutting an
+    /// IPv4 inner packet instead (RFC 4459 §3) would spare the peer a reassembly, but an IPv6
+    /// inner packet may not be cut on the way, so both families take the one outer path, the
+    /// same on either outer family; the peer's kernel reassembles before its raw socket sees
+    /// the ESP (or AH) packet.
+    fn fragment_last(&mut self, slot: usize, start: usize, len: usize, mtu: usize, v6: bool) {
+        let mut whole = [0u8; SLOT_SIZE];
+        let tx = self.raw_tx(v6);
+        let (buf, _, _) = tx.slot_buf_mut(slot);
+        let copied = buf.get(start..start + len).and_then(|b| {
+            whole.get_mut(..len)?.copy_from_slice(b);
+            Some(len)
+        });
+        tx.pop();
+        let Some(len) = copied else {
+            self.counters.encap_errors += 1;
+            return;
+        };
+        let frags = if v6 {
+            let ident = rand::Rng::next_u32(&mut self.rng);
+            Ipv6Fragmenter::new(&whole[..len], mtu, ident).map(Frags::V6)
+        } else {
+            Ipv4Fragmenter::new(&whole[..len], mtu).map(Frags::V4)
+        };
+        let Ok(mut frags) = frags else {
             self.counters.encap_errors += 1;
             return;
         };
         loop {
-            if self.tx_raw.is_full() {
+            if self.raw_tx(v6).is_full() {
                 self.flush_wan();
             }
-            let Some(i) = self.tx_raw.push_empty() else {
+            let tx = self.raw_tx(v6);
+            let Some(i) = tx.push_empty() else {
                 return;
             };
-            let (buf, start, _) = self.tx_raw.slot_buf_mut(i);
+            let (buf, start, _) = tx.slot_buf_mut(i);
             match frags.next_into(&mut buf[start..]) {
-                Ok(Some(n)) => self.tx_raw.set_bounds(i, start, n),
+                Ok(Some(n)) => tx.set_bounds(i, start, n),
                 Ok(None) => {
-                    self.tx_raw.pop();
+                    tx.pop();
                     return;
                 }
                 Err(_) => {
-                    self.tx_raw.pop();
+                    tx.pop();
                     self.counters.encap_errors += 1;
                     return;
                 }
             }
+        }
+    }
+
+    /// The raw send queue of one outer family.
+    fn raw_tx(&mut self, v6: bool) -> &mut PacketBatch {
+        if v6 {
+            &mut self.tx_raw6
+        } else {
+            &mut self.tx_raw
         }
     }
 
@@ -604,6 +629,21 @@ impl EspShard {
 
     fn take_rx(&mut self) -> Option<PacketBatch> {
         self.rx.take()
+    }
+}
+
+/// The fragmenter of one outer family.
+enum Frags<'a> {
+    V4(Ipv4Fragmenter<'a>),
+    V6(Ipv6Fragmenter<'a>),
+}
+
+impl Frags<'_> {
+    fn next_into(&mut self, out: &mut [u8]) -> ikehub::wire::Result<Option<usize>> {
+        match self {
+            Frags::V4(f) => f.next_into(out),
+            Frags::V6(f) => f.next_into(out),
+        }
     }
 }
 
@@ -998,6 +1038,130 @@ mod tests {
         let mtu = u32::from_be_bytes([icmp[4], icmp[5], icmp[6], icmp[7]]) as usize;
         assert_eq!(mtu, batch_limit(&outbound_sa(), 1400).v6);
         assert!(lan.recv(&mut got).is_err(), "nothing else on the LAN side");
+    }
+
+    /// Issue 11 (outer fragmentation over IPv6): on an IPv6 WAN of 1280 bytes, raw ESP that
+    /// does not fit is cut by the shard as the outer packet's source (RFC 8200 §4.5) when the
+    /// sender may not be refused: an IPv4 packet without DF, and an IPv6 packet of 1280 bytes
+    /// (no Packet Too Big may announce less, RFC 8200 §5). Every fragment fits, and the
+    /// reassembled packets decrypt to the originals. The old shard dropped both and counted
+    /// them as `encap_errors`.
+    #[test]
+    fn raw_esp_over_ipv6_is_fragmented_by_the_source() {
+        use std::collections::BTreeMap;
+
+        use ikehub::config::{NetworkSpec, ProtectedNetwork};
+        use ikehub::esp::{Direction, Received};
+        use ikehub::wire::Ipv6FragmentRepr;
+
+        use super::super::{SaKind, ShardIo, Wan};
+
+        const MTU: usize = 1280;
+        let local6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1));
+        let peer6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 2));
+        let mut shard = EspShard::new(
+            0,
+            1,
+            ShardIo {
+                cleartext: None,
+                icmpv6_source: None,
+                wans: vec![],
+            },
+        );
+        shard.wans.push(Wan {
+            local: local6,
+            nat_t_port: 4500,
+            path_mtu: MTU,
+            udp: None,
+            raw_esp: None,
+            raw_ah: None,
+            raw_tx: None,
+            raw_tx6: None,
+        });
+        shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
+        // As `EspShard::started` sizes it for an IPv6 interface.
+        shard.tx_raw6 = PacketBatch::new(8, SLOT_SIZE, 0);
+        let sa = SecurityAssociation::new(
+            SaParams {
+                local: local6,
+                peer: peer6,
+                ..params(EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        let h = SaHandle::issue();
+        shard
+            .sas
+            .install(h, "P".into(), SaKind::Manual, sa)
+            .unwrap();
+        let pn = |l: &str, r: &str| ProtectedNetwork {
+            local: l.parse::<NetworkSpec>().unwrap(),
+            remote: r.parse::<NetworkSpec>().unwrap(),
+        };
+        shard.spd.install(
+            "P".into(),
+            &[
+                pn("198.51.100.0/24", "203.0.113.0/24"),
+                pn("2001:db8:a::/48", "2001:db8:b::/48"),
+            ],
+            Some(h),
+        );
+        let mut v4 = cleartext(1400);
+        v4[6] &= !0x40;
+        Ipv4Packet::new_unchecked(&mut v4[..]).fill_checksum();
+        let v6 = cleartext6(ikehub::wire::ipv6::MIN_MTU);
+        let mut rx = PacketBatch::new(MAX_RX, 2048, 128);
+        for p in [&v4, &v6] {
+            rx.push(p, None).unwrap();
+        }
+        shard.encap_received(Instant::now(), &rx);
+        let c = &shard.counters;
+        assert_eq!(
+            (c.encap_errors, c.icmp_frag_needed, c.icmpv6_too_big),
+            (0, 0, 0),
+            "{c:?}"
+        );
+
+        // Reassemble by Identification (RFC 8200 §4.5), checking each fragment on the way.
+        let mut by_ident: BTreeMap<u32, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
+        for i in 0..shard.tx_raw6.len() {
+            let f = shard.tx_raw6.packet(i);
+            assert!(f.len() <= MTU, "a fragment of {} bytes", f.len());
+            let p = Ipv6Packet::new_checked(f).unwrap();
+            assert_eq!(p.next_header(), IpProtocol::IPV6_FRAG);
+            let fh = Ipv6FragmentRepr::parse(p.payload()).unwrap();
+            let (header, data) = by_ident.entry(fh.ident).or_default();
+            assert_eq!(usize::from(fh.frag_offset), data.len(), "in order");
+            if header.is_empty() {
+                header.extend_from_slice(&f[..40]);
+                header[6] = fh.next_header.0;
+            }
+            data.extend_from_slice(&p.payload()[8..]);
+        }
+        assert_eq!(by_ident.len(), 2, "one Identification per packet");
+        let mut inbound = SecurityAssociation::new(
+            SaParams {
+                direction: Direction::Inbound,
+                local: peer6,
+                peer: local6,
+                ..params(EncrAlgorithm::AesCbc128, AuthAlgorithm::HmacSha1)
+            },
+            Instant::now(),
+        )
+        .unwrap();
+        let mut inner = Vec::new();
+        for (header, data) in by_ident.into_values() {
+            let mut wire = header;
+            wire[4..6].copy_from_slice(&(data.len() as u16).to_be_bytes());
+            wire.extend_from_slice(&data);
+            let d = inbound
+                .decap(Instant::now(), &mut wire, Received::Ip)
+                .unwrap();
+            inner.push(wire[d.inner].to_vec());
+        }
+        inner.sort_by_key(|p| p[0] >> 4);
+        assert_eq!(inner, [v4, v6]);
     }
 
     /// The source of a Packet Too Big: the configured IPv6 source-address, else the

@@ -1,5 +1,5 @@
 //! Bytes <-> types for the data plane: IPv4, UDP, ESP, AH and the ICMP messages the concentrator
-//! originates, plus IPv4 fragmentation and the TUN device's virtio-net header and GSO
+//! originates, plus IPv4 and IPv6 (source) fragmentation and the TUN device's virtio-net header and GSO
 //! segmentation; IPv6, its extension headers (`ipv6_ext`: the walk to the upper layer, AH's
 //! zeroing of mutable fields) and ICMPv6 Packet Too Big.
 //!
@@ -12,6 +12,7 @@ pub mod ah;
 pub mod checksum;
 pub mod esp;
 pub mod frag;
+pub mod frag6;
 pub mod gro;
 pub mod gso;
 pub mod icmp;
@@ -31,6 +32,7 @@ mod tests;
 pub use ah::{AhPacket, AhRepr};
 pub use esp::{EspPacket, EspRepr};
 pub use frag::Ipv4Fragmenter;
+pub use frag6::Ipv6Fragmenter;
 pub use icmp::{Icmpv4Packet, Icmpv4Repr, build_frag_needed};
 pub use icmpv6::{Icmpv6Packet, Icmpv6Repr, build_packet_too_big};
 pub use ip::{IpProtocol, IpRepr};

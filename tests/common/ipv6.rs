@@ -69,6 +69,57 @@ pub fn ping6_exact(ns: &Netns, src: &str, dst: &str, count: u32, size: u32) -> (
     (super::netns::parse_ping_loss(&text).unwrap_or(100.0), text)
 }
 
+/// Pings `dst` from `src` (IPv4) inside `ns` like [`ping6_exact`], but with `-M dont`: DF
+/// clear, so a tunnel whose outer packet would not fit the path must fragment rather than
+/// refuse it (RFC 791, RFC 4459). Returns the loss in percent and ping's output.
+pub fn ping4_no_df(ns: &Netns, src: &str, dst: &str, count: u32, size: u32) -> (f64, String) {
+    let out = ns
+        .command("ping")
+        .args(["-4", "-n", "-i", "0.05", "-W", "1", "-M", "dont"])
+        .args(["-s", &size.to_string()])
+        .args(["-c", &count.to_string()])
+        .args(["-I", src, dst])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run ping -4 in {}: {e}", ns.name()));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (super::netns::parse_ping_loss(&text).unwrap_or(100.0), text)
+}
+
+/// First port of the range [`nat_source_ports`] maps A's IKE ports to.
+pub const NAT_PORTS: u16 = 40000;
+
+/// Makes A's namespace a port-translating NAT of its own IKE traffic: UDP from ports 500 and
+/// 4500 leaving `wan0` gets a source port from 40000-49999 (same address, nftables `snat`,
+/// IPv4 or IPv6 by `wan6`). NAT-D (RFC 3947 §3.2) then finds A behind a NAT, so IKEv1 moves
+/// to port 4500 and both daemons carry their SAs' ESP in UDP (RFC 3948): the only way an
+/// IKE-keyed pair encapsulates (ikehub has no "force encapsulation" knob), and a NAT over
+/// IPv6 is as legitimate a cause as one over IPv4 (the NAT-D hashes cover the IPv6 address
+/// and port). The rule goes with the namespace.
+pub fn nat_source_ports(ns: &Netns, wan6: bool) {
+    let (family, addr) = if wan6 {
+        ("ip6", format!("[{A_WAN6}]"))
+    } else {
+        ("ip", super::netns::A_WAN.to_string())
+    };
+    let rules = format!(
+        "table {family} ikehub_test_nat_ports {{\n\
+         \x20 chain post {{\n\
+         \x20   type nat hook postrouting priority srcnat; policy accept;\n\
+         \x20   oifname \"{dev}\" udp sport {{ 500, 4500 }} snat to {addr}:{lo}-{hi}\n\
+         \x20 }}\n\
+         }}\n",
+        dev = super::netns::WAN_DEV,
+        lo = NAT_PORTS,
+        hi = NAT_PORTS + 9999,
+    );
+    super::nat::nft_load(ns, &rules);
+}
+
 /// The tunnel device's `source-address` of one side: its IPv4 and its IPv6 host (the IPv6
 /// one is the source of the ICMPv6 Packet Too Big the daemon writes into the device).
 pub fn source_addresses(side: Side) -> String {

@@ -195,6 +195,9 @@ pub struct IpsecPacket {
     pub icmpv6_type: Option<u8>,
     /// TCP ports inside (source, destination).
     pub tcp_ports: Option<(u16, u16)>,
+    /// The outer IPv6 packet came in fragments (a fragment header; tshark reassembled them
+    /// and shows the ESP on the last one).
+    pub outer_fragmented: bool,
 }
 
 const FIELDS: &[&str] = &[
@@ -217,6 +220,7 @@ const FIELDS: &[&str] = &[
     "icmpv6.type",
     "tcp.srcport",
     "tcp.dstport",
+    "ipv6.fraghdr.ident",
 ];
 
 /// Runs `tshark -r PCAP` with `config` and returns every packet that has an ESP or AH header.
@@ -319,6 +323,7 @@ fn parse_packet(p: &Value) -> IpsecPacket {
             .and_then(|s| num(&s))
             .zip(first("tcp.dstport").and_then(|s| num(&s)))
             .map(|(s, d)| (s as u16, d as u16)),
+        outer_fragmented: first("ipv6.fraghdr.ident").is_some(),
     }
 }
 
