@@ -95,7 +95,7 @@ fn lookup(c: &mut Criterion) {
         for i in 0..n as u32 {
             table.insert(0x1000 + i * 7, i);
             spd.insert(Policy {
-                name: format!("p{i}"),
+                name: format!("p{i}").into(),
                 networks: vec![ProtectedNetwork {
                     local: NetworkSpec::Subnet {
                         addr: Ipv4Addr::new(198, 51, 100, 0).into(),
@@ -104,7 +104,8 @@ fn lookup(c: &mut Criterion) {
                     remote: NetworkSpec::Host(
                         Ipv4Addr::from(u32::from(Ipv4Addr::new(198, 18, 0, 0)) + i).into(),
                     ),
-                }],
+                }]
+                .into(),
                 outbound: Some(i),
             });
         }

@@ -34,7 +34,7 @@ use ikehub::ike::footprint::{Part, inline_sizes};
 use ikehub::ike::{
     Event, IkeSession, PeerConfig, RandomSpis, RekeyConfig, RetransmitConfig, SpiAllocator,
 };
-use ikehub::spd::{Policy, PolicyId, Spd, SpiHasher};
+use ikehub::spd::{OneOrMany, Policy, PolicyId, Spd, SpiHasher};
 
 struct Counting;
 
@@ -169,8 +169,8 @@ struct Shard {
     inbound: HashMap<u32, Box<Installed>, Fast>,
     inbound_spi: HashMap<u64, u32, Fast>,
     spd: Spd<u64>,
-    #[allow(clippy::type_complexity)]
-    by_policy: HashMap<Arc<str>, Vec<(ProtectedNetwork, PolicyId, Option<u64>, bool)>>,
+    /// `EntryState`: the entry's id and whether the profile configures it.
+    by_policy: HashMap<Arc<str>, OneOrMany<(PolicyId, bool)>>,
 }
 
 /// Brings up tunnel `i`: returns the hub's session and the child it negotiated.
@@ -228,7 +228,11 @@ fn install(shard: &mut Shard, i: usize, child: Event, now: Instant) -> Result<()
     let selectors = info.protected_networks[0];
     let (h_in, h_out) = (2 * i as u64, 2 * i as u64 + 1);
     let inbound = SecurityAssociation::new(info.inbound, now).map_err(|e| e.to_string())?;
-    let outbound = SecurityAssociation::new(info.outbound, now).map_err(|e| e.to_string())?;
+    let mut outbound = SecurityAssociation::new(info.outbound, now).map_err(|e| e.to_string())?;
+    // actors/shard `install_pair`: one copy of the pair's selectors.
+    if !outbound.share_selectors(&inbound) {
+        return Err("the pair's selectors differ".into());
+    }
     let spi = inbound.outer_spi();
     shard.inbound_spi.insert(h_in, spi);
     for (map_in, h, sa) in [(true, h_in, inbound), (false, h_out, outbound)] {
@@ -245,15 +249,11 @@ fn install(shard: &mut Shard, i: usize, child: Event, now: Instant) -> Result<()
         }
     }
     let id = shard.spd.insert(Policy {
-        name: key.to_string(),
-        networks: vec![selectors],
+        name: key.clone(),
+        networks: OneOrMany::One(selectors),
         outbound: Some(h_out),
     });
-    shard
-        .by_policy
-        .entry(key)
-        .or_default()
-        .push((selectors, id, Some(h_out), false));
+    shard.by_policy.entry(key).or_default().push((id, false));
     Ok(())
 }
 

@@ -31,8 +31,13 @@
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use crate::config::{Family, NetworkSpec, ProtectedNetwork};
+
+mod list;
+
+pub use list::OneOrMany;
 
 /// Index of a policy in its [`Spd`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -42,27 +47,27 @@ pub struct PolicyId(pub u32);
 /// ("none yet" triggers an IKE acquire for on-demand policies).
 #[derive(Clone, Debug)]
 pub struct Policy<H> {
-    /// The profile name (`ipsec-policy-manual.NAME`).
-    pub name: String,
-    /// Its protected-network pairs (local = our side).
-    pub networks: Vec<ProtectedNetwork>,
+    /// The profile name (`ipsec-policy-manual.NAME`, or `policy@peer` for a spoke), shared
+    /// with whoever else names the policy.
+    pub name: Arc<str>,
+    /// Its protected-network pairs (local = our side); one, inline, in the common case.
+    pub networks: OneOrMany<ProtectedNetwork>,
     /// The outbound SA handle, `None` until one is installed.
     pub outbound: Option<H>,
 }
 
+/// One indexed pair, as numbers of its family's width: an IPv4 entry is 20 bytes (with the
+/// local `NetworkSpec` and `u128` spans it was 80, aligned for IPv6).
 #[derive(Clone, Copy, Debug)]
-struct Entry {
+struct Entry<K> {
     policy: u32,
-    local: NetworkSpec,
-    /// Span (last - first, exact in both families) of the remote and local blocks, for the
+    /// The local network's first and last address.
+    local_first: K,
+    local_last: K,
+    /// Span (last - first, exact in both families) of the remote and local networks, for the
     /// ambiguity rule.
-    remote_span: u128,
-    local_span: u128,
-}
-
-fn span(n: &NetworkSpec) -> u128 {
-    let (first, last) = n.bounds();
-    last - first
+    remote_span: K,
+    local_span: K,
 }
 
 /// The minimal list of CIDR blocks of a spec, as (first address number, prefix length).
@@ -99,15 +104,25 @@ pub fn cidrs(n: &NetworkSpec) -> impl Iterator<Item = (IpAddr, u8)> + use<> {
     blocks(n).map(move |(start, len)| (family.addr(start), len))
 }
 
-/// A masked address of one family as a hash key: `u32` for IPv4 keeps its index as small and
+/// An address number of one family: `u32` for IPv4 keeps its index and entries as small and
 /// fast as before IPv6 existed.
-trait Key: Copy + Eq + std::hash::Hash + std::fmt::Debug {
+trait Key: Copy + Ord + Eq + std::hash::Hash + std::fmt::Debug {
+    /// `n`, a number of this family's width.
     fn of(n: u128) -> Self;
+    /// The number of `ip` when it is of this family.
+    fn of_ip(ip: IpAddr) -> Option<Self>;
 }
 
 impl Key for u32 {
     fn of(n: u128) -> Self {
         n as u32
+    }
+
+    fn of_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V4(a) => Some(u32::from(a)),
+            IpAddr::V6(_) => None,
+        }
     }
 }
 
@@ -115,14 +130,21 @@ impl Key for u128 {
     fn of(n: u128) -> Self {
         n
     }
+
+    fn of_ip(ip: IpAddr) -> Option<Self> {
+        match ip {
+            IpAddr::V6(a) => Some(u128::from(a)),
+            IpAddr::V4(_) => None,
+        }
+    }
 }
 
 /// The remote blocks of one family: one map per prefix length.
 #[derive(Debug)]
 struct Index<K> {
     family: Family,
-    /// `by_prefix[len]`: masked remote address -> entries.
-    by_prefix: Vec<HashMap<K, Vec<Entry>, BuildHasherDefault<SpiHasher>>>,
+    /// `by_prefix[len]`: masked remote address -> entries (one, inline, in the common case).
+    by_prefix: Vec<HashMap<K, OneOrMany<Entry<K>>, BuildHasherDefault<SpiHasher>>>,
     /// Prefix lengths in use, longest first.
     lengths: Vec<u8>,
 }
@@ -136,8 +158,18 @@ impl<K: Key> Index<K> {
         }
     }
 
-    fn add(&mut self, remote: &NetworkSpec, e: Entry) {
-        for (addr, len) in blocks(remote) {
+    /// Indexes the pair `pn` (both sides of this index's family) of `policy`.
+    fn add(&mut self, pn: &ProtectedNetwork, policy: u32) {
+        let ((local_first, local_last), (remote_first, remote_last)) =
+            (pn.local.bounds(), pn.remote.bounds());
+        let e = Entry {
+            policy,
+            local_first: K::of(local_first),
+            local_last: K::of(local_last),
+            remote_span: K::of(remote_last - remote_first),
+            local_span: K::of(local_last - local_first),
+        };
+        for (addr, len) in blocks(&pn.remote) {
             let Some(map) = self.by_prefix.get_mut(usize::from(len)) else {
                 continue;
             };
@@ -167,16 +199,18 @@ impl<K: Key> Index<K> {
         }
     }
 
-    /// The best entry (module documentation) for `dst`, an address number of this family.
-    fn best(&self, src: IpAddr, dst: u128) -> Option<&Entry> {
-        let mut best: Option<&Entry> = None;
+    /// The best entry (module documentation) for a packet to `dst`, an address number of this
+    /// family, from `src` (never found when of the other family).
+    fn best(&self, src: IpAddr, dst: u128) -> Option<&Entry<K>> {
+        let src = K::of_ip(src)?;
+        let mut best: Option<&Entry<K>> = None;
         for &len in &self.lengths {
             let key = K::of(dst & self.family.mask(len));
             let Some(entries) = self.by_prefix[usize::from(len)].get(&key) else {
                 continue;
             };
-            for e in entries {
-                if !e.local.contains(src) {
+            for e in entries.iter() {
+                if src < e.local_first || src > e.local_last {
                     continue;
                 }
                 let better = match best {
@@ -223,7 +257,9 @@ impl<H> Spd<H> {
     }
 
     /// Adds a policy and indexes its networks; returns its id (a removed policy's id may be
-    /// given again).
+    /// given again). A pair whose sides are of different families matches no packet (both
+    /// addresses of a packet are of one family; validation refuses such a pair) and is not
+    /// indexed.
     pub fn insert(&mut self, policy: Policy<H>) -> PolicyId {
         let id = match self.free.pop() {
             Some(id) => id,
@@ -232,16 +268,11 @@ impl<H> Spd<H> {
                 (self.policies.len() - 1) as u32
             }
         };
-        for pn in &policy.networks {
-            let e = Entry {
-                policy: id,
-                local: pn.local,
-                remote_span: span(&pn.remote),
-                local_span: span(&pn.local),
-            };
-            match pn.remote.family() {
-                Family::V4 => self.v4.add(&pn.remote, e),
-                Family::V6 => self.v6.add(&pn.remote, e),
+        for pn in policy.networks.iter() {
+            match (pn.local.family(), pn.remote.family()) {
+                (Family::V4, Family::V4) => self.v4.add(pn, id),
+                (Family::V6, Family::V6) => self.v6.add(pn, id),
+                _ => {}
             }
         }
         self.policies[id as usize] = Some(policy);
@@ -251,7 +282,7 @@ impl<H> Spd<H> {
     /// Removes a policy and its index entries; its id becomes free.
     pub fn remove(&mut self, id: PolicyId) -> Option<Policy<H>> {
         let policy = self.policies.get_mut(id.0 as usize)?.take()?;
-        for pn in &policy.networks {
+        for pn in policy.networks.iter() {
             match pn.remote.family() {
                 Family::V4 => self.v4.remove(&pn.remote, id.0),
                 Family::V6 => self.v6.remove(&pn.remote, id.0),
@@ -299,13 +330,12 @@ impl<H> Spd<H> {
         dst: impl Into<IpAddr>,
     ) -> Option<(PolicyId, &Policy<H>)> {
         let (src, dst) = (src.into(), dst.into());
-        let best = match dst {
-            IpAddr::V4(d) => self.v4.best(src, u128::from(u32::from(d))),
-            IpAddr::V6(d) => self.v6.best(src, u128::from(d)),
+        let policy = match dst {
+            IpAddr::V4(d) => self.v4.best(src, u128::from(u32::from(d)))?.policy,
+            IpAddr::V6(d) => self.v6.best(src, u128::from(d))?.policy,
         };
-        let e = best?;
-        let policy = self.policies.get(e.policy as usize)?.as_ref()?;
-        Some((PolicyId(e.policy), policy))
+        let p = self.policies.get(policy as usize)?.as_ref()?;
+        Some((PolicyId(policy), p))
     }
 
     /// The outbound SA handle for a packet, if its policy has one.
@@ -509,17 +539,17 @@ mod tests {
         let mut spd: Spd<&str> = Spd::new();
         let any = spd.insert(Policy {
             name: "Default".into(),
-            networks: vec![pn("2001:db8:1::/48", "::/0")],
+            networks: vec![pn("2001:db8:1::/48", "::/0")].into(),
             outbound: Some("sa-any"),
         });
         let branch = spd.insert(Policy {
             name: "Branch".into(),
-            networks: vec![pn("2001:db8:1::/48", "2001:db8:2::/48")],
+            networks: vec![pn("2001:db8:1::/48", "2001:db8:2::/48")].into(),
             outbound: None,
         });
         let host = spd.insert(Policy {
             name: "Host".into(),
-            networks: vec![pn("2001:db8:1::7", "2001:db8:2::10-2001:db8:2::20")],
+            networks: vec![pn("2001:db8:1::7", "2001:db8:2::10-2001:db8:2::20")].into(),
             outbound: Some("sa-host"),
         });
         let l = |s: &str, d: &str| spd.lookup(ip6(s), ip6(d)).map(|(id, _)| id);
@@ -542,7 +572,8 @@ mod tests {
             networks: vec![
                 pn("198.51.100.0/24", "203.0.113.0/24"),
                 pn("2001:db8:1::/48", "2001:db8:2::/48"),
-            ],
+            ]
+            .into(),
             outbound: Some("sa"),
         });
         let v4 = spd.lookup(ip("198.51.100.1"), ip("203.0.113.9"));
@@ -578,14 +609,15 @@ mod tests {
         let net = |i: u32| 0x2001_0db8_u128 << 96 | u128::from(i) << 64;
         for i in 0..20_000u32 {
             spd.insert(Policy {
-                name: format!("spoke{i}"),
+                name: format!("spoke{i}").into(),
                 networks: vec![ProtectedNetwork {
                     local: "2001:db8:ffff::/48".parse().unwrap(),
                     remote: NetworkSpec::Subnet {
                         addr: Ipv6Addr::from(net(i)).into(),
                         prefix: 64,
                     },
-                }],
+                }]
+                .into(),
                 outbound: Some(i),
             });
         }
@@ -601,17 +633,17 @@ mod tests {
         let mut spd: Spd<&str> = Spd::new();
         let any = spd.insert(Policy {
             name: "Default".into(),
-            networks: vec![pn("198.51.100.0/24", "any")],
+            networks: vec![pn("198.51.100.0/24", "any")].into(),
             outbound: Some("sa-any"),
         });
         let branch = spd.insert(Policy {
             name: "Branch".into(),
-            networks: vec![pn("198.51.100.0/24", "203.0.113.0/24")],
+            networks: vec![pn("198.51.100.0/24", "203.0.113.0/24")].into(),
             outbound: None,
         });
         let host = spd.insert(Policy {
             name: "Host".into(),
-            networks: vec![pn("198.51.100.7", "203.0.113.10-203.0.113.20")],
+            networks: vec![pn("198.51.100.7", "203.0.113.10-203.0.113.20")].into(),
             outbound: Some("sa-host"),
         });
         let l = |s: &str, d: &str| spd.lookup(ip(s), ip(d)).map(|(id, _)| id);
@@ -641,14 +673,15 @@ mod tests {
         for i in 0..100_000u32 {
             let net = Ipv4Addr::from((10 << 24) | (i << 8));
             spd.insert(Policy {
-                name: format!("spoke{i}"),
+                name: format!("spoke{i}").into(),
                 networks: vec![ProtectedNetwork {
                     local: "198.51.100.0/24".parse().unwrap(),
                     remote: NetworkSpec::Subnet {
                         addr: net.into(),
                         prefix: 24,
                     },
-                }],
+                }]
+                .into(),
                 outbound: Some(i),
             });
         }
@@ -664,12 +697,12 @@ mod tests {
         let mut spd: Spd<u32> = Spd::new();
         let wide = spd.insert(Policy {
             name: "Wide".into(),
-            networks: vec![pn("198.51.100.0/24", "203.0.113.0/24")],
+            networks: vec![pn("198.51.100.0/24", "203.0.113.0/24")].into(),
             outbound: Some(1),
         });
         let narrow = spd.insert(Policy {
             name: "Narrow".into(),
-            networks: vec![pn("198.51.100.0/24", "203.0.113.10-203.0.113.20")],
+            networks: vec![pn("198.51.100.0/24", "203.0.113.10-203.0.113.20")].into(),
             outbound: Some(2),
         });
         let src = ip("198.51.100.1");
@@ -684,7 +717,7 @@ mod tests {
         assert_eq!(spd.len(), 1);
         let again = spd.insert(Policy {
             name: "Again".into(),
-            networks: vec![pn("198.51.100.0/24", "203.0.113.128/25")],
+            networks: vec![pn("198.51.100.0/24", "203.0.113.128/25")].into(),
             outbound: Some(3),
         });
         assert_eq!(again, narrow);
@@ -695,6 +728,28 @@ mod tests {
         assert!(spd.is_empty());
         assert_eq!(spd.lookup(src, ip("203.0.113.200")).map(|(id, _)| id), None);
         assert!(spd.v4.lengths.is_empty());
+    }
+
+    /// The per-tunnel budget (docs/design.md): an IPv4 index entry is five 32-bit numbers, a
+    /// spoke's policy keeps its one pair inline, and one block's single entry needs no heap
+    /// block (a `Vec`'s first push reserved four 80-byte entries).
+    #[test]
+    fn ipv4_entries_stay_compact() {
+        assert_eq!(std::mem::size_of::<Entry<u32>>(), 20);
+        let mut spd: Spd<u64> = Spd::new();
+        let id = spd.insert(Policy {
+            name: "T@192.0.2.7".into(),
+            networks: vec![pn("198.51.100.0/24", "203.0.113.0/28")].into(),
+            outbound: Some(7),
+        });
+        let networks = spd.get(id).map(|p| &p.networks);
+        assert!(matches!(networks, Some(OneOrMany::One(_))));
+        let block = spd.v4.by_prefix[28].get(&u32::from(ip("203.0.113.0")));
+        assert!(matches!(block, Some(OneOrMany::One(e)) if e.policy == id.0));
+        assert_eq!(
+            spd.outbound_sa(ip("198.51.100.9"), ip("203.0.113.15")),
+            Some(&7)
+        );
     }
 
     #[test]

@@ -554,8 +554,10 @@ pub fn install_pair(
     policy: &Arc<str>,
     kind: SaKind,
     inbound: SecurityAssociation,
-    outbound: SecurityAssociation,
+    mut outbound: SecurityAssociation,
 ) {
+    // One copy of the pair's selectors (both SAs are built from the same negotiated list).
+    outbound.share_selectors(&inbound);
     let n = shards.len();
     for (shard, handle, sa) in [
         (pair.inbound_shard(n), pair.inbound, inbound),

@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use ikehub::config::ProtectedNetwork;
-use ikehub::spd::{Policy, PolicyId, Spd};
+use ikehub::spd::{OneOrMany, Policy, PolicyId, Spd};
 
 use super::SaHandle;
 
@@ -28,18 +28,29 @@ pub struct SpdEntry {
     pub selectors: ProtectedNetwork,
 }
 
+/// What the shard adds to an SPD entry. Its selectors and outbound SA are the `Spd` policy's
+/// own (one pair each), not copied here: a copy was 96 bytes per tunnel and shard
+/// (docs/design.md "Per-tunnel memory budget").
 struct EntryState {
-    selectors: ProtectedNetwork,
     id: PolicyId,
-    outbound: Option<SaHandle>,
     configured: bool,
 }
 
 #[derive(Default)]
 pub struct ShardPolicies {
-    /// The entries of each policy (a handful each), for installs and removals.
-    by_policy: HashMap<Arc<str>, Vec<EntryState>>,
+    /// The entries of each policy (one for a spoke, a handful at most), for installs and
+    /// removals.
+    by_policy: HashMap<Arc<str>, OneOrMany<EntryState>>,
     spd: Spd<SaHandle>,
+}
+
+/// The selectors of the entry `id` (each entry holds exactly one pair).
+fn selectors_of(spd: &Spd<SaHandle>, id: PolicyId) -> Option<&ProtectedNetwork> {
+    spd.get(id)?.networks.first()
+}
+
+fn outbound_of(spd: &Spd<SaHandle>, id: PolicyId) -> Option<SaHandle> {
+    spd.get(id)?.outbound
 }
 
 impl ShardPolicies {
@@ -52,28 +63,25 @@ impl ShardPolicies {
         networks: &[ProtectedNetwork],
         outbound: Option<SaHandle>,
     ) {
-        let mut gone = Vec::new();
         if let Some(entries) = self.by_policy.get_mut(&policy) {
+            let spd = &mut self.spd;
             entries.retain(|e| {
-                let keep = !e.configured || networks.contains(&e.selectors);
+                let keep =
+                    !e.configured || selectors_of(spd, e.id).is_some_and(|s| networks.contains(s));
                 if !keep {
-                    gone.push(e.id);
+                    spd.remove(e.id);
                 }
                 keep
             });
-        }
-        for id in gone {
-            self.spd.remove(id);
         }
         for pn in networks {
             match self.find(&policy, pn) {
                 Some(e) => {
                     e.configured = true;
+                    let id = e.id;
                     if outbound.is_some() {
-                        e.outbound = outbound;
+                        self.spd.set_outbound(id, outbound);
                     }
-                    let (id, out) = (e.id, e.outbound);
-                    self.spd.set_outbound(id, out);
                 }
                 None => self.insert(policy.clone(), *pn, outbound, true),
             }
@@ -85,7 +93,6 @@ impl ShardPolicies {
     pub fn set(&mut self, entry: &SpdEntry, outbound: SaHandle) {
         match self.find(&entry.policy, &entry.selectors) {
             Some(e) => {
-                e.outbound = Some(outbound);
                 let id = e.id;
                 self.spd.set_outbound(id, Some(outbound));
             }
@@ -99,40 +106,37 @@ impl ShardPolicies {
         let Some(entries) = self.by_policy.get_mut(policy) else {
             return;
         };
-        let mut gone = Vec::new();
-        entries.retain_mut(|e| {
-            if e.outbound != Some(handle) {
+        let spd = &mut self.spd;
+        entries.retain(|e| {
+            if outbound_of(spd, e.id) != Some(handle) {
                 return true;
             }
             if e.configured {
-                e.outbound = None;
-                self.spd.set_outbound(e.id, None);
+                spd.set_outbound(e.id, None);
                 true
             } else {
-                gone.push(e.id);
+                spd.remove(e.id);
                 false
             }
         });
         if entries.is_empty() {
             self.by_policy.remove(policy);
         }
-        for id in gone {
-            self.spd.remove(id);
-        }
     }
 
     /// Removes every entry of a policy.
     pub fn remove(&mut self, policy: &str) {
-        for e in self.by_policy.remove(policy).unwrap_or_default() {
+        for e in self.by_policy.remove(policy).unwrap_or_default().iter() {
             self.spd.remove(e.id);
         }
     }
 
     fn find(&mut self, policy: &str, selectors: &ProtectedNetwork) -> Option<&mut EntryState> {
+        let spd = &self.spd;
         self.by_policy
             .get_mut(policy)?
             .iter_mut()
-            .find(|e| e.selectors == *selectors)
+            .find(|e| selectors_of(spd, e.id) == Some(selectors))
     }
 
     fn insert(
@@ -142,17 +146,16 @@ impl ShardPolicies {
         outbound: Option<SaHandle>,
         configured: bool,
     ) {
+        // The name is the policy's `Arc`, not a string per entry.
         let id = self.spd.insert(Policy {
-            name: policy.to_string(),
-            networks: vec![selectors],
+            name: policy.clone(),
+            networks: OneOrMany::One(selectors),
             outbound,
         });
-        self.by_policy.entry(policy).or_default().push(EntryState {
-            selectors,
-            id,
-            outbound,
-            configured,
-        });
+        self.by_policy
+            .entry(policy)
+            .or_default()
+            .push(EntryState { id, configured });
     }
 
     /// `None`: no entry covers the packet; `Some(None)`: one does but has no SA yet.
@@ -166,7 +169,7 @@ impl ShardPolicies {
 
     /// The name of the policy covering a packet (for an Acquire).
     pub fn name_of(&self, src: impl Into<IpAddr>, dst: impl Into<IpAddr>) -> Option<&str> {
-        self.spd.lookup(src, dst).map(|(_, p)| p.name.as_str())
+        self.spd.lookup(src, dst).map(|(_, p)| &*p.name)
     }
 }
 

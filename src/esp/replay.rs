@@ -22,13 +22,42 @@ pub enum ReplayError {
     Zero,
 }
 
+/// The window's words: inline up to two, which is what the default 64-packet window takes
+/// (with its spare word); a heap block per inbound SA cost 32 bytes per tunnel
+/// (docs/design.md "Per-tunnel memory budget").
+#[derive(Clone, Debug)]
+enum Bitmap {
+    Inline([u64; 2]),
+    Heap(Box<[u64]>),
+}
+
+impl std::ops::Deref for Bitmap {
+    type Target = [u64];
+
+    fn deref(&self) -> &[u64] {
+        match self {
+            Self::Inline(w) => w,
+            Self::Heap(w) => w,
+        }
+    }
+}
+
+impl std::ops::DerefMut for Bitmap {
+    fn deref_mut(&mut self) -> &mut [u64] {
+        match self {
+            Self::Inline(w) => w,
+            Self::Heap(w) => w,
+        }
+    }
+}
+
 /// The receive window of one SA. Size 0 disables anti-replay.
 #[derive(Clone, Debug)]
 pub struct ReplayWindow {
     size: u32,
     /// Highest sequence number committed (0 = none yet).
     top: u32,
-    bitmap: Box<[u64]>,
+    bitmap: Bitmap,
 }
 
 impl ReplayWindow {
@@ -37,16 +66,23 @@ impl ReplayWindow {
         let size = size.min(MAX_WINDOW);
         // One spare word, so that clearing the word the new top lands in never erases bits
         // that are still inside the window.
+        // A power of two: the bit of `seq` is `seq` masked. No words at all when off (an
+        // outbound SA's window): `0.next_power_of_two()` is 1, and every outbound SA paid a
+        // heap block for a word it never used.
         let words = if size == 0 {
             0
         } else {
-            (size as usize).div_ceil(64) + 1
+            ((size as usize).div_ceil(64) + 1).next_power_of_two()
         };
-        let words = words.next_power_of_two().max(if size == 0 { 0 } else { 2 });
+        let bitmap = match words {
+            0 => Bitmap::Heap(Box::default()),
+            2 => Bitmap::Inline([0; 2]),
+            n => Bitmap::Heap(vec![0u64; n].into_boxed_slice()),
+        };
         Self {
             size,
             top: 0,
-            bitmap: vec![0u64; words].into_boxed_slice(),
+            bitmap,
         }
     }
 
@@ -158,6 +194,18 @@ mod tests {
         w.commit(100_000);
         assert!(w.check(99_990).is_ok());
         assert_eq!(w.check(100), Err(ReplayError::TooOld));
+    }
+
+    /// Windows up to 64 packets keep their two words inline, larger ones on the heap, and
+    /// both behave as the reference model below says.
+    #[test]
+    fn small_windows_are_inline() {
+        for (size, inline) in [(1u32, true), (64, true), (65, false), (1000, false)] {
+            let w = ReplayWindow::new(size);
+            assert_eq!(matches!(w.bitmap, Bitmap::Inline(_)), inline, "{size}");
+        }
+        // Off (every outbound SA): no words (the old code allocated one).
+        assert!(ReplayWindow::new(0).bitmap.is_empty());
     }
 
     #[test]

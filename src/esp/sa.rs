@@ -1,6 +1,7 @@
 //! SA parameters, construction (with the checks RFC 4301/4303 require) and state.
 
 use std::net::IpAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{KeyBytes, Mode, ProtectedNetwork};
@@ -229,7 +230,8 @@ pub struct SecurityAssociation {
     pub(crate) lifetime: LifetimeLimits,
     pub(crate) created: Instant,
     pub(crate) counters: SaCounters,
-    pub(crate) protected: Vec<ProtectedNetwork>,
+    /// Shared with the other SA of the pair ([`SecurityAssociation::share_selectors`]).
+    pub(crate) protected: Arc<[ProtectedNetwork]>,
     pub(crate) anti_replay: bool,
 }
 
@@ -368,7 +370,7 @@ impl SecurityAssociation {
             lifetime: params.lifetime,
             created: now,
             counters: SaCounters::default(),
-            protected: params.protected_networks,
+            protected: params.protected_networks.into(),
             anti_replay: params.replay_window > 0,
         })
     }
@@ -493,6 +495,22 @@ impl SecurityAssociation {
     /// The traffic selectors.
     pub fn protected_networks(&self) -> &[ProtectedNetwork] {
         &self.protected
+    }
+
+    /// Takes `other`'s selectors (the other SA of its pair) when they are the same as this
+    /// SA's, so that the pair holds one copy: 80 bytes per tunnel (docs/design.md "Per-tunnel
+    /// memory budget"). Returns whether it did.
+    pub fn share_selectors(&mut self, other: &SecurityAssociation) -> bool {
+        if self.protected != other.protected {
+            return false;
+        }
+        self.protected = Arc::clone(&other.protected);
+        true
+    }
+
+    /// Whether this SA and `other` hold one copy of their selectors.
+    pub fn shares_selectors_with(&self, other: &SecurityAssociation) -> bool {
+        Arc::ptr_eq(&self.protected, &other.protected)
     }
 
     /// Packet, byte and drop counters.

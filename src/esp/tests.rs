@@ -590,6 +590,18 @@ fn selector_mismatch_is_dropped_and_counted() {
         Ipv4Addr::new(203, 0, 113, 1),
         Ipv4Addr::new(198, 51, 100, 1)
     ));
+    // The pair's two SAs hold one copy of equal selectors (per-tunnel memory), and the
+    // outbound one still checks them from its own side; other selectors are never taken.
+    assert!(o.share_selectors(&i));
+    assert!(o.shares_selectors_with(&i));
+    assert!(o.selectors_allow(
+        Ipv4Addr::new(203, 0, 113, 1),
+        Ipv4Addr::new(198, 51, 100, 1)
+    ));
+    let mut other = SecurityAssociation::new(aes_sha1(), now).unwrap();
+    assert!(!other.share_selectors(&i));
+    assert!(!other.shares_selectors_with(&i));
+    assert!(other.protected_networks().is_empty());
     let _ = NetworkSpec::ANY;
 }
 
