@@ -176,14 +176,16 @@ pub fn cut_gso_before_the_wire(ns: &Netns, dev: &str) {
     ns.run("ip", &["link", "set", "dev", dev, "gso_max_segs", "1"]);
 }
 
-/// Pings `dst` from `src` inside `ns`, `count` echo requests 50 ms apart, and returns the loss
-/// in percent (100.0 when ping could not send at all, e.g. no route). Bounded by a deadline.
+/// Pings `dst` from `src` inside `ns`, exactly `count` echo requests 50 ms apart, and returns
+/// the loss in percent (100.0 when ping could not send at all, e.g. no route). Bounded: the
+/// last request waits at most 1 s for its reply. No `-w`: with a deadline ping sends until it
+/// has `count` replies, so a reply that came late on a loaded machine made it send one request
+/// more and broke the tests that count the SAs' packets.
 pub fn ping(ns: &Netns, src: &str, dst: &str, count: u32) -> f64 {
-    let deadline = (count as f64 * 0.05 + 3.0).ceil() as u32;
     let out = ns
         .command("ping")
         .args(["-n", "-q", "-i", "0.05", "-W", "1"])
-        .args(["-c", &count.to_string(), "-w", &deadline.to_string()])
+        .args(["-c", &count.to_string()])
         .args(["-I", src, dst])
         .stdin(Stdio::null())
         .output()
