@@ -291,11 +291,9 @@ impl EspShard {
             }
             SaEncapsulation::Raw => None,
         };
-        let v6 = inst.sa.peer().is_ipv6();
         let needs_flush = match udp_peer {
             Some(_) => self.tx_udp[w].free_slots() < k,
-            None if v6 => self.tx_raw6.free_slots() < k,
-            None => self.tx_raw.free_slots() < k,
+            None => self.tx_raw[w].free_slots() < k,
         };
         if needs_flush {
             self.flush_wan();
@@ -313,8 +311,7 @@ impl EspShard {
         };
         let tx = match udp_peer {
             Some(_) => &mut self.tx_udp[w],
-            None if v6 => &mut self.tx_raw6,
-            None => &mut self.tx_raw,
+            None => &mut self.tx_raw[w],
         };
         let first = tx.len();
         for _ in 0..k {
@@ -378,8 +375,7 @@ impl EspShard {
                 Some(SocketAddr::new(inst.sa.peer(), peer_port)),
                 &mut self.tx_udp[w],
             ),
-            SaEncapsulation::Raw if v6 => (None, &mut self.tx_raw6),
-            SaEncapsulation::Raw => (None, &mut self.tx_raw),
+            SaEncapsulation::Raw => (None, &mut self.tx_raw[w]),
         };
         if tx.is_full() {
             // Flush what is queued before taking more (keeps per-SA order).
@@ -418,7 +414,7 @@ impl EspShard {
                     tx.set_addr(slot, udp_peer);
                 } else {
                     // Raw sockets (IP_HDRINCL, IPV6_HDRINCL) do not fragment for us.
-                    self.fragment_last(slot, start, o.len, params.path_mtu, v6);
+                    self.fragment_last(w, slot, start, o.len, params.path_mtu, v6);
                 }
             }
             Ok(
@@ -458,9 +454,17 @@ impl EspShard {
     /// inner packet may not be cut on the way, so both families take the one outer path, the
     /// same on either outer family; the peer's kernel reassembles before its raw socket sees
     /// the ESP (or AH) packet.
-    fn fragment_last(&mut self, slot: usize, start: usize, len: usize, mtu: usize, v6: bool) {
+    fn fragment_last(
+        &mut self,
+        w: usize,
+        slot: usize,
+        start: usize,
+        len: usize,
+        mtu: usize,
+        v6: bool,
+    ) {
         let mut whole = [0u8; SLOT_SIZE];
-        let tx = self.raw_tx(v6);
+        let tx = &mut self.tx_raw[w];
         let (buf, _, _) = tx.slot_buf_mut(slot);
         let copied = buf.get(start..start + len).and_then(|b| {
             whole.get_mut(..len)?.copy_from_slice(b);
@@ -482,10 +486,10 @@ impl EspShard {
             return;
         };
         loop {
-            if self.raw_tx(v6).is_full() {
+            if self.tx_raw[w].is_full() {
                 self.flush_wan();
             }
-            let tx = self.raw_tx(v6);
+            let tx = &mut self.tx_raw[w];
             let Some(i) = tx.push_empty() else {
                 return;
             };
@@ -505,38 +509,25 @@ impl EspShard {
         }
     }
 
-    /// The raw send queue of one outer family.
-    fn raw_tx(&mut self, v6: bool) -> &mut PacketBatch {
-        if v6 {
-            &mut self.tx_raw6
-        } else {
-            &mut self.tx_raw
-        }
-    }
-
     pub(super) fn flush_wan(&mut self) {
         let mut dropped = 0u64;
-        if !self.tx_raw.is_empty() {
-            if let Some(tx) = self.wans.iter().find_map(|w| w.raw_tx.as_ref()) {
-                let mut cursor = 0;
-                if io::send_all(tx, &mut self.tx_raw, &mut cursor, |_, _| dropped += 1).is_err() {
-                    dropped += (self.tx_raw.len() - cursor) as u64;
-                }
-            } else {
-                dropped += self.tx_raw.len() as u64;
+        // Each interface's raw packets through its own sender: it is bound to the interface's
+        // `device`, so another interface's sender would put them on the wrong link.
+        for (w, tx) in self.tx_raw.iter_mut().enumerate() {
+            if tx.is_empty() {
+                continue;
             }
-            self.tx_raw.clear();
-        }
-        if !self.tx_raw6.is_empty() {
-            if let Some(tx) = self.wans.iter().find_map(|w| w.raw_tx6.as_ref()) {
-                let mut cursor = 0;
-                if io::send_all(tx, &mut self.tx_raw6, &mut cursor, |_, _| dropped += 1).is_err() {
-                    dropped += (self.tx_raw6.len() - cursor) as u64;
-                }
-            } else {
-                dropped += self.tx_raw6.len() as u64;
+            let mut cursor = 0;
+            let mut count = |_: usize, _: &std::io::Error| dropped += 1;
+            let sent = match (&self.wans[w].raw_tx, &self.wans[w].raw_tx6) {
+                (Some(s), _) => io::send_all(s, tx, &mut cursor, &mut count),
+                (None, Some(s)) => io::send_all(s, tx, &mut cursor, &mut count),
+                (None, None) => Err(std::io::ErrorKind::NotConnected.into()),
+            };
+            if sent.is_err() {
+                dropped += (tx.len() - cursor) as u64;
             }
-            self.tx_raw6.clear();
+            tx.clear();
         }
         for (w, tx) in self.tx_udp.iter_mut().enumerate() {
             if tx.is_empty() {
@@ -952,6 +943,7 @@ mod tests {
             raw_tx6: None,
         });
         shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
+        shard.tx_raw.push(PacketBatch::new(8, SLOT_SIZE, 0));
         let pn = |l: &str, r: &str| ProtectedNetwork {
             local: l.parse::<NetworkSpec>().unwrap(),
             remote: r.parse::<NetworkSpec>().unwrap(),
@@ -1004,8 +996,8 @@ mod tests {
         );
         assert_eq!((c.encap_errors, c.icmp_frag_needed), (0, 0), "{c:?}");
         // The one that fits left as raw ESP and decrypts back to itself.
-        assert_eq!(shard.tx_raw.len(), 1);
-        let mut wire = shard.tx_raw.packet(0).to_vec();
+        assert_eq!(shard.tx_raw[0].len(), 1);
+        let mut wire = shard.tx_raw[0].packet(0).to_vec();
         let mut inbound = SecurityAssociation::new(
             SaParams {
                 direction: Direction::Inbound,
@@ -1079,8 +1071,8 @@ mod tests {
             raw_tx6: None,
         });
         shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
-        // As `EspShard::started` sizes it for an IPv6 interface.
-        shard.tx_raw6 = PacketBatch::new(8, SLOT_SIZE, 0);
+        // As `EspShard::started` sizes it for an interface with a raw sender.
+        shard.tx_raw.push(PacketBatch::new(8, SLOT_SIZE, 0));
         let sa = SecurityAssociation::new(
             SaParams {
                 local: local6,
@@ -1125,8 +1117,8 @@ mod tests {
 
         // Reassemble by Identification (RFC 8200 §4.5), checking each fragment on the way.
         let mut by_ident: BTreeMap<u32, (Vec<u8>, Vec<u8>)> = BTreeMap::new();
-        for i in 0..shard.tx_raw6.len() {
-            let f = shard.tx_raw6.packet(i);
+        for i in 0..shard.tx_raw[0].len() {
+            let f = shard.tx_raw[0].packet(i);
             assert!(f.len() <= MTU, "a fragment of {} bytes", f.len());
             let p = Ipv6Packet::new_checked(f).unwrap();
             assert_eq!(p.next_header(), IpProtocol::IPV6_FRAG);

@@ -124,11 +124,9 @@ pub struct EspShard {
     sas: SaTables,
     spd: ShardPolicies,
     rx: Option<PacketBatch>,
-    /// Raw IPv4 packets (ESP, AH) for the WAN, whatever their interface: the `IPPROTO_RAW`
-    /// sender routes each by its header.
-    tx_raw: PacketBatch,
-    /// Raw IPv6 packets for the WAN; allocated when the shard has an IPv6 interface.
-    tx_raw6: PacketBatch,
+    /// Raw packets (ESP, AH; whole IPv4 or IPv6 packets) per interface, like `tx_udp`: each
+    /// goes out through its interface's sender, bound to that interface's `device`.
+    tx_raw: Vec<PacketBatch>,
     tx_udp: Vec<PacketBatch>,
     tx_clear: PacketBatch,
     /// Packets for shard `k` gathered during one batch, sent as one [`Handoff`] message.
@@ -160,8 +158,7 @@ impl EspShard {
             sas: SaTables::default(),
             spd: ShardPolicies::default(),
             rx: Some(PacketBatch::new(MAX_RX, SLOT_SIZE, RX_HEADROOM)),
-            tx_raw: PacketBatch::new(MAX_TX, SLOT_SIZE, 0),
-            tx_raw6: PacketBatch::new(1, SLOT_SIZE, 0),
+            tx_raw: Vec::new(),
             tx_udp: Vec::new(),
             tx_clear: PacketBatch::new(MAX_RX, SLOT_SIZE, 0),
             handoff: (0..count).map(|_| HandoffBatch::default()).collect(),
@@ -278,9 +275,12 @@ impl EspShard {
                 raw_tx: sockets.raw_tx,
                 raw_tx6: sockets.raw_tx6,
             };
-            if wan.raw_tx6.is_some() && self.tx_raw6.free_slots() < MAX_TX {
-                self.tx_raw6 = PacketBatch::new(MAX_TX, SLOT_SIZE, 0);
-            }
+            let raw_slots = if wan.raw_tx.is_some() || wan.raw_tx6.is_some() {
+                MAX_TX
+            } else {
+                1
+            };
+            self.tx_raw.push(PacketBatch::new(raw_slots, SLOT_SIZE, 0));
             if let Some(s) = sockets.udp {
                 let fd = Rc::new(io::register(s)?);
                 ctx.add_stream(Readable::new(fd.clone(), Source::Udp(w)));
