@@ -8,13 +8,28 @@ use super::{TempDir, find_tool, is_root, wait_timeout};
 
 /// A copy of `bin` in a fresh 0755 temp dir, mode 0755, so that `nobody` can execute it even
 /// when the original sits under a private directory such as /root. Keep the `TempDir` alive.
+///
+/// `cp` writes the copy, not this process: a child that another test thread forks while the
+/// copy is open for writing here inherits that descriptor until it execs, and executing the
+/// copy then fails with ETXTBSY ("Text file busy", seen in CI with two demo tests at once).
 pub fn world_executable_copy(bin: &Path) -> (TempDir, PathBuf) {
     use std::os::unix::fs::PermissionsExt;
     let dir = TempDir::new("unpriv");
     let name = bin.file_name().expect("binary file name");
     let copy = dir.path().join(name);
-    std::fs::copy(bin, &copy)
-        .unwrap_or_else(|e| panic!("copying {} to {}: {e}", bin.display(), copy.display()));
+    let status = Command::new("cp")
+        .arg("--")
+        .arg(bin)
+        .arg(&copy)
+        .stdin(Stdio::null())
+        .status()
+        .unwrap_or_else(|e| panic!("cannot run cp: {e}"));
+    assert!(
+        status.success(),
+        "cp {} {}: {status}",
+        bin.display(),
+        copy.display()
+    );
     std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).expect("chmod 0755");
     (dir, copy)
 }
