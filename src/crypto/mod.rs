@@ -15,6 +15,7 @@ pub mod aead;
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
+pub mod sha1_mb;
 pub mod stitch;
 
 #[cfg(test)]

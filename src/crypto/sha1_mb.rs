@@ -1,0 +1,184 @@
+//! Multi-buffer SHA-1: the compression function (RFC 3174 §6.1) of sixteen independent
+//! messages at once, one message per 32-bit lane of the AVX-512 registers (issue 12 point 3).
+//!
+//! One SHA-1 chain is serial (every block is chained through the state, RFC 3174 §6), and
+//! SHA-NI's `sha1rnds4` is throughput-bound, so one core's SHA-NI caps every design that hashes
+//! one packet at a time. The packets of an ESP batch are independent messages: with each lane
+//! running its own chain, the vector units hash sixteen of them in the time of one round
+//! sequence, as Intel's isa-l_crypto `sha1_mb` does.
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::compress16;
+
+/// Lanes of one call: 16 x 32-bit words in a 512-bit register.
+pub const LANES: usize = 16;
+
+/// Whether [`compress16`] can run on this CPU.
+pub fn available() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx512f")
+        && std::arch::is_x86_feature_detected!("avx512bw")
+    {
+        return true;
+    }
+    false
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use core::arch::x86_64::*;
+
+    use super::LANES;
+
+    /// Straight-line code for each listed index (`$t` is a constant in the body): the 80 rounds
+    /// must be unrolled for the state and the 16-word message ring to stay in registers.
+    macro_rules! unroll {
+        ($t:ident in [$($n:literal),*] $body:block) => {
+            $( { const $t: usize = $n; $body } )*
+        };
+    }
+
+    /// The 16 x 16 transpose: row `i` (block `i`'s words) in, word `t` of every block out,
+    /// big-endian words made native (RFC 3174 §2).
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn load_words(blocks: &[&[u8; 64]; LANES]) -> [__m512i; 16] {
+        let mut r = [_mm512_setzero_si512(); 16];
+        for (r, b) in r.iter_mut().zip(blocks) {
+            // SAFETY: `b` is 64 readable bytes; unaligned load.
+            *r = unsafe { _mm512_loadu_si512(b.as_ptr().cast()) };
+        }
+        // Stage 1: pairs of rows, 32-bit interleave within each 128-bit lane.
+        let mut t = [_mm512_setzero_si512(); 16];
+        for i in 0..8 {
+            t[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+            t[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+        }
+        // Stage 2: u[4i + j], 128-bit lane k = rows 4i..4i+4 of word 4k + j.
+        let mut u = [_mm512_setzero_si512(); 16];
+        for i in 0..4 {
+            u[4 * i] = _mm512_unpacklo_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 1] = _mm512_unpackhi_epi64(t[4 * i], t[4 * i + 2]);
+            u[4 * i + 2] = _mm512_unpacklo_epi64(t[4 * i + 1], t[4 * i + 3]);
+            u[4 * i + 3] = _mm512_unpackhi_epi64(t[4 * i + 1], t[4 * i + 3]);
+        }
+        // Stages 3 and 4: a 4 x 4 transpose of 128-bit lanes over u[j], u[4+j], u[8+j], u[12+j].
+        let bswap = _mm512_broadcast_i32x4(_mm_set_epi8(
+            12, 13, 14, 15, 8, 9, 10, 11, 4, 5, 6, 7, 0, 1, 2, 3,
+        ));
+        let mut w = [_mm512_setzero_si512(); 16];
+        for j in 0..4 {
+            let x0 = _mm512_shuffle_i32x4::<0x44>(u[j], u[4 + j]);
+            let x1 = _mm512_shuffle_i32x4::<0xEE>(u[j], u[4 + j]);
+            let y0 = _mm512_shuffle_i32x4::<0x44>(u[8 + j], u[12 + j]);
+            let y1 = _mm512_shuffle_i32x4::<0xEE>(u[8 + j], u[12 + j]);
+            w[j] = _mm512_shuffle_i32x4::<0x88>(x0, y0);
+            w[4 + j] = _mm512_shuffle_i32x4::<0xDD>(x0, y0);
+            w[8 + j] = _mm512_shuffle_i32x4::<0x88>(x1, y1);
+            w[12 + j] = _mm512_shuffle_i32x4::<0xDD>(x1, y1);
+        }
+        w.map(|w| _mm512_shuffle_epi8(w, bswap))
+    }
+
+    /// One SHA-1 block for each of sixteen messages (RFC 3174 §6.1): `state[i][lane]` is word
+    /// H_i of lane `lane`'s chain, `blocks[lane]` its next 64-byte block.
+    ///
+    /// # Safety
+    /// The CPU must support avx512f and avx512bw ([`super::available`]).
+    #[target_feature(enable = "avx512f,avx512bw")]
+    pub unsafe fn compress16(state: &mut [[u32; LANES]; 5], blocks: &[&[u8; 64]; LANES]) {
+        let mut w = load_words(blocks);
+        // SAFETY: each row is 16 u32 = 64 readable bytes; unaligned load.
+        let h = state.map(|s| unsafe { _mm512_loadu_si512(s.as_ptr().cast()) });
+        let [mut a, mut b, mut c, mut d, mut e] = h;
+        unroll!(T in [
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
+            20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39,
+            40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
+            60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79
+        ] {
+            // RFC 3174 §6.1 step (b): W_t = S^1(W_t-3 ^ W_t-8 ^ W_t-14 ^ W_t-16), in a ring of 16.
+            if T >= 16 {
+                let x = _mm512_ternarylogic_epi32::<0x96>(
+                    w[(T - 3) % 16],
+                    w[(T - 8) % 16],
+                    w[(T - 14) % 16],
+                );
+                w[T % 16] = _mm512_rol_epi32::<1>(_mm512_xor_si512(x, w[T % 16]));
+            }
+            // §5: f_t and K_t; one ternary-logic instruction per f (truth tables of
+            // (B AND C) OR (NOT B AND D), B XOR C XOR D, and the majority).
+            let (f, k) = match T / 20 {
+                0 => (_mm512_ternarylogic_epi32::<0xCA>(b, c, d), 0x5A82_7999u32),
+                1 => (_mm512_ternarylogic_epi32::<0x96>(b, c, d), 0x6ED9_EBA1),
+                2 => (_mm512_ternarylogic_epi32::<0xE8>(b, c, d), 0x8F1B_BCDC),
+                _ => (_mm512_ternarylogic_epi32::<0x96>(b, c, d), 0xCA62_C1D6),
+            };
+            // Step (d): TEMP = S^5(A) + f_t(B,C,D) + E + W_t + K_t; E = D; D = C; C = S^30(B);
+            // B = A; A = TEMP.
+            let ek = _mm512_add_epi32(e, _mm512_set1_epi32(k as i32));
+            let temp = _mm512_add_epi32(
+                _mm512_add_epi32(_mm512_rol_epi32::<5>(a), f),
+                _mm512_add_epi32(ek, w[T % 16]),
+            );
+            e = d;
+            d = c;
+            c = _mm512_rol_epi32::<30>(b);
+            b = a;
+            a = temp;
+        });
+        // Step (e): H_i = H_i + the new A..E.
+        for (s, (h, x)) in state.iter_mut().zip(h.into_iter().zip([a, b, c, d, e])) {
+            // SAFETY: each row is 64 writable bytes; unaligned store.
+            unsafe { _mm512_storeu_si512(s.as_mut_ptr().cast(), _mm512_add_epi32(h, x)) };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn fill(buf: &mut [u8], seed: usize) {
+        let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
+        for b in buf {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            *b = x as u8;
+        }
+    }
+
+    #[test]
+    fn sixteen_lanes_match_the_sha1_crate_compression() {
+        if !available() {
+            eprintln!("no AVX-512: the multi-buffer SHA-1 is not built here");
+            return;
+        }
+        let mut data = [[0u8; 64]; 3 * LANES];
+        for (i, b) in data.iter_mut().enumerate() {
+            fill(b, i + 1);
+        }
+        let mut expected = [[0u32; 5]; LANES];
+        let mut state = [[0u32; LANES]; 5];
+        for lane in 0..LANES {
+            let s0 = [lane as u32, 2, 3, 4, 5].map(|x| x.wrapping_mul(0x9E37_79B9));
+            expected[lane] = s0;
+            for (i, w) in s0.iter().enumerate() {
+                state[i][lane] = *w;
+            }
+        }
+        for round in 0..3 {
+            let blocks: [&[u8; 64]; LANES] = core::array::from_fn(|l| &data[round * LANES + l]);
+            for lane in 0..LANES {
+                sha1::block_api::compress(&mut expected[lane], std::slice::from_ref(blocks[lane]));
+            }
+            // SAFETY: `available` checked avx512f and avx512bw.
+            unsafe { compress16(&mut state, &blocks) };
+        }
+        for lane in 0..LANES {
+            let got: [u32; 5] = core::array::from_fn(|i| state[i][lane]);
+            assert_eq!(got, expected[lane], "lane {lane}");
+        }
+    }
+}
