@@ -114,23 +114,16 @@ impl HmacSha1Pads {
 
     /// The full HMAC of `msg`, one block after the other.
     pub fn mac(&self, msg: &[u8]) -> [u8; 20] {
-        let mut m = Mac::new(0, self, msg);
-        loop {
-            let b = *m.block(msg);
-            sha1::block_api::compress(&mut m.state, std::slice::from_ref(&b));
-            if let Some(mac) = m.advance(self) {
-                return mac;
-            }
-        }
+        Mac::new(0, self, msg).finish(self, msg)
     }
 }
 
 /// One HMAC in progress: the message's whole blocks, its padded tail (one or two blocks), then
 /// the outer block over the inner digest.
 #[derive(Clone, Copy)]
-struct Mac {
-    job: usize,
-    state: [u32; 5],
+pub(super) struct Mac {
+    pub(super) job: usize,
+    pub(super) state: [u32; 5],
     next: usize,
     whole: usize,
     tail: [u8; 2 * BLOCK],
@@ -139,7 +132,7 @@ struct Mac {
 }
 
 impl Mac {
-    fn new(job: usize, pads: &HmacSha1Pads, msg: &[u8]) -> Self {
+    pub(super) fn new(job: usize, pads: &HmacSha1Pads, msg: &[u8]) -> Self {
         let whole = msg.len() / BLOCK;
         let rem = &msg[whole * BLOCK..];
         let mut tail = [0u8; 2 * BLOCK];
@@ -160,11 +153,23 @@ impl Mac {
         }
     }
 
+    /// The remaining blocks one after the other (the `sha1` crate's compression: SHA-NI
+    /// where the CPU has it).
+    pub(super) fn finish(mut self, pads: &HmacSha1Pads, msg: &[u8]) -> [u8; 20] {
+        loop {
+            let b = *self.block(msg);
+            sha1::block_api::compress(&mut self.state, std::slice::from_ref(&b));
+            if let Some(mac) = self.advance(pads) {
+                return mac;
+            }
+        }
+    }
+
     fn done(&self) -> bool {
         self.outer && self.next == 1
     }
 
-    fn block<'a>(&'a self, msg: &'a [u8]) -> &'a [u8; BLOCK] {
+    pub(super) fn block<'a>(&'a self, msg: &'a [u8]) -> &'a [u8; BLOCK] {
         let (src, at) = if self.next < self.whole {
             (msg, self.next * BLOCK)
         } else {
@@ -174,7 +179,7 @@ impl Mac {
     }
 
     /// After a compression: moves to the next block; returns the MAC once the outer block is in.
-    fn advance(&mut self, pads: &HmacSha1Pads) -> Option<[u8; 20]> {
+    pub(super) fn advance(&mut self, pads: &HmacSha1Pads) -> Option<[u8; 20]> {
         self.next += 1;
         if self.next < self.whole + self.tail_blocks {
             return None;
