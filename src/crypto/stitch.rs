@@ -27,6 +27,9 @@ use sha1::Digest;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
+use super::cipher::cbc_encrypt_interleaved;
+use super::{BATCH_LANES, sha1_mb};
+
 /// Most packets one call handles; longer batches are cut.
 pub const MAX_BATCH: usize = 64;
 
@@ -46,9 +49,18 @@ const AES_BLOCK: usize = 16;
 /// AES blocks per SHA-1 block in the kernel: 64 bytes each, the same pace.
 const STEP: usize = BLOCK;
 
+/// Fewest packets [`Engine::MultiBuffer`] hashes sixteen lanes at a time; smaller batches run
+/// stitched (one SHA-NI chain keeps pace with the AES then, and the vector lanes would idle).
+pub const MULTI_BUFFER_MIN: usize = sha1_mb::MIN_LANES;
+
 /// Which implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
+    /// AES-CBC of the whole batch with AES-NI (packets interleaved), then HMAC-SHA1 of the
+    /// batch sixteen packets at a time on the AVX-512 units ([`sha1_mb`]): one SHA-NI chain
+    /// caps the stitched kernel, the vector units do not share it. Batches of fewer than
+    /// [`MULTI_BUFFER_MIN`] packets run stitched.
+    MultiBuffer,
     /// x86-64 AES-NI and SHA-NI stitched in one kernel.
     Stitched,
     /// The `cbc`/`aes` and `sha1` crates, packet after packet.
@@ -58,15 +70,37 @@ pub enum Engine {
 impl Engine {
     /// The fastest engine this CPU runs.
     pub fn detect() -> Self {
+        if !Self::stitched_runs() {
+            Self::Portable
+        } else if sha1_mb::available() {
+            Self::MultiBuffer
+        } else {
+            Self::Stitched
+        }
+    }
+
+    /// Every engine this CPU runs, slowest first (tests compare them all).
+    pub fn supported() -> Vec<Self> {
+        let mut e = vec![Self::Portable];
+        if Self::stitched_runs() {
+            e.push(Self::Stitched);
+            if sha1_mb::available() {
+                e.push(Self::MultiBuffer);
+            }
+        }
+        e
+    }
+
+    fn stitched_runs() -> bool {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("aes")
             && std::arch::is_x86_feature_detected!("sha")
             && std::arch::is_x86_feature_detected!("ssse3")
             && std::arch::is_x86_feature_detected!("sse4.1")
         {
-            return Self::Stitched;
+            return true;
         }
-        Self::Portable
+        false
     }
 }
 
@@ -242,8 +276,8 @@ impl AesKeys {
     /// Expands a 16, 24 or 32-byte key; `None` for another length or without AES-NI.
     pub fn new(key: &[u8]) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if Engine::detect() == Engine::Stitched {
-            // SAFETY: `detect` found aes and sse4.1.
+        if Engine::stitched_runs() {
+            // SAFETY: `stitched_runs` found aes and sse4.1.
             return unsafe { x86::expand(key) };
         }
         let _ = key;
@@ -315,7 +349,17 @@ where
                 seal_stitched(k, pads, icv_len, chunk);
             }
         }
-        (Engine::Stitched, _) => return false,
+        #[cfg(target_arch = "x86_64")]
+        (Engine::MultiBuffer, Some(k)) => {
+            for chunk in packets.chunks_mut(MAX_BATCH) {
+                if chunk.len() < MULTI_BUFFER_MIN {
+                    seal_stitched(k, pads, icv_len, chunk);
+                } else {
+                    seal_multi(cipher, pads, icv_len, chunk);
+                }
+            }
+        }
+        (Engine::Stitched | Engine::MultiBuffer, _) => return false,
         (Engine::Portable, _) => {
             for p in packets.iter_mut() {
                 let c = Chain::start(0, p, icv_len);
@@ -328,6 +372,32 @@ where
         }
     }
     true
+}
+
+/// Encrypt-then-MAC in two passes over at most [`MAX_BATCH`] packets: every CBC chain (eight
+/// packets interleaved, so AES-NI is pipelined although each chain is serial), then every
+/// ICV over the ciphertexts sixteen at a time ([`sha1_mb::hmac_batch`]).
+fn seal_multi<C>(cipher: &C, pads: &HmacSha1Pads, icv_len: usize, packets: &mut [&mut [u8]])
+where
+    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
+{
+    for group in packets.chunks_mut(BATCH_LANES) {
+        let k = group.len();
+        let mut cbc: [&mut [u8]; BATCH_LANES] = Default::default();
+        for (c, p) in cbc.iter_mut().zip(group.iter_mut()) {
+            let end = p.len() - icv_len;
+            *c = &mut p[ESP_HEADER..end];
+        }
+        // `IV | plaintext`, whole blocks: `well_formed` checked every buffer.
+        let _ = cbc_encrypt_interleaved(cipher, &mut cbc[..k]);
+    }
+    let mut macs = [[0u8; 20]; MAX_BATCH];
+    let macs = &mut macs[..packets.len()];
+    sha1_mb::hmac_batch(pads, packets, icv_len, macs);
+    for (p, mac) in packets.iter_mut().zip(macs.iter()) {
+        let at = p.len() - icv_len;
+        p[at..].copy_from_slice(&mac[..icv_len]);
+    }
 }
 
 /// Which way the CBC chain of a stitched pass runs.
@@ -475,20 +545,61 @@ where
                 open_stitched(k, pads, icv_len, chunk, ok);
             }
         }
-        (Engine::Stitched, _) => return false,
+        #[cfg(target_arch = "x86_64")]
+        (Engine::MultiBuffer, Some(k)) => {
+            for (chunk, ok) in packets.chunks_mut(MAX_BATCH).zip(ok.chunks_mut(MAX_BATCH)) {
+                if chunk.len() < MULTI_BUFFER_MIN {
+                    open_stitched(k, pads, icv_len, chunk, ok);
+                } else {
+                    open_multi(cipher, pads, icv_len, chunk, ok);
+                }
+            }
+        }
+        (Engine::Stitched | Engine::MultiBuffer, _) => return false,
         (Engine::Portable, _) => {
             for (p, ok) in packets.iter_mut().zip(ok.iter_mut()) {
                 *ok = verify(pads, p, icv_len);
                 if *ok {
-                    let c = Chain::start(0, p, icv_len);
-                    let (blocks, _) = Block::<C>::slice_as_chunks_mut(&mut p[c.at..c.end]);
-                    cbc::Decryptor::<&C>::inner_iv_init(cipher, &c.chain.into())
-                        .decrypt_blocks(blocks);
+                    cbc_decrypt(cipher, p, icv_len);
                 }
             }
         }
     }
     true
+}
+
+/// CBC-decrypts one ESP packet in place (the `cbc`/`aes` crates: the blocks of one packet are
+/// independent on the way in, RFC 3602 §2, so AES-NI runs them in parallel).
+fn cbc_decrypt<C>(cipher: &C, p: &mut [u8], icv_len: usize)
+where
+    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let c = Chain::start(0, p, icv_len);
+    let (blocks, _) = Block::<C>::slice_as_chunks_mut(&mut p[c.at..c.end]);
+    cbc::Decryptor::<&C>::inner_iv_init(cipher, &c.chain.into()).decrypt_blocks(blocks);
+}
+
+/// Verify-then-decrypt in two passes over at most [`MAX_BATCH`] packets: every ICV sixteen
+/// packets at a time ([`sha1_mb::hmac_batch`]), compared in constant time, then the
+/// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4).
+fn open_multi<C>(
+    cipher: &C,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+    ok: &mut [bool],
+) where
+    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
+{
+    let mut macs = [[0u8; 20]; MAX_BATCH];
+    let macs = &mut macs[..packets.len()];
+    sha1_mb::hmac_batch(pads, packets, icv_len, macs);
+    for ((p, ok), mac) in packets.iter_mut().zip(ok.iter_mut()).zip(macs.iter()) {
+        *ok = bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]));
+        if *ok {
+            cbc_decrypt(cipher, p, icv_len);
+        }
+    }
 }
 
 fn verify(pads: &HmacSha1Pads, p: &[u8], icv_len: usize) -> bool {
@@ -930,11 +1041,9 @@ mod tests {
     use super::*;
 
     fn engines() -> Vec<Engine> {
-        let mut e = vec![Engine::Portable];
-        if Engine::detect() == Engine::Stitched {
-            e.push(Engine::Stitched);
-        } else {
-            eprintln!("no AES-NI + SHA-NI: only the portable engine is checked");
+        let e = Engine::supported();
+        if e.len() < 3 {
+            eprintln!("no AES-NI + SHA-NI or no AVX-512: only {e:?} checked");
         }
         e
     }
@@ -1118,8 +1227,14 @@ mod tests {
         each_aes(&mut |check| {
             for engine in engines() {
                 for blocks in 0..=128usize {
-                    // The size under test beside smaller and larger neighbours.
-                    let sizes = [blocks * 16, (128 - blocks) * 16, blocks * 16, 16];
+                    // The size under test beside smaller and larger neighbours, sixteen
+                    // packets so that the multi-buffer engine runs its lanes too.
+                    let mut sizes = [blocks * 16; 16];
+                    sizes[1] = (128 - blocks) * 16;
+                    sizes[3] = 16;
+                    for (i, s) in sizes.iter_mut().enumerate().skip(4).step_by(2) {
+                        *s = ((blocks + i * 17) % 129) * 16;
+                    }
                     check(engine, &sizes, blocks);
                 }
             }
@@ -1148,7 +1263,7 @@ mod tests {
             let mut b = vec![0x55u8; len];
             let mut refs: Vec<&mut [u8]> = vec![&mut b[..]];
             let keys = AesKeys::new(&[1u8; 16]);
-            for engine in [Engine::Portable, Engine::Stitched] {
+            for engine in [Engine::Portable, Engine::Stitched, Engine::MultiBuffer] {
                 assert!(!seal(&c, keys.as_ref(), &pads, 12, engine, &mut refs));
                 let mut ok = [true];
                 assert!(!open(
