@@ -257,7 +257,7 @@ fn cbc_decrypt<C: BlockCipherDecrypt>(
     Ok(())
 }
 
-pub(super) fn cbc_encrypt_interleaved<C: BlockCipherEncrypt>(
+fn cbc_encrypt_interleaved<C: BlockCipherEncrypt>(
     c: &C,
     packets: &mut [&mut [u8]],
 ) -> Result<(), CryptoError> {

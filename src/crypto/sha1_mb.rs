@@ -86,8 +86,23 @@ fn lanes<'m>(
             state.iter_mut().for_each(|row| row.fill(0));
             return;
         }
-        let blocks: [&[u8; 64]; LANES] =
-            core::array::from_fn(|l| lane[l].as_ref().map_or(&idle, |m| m.block(msg(m.job))));
+        // With every lane busy in its message's whole blocks, as many as all of them have go
+        // in one call (the state stays in registers); else one block, a padded tail or the
+        // outer block where a lane is there.
+        let run = if busy == LANES {
+            lane.iter()
+                .flatten()
+                .map(Mac::whole_left)
+                .min()
+                .unwrap_or(0)
+        } else {
+            0
+        };
+        let blocks: [&[u8]; LANES] = core::array::from_fn(|l| match &lane[l] {
+            Some(m) if run > 0 => m.whole_blocks(msg(m.job), run),
+            Some(m) => &m.block(msg(m.job))[..],
+            None => &idle[..],
+        });
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only called when `available` found avx512f and avx512bw.
         unsafe {
@@ -96,7 +111,7 @@ fn lanes<'m>(
         for (l, slot) in lane.iter_mut().enumerate() {
             if let Some(m) = slot {
                 m.state = get(&state, l);
-                if let Some(mac) = m.advance(pads) {
+                if let Some(mac) = m.advance_by(pads, run.max(1)) {
                     macs[m.job] = mac;
                     *slot = None;
                 } else {
@@ -174,16 +189,36 @@ mod x86 {
         w.map(|w| _mm512_shuffle_epi8(w, bswap))
     }
 
-    /// One SHA-1 block for each of sixteen messages (RFC 3174 §6.1): `state[i][lane]` is word
-    /// H_i of lane `lane`'s chain, `blocks[lane]` its next 64-byte block.
+    /// SHA-1 blocks for each of sixteen messages (RFC 3174 §6.1): `state[i][lane]` is word
+    /// H_i of lane `lane`'s chain, `blocks[lane]` its next 64-byte blocks, as many as lane 0
+    /// has (whole blocks; every lane has at least as many).
     ///
     /// # Safety
     /// The CPU must support avx512f and avx512bw ([`super::available`]).
     #[target_feature(enable = "avx512f,avx512bw")]
-    pub unsafe fn compress16(state: &mut [[u32; LANES]; 5], blocks: &[&[u8; 64]; LANES]) {
-        let mut w = load_words(blocks);
+    pub unsafe fn compress16(state: &mut [[u32; LANES]; 5], blocks: &[&[u8]; LANES]) {
+        let n = blocks[0].len() / 64;
+        assert!(blocks.iter().all(|b| b.len() >= n * 64));
         // SAFETY: each row is 16 u32 = 64 readable bytes; unaligned load.
-        let h = state.map(|s| unsafe { _mm512_loadu_si512(s.as_ptr().cast()) });
+        let mut h = state.map(|s| unsafe { _mm512_loadu_si512(s.as_ptr().cast()) });
+        for j in 0..n {
+            let block: [&[u8; 64]; LANES] = core::array::from_fn(|l| {
+                blocks[l][64 * j..64 * j + 64]
+                    .try_into()
+                    .unwrap_or_else(|_| unreachable!())
+            });
+            h = block16(h, &block);
+        }
+        for (s, h) in state.iter_mut().zip(h) {
+            // SAFETY: each row is 64 writable bytes; unaligned store.
+            unsafe { _mm512_storeu_si512(s.as_mut_ptr().cast(), h) };
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "avx512f,avx512bw")]
+    fn block16(h: [__m512i; 5], blocks: &[&[u8; 64]; LANES]) -> [__m512i; 5] {
+        let mut w = load_words(blocks);
         let [mut a, mut b, mut c, mut d, mut e] = h;
         unroll!(T in [
             0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19,
@@ -222,10 +257,8 @@ mod x86 {
             a = temp;
         });
         // Step (e): H_i = H_i + the new A..E.
-        for (s, (h, x)) in state.iter_mut().zip(h.into_iter().zip([a, b, c, d, e])) {
-            // SAFETY: each row is 64 writable bytes; unaligned store.
-            unsafe { _mm512_storeu_si512(s.as_mut_ptr().cast(), _mm512_add_epi32(h, x)) };
-        }
+        let x = [a, b, c, d, e];
+        core::array::from_fn(|i| _mm512_add_epi32(h[i], x[i]))
     }
 }
 
@@ -339,6 +372,9 @@ mod tests {
         for (i, b) in data.iter_mut().enumerate() {
             fill(b, i + 1);
         }
+        // Then three blocks per lane in one call, the state kept in registers between them.
+        let mut run = vec![0u8; 3 * 64 * LANES];
+        fill(&mut run, 99);
         let mut expected = [[0u32; 5]; LANES];
         let mut state = [[0u32; LANES]; 5];
         for lane in 0..LANES {
@@ -349,13 +385,20 @@ mod tests {
             }
         }
         for round in 0..3 {
-            let blocks: [&[u8; 64]; LANES] = core::array::from_fn(|l| &data[round * LANES + l]);
+            let blocks: [&[u8]; LANES] = core::array::from_fn(|l| &data[round * LANES + l][..]);
             for lane in 0..LANES {
-                sha1::block_api::compress(&mut expected[lane], std::slice::from_ref(blocks[lane]));
+                sha1::block_api::compress(&mut expected[lane], &data[round * LANES + lane..][..1]);
             }
             // SAFETY: `available` checked avx512f and avx512bw.
             unsafe { compress16(&mut state, &blocks) };
         }
+        let blocks: [&[u8]; LANES] = core::array::from_fn(|l| &run[3 * 64 * l..3 * 64 * (l + 1)]);
+        for lane in 0..LANES {
+            let (b, _) = blocks[lane].as_chunks::<64>();
+            sha1::block_api::compress(&mut expected[lane], b);
+        }
+        // SAFETY: as above.
+        unsafe { compress16(&mut state, &blocks) };
         for lane in 0..LANES {
             let got: [u32; 5] = core::array::from_fn(|i| state[i][lane]);
             assert_eq!(got, expected[lane], "lane {lane}");

@@ -27,8 +27,7 @@ use sha1::Digest;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
-use super::cipher::cbc_encrypt_interleaved;
-use super::{BATCH_LANES, sha1_mb};
+use super::sha1_mb;
 
 /// Most packets one call handles; longer batches are cut.
 pub const MAX_BATCH: usize = 64;
@@ -212,6 +211,22 @@ impl Mac {
         src[at..at + BLOCK].try_into().unwrap_or(&[0; BLOCK])
     }
 
+    /// Whole message blocks left before the padded tail.
+    pub(super) fn whole_left(&self) -> usize {
+        self.whole.saturating_sub(self.next)
+    }
+
+    /// The next `n` (at least one, at most [`Self::whole_left`]) whole message blocks.
+    pub(super) fn whole_blocks<'a>(&self, msg: &'a [u8], n: usize) -> &'a [u8] {
+        &msg[self.next * BLOCK..(self.next + n) * BLOCK]
+    }
+
+    /// [`Self::advance`] after `n` compressions.
+    pub(super) fn advance_by(&mut self, pads: &HmacSha1Pads, n: usize) -> Option<[u8; 20]> {
+        self.next += n.saturating_sub(1);
+        self.advance(pads)
+    }
+
     /// After a compression: moves to the next block; returns the MAC once the outer block is in.
     pub(super) fn advance(&mut self, pads: &HmacSha1Pads) -> Option<[u8; 20]> {
         self.next += 1;
@@ -355,7 +370,7 @@ where
                 if chunk.len() < MULTI_BUFFER_MIN {
                     seal_stitched(k, pads, icv_len, chunk);
                 } else {
-                    seal_multi(cipher, pads, icv_len, chunk);
+                    seal_multi(k, pads, icv_len, chunk);
                 }
             }
         }
@@ -377,19 +392,17 @@ where
 /// Encrypt-then-MAC in two passes over at most [`MAX_BATCH`] packets: every CBC chain (eight
 /// packets interleaved, so AES-NI is pipelined although each chain is serial), then every
 /// ICV over the ciphertexts sixteen at a time ([`sha1_mb::hmac_batch`]).
-fn seal_multi<C>(cipher: &C, pads: &HmacSha1Pads, icv_len: usize, packets: &mut [&mut [u8]])
-where
-    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
-{
-    for group in packets.chunks_mut(BATCH_LANES) {
+#[cfg(target_arch = "x86_64")]
+fn seal_multi(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &mut [&mut [u8]]) {
+    for group in packets.chunks_mut(x86::CBC_LANES) {
         let k = group.len();
-        let mut cbc: [&mut [u8]; BATCH_LANES] = Default::default();
+        let mut cbc: [&mut [u8]; x86::CBC_LANES] = Default::default();
         for (c, p) in cbc.iter_mut().zip(group.iter_mut()) {
             let end = p.len() - icv_len;
             *c = &mut p[ESP_HEADER..end];
         }
-        // `IV | plaintext`, whole blocks: `well_formed` checked every buffer.
-        let _ = cbc_encrypt_interleaved(cipher, &mut cbc[..k]);
+        // SAFETY: `keys` exists only if `Engine::stitched_runs` found aes (and sse4.1).
+        unsafe { x86::cbc_encrypt_lanes(keys, &mut cbc[..k]) };
     }
     let mut macs = [[0u8; 20]; MAX_BATCH];
     let macs = &mut macs[..packets.len()];
@@ -781,6 +794,60 @@ mod x86 {
         x = _mm_aesenclast_si128(x, k[keys.rounds]);
         store(blk, x);
         store(chain, x);
+    }
+
+    /// Packets one [`cbc_encrypt_lanes`] call interleaves: enough independent chains to cover
+    /// the `aesenc` latency, few enough for the round keys and states to stay in registers.
+    pub(super) const CBC_LANES: usize = 8;
+
+    /// CBC-encrypts up to [`CBC_LANES`] buffers (`IV | plaintext`, whole blocks) at once:
+    /// block `j` of every buffer goes through the rounds together, so AES-NI is pipelined
+    /// although each chain is serial (RFC 3602 §2). Lanes whose buffer has ended compute on
+    /// zeros and store nothing.
+    ///
+    /// # Safety
+    /// The CPU must support aes.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn cbc_encrypt_lanes(keys: &AesKeys, lanes: &mut [&mut [u8]]) {
+        match keys.rounds {
+            10 => cbc_lanes::<10>(&keys.enc, lanes),
+            12 => cbc_lanes::<12>(&keys.enc, lanes),
+            _ => cbc_lanes::<14>(&keys.enc, lanes),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,sse2")]
+    fn cbc_lanes<const NR: usize>(rk: &[[u8; 16]; 15], lanes: &mut [&mut [u8]]) {
+        let k = round_keys(rk);
+        let n = lanes.len().min(CBC_LANES);
+        let mut chain = [_mm_setzero_si128(); CBC_LANES];
+        let mut end = 0;
+        for (c, l) in chain.iter_mut().zip(lanes.iter()) {
+            *c = load(l);
+            end = end.max(l.len());
+        }
+        let mut at = 16;
+        while at < end {
+            let mut x = [_mm_setzero_si128(); CBC_LANES];
+            for (i, x) in x.iter_mut().enumerate() {
+                if i < n && at < lanes[i].len() {
+                    *x = load(&lanes[i][at..]);
+                }
+                *x = _mm_xor_si128(_mm_xor_si128(*x, chain[i]), k[0]);
+            }
+            for rk in &k[1..NR] {
+                x = x.map(|x| _mm_aesenc_si128(x, *rk));
+            }
+            x = x.map(|x| _mm_aesenclast_si128(x, k[NR]));
+            for (i, l) in lanes.iter_mut().enumerate().take(n) {
+                if at < l.len() {
+                    store(&mut l[at..], x[i]);
+                    chain[i] = x[i];
+                }
+            }
+            at += 16;
+        }
     }
 
     /// One CBC decryption block: `blk = D(blk) ^ chain`, `chain` = the old `blk`.
