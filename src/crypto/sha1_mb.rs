@@ -21,6 +21,10 @@ pub const LANES: usize = 16;
 /// The same makes a batch of fewer than eight messages go the single-chain way throughout.
 pub const MIN_LANES: usize = 8;
 
+/// Most blocks one call hashes per lane: an idle lane reads as many zero blocks.
+const IDLE_BLOCKS: usize = 32;
+static IDLE: [u8; 64 * IDLE_BLOCKS] = [0; 64 * IDLE_BLOCKS];
+
 /// HMAC-SHA1 (RFC 2104) of many messages at once: `macs[i]` gets the MAC of `msgs[i]` without
 /// its last `trim` bytes (an ESP packet's ICV). The messages run sixteen at a time through
 /// [`compress16`], each lane taking the next message when its own is done (lengths may
@@ -63,7 +67,6 @@ fn lanes<'m>(
     };
     let get =
         |state: &[[u32; LANES]; 5], l: usize| -> [u32; 5] { core::array::from_fn(|i| state[i][l]) };
-    let idle = [0u8; 64];
     let mut next = 0;
     loop {
         let mut busy = 0;
@@ -86,22 +89,20 @@ fn lanes<'m>(
             state.iter_mut().for_each(|row| row.fill(0));
             return;
         }
-        // With every lane busy in its message's whole blocks, as many as all of them have go
-        // in one call (the state stays in registers); else one block, a padded tail or the
-        // outer block where a lane is there.
-        let run = if busy == LANES {
-            lane.iter()
-                .flatten()
-                .map(Mac::whole_left)
-                .min()
-                .unwrap_or(0)
-        } else {
-            0
-        };
+        // With every busy lane in its message's whole blocks, as many as all of them have go
+        // in one call (the state stays in registers; idle lanes hash zeros); else one block,
+        // a padded tail or the outer block where a lane is there.
+        let run = lane
+            .iter()
+            .flatten()
+            .map(Mac::whole_left)
+            .min()
+            .unwrap_or(0)
+            .min(IDLE_BLOCKS);
         let blocks: [&[u8]; LANES] = core::array::from_fn(|l| match &lane[l] {
             Some(m) if run > 0 => m.whole_blocks(msg(m.job), run),
             Some(m) => &m.block(msg(m.job))[..],
-            None => &idle[..],
+            None => &IDLE[..64 * run.max(1)],
         });
         #[cfg(target_arch = "x86_64")]
         // SAFETY: only called when `available` found avx512f and avx512bw.

@@ -564,7 +564,7 @@ where
                 if chunk.len() < MULTI_BUFFER_MIN {
                     open_stitched(k, pads, icv_len, chunk, ok);
                 } else {
-                    open_multi(cipher, pads, icv_len, chunk, ok);
+                    open_multi(cipher, k, pads, icv_len, chunk, ok);
                 }
             }
         }
@@ -594,9 +594,12 @@ where
 
 /// Verify-then-decrypt in two passes over at most [`MAX_BATCH`] packets: every ICV sixteen
 /// packets at a time ([`sha1_mb::hmac_batch`]), compared in constant time, then the
-/// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4).
+/// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4), sixteen blocks at a
+/// time with VAES where the CPU has it.
+#[cfg(target_arch = "x86_64")]
 fn open_multi<C>(
     cipher: &C,
+    keys: &AesKeys,
     pads: &HmacSha1Pads,
     icv_len: usize,
     packets: &mut [&mut [u8]],
@@ -607,9 +610,15 @@ fn open_multi<C>(
     let mut macs = [[0u8; 20]; MAX_BATCH];
     let macs = &mut macs[..packets.len()];
     sha1_mb::hmac_batch(pads, packets, icv_len, macs);
+    let wide = std::arch::is_x86_feature_detected!("vaes")
+        && std::arch::is_x86_feature_detected!("avx512f");
     for ((p, ok), mac) in packets.iter_mut().zip(ok.iter_mut()).zip(macs.iter()) {
         *ok = bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]));
-        if *ok {
+        if *ok && wide {
+            let end = p.len() - icv_len;
+            // SAFETY: `keys` exists only if aes was found, vaes and avx512f just above.
+            unsafe { x86::cbc_decrypt_wide(keys, &mut p[ESP_HEADER..end]) };
+        } else if *ok {
             cbc_decrypt(cipher, p, icv_len);
         }
     }
@@ -847,6 +856,76 @@ mod x86 {
                 }
             }
             at += 16;
+        }
+    }
+
+    /// CBC-decrypts `buf` (`IV | ciphertext`, whole blocks) in place, sixteen blocks per step
+    /// in four 512-bit VAES registers: decryption blocks are independent (RFC 3602 §2,
+    /// P_i = D(C_i) ^ C_i-1). It runs from the end, so the C_i-1 a step reads is still
+    /// ciphertext; the first blocks that do not fill a step go one at a time.
+    ///
+    /// # Safety
+    /// The CPU must support aes, vaes and avx512f.
+    #[target_feature(enable = "aes,vaes,avx512f")]
+    pub(super) unsafe fn cbc_decrypt_wide(keys: &AesKeys, buf: &mut [u8]) {
+        match keys.rounds {
+            10 => decrypt_wide::<10>(&keys.dec, buf),
+            12 => decrypt_wide::<12>(&keys.dec, buf),
+            _ => decrypt_wide::<14>(&keys.dec, buf),
+        }
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,vaes,avx512f")]
+    fn load4(b: &[u8]) -> __m512i {
+        assert!(b.len() >= 64);
+        // SAFETY: at least 64 readable bytes (asserted); unaligned load.
+        unsafe { _mm512_loadu_si512(b.as_ptr().cast()) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,vaes,avx512f")]
+    fn store4(b: &mut [u8], v: __m512i) {
+        assert!(b.len() >= 64);
+        // SAFETY: at least 64 writable bytes (asserted); unaligned store.
+        unsafe { _mm512_storeu_si512(b.as_mut_ptr().cast(), v) }
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,vaes,avx512f")]
+    fn decrypt_wide<const NR: usize>(dk: &[[u8; 16]; 15], buf: &mut [u8]) {
+        let k = round_keys(dk);
+        let kw = k.map(|k| _mm512_broadcast_i32x4(k));
+        // Ciphertext block `j` (from 1) is at 16 * j; block 0 is the IV.
+        let mut j = (buf.len() / 16).saturating_sub(1);
+        while j >= 16 {
+            let at = 16 * (j - 15);
+            let mut c = [_mm512_setzero_si512(); 4];
+            let mut prev = [_mm512_setzero_si512(); 4];
+            for q in 0..4 {
+                c[q] = load4(&buf[at + 64 * q..]);
+                prev[q] = load4(&buf[at - 16 + 64 * q..]);
+            }
+            let mut x = c.map(|c| _mm512_xor_si512(c, kw[0]));
+            for rk in &kw[1..NR] {
+                x = x.map(|x| _mm512_aesdec_epi128(x, *rk));
+            }
+            x = x.map(|x| _mm512_aesdeclast_epi128(x, kw[NR]));
+            for q in 0..4 {
+                store4(&mut buf[at + 64 * q..], _mm512_xor_si512(x[q], prev[q]));
+            }
+            j -= 16;
+        }
+        while j > 0 {
+            let at = 16 * j;
+            let prev = load(&buf[at - 16..]);
+            let mut x = _mm_xor_si128(load(&buf[at..]), k[0]);
+            for rk in &k[1..NR] {
+                x = _mm_aesdec_si128(x, *rk);
+            }
+            x = _mm_aesdeclast_si128(x, k[NR]);
+            store(&mut buf[at..], _mm_xor_si128(x, prev));
+            j -= 1;
         }
     }
 
