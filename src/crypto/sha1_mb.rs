@@ -227,12 +227,13 @@ mod x86 {
             40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 53, 54, 55, 56, 57, 58, 59,
             60, 61, 62, 63, 64, 65, 66, 67, 68, 69, 70, 71, 72, 73, 74, 75, 76, 77, 78, 79
         ] {
-            // RFC 3174 §6.1 step (b): W_t = S^1(W_t-3 ^ W_t-8 ^ W_t-14 ^ W_t-16), in a ring of 16.
+            // RFC 3174 §6.1 step (b): W_t = S^1(W_t-3 ^ W_t-8 ^ W_t-14 ^ W_t-16), in a ring of 16
+            // (slot t - k is slot t + 16 - k, which stays in range for the rounds that skip this).
             if (16..80).contains(&T) {
                 let x = _mm512_ternarylogic_epi32::<0x96>(
-                    w[(T - 3) % 16],
-                    w[(T - 8) % 16],
-                    w[(T - 14) % 16],
+                    w[(T + 13) % 16],
+                    w[(T + 8) % 16],
+                    w[(T + 2) % 16],
                 );
                 w[T % 16] = _mm512_rol_epi32::<1>(_mm512_xor_si512(x, w[T % 16]));
             }
