@@ -9,9 +9,13 @@
 //! way in (RFC 4303 §3.4.4) the roles swap: packet `i` is verified while packet `i - 1`, whose ICV
 //! already matched, is decrypted; nothing is decrypted before its ICV verified.
 //!
-//! Several SHA-1 chains at once (multi-buffer) were measured first and bring nothing on the
-//! SHA-NI CPUs this runs on (`sha1rnds4` is throughput-bound there), so one hash chain is
-//! stitched with one cipher chain, as OpenSSL's `aesni_cbc_sha1_enc` does.
+//! Several SHA-NI chains at once were measured first and bring nothing on the SHA-NI CPUs
+//! this runs on (`sha1rnds4` is throughput-bound there), so one hash chain is stitched with
+//! one cipher chain, as OpenSSL's `aesni_cbc_sha1_enc` does. That single SHA-NI chain is the
+//! ceiling of this kernel; with AVX-512 the [`Engine::MultiBuffer`] engine hashes sixteen
+//! packets at once on the vector units instead ([`sha1_mb`]), about twice SHA-NI's rate, and
+//! runs the AES of the batch in a separate pass (eight CBC chains interleaved on the way out,
+//! sixteen blocks per VAES step on the way in).
 //!
 //! What a crate does well comes from crates: AES key expansion is FIPS-197 §5.2 with SubWord
 //! from `aeskeygenassist` (the `aes` crate keeps its round keys private), the portable
