@@ -10,11 +10,14 @@
 //! * [`stitch`]: AES-CBC + HMAC-SHA1 over a batch of ESP packets with AES-NI and SHA-NI
 //!   interleaved in one kernel (run-time detection, portable fallback), used by the SA's
 //!   `encap_batch` and `decap_batch`.
+//! * [`sha1_mb`]: SHA-1 of sixteen messages at once on AVX-512 and HMAC-SHA1 of a batch with
+//!   it, which the stitched batch paths' multi-buffer engine hashes with.
 
 pub mod aead;
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
+pub mod sha1_mb;
 pub mod stitch;
 
 #[cfg(test)]

@@ -910,12 +910,8 @@ fn transport_mode_refuses_protocol_59_which_the_peer_would_take_for_a_dummy() {
 fn stitched_batch_equals_single_encap_for_every_size_and_batch_size() {
     use crate::crypto::stitch::Engine;
     let now = Instant::now();
-    let mut engines = vec![Engine::Portable];
-    if Engine::detect() == Engine::Stitched {
-        engines.push(Engine::Stitched);
-    } else {
-        eprintln!("no AES-NI + SHA-NI: only the portable engine is checked");
-    }
+    let engines = Engine::supported();
+    eprintln!("engines checked: {engines:?}");
     let inner = |size: usize| {
         ipv4_packet(
             Ipv4Addr::new(198, 51, 100, 7),
@@ -990,10 +986,7 @@ fn stitched_batch_equals_single_encap_for_every_size_and_batch_size() {
 fn decap_batch_equals_single_decap_with_hostile_packets_mixed_in() {
     use crate::crypto::stitch::Engine;
     let now = Instant::now();
-    let mut engines = vec![Engine::Portable];
-    if Engine::detect() == Engine::Stitched {
-        engines.push(Engine::Stitched);
-    }
+    let engines = Engine::supported();
     for enc in [
         EncrAlgorithm::AesCbc128,
         EncrAlgorithm::AesCbc192,
