@@ -739,22 +739,10 @@ fn ike_case(tag: &str, wan: IkeWan, nat: bool, offload: bool) {
         }
         assert!(p.decrypted, "tshark could not decrypt: {p:#?}");
         assert_eq!(p.esp_icv_good, Some(true), "ICV not good: {p:#?}");
-        let v6 = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
-        let v4 = (p.inner_src.as_deref(), p.inner_dst.as_deref());
-        if v6 == (Some(A_HOST6), Some(B_HOST6)) || v6 == (Some(B_HOST6), Some(A_HOST6)) {
-            match p.inner_ipv6_next {
-                Some(ICMPV6) => echo6 += 1,
-                Some(TCP) => tcp += 1,
-                _ => panic!("neither ICMPv6 nor TCP inside: {p:#?}"),
-            }
-        } else if v4 == (Some(A_HOST), Some(B_HOST)) || v4 == (Some(B_HOST), Some(A_HOST)) {
-            match p.inner_proto {
-                Some(1) => echo4 += 1,
-                Some(TCP) => tcp += 1,
-                _ => panic!("neither ICMP nor TCP inside: {p:#?}"),
-            }
-        } else {
-            panic!("inner packet is not between the protected hosts: {p:#?}");
+        match inner_of(p) {
+            Inner::Echo6 => echo6 += 1,
+            Inner::Echo4 => echo4 += 1,
+            Inner::Tcp => tcp += 1,
         }
     }
     let echo = 4 * PINGS as usize;
@@ -1078,22 +1066,10 @@ fn manual_outer6_case(tag: &str, encap: Encapsulation) {
         assert_eq!(p.esp_spi, keys.esp_spi, "ESP SPI: {p:#?}");
         assert!(p.decrypted, "tshark could not decrypt: {p:#?}");
         assert_eq!(p.esp_icv_good, Some(true), "ICV not good: {p:#?}");
-        let v6 = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
-        let v4 = (p.inner_src.as_deref(), p.inner_dst.as_deref());
-        if v6 == (Some(A_HOST6), Some(B_HOST6)) || v6 == (Some(B_HOST6), Some(A_HOST6)) {
-            match p.inner_ipv6_next {
-                Some(ICMPV6) => echo6 += 1,
-                Some(TCP) => tcp += 1,
-                _ => panic!("neither ICMPv6 nor TCP inside: {p:#?}"),
-            }
-        } else if v4 == (Some(A_HOST), Some(B_HOST)) || v4 == (Some(B_HOST), Some(A_HOST)) {
-            match p.inner_proto {
-                Some(1) => echo4 += 1,
-                Some(TCP) => tcp += 1,
-                _ => panic!("neither ICMP nor TCP inside: {p:#?}"),
-            }
-        } else {
-            panic!("inner packet is not between the protected hosts: {p:#?}");
+        match inner_of(p) {
+            Inner::Echo6 => echo6 += 1,
+            Inner::Echo4 => echo4 += 1,
+            Inner::Tcp => tcp += 1,
         }
     }
     let big = 2 * BIG_PINGS as usize;
@@ -1331,4 +1307,32 @@ fn manual_ah_esp_over_an_ipv6_wan() {
         assert_eq!(p.ah_spi, keys.ah_spi, "{p:#?}");
     }
     assert!(da.is_running() && db.is_running(), "a daemon died");
+}
+
+/// What a decrypted ESP packet carries between the protected hosts of either family.
+enum Inner {
+    Echo6,
+    Echo4,
+    Tcp,
+}
+
+/// An ICMPv6 or ICMP echo or TCP (iperf3) between A's and B's hosts; anything else fails.
+fn inner_of(p: &IpsecPacket) -> Inner {
+    let v6 = (p.inner_ipv6_src.as_deref(), p.inner_ipv6_dst.as_deref());
+    let v4 = (p.inner_src.as_deref(), p.inner_dst.as_deref());
+    if v6 == (Some(A_HOST6), Some(B_HOST6)) || v6 == (Some(B_HOST6), Some(A_HOST6)) {
+        match p.inner_ipv6_next {
+            Some(ICMPV6) => Inner::Echo6,
+            Some(TCP) => Inner::Tcp,
+            _ => panic!("neither ICMPv6 nor TCP inside: {p:#?}"),
+        }
+    } else if v4 == (Some(A_HOST), Some(B_HOST)) || v4 == (Some(B_HOST), Some(A_HOST)) {
+        match p.inner_proto {
+            Some(1) => Inner::Echo4,
+            Some(TCP) => Inner::Tcp,
+            _ => panic!("neither ICMP nor TCP inside: {p:#?}"),
+        }
+    } else {
+        panic!("inner packet is not between the protected hosts: {p:#?}");
+    }
 }

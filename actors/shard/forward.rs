@@ -738,6 +738,35 @@ mod tests {
     /// the checked view; anything else, or a header or length that does not hold, is `None`
     /// (counted as `not_ip`). The old code read every packet as IPv4, so an IPv6 packet was
     /// "not IPv4" and never reached the SPD.
+    /// A shard with one interface at `local` and send queues for it, as `EspShard::started`
+    /// sets them up for an interface with a raw sender (no sockets: the tests read the queues).
+    fn one_wan_shard(local: IpAddr, path_mtu: usize) -> EspShard {
+        use super::super::{ShardIo, Wan};
+
+        let mut shard = EspShard::new(
+            0,
+            1,
+            ShardIo {
+                cleartext: None,
+                icmpv6_source: None,
+                wans: vec![],
+            },
+        );
+        shard.wans.push(Wan {
+            local,
+            nat_t_port: 4500,
+            path_mtu,
+            udp: None,
+            raw_esp: None,
+            raw_ah: None,
+            raw_tx: None,
+            raw_tx6: None,
+        });
+        shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
+        shard.tx_raw.push(PacketBatch::new(8, SLOT_SIZE, 0));
+        shard
+    }
+
     #[test]
     fn cleartext_addresses_take_ipv4_and_ipv6_by_version() {
         use ikehub::wire::Ipv6Repr;
@@ -912,7 +941,7 @@ mod tests {
         use ikehub::config::{NetworkSpec, ProtectedNetwork};
         use ikehub::esp::{Direction, Received};
 
-        use super::super::{SaKind, ShardIo, Wan};
+        use super::super::SaKind;
         use crate::io::{self, MemoryPort};
 
         let rt = tokio::runtime::Builder::new_current_thread()
@@ -921,29 +950,9 @@ mod tests {
             .unwrap();
         let _reactor = rt.enter();
         let (port, lan) = MemoryPort::pair().unwrap();
-        let mut shard = EspShard::new(
-            0,
-            1,
-            ShardIo {
-                cleartext: None,
-                icmpv6_source: None,
-                wans: vec![],
-            },
-        );
+        let mut shard = one_wan_shard(LOCAL.into(), 1400);
         shard.clear = Some(ClearFd::Memory(Rc::new(io::register(port).unwrap())));
         shard.icmpv6_source = Some(GATEWAY6);
-        shard.wans.push(Wan {
-            local: LOCAL.into(),
-            nat_t_port: 4500,
-            path_mtu: 1400,
-            udp: None,
-            raw_esp: None,
-            raw_ah: None,
-            raw_tx: None,
-            raw_tx6: None,
-        });
-        shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
-        shard.tx_raw.push(PacketBatch::new(8, SLOT_SIZE, 0));
         let pn = |l: &str, r: &str| ProtectedNetwork {
             local: l.parse::<NetworkSpec>().unwrap(),
             remote: r.parse::<NetworkSpec>().unwrap(),
@@ -1046,33 +1055,12 @@ mod tests {
         use ikehub::esp::{Direction, Received};
         use ikehub::wire::Ipv6FragmentRepr;
 
-        use super::super::{SaKind, ShardIo, Wan};
+        use super::super::SaKind;
 
         const MTU: usize = 1280;
         let local6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 1));
         let peer6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 2));
-        let mut shard = EspShard::new(
-            0,
-            1,
-            ShardIo {
-                cleartext: None,
-                icmpv6_source: None,
-                wans: vec![],
-            },
-        );
-        shard.wans.push(Wan {
-            local: local6,
-            nat_t_port: 4500,
-            path_mtu: MTU,
-            udp: None,
-            raw_esp: None,
-            raw_ah: None,
-            raw_tx: None,
-            raw_tx6: None,
-        });
-        shard.tx_udp.push(PacketBatch::new(8, 2048, 0));
-        // As `EspShard::started` sizes it for an interface with a raw sender.
-        shard.tx_raw.push(PacketBatch::new(8, SLOT_SIZE, 0));
+        let mut shard = one_wan_shard(local6, MTU);
         let sa = SecurityAssociation::new(
             SaParams {
                 local: local6,

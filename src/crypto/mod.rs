@@ -13,6 +13,17 @@
 //! * [`sha1_mb`]: SHA-1 of sixteen messages at once on AVX-512 and HMAC-SHA1 of a batch with
 //!   it, which the stitched batch paths' multi-buffer engine hashes with.
 
+/// Straight-line code for each listed index (`$t` is a constant in the body): the x86-64
+/// kernels of `stitch` and `sha1_mb` must be fully unrolled for their rounds to stay in
+/// registers and their AES and SHA instructions to interleave, and loops of this size are past
+/// the compiler's unrolling threshold. Defined before the modules so that they see it.
+#[cfg(target_arch = "x86_64")]
+macro_rules! unroll {
+    ($t:ident in [$($n:literal),*] $body:block) => {
+        $( { const $t: usize = $n; $body } )*
+    };
+}
+
 pub mod aead;
 pub mod algorithm;
 pub mod cipher;

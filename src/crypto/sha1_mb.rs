@@ -140,14 +140,6 @@ mod x86 {
 
     use super::LANES;
 
-    /// Straight-line code for each listed index (`$t` is a constant in the body): the 80 rounds
-    /// must be unrolled for the state and the 16-word message ring to stay in registers.
-    macro_rules! unroll {
-        ($t:ident in [$($n:literal),*] $body:block) => {
-            $( { const $t: usize = $n; $body } )*
-        };
-    }
-
     /// The 16 x 16 transpose: row `i` (block `i`'s words) in, word `t` of every block out,
     /// big-endian words made native (RFC 3174 §2).
     #[inline]

@@ -697,15 +697,6 @@ mod x86 {
 
     use super::AesKeys;
 
-    /// Straight-line code for each listed index (`$t` is a constant in the body): the kernels
-    /// must be fully unrolled for the AES and SHA-1 instructions to interleave, and loops of
-    /// this size are past the compiler's unrolling threshold.
-    macro_rules! unroll {
-        ($t:ident in [$($n:literal),*] $body:block) => {
-            $( { const $t: usize = $n; $body } )*
-        };
-    }
-
     #[inline]
     #[target_feature(enable = "sse2")]
     fn load(b: &[u8]) -> __m128i {
