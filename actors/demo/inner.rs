@@ -4,14 +4,12 @@
 
 use std::net::{IpAddr, Ipv6Addr};
 
-use ikehub::wire::checksum;
+use ikehub::wire::udp::HEADER_LEN as UDP_HEADER;
 use ikehub::wire::{IpProtocol, Ipv4Packet, Ipv6Packet, Ipv6Repr, UdpPacket, UdpRepr};
+use ikehub::wire::{ipv4::HEADER_LEN as IPV4_HEADER, ipv6::HEADER_LEN as IPV6_HEADER};
 
 use crate::bench::packet::udp_datagram;
 
-const IPV4_HEADER: usize = 20;
-const IPV6_HEADER: usize = 40;
-const UDP_HEADER: usize = 8;
 const TAG_LEN: usize = 8;
 
 /// A datagram as [`parse`] read it.
@@ -79,20 +77,9 @@ fn write6(
     for (i, b) in buf[payload + TAG_LEN..total_len].iter_mut().enumerate() {
         *b = i as u8;
     }
-    let c = udp6_checksum(src, dst, &buf[IPV6_HEADER..total_len]);
-    // A computed 0 is sent as all ones (RFC 768; over IPv6 0 means "no checksum", refused).
-    buf[IPV6_HEADER + 6..IPV6_HEADER + 8]
-        .copy_from_slice(&(if c == 0 { 0xffff } else { c }).to_be_bytes());
+    UdpPacket::new_unchecked(&mut buf[IPV6_HEADER..total_len])
+        .fill_checksum(src.into(), dst.into());
     total_len
-}
-
-/// The checksum of `udp` (header with a zero checksum field, and data) under the IPv6
-/// pseudo-header. Over a datagram whose field is set, a correct one sums to 0.
-fn udp6_checksum(src: Ipv6Addr, dst: Ipv6Addr, udp: &[u8]) -> u16 {
-    checksum::combine(&[
-        checksum::pseudo_header(src.into(), dst.into(), IpProtocol::UDP, udp.len() as u32),
-        checksum::sum(udp),
-    ])
 }
 
 /// Reads a datagram written by [`write`] (and maybe echoed): an IPv4 or IPv6 header of the
@@ -121,7 +108,8 @@ pub fn parse(p: &[u8]) -> Option<Datagram> {
             }
             let (src, dst) = (ip.src_addr(), ip.dst_addr());
             let u = &p[IPV6_HEADER..];
-            if udp6_checksum(src, dst, u) != 0 {
+            let checked = UdpPacket::new_checked(u).ok()?;
+            if !checked.verify_checksum(src.into(), dst.into()) {
                 return None;
             }
             udp(u, src.into(), dst.into())

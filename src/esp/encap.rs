@@ -11,7 +11,7 @@ use crate::crypto::aead;
 use crate::crypto::stitch::Engine;
 use crate::wire::{
     self, AhRepr, EspRepr, IpProtocol, Ipv4Packet, Ipv4Repr, Ipv6Packet, Ipv6Repr, UdpPacket,
-    UdpRepr, build_frag_needed, checksum, icmpv6, ipv4, ipv6, ipv6_ext,
+    UdpRepr, build_frag_needed, icmpv6, ipv4, ipv6, ipv6_ext,
 };
 
 use super::EncapError;
@@ -601,13 +601,8 @@ impl SecurityAssociation {
         } else if l.udp > 0 {
             // RFC 8200 §8.1: over IPv6 the UDP checksum is mandatory, over the pseudo-header
             // and the finished datagram (so only now, after encryption and ICVs).
-            let udp = &mut out[l.ip_hdr..l.total];
-            let c = checksum::combine(&[
-                checksum::pseudo_header(self.local, self.peer, IpProtocol::UDP, udp.len() as u32),
-                checksum::sum(udp),
-            ]);
-            // A computed 0 is sent as all ones (RFC 768; RFC 8200 §8.1 forbids a zero).
-            UdpPacket::new_unchecked(udp).set_checksum(if c == 0 { 0xffff } else { c });
+            UdpPacket::new_unchecked(&mut out[l.ip_hdr..l.total])
+                .fill_checksum(self.local, self.peer);
         }
         self.counters.record_ok(p.inner_len);
     }

@@ -1,6 +1,6 @@
 //! UDP header (RFC 768), as used for RFC 3948 UDP encapsulation of ESP.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 
 use super::checksum;
 use super::ip::IpProtocol;
@@ -65,14 +65,15 @@ impl<T: AsRef<[u8]>> UdpPacket<T> {
         &self.buffer.as_ref()[HEADER_LEN..usize::from(self.len())]
     }
 
-    /// True when the checksum is 0 (not computed, allowed over IPv4 and by RFC 3948 §3.1.1) or
-    /// verifies against the pseudo-header.
-    pub fn verify_checksum(&self, src: Ipv4Addr, dst: Ipv4Addr) -> bool {
+    /// True when the checksum verifies against the pseudo-header of `src` and `dst`, or is 0
+    /// (not computed) over IPv4, which allows that (RFC 768, RFC 3948 §3.1.1); over IPv6 a
+    /// zero checksum is refused (RFC 8200 §8.1).
+    pub fn verify_checksum(&self, src: IpAddr, dst: IpAddr) -> bool {
         if self.checksum() == 0 {
-            return true;
+            return src.is_ipv4();
         }
         let d = &self.buffer.as_ref()[..usize::from(self.len())];
-        checksum::fold(pseudo_header_sum(src, dst, d.len()) + checksum::sum(d)) == 0xffff
+        checksum::combine(&[pseudo_header(src, dst, d.len()), checksum::sum(d)]) == 0
     }
 }
 
@@ -93,24 +94,20 @@ impl<T: AsRef<[u8]> + AsMut<[u8]>> UdpPacket<T> {
         put16(self.buffer.as_mut(), 6, v);
     }
 
-    /// Computes the checksum over pseudo-header, header and payload (length field must be set).
-    pub fn fill_checksum(&mut self, src: Ipv4Addr, dst: Ipv4Addr) {
+    /// Computes the checksum over the pseudo-header of `src` and `dst` (either family, RFC 768
+    /// and RFC 8200 §8.1), header and payload; the length field must be set.
+    pub fn fill_checksum(&mut self, src: IpAddr, dst: IpAddr) {
         self.set_checksum(0);
         let len = usize::from(self.len());
         let d = &self.buffer.as_ref()[..len];
-        let c = checksum::combine(&[pseudo_header_sum(src, dst, len), checksum::sum(d)]);
-        // A computed 0 is sent as all ones (RFC 768).
+        let c = checksum::combine(&[pseudo_header(src, dst, len), checksum::sum(d)]);
+        // A computed 0 is sent as all ones (RFC 768; over IPv6 a zero means none, refused).
         self.set_checksum(if c == 0 { 0xffff } else { c });
     }
 }
 
-fn pseudo_header_sum(src: Ipv4Addr, dst: Ipv4Addr, len: usize) -> u32 {
-    let mut ph = [0u8; 12];
-    ph[..4].copy_from_slice(&src.octets());
-    ph[4..8].copy_from_slice(&dst.octets());
-    ph[9] = IpProtocol::UDP.0;
-    put16(&mut ph, 10, len as u16);
-    checksum::sum(&ph)
+fn pseudo_header(src: IpAddr, dst: IpAddr, len: usize) -> u32 {
+    checksum::pseudo_header(src, dst, IpProtocol::UDP, len as u32)
 }
 
 /// A parsed UDP header; the payload length is given at emit time.
@@ -178,12 +175,23 @@ mod tests {
         .emit(&mut b, 5)
         .unwrap();
         b[8..].copy_from_slice(b"hello");
-        let (s, d) = (Ipv4Addr::new(192, 0, 2, 1), Ipv4Addr::new(192, 0, 2, 2));
-        let mut p = UdpPacket::new_unchecked(&mut b[..]);
-        p.fill_checksum(s, d);
-        assert_ne!(p.checksum(), 0);
-        assert!(p.verify_checksum(s, d));
-        p.set_src_port(501);
-        assert!(!p.verify_checksum(s, d));
+        let v4: [IpAddr; 2] = ["192.0.2.1".parse().unwrap(), "192.0.2.2".parse().unwrap()];
+        let v6: [IpAddr; 2] = [
+            "2001:db8::1".parse().unwrap(),
+            "2001:db8::2".parse().unwrap(),
+        ];
+        for [s, d] in [v4, v6] {
+            let mut p = UdpPacket::new_unchecked(&mut b[..]);
+            p.set_src_port(500);
+            p.fill_checksum(s, d);
+            assert_ne!(p.checksum(), 0);
+            assert!(p.verify_checksum(s, d));
+            assert!(!p.verify_checksum(d, d), "the addresses are covered");
+            p.set_src_port(501);
+            assert!(!p.verify_checksum(s, d));
+            // No checksum: allowed over IPv4 only (RFC 8200 §8.1).
+            p.set_checksum(0);
+            assert_eq!(p.verify_checksum(s, d), s.is_ipv4());
+        }
     }
 }
