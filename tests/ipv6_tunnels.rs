@@ -58,7 +58,7 @@ use common::ipv6::{
     entries_on_wan6, manual_profile6, nat_source_ports, on_wan6, ping4_no_df, ping6_exact,
     source_addresses, swan_logged_child_keys, two_sites_wan6, two_sites6,
 };
-use common::netns::{A_HOST, A_NET, A_WAN, B_HOST, B_NET, B_WAN, WAN_DEV, wait_for_route};
+use common::netns::{A_HOST, A_NET, A_WAN, B_HOST, B_NET, B_WAN, Netns, WAN_DEV, wait_for_route};
 use common::sa::{SaRow, parse_rows, row};
 use common::strongswan::{Charon, require_strongswan_or_skip};
 use common::tunnel::{
@@ -396,9 +396,7 @@ fn manual_ipv6_packet_too_big_tells_the_sender_the_tunnel_mtu() {
     }
     let pair = ManualPair::new(AES128_SHA1, Encapsulation::Esp);
     let sites = two_sites6("m6-ptb");
-    for ns in [&sites.a, &sites.b] {
-        ns.ip(&["link", "set", WAN_DEV, "mtu", "1400"]);
-    }
+    sites.set_wan_mtu(1400);
     let (mut da, db) = start_manual(
         &sites,
         &pair,
@@ -422,15 +420,7 @@ fn manual_ipv6_packet_too_big_tells_the_sender_the_tunnel_mtu() {
         da.log()
     );
     // The kernel took the announced MTU: `ip route get` shows it as a cached exception.
-    let mtu = poll_until(Duration::from_secs(5), || {
-        let out = sites
-            .a
-            .ip(&["-6", "route", "get", B_HOST6, "from", A_HOST6]);
-        let mut words = out.split_whitespace();
-        words.find(|w| *w == "mtu")?;
-        words.next()?.parse::<u32>().ok()
-    })
-    .unwrap_or_else(|| {
+    let mtu = route_mtu(&sites.a, "-6", B_HOST6, A_HOST6).unwrap_or_else(|| {
         panic!(
             "A's kernel did not take the Packet Too Big:\n{text}\n{}",
             sites.a.ip(&["-6", "route", "show", "table", "all"])
@@ -934,9 +924,7 @@ fn manual_outer6_case(tag: &str, encap: Encapsulation) {
     let sites = two_sites_wan6(tag);
     // A 1400-byte WAN (the daemons read the path MTU when they start): a 1388-byte IPv4
     // packet fits the 1400-byte tunnel device but not the path once encapsulated.
-    for ns in [&sites.a, &sites.b] {
-        ns.ip(&["link", "set", WAN_DEV, "mtu", "1400"]);
-    }
+    sites.set_wan_mtu(1400);
     let nets_a = [(A_NET6, B_NET6), (A_NET, B_NET)];
     let nets_b = [(B_NET6, A_NET6), (B_NET, A_NET)];
     let mut da = Daemon::start(&sites.a, "A", |dir| {
@@ -1027,12 +1015,7 @@ fn manual_outer6_case(tag: &str, encap: Encapsulation) {
         .max()
         .unwrap_or(0);
     for (family, dst, src) in [("-6", B_HOST6, A_HOST6), ("-4", B_HOST, A_HOST)] {
-        let mtu = poll_until(Duration::from_secs(5), || {
-            let out = sites.a.ip(&[family, "route", "get", dst, "from", src]);
-            let mut words = out.split_whitespace();
-            words.find(|w| *w == "mtu")?;
-            words.next()?.parse::<u32>().ok()
-        });
+        let mtu = route_mtu(&sites.a, family, dst, src);
         assert_eq!(
             mtu,
             Some(fits),
@@ -1229,9 +1212,7 @@ fn manual_ah_esp_over_an_ipv6_wan() {
     let sites = two_sites_wan6("o6-ah");
     // The IPv6 minimum link MTU on the WAN (RFC 8200 §5): no 1280-byte IPv6 packet fits it
     // encapsulated, and none may be refused with a Packet Too Big below 1280.
-    for ns in [&sites.a, &sites.b] {
-        ns.ip(&["link", "set", WAN_DEV, "mtu", "1280"]);
-    }
+    sites.set_wan_mtu(1280);
     let mut da = Daemon::start(&sites.a, "A", |dir| {
         on_wan6(&manual_profile6(
             &pair,
@@ -1335,4 +1316,15 @@ fn inner_of(p: &IpsecPacket) -> Inner {
     } else {
         panic!("inner packet is not between the protected hosts: {p:#?}");
     }
+}
+
+/// The path MTU `ns`'s kernel keeps for `dst` from `src` (`ip route get` shows a learned one as
+/// `mtu N`), once it has one; `None` after 5 s without.
+fn route_mtu(ns: &Netns, family: &str, dst: &str, src: &str) -> Option<u32> {
+    poll_until(Duration::from_secs(5), || {
+        let out = ns.ip(&[family, "route", "get", dst, "from", src]);
+        let mut words = out.split_whitespace();
+        words.find(|w| *w == "mtu")?;
+        words.next()?.parse::<u32>().ok()
+    })
 }

@@ -351,9 +351,7 @@ fn path_mtu_fragments_without_df_and_sends_icmp_with_df() {
     }
     let pair = ManualPair::new(AES128_SHA1, Encapsulation::Esp);
     let sites = TwoSites::new("pmtu");
-    for ns in [&sites.a, &sites.b] {
-        ns.ip(&["link", "set", WAN_DEV, "mtu", "1280"]);
-    }
+    sites.set_wan_mtu(1280);
     let (mut da, db) = start_pair(&sites, &pair, &pair);
     let big_ping = |df: &str, size: &str| {
         sites

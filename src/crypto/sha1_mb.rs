@@ -263,6 +263,7 @@ mod tests {
     use hmac::{Hmac, Mac as _};
 
     use super::*;
+    use crate::crypto::stitch::tests::fill;
 
     fn plain_hmac(key: &[u8], msg: &[u8]) -> [u8; 20] {
         let mut m = <Hmac<sha1::Sha1>>::new_from_slice(key).expect("any key length");
@@ -343,16 +344,6 @@ mod tests {
             let mut macs = [[0u8; 20]; LANES + 3];
             hmac_batch(&pads, &msgs, 0, &mut macs);
             assert!(macs.iter().all(|m| *m == expected), "key {key:02x?}");
-        }
-    }
-
-    fn fill(buf: &mut [u8], seed: usize) {
-        let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
-        for b in buf {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
-            *b = x as u8;
         }
     }
 

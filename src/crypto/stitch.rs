@@ -1172,7 +1172,7 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     //! The stitched paths against the plain RustCrypto ones (`cbc` + `hmac`), both engines.
 
     use aes::{Aes128, Aes192, Aes256};
@@ -1189,8 +1189,8 @@ mod tests {
         e
     }
 
-    /// Deterministic filler so a failure reproduces.
-    fn fill(buf: &mut [u8], seed: usize) {
+    /// Deterministic filler so a failure reproduces (the multi-buffer tests use it too).
+    pub(in crate::crypto) fn fill(buf: &mut [u8], seed: usize) {
         let mut x = (seed as u32).wrapping_mul(2_654_435_761) | 1;
         for b in buf {
             x ^= x << 13;

@@ -165,6 +165,13 @@ impl TwoSites {
         }
         TwoSites { a, b }
     }
+
+    /// Sets the MTU of the WAN link on both ends.
+    pub fn set_wan_mtu(&self, mtu: u16) {
+        for ns in [&self.a, &self.b] {
+            ns.ip(&["link", "set", WAN_DEV, "mtu", &mtu.to_string()]);
+        }
+    }
 }
 
 /// Makes `dev` put on the wire what a NIC would: one datagram per UDP GSO segment. A veth
