@@ -114,9 +114,7 @@ impl IpsecProto {
 /// drop:   ret #0
 /// ```
 pub fn raw_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
-    let n = shards.max(1);
-    let short = if shard == 0 { u32::MAX } else { 0 };
-    vec![
+    let mut prog = vec![
         stmt(libc::BPF_LDX | libc::BPF_B | libc::BPF_MSH, 0),
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN, 0),
         stmt(libc::BPF_ALU | libc::BPF_SUB | libc::BPF_X, 0),
@@ -130,12 +128,9 @@ pub fn raw_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::s
             libc::BPF_LD | libc::BPF_W | libc::BPF_IND,
             proto.spi_offset(),
         ),
-        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
-        jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 1, 2),
-        stmt(libc::BPF_RET | libc::BPF_K, short),
-        stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),
-        stmt(libc::BPF_RET | libc::BPF_K, 0),
-    ]
+    ];
+    prog.extend(spi_to_shard(shard, shards));
+    prog
 }
 
 /// Socket filter for raw IPv6 socket `shard` of `shards`: accept only packets whose SPI
@@ -153,9 +148,7 @@ pub fn raw_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::s
 /// drop:   ret #0
 /// ```
 pub fn raw6_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::sock_filter> {
-    let n = shards.max(1);
-    let short = if shard == 0 { u32::MAX } else { 0 };
-    vec![
+    let mut prog = vec![
         stmt(libc::BPF_LD | libc::BPF_W | libc::BPF_LEN, 0),
         jump(
             libc::BPF_JMP | libc::BPF_JGE | libc::BPF_K,
@@ -167,7 +160,18 @@ pub fn raw6_spi_filter(proto: IpsecProto, shard: u32, shards: u32) -> Vec<libc::
             libc::BPF_LD | libc::BPF_W | libc::BPF_ABS,
             proto.spi_offset(),
         ),
-        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n),
+    ];
+    prog.extend(spi_to_shard(shard, shards));
+    prog
+}
+
+/// The common end of the raw SPI filters, with the SPI in A (a packet too short for one jumps
+/// to `short`, three instructions on): `mod #N; jeq #shard, accept, drop; short: ret #(shard
+/// == 0 ? all : 0); accept: ret all; drop: ret 0`.
+fn spi_to_shard(shard: u32, shards: u32) -> [libc::sock_filter; 5] {
+    let short = if shard == 0 { u32::MAX } else { 0 };
+    [
+        stmt(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, shards.max(1)),
         jump(libc::BPF_JMP | libc::BPF_JEQ | libc::BPF_K, shard, 1, 2),
         stmt(libc::BPF_RET | libc::BPF_K, short),
         stmt(libc::BPF_RET | libc::BPF_K, u32::MAX),

@@ -556,12 +556,17 @@ mod tests {
     /// `inbound_batch` writes to the device only what an SA decrypted: a received packet it
     /// was given no record for (`ats` shorter than the batch) is not written back as it came
     /// (its ciphertext, or anything a peer sent, on the LAN).
-    #[test]
-    fn batch_writes_back_only_decrypted_slots() {
-        let rt = tokio::runtime::Builder::new_current_thread()
+    /// A runtime with an I/O driver: the shard registers its memory ports with it.
+    fn io_runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_current_thread()
             .enable_io()
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    #[test]
+    fn batch_writes_back_only_decrypted_slots() {
+        let rt = io_runtime();
         let _reactor = rt.enter();
         let (mut shard, lan) = shard(0, 1);
         let mut rx = PacketBatch::new(MAX_RX, 2048, HEADROOM);
@@ -579,10 +584,7 @@ mod tests {
     /// front of the handed-over datagram), raw ESP and raw AH; the SPI is read once.
     #[test]
     fn every_encapsulation_takes_one_route_through_the_owner() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
+        let rt = io_runtime();
         let _reactor = rt.enter();
         for (kind, mode, spi) in [
             (Kind::Udp, Mode::Transport, 0x1001),
@@ -651,10 +653,7 @@ mod tests {
     /// a send batch SA by SA).
     #[test]
     fn batch_decap_matches_per_packet_decap() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
+        let rt = io_runtime();
         let _reactor = rt.enter();
         // spi % 2 picks the shard: even SPIs are shard 0's.
         let sas = [
@@ -951,10 +950,7 @@ mod tests {
     /// keepalives, packets for another address, other protocols, short ESP/AH headers.
     #[test]
     fn demux_counts_what_carries_no_spi() {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
+        let rt = io_runtime();
         let _reactor = rt.enter();
         let (mut s, _lan) = shard(0, 2);
         let from = SocketAddr::from(SocketAddrV4::new(SPOKE, 4500));
@@ -1017,10 +1013,7 @@ mod tests {
         use std::net::Ipv6Addr;
 
         use ikehub::wire::Ipv6Repr;
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .unwrap();
+        let rt = io_runtime();
         let _reactor = rt.enter();
         let (mut s, _lan) = shard(0, 2);
         let hub6 = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1);
