@@ -25,9 +25,10 @@
 //! takes complete IPv4 packets: one socket carries both ESP and AH (a per-protocol socket
 //! would need the packet's protocol to pick it), the source is the SA's own local address,
 //! and the bytes sent are exactly the bytes an AH ICV was computed over. Like the IPv4
-//! `IPPROTO_RAW` socket it never fragments: a packet larger than the device MTU fails with
-//! EMSGSIZE (counted as a send error). [`RawSender6`] (the kernel writes the header) stays
-//! for tests that send a bare ESP/AH packet.
+//! `IPPROTO_RAW` socket it never fragments: the shard fragments a packet larger than the path
+//! first (`fragment_last`, RFC 8200 §4.5), and one larger than the device MTU fails with
+//! EMSGSIZE (counted as a send error). The tests send bare ESP/AH packets with a test-only
+//! `RawSender6` (the kernel writes the header).
 
 use std::io;
 use std::net::{Ipv6Addr, SocketAddr, SocketAddrV6};
@@ -189,13 +190,13 @@ impl BatchSend for RawIpv6Sender {
 /// A non-blocking raw IPv6 socket sending ESP or AH packets from one local address; the
 /// kernel writes the IPv6 header (and fragments a packet larger than the path, RFC 8200 §5:
 /// the source may).
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 #[derive(Debug)]
 pub struct RawSender6 {
     sock: Socket,
 }
 
-#[cfg_attr(not(test), allow(dead_code))]
+#[cfg(test)]
 impl RawSender6 {
     /// Opens the sender of `proto` from `local` (needs CAP_NET_RAW); with `device`, packets
     /// leave through it.
@@ -223,6 +224,7 @@ impl RawSender6 {
     }
 }
 
+#[cfg(test)]
 impl BatchSend for RawSender6 {
     fn send_from(&self, batch: &mut PacketBatch, from: usize) -> io::Result<usize> {
         self.send_batch(batch, from)
@@ -244,6 +246,7 @@ macro_rules! fd_impls {
     };
 }
 fd_impls!(RawReceiver6);
+#[cfg(test)]
 fd_impls!(RawSender6);
 fd_impls!(RawIpv6Sender);
 
