@@ -8,8 +8,10 @@
 #  1. setup: the swarm brings N tunnels up; tunnels/s and latency (the swarm's report), the
 #     hub's CPU per tunnel (utime + stime from /proc/PID/stat, from before the swarm to all up,
 #     main mode + quick mode; the swarm's DPD probes, one per spoke per --dpd seconds, are in
-#     it too), the hub's RSS before the swarm and with all N up, KiB per tunnel, and the
-#     datagrams the kernel dropped at the hub's IKE sockets (`show counters` ike_socket_drops);
+#     it too), the swarm's CPU per tunnel over the same time (it shares the machine: without
+#     --pin, what the swarm spends per tunnel is taken from the hub's cores), the hub's RSS
+#     before the swarm and with all N up, KiB per tunnel, and the datagrams the kernel dropped
+#     at the hub's IKE sockets (`show counters` ike_socket_drops);
 #  2. restart: the hub is stopped (--restart-signal TERM: deletes sent, the spokes re-initiate
 #     at once; KILL: a crash, the spokes find out by DPD) and started again; prints the time
 #     from the new hub's start to all N back (the swarm's progress, 1 s steps), the swarm's
@@ -34,7 +36,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'
     echo "Environment: IKEHUB_BIN (default target/release/ikehub)."
 }
 
@@ -304,6 +306,7 @@ for g in $GROUPS_LIST; do
         sleep 0.5
     done
     cpu1=$(cpu_ticks "$HUB")
+    swarm_cpu=$(cpu_ticks "$SWARM" 2>/dev/null || echo 0)
     rss1=$(rss_kib "$HUB")
     drops_setup=$(ike_drops)
     [ "$ok" = 1 ] || { echo "not all up within $limit s: $(progress)" >&2; FAILED=1; cleanup; continue; }
@@ -357,10 +360,11 @@ for g in $GROUPS_LIST; do
     SWARM=""
     RESULTS+=("$(python3 - "$TMP/report.json" "$g" "$cpu0" "$cpu1" "$cpu_r" "$CLK_TCK" \
         "$rss0" "$rss1" "$back" "$HUB_CORES" "$reload_ms" "$ping_lost" "$lost_before" \
-        "$lost_after" "$SIGNAL" "$drops_setup" "$drops_recovery" <<'PY'
+        "$lost_after" "$SIGNAL" "$drops_setup" "$drops_recovery" "$swarm_cpu" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-(g, c0, c1, cr, tck, rss0, rss1, back, cores, reload_ms, ping_lost, lb, la, sig, ds, dr) = sys.argv[2:]
+(g, c0, c1, cr, tck, rss0, rss1, back, cores, reload_ms, ping_lost, lb, la, sig, ds, dr,
+ sc) = sys.argv[2:]
 n = r["spokes"]
 up = r["up"]
 cpu_ms = (int(c1) - int(c0)) * 1000.0 / int(tck)
@@ -373,6 +377,7 @@ print(json.dumps({
     "p50_ms": lat["p50"], "p99_ms": lat["p99"], "setup_retransmissions":
         r["retransmissions"] - r["recovery_retransmissions"],
     "hub_cpu_ms_per_tunnel": round(per, 3) if per else None,
+    "swarm_cpu_ms_per_tunnel": round(int(sc) * 1000.0 / int(tck) / up, 3) if up else None,
     "hub_rss_kib_before": int(rss0), "hub_rss_kib_all_up": int(rss1),
     "hub_kib_per_tunnel": round((int(rss1) - int(rss0)) / up, 2) if up else None,
     "restart_signal": sig, "all_back_after_start_s": num(back),
@@ -399,17 +404,17 @@ done
 if [ "$JSON" = 1 ]; then
     printf '%s\n' "${RESULTS[@]}" | python3 -c 'import json,sys; print(json.dumps([json.loads(l) for l in sys.stdin], indent=2))'
 else
-    printf '%-6s %-3s %-12s %-9s %-8s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s %-8s %-6s | %-9s %s\n' \
-        N grp up tunnels/s "p99 ms" "ms/tunl" "RSS KiB before->up" "KiB/tun" drops \
+    printf '%-6s %-3s %-12s %-9s %-8s %-9s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s %-8s %-6s | %-9s %s\n' \
+        N grp up tunnels/s "p99 ms" "ms/tunl" "swarm ms" "RSS KiB before->up" "KiB/tun" drops \
         "back s" "recov s" "bound s" retrans "ms/tunl" drops "reload ms" "pings lost"
     for r in "${RESULTS[@]}"; do
         python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
 f = lambda v: "-" if v is None else str(v)
-print("%-6s %-3s %-12s %-9s %-8s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s %-8s %-6s | %-9s %s" % (
+print("%-6s %-3s %-12s %-9s %-8s %-9s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s %-8s %-6s | %-9s %s" % (
     r["spokes"], r["group"], "%d/%d" % (r["up"], r["spokes"]), r["setup_rate"], r["p99_ms"],
-    f(r["hub_cpu_ms_per_tunnel"]), "%d -> %d" % (r["hub_rss_kib_before"], r["hub_rss_kib_all_up"]),
+    f(r["hub_cpu_ms_per_tunnel"]), f(r["swarm_cpu_ms_per_tunnel"]), "%d -> %d" % (r["hub_rss_kib_before"], r["hub_rss_kib_all_up"]),
     f(r["hub_kib_per_tunnel"]), f(r["ike_socket_drops_setup"]), f(r["all_back_after_start_s"]),
     f(r["swarm_recovery_s"]), f(r["recovery_bound_s"]), r["recovery_retransmissions"],
     r["hub_cpu_ms_per_tunnel_recovery"], f(r["ike_socket_drops_recovery"]),
