@@ -4,7 +4,8 @@
 //!
 //! The hub (192.0.2.1 on a bridge joining one veth per spoke, protects 198.51.100.0/24) runs
 //! ikehub with ONE `ipsec-policy-isakmp` `Hub` whose `peer = "192.0.2.0/24"` and
-//! `initiate = "never"`. Each spoke i (192.0.2.(10+i)) runs its own ikehub daemon (`shards = 1`,
+//! `initiate = "never"`, with one IKE worker in the 20-spoke test (its peer actors on the
+//! router's thread). Each spoke i (192.0.2.(10+i)) runs its own ikehub daemon (`shards = 1`,
 //! `initiate = "permanent"`) protecting only its own host 203.0.113.(10+i)/32, which is what it
 //! proposes in quick mode (narrower than the template's 203.0.113.0/24).
 //!
@@ -76,7 +77,14 @@ fn hub_template_policy_with_20_spokes() {
             .spoke(i)
             .add_lo_address(&format!("{}/32", spoke_host(i)));
     }
-    let mut hub = Daemon::start(&sites.hub, "hub", |dir| hub_profile().toml(dir));
+    // One IKE worker: the peer actors run on the router's own thread (actors/ike/workers.rs);
+    // tests/ike_workers.rs covers two worker threads.
+    let mut hub = Daemon::start(&sites.hub, "hub", |dir| {
+        let toml = hub_profile().toml(dir);
+        let one = toml.replacen("[system]\n", "[system]\nike-workers = 1\n", 1);
+        assert_ne!(one, toml, "no [system] table in the generated profile");
+        one
+    });
     eprintln!("topology and hub ready after {:?}", t0.elapsed());
 
     // All spokes at once: each initiates as soon as it runs.
