@@ -2,7 +2,8 @@
 //!
 //! * [`EspCipher`]: ESP encryption (NULL, DES, 3DES, AES-CBC-128/192/256), CBC in place on
 //!   caller buffers with a caller-supplied IV, plus [`EspCipher::encrypt_cbc_batch`] which
-//!   interleaves AES blocks of several packets.
+//!   interleaves AES blocks of several packets. Keyed one [`Way`] (an ESP SA's, which keeps
+//!   only that direction's AES state) or both (the ISAKMP SA's).
 //! * [`EspAead`]: AES-GCM (RFC 4106), sealing and opening in place with a separate AAD and
 //!   ICV.
 //! * [`Integrity`]: HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA-256-128 over one or more slices, with
@@ -34,7 +35,7 @@ pub mod stitch;
 #[cfg(test)]
 pub(crate) mod kat;
 
-pub use self::cipher::{BATCH_LANES, EspCipher};
+pub use self::cipher::{BATCH_LANES, EspCipher, Way};
 pub use aead::EspAead;
 pub use algorithm::{AuthAlgorithm, EncrAlgorithm};
 pub use integrity::Integrity;
@@ -54,4 +55,7 @@ pub enum CryptoError {
     NotCbc,
     #[error("the algorithm is not a combined-mode (AEAD) one; use EspCipher")]
     NotAead,
+    /// An ESP SA's cipher is keyed one way (RFC 4301 §4.1: an SA is simplex).
+    #[error("the cipher is keyed for the other direction")]
+    WrongDirection,
 }

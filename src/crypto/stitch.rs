@@ -22,11 +22,9 @@
 //! [`Engine`] is the `cbc`/`aes` and `sha1` crates packet by packet, and [`HmacSha1Pads`] keys
 //! HMAC once per SA with the `sha1` crate's compression function.
 
-use cipher::typenum::U16;
-use cipher::{
-    Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt,
-    BlockSizeUser, InnerIvInit,
-};
+use std::marker::PhantomData;
+
+use cipher::{Block, BlockModeDecrypt, BlockModeEncrypt, InnerIvInit};
 use sha1::Digest;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
@@ -35,6 +33,10 @@ use super::sha1_mb;
 
 /// Most packets one call handles; longer batches are cut.
 pub const MAX_BATCH: usize = 64;
+
+/// CBC chains [`AesKeys::encrypt_cbc_lanes`] interleaves: enough independent chains to cover
+/// the `aesenc` latency, few enough for the round keys and states to stay in registers.
+pub const CBC_LANES: usize = 8;
 
 const BLOCK: usize = 64;
 /// RFC 3174 §6.1 initial hash value.
@@ -275,34 +277,209 @@ fn well_formed(p: &[u8], icv_len: usize) -> bool {
     icv_len <= 20 && p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
 }
 
-/// AES round keys for the kernel (FIPS-197 §5.2 and, for decryption, the equivalent inverse
-/// cipher of §5.3.5), zeroized on drop.
-#[derive(Clone)]
-pub struct AesKeys {
-    enc: [[u8; 16]; 15],
-    dec: [[u8; 16]; 15],
-    rounds: usize,
+/// Marks [`AesKeys`] holding the cipher's round keys (FIPS-197 §5.2): they only encrypt.
+#[derive(Debug)]
+pub enum Encrypt {}
+
+/// Marks [`AesKeys`] holding the equivalent inverse cipher's round keys (FIPS-197 §5.3.5):
+/// they only decrypt.
+#[derive(Debug)]
+pub enum Decrypt {}
+
+/// The AES round keys of one direction for the AES-NI kernels, as many as the key length
+/// needs (11, 13 or 15: AES-128, 192, 256), boxed at that size and zeroized on drop. An ESP SA
+/// is simplex (RFC 4301 §4.1): an outbound one keeps `AesKeys<Encrypt>` only, an inbound one
+/// `AesKeys<Decrypt>` only, and the type keeps the other half from coming back (per tunnel
+/// that half and the `aes` crate's schedule were about 1 KB: docs/design.md "Per-tunnel
+/// memory budget"). One exists only on a CPU with AES-NI (aes and sse4.1 detected), which is
+/// what makes its methods safe.
+pub struct AesKeys<D> {
+    rk: Box<[[u8; 16]]>,
+    way: PhantomData<D>,
 }
 
-impl Drop for AesKeys {
+impl<D> Drop for AesKeys<D> {
     fn drop(&mut self) {
-        self.enc.zeroize();
-        self.dec.zeroize();
+        self.rk.iter_mut().for_each(Zeroize::zeroize);
     }
 }
 
-impl AesKeys {
-    /// Expands a 16, 24 or 32-byte key; `None` for another length or without AES-NI.
+impl<D> std::fmt::Debug for AesKeys<D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "AesKeys({} rounds)", self.rounds())
+    }
+}
+
+impl<D> AesKeys<D> {
+    /// Nr (FIPS-197 §5: 10, 12 or 14).
+    fn rounds(&self) -> usize {
+        self.rk.len().saturating_sub(1)
+    }
+
+    /// Heap bytes the round keys take (16 per round key).
+    pub fn heap_bytes(&self) -> usize {
+        std::mem::size_of_val(&*self.rk)
+    }
+
+    /// Whether this CPU runs the AES-NI kernels (the key expansion needs sse4.1 too).
+    fn aes_ni() -> bool {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("aes")
+            && std::arch::is_x86_feature_detected!("sse4.1")
+        {
+            return true;
+        }
+        false
+    }
+}
+
+impl AesKeys<Encrypt> {
+    /// Expands a 16, 24 or 32-byte key for encryption; `None` for another length or without
+    /// AES-NI.
     pub fn new(key: &[u8]) -> Option<Self> {
         #[cfg(target_arch = "x86_64")]
-        if Engine::stitched_runs() {
-            // SAFETY: `stitched_runs` found aes and sse4.1.
-            return unsafe { x86::expand(key) };
+        if Self::aes_ni() {
+            // SAFETY: `aes_ni` found aes and sse4.1.
+            let (mut enc, rounds) = unsafe { x86::expand(key) }?;
+            let rk = enc[..=rounds].into();
+            enc.zeroize();
+            return Some(Self {
+                rk,
+                way: PhantomData,
+            });
+        }
+        let _ = key;
+        None
+    }
+
+    /// CBC-encrypts buffers (`IV | plaintext`, whole blocks) in place, eight at a time with
+    /// their chains interleaved, so AES-NI is pipelined although each chain is serial (RFC 3602
+    /// §2).
+    pub fn encrypt_cbc_lanes(&self, lanes: &mut [&mut [u8]]) {
+        for group in lanes.chunks_mut(CBC_LANES) {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: an `AesKeys` exists only where `aes_ni` found aes.
+            unsafe {
+                x86::cbc_encrypt_lanes(self, group)
+            };
+            #[cfg(not(target_arch = "x86_64"))]
+            unreachable!("AesKeys exist only with AES-NI: {}", group.len());
+        }
+    }
+}
+
+impl AesKeys<Decrypt> {
+    /// Expands a 16, 24 or 32-byte key for decryption; `None` for another length or without
+    /// AES-NI.
+    pub fn new(key: &[u8]) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if Self::aes_ni() {
+            // SAFETY: `aes_ni` found aes and sse4.1.
+            let (mut enc, rounds) = unsafe { x86::expand(key) }?;
+            // SAFETY: as above.
+            let mut dec = unsafe { x86::invert(&enc, rounds) };
+            let rk = dec[..=rounds].into();
+            enc.zeroize();
+            dec.zeroize();
+            return Some(Self {
+                rk,
+                way: PhantomData,
+            });
         }
         let _ = key;
         None
     }
 }
+
+/// The AES of one ESP SA on its way out as the batch paths take it: [`AesKeys<Encrypt>`],
+/// which every engine runs on, or a cipher of the `aes` crate (a CPU without AES-NI, where
+/// only [`Engine::Portable`] runs).
+pub trait CbcEncrypt {
+    /// The round keys of the AES-NI kernels, if this is them.
+    fn aes_ni(&self) -> Option<&AesKeys<Encrypt>> {
+        None
+    }
+
+    /// CBC-encrypts `data` (whole blocks; a partial last block is left alone) in place,
+    /// chained from `iv` (RFC 3602 §2).
+    fn encrypt_cbc(&self, iv: &[u8; 16], data: &mut [u8]);
+}
+
+/// The other way: [`AesKeys<Decrypt>`] or a cipher of the `aes` crate.
+pub trait CbcDecrypt {
+    /// The round keys of the AES-NI kernels, if this is them.
+    fn aes_ni(&self) -> Option<&AesKeys<Decrypt>> {
+        None
+    }
+
+    /// CBC-decrypts `data` (whole blocks) in place; `iv` is the block before it.
+    fn decrypt_cbc(&self, iv: &[u8; 16], data: &mut [u8]);
+}
+
+impl CbcEncrypt for AesKeys<Encrypt> {
+    fn aes_ni(&self) -> Option<&AesKeys<Encrypt>> {
+        Some(self)
+    }
+
+    /// One chain, one block after the other: CBC encryption is serial (RFC 3602 §2).
+    fn encrypt_cbc(&self, iv: &[u8; 16], data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: an `AesKeys` exists only where `aes_ni` found aes.
+        unsafe {
+            x86::cbc_encrypt(self, iv, data)
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("AesKeys exist only with AES-NI: {iv:?} {}", data.len());
+    }
+}
+
+impl CbcDecrypt for AesKeys<Decrypt> {
+    fn aes_ni(&self) -> Option<&AesKeys<Decrypt>> {
+        Some(self)
+    }
+
+    /// The blocks are independent on the way in (RFC 3602 §2: P_i = D(C_i) ^ C_i-1), so they
+    /// run sixteen at a time in four VAES registers where the CPU has AVX-512 VAES (as the
+    /// `aes` crate does), eight at a time with AES-NI otherwise.
+    fn decrypt_cbc(&self, iv: &[u8; 16], data: &mut [u8]) {
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("vaes")
+            && std::arch::is_x86_feature_detected!("avx512f")
+        {
+            // SAFETY: aes (an `AesKeys` exists), vaes and avx512f just detected.
+            unsafe { x86::cbc_decrypt_wide(self, iv, data) };
+        } else {
+            // SAFETY: an `AesKeys` exists only where `aes_ni` found aes.
+            unsafe { x86::cbc_decrypt(self, iv, data) };
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        unreachable!("AesKeys exist only with AES-NI: {iv:?} {}", data.len());
+    }
+}
+
+/// The `aes` crate's ciphers (the portable engine; the `cbc` crate runs the mode).
+macro_rules! crate_cbc {
+    (encrypt: $($e:ty),*; decrypt: $($d:ty),*) => {
+        $(impl CbcEncrypt for $e {
+            fn encrypt_cbc(&self, iv: &[u8; 16], data: &mut [u8]) {
+                let (blocks, _) = Block::<$e>::slice_as_chunks_mut(data);
+                cbc::Encryptor::<&$e>::inner_iv_init(self, &(*iv).into()).encrypt_blocks(blocks);
+            }
+        })*
+
+        $(impl CbcDecrypt for $d {
+            fn decrypt_cbc(&self, iv: &[u8; 16], data: &mut [u8]) {
+                let (blocks, _) = Block::<$d>::slice_as_chunks_mut(data);
+                cbc::Decryptor::<&$d>::inner_iv_init(self, &(*iv).into()).decrypt_blocks(blocks);
+            }
+        })*
+    };
+}
+
+crate_cbc!(
+    encrypt: aes::Aes128, aes::Aes192, aes::Aes256, aes::Aes128Enc, aes::Aes192Enc, aes::Aes256Enc;
+    decrypt: aes::Aes128, aes::Aes192, aes::Aes256, aes::Aes128Dec, aes::Aes192Dec, aes::Aes256Dec
+);
 
 /// One CBC chain in progress: packet `job`, next block at `at`, its ciphertext ends at `end`,
 /// `chain` is the previous ciphertext block (the IV at first).
@@ -344,23 +521,21 @@ fn pair<'p>(packets: &'p mut [&mut [u8]], a: usize, b: usize) -> (&'p mut [u8], 
 /// Encrypt-then-MAC for ESP packets of one AES-CBC + HMAC-SHA1 SA. Each buffer is
 /// `ESP header | IV | plaintext | ICV space`, the IV already random and the plaintext padded;
 /// afterwards the plaintext is CBC ciphertext (RFC 3602) and the ICV holds the HMAC truncated
-/// to `icv_len` (RFC 2404: 12). `keys` must be the expansion of the key `cipher` holds (the
-/// stitched engine uses it, the portable one `cipher`). Returns false, changing nothing, if a
-/// buffer has another shape or the engine cannot run.
-pub fn seal<C>(
+/// to `icv_len` (RFC 2404: 12). The stitched and multi-buffer engines need `cipher` to be
+/// [`AesKeys`]. Returns false, changing nothing, if a buffer has another shape or the engine
+/// cannot run.
+pub fn seal<C: CbcEncrypt + ?Sized>(
     cipher: &C,
-    keys: Option<&AesKeys>,
     pads: &HmacSha1Pads,
     icv_len: usize,
     engine: Engine,
     packets: &mut [&mut [u8]],
-) -> bool
-where
-    C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
-{
+) -> bool {
     if !packets.iter().all(|p| well_formed(p, icv_len)) {
         return false;
     }
+    // AES-NI keys exist without SHA-NI: the kernels need both.
+    let keys = cipher.aes_ni().filter(|_| Engine::stitched_runs());
     match (engine, keys) {
         #[cfg(target_arch = "x86_64")]
         (Engine::Stitched, Some(k)) => {
@@ -382,8 +557,7 @@ where
         (Engine::Portable, _) => {
             for p in packets.iter_mut() {
                 let c = Chain::start(0, p, icv_len);
-                let (blocks, _) = Block::<C>::slice_as_chunks_mut(&mut p[c.at..c.end]);
-                cbc::Encryptor::<&C>::inner_iv_init(cipher, &c.chain.into()).encrypt_blocks(blocks);
+                cipher.encrypt_cbc(&c.chain, &mut p[c.at..c.end]);
                 let mac = pads.mac(esp_message(p, icv_len));
                 let at = p.len() - icv_len;
                 p[at..].copy_from_slice(&mac[..icv_len]);
@@ -397,16 +571,20 @@ where
 /// packets interleaved, so AES-NI is pipelined although each chain is serial), then every
 /// ICV over the ciphertexts sixteen at a time ([`sha1_mb::hmac_batch`]).
 #[cfg(target_arch = "x86_64")]
-fn seal_multi(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &mut [&mut [u8]]) {
-    for group in packets.chunks_mut(x86::CBC_LANES) {
+fn seal_multi(
+    keys: &AesKeys<Encrypt>,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+) {
+    for group in packets.chunks_mut(CBC_LANES) {
         let k = group.len();
-        let mut cbc: [&mut [u8]; x86::CBC_LANES] = Default::default();
+        let mut cbc: [&mut [u8]; CBC_LANES] = Default::default();
         for (c, p) in cbc.iter_mut().zip(group.iter_mut()) {
             let end = p.len() - icv_len;
             *c = &mut p[ESP_HEADER..end];
         }
-        // SAFETY: `keys` exists only if `Engine::stitched_runs` found aes (and sse4.1).
-        unsafe { x86::cbc_encrypt_lanes(keys, &mut cbc[..k]) };
+        keys.encrypt_cbc_lanes(&mut cbc[..k]);
     }
     let mut macs = [[0u8; 20]; MAX_BATCH];
     let macs = &mut macs[..packets.len()];
@@ -417,19 +595,18 @@ fn seal_multi(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &mut
     }
 }
 
-/// Which way the CBC chain of a stitched pass runs.
+/// Which way the CBC chain of a stitched pass runs, with the round keys of that way.
 #[derive(Clone, Copy)]
-enum Cbc {
-    Encrypt,
-    Decrypt,
+enum Cbc<'k> {
+    Encrypt(&'k AesKeys<Encrypt>),
+    Decrypt(&'k AesKeys<Decrypt>),
 }
 
 /// One step of a stitched pass, shared by [`seal_stitched`] and [`open_stitched`]: CBC blocks
 /// of chain `cbc` interleaved with SHA-1 blocks of `mac` when both have work, else whichever
 /// has. Returns false when neither has anything left.
 fn step(
-    dir: Cbc,
-    keys: &AesKeys,
+    dir: Cbc<'_>,
     pads: &HmacSha1Pads,
     icv_len: usize,
     packets: &mut [&mut [u8]],
@@ -451,11 +628,12 @@ fn step(
                 &tail[..]
             };
             let io = &mut p[c.at..c.at + steps * STEP];
-            // SAFETY: `keys` exists only if `Engine::detect` found aes, sha, ssse3, sse4.1.
+            // SAFETY: `seal` and `open` pass keys only if `Engine::stitched_runs` found aes,
+            // sha, ssse3 and sse4.1.
             unsafe {
                 match dir {
-                    Cbc::Encrypt => x86::seal_run(keys, &mut c.chain, io, &mut m.state, msg),
-                    Cbc::Decrypt => x86::open_run(keys, &mut c.chain, io, &mut m.state, msg),
+                    Cbc::Encrypt(k) => x86::seal_run(k, &mut c.chain, io, &mut m.state, msg),
+                    Cbc::Decrypt(k) => x86::open_run(k, &mut c.chain, io, &mut m.state, msg),
                 }
             };
             c.at += steps * STEP;
@@ -470,8 +648,8 @@ fn step(
             // SAFETY: as above.
             unsafe {
                 match dir {
-                    Cbc::Encrypt => x86::encrypt_block(keys, &mut c.chain, blk),
-                    Cbc::Decrypt => x86::decrypt_block(keys, &mut c.chain, blk),
+                    Cbc::Encrypt(k) => x86::encrypt_block(k, &mut c.chain, blk),
+                    Cbc::Decrypt(k) => x86::decrypt_block(k, &mut c.chain, blk),
                 }
             };
             c.at += AES_BLOCK;
@@ -490,7 +668,12 @@ fn step(
 /// 64 bytes of each per kernel call; the first packet's encryption and the last one's hashing
 /// run alone.
 #[cfg(target_arch = "x86_64")]
-fn seal_stitched(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &mut [&mut [u8]]) {
+fn seal_stitched(
+    keys: &AesKeys<Encrypt>,
+    pads: &HmacSha1Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+) {
     let n = packets.len();
     let mut enc = (n > 0).then(|| Chain::start(0, packets[0], icv_len));
     let mut mac: Option<Mac> = None;
@@ -513,8 +696,7 @@ fn seal_stitched(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &
             hashed += 1;
         }
         if !step(
-            Cbc::Encrypt,
-            keys,
+            Cbc::Encrypt(keys),
             pads,
             icv_len,
             packets,
@@ -539,22 +721,19 @@ fn seal_stitched(keys: &AesKeys, pads: &HmacSha1Pads, icv_len: usize, packets: &
 /// buffer is `ESP header | IV | ciphertext | ICV`. `ok[i]` tells whether packet `i`'s ICV
 /// matched (compared in constant time); only those packets are decrypted in place, the others
 /// are left as received. Returns false, changing nothing, if a buffer has another shape or the
-/// engine cannot run.
-pub fn open<C>(
+/// engine cannot run (the stitched and multi-buffer engines need `cipher` to be [`AesKeys`]).
+pub fn open<C: CbcDecrypt + ?Sized>(
     cipher: &C,
-    keys: Option<&AesKeys>,
     pads: &HmacSha1Pads,
     icv_len: usize,
     engine: Engine,
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
-) -> bool
-where
-    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
-{
+) -> bool {
     if ok.len() != packets.len() || !packets.iter().all(|p| well_formed(p, icv_len)) {
         return false;
     }
+    let keys = cipher.aes_ni().filter(|_| Engine::stitched_runs());
     match (engine, keys) {
         #[cfg(target_arch = "x86_64")]
         (Engine::Stitched, Some(k)) => {
@@ -568,7 +747,7 @@ where
                 if chunk.len() < MULTI_BUFFER_MIN {
                     open_stitched(k, pads, icv_len, chunk, ok);
                 } else {
-                    open_multi(cipher, k, pads, icv_len, chunk, ok);
+                    open_multi(k, pads, icv_len, chunk, ok);
                 }
             }
         }
@@ -585,45 +764,32 @@ where
     true
 }
 
-/// CBC-decrypts one ESP packet in place (the `cbc`/`aes` crates: the blocks of one packet are
-/// independent on the way in, RFC 3602 §2, so AES-NI runs them in parallel).
-fn cbc_decrypt<C>(cipher: &C, p: &mut [u8], icv_len: usize)
-where
-    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
-{
+/// CBC-decrypts one ESP packet in place (the blocks of one packet are independent on the way
+/// in, RFC 3602 §2, so they run in parallel).
+fn cbc_decrypt<C: CbcDecrypt + ?Sized>(cipher: &C, p: &mut [u8], icv_len: usize) {
     let c = Chain::start(0, p, icv_len);
-    let (blocks, _) = Block::<C>::slice_as_chunks_mut(&mut p[c.at..c.end]);
-    cbc::Decryptor::<&C>::inner_iv_init(cipher, &c.chain.into()).decrypt_blocks(blocks);
+    cipher.decrypt_cbc(&c.chain, &mut p[c.at..c.end]);
 }
 
 /// Verify-then-decrypt in two passes over at most [`MAX_BATCH`] packets: every ICV sixteen
 /// packets at a time ([`sha1_mb::hmac_batch`]), compared in constant time, then the
 /// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4), sixteen blocks at a
-/// time with VAES where the CPU has it.
+/// time with VAES where the CPU has it ([`CbcDecrypt::decrypt_cbc`]).
 #[cfg(target_arch = "x86_64")]
-fn open_multi<C>(
-    cipher: &C,
-    keys: &AesKeys,
+fn open_multi(
+    keys: &AesKeys<Decrypt>,
     pads: &HmacSha1Pads,
     icv_len: usize,
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
-) where
-    C: BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
-{
+) {
     let mut macs = [[0u8; 20]; MAX_BATCH];
     let macs = &mut macs[..packets.len()];
     sha1_mb::hmac_batch(pads, packets, icv_len, macs);
-    let wide = std::arch::is_x86_feature_detected!("vaes")
-        && std::arch::is_x86_feature_detected!("avx512f");
     for ((p, ok), mac) in packets.iter_mut().zip(ok.iter_mut()).zip(macs.iter()) {
         *ok = bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]));
-        if *ok && wide {
-            let end = p.len() - icv_len;
-            // SAFETY: `keys` exists only if aes was found, vaes and avx512f just above.
-            unsafe { x86::cbc_decrypt_wide(keys, &mut p[ESP_HEADER..end]) };
-        } else if *ok {
-            cbc_decrypt(cipher, p, icv_len);
+        if *ok {
+            cbc_decrypt(keys, p, icv_len);
         }
     }
 }
@@ -637,7 +803,7 @@ fn verify(pads: &HmacSha1Pads, p: &[u8], icv_len: usize) -> bool {
 /// is decrypted, 64 bytes of each per kernel call.
 #[cfg(target_arch = "x86_64")]
 fn open_stitched(
-    keys: &AesKeys,
+    keys: &AesKeys<Decrypt>,
     pads: &HmacSha1Pads,
     icv_len: usize,
     packets: &mut [&mut [u8]],
@@ -656,8 +822,7 @@ fn open_stitched(
             dec = Some(Chain::start(job, packets[job], icv_len)).filter(|c| c.left() > 0);
         }
         if !step(
-            Cbc::Decrypt,
-            keys,
+            Cbc::Decrypt(keys),
             pads,
             icv_len,
             packets,
@@ -695,7 +860,19 @@ mod x86 {
 
     use core::arch::x86_64::*;
 
-    use super::AesKeys;
+    use super::{AesKeys, CBC_LANES, Decrypt, Encrypt};
+
+    /// `$f::<Nr>(args)` for the keys' number of rounds (a constant in the kernels, so their
+    /// round loops unroll).
+    macro_rules! by_rounds {
+        ($keys:expr, $f:ident($($a:expr),*)) => {
+            match $keys.rounds() {
+                10 => $f::<10>($($a),*),
+                12 => $f::<12>($($a),*),
+                _ => $f::<14>($($a),*),
+            }
+        };
+    }
 
     #[inline]
     #[target_feature(enable = "sse2")]
@@ -713,11 +890,12 @@ mod x86 {
         unsafe { _mm_storeu_si128(b.as_mut_ptr().cast(), v) }
     }
 
+    /// Round keys 0..=NR in registers (the rest zero).
     #[inline]
     #[target_feature(enable = "sse2")]
-    fn round_keys(k: &[[u8; 16]; 15]) -> [__m128i; 15] {
+    fn round_keys<const NR: usize>(k: &[[u8; 16]]) -> [__m128i; 15] {
         let mut r = [_mm_setzero_si128(); 15];
-        for (r, k) in r.iter_mut().zip(k) {
+        for (r, k) in r.iter_mut().zip(&k[..=NR]) {
             *r = load(k);
         }
         r
@@ -739,7 +917,7 @@ mod x86 {
     /// # Safety
     /// The CPU must support aes and sse4.1.
     #[target_feature(enable = "aes,sse2,sse4.1")]
-    pub(super) unsafe fn expand(key: &[u8]) -> Option<AesKeys> {
+    pub(super) unsafe fn expand(key: &[u8]) -> Option<([[u8; 16]; 15], usize)> {
         let rounds = match key.len() {
             16 => 10,
             24 => 12,
@@ -762,26 +940,30 @@ mod x86 {
             }
             w[i] = w[i - nk] ^ t;
         }
-        let mut keys = AesKeys {
-            enc: [[0; 16]; 15],
-            dec: [[0; 16]; 15],
-            rounds,
-        };
-        for (r, k) in keys.enc.iter_mut().enumerate().take(rounds + 1) {
+        let mut enc = [[0u8; 16]; 15];
+        for (r, k) in enc.iter_mut().enumerate().take(rounds + 1) {
             for (c, word) in k.chunks_exact_mut(4).zip(&w[4 * r..4 * r + 4]) {
                 c.copy_from_slice(&word.to_le_bytes());
             }
         }
         w.iter_mut().for_each(|x| *x = 0);
-        keys.dec[0] = keys.enc[rounds];
-        keys.dec[rounds] = keys.enc[0];
+        Some((enc, rounds))
+    }
+
+    /// The decryption keys of the equivalent inverse cipher (FIPS-197 §5.3.5) from the
+    /// encryption keys `enc[..=rounds]`: reversed, InvMixColumns applied to the middle ones.
+    ///
+    /// # Safety
+    /// The CPU must support aes.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn invert(enc: &[[u8; 16]; 15], rounds: usize) -> [[u8; 16]; 15] {
+        let mut dec = [[0u8; 16]; 15];
+        dec[0] = enc[rounds];
+        dec[rounds] = enc[0];
         for r in 1..rounds {
-            store(
-                &mut keys.dec[r],
-                _mm_aesimc_si128(load(&keys.enc[rounds - r])),
-            );
+            store(&mut dec[r], _mm_aesimc_si128(load(&enc[rounds - r])));
         }
-        Some(keys)
+        dec
     }
 
     /// One CBC encryption block: `blk = E(blk ^ chain)`, `chain = blk`.
@@ -789,20 +971,40 @@ mod x86 {
     /// # Safety
     /// The CPU must support aes.
     #[target_feature(enable = "aes,sse2")]
-    pub(super) unsafe fn encrypt_block(keys: &AesKeys, chain: &mut [u8; 16], blk: &mut [u8; 16]) {
-        let k = round_keys(&keys.enc);
-        let mut x = _mm_xor_si128(_mm_xor_si128(load(blk), load(chain)), k[0]);
-        for rk in &k[1..keys.rounds] {
-            x = _mm_aesenc_si128(x, *rk);
-        }
-        x = _mm_aesenclast_si128(x, k[keys.rounds]);
-        store(blk, x);
-        store(chain, x);
+    pub(super) unsafe fn encrypt_block(
+        keys: &AesKeys<Encrypt>,
+        chain: &mut [u8; 16],
+        blk: &mut [u8; 16],
+    ) {
+        by_rounds!(keys, encrypt_chain(&keys.rk, chain, blk));
     }
 
-    /// Packets one [`cbc_encrypt_lanes`] call interleaves: enough independent chains to cover
-    /// the `aesenc` latency, few enough for the round keys and states to stay in registers.
-    pub(super) const CBC_LANES: usize = 8;
+    /// CBC-encrypts `data` (whole blocks) in place, chained from `iv`: one packet.
+    ///
+    /// # Safety
+    /// The CPU must support aes.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn cbc_encrypt(keys: &AesKeys<Encrypt>, iv: &[u8; 16], data: &mut [u8]) {
+        let mut chain = *iv;
+        by_rounds!(keys, encrypt_chain(&keys.rk, &mut chain, data));
+    }
+
+    /// One CBC chain over `data`'s whole blocks; `chain` ends as the last ciphertext block.
+    #[inline]
+    #[target_feature(enable = "aes,sse2")]
+    fn encrypt_chain<const NR: usize>(rk: &[[u8; 16]], chain: &mut [u8; 16], data: &mut [u8]) {
+        let k = round_keys::<NR>(rk);
+        let mut x = load(chain);
+        for b in data.chunks_exact_mut(16) {
+            x = _mm_xor_si128(_mm_xor_si128(load(b), x), k[0]);
+            for rk in &k[1..NR] {
+                x = _mm_aesenc_si128(x, *rk);
+            }
+            x = _mm_aesenclast_si128(x, k[NR]);
+            store(b, x);
+        }
+        store(chain, x);
+    }
 
     /// CBC-encrypts up to [`CBC_LANES`] buffers (`IV | plaintext`, whole blocks) at once:
     /// block `j` of every buffer goes through the rounds together, so AES-NI is pipelined
@@ -812,18 +1014,14 @@ mod x86 {
     /// # Safety
     /// The CPU must support aes.
     #[target_feature(enable = "aes,sse2")]
-    pub(super) unsafe fn cbc_encrypt_lanes(keys: &AesKeys, lanes: &mut [&mut [u8]]) {
-        match keys.rounds {
-            10 => cbc_lanes::<10>(&keys.enc, lanes),
-            12 => cbc_lanes::<12>(&keys.enc, lanes),
-            _ => cbc_lanes::<14>(&keys.enc, lanes),
-        }
+    pub(super) unsafe fn cbc_encrypt_lanes(keys: &AesKeys<Encrypt>, lanes: &mut [&mut [u8]]) {
+        by_rounds!(keys, cbc_lanes(&keys.rk, lanes));
     }
 
     #[inline]
     #[target_feature(enable = "aes,sse2")]
-    fn cbc_lanes<const NR: usize>(rk: &[[u8; 16]; 15], lanes: &mut [&mut [u8]]) {
-        let k = round_keys(rk);
+    fn cbc_lanes<const NR: usize>(rk: &[[u8; 16]], lanes: &mut [&mut [u8]]) {
+        let k = round_keys::<NR>(rk);
         let n = lanes.len().min(CBC_LANES);
         let mut chain = [_mm_setzero_si128(); CBC_LANES];
         let mut end = 0;
@@ -854,7 +1052,7 @@ mod x86 {
         }
     }
 
-    /// CBC-decrypts `buf` (`IV | ciphertext`, whole blocks) in place, sixteen blocks per step
+    /// CBC-decrypts `data` (whole blocks, `iv` before them) in place, sixteen blocks per step
     /// in four 512-bit VAES registers: decryption blocks are independent (RFC 3602 §2,
     /// P_i = D(C_i) ^ C_i-1). It runs from the end, so the C_i-1 a step reads is still
     /// ciphertext; the first blocks that do not fill a step go one at a time.
@@ -862,12 +1060,8 @@ mod x86 {
     /// # Safety
     /// The CPU must support aes, vaes and avx512f.
     #[target_feature(enable = "aes,vaes,avx512f")]
-    pub(super) unsafe fn cbc_decrypt_wide(keys: &AesKeys, buf: &mut [u8]) {
-        match keys.rounds {
-            10 => decrypt_wide::<10>(&keys.dec, buf),
-            12 => decrypt_wide::<12>(&keys.dec, buf),
-            _ => decrypt_wide::<14>(&keys.dec, buf),
-        }
+    pub(super) unsafe fn cbc_decrypt_wide(keys: &AesKeys<Decrypt>, iv: &[u8; 16], data: &mut [u8]) {
+        by_rounds!(keys, decrypt_wide(&keys.rk, iv, data));
     }
 
     #[inline]
@@ -888,18 +1082,25 @@ mod x86 {
 
     #[inline]
     #[target_feature(enable = "aes,vaes,avx512f")]
-    fn decrypt_wide<const NR: usize>(dk: &[[u8; 16]; 15], buf: &mut [u8]) {
-        let k = round_keys(dk);
+    fn decrypt_wide<const NR: usize>(dk: &[[u8; 16]], iv: &[u8; 16], data: &mut [u8]) {
+        let k = round_keys::<NR>(dk);
         let kw = k.map(|k| _mm512_broadcast_i32x4(k));
-        // Ciphertext block `j` (from 1) is at 16 * j; block 0 is the IV.
-        let mut j = (buf.len() / 16).saturating_sub(1);
-        while j >= 16 {
-            let at = 16 * (j - 15);
+        // Blocks 0..n are still ciphertext; block 0 chains from `iv`.
+        let mut n = data.len() / 16;
+        while n >= 16 {
+            let at = 16 * (n - 16);
             let mut c = [_mm512_setzero_si512(); 4];
             let mut prev = [_mm512_setzero_si512(); 4];
             for q in 0..4 {
-                c[q] = load4(&buf[at + 64 * q..]);
-                prev[q] = load4(&buf[at - 16 + 64 * q..]);
+                c[q] = load4(&data[at + 64 * q..]);
+                prev[q] = if at + 64 * q >= 16 {
+                    load4(&data[at + 64 * q - 16..])
+                } else {
+                    let mut first = [0u8; 64];
+                    first[..16].copy_from_slice(iv);
+                    first[16..].copy_from_slice(&data[..48]);
+                    load4(&first)
+                };
             }
             let mut x = c.map(|c| _mm512_xor_si512(c, kw[0]));
             for rk in &kw[1..NR] {
@@ -907,20 +1108,75 @@ mod x86 {
             }
             x = x.map(|x| _mm512_aesdeclast_epi128(x, kw[NR]));
             for q in 0..4 {
-                store4(&mut buf[at + 64 * q..], _mm512_xor_si512(x[q], prev[q]));
+                store4(&mut data[at + 64 * q..], _mm512_xor_si512(x[q], prev[q]));
             }
-            j -= 16;
+            n -= 16;
         }
-        while j > 0 {
-            let at = 16 * j;
-            let prev = load(&buf[at - 16..]);
-            let mut x = _mm_xor_si128(load(&buf[at..]), k[0]);
+        decrypt_singles::<NR>(&k, iv, data, n);
+    }
+
+    /// [`cbc_decrypt_wide`] with 128-bit AES-NI: eight blocks per step.
+    ///
+    /// # Safety
+    /// The CPU must support aes.
+    #[target_feature(enable = "aes,sse2")]
+    pub(super) unsafe fn cbc_decrypt(keys: &AesKeys<Decrypt>, iv: &[u8; 16], data: &mut [u8]) {
+        by_rounds!(keys, decrypt_lanes(&keys.rk, iv, data));
+    }
+
+    #[inline]
+    #[target_feature(enable = "aes,sse2")]
+    fn decrypt_lanes<const NR: usize>(dk: &[[u8; 16]], iv: &[u8; 16], data: &mut [u8]) {
+        let k = round_keys::<NR>(dk);
+        let mut n = data.len() / 16;
+        while n >= 8 {
+            let at = 16 * (n - 8);
+            let mut c = [_mm_setzero_si128(); 8];
+            for (j, c) in c.iter_mut().enumerate() {
+                *c = load(&data[at + 16 * j..]);
+            }
+            let prev = if at >= 16 {
+                load(&data[at - 16..])
+            } else {
+                load(iv)
+            };
+            let mut x = c.map(|c| _mm_xor_si128(c, k[0]));
+            for rk in &k[1..NR] {
+                x = x.map(|x| _mm_aesdec_si128(x, *rk));
+            }
+            x = x.map(|x| _mm_aesdeclast_si128(x, k[NR]));
+            store(&mut data[at..], _mm_xor_si128(x[0], prev));
+            for j in 1..8 {
+                store(&mut data[at + 16 * j..], _mm_xor_si128(x[j], c[j - 1]));
+            }
+            n -= 8;
+        }
+        decrypt_singles::<NR>(&k, iv, data, n);
+    }
+
+    /// Blocks `n - 1` down to 0 of `data` one at a time (block 0 chains from `iv`).
+    #[inline]
+    #[target_feature(enable = "aes,sse2")]
+    fn decrypt_singles<const NR: usize>(
+        k: &[__m128i; 15],
+        iv: &[u8; 16],
+        data: &mut [u8],
+        mut n: usize,
+    ) {
+        while n > 0 {
+            let at = 16 * (n - 1);
+            let prev = if at >= 16 {
+                load(&data[at - 16..])
+            } else {
+                load(iv)
+            };
+            let mut x = _mm_xor_si128(load(&data[at..]), k[0]);
             for rk in &k[1..NR] {
                 x = _mm_aesdec_si128(x, *rk);
             }
             x = _mm_aesdeclast_si128(x, k[NR]);
-            store(&mut buf[at..], _mm_xor_si128(x, prev));
-            j -= 1;
+            store(&mut data[at..], _mm_xor_si128(x, prev));
+            n -= 1;
         }
     }
 
@@ -929,16 +1185,14 @@ mod x86 {
     /// # Safety
     /// The CPU must support aes.
     #[target_feature(enable = "aes,sse2")]
-    pub(super) unsafe fn decrypt_block(keys: &AesKeys, chain: &mut [u8; 16], blk: &mut [u8; 16]) {
-        let k = round_keys(&keys.dec);
-        let c = load(blk);
-        let mut x = _mm_xor_si128(c, k[0]);
-        for rk in &k[1..keys.rounds] {
-            x = _mm_aesdec_si128(x, *rk);
-        }
-        x = _mm_aesdeclast_si128(x, k[keys.rounds]);
-        store(blk, _mm_xor_si128(x, load(chain)));
-        store(chain, c);
+    pub(super) unsafe fn decrypt_block(
+        keys: &AesKeys<Decrypt>,
+        chain: &mut [u8; 16],
+        blk: &mut [u8; 16],
+    ) {
+        let c = *blk;
+        by_rounds!(keys, decrypt_lanes(&keys.rk, chain, blk));
+        *chain = c;
     }
 
     /// The SHA-1 state in registers: A..D (A in the top lane) and E (top lane).
@@ -1047,29 +1301,25 @@ mod x86 {
     /// The CPU must support aes, sha, ssse3 and sse4.1.
     #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
     pub(super) unsafe fn seal_run(
-        keys: &AesKeys,
+        keys: &AesKeys<Encrypt>,
         chain: &mut [u8; 16],
         io: &mut [u8],
         state: &mut [u32; 5],
         msg: &[u8],
     ) {
-        match keys.rounds {
-            10 => seal::<10>(&keys.enc, chain, io, state, msg),
-            12 => seal::<12>(&keys.enc, chain, io, state, msg),
-            _ => seal::<14>(&keys.enc, chain, io, state, msg),
-        }
+        by_rounds!(keys, seal(&keys.rk, chain, io, state, msg));
     }
 
     #[inline]
     #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
     fn seal<const NR: usize>(
-        rk: &[[u8; 16]; 15],
+        rk: &[[u8; 16]],
         chain: &mut [u8; 16],
         io: &mut [u8],
         state: &mut [u32; 5],
         msg: &[u8],
     ) {
-        let k = round_keys(rk);
+        let k = round_keys::<NR>(rk);
         let mut x = load(chain);
         let mut h = Sha1State::load(state);
         // The four blocks are one chain: 4 * (NR + 1) dependent AES steps, spread over the
@@ -1117,29 +1367,25 @@ mod x86 {
     /// The CPU must support aes, sha, ssse3 and sse4.1.
     #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
     pub(super) unsafe fn open_run(
-        keys: &AesKeys,
+        keys: &AesKeys<Decrypt>,
         chain: &mut [u8; 16],
         io: &mut [u8],
         state: &mut [u32; 5],
         msg: &[u8],
     ) {
-        match keys.rounds {
-            10 => open::<10>(&keys.dec, chain, io, state, msg),
-            12 => open::<12>(&keys.dec, chain, io, state, msg),
-            _ => open::<14>(&keys.dec, chain, io, state, msg),
-        }
+        by_rounds!(keys, open(&keys.rk, chain, io, state, msg));
     }
 
     #[inline]
     #[target_feature(enable = "aes,sha,sse2,ssse3,sse4.1")]
     fn open<const NR: usize>(
-        dk: &[[u8; 16]; 15],
+        dk: &[[u8; 16]],
         chain: &mut [u8; 16],
         io: &mut [u8],
         state: &mut [u32; 5],
         msg: &[u8],
     ) {
-        let k = round_keys(dk);
+        let k = round_keys::<NR>(dk);
         let mut prev = load(chain);
         let mut h = Sha1State::load(state);
         for (io, msg) in io.chunks_exact_mut(64).zip(msg.chunks_exact(64)) {
@@ -1176,7 +1422,8 @@ pub(super) mod tests {
     //! The stitched paths against the plain RustCrypto ones (`cbc` + `hmac`), both engines.
 
     use aes::{Aes128, Aes192, Aes256};
-    use cipher::KeyInit;
+    use cipher::typenum::U16;
+    use cipher::{BlockCipherEncrypt, BlockSizeUser, KeyInit};
     use hmac::{Hmac, Mac as _};
 
     use super::*;
@@ -1226,15 +1473,21 @@ pub(super) mod tests {
 
     #[test]
     fn expanded_keys_match_the_aes_crate() {
-        let Some(_) = AesKeys::new(&[0u8; 16]) else {
-            eprintln!("no AES-NI + SHA-NI: the stitched engine is not built here");
+        let Some(_) = AesKeys::<Encrypt>::new(&[0u8; 16]) else {
+            eprintln!("no AES-NI: the AES-NI kernels are not built here");
             return;
         };
         for len in [16usize, 24, 32] {
             let mut key = vec![0u8; len];
             fill(&mut key, len);
-            let keys = AesKeys::new(&key).expect("AES-NI present");
-            assert_eq!(AesKeys::new(&key[..len - 1]).map(|k| k.rounds), None);
+            let enc = AesKeys::<Encrypt>::new(&key).expect("AES-NI present");
+            let dec = AesKeys::<Decrypt>::new(&key).expect("AES-NI present");
+            assert!(AesKeys::<Encrypt>::new(&key[..len - 1]).is_none());
+            assert!(AesKeys::<Decrypt>::new(&key[..len - 1]).is_none());
+            // One direction's round keys only, Nr + 1 of them (FIPS-197 §5).
+            let rounds = len / 4 + 6;
+            assert_eq!(enc.heap_bytes(), 16 * (rounds + 1));
+            assert_eq!(dec.heap_bytes(), 16 * (rounds + 1));
             let mut block = [0u8; 16];
             fill(&mut block, 3);
             let mut expected = Block::<Aes128>::from(block);
@@ -1249,15 +1502,52 @@ pub(super) mod tests {
                     .expect("32")
                     .encrypt_block(&mut expected),
             }
-            let mut chain = [0u8; 16];
             let mut got = block;
-            // SAFETY: `AesKeys::new` succeeded, so the CPU has AES-NI.
-            unsafe { x86::encrypt_block(&keys, &mut chain, &mut got) };
+            enc.encrypt_cbc(&[0; 16], &mut got);
             assert_eq!(got[..], expected[..], "AES-{} encryption", len * 8);
-            let mut chain = [0u8; 16];
-            // SAFETY: as above.
-            unsafe { x86::decrypt_block(&keys, &mut chain, &mut got) };
+            dec.decrypt_cbc(&[0; 16], &mut got);
             assert_eq!(got, block, "AES-{} decryption", len * 8);
+        }
+    }
+
+    /// One packet through the AES-NI single-packet paths against the `cbc` crate, for every
+    /// length of 0 to 40 blocks (the decryption's 16- and 8-block steps, their tails, the
+    /// first step chaining from the IV).
+    #[test]
+    fn single_packet_cbc_matches_the_crates_for_0_to_40_blocks() {
+        for len in [16usize, 24, 32] {
+            let mut key = vec![0u8; len];
+            fill(&mut key, len + 1);
+            let (Some(enc), Some(dec)) =
+                (AesKeys::<Encrypt>::new(&key), AesKeys::<Decrypt>::new(&key))
+            else {
+                eprintln!("no AES-NI: the AES-NI kernels are not built here");
+                return;
+            };
+            let soft: Box<dyn CbcEncrypt> = match len {
+                16 => Box::new(Aes128::new_from_slice(&key).expect("16")),
+                24 => Box::new(Aes192::new_from_slice(&key).expect("24")),
+                _ => Box::new(Aes256::new_from_slice(&key).expect("32")),
+            };
+            for blocks in 0..=40usize {
+                let mut plain = vec![0u8; 16 * blocks];
+                fill(&mut plain, blocks);
+                let mut expected = plain.clone();
+                soft.encrypt_cbc(&[9; 16], &mut expected);
+                let mut got = plain.clone();
+                enc.encrypt_cbc(&[9; 16], &mut got);
+                assert_eq!(got, expected, "AES-{} encrypt {blocks} blocks", len * 8);
+                dec.decrypt_cbc(&[9; 16], &mut got);
+                assert_eq!(got, plain, "AES-{} decrypt {blocks} blocks", len * 8);
+                let mut one_by_one = expected.clone();
+                let mut chain = [9u8; 16];
+                for b in one_by_one.chunks_exact_mut(16) {
+                    let b: &mut [u8; 16] = b.try_into().expect("16 bytes");
+                    // SAFETY: `AesKeys::new` succeeded, so the CPU has AES-NI.
+                    unsafe { x86::decrypt_block(&dec, &mut chain, b) };
+                }
+                assert_eq!(one_by_one, plain, "AES-{} block by block", len * 8);
+            }
         }
     }
 
@@ -1279,16 +1569,19 @@ pub(super) mod tests {
     }
 
     /// Seals `sizes` (plaintext bytes, multiples of 16) both ways and compares; then opens the
-    /// sealed packets (one corrupted) and compares with the original plaintext.
+    /// sealed packets (one corrupted) and compares with the original plaintext. `c` is the
+    /// reference; `enc` and `dec` are what the engine runs on.
+    #[allow(clippy::too_many_arguments)]
     fn check_batch<C>(
         c: &C,
-        aes_key: &[u8],
+        enc: &dyn CbcEncrypt,
+        dec: &dyn CbcDecrypt,
         key: &[u8],
         engine: Engine,
         sizes: &[usize],
         seed: usize,
     ) where
-        C: BlockCipherEncrypt + BlockCipherDecrypt + BlockSizeUser<BlockSize = U16>,
+        C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
     {
         let icv_len = 12;
         let mut bufs: Vec<Vec<u8>> = sizes
@@ -1306,9 +1599,8 @@ pub(super) mod tests {
             plain_seal(c, key, b, icv_len);
         }
         let pads = HmacSha1Pads::new(key);
-        let keys = AesKeys::new(aes_key);
         let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-        assert!(seal(c, keys.as_ref(), &pads, icv_len, engine, &mut refs));
+        assert!(seal(enc, &pads, icv_len, engine, &mut refs));
         assert_eq!(bufs, expected, "{engine:?} sizes {sizes:?}");
 
         // One packet (if there are two or more) gets a flipped ciphertext bit: it must fail
@@ -1324,15 +1616,7 @@ pub(super) mod tests {
         let received = bufs.clone();
         let mut ok = vec![false; sizes.len()];
         let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-        assert!(open(
-            c,
-            keys.as_ref(),
-            &pads,
-            icv_len,
-            engine,
-            &mut refs,
-            &mut ok
-        ));
+        assert!(open(dec, &pads, icv_len, engine, &mut refs, &mut ok));
         for (i, b) in bufs.iter().enumerate() {
             let end = b.len() - icv_len;
             if i == bad {
@@ -1351,22 +1635,48 @@ pub(super) mod tests {
     /// Runs a batch check: engine, plaintext sizes, seed.
     type Check<'a> = &'a dyn Fn(Engine, &[usize], usize);
 
-    fn each_aes(f: &mut dyn FnMut(Check<'_>)) {
+    /// Every key length, and every engine: each one this CPU runs on an SA's one-way AES-NI
+    /// keys, and the portable engine on the `aes` crate too (a CPU without AES-NI).
+    fn each_aes(f: &mut dyn FnMut(Engine, Check<'_>)) {
         let mut key = [0u8; 32];
         fill(&mut key, 7);
-        let k128 = Aes128::new_from_slice(&key[..16]).expect("16");
-        let k192 = Aes192::new_from_slice(&key[..24]).expect("24");
-        let k256 = Aes256::new_from_slice(&key[..32]).expect("32");
         let mac_key = [0x0bu8; 20];
-        f(&|e, s, seed| check_batch(&k128, &key[..16], &mac_key, e, s, seed));
-        f(&|e, s, seed| check_batch(&k192, &key[..24], &mac_key, e, s, seed));
-        f(&|e, s, seed| check_batch(&k256, &key[..32], &mac_key, e, s, seed));
+        for len in [16usize, 24, 32] {
+            let key = &key[..len];
+            let (enc, dec) = (AesKeys::<Encrypt>::new(key), AesKeys::<Decrypt>::new(key));
+            let k128 = Aes128::new_from_slice(&key[..16]).expect("16");
+            let k192 = Aes192::new_from_slice(&key[..len.min(24)]);
+            let k256 = Aes256::new_from_slice(key);
+            let check =
+                |e: Engine, enc: &dyn CbcEncrypt, dec: &dyn CbcDecrypt, s: &[usize], seed| match (
+                    len, &k192, &k256,
+                ) {
+                    (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, s, seed),
+                    (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, s, seed),
+                    (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, s, seed),
+                    _ => unreachable!("key lengths 16, 24, 32"),
+                };
+            let soft: (&dyn CbcEncrypt, &dyn CbcDecrypt) = match (len, &k192, &k256) {
+                (16, _, _) => (&k128, &k128),
+                (24, Ok(c), _) => (c, c),
+                (_, _, Ok(c)) => (c, c),
+                _ => unreachable!("key lengths 16, 24, 32"),
+            };
+            f(Engine::Portable, &|e, s, seed| {
+                check(e, soft.0, soft.1, s, seed)
+            });
+            if let (Some(enc), Some(dec)) = (&enc, &dec) {
+                for engine in engines() {
+                    f(engine, &|e, s, seed| check(e, enc, dec, s, seed));
+                }
+            }
+        }
     }
 
     #[test]
     fn seal_and_open_match_plain_path_for_every_size_0_to_2048() {
-        each_aes(&mut |check| {
-            for engine in engines() {
+        each_aes(&mut |engine, check| {
+            {
                 for blocks in 0..=128usize {
                     // The size under test beside smaller and larger neighbours, sixteen
                     // packets so that the multi-buffer engine runs its lanes too.
@@ -1384,8 +1694,8 @@ pub(super) mod tests {
 
     #[test]
     fn seal_and_open_match_plain_path_for_every_batch_size_1_to_64() {
-        each_aes(&mut |check| {
-            for engine in engines() {
+        each_aes(&mut |engine, check| {
+            {
                 for n in 1..=64usize {
                     let sizes: Vec<usize> = (0..n).map(|i| ((n * 7 + i * 13) % 129) * 16).collect();
                     check(engine, &sizes, n);
@@ -1399,23 +1709,24 @@ pub(super) mod tests {
     #[test]
     fn misshapen_buffers_are_refused_untouched() {
         let c = Aes128::new_from_slice(&[1u8; 16]).expect("16");
+        let (enc, dec) = (
+            AesKeys::<Encrypt>::new(&[1u8; 16]),
+            AesKeys::<Decrypt>::new(&[1u8; 16]),
+        );
+        let mut ciphers: Vec<(&dyn CbcEncrypt, &dyn CbcDecrypt)> = vec![(&c, &c)];
+        if let (Some(e), Some(d)) = (&enc, &dec) {
+            ciphers.push((e, d));
+        }
         let pads = HmacSha1Pads::new(&[2u8; 20]);
         for len in [0usize, 7, 8 + 16 + 12 - 1, 8 + 16 + 5 + 12] {
             let mut b = vec![0x55u8; len];
             let mut refs: Vec<&mut [u8]> = vec![&mut b[..]];
-            let keys = AesKeys::new(&[1u8; 16]);
-            for engine in [Engine::Portable, Engine::Stitched, Engine::MultiBuffer] {
-                assert!(!seal(&c, keys.as_ref(), &pads, 12, engine, &mut refs));
-                let mut ok = [true];
-                assert!(!open(
-                    &c,
-                    keys.as_ref(),
-                    &pads,
-                    12,
-                    engine,
-                    &mut refs,
-                    &mut ok
-                ));
+            for &(enc, dec) in &ciphers {
+                for engine in [Engine::Portable, Engine::Stitched, Engine::MultiBuffer] {
+                    assert!(!seal(enc, &pads, 12, engine, &mut refs));
+                    let mut ok = [true];
+                    assert!(!open(dec, &pads, 12, engine, &mut refs, &mut ok));
+                }
             }
             assert!(b.iter().all(|x| *x == 0x55));
         }
