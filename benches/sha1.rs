@@ -10,8 +10,9 @@
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
+use ikehub::crypto::aes_ni::{AesKeys, Decrypt, Encrypt};
 use ikehub::crypto::sha1_mb::{self, LANES};
-use ikehub::crypto::stitch::{self, AesKeys, Decrypt, Encrypt, Engine, HmacSha1Pads};
+use ikehub::crypto::stitch::{self, Engine, HmacSha1Pads};
 
 const ROUND: Duration = Duration::from_millis(100);
 /// ESP header + IV + 1408 bytes of ciphertext (`openssl speed`'s size) + 12-byte ICV.

@@ -16,9 +16,10 @@ use cipher::{
 use des::{Des, TdesEde3};
 
 use super::CryptoError;
+use super::aes_ni::{AesKeys, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
 use super::algorithm::EncrAlgorithm;
 use super::integrity::Integrity;
-use super::stitch::{self, AesKeys, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt, Engine};
+use super::stitch::{self, Engine};
 
 /// How many packets' blocks go through the block cipher together on the batch path. AES-NI
 /// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).

@@ -235,7 +235,8 @@ fn cbc_rejects_bad_sizes() {
 /// "Per-tunnel memory budget"); a call the other way is an error.
 #[test]
 fn one_way_ciphers_keep_only_their_direction() {
-    use super::stitch::{AesKeys, Encrypt, Engine};
+    use super::aes_ni::{AesKeys, Encrypt};
+    use super::stitch::Engine;
     let ni = AesKeys::<Encrypt>::new(&[0; 16]).is_some();
     if !ni {
         eprintln!("no AES-NI: the one-way ciphers keep the aes crate's schedule");

@@ -8,6 +8,8 @@
 //!   ICV.
 //! * [`Integrity`]: HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA-256-128 over one or more slices, with
 //!   constant-time verification.
+//! * [`aes_ni`]: AES-CBC keyed one way (an ESP SA's [`aes_ni::AesKeys`]), with AES-NI or the
+//!   `aes` crate.
 //! * [`stitch`]: AES-CBC + HMAC-SHA1 over a batch of ESP packets with AES-NI and SHA-NI
 //!   interleaved in one kernel (run-time detection, portable fallback), used by the SA's
 //!   `encap_batch` and `decap_batch`.
@@ -25,7 +27,21 @@ macro_rules! unroll {
     };
 }
 
+/// `$f::<Nr>(args)` for AES keys' number of rounds (a constant in the kernels of `aes_ni` and
+/// `stitch`, so their round loops unroll).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rounds {
+    ($keys:expr, $f:ident($($a:expr),*)) => {
+        match $keys.rounds() {
+            10 => $f::<10>($($a),*),
+            12 => $f::<12>($($a),*),
+            _ => $f::<14>($($a),*),
+        }
+    };
+}
+
 pub mod aead;
+pub mod aes_ni;
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
