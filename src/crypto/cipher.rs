@@ -1,8 +1,9 @@
 //! ESP encryption transforms: ESP-NULL (RFC 2410), DES-CBC and 3DES-CBC (RFC 2405, RFC 2451)
 //! and AES-CBC (RFC 3602). CBC runs in place on caller buffers with a caller-supplied IV.
 //!
-//! The key schedule is computed once per SA; the block-cipher types zeroize it on drop (the
-//! `zeroize` feature of `aes` and `des`).
+//! The key schedule is computed once per SA, for the SA's direction only (an SA is simplex,
+//! RFC 4301 §4.1: [`Way`]); the block-cipher types zeroize it on drop (the `zeroize` feature of
+//! `aes` and `des`, and [`AesKeys`]' own `Drop`).
 
 use aes::{
     Aes128, Aes128Dec, Aes128Enc, Aes192, Aes192Dec, Aes192Enc, Aes256, Aes256Dec, Aes256Enc,
