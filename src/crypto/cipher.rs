@@ -1,10 +1,13 @@
 //! ESP encryption transforms: ESP-NULL (RFC 2410), DES-CBC and 3DES-CBC (RFC 2405, RFC 2451)
 //! and AES-CBC (RFC 3602). CBC runs in place on caller buffers with a caller-supplied IV.
 //!
-//! The key schedule is computed once per SA; the block-cipher types zeroize it on drop (the
-//! `zeroize` feature of `aes` and `des`).
+//! The key schedule is computed once per SA, for the SA's direction only (an SA is simplex,
+//! RFC 4301 §4.1: [`Way`]); the block-cipher types zeroize it on drop (the `zeroize` feature of
+//! `aes` and `des`, and [`AesKeys`]' own `Drop`).
 
-use aes::{Aes128, Aes192, Aes256};
+use aes::{
+    Aes128, Aes128Dec, Aes128Enc, Aes192, Aes192Dec, Aes192Enc, Aes256, Aes256Dec, Aes256Enc,
+};
 use cipher::array::Array;
 use cipher::typenum::Unsigned;
 use cipher::{
@@ -14,13 +17,24 @@ use cipher::{
 use des::{Des, TdesEde3};
 
 use super::CryptoError;
+use super::aes_ni::{AesKeys, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
 use super::algorithm::EncrAlgorithm;
 use super::integrity::Integrity;
-use super::stitch::{self, AesKeys, Engine};
+use super::stitch::{self, Engine};
 
 /// How many packets' blocks go through the block cipher together on the batch path. AES-NI
 /// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).
 pub const BATCH_LANES: usize = 8;
+
+/// Which way a cipher is keyed. An ESP SA is simplex (RFC 4301 §4.1): an outbound one only
+/// encrypts, an inbound one only decrypts, and each keeps only that half of the AES state.
+/// The ISAKMP SA's cipher goes both ways (RFC 2409 §5: one key for both directions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Way {
+    Encrypt,
+    Decrypt,
+    Both,
+}
 
 /// Each key schedule on the heap at its own size: inline, the enum would take the largest
 /// (AES-256's, with the `aes` crate's software fallback beside the AES-NI one) for every SA,
@@ -30,42 +44,80 @@ enum Inner {
     Null,
     Des(Box<Des>),
     TripleDes(Box<TdesEde3>),
-    Aes128(Box<Aes128>),
-    Aes192(Box<Aes192>),
-    Aes256(Box<Aes256>),
+    /// AES with AES-NI, one way: its round keys only (176 to 240 bytes), which every path
+    /// runs on: the single packet, the interleaved batch, the stitched and multi-buffer
+    /// engines.
+    AesEncrypt(AesKeys<Encrypt>),
+    AesDecrypt(AesKeys<Decrypt>),
+    /// AES without AES-NI, one way: the `aes` crate's one-way ciphers (as small as the
+    /// AES-NI round keys: 176 bytes for AES-128 against 352 both ways).
+    AesEnc(ByKey<Aes128Enc, Aes192Enc, Aes256Enc>),
+    AesDec(ByKey<Aes128Dec, Aes192Dec, Aes256Dec>),
+    /// AES both ways (the ISAKMP SA's): the `aes` crate.
+    Aes(ByKey<Aes128, Aes192, Aes256>),
+}
+
+/// An `aes` crate cipher of one key length, boxed at its own size.
+enum ByKey<A, B, C> {
+    Aes128(Box<A>),
+    Aes192(Box<B>),
+    Aes256(Box<C>),
+}
+
+impl<A: KeyInit, B: KeyInit, C: KeyInit> ByKey<A, B, C> {
+    /// Keys the cipher of the key's length (16, 24 or 32 bytes, checked by the caller).
+    fn new(key: &[u8]) -> Result<Self, cipher::InvalidLength> {
+        Ok(match key.len() {
+            16 => Self::Aes128(Box::new(A::new_from_slice(key)?)),
+            24 => Self::Aes192(Box::new(B::new_from_slice(key)?)),
+            _ => Self::Aes256(Box::new(C::new_from_slice(key)?)),
+        })
+    }
+}
+
+/// `$body` with `$c` bound to the `aes` crate cipher in a [`ByKey`], whatever its key length.
+macro_rules! by_key {
+    ($k:expr, $c:ident => $body:expr) => {
+        match $k {
+            ByKey::Aes128($c) => $body,
+            ByKey::Aes192($c) => $body,
+            ByKey::Aes256($c) => $body,
+        }
+    };
 }
 
 /// A keyed ESP cipher.
 pub struct EspCipher {
     alg: EncrAlgorithm,
+    way: Way,
     inner: Inner,
-    /// The AES round keys the stitched AES-CBC + HMAC-SHA1 kernel uses (`None` for other
-    /// ciphers and without AES-NI + SHA-NI), expanded once per SA.
-    stitch_keys: Option<Box<AesKeys>>,
 }
 
 impl std::fmt::Debug for EspCipher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "EspCipher({})", self.alg.name())
+        write!(f, "EspCipher({}, {:?})", self.alg.name(), self.way)
     }
 }
 
 impl EspCipher {
-    /// Keys the cipher; `key` must have exactly `alg.key_len()` bytes.
-    pub fn new(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
-        let mut c = Self::unbatched(alg, key)?;
-        if matches!(
-            c.inner,
-            Inner::Aes128(_) | Inner::Aes192(_) | Inner::Aes256(_)
-        ) {
-            c.stitch_keys = AesKeys::new(key).map(Box::new);
-        }
-        Ok(c)
+    /// Keys the cipher for `way`; `key` must have exactly `alg.key_len()` bytes. A call the
+    /// other way fails with [`CryptoError::WrongDirection`].
+    pub fn new(alg: EncrAlgorithm, key: &[u8], way: Way) -> Result<Self, CryptoError> {
+        Self::keyed(alg, key, way, true)
     }
 
-    /// A cipher for single messages (the ISAKMP SA's): without the round keys of the stitched
-    /// batch kernel (488 bytes per SA); its batch calls take the portable path.
-    pub fn unbatched(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
+    /// [`Self::new`] on the `aes` crate whether or not the CPU has AES-NI: the tests check
+    /// the path of a CPU without it.
+    #[cfg(test)]
+    pub(crate) fn without_aes_ni(
+        alg: EncrAlgorithm,
+        key: &[u8],
+        way: Way,
+    ) -> Result<Self, CryptoError> {
+        Self::keyed(alg, key, way, false)
+    }
+
+    fn keyed(alg: EncrAlgorithm, key: &[u8], way: Way, ni: bool) -> Result<Self, CryptoError> {
         if key.len() != alg.key_len() {
             return Err(CryptoError::KeyLength {
                 expected: alg.key_len(),
@@ -82,28 +134,54 @@ impl EspCipher {
             EncrAlgorithm::TripleDes => {
                 Inner::TripleDes(Box::new(TdesEde3::new_from_slice(key).map_err(bad)?))
             }
-            EncrAlgorithm::AesCbc128 => {
-                Inner::Aes128(Box::new(Aes128::new_from_slice(key).map_err(bad)?))
-            }
-            EncrAlgorithm::AesCbc192 => {
-                Inner::Aes192(Box::new(Aes192::new_from_slice(key).map_err(bad)?))
-            }
-            EncrAlgorithm::AesCbc256 => {
-                Inner::Aes256(Box::new(Aes256::new_from_slice(key).map_err(bad)?))
+            EncrAlgorithm::AesCbc128 | EncrAlgorithm::AesCbc192 | EncrAlgorithm::AesCbc256 => {
+                match way {
+                    Way::Encrypt => match AesKeys::<Encrypt>::new(key).filter(|_| ni) {
+                        Some(k) => Inner::AesEncrypt(k),
+                        None => Inner::AesEnc(ByKey::new(key).map_err(bad)?),
+                    },
+                    Way::Decrypt => match AesKeys::<Decrypt>::new(key).filter(|_| ni) {
+                        Some(k) => Inner::AesDecrypt(k),
+                        None => Inner::AesDec(ByKey::new(key).map_err(bad)?),
+                    },
+                    Way::Both => Inner::Aes(ByKey::new(key).map_err(bad)?),
+                }
             }
             EncrAlgorithm::AesGcm128 | EncrAlgorithm::AesGcm256 => {
                 return Err(CryptoError::NotCbc);
             }
         };
-        Ok(Self {
-            alg,
-            inner,
-            stitch_keys: None,
-        })
+        Ok(Self { alg, way, inner })
+    }
+
+    /// A cipher both ways for single messages (the ISAKMP SA's): the `aes` crate's key
+    /// schedule, no AES-NI round keys of its own; its batch calls take the portable path.
+    pub fn unbatched(alg: EncrAlgorithm, key: &[u8]) -> Result<Self, CryptoError> {
+        Self::new(alg, key, Way::Both)
     }
 
     pub fn algorithm(&self) -> EncrAlgorithm {
         self.alg
+    }
+
+    /// Which way this cipher was keyed.
+    pub fn way(&self) -> Way {
+        self.way
+    }
+
+    /// Heap bytes of the key schedule: what an SA's cipher costs besides its inline record
+    /// (docs/design.md "Per-tunnel memory budget").
+    pub fn key_schedule_bytes(&self) -> usize {
+        match &self.inner {
+            Inner::Null => 0,
+            Inner::Des(_) => size_of::<Des>(),
+            Inner::TripleDes(_) => size_of::<TdesEde3>(),
+            Inner::AesEncrypt(k) => k.heap_bytes(),
+            Inner::AesDecrypt(k) => k.heap_bytes(),
+            Inner::AesEnc(k) => by_key!(k, c => size_of_val(&**c)),
+            Inner::AesDec(k) => by_key!(k, c => size_of_val(&**c)),
+            Inner::Aes(k) => by_key!(k, c => size_of_val(&**c)),
+        }
     }
 
     /// Block size the ciphertext must be a multiple of (1 for ESP-NULL).
@@ -116,37 +194,57 @@ impl EspCipher {
         self.alg.iv_len()
     }
 
+    fn may(&self, way: Way) -> Result<(), CryptoError> {
+        if self.way == way || self.way == Way::Both {
+            Ok(())
+        } else {
+            Err(CryptoError::WrongDirection)
+        }
+    }
+
     /// CBC-encrypts `data` in place. `iv` must be `iv_len()` bytes and `data` a multiple of
     /// the block size.
     pub fn encrypt_cbc(&self, iv: &[u8], data: &mut [u8]) -> Result<(), CryptoError> {
+        self.may(Way::Encrypt)?;
         match &self.inner {
             Inner::Null => Ok(()),
             Inner::Des(c) => cbc_encrypt(&**c, iv, data),
             Inner::TripleDes(c) => cbc_encrypt(&**c, iv, data),
-            Inner::Aes128(c) => cbc_encrypt(&**c, iv, data),
-            Inner::Aes192(c) => cbc_encrypt(&**c, iv, data),
-            Inner::Aes256(c) => cbc_encrypt(&**c, iv, data),
+            Inner::AesEncrypt(k) => {
+                let (iv, data) = aes_cbc_args(iv, data)?;
+                k.encrypt_cbc(iv, data);
+                Ok(())
+            }
+            Inner::AesEnc(k) => by_key!(k, c => cbc_encrypt(&**c, iv, data)),
+            Inner::Aes(k) => by_key!(k, c => cbc_encrypt(&**c, iv, data)),
+            Inner::AesDecrypt(_) | Inner::AesDec(_) => Err(CryptoError::WrongDirection),
         }
     }
 
     /// CBC-decrypts `data` in place (blocks are decrypted in parallel: CBC decryption is not
     /// chained through the cipher).
     pub fn decrypt_cbc(&self, iv: &[u8], data: &mut [u8]) -> Result<(), CryptoError> {
+        self.may(Way::Decrypt)?;
         match &self.inner {
             Inner::Null => Ok(()),
             Inner::Des(c) => cbc_decrypt(&**c, iv, data),
             Inner::TripleDes(c) => cbc_decrypt(&**c, iv, data),
-            Inner::Aes128(c) => cbc_decrypt(&**c, iv, data),
-            Inner::Aes192(c) => cbc_decrypt(&**c, iv, data),
-            Inner::Aes256(c) => cbc_decrypt(&**c, iv, data),
+            Inner::AesDecrypt(k) => {
+                let (iv, data) = aes_cbc_args(iv, data)?;
+                k.decrypt_cbc(iv, data);
+                Ok(())
+            }
+            Inner::AesDec(k) => by_key!(k, c => cbc_decrypt(&**c, iv, data)),
+            Inner::Aes(k) => by_key!(k, c => cbc_decrypt(&**c, iv, data)),
+            Inner::AesEncrypt(_) | Inner::AesEnc(_) => Err(CryptoError::WrongDirection),
         }
     }
 
     /// Encrypt-then-MAC of several ESP packets (each `header | IV | plaintext | ICV space`)
     /// with AES-CBC and HMAC-SHA1, the two interleaved over the batch ([`stitch`]). Returns
     /// false, having changed nothing, when this cipher/integrity pair is not AES-CBC with
-    /// HMAC-SHA1, the engine cannot run here, or a buffer is misshapen: the caller then takes
-    /// the packet-by-packet path.
+    /// HMAC-SHA1, the cipher does not encrypt, the engine cannot run here, or a buffer is
+    /// misshapen: the caller then takes the packet-by-packet path.
     pub fn seal_sha1_batch(
         &self,
         integ: &Integrity,
@@ -156,11 +254,14 @@ impl EspCipher {
         let Some(pads) = integ.sha1_pads() else {
             return false;
         };
-        let (keys, icv) = (self.stitch_keys.as_deref(), integ.icv_len());
+        if self.may(Way::Encrypt).is_err() {
+            return false;
+        }
+        let icv = integ.icv_len();
         match &self.inner {
-            Inner::Aes128(c) => stitch::seal(&**c, keys, pads, icv, engine, packets),
-            Inner::Aes192(c) => stitch::seal(&**c, keys, pads, icv, engine, packets),
-            Inner::Aes256(c) => stitch::seal(&**c, keys, pads, icv, engine, packets),
+            Inner::AesEncrypt(k) => stitch::seal(k, pads, icv, engine, packets),
+            Inner::AesEnc(k) => by_key!(k, c => stitch::seal(&**c, pads, icv, engine, packets)),
+            Inner::Aes(k) => by_key!(k, c => stitch::seal(&**c, pads, icv, engine, packets)),
             _ => false,
         }
     }
@@ -178,11 +279,14 @@ impl EspCipher {
         let Some(pads) = integ.sha1_pads() else {
             return false;
         };
-        let (keys, icv) = (self.stitch_keys.as_deref(), integ.icv_len());
+        if self.may(Way::Decrypt).is_err() {
+            return false;
+        }
+        let icv = integ.icv_len();
         match &self.inner {
-            Inner::Aes128(c) => stitch::open(&**c, keys, pads, icv, engine, packets, ok),
-            Inner::Aes192(c) => stitch::open(&**c, keys, pads, icv, engine, packets, ok),
-            Inner::Aes256(c) => stitch::open(&**c, keys, pads, icv, engine, packets, ok),
+            Inner::AesDecrypt(k) => stitch::open(k, pads, icv, engine, packets, ok),
+            Inner::AesDec(k) => by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok)),
+            Inner::Aes(k) => by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok)),
             _ => false,
         }
     }
@@ -194,6 +298,7 @@ impl EspCipher {
     /// hot path"). Every buffer is checked before anything is encrypted; on error nothing has
     /// been changed.
     pub fn encrypt_cbc_batch(&self, packets: &mut [&mut [u8]]) -> Result<(), CryptoError> {
+        self.may(Way::Encrypt)?;
         let (bs, ivl) = (self.block_len(), self.iv_len());
         for p in packets.iter() {
             if p.len() < ivl || (p.len() - ivl) % bs != 0 {
@@ -202,9 +307,12 @@ impl EspCipher {
         }
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Aes128(c) => cbc_encrypt_interleaved(&**c, packets),
-            Inner::Aes192(c) => cbc_encrypt_interleaved(&**c, packets),
-            Inner::Aes256(c) => cbc_encrypt_interleaved(&**c, packets),
+            Inner::AesEncrypt(k) => {
+                k.encrypt_cbc_lanes(packets);
+                Ok(())
+            }
+            Inner::AesEnc(k) => by_key!(k, c => cbc_encrypt_interleaved(&**c, packets)),
+            Inner::Aes(k) => by_key!(k, c => cbc_encrypt_interleaved(&**c, packets)),
             _ => {
                 for p in packets.iter_mut() {
                     let (iv, data) = p.split_at_mut(ivl);
@@ -214,6 +322,18 @@ impl EspCipher {
             }
         }
     }
+}
+
+/// The IV as an AES block and `data` as whole blocks, or the error.
+fn aes_cbc_args<'a>(
+    iv: &'a [u8],
+    data: &'a mut [u8],
+) -> Result<(&'a [u8; 16], &'a mut [u8]), CryptoError> {
+    let iv = iv.try_into().map_err(|_| CryptoError::IvLength)?;
+    if !data.len().is_multiple_of(16) {
+        return Err(CryptoError::NotBlockAligned);
+    }
+    Ok((iv, data))
 }
 
 fn xor_into<N: cipher::array::ArraySize>(a: &mut Array<u8, N>, b: &Array<u8, N>) {

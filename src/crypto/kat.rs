@@ -122,16 +122,26 @@ fn cbc_cases() -> Vec<CbcCase> {
     ]
 }
 
+/// Each case through the one-way ciphers of an ESP SA (AES-NI round keys where the CPU has
+/// them, and the `aes` crate's one-way ciphers of a CPU without) and the both-ways cipher of
+/// the ISAKMP SA (the `aes` crate).
 #[test]
 fn cbc_known_answers() {
     for c in cbc_cases() {
-        let cipher = EspCipher::new(c.alg, &hex(c.key)).unwrap();
+        let key = hex(c.key);
+        let enc = EspCipher::new(c.alg, &key, Way::Encrypt).unwrap();
+        let dec = EspCipher::new(c.alg, &key, Way::Decrypt).unwrap();
+        let soft_enc = EspCipher::without_aes_ni(c.alg, &key, Way::Encrypt).unwrap();
+        let soft_dec = EspCipher::without_aes_ni(c.alg, &key, Way::Decrypt).unwrap();
+        let both = EspCipher::unbatched(c.alg, &key).unwrap();
         let iv = hex(c.iv);
-        let mut buf = c.plain.clone();
-        cipher.encrypt_cbc(&iv, &mut buf).unwrap();
-        assert_eq!(buf, hex(c.cipher), "{} encrypt", c.name);
-        cipher.decrypt_cbc(&iv, &mut buf).unwrap();
-        assert_eq!(buf, c.plain, "{} decrypt", c.name);
+        for (e, d) in [(&enc, &dec), (&soft_enc, &soft_dec), (&both, &both)] {
+            let mut buf = c.plain.clone();
+            e.encrypt_cbc(&iv, &mut buf).unwrap();
+            assert_eq!(buf, hex(c.cipher), "{} encrypt {:?}", c.name, e.way());
+            d.decrypt_cbc(&iv, &mut buf).unwrap();
+            assert_eq!(buf, c.plain, "{} decrypt {:?}", c.name, d.way());
+        }
     }
 }
 
@@ -139,41 +149,48 @@ fn cbc_known_answers() {
 fn batch_matches_single_packet_encryption() {
     // 19 packets of 1..7 blocks (lanes drop out as packets end) through the interleaved path
     // must equal the single-packet path; then the RFC 3602 / SP 800-38A AES vectors, two
-    // copies per batch.
-    let k = EspCipher::new(
-        EncrAlgorithm::AesCbc128,
-        &hex("56e47a38c5598974bc46903dba290349"),
-    )
-    .unwrap();
-    let mut bufs: Vec<Vec<u8>> = (0..19)
-        .map(|i| {
-            let mut v = vec![i as u8; 16];
-            v.extend((0..16 * (1 + i % 7)).map(|b| (b * 7 + i) as u8));
-            v
-        })
-        .collect();
-    let mut expect = bufs.clone();
-    for e in expect.iter_mut() {
-        let (iv, d) = e.split_at_mut(16);
-        k.encrypt_cbc(iv, d).unwrap();
-    }
-    let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-    k.encrypt_cbc_batch(&mut refs).unwrap();
-    assert_eq!(bufs, expect);
-    for c in cbc_cases().iter().filter(|c| c.alg.block_len() == 16) {
-        let cipher = EspCipher::new(c.alg, &hex(c.key)).unwrap();
-        let mut a = hex(c.iv);
-        a.extend(&c.plain);
-        let mut b = a.clone();
-        cipher
-            .encrypt_cbc_batch(&mut [&mut a[..], &mut b[..]])
-            .unwrap();
-        assert_eq!(a[16..], hex(c.cipher), "{}", c.name);
-        assert_eq!(b[16..], hex(c.cipher), "{}", c.name);
+    // copies per batch. Both the one-way cipher and the both-ways one.
+    for (way, ni) in [
+        (Way::Encrypt, true),
+        (Way::Encrypt, false),
+        (Way::Both, false),
+    ] {
+        let key = hex("56e47a38c5598974bc46903dba290349");
+        let k = if ni {
+            EspCipher::new(EncrAlgorithm::AesCbc128, &key, way).unwrap()
+        } else {
+            EspCipher::without_aes_ni(EncrAlgorithm::AesCbc128, &key, way).unwrap()
+        };
+        let mut bufs: Vec<Vec<u8>> = (0..19)
+            .map(|i| {
+                let mut v = vec![i as u8; 16];
+                v.extend((0..16 * (1 + i % 7)).map(|b| (b * 7 + i) as u8));
+                v
+            })
+            .collect();
+        let mut expect = bufs.clone();
+        for e in expect.iter_mut() {
+            let (iv, d) = e.split_at_mut(16);
+            k.encrypt_cbc(iv, d).unwrap();
+        }
+        let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+        k.encrypt_cbc_batch(&mut refs).unwrap();
+        assert_eq!(bufs, expect, "{way:?}");
+        for c in cbc_cases().iter().filter(|c| c.alg.block_len() == 16) {
+            let cipher = EspCipher::new(c.alg, &hex(c.key), way).unwrap();
+            let mut a = hex(c.iv);
+            a.extend(&c.plain);
+            let mut b = a.clone();
+            cipher
+                .encrypt_cbc_batch(&mut [&mut a[..], &mut b[..]])
+                .unwrap();
+            assert_eq!(a[16..], hex(c.cipher), "{} {way:?}", c.name);
+            assert_eq!(b[16..], hex(c.cipher), "{} {way:?}", c.name);
+        }
     }
     // 3DES takes the serial fallback inside the batch API.
     let c = &cbc_cases()[6];
-    let cipher = EspCipher::new(c.alg, &hex(c.key)).unwrap();
+    let cipher = EspCipher::new(c.alg, &hex(c.key), Way::Encrypt).unwrap();
     let mut a = hex(c.iv);
     a.extend(&c.plain);
     cipher.encrypt_cbc_batch(&mut [&mut a[..]]).unwrap();
@@ -182,22 +199,92 @@ fn batch_matches_single_packet_encryption() {
 
 #[test]
 fn cbc_rejects_bad_sizes() {
-    let c = EspCipher::new(EncrAlgorithm::AesCbc128, &[0; 16]).unwrap();
-    assert_eq!(
-        c.encrypt_cbc(&[0; 16], &mut [0; 15]),
-        Err(CryptoError::NotBlockAligned)
-    );
-    assert_eq!(
-        c.decrypt_cbc(&[0; 8], &mut [0; 16]),
-        Err(CryptoError::IvLength)
-    );
-    assert!(EspCipher::new(EncrAlgorithm::AesCbc128, &[0; 24]).is_err());
-    assert!(EspCipher::new(EncrAlgorithm::TripleDes, &[0; 16]).is_err());
-    let mut d = [0u8; 31];
-    assert_eq!(
-        c.encrypt_cbc_batch(&mut [&mut d[..]]),
-        Err(CryptoError::NotBlockAligned)
-    );
+    for (e, d) in [(Way::Encrypt, Way::Decrypt), (Way::Both, Way::Both)] {
+        let c = EspCipher::new(EncrAlgorithm::AesCbc128, &[0; 16], e).unwrap();
+        let dc = EspCipher::new(EncrAlgorithm::AesCbc128, &[0; 16], d).unwrap();
+        assert_eq!(
+            c.encrypt_cbc(&[0; 16], &mut [0; 15]),
+            Err(CryptoError::NotBlockAligned)
+        );
+        assert_eq!(
+            c.encrypt_cbc(&[0; 8], &mut [0; 16]),
+            Err(CryptoError::IvLength)
+        );
+        assert_eq!(
+            dc.decrypt_cbc(&[0; 8], &mut [0; 16]),
+            Err(CryptoError::IvLength)
+        );
+        assert_eq!(
+            dc.decrypt_cbc(&[0; 16], &mut [0; 17]),
+            Err(CryptoError::NotBlockAligned)
+        );
+        let mut d = [0u8; 31];
+        assert_eq!(
+            c.encrypt_cbc_batch(&mut [&mut d[..]]),
+            Err(CryptoError::NotBlockAligned)
+        );
+    }
+    assert!(EspCipher::new(EncrAlgorithm::AesCbc128, &[0; 24], Way::Encrypt).is_err());
+    assert!(EspCipher::new(EncrAlgorithm::TripleDes, &[0; 16], Way::Decrypt).is_err());
+}
+
+/// An ESP SA is simplex (RFC 4301 §4.1): an outbound SA's cipher has no decryption state and
+/// an inbound one no encryption state (with AES-NI each keeps its Nr + 1 round keys and
+/// nothing else; without, the `aes` crate's one-way cipher, half its both-ways one), so the
+/// kilobyte per tunnel the other half cost cannot come back unnoticed (docs/design.md
+/// "Per-tunnel memory budget"); a call the other way is an error.
+#[test]
+fn one_way_ciphers_keep_only_their_direction() {
+    use super::aes_ni::{AesKeys, Encrypt};
+    use super::stitch::Engine;
+    let ni = AesKeys::<Encrypt>::new(&[0; 16]).is_some();
+    if !ni {
+        eprintln!("no AES-NI: the one-way ciphers keep the aes crate's schedule");
+    }
+    let integ = Integrity::new(AuthAlgorithm::HmacSha1, &[1; 20]).unwrap();
+    for (alg, rounds) in [
+        (EncrAlgorithm::AesCbc128, 10),
+        (EncrAlgorithm::AesCbc192, 12),
+        (EncrAlgorithm::AesCbc256, 14),
+    ] {
+        let key = vec![7u8; alg.key_len()];
+        let enc = EspCipher::new(alg, &key, Way::Encrypt).unwrap();
+        let dec = EspCipher::new(alg, &key, Way::Decrypt).unwrap();
+        let both = EspCipher::unbatched(alg, &key).unwrap();
+        assert_eq!((enc.way(), dec.way()), (Way::Encrypt, Way::Decrypt));
+        if ni {
+            assert_eq!(enc.key_schedule_bytes(), 16 * (rounds + 1), "{alg:?}");
+            assert_eq!(dec.key_schedule_bytes(), 16 * (rounds + 1), "{alg:?}");
+        }
+        for way in [Way::Encrypt, Way::Decrypt] {
+            let soft = EspCipher::without_aes_ni(alg, &key, way).unwrap();
+            assert!(2 * soft.key_schedule_bytes() <= both.key_schedule_bytes());
+        }
+        assert!(2 * enc.key_schedule_bytes() <= both.key_schedule_bytes());
+        assert!(2 * dec.key_schedule_bytes() <= both.key_schedule_bytes());
+
+        let mut b = [0u8; 8 + 16 + 16 + 12];
+        assert_eq!(
+            enc.decrypt_cbc(&[0; 16], &mut b[..16]),
+            Err(CryptoError::WrongDirection)
+        );
+        assert_eq!(
+            dec.encrypt_cbc(&[0; 16], &mut b[..16]),
+            Err(CryptoError::WrongDirection)
+        );
+        assert_eq!(
+            dec.encrypt_cbc_batch(&mut [&mut b[..32]]),
+            Err(CryptoError::WrongDirection)
+        );
+        for engine in Engine::supported() {
+            let mut ok = [true];
+            assert!(!dec.seal_sha1_batch(&integ, engine, &mut [&mut b[..]]));
+            assert!(!enc.open_sha1_batch(&integ, engine, &mut [&mut b[..]], &mut ok));
+            assert!(enc.seal_sha1_batch(&integ, engine, &mut [&mut b[..]]));
+            assert!(dec.open_sha1_batch(&integ, engine, &mut [&mut b[..]], &mut ok));
+            assert!(ok[0], "{alg:?} {engine:?}");
+        }
+    }
 }
 
 struct MacCase {

@@ -2,11 +2,14 @@
 //!
 //! * [`EspCipher`]: ESP encryption (NULL, DES, 3DES, AES-CBC-128/192/256), CBC in place on
 //!   caller buffers with a caller-supplied IV, plus [`EspCipher::encrypt_cbc_batch`] which
-//!   interleaves AES blocks of several packets.
+//!   interleaves AES blocks of several packets. Keyed one [`Way`] (an ESP SA's, which keeps
+//!   only that direction's AES state) or both (the ISAKMP SA's).
 //! * [`EspAead`]: AES-GCM (RFC 4106), sealing and opening in place with a separate AAD and
 //!   ICV.
 //! * [`Integrity`]: HMAC-MD5-96, HMAC-SHA1-96, HMAC-SHA-256-128 over one or more slices, with
 //!   constant-time verification.
+//! * [`aes_ni`]: AES-CBC keyed one way (an ESP SA's [`aes_ni::AesKeys`]), with AES-NI or the
+//!   `aes` crate.
 //! * [`stitch`]: AES-CBC + HMAC-SHA1 over a batch of ESP packets with AES-NI and SHA-NI
 //!   interleaved in one kernel (run-time detection, portable fallback), used by the SA's
 //!   `encap_batch` and `decap_batch`.
@@ -24,7 +27,21 @@ macro_rules! unroll {
     };
 }
 
+/// `$f::<Nr>(args)` for AES keys' number of rounds (a constant in the kernels of `aes_ni` and
+/// `stitch`, so their round loops unroll).
+#[cfg(target_arch = "x86_64")]
+macro_rules! by_rounds {
+    ($keys:expr, $f:ident($($a:expr),*)) => {
+        match $keys.rounds() {
+            10 => $f::<10>($($a),*),
+            12 => $f::<12>($($a),*),
+            _ => $f::<14>($($a),*),
+        }
+    };
+}
+
 pub mod aead;
+pub mod aes_ni;
 pub mod algorithm;
 pub mod cipher;
 pub mod integrity;
@@ -34,7 +51,7 @@ pub mod stitch;
 #[cfg(test)]
 pub(crate) mod kat;
 
-pub use self::cipher::{BATCH_LANES, EspCipher};
+pub use self::cipher::{BATCH_LANES, EspCipher, Way};
 pub use aead::EspAead;
 pub use algorithm::{AuthAlgorithm, EncrAlgorithm};
 pub use integrity::Integrity;
@@ -54,4 +71,7 @@ pub enum CryptoError {
     NotCbc,
     #[error("the algorithm is not a combined-mode (AEAD) one; use EspCipher")]
     NotAead,
+    /// An ESP SA's cipher is keyed one way (RFC 4301 §4.1: an SA is simplex).
+    #[error("the cipher is keyed for the other direction")]
+    WrongDirection,
 }

@@ -5,7 +5,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::config::{KeyBytes, Mode, ProtectedNetwork};
-use crate::crypto::{AuthAlgorithm, CryptoError, EncrAlgorithm, EspAead, EspCipher, Integrity};
+use crate::crypto::{
+    AuthAlgorithm, CryptoError, EncrAlgorithm, EspAead, EspCipher, Integrity, Way,
+};
 
 use super::counters::SaCounters;
 use super::replay::{MAX_WINDOW, ReplayWindow};
@@ -302,15 +304,21 @@ impl SecurityAssociation {
                     k.encryption.keymat_len(),
                     &k.encryption_key,
                 )?;
+                // An SA is simplex (RFC 4301 §4.1): its cipher keeps the AES state of its own
+                // direction only.
+                let way = match params.direction {
+                    Direction::Outbound => Way::Encrypt,
+                    Direction::Inbound => Way::Decrypt,
+                };
                 let (cipher, aead) = if k.encryption.is_aead() {
                     let aead = EspAead::new(k.encryption, &k.encryption_key.0)
                         .map_err(key_err("ESP encryption"))?;
                     (
-                        EspCipher::new(EncrAlgorithm::Null, &[]),
+                        EspCipher::new(EncrAlgorithm::Null, &[], way),
                         Some(Box::new(aead)),
                     )
                 } else {
-                    (EspCipher::new(k.encryption, &k.encryption_key.0), None)
+                    (EspCipher::new(k.encryption, &k.encryption_key.0, way), None)
                 };
                 exact(
                     "ESP authentication",

@@ -849,6 +849,37 @@ fn sequence_overflow_lifetimes_and_direction() {
     );
 }
 
+/// An SA is simplex (RFC 4301 §4.1): the outbound SA's cipher only encrypts and the inbound
+/// one only decrypts, each without the other way's AES state (half of the both-ways key
+/// schedule at most: docs/design.md "Per-tunnel memory budget"), and the pair still carries
+/// traffic, packet by packet and in batches, for every AES key length.
+#[test]
+fn each_sa_keeps_the_aes_state_of_its_own_direction_only() {
+    use crate::crypto::{EspCipher, Way};
+    let now = Instant::now();
+    for e in [
+        EncrAlgorithm::AesCbc128,
+        EncrAlgorithm::AesCbc192,
+        EncrAlgorithm::AesCbc256,
+    ] {
+        let mut p = aes_sha1();
+        let keys = esp_keys(1000, e, AuthAlgorithm::HmacSha1);
+        let both = EspCipher::unbatched(e, &keys.encryption_key.0)
+            .unwrap()
+            .key_schedule_bytes();
+        p.esp = Some(keys);
+        let (mut o, mut i) = pair(p, now);
+        let oc = &o.esp.as_ref().unwrap().cipher;
+        let ic = &i.esp.as_ref().unwrap().cipher;
+        assert_eq!((oc.way(), ic.way()), (Way::Encrypt, Way::Decrypt), "{e:?}");
+        assert!(2 * oc.key_schedule_bytes() <= both, "{e:?} outbound");
+        assert!(2 * ic.key_schedule_bytes() <= both, "{e:?} inbound");
+        let mut pk = one_packet(&mut o, &cleartext());
+        let d = i.decap(now, &mut pk, Received::Ip).unwrap();
+        assert_eq!(pk[d.inner], cleartext()[..], "{e:?}");
+    }
+}
+
 #[test]
 fn transport_mode_checks_endpoints() {
     let now = Instant::now();
