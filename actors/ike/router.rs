@@ -11,9 +11,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use ikehub::config::{
-    Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles, ProtectedNetwork,
-};
+use ikehub::config::{Initiate as InitiateMode, IsakmpPolicy, PeerSpec, Profiles};
 use ikehub::ike::demux::{Demux, DropReason, HalfOpenLimits, PeerId, Role, Route};
 use ikehub::ike::dh::DhKeyCache;
 use ikehub::ike::stats::{IKE_STATS, IkeStats};
@@ -23,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::history::{History, Kind};
 use super::peer::{
     ChildrenChanged, Evict, GetStatus, Initiate, Panic, PeerActor, PeerStatus, PeerStopped,
-    Terminate,
+    PolicyPeers, Terminate,
 };
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
@@ -120,7 +118,7 @@ struct Peer {
     initiator: bool,
     /// What the actor installed (it reports every change), by the handles it installed them
     /// under: removed by the router if the actor dies without doing it itself.
-    children: Vec<SaPair>,
+    children: Box<[SaPair]>,
     /// The actor installed SAs (and so owns its SPD entries and claims).
     installed: bool,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
@@ -134,8 +132,8 @@ struct Peer {
 struct PolicyShared {
     /// The session configuration (a copy per spoke was 800 bytes per tunnel).
     config: Arc<PeerConfig>,
-    name: Arc<str>,
-    networks: Arc<[ProtectedNetwork]>,
+    /// What its peer actors share.
+    peers: Arc<PolicyPeers>,
 }
 
 pub struct IkeRouter {
@@ -361,7 +359,7 @@ impl IkeRouter {
         peer_port: Option<u16>,
         initiator: bool,
         ctx: &mut Context<Self>,
-    ) -> Option<Addr<PeerActor>> {
+    ) -> Option<&Addr<PeerActor>> {
         let iface = self.profiles.interfaces.get(&policy.interface)?;
         let sockets = self.sockets.get(&local)?.clone();
         let template = !matches!(policy.peer, PeerSpec::Address(_));
@@ -382,23 +380,27 @@ impl IkeRouter {
             }
             Arc::from(policy.name.as_str())
         };
+        let me = self
+            .me
+            .get_or_insert_with(|| Arc::new(ctx.address()))
+            .clone();
         let shared = self
             .configs
             .entry(policy.name.clone())
             .or_insert_with(|| PolicyShared {
                 config: Arc::new(PeerConfig::from_policy(policy, iface)),
-                name: Arc::from(policy.name.as_str()),
-                networks: policy.protected_networks.as_slice().into(),
+                peers: Arc::new(PolicyPeers {
+                    name: Arc::from(policy.name.as_str()),
+                    networks: policy.protected_networks.as_slice().into(),
+                    sockets,
+                    shards: self.shards.clone(),
+                    router: (*me).clone(),
+                    claims: self.claims.clone(),
+                    events: self.events.clone(),
+                }),
             });
-        let (config, name, networks) = (
-            shared.config.clone(),
-            shared.name.clone(),
-            shared.networks.clone(),
-        );
-        let me = self
-            .me
-            .get_or_insert_with(|| Arc::new(ctx.address()))
-            .clone();
+        let (config, peers) = (shared.config.clone(), shared.peers.clone());
+        let name = peers.name.clone();
         let guard = self.claims.guard(spd_key.clone(), template, me.clone());
         let local_addr = SocketAddr::new(local, iface.ike_port);
         let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
@@ -420,16 +422,10 @@ impl IkeRouter {
         let actor = PeerActor::new(
             id,
             session,
-            name.clone(),
+            peers,
             spd_key.clone(),
-            sockets,
-            self.shards.clone(),
-            me,
             !template,
-            networks,
             clean_stop.clone(),
-            self.claims.clone(),
-            self.events.clone(),
         );
         // On a worker thread: its session's exponentiations run there, beside other workers'.
         let (worker, arbiter) = self.workers.assign();
@@ -438,7 +434,8 @@ impl IkeRouter {
         self.peers.insert(
             id,
             Peer {
-                addr: actor.clone(),
+                // The one `Addr` the router keeps (each clone allocates its own sender state).
+                addr: actor,
                 policy: name,
                 ip: peer_ip,
                 spd_key,
@@ -446,13 +443,13 @@ impl IkeRouter {
                 authenticated: false,
                 identity: None,
                 initiator,
-                children: Vec::new(),
+                children: Box::default(),
                 installed: false,
                 clean_stop,
                 worker,
             },
         );
-        Some(actor)
+        self.peers.get(&id).map(|p| &p.addr)
     }
 
     /// Starts an initiator for a single-peer policy, or pokes the one that runs.
@@ -664,7 +661,7 @@ impl Handler<ChildrenChanged> for IkeRouter {
     fn handle(&mut self, msg: ChildrenChanged, _: &mut Context<Self>) {
         if let Some(p) = self.peers.get_mut(&msg.id) {
             p.installed |= !msg.children.is_empty();
-            p.children = msg.children;
+            p.children = msg.children.into_boxed_slice();
         }
     }
 }
