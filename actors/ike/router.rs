@@ -158,6 +158,8 @@ pub struct IkeRouter {
     failures: HashMap<String, u32>,
     /// What each policy's peers share (`PolicyShared`); rebuilt after a reload.
     configs: HashMap<String, PolicyShared>,
+    /// Each policy's name, one `Arc` for its demux entries, peer actors and router rows.
+    names: HashMap<String, Arc<str>>,
     counters: RouterCounters,
     /// Counters at the last summary line.
     logged: [u64; 6],
@@ -298,6 +300,7 @@ impl IkeRouter {
             named: HashMap::new(),
             failures: HashMap::new(),
             configs: HashMap::new(),
+            names: HashMap::new(),
             counters: RouterCounters::default(),
             logged: [0; 6],
             last_failure: None,
@@ -335,6 +338,14 @@ impl IkeRouter {
         best.map(|(_, p)| p.clone())
     }
 
+    /// The policy's one name `Arc` (a copy per session was an allocation per tunnel).
+    fn policy_name(&mut self, policy: &IsakmpPolicy) -> Arc<str> {
+        self.names
+            .entry(policy.name.clone())
+            .or_insert_with(|| Arc::from(policy.name.as_str()))
+            .clone()
+    }
+
     /// The SPD key of a new spoke of `policy` at `ip`: `policy@ip`, or with the session's id
     /// when another spoke from that address (behind the same NAT) holds it.
     fn spoke_key(&self, policy: &str, ip: IpAddr, id: PeerId) -> Arc<str> {
@@ -360,6 +371,7 @@ impl IkeRouter {
         initiator: bool,
         ctx: &mut Context<Self>,
     ) -> Option<&Addr<PeerActor>> {
+        let name = self.policy_name(policy);
         let iface = self.profiles.interfaces.get(&policy.interface)?;
         let sockets = self.sockets.get(&local)?.clone();
         let template = !matches!(policy.peer, PeerSpec::Address(_));
@@ -390,7 +402,7 @@ impl IkeRouter {
             .or_insert_with(|| PolicyShared {
                 config: Arc::new(PeerConfig::from_policy(policy, iface)),
                 peers: Arc::new(PolicyPeers {
-                    name: Arc::from(policy.name.as_str()),
+                    name,
                     networks: policy.protected_networks.as_slice().into(),
                     sockets,
                     shards: self.shards.clone(),
@@ -468,7 +480,7 @@ impl IkeRouter {
             return;
         };
         let (local, port) = (iface.address, iface.ike_port);
-        let policy_key: Arc<str> = Arc::from(policy.name.as_str());
+        let policy_key = self.policy_name(policy);
         let id = self
             .demux
             .insert_initiator(SocketAddr::new(peer, port), &policy_key);
@@ -807,7 +819,7 @@ impl Handler<IkeDatagram> for IkeRouter {
                     );
                     return;
                 };
-                let policy_key: Arc<str> = Arc::from(policy.name.as_str());
+                let policy_key = self.policy_name(&policy);
                 let admitted = self.demux.admit(msg.from, &policy_key);
                 for old in admitted.evicted {
                     self.counters.half_open_evicted += 1;
@@ -1039,6 +1051,7 @@ impl Handler<UpdateProfiles> for IkeRouter {
     fn handle(&mut self, msg: UpdateProfiles, ctx: &mut Context<Self>) {
         self.profiles = msg.profiles;
         self.configs.clear();
+        self.names.clear();
         // The new reservations win over spokes that hold a network a new policy owns.
         let displaced = self.claims.reserve(&self.profiles);
         for p in self.peers.values() {
