@@ -4,12 +4,12 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use actix::Recipient;
+use actix::Addr;
 use ikehub::claims::{ClaimTable, Claimant, Refusal};
 use ikehub::config::{Profiles, ProtectedNetwork};
 use ikehub::ike::SelectorGuard;
 
-use super::router::ClaimContested;
+use super::router::{ClaimContested, IkeRouter};
 
 #[derive(Clone, Debug, Default)]
 pub struct Claims(Arc<Mutex<ClaimTable>>);
@@ -67,7 +67,7 @@ impl Claims {
         &self,
         spd_key: Arc<str>,
         template: bool,
-        contested: Recipient<ClaimContested>,
+        contested: Arc<Addr<IkeRouter>>,
     ) -> Arc<dyn SelectorGuard> {
         Arc::new(Guard {
             claims: self.clone(),
@@ -82,7 +82,8 @@ struct Guard {
     claims: Claims,
     spd_key: Arc<str>,
     template: bool,
-    contested: Recipient<ClaimContested>,
+    /// The router (`ClaimContested`), shared with every peer.
+    contested: Arc<Addr<IkeRouter>>,
 }
 
 impl std::fmt::Debug for Guard {

@@ -14,7 +14,7 @@ use ikehub::ike::demux::{PeerId, Role};
 use ikehub::ike::stats::{FailureClass, IKE_STATS, IkeStats};
 use ikehub::ike::{ChildRequest, ChildSaInfo, Event, IkeSession, SpiPair};
 use serde::Serialize;
-use tracing::{Span, info, info_span, warn};
+use tracing::{Span, info, warn};
 
 use super::small_map::SmallMap;
 use super::socket::IkeSockets;
@@ -89,7 +89,7 @@ pub struct Panic;
 #[rtype(result = "()")]
 pub struct PeerStopped {
     pub id: PeerId,
-    pub policy: String,
+    pub policy: Arc<str>,
     pub failed: bool,
     /// The last state, kept by the router so `show peers` still says why a peer is down.
     pub status: PeerStatus,
@@ -98,55 +98,72 @@ pub struct PeerStopped {
 struct Isakmp {
     icky: [u8; 8],
     rcky: [u8; 8],
-    suite: String,
+    suite: Box<str>,
     since: Instant,
     lifetime: Option<Duration>,
 }
 
+/// What all peer actors of a policy share, one copy per policy that each of them holds through
+/// one `Arc` (the router makes it; a reload makes new ones for the peers it starts).
+pub struct PolicyPeers {
+    /// The policy's name.
+    pub name: Arc<str>,
+    /// The policy's protected networks: what an initiation asks child SAs for.
+    pub networks: Box<[ProtectedNetwork]>,
+    /// The IKE sockets of the policy's interface.
+    pub sockets: Arc<IkeSockets>,
+    /// Every shard.
+    pub shards: Arc<[Addr<EspShard>]>,
+    pub router: Addr<super::router::IkeRouter>,
+    pub claims: super::claims::Claims,
+    /// Where tunnel events go (the log line and `show events`).
+    pub events: EventLog,
+}
+
+/// One per established tunnel (10,000 on a hub), so what every peer of a policy has is in its
+/// `PolicyPeers`, and what is rare is boxed (docs/design.md "Per-tunnel memory budget": the
+/// actor lives inline in actix's context, inside a tokio task whose size goes by 128 bytes).
 pub struct PeerActor {
     id: PeerId,
     session: IkeSession,
-    /// What the router last heard of our cookies and the peer's address.
-    reported_cookies: Vec<([u8; 8], Role)>,
+    /// What the router last heard of our cookies and the peer's address (the session's peer
+    /// after every input: the address the tunnel events name).
+    reported_cookies: Box<[([u8; 8], Role)]>,
     reported_peer: SocketAddr,
     /// SPD key: the policy name, or `policy@peer` for a spoke of a template policy.
     spd_key: Arc<str>,
-    policy: String,
-    peer: SocketAddr,
-    sockets: IkeSockets,
-    shards: Vec<Addr<EspShard>>,
-    router: Addr<super::router::IkeRouter>,
+    /// The policy's name, networks, sockets, the shards, router, claims and event log.
+    policy: Arc<PolicyPeers>,
     /// Installed child SA pairs by inbound SPI (ours), with the selectors of their SPD entries.
     children: SmallMap<u32, Child>,
-    isakmp: Option<Isakmp>,
-    last_error: Option<String>,
+    /// Boxed: 56 bytes fewer inline take the tokio task of an actor below a 128-byte step.
+    isakmp: Option<Box<Isakmp>>,
+    last_error: Option<Box<str>>,
+    /// The one timer: at the session's deadline or `next_usage_poll`, whichever comes first.
     timer: Option<(Instant, SpawnHandle)>,
-    span: Span,
+    /// When the shards are next asked about this peer's SAs (`USAGE_POLL`).
+    next_usage_poll: Instant,
     failed: bool,
     /// The policy entry in the SPD outlives this actor (a configured single-peer policy whose
     /// cleartext must keep triggering Acquires); template spokes' entries go with the actor.
     keep_policy: bool,
-    /// The policy's protected networks: what an initiation asks child SAs for.
-    networks: Vec<ProtectedNetwork>,
-    /// Inbound packets last seen per child (by inbound SPI), to tell the session about traffic.
-    seen_packets: SmallMap<u32, u64>,
-    /// Told to the router before this actor goes: it stopped cleanly and cleaned up.
-    clean_stop: Arc<std::sync::atomic::AtomicBool>,
-    claims: super::claims::Claims,
     /// A negotiated pair was refused during this input: delete the peer's SAs.
     refused: bool,
     /// This session installed SAs (and so owns its SPD entry and claims).
     installed_any: bool,
-    /// The peer's authenticated phase-1 identity.
-    peer_id: Option<String>,
-    /// Where tunnel events go (the log line and `show events`).
-    events: EventLog,
+    /// Told to the router before this actor goes: it stopped cleanly and cleaned up.
+    clean_stop: Arc<std::sync::atomic::AtomicBool>,
+    /// The peer's authenticated phase-1 identity (the router's row holds the same copy).
+    peer_id: Option<Arc<str>>,
 }
 
 /// A child SA pair as installed: its handles and the selectors its SPD entries carry.
 struct Child {
     pair: SaPair,
-    selectors: Vec<ProtectedNetwork>,
+    /// The SA pair's own copy (`SecurityAssociation::shared_selectors`), not another one.
+    selectors: Arc<[ProtectedNetwork]>,
+    /// Inbound packets the shard last reported, to tell the session about traffic.
+    seen_packets: u64,
     /// A responder's successor whose selectors wait for `Event::ChildSaConfirmed`.
     unconfirmed: bool,
 }
@@ -164,66 +181,63 @@ struct Usage {
 }
 
 impl PeerActor {
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: PeerId,
         session: IkeSession,
-        policy: String,
+        policy: Arc<PolicyPeers>,
         spd_key: Arc<str>,
-        peer: SocketAddr,
-        sockets: IkeSockets,
-        shards: Vec<Addr<EspShard>>,
-        router: Addr<super::router::IkeRouter>,
         keep_policy: bool,
-        networks: Vec<ProtectedNetwork>,
         clean_stop: Arc<std::sync::atomic::AtomicBool>,
-        claims: super::claims::Claims,
-        events: EventLog,
     ) -> Self {
-        let span = info_span!("peer", policy = %policy, peer = %peer);
         PeerActor {
             id,
-            reported_cookies: session.our_cookies(),
+            reported_cookies: session.our_cookies().into(),
             reported_peer: session.peer(),
             session,
             spd_key,
             policy,
-            peer,
-            sockets,
-            shards,
-            router,
             children: SmallMap::default(),
             isakmp: None,
             last_error: None,
             timer: None,
-            span,
+            next_usage_poll: Instant::now() + USAGE_POLL,
             failed: false,
             keep_policy,
-            networks,
-            seen_packets: SmallMap::default(),
             clean_stop,
-            claims,
             refused: false,
             installed_any: false,
             peer_id: None,
-            events,
         }
+    }
+
+    /// The span of this peer's log lines, made for each input rather than kept: a kept span
+    /// held a slot in the subscriber's registry with its formatted fields for every idle peer
+    /// of a hub. At `error` level, so that it is on whenever any line is let through: an
+    /// `info` span was off under `RUST_LOG=warn`, and the warnings lost which peer they were
+    /// about.
+    fn span(&self) -> Span {
+        peer_span(&self.policy.name, self.session.peer())
     }
 
     /// A tunnel event of this peer, to be completed and [`PeerActor::record`]ed.
     fn event(&self, kind: Kind) -> TunnelEvent {
-        TunnelEvent::new(kind, &self.policy, self.peer, self.peer_id.as_deref())
+        TunnelEvent::new(
+            kind,
+            &self.policy.name,
+            self.session.peer(),
+            self.peer_id.as_deref(),
+        )
     }
 
-    /// The one place a tunnel event is logged (one line, in the peer's span) and published.
+    /// The one place a tunnel event is logged (one line) and published. Called inside the
+    /// peer's span ([`PeerActor::drive`], `stopped`).
     fn record(&self, ev: TunnelEvent) {
-        let _in_span = self.span.enter();
         ev.log();
-        self.events.publish(ev);
+        self.policy.events.publish(ev);
     }
 
     fn children_changed(&self) {
-        self.router.do_send(ChildrenChanged {
+        self.policy.router.do_send(ChildrenChanged {
             id: self.id,
             children: self.children.values().map(|c| c.pair).collect(),
         });
@@ -232,7 +246,7 @@ impl PeerActor {
     /// Points the SPD entries of these selectors at an outbound SA, on every shard.
     fn point_entries(&self, selectors: &[ProtectedNetwork], outbound: shard::SaHandle) {
         for pn in selectors {
-            for s in &self.shards {
+            for s in self.policy.shards.iter() {
                 s.do_send(SetPolicySa {
                     entry: SpdEntry {
                         policy: self.spd_key.clone(),
@@ -252,17 +266,21 @@ impl PeerActor {
         // Quick mode already asked (SelectorGuard); asked again here because two spokes may
         // have negotiated at the same time, and this claim is the one that holds.
         for pn in &info.protected_networks {
-            if let Err(refusal) = self.claims.claim(&self.spd_key, !self.keep_policy, pn) {
+            if let Err(refusal) = self
+                .policy
+                .claims
+                .claim(&self.spd_key, !self.keep_policy, pn)
+            {
                 let reason = format!("refused: {refusal}");
                 self.record(self.event(Kind::Refused).child(&info).reason(&reason));
-                self.last_error = Some(reason);
+                self.last_error = Some(reason.into());
                 self.failed = true;
                 // If the holder is dead (this very spoke before a restart, behind a NAT that
                 // gave it another port), it must not keep the network until its lifetimes
                 // run out: the router asks it to prove it is alive. This peer is refused
                 // either way and tries again.
                 if !refusal.reserved {
-                    self.router.do_send(super::router::ClaimContested {
+                    self.policy.router.do_send(super::router::ClaimContested {
                         holder: Arc::from(refusal.by.as_str()),
                     });
                 }
@@ -279,7 +297,7 @@ impl PeerActor {
             (Err(e), _) | (_, Err(e)) => {
                 let reason = format!("negotiated SA cannot be built: {e}");
                 self.record(self.event(Kind::Failed).child(&info).reason(&reason));
-                self.last_error = Some(reason);
+                self.last_error = Some(reason.into());
                 return true;
             }
         };
@@ -289,9 +307,10 @@ impl PeerActor {
         // equal another tunnel's (docs/design.md: SA handles). The SAs are in place before the SPD
         // entries of this child's selectors point at them (a re-key: the entries move to the
         // new SA here, before the old one is removed).
-        let pair = SaPair::issue(spis, self.shards.len());
+        let pair = SaPair::issue(spis, self.policy.shards.len());
+        let selectors = inbound.shared_selectors();
         shard::install_pair(
-            &self.shards,
+            &self.policy.shards,
             &pair,
             &self.spd_key,
             SaKind::Isakmp,
@@ -308,7 +327,8 @@ impl PeerActor {
             spis.inbound,
             Child {
                 pair,
-                selectors: info.protected_networks.clone(),
+                selectors,
+                seen_packets: 0,
                 unconfirmed,
             },
         );
@@ -330,7 +350,7 @@ impl PeerActor {
             return;
         }
         let outbound = c.pair.outbound;
-        let mut selectors = c.selectors.clone();
+        let mut selectors = c.selectors.to_vec();
         selectors.retain(|pn| {
             !self
                 .children
@@ -344,10 +364,9 @@ impl PeerActor {
         let Some(gone) = self.children.remove(&spis.inbound) else {
             return;
         };
-        self.seen_packets.remove(&spis.inbound);
         // Selectors another live pair also serves (the newer pair of a re-key that is deleted
         // before the older one) stay covered: point them at the newest such pair first.
-        for pn in &gone.selectors {
+        for pn in gone.selectors.iter() {
             let newest = self
                 .children
                 .values()
@@ -358,7 +377,7 @@ impl PeerActor {
                 self.point_entries(std::slice::from_ref(pn), outbound);
             }
         }
-        shard::remove_pair(&self.shards, &gone.pair, &self.spd_key);
+        shard::remove_pair(&self.policy.shards, &gone.pair, &self.spd_key);
         self.children_changed();
         self.record(self.event(Kind::Down).spis(spis).reason(why));
     }
@@ -389,6 +408,7 @@ impl PeerActor {
                 peer_id,
             } => {
                 IkeStats::count(&IKE_STATS.handshakes_completed);
+                let peer_id: Arc<str> = Arc::from(peer_id);
                 self.peer_id = Some(peer_id.clone());
                 let role = if initiator { "initiator" } else { "responder" };
                 self.record(
@@ -397,17 +417,17 @@ impl PeerActor {
                         .suite(&format!("{suite} ({role})")),
                 );
                 self.last_error = None;
-                self.router.do_send(super::router::Phase1Up {
+                self.policy.router.do_send(super::router::Phase1Up {
                     id: self.id,
-                    peer_id: peer_id.clone(),
+                    peer_id,
                 });
-                self.isakmp = Some(Isakmp {
+                self.isakmp = Some(Box::new(Isakmp {
                     icky: initiator_cookie,
                     rcky: responder_cookie,
-                    suite,
+                    suite: suite.into(),
                     since: Instant::now(),
                     lifetime,
-                });
+                }));
             }
             Event::IsakmpSaDeleted {
                 initiator_cookie,
@@ -431,7 +451,7 @@ impl PeerActor {
                 IkeStats::count(&IKE_STATS.dpd_deaths);
                 let reason = "no answer to dead peer detection";
                 self.record(self.event(Kind::PeerDead).reason(reason));
-                self.last_error = Some(format!("peer dead: {reason}"));
+                self.last_error = Some(format!("peer dead: {reason}").into());
                 self.failed = true;
             }
             Event::Failed { reason, notify } => {
@@ -450,7 +470,7 @@ impl PeerActor {
                 if self.session.accountable() {
                     self.record(self.event(Kind::Failed).reason(&reason));
                 }
-                self.last_error = Some(reason);
+                self.last_error = Some(reason.into());
                 self.failed = true;
             }
             Event::InitialContact => info!("peer reports initial contact: old SAs removed"),
@@ -464,10 +484,9 @@ impl PeerActor {
             ),
             Event::PeerPortChanged(addr) => {
                 info!("peer now at {addr}: UDP-encapsulated SAs follow it");
-                self.peer = addr;
-                let n = self.shards.len();
+                let n = self.policy.shards.len();
                 for c in self.children.values() {
-                    if let Some(s) = self.shards.get(c.pair.outbound_shard(n)) {
+                    if let Some(s) = self.policy.shards.get(c.pair.outbound_shard(n)) {
                         s.do_send(SetPeerPort {
                             outbound: c.pair.outbound,
                             port: addr.port(),
@@ -480,8 +499,7 @@ impl PeerActor {
 
     /// Events, then transmits, then the timer (docs/design.md, How data flows: PeerActor).
     fn drive(&mut self, ctx: &mut Context<Self>) {
-        let span = self.span.clone();
-        let _enter = span.enter();
+        let _enter = self.span().entered();
         while let Some(ev) = self.session.poll_event() {
             self.on_event(ev);
         }
@@ -496,6 +514,7 @@ impl PeerActor {
         while let Some(t) = self.session.poll_transmit() {
             tracing::debug!(to = %t.destination, nat_t = t.source_port_nat_t, len = t.bytes.len(), "IKE send");
             if let Err(e) = self
+                .policy
                 .sockets
                 .send(t.destination, t.source_port_nat_t, &t.bytes)
             {
@@ -506,49 +525,63 @@ impl PeerActor {
             ctx.stop();
             return;
         }
-        let deadline = self.session.poll_timeout();
-        if deadline != self.timer.as_ref().map(|(d, _)| *d) {
+        // One timer for the session's deadline and the next usage poll: a second one (an
+        // interval) was a boxed tokio timer more per peer.
+        let deadline = self
+            .session
+            .poll_timeout()
+            .map_or(self.next_usage_poll, |d| d.min(self.next_usage_poll));
+        if Some(deadline) != self.timer.as_ref().map(|(d, _)| *d) {
             if let Some((_, h)) = self.timer.take() {
                 ctx.cancel_future(h);
             }
-            if let Some(d) = deadline {
-                let wait = d.saturating_duration_since(Instant::now());
-                let h = ctx.run_later(wait, |act, ctx| {
-                    act.timer = None;
-                    act.session.handle_timeout(Instant::now());
-                    act.drive(ctx);
-                });
-                self.timer = Some((d, h));
-            }
+            let wait = deadline.saturating_duration_since(Instant::now());
+            let h = ctx.run_later(wait, |act, ctx| {
+                act.timer = None;
+                act.on_timer(ctx);
+            });
+            self.timer = Some((deadline, h));
         }
+    }
+
+    /// The timer fired: the usage poll when it is due, the session's timeout when it is due.
+    fn on_timer(&mut self, ctx: &mut Context<Self>) {
+        let now = Instant::now();
+        if now >= self.next_usage_poll {
+            self.next_usage_poll = now + USAGE_POLL;
+            self.poll_usage(ctx);
+        }
+        if self.session.poll_timeout().is_some_and(|d| d <= now) {
+            self.session.handle_timeout(now);
+        }
+        self.drive(ctx);
     }
 
     /// Tells the router the cookies and address it routes this session by, when they changed;
     /// before any datagram that carries them leaves (the router reads its mailbox in order).
     fn report_routing(&mut self) {
         let cookies = self.session.our_cookies();
-        if cookies != self.reported_cookies {
-            self.router.do_send(super::router::Cookies {
+        if *cookies != *self.reported_cookies {
+            self.reported_cookies = cookies.as_slice().into();
+            self.policy.router.do_send(super::router::Cookies {
                 id: self.id,
-                cookies: cookies.clone(),
+                cookies,
             });
-            self.reported_cookies = cookies;
         }
         let peer = self.session.peer();
         if peer != self.reported_peer {
-            self.router.do_send(super::router::Moved {
+            self.policy.router.do_send(super::router::Moved {
                 id: self.id,
                 to: peer,
             });
             self.reported_peer = peer;
-            self.peer = peer;
         }
     }
 
     fn status(&self) -> PeerStatus {
         let now = Instant::now();
         PeerStatus {
-            policy: self.policy.clone(),
+            policy: self.policy.name.to_string(),
             peer: self.session.peer().to_string(),
             state: if self.isakmp.is_some() {
                 if self.children.is_empty() {
@@ -563,7 +596,7 @@ impl PeerActor {
             },
             initiator_cookie: self.isakmp.as_ref().map(|s| hex(&s.icky)),
             responder_cookie: self.isakmp.as_ref().map(|s| hex(&s.rcky)),
-            transform: self.isakmp.as_ref().map(|s| s.suite.clone()),
+            transform: self.isakmp.as_ref().map(|s| s.suite.to_string()),
             age_seconds: self
                 .isakmp
                 .as_ref()
@@ -573,10 +606,15 @@ impl PeerActor {
                 .as_ref()
                 .and_then(|s| s.lifetime.map(|l| l.as_secs())),
             child_sas: self.children.len(),
-            last_error: self.last_error.clone(),
-            identity: self.peer_id.clone(),
+            last_error: self.last_error.as_deref().map(str::to_string),
+            identity: self.peer_id.as_deref().map(str::to_string),
         }
     }
+}
+
+/// The span a peer's lines are written in ([`PeerActor::span`]).
+fn peer_span(policy: &str, peer: SocketAddr) -> Span {
+    tracing::error_span!("peer", policy = %policy, peer = %peer)
 }
 
 /// IKE sends that failed (all peers), and when that was last logged: a flood of forged
@@ -609,30 +647,29 @@ impl Actor for PeerActor {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.set_mailbox_capacity(super::router::PEER_MAILBOX);
-        tracing::debug!(parent: &self.span, "peer actor started");
-        ctx.run_interval(USAGE_POLL, |act, ctx| act.poll_usage(ctx));
+        tracing::debug!(parent: &self.span(), "peer actor started");
         self.drive(ctx);
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let _enter = self.span().entered();
         if std::thread::panicking() {
             // A bug: actix still runs `stopped` while unwinding, so clean up as usual and let
             // the router rebuild the peer (with backoff when it keeps failing).
             tracing::error!(
-                parent: &self.span,
                 "peer actor died (internal error): removing its SAs; the router rebuilds it"
             );
             self.failed = true;
             self.last_error = Some("internal error: the peer's actor died and was rebuilt".into());
         }
         if self.installed_any {
-            self.claims.release(&self.spd_key);
+            self.policy.claims.release(&self.spd_key);
         }
         self.clean_stop
             .store(true, std::sync::atomic::Ordering::Release);
         let mut status = self.status();
         status.state = if self.failed { "failed" } else { "down" }.into();
-        tracing::debug!(parent: &self.span, last_error = ?self.last_error, "peer actor stopped");
+        tracing::debug!(last_error = ?self.last_error, "peer actor stopped");
         status.child_sas = 0;
         let pairs: Vec<SpiPair> = self.children.values().map(|c| c.pair.spis).collect();
         for p in pairs {
@@ -641,15 +678,15 @@ impl Actor for PeerActor {
         // A configured policy's entries are back to "no SA yet" (its cleartext keeps
         // triggering Acquires); a template spoke's entries go with it.
         if !self.keep_policy && self.installed_any {
-            for s in &self.shards {
+            for s in self.policy.shards.iter() {
                 s.do_send(RemovePolicy {
                     policy: self.spd_key.clone(),
                 });
             }
         }
-        self.router.do_send(PeerStopped {
+        self.policy.router.do_send(PeerStopped {
             id: self.id,
-            policy: self.policy.clone(),
+            policy: self.policy.name.clone(),
             failed: self.failed,
             status,
         });
@@ -658,10 +695,10 @@ impl Actor for PeerActor {
 
 impl PeerActor {
     fn poll_usage(&mut self, ctx: &mut Context<Self>) {
-        let n = self.shards.len();
+        let n = self.policy.shards.len();
         for c in self.children.values() {
             let inbound_spi = c.pair.spis.inbound;
-            let Some(shard) = self.shards.get(c.pair.inbound_shard(n)) else {
+            let Some(shard) = self.policy.shards.get(c.pair.inbound_shard(n)) else {
                 continue;
             };
             shard
@@ -679,37 +716,30 @@ impl PeerActor {
     }
 }
 
-/// Whether the inbound packet count a shard reported for pair `spi` grew since its last report.
-/// Only installed pairs keep a count: a report for a pair removed since it was asked for (the
-/// old pair of a re-key, removed while the shard answered) compares against zero and leaves no
-/// entry behind; one stayed for the actor's life per such re-key.
-fn packets_grew<C>(
-    children: &SmallMap<u32, C>,
-    seen: &mut SmallMap<u32, u64>,
-    spi: u32,
-    packets: u64,
-) -> bool {
-    if !children.contains_key(&spi) {
-        return packets > 0;
+/// Whether the inbound packet count a shard reported for a pair grew since its last report.
+/// `seen` is the installed pair's count (kept in its `Child`, so it goes with the pair): a
+/// report for a pair removed since it was asked for (the old pair of a re-key, removed while
+/// the shard answered) has none, compares against zero and keeps nothing.
+fn packets_grew(seen: Option<&mut u64>, packets: u64) -> bool {
+    match seen {
+        None => packets > 0,
+        Some(last) if packets > *last => {
+            *last = packets;
+            true
+        }
+        Some(_) => false,
     }
-    let last = seen.get_or_default(spi);
-    if packets > *last {
-        *last = packets;
-        return true;
-    }
-    false
 }
 
 impl Handler<Usage> for PeerActor {
     type Result = ();
     fn handle(&mut self, msg: Usage, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        if packets_grew(
-            &self.children,
-            &mut self.seen_packets,
-            msg.inbound_spi,
-            msg.usage.packets,
-        ) {
+        let seen = self
+            .children
+            .get_mut(&msg.inbound_spi)
+            .map(|c| &mut c.seen_packets);
+        if packets_grew(seen, msg.usage.packets) {
             self.session
                 .note_inbound_traffic(now, Some(msg.inbound_spi));
         }
@@ -733,7 +763,8 @@ impl Handler<Initiate> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Initiate, ctx: &mut Context<Self>) {
         let now = Instant::now();
-        for network in self.networks.clone() {
+        let policy = self.policy.clone();
+        for network in policy.networks.iter().copied() {
             self.session.initiate_child(now, ChildRequest { network });
         }
         self.drive(ctx);
@@ -755,7 +786,7 @@ impl Handler<CheckLiveness> for PeerActor {
     fn handle(&mut self, _: CheckLiveness, ctx: &mut Context<Self>) {
         if self.session.check_liveness(Instant::now()) {
             info!(
-                parent: &self.span,
+                parent: &self.span(),
                 "another spoke was refused a network of ours: checking that this peer is still \
                  there (R-U-THERE)"
             );
@@ -767,7 +798,7 @@ impl Handler<CheckLiveness> for PeerActor {
 impl Handler<Evict> for PeerActor {
     type Result = ();
     fn handle(&mut self, _: Evict, ctx: &mut Context<Self>) {
-        tracing::debug!(parent: &self.span, "half-open exchange evicted to admit a newer one");
+        tracing::debug!(parent: &self.span(), "half-open exchange evicted to admit a newer one");
         self.last_error = Some("half-open exchange evicted (too many unfinished exchanges)".into());
         ctx.stop();
     }
@@ -779,7 +810,7 @@ impl Handler<Panic> for PeerActor {
     fn handle(&mut self, _: Panic, _: &mut Context<Self>) {
         panic!(
             "fault injected into the peer actor of {} (test hook)",
-            self.peer
+            self.session.peer()
         );
     }
 }
@@ -797,18 +828,74 @@ mod tests {
 
     #[test]
     fn usage_of_a_removed_pair_leaves_no_count_behind() {
-        let mut children: SmallMap<u32, ()> = SmallMap::default();
-        let mut seen = SmallMap::default();
-        children.insert(0x1001, ());
-        assert!(packets_grew(&children, &mut seen, 0x1001, 5));
-        assert!(!packets_grew(&children, &mut seen, 0x1001, 5));
-        assert!(packets_grew(&children, &mut seen, 0x1001, 7));
-        // The pair is removed (a re-key's old one) as the remove path does; a report asked
-        // for before that arrives after it: traffic as before, but no count kept.
-        children.remove(&0x1001);
-        seen.remove(&0x1001);
-        assert!(packets_grew(&children, &mut seen, 0x1001, 9));
-        assert!(!packets_grew(&children, &mut seen, 0x1001, 0));
-        assert!(seen.is_empty(), "a count outlived its pair");
+        let mut seen = 0;
+        assert!(packets_grew(Some(&mut seen), 5));
+        assert!(!packets_grew(Some(&mut seen), 5));
+        assert!(packets_grew(Some(&mut seen), 7));
+        assert_eq!(seen, 7);
+        // The pair is removed (a re-key's old one); a report asked for before that arrives
+        // after it: traffic as before, and no count to keep.
+        assert!(packets_grew(None, 9));
+        assert!(!packets_grew(None, 0));
+    }
+
+    /// The actor lives inline in actix's context, inside a tokio task, once per tunnel: each
+    /// byte it grows by, a hub of 10,000 tunnels pays 10,000 times (docs/design.md
+    /// "Per-tunnel memory budget"; the session itself is the core's, measured there).
+    #[test]
+    fn a_peer_actor_stays_small() {
+        let actor = std::mem::size_of::<PeerActor>();
+        let session = std::mem::size_of::<IkeSession>();
+        eprintln!("PeerActor {actor} bytes, the session {session}");
+        assert!(
+            actor - session <= 200,
+            "PeerActor is {actor} bytes, {} besides its session",
+            actor - session
+        );
+        // (496 before the policy's shared part went into `PolicyPeers`, the span was made per
+        // input and the ISAKMP SA's record boxed: with the session, 968 bytes, and the tokio
+        // task 1,536 instead of 1,152.) A child record: its handles, the SA pair's selectors
+        // (shared), its packet count.
+        assert!(std::mem::size_of::<Child>() <= 56);
+    }
+
+    /// `io::Write` into a shared buffer, for a subscriber under test.
+    #[derive(Clone, Default)]
+    struct Capture(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Capture {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_peers_warnings_name_it_under_a_warn_filter() {
+        // RUST_LOG=warn (the benches', the demo's): the peer's span was an info span, off
+        // under that filter, and "exchange failed: ..." did not say which peer.
+        let out = Capture::default();
+        let w = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+            .with_ansi(false)
+            .with_writer(move || w.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let peer: SocketAddr = "192.0.2.7:500".parse().unwrap();
+            let _in_span = peer_span("Spokes", peer).entered();
+            tracing::info!("not written");
+            warn!("exchange failed: timeout");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert!(text.contains("exchange failed: timeout"), "{text}");
+        assert!(!text.contains("not written"), "{text}");
+        assert!(
+            text.contains("policy=Spokes") && text.contains("peer=192.0.2.7:500"),
+            "the warning lost its peer: {text}"
+        );
     }
 }

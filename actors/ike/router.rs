@@ -21,7 +21,7 @@ use tracing::{debug, info, warn};
 use super::history::{History, Kind};
 use super::peer::{
     ChildrenChanged, Evict, GetStatus, Initiate, Panic, PeerActor, PeerStatus, PeerStopped,
-    Terminate,
+    PolicyPeers, Terminate,
 };
 use super::socket::IkeSockets;
 use super::spis::HostSpis;
@@ -102,7 +102,8 @@ impl RouterCounters {
 
 struct Peer {
     addr: Addr<PeerActor>,
-    policy: String,
+    /// The policy's name (`PolicyShared::name`).
+    policy: Arc<str>,
     /// The peer's IP address when the actor started (for `--peer ADDR` commands).
     ip: IpAddr,
     /// Its SPD and claims key (the policy name, or `policy@ip` for a template spoke).
@@ -111,13 +112,13 @@ struct Peer {
     template: bool,
     /// Completed phase 1 at least once (its failures concern an authenticated peer).
     authenticated: bool,
-    /// Its authenticated phase-1 identity.
-    identity: Option<String>,
+    /// Its authenticated phase-1 identity (the actor's copy).
+    identity: Option<Arc<str>>,
     /// We started it (its failures concern a peer the operator configured).
     initiator: bool,
     /// What the actor installed (it reports every change), by the handles it installed them
     /// under: removed by the router if the actor dies without doing it itself.
-    children: Vec<SaPair>,
+    children: Box<[SaPair]>,
     /// The actor installed SAs (and so owns its SPD entries and claims).
     installed: bool,
     /// Set by the actor when it stops cleanly (it then cleans up itself).
@@ -126,11 +127,21 @@ struct Peer {
     worker: usize,
 }
 
+/// What all peers of a policy share, one copy per policy instead of one per peer (docs/design.md
+/// "Per-tunnel memory budget"); rebuilt after a reload.
+struct PolicyShared {
+    /// The session configuration (a copy per spoke was 800 bytes per tunnel).
+    config: Arc<PeerConfig>,
+    /// What its peer actors share.
+    peers: Arc<PolicyPeers>,
+}
+
 pub struct IkeRouter {
     profiles: Arc<Profiles>,
-    /// Per interface (by its local address).
-    sockets: HashMap<IpAddr, IkeSockets>,
-    shards: Vec<Addr<EspShard>>,
+    /// Per interface (by its local address); each peer actor holds its interface's.
+    sockets: HashMap<IpAddr, Arc<IkeSockets>>,
+    /// Every shard: one list, which every peer actor shares.
+    shards: Arc<[Addr<EspShard>]>,
     spis: Arc<HostSpis>,
     /// Responder DH key pairs for the policies with `dh-key-reuse-seconds`, shared by all
     /// workers.
@@ -145,9 +156,10 @@ pub struct IkeRouter {
     named: HashMap<(String, String), PeerId>,
     /// Consecutive failures per permanent policy, for the restart backoff.
     failures: HashMap<String, u32>,
-    /// Each policy's session configuration, shared by all its sessions (a copy per spoke was
-    /// 800 bytes per tunnel); rebuilt after a reload.
-    configs: HashMap<String, Arc<PeerConfig>>,
+    /// What each policy's peers share (`PolicyShared`); rebuilt after a reload.
+    configs: HashMap<String, PolicyShared>,
+    /// Each policy's name, one `Arc` for its demux entries, peer actors and router rows.
+    names: HashMap<String, Arc<str>>,
     counters: RouterCounters,
     /// Counters at the last summary line.
     logged: [u64; 6],
@@ -163,6 +175,9 @@ pub struct IkeRouter {
     workers: super::workers::IkeWorkers,
     /// The daemon stops (`TerminateAll`): nothing is initiated or restarted any more.
     stopping: bool,
+    /// This router's address, shared by every peer actor and its selector guard (made once:
+    /// each `Addr` clone allocates its own sender state).
+    me: Option<Arc<Addr<IkeRouter>>>,
 }
 
 /// All peers' status rows.
@@ -227,7 +242,7 @@ pub struct ClaimContested {
 pub struct Phase1Up {
     pub id: PeerId,
     /// The peer's authenticated phase-1 identity.
-    pub peer_id: String,
+    pub peer_id: Arc<str>,
 }
 
 /// Starts the router on the current arbiter and its `system.ike-workers` worker threads, reads
@@ -241,7 +256,7 @@ pub fn start_router(
     events: EventLog,
 ) -> Result<Addr<IkeRouter>, String> {
     let readers: Vec<IkeSockets> = sockets.values().cloned().collect();
-    let router = IkeRouter::new(profiles, sockets, shards.to_vec(), spis, events).start();
+    let router = IkeRouter::new(profiles, sockets, shards.into(), spis, events).start();
     for s in &readers {
         s.spawn_reader(router.clone().recipient())
             .map_err(|e| format!("IKE socket {}: {e}", s.ike_addr))?;
@@ -259,7 +274,7 @@ impl IkeRouter {
     pub fn new(
         profiles: Arc<Profiles>,
         sockets: HashMap<IpAddr, IkeSockets>,
-        shards: Vec<Addr<EspShard>>,
+        shards: Arc<[Addr<EspShard>]>,
         spis: Arc<HostSpis>,
         events: EventLog,
     ) -> Self {
@@ -270,11 +285,12 @@ impl IkeRouter {
                 ..HalfOpenLimits::default()
             }),
             stopping: false,
+            me: None,
             events,
             // Reserved from load, whether or not the owners' tunnels ever come up.
             claims: super::claims::Claims::new(&profiles),
             profiles,
-            sockets,
+            sockets: sockets.into_iter().map(|(a, s)| (a, Arc::new(s))).collect(),
             shards,
             spis,
             dh_keys: Arc::new(DhKeyCache::new()),
@@ -284,6 +300,7 @@ impl IkeRouter {
             named: HashMap::new(),
             failures: HashMap::new(),
             configs: HashMap::new(),
+            names: HashMap::new(),
             counters: RouterCounters::default(),
             logged: [0; 6],
             last_failure: None,
@@ -321,6 +338,14 @@ impl IkeRouter {
         best.map(|(_, p)| p.clone())
     }
 
+    /// The policy's one name `Arc` (a copy per session was an allocation per tunnel).
+    fn policy_name(&mut self, policy: &IsakmpPolicy) -> Arc<str> {
+        self.names
+            .entry(policy.name.clone())
+            .or_insert_with(|| Arc::from(policy.name.as_str()))
+            .clone()
+    }
+
     /// The SPD key of a new spoke of `policy` at `ip`: `policy@ip`, or with the session's id
     /// when another spoke from that address (behind the same NAT) holds it.
     fn spoke_key(&self, policy: &str, ip: IpAddr, id: PeerId) -> Arc<str> {
@@ -345,7 +370,8 @@ impl IkeRouter {
         peer_port: Option<u16>,
         initiator: bool,
         ctx: &mut Context<Self>,
-    ) -> Option<Addr<PeerActor>> {
+    ) -> Option<&Addr<PeerActor>> {
+        let name = self.policy_name(policy);
         let iface = self.profiles.interfaces.get(&policy.interface)?;
         let sockets = self.sockets.get(&local)?.clone();
         let template = !matches!(policy.peer, PeerSpec::Address(_));
@@ -366,14 +392,28 @@ impl IkeRouter {
             }
             Arc::from(policy.name.as_str())
         };
-        let config = self
+        let me = self
+            .me
+            .get_or_insert_with(|| Arc::new(ctx.address()))
+            .clone();
+        let shared = self
             .configs
             .entry(policy.name.clone())
-            .or_insert_with(|| Arc::new(PeerConfig::from_policy(policy, iface)))
-            .clone();
-        let guard = self
-            .claims
-            .guard(spd_key.clone(), template, ctx.address().recipient());
+            .or_insert_with(|| PolicyShared {
+                config: Arc::new(PeerConfig::from_policy(policy, iface)),
+                peers: Arc::new(PolicyPeers {
+                    name,
+                    networks: policy.protected_networks.as_slice().into(),
+                    sockets,
+                    shards: self.shards.clone(),
+                    router: (*me).clone(),
+                    claims: self.claims.clone(),
+                    events: self.events.clone(),
+                }),
+            });
+        let (config, peers) = (shared.config.clone(), shared.peers.clone());
+        let name = peers.name.clone();
+        let guard = self.claims.guard(spd_key.clone(), template, me.clone());
         let local_addr = SocketAddr::new(local, iface.ike_port);
         let peer_addr = SocketAddr::new(peer_ip, peer_port.unwrap_or(iface.ike_port));
         let now = Instant::now();
@@ -394,17 +434,10 @@ impl IkeRouter {
         let actor = PeerActor::new(
             id,
             session,
-            policy.name.clone(),
+            peers,
             spd_key.clone(),
-            peer_addr,
-            sockets,
-            self.shards.clone(),
-            ctx.address(),
             !template,
-            policy.protected_networks.clone(),
             clean_stop.clone(),
-            self.claims.clone(),
-            self.events.clone(),
         );
         // On a worker thread: its session's exponentiations run there, beside other workers'.
         let (worker, arbiter) = self.workers.assign();
@@ -413,21 +446,22 @@ impl IkeRouter {
         self.peers.insert(
             id,
             Peer {
-                addr: actor.clone(),
-                policy: policy.name.clone(),
+                // The one `Addr` the router keeps (each clone allocates its own sender state).
+                addr: actor,
+                policy: name,
                 ip: peer_ip,
                 spd_key,
                 template,
                 authenticated: false,
                 identity: None,
                 initiator,
-                children: Vec::new(),
+                children: Box::default(),
                 installed: false,
                 clean_stop,
                 worker,
             },
         );
-        Some(actor)
+        self.peers.get(&id).map(|p| &p.addr)
     }
 
     /// Starts an initiator for a single-peer policy, or pokes the one that runs.
@@ -446,7 +480,7 @@ impl IkeRouter {
             return;
         };
         let (local, port) = (iface.address, iface.ike_port);
-        let policy_key: Arc<str> = Arc::from(policy.name.as_str());
+        let policy_key = self.policy_name(policy);
         let id = self
             .demux
             .insert_initiator(SocketAddr::new(peer, port), &policy_key);
@@ -479,14 +513,14 @@ impl IkeRouter {
         self.demux.remove(id);
         let p = self.peers.remove(&id)?;
         self.workers.release(p.worker);
-        if self.single.get(&p.policy) == Some(&id) {
-            self.single.remove(&p.policy);
+        if self.single.get(&*p.policy) == Some(&id) {
+            self.single.remove(&*p.policy);
         }
         if self.spoke_keys.get(&p.spd_key) == Some(&id) {
             self.spoke_keys.remove(&p.spd_key);
         }
         if let Some(name) = &p.identity {
-            let key = (p.policy.clone(), name.clone());
+            let key = (p.policy.to_string(), name.to_string());
             if self.named.get(&key) == Some(&id) {
                 self.named.remove(&key);
             }
@@ -508,7 +542,7 @@ impl IkeRouter {
         let main = self
             .peers
             .get(&id)
-            .is_some_and(|p| self.single.get(&p.policy) == Some(&id));
+            .is_some_and(|p| self.single.get(&*p.policy) == Some(&id));
         let Some(p) = self.forget_peer(id) else {
             return false;
         };
@@ -527,7 +561,7 @@ impl IkeRouter {
             self.claims.release(&p.spd_key);
             // A configured policy's entries stay ("no SA yet"); a spoke's go.
             if p.template {
-                for s in &self.shards {
+                for s in self.shards.iter() {
                     s.do_send(RemovePolicy {
                         policy: p.spd_key.clone(),
                     });
@@ -536,7 +570,7 @@ impl IkeRouter {
         }
         self.counters.peers_died += 1;
         let status = PeerStatus {
-            policy: p.policy.clone(),
+            policy: p.policy.to_string(),
             peer: p.ip.to_string(),
             state: "failed".into(),
             last_error: Some("the peer's actor died (internal error); restarted".into()),
@@ -551,7 +585,7 @@ impl IkeRouter {
 
     fn record_history(&mut self, p: &Peer, status: PeerStatus) {
         let (key, kind) = match (p.template, p.authenticated) {
-            (false, _) => (p.policy.clone(), Kind::Configured),
+            (false, _) => (p.policy.to_string(), Kind::Configured),
             (true, true) => (p.spd_key.to_string(), Kind::Spoke),
             (true, false) => (p.spd_key.to_string(), Kind::Unknown),
         };
@@ -616,7 +650,7 @@ impl IkeRouter {
         let mut ids: Vec<PeerId> = self
             .peers
             .iter()
-            .filter(|(_, p)| p.policy == policy && ip.is_none_or(|ip| p.ip == ip))
+            .filter(|(_, p)| *p.policy == *policy && ip.is_none_or(|ip| p.ip == ip))
             .map(|(id, _)| *id)
             .collect();
         ids.sort();
@@ -639,7 +673,7 @@ impl Handler<ChildrenChanged> for IkeRouter {
     fn handle(&mut self, msg: ChildrenChanged, _: &mut Context<Self>) {
         if let Some(p) = self.peers.get_mut(&msg.id) {
             p.installed |= !msg.children.is_empty();
-            p.children = msg.children;
+            p.children = msg.children.into_boxed_slice();
         }
     }
 }
@@ -692,7 +726,7 @@ impl Handler<Phase1Up> for IkeRouter {
         }
         // A single-peer policy has one peer: a session that authenticated replaces an older
         // one (the peer started over from another port, e.g. a NAT rebinding).
-        let policy = p.policy.clone();
+        let policy = p.policy.to_string();
         if let Some(old) = self.single.insert(policy, msg.id)
             && old != msg.id
             && let Some(o) = self.peers.get(&old)
@@ -716,7 +750,9 @@ impl IkeRouter {
         let Some(policy) = self.peers.get(&id).map(|p| p.policy.clone()) else {
             return;
         };
-        if let Some(old) = self.named.insert((policy.clone(), peer_id.to_string()), id)
+        if let Some(old) = self
+            .named
+            .insert((policy.to_string(), peer_id.to_string()), id)
             && old != id
             && let Some(p) = self.peers.get(&old)
         {
@@ -783,7 +819,7 @@ impl Handler<IkeDatagram> for IkeRouter {
                     );
                     return;
                 };
-                let policy_key: Arc<str> = Arc::from(policy.name.as_str());
+                let policy_key = self.policy_name(&policy);
                 let admitted = self.demux.admit(msg.from, &policy_key);
                 for old in admitted.evicted {
                     self.counters.half_open_evicted += 1;
@@ -840,7 +876,7 @@ impl Handler<PeerStopped> for IkeRouter {
         let Some(p) = self.peers.get(&msg.id) else {
             return;
         };
-        let main = self.single.get(&p.policy) == Some(&msg.id);
+        let main = self.single.get(&*p.policy) == Some(&msg.id);
         let Some(p) = self.forget_peer(msg.id) else {
             return;
         };
@@ -998,7 +1034,7 @@ impl Handler<GetCounters> for IkeRouter {
         c.ike_socket_drops = self
             .sockets
             .values()
-            .map(IkeSockets::drops)
+            .map(|s| s.drops())
             .fold(0, u64::saturating_add);
         c.workers = self.workers.load();
         c.dropped_router_busy = self
@@ -1015,6 +1051,7 @@ impl Handler<UpdateProfiles> for IkeRouter {
     fn handle(&mut self, msg: UpdateProfiles, ctx: &mut Context<Self>) {
         self.profiles = msg.profiles;
         self.configs.clear();
+        self.names.clear();
         // The new reservations win over spokes that hold a network a new policy owns.
         let displaced = self.claims.reserve(&self.profiles);
         for p in self.peers.values() {
@@ -1022,7 +1059,7 @@ impl Handler<UpdateProfiles> for IkeRouter {
             if holds_reserved {
                 warn!(policy = %p.policy, "a reload reserved networks this spoke held: deleting its SAs");
             }
-            if msg.stop.contains(&p.policy) || holds_reserved {
+            if msg.stop.iter().any(|s| **s == *p.policy) || holds_reserved {
                 p.addr.do_send(Terminate);
             }
         }

@@ -42,29 +42,9 @@ impl<K: Ord + Copy, V> SmallMap<K, V> {
         Some(v)
     }
 
-    /// The value of `k`, inserted as `V::default()` when missing.
-    pub fn get_or_default(&mut self, k: K) -> &mut V
-    where
-        V: Default,
-    {
-        let i = match self.find(&k) {
-            Ok(i) => i,
-            Err(i) => {
-                self.entries.reserve_exact(1);
-                self.entries.insert(i, (k, V::default()));
-                i
-            }
-        };
-        &mut self.entries[i].1
-    }
-
     pub fn get_mut(&mut self, k: &K) -> Option<&mut V> {
         let i = self.find(k).ok()?;
         Some(&mut self.entries[i].1)
-    }
-
-    pub fn contains_key(&self, k: &K) -> bool {
-        self.find(k).is_ok()
     }
 
     pub fn values(&self) -> impl Iterator<Item = &V> {
@@ -101,14 +81,5 @@ mod tests {
         assert_eq!(m.remove(&10), None);
         assert_eq!(m.entries.capacity(), 2);
         assert_eq!(m.values().copied().collect::<Vec<_>>(), ["B", "C"]);
-    }
-
-    #[test]
-    fn get_or_default_inserts_in_order() {
-        let mut m: SmallMap<u32, u64> = SmallMap::default();
-        *m.get_or_default(7) += 5;
-        *m.get_or_default(3) += 1;
-        *m.get_or_default(7) += 5;
-        assert_eq!(m.values().copied().collect::<Vec<_>>(), [1, 10]);
     }
 }

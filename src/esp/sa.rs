@@ -516,6 +516,12 @@ impl SecurityAssociation {
         true
     }
 
+    /// The pair's one copy of the selectors, for a holder that must remember them as long as
+    /// the SA lives (the peer actor's child record) without a copy of its own.
+    pub fn shared_selectors(&self) -> Arc<[ProtectedNetwork]> {
+        Arc::clone(&self.protected)
+    }
+
     /// Whether this SA and `other` hold one copy of their selectors.
     pub fn shares_selectors_with(&self, other: &SecurityAssociation) -> bool {
         Arc::ptr_eq(&self.protected, &other.protected)
