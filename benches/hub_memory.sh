@@ -6,9 +6,11 @@
 # N up, the hub's VmRSS is read (the hub is not asked: a `show peers` of N rows every 0.1 s left
 # its transient heap in the hub's RSS, about 1.1 KiB per tunnel at 10,000). Prints per N: RSS
 # before, RSS with N tunnels up, KiB per tunnel ((up - before) / N), and the peak (VmHWM, which
-# also holds the handshakes in flight).
+# also holds the handshakes in flight). With --poll P it then asks the hub for `show peers` and
+# `show sa` P times, as a monitoring script would, and prints the RSS after them (what each
+# answer's transient heap left behind).
 #
-#   sudo benches/hub_memory.sh [--spokes "1000 10000"] [--shards K] [--hold S]
+#   sudo benches/hub_memory.sh [--spokes "1000 10000"] [--shards K] [--hold S] [--poll P]
 #
 # Environment: IKEHUB_BIN (default target/release/ikehub) runs the hub, LOADGEN_BIN (default
 # IKEHUB_BIN) the swarm. A benchmark, not a test: it asserts nothing about memory; exit 0 when
@@ -20,12 +22,14 @@ set -euo pipefail
 SPOKES_LIST="1000"
 SHARDS=1
 HOLD=""
+POLL=0
 while [ $# -gt 0 ]; do
     case $1 in
         --spokes) SPOKES_LIST=$2; shift 2 ;;
         --shards) SHARDS=$2; shift 2 ;;
         --hold) HOLD=$2; shift 2 ;;
-        -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        --poll) POLL=$2; shift 2 ;;
+        -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -89,7 +93,7 @@ protected-network = [ { local = "198.51.100.0/24", remote = "127.1.0.0/16" } ]
 EOF
 
 FAILED=0
-echo "spokes  shards  rss_before_kib  rss_up_kib  kib_per_tunnel  peak_kib"
+echo "spokes  shards  rss_before_kib  rss_up_kib  kib_per_tunnel  peak_kib  rss_after_polls_kib"
 for spokes in $SPOKES_LIST; do
     N=$((N + 1))
     NS="ikh-$$-$N-hubmem"
@@ -130,7 +134,16 @@ for spokes in $SPOKES_LIST; do
         FAILED=1
     else
         per=$(awk -v a="$before" -v b="$up" -v n="$spokes" 'BEGIN { printf "%.2f", (b - a) / n }')
-        printf '%6d  %6d  %14d  %10d  %14s  %8d\n' "$spokes" "$SHARDS" "$before" "$up" "$per" "$peak"
+        polled=-
+        if [ "$POLL" -gt 0 ]; then
+            for _ in $(seq "$POLL"); do
+                "$BIN" show peers --control "$TMP/hub.sock" > /dev/null
+                "$BIN" show sa --control "$TMP/hub.sock" > /dev/null
+            done
+            polled=$(kib "$HUB" VmRSS)
+        fi
+        printf '%6d  %6d  %14d  %10d  %14s  %8d  %19s\n' "$spokes" "$SHARDS" "$before" "$up" \
+            "$per" "$peak" "$polled"
     fi
     cleanup
 done
