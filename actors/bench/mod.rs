@@ -159,38 +159,28 @@ fn bench_suite(suite: &Suite, size: usize, budget: Duration) -> Result<EspResult
     let batch = batch_on(Engine::detect());
     let batch_portable = batch_on(Engine::Portable);
     let mut work = [0u8; 2048];
-    // Replay checking is off, so the same packet can be decapsulated again and again; `prep`
-    // restores the ciphertext that decryption overwrote. That copy is no part of decapsulation
-    // (the data plane decrypts in the buffer the packet was received into): it is not timed.
-    let decap = {
-        let work = std::cell::RefCell::new(&mut work);
-        ops_per_sec_after(
-            budget,
-            || work.borrow_mut()[..wire_len].copy_from_slice(&template[..wire_len]),
-            || {
-                let r = inb.decap(now, &mut work.borrow_mut()[..wire_len], Received::Ip);
-                black_box(&r);
-            },
-        )
+    // Replay checking is off, so the same packet can be decapsulated again and again; `restore`
+    // puts back the ciphertext that decryption overwrote. That copy is no part of
+    // decapsulation (the data plane decrypts in the buffer the packet was received into): it
+    // is not timed.
+    let restore = |works: &mut [[u8; 2048]]| {
+        for w in works.iter_mut() {
+            w[..wire_len].copy_from_slice(&template[..wire_len]);
+        }
     };
-    let works = std::cell::RefCell::new(vec![[0u8; 2048]; BATCH]);
-    let decap_batch = ops_per_sec_after(
-        budget,
-        || {
-            for w in works.borrow_mut().iter_mut() {
-                w[..wire_len].copy_from_slice(&template[..wire_len]);
-            }
-        },
-        || {
-            let mut works = works.borrow_mut();
-            let mut jobs: Vec<DecapJob<'_>> = works
-                .iter_mut()
-                .map(|w| DecapJob::new(&mut w[..wire_len], Received::Ip))
-                .collect();
-            inb.decap_batch(now, &mut jobs);
-            black_box(&jobs);
-        },
-    ) * BATCH as f64;
+    let decap = ops_per_sec_after(budget, std::slice::from_mut(&mut work), restore, |w| {
+        let r = inb.decap(now, &mut w[0][..wire_len], Received::Ip);
+        black_box(&r);
+    });
+    let mut works = vec![[0u8; 2048]; BATCH];
+    let decap_batch = ops_per_sec_after(budget, &mut works[..], restore, |works| {
+        let mut jobs: Vec<DecapJob<'_>> = works
+            .iter_mut()
+            .map(|w| DecapJob::new(&mut w[..wire_len], Received::Ip))
+            .collect();
+        inb.decap_batch(now, &mut jobs);
+        black_box(&jobs);
+    }) * BATCH as f64;
     work[..wire_len].copy_from_slice(&template[..wire_len]);
     inb.decap(now, &mut work[..wire_len], Received::Ip)
         .map_err(|e| format!("{}: decap of our own packet failed: {e}", suite.name))?;
