@@ -9,10 +9,11 @@
 //! cross-checked against, and as the fallback if OpenSSL fails; num-bigint's `modpow` is not
 //! constant-time and appears only in the tests.
 //!
-//! Private exponents are shorter than the modulus, as RFC 3526 §1 and §8 allow: twice the
-//! larger ("estimate 2") strength estimate of §8, rounded up to 64 bits, and never under 256
-//! bits. All six primes are safe primes (p = 2q + 1), so short exponents do not expose a
-//! small-subgroup shortcut (van Oorschot-Wiener). See [`DhGroup::exponent_bits`].
+//! Private exponents are shorter than the modulus, as RFC 3526 §1 and §8 allow: at least
+//! RFC 7919 §5.2's minimum for a safe-prime group of the same size (225 bits for 2048, 275 for
+//! 3072, 325 for 4096: twice the group's strength, with margin), rounded up to 64 bits, and
+//! never under 256 bits. All six primes are safe primes (p = 2q + 1), so short exponents do not
+//! expose a small-subgroup shortcut (van Oorschot-Wiener). See [`DhGroup::exponent_bits`].
 
 use std::sync::OnceLock;
 
@@ -187,16 +188,22 @@ impl DhGroup {
         self.bits() / 8
     }
 
-    /// Bits of randomness in a private exponent: twice RFC 3526 §8's "strength estimate 2"
-    /// (120 bits for group 5, 160 for 14, 210 for 15, 240 for 16), rounded up to a multiple of
-    /// 64, at least 256. Groups 1 and 2 (70-80 bits of strength, RFC 3526 §1) get 256 too.
-    /// This is what the exponentiation costs scale with, not the modulus alone.
+    /// Bits of randomness in a private exponent: RFC 7919 §5.2's minimum short exponent for a
+    /// safe-prime group of this size (225 bits for 2048, 275 for 3072, 325 for 4096), rounded
+    /// up to a multiple of 64, at least 256. That is above twice each group's strength (RFC
+    /// 7919 A.1-A.3: 103, 125 and 150 bits; NIST SP 800-56A Rev. 3 §5.6.1.1.4 asks for twice
+    /// 112, 128 and 152 for these MODP groups), so the exponent is never the weaker link; 1536
+    /// bits and below (groups 1, 2, 5: 70-120 bits of strength, RFC 3526 §8) get 256 too.
+    ///
+    /// This is what both exponentiations cost, not the modulus alone: each bit of exponent is
+    /// a squaring of y^x and a quarter of a multiplication of g^x. A longer exponent buys no
+    /// security and hands anyone who can start a main mode more of the hub's CPU per message
+    /// (CVE-2022-40735, the reason OpenSSL 3 went back to these minimums for named groups).
     pub fn exponent_bits(self) -> u32 {
         match self {
-            Self::Modp768 | Self::Modp1024 | Self::Modp1536 => 256,
-            Self::Modp2048 => 320,
-            Self::Modp3072 => 448,
-            Self::Modp4096 => 512,
+            Self::Modp768 | Self::Modp1024 | Self::Modp1536 | Self::Modp2048 => 256,
+            Self::Modp3072 => 320,
+            Self::Modp4096 => 384,
             #[cfg(fuzzing)]
             Self::Fuzz64 => 64,
         }
@@ -269,7 +276,7 @@ impl DhGroup {
             .unwrap_or_else(|| self.modexp_portable(base, exp, exp_bits))
     }
 
-    /// Builds the group's g^x table now (once per process: about 3 ms of CPU and 320 KiB for group
+    /// Builds the group's g^x table now (once per process: about 3 ms of CPU and 256 KiB for group
     /// 14, see `dh/fixed_base.rs`) so that the first key pair does not pay for it; the daemon may
     /// call this at start for the groups its profiles name. Later calls cost nothing.
     pub fn precompute(self) {

@@ -6,9 +6,9 @@
 //! Every MODP group has the same base (RFC 2409 §6, RFC 3526: generator 2), so the powers
 //! g^(j·16^i) can be computed once per group. With x = Σ d_i·16^i (4-bit digits d_i),
 //! g^x = Π_i g^(d_i·16^i): one Montgomery multiplication per digit and no squaring at all,
-//! `exponent_bits / 4` multiplications in total (80 for group 14) instead of the
+//! `exponent_bits / 4` multiplications in total (64 for group 14) instead of the
 //! `exponent_bits` squarings + `exponent_bits / 4` multiplications of a windowed
-//! exponentiation (about 400 for group 14).
+//! exponentiation (about 320 for group 14).
 //!
 //! Constant time: the loop runs over every digit position up to the public bit bound, each
 //! step reads all 16 entries of its row and keeps one by masking (each entry ANDed with a mask
@@ -20,7 +20,7 @@
 //! Memory: 16 entries (j = 0 included, so a zero digit needs no special case) of one group
 //! element per digit position, `exponent_bits / 4 · 16 · len()` bytes, built lazily on a
 //! group's first key pair: 96 KiB for group 1, 128 KiB for group 2, 192 KiB for group 5,
-//! 320 KiB for group 14, 672 KiB for group 15, 1 MiB for group 16. Building it costs about
+//! 256 KiB for group 14, 480 KiB for group 15, 768 KiB for group 16. Building it costs about
 //! 18 multiplications per digit position (a few milliseconds for group 14), once.
 
 use crypto_bigint::ctutils::{CtEq, CtSelect};
