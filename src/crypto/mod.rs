@@ -44,6 +44,7 @@ pub mod aead;
 pub mod aes_ni;
 pub mod algorithm;
 pub mod cipher;
+pub mod des_cbc;
 pub mod integrity;
 pub mod sha1_mb;
 pub mod stitch;
