@@ -424,8 +424,163 @@ pub fn encrypt_cbc_lanes<K: DesRounds>(k: &K, packets: &mut [&mut [u8]]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
+    use cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
     use super::*;
+    use crate::crypto::{CryptoError, EncrAlgorithm, EspCipher, Way};
+
+    /// CBC with the `des` crate's block ciphers, block by block: the reference.
+    pub(crate) fn des_crate_cbc(
+        alg: EncrAlgorithm,
+        key: &[u8],
+        iv: &[u8],
+        data: &mut [u8],
+        encrypt: bool,
+    ) {
+        fn run<C: BlockCipherEncrypt + BlockCipherDecrypt + KeyInit>(
+            key: &[u8],
+            iv: &[u8],
+            data: &mut [u8],
+            encrypt: bool,
+        ) {
+            let c = C::new_from_slice(key).unwrap();
+            let mut prev = [0u8; 8];
+            prev.copy_from_slice(iv);
+            for block in data.chunks_exact_mut(8) {
+                if encrypt {
+                    block.iter_mut().zip(&prev).for_each(|(b, p)| *b ^= p);
+                    c.encrypt_block(block.try_into().unwrap());
+                    prev.copy_from_slice(block);
+                } else {
+                    let next: [u8; 8] = (&*block).try_into().unwrap();
+                    c.decrypt_block(block.try_into().unwrap());
+                    block.iter_mut().zip(&prev).for_each(|(b, p)| *b ^= p);
+                    prev = next;
+                }
+            }
+        }
+        match alg {
+            EncrAlgorithm::Des => run::<des::Des>(key, iv, data, encrypt),
+            EncrAlgorithm::TripleDes => run::<des::TdesEde3>(key, iv, data, encrypt),
+            other => panic!("{other:?} is not DES"),
+        }
+    }
+
+    const ALGS: [EncrAlgorithm; 2] = [EncrAlgorithm::Des, EncrAlgorithm::TripleDes];
+
+    /// Every length 0..=2048 in steps of 8, a fresh random key, IV and message each time,
+    /// through the ESP SA's one-way ciphers and the ISAKMP SA's both-ways one, against the
+    /// `des` crate both ways.
+    #[test]
+    fn cbc_matches_the_des_crate_for_every_length_0_to_2048() {
+        let mut rng = StdRng::seed_from_u64(0xde5);
+        for alg in ALGS {
+            for len in (0..=2048).step_by(8) {
+                let mut key = vec![0u8; alg.key_len()];
+                let (mut iv, mut plain) = ([0u8; 8], vec![0u8; len]);
+                rng.fill_bytes(&mut key);
+                rng.fill_bytes(&mut iv);
+                rng.fill_bytes(&mut plain);
+                let mut want = plain.clone();
+                des_crate_cbc(alg, &key, &iv, &mut want, true);
+                let enc = EspCipher::new(alg, &key, Way::Encrypt).unwrap();
+                let dec = EspCipher::new(alg, &key, Way::Decrypt).unwrap();
+                let both = EspCipher::unbatched(alg, &key).unwrap();
+                for (e, d) in [(&enc, &dec), (&both, &both)] {
+                    let mut buf = plain.clone();
+                    e.encrypt_cbc(&iv, &mut buf).unwrap();
+                    assert_eq!(buf, want, "{alg:?} {len} encrypt {:?}", e.way());
+                    d.decrypt_cbc(&iv, &mut buf).unwrap();
+                    assert_eq!(buf, plain, "{alg:?} {len} decrypt {:?}", d.way());
+                }
+                // Decryption of data the crate did not make: random "ciphertext".
+                let mut want = plain.clone();
+                des_crate_cbc(alg, &key, &iv, &mut want, false);
+                let mut buf = plain.clone();
+                dec.decrypt_cbc(&iv, &mut buf).unwrap();
+                assert_eq!(buf, want, "{alg:?} {len} decrypt of random data");
+            }
+        }
+    }
+
+    /// Batches of 1..=8 packets of random lengths (the lanes run in lockstep over the
+    /// shortest, then each alone) equal the crate's CBC of each packet.
+    #[test]
+    fn batch_encryption_matches_the_des_crate_for_batches_of_1_to_8() {
+        let mut rng = StdRng::seed_from_u64(0x3de5);
+        for alg in ALGS {
+            for round in 0..64 {
+                let count = 1 + round % 8;
+                let mut key = vec![0u8; alg.key_len()];
+                rng.fill_bytes(&mut key);
+                let mut bufs: Vec<Vec<u8>> = (0..count)
+                    .map(|_| {
+                        let mut v = vec![0u8; 8 + 8 * (rng.next_u32() as usize % 40)];
+                        rng.fill_bytes(&mut v);
+                        v
+                    })
+                    .collect();
+                let mut want = bufs.clone();
+                for w in want.iter_mut() {
+                    let (iv, data) = w.split_at_mut(8);
+                    des_crate_cbc(alg, &key, iv, data, true);
+                }
+                for way in [Way::Encrypt, Way::Both] {
+                    let c = EspCipher::new(alg, &key, way).unwrap();
+                    let mut got = bufs.clone();
+                    let mut refs: Vec<&mut [u8]> = got.iter_mut().map(|b| &mut b[..]).collect();
+                    c.encrypt_cbc_batch(&mut refs).unwrap();
+                    assert_eq!(got, want, "{alg:?} {way:?} {count} packets");
+                }
+                bufs.clear();
+            }
+        }
+    }
+
+    /// An ESP SA's cipher is one way (RFC 4301 §4.1) and refuses the other, as for AES; the
+    /// one DES schedule serves both directions, so every way keeps the same bytes.
+    #[test]
+    fn wrong_direction_is_refused_and_the_schedule_is_the_same_size_every_way() {
+        for (alg, bytes) in [(EncrAlgorithm::Des, 128), (EncrAlgorithm::TripleDes, 384)] {
+            let key = vec![5u8; alg.key_len()];
+            let enc = EspCipher::new(alg, &key, Way::Encrypt).unwrap();
+            let dec = EspCipher::new(alg, &key, Way::Decrypt).unwrap();
+            let both = EspCipher::unbatched(alg, &key).unwrap();
+            let mut b = [0u8; 16];
+            assert_eq!(
+                enc.decrypt_cbc(&[0; 8], &mut b),
+                Err(CryptoError::WrongDirection)
+            );
+            assert_eq!(
+                dec.encrypt_cbc(&[0; 8], &mut b),
+                Err(CryptoError::WrongDirection)
+            );
+            assert_eq!(
+                dec.encrypt_cbc_batch(&mut [&mut b[..]]),
+                Err(CryptoError::WrongDirection)
+            );
+            assert_eq!(b, [0; 16], "a refused call changed the data");
+            for c in [&enc, &dec, &both] {
+                assert_eq!(c.key_schedule_bytes(), bytes, "{alg:?} {:?}", c.way());
+            }
+            assert_eq!(
+                enc.encrypt_cbc(&[0; 8], &mut [0; 12]),
+                Err(CryptoError::NotBlockAligned)
+            );
+            assert_eq!(
+                dec.decrypt_cbc(&[0; 16], &mut [0; 16]),
+                Err(CryptoError::IvLength)
+            );
+            assert_eq!(
+                enc.encrypt_cbc_batch(&mut [&mut [0u8; 20][..]]),
+                Err(CryptoError::NotBlockAligned)
+            );
+        }
+        assert!(EspCipher::new(EncrAlgorithm::Des, &[0; 7], Way::Encrypt).is_err());
+    }
 
     /// FIPS 46-3 IP, bit by bit.
     #[rustfmt::skip]
