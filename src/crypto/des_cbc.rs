@@ -34,7 +34,7 @@ use zeroize::{Zeroize, ZeroizeOnDrop};
 /// Independent blocks (CBC decryption) or packets' chains (batch encryption) run through the
 /// rounds together: enough to hide one chain's load-to-use latency, few enough for the states
 /// to stay in registers.
-pub const LANES: usize = 3;
+pub const LANES: usize = 4;
 
 /// FIPS 46-3 S-boxes S1..S8: `S[i][row][column]`, row = bits 1 and 6 of the 6-bit input,
 /// column = bits 2..5.
@@ -382,43 +382,48 @@ pub fn decrypt_cbc<K: DesRounds>(k: &K, iv: &[u8; 8], data: &mut [u8]) {
 }
 
 /// CBC-encrypts several packets in place, each `IV (8 bytes) | whole blocks` (checked by the
-/// caller): [`LANES`] packets' chains at a time in lockstep over their common length, then
-/// each one's rest alone.
+/// caller): [`LANES`] packets' chains at a time (two for the rest of the batch) in lockstep
+/// over their common length, then each one's rest alone.
 pub fn encrypt_cbc_lanes<K: DesRounds>(k: &K, packets: &mut [&mut [u8]]) {
-    for group in packets.chunks_mut(LANES) {
-        if group.len() < LANES {
-            for p in group.iter_mut() {
-                let (iv, data) = p.split_at_mut(8);
-                let iv: &[u8; 8] = (&*iv).try_into().unwrap_or(&[0; 8]);
-                encrypt_cbc(k, iv, data);
-            }
-            continue;
+    let mut groups = packets.chunks_exact_mut(LANES);
+    for group in &mut groups {
+        encrypt_cbc_group::<K, LANES>(k, group);
+    }
+    let mut pairs = groups.into_remainder().chunks_exact_mut(2);
+    for pair in &mut pairs {
+        encrypt_cbc_group::<K, 2>(k, pair);
+    }
+    for p in pairs.into_remainder() {
+        encrypt_cbc_group::<K, 1>(k, std::slice::from_mut(p));
+    }
+}
+
+/// [`encrypt_cbc_lanes`] of exactly `N` packets.
+fn encrypt_cbc_group<K: DesRounds, const N: usize>(k: &K, group: &mut [&mut [u8]]) {
+    let common = group.iter().map(|p| p.len()).min().unwrap_or(0);
+    let (mut cl, mut cr) = ([0u32; N], [0u32; N]);
+    for n in 0..N {
+        (cl[n], cr[n]) = ip(&group[n][..8]);
+    }
+    let mut at = 8;
+    while at + 8 <= common {
+        for n in 0..N {
+            let (pl, pr) = ip(&group[n][at..]);
+            cl[n] ^= pl;
+            cr[n] ^= pr;
         }
-        let common = group.iter().map(|p| p.len()).min().unwrap_or(0);
-        let (mut cl, mut cr) = ([0u32; LANES], [0u32; LANES]);
-        for n in 0..LANES {
-            (cl[n], cr[n]) = ip(&group[n][..8]);
+        k.encrypt(&mut cl, &mut cr);
+        for n in 0..N {
+            fp(cl[n], cr[n], &mut group[n][at..]);
         }
-        let mut at = 8;
-        while at + 8 <= common {
-            for n in 0..LANES {
-                let (pl, pr) = ip(&group[n][at..]);
-                cl[n] ^= pl;
-                cr[n] ^= pr;
-            }
-            k.encrypt(&mut cl, &mut cr);
-            for n in 0..LANES {
-                fp(cl[n], cr[n], &mut group[n][at..]);
-            }
-            at += 8;
-        }
-        for (n, p) in group.iter_mut().enumerate() {
-            if at < p.len() {
-                // The chain goes on from the last ciphertext block written above.
-                let mut iv = [0u8; 8];
-                fp(cl[n], cr[n], &mut iv);
-                encrypt_cbc(k, &iv, &mut p[at..]);
-            }
+        at += 8;
+    }
+    for (n, p) in group.iter_mut().enumerate() {
+        if at < p.len() {
+            // The chain goes on from the last ciphertext block (or the IV).
+            let mut iv = [0u8; 8];
+            fp(cl[n], cr[n], &mut iv);
+            encrypt_cbc(k, &iv, &mut p[at..]);
         }
     }
 }
