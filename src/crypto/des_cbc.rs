@@ -1,7 +1,7 @@
 //! DES-CBC and 3DES-CBC (EDE3) for ESP (RFC 2405, RFC 2451) and the ISAKMP SA: a table-driven
 //! DES (FIPS 46-3) keyed once per SA.
 //!
-//! * Each S-box is merged with the P permutation into one table of 64 words ([`SP`], 8 x 64
+//! * Each S-box is merged with the P permutation into one table of 64 words (`SP`, 8 x 64
 //!   `u32`, 2 KiB, computed at compile time from the FIPS 46-3 tables below), so a round is
 //!   eight lookups and XORs; the E expansion is two rotations of R, because R is kept rotated
 //!   left by one bit, which puts the eight 6-bit S-box inputs on byte boundaries of two words.
@@ -10,7 +10,7 @@
 //!   ciphertext is the state the rounds left. EDE3 runs its 48 rounds between one IP and one FP
 //!   (FP then IP between the three DES operations cancel).
 //! * The 16 subkeys of each DES key are computed once, pre-split into the two words the round
-//!   XORs into R ([`Subkeys`]: 128 bytes per DES key). Decryption runs the same subkeys in
+//!   XORs into R (`Subkeys`: 128 bytes per DES key). Decryption runs the same subkeys in
 //!   reverse order, so one schedule serves both directions and an SA keeps nothing extra for
 //!   its [`super::Way`]. Schedules zeroize on drop.
 //! * CBC decryption and a batch of CBC encryptions run several independent blocks (or packets'
@@ -18,16 +18,16 @@
 //!   round waits for the loads of the previous one).
 //!
 //! Side channels: the table index of every lookup is secret (key bits XOR data bits), so which
-//! cache lines of [`SP`] a block touches depends on key and data: cache-timing attacks by a
+//! cache lines of `SP` a block touches depends on key and data: cache-timing attacks by a
 //! process sharing the core or its caches are possible in principle. Each S-box's table is
 //! 256 bytes, four 64-byte lines, so a line-granular observer learns two of the six index bits
-//! per lookup. The `des` crate (0.9) also indexes tables by secret bits: its S-boxes are
-//! `[u8; 64]` each, one cache line per box (if the array happens to be line-aligned, which it
-//! does not ensure), so a line-granular observer learns less from it (nothing within a box),
-//! while sub-line effects (cache-bank conflicts, 4K aliasing) still apply to both. OpenSSL's
-//! DES (`DES_SPtrans`, 8 x 64 `u32`) is laid out as here: same posture as OpenSSL. DES and
-//! 3DES are legacy suites kept for old peers; AES (AES-NI, no tables) is what the project
-//! recommends.
+//! per lookup. The `des` crate (0.9) also indexes tables by secret bits (its E and P are
+//! shifts and masks, its S-boxes lookups): `[u8; 64]` per box, 512 bytes in all and not
+//! line-aligned, so one or two lines per box, and a line-granular observer learns at most one
+//! index bit per lookup from it; sub-line effects (cache-bank conflicts, 4K aliasing) apply to
+//! both. OpenSSL's DES (`DES_SPtrans`, 8 x 64 `u32`) is laid out as here: the same posture as
+//! OpenSSL's, a larger footprint than the crate's. DES and 3DES are legacy suites kept for old
+//! peers; AES (AES-NI, no tables) is what the project recommends.
 
 use zeroize::{Zeroize, ZeroizeOnDrop};
 
