@@ -3,8 +3,14 @@
 //!
 //! The key schedule is computed once per SA, for the SA's direction only (an SA is simplex,
 //! RFC 4301 §4.1: [`Way`]); the block-cipher types zeroize it on drop (the `zeroize` feature of
-//! `aes` and `des`, and [`AesKeys`]' own `Drop`).
+//! `aes`, [`AesKeys`]' own `Drop`, and the DES schedules of [`des_cbc`]).
 
+use super::CryptoError;
+use super::aes_ni::{AesKeys, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
+use super::algorithm::EncrAlgorithm;
+use super::des_cbc::{self, DesKey, TdesKey};
+use super::integrity::Integrity;
+use super::stitch::{self, Engine};
 use aes::{
     Aes128, Aes128Dec, Aes128Enc, Aes192, Aes192Dec, Aes192Enc, Aes256, Aes256Dec, Aes256Enc,
 };
@@ -14,13 +20,6 @@ use cipher::{
     Block, BlockCipherDecrypt, BlockCipherEncrypt, BlockModeDecrypt, BlockModeEncrypt,
     BlockSizeUser, InnerIvInit, KeyInit,
 };
-use des::{Des, TdesEde3};
-
-use super::CryptoError;
-use super::aes_ni::{AesKeys, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
-use super::algorithm::EncrAlgorithm;
-use super::integrity::Integrity;
-use super::stitch::{self, Engine};
 
 /// How many packets' blocks go through the block cipher together on the batch path. AES-NI
 /// pipelines 8 independent blocks (the `aes` crate's `ParBlocksSize` for x86 AES-NI).
@@ -42,8 +41,10 @@ pub enum Way {
 /// budget"). One pointer more per packet, no allocation.
 enum Inner {
     Null,
-    Des(Box<Des>),
-    TripleDes(Box<TdesEde3>),
+    /// DES and 3DES: one schedule serves both directions (decryption runs the subkeys in
+    /// reverse), so every [`Way`] keeps the same 128 / 384 bytes.
+    Des(Box<DesKey>),
+    TripleDes(Box<TdesKey>),
     /// AES with AES-NI, one way: its round keys only (176 to 240 bytes), which every path
     /// runs on: the single packet, the interleaved batch, the stitched and multi-buffer
     /// engines.
@@ -130,10 +131,12 @@ impl EspCipher {
         };
         let inner = match alg {
             EncrAlgorithm::Null => Inner::Null,
-            EncrAlgorithm::Des => Inner::Des(Box::new(Des::new_from_slice(key).map_err(bad)?)),
-            EncrAlgorithm::TripleDes => {
-                Inner::TripleDes(Box::new(TdesEde3::new_from_slice(key).map_err(bad)?))
-            }
+            EncrAlgorithm::Des => Inner::Des(Box::new(DesKey::new(
+                key.try_into().map_err(|_| bad(cipher::InvalidLength))?,
+            ))),
+            EncrAlgorithm::TripleDes => Inner::TripleDes(Box::new(TdesKey::new(
+                key.try_into().map_err(|_| bad(cipher::InvalidLength))?,
+            ))),
             EncrAlgorithm::AesCbc128 | EncrAlgorithm::AesCbc192 | EncrAlgorithm::AesCbc256 => {
                 match way {
                     Way::Encrypt => match AesKeys::<Encrypt>::new(key).filter(|_| ni) {
@@ -174,8 +177,8 @@ impl EspCipher {
     pub fn key_schedule_bytes(&self) -> usize {
         match &self.inner {
             Inner::Null => 0,
-            Inner::Des(_) => size_of::<Des>(),
-            Inner::TripleDes(_) => size_of::<TdesEde3>(),
+            Inner::Des(_) => size_of::<DesKey>(),
+            Inner::TripleDes(_) => size_of::<TdesKey>(),
             Inner::AesEncrypt(k) => k.heap_bytes(),
             Inner::AesDecrypt(k) => k.heap_bytes(),
             Inner::AesEnc(k) => by_key!(k, c => size_of_val(&**c)),
@@ -208,8 +211,10 @@ impl EspCipher {
         self.may(Way::Encrypt)?;
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Des(c) => cbc_encrypt(&**c, iv, data),
-            Inner::TripleDes(c) => cbc_encrypt(&**c, iv, data),
+            Inner::Des(k) => des_args(iv, data).map(|(iv, d)| des_cbc::encrypt_cbc(&**k, iv, d)),
+            Inner::TripleDes(k) => {
+                des_args(iv, data).map(|(iv, d)| des_cbc::encrypt_cbc(&**k, iv, d))
+            }
             Inner::AesEncrypt(k) => {
                 let (iv, data) = aes_cbc_args(iv, data)?;
                 k.encrypt_cbc(iv, data);
@@ -227,8 +232,10 @@ impl EspCipher {
         self.may(Way::Decrypt)?;
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Des(c) => cbc_decrypt(&**c, iv, data),
-            Inner::TripleDes(c) => cbc_decrypt(&**c, iv, data),
+            Inner::Des(k) => des_args(iv, data).map(|(iv, d)| des_cbc::decrypt_cbc(&**k, iv, d)),
+            Inner::TripleDes(k) => {
+                des_args(iv, data).map(|(iv, d)| des_cbc::decrypt_cbc(&**k, iv, d))
+            }
             Inner::AesDecrypt(k) => {
                 let (iv, data) = aes_cbc_args(iv, data)?;
                 k.decrypt_cbc(iv, data);
@@ -313,6 +320,14 @@ impl EspCipher {
             }
             Inner::AesEnc(k) => by_key!(k, c => cbc_encrypt_interleaved(&**c, packets)),
             Inner::Aes(k) => by_key!(k, c => cbc_encrypt_interleaved(&**c, packets)),
+            Inner::Des(k) => {
+                des_cbc::encrypt_cbc_lanes(&**k, packets);
+                Ok(())
+            }
+            Inner::TripleDes(k) => {
+                des_cbc::encrypt_cbc_lanes(&**k, packets);
+                Ok(())
+            }
             _ => {
                 for p in packets.iter_mut() {
                     let (iv, data) = p.split_at_mut(ivl);
@@ -331,6 +346,18 @@ fn aes_cbc_args<'a>(
 ) -> Result<(&'a [u8; 16], &'a mut [u8]), CryptoError> {
     let iv = iv.try_into().map_err(|_| CryptoError::IvLength)?;
     if !data.len().is_multiple_of(16) {
+        return Err(CryptoError::NotBlockAligned);
+    }
+    Ok((iv, data))
+}
+
+/// The IV as a DES block and `data` as whole blocks, or the error.
+fn des_args<'a>(
+    iv: &'a [u8],
+    data: &'a mut [u8],
+) -> Result<(&'a [u8; 8], &'a mut [u8]), CryptoError> {
+    let iv = iv.try_into().map_err(|_| CryptoError::IvLength)?;
+    if !data.len().is_multiple_of(8) {
         return Err(CryptoError::NotBlockAligned);
     }
     Ok((iv, data))

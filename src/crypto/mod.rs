@@ -13,6 +13,8 @@
 //! * [`stitch`]: AES-CBC + HMAC-SHA1 over a batch of ESP packets with AES-NI and SHA-NI
 //!   interleaved in one kernel (run-time detection, portable fallback), used by the SA's
 //!   `encap_batch` and `decap_batch`.
+//! * [`des_cbc`]: DES-CBC and 3DES-CBC, table-driven, keyed once per SA; batch encryption and
+//!   decryption run several chains or blocks in lockstep.
 //! * [`sha1_mb`]: SHA-1 of sixteen messages at once on AVX-512 and HMAC-SHA1 of a batch with
 //!   it, which the stitched batch paths' multi-buffer engine hashes with.
 
@@ -44,6 +46,7 @@ pub mod aead;
 pub mod aes_ni;
 pub mod algorithm;
 pub mod cipher;
+pub mod des_cbc;
 pub mod integrity;
 pub mod sha1_mb;
 pub mod stitch;
