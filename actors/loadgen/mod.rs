@@ -9,6 +9,7 @@
 //! exponentiations per tunnel cost what the hub's do, so a one-thread swarm would measure itself.
 //! No ESP data plane: the SAs are negotiated, never used.
 
+mod pace;
 mod report;
 mod spoke;
 mod suite;
@@ -360,16 +361,16 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
     });
     let (stop_tx, stop_rx) = watch::channel::<Option<Stop>>(None);
 
-    // The launcher: spoke i starts no earlier than one period after spoke i-1 (a late start
-    // is not caught up with a burst), and only with an in-flight slot.
+    // The launcher: spokes start one period apart on average ([`pace`]: a late start is not
+    // caught up with a burst), and only with an in-flight slot.
     let launcher = {
         let (env, mut stop) = (env.clone(), stop_rx.clone());
         let (sources, networks, period, n) =
             (plan.sources, plan.networks, plan.period, plan.spokes);
         tokio::spawn(async move {
-            let mut next = tokio::time::Instant::now();
+            let mut pacer = pace::Pacer::new(period, Instant::now());
             let mut launched = 0u64;
-            for i in 0..n {
+            'spokes: for i in 0..n {
                 let permit = tokio::select! {
                     p = env.gate.clone().acquire_owned() => match p {
                         Ok(p) => p,
@@ -377,12 +378,12 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
                     },
                     _ = stop.wait_for(Option::is_some) => break,
                 };
-                next = next.max(tokio::time::Instant::now());
-                tokio::select! {
-                    _ = tokio::time::sleep_until(next) => {}
-                    _ = stop.wait_for(Option::is_some) => break,
+                while let Some(at) = pacer.poll(Instant::now()) {
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(at.into()) => {}
+                        _ = stop.wait_for(Option::is_some) => break 'spokes,
+                    }
                 }
-                next += period;
                 let (Some(addr), Some(host)) = (
                     sources.get(i),
                     networks.map_or(sources.get(i), |p| p.get(i)),
