@@ -14,10 +14,11 @@
 #     at the hub's IKE sockets (`show counters` ike_socket_drops);
 #  2. restart: the hub is stopped (--restart-signal TERM: deletes sent, the spokes re-initiate
 #     at once; KILL: a crash, the spokes find out by DPD) and started again; prints the time
-#     from the new hub's start to all N back (the swarm's progress, 1 s steps), the swarm's
-#     recovery time (first tunnel lost to last one back), the retransmissions since the first
-#     loss, the new hub's CPU per tunnel, and the issue's bound N x CPU per tunnel / hub cores
-#     + 20% (CPU per tunnel from step 1);
+#     from the new hub's start to all N back (the swarm's clock of its last tunnel back,
+#     against the hub's start on the same wall clock), the swarm's recovery time (first tunnel
+#     lost to last one back), the retransmissions since the first loss, the new hub's CPU per
+#     tunnel, and the issue's bound N x CPU per tunnel / hub cores + 20% (CPU per tunnel from
+#     step 1);
 #  3. reload: a ping every 10 ms through the real spoke's tunnel while the hub reloads with one
 #     other policy changed (its PSK); prints the reload time the daemon reports and the pings
 #     lost, and the swarm's tunnels lost by the reload (must be 0).
@@ -39,7 +40,7 @@
 set -euo pipefail
 
 usage() {
-    sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,39p' "$0" | sed 's/^# \{0,1\}//'
     echo "Environment: IKEHUB_BIN (default target/release/ikehub)."
 }
 
@@ -363,11 +364,17 @@ for g in $GROUPS_LIST; do
     SWARM=""
     RESULTS+=("$(python3 - "$TMP/report.json" "$g" "$cpu0" "$cpu1" "$cpu_r" "$CLK_TCK" \
         "$rss0" "$rss1" "$back" "$HUB_CORES" "$reload_ms" "$ping_lost" "$lost_before" \
-        "$lost_after" "$SIGNAL" "$drops_setup" "$drops_recovery" "$swarm_cpu" <<'PY'
+        "$lost_after" "$SIGNAL" "$drops_setup" "$drops_recovery" "$swarm_cpu" "$t_start" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
 (g, c0, c1, cr, tck, rss0, rss1, back, cores, reload_ms, ping_lost, lb, la, sig, ds, dr,
- sc) = sys.argv[2:]
+ sc, t_start) = sys.argv[2:]
+# The swarm's own clock of the last tunnel back (microseconds), against the hub's start on the
+# same wall clock: finer than the progress lines the wait above polls (1 s steps).
+if r.get("all_back_seconds") is not None and r.get("started_unix"):
+    exact = r["started_unix"] + r["all_back_seconds"] - float(t_start)
+    if exact >= 0:
+        back = "%.2f" % exact
 n = r["spokes"]
 up = r["up"]
 cpu_ms = (int(c1) - int(c0)) * 1000.0 / int(tck)
@@ -424,7 +431,7 @@ print("%-6s %-3s %-12s %-9s %-8s %-9s %-9s %-22s %-8s %-6s | %-9s %-9s %-8s %-8s
     f(r["reload_ms"]), "%s/500 (swarm tunnels lost: %s)" % (f(r["reload_pings_lost_of_500"]),
     f(r["tunnels_lost_by_reload"]))))' "$r"
     done
-    echo "restart: SIG$SIGNAL; 'back s' from the new hub's start to all N back (1 s steps),"\
+    echo "restart: SIG$SIGNAL; 'back s' from the new hub's start to all N back,"\
          "'recov s' the swarm's first loss to last back, bound = N x ms/tunnel / $HUB_CORES hub core(s) + 20%" >&2
 fi
 exit $FAILED

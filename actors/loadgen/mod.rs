@@ -336,6 +336,9 @@ const STOP_GRACE: Duration = Duration::from_secs(5);
 async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
     let stats = Arc::new(Stats::default());
     let epoch = Instant::now();
+    let started_unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
     let retransmits_before = IkeStats::get(&IKE_STATS.retransmissions);
     eprintln!(
         "ikehub loadgen: {} spokes from {} against {}, at most {}/s and {} in flight, hold {:.1} s, \
@@ -479,6 +482,8 @@ async fn swarm(args: &LoadgenArgs, plan: Plan) -> Report {
         reconnected: Stats::get(&stats.reconnected),
         down_at_end,
         recovery_seconds: stats.recovery().map(|d| d.as_secs_f64()),
+        all_back_seconds: stats.all_back().map(|d| d.as_secs_f64()),
+        started_unix,
         recovery_retransmissions: match Stats::get(&stats.retransmissions_at_first_loss) {
             0 => 0,
             at => IkeStats::get(&IKE_STATS.retransmissions).saturating_sub(at - 1),

@@ -104,12 +104,21 @@ impl Stats {
     /// `--reconnect`: from the first loss to the moment the last lost tunnel was back, when
     /// every lost tunnel came back; `None` when none was lost or some are still down.
     pub fn recovery(&self) -> Option<Duration> {
+        let back = self.all_back()?;
+        // all_back() is Some only after a loss: first_lost_us holds the first loss + 1 µs.
+        let first = Duration::from_micros(Self::get(&self.first_lost_us).saturating_sub(1));
+        Some(back.saturating_sub(first))
+    }
+
+    /// `--reconnect`: when the last lost tunnel was back, after the swarm's start; `None` as
+    /// for [`Self::recovery`].
+    pub fn all_back(&self) -> Option<Duration> {
         let first = Self::get(&self.first_lost_us);
         if first == 0 || Self::get(&self.down) > 0 || Self::get(&self.down_at_end) > 0 {
             return None;
         }
         Some(Duration::from_micros(
-            Self::get(&self.all_back_us).saturating_sub(first - 1),
+            Self::get(&self.all_back_us).max(first - 1),
         ))
     }
 
@@ -209,6 +218,11 @@ pub struct Report {
     /// From the first tunnel lost to the last one back; absent when none was lost or some
     /// never came back.
     pub recovery_seconds: Option<f64>,
+    /// When the last lost tunnel was back, in seconds after `started_unix` (absent as
+    /// `recovery_seconds` is): a script that restarted the hub at a known time subtracts it.
+    pub all_back_seconds: Option<f64>,
+    /// The swarm's start, in seconds since the Unix epoch (the wall clock).
+    pub started_unix: f64,
     /// Retransmissions from the first loss to the end of the run.
     pub recovery_retransmissions: u64,
     pub send_errors: u64,
@@ -349,12 +363,15 @@ mod tests {
         assert_eq!(s.recovery(), None, "one still down");
         s.note_reconnected(Duration::from_secs(13));
         assert_eq!(s.recovery(), Some(Duration::from_secs(3)));
+        assert_eq!(s.all_back(), Some(Duration::from_secs(13)));
         assert_eq!(Stats::get(&s.retransmissions_at_first_loss), 8);
         s.note_lost(Duration::from_secs(20), 12);
         assert_eq!(s.recovery(), None, "a second wave, not back yet");
         s.note_reconnected(Duration::from_secs(25));
         assert_eq!(s.recovery(), Some(Duration::from_secs(15)));
+        assert_eq!(s.all_back(), Some(Duration::from_secs(25)));
         Stats::add(&s.down_at_end, 1);
         assert_eq!(s.recovery(), None);
+        assert_eq!(s.all_back(), None);
     }
 }
