@@ -1,11 +1,13 @@
 //! Multi-buffer SHA-1: the compression function (RFC 3174 §6.1) of sixteen independent
 //! messages at once, one message per 32-bit lane of the AVX-512 registers (issue 12 point 3).
 //!
-//! One SHA-1 chain is serial (every block is chained through the state, RFC 3174 §6), and
-//! SHA-NI's `sha1rnds4` is throughput-bound, so one core's SHA-NI caps every design that hashes
-//! one packet at a time. The packets of an ESP batch are independent messages: with each lane
-//! running its own chain, the vector units hash sixteen of them in the time of one round
-//! sequence, as Intel's isa-l_crypto `sha1_mb` does.
+//! One SHA-1 chain is serial (every block is chained through the state, RFC 3174 §6). On the
+//! Intel SHA-NI cores SHA-NI's `sha1rnds4` is throughput-bound, so one core's SHA-NI caps every
+//! design that hashes on it, one chain or several; on AMD Zen 3 it is latency-bound and several
+//! SHA-NI chains do go faster ([`super::sha1_ni`], which runs on this module's lane scheduler
+//! [`lanes`]). The packets of an ESP batch are independent messages: with each lane running
+//! its own chain, the vector units hash sixteen of them in the time of one round sequence, as
+//! Intel's isa-l_crypto `sha1_mb` does.
 
 #[cfg(target_arch = "x86_64")]
 pub use x86::compress16;

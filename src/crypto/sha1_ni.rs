@@ -12,9 +12,12 @@
 //! [`chains_pay`] times both once per process and [`super::stitch::Engine::detect`] picks the
 //! chained engine only where it is clearly faster.
 //!
-//! Each chain keeps its state, its last two A..D and a ring of five message-schedule groups in
-//! xmm registers (seven live registers a chain): past two chains the sixteen xmm registers
-//! spill, which the out-of-order core absorbs since the spills are off the `sha1rnds4` chain.
+//! The chains interleave group by group (`sha1msg1`, xor, `sha1msg2`, `sha1nexte`, `sha1rnds4`
+//! of chain 0, then of chain 1, ...); the out-of-order core mixes them finer. Each chain keeps
+//! its start state, its last two A..D and a ring of five message-schedule groups in xmm
+//! registers, so past two chains the sixteen xmm registers spill; the spills stay off the
+//! `sha1rnds4` chain and four chains still go fastest. Computing a block's whole message
+//! schedule first, then the rounds, was tried and is slower (3 chains 3,050 MB/s, 4 2,140-2,740).
 
 #[cfg(target_arch = "x86_64")]
 pub use x86::compress_chains;
@@ -24,9 +27,15 @@ use std::sync::OnceLock;
 use super::sha1_mb;
 use super::stitch::HmacSha1Pads;
 
-/// Chains one [`compress_chains`] call of [`hmac_batch`] runs (measured with `ikehub bench`
-/// on Zen 3, 1400-byte ESP packets: see the module doc).
-pub const CHAINS: usize = 3;
+/// Chains one [`compress_chains`] call of [`hmac_batch`] runs. Measured on Zen 3 (best of
+/// many runs): the bare compression over 22 blocks per chain gives 1 chain 1,705 MB/s, 2
+/// 2,900, 3 3,740, 4 3,790-4,355, 5 3,690-4,450; [`hmac_batch`] of 1408-byte messages, 64 a
+/// batch: 2 chains 2,270, 3 2,990, 4 3,450, 5 2,800; 32 a batch 2,860-2,940 / 2,830-3,450
+/// (3 / 4 chains); but of 32 mixed lengths 64..1464 B: 3 chains 1,890-2,120, 4 1,540-2,040,
+/// where more chains leave more of them waiting on single-block calls (tails, outer blocks).
+/// Four wins on the equal-size packets that a bulk flow's segments give, and in `ikehub
+/// bench` (32 x 1400 B); three would suit mixed batches slightly better.
+pub const CHAINS: usize = 4;
 
 /// Below this many busy chains, with no message waiting, the last one finishes alone on the
 /// `sha1` crate's one-chain compression; a batch of one message goes that way throughout.

@@ -9,13 +9,18 @@
 //! way in (RFC 4303 §3.4.4) the roles swap: packet `i` is verified while packet `i - 1`, whose ICV
 //! already matched, is decrypted; nothing is decrypted before its ICV verified.
 //!
-//! Several SHA-NI chains at once were measured first and bring nothing on the SHA-NI CPUs
-//! this runs on (`sha1rnds4` is throughput-bound there), so one hash chain is stitched with
-//! one cipher chain, as OpenSSL's `aesni_cbc_sha1_enc` does. That single SHA-NI chain is the
-//! ceiling of this kernel; with AVX-512 the [`Engine::MultiBuffer`] engine hashes sixteen
-//! packets at once on the vector units instead ([`sha1_mb`]), about twice SHA-NI's rate, and
-//! runs the AES of the batch in a separate pass (eight CBC chains interleaved on the way out,
-//! sixteen blocks per VAES step on the way in).
+//! One hash chain is stitched with one cipher chain here, as OpenSSL's `aesni_cbc_sha1_enc`
+//! does; that single SHA-NI chain (or, on the way out, the single AES-CBC chain: `aesenc`
+//! latency) is the ceiling of this kernel. Whether more SHA-NI chains help depends on the CPU:
+//! on the Intel SHA-NI cores this was first measured on, `sha1rnds4` is throughput-bound and
+//! several chains brought nothing, so [`Engine::Stitched`] is the engine there; on AMD Zen 3
+//! `sha1rnds4` is latency-bound and four chains hash about 2.2-2.6 times one chain's bytes
+//! ([`sha1_ni`]), so [`Engine::ShaNiChains`] runs the AES of the batch in a separate pass
+//! (eight CBC chains interleaved on the way out, sixteen blocks per VAES step on the way in)
+//! and then HMAC-SHA1 of four packets at a time; [`Engine::detect`] tells the two cases apart
+//! with a one-time probe. With AVX-512 the [`Engine::MultiBuffer`] engine hashes sixteen
+//! packets at once on the vector units instead ([`sha1_mb`]), about twice one SHA-NI chain's
+//! rate, with the same separate AES pass.
 //!
 //! The AES runs on the SA's one-way round keys ([`AesKeys`], expanded in [`super::aes_ni`]).
 //! What a crate does well comes from crates: the portable [`Engine`] is the SA's CBC of one
@@ -85,7 +90,7 @@ impl Engine {
     /// The fastest engine this CPU runs. With AVX-512, the sixteen vector lanes
     /// ([`Engine::MultiBuffer`]). Without, several SHA-NI chains ([`Engine::ShaNiChains`])
     /// only where [`sha1_ni::chains_pay`] measured them at least 1.3 times one chain's rate
-    /// (AMD Zen 3: `sha1rnds4` latency-bound, about 2.3x with three chains); else one chain
+    /// (AMD Zen 3: `sha1rnds4` latency-bound, the probe sees 2.2-2.6x with four chains); else one chain
     /// stitched with the AES ([`Engine::Stitched`]), which wins where one chain already keeps
     /// SHA-NI busy (the Intel cores it was written on). A one-time probe (tens of
     /// microseconds, cached for the process) rather than a vendor/model table: the property is
