@@ -5,7 +5,7 @@
 //! Intel SHA-NI cores SHA-NI's `sha1rnds4` is throughput-bound, so one core's SHA-NI caps every
 //! design that hashes on it, one chain or several; on AMD Zen 3 it is latency-bound and several
 //! SHA-NI chains do go faster ([`super::sha1_ni`], which runs on this module's lane scheduler
-//! [`lanes`]). The packets of an ESP batch are independent messages: with each lane running
+//! `lanes`). The packets of an ESP batch are independent messages: with each lane running
 //! its own chain, the vector units hash sixteen of them in the time of one round sequence, as
 //! Intel's isa-l_crypto `sha1_mb` does.
 
@@ -118,7 +118,7 @@ pub(super) fn lanes<'m, const L: usize>(
             None => &IDLE[..64 * run.max(1)],
         });
         for (s, slot) in state.iter_mut().zip(&lane) {
-            *s = slot.map_or([0; 5], |m| m.state);
+            *s = slot.as_ref().map_or([0; 5], |m| m.state);
         }
         compress(&mut state, &blocks);
         for (s, slot) in state.iter().zip(lane.iter_mut()) {

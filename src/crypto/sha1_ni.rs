@@ -61,7 +61,7 @@ pub fn available() -> bool {
 
 /// Whether [`CHAINS`] chains at once hash at least 1.3 times as many bytes per unit of time as
 /// one chain on this CPU: measured once per process, on first use, by a probe of about twenty
-/// microseconds ([`PROBE_RUNS`] runs of [`PROBE_BLOCKS`] blocks each way, the fastest of each
+/// microseconds (`PROBE_RUNS` = 8 runs of `PROBE_BLOCKS` = 16 blocks each way, the fastest of each
 /// kept). The margin keeps a noisy probe on a CPU where the two are close from choosing the
 /// chained engine, which gives up the AES/SHA overlap of the stitched one. The probe counts
 /// time-stamp-counter ticks, a CPU register: it decides only how fast a batch goes, never its
@@ -71,7 +71,7 @@ pub fn chains_pay() -> bool {
     *PAYS.get_or_init(|| probe().is_some_and(|(one, many)| 10 * CHAINS as u64 * one >= 13 * many))
 }
 
-/// Fewest ticks of one chain over [`PROBE_BLOCKS`] blocks, and of [`CHAINS`] chains over as
+/// Fewest ticks of one chain over `PROBE_BLOCKS` blocks, and of [`CHAINS`] chains over as
 /// many blocks each; `None` without SHA-NI.
 pub fn probe() -> Option<(u64, u64)> {
     #[cfg(target_arch = "x86_64")]
