@@ -327,7 +327,8 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
         println!(
             "ENCAP-BATCH / DECAP-BATCH: 32 packets of one SA; stitched AES-CBC + HMAC-SHA1 when \
              the CPU has AES-NI and SHA-NI, multi-buffer (HMAC-SHA1 of 16 packets at once) \
-             with AVX-512 too ({:?} here)",
+             with AVX-512 too, several SHA-NI chains at once (ShaNiChains) where a start-up probe \
+             finds them faster than one ({:?} here)",
             Engine::detect()
         );
         if !report.goals.is_empty() {

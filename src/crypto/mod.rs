@@ -16,10 +16,14 @@
 //! * [`des_cbc`]: DES-CBC and 3DES-CBC, table-driven, keyed once per SA; batch encryption and
 //!   decryption run several chains or blocks in lockstep.
 //! * [`sha1_mb`]: SHA-1 of sixteen messages at once on AVX-512 and HMAC-SHA1 of a batch with
-//!   it, which the stitched batch paths' multi-buffer engine hashes with.
+//!   it, which the stitched batch paths' multi-buffer engine hashes with; its lane scheduler
+//!   serves [`sha1_ni`] too.
+//! * [`sha1_ni`]: SHA-1 on SHA-NI, one block in round groups (the stitched kernel's) and several
+//!   independent chains at once (the chained engine's, where the CPU's `sha1rnds4` is
+//!   latency-bound).
 
 /// Straight-line code for each listed index (`$t` is a constant in the body): the x86-64
-/// kernels of `stitch` and `sha1_mb` must be fully unrolled for their rounds to stay in
+/// kernels of `stitch`, `sha1_mb` and `sha1_ni` must be fully unrolled for their rounds to stay in
 /// registers and their AES and SHA instructions to interleave, and loops of this size are past
 /// the compiler's unrolling threshold. Defined before the modules so that they see it.
 #[cfg(target_arch = "x86_64")]
@@ -49,6 +53,7 @@ pub mod cipher;
 pub mod des_cbc;
 pub mod integrity;
 pub mod sha1_mb;
+pub mod sha1_ni;
 pub mod stitch;
 
 #[cfg(test)]

@@ -1,14 +1,18 @@
 //! Multi-buffer SHA-1: the compression function (RFC 3174 §6.1) of sixteen independent
 //! messages at once, one message per 32-bit lane of the AVX-512 registers (issue 12 point 3).
 //!
-//! One SHA-1 chain is serial (every block is chained through the state, RFC 3174 §6), and
-//! SHA-NI's `sha1rnds4` is throughput-bound, so one core's SHA-NI caps every design that hashes
-//! one packet at a time. The packets of an ESP batch are independent messages: with each lane
-//! running its own chain, the vector units hash sixteen of them in the time of one round
-//! sequence, as Intel's isa-l_crypto `sha1_mb` does.
+//! One SHA-1 chain is serial (every block is chained through the state, RFC 3174 §6). On the
+//! Intel SHA-NI cores SHA-NI's `sha1rnds4` is throughput-bound, so one core's SHA-NI caps every
+//! design that hashes on it, one chain or several; on AMD Zen 3 it is latency-bound and several
+//! SHA-NI chains do go faster ([`super::sha1_ni`], which runs on this module's lane scheduler
+//! `lanes`). The packets of an ESP batch are independent messages: with each lane running
+//! its own chain, the vector units hash sixteen of them in the time of one round sequence, as
+//! Intel's isa-l_crypto `sha1_mb` does.
 
 #[cfg(target_arch = "x86_64")]
 pub use x86::compress16;
+
+use zeroize::Zeroize;
 
 use super::stitch::{HmacSha1Pads, Mac};
 
@@ -40,8 +44,23 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
         let m = msgs[i].as_ref();
         &m[..m.len().saturating_sub(trim)]
     };
+    #[cfg(target_arch = "x86_64")]
     if available() && n >= MIN_LANES {
-        lanes(pads, n, msg, macs);
+        let mut rows = [[0u32; LANES]; 5];
+        lanes::<LANES>(pads, n, msg, macs, MIN_LANES, |state, blocks| {
+            // compress16 keeps word i of every lane in row i (one zmm register).
+            for (l, s) in state.iter().enumerate() {
+                for (row, w) in rows.iter_mut().zip(s) {
+                    row[l] = *w;
+                }
+            }
+            // SAFETY: `available` found avx512f and avx512bw.
+            unsafe { compress16(&mut rows, blocks) };
+            for (l, s) in state.iter_mut().enumerate() {
+                *s = core::array::from_fn(|i| rows[i][l]);
+            }
+        });
+        rows.zeroize();
         return;
     }
     for (i, mac) in macs.iter_mut().enumerate().take(n) {
@@ -49,44 +68,38 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
     }
 }
 
-/// The lane scheduler: a lane's state lives in column `l` of `state` between calls; a lane
-/// whose inner hash ends goes on with the outer block (the `Mac` does that), one whose outer
-/// block is in writes its MAC and takes the next message.
-fn lanes<'m>(
+/// The lane scheduler, for any number `L` of lanes and any compression of `L` chains at once
+/// (the sixteen AVX-512 lanes here, the SHA-NI chains of [`super::sha1_ni`]): lane `l` takes
+/// the next message when it is free; a lane whose inner hash ends goes on with the outer block
+/// (the `Mac` does that), one whose outer block is in writes its MAC and takes the next
+/// message. Once no message waits and fewer than `min_lanes` lanes are busy, those finish one
+/// chain at a time. `compress(state, blocks)` runs, for each lane `l`, the whole blocks of
+/// `blocks[l]` (as many as `blocks[0]` holds) on `state[l]`.
+pub(super) fn lanes<'m, const L: usize>(
     pads: &HmacSha1Pads,
     n: usize,
     msg: impl Fn(usize) -> &'m [u8],
     macs: &mut [[u8; 20]],
+    min_lanes: usize,
+    mut compress: impl FnMut(&mut [[u32; 5]; L], &[&[u8]; L]),
 ) {
-    let mut lane: [Option<Mac>; LANES] = [None; LANES];
-    let mut state = [[0u32; LANES]; 5];
-    let put = |state: &mut [[u32; LANES]; 5], l: usize, s: &[u32; 5]| {
-        for (row, w) in state.iter_mut().zip(s) {
-            row[l] = *w;
-        }
-    };
-    let get =
-        |state: &[[u32; LANES]; 5], l: usize| -> [u32; 5] { core::array::from_fn(|i| state[i][l]) };
+    let mut lane: [Option<Mac>; L] = [None; L];
+    let mut state = [[0u32; 5]; L];
     let mut next = 0;
     loop {
         let mut busy = 0;
-        for (l, slot) in lane.iter_mut().enumerate() {
+        for slot in lane.iter_mut() {
             if slot.is_none() && next < n {
-                let m = Mac::new(next, pads, msg(next));
-                put(&mut state, l, &m.state);
-                *slot = Some(m);
+                *slot = Some(Mac::new(next, pads, msg(next)));
                 next += 1;
             }
             busy += usize::from(slot.is_some());
         }
-        if next == n && busy < MIN_LANES {
-            for (l, slot) in lane.iter_mut().enumerate() {
-                if let Some(m) = slot {
-                    m.state = get(&state, l);
-                    macs[m.job] = m.finish(pads, msg(m.job));
-                }
+        if next == n && busy < min_lanes {
+            for m in lane.iter().flatten() {
+                macs[m.job] = m.finish(pads, msg(m.job));
             }
-            state.iter_mut().for_each(|row| row.fill(0));
+            state.zeroize();
             return;
         }
         // With every busy lane in its message's whole blocks, as many as all of them have go
@@ -99,24 +112,21 @@ fn lanes<'m>(
             .min()
             .unwrap_or(0)
             .min(IDLE_BLOCKS);
-        let blocks: [&[u8]; LANES] = core::array::from_fn(|l| match &lane[l] {
+        let blocks: [&[u8]; L] = core::array::from_fn(|l| match &lane[l] {
             Some(m) if run > 0 => m.whole_blocks(msg(m.job), run),
             Some(m) => &m.block(msg(m.job))[..],
             None => &IDLE[..64 * run.max(1)],
         });
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: only called when `available` found avx512f and avx512bw.
-        unsafe {
-            compress16(&mut state, &blocks)
-        };
-        for (l, slot) in lane.iter_mut().enumerate() {
+        for (s, slot) in state.iter_mut().zip(&lane) {
+            *s = slot.as_ref().map_or([0; 5], |m| m.state);
+        }
+        compress(&mut state, &blocks);
+        for (s, slot) in state.iter().zip(lane.iter_mut()) {
             if let Some(m) = slot {
-                m.state = get(&state, l);
+                m.state = *s;
                 if let Some(mac) = m.advance_by(pads, run.max(1)) {
                     macs[m.job] = mac;
                     *slot = None;
-                } else {
-                    put(&mut state, l, &m.state);
                 }
             }
         }

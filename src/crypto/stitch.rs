@@ -9,13 +9,18 @@
 //! way in (RFC 4303 §3.4.4) the roles swap: packet `i` is verified while packet `i - 1`, whose ICV
 //! already matched, is decrypted; nothing is decrypted before its ICV verified.
 //!
-//! Several SHA-NI chains at once were measured first and bring nothing on the SHA-NI CPUs
-//! this runs on (`sha1rnds4` is throughput-bound there), so one hash chain is stitched with
-//! one cipher chain, as OpenSSL's `aesni_cbc_sha1_enc` does. That single SHA-NI chain is the
-//! ceiling of this kernel; with AVX-512 the [`Engine::MultiBuffer`] engine hashes sixteen
-//! packets at once on the vector units instead ([`sha1_mb`]), about twice SHA-NI's rate, and
-//! runs the AES of the batch in a separate pass (eight CBC chains interleaved on the way out,
-//! sixteen blocks per VAES step on the way in).
+//! One hash chain is stitched with one cipher chain here, as OpenSSL's `aesni_cbc_sha1_enc`
+//! does; that single SHA-NI chain (or, on the way out, the single AES-CBC chain: `aesenc`
+//! latency) is the ceiling of this kernel. Whether more SHA-NI chains help depends on the CPU:
+//! on the Intel SHA-NI cores this was first measured on, `sha1rnds4` is throughput-bound and
+//! several chains brought nothing, so [`Engine::Stitched`] is the engine there; on AMD Zen 3
+//! `sha1rnds4` is latency-bound and four chains hash about 2.2-2.6 times one chain's bytes
+//! ([`sha1_ni`]), so [`Engine::ShaNiChains`] runs the AES of the batch in a separate pass
+//! (eight CBC chains interleaved on the way out, sixteen blocks per VAES step on the way in)
+//! and then HMAC-SHA1 of four packets at a time; [`Engine::detect`] tells the two cases apart
+//! with a one-time probe. With AVX-512 the [`Engine::MultiBuffer`] engine hashes sixteen
+//! packets at once on the vector units instead ([`sha1_mb`]), about twice one SHA-NI chain's
+//! rate, with the same separate AES pass.
 //!
 //! The AES runs on the SA's one-way round keys ([`AesKeys`], expanded in [`super::aes_ni`]).
 //! What a crate does well comes from crates: the portable [`Engine`] is the SA's CBC of one
@@ -28,7 +33,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use super::aes_ni::{AesKeys, CBC_LANES, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
-use super::sha1_mb;
+use super::{sha1_mb, sha1_ni};
 
 /// Most packets one call handles; longer batches are cut.
 pub const MAX_BATCH: usize = 64;
@@ -53,6 +58,14 @@ const STEP: usize = BLOCK;
 /// stitched (one SHA-NI chain keeps pace with the AES then, and the vector lanes would idle).
 pub const MULTI_BUFFER_MIN: usize = sha1_mb::MIN_LANES;
 
+/// Fewest packets [`Engine::ShaNiChains`] hashes several chains at a time; a single packet runs
+/// stitched (it has no second chain to run beside).
+pub const CHAINS_MIN: usize = sha1_ni::MIN_CHAINS;
+
+/// HMAC-SHA1 of a batch of ESP packets without their ICVs ([`sha1_mb::hmac_batch`],
+/// [`sha1_ni::hmac_batch`]).
+type BatchHash = fn(&HmacSha1Pads, &[&mut [u8]], usize, &mut [[u8; 20]]);
+
 /// Which implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Engine {
@@ -61,6 +74,12 @@ pub enum Engine {
     /// caps the stitched kernel, the vector units do not share it. Batches of fewer than
     /// [`MULTI_BUFFER_MIN`] packets run stitched.
     MultiBuffer,
+    /// AES-CBC of the whole batch with AES-NI (packets interleaved), then HMAC-SHA1 of the
+    /// batch [`sha1_ni::CHAINS`] packets at a time on SHA-NI, their chains interleaved
+    /// ([`sha1_ni`]): for CPUs without AVX-512 whose `sha1rnds4` is latency-bound, where one
+    /// chain leaves SHA-NI mostly idle. Batches of fewer than [`CHAINS_MIN`] packets run
+    /// stitched.
+    ShaNiChains,
     /// x86-64 AES-NI and SHA-NI stitched in one kernel.
     Stitched,
     /// The `cbc`/`aes` and `sha1` crates, packet after packet.
@@ -68,27 +87,52 @@ pub enum Engine {
 }
 
 impl Engine {
-    /// The fastest engine this CPU runs.
+    /// The fastest engine this CPU runs. With AVX-512, the sixteen vector lanes
+    /// ([`Engine::MultiBuffer`]). Without, several SHA-NI chains ([`Engine::ShaNiChains`])
+    /// only where [`sha1_ni::chains_pay`] measured them at least 1.3 times one chain's rate
+    /// (AMD Zen 3: `sha1rnds4` latency-bound, the probe sees 2.2-2.6x with four chains); else one chain
+    /// stitched with the AES ([`Engine::Stitched`]), which wins where one chain already keeps
+    /// SHA-NI busy (the Intel cores it was written on). A one-time probe (tens of
+    /// microseconds, cached for the process) rather than a vendor/model table: the property is
+    /// the unit's latency against its throughput, which no CPUID bit tells and which new cores
+    /// change; the margin keeps a noisy probe on the stitched engine when the two are close.
     pub fn detect() -> Self {
         if !Self::stitched_runs() {
             Self::Portable
         } else if sha1_mb::available() {
             Self::MultiBuffer
+        } else if sha1_ni::chains_pay() {
+            Self::ShaNiChains
         } else {
             Self::Stitched
         }
     }
 
-    /// Every engine this CPU runs, slowest first (tests compare them all).
+    /// Every engine this CPU runs, slowest first (tests compare them all); the chained one
+    /// wherever SHA-NI is, whether or not [`Self::detect`] would pick it.
     pub fn supported() -> Vec<Self> {
         let mut e = vec![Self::Portable];
         if Self::stitched_runs() {
             e.push(Self::Stitched);
+            e.push(Self::ShaNiChains);
             if sha1_mb::available() {
                 e.push(Self::MultiBuffer);
             }
         }
         e
+    }
+
+    /// For the two-pass engines: the fewest packets they take (smaller batches run
+    /// stitched) and the batch HMAC they hash with.
+    fn batch_hash(self) -> (usize, BatchHash) {
+        match self {
+            Self::ShaNiChains => (CHAINS_MIN, |p, m, t, macs| {
+                sha1_ni::hmac_batch(p, m, t, macs)
+            }),
+            _ => (MULTI_BUFFER_MIN, |p, m, t, macs| {
+                sha1_mb::hmac_batch(p, m, t, macs)
+            }),
+        }
     }
 
     fn stitched_runs() -> bool {
@@ -335,16 +379,17 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        (Engine::MultiBuffer, Some(k)) => {
+        (Engine::MultiBuffer | Engine::ShaNiChains, Some(k)) => {
+            let (min, hash) = engine.batch_hash();
             for chunk in packets.chunks_mut(MAX_BATCH) {
-                if chunk.len() < MULTI_BUFFER_MIN {
+                if chunk.len() < min {
                     seal_stitched(k, pads, icv_len, chunk);
                 } else {
-                    seal_multi(k, pads, icv_len, chunk);
+                    seal_multi(k, pads, icv_len, chunk, hash);
                 }
             }
         }
-        (Engine::Stitched | Engine::MultiBuffer, _) => return false,
+        (Engine::Stitched | Engine::MultiBuffer | Engine::ShaNiChains, _) => return false,
         (Engine::Portable, _) => {
             for p in packets.iter_mut() {
                 let c = Chain::start(0, p, icv_len);
@@ -360,13 +405,15 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
 
 /// Encrypt-then-MAC in two passes over at most [`MAX_BATCH`] packets: every CBC chain (eight
 /// packets interleaved, so AES-NI is pipelined although each chain is serial), then every
-/// ICV over the ciphertexts sixteen at a time ([`sha1_mb::hmac_batch`]).
+/// ICV over the ciphertexts with `hash`, several packets at a time ([`sha1_mb::hmac_batch`]:
+/// sixteen, [`sha1_ni::hmac_batch`]: [`sha1_ni::CHAINS`]).
 #[cfg(target_arch = "x86_64")]
 fn seal_multi(
     keys: &AesKeys<Encrypt>,
     pads: &HmacSha1Pads,
     icv_len: usize,
     packets: &mut [&mut [u8]],
+    hash: BatchHash,
 ) {
     for group in packets.chunks_mut(CBC_LANES) {
         let k = group.len();
@@ -379,7 +426,7 @@ fn seal_multi(
     }
     let mut macs = [[0u8; 20]; MAX_BATCH];
     let macs = &mut macs[..packets.len()];
-    sha1_mb::hmac_batch(pads, packets, icv_len, macs);
+    hash(pads, packets, icv_len, macs);
     for (p, mac) in packets.iter_mut().zip(macs.iter()) {
         let at = p.len() - icv_len;
         p[at..].copy_from_slice(&mac[..icv_len]);
@@ -533,16 +580,17 @@ pub fn open<C: CbcDecrypt + ?Sized>(
             }
         }
         #[cfg(target_arch = "x86_64")]
-        (Engine::MultiBuffer, Some(k)) => {
+        (Engine::MultiBuffer | Engine::ShaNiChains, Some(k)) => {
+            let (min, hash) = engine.batch_hash();
             for (chunk, ok) in packets.chunks_mut(MAX_BATCH).zip(ok.chunks_mut(MAX_BATCH)) {
-                if chunk.len() < MULTI_BUFFER_MIN {
+                if chunk.len() < min {
                     open_stitched(k, pads, icv_len, chunk, ok);
                 } else {
-                    open_multi(k, pads, icv_len, chunk, ok);
+                    open_multi(k, pads, icv_len, chunk, ok, hash);
                 }
             }
         }
-        (Engine::Stitched | Engine::MultiBuffer, _) => return false,
+        (Engine::Stitched | Engine::MultiBuffer | Engine::ShaNiChains, _) => return false,
         (Engine::Portable, _) => {
             for (p, ok) in packets.iter_mut().zip(ok.iter_mut()) {
                 *ok = verify(pads, p, icv_len);
@@ -562,8 +610,9 @@ fn cbc_decrypt<C: CbcDecrypt + ?Sized>(cipher: &C, p: &mut [u8], icv_len: usize)
     cipher.decrypt_cbc(&c.chain, &mut p[c.at..c.end]);
 }
 
-/// Verify-then-decrypt in two passes over at most [`MAX_BATCH`] packets: every ICV sixteen
-/// packets at a time ([`sha1_mb::hmac_batch`]), compared in constant time, then the
+/// Verify-then-decrypt in two passes over at most [`MAX_BATCH`] packets: every ICV with
+/// `hash`, several packets at a time ([`sha1_mb::hmac_batch`], [`sha1_ni::hmac_batch`]),
+/// compared in constant time, then the
 /// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4), sixteen blocks at a
 /// time with VAES where the CPU has it ([`CbcDecrypt::decrypt_cbc`]).
 #[cfg(target_arch = "x86_64")]
@@ -573,10 +622,11 @@ fn open_multi(
     icv_len: usize,
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
+    hash: BatchHash,
 ) {
     let mut macs = [[0u8; 20]; MAX_BATCH];
     let macs = &mut macs[..packets.len()];
-    sha1_mb::hmac_batch(pads, packets, icv_len, macs);
+    hash(pads, packets, icv_len, macs);
     for ((p, ok), mac) in packets.iter_mut().zip(ok.iter_mut()).zip(macs.iter()) {
         *ok = bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]));
         if *ok {
@@ -653,106 +703,9 @@ mod x86 {
 
     pub(super) use crate::crypto::aes_ni::x86::{decrypt_block, encrypt_block};
     use crate::crypto::aes_ni::x86::{load, round_keys, store};
+    use crate::crypto::sha1_ni::x86::{Sha1Block, Sha1State};
 
     use super::{AesKeys, Decrypt, Encrypt};
-
-    /// The SHA-1 state in registers: A..D (A in the top lane) and E (top lane).
-    #[derive(Clone, Copy)]
-    struct Sha1State {
-        abcd: __m128i,
-        e: __m128i,
-    }
-
-    impl Sha1State {
-        #[inline]
-        #[target_feature(enable = "sse2,sse4.1")]
-        fn load(state: &[u32; 5]) -> Self {
-            let s = state.map(|x| x as i32);
-            Self {
-                abcd: _mm_set_epi32(s[0], s[1], s[2], s[3]),
-                e: _mm_set_epi32(s[4], 0, 0, 0),
-            }
-        }
-
-        #[inline]
-        #[target_feature(enable = "sse2,sse4.1")]
-        fn store(self, state: &mut [u32; 5]) {
-            state[0] = _mm_extract_epi32::<3>(self.abcd) as u32;
-            state[1] = _mm_extract_epi32::<2>(self.abcd) as u32;
-            state[2] = _mm_extract_epi32::<1>(self.abcd) as u32;
-            state[3] = _mm_extract_epi32::<0>(self.abcd) as u32;
-            state[4] = _mm_extract_epi32::<3>(self.e) as u32;
-        }
-    }
-
-    /// One SHA-1 block split into its twenty groups of four rounds (RFC 3174 §6.1), so the
-    /// caller can put AES rounds between them. `w` is a ring of five 4-word groups of the
-    /// message schedule, group `t` in slot `t % 5`.
-    struct Sha1Block {
-        start: Sha1State,
-        cur: __m128i,
-        prev: __m128i,
-        w: [__m128i; 5],
-    }
-
-    impl Sha1Block {
-        #[inline]
-        #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-        fn new(start: Sha1State, msg: &[u8]) -> Self {
-            // Message words are big-endian (RFC 3174 §2).
-            let bswap = _mm_set_epi64x(0x0001_0203_0405_0607, 0x0809_0A0B_0C0D_0E0F);
-            let mut w = [_mm_setzero_si128(); 5];
-            for (g, w) in w.iter_mut().take(4).enumerate() {
-                *w = _mm_shuffle_epi8(load(&msg[16 * g..]), bswap);
-            }
-            Self {
-                start,
-                cur: start.abcd,
-                prev: start.abcd,
-                w,
-            }
-        }
-
-        /// Rounds 4t..4t+4. W_t = rol1(W_t-3 ^ W_t-8 ^ W_t-14 ^ W_t-16), four at a time:
-        /// `sha1msg1` folds W_t-16 ^ W_t-14, the xor adds W_t-8, `sha1msg2` adds W_t-3 and
-        /// rotates. E of four rounds is rol30(A) of the state four rounds back (`sha1nexte`).
-        #[inline]
-        #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-        fn group(&mut self, t: usize) {
-            let w = &mut self.w;
-            if t >= 4 {
-                w[t % 5] = _mm_sha1msg2_epu32(
-                    _mm_xor_si128(
-                        _mm_sha1msg1_epu32(w[(t - 4) % 5], w[(t - 3) % 5]),
-                        w[(t - 2) % 5],
-                    ),
-                    w[(t - 1) % 5],
-                );
-            }
-            let wk = if t == 0 {
-                _mm_add_epi32(self.start.e, w[0])
-            } else {
-                _mm_sha1nexte_epu32(self.prev, w[t % 5])
-            };
-            let next = match t / 5 {
-                0 => _mm_sha1rnds4_epu32::<0>(self.cur, wk),
-                1 => _mm_sha1rnds4_epu32::<1>(self.cur, wk),
-                2 => _mm_sha1rnds4_epu32::<2>(self.cur, wk),
-                _ => _mm_sha1rnds4_epu32::<3>(self.cur, wk),
-            };
-            self.prev = self.cur;
-            self.cur = next;
-        }
-
-        #[inline]
-        #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
-        fn finish(self) -> Sha1State {
-            Sha1State {
-                abcd: _mm_add_epi32(self.start.abcd, self.cur),
-                e: _mm_sha1nexte_epu32(self.prev, self.start.e),
-            }
-        }
-    }
 
     /// CBC-encrypts `io` (64-byte steps, chained from `chain`) while hashing `msg` (as many
     /// 64-byte blocks) into `state`: each step puts the four AES blocks of `io` between the
@@ -893,7 +846,7 @@ pub(super) mod tests {
 
     fn engines() -> Vec<Engine> {
         let e = Engine::supported();
-        if e.len() < 3 {
+        if e.len() < 4 {
             eprintln!("no AES-NI + SHA-NI or no AVX-512: only {e:?} checked");
         }
         e
@@ -1110,7 +1063,12 @@ pub(super) mod tests {
             let mut b = vec![0x55u8; len];
             let mut refs: Vec<&mut [u8]> = vec![&mut b[..]];
             for &(enc, dec) in &ciphers {
-                for engine in [Engine::Portable, Engine::Stitched, Engine::MultiBuffer] {
+                for engine in [
+                    Engine::Portable,
+                    Engine::Stitched,
+                    Engine::ShaNiChains,
+                    Engine::MultiBuffer,
+                ] {
                     assert!(!seal(enc, &pads, 12, engine, &mut refs));
                     let mut ok = [true];
                     assert!(!open(dec, &pads, 12, engine, &mut refs, &mut ok));
