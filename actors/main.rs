@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod control;
+mod crypto_probe;
 mod daemon;
 mod demo;
 mod events;
@@ -197,6 +198,7 @@ fn main() -> ExitCode {
             esp_key_log,
         } => {
             init_logging(cli.log_format, "info");
+            crypto_probe::tune();
             return daemon::run(&config.config, esp_key_log.as_deref());
         }
         Command::Show { what } => show(what),
@@ -230,9 +232,13 @@ fn main() -> ExitCode {
             // Thousands of IKE sessions log every event at info: the demo shows warnings only,
             // its progress lines and summary say the rest.
             init_logging(cli.log_format, "warn");
+            crypto_probe::tune();
             return demo::run(spokes, seconds, ike_workers, ipv6);
         }
-        Command::Bench { json, seconds } => return bench::run(json, seconds),
+        Command::Bench { json, seconds } => {
+            crypto_probe::tune();
+            return bench::run(json, seconds);
+        }
         Command::Loadgen(args) => {
             // Thousands of sessions: warnings only; progress and the report say the rest.
             init_logging(cli.log_format, "warn");

@@ -8,9 +8,10 @@
 //! `sha1rnds4` is latency-bound, so independent chains fill the unit: a scratch microbench
 //! gave 1 chain 1,700 MB/s, 2 chains 3,000, 3 chains 3,860 (see [`CHAINS`] for the count
 //! chosen). On the Intel SHA-NI cores this code first ran on, one chain already kept the unit
-//! busy and several chains brought nothing. Neither is written in a vendor table:
-//! [`chains_pay`] times both once per process and [`super::stitch::Engine::detect`] picks the
-//! chained engine only where it is clearly faster.
+//! busy and several chains brought nothing. Neither is written in a vendor table: the daemon
+//! times both once at start (`actors/crypto_probe.rs`: the core reads no clock) and tells the
+//! core with [`set_chains_pay`]; [`super::stitch::Engine::detect`] picks the chained engine only
+//! where it was found clearly faster.
 //!
 //! The chains interleave group by group (`sha1msg1`, xor, `sha1msg2`, `sha1nexte`, `sha1rnds4`
 //! of chain 0, then of chain 1, ...); the out-of-order core mixes them finer. Each chain keeps
@@ -22,7 +23,7 @@
 #[cfg(target_arch = "x86_64")]
 pub use x86::compress_chains;
 
-use std::sync::OnceLock;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::sha1_mb;
 use super::stitch::HmacSha1Pads;
@@ -41,12 +42,6 @@ pub const CHAINS: usize = 4;
 /// `sha1` crate's one-chain compression; a batch of one message goes that way throughout.
 pub const MIN_CHAINS: usize = 2;
 
-/// Blocks per chain of one timed run of [`chains_pay`]'s probe.
-const PROBE_BLOCKS: usize = 16;
-/// Timed runs of each kind; the probe keeps the fastest of each (the least disturbed).
-const PROBE_RUNS: usize = 8;
-static PROBE: [u8; 64 * PROBE_BLOCKS] = [0x5a; 64 * PROBE_BLOCKS];
-
 /// Whether [`compress_chains`] can run on this CPU (SHA-NI with SSSE3 and SSE4.1).
 pub fn available() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -59,50 +54,21 @@ pub fn available() -> bool {
     false
 }
 
-/// Whether [`CHAINS`] chains at once hash at least 1.3 times as many bytes per unit of time as
-/// one chain on this CPU: measured once per process, on first use, by a probe of about twenty
-/// microseconds (`PROBE_RUNS` = 8 runs of `PROBE_BLOCKS` = 16 blocks each way, the fastest of each
-/// kept). The margin keeps a noisy probe on a CPU where the two are close from choosing the
-/// chained engine, which gives up the AES/SHA overlap of the stitched one. The probe counts
-/// time-stamp-counter ticks, a CPU register: it decides only how fast a batch goes, never its
-/// bytes (every engine gives the same ones, tested), so the core still reads no clock.
+/// Whether [`CHAINS`] chains at once were measured to hash clearly faster than one chain on
+/// this CPU (`actors/crypto_probe.rs`, once at start: at least 1.3 times the bytes per unit of
+/// time). Until told, the core assumes they do not and [`super::stitch::Engine::detect`] keeps
+/// the stitched engine; the answer decides only how fast a batch goes, never its bytes (every
+/// engine gives the same ones, tested).
 pub fn chains_pay() -> bool {
-    static PAYS: OnceLock<bool> = OnceLock::new();
-    *PAYS.get_or_init(|| probe().is_some_and(|(one, many)| 10 * CHAINS as u64 * one >= 13 * many))
+    CHAINS_PAY.load(Ordering::Relaxed)
 }
 
-/// Fewest ticks of one chain over `PROBE_BLOCKS` blocks, and of [`CHAINS`] chains over as
-/// many blocks each; `None` without SHA-NI.
-pub fn probe() -> Option<(u64, u64)> {
-    #[cfg(target_arch = "x86_64")]
-    if available() {
-        use core::arch::x86_64::{_mm_lfence, _rdtsc};
-        let (mut one, mut many) = (u64::MAX, u64::MAX);
-        let mut s1 = [[1u32; 5]; 1];
-        let mut sk = [[1u32; 5]; CHAINS];
-        for _ in 0..PROBE_RUNS {
-            // SAFETY: `available` checked sha, ssse3 and sse4.1; lfence and rdtsc are in
-            // every x86-64 CPU with SSE2.
-            unsafe {
-                _mm_lfence();
-                let t0 = _rdtsc();
-                _mm_lfence();
-                compress_chains(&mut s1, &[&PROBE[..]]);
-                _mm_lfence();
-                let t1 = _rdtsc();
-                _mm_lfence();
-                compress_chains(&mut sk, &[&PROBE[..]; CHAINS]);
-                _mm_lfence();
-                let t2 = _rdtsc();
-                one = one.min(t1.wrapping_sub(t0));
-                many = many.min(t2.wrapping_sub(t1));
-            }
-        }
-        std::hint::black_box((s1, sk));
-        return Some((one, many));
-    }
-    None
+/// Records the start-up probe's answer for [`chains_pay`].
+pub fn set_chains_pay(pays: bool) {
+    CHAINS_PAY.store(pays, Ordering::Relaxed);
 }
+
+static CHAINS_PAY: AtomicBool = AtomicBool::new(false);
 
 /// HMAC-SHA1 (RFC 2104) of many messages at once: `macs[i]` gets the MAC of `msgs[i]` without
 /// its last `trim` bytes (an ESP packet's ICV). The messages run [`CHAINS`] at a time through
@@ -371,19 +337,6 @@ mod tests {
         for len in 0..=2048usize {
             let lens: Vec<usize> = (0..CHAINS + 2).map(|i| (len + i * 67) % 2049).collect();
             check(&[0x0b; 20], &lens, len);
-        }
-    }
-
-    #[test]
-    fn probe_runs_and_reports() {
-        match probe() {
-            Some((one, many)) => eprintln!(
-                "probe: 1 chain {one} ticks, {CHAINS} chains {many} ticks per {PROBE_BLOCKS} \
-                 blocks each: {:.2}x, chains pay: {}",
-                (CHAINS as f64 * one as f64) / many as f64,
-                chains_pay()
-            ),
-            None => assert!(!chains_pay()),
         }
     }
 }

@@ -89,13 +89,14 @@ pub enum Engine {
 impl Engine {
     /// The fastest engine this CPU runs. With AVX-512, the sixteen vector lanes
     /// ([`Engine::MultiBuffer`]). Without, several SHA-NI chains ([`Engine::ShaNiChains`])
-    /// only where [`sha1_ni::chains_pay`] measured them at least 1.3 times one chain's rate
-    /// (AMD Zen 3: `sha1rnds4` latency-bound, the probe sees 2.2-2.6x with four chains); else one chain
-    /// stitched with the AES ([`Engine::Stitched`]), which wins where one chain already keeps
-    /// SHA-NI busy (the Intel cores it was written on). A one-time probe (tens of
-    /// microseconds, cached for the process) rather than a vendor/model table: the property is
-    /// the unit's latency against its throughput, which no CPUID bit tells and which new cores
-    /// change; the margin keeps a noisy probe on the stitched engine when the two are close.
+    /// only where the daemon's start-up probe found them at least 1.3 times one chain's rate
+    /// ([`sha1_ni::chains_pay`]; AMD Zen 3: `sha1rnds4` latency-bound, the probe sees 2.2-2.6x
+    /// with four chains); else one chain stitched with the AES ([`Engine::Stitched`]), which
+    /// wins where one chain already keeps SHA-NI busy (the Intel cores it was written on). A
+    /// probe (tens of microseconds, once per process, in `actors/crypto_probe.rs`: the core
+    /// reads no clock) rather than a vendor/model table: the property is the unit's latency
+    /// against its throughput, which no CPUID bit tells and which new cores change; the margin
+    /// keeps a noisy probe on the stitched engine when the two are close.
     pub fn detect() -> Self {
         if !Self::stitched_runs() {
             Self::Portable
