@@ -39,15 +39,10 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
     trim: usize,
     macs: &mut [[u8; 20]],
 ) {
-    let n = msgs.len().min(macs.len());
-    let msg = |i: usize| {
-        let m = msgs[i].as_ref();
-        &m[..m.len().saturating_sub(trim)]
-    };
     #[cfg(target_arch = "x86_64")]
-    if available() && n >= MIN_LANES {
+    if available() && msgs.len().min(macs.len()) >= MIN_LANES {
         let mut rows = [[0u32; LANES]; 5];
-        lanes::<LANES>(pads, n, msg, macs, MIN_LANES, |state, blocks| {
+        lanes::<M, LANES>(pads, msgs, trim, macs, MIN_LANES, |state, blocks| {
             // compress16 keeps word i of every lane in row i (one zmm register).
             for (l, s) in state.iter().enumerate() {
                 for (row, w) in rows.iter_mut().zip(s) {
@@ -63,8 +58,24 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
         rows.zeroize();
         return;
     }
-    for (i, mac) in macs.iter_mut().enumerate().take(n) {
-        *mac = pads.mac(msg(i));
+    hmac_each(pads, msgs, trim, macs);
+}
+
+/// Message `i` of a batch without its last `trim` bytes (an ESP packet's ICV).
+fn without_icv<M: AsRef<[u8]>>(msgs: &[M], trim: usize, i: usize) -> &[u8] {
+    let m = msgs[i].as_ref();
+    &m[..m.len().saturating_sub(trim)]
+}
+
+/// The batch HMAC one message after the other: the batch engines' fallback.
+pub(super) fn hmac_each<M: AsRef<[u8]>>(
+    pads: &HmacSha1Pads,
+    msgs: &[M],
+    trim: usize,
+    macs: &mut [[u8; 20]],
+) {
+    for (i, mac) in macs.iter_mut().enumerate().take(msgs.len()) {
+        *mac = pads.mac(without_icv(msgs, trim, i));
     }
 }
 
@@ -74,15 +85,18 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
 /// (the `Mac` does that), one whose outer block is in writes its MAC and takes the next
 /// message. Once no message waits and fewer than `min_lanes` lanes are busy, those finish one
 /// chain at a time. `compress(state, blocks)` runs, for each lane `l`, the whole blocks of
-/// `blocks[l]` (as many as `blocks[0]` holds) on `state[l]`.
-pub(super) fn lanes<'m, const L: usize>(
+/// `blocks[l]` (as many as `blocks[0]` holds) on `state[l]`. `macs[i]` gets the MAC of
+/// `msgs[i]` without its last `trim` bytes.
+pub(super) fn lanes<M: AsRef<[u8]>, const L: usize>(
     pads: &HmacSha1Pads,
-    n: usize,
-    msg: impl Fn(usize) -> &'m [u8],
+    msgs: &[M],
+    trim: usize,
     macs: &mut [[u8; 20]],
     min_lanes: usize,
     mut compress: impl FnMut(&mut [[u32; 5]; L], &[&[u8]; L]),
 ) {
+    let n = msgs.len().min(macs.len());
+    let msg = |i: usize| without_icv(msgs, trim, i);
     let mut lane: [Option<Mac>; L] = [None; L];
     let mut state = [[0u32; 5]; L];
     let mut next = 0;

@@ -81,22 +81,15 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
     trim: usize,
     macs: &mut [[u8; 20]],
 ) {
-    let n = msgs.len().min(macs.len());
-    let msg = |i: usize| {
-        let m = msgs[i].as_ref();
-        &m[..m.len().saturating_sub(trim)]
-    };
     #[cfg(target_arch = "x86_64")]
-    if available() && n >= MIN_CHAINS {
-        sha1_mb::lanes::<CHAINS>(pads, n, msg, macs, MIN_CHAINS, |state, blocks| {
+    if available() && msgs.len().min(macs.len()) >= MIN_CHAINS {
+        sha1_mb::lanes::<M, CHAINS>(pads, msgs, trim, macs, MIN_CHAINS, |state, blocks| {
             // SAFETY: `available` checked sha, ssse3 and sse4.1.
             unsafe { compress_chains(state, blocks) }
         });
         return;
     }
-    for (i, mac) in macs.iter_mut().enumerate().take(n) {
-        *mac = pads.mac(msg(i));
-    }
+    sha1_mb::hmac_each(pads, msgs, trim, macs);
 }
 
 #[cfg(target_arch = "x86_64")]
