@@ -211,12 +211,14 @@ impl EspCipher {
         self.may(Way::Encrypt)?;
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Des(k) => des_args(iv, data).map(|(iv, d)| des_cbc::encrypt_cbc(&**k, iv, d)),
+            Inner::Des(k) => {
+                cbc_args::<8>(iv, data).map(|(iv, d)| des_cbc::encrypt_cbc(&**k, iv, d))
+            }
             Inner::TripleDes(k) => {
-                des_args(iv, data).map(|(iv, d)| des_cbc::encrypt_cbc(&**k, iv, d))
+                cbc_args::<8>(iv, data).map(|(iv, d)| des_cbc::encrypt_cbc(&**k, iv, d))
             }
             Inner::AesEncrypt(k) => {
-                let (iv, data) = aes_cbc_args(iv, data)?;
+                let (iv, data) = cbc_args::<16>(iv, data)?;
                 k.encrypt_cbc(iv, data);
                 Ok(())
             }
@@ -232,12 +234,14 @@ impl EspCipher {
         self.may(Way::Decrypt)?;
         match &self.inner {
             Inner::Null => Ok(()),
-            Inner::Des(k) => des_args(iv, data).map(|(iv, d)| des_cbc::decrypt_cbc(&**k, iv, d)),
+            Inner::Des(k) => {
+                cbc_args::<8>(iv, data).map(|(iv, d)| des_cbc::decrypt_cbc(&**k, iv, d))
+            }
             Inner::TripleDes(k) => {
-                des_args(iv, data).map(|(iv, d)| des_cbc::decrypt_cbc(&**k, iv, d))
+                cbc_args::<8>(iv, data).map(|(iv, d)| des_cbc::decrypt_cbc(&**k, iv, d))
             }
             Inner::AesDecrypt(k) => {
-                let (iv, data) = aes_cbc_args(iv, data)?;
+                let (iv, data) = cbc_args::<16>(iv, data)?;
                 k.decrypt_cbc(iv, data);
                 Ok(())
             }
@@ -339,25 +343,13 @@ impl EspCipher {
     }
 }
 
-/// The IV as an AES block and `data` as whole blocks, or the error.
-fn aes_cbc_args<'a>(
+/// The IV as one `B`-byte block and `data` as whole blocks, or the error (AES: 16, DES: 8).
+fn cbc_args<'a, const B: usize>(
     iv: &'a [u8],
     data: &'a mut [u8],
-) -> Result<(&'a [u8; 16], &'a mut [u8]), CryptoError> {
+) -> Result<(&'a [u8; B], &'a mut [u8]), CryptoError> {
     let iv = iv.try_into().map_err(|_| CryptoError::IvLength)?;
-    if !data.len().is_multiple_of(16) {
-        return Err(CryptoError::NotBlockAligned);
-    }
-    Ok((iv, data))
-}
-
-/// The IV as a DES block and `data` as whole blocks, or the error.
-fn des_args<'a>(
-    iv: &'a [u8],
-    data: &'a mut [u8],
-) -> Result<(&'a [u8; 8], &'a mut [u8]), CryptoError> {
-    let iv = iv.try_into().map_err(|_| CryptoError::IvLength)?;
-    if !data.len().is_multiple_of(8) {
+    if !data.len().is_multiple_of(B) {
         return Err(CryptoError::NotBlockAligned);
     }
     Ok((iv, data))
