@@ -130,9 +130,11 @@ impl Engine {
             Self::ShaNiChains => (CHAINS_MIN, |p, m, t, macs| {
                 sha1_ni::hmac_batch(p, m, t, macs)
             }),
-            _ => (MULTI_BUFFER_MIN, |p, m, t, macs| {
-                sha1_mb::hmac_batch(p, m, t, macs)
-            }),
+            Self::MultiBuffer | Self::Stitched | Self::Portable => {
+                (MULTI_BUFFER_MIN, |p, m, t, macs| {
+                    sha1_mb::hmac_batch(p, m, t, macs)
+                })
+            }
         }
     }
 
