@@ -79,17 +79,26 @@ mod tests {
     }
 
     #[test]
-    fn tune_tells_the_core_what_the_probe_found() {
-        tune();
+    fn the_probe_times_both_ways_where_sha_ni_runs() {
         match probe() {
-            Some((one, many)) => eprintln!(
-                "probe: 1 chain {one} ticks, {} chains {many} ticks per {BLOCKS} blocks each: \
-                 {:.2}x, chains pay: {}",
-                sha1_ni::CHAINS,
-                (sha1_ni::CHAINS as f64 * one as f64) / many as f64,
-                sha1_ni::chains_pay()
-            ),
-            None => assert!(!sha1_ni::chains_pay()),
+            Some((one, many)) => {
+                assert!(sha1_ni::available());
+                assert!(one > 0 && many > 0, "no ticks counted: {one} / {many}");
+                eprintln!(
+                    "probe: 1 chain {one} ticks, {} chains {many} ticks per {BLOCKS} blocks \
+                     each: {:.2}x",
+                    sha1_ni::CHAINS,
+                    (sha1_ni::CHAINS as f64 * one as f64) / many as f64,
+                );
+            }
+            None => {
+                assert!(!sha1_ni::available());
+                tune();
+                assert!(
+                    !sha1_ni::chains_pay(),
+                    "no SHA-NI, yet the chains were chosen"
+                );
+            }
         }
     }
 }
