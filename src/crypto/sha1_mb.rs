@@ -281,7 +281,7 @@ mod x86 {
 }
 
 #[cfg(test)]
-mod tests {
+pub(in crate::crypto) mod tests {
     use cipher::KeyInit;
     use hex_literal::hex;
     use hmac::{Hmac, Mac as _};
@@ -295,9 +295,22 @@ mod tests {
         m.finalize().into_bytes().into()
     }
 
-    /// `hmac_batch` over messages of `lens` (each with `trim` extra bytes) against the `hmac`
-    /// crate, message by message.
+    /// A batch HMAC (this module's or [`super::super::sha1_ni`]'s `hmac_batch`).
+    pub(in crate::crypto) type BatchHmac = fn(&HmacSha1Pads, &[Vec<u8>], usize, &mut [[u8; 20]]);
+
     fn check(key: &[u8], lens: &[usize], trim: usize, seed: usize) {
+        check_with(hmac_batch, key, lens, trim, seed);
+    }
+
+    /// `batch` over messages of `lens` (each with `trim` extra bytes) against the `hmac`
+    /// crate, message by message.
+    pub(in crate::crypto) fn check_with(
+        batch: BatchHmac,
+        key: &[u8],
+        lens: &[usize],
+        trim: usize,
+        seed: usize,
+    ) {
         let msgs: Vec<Vec<u8>> = lens
             .iter()
             .enumerate()
@@ -309,7 +322,7 @@ mod tests {
             .collect();
         let pads = HmacSha1Pads::new(key);
         let mut macs = vec![[0u8; 20]; msgs.len()];
-        hmac_batch(&pads, &msgs, trim, &mut macs);
+        batch(&pads, &msgs, trim, &mut macs);
         for (i, (m, mac)) in msgs.iter().zip(&macs).enumerate() {
             assert_eq!(
                 *mac,

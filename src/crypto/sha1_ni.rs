@@ -226,17 +226,9 @@ pub(in crate::crypto) mod x86 {
 
 #[cfg(test)]
 mod tests {
-    use cipher::KeyInit;
-    use hmac::{Hmac, Mac as _};
-
     use super::*;
+    use crate::crypto::sha1_mb::tests::check_with;
     use crate::crypto::stitch::tests::fill;
-
-    fn plain_hmac(key: &[u8], msg: &[u8]) -> [u8; 20] {
-        let mut m = <Hmac<sha1::Sha1>>::new_from_slice(key).expect("any key length");
-        m.update(msg);
-        m.finalize().into_bytes().into()
-    }
 
     /// `K` chains over `runs` calls of 1, 2 and 3 blocks each, from pseudo-random states,
     /// against the `sha1` crate's compression chain by chain.
@@ -302,25 +294,7 @@ mod tests {
             eprintln!("no SHA-NI: only the one-chain path is checked");
         }
         let check = |key: &[u8], lens: &[usize], seed: usize| {
-            let msgs: Vec<Vec<u8>> = lens
-                .iter()
-                .enumerate()
-                .map(|(i, l)| {
-                    let mut m = vec![0u8; l + 12];
-                    fill(&mut m, seed * 1009 + i);
-                    m
-                })
-                .collect();
-            let pads = HmacSha1Pads::new(key);
-            let mut macs = vec![[0u8; 20]; msgs.len()];
-            hmac_batch(&pads, &msgs, 12, &mut macs);
-            for (i, (m, mac)) in msgs.iter().zip(&macs).enumerate() {
-                assert_eq!(
-                    *mac,
-                    plain_hmac(key, &m[..lens[i]]),
-                    "message {i} of {lens:?}"
-                );
-            }
+            check_with(hmac_batch, key, lens, 12, seed);
         };
         for n in 1..=64usize {
             let lens: Vec<usize> = (0..n).map(|i| (n * 37 + i * 211) % 2049).collect();
