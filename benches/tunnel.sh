@@ -14,7 +14,8 @@
 # issue 12 (ikehub / strongSwan, ikehub / veth) with its goals marked met or not met.
 #
 #   sudo benches/tunnel.sh [--seconds N] [--repeat N] [--cases LIST] [--quick] [--json]
-#                          [--udp-rate R] [--udp-len B] [--family 4|6|4,6]  (--help explains each)
+#                          [--udp-rate R] [--udp-len B] [--family 4|6|4,6] [--congestion CC]
+#                          (--help explains each)
 #
 # Topology (the one of tests/common/netns.rs, RFC 5737 addresses only):
 #
@@ -50,6 +51,11 @@ usage: benches/tunnel.sh [options]          (root: network namespaces, TUN devic
   --udp-len B     UDP payload bytes (-l), default 1300 (fits the tunnel MTU of 1400)
   --family LIST   address families of the ikehub cases: 4, 6 or 4,6 (default 4); 6 runs them
                   over IPv6 outside and inside, beside the IPv4 rows with 4,6
+  --congestion CC TCP congestion control of every iperf3 sender (iperf3 -C), e.g. cubic or
+                  bbr; default: the system's (net.ipv4.tcp_congestion_control), which the
+                  namespaces inherit. The header names the one used: the veth row depends on
+                  it far more than the tunnel rows (bbr paces a single flow well below what the
+                  veth can carry)
   -h, --help      this text
 
 Environment: IKEHUB_BIN (default target/release/ikehub), CHARON_BIN (default
@@ -67,6 +73,7 @@ REPEAT=1
 FAMILIES=4
 VARIANTS=
 TRAFFIC=
+CONGESTION=
 while [ $# -gt 0 ]; do
     case $1 in
     --seconds)
@@ -109,6 +116,11 @@ while [ $# -gt 0 ]; do
         TRAFFIC=$2
         shift 2
         ;;
+    --congestion)
+        [ $# -ge 2 ] && [[ $2 =~ ^[a-z0-9_]{1,15}$ ]] || { echo "tunnel.sh: --congestion takes an algorithm name, e.g. cubic" >&2; exit 2; }
+        CONGESTION=$2
+        shift 2
+        ;;
     --quick) QUICK=1; shift ;;
     --json) JSON=1; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -131,6 +143,16 @@ REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 IKEHUB_BIN=${IKEHUB_BIN:-$REPO/target/release/ikehub}
 [ -x "$IKEHUB_BIN" ] || { echo "tunnel.sh: no ikehub binary at $IKEHUB_BIN (cargo build --release, or set IKEHUB_BIN)" >&2; exit 2; }
 export RUST_LOG=${RUST_LOG:-warn}
+# The congestion control of the iperf3 senders: asked for, or what new namespaces inherit.
+if [ -n "$CONGESTION" ]; then
+    grep -qw "$CONGESTION" /proc/sys/net/ipv4/tcp_available_congestion_control 2>/dev/null ||
+        modprobe "tcp_$CONGESTION" 2>/dev/null || true
+    grep -qw "$CONGESTION" /proc/sys/net/ipv4/tcp_available_congestion_control ||
+        { echo "tunnel.sh: congestion control $CONGESTION is not available here ($(cat /proc/sys/net/ipv4/tcp_available_congestion_control))" >&2; exit 2; }
+    CC_USED="$CONGESTION (--congestion)"
+else
+    CC_USED="$(cat /proc/sys/net/ipv4/tcp_congestion_control) (the system default)"
+fi
 
 # set_family 4|6: the addresses of the cases that follow (IPv4: those of tests/common/netns.rs).
 set_family() {
@@ -342,6 +364,9 @@ measure() {
     case $traffic in
     tcp-1) ;;
     tcp-4) args+=(-P 4) ;;
+    esac
+    case $traffic in
+    tcp-*) [ -z "$CONGESTION" ] || args+=(-C "$CONGESTION") ;;
     udp) args+=(-u -b "$UDP_RATE" -l "$UDP_LEN") ;;
     esac
     local out=$WORK/iperf-$NS_COUNTER-$traffic.json
@@ -734,7 +759,7 @@ LOAD_END=$(cut -d' ' -f1-3 /proc/loadavg)
 # best ikehub case of each suite with TCP 1 stream, the measure of the issue.
 awk -F'\t' -v json=$JSON -v secs="$SECONDS_PER_RUN" -v udp_rate="$UDP_RATE" -v udp_len="$UDP_LEN" \
     -v pkt="$PKT_BYTES" -v bin="$IKEHUB_BIN" -v gcm=$GCM -v offload_key=$OFFLOAD_KEY \
-    -v cpus="$(nproc)" -v load_start="$LOAD_START" -v load_end="$LOAD_END" -v quick=$QUICK -v repeat="$REPEAT" '
+    -v cpus="$(nproc)" -v cc="$CC_USED" -v load_start="$LOAD_START" -v load_end="$LOAD_END" -v quick=$QUICK -v repeat="$REPEAT" '
 function num(x) { return x != "-" && x != "" }
 function fmt(x, f) { return num(x) ? sprintf(f, x) : "-" }
 function jnum(x) { return num(x) ? x + 0 : "null" }
@@ -815,6 +840,7 @@ END {
         printf "{\n  \"seconds\": %d,\n  \"udp_rate\": \"%s\",\n  \"udp_len\": %d,\n  \"packet_bytes\": %d,\n", secs, udp_rate, udp_len, pkt
         printf "  \"repeat\": %d,\n", repeat
         printf "  \"quick\": %s,\n  \"ikehub\": \"%s\",\n  \"cpus\": %d,\n  \"loadavg_start\": \"%s\",\n  \"loadavg_end\": \"%s\",\n", quick ? "true" : "false", bin, cpus, load_start, load_end
+        printf "  \"tcp_congestion_control\": \"%s\",\n", cc
         printf "  \"features\": { \"aes_gcm_128\": %s, \"offload_key\": %s },\n", gcm ? "true" : "false", offload_key ? "true" : "false"
         printf "  \"cases\": [\n"
         for (i = 1; i <= n; i++) {
@@ -830,6 +856,7 @@ END {
         exit
     }
     printf "Tunnel benchmark: iperf3 %d s per row (after 1 s left out)%s, UDP %s at %d B, %d CPUs, load average %s -> %s\n", secs, (repeat > 1 ? sprintf(", median of %d runs", repeat) : ""), udp_rate, udp_len, cpus, load_start, load_end
+    printf "TCP congestion control: %s\n", cc
     printf "ikehub: %s (aes-gcm-128 %s, offload key %s)\n\n", bin, gcm ? "yes" : "n/a", offload_key ? "yes" : "n/a"
     # With --repeat, a column with the range of Gbit/s over the runs.
     w = repeat > 1 ? 12 : 0

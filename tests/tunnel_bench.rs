@@ -183,6 +183,15 @@ fn quick_run_carries_traffic_in_every_case_and_cleans_up() {
         "{ikehub_tcp:#}"
     );
     assert_eq!(json["goals"].as_array().map(Vec::len), Some(3), "{json:#}");
+    // The senders ran with the congestion control new namespaces inherit, and the report
+    // names it.
+    let system = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_congestion_control")
+        .expect("read the system's TCP congestion control");
+    assert_eq!(
+        json["tcp_congestion_control"],
+        format!("{} (the system default)", system.trim()),
+        "{json:#}"
+    );
     assert_cleaned_up(run.pid);
 }
 
@@ -204,7 +213,17 @@ fn failed_tunnel_is_reported_and_cleaned_up() {
     }
     let mut run = BenchRun::start(
         &fake,
-        &["--seconds", "1", "--quick", "--repeat", "2", "--json"],
+        // reno is built into every kernel: the senders run it and the report says so.
+        &[
+            "--seconds",
+            "1",
+            "--quick",
+            "--repeat",
+            "2",
+            "--congestion",
+            "reno",
+            "--json",
+        ],
     );
     let (status, stdout, stderr) = run.finish();
     assert_eq!(
@@ -221,6 +240,10 @@ fn failed_tunnel_is_reported_and_cleaned_up() {
     assert_eq!(
         veth["status"], "ok",
         "the veth case should still run: {veth:#}"
+    );
+    assert_eq!(
+        json["tcp_congestion_control"], "reno (--congestion)",
+        "{json:#}"
     );
     let runs: Vec<f64> = veth["gbps_runs"]
         .as_array()
