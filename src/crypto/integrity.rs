@@ -12,7 +12,8 @@ use subtle::ConstantTimeEq;
 
 use super::CryptoError;
 use super::algorithm::AuthAlgorithm;
-use super::stitch::HmacSha1Pads;
+use super::stitch::{Engine, HmacSha1Pads};
+use super::{sha1_mb, sha1_ni};
 
 /// Largest untruncated HMAC output among the supported hashes (SHA-256).
 const MAX_TAG: usize = 32;
@@ -122,6 +123,30 @@ impl Integrity {
         self.full_mac(parts, &mut full);
         icv.copy_from_slice(&full[..n]);
         Ok(())
+    }
+
+    /// HMAC-SHA1 of many messages at once on `engine`'s batch hash: `macs[i]` gets the full
+    /// tag of `msgs[i]` without its last `trim` bytes. For the batches with nothing to encrypt
+    /// or decrypt (ESP-NULL, RFC 2410, and AH), where the hash is all the work. Returns false,
+    /// having written nothing, unless this is HMAC-SHA1 and the engine hashes several packets
+    /// at once (the SHA-NI chains or the AVX-512 lanes): elsewhere one packet at a time is as
+    /// fast, and the caller goes that way.
+    pub fn sha1_macs_batch<M: AsRef<[u8]>>(
+        &self,
+        engine: Engine,
+        msgs: &[M],
+        trim: usize,
+        macs: &mut [[u8; 20]],
+    ) -> bool {
+        let Some(pads) = &self.sha1_pads else {
+            return false;
+        };
+        match engine {
+            Engine::ShaNiChains => sha1_ni::hmac_batch(pads, msgs, trim, macs),
+            Engine::MultiBuffer => sha1_mb::hmac_batch(pads, msgs, trim, macs),
+            Engine::Stitched | Engine::Portable => return false,
+        }
+        true
     }
 
     /// Verifies a received ICV in constant time (with respect to its content).

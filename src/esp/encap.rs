@@ -277,13 +277,127 @@ impl SecurityAssociation {
                     let _ = esp.cipher.encrypt_cbc_batch(&mut bufs[..k]);
                 }
             }
+            // ESP-NULL (RFC 2410): nothing to encrypt, the ICVs are all the work.
+            if !icv_done
+                && self
+                    .esp
+                    .as_ref()
+                    .is_some_and(|e| e.aead.is_none() && e.cipher.iv_len() == 0)
+            {
+                icv_done = self.esp_icvs_batch(engine, chunk, &prepared);
+            }
+            // RFC 4301 §4.5: the AH ICV covers the finished ESP packet, so ESP's come first.
+            for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
+                if let Some(p) = p
+                    && !icv_done
+                {
+                    self.esp_icv(p, j.out);
+                }
+            }
+            let ah_done = self.ah_icvs_batch(engine, chunk, &prepared);
             for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
                 if let Some(p) = p {
-                    self.finish(p, j.out, icv_done);
+                    if !ah_done {
+                        self.ah_icv(p, j.out);
+                    }
+                    self.close(p, j.out);
                     j.result = Ok(p.outcome);
                 }
             }
         }
+    }
+
+    /// The ESP ICVs of a batch at once (ESP-NULL with HMAC-SHA1 on a batch engine). False,
+    /// having written nothing, where the integrity transform or the engine has no batch
+    /// hash: then each packet gets its own in `esp_icv`.
+    fn esp_icvs_batch(
+        &self,
+        engine: Engine,
+        chunk: &mut [EncapJob<'_>],
+        prepared: &[Option<Prepared>; BATCH],
+    ) -> bool {
+        let Some(esp) = &self.esp else { return false };
+        let icv_len = esp.integ.icv_len();
+        if icv_len == 0 {
+            return false;
+        }
+        let mut msgs: [&mut [u8]; BATCH] = Default::default();
+        let mut k = 0;
+        for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
+            if let Some(p) = p {
+                msgs[k] = &mut j.out[p.layout.esp_off()..p.layout.total];
+                k += 1;
+            }
+        }
+        let mut macs = [[0u8; 20]; BATCH];
+        if !esp
+            .integ
+            .sha1_macs_batch(engine, &msgs[..k], icv_len, &mut macs[..k])
+        {
+            return false;
+        }
+        for (m, mac) in msgs[..k].iter_mut().zip(&macs) {
+            let at = m.len() - icv_len;
+            m[at..].copy_from_slice(&mac[..icv_len]);
+        }
+        true
+    }
+
+    /// The AH ICVs of a batch at once (HMAC-SHA1 on a batch engine): each packet's IP header
+    /// gets its mutable fields zeroed in place for the hash (RFC 4302 §3.3.3.1) and then its
+    /// own bytes back, so every message is the packet itself, its ICV field still zero. False,
+    /// having changed nothing, where the transform or the engine has no batch hash, or a
+    /// packet has anything between its IP and AH headers: then `ah_icv` goes packet by packet.
+    fn ah_icvs_batch(
+        &self,
+        engine: Engine,
+        chunk: &mut [EncapJob<'_>],
+        prepared: &[Option<Prepared>; BATCH],
+    ) -> bool {
+        let Some(a) = &self.ah else { return false };
+        let icv_len = a.integ.icv_len();
+        if a.integ.sha1_pads().is_none()
+            || prepared
+                .iter()
+                .flatten()
+                .any(|p| p.layout.ah_off() != p.layout.ip_hdr)
+        {
+            return false;
+        }
+        let v6 = self.outer_is_ipv6();
+        let mut saved = [[0u8; ipv4::MAX_HEADER_LEN]; BATCH];
+        let mut hls = [0usize; BATCH];
+        let mut msgs: [&mut [u8]; BATCH] = Default::default();
+        let mut k = 0;
+        for (j, p) in chunk.iter_mut().zip(prepared.iter()) {
+            if let Some(p) = p {
+                let l = &p.layout;
+                let hl = l.ip_hdr;
+                let m = &mut j.out[..l.total];
+                saved[k][..hl].copy_from_slice(&m[..hl]);
+                hls[k] = hl;
+                if v6 {
+                    // Our own fixed IPv6 header (transport mode refuses extension headers).
+                    let _ = ipv6_ext::zero_mutable_fields(&mut m[..hl]);
+                } else {
+                    ipv4::zero_mutable_fields(&mut m[..hl]);
+                }
+                msgs[k] = m;
+                k += 1;
+            }
+        }
+        let mut macs = [[0u8; 20]; BATCH];
+        let done = a
+            .integ
+            .sha1_macs_batch(engine, &msgs[..k], 0, &mut macs[..k]);
+        for (((m, mac), hdr), &hl) in msgs[..k].iter_mut().zip(&macs).zip(&saved).zip(&hls) {
+            m[..hl].copy_from_slice(&hdr[..hl]);
+            if done {
+                let at = hl + wire::ah::FIXED_LEN;
+                m[at..at + icv_len].copy_from_slice(&mac[..icv_len]);
+            }
+        }
+        done
     }
 
     fn check_outbound(&self, now: Instant) -> Result<(), EncapError> {
@@ -563,16 +677,29 @@ impl SecurityAssociation {
     /// wrote its own in `seal_gcm`), then the AH ICV over the finished ESP packet (RFC 4301
     /// §4.5 order), then the outer header checksum; counts the packet.
     fn finish(&mut self, p: &Prepared, out: &mut [u8], esp_icv_done: bool) {
+        if !esp_icv_done {
+            self.esp_icv(p, out);
+        }
+        self.ah_icv(p, out);
+        self.close(p, out);
+    }
+
+    /// The ESP ICV over the ESP header to the trailer (RFC 4303 §3.3.4), if the SA has one.
+    fn esp_icv(&self, p: &Prepared, out: &mut [u8]) {
         let l = &p.layout;
         let esp_off = l.esp_off();
         if let Some(e) = &self.esp
             && e.integ.icv_len() > 0
-            && !esp_icv_done
         {
             let icv_at = l.total - l.icv;
             let (authed, icv) = out[esp_off..l.total].split_at_mut(icv_at - esp_off);
             let _ = e.integ.compute(&[authed], icv);
         }
+    }
+
+    /// The AH ICV, if the SA has AH.
+    fn ah_icv(&self, p: &Prepared, out: &mut [u8]) {
+        let l = &p.layout;
         if let Some(a) = &self.ah {
             // RFC 4302 §3.3.3: ICV over the IP header with mutable fields zeroed (IPv4
             // §3.3.3.1.1, IPv6 §3.3.3.1.2), the AH header with a zero ICV field (emit left it
@@ -596,6 +723,12 @@ impl SecurityAssociation {
             let at = ah_off + wire::ah::FIXED_LEN;
             out[at..at + icv_len].copy_from_slice(&icv[..icv_len]);
         }
+    }
+
+    /// Last: the outer header checksum (IPv4) or the UDP checksum (IPv6), which cover the
+    /// finished packet; counts it.
+    fn close(&mut self, p: &Prepared, out: &mut [u8]) {
+        let l = &p.layout;
         if !self.outer_is_ipv6() {
             Ipv4Packet::new_unchecked(&mut out[..l.ip_hdr]).fill_checksum();
         } else if l.udp > 0 {

@@ -1012,35 +1012,97 @@ fn transport_mode_refuses_protocol_59_which_the_peer_would_take_for_a_dummy() {
     assert_eq!(&buf[d.inner.start + 20..d.inner.end], &udp[20..]);
 }
 
-/// Issue 12 point 3: the stitched AES-CBC + HMAC-SHA1 batch (and the portable engine it falls
-/// back to) gives the same bytes as single-packet encapsulation for every inner size 20..=2048
-/// and every batch size 1..=64, AES-128/192/256; the peer decapsulates every packet.
+/// The SAs the batch paths are checked on: AES-CBC + HMAC-SHA1 (stitched or two-pass engines),
+/// ESP-NULL and AH with HMAC-SHA1 (the batch hash alone), AH bundled with ESP, AH in transport
+/// mode, and suites no batch hash takes (HMAC-MD5, 3DES), which go packet by packet.
+fn batch_suites() -> Vec<(String, Mode, Option<EspKeys>, Option<AhKeys>)> {
+    let ah = |a: AuthAlgorithm| AhKeys {
+        spi: 2000,
+        authentication: a,
+        authentication_key: key(a.key_len(), 9),
+    };
+    let sha1 = AuthAlgorithm::HmacSha1;
+    let mut v: Vec<_> = [
+        EncrAlgorithm::AesCbc128,
+        EncrAlgorithm::AesCbc192,
+        EncrAlgorithm::AesCbc256,
+        EncrAlgorithm::Null,
+    ]
+    .into_iter()
+    .map(|e| {
+        let k = esp_keys(1000, e, sha1);
+        (format!("{e:?}-sha1"), Mode::Tunnel, Some(k), None)
+    })
+    .collect();
+    v.push(("ah-sha1".into(), Mode::Tunnel, None, Some(ah(sha1))));
+    v.push((
+        "ah-sha1 transport".into(),
+        Mode::Transport,
+        None,
+        Some(ah(sha1)),
+    ));
+    v.push((
+        "ah-sha1+aes128-sha1".into(),
+        Mode::Tunnel,
+        Some(esp_keys(1000, EncrAlgorithm::AesCbc128, sha1)),
+        Some(ah(sha1)),
+    ));
+    v.push((
+        "ah-sha1+3des-md5".into(),
+        Mode::Tunnel,
+        Some(esp_keys(
+            1000,
+            EncrAlgorithm::TripleDes,
+            AuthAlgorithm::HmacMd5,
+        )),
+        Some(ah(sha1)),
+    ));
+    v.push((
+        "null-md5".into(),
+        Mode::Tunnel,
+        Some(esp_keys(1000, EncrAlgorithm::Null, AuthAlgorithm::HmacMd5)),
+        None,
+    ));
+    v.push((
+        "ah-md5".into(),
+        Mode::Tunnel,
+        None,
+        Some(ah(AuthAlgorithm::HmacMd5)),
+    ));
+    v
+}
+
+/// An inner packet of `size` bytes for `mode` (transport mode: between the SA's own addresses).
+fn batch_inner(mode: Mode, size: usize) -> Vec<u8> {
+    let (src, dst) = match mode {
+        Mode::Tunnel => (
+            Ipv4Addr::new(198, 51, 100, 7),
+            Ipv4Addr::new(203, 0, 113, 9),
+        ),
+        Mode::Transport => (LOCAL, PEER),
+    };
+    ipv4_packet(
+        src,
+        dst,
+        IpProtocol::UDP,
+        &vec![size as u8; size - 20],
+        true,
+    )
+}
+
+/// Issue 12 point 3: the batch paths (the stitched AES-CBC + HMAC-SHA1, the two-pass engines,
+/// the batch hash of ESP-NULL and AH, and the portable engine they fall back to) give the same
+/// bytes as single-packet encapsulation for every inner size 20..=2048 and every batch size
+/// 1..=64, on every suite of [`batch_suites`]; the peer decapsulates every packet.
 #[test]
-fn stitched_batch_equals_single_encap_for_every_size_and_batch_size() {
+fn batch_equals_single_encap_for_every_size_and_batch_size() {
     use crate::crypto::stitch::Engine;
     let now = Instant::now();
     let engines = Engine::supported();
     eprintln!("engines checked: {engines:?}");
-    let inner = |size: usize| {
-        ipv4_packet(
-            Ipv4Addr::new(198, 51, 100, 7),
-            Ipv4Addr::new(203, 0, 113, 9),
-            IpProtocol::UDP,
-            &vec![size as u8; size - 20],
-            true,
-        )
-    };
-    for enc in [
-        EncrAlgorithm::AesCbc128,
-        EncrAlgorithm::AesCbc192,
-        EncrAlgorithm::AesCbc256,
-    ] {
-        let p = params(
-            Direction::Outbound,
-            Mode::Tunnel,
-            Some(esp_keys(1000, enc, AuthAlgorithm::HmacSha1)),
-            None,
-        );
+    for (name, mode, esp, ah) in batch_suites() {
+        let inner = |size: usize| batch_inner(mode, size);
+        let p = params(Direction::Outbound, mode, esp, ah);
         for &engine in &engines {
             let (mut single, mut peer) = pair(p.clone(), now);
             let (mut batch, _) = pair(p.clone(), now);
@@ -1075,7 +1137,7 @@ fn stitched_batch_equals_single_encap_for_every_size_and_batch_size() {
                     assert_eq!(
                         j.out[..o.len],
                         buf[..s.len],
-                        "{enc:?} {engine:?} inner {} B",
+                        "{name} {engine:?} inner {} B",
                         sizes[k]
                     );
                     let d = peer.decap(now, &mut j.out[..o.len], Received::Ip).unwrap();
@@ -1096,30 +1158,15 @@ fn decap_batch_equals_single_decap_with_hostile_packets_mixed_in() {
     use crate::crypto::stitch::Engine;
     let now = Instant::now();
     let engines = Engine::supported();
-    for enc in [
-        EncrAlgorithm::AesCbc128,
-        EncrAlgorithm::AesCbc192,
-        EncrAlgorithm::AesCbc256,
-    ] {
-        let p = params(
-            Direction::Outbound,
-            Mode::Tunnel,
-            Some(esp_keys(1000, enc, AuthAlgorithm::HmacSha1)),
-            None,
-        );
+    for (name, mode, esp, ah) in batch_suites() {
+        let p = params(Direction::Outbound, mode, esp, ah);
         for &engine in &engines {
             let (mut out, mut single) = pair(p.clone(), now);
             let (_, mut batched) = pair(p.clone(), now);
             let mut rng = ScriptRng::new(vec![]);
             let mut wire: Vec<Vec<u8>> = (20..=2048usize)
                 .map(|size| {
-                    let inner = ipv4_packet(
-                        Ipv4Addr::new(198, 51, 100, 7),
-                        Ipv4Addr::new(203, 0, 113, 9),
-                        IpProtocol::UDP,
-                        &vec![size as u8; size - 20],
-                        true,
-                    );
+                    let inner = batch_inner(mode, size);
                     let mut buf = vec![0u8; 2200];
                     let o = sent(
                         out.encap(now, &inner, &mtu(9000), &mut rng, &mut buf)
@@ -1161,7 +1208,7 @@ fn decap_batch_equals_single_decap_with_hostile_packets_mixed_in() {
                 batched.decap_batch_on(engine, now, &mut jobs);
                 for (i, j) in jobs.iter().enumerate() {
                     let (r, inner) = &expect[at + i];
-                    assert_eq!(&j.result, r, "{enc:?} {engine:?} packet {}", at + i);
+                    assert_eq!(&j.result, r, "{name} {engine:?} packet {}", at + i);
                     if let (Ok(d), Some(inner)) = (&j.result, inner) {
                         assert_eq!(&j.packet[d.inner.clone()], &inner[..]);
                     }
@@ -1169,7 +1216,7 @@ fn decap_batch_equals_single_decap_with_hostile_packets_mixed_in() {
                 at = end;
                 n = n % 64 + 1;
             }
-            assert_eq!(batched.counters(), single.counters(), "{enc:?} {engine:?}");
+            assert_eq!(batched.counters(), single.counters(), "{name} {engine:?}");
             assert!(expect.iter().any(|(r, _)| *r == Err(DropReason::Replayed)));
             assert!(
                 expect
