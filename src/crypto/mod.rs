@@ -54,6 +54,7 @@ pub mod des_cbc;
 pub mod integrity;
 pub mod sha1_mb;
 pub mod sha1_ni;
+pub mod sha256_ni;
 pub mod stitch;
 
 #[cfg(test)]

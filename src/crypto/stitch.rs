@@ -28,6 +28,8 @@
 //! the `sha1` crate packet by packet, and [`HmacSha1Pads`] keys HMAC once per SA with the
 //! `sha1` crate's compression function.
 
+use core::marker::PhantomData;
+
 use sha1::Digest;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
@@ -38,7 +40,7 @@ use super::{sha1_mb, sha1_ni};
 /// Most packets one call handles; longer batches are cut.
 pub const MAX_BATCH: usize = 64;
 
-const BLOCK: usize = 64;
+pub(super) const BLOCK: usize = 64;
 /// RFC 3174 §6.1 initial hash value.
 const H0: [u32; 5] = [
     0x6745_2301,
@@ -199,47 +201,92 @@ impl HmacSha1Pads {
     }
 }
 
+/// A hash keyed for HMAC once per SA (RFC 2104): its states after the `K ^ ipad` and
+/// `K ^ opad` blocks. SHA-1 (RFC 3174) and SHA-256 (FIPS 180-4) share what [`Mac`] and the
+/// lane scheduler rely on: 64-byte blocks, a message padded with 0x80, zeros and its bit
+/// length as a big-endian 64-bit number.
+pub trait HmacPads {
+    /// The chaining state (H0..H4, H0..H7).
+    type State: Copy + Default + Zeroize;
+    /// The untruncated MAC.
+    type Digest: Copy + Default + AsRef<[u8]>;
+    /// Bytes of [`Self::Digest`].
+    const DIGEST: usize;
+    fn inner(&self) -> Self::State;
+    fn outer(&self) -> Self::State;
+    /// One block on `state` (the crate's compression: SHA-NI where the CPU has it).
+    fn compress(state: &mut Self::State, block: &[u8; BLOCK]);
+    /// The state as big-endian bytes.
+    fn digest(state: &Self::State) -> Self::Digest;
+}
+
+impl HmacPads for HmacSha1Pads {
+    type State = [u32; 5];
+    type Digest = [u8; 20];
+    const DIGEST: usize = 20;
+    fn inner(&self) -> [u32; 5] {
+        self.inner
+    }
+    fn outer(&self) -> [u32; 5] {
+        self.outer
+    }
+    fn compress(state: &mut [u32; 5], block: &[u8; BLOCK]) {
+        sha1::block_api::compress(state, std::slice::from_ref(block));
+    }
+    fn digest(state: &[u32; 5]) -> [u8; 20] {
+        digest_bytes(state)
+    }
+}
+
 /// One HMAC in progress: the message's whole blocks, its padded tail (one or two blocks), then
 /// the outer block over the inner digest.
-#[derive(Clone, Copy)]
-pub(super) struct Mac {
+pub(super) struct Mac<P: HmacPads> {
     pub(super) job: usize,
-    pub(super) state: [u32; 5],
+    pub(super) state: P::State,
     next: usize,
     whole: usize,
     tail: [u8; 2 * BLOCK],
     tail_blocks: usize,
     outer: bool,
+    hash: PhantomData<fn() -> P>,
 }
 
-impl Mac {
-    pub(super) fn new(job: usize, pads: &HmacSha1Pads, msg: &[u8]) -> Self {
+impl<P: HmacPads> Clone for Mac<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: HmacPads> Copy for Mac<P> {}
+
+impl<P: HmacPads> Mac<P> {
+    pub(super) fn new(job: usize, pads: &P, msg: &[u8]) -> Self {
         let whole = msg.len() / BLOCK;
         let rem = &msg[whole * BLOCK..];
         let mut tail = [0u8; 2 * BLOCK];
         tail[..rem.len()].copy_from_slice(rem);
         tail[rem.len()] = 0x80;
         let tail_blocks = if rem.len() + 9 <= BLOCK { 1 } else { 2 };
-        // The length counts the ipad block already absorbed (RFC 3174 §4).
+        // The length counts the ipad block already absorbed (RFC 3174 §4, FIPS 180-4 §5.1.1).
         let bits = (BLOCK as u64 + msg.len() as u64).saturating_mul(8);
         tail[tail_blocks * BLOCK - 8..tail_blocks * BLOCK].copy_from_slice(&bits.to_be_bytes());
         Self {
             job,
-            state: pads.inner,
+            state: pads.inner(),
             next: 0,
             whole,
             tail,
             tail_blocks,
             outer: false,
+            hash: PhantomData,
         }
     }
 
-    /// The remaining blocks one after the other (the `sha1` crate's compression: SHA-NI
-    /// where the CPU has it).
-    pub(super) fn finish(mut self, pads: &HmacSha1Pads, msg: &[u8]) -> [u8; 20] {
+    /// The remaining blocks one after the other ([`HmacPads::compress`]).
+    pub(super) fn finish(mut self, pads: &P, msg: &[u8]) -> P::Digest {
         loop {
             let b = *self.block(msg);
-            sha1::block_api::compress(&mut self.state, std::slice::from_ref(&b));
+            P::compress(&mut self.state, &b);
             if let Some(mac) = self.advance(pads) {
                 return mac;
             }
@@ -270,27 +317,29 @@ impl Mac {
     }
 
     /// [`Self::advance`] after `n` compressions.
-    pub(super) fn advance_by(&mut self, pads: &HmacSha1Pads, n: usize) -> Option<[u8; 20]> {
+    pub(super) fn advance_by(&mut self, pads: &P, n: usize) -> Option<P::Digest> {
         self.next += n.saturating_sub(1);
         self.advance(pads)
     }
 
     /// After a compression: moves to the next block; returns the MAC once the outer block is in.
-    pub(super) fn advance(&mut self, pads: &HmacSha1Pads) -> Option<[u8; 20]> {
+    pub(super) fn advance(&mut self, pads: &P) -> Option<P::Digest> {
         self.next += 1;
         if self.next < self.whole + self.tail_blocks {
             return None;
         }
-        let digest = digest_bytes(&self.state);
+        let digest = P::digest(&self.state);
         if self.outer {
             return Some(digest);
         }
-        // Outer hash: H(K ^ opad || inner digest), one block of 20 + padding, 84 bytes counted.
+        // Outer hash: H(K ^ opad || inner digest), one block of the digest + padding, the
+        // ipad block's 64 bytes counted.
+        let d = P::DIGEST;
         self.tail = [0u8; 2 * BLOCK];
-        self.tail[..20].copy_from_slice(&digest);
-        self.tail[20] = 0x80;
-        self.tail[56..64].copy_from_slice(&((BLOCK as u64 + 20) * 8).to_be_bytes());
-        self.state = pads.outer;
+        self.tail[..d].copy_from_slice(digest.as_ref());
+        self.tail[d] = 0x80;
+        self.tail[56..64].copy_from_slice(&((BLOCK + d) as u64 * 8).to_be_bytes());
+        self.state = pads.outer();
         self.outer = true;
         self.whole = 0;
         self.tail_blocks = 1;
@@ -452,7 +501,7 @@ fn step(
     icv_len: usize,
     packets: &mut [&mut [u8]],
     cbc: &mut Option<Chain>,
-    mac: &mut Option<Mac>,
+    mac: &mut Option<Mac<HmacSha1Pads>>,
 ) -> bool {
     match (cbc, mac) {
         (Some(c), Some(m)) if c.left() >= STEP => {
@@ -517,7 +566,7 @@ fn seal_stitched(
 ) {
     let n = packets.len();
     let mut enc = (n > 0).then(|| Chain::start(0, packets[0], icv_len));
-    let mut mac: Option<Mac> = None;
+    let mut mac: Option<Mac<HmacSha1Pads>> = None;
     let mut hashed = 0;
     loop {
         // A finished chain (or an empty packet) hands over to the next packet.
