@@ -12,6 +12,7 @@ use subtle::ConstantTimeEq;
 
 use super::CryptoError;
 use super::algorithm::AuthAlgorithm;
+use super::sha256_ni::HmacSha256Pads;
 use super::stitch::HmacSha1Pads;
 
 /// Largest untruncated HMAC output among the supported hashes (SHA-256).
@@ -32,6 +33,8 @@ pub struct Integrity {
     inner: Inner,
     /// HMAC-SHA1's inner and outer pad states for the batch paths ([`super::stitch`]).
     sha1_pads: Option<HmacSha1Pads>,
+    /// HMAC-SHA-256's, likewise ([`super::sha256_ni`]).
+    sha256_pads: Option<HmacSha256Pads>,
 }
 
 impl std::fmt::Debug for Integrity {
@@ -71,16 +74,29 @@ impl Integrity {
             AuthAlgorithm::HmacSha256 => Inner::Sha256(Hmac::new_from_slice(key).map_err(bad)?),
         };
         let sha1_pads = (alg == AuthAlgorithm::HmacSha1).then(|| HmacSha1Pads::new(key));
+        let sha256_pads = (alg == AuthAlgorithm::HmacSha256).then(|| HmacSha256Pads::new(key));
         Ok(Self {
             alg,
             inner,
             sha1_pads,
+            sha256_pads,
         })
     }
 
     /// HMAC-SHA1 keyed for the batch paths; `None` for other algorithms.
     pub fn sha1_pads(&self) -> Option<&HmacSha1Pads> {
         self.sha1_pads.as_ref()
+    }
+
+    /// HMAC-SHA-256 keyed for the batch paths; `None` for other algorithms.
+    pub fn sha256_pads(&self) -> Option<&HmacSha256Pads> {
+        self.sha256_pads.as_ref()
+    }
+
+    /// Whether the ESP batch paths ([`super::EspCipher::seal_hmac_batch`]) may take this
+    /// transform: HMAC-SHA1 or HMAC-SHA-256 with an ICV.
+    pub fn batches(&self) -> bool {
+        (self.sha1_pads.is_some() || self.sha256_pads.is_some()) && self.icv_len() > 0
     }
 
     pub fn algorithm(&self) -> AuthAlgorithm {

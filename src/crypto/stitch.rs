@@ -35,6 +35,7 @@ use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use super::aes_ni::{AesKeys, CBC_LANES, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
+use super::sha256_ni::{self, HmacSha256Pads};
 use super::{sha1_mb, sha1_ni};
 
 /// Most packets one call handles; longer batches are cut.
@@ -66,7 +67,7 @@ pub const CHAINS_MIN: usize = sha1_ni::MIN_CHAINS;
 
 /// HMAC-SHA1 of a batch of ESP packets without their ICVs ([`sha1_mb::hmac_batch`],
 /// [`sha1_ni::hmac_batch`]).
-type BatchHash = fn(&HmacSha1Pads, &[&mut [u8]], usize, &mut [[u8; 20]]);
+type BatchHash<P> = fn(&P, &[&mut [u8]], usize, &mut [<P as HmacPads>::Digest]);
 
 /// Which implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,7 +128,7 @@ impl Engine {
 
     /// For the two-pass engines: the fewest packets they take (smaller batches run
     /// stitched) and the batch HMAC they hash with.
-    fn batch_hash(self) -> (usize, BatchHash) {
+    fn batch_hash(self) -> (usize, BatchHash<HmacSha1Pads>) {
         match self {
             Self::ShaNiChains => (CHAINS_MIN, |p, m, t, macs| {
                 sha1_ni::hmac_batch(p, m, t, macs)
@@ -138,6 +139,15 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Whether this engine, given an AES-CBC + HMAC-SHA-256 SA, runs the two-pass batch
+    /// ([`seal_sha256`], [`open_sha256`]): every engine but the portable one, where the
+    /// start-up probe found four SHA-256 chains at least 1.3 times one chain's rate
+    /// ([`sha256_ni::chains_pay`]). Elsewhere HMAC-SHA-256 stays packet by packet (the `hmac`
+    /// and `sha2` crates, one SHA-NI chain).
+    pub fn sha256_chains(self) -> bool {
+        self != Self::Portable && sha256_ni::chains_pay() && Self::stitched_runs()
     }
 
     fn stitched_runs() -> bool {
@@ -362,10 +372,10 @@ fn esp_message(p: &[u8], icv_len: usize) -> &[u8] {
     &p[..p.len().saturating_sub(icv_len)]
 }
 
-/// Whether a buffer has the shape [`seal`] and [`open`] work on.
-fn well_formed(p: &[u8], icv_len: usize) -> bool {
+/// Whether a buffer has the shape [`seal`] and [`open`] work on, for a MAC of `digest` bytes.
+fn well_formed(p: &[u8], icv_len: usize, digest: usize) -> bool {
     let body = p.len().saturating_sub(ESP_HEADER + icv_len);
-    icv_len <= 20 && p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
+    icv_len <= digest && p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
 }
 
 /// One CBC chain in progress: packet `job`, next block at `at`, its ciphertext ends at `end`,
@@ -418,7 +428,7 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
     engine: Engine,
     packets: &mut [&mut [u8]],
 ) -> bool {
-    if !packets.iter().all(|p| well_formed(p, icv_len)) {
+    if !packets.iter().all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST)) {
         return false;
     }
     // AES-NI keys exist without SHA-NI: the kernels need both.
@@ -460,12 +470,12 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
 /// ICV over the ciphertexts with `hash`, several packets at a time ([`sha1_mb::hmac_batch`]:
 /// sixteen, [`sha1_ni::hmac_batch`]: [`sha1_ni::CHAINS`]).
 #[cfg(target_arch = "x86_64")]
-fn seal_multi(
+fn seal_multi<P: HmacPads>(
     keys: &AesKeys<Encrypt>,
-    pads: &HmacSha1Pads,
+    pads: &P,
     icv_len: usize,
     packets: &mut [&mut [u8]],
-    hash: BatchHash,
+    hash: BatchHash<P>,
 ) {
     for group in packets.chunks_mut(CBC_LANES) {
         let k = group.len();
@@ -476,13 +486,76 @@ fn seal_multi(
         }
         keys.encrypt_cbc_lanes(&mut cbc[..k]);
     }
-    let mut macs = [[0u8; 20]; MAX_BATCH];
+    let mut macs = [P::Digest::default(); MAX_BATCH];
     let macs = &mut macs[..packets.len()];
     hash(pads, packets, icv_len, macs);
     for (p, mac) in packets.iter_mut().zip(macs.iter()) {
         let at = p.len() - icv_len;
-        p[at..].copy_from_slice(&mac[..icv_len]);
+        p[at..].copy_from_slice(&mac.as_ref()[..icv_len]);
     }
+}
+
+/// Encrypt-then-MAC for ESP packets of one AES-CBC + HMAC-SHA-256 SA (RFC 4868: the ICV is
+/// the MAC truncated to `icv_len`, 16), laid out as for [`seal`]: the two-pass path of
+/// [`Engine::ShaNiChains`], AES-CBC of the batch (eight packets interleaved) then
+/// [`sha256_ni::hmac_batch`] on [`sha256_ni::CHAINS`] SHA-NI chains. There is no stitched
+/// SHA-256 kernel: the callers choose this only where the chains pay
+/// ([`Engine::sha256_chains`]). Returns false, changing nothing, if a buffer has another
+/// shape or `cipher` is not AES-NI keys on a CPU with SHA-NI.
+pub fn seal_sha256<C: CbcEncrypt + ?Sized>(
+    cipher: &C,
+    pads: &HmacSha256Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+) -> bool {
+    if !packets
+        .iter()
+        .all(|p| well_formed(p, icv_len, HmacSha256Pads::DIGEST))
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = cipher.aes_ni().filter(|_| Engine::stitched_runs()) {
+        for chunk in packets.chunks_mut(MAX_BATCH) {
+            seal_multi(k, pads, icv_len, chunk, |p, m, t, macs| {
+                sha256_ni::hmac_batch(p, m, t, macs)
+            });
+        }
+        return true;
+    }
+    let _ = (cipher, pads);
+    false
+}
+
+/// Verify-then-decrypt for ESP packets of one AES-CBC + HMAC-SHA-256 SA, as [`open`]: every
+/// ICV of the batch on the SHA-NI chains first, compared in constant time, then the decryption
+/// of the packets whose ICV matched only (RFC 4303 §3.4.4); `ok[i]` tells which. Returns
+/// false, changing nothing, as [`seal_sha256`].
+pub fn open_sha256<C: CbcDecrypt + ?Sized>(
+    cipher: &C,
+    pads: &HmacSha256Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+    ok: &mut [bool],
+) -> bool {
+    if ok.len() != packets.len()
+        || !packets
+            .iter()
+            .all(|p| well_formed(p, icv_len, HmacSha256Pads::DIGEST))
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = cipher.aes_ni().filter(|_| Engine::stitched_runs()) {
+        for (chunk, ok) in packets.chunks_mut(MAX_BATCH).zip(ok.chunks_mut(MAX_BATCH)) {
+            open_multi(k, pads, icv_len, chunk, ok, |p, m, t, macs| {
+                sha256_ni::hmac_batch(p, m, t, macs)
+            });
+        }
+        return true;
+    }
+    let _ = (cipher, pads);
+    false
 }
 
 /// Which way the CBC chain of a stitched pass runs, with the round keys of that way.
@@ -620,7 +693,7 @@ pub fn open<C: CbcDecrypt + ?Sized>(
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
 ) -> bool {
-    if ok.len() != packets.len() || !packets.iter().all(|p| well_formed(p, icv_len)) {
+    if ok.len() != packets.len() || !packets.iter().all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST)) {
         return false;
     }
     let keys = cipher.aes_ni().filter(|_| Engine::stitched_runs());
@@ -668,19 +741,19 @@ fn cbc_decrypt<C: CbcDecrypt + ?Sized>(cipher: &C, p: &mut [u8], icv_len: usize)
 /// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4), sixteen blocks at a
 /// time with VAES where the CPU has it ([`CbcDecrypt::decrypt_cbc`]).
 #[cfg(target_arch = "x86_64")]
-fn open_multi(
+fn open_multi<P: HmacPads>(
     keys: &AesKeys<Decrypt>,
-    pads: &HmacSha1Pads,
+    pads: &P,
     icv_len: usize,
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
-    hash: BatchHash,
+    hash: BatchHash<P>,
 ) {
-    let mut macs = [[0u8; 20]; MAX_BATCH];
+    let mut macs = [P::Digest::default(); MAX_BATCH];
     let macs = &mut macs[..packets.len()];
     hash(pads, packets, icv_len, macs);
     for ((p, ok), mac) in packets.iter_mut().zip(ok.iter_mut()).zip(macs.iter()) {
-        *ok = bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]));
+        *ok = bool::from(mac.as_ref()[..icv_len].ct_eq(&p[p.len() - icv_len..]));
         if *ok {
             cbc_decrypt(keys, p, icv_len);
         }
@@ -939,12 +1012,20 @@ pub(super) mod tests {
         }
     }
 
-    /// Plain encrypt-then-MAC of one ESP-shaped buffer with RustCrypto.
+    fn plain_hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        let mut m = <Hmac<sha2::Sha256>>::new_from_slice(key).expect("any key length");
+        m.update(msg);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Plain encrypt-then-MAC of one ESP-shaped buffer with RustCrypto (HMAC-SHA-256 if
+    /// `sha256`, else HMAC-SHA1).
     fn plain_seal<C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>>(
         c: &C,
         key: &[u8],
         p: &mut [u8],
         icv_len: usize,
+        sha256: bool,
     ) {
         let end = p.len() - icv_len;
         let (iv, body) = p[ESP_HEADER..end].split_at_mut(AES_BLOCK);
@@ -952,13 +1033,21 @@ pub(super) mod tests {
         let (blocks, rest) = Block::<C>::slice_as_chunks_mut(body);
         assert!(rest.is_empty());
         cbc::Encryptor::<&C>::inner_iv_init(c, &iv).encrypt_blocks(blocks);
-        let mac = plain_hmac(key, &p[..end]);
-        p[end..].copy_from_slice(&mac[..icv_len]);
+        if sha256 {
+            let mac = plain_hmac_sha256(key, &p[..end]);
+            p[end..].copy_from_slice(&mac[..icv_len]);
+        } else {
+            let mac = plain_hmac(key, &p[..end]);
+            p[end..].copy_from_slice(&mac[..icv_len]);
+        }
     }
 
     /// Seals `sizes` (plaintext bytes, multiples of 16) both ways and compares; then opens the
     /// sealed packets (one corrupted) and compares with the original plaintext. `c` is the
-    /// reference; `enc` and `dec` are what the engine runs on.
+    /// reference; `enc` and `dec` are what the engine runs on. With `sha256`, AES-CBC +
+    /// HMAC-SHA-256-128 through [`seal_sha256`] and [`open_sha256`] (which take no engine and
+    /// must refuse, changing nothing, where `enc` is not AES-NI keys), else AES-CBC +
+    /// HMAC-SHA1-96 through [`seal`] and [`open`] on `engine`.
     #[allow(clippy::too_many_arguments)]
     fn check_batch<C>(
         c: &C,
@@ -966,12 +1055,13 @@ pub(super) mod tests {
         dec: &dyn CbcDecrypt,
         key: &[u8],
         engine: Engine,
+        sha256: bool,
         sizes: &[usize],
         seed: usize,
     ) where
         C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
     {
-        let icv_len = 12;
+        let icv_len = if sha256 { 16 } else { 12 };
         let mut bufs: Vec<Vec<u8>> = sizes
             .iter()
             .enumerate()
@@ -984,12 +1074,21 @@ pub(super) mod tests {
         let original = bufs.clone();
         let mut expected = bufs.clone();
         for b in expected.iter_mut() {
-            plain_seal(c, key, b, icv_len);
+            plain_seal(c, key, b, icv_len, sha256);
         }
         let pads = HmacSha1Pads::new(key);
+        let pads256 = HmacSha256Pads::new(key);
         let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-        assert!(seal(enc, &pads, icv_len, engine, &mut refs));
-        assert_eq!(bufs, expected, "{engine:?} sizes {sizes:?}");
+        if sha256 {
+            if !seal_sha256(enc, &pads256, icv_len, &mut refs) {
+                assert!(enc.aes_ni().is_none() || !Engine::stitched_runs());
+                assert_eq!(bufs, original, "refused, yet changed");
+                return;
+            }
+        } else {
+            assert!(seal(enc, &pads, icv_len, engine, &mut refs));
+        }
+        assert_eq!(bufs, expected, "{engine:?} sha256 {sha256} sizes {sizes:?}");
 
         // One packet (if there are two or more) gets a flipped ciphertext bit: it must fail
         // and stay as received, every other one must decrypt to the original.
@@ -1004,7 +1103,11 @@ pub(super) mod tests {
         let received = bufs.clone();
         let mut ok = vec![false; sizes.len()];
         let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-        assert!(open(dec, &pads, icv_len, engine, &mut refs, &mut ok));
+        if sha256 {
+            assert!(open_sha256(dec, &pads256, icv_len, &mut refs, &mut ok));
+        } else {
+            assert!(open(dec, &pads, icv_len, engine, &mut refs, &mut ok));
+        }
         for (i, b) in bufs.iter().enumerate() {
             let end = b.len() - icv_len;
             if i == bad {
@@ -1020,8 +1123,8 @@ pub(super) mod tests {
         }
     }
 
-    /// Runs a batch check: engine, plaintext sizes, seed.
-    type Check<'a> = &'a dyn Fn(Engine, &[usize], usize);
+    /// Runs a batch check: engine, HMAC-SHA-256 (else HMAC-SHA1), plaintext sizes, seed.
+    type Check<'a> = &'a dyn Fn(Engine, bool, &[usize], usize);
 
     /// Every key length, and every engine: each one this CPU runs on an SA's one-way AES-NI
     /// keys, and the portable engine on the `aes` crate too (a CPU without AES-NI; AES-128
@@ -1037,12 +1140,12 @@ pub(super) mod tests {
             let k192 = Aes192::new_from_slice(&key[..len.min(24)]);
             let k256 = Aes256::new_from_slice(key);
             let check =
-                |e: Engine, enc: &dyn CbcEncrypt, dec: &dyn CbcDecrypt, s: &[usize], seed| match (
+                |e: Engine, enc: &dyn CbcEncrypt, dec: &dyn CbcDecrypt, h, s: &[usize], seed| match (
                     len, &k192, &k256,
                 ) {
-                    (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, s, seed),
-                    (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, s, seed),
-                    (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, s, seed),
+                    (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, h, s, seed),
+                    (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
+                    (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
                     _ => unreachable!("key lengths 16, 24, 32"),
                 };
             let soft: (&dyn CbcEncrypt, &dyn CbcDecrypt) = match (len, &k192, &k256) {
@@ -1054,13 +1157,13 @@ pub(super) mod tests {
             // The crate path is the same generic code for every key length (the known
             // answers cover each): once is enough, the tests' time is counted.
             if len == 16 || enc.is_none() {
-                f(Engine::Portable, &|e, s, seed| {
-                    check(e, soft.0, soft.1, s, seed)
+                f(Engine::Portable, &|e, h, s, seed| {
+                    check(e, soft.0, soft.1, h, s, seed)
                 });
             }
             if let (Some(enc), Some(dec)) = (&enc, &dec) {
                 for engine in engines() {
-                    f(engine, &|e, s, seed| check(e, enc, dec, s, seed));
+                    f(engine, &|e, h, s, seed| check(e, enc, dec, h, s, seed));
                 }
             }
         }
@@ -1079,7 +1182,11 @@ pub(super) mod tests {
                     for (i, s) in sizes.iter_mut().enumerate().skip(4).step_by(2) {
                         *s = ((blocks + i * 17) % 129) * 16;
                     }
-                    check(engine, &sizes, blocks);
+                    check(engine, false, &sizes, blocks);
+                    // HMAC-SHA-256 takes no engine: once per cipher.
+                    if matches!(engine, Engine::Portable | Engine::ShaNiChains) {
+                        check(engine, true, &sizes, blocks);
+                    }
                 }
             }
         });
@@ -1091,9 +1198,14 @@ pub(super) mod tests {
             {
                 for n in 1..=64usize {
                     let sizes: Vec<usize> = (0..n).map(|i| ((n * 7 + i * 13) % 129) * 16).collect();
-                    check(engine, &sizes, n);
                     // Equal sizes, as TSO segments of one flow are.
-                    check(engine, &vec![1392; n], n + 1000);
+                    for sha256 in [false, true] {
+                        if sha256 && !matches!(engine, Engine::Portable | Engine::ShaNiChains) {
+                            continue;
+                        }
+                        check(engine, sha256, &sizes, n);
+                        check(engine, sha256, &vec![1392; n], n + 1000);
+                    }
                 }
             }
         });
@@ -1125,6 +1237,10 @@ pub(super) mod tests {
                     let mut ok = [true];
                     assert!(!open(dec, &pads, 12, engine, &mut refs, &mut ok));
                 }
+                let pads256 = HmacSha256Pads::new(&[2u8; 32]);
+                assert!(!seal_sha256(enc, &pads256, 16, &mut refs));
+                let mut ok = [true];
+                assert!(!open_sha256(dec, &pads256, 16, &mut refs, &mut ok));
             }
             assert!(b.iter().all(|x| *x == 0x55));
         }

@@ -123,7 +123,7 @@ impl SecurityAssociation {
             && self
                 .esp
                 .as_ref()
-                .is_some_and(|e| e.integ.sha1_pads().is_some() && e.integ.icv_len() > 0);
+                .is_some_and(|e| e.integ.batches());
         if !batchable {
             for j in jobs.iter_mut() {
                 j.result = self.decap(now, j.packet, j.received);
@@ -157,7 +157,7 @@ impl SecurityAssociation {
                 }
                 self.esp.as_ref().is_some_and(|esp| {
                     esp.cipher
-                        .open_sha1_batch(&esp.integ, engine, &mut bufs[..k], &mut ok[..k])
+                        .open_hmac_batch(&esp.integ, engine, &mut bufs[..k], &mut ok[..k])
                 })
             };
             // 3-5. In order: commit the replay window, strip, deliver.

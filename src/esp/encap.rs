@@ -267,7 +267,7 @@ impl SecurityAssociation {
                 icv_done = esp.integ.icv_len() > 0
                     && esp
                         .cipher
-                        .seal_sha1_batch(&esp.integ, engine, &mut bufs[..k]);
+                        .seal_hmac_batch(&esp.integ, engine, &mut bufs[..k]);
                 if !icv_done {
                     for b in bufs[..k].iter_mut() {
                         let l = b.len() - esp.integ.icv_len();
