@@ -306,7 +306,9 @@ impl EspCipher {
                 Inner::AesDec(k) => {
                     by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok))
                 }
-                Inner::Aes(k) => by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok)),
+                Inner::Aes(k) => {
+                    by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok))
+                }
                 _ => false,
             };
         }

@@ -370,8 +370,13 @@ mod tests {
                 let (b, _) = data[k][..64 * n].as_chunks::<64>();
                 sha2::block_api::compress256(&mut expected[k], b);
             }
-            let blocks: [&[u8]; K] =
-                core::array::from_fn(|k| if k == 0 { &data[0][..64 * n] } else { &data[k][..] });
+            let blocks: [&[u8]; K] = core::array::from_fn(|k| {
+                if k == 0 {
+                    &data[0][..64 * n]
+                } else {
+                    &data[k][..]
+                }
+            });
             // SAFETY: the caller checked `available`.
             unsafe { compress_chains(&mut state, &blocks) };
             assert_eq!(

@@ -375,7 +375,9 @@ fn esp_message(p: &[u8], icv_len: usize) -> &[u8] {
 /// Whether a buffer has the shape [`seal`] and [`open`] work on, for a MAC of `digest` bytes.
 fn well_formed(p: &[u8], icv_len: usize, digest: usize) -> bool {
     let body = p.len().saturating_sub(ESP_HEADER + icv_len);
-    icv_len <= digest && p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
+    icv_len <= digest
+        && p.len() >= ESP_HEADER + icv_len + AES_BLOCK
+        && body.is_multiple_of(AES_BLOCK)
 }
 
 /// One CBC chain in progress: packet `job`, next block at `at`, its ciphertext ends at `end`,
@@ -428,7 +430,10 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
     engine: Engine,
     packets: &mut [&mut [u8]],
 ) -> bool {
-    if !packets.iter().all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST)) {
+    if !packets
+        .iter()
+        .all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST))
+    {
         return false;
     }
     // AES-NI keys exist without SHA-NI: the kernels need both.
@@ -693,7 +698,11 @@ pub fn open<C: CbcDecrypt + ?Sized>(
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
 ) -> bool {
-    if ok.len() != packets.len() || !packets.iter().all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST)) {
+    if ok.len() != packets.len()
+        || !packets
+            .iter()
+            .all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST))
+    {
         return false;
     }
     let keys = cipher.aes_ni().filter(|_| Engine::stitched_runs());
@@ -1139,15 +1148,17 @@ pub(super) mod tests {
             let k128 = Aes128::new_from_slice(&key[..16]).expect("16");
             let k192 = Aes192::new_from_slice(&key[..len.min(24)]);
             let k256 = Aes256::new_from_slice(key);
-            let check =
-                |e: Engine, enc: &dyn CbcEncrypt, dec: &dyn CbcDecrypt, h, s: &[usize], seed| match (
-                    len, &k192, &k256,
-                ) {
-                    (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, h, s, seed),
-                    (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
-                    (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
-                    _ => unreachable!("key lengths 16, 24, 32"),
-                };
+            let check = |e: Engine,
+                         enc: &dyn CbcEncrypt,
+                         dec: &dyn CbcDecrypt,
+                         h,
+                         s: &[usize],
+                         seed| match (len, &k192, &k256) {
+                (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, h, s, seed),
+                (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
+                (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
+                _ => unreachable!("key lengths 16, 24, 32"),
+            };
             let soft: (&dyn CbcEncrypt, &dyn CbcDecrypt) = match (len, &k192, &k256) {
                 (16, _, _) => (&k128, &k128),
                 (24, Ok(c), _) => (c, c),

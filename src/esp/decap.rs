@@ -120,10 +120,7 @@ impl SecurityAssociation {
         let batchable = self.direction == Direction::Inbound
             && self.lifetime_state(now) != LifetimeState::HardExpired
             && self.ah.is_none()
-            && self
-                .esp
-                .as_ref()
-                .is_some_and(|e| e.integ.batches());
+            && self.esp.as_ref().is_some_and(|e| e.integ.batches());
         if !batchable {
             for j in jobs.iter_mut() {
                 j.result = self.decap(now, j.packet, j.received);
