@@ -3,6 +3,8 @@
 //!
 //! The keyed HMAC state (inner and outer pads already absorbed) is built once per SA; each
 //! packet clones it, which is a copy of a few hundred bytes: no key setup, no allocation.
+//! HMAC-SHA1 and HMAC-SHA-256 keys also keep the bare pad states the ESP batch paths hash
+//! with ([`super::stitch::HmacSha1Pads`], [`super::sha256_ni::HmacSha256Pads`]).
 
 use hmac::{Hmac, KeyInit, Mac};
 use md5::Md5;

@@ -22,6 +22,12 @@
 //! packets at once on the vector units instead ([`sha1_mb`]), about twice one SHA-NI chain's
 //! rate, with the same separate AES pass.
 //!
+//! AES-CBC + HMAC-SHA-256-128 (RFC 4868) has no stitched kernel here; [`seal_sha256`] and
+//! [`open_sha256`] run the same two passes with [`sha256_ni::hmac_batch`] (four SHA-NI
+//! chains; `sha256rnds2` is latency-bound on Zen 3 too), where [`Engine::sha256_chains`]
+//! says the start-up probe found the chains worth it; elsewhere that suite stays packet by
+//! packet. [`Mac`] and the lane scheduler serve both hashes through [`HmacPads`].
+//!
 //! The AES runs on the SA's one-way round keys ([`AesKeys`], expanded in [`super::aes_ni`]).
 //! What a crate does well comes from crates: the portable [`Engine`] is the SA's CBC of one
 //! packet ([`CbcEncrypt`], [`CbcDecrypt`]: AES-NI, or the `cbc`/`aes` crates without it) and
