@@ -1,12 +1,14 @@
 //! What this CPU's SHA-NI unit rewards, measured once at start: whether hashing several SHA-1
 //! chains at once goes clearly faster than one (`sha1rnds4` latency-bound, as on AMD Zen 3) or
 //! not (one chain already keeps the unit busy, as on the Intel cores the stitched kernel was
-//! written for). No CPUID bit tells, so it is timed; the core reads no clock, so the timing is
-//! here and the answer goes to [`ikehub::crypto::sha1_ni::set_chains_pay`], which decides the
-//! ESP batch engine (`Engine::detect`). It changes only speed, never bytes: every engine gives
-//! the same ones (tested).
+//! written for), and the same for SHA-256 (`sha256rnds2`). No CPUID bit tells, so it is timed;
+//! the core reads no clock, so the timing is here and the answers go to
+//! [`ikehub::crypto::sha1_ni::set_chains_pay`], which decides the ESP batch engine
+//! (`Engine::detect`), and [`ikehub::crypto::sha256_ni::set_chains_pay`], which decides
+//! whether AES-CBC + HMAC-SHA-256 batches hash on several chains (`Engine::sha256_chains`).
+//! They change only speed, never bytes: every engine gives the same ones (tested).
 
-use ikehub::crypto::sha1_ni;
+use ikehub::crypto::{sha1_ni, sha256_ni};
 
 /// Blocks per chain of one timed run.
 const BLOCKS: usize = 16;
@@ -21,12 +23,48 @@ static DATA: [u8; 64 * BLOCKS] = [0x5a; 64 * BLOCKS];
 /// commands that carry ESP: `run`, `demo`, `bench`.
 pub fn tune() {
     sha1_ni::set_chains_pay(probe().is_some_and(|(one, many)| pays(one, many)));
+    sha256_ni::set_chains_pay(probe_sha256().is_some_and(|(one, many)| pays(one, many)));
 }
 
 /// Whether `many` ticks for [`sha1_ni::CHAINS`] chains beat `one` tick count for one chain
 /// (over the same blocks per chain) by the margin.
 fn pays(one: u64, many: u64) -> bool {
     MARGIN.1 * sha1_ni::CHAINS as u64 * one >= MARGIN.0 * many
+}
+
+/// [`probe`] for SHA-256: fewest ticks of one chain over [`BLOCKS`] blocks, and of
+/// [`sha256_ni::CHAINS`] chains (the same count as SHA-1's, which [`pays`] assumes) over as
+/// many blocks each; `None` without SHA-NI.
+pub fn probe_sha256() -> Option<(u64, u64)> {
+    const _: () = assert!(sha256_ni::CHAINS == sha1_ni::CHAINS);
+    #[cfg(target_arch = "x86_64")]
+    if sha256_ni::available() {
+        use core::arch::x86_64::{_mm_lfence, _rdtsc};
+        let (mut one, mut many) = (u64::MAX, u64::MAX);
+        let mut s1 = [[1u32; 8]; 1];
+        let mut sk = [[1u32; 8]; sha256_ni::CHAINS];
+        for _ in 0..RUNS {
+            // SAFETY: `available` checked sha, ssse3 and sse4.1, which `compress_chains`
+            // needs; lfence and rdtsc are in every x86-64 CPU with SSE2.
+            unsafe {
+                _mm_lfence();
+                let t0 = _rdtsc();
+                _mm_lfence();
+                sha256_ni::compress_chains(&mut s1, &[&DATA[..]]);
+                _mm_lfence();
+                let t1 = _rdtsc();
+                _mm_lfence();
+                sha256_ni::compress_chains(&mut sk, &[&DATA[..]; sha256_ni::CHAINS]);
+                _mm_lfence();
+                let t2 = _rdtsc();
+                one = one.min(t1.wrapping_sub(t0));
+                many = many.min(t2.wrapping_sub(t1));
+            }
+        }
+        std::hint::black_box((s1, sk));
+        return Some((one, many));
+    }
+    None
 }
 
 /// Fewest time-stamp-counter ticks of one chain over [`BLOCKS`] blocks, and of
@@ -97,6 +135,26 @@ mod tests {
                 assert!(
                     !sha1_ni::chains_pay(),
                     "no SHA-NI, yet the chains were chosen"
+                );
+            }
+        }
+        match probe_sha256() {
+            Some((one, many)) => {
+                assert!(sha256_ni::available());
+                assert!(one > 0 && many > 0, "no ticks counted: {one} / {many}");
+                eprintln!(
+                    "probe: SHA-256 1 chain {one} ticks, {} chains {many} ticks per {BLOCKS} \
+                     blocks each: {:.2}x",
+                    sha256_ni::CHAINS,
+                    (sha256_ni::CHAINS as f64 * one as f64) / many as f64,
+                );
+            }
+            None => {
+                assert!(!sha256_ni::available());
+                tune();
+                assert!(
+                    !sha256_ni::chains_pay(),
+                    "no SHA-NI, yet the SHA-256 chains were chosen"
                 );
             }
         }

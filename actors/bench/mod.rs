@@ -328,8 +328,9 @@ pub fn run(json: bool, seconds: f64) -> ExitCode {
             "ENCAP-BATCH / DECAP-BATCH: 32 packets of one SA; stitched AES-CBC + HMAC-SHA1 when \
              the CPU has AES-NI and SHA-NI, multi-buffer (HMAC-SHA1 of 16 packets at once) \
              with AVX-512 too, several SHA-NI chains at once (ShaNiChains) where a start-up probe \
-             finds them faster than one ({:?} here); ESP-NULL and AH with HMAC-SHA1 take \
-             the same batch hash (AH decap goes packet by packet)",
+             finds them faster than one ({:?} here); AES-CBC + HMAC-SHA-256 on 4 SHA-NI \
+             chains where the probe finds them faster too; ESP-NULL and AH with HMAC-SHA1 on \
+             the batch hash (AH decap goes packet by packet)",
             Engine::detect()
         );
         if !report.goals.is_empty() {

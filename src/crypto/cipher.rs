@@ -252,52 +252,70 @@ impl EspCipher {
     }
 
     /// Encrypt-then-MAC of several ESP packets (each `header | IV | plaintext | ICV space`)
-    /// with AES-CBC and HMAC-SHA1, the two interleaved over the batch ([`stitch`]). Returns
-    /// false, having changed nothing, when this cipher/integrity pair is not AES-CBC with
-    /// HMAC-SHA1, the cipher does not encrypt, the engine cannot run here, or a buffer is
-    /// misshapen: the caller then takes the packet-by-packet path.
-    pub fn seal_sha1_batch(
+    /// with AES-CBC and HMAC-SHA1 or HMAC-SHA-256. HMAC-SHA1: the two interleaved over the
+    /// batch or in two passes, as `engine` says ([`stitch::seal`]). HMAC-SHA-256: AES-CBC of
+    /// the batch, then HMAC-SHA-256 on several SHA-NI chains ([`stitch::seal_sha256`]), where
+    /// [`Engine::sha256_chains`] says they pay. Returns false, having changed nothing, when
+    /// this cipher/integrity pair is not one of those, the cipher does not encrypt, the engine
+    /// cannot run here, or a buffer is misshapen: the caller then takes the packet-by-packet
+    /// path.
+    pub fn seal_hmac_batch(
         &self,
         integ: &Integrity,
         engine: Engine,
         packets: &mut [&mut [u8]],
     ) -> bool {
-        let Some(pads) = integ.sha1_pads() else {
-            return false;
-        };
         if self.may(Way::Encrypt).is_err() {
             return false;
         }
         let icv = integ.icv_len();
-        match &self.inner {
-            Inner::AesEncrypt(k) => stitch::seal(k, pads, icv, engine, packets),
-            Inner::AesEnc(k) => by_key!(k, c => stitch::seal(&**c, pads, icv, engine, packets)),
-            Inner::Aes(k) => by_key!(k, c => stitch::seal(&**c, pads, icv, engine, packets)),
+        if let Some(pads) = integ.sha1_pads() {
+            return match &self.inner {
+                Inner::AesEncrypt(k) => stitch::seal(k, pads, icv, engine, packets),
+                Inner::AesEnc(k) => by_key!(k, c => stitch::seal(&**c, pads, icv, engine, packets)),
+                Inner::Aes(k) => by_key!(k, c => stitch::seal(&**c, pads, icv, engine, packets)),
+                _ => false,
+            };
+        }
+        match (integ.sha256_pads(), &self.inner) {
+            (Some(pads), Inner::AesEncrypt(k)) if engine.sha256_chains() => {
+                stitch::seal_sha256(k, pads, icv, packets)
+            }
             _ => false,
         }
     }
 
     /// Verify-then-decrypt of several ESP packets (each `header | IV | ciphertext | ICV`) with
-    /// AES-CBC and HMAC-SHA1 ([`stitch::open`]): `ok[i]` says whether packet `i` verified and
-    /// was decrypted. Returns false, having changed nothing, as [`Self::seal_sha1_batch`].
-    pub fn open_sha1_batch(
+    /// AES-CBC and HMAC-SHA1 ([`stitch::open`]) or HMAC-SHA-256 ([`stitch::open_sha256`]):
+    /// `ok[i]` says whether packet `i` verified and was decrypted. Returns false, having
+    /// changed nothing, as [`Self::seal_hmac_batch`].
+    pub fn open_hmac_batch(
         &self,
         integ: &Integrity,
         engine: Engine,
         packets: &mut [&mut [u8]],
         ok: &mut [bool],
     ) -> bool {
-        let Some(pads) = integ.sha1_pads() else {
-            return false;
-        };
         if self.may(Way::Decrypt).is_err() {
             return false;
         }
         let icv = integ.icv_len();
-        match &self.inner {
-            Inner::AesDecrypt(k) => stitch::open(k, pads, icv, engine, packets, ok),
-            Inner::AesDec(k) => by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok)),
-            Inner::Aes(k) => by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok)),
+        if let Some(pads) = integ.sha1_pads() {
+            return match &self.inner {
+                Inner::AesDecrypt(k) => stitch::open(k, pads, icv, engine, packets, ok),
+                Inner::AesDec(k) => {
+                    by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok))
+                }
+                Inner::Aes(k) => {
+                    by_key!(k, c => stitch::open(&**c, pads, icv, engine, packets, ok))
+                }
+                _ => false,
+            };
+        }
+        match (integ.sha256_pads(), &self.inner) {
+            (Some(pads), Inner::AesDecrypt(k)) if engine.sha256_chains() => {
+                stitch::open_sha256(k, pads, icv, packets, ok)
+            }
             _ => false,
         }
     }

@@ -3,6 +3,8 @@
 //!
 //! The keyed HMAC state (inner and outer pads already absorbed) is built once per SA; each
 //! packet clones it, which is a copy of a few hundred bytes: no key setup, no allocation.
+//! HMAC-SHA1 and HMAC-SHA-256 keys also keep the bare pad states the ESP batch paths hash
+//! with ([`super::stitch::HmacSha1Pads`], [`super::sha256_ni::HmacSha256Pads`]).
 
 use hmac::{Hmac, KeyInit, Mac};
 use md5::Md5;
@@ -12,6 +14,7 @@ use subtle::ConstantTimeEq;
 
 use super::CryptoError;
 use super::algorithm::AuthAlgorithm;
+use super::sha256_ni::HmacSha256Pads;
 use super::stitch::{Engine, HmacSha1Pads};
 use super::{sha1_mb, sha1_ni};
 
@@ -33,6 +36,8 @@ pub struct Integrity {
     inner: Inner,
     /// HMAC-SHA1's inner and outer pad states for the batch paths ([`super::stitch`]).
     sha1_pads: Option<HmacSha1Pads>,
+    /// HMAC-SHA-256's, likewise ([`super::sha256_ni`]).
+    sha256_pads: Option<HmacSha256Pads>,
 }
 
 impl std::fmt::Debug for Integrity {
@@ -72,16 +77,29 @@ impl Integrity {
             AuthAlgorithm::HmacSha256 => Inner::Sha256(Hmac::new_from_slice(key).map_err(bad)?),
         };
         let sha1_pads = (alg == AuthAlgorithm::HmacSha1).then(|| HmacSha1Pads::new(key));
+        let sha256_pads = (alg == AuthAlgorithm::HmacSha256).then(|| HmacSha256Pads::new(key));
         Ok(Self {
             alg,
             inner,
             sha1_pads,
+            sha256_pads,
         })
     }
 
     /// HMAC-SHA1 keyed for the batch paths; `None` for other algorithms.
     pub fn sha1_pads(&self) -> Option<&HmacSha1Pads> {
         self.sha1_pads.as_ref()
+    }
+
+    /// HMAC-SHA-256 keyed for the batch paths; `None` for other algorithms.
+    pub fn sha256_pads(&self) -> Option<&HmacSha256Pads> {
+        self.sha256_pads.as_ref()
+    }
+
+    /// Whether the ESP batch paths ([`super::EspCipher::seal_hmac_batch`]) may take this
+    /// transform: HMAC-SHA1 or HMAC-SHA-256 with an ICV.
+    pub fn batches(&self) -> bool {
+        (self.sha1_pads.is_some() || self.sha256_pads.is_some()) && self.icv_len() > 0
     }
 
     pub fn algorithm(&self) -> AuthAlgorithm {

@@ -278,11 +278,88 @@ fn one_way_ciphers_keep_only_their_direction() {
         );
         for engine in Engine::supported() {
             let mut ok = [true];
-            assert!(!dec.seal_sha1_batch(&integ, engine, &mut [&mut b[..]]));
-            assert!(!enc.open_sha1_batch(&integ, engine, &mut [&mut b[..]], &mut ok));
-            assert!(enc.seal_sha1_batch(&integ, engine, &mut [&mut b[..]]));
-            assert!(dec.open_sha1_batch(&integ, engine, &mut [&mut b[..]], &mut ok));
+            assert!(!dec.seal_hmac_batch(&integ, engine, &mut [&mut b[..]]));
+            assert!(!enc.open_hmac_batch(&integ, engine, &mut [&mut b[..]], &mut ok));
+            assert!(enc.seal_hmac_batch(&integ, engine, &mut [&mut b[..]]));
+            assert!(dec.open_hmac_batch(&integ, engine, &mut [&mut b[..]], &mut ok));
             assert!(ok[0], "{alg:?} {engine:?}");
+        }
+    }
+}
+
+/// AES-CBC + HMAC-SHA-256-128 through the SA-facing batch calls (`seal_hmac_batch`,
+/// `open_hmac_batch`) on every engine and key length, every batch size 1..=64 of mixed sizes:
+/// the same bytes as `encrypt_cbc` plus `Integrity::compute` packet by packet; a corrupted
+/// packet stays as received and is reported; the wrong direction and the portable engine are
+/// refused untouched (the caller's packet-by-packet path then runs).
+#[test]
+fn sha256_batches_match_the_packet_by_packet_path() {
+    use super::sha256_ni;
+    use super::stitch::Engine;
+    // The chains on wherever SHA-NI is: speed only, never bytes.
+    sha256_ni::set_chains_pay(sha256_ni::available());
+    let integ = Integrity::new(AuthAlgorithm::HmacSha256, &[0x5c; 32]).unwrap();
+    let icv = integ.icv_len();
+    assert_eq!(icv, 16);
+    for alg in [
+        EncrAlgorithm::AesCbc128,
+        EncrAlgorithm::AesCbc192,
+        EncrAlgorithm::AesCbc256,
+    ] {
+        let key = vec![9u8; alg.key_len()];
+        let enc = EspCipher::new(alg, &key, Way::Encrypt).unwrap();
+        let dec = EspCipher::new(alg, &key, Way::Decrypt).unwrap();
+        for engine in Engine::supported() {
+            for n in 1..=64usize {
+                let sizes: Vec<usize> = (0..n).map(|i| ((n * 7 + i * 13) % 129) * 16).collect();
+                let mut bufs: Vec<Vec<u8>> = sizes
+                    .iter()
+                    .enumerate()
+                    .map(|(i, s)| {
+                        let mut b = vec![0u8; 8 + 16 + s + icv];
+                        super::stitch::tests::fill(&mut b, n * 100 + i);
+                        b
+                    })
+                    .collect();
+                let original = bufs.clone();
+                let mut expected = bufs.clone();
+                for b in expected.iter_mut() {
+                    let end = b.len() - icv;
+                    let (iv, body) = b[8..end].split_at_mut(16);
+                    enc.encrypt_cbc(iv, body).unwrap();
+                    let (msg, tag) = b.split_at_mut(end);
+                    integ.compute(&[&*msg], tag).unwrap();
+                }
+                let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                assert!(!dec.seal_hmac_batch(&integ, engine, &mut refs));
+                let ran = enc.seal_hmac_batch(&integ, engine, &mut refs);
+                assert_eq!(ran, engine.sha256_chains(), "{alg:?} {engine:?}");
+                if !ran {
+                    assert_eq!(bufs, original, "refused, yet changed");
+                    let mut ok = vec![false; n];
+                    let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                    assert!(!dec.open_hmac_batch(&integ, engine, &mut refs, &mut ok));
+                    continue;
+                }
+                assert_eq!(bufs, expected, "{alg:?} {engine:?} sizes {sizes:?}");
+                let bad = n / 2;
+                bufs[bad][8 + 16 - 1] ^= 0x40; // the IV's last byte: under the ICV
+                let received = bufs.clone();
+                let mut ok = vec![false; n];
+                let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
+                assert!(!enc.open_hmac_batch(&integ, engine, &mut refs, &mut ok));
+                assert!(dec.open_hmac_batch(&integ, engine, &mut refs, &mut ok));
+                for i in 0..n {
+                    let end = bufs[i].len() - icv;
+                    if i == bad {
+                        assert!(!ok[i], "corrupted packet {i} verified");
+                        assert_eq!(bufs[i], received[i], "corrupted packet {i} was changed");
+                    } else {
+                        assert!(ok[i], "{alg:?} {engine:?} packet {i} of {sizes:?}");
+                        assert_eq!(bufs[i][24..end], original[i][24..end]);
+                    }
+                }
+            }
         }
     }
 }

@@ -11,8 +11,9 @@
 //! * [`aes_ni`]: AES-CBC keyed one way (an ESP SA's [`aes_ni::AesKeys`]), with AES-NI or the
 //!   `aes` crate.
 //! * [`stitch`]: AES-CBC + HMAC-SHA1 over a batch of ESP packets with AES-NI and SHA-NI
-//!   interleaved in one kernel (run-time detection, portable fallback), used by the SA's
-//!   `encap_batch` and `decap_batch`.
+//!   interleaved in one kernel (run-time detection, portable fallback), or in two passes
+//!   (AES-CBC of the batch, then the HMAC of several packets at once: SHA-1, and SHA-256 for
+//!   AES-CBC + HMAC-SHA-256-128), used by the SA's `encap_batch` and `decap_batch`.
 //! * [`des_cbc`]: DES-CBC and 3DES-CBC, table-driven, keyed once per SA; batch encryption and
 //!   decryption run several chains or blocks in lockstep.
 //! * [`sha1_mb`]: SHA-1 of sixteen messages at once on AVX-512 and HMAC-SHA1 of a batch with
@@ -21,6 +22,9 @@
 //! * [`sha1_ni`]: SHA-1 on SHA-NI, one block in round groups (the stitched kernel's) and several
 //!   independent chains at once (the chained engine's, where the CPU's `sha1rnds4` is
 //!   latency-bound).
+//! * [`sha256_ni`]: SHA-256 on several interleaved SHA-NI chains and HMAC-SHA-256 of a batch
+//!   with it (the same lane scheduler), which the two-pass AES-CBC + HMAC-SHA-256-128 batch of
+//!   [`stitch::seal_sha256`] / [`stitch::open_sha256`] hashes with where the chains pay.
 
 /// Straight-line code for each listed index (`$t` is a constant in the body): the x86-64
 /// kernels of `stitch`, `sha1_mb` and `sha1_ni` must be fully unrolled for their rounds to stay in
@@ -54,6 +58,7 @@ pub mod des_cbc;
 pub mod integrity;
 pub mod sha1_mb;
 pub mod sha1_ni;
+pub mod sha256_ni;
 pub mod stitch;
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub use x86::compress16;
 
 use zeroize::Zeroize;
 
-use super::stitch::{HmacSha1Pads, Mac};
+use super::stitch::{HmacPads, HmacSha1Pads, Mac};
 
 /// Lanes of one call: 16 x 32-bit words in a 512-bit register.
 pub const LANES: usize = 16;
@@ -42,7 +42,7 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
     #[cfg(target_arch = "x86_64")]
     if available() && msgs.len().min(macs.len()) >= MIN_LANES {
         let mut rows = [[0u32; LANES]; 5];
-        lanes::<M, LANES>(pads, msgs, trim, macs, MIN_LANES, |state, blocks| {
+        lanes::<HmacSha1Pads, M, LANES>(pads, msgs, trim, macs, MIN_LANES, |state, blocks| {
             // compress16 keeps word i of every lane in row i (one zmm register).
             for (l, s) in state.iter().enumerate() {
                 for (row, w) in rows.iter_mut().zip(s) {
@@ -68,37 +68,39 @@ fn without_icv<M: AsRef<[u8]>>(msgs: &[M], trim: usize, i: usize) -> &[u8] {
 }
 
 /// The batch HMAC one message after the other: the batch engines' fallback.
-pub(super) fn hmac_each<M: AsRef<[u8]>>(
-    pads: &HmacSha1Pads,
+pub(super) fn hmac_each<P: HmacPads, M: AsRef<[u8]>>(
+    pads: &P,
     msgs: &[M],
     trim: usize,
-    macs: &mut [[u8; 20]],
+    macs: &mut [P::Digest],
 ) {
     for (i, mac) in macs.iter_mut().enumerate().take(msgs.len()) {
-        *mac = pads.mac(without_icv(msgs, trim, i));
+        let m = without_icv(msgs, trim, i);
+        *mac = Mac::new(i, pads, m).finish(pads, m);
     }
 }
 
-/// The lane scheduler, for any number `L` of lanes and any compression of `L` chains at once
-/// (the sixteen AVX-512 lanes here, the SHA-NI chains of [`super::sha1_ni`]): lane `l` takes
+/// The lane scheduler, for any number `L` of lanes, any HMAC hash `P` (SHA-1, SHA-256) and
+/// any compression of `L` chains at once (the sixteen AVX-512 lanes here, the SHA-NI chains
+/// of [`super::sha1_ni`] and [`super::sha256_ni`]): lane `l` takes
 /// the next message when it is free; a lane whose inner hash ends goes on with the outer block
 /// (the `Mac` does that), one whose outer block is in writes its MAC and takes the next
 /// message. Once no message waits and fewer than `min_lanes` lanes are busy, those finish one
 /// chain at a time. `compress(state, blocks)` runs, for each lane `l`, the whole blocks of
 /// `blocks[l]` (as many as `blocks[0]` holds) on `state[l]`. `macs[i]` gets the MAC of
 /// `msgs[i]` without its last `trim` bytes.
-pub(super) fn lanes<M: AsRef<[u8]>, const L: usize>(
-    pads: &HmacSha1Pads,
+pub(super) fn lanes<P: HmacPads, M: AsRef<[u8]>, const L: usize>(
+    pads: &P,
     msgs: &[M],
     trim: usize,
-    macs: &mut [[u8; 20]],
+    macs: &mut [P::Digest],
     min_lanes: usize,
-    mut compress: impl FnMut(&mut [[u32; 5]; L], &[&[u8]; L]),
+    mut compress: impl FnMut(&mut [P::State; L], &[&[u8]; L]),
 ) {
     let n = msgs.len().min(macs.len());
     let msg = |i: usize| without_icv(msgs, trim, i);
-    let mut lane: [Option<Mac>; L] = [None; L];
-    let mut state = [[0u32; 5]; L];
+    let mut lane: [Option<Mac<P>>; L] = [None; L];
+    let mut state = [P::State::default(); L];
     let mut next = 0;
     loop {
         let mut busy = 0;
@@ -132,7 +134,7 @@ pub(super) fn lanes<M: AsRef<[u8]>, const L: usize>(
             None => &IDLE[..64 * run.max(1)],
         });
         for (s, slot) in state.iter_mut().zip(&lane) {
-            *s = slot.as_ref().map_or([0; 5], |m| m.state);
+            *s = slot.as_ref().map_or_else(P::State::default, |m| m.state);
         }
         compress(&mut state, &blocks);
         for (s, slot) in state.iter().zip(lane.iter_mut()) {

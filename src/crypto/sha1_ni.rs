@@ -83,10 +83,17 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
 ) {
     #[cfg(target_arch = "x86_64")]
     if available() && msgs.len().min(macs.len()) >= MIN_CHAINS {
-        sha1_mb::lanes::<M, CHAINS>(pads, msgs, trim, macs, MIN_CHAINS, |state, blocks| {
-            // SAFETY: `available` checked sha, ssse3 and sse4.1.
-            unsafe { compress_chains(state, blocks) }
-        });
+        sha1_mb::lanes::<HmacSha1Pads, M, CHAINS>(
+            pads,
+            msgs,
+            trim,
+            macs,
+            MIN_CHAINS,
+            |state, blocks| {
+                // SAFETY: `available` checked sha, ssse3 and sse4.1.
+                unsafe { compress_chains(state, blocks) }
+            },
+        );
         return;
     }
     sha1_mb::hmac_each(pads, msgs, trim, macs);

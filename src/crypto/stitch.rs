@@ -22,23 +22,32 @@
 //! packets at once on the vector units instead ([`sha1_mb`]), about twice one SHA-NI chain's
 //! rate, with the same separate AES pass.
 //!
+//! AES-CBC + HMAC-SHA-256-128 (RFC 4868) has no stitched kernel here; [`seal_sha256`] and
+//! [`open_sha256`] run the same two passes with [`sha256_ni::hmac_batch`] (four SHA-NI
+//! chains; `sha256rnds2` is latency-bound on Zen 3 too), where [`Engine::sha256_chains`]
+//! says the start-up probe found the chains worth it; elsewhere that suite stays packet by
+//! packet. [`Mac`] and the lane scheduler serve both hashes through [`HmacPads`].
+//!
 //! The AES runs on the SA's one-way round keys ([`AesKeys`], expanded in [`super::aes_ni`]).
 //! What a crate does well comes from crates: the portable [`Engine`] is the SA's CBC of one
 //! packet ([`CbcEncrypt`], [`CbcDecrypt`]: AES-NI, or the `cbc`/`aes` crates without it) and
 //! the `sha1` crate packet by packet, and [`HmacSha1Pads`] keys HMAC once per SA with the
 //! `sha1` crate's compression function.
 
+use core::marker::PhantomData;
+
 use sha1::Digest;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroize;
 
 use super::aes_ni::{AesKeys, CBC_LANES, CbcDecrypt, CbcEncrypt, Decrypt, Encrypt};
+use super::sha256_ni::{self, HmacSha256Pads};
 use super::{sha1_mb, sha1_ni};
 
 /// Most packets one call handles; longer batches are cut.
 pub const MAX_BATCH: usize = 64;
 
-const BLOCK: usize = 64;
+pub(super) const BLOCK: usize = 64;
 /// RFC 3174 §6.1 initial hash value.
 const H0: [u32; 5] = [
     0x6745_2301,
@@ -64,7 +73,7 @@ pub const CHAINS_MIN: usize = sha1_ni::MIN_CHAINS;
 
 /// HMAC-SHA1 of a batch of ESP packets without their ICVs ([`sha1_mb::hmac_batch`],
 /// [`sha1_ni::hmac_batch`]).
-type BatchHash = fn(&HmacSha1Pads, &[&mut [u8]], usize, &mut [[u8; 20]]);
+type BatchHash<P> = fn(&P, &[&mut [u8]], usize, &mut [<P as HmacPads>::Digest]);
 
 /// Which implementation runs.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -125,7 +134,7 @@ impl Engine {
 
     /// For the two-pass engines: the fewest packets they take (smaller batches run
     /// stitched) and the batch HMAC they hash with.
-    fn batch_hash(self) -> (usize, BatchHash) {
+    fn batch_hash(self) -> (usize, BatchHash<HmacSha1Pads>) {
         match self {
             Self::ShaNiChains => (CHAINS_MIN, |p, m, t, macs| {
                 sha1_ni::hmac_batch(p, m, t, macs)
@@ -136,6 +145,15 @@ impl Engine {
                 })
             }
         }
+    }
+
+    /// Whether this engine, given an AES-CBC + HMAC-SHA-256 SA, runs the two-pass batch
+    /// ([`seal_sha256`], [`open_sha256`]): every engine but the portable one, where the
+    /// start-up probe found four SHA-256 chains at least 1.3 times one chain's rate
+    /// ([`sha256_ni::chains_pay`]). Elsewhere HMAC-SHA-256 stays packet by packet (the `hmac`
+    /// and `sha2` crates, one SHA-NI chain).
+    pub fn sha256_chains(self) -> bool {
+        self != Self::Portable && sha256_ni::chains_pay() && Self::stitched_runs()
     }
 
     fn stitched_runs() -> bool {
@@ -199,47 +217,92 @@ impl HmacSha1Pads {
     }
 }
 
+/// A hash keyed for HMAC once per SA (RFC 2104): its states after the `K ^ ipad` and
+/// `K ^ opad` blocks. SHA-1 (RFC 3174) and SHA-256 (FIPS 180-4) share what [`Mac`] and the
+/// lane scheduler rely on: 64-byte blocks, a message padded with 0x80, zeros and its bit
+/// length as a big-endian 64-bit number.
+pub trait HmacPads {
+    /// The chaining state (H0..H4, H0..H7).
+    type State: Copy + Default + Zeroize;
+    /// The untruncated MAC.
+    type Digest: Copy + Default + AsRef<[u8]>;
+    /// Bytes of [`Self::Digest`].
+    const DIGEST: usize;
+    fn inner(&self) -> Self::State;
+    fn outer(&self) -> Self::State;
+    /// One block on `state` (the crate's compression: SHA-NI where the CPU has it).
+    fn compress(state: &mut Self::State, block: &[u8; BLOCK]);
+    /// The state as big-endian bytes.
+    fn digest(state: &Self::State) -> Self::Digest;
+}
+
+impl HmacPads for HmacSha1Pads {
+    type State = [u32; 5];
+    type Digest = [u8; 20];
+    const DIGEST: usize = 20;
+    fn inner(&self) -> [u32; 5] {
+        self.inner
+    }
+    fn outer(&self) -> [u32; 5] {
+        self.outer
+    }
+    fn compress(state: &mut [u32; 5], block: &[u8; BLOCK]) {
+        sha1::block_api::compress(state, std::slice::from_ref(block));
+    }
+    fn digest(state: &[u32; 5]) -> [u8; 20] {
+        digest_bytes(state)
+    }
+}
+
 /// One HMAC in progress: the message's whole blocks, its padded tail (one or two blocks), then
 /// the outer block over the inner digest.
-#[derive(Clone, Copy)]
-pub(super) struct Mac {
+pub(super) struct Mac<P: HmacPads> {
     pub(super) job: usize,
-    pub(super) state: [u32; 5],
+    pub(super) state: P::State,
     next: usize,
     whole: usize,
     tail: [u8; 2 * BLOCK],
     tail_blocks: usize,
     outer: bool,
+    hash: PhantomData<fn() -> P>,
 }
 
-impl Mac {
-    pub(super) fn new(job: usize, pads: &HmacSha1Pads, msg: &[u8]) -> Self {
+impl<P: HmacPads> Clone for Mac<P> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<P: HmacPads> Copy for Mac<P> {}
+
+impl<P: HmacPads> Mac<P> {
+    pub(super) fn new(job: usize, pads: &P, msg: &[u8]) -> Self {
         let whole = msg.len() / BLOCK;
         let rem = &msg[whole * BLOCK..];
         let mut tail = [0u8; 2 * BLOCK];
         tail[..rem.len()].copy_from_slice(rem);
         tail[rem.len()] = 0x80;
         let tail_blocks = if rem.len() + 9 <= BLOCK { 1 } else { 2 };
-        // The length counts the ipad block already absorbed (RFC 3174 §4).
+        // The length counts the ipad block already absorbed (RFC 3174 §4, FIPS 180-4 §5.1.1).
         let bits = (BLOCK as u64 + msg.len() as u64).saturating_mul(8);
         tail[tail_blocks * BLOCK - 8..tail_blocks * BLOCK].copy_from_slice(&bits.to_be_bytes());
         Self {
             job,
-            state: pads.inner,
+            state: pads.inner(),
             next: 0,
             whole,
             tail,
             tail_blocks,
             outer: false,
+            hash: PhantomData,
         }
     }
 
-    /// The remaining blocks one after the other (the `sha1` crate's compression: SHA-NI
-    /// where the CPU has it).
-    pub(super) fn finish(mut self, pads: &HmacSha1Pads, msg: &[u8]) -> [u8; 20] {
+    /// The remaining blocks one after the other ([`HmacPads::compress`]).
+    pub(super) fn finish(mut self, pads: &P, msg: &[u8]) -> P::Digest {
         loop {
             let b = *self.block(msg);
-            sha1::block_api::compress(&mut self.state, std::slice::from_ref(&b));
+            P::compress(&mut self.state, &b);
             if let Some(mac) = self.advance(pads) {
                 return mac;
             }
@@ -270,27 +333,29 @@ impl Mac {
     }
 
     /// [`Self::advance`] after `n` compressions.
-    pub(super) fn advance_by(&mut self, pads: &HmacSha1Pads, n: usize) -> Option<[u8; 20]> {
+    pub(super) fn advance_by(&mut self, pads: &P, n: usize) -> Option<P::Digest> {
         self.next += n.saturating_sub(1);
         self.advance(pads)
     }
 
     /// After a compression: moves to the next block; returns the MAC once the outer block is in.
-    pub(super) fn advance(&mut self, pads: &HmacSha1Pads) -> Option<[u8; 20]> {
+    pub(super) fn advance(&mut self, pads: &P) -> Option<P::Digest> {
         self.next += 1;
         if self.next < self.whole + self.tail_blocks {
             return None;
         }
-        let digest = digest_bytes(&self.state);
+        let digest = P::digest(&self.state);
         if self.outer {
             return Some(digest);
         }
-        // Outer hash: H(K ^ opad || inner digest), one block of 20 + padding, 84 bytes counted.
+        // Outer hash: H(K ^ opad || inner digest), one block of the digest + padding, the
+        // ipad block's 64 bytes counted.
+        let d = P::DIGEST;
         self.tail = [0u8; 2 * BLOCK];
-        self.tail[..20].copy_from_slice(&digest);
-        self.tail[20] = 0x80;
-        self.tail[56..64].copy_from_slice(&((BLOCK as u64 + 20) * 8).to_be_bytes());
-        self.state = pads.outer;
+        self.tail[..d].copy_from_slice(digest.as_ref());
+        self.tail[d] = 0x80;
+        self.tail[56..64].copy_from_slice(&((BLOCK + d) as u64 * 8).to_be_bytes());
+        self.state = pads.outer();
         self.outer = true;
         self.whole = 0;
         self.tail_blocks = 1;
@@ -313,10 +378,12 @@ fn esp_message(p: &[u8], icv_len: usize) -> &[u8] {
     &p[..p.len().saturating_sub(icv_len)]
 }
 
-/// Whether a buffer has the shape [`seal`] and [`open`] work on.
-fn well_formed(p: &[u8], icv_len: usize) -> bool {
+/// Whether a buffer has the shape [`seal`] and [`open`] work on, for a MAC of `digest` bytes.
+fn well_formed(p: &[u8], icv_len: usize, digest: usize) -> bool {
     let body = p.len().saturating_sub(ESP_HEADER + icv_len);
-    icv_len <= 20 && p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
+    icv_len <= digest
+        && p.len() >= ESP_HEADER + icv_len + AES_BLOCK
+        && body.is_multiple_of(AES_BLOCK)
 }
 
 /// One CBC chain in progress: packet `job`, next block at `at`, its ciphertext ends at `end`,
@@ -369,7 +436,10 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
     engine: Engine,
     packets: &mut [&mut [u8]],
 ) -> bool {
-    if !packets.iter().all(|p| well_formed(p, icv_len)) {
+    if !packets
+        .iter()
+        .all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST))
+    {
         return false;
     }
     // AES-NI keys exist without SHA-NI: the kernels need both.
@@ -411,12 +481,12 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
 /// ICV over the ciphertexts with `hash`, several packets at a time ([`sha1_mb::hmac_batch`]:
 /// sixteen, [`sha1_ni::hmac_batch`]: [`sha1_ni::CHAINS`]).
 #[cfg(target_arch = "x86_64")]
-fn seal_multi(
+fn seal_multi<P: HmacPads>(
     keys: &AesKeys<Encrypt>,
-    pads: &HmacSha1Pads,
+    pads: &P,
     icv_len: usize,
     packets: &mut [&mut [u8]],
-    hash: BatchHash,
+    hash: BatchHash<P>,
 ) {
     for group in packets.chunks_mut(CBC_LANES) {
         let k = group.len();
@@ -427,13 +497,76 @@ fn seal_multi(
         }
         keys.encrypt_cbc_lanes(&mut cbc[..k]);
     }
-    let mut macs = [[0u8; 20]; MAX_BATCH];
+    let mut macs = [P::Digest::default(); MAX_BATCH];
     let macs = &mut macs[..packets.len()];
     hash(pads, packets, icv_len, macs);
     for (p, mac) in packets.iter_mut().zip(macs.iter()) {
         let at = p.len() - icv_len;
-        p[at..].copy_from_slice(&mac[..icv_len]);
+        p[at..].copy_from_slice(&mac.as_ref()[..icv_len]);
     }
+}
+
+/// Encrypt-then-MAC for ESP packets of one AES-CBC + HMAC-SHA-256 SA (RFC 4868: the ICV is
+/// the MAC truncated to `icv_len`, 16), laid out as for [`seal`]: the two-pass path of
+/// [`Engine::ShaNiChains`], AES-CBC of the batch (eight packets interleaved) then
+/// [`sha256_ni::hmac_batch`] on [`sha256_ni::CHAINS`] SHA-NI chains. There is no stitched
+/// SHA-256 kernel: the callers choose this only where the chains pay
+/// ([`Engine::sha256_chains`]). Returns false, changing nothing, if a buffer has another
+/// shape or `cipher` is not AES-NI keys on a CPU with SHA-NI.
+pub fn seal_sha256<C: CbcEncrypt + ?Sized>(
+    cipher: &C,
+    pads: &HmacSha256Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+) -> bool {
+    if !packets
+        .iter()
+        .all(|p| well_formed(p, icv_len, HmacSha256Pads::DIGEST))
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = cipher.aes_ni().filter(|_| Engine::stitched_runs()) {
+        for chunk in packets.chunks_mut(MAX_BATCH) {
+            seal_multi(k, pads, icv_len, chunk, |p, m, t, macs| {
+                sha256_ni::hmac_batch(p, m, t, macs)
+            });
+        }
+        return true;
+    }
+    let _ = (cipher, pads);
+    false
+}
+
+/// Verify-then-decrypt for ESP packets of one AES-CBC + HMAC-SHA-256 SA, as [`open`]: every
+/// ICV of the batch on the SHA-NI chains first, compared in constant time, then the decryption
+/// of the packets whose ICV matched only (RFC 4303 §3.4.4); `ok[i]` tells which. Returns
+/// false, changing nothing, as [`seal_sha256`].
+pub fn open_sha256<C: CbcDecrypt + ?Sized>(
+    cipher: &C,
+    pads: &HmacSha256Pads,
+    icv_len: usize,
+    packets: &mut [&mut [u8]],
+    ok: &mut [bool],
+) -> bool {
+    if ok.len() != packets.len()
+        || !packets
+            .iter()
+            .all(|p| well_formed(p, icv_len, HmacSha256Pads::DIGEST))
+    {
+        return false;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if let Some(k) = cipher.aes_ni().filter(|_| Engine::stitched_runs()) {
+        for (chunk, ok) in packets.chunks_mut(MAX_BATCH).zip(ok.chunks_mut(MAX_BATCH)) {
+            open_multi(k, pads, icv_len, chunk, ok, |p, m, t, macs| {
+                sha256_ni::hmac_batch(p, m, t, macs)
+            });
+        }
+        return true;
+    }
+    let _ = (cipher, pads);
+    false
 }
 
 /// Which way the CBC chain of a stitched pass runs, with the round keys of that way.
@@ -452,7 +585,7 @@ fn step(
     icv_len: usize,
     packets: &mut [&mut [u8]],
     cbc: &mut Option<Chain>,
-    mac: &mut Option<Mac>,
+    mac: &mut Option<Mac<HmacSha1Pads>>,
 ) -> bool {
     match (cbc, mac) {
         (Some(c), Some(m)) if c.left() >= STEP => {
@@ -517,7 +650,7 @@ fn seal_stitched(
 ) {
     let n = packets.len();
     let mut enc = (n > 0).then(|| Chain::start(0, packets[0], icv_len));
-    let mut mac: Option<Mac> = None;
+    let mut mac: Option<Mac<HmacSha1Pads>> = None;
     let mut hashed = 0;
     loop {
         // A finished chain (or an empty packet) hands over to the next packet.
@@ -571,7 +704,11 @@ pub fn open<C: CbcDecrypt + ?Sized>(
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
 ) -> bool {
-    if ok.len() != packets.len() || !packets.iter().all(|p| well_formed(p, icv_len)) {
+    if ok.len() != packets.len()
+        || !packets
+            .iter()
+            .all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST))
+    {
         return false;
     }
     let keys = cipher.aes_ni().filter(|_| Engine::stitched_runs());
@@ -619,19 +756,19 @@ fn cbc_decrypt<C: CbcDecrypt + ?Sized>(cipher: &C, p: &mut [u8], icv_len: usize)
 /// decryption of the packets whose ICV matched only (RFC 4303 §3.4.4), sixteen blocks at a
 /// time with VAES where the CPU has it ([`CbcDecrypt::decrypt_cbc`]).
 #[cfg(target_arch = "x86_64")]
-fn open_multi(
+fn open_multi<P: HmacPads>(
     keys: &AesKeys<Decrypt>,
-    pads: &HmacSha1Pads,
+    pads: &P,
     icv_len: usize,
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
-    hash: BatchHash,
+    hash: BatchHash<P>,
 ) {
-    let mut macs = [[0u8; 20]; MAX_BATCH];
+    let mut macs = [P::Digest::default(); MAX_BATCH];
     let macs = &mut macs[..packets.len()];
     hash(pads, packets, icv_len, macs);
     for ((p, ok), mac) in packets.iter_mut().zip(ok.iter_mut()).zip(macs.iter()) {
-        *ok = bool::from(mac[..icv_len].ct_eq(&p[p.len() - icv_len..]));
+        *ok = bool::from(mac.as_ref()[..icv_len].ct_eq(&p[p.len() - icv_len..]));
         if *ok {
             cbc_decrypt(keys, p, icv_len);
         }
@@ -890,12 +1027,20 @@ pub(super) mod tests {
         }
     }
 
-    /// Plain encrypt-then-MAC of one ESP-shaped buffer with RustCrypto.
+    fn plain_hmac_sha256(key: &[u8], msg: &[u8]) -> [u8; 32] {
+        let mut m = <Hmac<sha2::Sha256>>::new_from_slice(key).expect("any key length");
+        m.update(msg);
+        m.finalize().into_bytes().into()
+    }
+
+    /// Plain encrypt-then-MAC of one ESP-shaped buffer with RustCrypto (HMAC-SHA-256 if
+    /// `sha256`, else HMAC-SHA1).
     fn plain_seal<C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>>(
         c: &C,
         key: &[u8],
         p: &mut [u8],
         icv_len: usize,
+        sha256: bool,
     ) {
         let end = p.len() - icv_len;
         let (iv, body) = p[ESP_HEADER..end].split_at_mut(AES_BLOCK);
@@ -903,13 +1048,21 @@ pub(super) mod tests {
         let (blocks, rest) = Block::<C>::slice_as_chunks_mut(body);
         assert!(rest.is_empty());
         cbc::Encryptor::<&C>::inner_iv_init(c, &iv).encrypt_blocks(blocks);
-        let mac = plain_hmac(key, &p[..end]);
-        p[end..].copy_from_slice(&mac[..icv_len]);
+        if sha256 {
+            let mac = plain_hmac_sha256(key, &p[..end]);
+            p[end..].copy_from_slice(&mac[..icv_len]);
+        } else {
+            let mac = plain_hmac(key, &p[..end]);
+            p[end..].copy_from_slice(&mac[..icv_len]);
+        }
     }
 
     /// Seals `sizes` (plaintext bytes, multiples of 16) both ways and compares; then opens the
     /// sealed packets (one corrupted) and compares with the original plaintext. `c` is the
-    /// reference; `enc` and `dec` are what the engine runs on.
+    /// reference; `enc` and `dec` are what the engine runs on. With `sha256`, AES-CBC +
+    /// HMAC-SHA-256-128 through [`seal_sha256`] and [`open_sha256`] (which take no engine and
+    /// must refuse, changing nothing, where `enc` is not AES-NI keys), else AES-CBC +
+    /// HMAC-SHA1-96 through [`seal`] and [`open`] on `engine`.
     #[allow(clippy::too_many_arguments)]
     fn check_batch<C>(
         c: &C,
@@ -917,12 +1070,13 @@ pub(super) mod tests {
         dec: &dyn CbcDecrypt,
         key: &[u8],
         engine: Engine,
+        sha256: bool,
         sizes: &[usize],
         seed: usize,
     ) where
         C: BlockCipherEncrypt + BlockSizeUser<BlockSize = U16>,
     {
-        let icv_len = 12;
+        let icv_len = if sha256 { 16 } else { 12 };
         let mut bufs: Vec<Vec<u8>> = sizes
             .iter()
             .enumerate()
@@ -935,12 +1089,21 @@ pub(super) mod tests {
         let original = bufs.clone();
         let mut expected = bufs.clone();
         for b in expected.iter_mut() {
-            plain_seal(c, key, b, icv_len);
+            plain_seal(c, key, b, icv_len, sha256);
         }
         let pads = HmacSha1Pads::new(key);
+        let pads256 = HmacSha256Pads::new(key);
         let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-        assert!(seal(enc, &pads, icv_len, engine, &mut refs));
-        assert_eq!(bufs, expected, "{engine:?} sizes {sizes:?}");
+        if sha256 {
+            if !seal_sha256(enc, &pads256, icv_len, &mut refs) {
+                assert!(enc.aes_ni().is_none() || !Engine::stitched_runs());
+                assert_eq!(bufs, original, "refused, yet changed");
+                return;
+            }
+        } else {
+            assert!(seal(enc, &pads, icv_len, engine, &mut refs));
+        }
+        assert_eq!(bufs, expected, "{engine:?} sha256 {sha256} sizes {sizes:?}");
 
         // One packet (if there are two or more) gets a flipped ciphertext bit: it must fail
         // and stay as received, every other one must decrypt to the original.
@@ -955,7 +1118,11 @@ pub(super) mod tests {
         let received = bufs.clone();
         let mut ok = vec![false; sizes.len()];
         let mut refs: Vec<&mut [u8]> = bufs.iter_mut().map(|b| &mut b[..]).collect();
-        assert!(open(dec, &pads, icv_len, engine, &mut refs, &mut ok));
+        if sha256 {
+            assert!(open_sha256(dec, &pads256, icv_len, &mut refs, &mut ok));
+        } else {
+            assert!(open(dec, &pads, icv_len, engine, &mut refs, &mut ok));
+        }
         for (i, b) in bufs.iter().enumerate() {
             let end = b.len() - icv_len;
             if i == bad {
@@ -971,8 +1138,8 @@ pub(super) mod tests {
         }
     }
 
-    /// Runs a batch check: engine, plaintext sizes, seed.
-    type Check<'a> = &'a dyn Fn(Engine, &[usize], usize);
+    /// Runs a batch check: engine, HMAC-SHA-256 (else HMAC-SHA1), plaintext sizes, seed.
+    type Check<'a> = &'a dyn Fn(Engine, bool, &[usize], usize);
 
     /// Every key length, and every engine: each one this CPU runs on an SA's one-way AES-NI
     /// keys, and the portable engine on the `aes` crate too (a CPU without AES-NI; AES-128
@@ -987,15 +1154,17 @@ pub(super) mod tests {
             let k128 = Aes128::new_from_slice(&key[..16]).expect("16");
             let k192 = Aes192::new_from_slice(&key[..len.min(24)]);
             let k256 = Aes256::new_from_slice(key);
-            let check =
-                |e: Engine, enc: &dyn CbcEncrypt, dec: &dyn CbcDecrypt, s: &[usize], seed| match (
-                    len, &k192, &k256,
-                ) {
-                    (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, s, seed),
-                    (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, s, seed),
-                    (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, s, seed),
-                    _ => unreachable!("key lengths 16, 24, 32"),
-                };
+            let check = |e: Engine,
+                         enc: &dyn CbcEncrypt,
+                         dec: &dyn CbcDecrypt,
+                         h,
+                         s: &[usize],
+                         seed| match (len, &k192, &k256) {
+                (16, _, _) => check_batch(&k128, enc, dec, &mac_key, e, h, s, seed),
+                (24, Ok(c), _) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
+                (_, _, Ok(c)) => check_batch(c, enc, dec, &mac_key, e, h, s, seed),
+                _ => unreachable!("key lengths 16, 24, 32"),
+            };
             let soft: (&dyn CbcEncrypt, &dyn CbcDecrypt) = match (len, &k192, &k256) {
                 (16, _, _) => (&k128, &k128),
                 (24, Ok(c), _) => (c, c),
@@ -1005,13 +1174,13 @@ pub(super) mod tests {
             // The crate path is the same generic code for every key length (the known
             // answers cover each): once is enough, the tests' time is counted.
             if len == 16 || enc.is_none() {
-                f(Engine::Portable, &|e, s, seed| {
-                    check(e, soft.0, soft.1, s, seed)
+                f(Engine::Portable, &|e, h, s, seed| {
+                    check(e, soft.0, soft.1, h, s, seed)
                 });
             }
             if let (Some(enc), Some(dec)) = (&enc, &dec) {
                 for engine in engines() {
-                    f(engine, &|e, s, seed| check(e, enc, dec, s, seed));
+                    f(engine, &|e, h, s, seed| check(e, enc, dec, h, s, seed));
                 }
             }
         }
@@ -1030,7 +1199,11 @@ pub(super) mod tests {
                     for (i, s) in sizes.iter_mut().enumerate().skip(4).step_by(2) {
                         *s = ((blocks + i * 17) % 129) * 16;
                     }
-                    check(engine, &sizes, blocks);
+                    check(engine, false, &sizes, blocks);
+                    // HMAC-SHA-256 takes no engine: once per cipher.
+                    if matches!(engine, Engine::Portable | Engine::ShaNiChains) {
+                        check(engine, true, &sizes, blocks);
+                    }
                 }
             }
         });
@@ -1042,9 +1215,14 @@ pub(super) mod tests {
             {
                 for n in 1..=64usize {
                     let sizes: Vec<usize> = (0..n).map(|i| ((n * 7 + i * 13) % 129) * 16).collect();
-                    check(engine, &sizes, n);
                     // Equal sizes, as TSO segments of one flow are.
-                    check(engine, &vec![1392; n], n + 1000);
+                    for sha256 in [false, true] {
+                        if sha256 && !matches!(engine, Engine::Portable | Engine::ShaNiChains) {
+                            continue;
+                        }
+                        check(engine, sha256, &sizes, n);
+                        check(engine, sha256, &vec![1392; n], n + 1000);
+                    }
                 }
             }
         });
@@ -1076,6 +1254,10 @@ pub(super) mod tests {
                     let mut ok = [true];
                     assert!(!open(dec, &pads, 12, engine, &mut refs, &mut ok));
                 }
+                let pads256 = HmacSha256Pads::new(&[2u8; 32]);
+                assert!(!seal_sha256(enc, &pads256, 16, &mut refs));
+                let mut ok = [true];
+                assert!(!open_sha256(dec, &pads256, 16, &mut refs, &mut ok));
             }
             assert!(b.iter().all(|x| *x == 0x55));
         }

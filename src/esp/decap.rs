@@ -130,9 +130,10 @@ fn verify_icvs_batch(
 
 impl SecurityAssociation {
     /// Decapsulates several received packets of this SA in place, with the same result and
-    /// counters as [`Self::decap`] on each in order. For ESP with AES-CBC and HMAC-SHA1 the ICV
-    /// verification of one packet runs stitched with the decryption of an earlier, verified one
-    /// ([`crate::crypto::stitch::open`]); every header and the (read-only) replay check come
+    /// counters as [`Self::decap`] on each in order. For ESP with AES-CBC and HMAC-SHA1 or
+    /// HMAC-SHA-256 the batch's ICVs are verified and its verified packets decrypted on the
+    /// engine's batch path ([`crate::crypto::stitch::open`]), for ESP-NULL with HMAC-SHA1 the
+    /// ICVs on the batch hash; every header and the (read-only) replay check come
     /// first, the replay window moves only for verified packets, in order, and a sequence
     /// number that occurs twice in one batch is taken once.
     pub fn decap_batch(&mut self, now: Instant, jobs: &mut [DecapJob<'_>]) {
@@ -144,10 +145,7 @@ impl SecurityAssociation {
         let batchable = self.direction == Direction::Inbound
             && self.lifetime_state(now) != LifetimeState::HardExpired
             && self.ah.is_none()
-            && self
-                .esp
-                .as_ref()
-                .is_some_and(|e| e.integ.sha1_pads().is_some() && e.integ.icv_len() > 0);
+            && self.esp.as_ref().is_some_and(|e| e.integ.batches());
         if !batchable {
             for j in jobs.iter_mut() {
                 j.result = self.decap(now, j.packet, j.received);
@@ -181,7 +179,7 @@ impl SecurityAssociation {
                 }
                 self.esp.as_ref().is_some_and(|esp| {
                     esp.cipher
-                        .open_sha1_batch(&esp.integ, engine, &mut bufs[..k], &mut ok[..k])
+                        .open_hmac_batch(&esp.integ, engine, &mut bufs[..k], &mut ok[..k])
                         // ESP-NULL (RFC 2410): nothing to decrypt, the ICVs are all the work.
                         || (esp.aead.is_none()
                             && esp.cipher.iv_len() == 0

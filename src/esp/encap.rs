@@ -186,11 +186,12 @@ impl SecurityAssociation {
     }
 
     /// Encapsulates a batch of packets for the same SA. IVs for up to 32 packets are drawn
-    /// with one RNG call; AES-CBC with HMAC-SHA1 runs stitched over the batch (see
-    /// [`crate::crypto::stitch`]), other AES suites interleave the packets' CBC chains (see
-    /// [`crate::crypto::EspCipher::encrypt_cbc_batch`]); each job gets its own `result`, in
-    /// order, and sequence numbers follow the job order. `params.ip_id` is unused: each job
-    /// carries its own.
+    /// with one RNG call; AES-CBC with HMAC-SHA1 or HMAC-SHA-256 runs over the whole batch on
+    /// the engine's batch path (see [`crate::crypto::stitch`]), other AES suites interleave the
+    /// packets' CBC chains (see [`crate::crypto::EspCipher::encrypt_cbc_batch`]), and the
+    /// HMAC-SHA1 ICVs of ESP-NULL and AH come from the batch hash; each job gets its own
+    /// `result`, in order, and sequence numbers follow the job order. `params.ip_id` is unused:
+    /// each job carries its own.
     pub fn encap_batch<R: CryptoRng + ?Sized>(
         &mut self,
         now: Instant,
@@ -267,7 +268,7 @@ impl SecurityAssociation {
                 icv_done = esp.integ.icv_len() > 0
                     && esp
                         .cipher
-                        .seal_sha1_batch(&esp.integ, engine, &mut bufs[..k]);
+                        .seal_hmac_batch(&esp.integ, engine, &mut bufs[..k]);
                 if !icv_done {
                     for b in bufs[..k].iter_mut() {
                         let l = b.len() - esp.integ.icv_len();

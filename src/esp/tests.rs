@@ -1012,9 +1012,10 @@ fn transport_mode_refuses_protocol_59_which_the_peer_would_take_for_a_dummy() {
     assert_eq!(&buf[d.inner.start + 20..d.inner.end], &udp[20..]);
 }
 
-/// The SAs the batch paths are checked on: AES-CBC + HMAC-SHA1 (stitched or two-pass engines),
-/// ESP-NULL and AH with HMAC-SHA1 (the batch hash alone), AH bundled with ESP, AH in transport
-/// mode, and suites no batch hash takes (HMAC-MD5, 3DES), which go packet by packet.
+/// The SAs the batch paths are checked on: AES-CBC + HMAC-SHA1 (stitched or two-pass engines)
+/// and + HMAC-SHA-256 (two-pass), ESP-NULL and AH with HMAC-SHA1 (the batch hash alone), AH bundled with ESP, AH in transport
+/// mode, and suites no batch hash takes (ESP-NULL with SHA-256, HMAC-MD5, 3DES), which go
+/// packet by packet.
 fn batch_suites() -> Vec<(String, Mode, Option<EspKeys>, Option<AhKeys>)> {
     let ah = |a: AuthAlgorithm| AhKeys {
         spi: 2000,
@@ -1022,18 +1023,18 @@ fn batch_suites() -> Vec<(String, Mode, Option<EspKeys>, Option<AhKeys>)> {
         authentication_key: key(a.key_len(), 9),
     };
     let sha1 = AuthAlgorithm::HmacSha1;
-    let mut v: Vec<_> = [
+    let mut v = Vec::new();
+    for e in [
         EncrAlgorithm::AesCbc128,
         EncrAlgorithm::AesCbc192,
         EncrAlgorithm::AesCbc256,
         EncrAlgorithm::Null,
-    ]
-    .into_iter()
-    .map(|e| {
-        let k = esp_keys(1000, e, sha1);
-        (format!("{e:?}-sha1"), Mode::Tunnel, Some(k), None)
-    })
-    .collect();
+    ] {
+        for a in [sha1, AuthAlgorithm::HmacSha256] {
+            let k = esp_keys(1000, e, a);
+            v.push((format!("{e:?}-{a:?}"), Mode::Tunnel, Some(k), None));
+        }
+    }
     v.push(("ah-sha1".into(), Mode::Tunnel, None, Some(ah(sha1))));
     v.push((
         "ah-sha1 transport".into(),
@@ -1099,6 +1100,8 @@ fn batch_equals_single_encap_for_every_size_and_batch_size() {
     use crate::crypto::stitch::Engine;
     let now = Instant::now();
     let engines = Engine::supported();
+    // SHA-256 chains on wherever SHA-NI is (speed only, never bytes).
+    crate::crypto::sha256_ni::set_chains_pay(crate::crypto::sha256_ni::available());
     eprintln!("engines checked: {engines:?}");
     for (name, mode, esp, ah) in batch_suites() {
         let inner = |size: usize| batch_inner(mode, size);
@@ -1158,6 +1161,7 @@ fn decap_batch_equals_single_decap_with_hostile_packets_mixed_in() {
     use crate::crypto::stitch::Engine;
     let now = Instant::now();
     let engines = Engine::supported();
+    crate::crypto::sha256_ni::set_chains_pay(crate::crypto::sha256_ni::available());
     for (name, mode, esp, ah) in batch_suites() {
         let p = params(Direction::Outbound, mode, esp, ah);
         for &engine in &engines {
