@@ -39,30 +39,16 @@ pub fn probe_sha256() -> Option<(u64, u64)> {
     const _: () = assert!(sha256_ni::CHAINS == sha1_ni::CHAINS);
     #[cfg(target_arch = "x86_64")]
     if sha256_ni::available() {
-        use core::arch::x86_64::{_mm_lfence, _rdtsc};
-        let (mut one, mut many) = (u64::MAX, u64::MAX);
         let mut s1 = [[1u32; 8]; 1];
         let mut sk = [[1u32; 8]; sha256_ni::CHAINS];
-        for _ in 0..RUNS {
-            // SAFETY: `available` checked sha, ssse3 and sse4.1, which `compress_chains`
-            // needs; lfence and rdtsc are in every x86-64 CPU with SSE2.
-            unsafe {
-                _mm_lfence();
-                let t0 = _rdtsc();
-                _mm_lfence();
-                sha256_ni::compress_chains(&mut s1, &[&DATA[..]]);
-                _mm_lfence();
-                let t1 = _rdtsc();
-                _mm_lfence();
-                sha256_ni::compress_chains(&mut sk, &[&DATA[..]; sha256_ni::CHAINS]);
-                _mm_lfence();
-                let t2 = _rdtsc();
-                one = one.min(t1.wrapping_sub(t0));
-                many = many.min(t2.wrapping_sub(t1));
-            }
-        }
+        // SAFETY (both closures): `available` checked sha, ssse3 and sse4.1, which
+        // `compress_chains` needs.
+        let ticks = fewest_ticks(
+            || unsafe { sha256_ni::compress_chains(&mut s1, &[&DATA[..]]) },
+            || unsafe { sha256_ni::compress_chains(&mut sk, &[&DATA[..]; sha256_ni::CHAINS]) },
+        );
         std::hint::black_box((s1, sk));
-        return Some((one, many));
+        return Some(ticks);
     }
     None
 }
@@ -72,32 +58,44 @@ pub fn probe_sha256() -> Option<(u64, u64)> {
 pub fn probe() -> Option<(u64, u64)> {
     #[cfg(target_arch = "x86_64")]
     if sha1_ni::available() {
-        use core::arch::x86_64::{_mm_lfence, _rdtsc};
-        let (mut one, mut many) = (u64::MAX, u64::MAX);
         let mut s1 = [[1u32; 5]; 1];
         let mut sk = [[1u32; 5]; sha1_ni::CHAINS];
-        for _ in 0..RUNS {
-            // SAFETY: `available` checked sha, ssse3 and sse4.1, which `compress_chains`
-            // needs; lfence and rdtsc are in every x86-64 CPU with SSE2.
-            unsafe {
-                _mm_lfence();
-                let t0 = _rdtsc();
-                _mm_lfence();
-                sha1_ni::compress_chains(&mut s1, &[&DATA[..]]);
-                _mm_lfence();
-                let t1 = _rdtsc();
-                _mm_lfence();
-                sha1_ni::compress_chains(&mut sk, &[&DATA[..]; sha1_ni::CHAINS]);
-                _mm_lfence();
-                let t2 = _rdtsc();
-                one = one.min(t1.wrapping_sub(t0));
-                many = many.min(t2.wrapping_sub(t1));
-            }
-        }
+        // SAFETY (both closures): `available` checked sha, ssse3 and sse4.1, which
+        // `compress_chains` needs.
+        let ticks = fewest_ticks(
+            || unsafe { sha1_ni::compress_chains(&mut s1, &[&DATA[..]]) },
+            || unsafe { sha1_ni::compress_chains(&mut sk, &[&DATA[..]; sha1_ni::CHAINS]) },
+        );
         std::hint::black_box((s1, sk));
-        return Some((one, many));
+        return Some(ticks);
     }
     None
+}
+
+/// The fewest time-stamp-counter ticks of `one` and of `many` over [`RUNS`] alternating runs
+/// (the least disturbed of each), fenced so that neither leaks into the other's count.
+#[cfg(target_arch = "x86_64")]
+fn fewest_ticks(mut one: impl FnMut(), mut many: impl FnMut()) -> (u64, u64) {
+    use core::arch::x86_64::{_mm_lfence, _rdtsc};
+    let (mut t_one, mut t_many) = (u64::MAX, u64::MAX);
+    for _ in 0..RUNS {
+        // SAFETY: lfence and rdtsc are in every x86-64 CPU (SSE2).
+        let (t0, t1, t2) = unsafe {
+            _mm_lfence();
+            let t0 = _rdtsc();
+            _mm_lfence();
+            one();
+            _mm_lfence();
+            let t1 = _rdtsc();
+            _mm_lfence();
+            many();
+            _mm_lfence();
+            (t0, t1, _rdtsc())
+        };
+        t_one = t_one.min(t1.wrapping_sub(t0));
+        t_many = t_many.min(t2.wrapping_sub(t1));
+    }
+    (t_one, t_many)
 }
 
 #[cfg(test)]

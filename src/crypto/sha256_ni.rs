@@ -27,7 +27,7 @@ use sha2::Digest;
 use zeroize::Zeroize;
 
 use super::sha1_mb;
-use super::stitch::{BLOCK, HmacPads};
+use super::stitch::{BLOCK, HmacPads, keyed_pads};
 
 /// Chains one [`compress_chains`] call of [`hmac_batch`] runs (four: see the module docs).
 pub const CHAINS: usize = 4;
@@ -48,17 +48,9 @@ const H0: [u32; 8] = [
     0x5be0_cd19,
 ];
 
-/// Whether [`compress_chains`] can run on this CPU (SHA-NI with SSSE3 and SSE4.1).
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    if std::arch::is_x86_feature_detected!("sha")
-        && std::arch::is_x86_feature_detected!("ssse3")
-        && std::arch::is_x86_feature_detected!("sse4.1")
-    {
-        return true;
-    }
-    false
-}
+/// Whether [`compress_chains`] can run on this CPU: SHA-NI with SSSE3 and SSE4.1, the same
+/// extensions as SHA-1's chains.
+pub use super::sha1_ni::available;
 
 /// Whether [`CHAINS`] chains at once were measured to hash clearly faster than one chain on
 /// this CPU (`actors/crypto_probe.rs`, once at start: at least 1.3 times the bytes per unit of
@@ -93,29 +85,8 @@ impl Drop for HmacSha256Pads {
 
 impl HmacSha256Pads {
     pub fn new(key: &[u8]) -> Self {
-        // RFC 2104 §2: a key longer than the block is hashed first, a shorter one zero-padded.
-        let mut k = [0u8; BLOCK];
-        if key.len() > BLOCK {
-            k[..32].copy_from_slice(&sha2::Sha256::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let pad = |byte: u8| {
-            let mut b = [0u8; BLOCK];
-            for (o, x) in b.iter_mut().zip(k.iter()) {
-                *o = x ^ byte;
-            }
-            let mut s = H0;
-            sha2::block_api::compress256(&mut s, std::slice::from_ref(&b));
-            b.zeroize();
-            s
-        };
-        let pads = Self {
-            inner: pad(0x36),
-            outer: pad(0x5c),
-        };
-        k.zeroize();
-        pads
+        let (inner, outer) = keyed_pads::<Self>(key, H0, |k| sha2::Sha256::digest(k).into());
+        Self { inner, outer }
     }
 
     /// The full HMAC of `msg`, one block after the other.

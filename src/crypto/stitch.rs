@@ -186,29 +186,8 @@ impl Drop for HmacSha1Pads {
 
 impl HmacSha1Pads {
     pub fn new(key: &[u8]) -> Self {
-        // RFC 2104 §2: a key longer than the block is hashed first, a shorter one zero-padded.
-        let mut k = [0u8; BLOCK];
-        if key.len() > BLOCK {
-            k[..20].copy_from_slice(&sha1::Sha1::digest(key));
-        } else {
-            k[..key.len()].copy_from_slice(key);
-        }
-        let pad = |byte: u8| {
-            let mut b = [0u8; BLOCK];
-            for (o, x) in b.iter_mut().zip(k.iter()) {
-                *o = x ^ byte;
-            }
-            let mut s = H0;
-            sha1::block_api::compress(&mut s, std::slice::from_ref(&b));
-            b.zeroize();
-            s
-        };
-        let pads = Self {
-            inner: pad(0x36),
-            outer: pad(0x5c),
-        };
-        k.zeroize();
-        pads
+        let (inner, outer) = keyed_pads::<Self>(key, H0, |k| sha1::Sha1::digest(k).into());
+        Self { inner, outer }
     }
 
     /// The full HMAC of `msg`, one block after the other.
@@ -234,6 +213,35 @@ pub trait HmacPads {
     fn compress(state: &mut Self::State, block: &[u8; BLOCK]);
     /// The state as big-endian bytes.
     fn digest(state: &Self::State) -> Self::Digest;
+}
+
+/// RFC 2104 §2: the states after the `K ^ ipad` and `K ^ opad` blocks, each compressed onto
+/// `h0`. A key longer than the block is hashed first (`digest`), a shorter one zero-padded.
+pub(super) fn keyed_pads<P: HmacPads>(
+    key: &[u8],
+    h0: P::State,
+    digest: impl Fn(&[u8]) -> P::Digest,
+) -> (P::State, P::State) {
+    let mut k = [0u8; BLOCK];
+    if key.len() > BLOCK {
+        let d = digest(key);
+        k[..P::DIGEST].copy_from_slice(d.as_ref());
+    } else {
+        k[..key.len()].copy_from_slice(key);
+    }
+    let pad = |byte: u8| {
+        let mut b = [0u8; BLOCK];
+        for (o, x) in b.iter_mut().zip(k.iter()) {
+            *o = x ^ byte;
+        }
+        let mut s = h0;
+        P::compress(&mut s, &b);
+        b.zeroize();
+        s
+    };
+    let pads = (pad(0x36), pad(0x5c));
+    k.zeroize();
+    pads
 }
 
 impl HmacPads for HmacSha1Pads {
