@@ -16,7 +16,6 @@ use super::CryptoError;
 use super::algorithm::AuthAlgorithm;
 use super::sha256_ni::HmacSha256Pads;
 use super::stitch::{Engine, HmacSha1Pads};
-use super::{sha1_mb, sha1_ni};
 
 /// Largest untruncated HMAC output among the supported hashes (SHA-256).
 const MAX_TAG: usize = 32;
@@ -149,10 +148,10 @@ impl Integrity {
     /// having written nothing, unless this is HMAC-SHA1 and the engine hashes several packets
     /// at once (the SHA-NI chains or the AVX-512 lanes): elsewhere one packet at a time is as
     /// fast, and the caller goes that way.
-    pub fn sha1_macs_batch<M: AsRef<[u8]>>(
+    pub fn sha1_macs_batch(
         &self,
         engine: Engine,
-        msgs: &[M],
+        msgs: &[&mut [u8]],
         trim: usize,
         macs: &mut [[u8; 20]],
     ) -> bool {
@@ -160,11 +159,13 @@ impl Integrity {
             return false;
         };
         match engine {
-            Engine::ShaNiChains => sha1_ni::hmac_batch(pads, msgs, trim, macs),
-            Engine::MultiBuffer => sha1_mb::hmac_batch(pads, msgs, trim, macs),
-            Engine::Stitched | Engine::Portable => return false,
+            Engine::ShaNiChains | Engine::MultiBuffer => {
+                let (_, hash) = engine.batch_hash();
+                hash(pads, msgs, trim, macs);
+                true
+            }
+            Engine::Stitched | Engine::Portable => false,
         }
-        true
     }
 
     /// Verifies a received ICV in constant time (with respect to its content).

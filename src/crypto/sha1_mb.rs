@@ -40,25 +40,53 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
     macs: &mut [[u8; 20]],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if available() && msgs.len().min(macs.len()) >= MIN_LANES {
+    {
         let mut rows = [[0u32; LANES]; 5];
-        lanes::<HmacSha1Pads, M, LANES>(pads, msgs, trim, macs, MIN_LANES, |state, blocks| {
-            // compress16 keeps word i of every lane in row i (one zmm register).
-            for (l, s) in state.iter().enumerate() {
-                for (row, w) in rows.iter_mut().zip(s) {
-                    row[l] = *w;
+        lanes_or_each::<HmacSha1Pads, M, LANES>(
+            available(),
+            MIN_LANES,
+            pads,
+            msgs,
+            trim,
+            macs,
+            |state, blocks| {
+                // compress16 keeps word i of every lane in row i (one zmm register).
+                for (l, s) in state.iter().enumerate() {
+                    for (row, w) in rows.iter_mut().zip(s) {
+                        row[l] = *w;
+                    }
                 }
-            }
-            // SAFETY: `available` found avx512f and avx512bw.
-            unsafe { compress16(&mut rows, blocks) };
-            for (l, s) in state.iter_mut().enumerate() {
-                *s = core::array::from_fn(|i| rows[i][l]);
-            }
-        });
+                // SAFETY: `available` found avx512f and avx512bw.
+                unsafe { compress16(&mut rows, blocks) };
+                for (l, s) in state.iter_mut().enumerate() {
+                    *s = core::array::from_fn(|i| rows[i][l]);
+                }
+            },
+        );
         rows.zeroize();
-        return;
     }
+    #[cfg(not(target_arch = "x86_64"))]
     hmac_each(pads, msgs, trim, macs);
+}
+
+/// The batch HMAC on [`lanes`] (`L` messages at a time through `compress`) where `run` says
+/// the lanes' kernel runs on this CPU and the batch has at least `min` messages; otherwise one
+/// message after the other ([`hmac_each`]). The SHA-NI chains of SHA-1 and SHA-256 both come
+/// here.
+pub(super) fn lanes_or_each<P: HmacPads, M: AsRef<[u8]>, const L: usize>(
+    run: bool,
+    min: usize,
+    pads: &P,
+    msgs: &[M],
+    trim: usize,
+    macs: &mut [P::Digest],
+    compress: impl FnMut(&mut [P::State; L], &[&[u8]; L]),
+) {
+    if run && msgs.len().min(macs.len()) >= min {
+        lanes::<P, M, L>(pads, msgs, trim, macs, min, compress);
+    } else {
+        hmac_each(pads, msgs, trim, macs);
+    }
 }
 
 /// Message `i` of a batch without its last `trim` bytes (an ESP packet's ICV).

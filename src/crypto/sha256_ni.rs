@@ -131,20 +131,17 @@ pub fn hmac_batch<M: AsRef<[u8]>>(
     macs: &mut [[u8; 32]],
 ) {
     #[cfg(target_arch = "x86_64")]
-    if available() && msgs.len().min(macs.len()) >= MIN_CHAINS {
-        sha1_mb::lanes::<HmacSha256Pads, M, CHAINS>(
-            pads,
-            msgs,
-            trim,
-            macs,
-            MIN_CHAINS,
-            |state, blocks| {
-                // SAFETY: `available` checked sha, ssse3 and sse4.1.
-                unsafe { compress_chains(state, blocks) }
-            },
-        );
-        return;
-    }
+    sha1_mb::lanes_or_each::<HmacSha256Pads, M, CHAINS>(
+        available(),
+        MIN_CHAINS,
+        pads,
+        msgs,
+        trim,
+        macs,
+        // SAFETY: run only where `available` found sha, ssse3 and sse4.1.
+        |state, blocks| unsafe { compress_chains(state, blocks) },
+    );
+    #[cfg(not(target_arch = "x86_64"))]
     sha1_mb::hmac_each(pads, msgs, trim, macs);
 }
 

@@ -134,7 +134,7 @@ impl Engine {
 
     /// For the two-pass engines: the fewest packets they take (smaller batches run
     /// stitched) and the batch HMAC they hash with.
-    fn batch_hash(self) -> (usize, BatchHash<HmacSha1Pads>) {
+    pub(super) fn batch_hash(self) -> (usize, BatchHash<HmacSha1Pads>) {
         match self {
             Self::ShaNiChains => (CHAINS_MIN, |p, m, t, macs| {
                 sha1_ni::hmac_batch(p, m, t, macs)
@@ -386,12 +386,14 @@ fn esp_message(p: &[u8], icv_len: usize) -> &[u8] {
     &p[..p.len().saturating_sub(icv_len)]
 }
 
-/// Whether a buffer has the shape [`seal`] and [`open`] work on, for a MAC of `digest` bytes.
-fn well_formed(p: &[u8], icv_len: usize, digest: usize) -> bool {
-    let body = p.len().saturating_sub(ESP_HEADER + icv_len);
-    icv_len <= digest
-        && p.len() >= ESP_HEADER + icv_len + AES_BLOCK
-        && body.is_multiple_of(AES_BLOCK)
+/// Whether every buffer of a batch has the shape the seal and open passes work on, for a MAC
+/// of hash `P` truncated to `icv_len` bytes.
+fn well_formed<P: HmacPads>(packets: &[&mut [u8]], icv_len: usize) -> bool {
+    icv_len <= P::DIGEST
+        && packets.iter().all(|p| {
+            let body = p.len().saturating_sub(ESP_HEADER + icv_len);
+            p.len() >= ESP_HEADER + icv_len + AES_BLOCK && body.is_multiple_of(AES_BLOCK)
+        })
 }
 
 /// One CBC chain in progress: packet `job`, next block at `at`, its ciphertext ends at `end`,
@@ -444,10 +446,7 @@ pub fn seal<C: CbcEncrypt + ?Sized>(
     engine: Engine,
     packets: &mut [&mut [u8]],
 ) -> bool {
-    if !packets
-        .iter()
-        .all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST))
-    {
+    if !well_formed::<HmacSha1Pads>(packets, icv_len) {
         return false;
     }
     // AES-NI keys exist without SHA-NI: the kernels need both.
@@ -527,10 +526,7 @@ pub fn seal_sha256<C: CbcEncrypt + ?Sized>(
     icv_len: usize,
     packets: &mut [&mut [u8]],
 ) -> bool {
-    if !packets
-        .iter()
-        .all(|p| well_formed(p, icv_len, HmacSha256Pads::DIGEST))
-    {
+    if !well_formed::<HmacSha256Pads>(packets, icv_len) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -557,11 +553,7 @@ pub fn open_sha256<C: CbcDecrypt + ?Sized>(
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
 ) -> bool {
-    if ok.len() != packets.len()
-        || !packets
-            .iter()
-            .all(|p| well_formed(p, icv_len, HmacSha256Pads::DIGEST))
-    {
+    if ok.len() != packets.len() || !well_formed::<HmacSha256Pads>(packets, icv_len) {
         return false;
     }
     #[cfg(target_arch = "x86_64")]
@@ -712,11 +704,7 @@ pub fn open<C: CbcDecrypt + ?Sized>(
     packets: &mut [&mut [u8]],
     ok: &mut [bool],
 ) -> bool {
-    if ok.len() != packets.len()
-        || !packets
-            .iter()
-            .all(|p| well_formed(p, icv_len, HmacSha1Pads::DIGEST))
-    {
+    if ok.len() != packets.len() || !well_formed::<HmacSha1Pads>(packets, icv_len) {
         return false;
     }
     let keys = cipher.aes_ni().filter(|_| Engine::stitched_runs());
